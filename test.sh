@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole Dcache test suite: installs what the tests need when missing, builds with warnings as errors,
+# runs every test project, and ends with one line: "tests: N passed, N failed, N skipped".
+# Extra arguments go to `dotnet test` (e.g. --filter "FullyQualifiedName~Simulation").
+set -uo pipefail
+cd "$(dirname "$0")"
+
+need_packages=()
+# (Debian packages that later test suites need are added here: redis-tools, prometheus.)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "installing: ${need_packages[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+results=$(mktemp -d /tmp/dcache-test-results.XXXXXX)
+trap 'rm -rf "$results"' EXIT
+
+if ! dotnet build Dcache.sln -c Release -nologo -v q; then
+  echo "tests: 0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+
+dotnet test Dcache.sln -c Release --no-build -nologo \
+  --logger "trx" --logger "console;verbosity=normal" --results-directory "$results" "$@"
+status=$?
+
+passed=0; failed=0; skipped=0
+for trx in "$results"/*.trx; do
+  [ -f "$trx" ] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -n 1)
+  get() { echo "$counters" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p"; }
+  passed=$((passed + $(get passed)))
+  failed=$((failed + $(get failed) + $(get error) + $(get timeout) + $(get aborted)))
+  skipped=$((skipped + $(get notExecuted)))
+done
+
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  failed=1 # the runner failed without a result file saying why (crash, build error)
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
