@@ -1,0 +1,384 @@
+namespace Dcache.Raft;
+
+public sealed partial class RaftNode
+{
+    /// <summary>Proposes application data. Only a leader accepts; the result says where it was appended.</summary>
+    public ProposeResult Propose(ReadOnlyMemory<byte> data)
+    {
+        if (RefuseProposal() is { } refused)
+        {
+            return refused;
+        }
+
+        var entry = new Entry(0, 0, EntryType.Normal, data);
+        if (_options.MaxUncommittedBytes > 0 && _uncommittedBytes > 0 && _uncommittedBytes + entry.Size > _options.MaxUncommittedBytes)
+        {
+            return new ProposeResult(ProposeStatus.Overloaded, 0, 0, Id, "too many uncommitted bytes");
+        }
+
+        return AcceptProposal(entry);
+    }
+
+    /// <summary>Proposes a single-server membership change; refused while another is pending.</summary>
+    public ProposeResult ProposeConfChange(ConfChange change)
+    {
+        if (RefuseProposal() is { } refused)
+        {
+            return refused;
+        }
+
+        if (_pendingConfIndex > _log.Applied)
+        {
+            return new ProposeResult(ProposeStatus.ConfChangePending, 0, 0, Id, $"the change at index {_pendingConfIndex} is not applied yet");
+        }
+
+        if (_membership.Validate(change) is { } reason)
+        {
+            return new ProposeResult(ProposeStatus.InvalidConfChange, 0, 0, Id, reason);
+        }
+
+        var result = AcceptProposal(new Entry(0, 0, EntryType.ConfChange, change.Encode()));
+        _pendingConfIndex = result.Index;
+        return result;
+    }
+
+    private ProposeResult? RefuseProposal()
+    {
+        if (_role != Role.Leader)
+        {
+            return new ProposeResult(ProposeStatus.NotLeader, 0, 0, _leader);
+        }
+
+        if (_leadTransferee != 0)
+        {
+            return new ProposeResult(ProposeStatus.TransferInProgress, 0, 0, _leadTransferee);
+        }
+
+        return null;
+    }
+
+    private ProposeResult AcceptProposal(Entry entry)
+    {
+        AppendEntries([entry]);
+        BroadcastAppend();
+        return new ProposeResult(ProposeStatus.Accepted, _log.LastIndex, _term, Id);
+    }
+
+    /// <summary>Hands leadership to <paramref name="target"/>: brings it up to date, then tells it to campaign. False when impossible.</summary>
+    public bool TransferLeadership(ulong target)
+    {
+        if (_role != Role.Leader || target == Id || !_membership.IsVoter(target) || !_progress.TryGetValue(target, out var pr))
+        {
+            return false;
+        }
+
+        if (_leadTransferee == target)
+        {
+            return true;
+        }
+
+        _leadTransferee = target;
+        _electionElapsed = 0; // the transfer is abandoned after one election timeout
+        if (pr.Match == _log.LastIndex)
+        {
+            SendTimeoutNow(target);
+        }
+        else
+        {
+            SendAppend(target, sendIfEmpty: true);
+        }
+
+        return true;
+    }
+
+    /// <summary>The host finished (or failed) streaming a snapshot to <paramref name="peer"/>.</summary>
+    public void ReportSnapshot(ulong peer, bool succeeded)
+    {
+        if (_role != Role.Leader || !_progress.TryGetValue(peer, out var pr) || pr.State != ReplicationState.Snapshot)
+        {
+            return;
+        }
+
+        if (!succeeded)
+        {
+            pr.BecomeProbe();
+            pr.Next = pr.Match + 1;
+        }
+        else
+        {
+            pr.BecomeProbe();
+        }
+
+        // Wait for the follower's answer (or a heartbeat response) before the next Append.
+        pr.ProbeSent = true;
+    }
+
+    /// <summary>The host could not deliver a message to <paramref name="peer"/>: stop pipelining to it.</summary>
+    public void ReportUnreachable(ulong peer)
+    {
+        if (_role == Role.Leader && _progress.TryGetValue(peer, out var pr) && pr.State == ReplicationState.Replicate)
+        {
+            pr.BecomeProbe();
+        }
+    }
+
+    private void AppendEntries(List<Entry> entries)
+    {
+        var index = _log.LastIndex;
+        for (var i = 0; i < entries.Count; i++)
+        {
+            entries[i] = entries[i] with { Index = ++index, Term = _term };
+            _uncommittedBytes += entries[i].Size;
+        }
+
+        _log.Append(entries);
+        _progress[Id].MaybeUpdate(_log.LastIndex);
+        MaybeCommit(); // a single-voter cluster commits at once
+    }
+
+    private void StepLeader(Message message)
+    {
+        switch (message.Type)
+        {
+            case MessageType.ReadIndex:
+                HandleReadIndexRequest(message.From, message.Context);
+                return;
+        }
+
+        if (!_progress.TryGetValue(message.From, out var pr))
+        {
+            return;
+        }
+
+        switch (message.Type)
+        {
+            case MessageType.AppendResponse:
+                pr.RecentActive = true;
+                HandleAppendResponse(message, pr);
+                break;
+            case MessageType.HeartbeatResponse:
+                pr.RecentActive = true;
+                pr.ProbeSent = false;
+                if (pr.Match < _log.LastIndex)
+                {
+                    SendAppend(message.From, sendIfEmpty: true);
+                }
+
+                HandleReadAck(message.From, message.Context);
+                break;
+        }
+    }
+
+    private void HandleAppendResponse(Message message, Progress pr)
+    {
+        if (message.Reject)
+        {
+            var nextProbe = message.RejectHint;
+            if (message.LogTerm > 0)
+            {
+                nextProbe = _log.FindConflictByTerm(message.RejectHint, message.LogTerm);
+            }
+
+            if (pr.MaybeDecreaseTo(message.Index, nextProbe))
+            {
+                if (pr.State == ReplicationState.Replicate)
+                {
+                    pr.BecomeProbe();
+                }
+
+                SendAppend(message.From, sendIfEmpty: true);
+            }
+
+            return;
+        }
+
+        var wasPaused = pr.IsPaused;
+        var updated = pr.MaybeUpdate(message.Index);
+        if (!updated && !(pr.Match == message.Index && pr.State == ReplicationState.Probe))
+        {
+            return; // stale: tells nothing new
+        }
+
+        switch (pr.State)
+        {
+            case ReplicationState.Probe:
+                pr.BecomeReplicate();
+                break;
+            case ReplicationState.Snapshot when pr.Match + 1 >= _log.FirstIndex:
+                pr.BecomeProbe();
+                pr.BecomeReplicate();
+                break;
+            case ReplicationState.Replicate:
+                pr.Inflights.FreeUpTo(message.Index);
+                break;
+        }
+
+        if (MaybeCommit())
+        {
+            BroadcastAppend();
+        }
+        else if (wasPaused)
+        {
+            SendAppend(message.From, sendIfEmpty: true);
+        }
+
+        // Keep the pipeline full while there is more to send.
+        while (SendAppend(message.From, sendIfEmpty: false))
+        {
+        }
+
+        if (message.From == _leadTransferee && pr.Match == _log.LastIndex)
+        {
+            SendTimeoutNow(message.From);
+        }
+    }
+
+    private void SendTimeoutNow(ulong target) =>
+        Send(new Message { Type = MessageType.TimeoutNow, From = Id, To = target, Term = _term });
+
+    /// <summary>
+    /// Advances the commit index to the highest index a quorum of voters holds, but only if that entry is of the
+    /// current term: entries of earlier terms commit indirectly (Raft paper, figure 8).
+    /// </summary>
+    private bool MaybeCommit()
+    {
+        Span<ulong> matches = stackalloc ulong[_membership.Voters.Count];
+        var n = 0;
+        foreach (var voter in _membership.Voters)
+        {
+            matches[n++] = _progress.TryGetValue(voter, out var pr) ? pr.Match : 0;
+        }
+
+        if (n == 0)
+        {
+            return false;
+        }
+
+        matches.Sort();
+        var quorumIndex = matches[n - Quorum];
+        if (quorumIndex <= _log.Committed)
+        {
+            return false;
+        }
+
+        var countsInThisTerm = _log.TermOrZero(quorumIndex) == _term;
+        if (!countsInThisTerm && !_options.Mutation.HasFlag(SafetyMutation.CommitPreviousTermByCounting))
+        {
+            return false;
+        }
+
+        var hadCommittedInTerm = CommittedInCurrentTerm;
+        _log.CommitTo(quorumIndex);
+        if (!hadCommittedInTerm && CommittedInCurrentTerm)
+        {
+            ReleaseReadsAwaitingFirstCommit();
+        }
+
+        return true;
+    }
+
+    private bool CommittedInCurrentTerm => _log.TermOrZero(_log.Committed) == _term;
+
+    private void BroadcastAppend()
+    {
+        foreach (var id in _progress.Keys)
+        {
+            if (id != Id)
+            {
+                SendAppend(id, sendIfEmpty: true);
+            }
+        }
+    }
+
+    /// <summary>Sends the next Append (or the snapshot, when the entries it needs are compacted). False when nothing was sent.</summary>
+    private bool SendAppend(ulong to, bool sendIfEmpty)
+    {
+        var pr = _progress[to];
+        if (pr.IsPaused)
+        {
+            return false;
+        }
+
+        var prevIndex = pr.Next - 1;
+        var termStatus = _log.TryTerm(prevIndex, out var prevTerm);
+        var entries = new List<Entry>();
+        var entriesStatus = termStatus == LogReadStatus.Ok
+            ? _log.Slice(pr.Next, _log.LastIndex + 1, _options.MaxSizePerMessage, entries)
+            : termStatus;
+
+        if (termStatus == LogReadStatus.Compacted || entriesStatus == LogReadStatus.Compacted)
+        {
+            return SendSnapshot(to, pr);
+        }
+
+        if (termStatus != LogReadStatus.Ok || entriesStatus != LogReadStatus.Ok)
+        {
+            throw new InvalidOperationException($"cannot read the log for peer {to} at {prevIndex}: {termStatus}/{entriesStatus}");
+        }
+
+        if (entries.Count == 0 && !sendIfEmpty)
+        {
+            return false;
+        }
+
+        ulong bytes = 0;
+        foreach (var entry in entries)
+        {
+            bytes += entry.Size;
+        }
+
+        Send(new Message
+        {
+            Type = MessageType.Append,
+            From = Id,
+            To = to,
+            Term = _term,
+            Index = prevIndex,
+            LogTerm = prevTerm,
+            Entries = entries,
+            Commit = _log.Committed,
+        });
+        pr.SentEntries(entries.Count, bytes, entries.Count > 0 ? entries[^1].Index : prevIndex);
+        return true;
+    }
+
+    private bool SendSnapshot(ulong to, Progress pr)
+    {
+        if (!pr.RecentActive)
+        {
+            return false; // don't stream a snapshot to a peer that seems down
+        }
+
+        var snapshot = _log.Snapshot;
+        if (snapshot.IsEmpty)
+        {
+            throw new InvalidOperationException($"peer {to} needs compacted entries but there is no snapshot");
+        }
+
+        Send(new Message { Type = MessageType.Snapshot, From = Id, To = to, Term = _term, Snapshot = snapshot });
+        pr.BecomeSnapshot(snapshot.Index);
+        return true;
+    }
+
+    private void BroadcastHeartbeat()
+    {
+        foreach (var (id, pr) in _progress)
+        {
+            if (id == Id)
+            {
+                continue;
+            }
+
+            Send(new Message
+            {
+                Type = MessageType.Heartbeat,
+                From = Id,
+                To = id,
+                Term = _term,
+                // Never more than the follower holds: it may not have the entries up to our commit yet.
+                Commit = Math.Min(pr.Match, _log.Committed),
+                Context = _lastBroadcastReadRound,
+            });
+        }
+    }
+}

@@ -1,0 +1,185 @@
+namespace Dcache.Raft;
+
+public sealed partial class RaftNode
+{
+    /// <summary>True when <see cref="GetReady"/> has something for the host.</summary>
+    public bool HasReady()
+    {
+        if (_readyInProgress is not null)
+        {
+            return false;
+        }
+
+        return _messages.Count > 0
+            || _readRoundOpen
+            || _log.HasUnstableEntries
+            || _log.UnstableSnapshot is not null
+            || _log.HasNextCommittedEntries
+            || _readStates.Count > 0
+            || _droppedReads.Count > 0
+            || CurrentHardState != _lastHardState
+            || new SoftState(_leader, _role) != _lastSoftState;
+    }
+
+    /// <summary>
+    /// Takes what the host must do now (see <see cref="Ready"/> for the order). Call <see cref="Advance"/> when done,
+    /// before the next GetReady.
+    /// </summary>
+    public Ready GetReady()
+    {
+        if (_readyInProgress is not null)
+        {
+            throw new InvalidOperationException("the previous Ready has not been advanced");
+        }
+
+        FlushReadRound();
+
+        var softState = new SoftState(_leader, _role);
+        var hardState = CurrentHardState;
+        var entries = _log.UnstableEntries();
+        if (_deferEntriesOnce)
+        {
+            // Planted bug (mutation tests): the acknowledgement goes out one Ready before the entries are persisted.
+            _deferEntriesOnce = false;
+            entries = [];
+        }
+
+        var ready = new Ready
+        {
+            SoftState = softState != _lastSoftState ? softState : null,
+            HardState = hardState != _lastHardState ? hardState : null,
+            Entries = entries,
+            Snapshot = _log.UnstableSnapshot,
+            CommittedEntries = _log.NextCommittedEntries(_options.MaxCommittedSizePerReady),
+            Messages = _messages,
+            ReadStates = _readStates,
+            DroppedReads = _droppedReads,
+        };
+
+        _messages = [];
+        _readStates = [];
+        _droppedReads = [];
+        _lastSoftState = softState;
+        _lastHardState = hardState;
+        _readyInProgress = ready;
+        return ready;
+    }
+
+    /// <summary>Confirms that the host persisted, sent and applied everything in <paramref name="ready"/>.</summary>
+    public void Advance(Ready ready)
+    {
+        if (!ReferenceEquals(ready, _readyInProgress))
+        {
+            throw new InvalidOperationException("Advance must be called with the Ready last returned by GetReady");
+        }
+
+        _readyInProgress = null;
+        if (ready.Entries.Count > 0)
+        {
+            var last = ready.Entries[^1];
+            _log.StableTo(last.Index, last.Term);
+        }
+
+        if (ready.Snapshot is { } snapshot)
+        {
+            _log.StableSnapshotTo(snapshot.Index);
+            if (snapshot.Index > _log.Applied)
+            {
+                _log.AppliedTo(snapshot.Index);
+            }
+        }
+
+        if (ready.CommittedEntries.Count > 0)
+        {
+            foreach (var entry in ready.CommittedEntries)
+            {
+                if (entry.Type == EntryType.ConfChange && entry.Index > _confAppliedIndex)
+                {
+                    ApplyConfChange(ConfChange.Decode(entry.Data.Span), entry.Index);
+                }
+
+                if (_role == Role.Leader && entry.Term == _term)
+                {
+                    _uncommittedBytes = _uncommittedBytes > entry.Size ? _uncommittedBytes - entry.Size : 0;
+                }
+            }
+
+            _log.AppliedTo(ready.CommittedEntries[^1].Index);
+        }
+    }
+
+    /// <summary>On restart, the membership must reflect every committed change, not just the snapshot's.</summary>
+    private void ApplyCommittedConfChangesAtStart()
+    {
+        if (_log.Committed <= _confAppliedIndex)
+        {
+            return;
+        }
+
+        var entries = new List<Entry>();
+        var status = _log.Slice(_confAppliedIndex + 1, _log.Committed + 1, ulong.MaxValue, entries);
+        if (status != LogReadStatus.Ok)
+        {
+            throw new InvalidOperationException($"node {Id}: committed entries after the snapshot are unreadable: {status}");
+        }
+
+        foreach (var entry in entries)
+        {
+            if (entry.Type == EntryType.ConfChange)
+            {
+                _membership = _membership.Apply(ConfChange.Decode(entry.Data.Span));
+                _confAppliedIndex = entry.Index;
+            }
+        }
+    }
+
+    private void ApplyConfChange(ConfChange change, ulong index)
+    {
+        _confAppliedIndex = index;
+        _membership = _membership.Apply(change);
+        RebuildProgress(resetAll: false);
+
+        if (_role != Role.Leader)
+        {
+            return;
+        }
+
+        if (!_membership.IsVoter(Id))
+        {
+            // Removed (or demoted) leader: the configuration without it has committed. Hand over to the most
+            // up-to-date voter so the cluster need not wait out an election timeout, then step down.
+            var successor = _progress.Values
+                .Where(p => p.Id != Id && !p.IsLearner && p.Match == _log.LastIndex)
+                .Select(p => p.Id)
+                .FirstOrDefault();
+            if (successor != 0)
+            {
+                SendTimeoutNow(successor);
+            }
+
+            BecomeFollower(_term, 0);
+            return;
+        }
+
+        if (_leadTransferee != 0 && !_membership.IsVoter(_leadTransferee))
+        {
+            _leadTransferee = 0;
+        }
+
+        // The quorum may have shrunk, committing more; new members need their first Append.
+        if (MaybeCommit())
+        {
+            BroadcastAppend();
+        }
+        else
+        {
+            foreach (var id in _progress.Keys)
+            {
+                if (id != Id)
+                {
+                    SendAppend(id, sendIfEmpty: false);
+                }
+            }
+        }
+    }
+}
