@@ -1,0 +1,314 @@
+using Dcache.Raft.Tests.Support;
+
+namespace Dcache.Raft.Tests;
+
+/// <summary>The named edge cases of the foundation issue, each a deterministic scenario.</summary>
+public sealed class EdgeCaseTests
+{
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PreVoteStopsAPartitionedNodeFromDisruptingTheLeaderOnRejoin(bool preVote)
+    {
+        var cluster = new TestCluster(3, configure: o => { o.PreVote = preVote; o.CheckQuorum = false; });
+        cluster.ElectLeader(1);
+        var term = cluster[1].Raft!.Term;
+
+        cluster.Isolate(3);
+        cluster.Tick(100); // node 3 times out again and again
+        cluster.Heal();
+        cluster.Tick(5);
+
+        if (preVote)
+        {
+            Assert.Equal(Role.Leader, cluster[1].Raft!.Role);
+            Assert.Equal(term, cluster[1].Raft!.Term);
+            Assert.Equal(term, cluster[3].Raft!.Term);
+        }
+        else
+        {
+            // Without PreVote the rejoining node's inflated term deposes the leader: the disruption PreVote prevents.
+            Assert.True(cluster[1].Raft!.Term > term);
+        }
+    }
+
+    [Fact]
+    public void CheckQuorumMakesAnIsolatedLeaderStepDown()
+    {
+        var cluster = new TestCluster(3);
+        cluster.ElectLeader(1);
+        cluster.Isolate(1);
+        var ticks = cluster.TickUntil(() => cluster[1].Raft!.Role != Role.Leader, 100);
+        Assert.InRange(ticks, 1, 2 * 10);
+        Assert.Equal(0UL, cluster[1].Raft!.Leader);
+    }
+
+    [Fact]
+    public void LeadershipTransferToALaggingFollowerCatchesItUpFirst()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Isolate(3);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.True(leader.Propose($"v{i}").Accepted);
+        }
+
+        cluster.Stabilize();
+        Assert.True(cluster[3].Raft!.LastIndex < leader.Raft!.LastIndex);
+
+        cluster.Heal();
+        Assert.True(leader.Raft!.TransferLeadership(3));
+        Assert.Equal(ProposeStatus.TransferInProgress, leader.Propose("refused").Status);
+        cluster.Stabilize();
+        cluster.Tick(2);
+
+        Assert.Equal(Role.Leader, cluster[3].Raft!.Role);
+        Assert.Equal(Role.Follower, cluster[1].Raft!.Role);
+        Assert.True(cluster[3].Propose("after").Accepted);
+        cluster.Stabilize();
+        cluster.Tick(2);
+        var expected = Enumerable.Range(0, 20).Select(i => $"v{i}").Append("after").ToList();
+        Assert.All(cluster.Nodes, n => Assert.Equal(expected, n.Applied));
+    }
+
+    [Fact]
+    public void LeadershipTransferToAnUnreachableFollowerIsAbandonedAfterAnElectionTimeout()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Isolate(3);
+        Assert.True(leader.Raft!.TransferLeadership(3));
+        cluster.TickUntil(() => leader.Propose("x").Accepted, 30);
+        Assert.Equal(Role.Leader, leader.Raft!.Role);
+    }
+
+    [Fact]
+    public void ReadIndexOnALeaderDeposedMidRequestIsDroppedNotAnswered()
+    {
+        var cluster = new TestCluster(3, configure: o => o.CheckQuorum = false);
+        var oldLeader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+
+        // The leader asks its followers to confirm it still leads, but they cannot hear it any more...
+        cluster.Isolate(1);
+        oldLeader.Raft!.ReadIndex(42);
+        cluster.Stabilize();
+        Assert.Empty(oldLeader.ReadStates);
+
+        // ...because they elected someone else, who commits a write the old leader never saw.
+        cluster.ElectLeader(2);
+        Assert.True(cluster[2].Propose("newer").Accepted);
+        cluster.Stabilize();
+
+        cluster.Heal();
+        cluster.Tick(3);
+        Assert.Equal(Role.Follower, oldLeader.Raft!.Role);
+        Assert.DoesNotContain(oldLeader.ReadStates, r => r.Context == 42);
+        Assert.Contains(42UL, oldLeader.DroppedReads);
+    }
+
+    [Fact]
+    public void ReadIndexOnALeaderAndThroughAFollowerReturnsTheCommitIndex()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        Assert.True(leader.Propose("a").Accepted);
+        cluster.Stabilize();
+
+        leader.Raft!.ReadIndex(7);
+        cluster[2].Raft!.ReadIndex(8);
+        cluster.Stabilize();
+
+        var commit = leader.Raft!.CommitIndex;
+        Assert.Equal([new ReadState(7, commit)], leader.ReadStates);
+        Assert.Equal([new ReadState(8, commit)], cluster[2].ReadStates);
+    }
+
+    [Fact]
+    public void RemovingTheLeaderCommitsTheChangeThenHandsOver()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        var result = leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 1));
+        Assert.True(result.Accepted, result.ToString());
+        cluster.Stabilize();
+        cluster.TickUntil(() => cluster[2].Raft!.Role == Role.Leader || cluster[3].Raft!.Role == Role.Leader, 50);
+
+        Assert.NotEqual(Role.Leader, cluster[1].Raft!.Role);
+        var newLeader = cluster.Leader()!;
+        Assert.Equal([2UL, 3UL], newLeader.Raft!.Membership.Voters);
+        Assert.True(newLeader.Propose("after-removal").Accepted);
+        cluster.Stabilize();
+        cluster.Tick(2);
+        Assert.Contains("after-removal", cluster[2].Applied);
+        Assert.Contains("after-removal", cluster[3].Applied);
+
+        // The removed node never campaigns again.
+        cluster.Tick(100);
+        Assert.NotEqual(Role.Leader, cluster[1].Raft!.Role);
+    }
+
+    [Fact]
+    public void ASecondMembershipChangeIsRefusedWhileOneIsPending()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        cluster.Isolate(2);
+        cluster.Isolate(3);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        Assert.Equal(ProposeStatus.ConfChangePending, leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 5)).Status);
+    }
+
+    [Fact]
+    public void AnInvalidMembershipChangeIsRefusedWithAReason()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        var result = leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 9));
+        Assert.Equal(ProposeStatus.InvalidConfChange, result.Status);
+        Assert.Contains("not a member", result.Reason, StringComparison.Ordinal);
+        Assert.Equal(ProposeStatus.InvalidConfChange, leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.PromoteLearner, 2)).Status);
+    }
+
+    [Fact]
+    public void LearnerCatchesUpWithoutVotingThenIsPromoted()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        for (var i = 0; i < 30; i++)
+        {
+            leader.Propose($"v{i}");
+        }
+
+        cluster.Stabilize();
+        cluster.AddNode(4);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(3);
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => $"v{i}"), cluster[4].Applied);
+        Assert.True(cluster[4].Raft!.Membership.IsLearner(4));
+
+        // A learner never counts toward commitment: with both other voters cut off, nothing commits.
+        cluster.Isolate(2);
+        cluster.Isolate(3);
+        var commitBefore = leader.Raft!.CommitIndex;
+        leader.Propose("not-committed");
+        cluster.Stabilize();
+        Assert.Equal(commitBefore, leader.Raft!.CommitIndex);
+        // ...and never campaigns.
+        cluster.Tick(60, 4);
+        Assert.Equal(Role.Follower, cluster[4].Raft!.Role);
+        cluster.Heal();
+        cluster.Tick(3);
+
+        Assert.True(cluster.Leader()!.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.PromoteLearner, 4)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(3);
+        Assert.All(cluster.Nodes, n => Assert.True(n.Raft!.Membership.IsVoter(4)));
+        Assert.Equal(4, cluster.Leader()!.Raft!.Membership.Voters.Count);
+    }
+
+    [Fact]
+    public void AFollowerFarBehindCatchesUpByInstallingASnapshot()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Isolate(3);
+        for (var i = 0; i < 200; i++)
+        {
+            leader.Propose($"v{i}");
+        }
+
+        cluster.Stabilize();
+        leader.TakeSnapshot(keepEntries: 5);
+        cluster[2].TakeSnapshot(keepEntries: 5);
+        Assert.True(leader.Storage.FirstIndex > cluster[3].Raft!.LastIndex + 1);
+
+        cluster.Heal();
+        cluster.Tick(3);
+
+        Assert.Contains(cluster.Delivered, m => m.Type == MessageType.Snapshot && m.To == 3);
+        Assert.Equal(leader.Applied, cluster[3].Applied);
+        Assert.Equal(leader.Raft!.LastIndex, cluster[3].Raft!.LastIndex);
+        Assert.True(leader.Propose("after").Accepted);
+        cluster.Stabilize();
+        cluster.Tick(2);
+        Assert.Equal("after", cluster[3].Applied[^1]);
+    }
+
+    [Fact]
+    public void AFollowerWithAConflictingUncommittedSuffixIsOverwritten()
+    {
+        var cluster = new TestCluster(3);
+        var oldLeader = cluster.ElectLeader(1);
+        Assert.True(oldLeader.Propose("committed").Accepted);
+        cluster.Stabilize();
+        cluster.Tick(1);
+
+        // The old leader appends entries nobody else gets: an uncommitted suffix.
+        cluster.Isolate(1);
+        for (var i = 0; i < 5; i++)
+        {
+            oldLeader.Propose($"lost{i}");
+        }
+
+        cluster.Stabilize();
+        var oldLast = oldLeader.Raft!.LastIndex;
+
+        cluster.TickUntil(() => cluster[2].Raft!.Role == Role.Leader || cluster[3].Raft!.Role == Role.Leader, 100);
+        var newLeader = cluster[2].Raft!.Role == Role.Leader ? cluster[2] : cluster[3];
+        for (var i = 0; i < 3; i++)
+        {
+            newLeader.Propose($"kept{i}");
+        }
+
+        cluster.Stabilize();
+        cluster.Heal();
+        cluster.Tick(3);
+
+        Assert.Equal(Role.Follower, oldLeader.Raft!.Role);
+        var expected = new[] { "committed", "kept0", "kept1", "kept2" };
+        Assert.All(cluster.Nodes, n => Assert.Equal(expected, n.Applied));
+        var newLog = newLeader.Raft!.GetLogEntries(1, ulong.MaxValue);
+        Assert.Equal(newLog, oldLeader.Raft!.GetLogEntries(1, ulong.MaxValue));
+        Assert.True(oldLast >= 2);
+    }
+
+    [Fact]
+    public void AStaleAppendThatMatchesDoesNotTruncateAcknowledgedEntries()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        leader.Propose("a");
+        cluster.Stabilize();
+        var firstAppend = cluster.Delivered.Last(m => m.Type == MessageType.Append && m.To == 2 && m.Entries.Count > 0);
+        leader.Propose("b");
+        leader.Propose("c");
+        cluster.Stabilize();
+        var lastBefore = cluster[2].Raft!.LastIndex;
+
+        // Re-deliver the old Append (a duplicate or reordered message): the follower keeps its longer log.
+        cluster[2].Raft!.Step(firstAppend);
+        cluster.Stabilize();
+        Assert.Equal(lastBefore, cluster[2].Raft!.LastIndex);
+    }
+
+    [Fact]
+    public void RestartRecoversMembershipFromCommittedLogAfterTheSnapshot()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        cluster.AddNode(4);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(2);
+
+        cluster[2].Restart();
+        Assert.True(cluster[2].Raft!.Membership.IsLearner(4));
+    }
+}
