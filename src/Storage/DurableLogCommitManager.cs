@@ -31,6 +31,7 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
 
     private readonly LogGeometry _geometry;
     private readonly bool _syncEveryCommit;
+    private readonly bool _writeHints;
     private readonly SafeFileHandle _file;
     private readonly string _path;
     private readonly Lock _gate = new();
@@ -45,10 +46,15 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
     private byte[]? _recoveryMetadata;
 
     /// <param name="syncEveryCommit">Sync the slot on every commit (for logs whose recovery does not scan past the hint).</param>
-    public DurableLogCommitManager(LogGeometry geometry, bool syncEveryCommit)
+    /// <param name="writeHints">
+    /// Write the slot on commits that need no sync. Tests turn this off to reproduce, with SIGKILL, what a power cut
+    /// does (unsynced hint writes lost), so that recovery past the hint is exercised on every crash.
+    /// </param>
+    public DurableLogCommitManager(LogGeometry geometry, bool syncEveryCommit, bool writeHints = true)
     {
         _geometry = geometry;
         _syncEveryCommit = syncEveryCommit;
+        _writeHints = writeHints;
         // Not named "{BaseName}.*": FASTER's device treats every file starting with its base name as a segment.
         _path = Path.Combine(geometry.Directory, $"commit-{geometry.BaseName}.dat");
         var created = !File.Exists(_path);
@@ -126,7 +132,11 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
             _fasterMetadata = commitMetadata;
             var beginMoved = beginAddress != _durableBeginAddress;
             var sync = _syncEveryCommit || forceWriteMetadata || beginMoved || !_replayBase.AsSpan().SequenceEqual(_durableReplayBase);
-            WriteSlot(sync, beginAddress);
+            if (sync || _writeHints)
+            {
+                WriteSlot(sync, beginAddress);
+            }
+
             if (beginMoved)
             {
                 // FasterLog deletes the segments below the new begin address right after this call returns.

@@ -56,7 +56,7 @@ public sealed class FasterRaftStorage : IRaftStorage
         _maxRecordLength = _geometry.PageSize - LogGeometry.EntryHeaderSize - 64;
         NativeFileSync.CreateDirectoryDurably(_geometry.Directory);
 
-        _commitManager = new DurableLogCommitManager(_geometry, syncEveryCommit: false);
+        _commitManager = new DurableLogCommitManager(_geometry, syncEveryCommit: false, options.WriteCommitHints);
         try
         {
             var recovered = _commitManager.Recovered;

@@ -55,6 +55,9 @@ public sealed class StorageOptions
 
     public CommitWaitMode CommitWait { get; set; } = CommitWaitMode.Block;
 
+    /// <summary>Test hook: when false, commit hints that need no sync are not written (simulates losing them in a power cut).</summary>
+    internal bool WriteCommitHints { get; set; } = true;
+
     internal string RaftLogDirectory => Path.Combine(DataDirectory, "raft-log");
 
     internal string SnapshotDirectory => Path.Combine(DataDirectory, "snapshots");
