@@ -1,0 +1,498 @@
+using System.Buffers;
+using System.Globalization;
+
+namespace Dcache.Node.Cache;
+
+/// <summary>
+/// A write command as carried in a Raft entry, decoded without copying: keys and values are slices of the entry bytes,
+/// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
+/// </summary>
+/// <remarks>
+/// Format, version 1 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes):
+/// <code>
+/// u8 version (=1) | u8 kind | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
+/// Delete       : varint key count (>= 1) | key count x bytes key
+/// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
+/// Persist      : bytes key
+/// IncrementBy  : i64 delta | bytes key
+/// MultiSet     : varint pair count (>= 1) | pair count x (bytes key, bytes value)
+/// PurgeExpired : i64 purge-up-to ms
+/// </code>
+/// Nothing may follow the body. A new field or command means a new version byte, so an old replica refuses an entry
+/// it does not understand instead of applying it differently.
+/// </remarks>
+public readonly ref struct CacheCommand
+{
+    /// <summary>The only format version this build reads and writes.</summary>
+    public const byte FormatVersion = 1;
+
+    private const byte SetConditionMask = 0b0000_0011;
+    private const byte SetReturnOldValueBit = 0b0000_0100;
+    private const int SetExpiryShift = 3;
+    private const byte SetExpiryMask = 0b0001_1000;
+
+    // The envelope: version, kind, client id (8), sequence (varint), now (8).
+    private const int FixedHeaderSize = 1 + 1 + 8 + 8;
+
+    private readonly ReadOnlySpan<byte> _items;
+
+    // Expire's expiry time or PurgeExpired's horizon: one slot, exposed under the name that fits the kind.
+    private readonly long _time;
+
+    private CacheCommand(
+        CommandEnvelope envelope,
+        CacheCommandKind kind,
+        ReadOnlySpan<byte> key = default,
+        ReadOnlySpan<byte> value = default,
+        SetOptions setOptions = default,
+        long time = 0,
+        ExpireCondition expireCondition = ExpireCondition.Always,
+        long delta = 0,
+        int count = 0,
+        ReadOnlySpan<byte> items = default)
+    {
+        Envelope = envelope;
+        Kind = kind;
+        Key = key;
+        Value = value;
+        SetOptions = setOptions;
+        _time = time;
+        ExpireCondition = expireCondition;
+        Delta = delta;
+        Count = count;
+        _items = items;
+    }
+
+    public CommandEnvelope Envelope { get; }
+
+    public CacheCommandKind Kind { get; }
+
+    /// <summary>The key of Set, Expire, Persist and IncrementBy.</summary>
+    public ReadOnlySpan<byte> Key { get; }
+
+    /// <summary>The value of Set.</summary>
+    public ReadOnlySpan<byte> Value { get; }
+
+    /// <summary>Set's condition, GET flag and expiry.</summary>
+    public SetOptions SetOptions { get; }
+
+    /// <summary>Expire's absolute expiry time (unix ms).</summary>
+    public long ExpireAtMs => Kind == CacheCommandKind.Expire ? _time : 0;
+
+    public ExpireCondition ExpireCondition { get; }
+
+    /// <summary>IncrementBy's signed delta (DECRBY n is encoded as -n by the proposer).</summary>
+    public long Delta { get; }
+
+    /// <summary>PurgeExpired's horizon (unix ms): keys whose expiry is at or before it are reclaimed.</summary>
+    public long PurgeUpToMs => Kind == CacheCommandKind.PurgeExpired ? _time : 0;
+
+    /// <summary>The number of keys of Delete, or of key/value pairs of MultiSet.</summary>
+    public int Count { get; }
+
+    /// <summary>Delete's keys, in the order given.</summary>
+    public KeyList Keys => Kind == CacheCommandKind.Delete ? new KeyList(_items, Count) : default;
+
+    /// <summary>MultiSet's pairs, in the order given (a later pair for the same key wins, as in Redis).</summary>
+    public PairList Pairs => Kind == CacheCommandKind.MultiSet ? new PairList(_items, Count) : default;
+
+    /// <summary>
+    /// Decodes and fully validates an entry. Throws <see cref="FormatException"/> naming the problem for any malformed input
+    /// (and <see cref="UnsupportedCommandVersionException"/>, a FormatException, for a version this build does not know).
+    /// </summary>
+    public static CacheCommand Decode(ReadOnlySpan<byte> entry)
+    {
+        var reader = new EntryReader(entry);
+        var version = reader.ReadByte("format version");
+        if (version != FormatVersion)
+        {
+            throw new UnsupportedCommandVersionException(version);
+        }
+
+        var kindByte = reader.ReadByte("command kind");
+        var clientId = reader.ReadUInt64("client id");
+        var sequence = reader.ReadVarUInt64("sequence number");
+        var nowMs = reader.ReadInt64("timestamp");
+        var envelope = new CommandEnvelope(clientId, sequence, nowMs);
+
+        CacheCommand command;
+        switch ((CacheCommandKind)kindByte)
+        {
+            case CacheCommandKind.Set:
+                {
+                    var flagsOffset = reader.Position;
+                    var flags = reader.ReadByte("SET flags");
+                    var condition = (SetCondition)(flags & SetConditionMask);
+                    var expiry = (SetExpiry)((flags & SetExpiryMask) >> SetExpiryShift);
+                    if ((flags & ~(SetConditionMask | SetReturnOldValueBit | SetExpiryMask)) != 0
+                        || condition > SetCondition.IfPresent
+                        || expiry > SetExpiry.KeepTtl)
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"invalid SET flags 0x{flags:X2}"), flagsOffset);
+                    }
+
+                    var expireAt = expiry == SetExpiry.At ? reader.ReadInt64("SET expiry time") : 0;
+                    var key = reader.ReadBytes("SET key");
+                    var value = reader.ReadBytes("SET value");
+                    var options = new SetOptions(condition, (flags & SetReturnOldValueBit) != 0, expiry, expireAt);
+                    command = new CacheCommand(envelope, CacheCommandKind.Set, key, value, options);
+                    break;
+                }
+
+            case CacheCommandKind.Delete:
+                {
+                    var count = ReadCount(ref reader, "DEL key count");
+                    var start = reader.Position;
+                    for (var i = 0; i < count; i++)
+                    {
+                        reader.ReadBytes("DEL key");
+                    }
+
+                    command = new CacheCommand(envelope, CacheCommandKind.Delete, count: count, items: reader.SliceFrom(start));
+                    break;
+                }
+
+            case CacheCommandKind.Expire:
+                {
+                    var conditionOffset = reader.Position;
+                    var condition = (ExpireCondition)reader.ReadByte("EXPIRE condition");
+                    if (!IsValid(condition))
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"invalid EXPIRE condition 0x{(byte)condition:X2}"), conditionOffset);
+                    }
+
+                    var expireAt = reader.ReadInt64("EXPIRE time");
+                    var key = reader.ReadBytes("EXPIRE key");
+                    command = new CacheCommand(envelope, CacheCommandKind.Expire, key, time: expireAt, expireCondition: condition);
+                    break;
+                }
+
+            case CacheCommandKind.Persist:
+                command = new CacheCommand(envelope, CacheCommandKind.Persist, reader.ReadBytes("PERSIST key"));
+                break;
+
+            case CacheCommandKind.IncrementBy:
+                {
+                    var delta = reader.ReadInt64("INCRBY delta");
+                    var key = reader.ReadBytes("INCRBY key");
+                    command = new CacheCommand(envelope, CacheCommandKind.IncrementBy, key, delta: delta);
+                    break;
+                }
+
+            case CacheCommandKind.MultiSet:
+                {
+                    var count = ReadCount(ref reader, "MSET pair count");
+                    var start = reader.Position;
+                    for (var i = 0; i < count; i++)
+                    {
+                        reader.ReadBytes("MSET key");
+                        reader.ReadBytes("MSET value");
+                    }
+
+                    command = new CacheCommand(envelope, CacheCommandKind.MultiSet, count: count, items: reader.SliceFrom(start));
+                    break;
+                }
+
+            case CacheCommandKind.PurgeExpired:
+                command = new CacheCommand(envelope, CacheCommandKind.PurgeExpired, time: reader.ReadInt64("purge horizon"));
+                break;
+
+            default:
+                throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
+        }
+
+        reader.RequireEnd();
+        return command;
+    }
+
+    /// <summary>True when <paramref name="condition"/> is a combination Redis 7 accepts: none, NX, XX, GT, LT, XX GT, XX LT.</summary>
+    public static bool IsValid(ExpireCondition condition)
+    {
+        const ExpireCondition all = ExpireCondition.IfNoTtl | ExpireCondition.IfHasTtl | ExpireCondition.IfGreater | ExpireCondition.IfLess;
+        if ((condition & ~all) != 0)
+        {
+            return false;
+        }
+
+        if ((condition & ExpireCondition.IfNoTtl) != 0 && condition != ExpireCondition.IfNoTtl)
+        {
+            return false;
+        }
+
+        return (condition & (ExpireCondition.IfGreater | ExpireCondition.IfLess)) != (ExpireCondition.IfGreater | ExpireCondition.IfLess);
+    }
+
+    public static void EncodeSet(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, SetOptions options = default)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (options.Condition > SetCondition.IfPresent || options.Expiry > SetExpiry.KeepTtl)
+        {
+            throw new ArgumentException("Unknown SET condition or expiry mode.", nameof(options));
+        }
+
+        var flags = (byte)((byte)options.Condition | (options.ReturnOldValue ? SetReturnOldValueBit : 0) | ((byte)options.Expiry << SetExpiryShift));
+        var size = HeaderSize(envelope) + 1 + (options.Expiry == SetExpiry.At ? 8 : 0) + EntryWriter.BytesSize(key.Length) + EntryWriter.BytesSize(value.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.Set, envelope, out var buffer);
+        writer.WriteByte(flags);
+        if (options.Expiry == SetExpiry.At)
+        {
+            writer.WriteInt64(options.ExpireAtMs);
+        }
+
+        writer.WriteBytes(key);
+        writer.WriteBytes(value);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>DEL of one or more keys.</summary>
+    public static void EncodeDelete(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<ReadOnlyMemory<byte>> keys)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (keys.IsEmpty)
+        {
+            throw new ArgumentException("DEL needs at least one key.", nameof(keys));
+        }
+
+        var size = HeaderSize(envelope) + EntryWriter.VarIntSize((ulong)keys.Length);
+        foreach (var key in keys)
+        {
+            size += EntryWriter.BytesSize(key.Length);
+        }
+
+        var writer = BeginEntry(output, size, CacheCommandKind.Delete, envelope, out var buffer);
+        writer.WriteVarUInt64((ulong)keys.Length);
+        foreach (var key in keys)
+        {
+            writer.WriteBytes(key.Span);
+        }
+
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT, with the time already absolute (unix ms).</summary>
+    public static void EncodeExpire(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, long expireAtMs, ExpireCondition condition = ExpireCondition.Always)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (!IsValid(condition))
+        {
+            throw new ArgumentException("NX and XX, GT or LT options at the same time are not compatible, nor are GT and LT.", nameof(condition));
+        }
+
+        var size = HeaderSize(envelope) + 1 + 8 + EntryWriter.BytesSize(key.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.Expire, envelope, out var buffer);
+        writer.WriteByte((byte)condition);
+        writer.WriteInt64(expireAtMs);
+        writer.WriteBytes(key);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    public static void EncodePersist(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + EntryWriter.BytesSize(key.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.Persist, envelope, out var buffer);
+        writer.WriteBytes(key);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>INCRBY (DECRBY n is delta -n; INCR/DECR are +1/-1).</summary>
+    public static void EncodeIncrementBy(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, long delta)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + 8 + EntryWriter.BytesSize(key.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.IncrementBy, envelope, out var buffer);
+        writer.WriteInt64(delta);
+        writer.WriteBytes(key);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>MSET with its arguments as RESP gives them: key1, value1, key2, value2, ...</summary>
+    public static void EncodeMultiSet(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<ReadOnlyMemory<byte>> keysAndValues)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (keysAndValues.IsEmpty || keysAndValues.Length % 2 != 0)
+        {
+            throw new ArgumentException("MSET needs a non-empty, even number of arguments (key, value, ...).", nameof(keysAndValues));
+        }
+
+        var pairCount = keysAndValues.Length / 2;
+        var size = HeaderSize(envelope) + EntryWriter.VarIntSize((ulong)pairCount);
+        foreach (var item in keysAndValues)
+        {
+            size += EntryWriter.BytesSize(item.Length);
+        }
+
+        var writer = BeginEntry(output, size, CacheCommandKind.MultiSet, envelope, out var buffer);
+        writer.WriteVarUInt64((ulong)pairCount);
+        foreach (var item in keysAndValues)
+        {
+            writer.WriteBytes(item.Span);
+        }
+
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>The leader's periodic purge: reclaim every key whose expiry is at or before <paramref name="upToMs"/> (bounded by the entry's own time).</summary>
+    public static void EncodePurgeExpired(IBufferWriter<byte> output, CommandEnvelope envelope, long upToMs)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + 8;
+        var writer = BeginEntry(output, size, CacheCommandKind.PurgeExpired, envelope, out var buffer);
+        writer.WriteInt64(upToMs);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    private static int ReadCount(ref EntryReader reader, string field)
+    {
+        var offset = reader.Position;
+
+        // Every key or pair takes at least one byte (its length prefix), which bounds the count by the bytes left.
+        var count = reader.ReadLength(field, 1);
+        if (count == 0)
+        {
+            throw EntryReader.Malformed(field + " is zero", offset);
+        }
+
+        return count;
+    }
+
+    private static int HeaderSize(CommandEnvelope envelope) => FixedHeaderSize + EntryWriter.VarIntSize(envelope.Sequence);
+
+    private static EntryWriter BeginEntry(IBufferWriter<byte> output, int size, CacheCommandKind kind, CommandEnvelope envelope, out Span<byte> buffer)
+    {
+        buffer = output.GetSpan(size)[..size];
+        var writer = new EntryWriter(buffer);
+        writer.WriteByte(FormatVersion);
+        writer.WriteByte((byte)kind);
+        writer.WriteUInt64(envelope.ClientId);
+        writer.WriteVarUInt64(envelope.Sequence);
+        writer.WriteInt64(envelope.NowMs);
+        return writer;
+    }
+
+    private static void EndEntry(IBufferWriter<byte> output, EntryWriter writer, int size, Span<byte> buffer)
+    {
+        // The size arithmetic and the writes must agree exactly, or the entry would carry garbage or be cut short.
+        if (writer.Position != size || buffer.Length != size)
+        {
+            throw new InvalidOperationException("Cache command size miscalculated.");
+        }
+
+        output.Advance(size);
+    }
+
+    /// <summary>Delete's keys as slices of the entry.</summary>
+    public readonly ref struct KeyList
+    {
+        private readonly ReadOnlySpan<byte> _encoded;
+
+        internal KeyList(ReadOnlySpan<byte> encoded, int count)
+        {
+            _encoded = encoded;
+            Count = count;
+        }
+
+        public int Count { get; }
+
+        public Enumerator GetEnumerator() => new(_encoded, Count);
+
+        public ref struct Enumerator
+        {
+            private EntryReader _reader;
+            private int _left;
+
+            internal Enumerator(ReadOnlySpan<byte> encoded, int count)
+            {
+                _reader = new EntryReader(encoded);
+                _left = count;
+                Current = default;
+            }
+
+            public ReadOnlySpan<byte> Current { get; private set; }
+
+            public bool MoveNext()
+            {
+                if (_left == 0)
+                {
+                    return false;
+                }
+
+                _left--;
+                Current = _reader.ReadBytes("DEL key");
+                return true;
+            }
+        }
+    }
+
+    /// <summary>One MultiSet pair.</summary>
+    public readonly ref struct KeyValue
+    {
+        internal KeyValue(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+        {
+            Key = key;
+            Value = value;
+        }
+
+        public ReadOnlySpan<byte> Key { get; }
+
+        public ReadOnlySpan<byte> Value { get; }
+    }
+
+    /// <summary>MultiSet's pairs as slices of the entry.</summary>
+    public readonly ref struct PairList
+    {
+        private readonly ReadOnlySpan<byte> _encoded;
+
+        internal PairList(ReadOnlySpan<byte> encoded, int count)
+        {
+            _encoded = encoded;
+            Count = count;
+        }
+
+        public int Count { get; }
+
+        public Enumerator GetEnumerator() => new(_encoded, Count);
+
+        public ref struct Enumerator
+        {
+            private EntryReader _reader;
+            private int _left;
+
+            internal Enumerator(ReadOnlySpan<byte> encoded, int count)
+            {
+                _reader = new EntryReader(encoded);
+                _left = count;
+                Current = default;
+            }
+
+            public KeyValue Current { get; private set; }
+
+            public bool MoveNext()
+            {
+                if (_left == 0)
+                {
+                    return false;
+                }
+
+                _left--;
+                var key = _reader.ReadBytes("MSET key");
+                var value = _reader.ReadBytes("MSET value");
+                Current = new KeyValue(key, value);
+                return true;
+            }
+        }
+    }
+}
+
+/// <summary>An entry written in a command format version this build does not know: the node must not guess how to apply it.</summary>
+public sealed class UnsupportedCommandVersionException : FormatException
+{
+    public UnsupportedCommandVersionException(byte version)
+        : base(string.Create(CultureInfo.InvariantCulture, $"Malformed cache command: format version {version} is not supported (this build reads version {CacheCommand.FormatVersion}); upgrade this node."))
+    {
+        Version = version;
+    }
+
+    public byte Version { get; }
+}

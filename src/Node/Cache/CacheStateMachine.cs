@@ -1,0 +1,587 @@
+using System.Globalization;
+
+namespace Dcache.Node.Cache;
+
+/// <summary>
+/// The replicated cache: every node applies the same committed Raft entries, in log order, to one of these and ends in the
+/// same state. Deterministic by construction — no local clock, random number or hash order influences what
+/// <see cref="Apply"/> does:
+/// <list type="bullet">
+/// <item>"now" is the leader's timestamp in the entry, made monotonic (the machine's clock is the largest timestamp seen so
+/// far, so a new leader with a slower clock cannot bring expired keys back).</item>
+/// <item>Eviction under the memory cap follows write order (least recently written first), which the log fixes.</item>
+/// <item>Client sessions expire by that same clock, oldest activity first.</item>
+/// </list>
+/// Single-threaded: <see cref="Apply"/>, <see cref="LoadSnapshot"/> and anything else that changes state must not run
+/// concurrently with anything. Reads (<see cref="TryGet"/>, <see cref="TimeToLiveMs"/>, ...) change no state apart from
+/// atomically updated hit/miss counters, so several may run at once as long as no write runs with them.
+/// </summary>
+public sealed partial class CacheStateMachine
+{
+    private readonly long _memoryCapBytes;
+    private readonly long _sessionTimeoutMs;
+
+    // Replicated state. Not readonly: LoadSnapshot swaps in a fully loaded set at once.
+    private Dictionary<byte[], CacheEntry> _entries;
+    private Dictionary<byte[], CacheEntry>.AlternateLookup<ReadOnlySpan<byte>> _entriesBySpan;
+    private SortedSet<CacheEntry> _expiryIndex;
+    private CacheEntry? _oldestWritten;
+    private CacheEntry? _newestWritten;
+    private long _usedBytes;
+    private Dictionary<ulong, ClientSession> _sessions;
+    private ClientSession? _leastRecentSession;
+    private ClientSession? _mostRecentSession;
+    private long _clockMs;
+    private ulong _appliedIndex;
+
+    // Local bookkeeping: never decides anything replicated.
+    private long _nextExpiryTieBreak;
+    private long _evictedKeys;
+    private long _expiredKeys;
+    private long _hits;
+    private long _misses;
+    private long _malformedEntries;
+
+    public CacheStateMachine(CacheStateMachineOptions? options = null)
+    {
+        Options = options ?? new CacheStateMachineOptions();
+        Options.Validate();
+        _memoryCapBytes = Options.MemoryCapBytes;
+        _sessionTimeoutMs = (long)Options.SessionTimeout.TotalMilliseconds;
+        _entries = new Dictionary<byte[], CacheEntry>(ByteKeyComparer.CreateRandomized());
+        _entriesBySpan = _entries.GetAlternateLookup<ReadOnlySpan<byte>>();
+        _expiryIndex = new SortedSet<CacheEntry>(ExpiryOrder.Instance);
+        _sessions = [];
+    }
+
+    public CacheStateMachineOptions Options { get; }
+
+    /// <summary>The index of the last entry applied (or skipped); 0 before the first.</summary>
+    public ulong AppliedIndex => _appliedIndex;
+
+    /// <summary>The largest leader timestamp applied so far (unix ms): the state machine's notion of "now".</summary>
+    public long ClockMs => _clockMs;
+
+    /// <summary>Keys stored, including expired ones not yet purged (reads hide those; see <see cref="CountKeys"/>).</summary>
+    public int StoredKeyCount => _entries.Count;
+
+    /// <summary>Charged memory: the sum over keys of key + value + <see cref="CacheEntry.OverheadBytes"/>.</summary>
+    public long UsedBytes => _usedBytes;
+
+    public int SessionCount => _sessions.Count;
+
+    /// <summary>
+    /// Applies one committed entry and returns the reply for the client that proposed it.
+    /// An empty entry (the leader's no-op) only advances the applied index.
+    /// A malformed entry changes nothing but the applied index and returns an error reply — the same on every replica, since
+    /// they all hold the same bytes — while an entry in an unknown format version throws
+    /// <see cref="UnsupportedCommandVersionException"/> without advancing: this build cannot apply it the way a newer one
+    /// would, and must stop rather than diverge.
+    /// </summary>
+    public CacheReply Apply(ulong index, ReadOnlySpan<byte> entryData)
+    {
+        RequireNextIndex(index);
+        if (entryData.IsEmpty)
+        {
+            _appliedIndex = index;
+            return CacheReply.Ok;
+        }
+
+        CacheCommand command;
+        try
+        {
+            command = CacheCommand.Decode(entryData);
+        }
+        catch (UnsupportedCommandVersionException)
+        {
+            throw;
+        }
+        catch (FormatException e)
+        {
+            _appliedIndex = index;
+            _malformedEntries++;
+            return CacheReply.FromError(CacheErrors.MalformedEntryPrefix + e.Message);
+        }
+
+        _appliedIndex = index;
+        var envelope = command.Envelope;
+        var now = Math.Max(_clockMs, envelope.NowMs);
+        _clockMs = now;
+        ExpireIdleSessions(now);
+
+        if (!envelope.HasSession)
+        {
+            return Execute(command, now);
+        }
+
+        if (_sessions.TryGetValue(envelope.ClientId, out var session))
+        {
+            if (envelope.Sequence == session.LastSequence)
+            {
+                TouchSession(session, now);
+                return session.LastReply;
+            }
+
+            if (envelope.Sequence < session.LastSequence)
+            {
+                TouchSession(session, now);
+                return CacheReply.FromError(CacheErrors.StaleSessionSequence);
+            }
+        }
+        else
+        {
+            session = new ClientSession(envelope.ClientId);
+            _sessions.Add(envelope.ClientId, session);
+        }
+
+        var reply = Execute(command, now);
+        session.LastSequence = envelope.Sequence;
+        session.LastReply = reply;
+        TouchSession(session, now);
+        return reply;
+    }
+
+    /// <summary>Advances the applied index past an entry that is not a cache command (e.g. a membership change).</summary>
+    public void SkipEntry(ulong index)
+    {
+        RequireNextIndex(index);
+        _appliedIndex = index;
+    }
+
+    public CacheStatistics GetStatistics() => new(
+        AppliedIndex: _appliedIndex,
+        Keys: _entries.Count,
+        KeysWithExpiry: _expiryIndex.Count,
+        UsedBytes: _usedBytes,
+        MemoryCapBytes: _memoryCapBytes,
+        Sessions: _sessions.Count,
+        EvictedKeys: _evictedKeys,
+        ExpiredKeys: _expiredKeys,
+        Hits: Interlocked.Read(ref _hits),
+        Misses: Interlocked.Read(ref _misses),
+        MalformedEntries: _malformedEntries,
+        ClockMs: _clockMs);
+
+    private void RequireNextIndex(ulong index)
+    {
+        if (index <= _appliedIndex)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Entry {index} is at or below the applied index {_appliedIndex}: entries must be applied once, in log order."));
+        }
+    }
+
+    private CacheReply Execute(in CacheCommand command, long now)
+    {
+        var reply = command.Kind switch
+        {
+            CacheCommandKind.Set => ApplySet(command.Key, command.Value, command.SetOptions, now),
+            CacheCommandKind.Delete => ApplyDelete(command.Keys, now),
+            CacheCommandKind.Expire => ApplyExpire(command.Key, command.ExpireAtMs, command.ExpireCondition, now),
+            CacheCommandKind.Persist => ApplyPersist(command.Key, now),
+            CacheCommandKind.IncrementBy => ApplyIncrementBy(command.Key, command.Delta, now),
+            CacheCommandKind.MultiSet => ApplyMultiSet(command.Pairs, now),
+            CacheCommandKind.PurgeExpired => CacheReply.FromInteger(PurgeExpiredUpTo(Math.Min(command.PurgeUpToMs, now))),
+            _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
+        };
+
+        EnforceMemoryCap(now);
+        return reply;
+    }
+
+    private CacheReply ApplySet(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, SetOptions options, long now)
+    {
+        var existing = FindLiveForWrite(key, now);
+        var previous = existing is null ? CacheReply.Nil : CacheReply.FromBulk(existing.Value);
+        if ((options.Condition == SetCondition.IfAbsent && existing is not null)
+            || (options.Condition == SetCondition.IfPresent && existing is null))
+        {
+            // Not set: plain SET NX/XX answers nil; with GET, Redis 7 still returns the current value.
+            return options.ReturnOldValue ? previous : CacheReply.Nil;
+        }
+
+        var reply = options.ReturnOldValue ? previous : CacheReply.Ok;
+        var expireAt = options.Expiry switch
+        {
+            SetExpiry.At => options.ExpireAtMs,
+            SetExpiry.KeepTtl => existing?.ExpireAtMs ?? CacheEntry.NoExpiry,
+            _ => CacheEntry.NoExpiry,
+        };
+
+        if (expireAt <= now)
+        {
+            // Redis stores the key and it is expired at once: the same as removing it.
+            if (existing is not null)
+            {
+                RemoveEntry(existing);
+                _expiredKeys++;
+            }
+
+            return reply;
+        }
+
+        if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, value.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        Write(existing, key, CopyValue(value), expireAt);
+        return reply;
+    }
+
+    private CacheReply ApplyDelete(CacheCommand.KeyList keys, long now)
+    {
+        long removed = 0;
+        foreach (var key in keys)
+        {
+            var entry = FindLiveForWrite(key, now);
+            if (entry is not null)
+            {
+                RemoveEntry(entry);
+                removed++;
+            }
+        }
+
+        return CacheReply.FromInteger(removed);
+    }
+
+    private CacheReply ApplyExpire(ReadOnlySpan<byte> key, long expireAtMs, ExpireCondition condition, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        if (entry is null)
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        // Redis 7 expireGenericCommand: a key without TTL counts as an infinite TTL for GT and LT.
+        var hasTtl = entry.HasExpiry;
+        if (((condition & ExpireCondition.IfNoTtl) != 0 && hasTtl)
+            || ((condition & ExpireCondition.IfHasTtl) != 0 && !hasTtl)
+            || ((condition & ExpireCondition.IfGreater) != 0 && (!hasTtl || expireAtMs <= entry.ExpireAtMs))
+            || ((condition & ExpireCondition.IfLess) != 0 && hasTtl && expireAtMs >= entry.ExpireAtMs))
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        if (expireAtMs <= now)
+        {
+            RemoveEntry(entry);
+            _expiredKeys++;
+        }
+        else
+        {
+            ChangeExpiry(entry, expireAtMs);
+            MarkWritten(entry);
+        }
+
+        return CacheReply.FromInteger(1);
+    }
+
+    private CacheReply ApplyPersist(ReadOnlySpan<byte> key, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        if (entry is null || !entry.HasExpiry)
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        ChangeExpiry(entry, CacheEntry.NoExpiry);
+        MarkWritten(entry);
+        return CacheReply.FromInteger(1);
+    }
+
+    private CacheReply ApplyIncrementBy(ReadOnlySpan<byte> key, long delta, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        long current = 0;
+        if (entry is not null && !IntegerFormat.TryParseStrict(entry.Value, out current))
+        {
+            return CacheReply.FromError(CacheErrors.NotAnInteger);
+        }
+
+        if ((delta < 0 && current < 0 && delta < long.MinValue - current)
+            || (delta > 0 && current > 0 && delta > long.MaxValue - current))
+        {
+            return CacheReply.FromError(CacheErrors.IncrementOverflow);
+        }
+
+        var result = current + delta;
+        var text = IntegerFormat.Format(result);
+        if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, text.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        // INCRBY changes the value in place in Redis: the TTL stays.
+        Write(entry, key, text, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
+        return CacheReply.FromInteger(result);
+    }
+
+    private CacheReply ApplyMultiSet(CacheCommand.PairList pairs, long now)
+    {
+        if (_memoryCapBytes > 0)
+        {
+            // All or nothing: refuse up front rather than leave half the pairs written. A duplicate key is charged
+            // twice here, which only makes the check stricter.
+            long total = 0;
+            foreach (var pair in pairs)
+            {
+                total += CacheEntry.ChargeFor(pair.Key.Length, pair.Value.Length);
+            }
+
+            if (total > _memoryCapBytes)
+            {
+                return CacheReply.FromError(CacheErrors.OutOfMemory);
+            }
+        }
+
+        foreach (var pair in pairs)
+        {
+            // MSET drops any TTL, as SET without options does.
+            Write(FindLiveForWrite(pair.Key, now), pair.Key, CopyValue(pair.Value), CacheEntry.NoExpiry);
+        }
+
+        return CacheReply.Ok;
+    }
+
+    /// <summary>
+    /// Looks a key up for a write command; a key expired by the entry's time is removed on the spot (every replica does the
+    /// same at the same log position) and reported absent.
+    /// </summary>
+    private CacheEntry? FindLiveForWrite(ReadOnlySpan<byte> key, long now)
+    {
+        if (!_entriesBySpan.TryGetValue(key, out var entry))
+        {
+            return null;
+        }
+
+        if (entry.IsExpiredAt(now))
+        {
+            RemoveEntry(entry);
+            _expiredKeys++;
+            return null;
+        }
+
+        return entry;
+    }
+
+    /// <summary>Stores <paramref name="value"/> (owned from now on) under the key, as its newest write.</summary>
+    private void Write(CacheEntry? existing, ReadOnlySpan<byte> key, byte[] value, long expireAtMs)
+    {
+        if (existing is null)
+        {
+            existing = new CacheEntry(key.ToArray(), value);
+            _entries.Add(existing.Key, existing);
+            _usedBytes += existing.ChargedBytes;
+            AppendNewest(existing);
+        }
+        else
+        {
+            _usedBytes += (long)value.Length - existing.Value.Length;
+            existing.Value = value;
+            MarkWritten(existing);
+        }
+
+        ChangeExpiry(existing, expireAtMs);
+    }
+
+    private static byte[] CopyValue(ReadOnlySpan<byte> value) => value.IsEmpty ? [] : value.ToArray();
+
+    private bool FitsUnderCap(long chargedBytes) => _memoryCapBytes == 0 || chargedBytes <= _memoryCapBytes;
+
+    private void ChangeExpiry(CacheEntry entry, long expireAtMs)
+    {
+        if (entry.ExpireAtMs == expireAtMs)
+        {
+            return;
+        }
+
+        if (entry.HasExpiry)
+        {
+            _expiryIndex.Remove(entry);
+        }
+
+        entry.ExpireAtMs = expireAtMs;
+        if (entry.HasExpiry)
+        {
+            entry.ExpiryTieBreak = _nextExpiryTieBreak++;
+            _expiryIndex.Add(entry);
+        }
+    }
+
+    private void RemoveEntry(CacheEntry entry)
+    {
+        _entries.Remove(entry.Key);
+        if (entry.HasExpiry)
+        {
+            _expiryIndex.Remove(entry);
+        }
+
+        Unlink(entry);
+        _usedBytes -= entry.ChargedBytes;
+    }
+
+    /// <summary>Removes every key whose expiry is at or before <paramref name="horizonMs"/>; costs O(removed · log n).</summary>
+    private long PurgeExpiredUpTo(long horizonMs)
+    {
+        long purged = 0;
+        while (_expiryIndex.Count > 0)
+        {
+            var soonest = _expiryIndex.Min!;
+            if (soonest.ExpireAtMs > horizonMs)
+            {
+                break;
+            }
+
+            RemoveEntry(soonest);
+            purged++;
+        }
+
+        _expiredKeys += purged;
+        return purged;
+    }
+
+    /// <summary>Over the cap: reclaim what has expired by now first, then evict least recently written keys until under it.</summary>
+    private void EnforceMemoryCap(long now)
+    {
+        if (_memoryCapBytes == 0 || _usedBytes <= _memoryCapBytes)
+        {
+            return;
+        }
+
+        PurgeExpiredUpTo(now);
+        while (_usedBytes > _memoryCapBytes && _oldestWritten is not null)
+        {
+            RemoveEntry(_oldestWritten);
+            _evictedKeys++;
+        }
+    }
+
+    private void AppendNewest(CacheEntry entry)
+    {
+        entry.Older = _newestWritten;
+        entry.Newer = null;
+        if (_newestWritten is null)
+        {
+            _oldestWritten = entry;
+        }
+        else
+        {
+            _newestWritten.Newer = entry;
+        }
+
+        _newestWritten = entry;
+    }
+
+    private void Unlink(CacheEntry entry)
+    {
+        if (entry.Older is null)
+        {
+            _oldestWritten = entry.Newer;
+        }
+        else
+        {
+            entry.Older.Newer = entry.Newer;
+        }
+
+        if (entry.Newer is null)
+        {
+            _newestWritten = entry.Older;
+        }
+        else
+        {
+            entry.Newer.Older = entry.Older;
+        }
+
+        entry.Older = null;
+        entry.Newer = null;
+    }
+
+    /// <summary>Moves a key to the newest end of the write order: any change to its value or TTL counts as a write.</summary>
+    private void MarkWritten(CacheEntry entry)
+    {
+        if (ReferenceEquals(entry, _newestWritten))
+        {
+            return;
+        }
+
+        Unlink(entry);
+        AppendNewest(entry);
+    }
+
+    /// <summary>
+    /// Drops sessions idle for longer than the timeout. The clock never goes back, so the activity list is sorted by last
+    /// activity and this stops at the first session still alive: O(expired).
+    /// </summary>
+    private void ExpireIdleSessions(long now)
+    {
+        while (_leastRecentSession is { } oldest && now > SaturatingAdd(oldest.LastActiveMs, _sessionTimeoutMs))
+        {
+            UnlinkSession(oldest);
+            _sessions.Remove(oldest.ClientId);
+        }
+    }
+
+    private void TouchSession(ClientSession session, long now)
+    {
+        session.LastActiveMs = now;
+        if (ReferenceEquals(session, _mostRecentSession))
+        {
+            return;
+        }
+
+        UnlinkSession(session);
+        AppendSession(session);
+    }
+
+    private void AppendSession(ClientSession session)
+    {
+        session.Older = _mostRecentSession;
+        session.Newer = null;
+        if (_mostRecentSession is null)
+        {
+            _leastRecentSession = session;
+        }
+        else
+        {
+            _mostRecentSession.Newer = session;
+        }
+
+        _mostRecentSession = session;
+    }
+
+    private void UnlinkSession(ClientSession session)
+    {
+        // A session created just now is in no list yet.
+        if (session.Older is null && !ReferenceEquals(_leastRecentSession, session))
+        {
+            return;
+        }
+
+        if (session.Older is null)
+        {
+            _leastRecentSession = session.Newer;
+        }
+        else
+        {
+            session.Older.Newer = session.Newer;
+        }
+
+        if (session.Newer is null)
+        {
+            _mostRecentSession = session.Older;
+        }
+        else
+        {
+            session.Newer.Older = session.Older;
+        }
+
+        session.Older = null;
+        session.Newer = null;
+    }
+
+    private static long SaturatingAdd(long a, long b)
+    {
+        var sum = unchecked(a + b);
+        return ((a ^ sum) & (b ^ sum)) < 0 ? (a < 0 ? long.MinValue : long.MaxValue) : sum;
+    }
+}

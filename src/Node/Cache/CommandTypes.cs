@@ -1,0 +1,87 @@
+namespace Dcache.Node.Cache;
+
+/// <summary>The write commands a Raft entry can carry. The byte values are part of the entry format: never renumber.</summary>
+public enum CacheCommandKind : byte
+{
+    Set = 1,
+    Delete = 2,
+    Expire = 3,
+    Persist = 4,
+    IncrementBy = 5,
+    MultiSet = 6,
+
+    /// <summary>Proposed by the leader on a timer so that expired keys are reclaimed at the same log position on every replica.</summary>
+    PurgeExpired = 7,
+}
+
+/// <summary>SET's existence condition. The byte values are part of the entry format.</summary>
+public enum SetCondition : byte
+{
+    Always = 0,
+
+    /// <summary>NX: set only when the key is absent.</summary>
+    IfAbsent = 1,
+
+    /// <summary>XX: set only when the key is present.</summary>
+    IfPresent = 2,
+}
+
+/// <summary>What SET does to the key's time to live. The byte values are part of the entry format.</summary>
+public enum SetExpiry : byte
+{
+    /// <summary>No expiry option: the key ends up without a TTL (an existing TTL is discarded, as in Redis).</summary>
+    None = 0,
+
+    /// <summary>EX/PX/EXAT/PXAT, already converted to an absolute unix time in ms by the proposer.</summary>
+    At = 1,
+
+    /// <summary>KEEPTTL: keep whatever TTL the key has.</summary>
+    KeepTtl = 2,
+}
+
+/// <summary>
+/// EXPIRE's Redis 7 options. Combinations follow Redis: NX stands alone; XX may combine with GT or LT; GT and LT exclude each other.
+/// The bit values are part of the entry format.
+/// </summary>
+[Flags]
+public enum ExpireCondition : byte
+{
+    Always = 0,
+
+    /// <summary>NX: only when the key has no TTL.</summary>
+    IfNoTtl = 1,
+
+    /// <summary>XX: only when the key has a TTL.</summary>
+    IfHasTtl = 2,
+
+    /// <summary>GT: only when the new expiry is later than the current one (no TTL counts as infinite, so GT never applies to it).</summary>
+    IfGreater = 4,
+
+    /// <summary>LT: only when the new expiry is earlier than the current one (no TTL counts as infinite, so LT always applies to it).</summary>
+    IfLess = 8,
+}
+
+/// <summary>
+/// What every write entry carries besides its command: the client session and sequence number that make a retried
+/// write apply once (client id 0 = no session), and the leader's wall-clock time in unix ms when it proposed the entry,
+/// which is the only notion of "now" the state machine uses when it applies.
+/// </summary>
+public readonly record struct CommandEnvelope(ulong ClientId, ulong Sequence, long NowMs)
+{
+    /// <summary>The client id of entries that belong to no session (e.g. the leader's own purge entries): never deduplicated.</summary>
+    public const ulong NoSession = 0;
+
+    public bool HasSession => ClientId != NoSession;
+}
+
+/// <summary>SET's options as the proposer resolved them (relative expiries already turned into <see cref="ExpireAtMs"/>).</summary>
+public readonly record struct SetOptions(
+    SetCondition Condition = SetCondition.Always,
+    bool ReturnOldValue = false,
+    SetExpiry Expiry = SetExpiry.None,
+    long ExpireAtMs = 0)
+{
+    public static SetOptions Plain => default;
+
+    public static SetOptions ExpiringAt(long expireAtMs) => new(Expiry: SetExpiry.At, ExpireAtMs: expireAtMs);
+}
