@@ -1,0 +1,138 @@
+using Dcache.Node.Cache;
+using static Dcache.Node.Tests.Cache.Replies;
+
+namespace Dcache.Node.Tests.Cache;
+
+public sealed class SessionTests
+{
+    private const ulong Client = 0xC0FFEE;
+
+    [Fact]
+    public void A_retried_write_with_the_same_sequence_returns_the_cached_reply_and_applies_once()
+    {
+        var cache = new CacheHarness();
+        var incr = Entries.IncrementBy(cache.Envelope(Client, 1), "counter", 1);
+        Assert.Equal(Int(1), cache.Apply(incr));
+        Assert.Equal(Int(1), cache.Apply(incr));
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 1), "counter", 1)));
+        Assert.Equal("1", cache.Get("counter"));
+
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 2), "counter", 1)));
+        Assert.Equal("2", cache.Get("counter"));
+    }
+
+    [Fact]
+    public void The_cached_reply_is_the_original_even_when_the_state_changed_since()
+    {
+        var cache = new CacheHarness();
+        cache.Set("k", "v1");
+        var setGet = Entries.Set(cache.Envelope(Client, 7), "k", "v2", new SetOptions(ReturnOldValue: true));
+        Assert.Equal(Bulk("v1"), cache.Apply(setGet));
+        cache.Set("k", "v3");
+        Assert.Equal(Bulk("v1"), cache.Apply(setGet));
+        Assert.Equal("v3", cache.Get("k"));
+    }
+
+    [Fact]
+    public void Errors_are_cached_too()
+    {
+        var cache = new CacheHarness();
+        cache.Set("k", "text");
+        var incr = Entries.IncrementBy(cache.Envelope(Client, 1), "k", 1);
+        Assert.Equal(Error(CacheErrors.NotAnInteger), cache.Apply(incr));
+        cache.Set("k", "5");
+        Assert.Equal(Error(CacheErrors.NotAnInteger), cache.Apply(incr));
+        Assert.Equal("5", cache.Get("k"));
+    }
+
+    [Fact]
+    public void A_lower_sequence_gets_a_stale_session_error_and_applies_nothing()
+    {
+        var cache = new CacheHarness();
+        cache.Apply(Entries.Set(cache.Envelope(Client, 5), "k", "five"));
+        Assert.Equal(Error(CacheErrors.StaleSessionSequence), cache.Apply(Entries.Set(cache.Envelope(Client, 4), "k", "four")));
+        Assert.Equal("five", cache.Get("k"));
+    }
+
+    [Fact]
+    public void Sequences_may_skip_and_the_first_write_of_a_client_creates_its_session()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 100), "n", 1)));
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 205), "n", 1)));
+        Assert.Equal(1, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void Sessions_are_per_client()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(1, 1), "n", 1)));
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(2, 1), "n", 1)));
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(2, 1), "n", 1)));
+        Assert.Equal(2, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void Writes_without_a_session_are_never_deduplicated()
+    {
+        var cache = new CacheHarness();
+        var incr = Entries.IncrementBy(cache.Envelope(), "n", 1);
+        cache.Apply(incr);
+        Assert.Equal(Int(2), cache.Apply(incr));
+        Assert.Equal(0, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void An_idle_session_expires_by_stamped_time_and_a_retry_after_that_applies_again()
+    {
+        var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
+        var incr = Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1);
+        cache.Apply(incr);
+
+        cache.NowMs += 10_000; // exactly the timeout: still alive
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "1"));
+        Assert.Equal(1, cache.Machine.SessionCount);
+
+        cache.NowMs += 10_001; // now past last activity + timeout: dropped when this entry applies
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "2"));
+        Assert.Equal(0, cache.Machine.SessionCount);
+        Assert.Equal(Int(2), cache.Apply(incr));
+    }
+
+    [Fact]
+    public void Activity_including_retries_keeps_a_session_alive_and_others_expire_oldest_first()
+    {
+        var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
+        for (ulong client = 1; client <= 5; client++)
+        {
+            cache.Apply(Entries.Set(cache.Envelope(client, 1), "k" + client, "v"));
+            cache.NowMs += 1_000;
+        }
+
+        // Client 1 retries at t0+5s, which counts as activity.
+        cache.Apply(Entries.Set(cache.Envelope(1, 1), "k1", "v"));
+        cache.NowMs += 7_500; // t0 + 12.5 s: clients 2 (t0+1) and 3 (t0+2) are idle > 10 s
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "1"));
+        Assert.Equal(3, cache.Machine.SessionCount);
+
+        cache.NowMs += 10_000;
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "2"));
+        Assert.Equal(0, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void Sessions_survive_a_snapshot_and_still_deduplicate()
+    {
+        var cache = new CacheHarness();
+        var incr = Entries.IncrementBy(cache.Envelope(Client, 9), "n", 1);
+        cache.Apply(incr);
+        using var snapshot = new MemoryStream();
+        cache.Machine.WriteSnapshot(snapshot);
+        snapshot.Position = 0;
+        var restored = CacheStateMachine.FromSnapshot(snapshot);
+        Assert.Equal(Int(1), restored.Apply(cache.Machine.AppliedIndex + 1, incr));
+        Assert.True(restored.TryGet(Entries.B("n"), cache.NowMs, out var value));
+        Assert.Equal("1"u8.ToArray(), value.ToArray());
+    }
+}
