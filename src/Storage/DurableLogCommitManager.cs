@@ -55,8 +55,7 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
         _geometry = geometry;
         _syncEveryCommit = syncEveryCommit;
         _writeHints = writeHints;
-        // Not named "{BaseName}.*": FASTER's device treats every file starting with its base name as a segment.
-        _path = Path.Combine(geometry.Directory, $"commit-{geometry.BaseName}.dat");
+        _path = MetadataPath(geometry);
         var created = !File.Exists(_path);
         _file = File.OpenHandle(_path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
         if (created)
@@ -68,7 +67,7 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
             NativeFileSync.SyncDirectory(geometry.Directory);
         }
 
-        Recovered = ReadNewestSlot();
+        (Recovered, _sequence, _fasterMetadata) = ReadNewestSlot(_file);
         if (Recovered is not null)
         {
             _replayBase = _durableReplayBase = Recovered.ReplayBase.Encode();
@@ -80,6 +79,9 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
     public RecoveredCommit? Recovered { get; }
 
     public string FilePath => _path;
+
+    // Not named "{BaseName}.*": FASTER's device treats every file starting with its base name as a segment.
+    public static string MetadataPath(LogGeometry geometry) => Path.Combine(geometry.Directory, $"commit-{geometry.BaseName}.dat");
 
     /// <summary>
     /// Tells FasterLog, when it recovers, that the log is committed from <paramref name="beginAddress"/> up to
@@ -219,13 +221,28 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
     private static uint SlotCrc(ReadOnlySpan<byte> slot, int payloadLength) =>
         Crc32C.Append(Crc32C.Compute(slot[..20]), slot.Slice(SlotHeaderSize, payloadLength));
 
-    private RecoveredCommit? ReadNewestSlot()
+    /// <summary>Reads the commit metadata of a log without opening it for writing (for verification).</summary>
+    public static RecoveredCommit? ReadRecovered(LogGeometry geometry)
+    {
+        var path = MetadataPath(geometry);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return ReadNewestSlot(file).Recovered;
+    }
+
+    private static (RecoveredCommit? Recovered, long Sequence, byte[] FasterMetadata) ReadNewestSlot(SafeFileHandle file)
     {
         RecoveredCommit? newest = null;
+        long newestSequence = 0;
+        byte[] newestMetadata = [];
         var buffer = new byte[SlotSize];
         for (var i = 0; i < 2; i++)
         {
-            var read = RandomAccess.Read(_file, buffer, i * SlotSize);
+            var read = RandomAccess.Read(file, buffer, i * SlotSize);
             if (read < SlotHeaderSize || BinaryPrimitives.ReadUInt32LittleEndian(buffer) != Magic)
             {
                 continue;
@@ -239,7 +256,7 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
                 continue; // torn or corrupt: the other slot holds the previous commit
             }
 
-            if (newest is not null && sequence <= _sequence)
+            if (newest is not null && sequence <= newestSequence)
             {
                 continue;
             }
@@ -258,11 +275,11 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
                 (begin, until, commitNum) = (info.BeginAddress, info.UntilAddress, info.CommitNum);
             }
 
-            _sequence = sequence;
-            _fasterMetadata = faster;
+            newestSequence = sequence;
+            newestMetadata = faster;
             newest = new RecoveredCommit(begin, until, commitNum, replayBase);
         }
 
-        return newest;
+        return (newest, newestSequence, newestMetadata);
     }
 }

@@ -149,6 +149,11 @@ public sealed class FasterRaftStorage : IRaftStorage
 
     internal long TailAddress => _log.TailAddress;
 
+    /// <summary>The log address of entry <paramref name="index"/> (for fault-injection tests).</summary>
+    internal long AddressOf(ulong index) => _state.SlotAt(index).Address;
+
+    internal LogGeometry Geometry => _geometry;
+
     internal long BeginAddress => _log.BeginAddress;
 
     public RaftInitialState InitialState() => new(HardState, _state.Snapshot);
@@ -368,7 +373,7 @@ public sealed class FasterRaftStorage : IRaftStorage
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>Rebuilds the state from the records on open, with the live path's rules.</summary>
-    private sealed class ReplayVisitor(RaftLogState state, LogGeometry geometry) : ILogRecordVisitor
+    internal sealed class ReplayVisitor(RaftLogState state, LogGeometry geometry) : ILogRecordVisitor
     {
         public void Visit(long address, ReadOnlySpan<byte> record, bool committed)
         {

@@ -32,121 +32,13 @@ internal static class LogScanner
 {
     public static LogScanResult Scan(LogGeometry geometry, long begin, long committedUntil, ILogRecordVisitor? visitor)
     {
-        var pageSize = (int)geometry.PageSize;
-        var page = new byte[pageSize];
-        var loadedPageStart = -1L;
-        var address = begin;
-        var endOfValid = begin;
-        uint lastCrc = 0;
-        var haveLast = false;
-        long records = 0, tailRecords = 0;
-        string? stopReason = null;
-        var segmentHandles = new SegmentFileCache(geometry);
-        try
+        using var cursor = new LogCursor(geometry, begin, committedUntil);
+        while (cursor.MoveNext())
         {
-            while (true)
-            {
-                var pageStart = geometry.PageStartOf(address);
-                var committed = address < committedUntil;
-                if (pageStart != loadedPageStart)
-                {
-                    if (!segmentHandles.TryReadPage(pageStart, page) && committed)
-                    {
-                        throw Corrupt(geometry, address, "the segment file holding committed data is missing");
-                    }
-
-                    loadedPageStart = pageStart;
-                }
-
-                var pos = (int)(address - pageStart);
-                if (pos + LogGeometry.EntryHeaderSize > pageSize)
-                {
-                    address = pageStart + pageSize; // too little room left for an entry: FasterLog moved to the next page
-                    continue;
-                }
-
-                var length = BinaryPrimitives.ReadInt32LittleEndian(page.AsSpan(pos));
-                if (length == 0)
-                {
-                    // Zeros: either the unused end of a page (FasterLog skips to the next page when an entry does
-                    // not fit) or the end of the log. Padding never starts a page and is zero to the page's end.
-                    var nextPage = pageStart + pageSize;
-                    var padding = pos > 0 && !page.AsSpan(pos).ContainsAnyExcept((byte)0);
-                    if (committed)
-                    {
-                        if (!padding || committedUntil <= nextPage)
-                        {
-                            throw Corrupt(geometry, address, $"no entry where the committed range (up to address {committedUntil}) continues");
-                        }
-
-                        address = nextPage;
-                        continue;
-                    }
-
-                    if (!padding)
-                    {
-                        stopReason = page.AsSpan(pos).ContainsAnyExcept((byte)0) ? "non-zero bytes after an empty entry header" : null;
-                        break;
-                    }
-
-                    address = nextPage;
-                    continue;
-                }
-
-                if (length < RecordFrame.Size || pos + LogGeometry.AllocatedLength(length) > pageSize)
-                {
-                    if (committed)
-                    {
-                        throw Corrupt(geometry, address, $"invalid entry length {length}");
-                    }
-
-                    stopReason = $"invalid entry length {length}";
-                    break;
-                }
-
-                var record = page.AsSpan(pos + LogGeometry.EntryHeaderSize, length);
-                var end = address + LogGeometry.AllocatedLength(length);
-                var problem = RecordFrame.Validate(record);
-                if (problem is null && haveLast && RecordFrame.PreviousCrc(record) != lastCrc)
-                {
-                    problem = "record does not chain to the record before it";
-                }
-
-                if (problem is null && committed && end > committedUntil)
-                {
-                    problem = $"record crosses the committed end (address {committedUntil})";
-                }
-
-                if (problem is not null)
-                {
-                    if (committed)
-                    {
-                        throw Corrupt(geometry, address, problem);
-                    }
-
-                    stopReason = problem;
-                    break;
-                }
-
-                visitor?.Visit(address, record, committed);
-                lastCrc = RecordFrame.StoredCrc(record);
-                haveLast = true;
-                records++;
-                if (!committed)
-                {
-                    tailRecords++;
-                }
-
-                address = end;
-                endOfValid = end;
-            }
-        }
-        finally
-        {
-            segmentHandles.Dispose();
+            visitor?.Visit(cursor.Address, cursor.Record.Span, cursor.Committed);
         }
 
-        return new LogScanResult(endOfValid, lastCrc, records, tailRecords, stopReason);
+        return cursor.Result;
     }
 
     /// <summary>
@@ -212,6 +104,151 @@ internal static class LogScanner
 
     public static StorageCorruptionException Corrupt(LogGeometry geometry, long address, string problem) =>
         new(geometry.SegmentPath(geometry.SegmentOf(address)), geometry.FileOffsetOf(address), $"{problem} (log address {address})");
+}
+
+/// <summary>
+/// Pulls the records of a log one at a time (see <see cref="LogScanner"/> for the rules). <see cref="Record"/> is
+/// a view of the cursor's page buffer, valid until the next <see cref="MoveNext"/>. Optionally stops at
+/// <paramref name="limit"/> (to read one snapshot out of the snapshot log).
+/// </summary>
+internal sealed class LogCursor(LogGeometry geometry, long begin, long committedUntil, long limit = long.MaxValue) : IDisposable
+{
+    private readonly byte[] _page = new byte[(int)geometry.PageSize];
+    private readonly SegmentFileCache _segments = new(geometry);
+    private long _loadedPageStart = -1;
+    private long _address = begin;
+    private long _endOfValid = begin;
+    private uint _lastCrc;
+    private bool _haveLast;
+    private long _records;
+    private long _tailRecords;
+    private string? _stopReason;
+    private bool _finished;
+
+    public long Address { get; private set; }
+
+    public ReadOnlyMemory<byte> Record { get; private set; }
+
+    public bool Committed { get; private set; }
+
+    public LogScanResult Result => new(_endOfValid, _lastCrc, _records, _tailRecords, _stopReason);
+
+    /// <summary>Restarts the chain check at the next record (a snapshot's first record starts a new chain).</summary>
+    public void ResetChain() => _haveLast = false;
+
+    public bool MoveNext()
+    {
+        if (_finished)
+        {
+            return false;
+        }
+
+        var pageSize = _page.Length;
+        while (_address < limit)
+        {
+            var pageStart = geometry.PageStartOf(_address);
+            var committed = _address < committedUntil;
+            if (pageStart != _loadedPageStart)
+            {
+                if (!_segments.TryReadPage(pageStart, _page) && committed)
+                {
+                    throw LogScanner.Corrupt(geometry, _address, "the segment file holding committed data is missing");
+                }
+
+                _loadedPageStart = pageStart;
+            }
+
+            var pos = (int)(_address - pageStart);
+            if (pos + LogGeometry.EntryHeaderSize > pageSize)
+            {
+                _address = pageStart + pageSize; // too little room left for an entry: FasterLog moved to the next page
+                continue;
+            }
+
+            var length = BinaryPrimitives.ReadInt32LittleEndian(_page.AsSpan(pos));
+            if (length == 0)
+            {
+                // Zeros: either the unused end of a page (FasterLog skips to the next page when an entry does
+                // not fit) or the end of the log. Padding never starts a page and is zero to the page's end.
+                var nextPage = pageStart + pageSize;
+                var padding = pos > 0 && !_page.AsSpan(pos).ContainsAnyExcept((byte)0);
+                if (committed)
+                {
+                    if (!padding || committedUntil <= nextPage)
+                    {
+                        throw LogScanner.Corrupt(geometry, _address, $"no entry where the committed range (up to address {committedUntil}) continues");
+                    }
+
+                    _address = nextPage;
+                    continue;
+                }
+
+                if (!padding)
+                {
+                    _stopReason = _page.AsSpan(pos).ContainsAnyExcept((byte)0) ? "non-zero bytes after an empty entry header" : null;
+                    break;
+                }
+
+                _address = nextPage;
+                continue;
+            }
+
+            if (length < RecordFrame.Size || pos + LogGeometry.AllocatedLength(length) > pageSize)
+            {
+                if (committed)
+                {
+                    throw LogScanner.Corrupt(geometry, _address, $"invalid entry length {length}");
+                }
+
+                _stopReason = $"invalid entry length {length}";
+                break;
+            }
+
+            var record = _page.AsMemory(pos + LogGeometry.EntryHeaderSize, length);
+            var end = _address + LogGeometry.AllocatedLength(length);
+            var problem = RecordFrame.Validate(record.Span);
+            if (problem is null && _haveLast && RecordFrame.PreviousCrc(record.Span) != _lastCrc)
+            {
+                problem = "record does not chain to the record before it";
+            }
+
+            if (problem is null && committed && end > committedUntil)
+            {
+                problem = $"record crosses the committed end (address {committedUntil})";
+            }
+
+            if (problem is not null)
+            {
+                if (committed)
+                {
+                    throw LogScanner.Corrupt(geometry, _address, problem);
+                }
+
+                _stopReason = problem;
+                break;
+            }
+
+            Address = _address;
+            Record = record;
+            Committed = committed;
+            _lastCrc = RecordFrame.StoredCrc(record.Span);
+            _haveLast = true;
+            _records++;
+            if (!committed)
+            {
+                _tailRecords++;
+            }
+
+            _address = end;
+            _endOfValid = end;
+            return true;
+        }
+
+        _finished = true;
+        return false;
+    }
+
+    public void Dispose() => _segments.Dispose();
 }
 
 /// <summary>Read handles on segment files, opened on first use. Not thread-safe.</summary>

@@ -1,0 +1,213 @@
+using Dcache.Raft;
+using Xunit.Abstractions;
+
+namespace Dcache.Storage.Tests;
+
+public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDirectory _directory = new();
+
+    private StorageOptions Options => new()
+    {
+        DataDirectory = _directory.Path,
+        SnapshotLog = new LogFileOptions { PageSizeBits = 14, MemorySizeBits = 16, SegmentSizeBits = 16 },
+        SnapshotChunkBytes = 4000,
+    };
+
+    public void Dispose() => _directory.Dispose();
+
+    private static readonly Membership Members = Membership.Of([1UL, 2UL, 3UL], [9UL]);
+
+    /// <summary>Deterministic snapshot content: byte i of a snapshot with this seed.</summary>
+    private static void Fill(Span<byte> into, long offset, int seed)
+    {
+        for (var i = 0; i < into.Length; i++)
+        {
+            into[i] = (byte)((offset + i) * 31 + seed);
+        }
+    }
+
+    private static SnapshotCatalogueEntry WriteSnapshot(SnapshotStore store, ulong index, long size, int seed, Random random)
+    {
+        using var writer = store.BeginSnapshot(new SnapshotMetadata(index, index / 10 + 1, Members));
+        long written = 0;
+        var buffer = new byte[10_000];
+        while (written < size)
+        {
+            var piece = (int)Math.Min(size - written, random.Next(1, buffer.Length));
+            Fill(buffer.AsSpan(0, piece), written, seed);
+            writer.Write(buffer.AsSpan(0, piece));
+            written += piece;
+        }
+
+        return writer.Complete();
+    }
+
+    private static void AssertContent(SnapshotStore store, SnapshotCatalogueEntry entry, long size, int seed)
+    {
+        using var reader = store.OpenRead(entry);
+        long offset = 0;
+        var expected = new byte[8000];
+        foreach (var chunk in reader.Chunks())
+        {
+            Assert.True(chunk.Length <= 4000, "a chunk is larger than the configured chunk size");
+            Fill(expected.AsSpan(0, chunk.Length), offset, seed);
+            Assert.True(chunk.Span.SequenceEqual(expected.AsSpan(0, chunk.Length)), $"snapshot {entry.Id} differs at {offset}");
+            offset += chunk.Length;
+        }
+
+        Assert.Equal(size, offset);
+    }
+
+    [Fact]
+    public void Snapshots_stream_in_and_out_in_chunks_survive_reopen_and_only_the_newest_two_are_kept()
+    {
+        var seed = Random.Shared.Next();
+        output.WriteLine($"seed {seed}");
+        var random = new Random(seed);
+        var sizes = new List<long>();
+        var entries = new List<SnapshotCatalogueEntry>();
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                var size = random.Next(0, 300_000);
+                sizes.Add(size);
+                entries.Add(WriteSnapshot(store, (ulong)(100 * (i + 1)), size, i, random));
+                AssertContent(store, entries[^1], size, i);
+            }
+
+            Assert.Equal([entries[4].Id, entries[3].Id], store.List().Select(e => e.Id));
+            Assert.Equal(500UL, store.Latest!.Metadata.Index);
+            Assert.Equal(Members, store.Latest.Metadata.Membership);
+        }
+
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            Assert.Equal([entries[4].Id, entries[3].Id], store.List().Select(e => e.Id));
+            AssertContent(store, store.List()[0], sizes[4], 4);
+            AssertContent(store, store.List()[1], sizes[3], 3);
+
+            // The log's head moved past the dropped snapshots: their segment files are gone.
+            var geometry = SnapshotStore.GeometryFor(Options);
+            Assert.DoesNotContain(0, LogScanner.ExistingSegments(geometry));
+            var next = WriteSnapshot(store, 600, 1234, 6, random);
+            AssertContent(store, next, 1234, 6);
+        }
+
+        Assert.True(StorageVerifier.Verify(Options).IsHealthy, StorageVerifier.Verify(Options).ToString());
+    }
+
+    [Fact]
+    public void An_abandoned_snapshot_is_never_catalogued_and_the_next_one_works()
+    {
+        var random = new Random(7);
+        using var metadata = MetadataStore.Open(_directory.Path);
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            using (var writer = store.BeginSnapshot(new SnapshotMetadata(5, 1, Members)))
+            {
+                writer.Write(new byte[50_000]);
+            }
+
+            Assert.Empty(store.List());
+            var entry = WriteSnapshot(store, 6, 20_000, 3, random);
+            AssertContent(store, entry, 20_000, 3);
+        }
+
+        using var reopened = SnapshotStore.Open(Options, metadata);
+        Assert.Single(reopened.List());
+        AssertContent(reopened, reopened.List()[0], 20_000, 3);
+    }
+
+    [Fact]
+    public void A_corrupt_chunk_is_reported_when_read_and_by_verify()
+    {
+        SnapshotCatalogueEntry entry;
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            entry = WriteSnapshot(store, 10, 30_000, 1, new Random(1));
+        }
+
+        var geometry = SnapshotStore.GeometryFor(Options);
+        var address = entry.BeginAddress + 5000;
+        FaultInjectionTests.FlipByte(geometry.SegmentPath(geometry.SegmentOf(address)), geometry.FileOffsetOf(address));
+        var report = StorageVerifier.Verify(Options);
+        Assert.Contains(report.Problems, p => p.Contains(geometry.SegmentPath(0), StringComparison.Ordinal));
+
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        using (var reader = store.OpenRead(store.List()[0]))
+        {
+            Assert.Throws<StorageCorruptionException>(() => reader.Chunks().Count());
+        }
+    }
+}
+
+public sealed class MetadataStoreTests : IDisposable
+{
+    private readonly TempDirectory _directory = new();
+
+    public void Dispose() => _directory.Dispose();
+
+    [Fact]
+    public void A_new_database_is_migrated_to_the_current_schema_and_keeps_what_is_stored()
+    {
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        {
+            Assert.Equal(MetadataStore.CurrentSchemaVersion, metadata.SchemaVersion);
+            metadata.EnsureIdentity(3, "cluster-a");
+            metadata.SaveTermAndVote(7, 2);
+            metadata.SaveMembership(40, Membership.Of([1UL, 2UL, 3UL], [4UL]));
+        }
+
+        using var reopened = MetadataStore.Open(_directory.Path);
+        Assert.Equal(3UL, reopened.NodeId);
+        Assert.Equal("cluster-a", reopened.ClusterId);
+        Assert.Equal((7UL, 2UL), reopened.LoadTermAndVote());
+        Assert.Equal((40UL, Membership.Of([1UL, 2UL, 3UL], [4UL])), reopened.LoadMembership());
+        Assert.Null(reopened.CheckIntegrity());
+        reopened.EnsureIdentity(3, "cluster-a");
+        Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(4, "cluster-a"));
+        Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(3, "cluster-b"));
+    }
+
+    [Fact]
+    public void A_database_from_a_newer_build_is_refused()
+    {
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        {
+            using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={metadata.FilePath};Pooling=False");
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = $"PRAGMA user_version = {MetadataStore.CurrentSchemaVersion + 1}";
+            command.ExecuteNonQuery();
+        }
+
+        var error = Assert.Throws<InvalidOperationException>(() => MetadataStore.Open(_directory.Path));
+        Assert.Contains("newer", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Node_storage_opens_all_three_parts_and_checks_identity()
+    {
+        var options = new StorageOptions { DataDirectory = _directory.Path, RaftLog = new LogFileOptions { PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 16 } };
+        using (var node = NodeStorage.Open(options, 1, "c1"))
+        {
+            node.RaftLog.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+            node.RaftLog.Save(new HardState(1, 1, 0), [new Entry(1, 1, EntryType.Normal, ReadOnlyMemory<byte>.Empty)], null);
+        }
+
+        using (var node = NodeStorage.Open(options, 1, "c1"))
+        {
+            Assert.Equal(Membership.Of([1UL, 2UL, 3UL]), node.RaftLog.InitialState().Snapshot.Membership);
+            Assert.Equal(1UL, node.RaftLog.LastIndex);
+        }
+
+        Assert.Throws<InvalidOperationException>(() => NodeStorage.Open(options, 2, "c1"));
+        Assert.True(StorageVerifier.Verify(options).IsHealthy);
+    }
+}
