@@ -146,5 +146,6 @@ public static class CacheErrors
     public const string IncrementOverflow = "ERR increment or decrement would overflow";
     public const string StaleSessionSequence = "ERR stale session sequence";
     public const string OutOfMemory = "OOM command not allowed when used memory > 'maxmemory'.";
-    public const string MalformedEntryPrefix = "ERR malformed command entry: ";
+    /// <summary>How the reply to a malformed entry begins; the rest names the problem.</summary>
+    public const string MalformedEntryPrefix = "ERR Malformed cache command: ";
 }

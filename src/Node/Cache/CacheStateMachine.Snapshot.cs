@@ -4,20 +4,9 @@ using System.Text;
 namespace Dcache.Node.Cache;
 
 /// <summary>
-/// Snapshots. The format is canonical — keys in write order (oldest first), sessions in activity order — so equal states
-/// give equal bytes, and the SHA-256 that ends the snapshot doubles as the state digest replicas compare.
+/// Snapshots: see <see cref="CacheSnapshot"/> for the format. Loading reads and checks the whole snapshot before it
+/// replaces anything.
 /// </summary>
-/// <remarks>
-/// Format, version 1 (integers little-endian, "varint" unsigned LEB128, "bytes" a varint length then the bytes):
-/// <code>
-/// "DCSNAP01" magic (8) | u8 version (=1) | u64 applied index | i64 clock (unix ms)
-/// varint key count   | per key, oldest written first: bytes key | bytes value | i64 expire-at ms (i64.MaxValue = none)
-/// varint session count | per session, least recently active first: u64 client id | varint last sequence | i64 last active ms | reply
-/// 32-byte SHA-256 of every byte before it
-/// reply = u8 kind | Integer: i64 | Bulk: bytes | Error: bytes (UTF-8) | Array: varint count, replies | Ok, Nil: nothing
-/// </code>
-/// The snapshot must be the whole stream: bytes after the trailer are reported as corruption.
-/// </remarks>
 public sealed partial class CacheStateMachine
 {
     public const byte SnapshotFormatVersion = 1;
@@ -28,43 +17,38 @@ public sealed partial class CacheStateMachine
     private const int MaxReplyDepth = 8;
     private const int MaxPreallocatedKeys = 1 << 20;
 
-    private static ReadOnlySpan<byte> SnapshotMagic => "DCSNAP01"u8;
-
-    /// <summary>Writes the replicated state to <paramref name="output"/> in chunks; returns the state digest (the SHA-256 trailer).</summary>
-    public byte[] WriteSnapshot(Stream output)
+    /// <summary>
+    /// Captures the replicated state as it is now, in O(keys) time and without copying keys or values (stored arrays are
+    /// never mutated, only replaced). The capture can then be written on another thread while apply carries on, so a large
+    /// snapshot does not stall the apply loop for longer than the capture.
+    /// </summary>
+    public CacheSnapshot CaptureSnapshot()
     {
-        ArgumentNullException.ThrowIfNull(output);
-        using var sink = new SnapshotSink(output);
-        sink.WriteRaw(SnapshotMagic);
-        sink.WriteByte(SnapshotFormatVersion);
-        sink.WriteUInt64(_appliedIndex);
-        sink.WriteInt64(_clockMs);
-
-        sink.WriteVarUInt64((ulong)_entries.Count);
+        var keys = new CacheSnapshot.StoredKey[_entries.Count];
+        var i = 0;
         for (var entry = _oldestWritten; entry is not null; entry = entry.Newer)
         {
-            sink.WriteBytes(entry.Key);
-            sink.WriteBytes(entry.Value);
-            sink.WriteInt64(entry.ExpireAtMs);
+            keys[i++] = new CacheSnapshot.StoredKey(entry.Key, entry.Value, entry.ExpireAtMs);
         }
 
-        sink.WriteVarUInt64((ulong)_sessions.Count);
+        var sessions = new CacheSnapshot.SessionRecord[_sessions.Count];
+        i = 0;
         for (var session = _leastRecentSession; session is not null; session = session.Newer)
         {
-            sink.WriteUInt64(session.ClientId);
-            sink.WriteVarUInt64(session.LastSequence);
-            sink.WriteInt64(session.LastActiveMs);
-            WriteReply(sink, session.LastReply);
+            sessions[i++] = new CacheSnapshot.SessionRecord(session.ClientId, session.LastSequence, session.LastActiveMs, session.LastReply);
         }
 
-        return sink.Finish();
+        return new CacheSnapshot(_appliedIndex, _clockMs, keys, sessions);
     }
+
+    /// <summary>Writes the replicated state to <paramref name="output"/> in chunks; returns the state digest (the SHA-256 trailer).</summary>
+    public byte[] WriteSnapshot(Stream output) => CaptureSnapshot().WriteTo(output);
 
     /// <summary>
     /// The state digest: SHA-256 over the canonical snapshot bytes, as lowercase hex. Replicas at the same applied index
-    /// must have the same digest. Streams the snapshot through the hash; no copy of the state is held.
+    /// must have the same digest.
     /// </summary>
-    public string Digest() => Convert.ToHexStringLower(WriteSnapshot(Stream.Null));
+    public string Digest() => CaptureSnapshot().Digest();
 
     /// <summary>
     /// Replaces this machine's state with the snapshot's. The snapshot is read and checked completely before anything is
@@ -106,7 +90,7 @@ public sealed partial class CacheStateMachine
             magic[i] = source.ReadByte("magic");
         }
 
-        if (!magic.SequenceEqual(SnapshotMagic))
+        if (!magic.SequenceEqual(CacheSnapshot.Magic))
         {
             throw SnapshotSource.Corrupt("not a cache snapshot (bad magic)", 0);
         }
@@ -173,31 +157,6 @@ public sealed partial class CacheStateMachine
 
         source.VerifyTrailer();
         return machine;
-    }
-
-    private static void WriteReply(SnapshotSink sink, CacheReply reply)
-    {
-        sink.WriteByte((byte)reply.Kind);
-        switch (reply.Kind)
-        {
-            case CacheReplyKind.Integer:
-                sink.WriteInt64(reply.Integer);
-                break;
-            case CacheReplyKind.Bulk:
-                sink.WriteBytes(reply.Bulk.Span);
-                break;
-            case CacheReplyKind.Error:
-                sink.WriteBytes(Encoding.UTF8.GetBytes(reply.ErrorMessage));
-                break;
-            case CacheReplyKind.Array:
-                sink.WriteVarUInt64((ulong)reply.Items.Count);
-                foreach (var item in reply.Items)
-                {
-                    WriteReply(sink, item);
-                }
-
-                break;
-        }
     }
 
     private static CacheReply ReadReply(SnapshotSource source, int depth)

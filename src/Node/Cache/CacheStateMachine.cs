@@ -100,7 +100,7 @@ public sealed partial class CacheStateMachine
         {
             _appliedIndex = index;
             _malformedEntries++;
-            return CacheReply.FromError(CacheErrors.MalformedEntryPrefix + e.Message);
+            return CacheReply.FromError("ERR " + e.Message);
         }
 
         _appliedIndex = index;

@@ -76,6 +76,34 @@ public sealed class SnapshotTests
     }
 
     [Fact]
+    public async Task A_capture_is_the_state_at_capture_time_even_while_apply_goes_on()
+    {
+        var cache = Populated();
+        var digestAtCapture = cache.Machine.Digest();
+        var capture = cache.Machine.CaptureSnapshot();
+        Assert.Equal(cache.Machine.AppliedIndex, capture.AppliedIndex);
+
+        // Write the capture on another thread while the machine overwrites, deletes and evicts the captured keys.
+        var writing = Task.Run(() =>
+        {
+            using var stream = new MemoryStream();
+            capture.WriteTo(stream);
+            return stream.ToArray();
+        });
+        for (var i = 0; i < 2_000; i++)
+        {
+            cache.Set("key" + (i % 500), "changed" + i);
+            cache.Delete("key" + ((i + 7) % 500));
+            cache.IncrementBy("counter", 1);
+        }
+
+        var bytes = await writing;
+        Assert.Equal(digestAtCapture, capture.Digest());
+        Assert.Equal(digestAtCapture, CacheStateMachine.FromSnapshot(new MemoryStream(bytes)).Digest());
+        Assert.NotEqual(digestAtCapture, cache.Machine.Digest());
+    }
+
+    [Fact]
     public void Load_into_an_existing_machine_replaces_its_state()
     {
         var source = Populated();
