@@ -1,4 +1,79 @@
-// A placeholder host so the project builds and runs; the real node host (gRPC services, Raft driver loop) replaces it.
+using System.Net;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Services;
+using Dcache.Node.Transport;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Options;
+
 var builder = WebApplication.CreateBuilder(args);
+
+var nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
+try
+{
+    nodeOptions.Validate();
+}
+catch (Exception ex) when (ex is InvalidOperationException or FormatException)
+{
+    Console.Error.WriteLine($"dcache-node: invalid configuration: {ex.Message}");
+    return 2;
+}
+
+builder.Services.AddSingleton(Options.Create(nodeOptions));
+builder.Services.AddSingleton(nodeOptions);
+builder.Services.AddSingleton(TimeProvider.System);
+
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    // gRPC needs an HTTP/2-only endpoint: without TLS, Http1AndHttp2 silently falls back to HTTP/1.1.
+    kestrel.Listen(EndpointOf(nodeOptions.GrpcUrl), listen => listen.Protocols = HttpProtocols.Http2);
+    // Health and metrics are scraped over HTTP/1.1.
+    kestrel.Listen(EndpointOf(nodeOptions.HttpUrl), listen => listen.Protocols = HttpProtocols.Http1);
+    kestrel.Limits.MaxRequestBodySize = nodeOptions.MaxMessageBytes;
+    kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
+});
+
+builder.Services.AddSingleton<NodeRuntime>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<NodeRuntime>());
+builder.Services.AddSingleton(sp => sp.GetRequiredService<NodeRuntime>().Driver);
+builder.Services.AddSingleton<IRaftInbox>(sp => sp.GetRequiredService<NodeRuntime>().Driver);
+builder.Services.AddSingleton(sp => sp.GetRequiredService<NodeRuntime>().Addresses);
+builder.Services.AddSingleton(sp => sp.GetRequiredService<NodeRuntime>().Credentials);
+builder.Services.AddSingleton<ClusterAuthInterceptor>();
+builder.Services.AddGrpc(grpc =>
+{
+    grpc.Interceptors.Add<ClusterAuthInterceptor>();
+    grpc.MaxReceiveMessageSize = nodeOptions.MaxMessageBytes;
+    grpc.MaxSendMessageSize = nodeOptions.MaxMessageBytes;
+    grpc.EnableDetailedErrors = false;
+});
+
 var app = builder.Build();
-app.Run();
+app.MapGrpcService<RaftTransportService>();
+app.MapGrpcService<CacheService>();
+app.MapGet("/health", (RaftDriver driver) =>
+{
+    var status = driver.Status;
+    return Results.Json(new
+    {
+        nodeId = status.NodeId,
+        role = status.Role.ToString(),
+        term = status.Term,
+        leaderId = status.LeaderId,
+        commitIndex = status.CommitIndex,
+        appliedIndex = status.AppliedIndex,
+        lastIndex = status.LastIndex,
+        voters = status.Membership.Voters,
+        learners = status.Membership.Learners,
+    });
+});
+
+await app.RunAsync().ConfigureAwait(false);
+return 0;
+
+static IPEndPoint EndpointOf(string url)
+{
+    var uri = new Uri(url);
+    var address = uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host);
+    return new IPEndPoint(address, uri.Port);
+}

@@ -9,7 +9,7 @@ namespace Dcache.Storage;
 /// ARM64, so it costs well under a nanosecond per 8 bytes on the write path of every SET, needs no package, and
 /// is the checksum ext4, iSCSI, RocksDB and etcd's WAL use for the same job (detecting torn and flipped bytes).
 /// </summary>
-internal static class Crc32C
+public static class Crc32C
 {
     public static uint Compute(ReadOnlySpan<byte> data) => Append(0, data);
 

@@ -1,0 +1,662 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Dcache.Node.Cache;
+using Dcache.Node.Services;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Microsoft.Extensions.Logging;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Consensus;
+
+/// <summary>A consistent view of the node published by the driver loop after every round, for status calls.</summary>
+public sealed record NodeStatusView(
+    ulong NodeId,
+    Role Role,
+    ulong Term,
+    ulong LeaderId,
+    ulong CommitIndex,
+    ulong AppliedIndex,
+    ulong LastIndex,
+    Membership Membership,
+    IReadOnlyList<PeerProgress> Progress);
+
+/// <summary>Settings of the driver loop (derived from the node's options).</summary>
+public sealed record RaftDriverSettings(
+    ulong NodeId,
+    RaftOptions Raft,
+    TimeSpan Tick,
+    ulong SnapshotEntries,
+    ulong SnapshotCatchUpEntries,
+    TimeSpan ExpiryPurgeInterval,
+    TimeSpan RequestTimeout);
+
+/// <summary>
+/// The one loop that owns the Raft core and the cache state machine. Inputs (ticks, peer messages, commands, admin
+/// requests) arrive through one channel; each round drains what is pending, then carries out the core's Ready in
+/// order: persist with one durable commit, send, apply, answer. Because everything pending joins one Ready, many
+/// concurrent writes share one fsync (group commit).
+/// </summary>
+public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDisposable
+{
+    private readonly RaftDriverSettings _settings;
+    private readonly IRaftStorage _storage;
+    private readonly INodeSnapshotStore _snapshots;
+    private readonly CacheStateMachine _cache;
+    private readonly AddressBook _addresses;
+    private readonly TimeProvider _clock;
+    private readonly ILogger _logger;
+    private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Dictionary<ulong, PendingWrite> _writes = [];
+    private readonly Dictionary<ulong, CommandInput> _readsAwaitingIndex = [];
+    private readonly PriorityQueue<CommandInput, ulong> _readsAwaitingApply = new();
+    private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
+    private readonly RaftNode _raft;
+    private PeerTransport? _transport;
+    private Task? _loop;
+    private Task? _ticker;
+    private ulong _nextReadContext;
+    private ulong _lastSnapshotIndex;
+    private bool _snapshotInProgress;
+    private ulong _appliedTerm;
+    private long _lastPurgeProposalMs;
+    private volatile NodeStatusView _status;
+
+    private readonly record struct PendingWrite(ulong Term, CommandInput Input);
+
+    public RaftDriver(
+        RaftDriverSettings settings,
+        IRaftStorage storage,
+        INodeSnapshotStore snapshots,
+        CacheStateMachine cache,
+        AddressBook addresses,
+        TimeProvider clock,
+        ILogger<RaftDriver> logger)
+    {
+        _settings = settings;
+        _storage = storage;
+        _snapshots = snapshots;
+        _cache = cache;
+        _addresses = addresses;
+        _clock = clock;
+        _logger = logger;
+
+        // Restart: load the newest snapshot the log can continue from — at or after the log's own snapshot point and
+        // within what is known committed (a snapshot received from a leader but not yet recorded in the log is not) —
+        // then the core hands out the committed entries after it.
+        var snapshot = storage.Snapshot;
+        var commit = storage.InitialState().HardState.Commit;
+        var usable = snapshots.All().FirstOrDefault(s => s.Metadata.Index >= snapshot.Index && s.Metadata.Index <= Math.Max(commit, snapshot.Index) && s.Metadata.Index <= storage.LastIndex);
+        if (!snapshot.IsEmpty && usable is null)
+        {
+            throw new InvalidOperationException($"the Raft log starts at snapshot {snapshot.Index}, but the snapshot store holds no snapshot it can continue from");
+        }
+
+        if (usable is not null && !usable.Metadata.IsEmpty)
+        {
+            using var stream = usable.OpenRead();
+            cache.LoadSnapshot(stream);
+            snapshot = usable.Metadata;
+            Log.SnapshotLoaded(logger, snapshot.Index, snapshot.Term, cache.StoredKeyCount);
+        }
+
+        _lastSnapshotIndex = snapshot.Index;
+        _appliedTerm = snapshot.Term;
+        settings.Raft.Applied = snapshot.Index;
+        _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Environment.TickCount ^ (int)settings.NodeId));
+        Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
+        _status = BuildStatus();
+    }
+
+    public ulong NodeId => _settings.NodeId;
+
+    public NodeStatusView Status => _status;
+
+    public CacheStateMachine Cache => _cache;
+
+    /// <summary>Starts the loop and the ticker. <paramref name="transport"/> carries outbound messages.</summary>
+    public void Start(PeerTransport transport)
+    {
+        _transport = transport;
+        _loop = Task.Factory.StartNew(RunLoop, TaskCreationOptions.LongRunning);
+        _ticker = Task.Run(TickAsync);
+    }
+
+    /// <summary>Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally.</summary>
+    public Task<Proto.Reply> ExecuteAsync(Proto.Command command)
+    {
+        var completion = new TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
+        if (!_inputs.Writer.TryWrite(new CommandInput(command, completion, deadline)))
+        {
+            completion.SetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "the node is shutting down"));
+        }
+
+        return completion.Task;
+    }
+
+    /// <summary>Runs an operator's request against the core on the loop.</summary>
+    public Task<AdminOutcome> RunAdminAsync(Func<RaftNode, AdminOutcome> action)
+    {
+        var completion = new TaskCompletionSource<AdminOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_inputs.Writer.TryWrite(new AdminInput(action, completion)))
+        {
+            completion.SetResult(new AdminOutcome(false, "the node is shutting down"));
+        }
+
+        return completion.Task;
+    }
+
+    bool IRaftInbox.IsKnownPeer(ulong peer) => _addresses.Contains(peer) || _raft.Membership.Contains(peer);
+
+    ValueTask IRaftInbox.PostAsync(Message message, CancellationToken cancellationToken) =>
+        _inputs.Writer.WriteAsync(new PeerMessageInput(message), cancellationToken);
+
+    IIncomingSnapshot IRaftInbox.BeginSnapshot(ulong peer, Message message) =>
+        new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
+
+    void ITransportEvents.PeerUnreachable(ulong peer) => _inputs.Writer.TryWrite(new PeerUnreachableInput(peer));
+
+    void ITransportEvents.SnapshotSent(ulong peer, bool succeeded) => _inputs.Writer.TryWrite(new SnapshotSentInput(peer, succeeded));
+
+    private long NowMs => _clock.GetUtcNow().ToUnixTimeMilliseconds();
+
+    private async Task TickAsync()
+    {
+        using var timer = new PeriodicTimer(_settings.Tick, _clock);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
+            {
+                _inputs.Writer.TryWrite(TickInput.Instance);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void RunLoop()
+    {
+        var reader = _inputs.Reader;
+        try
+        {
+            while (reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
+            {
+                // Drain a bounded batch so one round's latency stays bounded under load.
+                for (var i = 0; i < 4096 && reader.TryRead(out var input); i++)
+                {
+                    Handle(input);
+                }
+
+                ProcessReady();
+                _status = BuildStatus();
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            // The core or storage failed in a way that must not be papered over (e.g. corruption): stop the node.
+            Log.LoopFailed(_logger, ex);
+            _stopping.Cancel();
+            throw;
+        }
+        finally
+        {
+            FailEverythingPending();
+        }
+    }
+
+    private void Handle(DriverInput input)
+    {
+        switch (input)
+        {
+            case TickInput:
+                _raft.Tick();
+                OnTick();
+                break;
+            case PeerMessageInput peer:
+                _raft.Step(peer.Message);
+                break;
+            case CommandInput command:
+                HandleCommand(command);
+                break;
+            case PeerUnreachableInput unreachable:
+                _raft.ReportUnreachable(unreachable.Peer);
+                break;
+            case SnapshotSentInput sent:
+                _raft.ReportSnapshot(sent.Peer, sent.Succeeded);
+                break;
+            case SnapshotReceivedInput received:
+                _raft.Step(received.Message);
+                break;
+            case SnapshotPersistedInput persisted:
+                OnSnapshotPersisted(persisted.Metadata);
+                break;
+            case AdminInput admin:
+                admin.Completion.TrySetResult(admin.Action(_raft));
+                break;
+        }
+    }
+
+    private void OnTick()
+    {
+        var now = NowMs;
+        ExpireOverdueRequests(now);
+        if (_raft.Role == Role.Leader && now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds)
+        {
+            _lastPurgeProposalMs = now;
+            if (_cache.GetStatistics().KeysWithExpiry > 0)
+            {
+                _encodeBuffer.ResetWrittenCount();
+                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, now), now);
+                _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
+            }
+        }
+    }
+
+    private void HandleCommand(CommandInput input)
+    {
+        var command = input.Command;
+        if (WriteEncoder.Validate(command) is { } invalid)
+        {
+            input.Completion.TrySetResult(invalid.StartsWith("ERR ", StringComparison.Ordinal)
+                ? new Proto.Reply { Id = command.Id, Error = invalid }
+                : ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, invalid));
+            return;
+        }
+
+        if (WriteEncoder.IsWrite(command))
+        {
+            Propose(input);
+        }
+        else if (command.Consistency == Proto.ReadConsistency.Local)
+        {
+            input.Completion.TrySetResult(ReadExecutor.Execute(command, _cache, NowMs));
+        }
+        else
+        {
+            var context = ++_nextReadContext;
+            _readsAwaitingIndex[context] = input;
+            _raft.ReadIndex(context);
+        }
+    }
+
+    private void Propose(CommandInput input)
+    {
+        var command = input.Command;
+        if (_raft.Role != Role.Leader)
+        {
+            input.Completion.TrySetResult(NotLeader(command.Id));
+            return;
+        }
+
+        _encodeBuffer.ResetWrittenCount();
+        WriteEncoder.Encode(command, NowMs, _encodeBuffer);
+        var result = _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
+        switch (result.Status)
+        {
+            case ProposeStatus.Accepted:
+                _writes[result.Index] = new PendingWrite(result.Term, input);
+                break;
+            case ProposeStatus.NotLeader:
+                input.Completion.TrySetResult(NotLeader(command.Id));
+                break;
+            default:
+                input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, $"not applied: {result.Status} {result.Reason}".TrimEnd(), result.LeaderHint, _addresses.Find(result.LeaderHint)));
+                break;
+        }
+    }
+
+    private Proto.Reply NotLeader(ulong id)
+    {
+        var leader = _raft.Leader;
+        return ReplyFactory.Failure(id, leader == 0 ? Proto.FailureKind.Unavailable : Proto.FailureKind.NotLeader,
+            leader == 0 ? "not applied: no leader is known" : $"not applied: node {leader} leads", leader, _addresses.Find(leader));
+    }
+
+    private void ProcessReady()
+    {
+        while (_raft.HasReady())
+        {
+            var ready = _raft.GetReady();
+
+            // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
+            if (ready.MustPersist)
+            {
+                _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
+            }
+
+            // 2. Send.
+            foreach (var message in ready.Messages)
+            {
+                if (message.Type == MessageType.Snapshot)
+                {
+                    SendSnapshot(message);
+                }
+                else
+                {
+                    _transport!.Send(message);
+                }
+            }
+
+            // 3. Apply.
+            if (ready.Snapshot is { } installed)
+            {
+                InstallSnapshot(installed);
+            }
+
+            foreach (var entry in ready.CommittedEntries)
+            {
+                Apply(entry);
+            }
+
+            if (ready.SoftState is { } soft)
+            {
+                Log.RoleChanged(_logger, soft.Role, soft.Leader, _raft.Term);
+            }
+
+            // 4. Reads.
+            foreach (var read in ready.ReadStates)
+            {
+                if (_readsAwaitingIndex.Remove(read.Context, out var input))
+                {
+                    _readsAwaitingApply.Enqueue(input, read.Index);
+                }
+            }
+
+            foreach (var dropped in ready.DroppedReads)
+            {
+                if (_readsAwaitingIndex.Remove(dropped, out var input))
+                {
+                    input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read not served: leadership changed; retry"));
+                }
+            }
+
+            _raft.Advance(ready);
+            ServeReadsUpTo(_raft.AppliedIndex);
+            MaybeTakeSnapshot();
+        }
+    }
+
+    private void Apply(Entry entry)
+    {
+        if (entry.Type == EntryType.ConfChange)
+        {
+            _cache.SkipEntry(entry.Index);
+            var change = ConfChange.Decode(entry.Data.Span);
+            Log.MembershipChangeApplied(_logger, entry.Index, change.Type, change.NodeId);
+        }
+        else
+        {
+            var reply = _cache.Apply(entry.Index, entry.Data.Span);
+            if (_writes.Remove(entry.Index, out var pending))
+            {
+                var id = pending.Input.Command.Id;
+                pending.Input.Completion.TrySetResult(pending.Term == entry.Term
+                    ? ReplyFactory.FromCache(id, reply)
+                    : ReplyFactory.Failure(id, Proto.FailureKind.Unavailable, "not applied: another leader's entry took its place; retry"));
+            }
+        }
+
+        _appliedTerm = entry.Term;
+    }
+
+    private void ServeReadsUpTo(ulong applied)
+    {
+        if (_readsAwaitingApply.Count == 0)
+        {
+            return;
+        }
+
+        var now = NowMs;
+        while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
+        {
+            _readsAwaitingApply.Dequeue();
+            input.Completion.TrySetResult(ReadExecutor.Execute(input.Command, _cache, now));
+        }
+    }
+
+    private void ExpireOverdueRequests(long now)
+    {
+        if (_writes.Count > 0)
+        {
+            List<ulong>? overdue = null;
+            foreach (var (index, pending) in _writes)
+            {
+                if (pending.Input.DeadlineMs <= now)
+                {
+                    (overdue ??= []).Add(index);
+                }
+            }
+
+            foreach (var index in overdue ?? [])
+            {
+                _writes.Remove(index, out var pending);
+                pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
+                    $"outcome unknown: proposed at index {index} but not seen applied in time; it may still apply"));
+            }
+        }
+
+        if (_readsAwaitingIndex.Count > 0)
+        {
+            foreach (var context in _readsAwaitingIndex.Where(r => r.Value.DeadlineMs <= now).Select(r => r.Key).ToList())
+            {
+                _readsAwaitingIndex.Remove(context, out var input);
+                input!.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Takes a snapshot once enough entries were applied since the last. The state is captured on the loop (cheap:
+    /// references to immutable keys and values), written to the store on another thread, and only then does the
+    /// loop let the Raft log be compacted behind it.
+    /// </summary>
+    private void MaybeTakeSnapshot()
+    {
+        var applied = _raft.AppliedIndex;
+        if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied)
+        {
+            return;
+        }
+
+        _snapshotInProgress = true;
+        var started = _clock.GetTimestamp();
+        var metadata = new SnapshotMetadata(applied, _appliedTerm, _raft.Membership);
+        var capture = _cache.CaptureSnapshot();
+        _ = Task.Run(() =>
+        {
+            try
+            {
+                _snapshots.Save(metadata, stream => capture.WriteTo(stream));
+                var elapsed = _clock.GetElapsedTime(started);
+                Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
+                _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or IOException)
+            {
+                // e.g. a snapshot arriving from the leader is being written: try again after more entries.
+                Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
+                _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
+            }
+        });
+    }
+
+    private void OnSnapshotPersisted(SnapshotMetadata? metadata)
+    {
+        _snapshotInProgress = false;
+        if (metadata is null || metadata.Index <= _storage.Snapshot.Index)
+        {
+            return;
+        }
+
+        var compactTo = metadata.Index > _settings.SnapshotCatchUpEntries ? metadata.Index - _settings.SnapshotCatchUpEntries : 0;
+        _storage.CreateSnapshot(metadata, compactTo);
+        _lastSnapshotIndex = Math.Max(_lastSnapshotIndex, metadata.Index);
+    }
+
+    private void SendSnapshot(Message message)
+    {
+        var index = message.Snapshot!.Index;
+        var stored = _snapshots.Find(index);
+        if (stored is null)
+        {
+            Log.SnapshotMissing(_logger, index, message.To);
+            _raft.ReportSnapshot(message.To, succeeded: false);
+            return;
+        }
+
+        _transport!.SendSnapshot(message, new StoredSnapshotSource(stored));
+    }
+
+    private void InstallSnapshot(SnapshotMetadata metadata)
+    {
+        var stored = _snapshots.Find(metadata.Index)
+            ?? throw new InvalidOperationException($"snapshot {metadata.Index} was accepted by Raft but is not in the snapshot store");
+        using (var stream = stored.OpenRead())
+        {
+            _cache.LoadSnapshot(stream);
+        }
+
+        _lastSnapshotIndex = metadata.Index;
+        _appliedTerm = metadata.Term;
+        Log.SnapshotInstalled(_logger, metadata.Index, metadata.Term, _cache.StoredKeyCount);
+    }
+
+    private void FailEverythingPending()
+    {
+        foreach (var (_, pending) in _writes)
+        {
+            pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));
+        }
+
+        foreach (var (_, input) in _readsAwaitingIndex)
+        {
+            input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
+        }
+
+        while (_readsAwaitingApply.TryDequeue(out var input, out _))
+        {
+            input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
+        }
+
+        while (_inputs.Reader.TryRead(out var input))
+        {
+            switch (input)
+            {
+                case CommandInput command:
+                    command.Completion.TrySetResult(ReplyFactory.Failure(command.Command.Id, Proto.FailureKind.Unavailable, "not applied: the node stopped"));
+                    break;
+                case AdminInput admin:
+                    admin.Completion.TrySetResult(new AdminOutcome(false, "the node stopped"));
+                    break;
+            }
+        }
+
+        _writes.Clear();
+        _readsAwaitingIndex.Clear();
+    }
+
+    private NodeStatusView BuildStatus()
+    {
+        var status = _raft.GetStatus();
+        return new NodeStatusView(NodeId, status.Role, status.Term, status.Leader, status.Commit, status.Applied, status.LastIndex, status.Membership, status.Progress);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _inputs.Writer.TryComplete();
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        foreach (var task in new[] { _loop, _ticker })
+        {
+            if (task is null)
+            {
+                continue;
+            }
+
+            try
+            {
+                await task.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        _stopping.Dispose();
+    }
+
+    /// <summary>Receives a snapshot's chunks into the store, then hands its message to the loop.</summary>
+    private sealed class IncomingSnapshot(RaftDriver driver, Message message, IReceivedSnapshotWriter writer) : IIncomingSnapshot
+    {
+        public ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
+        {
+            writer.Write(chunk.Span);
+            return ValueTask.CompletedTask;
+        }
+
+        public async ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken)
+        {
+            writer.Commit(checksum);
+            await driver._inputs.Writer.WriteAsync(new SnapshotReceivedInput(message), cancellationToken).ConfigureAwait(false);
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            writer.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private sealed class StoredSnapshotSource(StoredSnapshot stored) : ISnapshotSource
+    {
+        public SnapshotMetadata Metadata => stored.Metadata;
+
+        public ulong Checksum => stored.Checksum;
+
+        public async IAsyncEnumerable<ReadOnlyMemory<byte>> ReadChunksAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+        {
+            var buffer = new byte[256 * 1024];
+            await using var stream = stored.OpenRead();
+            int read;
+            while ((read = await stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+            {
+                yield return buffer.AsMemory(0, read);
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} started: term {Term}, commit {Commit}, last index {LastIndex}, snapshot {SnapshotIndex}; replaying committed entries")]
+        public static partial void Restarted(ILogger logger, ulong nodeId, ulong term, ulong commit, ulong lastIndex, ulong snapshotIndex);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Loaded snapshot {Index} (term {Term}) with {Keys} keys")]
+        public static partial void SnapshotLoaded(ILogger logger, ulong index, ulong term, int keys);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Now {Role}; leader {Leader}, term {Term}")]
+        public static partial void RoleChanged(ILogger logger, Role role, ulong leader, ulong term);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Membership change at index {Index} applied: {Change} node {Node}")]
+        public static partial void MembershipChangeApplied(ILogger logger, ulong index, ConfChangeType change, ulong node);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot taken at index {Index} (term {Term}), {Keys} keys, in {Elapsed}")]
+        public static partial void SnapshotTaken(ILogger logger, ulong index, ulong term, int keys, TimeSpan elapsed);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot at index {Index} was not taken: {Reason}")]
+        public static partial void SnapshotFailed(ILogger logger, ulong index, string reason);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Installed snapshot {Index} (term {Term}) from the leader: {Keys} keys")]
+        public static partial void SnapshotInstalled(ILogger logger, ulong index, ulong term, int keys);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot {Index} for node {Peer} is no longer stored")]
+        public static partial void SnapshotMissing(ILogger logger, ulong index, ulong peer);
+
+        [LoggerMessage(Level = LogLevel.Critical, Message = "The Raft driver loop failed; the node stops")]
+        public static partial void LoopFailed(ILogger logger, Exception exception);
+    }
+}

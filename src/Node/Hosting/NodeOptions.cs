@@ -1,0 +1,119 @@
+using System.Globalization;
+
+namespace Dcache.Node.Hosting;
+
+/// <summary>Configuration of one cache node (section "Dcache:Node" of appsettings.json, environment DCACHE__NODE__*, or --Dcache:Node:Key=value).</summary>
+public sealed class NodeOptions
+{
+    public const string Section = "Dcache:Node";
+
+    /// <summary>This node's id, unique in the cluster, never 0.</summary>
+    public ulong NodeId { get; set; }
+
+    /// <summary>Identifies the cluster: nodes refuse traffic that names another cluster.</summary>
+    public string ClusterId { get; set; } = "dcache";
+
+    /// <summary>Shared by every node and gateway of the cluster; calls without it are refused.</summary>
+    public string ClusterSecret { get; set; } = "";
+
+    /// <summary>Where this node keeps its log, snapshots and metadata.</summary>
+    public string DataDirectory { get; set; } = "data";
+
+    /// <summary>The h2c (HTTP/2 without TLS) endpoint for gRPC, e.g. http://127.0.0.1:7001.</summary>
+    public string GrpcUrl { get; set; } = "http://127.0.0.1:7001";
+
+    /// <summary>The HTTP/1.1 endpoint for /health and /metrics, e.g. http://127.0.0.1:8001.</summary>
+    public string HttpUrl { get; set; } = "http://127.0.0.1:8001";
+
+    /// <summary>
+    /// The founding members and their gRPC addresses, "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,...".
+    /// Used to bootstrap a brand-new data directory and to find peers; a node joining an existing cluster lists the
+    /// members it can reach and sets <see cref="Join"/>.
+    /// </summary>
+    public string InitialCluster { get; set; } = "";
+
+    /// <summary>Start with an empty membership and wait to be added by the leader (a new learner), instead of bootstrapping.</summary>
+    public bool Join { get; set; }
+
+    /// <summary>Length of one Raft tick.</summary>
+    public int TickMilliseconds { get; set; } = 50;
+
+    /// <summary>Election timeout in ticks (randomized between this and twice this).</summary>
+    public int ElectionTicks { get; set; } = 10;
+
+    /// <summary>Heartbeat interval in ticks.</summary>
+    public int HeartbeatTicks { get; set; } = 2;
+
+    /// <summary>Take a snapshot once this many entries were applied since the last one.</summary>
+    public ulong SnapshotEntries { get; set; } = 100_000;
+
+    /// <summary>Entries kept in the log behind a snapshot, so that slightly lagging followers catch up without one.</summary>
+    public ulong SnapshotCatchUpEntries { get; set; } = 5_000;
+
+    /// <summary>Memory cap for keys and values in bytes (0 = none). Past it, the least recently written keys are evicted, identically on every replica.</summary>
+    public long MaxMemoryBytes { get; set; }
+
+    /// <summary>How often the leader proposes purging expired keys.</summary>
+    public int ExpiryPurgeMilliseconds { get; set; } = 1000;
+
+    /// <summary>A client session is forgotten after this long without writes.</summary>
+    public int SessionTimeoutSeconds { get; set; } = 3600;
+
+    /// <summary>How long a write or linearizable read may wait inside the node before it fails.</summary>
+    public int RequestTimeoutMilliseconds { get; set; } = 5000;
+
+    /// <summary>Largest gRPC message accepted, in bytes.</summary>
+    public int MaxMessageBytes { get; set; } = 16 * 1024 * 1024;
+
+    public IReadOnlyDictionary<ulong, string> ParseInitialCluster() => ParseMembers(InitialCluster);
+
+    public static IReadOnlyDictionary<ulong, string> ParseMembers(string text)
+    {
+        var members = new SortedDictionary<ulong, string>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = part.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || !ulong.TryParse(part.AsSpan(0, eq), NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id == 0)
+            {
+                throw new FormatException($"'{part}' is not of the form <node id>=<url>");
+            }
+
+            var url = part[(eq + 1)..];
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp)
+            {
+                throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
+            }
+
+            if (!members.TryAdd(id, url.TrimEnd('/')))
+            {
+                throw new FormatException($"node {id} is listed twice");
+            }
+        }
+
+        return members;
+    }
+
+    public void Validate()
+    {
+        if (NodeId == 0)
+        {
+            throw new InvalidOperationException("Dcache:Node:NodeId must be set to a positive number");
+        }
+
+        if (string.IsNullOrEmpty(ClusterSecret))
+        {
+            throw new InvalidOperationException("Dcache:Node:ClusterSecret must be set");
+        }
+
+        var members = ParseInitialCluster();
+        if (!Join && !members.ContainsKey(NodeId))
+        {
+            throw new InvalidOperationException($"Dcache:Node:InitialCluster must list this node ({NodeId}) unless Join is set");
+        }
+
+        if (TickMilliseconds <= 0 || ElectionTicks <= HeartbeatTicks || HeartbeatTicks <= 0)
+        {
+            throw new InvalidOperationException("tick settings must satisfy TickMilliseconds > 0 and ElectionTicks > HeartbeatTicks > 0");
+        }
+    }
+}

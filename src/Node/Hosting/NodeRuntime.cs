@@ -1,0 +1,135 @@
+using Dcache.Node.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Dcache.Storage;
+using Microsoft.Extensions.Options;
+
+namespace Dcache.Node.Hosting;
+
+/// <summary>
+/// Opens the node's storage, rebuilds its cache, and runs the Raft driver and transport for the host's lifetime.
+/// Stopping hands leadership to another voter first, so a planned restart does not cost an election timeout.
+/// </summary>
+public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
+{
+    private readonly NodeOptions _options;
+    private readonly ILogger<NodeRuntime> _logger;
+    private readonly NodeStorage _storage;
+    private readonly SnapshotStoreAdapter _snapshots;
+    private readonly PeerTransport _transport;
+
+    public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock)
+    {
+        _options = options.Value;
+        _logger = loggers.CreateLogger<NodeRuntime>();
+        Directory.CreateDirectory(_options.DataDirectory);
+        _storage = NodeStorage.Open(new StorageOptions { DataDirectory = _options.DataDirectory }, _options.NodeId, _options.ClusterId, loggers);
+        var members = _options.ParseInitialCluster();
+        var log = _storage.RaftLog;
+        if (!_options.Join && log.LastIndex == 0 && log.Snapshot.Membership.Voters.Count == 0)
+        {
+            log.Bootstrap(Membership.Of(members.Keys));
+            var voters = string.Join(",", members.Keys);
+            Log.Bootstrapped(_logger, _options.NodeId, voters);
+        }
+
+        _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
+        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret);
+        Addresses = new AddressBook(members);
+
+        var raftOptions = new RaftOptions
+        {
+            Id = _options.NodeId,
+            ElectionTicks = _options.ElectionTicks,
+            HeartbeatTicks = _options.HeartbeatTicks,
+        };
+        var cache = new CacheStateMachine(new CacheStateMachineOptions
+        {
+            MemoryCapBytes = _options.MaxMemoryBytes,
+            SessionTimeout = TimeSpan.FromSeconds(_options.SessionTimeoutSeconds),
+        });
+        Driver = new RaftDriver(
+            new RaftDriverSettings(
+                _options.NodeId,
+                raftOptions,
+                TimeSpan.FromMilliseconds(_options.TickMilliseconds),
+                _options.SnapshotEntries,
+                _options.SnapshotCatchUpEntries,
+                TimeSpan.FromMilliseconds(_options.ExpiryPurgeMilliseconds),
+                TimeSpan.FromMilliseconds(_options.RequestTimeoutMilliseconds)),
+            _storage.RaftLog,
+            _snapshots,
+            cache,
+            Addresses,
+            clock,
+            loggers.CreateLogger<RaftDriver>());
+        _transport = new PeerTransport(_options.NodeId, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
+        _transport.SetPeers(Addresses.All);
+        Addresses.Changed += _transport.SetPeers;
+    }
+
+    public RaftDriver Driver { get; }
+
+    public AddressBook Addresses { get; }
+
+    public ClusterCredentials Credentials { get; }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        Driver.Start(_transport);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await HandOverLeadershipAsync(cancellationToken).ConfigureAwait(false);
+        await Driver.DisposeAsync().ConfigureAwait(false);
+        await _transport.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private async Task HandOverLeadershipAsync(CancellationToken cancellationToken)
+    {
+        if (Driver.Status.Role != Role.Leader)
+        {
+            return;
+        }
+
+        var status = Driver.Status;
+        var target = status.Progress
+            .Where(p => p.Id != _options.NodeId && !p.IsLearner)
+            .OrderByDescending(p => p.Match)
+            .Select(p => p.Id)
+            .FirstOrDefault();
+        if (target == 0)
+        {
+            return;
+        }
+
+        var outcome = await Driver.RunAdminAsync(raft => raft.TransferLeadership(target)
+            ? new AdminOutcome(true, $"transferring to {target}")
+            : new AdminOutcome(false, "transfer refused")).ConfigureAwait(false);
+        Log.HandingOver(_logger, target, outcome.Message);
+        var deadline = DateTime.UtcNow.AddMilliseconds(_options.TickMilliseconds * _options.ElectionTicks * 2);
+        while (outcome.Succeeded && Driver.Status.Role == Role.Leader && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+        {
+            await Task.Delay(_options.TickMilliseconds, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Driver.DisposeAsync().ConfigureAwait(false);
+        await _transport.DisposeAsync().ConfigureAwait(false);
+        _storage.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} bootstrapped a new cluster with voters {Voters}")]
+        public static partial void Bootstrapped(ILogger logger, ulong nodeId, string voters);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Shutting down: handing leadership to node {Target} ({Outcome})")]
+        public static partial void HandingOver(ILogger logger, ulong target, string outcome);
+    }
+}

@@ -1,0 +1,96 @@
+using Dcache.Node.Consensus;
+using Grpc.Core;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Services;
+
+/// <summary>The gateway's entry point: runs commands through the Raft driver and reports who leads.</summary>
+public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options) : Proto.Cache.CacheBase
+{
+    public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) => driver.ExecuteAsync(request);
+
+    public override async Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context)
+    {
+        // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
+        var finished = System.Threading.Channels.Channel.CreateUnbounded<Proto.Reply>(new() { SingleReader = true });
+        var writer = WriteRepliesAsync(finished.Reader, responseStream, context.CancellationToken);
+        var inFlight = 0;
+        var readingDone = false;
+        var gate = new object();
+        try
+        {
+            while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            {
+                foreach (var command in requestStream.Current.Commands)
+                {
+                    Interlocked.Increment(ref inFlight);
+                    _ = driver.ExecuteAsync(command).ContinueWith(
+                        task =>
+                        {
+                            finished.Writer.TryWrite(task.Result);
+                            lock (gate)
+                            {
+                                if (Interlocked.Decrement(ref inFlight) == 0 && readingDone)
+                                {
+                                    finished.Writer.TryComplete();
+                                }
+                            }
+                        },
+                        CancellationToken.None,
+                        TaskContinuationOptions.ExecuteSynchronously,
+                        TaskScheduler.Default);
+                }
+            }
+        }
+        finally
+        {
+            lock (gate)
+            {
+                readingDone = true;
+                if (Volatile.Read(ref inFlight) == 0)
+                {
+                    finished.Writer.TryComplete();
+                }
+            }
+        }
+
+        await writer.ConfigureAwait(false);
+    }
+
+    private static async Task WriteRepliesAsync(System.Threading.Channels.ChannelReader<Proto.Reply> finished, IServerStreamWriter<Proto.ReplyBatch> output, CancellationToken cancellationToken)
+    {
+        while (await finished.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var batch = new Proto.ReplyBatch();
+            while (batch.Replies.Count < 1024 && finished.TryRead(out var reply))
+            {
+                batch.Replies.Add(reply);
+            }
+
+            await output.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public override Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
+    {
+        var status = driver.Status;
+        var reply = new Proto.NodeStatus
+        {
+            NodeId = status.NodeId,
+            ClusterId = options.ClusterId,
+            Role = status.Role.ToString(),
+            Term = status.Term,
+            LeaderId = status.LeaderId,
+            LeaderAddress = addresses.Find(status.LeaderId) ?? "",
+            CommitIndex = status.CommitIndex,
+            AppliedIndex = status.AppliedIndex,
+            LastIndex = status.LastIndex,
+        };
+        foreach (var id in status.Membership.All.Order())
+        {
+            reply.Members.Add(new Proto.Member { Id = id, Address = addresses.Find(id) ?? "", Voter = status.Membership.IsVoter(id) });
+        }
+
+        return Task.FromResult(reply);
+    }
+}

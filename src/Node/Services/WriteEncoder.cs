@@ -1,0 +1,107 @@
+using System.Buffers;
+using Dcache.Node.Cache;
+using Google.Protobuf;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Services;
+
+/// <summary>
+/// Turns a gateway's write command into the bytes of a Raft entry. Runs on the leader at proposal time, which is
+/// where relative expiries become absolute: every replica then applies the same absolute time.
+/// </summary>
+public static class WriteEncoder
+{
+    public static bool IsWrite(Proto.Command command) => command.OpCase is
+        Proto.Command.OpOneofCase.Set or Proto.Command.OpOneofCase.Del or Proto.Command.OpOneofCase.Mset
+        or Proto.Command.OpOneofCase.IncrBy or Proto.Command.OpOneofCase.Expire or Proto.Command.OpOneofCase.Persist;
+
+    /// <summary>Validates the command; null when it can be proposed, else the reason for an INVALID_REQUEST reply.</summary>
+    public static string? Validate(Proto.Command command) => command.OpCase switch
+    {
+        Proto.Command.OpOneofCase.None => "command without an operation",
+        Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.TtlMs && command.Set.TtlMs <= 0 => "ERR invalid expire time in 'set' command",
+        Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.ExpireAtMs && command.Set.ExpireAtMs <= 0 => "ERR invalid expire time in 'set' command",
+        Proto.Command.OpOneofCase.Del when command.Del.Keys.Count == 0 => "ERR wrong number of arguments for 'del' command",
+        Proto.Command.OpOneofCase.Mset when command.Mset.Keys.Count == 0 || command.Mset.Keys.Count != command.Mset.Values.Count => "ERR wrong number of arguments for 'mset' command",
+        Proto.Command.OpOneofCase.Expire when !CacheCommand.IsValid((ExpireCondition)ExpireConditionOf(command.Expire.Condition)) => "ERR NX and XX, GT or LT options at the same time are not compatible",
+        Proto.Command.OpOneofCase.Expire when command.Expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.None => "ERR wrong number of arguments for 'expire' command",
+        Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count == 0 => "ERR wrong number of arguments for 'exists' command",
+        Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count == 0 => "ERR wrong number of arguments for 'mget' command",
+        _ => null,
+    };
+
+    public static void Encode(Proto.Command command, long nowMs, IBufferWriter<byte> output)
+    {
+        var envelope = new CommandEnvelope(command.ClientId, command.Sequence, nowMs);
+        switch (command.OpCase)
+        {
+            case Proto.Command.OpOneofCase.Set:
+                var set = command.Set;
+                var options = new SetOptions(
+                    Condition: (SetCondition)(int)set.Condition,
+                    ReturnOldValue: set.Get,
+                    Expiry: set.ExpiryCase switch
+                    {
+                        Proto.SetRequest.ExpiryOneofCase.TtlMs or Proto.SetRequest.ExpiryOneofCase.ExpireAtMs => SetExpiry.At,
+                        Proto.SetRequest.ExpiryOneofCase.KeepTtl when set.KeepTtl => SetExpiry.KeepTtl,
+                        _ => SetExpiry.None,
+                    },
+                    ExpireAtMs: set.ExpiryCase switch
+                    {
+                        Proto.SetRequest.ExpiryOneofCase.TtlMs => SaturatingAdd(nowMs, set.TtlMs),
+                        Proto.SetRequest.ExpiryOneofCase.ExpireAtMs => set.ExpireAtMs,
+                        _ => 0,
+                    });
+                CacheCommand.EncodeSet(output, envelope, set.Key.Span, set.Value.Span, options);
+                break;
+            case Proto.Command.OpOneofCase.Del:
+                CacheCommand.EncodeDelete(output, envelope, ToMemories(command.Del.Keys));
+                break;
+            case Proto.Command.OpOneofCase.Mset:
+                var pairs = new ReadOnlyMemory<byte>[command.Mset.Keys.Count * 2];
+                for (var i = 0; i < command.Mset.Keys.Count; i++)
+                {
+                    pairs[2 * i] = command.Mset.Keys[i].Memory;
+                    pairs[(2 * i) + 1] = command.Mset.Values[i].Memory;
+                }
+
+                CacheCommand.EncodeMultiSet(output, envelope, pairs);
+                break;
+            case Proto.Command.OpOneofCase.IncrBy:
+                CacheCommand.EncodeIncrementBy(output, envelope, command.IncrBy.Key.Span, command.IncrBy.Delta);
+                break;
+            case Proto.Command.OpOneofCase.Expire:
+                var expire = command.Expire;
+                var at = expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.TtlMs ? SaturatingAdd(nowMs, expire.TtlMs) : expire.ExpireAtMs;
+                CacheCommand.EncodeExpire(output, envelope, expire.Key.Span, at, (ExpireCondition)ExpireConditionOf(expire.Condition));
+                break;
+            case Proto.Command.OpOneofCase.Persist:
+                CacheCommand.EncodePersist(output, envelope, command.Persist.Key.Span);
+                break;
+            default:
+                throw new ArgumentException($"{command.OpCase} is not a write", nameof(command));
+        }
+    }
+
+    private static byte ExpireConditionOf(Proto.ExpireCondition condition) => condition switch
+    {
+        Proto.ExpireCondition.ExpireIfNoTtl => (byte)ExpireCondition.IfNoTtl,
+        Proto.ExpireCondition.ExpireIfHasTtl => (byte)ExpireCondition.IfHasTtl,
+        Proto.ExpireCondition.ExpireIfGreater => (byte)ExpireCondition.IfGreater,
+        Proto.ExpireCondition.ExpireIfLess => (byte)ExpireCondition.IfLess,
+        _ => (byte)ExpireCondition.Always,
+    };
+
+    private static long SaturatingAdd(long a, long b) => b > 0 && a > long.MaxValue - b ? long.MaxValue : b < 0 && a < long.MinValue - b ? long.MinValue : a + b;
+
+    private static ReadOnlyMemory<byte>[] ToMemories(Google.Protobuf.Collections.RepeatedField<ByteString> keys)
+    {
+        var result = new ReadOnlyMemory<byte>[keys.Count];
+        for (var i = 0; i < keys.Count; i++)
+        {
+            result[i] = keys[i].Memory;
+        }
+
+        return result;
+    }
+}

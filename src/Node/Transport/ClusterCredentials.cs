@@ -1,0 +1,75 @@
+using System.Security.Cryptography;
+using System.Text;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+
+namespace Dcache.Node.Transport;
+
+/// <summary>The cluster id and shared secret every gRPC call carries in its headers.</summary>
+public sealed class ClusterCredentials(string clusterId, string secret)
+{
+    public const string ClusterIdHeader = "dcache-cluster-id";
+    public const string SecretHeader = "dcache-secret";
+    public const string FromHeader = "dcache-from";
+
+    private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
+
+    public string ClusterId { get; } = clusterId;
+
+    public string Secret { get; } = secret;
+
+    public Metadata ToHeaders(ulong? from = null)
+    {
+        var headers = new Metadata { { ClusterIdHeader, ClusterId }, { SecretHeader, Secret } };
+        if (from is { } id)
+        {
+            headers.Add(FromHeader, id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        return headers;
+    }
+
+    /// <summary>Throws the RpcException a caller with wrong credentials gets.</summary>
+    public void Verify(Metadata headers)
+    {
+        var cluster = headers.GetValue(ClusterIdHeader);
+        if (cluster != ClusterId)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"wrong cluster id '{cluster}': this node belongs to cluster '{ClusterId}'"));
+        }
+
+        var secret = Encoding.UTF8.GetBytes(headers.GetValue(SecretHeader) ?? "");
+        if (!CryptographicOperations.FixedTimeEquals(secret, _secret))
+        {
+            throw new RpcException(new Status(StatusCode.Unauthenticated, "wrong or missing cluster secret"));
+        }
+    }
+}
+
+/// <summary>Refuses every call whose headers do not carry this cluster's id and secret, before any service code runs.</summary>
+public sealed class ClusterAuthInterceptor(ClusterCredentials credentials) : Interceptor
+{
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        credentials.Verify(context.RequestHeaders);
+        return continuation(request, context);
+    }
+
+    public override Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        credentials.Verify(context.RequestHeaders);
+        return continuation(requestStream, context);
+    }
+
+    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        credentials.Verify(context.RequestHeaders);
+        return continuation(request, responseStream, context);
+    }
+
+    public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        credentials.Verify(context.RequestHeaders);
+        return continuation(requestStream, responseStream, context);
+    }
+}

@@ -1,0 +1,287 @@
+using System.Threading.Channels;
+using Dcache.Raft;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Microsoft.Extensions.Logging;
+using Wire = Dcache.Protocol.Raft;
+
+namespace Dcache.Node.Transport;
+
+/// <summary>What the transport tells the Raft driver about deliveries.</summary>
+public interface ITransportEvents
+{
+    void PeerUnreachable(ulong peer);
+
+    void SnapshotSent(ulong peer, bool succeeded);
+}
+
+/// <summary>A source of snapshot data to stream to a peer, chunk by chunk.</summary>
+public interface ISnapshotSource
+{
+    SnapshotMetadata Metadata { get; }
+
+    IAsyncEnumerable<ReadOnlyMemory<byte>> ReadChunksAsync(CancellationToken cancellationToken);
+
+    ulong Checksum { get; }
+}
+
+/// <summary>
+/// Outbound Raft traffic: one long-lived gRPC stream per peer so that Appends pipeline, a bounded queue in front of
+/// it (Raft tolerates loss, so a full queue drops), and reconnection with backoff. Snapshots go in their own call.
+/// </summary>
+public sealed partial class PeerTransport(ulong selfId, ClusterCredentials credentials, int maxMessageBytes, ITransportEvents events, ILogger<PeerTransport> logger) : IAsyncDisposable
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<ulong, PeerSender> _peers = [];
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>Makes the transport know exactly these peers (not including this node).</summary>
+    public void SetPeers(IReadOnlyDictionary<ulong, string> addresses)
+    {
+        lock (_lock)
+        {
+            foreach (var (id, address) in addresses)
+            {
+                if (id == selfId)
+                {
+                    continue;
+                }
+
+                if (_peers.TryGetValue(id, out var existing))
+                {
+                    if (existing.Address == address)
+                    {
+                        continue;
+                    }
+
+                    _ = existing.DisposeAsync().AsTask();
+                }
+
+                _peers[id] = new PeerSender(this, id, address);
+            }
+
+            foreach (var id in _peers.Keys.Where(id => !addresses.ContainsKey(id)).ToList())
+            {
+                _ = _peers[id].DisposeAsync().AsTask();
+                _peers.Remove(id);
+            }
+        }
+    }
+
+    /// <summary>Queues a message for its peer; never blocks. A message to an unknown peer is dropped and reported.</summary>
+    public void Send(Message message)
+    {
+        PeerSender? sender;
+        lock (_lock)
+        {
+            _peers.TryGetValue(message.To, out sender);
+        }
+
+        if (sender is null || !sender.TryEnqueue(RaftMessageCodec.ToWire(message)))
+        {
+            events.PeerUnreachable(message.To);
+        }
+    }
+
+    /// <summary>Streams a snapshot to its peer in the background; reports the outcome through <see cref="ITransportEvents.SnapshotSent"/>.</summary>
+    public void SendSnapshot(Message message, ISnapshotSource source)
+    {
+        PeerSender? sender;
+        lock (_lock)
+        {
+            _peers.TryGetValue(message.To, out sender);
+        }
+
+        if (sender is null)
+        {
+            events.SnapshotSent(message.To, succeeded: false);
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            var ok = await sender.SendSnapshotAsync(message, source, _stopping.Token).ConfigureAwait(false);
+            events.SnapshotSent(message.To, ok);
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        List<PeerSender> senders;
+        lock (_lock)
+        {
+            senders = [.. _peers.Values];
+            _peers.Clear();
+        }
+
+        foreach (var sender in senders)
+        {
+            await sender.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _stopping.Dispose();
+    }
+
+    private sealed class PeerSender : IAsyncDisposable
+    {
+        private readonly PeerTransport _owner;
+        private readonly ulong _peer;
+        private readonly GrpcChannel _channel;
+        private readonly Wire.RaftTransport.RaftTransportClient _client;
+        private readonly Channel<Wire.RaftMessage> _queue = Channel.CreateBounded<Wire.RaftMessage>(
+            new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _pump;
+
+        public PeerSender(PeerTransport owner, ulong peer, string address)
+        {
+            _owner = owner;
+            _peer = peer;
+            Address = address;
+            _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+            {
+                MaxReceiveMessageSize = owner.MaxMessageBytes,
+                MaxSendMessageSize = owner.MaxMessageBytes,
+                HttpHandler = new SocketsHttpHandler
+                {
+                    EnableMultipleHttp2Connections = true,
+                    ConnectTimeout = TimeSpan.FromSeconds(1),
+                    KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+                    KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+                    PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+                },
+            });
+            _client = new Wire.RaftTransport.RaftTransportClient(_channel);
+            _pump = Task.Run(PumpAsync);
+        }
+
+        public string Address { get; }
+
+        public bool TryEnqueue(Wire.RaftMessage message) => _queue.Writer.TryWrite(message);
+
+        private async Task PumpAsync()
+        {
+            var backoff = TimeSpan.FromMilliseconds(20);
+            var token = _stop.Token;
+            while (!token.IsCancellationRequested)
+            {
+                try
+                {
+                    // Wait for traffic before dialling, so an idle or absent peer costs nothing.
+                    if (!await _queue.Reader.WaitToReadAsync(token).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    using var call = _client.Send(_owner.Headers, cancellationToken: token);
+                    while (true)
+                    {
+                        while (_queue.Reader.TryRead(out var message))
+                        {
+                            await call.RequestStream.WriteAsync(message, token).ConfigureAwait(false);
+                        }
+
+                        backoff = TimeSpan.FromMilliseconds(20);
+                        if (!await _queue.Reader.WaitToReadAsync(token).ConfigureAwait(false))
+                        {
+                            await call.RequestStream.CompleteAsync().ConfigureAwait(false);
+                            return;
+                        }
+                    }
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException or ObjectDisposedException)
+                {
+                    Log.PeerStreamFailed(_owner.Logger, _peer, Address, ex.Message);
+                    // Whatever was queued is lost with the stream; Raft retransmits what matters.
+                    while (_queue.Reader.TryRead(out _))
+                    {
+                    }
+
+                    _owner.Events.PeerUnreachable(_peer);
+                    try
+                    {
+                        await Task.Delay(backoff, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+
+                    backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
+                }
+            }
+        }
+
+        public async Task<bool> SendSnapshotAsync(Message message, ISnapshotSource source, CancellationToken cancellationToken)
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+            try
+            {
+                using var call = _client.InstallSnapshot(_owner.Headers, cancellationToken: linked.Token);
+                await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Message = RaftMessageCodec.ToWire(message) }, linked.Token).ConfigureAwait(false);
+                ulong offset = 0;
+                await foreach (var chunk in source.ReadChunksAsync(linked.Token).ConfigureAwait(false))
+                {
+                    await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = offset, Data = Google.Protobuf.ByteString.CopyFrom(chunk.Span) }, linked.Token).ConfigureAwait(false);
+                    offset += (ulong)chunk.Length;
+                }
+
+                await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = offset, Last = true, Checksum = source.Checksum }, linked.Token).ConfigureAwait(false);
+                await call.RequestStream.CompleteAsync().ConfigureAwait(false);
+                var reply = await call.ResponseAsync.ConfigureAwait(false);
+                if (!reply.Accepted)
+                {
+                    Log.SnapshotRefused(_owner.Logger, _peer, reply.Error);
+                }
+
+                return reply.Accepted;
+            }
+            catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or OperationCanceledException or InvalidOperationException)
+            {
+                Log.SnapshotSendFailed(_owner.Logger, _peer, message.Snapshot?.Index ?? 0, ex.Message);
+                return false;
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _queue.Writer.TryComplete();
+            await _stop.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await _pump.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            _channel.Dispose();
+            _stop.Dispose();
+        }
+    }
+
+    private Metadata Headers => credentials.ToHeaders(selfId);
+
+    private ILogger Logger => logger;
+
+    private ITransportEvents Events => events;
+
+    private int MaxMessageBytes => maxMessageBytes;
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Debug, Message = "Raft stream to node {Peer} at {Address} failed: {Reason}")]
+        public static partial void PeerStreamFailed(ILogger logger, ulong peer, string address, string reason);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Peer} refused the snapshot: {Reason}")]
+        public static partial void SnapshotRefused(ILogger logger, ulong peer, string reason);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Sending snapshot {Index} to node {Peer} failed: {Reason}")]
+        public static partial void SnapshotSendFailed(ILogger logger, ulong peer, ulong index, string reason);
+    }
+}

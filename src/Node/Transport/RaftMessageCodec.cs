@@ -1,0 +1,122 @@
+using Dcache.Raft;
+using Google.Protobuf;
+using Wire = Dcache.Protocol.Raft;
+
+namespace Dcache.Node.Transport;
+
+/// <summary>Converts Raft messages to and from their wire form, rejecting wire messages that make no sense.</summary>
+public static class RaftMessageCodec
+{
+    public static Wire.RaftMessage ToWire(Message message)
+    {
+        var wire = new Wire.RaftMessage
+        {
+            Type = (Wire.MessageType)message.Type,
+            From = message.From,
+            To = message.To,
+            Term = message.Term,
+            LogTerm = message.LogTerm,
+            Index = message.Index,
+            Commit = message.Commit,
+            Reject = message.Reject,
+            RejectHint = message.RejectHint,
+            Context = message.Context,
+            LeadershipTransfer = message.LeadershipTransfer,
+        };
+        foreach (var entry in message.Entries)
+        {
+            wire.Entries.Add(new Wire.Entry
+            {
+                Index = entry.Index,
+                Term = entry.Term,
+                Type = (Wire.EntryType)entry.Type,
+                Data = UnsafeByteOperations.UnsafeWrap(entry.Data),
+            });
+        }
+
+        if (message.Snapshot is { } snapshot)
+        {
+            wire.Snapshot = ToWire(snapshot);
+        }
+
+        return wire;
+    }
+
+    public static Wire.SnapshotMetadata ToWire(SnapshotMetadata snapshot)
+    {
+        var wire = new Wire.SnapshotMetadata { Index = snapshot.Index, Term = snapshot.Term, Membership = new Wire.Membership() };
+        wire.Membership.Voters.AddRange(snapshot.Membership.Voters);
+        wire.Membership.Learners.AddRange(snapshot.Membership.Learners);
+        return wire;
+    }
+
+    /// <summary>The Raft message carried by <paramref name="wire"/>; a <see cref="FormatException"/> says what is wrong with a malformed one.</summary>
+    public static Message FromWire(Wire.RaftMessage wire)
+    {
+        if (wire.Type is < Wire.MessageType.Append or > Wire.MessageType.ReadIndexResponse)
+        {
+            throw new FormatException($"unknown message type {(int)wire.Type}");
+        }
+
+        if (wire.From == 0 || wire.To == 0)
+        {
+            throw new FormatException("message without sender or receiver");
+        }
+
+        var entries = new Entry[wire.Entries.Count];
+        var expectedIndex = wire.Index + 1;
+        for (var i = 0; i < entries.Length; i++)
+        {
+            var e = wire.Entries[i];
+            if (e.Type is not (Wire.EntryType.Normal or Wire.EntryType.ConfChange))
+            {
+                throw new FormatException($"entry {e.Index} has unknown type {(int)e.Type}");
+            }
+
+            if (e.Index != expectedIndex++)
+            {
+                throw new FormatException($"entries are not contiguous after index {wire.Index}");
+            }
+
+            if (e.Term == 0 || e.Term > wire.Term)
+            {
+                throw new FormatException($"entry {e.Index} has term {e.Term} outside (0, {wire.Term}]");
+            }
+
+            if (e.Type == Wire.EntryType.ConfChange && e.Data.Length != ConfChange.EncodedLength)
+            {
+                throw new FormatException($"entry {e.Index} is a malformed membership change");
+            }
+
+            entries[i] = new Entry(e.Index, e.Term, (EntryType)e.Type, e.Data.Memory);
+        }
+
+        return new Message
+        {
+            Type = (MessageType)wire.Type,
+            From = wire.From,
+            To = wire.To,
+            Term = wire.Term,
+            LogTerm = wire.LogTerm,
+            Index = wire.Index,
+            Commit = wire.Commit,
+            Entries = entries,
+            Reject = wire.Reject,
+            RejectHint = wire.RejectHint,
+            Context = wire.Context,
+            LeadershipTransfer = wire.LeadershipTransfer,
+            Snapshot = wire.Snapshot is null ? null : FromWire(wire.Snapshot),
+        };
+    }
+
+    public static SnapshotMetadata FromWire(Wire.SnapshotMetadata wire)
+    {
+        var membership = wire.Membership ?? throw new FormatException("snapshot metadata without membership");
+        if (membership.Voters.Any(v => v == 0) || membership.Learners.Any(l => l == 0))
+        {
+            throw new FormatException("membership names node 0");
+        }
+
+        return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners));
+    }
+}

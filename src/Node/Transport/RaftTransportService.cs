@@ -1,0 +1,159 @@
+using System.Globalization;
+using Dcache.Raft;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Wire = Dcache.Protocol.Raft;
+
+namespace Dcache.Node.Transport;
+
+/// <summary>Where inbound Raft traffic goes: the node's Raft driver.</summary>
+public interface IRaftInbox
+{
+    ulong NodeId { get; }
+
+    /// <summary>True when <paramref name="peer"/> is a node this one knows (a member, or listed at start).</summary>
+    bool IsKnownPeer(ulong peer);
+
+    ValueTask PostAsync(Message message, CancellationToken cancellationToken);
+
+    /// <summary>Starts receiving the snapshot <paramref name="message"/> announces; the sink stores chunks as they arrive.</summary>
+    IIncomingSnapshot BeginSnapshot(ulong peer, Message message);
+}
+
+/// <summary>A snapshot being received: chunks are stored as they arrive, then the whole is checked and handed to Raft.</summary>
+public interface IIncomingSnapshot : IAsyncDisposable
+{
+    ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken);
+
+    /// <summary>Checks the data against <paramref name="checksum"/> (CRC-32C), keeps it, and steps the snapshot's message. Throws <see cref="InvalidDataException"/> when the data is damaged.</summary>
+    ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken);
+}
+
+/// <summary>Receives Raft messages and snapshots from peers, after checking who sends them.</summary>
+public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftTransportService> logger) : Wire.RaftTransport.RaftTransportBase
+{
+    public override async Task<Wire.SendSummary> Send(IAsyncStreamReader<Wire.RaftMessage> requestStream, ServerCallContext context)
+    {
+        var from = Sender(context);
+        ulong received = 0;
+        while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        {
+            var message = Validate(requestStream.Current, from);
+            if (message.Type == MessageType.Snapshot)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshots travel through InstallSnapshot, not Send"));
+            }
+
+            await inbox.PostAsync(message, context.CancellationToken).ConfigureAwait(false);
+            received++;
+        }
+
+        return new Wire.SendSummary { Received = received };
+    }
+
+    public override async Task<Wire.InstallSnapshotReply> InstallSnapshot(IAsyncStreamReader<Wire.SnapshotChunk> requestStream, ServerCallContext context)
+    {
+        var from = Sender(context);
+        if (!await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "empty snapshot stream"));
+        }
+
+        var first = requestStream.Current;
+        var message = Validate(first.Message ?? throw new RpcException(new Status(StatusCode.InvalidArgument, "the first snapshot chunk carries no message")), from);
+        if (message.Type != MessageType.Snapshot || message.Snapshot is null)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the first snapshot chunk must carry a Snapshot message"));
+        }
+
+        await using var incoming = inbox.BeginSnapshot(from, message);
+        ulong offset = 0;
+        var chunk = first;
+        while (true)
+        {
+            if (chunk.Offset != offset)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"snapshot chunk at offset {chunk.Offset}, expected {offset}"));
+            }
+
+            if (chunk.Data.Length > 0)
+            {
+                await incoming.WriteAsync(chunk.Data.Memory, context.CancellationToken).ConfigureAwait(false);
+                offset += (ulong)chunk.Data.Length;
+            }
+
+            if (chunk.Last)
+            {
+                try
+                {
+                    await incoming.CompleteAsync(chunk.Checksum, context.CancellationToken).ConfigureAwait(false);
+                }
+                catch (InvalidDataException ex)
+                {
+                    Log.SnapshotRejected(logger, from, ex.Message);
+                    return new Wire.InstallSnapshotReply { Accepted = false, Error = ex.Message };
+                }
+
+                return new Wire.InstallSnapshotReply { Accepted = true };
+            }
+
+            if (!await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshot stream ended without its last chunk"));
+            }
+
+            chunk = requestStream.Current;
+        }
+    }
+
+    private ulong Sender(ServerCallContext context)
+    {
+        var header = context.RequestHeaders.GetValue(ClusterCredentials.FromHeader);
+        if (!ulong.TryParse(header, NumberStyles.None, CultureInfo.InvariantCulture, out var from) || from == 0)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"missing or malformed {ClusterCredentials.FromHeader} header"));
+        }
+
+        if (!inbox.IsKnownPeer(from))
+        {
+            Log.UnknownPeer(logger, from);
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} is not a member of this cluster"));
+        }
+
+        return from;
+    }
+
+    private Message Validate(Wire.RaftMessage wire, ulong from)
+    {
+        Message message;
+        try
+        {
+            message = RaftMessageCodec.FromWire(wire);
+        }
+        catch (FormatException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"malformed Raft message: {ex.Message}"));
+        }
+
+        if (message.From != from)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"message claims to come from node {message.From} on a stream from node {from}"));
+        }
+
+        if (message.To != inbox.NodeId)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"message for node {message.To} sent to node {inbox.NodeId}"));
+        }
+
+        return message;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from unknown node {Peer}")]
+        public static partial void UnknownPeer(ILogger logger, ulong peer);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Refused a snapshot from node {Peer}: {Reason}")]
+        public static partial void SnapshotRejected(ILogger logger, ulong peer, string reason);
+    }
+}
