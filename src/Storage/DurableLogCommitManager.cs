@@ -40,7 +40,7 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
     private byte[] _fasterMetadata = [];
     private byte[] _replayBase = [];
     private byte[] _durableReplayBase = [];
-    private long _durableBeginAddress;
+    private long _durableBeginAddress = LogGeometry.FirstValidAddress; // what recovery assumes without a slot
     private int _highestSyncedSegment = -1;
     private bool _directorySyncPending;
     private byte[]? _recoveryMetadata;

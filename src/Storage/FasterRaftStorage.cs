@@ -85,7 +85,7 @@ public sealed class FasterRaftStorage : IRaftStorage
                 _commitManager.SetRecoveryPoint(begin, scan.EndAddress, recovered?.CommitNum ?? 1);
             }
 
-            _device = Devices.CreateLogDevice(_geometry.BasePath, recoverDevice: true);
+            _device = new SynchronousFileDevice(_geometry);
             _log = new FasterLog(new FasterLogSettings
             {
                 LogDevice = _device,
@@ -253,7 +253,7 @@ public sealed class FasterRaftStorage : IRaftStorage
             _log.Enqueue(_writer.ForCommit(commit));
         }
 
-        CommitAndWait();
+        FlushDurably();
 
         if (installSnapshot)
         {
@@ -329,6 +329,37 @@ public sealed class FasterRaftStorage : IRaftStorage
         StorageLog.Compacted(_logger, _state.CompactIndex, _state.Snapshot.Index, newBegin);
     }
 
+    /// <summary>
+    /// Makes everything enqueued durable. The device writes inline with O_SYNC, so once FasterLog has flushed up
+    /// to the tail the records are on disk; the commit metadata FasterLog then writes is only a hint (see
+    /// <see cref="DurableLogCommitManager"/>), so a Save does not wait for it. Normally the flush runs inside
+    /// <see cref="FasterLog.Commit"/> on this thread; if another thread held FASTER's epoch, it runs when that
+    /// thread leaves it, moments later.
+    /// </summary>
+    private void FlushDurably()
+    {
+        var tail = _log.TailAddress;
+        _log.Commit(spinWait: false);
+        if (_log.FlushedUntilAddress >= tail)
+        {
+            return;
+        }
+
+        if (_options.CommitWait == CommitWaitMode.Spin)
+        {
+            var spinner = default(SpinWait);
+            while (_log.FlushedUntilAddress < tail)
+            {
+                spinner.SpinOnce();
+            }
+        }
+        else
+        {
+            _log.WaitForCommitAsync(tail).AsTask().GetAwaiter().GetResult();
+        }
+    }
+
+    /// <summary>A full FasterLog commit (its metadata included), for changes of the begin address.</summary>
     private void CommitAndWait()
     {
         if (_options.CommitWait == CommitWaitMode.Spin)
