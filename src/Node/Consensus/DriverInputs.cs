@@ -25,7 +25,6 @@ internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata) : Driv
 
 internal sealed record CommandInput(Proto.Command Command, TaskCompletionSource<Proto.Reply> Completion, long DeadlineMs) : DriverInput;
 
-internal sealed record AdminInput(Func<RaftNode, AdminOutcome> Action, TaskCompletionSource<AdminOutcome> Completion) : DriverInput;
+/// <summary>Work to run on the loop, where the core and the state machine may be touched; it completes its own task.</summary>
+internal sealed record LoopWorkInput(Action<RaftNode> Run, Action<Exception> Fail) : DriverInput;
 
-/// <summary>The result of an operator's request run on the driver loop.</summary>
-public sealed record AdminOutcome(bool Succeeded, string Message, ulong LeaderId = 0);

@@ -136,17 +136,21 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         return completion.Task;
     }
 
-    /// <summary>Runs an operator's request against the core on the loop.</summary>
-    public Task<AdminOutcome> RunAdminAsync(Func<RaftNode, AdminOutcome> action)
+    /// <summary>Runs <paramref name="work"/> on the loop, where the core and the state machine may be read and changed.</summary>
+    public Task<T> RunOnLoopAsync<T>(Func<RaftNode, T> work)
     {
-        var completion = new TaskCompletionSource<AdminOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_inputs.Writer.TryWrite(new AdminInput(action, completion)))
+        var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var input = new LoopWorkInput(raft => completion.TrySetResult(work(raft)), ex => completion.TrySetException(ex));
+        if (!_inputs.Writer.TryWrite(input))
         {
-            completion.SetResult(new AdminOutcome(false, "the node is shutting down"));
+            completion.SetException(new InvalidOperationException("the node is shutting down"));
         }
 
         return completion.Task;
     }
+
+    /// <summary>The applied index and the digest of the cache state at it, taken together on the loop.</summary>
+    public Task<(ulong Index, string Digest)> DigestAsync() => RunOnLoopAsync(_ => (_cache.AppliedIndex, _cache.Digest()));
 
     bool IRaftInbox.IsKnownPeer(ulong peer) => _addresses.Contains(peer) || _raft.Membership.Contains(peer);
 
@@ -236,8 +240,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             case SnapshotPersistedInput persisted:
                 OnSnapshotPersisted(persisted.Metadata);
                 break;
-            case AdminInput admin:
-                admin.Completion.TrySetResult(admin.Action(_raft));
+            case LoopWorkInput work:
+                work.Run(_raft);
                 break;
         }
     }
@@ -551,8 +555,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 case CommandInput command:
                     command.Completion.TrySetResult(ReplyFactory.Failure(command.Command.Id, Proto.FailureKind.Unavailable, "not applied: the node stopped"));
                     break;
-                case AdminInput admin:
-                    admin.Completion.TrySetResult(new AdminOutcome(false, "the node stopped"));
+                case LoopWorkInput work:
+                    work.Fail(new InvalidOperationException("the node stopped"));
                     break;
             }
         }

@@ -106,12 +106,10 @@ public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
             return;
         }
 
-        var outcome = await Driver.RunAdminAsync(raft => raft.TransferLeadership(target)
-            ? new AdminOutcome(true, $"transferring to {target}")
-            : new AdminOutcome(false, "transfer refused")).ConfigureAwait(false);
-        Log.HandingOver(_logger, target, outcome.Message);
+        var started = await Driver.RunOnLoopAsync(raft => raft.TransferLeadership(target)).ConfigureAwait(false);
+        Log.HandingOver(_logger, target, started);
         var deadline = DateTime.UtcNow.AddMilliseconds(_options.TickMilliseconds * _options.ElectionTicks * 2);
-        while (outcome.Succeeded && Driver.Status.Role == Role.Leader && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+        while (started && Driver.Status.Role == Role.Leader && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(_options.TickMilliseconds, cancellationToken).ConfigureAwait(false);
         }
@@ -129,7 +127,7 @@ public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
         [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} bootstrapped a new cluster with voters {Voters}")]
         public static partial void Bootstrapped(ILogger logger, ulong nodeId, string voters);
 
-        [LoggerMessage(Level = LogLevel.Information, Message = "Shutting down: handing leadership to node {Target} ({Outcome})")]
-        public static partial void HandingOver(ILogger logger, ulong target, string outcome);
+        [LoggerMessage(Level = LogLevel.Information, Message = "Shutting down: handing leadership to node {Target} (started: {Started})")]
+        public static partial void HandingOver(ILogger logger, ulong target, bool started);
     }
 }

@@ -71,7 +71,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         }
     }
 
-    public override Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
+    public override async Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
     {
         var status = driver.Status;
         var reply = new Proto.NodeStatus
@@ -91,6 +91,13 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
             reply.Members.Add(new Proto.Member { Id = id, Address = addresses.Find(id) ?? "", Voter = status.Membership.IsVoter(id) });
         }
 
-        return Task.FromResult(reply);
+        if (request.IncludeDigest)
+        {
+            var (index, digest) = await driver.DigestAsync().ConfigureAwait(false);
+            reply.DigestIndex = index;
+            reply.StateDigest = digest;
+        }
+
+        return reply;
     }
 }

@@ -1,0 +1,140 @@
+using System.Globalization;
+using Dcache.Protocol.Cache;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests.Support;
+
+/// <summary>
+/// A cluster of real node processes on 127.0.0.1 with ephemeral ports and data under a temp directory. Disposing
+/// kills every process and deletes the directory, also when the test failed; node output goes to the test log.
+/// </summary>
+internal sealed class LocalCluster : IAsyncDisposable
+{
+    public const string Secret = "test-secret";
+
+    private readonly ITestOutputHelper _output;
+    private readonly Dictionary<ulong, GrpcChannel> _channels = [];
+    private readonly Dictionary<string, string> _settings;
+
+    public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string clusterId = "test-cluster")
+    {
+        _output = output;
+        ClusterId = clusterId;
+        _settings = new Dictionary<string, string>(settings ?? new Dictionary<string, string>());
+        Root = Directory.CreateTempSubdirectory("dcache-it-").FullName;
+        var ports = FreePorts.Allocate(size * 2);
+        for (var i = 0; i < size; i++)
+        {
+            var id = (ulong)(i + 1);
+            Nodes[id] = new NodeProcess(id, ports[2 * i], ports[(2 * i) + 1], Path.Combine(Root, $"node{id}"), Arguments);
+        }
+
+        InitialCluster = string.Join(",", Nodes.Values.Select(n => $"{n.Id}={n.GrpcUrl}"));
+    }
+
+    public string Root { get; }
+
+    public string ClusterId { get; }
+
+    public string InitialCluster { get; }
+
+    public SortedDictionary<ulong, NodeProcess> Nodes { get; } = [];
+
+    public NodeProcess this[ulong id] => Nodes[id];
+
+    private IReadOnlyList<string> Arguments(ulong id)
+    {
+        var node = Nodes[id];
+        var args = new List<string>
+        {
+            $"--Dcache:Node:NodeId={id}",
+            $"--Dcache:Node:ClusterId={ClusterId}",
+            $"--Dcache:Node:ClusterSecret={Secret}",
+            $"--Dcache:Node:DataDirectory={node.DataDirectory}",
+            $"--Dcache:Node:GrpcUrl={node.GrpcUrl}",
+            $"--Dcache:Node:HttpUrl=http://127.0.0.1:{node.HttpPort}",
+            $"--Dcache:Node:InitialCluster={InitialCluster}",
+        };
+        args.AddRange(_settings.Select(kv => $"--Dcache:Node:{kv.Key}={kv.Value}"));
+        return args;
+    }
+
+    public async Task StartAsync()
+    {
+        foreach (var node in Nodes.Values)
+        {
+            node.Start();
+        }
+
+        await WaitForLeaderAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+    }
+
+    public Cache.CacheClient Client(ulong id)
+    {
+        if (!_channels.TryGetValue(id, out var channel))
+        {
+            channel = GrpcChannel.ForAddress(Nodes[id].GrpcUrl);
+            _channels[id] = channel;
+        }
+
+        return new Cache.CacheClient(channel);
+    }
+
+    public static Metadata Headers(string clusterId = "test-cluster", string secret = Secret) =>
+        new() { { "dcache-cluster-id", clusterId }, { "dcache-secret", secret } };
+
+    public Metadata Auth => Headers(ClusterId);
+
+    public async Task<NodeStatus> StatusAsync(ulong id, bool digest = false) =>
+        await Client(id).StatusAsync(new StatusRequest { IncludeDigest = digest }, Auth, DateTime.UtcNow.AddSeconds(5)).ConfigureAwait(false);
+
+    /// <summary>Waits until every running node agrees on one leader; returns its id.</summary>
+    public async Task<ulong> WaitForLeaderAsync(TimeSpan timeout)
+    {
+        ulong leader = 0;
+        await Eventually.WaitAsync(async () =>
+        {
+            var running = Nodes.Values.Where(n => n.IsRunning).ToList();
+            var statuses = await Task.WhenAll(running.Select(n => StatusAsync(n.Id))).ConfigureAwait(false);
+            var leaders = statuses.Select(s => s.LeaderId).Distinct().ToList();
+            if (leaders is [var only] && only != 0 && statuses.Any(s => s.NodeId == only && s.Role == "Leader"))
+            {
+                leader = only;
+                return true;
+            }
+
+            return false;
+        }, timeout, "one leader that every running node follows").ConfigureAwait(false);
+        return leader;
+    }
+
+    public async Task<Reply> ExecuteAsync(ulong node, Command command, TimeSpan? timeout = null) =>
+        await Client(node).ExecuteOneAsync(command, Auth, DateTime.UtcNow.Add(timeout ?? TimeSpan.FromSeconds(10))).ConfigureAwait(false);
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var channel in _channels.Values)
+        {
+            channel.Dispose();
+        }
+
+        foreach (var node in Nodes.Values)
+        {
+            _output.WriteLine($"===== node {node.Id} (last lines) =====");
+            _output.WriteLine(node.RecentOutput());
+            await node.DisposeAsync().ConfigureAwait(false);
+        }
+
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    public static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
+}
