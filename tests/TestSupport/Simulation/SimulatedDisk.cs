@@ -1,0 +1,78 @@
+using Dcache.Raft;
+
+namespace Dcache.TestSupport.Simulation;
+
+/// <summary>
+/// The disks of a simulated cluster: per node, the Raft storage and the state-machine snapshot data kept beside it.
+/// Whatever a call has returned from is durable: a simulated crash drops the node's process (and disposes its storage
+/// handle), never what the disk holds. The in-memory implementation is <see cref="MemorySimulatedDisk"/>; a durable
+/// implementation can be plugged in to run the same simulation against real storage.
+/// </summary>
+public interface ISimulatedDisk
+{
+    /// <summary>Creates a node's storage: bootstrapped with the initial membership, or empty for a node added later.</summary>
+    IRaftStorage Create(ulong nodeId, Membership? bootstrap);
+
+    /// <summary>Reopens a node's storage after a crash (its previous handle was disposed).</summary>
+    IRaftStorage Open(ulong nodeId);
+
+    /// <summary>Deletes everything a node stored (the node left the cluster for good).</summary>
+    void Wipe(ulong nodeId);
+
+    /// <summary>Durably stores the serialized state machine covering entries up to <paramref name="index"/>.</summary>
+    void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data);
+
+    /// <summary>The snapshot data stored for <paramref name="index"/>, or null.</summary>
+    ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index);
+
+    /// <summary>Drops snapshot data for indexes below <paramref name="index"/> (superseded by a newer snapshot).</summary>
+    void DiscardSnapshotDataBelow(ulong nodeId, ulong index);
+}
+
+/// <summary><see cref="ISimulatedDisk"/> in memory: a node's <see cref="MemoryStorage"/> object is its disk and survives crashes.</summary>
+public sealed class MemorySimulatedDisk : ISimulatedDisk
+{
+    // Looked up by id only, never iterated, so the hash order cannot leak into the run.
+    private readonly Dictionary<ulong, MemoryStorage> _storages = [];
+    private readonly Dictionary<ulong, SortedDictionary<ulong, ReadOnlyMemory<byte>>> _snapshots = [];
+
+    public IRaftStorage Create(ulong nodeId, Membership? bootstrap)
+    {
+        if (_storages.ContainsKey(nodeId))
+        {
+            throw new InvalidOperationException($"node {nodeId} already has a disk");
+        }
+
+        var storage = bootstrap is null ? new MemoryStorage() : MemoryStorage.Bootstrap(bootstrap);
+        _storages[nodeId] = storage;
+        _snapshots[nodeId] = [];
+        return storage;
+    }
+
+    public IRaftStorage Open(ulong nodeId) =>
+        _storages.TryGetValue(nodeId, out var storage) ? storage : throw new InvalidOperationException($"node {nodeId} has no disk");
+
+    public void Wipe(ulong nodeId)
+    {
+        _storages.Remove(nodeId);
+        _snapshots.Remove(nodeId);
+    }
+
+    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => SnapshotsOf(nodeId)[index] = data.ToArray();
+
+    // The cast matters: a bare `null` would convert to an empty ReadOnlyMemory through the implicit array conversion.
+    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) =>
+        SnapshotsOf(nodeId).TryGetValue(index, out var data) ? data : (ReadOnlyMemory<byte>?)null;
+
+    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index)
+    {
+        var snapshots = SnapshotsOf(nodeId);
+        while (snapshots.Count > 0 && snapshots.First().Key < index)
+        {
+            snapshots.Remove(snapshots.First().Key);
+        }
+    }
+
+    private SortedDictionary<ulong, ReadOnlyMemory<byte>> SnapshotsOf(ulong nodeId) =>
+        _snapshots.TryGetValue(nodeId, out var snapshots) ? snapshots : throw new InvalidOperationException($"node {nodeId} has no disk");
+}
