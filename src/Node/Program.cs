@@ -6,7 +6,8 @@ using Dcache.Node.Transport;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 
-var builder = WebApplication.CreateBuilder(args);
+// Settings next to the program, wherever it is started from.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
 var nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
 try
@@ -22,6 +23,7 @@ catch (Exception ex) when (ex is InvalidOperationException or FormatException)
 builder.Services.AddSingleton(Options.Create(nodeOptions));
 builder.Services.AddSingleton(nodeOptions);
 builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(10));
 
 builder.WebHost.ConfigureKestrel(kestrel =>
 {

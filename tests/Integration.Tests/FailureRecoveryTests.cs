@@ -100,4 +100,21 @@ public sealed class FailureRecoveryTests(ITestOutputHelper output)
         var read = await cluster.ExecuteAsync(newLeader, Commands.Get("counter"));
         Assert.Equal("3", read.BulkText());
     }
+
+    [Fact]
+    public async Task AGracefullyStoppedLeaderHandsOverLeadershipFirst()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("before", "1"))).Ok);
+
+        await cluster[leader].StopAsync(TimeSpan.FromSeconds(15));
+        Assert.False(cluster[leader].IsRunning);
+        Assert.Contains("handing leadership", cluster[leader].RecentOutput(200), StringComparison.Ordinal);
+
+        var successor = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(5));
+        Assert.NotEqual(leader, successor);
+        Assert.Equal("1", (await cluster.ExecuteAsync(successor, Commands.Get("before"))).BulkText());
+    }
 }

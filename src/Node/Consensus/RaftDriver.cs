@@ -62,6 +62,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private ulong _appliedTerm;
     private long _lastPurgeProposalMs;
     private volatile NodeStatusView _status;
+    private CancellationToken _closing;
+    private int _disposed;
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
 
@@ -104,7 +106,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _lastSnapshotIndex = snapshot.Index;
         _appliedTerm = snapshot.Term;
         settings.Raft.Applied = snapshot.Index;
-        _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Environment.TickCount ^ (int)settings.NodeId));
+        // Election timeouts must differ between nodes started together: seed from the OS, not the clock.
+        _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Random.Shared.Next()));
         Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
         _status = BuildStatus();
     }
@@ -151,6 +154,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>The applied index and the digest of the cache state at it, taken together on the loop.</summary>
     public Task<(ulong Index, string Digest)> DigestAsync() => RunOnLoopAsync(_ => (_cache.AppliedIndex, _cache.Digest()));
+
+    CancellationToken IRaftInbox.Closing => _closing;
+
+    /// <summary>Set by the host: cancelled when inbound streams must end (shutdown).</summary>
+    public CancellationToken ClosingToken
+    {
+        set => _closing = value;
+    }
 
     bool IRaftInbox.IsKnownPeer(ulong peer) => _addresses.Contains(peer) || _raft.Membership.Contains(peer);
 
@@ -573,6 +584,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         _inputs.Writer.TryComplete();
         await _stopping.CancelAsync().ConfigureAwait(false);
         foreach (var task in new[] { _loop, _ticker })

@@ -11,13 +11,14 @@ namespace Dcache.Node.Hosting;
 /// Opens the node's storage, rebuilds its cache, and runs the Raft driver and transport for the host's lifetime.
 /// Stopping hands leadership to another voter first, so a planned restart does not cost an election timeout.
 /// </summary>
-public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
+public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposable
 {
     private readonly NodeOptions _options;
     private readonly ILogger<NodeRuntime> _logger;
     private readonly NodeStorage _storage;
     private readonly SnapshotStoreAdapter _snapshots;
     private readonly PeerTransport _transport;
+    private readonly CancellationTokenSource _closing = new();
 
     public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock)
     {
@@ -64,6 +65,7 @@ public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
             Addresses,
             clock,
             loggers.CreateLogger<RaftDriver>());
+        Driver.ClosingToken = _closing.Token;
         _transport = new PeerTransport(_options.NodeId, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
@@ -75,18 +77,33 @@ public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
 
     public ClusterCredentials Credentials { get; }
 
+    /// <summary>Cancelled once this node has handed over leadership on shutdown: long-lived inbound streams end then, so the server can stop.</summary>
+    public CancellationToken Closing => _closing.Token;
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         Driver.Start(_transport);
         return Task.CompletedTask;
     }
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Runs before any service (the web server included) stops, while peers can still reach this node.</summary>
+    public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         await HandOverLeadershipAsync(cancellationToken).ConfigureAwait(false);
+        await _closing.CancelAsync().ConfigureAwait(false);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
         await Driver.DisposeAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
     }
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     private async Task HandOverLeadershipAsync(CancellationToken cancellationToken)
     {
@@ -120,6 +137,7 @@ public sealed partial class NodeRuntime : IHostedService, IAsyncDisposable
         await Driver.DisposeAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
         _storage.Dispose();
+        _closing.Dispose();
     }
 
     private static partial class Log

@@ -34,6 +34,7 @@ public sealed partial class PeerTransport(ulong selfId, ClusterCredentials crede
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, PeerSender> _peers = [];
     private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
 
     /// <summary>Makes the transport know exactly these peers (not including this node).</summary>
     public void SetPeers(IReadOnlyDictionary<ulong, string> addresses)
@@ -107,6 +108,11 @@ public sealed partial class PeerTransport(ulong selfId, ClusterCredentials crede
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await _stopping.CancelAsync().ConfigureAwait(false);
         List<PeerSender> senders;
         lock (_lock)

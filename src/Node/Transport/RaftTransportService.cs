@@ -11,6 +11,9 @@ public interface IRaftInbox
 {
     ulong NodeId { get; }
 
+    /// <summary>Cancelled when the node closes its transport on shutdown.</summary>
+    CancellationToken Closing { get; }
+
     /// <summary>True when <paramref name="peer"/> is a node this one knows (a member, or listed at start).</summary>
     bool IsKnownPeer(ulong peer);
 
@@ -36,7 +39,9 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
     {
         var from = Sender(context);
         ulong received = 0;
-        while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        // The stream lives as long as the peer keeps it open, or until this node closes on shutdown.
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
+        while (await MoveNextAsync(requestStream, lifetime.Token).ConfigureAwait(false))
         {
             var message = Validate(requestStream.Current, from);
             if (message.Type == MessageType.Snapshot)
@@ -49,6 +54,22 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
         }
 
         return new Wire.SendSummary { Received = received };
+    }
+
+    private static async Task<bool> MoveNextAsync(IAsyncStreamReader<Wire.RaftMessage> stream, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await stream.MoveNext(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+        catch (IOException)
+        {
+            return false; // the peer went away (crashed, restarted, or closed its stream): normal for a cluster
+        }
     }
 
     public override async Task<Wire.InstallSnapshotReply> InstallSnapshot(IAsyncStreamReader<Wire.SnapshotChunk> requestStream, ServerCallContext context)

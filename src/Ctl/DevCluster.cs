@@ -1,0 +1,120 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace Dcache.Ctl;
+
+/// <summary>
+/// `dcachectl dev`: a local cluster of node processes on 127.0.0.1 with data under ./data, for trying Dcache out.
+/// Ctrl-C stops every node gracefully (each hands over leadership before it exits).
+/// </summary>
+internal static class DevCluster
+{
+    public const string ClusterId = "dcache-dev";
+    public const string Secret = "dev-secret";
+    public const int DefaultBasePort = 7001;
+
+    public static async Task<int> RunAsync(Options options)
+    {
+        var count = options.GetInt("nodes", 3);
+        var basePort = options.GetInt("base-port", DefaultBasePort);
+        var data = Path.GetFullPath(options.Get("data", "data"));
+        var nodeDll = options.Get("node-dll", FindNodeDll());
+        if (count < 1 || count > 9)
+        {
+            Console.Error.WriteLine("dcachectl dev: --nodes must be between 1 and 9");
+            return 2;
+        }
+
+        var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
+        var processes = new List<Process>();
+        using var stopping = new CancellationTokenSource();
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+
+        for (var id = 1; id <= count; id++)
+        {
+            var info = new ProcessStartInfo("dotnet") { UseShellExecute = false };
+            info.ArgumentList.Add(nodeDll);
+            foreach (var arg in new[]
+            {
+                $"--Dcache:Node:NodeId={id}",
+                $"--Dcache:Node:ClusterId={ClusterId}",
+                $"--Dcache:Node:ClusterSecret={Secret}",
+                $"--Dcache:Node:DataDirectory={Path.Combine(data, $"node{id}")}",
+                $"--Dcache:Node:GrpcUrl=http://127.0.0.1:{basePort + id - 1}",
+                $"--Dcache:Node:HttpUrl=http://127.0.0.1:{basePort + 1000 + id - 1}",
+                $"--Dcache:Node:InitialCluster={members}",
+            })
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            processes.Add(Process.Start(info) ?? throw new InvalidOperationException("could not start a node"));
+        }
+
+        Console.WriteLine($"Dcache dev cluster: {count} nodes, data under {data}");
+        for (var id = 1; id <= count; id++)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  node {id}: gRPC http://127.0.0.1:{basePort + id - 1}, health http://127.0.0.1:{basePort + 1000 + id - 1}/health"));
+        }
+
+        Console.WriteLine("Status: dotnet run --project src/Ctl -- status    Stop: Ctrl-C");
+
+        // Nodes may be killed and restarted by hand to watch failover; the cluster runs until Ctrl-C.
+        try
+        {
+            await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        Console.WriteLine("Stopping the nodes...");
+        foreach (var process in processes.Where(p => !p.HasExited))
+        {
+            using var term = Process.Start("kill", $"-TERM {process.Id}");
+            await term!.WaitForExitAsync().ConfigureAwait(false);
+        }
+
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        foreach (var process in processes)
+        {
+            try
+            {
+                await process.WaitForExitAsync(deadline.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                await process.WaitForExitAsync().ConfigureAwait(false);
+            }
+        }
+
+        // 0 = stopped cleanly; 143 = SIGTERM before the host installed its handler; 137 = killed by hand meanwhile.
+        var failed = processes.Count(p => p.ExitCode is not (0 or 143 or 137));
+        Console.WriteLine(failed == 0 ? "All nodes stopped." : $"{failed} node(s) exited with an error; see their output above.");
+        return failed == 0 ? 0 : 1;
+
+        void Stop(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            stopping.Cancel();
+        }
+    }
+
+    private static string FindNodeDll()
+    {
+        var configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "src", "Node", "bin", configuration, "net10.0", "Dcache.Node.dll");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException("cannot find Dcache.Node.dll; build the solution or pass --node-dll PATH");
+    }
+}

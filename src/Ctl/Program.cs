@@ -1,0 +1,3 @@
+using Dcache.Ctl;
+
+return await CommandLine.RunAsync(args).ConfigureAwait(false);
