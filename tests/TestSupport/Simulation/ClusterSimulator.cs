@@ -705,9 +705,8 @@ public sealed partial class ClusterSimulator
         }
     }
 
-    /// <summary>Heartbeats and their responses dominate the traffic; the failure trace leaves them out to show more history.</summary>
-    private static bool IsRoutine(Message message) =>
-        message.Type is MessageType.Heartbeat or MessageType.HeartbeatResponse && message.Context == 0;
+    /// <summary>Heartbeats and their responses dominate the traffic; the failure trace leaves them out to show more history (the full trace has them).</summary>
+    private static bool IsRoutine(Message message) => message.Type is MessageType.Heartbeat or MessageType.HeartbeatResponse;
 
     private sealed class SimEvent(EventKind kind)
     {
