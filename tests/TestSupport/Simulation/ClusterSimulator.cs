@@ -90,6 +90,7 @@ public sealed partial class ClusterSimulator
 
                 Mix((ulong)time);
                 Mix((ulong)next.Kind << 56 | next.Node);
+                _current = next;
                 Handle(next);
                 if (_phase == Phase.Settling && !_finished)
                 {
@@ -99,11 +100,11 @@ public sealed partial class ClusterSimulator
         }
         catch (SimulationViolation violation)
         {
-            failure = new SimulationFailure(violation.Kind, violation.Message, _now, _trace.Dump());
+            failure = new SimulationFailure(violation.Kind, violation.Message + CurrentEventNote(), _now, _trace.Dump());
         }
         catch (Exception exception)
         {
-            failure = new SimulationFailure(FailureKind.Exception, exception.ToString(), _now, _trace.Dump());
+            failure = new SimulationFailure(FailureKind.Exception, exception + CurrentEventNote(), _now, _trace.Dump());
         }
 
         _stats.VirtualMicros = _now;
@@ -118,6 +119,16 @@ public sealed partial class ClusterSimulator
             Fingerprint = _fingerprint,
         };
     }
+
+    private SimEvent? _current;
+
+    /// <summary>Names the event being handled when a check failed (ticks and routine messages are not in the short trace).</summary>
+    private string CurrentEventNote() => _current is not { } e ? "" : e.Kind switch
+    {
+        EventKind.Deliver => $" [while n{e.Node} handled {e.Message}]",
+        EventKind.ClientWake or EventKind.ClientTimeout => $" [while handling {e.Kind} of c{e.Client}]",
+        _ => $" [while handling {e.Kind}{(e.Node != 0 ? " of n" + e.Node : "")}]",
+    };
 
     private void Start()
     {
@@ -386,22 +397,26 @@ public sealed partial class ClusterSimulator
             return;
         }
 
-        if (_invariants.ObserveNode(node, _now, _nodeById))
+        // Trace a role change before the checks, so that a violation it causes is preceded by it in the trace.
+        var raft = node.Raft!;
+        var roleChanged = raft.Role != node.ObservedRole || raft.Term != node.ObservedTerm;
+        if (roleChanged)
         {
-            var raft = node.Raft!;
-            _trace.Add(_now, "role", node.Id, $"{raft.Role} t{raft.Term} leader={raft.Leader} commit={raft.CommitIndex} last={raft.LastIndex}");
-            if (raft.Role == Role.Leader)
-            {
-                MaybeChurnLeader(node);
-            }
+            _trace.Add(_now, "role", node.Id, $"{raft.Role} t{raft.Term} leader={raft.Leader} commit={raft.CommitIndex} last={raft.LastIndex} {raft.Membership}");
         }
 
-        if (node.ReadyInProgress is not null || !node.Raft!.HasReady())
+        _invariants.ObserveNode(node, _now, _nodeById);
+        if (roleChanged && raft.Role == Role.Leader)
+        {
+            MaybeChurnLeader(node);
+        }
+
+        if (node.ReadyInProgress is not null || !raft.HasReady())
         {
             return;
         }
 
-        var ready = node.Raft.GetReady();
+        var ready = raft.GetReady();
         _stats.Readies++;
         _invariants.ObserveReady(node, ready);
         node.ReadyInProgress = ready;

@@ -71,8 +71,8 @@ internal sealed class InvariantChecker(bool protocolChecks)
         }
     }
 
-    /// <summary>Checks a running node after an event touched it. Returns true when its role or term changed.</summary>
-    public bool ObserveNode(SimNode node, long now, Func<ulong, SimNode?> nodeById)
+    /// <summary>Checks a running node after an event touched it.</summary>
+    public void ObserveNode(SimNode node, long now, Func<ulong, SimNode?> nodeById)
     {
         var raft = node.Raft!;
         var term = raft.Term;
@@ -107,10 +107,8 @@ internal sealed class InvariantChecker(bool protocolChecks)
             CheckLeaderCompleteness(node, raft);
         }
 
-        var changed = role != node.ObservedRole || term != node.ObservedTerm;
         node.ObservedRole = role;
         node.ObservedTerm = term;
-        return changed;
     }
 
     /// <summary>Checks a Ready when the host takes it (before anything in it is carried out).</summary>
