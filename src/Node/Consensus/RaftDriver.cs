@@ -122,6 +122,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     public void Start(PeerTransport transport)
     {
         _transport = transport;
+        if (_raft.Membership.Voters is [var only] && only == NodeId)
+        {
+            // Alone in the configuration: nobody to disrupt or to wait for, so take leadership without a timeout.
+            _raft.Campaign();
+        }
+
         _loop = Task.Factory.StartNew(RunLoop, TaskCreationOptions.LongRunning);
         _ticker = Task.Run(TickAsync);
     }
