@@ -14,11 +14,12 @@ public sealed class MemoryStorage : IRaftStorage
     {
     }
 
-    /// <summary>A storage that starts with a bootstrap snapshot (index 0) carrying the initial membership.</summary>
+    /// <summary>A founding member's storage: the committed membership changes of <see cref="ClusterBootstrap.InitialLog"/>.</summary>
     public static MemoryStorage Bootstrap(Membership membership)
     {
         var storage = new MemoryStorage();
-        storage.Snapshot = new SnapshotMetadata(0, 0, membership);
+        var (hardState, entries) = ClusterBootstrap.InitialLog(membership);
+        storage.Save(hardState, entries, null);
         return storage;
     }
 

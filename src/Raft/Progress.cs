@@ -155,6 +155,14 @@ internal sealed class Inflights(int maxCount, ulong maxBytes)
         }
     }
 
+    public void FreeFirst()
+    {
+        if (_sent.Count > 0)
+        {
+            _bytes -= _sent.Dequeue().Bytes;
+        }
+    }
+
     public void Reset()
     {
         _sent.Clear();

@@ -159,6 +159,13 @@ public sealed partial class RaftNode
             case MessageType.HeartbeatResponse:
                 pr.RecentActive = true;
                 pr.ProbeSent = false;
+                if (pr.State == ReplicationState.Replicate && pr.Inflights.Full)
+                {
+                    // The follower is alive but the window is full: if those Appends were lost, nothing else would
+                    // ever free a slot. Free the oldest so one more Append (a retransmission in effect) can go.
+                    pr.Inflights.FreeFirst();
+                }
+
                 if (pr.Match < _log.LastIndex)
                 {
                     SendAppend(message.From, sendIfEmpty: true);

@@ -203,15 +203,17 @@ public sealed partial class RaftNode
         }
     }
 
+    /// <summary>A committed membership change not yet in effect (changes found committed at start are in effect already).</summary>
     private bool HasUnappliedConfChange()
     {
-        if (_log.Committed <= _log.Applied)
+        var inEffect = Math.Max(_log.Applied, _confAppliedIndex);
+        if (_log.Committed <= inEffect)
         {
             return false;
         }
 
         var entries = new List<Entry>();
-        _log.Slice(Math.Max(_log.Applied + 1, _log.FirstIndex), _log.Committed + 1, ulong.MaxValue, entries);
+        _log.Slice(Math.Max(inEffect + 1, _log.FirstIndex), _log.Committed + 1, ulong.MaxValue, entries);
         return entries.Exists(e => e.Type == EntryType.ConfChange);
     }
 

@@ -158,7 +158,7 @@ public sealed class FasterRaftStorage : IRaftStorage
 
     public RaftInitialState InitialState() => new(HardState, _state.Snapshot);
 
-    /// <summary>On a brand-new node: records the initial membership as the snapshot at index 0 (like MemoryStorage.Bootstrap).</summary>
+    /// <summary>On a founding member: writes the committed membership changes of <see cref="ClusterBootstrap.InitialLog"/> (like MemoryStorage.Bootstrap).</summary>
     public void Bootstrap(Membership membership)
     {
         ThrowIfDisposed();
@@ -167,9 +167,9 @@ public sealed class FasterRaftStorage : IRaftStorage
             throw new InvalidOperationException("bootstrap needs an empty log");
         }
 
-        _state.Snapshot = new SnapshotMetadata(0, 0, membership);
-        _commitManager.PersistReplayBase(_state.ToReplayBase());
-        _metadata.SaveMembership(0, membership);
+        var (hardState, entries) = ClusterBootstrap.InitialLog(membership);
+        Save(hardState, entries, null);
+        _metadata.SaveMembership(hardState.Commit, membership);
     }
 
     public LogReadStatus TryGetTerm(ulong index, out ulong term) => _state.TryGetTerm(index, out term);

@@ -191,6 +191,8 @@ public sealed class EdgeCaseTests
         cluster.Tick(3);
         Assert.Equal(Enumerable.Range(0, 30).Select(i => $"v{i}"), cluster[4].Applied);
         Assert.True(cluster[4].Raft!.Membership.IsLearner(4));
+        // The new node learned the founding voters from the log, not just its own addition.
+        Assert.Equal([1UL, 2UL, 3UL], cluster[4].Raft!.Membership.Voters);
 
         // A learner never counts toward commitment: with both other voters cut off, nothing commits.
         cluster.Isolate(2);
@@ -273,8 +275,9 @@ public sealed class EdgeCaseTests
         Assert.Equal(Role.Follower, oldLeader.Raft!.Role);
         var expected = new[] { "committed", "kept0", "kept1", "kept2" };
         Assert.All(cluster.Nodes, n => Assert.Equal(expected, n.Applied));
-        var newLog = newLeader.Raft!.GetLogEntries(1, ulong.MaxValue);
-        Assert.Equal(newLog, oldLeader.Raft!.GetLogEntries(1, ulong.MaxValue));
+        static IEnumerable<string> Log(TestNode node) =>
+            node.Raft!.GetLogEntries(1, ulong.MaxValue).Select(e => $"{e.Index}/{e.Term}/{e.Type}/{Convert.ToHexString(e.Data.Span)}");
+        Assert.Equal(Log(newLeader), Log(oldLeader));
         Assert.True(oldLast >= 2);
     }
 

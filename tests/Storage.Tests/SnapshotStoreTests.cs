@@ -198,13 +198,18 @@ public sealed class MetadataStoreTests : IDisposable
         using (var node = NodeStorage.Open(options, 1, "c1"))
         {
             node.RaftLog.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-            node.RaftLog.Save(new HardState(1, 1, 0), [new Entry(1, 1, EntryType.Normal, ReadOnlyMemory<byte>.Empty)], null);
+            node.RaftLog.Save(new HardState(1, 1, 3), [new Entry(4, 1, EntryType.Normal, ReadOnlyMemory<byte>.Empty)], null);
         }
 
         using (var node = NodeStorage.Open(options, 1, "c1"))
         {
-            Assert.Equal(Membership.Of([1UL, 2UL, 3UL]), node.RaftLog.InitialState().Snapshot.Membership);
-            Assert.Equal(1UL, node.RaftLog.LastIndex);
+            // The founding membership is in the log: one committed AddVoter per founding member.
+            var entries = new List<Entry>();
+            Assert.Equal(LogReadStatus.Ok, node.RaftLog.TryGetEntries(1, 4, ulong.MaxValue, entries));
+            Assert.Equal([1UL, 2UL, 3UL], entries.Select(e => ConfChange.Decode(e.Data.Span).NodeId));
+            Assert.Equal(new HardState(1, 1, 3), node.RaftLog.InitialState().HardState);
+            Assert.Equal(4UL, node.RaftLog.LastIndex);
+            Assert.Equal(Membership.Of([1UL, 2UL, 3UL]), node.Metadata.LoadMembership()!.Value.Membership);
         }
 
         Assert.Throws<InvalidOperationException>(() => NodeStorage.Open(options, 2, "c1"));

@@ -151,9 +151,10 @@ public sealed record SimulationOptions
     public bool ResolveUnknownWritesFromLog { get; init; } = true;
 
     /// <summary>
-    /// Workaround switch, off by default: start the initial voters from a genesis snapshot at index 1 (term 1) instead of
-    /// <see cref="MemoryStorage.Bootstrap"/>'s index-0 snapshot, so that every node added later must receive a snapshot
-    /// (carrying the membership) rather than replaying the log from index 1 without knowing the initial voters.
+    /// Off by default: start the initial voters from a genesis snapshot at index 1 (term 1) instead of
+    /// <see cref="MemoryStorage.Bootstrap"/>'s founding log, so that every node added later must receive a snapshot
+    /// (carrying the membership) instead of replaying the founding membership changes from index 1. (This profile was
+    /// first a workaround for a bug the sweep found: founding membership in an index-0 snapshot that was never sent.)
     /// </summary>
     public bool GenesisSnapshot { get; init; }
 
