@@ -1,0 +1,303 @@
+using Dcache.Protocol.Cache;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Retry;
+using Polly.Timeout;
+
+namespace Dcache.Gateway.Cluster;
+
+/// <summary>
+/// Routes commands to the cluster: writes to the leader (learned from NotLeader hints, successful writes and a
+/// periodic status poll), reads spread over every healthy node. Each command runs in a Polly pipeline: a total
+/// deadline, retries (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt
+/// timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
+/// it at most once; only when every attempt failed and one may have reached a node is the outcome unknown.
+/// </summary>
+public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
+{
+    private readonly ClusterOptions _options;
+    private readonly ILogger<CacheCluster> _logger;
+    private readonly NodeConnection[] _nodes;
+    private readonly ResiliencePipeline<Reply> _pipeline;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Task _poller;
+    private NodeConnection? _leaderField;
+    private long _nextRead;
+
+    private NodeConnection? _leader
+    {
+        get => Volatile.Read(ref _leaderField);
+        set => Volatile.Write(ref _leaderField, value);
+    }
+
+    public CacheCluster(IOptions<ClusterOptions> options, ILogger<CacheCluster> logger)
+    {
+        _options = options.Value;
+        _logger = logger;
+        var headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
+        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, headers, _options, logger)).ToArray();
+        if (_nodes.Length == 0)
+        {
+            throw new InvalidOperationException($"{ClusterOptions.Section}:Nodes lists no node");
+        }
+
+        _pipeline = new ResiliencePipelineBuilder<Reply>()
+            .AddTimeout(TimeSpan.FromMilliseconds(_options.DeadlineMilliseconds))
+            .AddRetry(new RetryStrategyOptions<Reply>
+            {
+                ShouldHandle = args => ValueTask.FromResult(ShouldRetry(args.Outcome)),
+                MaxRetryAttempts = 10_000, // bounded by the deadline above, not by a count
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = TimeSpan.FromMilliseconds(20),
+                MaxDelay = TimeSpan.FromMilliseconds(500),
+                // A NotLeader reply that names the leader is retried there at once.
+                DelayGenerator = args => ValueTask.FromResult<TimeSpan?>(
+                    args.Outcome.Result?.Failure is { Kind: FailureKind.NotLeader, LeaderId: not 0 } ? TimeSpan.Zero : null),
+            })
+            .AddTimeout(TimeSpan.FromMilliseconds(_options.AttemptTimeoutMilliseconds))
+            .Build();
+        _poller = Task.Run(PollStatusAsync);
+    }
+
+    public ClusterView View
+    {
+        get
+        {
+            var leader = _leader;
+            return new ClusterView(leader?.NodeId ?? 0, leader?.Address, _nodes.Length, _nodes.Count(n => n.Healthy));
+        }
+    }
+
+    public async Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken)
+    {
+        var attempt = new Attempt(this, command, IsWrite(command));
+        if (!attempt.IsWrite)
+        {
+            command.Consistency = mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;
+        }
+
+        try
+        {
+            var reply = await _pipeline.ExecuteAsync(static (state, token) => new ValueTask<Reply>(state.RunAsync(token)), attempt, cancellationToken).ConfigureAwait(false);
+            return reply.Failure is { Kind: FailureKind.OutcomeUnknown } || !attempt.MaybeApplied || reply.ResultCase != Reply.ResultOneofCase.Failure
+                ? reply
+                : Unknown(attempt, reply.Failure.Message);
+        }
+        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or BrokenCircuitException or RpcException)
+        {
+            return attempt.MaybeApplied
+                ? Unknown(attempt, $"no reply within the deadline ({ex.Message})")
+                : Failure(FailureKind.Unavailable, $"not applied: the cluster did not answer in time ({ex.Message})");
+        }
+    }
+
+    private static Reply Unknown(Attempt attempt, string detail) =>
+        Failure(FailureKind.OutcomeUnknown, $"the write was sent {attempt.Attempts} time(s) and may or may not have been applied: {detail}");
+
+    private static Reply Failure(FailureKind kind, string message) => new() { Failure = new Failure { Kind = kind, Message = message } };
+
+    private static bool IsWrite(Command command) => command.OpCase is
+        Command.OpOneofCase.Set or Command.OpOneofCase.Del or Command.OpOneofCase.Mset or Command.OpOneofCase.IncrBy
+        or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist;
+
+    private static bool ShouldRetry(Outcome<Reply> outcome)
+    {
+        if (outcome.Exception is not null)
+        {
+            return outcome.Exception is NodeUnreachableException or TimeoutRejectedException or BrokenCircuitException or RpcException;
+        }
+
+        return outcome.Result?.Failure?.Kind is FailureKind.NotLeader or FailureKind.Unavailable;
+    }
+
+    /// <summary>One command's attempts: where to send the next one, and whether any may have applied.</summary>
+    private sealed class Attempt(CacheCluster cluster, Command command, bool isWrite)
+    {
+        public bool IsWrite { get; } = isWrite;
+
+        public int Attempts { get; private set; }
+
+        /// <summary>Some attempt of this write may have reached a node and applied there.</summary>
+        public bool MaybeApplied { get; private set; }
+
+        private NodeConnection? _hinted;
+
+        public async Task<Reply> RunAsync(CancellationToken token)
+        {
+            var node = cluster.Choose(IsWrite, _hinted);
+            _hinted = null;
+            Attempts++;
+            try
+            {
+                var reply = await node.Breaker.ExecuteAsync(static (state, t) => new ValueTask<Reply>(state.node.SendAsync(state.command, t)), (node, command), token).ConfigureAwait(false);
+                cluster.Learn(node, reply, IsWrite);
+                if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
+                {
+                    _hinted = cluster.Find(notLeader.LeaderAddress);
+                }
+                else if (IsWrite && reply.Failure is { Kind: FailureKind.OutcomeUnknown })
+                {
+                    MaybeApplied = true;
+                    if (command.ClientId != 0)
+                    {
+                        // The session makes a retry apply at most once: ask again rather than give up.
+                        return new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = reply.Failure.Message } };
+                    }
+                }
+
+                return reply;
+            }
+            catch (NodeUnreachableException ex)
+            {
+                cluster.Forget(node);
+                MaybeApplied |= IsWrite && ex.MaybeDelivered;
+                throw;
+            }
+            catch (Exception ex) when (IsWrite && ex is TimeoutRejectedException or OperationCanceledException or RpcException)
+            {
+                MaybeApplied = true;
+                throw;
+            }
+        }
+    }
+
+    private NodeConnection Choose(bool isWrite, NodeConnection? hinted)
+    {
+        if (hinted is { Healthy: true })
+        {
+            return hinted;
+        }
+
+        if (isWrite && _leader is { Healthy: true } leader)
+        {
+            return leader;
+        }
+
+        // Reads (and writes while no leader is known) go round the healthy nodes.
+        var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)_nodes.Length);
+        for (var i = 0; i < _nodes.Length; i++)
+        {
+            var node = _nodes[(start + i) % _nodes.Length];
+            if (node.Healthy)
+            {
+                return node;
+            }
+        }
+
+        return _nodes[start];
+    }
+
+    private NodeConnection? Find(string address) =>
+        string.IsNullOrEmpty(address) ? null : Array.Find(_nodes, n => string.Equals(n.Address, address.TrimEnd('/'), StringComparison.OrdinalIgnoreCase));
+
+    private void Learn(NodeConnection node, Reply reply, bool isWrite)
+    {
+        if (reply.Failure is { Kind: FailureKind.NotLeader } failure)
+        {
+            var leader = Find(failure.LeaderAddress);
+            if (leader is not null)
+            {
+                if (failure.LeaderId != 0)
+                {
+                    leader.NodeId = failure.LeaderId;
+                }
+
+                SetLeader(leader);
+            }
+        }
+        else if (isWrite && reply.ResultCase != Reply.ResultOneofCase.Failure)
+        {
+            SetLeader(node); // only a leader applies writes
+        }
+    }
+
+    /// <summary>An unreachable node is no longer taken for the leader; the next write goes round the others.</summary>
+    private void Forget(NodeConnection node) => Interlocked.CompareExchange(ref _leaderField, null, node);
+
+    private void SetLeader(NodeConnection leader)
+    {
+        if (!ReferenceEquals(_leader, leader))
+        {
+            _leader = leader;
+            Log.LeaderChanged(_logger, leader.Address, leader.NodeId);
+        }
+    }
+
+    private async Task PollStatusAsync()
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(_options.StatusPollMilliseconds));
+        var token = _stopping.Token;
+        do
+        {
+            // All nodes at once: a dead node must not delay learning the leader from the others.
+            await Task.WhenAll(_nodes.Select(node => PollAsync(node, token))).ConfigureAwait(false);
+
+            try
+            {
+                if (!await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
+                {
+                    return;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+        while (!token.IsCancellationRequested);
+    }
+
+    private async Task PollAsync(NodeConnection node, CancellationToken token)
+    {
+        try
+        {
+            var status = await node.Client.StatusAsync(new StatusRequest(), node.Headers, DateTime.UtcNow.AddSeconds(1), token).ConfigureAwait(false);
+            node.NodeId = status.NodeId;
+            if (status.Role == "Leader")
+            {
+                SetLeader(node);
+            }
+            else if (status.LeaderId != 0 && Find(status.LeaderAddress) is { } leader)
+            {
+                leader.NodeId = status.LeaderId;
+                SetLeader(leader);
+            }
+        }
+        catch (RpcException ex) when (!token.IsCancellationRequested)
+        {
+            Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _poller.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        foreach (var node in _nodes)
+        {
+            await node.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _stopping.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Information, Message = "Leader is now {Address} (node {NodeId})")]
+        public static partial void LeaderChanged(ILogger logger, string address, ulong nodeId);
+
+        [LoggerMessage(Level = LogLevel.Debug, Message = "Status poll of {Address} failed: {Code}")]
+        public static partial void StatusFailed(ILogger logger, string address, StatusCode code);
+    }
+}

@@ -1,0 +1,41 @@
+namespace Dcache.Gateway.Cluster;
+
+/// <summary>How the gateway reaches the cluster (section "Dcache:Gateway:Cluster").</summary>
+public sealed class ClusterOptions
+{
+    public const string Section = "Dcache:Gateway:Cluster";
+
+    /// <summary>The nodes' gRPC addresses, "http://127.0.0.1:7001,http://127.0.0.1:7002,...".</summary>
+    public string Nodes { get; set; } = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003";
+
+    public string ClusterId { get; set; } = "dcache";
+
+    public string ClusterSecret { get; set; } = "";
+
+    /// <summary>Long-lived command streams per node; concurrent commands are multiplexed and batched over them.</summary>
+    public int StreamsPerNode { get; set; } = 2;
+
+    /// <summary>Most commands sent in one batch message.</summary>
+    public int MaxBatch { get; set; } = 512;
+
+    /// <summary>One attempt at one node may take this long.</summary>
+    public int AttemptTimeoutMilliseconds { get; set; } = 3000;
+
+    /// <summary>All attempts of one command together may take this long (a leader election fits well inside).</summary>
+    public int DeadlineMilliseconds { get; set; } = 10000;
+
+    /// <summary>How often every node is asked who leads.</summary>
+    public int StatusPollMilliseconds { get; set; } = 1000;
+
+    /// <summary>A node whose calls failed this often in a row is skipped for <see cref="BreakMilliseconds"/>.</summary>
+    public int BreakAfterFailures { get; set; } = 5;
+
+    public int BreakMilliseconds { get; set; } = 1000;
+
+    public IReadOnlyList<string> NodeAddresses() =>
+        Nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(address => Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp
+                ? address.TrimEnd('/')
+                : throw new FormatException($"'{address}' is not an http:// node address"))
+            .ToList();
+}

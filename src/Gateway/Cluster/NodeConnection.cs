@@ -1,0 +1,259 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Dcache.Protocol.Cache;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Microsoft.Extensions.Logging;
+using Polly;
+using Polly.CircuitBreaker;
+
+namespace Dcache.Gateway.Cluster;
+
+/// <summary>The call could not be carried out at that node (connection lost, stream reset, shutting down).</summary>
+public sealed class NodeUnreachableException(string message, bool maybeDelivered, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>True when the command may have reached the node before the failure (its effect is unknown).</summary>
+    public bool MaybeDelivered { get; } = maybeDelivered;
+}
+
+/// <summary>
+/// One node, reached through a few long-lived bidirectional streams. Commands from all client connections are
+/// queued; each stream's writer sends whatever is queued as one batch message, and its reader completes commands
+/// by id as replies arrive. A broken stream fails its in-flight commands and is reopened.
+/// </summary>
+public sealed partial class NodeConnection : IAsyncDisposable
+{
+    private readonly GrpcChannel _channel;
+    private readonly Metadata _headers;
+    private readonly ILogger _logger;
+    private readonly int _maxBatch;
+    private readonly CommandStream[] _streams;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CircuitBreakerStateProvider _breakerState = new();
+    private long _nextStream;
+
+    public NodeConnection(string address, Metadata headers, ClusterOptions options, ILogger logger)
+    {
+        Address = address;
+        _headers = headers;
+        _logger = logger;
+        _maxBatch = options.MaxBatch;
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            HttpHandler = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = true,
+                ConnectTimeout = TimeSpan.FromSeconds(1),
+                KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            },
+        });
+        Client = new Cache.CacheClient(_channel);
+        _streams = Enumerable.Range(0, Math.Max(1, options.StreamsPerNode)).Select(_ => new CommandStream(this)).ToArray();
+        Breaker = new ResiliencePipelineBuilder<Reply>()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<Reply>
+            {
+                // Only transport failures count: a node that answers (even "not leader") is up.
+                ShouldHandle = new PredicateBuilder<Reply>().Handle<NodeUnreachableException>().Handle<RpcException>(),
+                FailureRatio = 0.5,
+                MinimumThroughput = options.BreakAfterFailures,
+                SamplingDuration = TimeSpan.FromSeconds(2),
+                BreakDuration = TimeSpan.FromMilliseconds(options.BreakMilliseconds),
+                StateProvider = _breakerState,
+            })
+            .Build();
+    }
+
+    public string Address { get; }
+
+    /// <summary>The node's id once a status reply named it (0 until then).</summary>
+    public ulong NodeId { get; set; }
+
+    public Cache.CacheClient Client { get; }
+
+    public Metadata Headers => _headers;
+
+    /// <summary>This node's circuit breaker: after repeated failures, attempts fail fast here and go to other nodes.</summary>
+    public ResiliencePipeline<Reply> Breaker { get; }
+
+    /// <summary>False while the breaker is open.</summary>
+    public bool Healthy => _breakerState.CircuitState is CircuitState.Closed or CircuitState.HalfOpen;
+
+    /// <summary>Sends one command and waits for its reply (or a failure, or the token).</summary>
+    public Task<Reply> SendAsync(Command command, CancellationToken cancellationToken)
+    {
+        var stream = _streams[(int)((ulong)Interlocked.Increment(ref _nextStream) % (ulong)_streams.Length)];
+        return stream.SendAsync(command, cancellationToken);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        foreach (var stream in _streams)
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _channel.Dispose();
+        _stopping.Dispose();
+    }
+
+    private sealed class Pending(Command command) : TaskCompletionSource<Reply>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public Command Command { get; } = command;
+
+        public bool Sent { get; set; }
+    }
+
+    /// <summary>One bidirectional stream with its own queue, writer loop and reader loop.</summary>
+    private sealed class CommandStream : IAsyncDisposable
+    {
+        private readonly NodeConnection _node;
+        private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+        private readonly ConcurrentDictionary<ulong, Pending> _inFlight = new();
+        private readonly Task _pump;
+        private long _nextId;
+
+        public CommandStream(NodeConnection node)
+        {
+            _node = node;
+            _pump = Task.Run(PumpAsync);
+        }
+
+        public async Task<Reply> SendAsync(Command command, CancellationToken cancellationToken)
+        {
+            var pending = new Pending(command);
+            if (!_queue.Writer.TryWrite(pending))
+            {
+                throw new NodeUnreachableException($"the gateway is closing its stream to {_node.Address}", maybeDelivered: false);
+            }
+
+            using var registration = cancellationToken.Register(static state =>
+            {
+                var p = (Pending)state!;
+                p.TrySetException(new NodeUnreachableException("the attempt timed out", p.Sent));
+            }, pending);
+            return await pending.Task.ConfigureAwait(false);
+        }
+
+        private async Task PumpAsync()
+        {
+            var token = _node._stopping.Token;
+            var backoff = TimeSpan.FromMilliseconds(10);
+            while (!token.IsCancellationRequested)
+            {
+                try
+                {
+                    if (!await _queue.Reader.WaitToReadAsync(token).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    using var call = _node.Client.Execute(_node._headers, cancellationToken: token);
+                    var reader = ReadRepliesAsync(call.ResponseStream, token);
+                    var writer = WriteCommandsAsync(call.RequestStream, token);
+                    var finished = await Task.WhenAny(reader, writer).ConfigureAwait(false);
+                    await finished.ConfigureAwait(false); // surfaces the failure that ended the stream
+                    throw new IOException("the command stream ended");
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    FailInFlight(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: true));
+                    return;
+                }
+                catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException)
+                {
+                    Log.StreamFailed(_node._logger, _node.Address, ex.Message);
+                    FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
+                    try
+                    {
+                        await Task.Delay(backoff, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+
+                    backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 500));
+                }
+            }
+        }
+
+        private async Task WriteCommandsAsync(IClientStreamWriter<CommandBatch> output, CancellationToken token)
+        {
+            var reader = _queue.Reader;
+            while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
+            {
+                var batch = new CommandBatch();
+                while (batch.Commands.Count < _node._maxBatch && reader.TryRead(out var pending))
+                {
+                    if (pending.Task.IsCompleted)
+                    {
+                        continue; // timed out while queued
+                    }
+
+                    // Ids are per stream: the node echoes them, and a retry elsewhere gets a new one.
+                    var id = (ulong)Interlocked.Increment(ref _nextId);
+                    pending.Command.Id = id;
+                    pending.Sent = true;
+                    _inFlight[id] = pending;
+                    batch.Commands.Add(pending.Command);
+                }
+
+                if (batch.Commands.Count > 0)
+                {
+                    await output.WriteAsync(batch, token).ConfigureAwait(false);
+                }
+            }
+        }
+
+        private async Task ReadRepliesAsync(IAsyncStreamReader<ReplyBatch> input, CancellationToken token)
+        {
+            while (await input.MoveNext(token).ConfigureAwait(false))
+            {
+                foreach (var reply in input.Current.Replies)
+                {
+                    if (_inFlight.TryRemove(reply.Id, out var pending))
+                    {
+                        pending.TrySetResult(reply);
+                    }
+                }
+            }
+        }
+
+        private void FailInFlight(Exception error)
+        {
+            foreach (var id in _inFlight.Keys)
+            {
+                if (_inFlight.TryRemove(id, out var pending))
+                {
+                    pending.TrySetException(error);
+                }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _queue.Writer.TryComplete();
+            while (_queue.Reader.TryRead(out var pending))
+            {
+                pending.TrySetException(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: false));
+            }
+
+            try
+            {
+                await _pump.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Command stream to {Address} failed: {Reason}")]
+        public static partial void StreamFailed(ILogger logger, string address, string reason);
+    }
+}
