@@ -80,8 +80,16 @@ public sealed class BadInputTests(ITestOutputHelper output)
 
         withFrom.Add("dcache-from", from.ToString(System.Globalization.CultureInfo.InvariantCulture));
         using var call = client.Send(withFrom, DateTime.UtcNow.AddSeconds(5));
-        await call.RequestStream.WriteAsync(message);
-        await call.RequestStream.CompleteAsync();
+        try
+        {
+            await call.RequestStream.WriteAsync(message);
+            await call.RequestStream.CompleteAsync();
+        }
+        catch (RpcException)
+        {
+            // The server may refuse the call before the write lands; the call's own status says why.
+        }
+
         await call.ResponseAsync;
     }
 
