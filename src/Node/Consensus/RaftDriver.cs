@@ -49,7 +49,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Dictionary<ulong, PendingWrite> _writes = [];
-    private readonly Dictionary<ulong, CommandInput> _readsAwaitingIndex = [];
+    // Linearizable reads that arrive in one loop round share one ReadIndex request (and so, on a follower, one
+    // message to the leader); the group waits for its read index, then for the apply to reach it.
+    private readonly Dictionary<ulong, ReadGroup> _readsAwaitingIndex = [];
+    private ReadGroup _openReadGroup = new();
     private readonly PriorityQueue<CommandInput, ulong> _readsAwaitingApply = new();
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
     private readonly RaftNode _raft;
@@ -66,6 +69,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private int _disposed;
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
+
+    /// <summary>Reads sharing one read index; the group times out with its earliest deadline.</summary>
+    private sealed class ReadGroup : List<CommandInput>
+    {
+        public long DeadlineMs => Count == 0 ? long.MaxValue : this[0].DeadlineMs;
+    }
 
     public RaftDriver(
         RaftDriverSettings settings,
@@ -211,6 +220,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                     Handle(input);
                 }
 
+                RequestReadIndexForOpenGroup();
                 ProcessReady();
                 _status = BuildStatus();
             }
@@ -300,9 +310,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else
         {
-            var context = ++_nextReadContext;
-            _readsAwaitingIndex[context] = input;
-            _raft.ReadIndex(context);
+            _openReadGroup.Add(input);
         }
     }
 
@@ -330,6 +338,19 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, $"not applied: {result.Status} {result.Reason}".TrimEnd(), result.LeaderHint, _addresses.Find(result.LeaderHint)));
                 break;
         }
+    }
+
+    private void RequestReadIndexForOpenGroup()
+    {
+        if (_openReadGroup.Count == 0)
+        {
+            return;
+        }
+
+        var context = ++_nextReadContext;
+        _readsAwaitingIndex[context] = _openReadGroup;
+        _openReadGroup = new ReadGroup();
+        _raft.ReadIndex(context);
     }
 
     private Proto.Reply NotLeader(ulong id)
@@ -383,17 +404,23 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             // 4. Reads.
             foreach (var read in ready.ReadStates)
             {
-                if (_readsAwaitingIndex.Remove(read.Context, out var input))
+                if (_readsAwaitingIndex.Remove(read.Context, out var group))
                 {
-                    _readsAwaitingApply.Enqueue(input, read.Index);
+                    foreach (var input in group)
+                    {
+                        _readsAwaitingApply.Enqueue(input, read.Index);
+                    }
                 }
             }
 
             foreach (var dropped in ready.DroppedReads)
             {
-                if (_readsAwaitingIndex.Remove(dropped, out var input))
+                if (_readsAwaitingIndex.Remove(dropped, out var group))
                 {
-                    input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read not served: leadership changed; retry"));
+                    foreach (var input in group)
+                    {
+                        input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read not served: leadership changed; retry"));
+                    }
                 }
             }
 
@@ -466,8 +493,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             foreach (var context in _readsAwaitingIndex.Where(r => r.Value.DeadlineMs <= now).Select(r => r.Key).ToList())
             {
-                _readsAwaitingIndex.Remove(context, out var input);
-                input!.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
+                _readsAwaitingIndex.Remove(context, out var group);
+                foreach (var input in group!)
+                {
+                    input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
+                }
             }
         }
     }
@@ -555,7 +585,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));
         }
 
-        foreach (var (_, input) in _readsAwaitingIndex)
+        foreach (var input in _readsAwaitingIndex.Values.SelectMany(group => group).Concat(_openReadGroup))
         {
             input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
         }

@@ -1,13 +1,9 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
-
 namespace Dcache.Integration.Tests.Support;
 
-/// <summary>One real node process on 127.0.0.1: start, SIGKILL, SIGSTOP/SIGCONT, graceful stop; its output kept for diagnosis.</summary>
+/// <summary>One real node process on 127.0.0.1.</summary>
 internal sealed class NodeProcess(ulong id, int grpcPort, int httpPort, string dataDirectory, Func<ulong, IReadOnlyList<string>> arguments) : IAsyncDisposable
 {
-    private readonly ConcurrentQueue<string> _output = new();
-    private Process? _process;
+    private readonly ChildProcess _process = new($"node {id}", RepoPaths.NodeDll);
 
     public ulong Id { get; } = id;
 
@@ -19,105 +15,19 @@ internal sealed class NodeProcess(ulong id, int grpcPort, int httpPort, string d
 
     public string DataDirectory { get; } = dataDirectory;
 
-    public bool IsRunning => _process is { HasExited: false };
+    public bool IsRunning => _process.IsRunning;
 
-    public int? ProcessId => _process?.Id;
+    public void Start(params string[] extraArguments) => _process.Start(arguments(Id).Concat(extraArguments));
 
-    public void Start(params string[] extraArguments)
-    {
-        if (IsRunning)
-        {
-            throw new InvalidOperationException($"node {Id} is already running");
-        }
+    public void Kill() => _process.Kill();
 
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        info.ArgumentList.Add(RepoPaths.NodeDll);
-        foreach (var argument in arguments(Id).Concat(extraArguments))
-        {
-            info.ArgumentList.Add(argument);
-        }
+    public void Pause() => _process.Pause();
 
-        info.Environment["DOTNET_gcServer"] = "0"; // several nodes share two cores in tests
-        info.Environment["Logging__Console__FormatterName"] = "simple";
-        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
-        process.OutputDataReceived += (_, e) => Capture(e.Data);
-        process.ErrorDataReceived += (_, e) => Capture(e.Data);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        _process = process;
-        Capture($"--- node {Id} started, pid {process.Id}");
-    }
+    public void Resume() => _process.Resume();
 
-    /// <summary>SIGKILL: no shutdown code runs, exactly like a crash or power loss of the process.</summary>
-    public void Kill()
-    {
-        if (_process is { HasExited: false } process)
-        {
-            process.Kill(entireProcessTree: true);
-            process.WaitForExit();
-            Capture($"--- node {Id} killed");
-        }
-    }
+    public Task StopAsync(TimeSpan timeout) => _process.StopAsync(timeout);
 
-    public void Pause() => Signal("STOP");
+    public string RecentOutput(int lines = 80) => _process.RecentOutput(lines);
 
-    public void Resume() => Signal("CONT");
-
-    /// <summary>SIGTERM and wait: the node's graceful shutdown (which hands over leadership) runs.</summary>
-    public async Task StopAsync(TimeSpan timeout)
-    {
-        if (_process is not { HasExited: false } process)
-        {
-            return;
-        }
-
-        Signal("TERM");
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            Kill();
-        }
-    }
-
-    public string RecentOutput(int lines = 80) => string.Join(Environment.NewLine, _output.TakeLast(lines));
-
-    private void Signal(string signal)
-    {
-        if (_process is { HasExited: false } process)
-        {
-            using var kill = Process.Start("kill", $"-{signal} {process.Id}");
-            kill.WaitForExit();
-        }
-    }
-
-    private void Capture(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        _output.Enqueue(line);
-        while (_output.Count > 2000 && _output.TryDequeue(out _))
-        {
-        }
-    }
-
-    public ValueTask DisposeAsync()
-    {
-        Resume();
-        Kill();
-        _process?.Dispose();
-        return ValueTask.CompletedTask;
-    }
+    public ValueTask DisposeAsync() => _process.DisposeAsync();
 }

@@ -11,6 +11,8 @@ internal static class RepoPaths
 
     public static string NodeDll => Program("Node", "Dcache.Node.dll");
 
+    public static string GatewayDll => Program("Gateway", "Dcache.Gateway.dll");
+
     private static string Program(string project, string dll)
     {
         var path = Path.Combine(Root, "src", project, "bin", Configuration, "net10.0", dll);
