@@ -1,0 +1,392 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Dcache.Gateway.Resp;
+using Dcache.Protocol.Cache;
+
+namespace Dcache.Gateway.Commands;
+
+/// <summary>Commands answered from the connection's own state: handshake, auth, names, READONLY, SELECT, QUIT, pub/sub.</summary>
+internal static class ConnectionCommands
+{
+    public static PendingReply Ping(CommandContext context, RespRequest request)
+    {
+        if (request.Count > 2)
+        {
+            return PendingReply.Error(RedisErrors.WrongArity("ping"));
+        }
+
+        if (context.Client.InSubscriberContext)
+        {
+            // In RESP2 subscriber mode Redis answers PING with a pub/sub-shaped array.
+            return PendingReply.Of(Replies.Array(Replies.Bulk("pong"), request.Count == 2 ? Replies.Bulk(request[1]) : Replies.Bulk("")));
+        }
+
+        return request.Count == 2 ? PendingReply.Of(Replies.Bulk(request[1])) : PendingReply.Of(Replies.Pong, ReplyShape.Status);
+    }
+
+    public static PendingReply Echo(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Bulk(request[1]));
+
+    public static PendingReply Quit(CommandContext context, RespRequest request) => new(Replies.Ok, null, CloseAfterReply: true);
+
+    public static PendingReply Select(CommandContext context, RespRequest request)
+    {
+        if (!RespInteger.TryParse(request[1], out var index) || index is < int.MinValue or > int.MaxValue)
+        {
+            return PendingReply.Error(RedisErrors.NotAnInteger);
+        }
+
+        return index == 0 ? PendingReply.Of(Replies.Ok) : PendingReply.Error(RedisErrors.DbIndexOutOfRange);
+    }
+
+    public static PendingReply ReadOnly(CommandContext context, RespRequest request)
+    {
+        context.Client.ReadOnly = true;
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    public static PendingReply ReadWrite(CommandContext context, RespRequest request)
+    {
+        context.Client.ReadOnly = false;
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    /// <summary>AUTH [username] password, as Redis 7.0's authCommand with only the "default" user.</summary>
+    public static PendingReply Auth(CommandContext context, RespRequest request)
+    {
+        if (request.Count > 3)
+        {
+            return PendingReply.Error(RedisErrors.Syntax);
+        }
+
+        if (request.Count == 2 && !context.Options.AuthenticationRequired)
+        {
+            return PendingReply.Error(RedisErrors.AuthWithoutPassword);
+        }
+
+        var user = request.Count == 3 ? request[1] : "default"u8;
+        var password = request[request.Count - 1];
+        if (!Authenticate(context, user, password))
+        {
+            return PendingReply.Error(RedisErrors.WrongPass);
+        }
+
+        context.Client.Authenticated = true;
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    /// <summary>HELLO [protover [AUTH username password] [SETNAME clientname]], as Redis 7.0's helloCommand.</summary>
+    public static PendingReply Hello(CommandContext context, RespRequest request)
+    {
+        long version = 0;
+        var next = 1;
+        if (request.Count >= 2)
+        {
+            if (!RespInteger.TryParse(request[next++], out version))
+            {
+                return PendingReply.Error(RedisErrors.ProtocolVersionNotInteger);
+            }
+
+            if (version is < 2 or > 3)
+            {
+                return PendingReply.Error(RedisErrors.NoProto);
+            }
+        }
+
+        var userIndex = -1;
+        var nameIndex = -1;
+        for (var j = next; j < request.Count; j++)
+        {
+            var remaining = request.Count - 1 - j;
+            if (KeyCommands.Is(request[j], "auth"u8) && remaining >= 2)
+            {
+                userIndex = j + 1;
+                j += 2;
+            }
+            else if (KeyCommands.Is(request[j], "setname"u8) && remaining >= 1)
+            {
+                if (!IsValidClientName(request[j + 1]))
+                {
+                    return PendingReply.Error(RedisErrors.ClientNameInvalid);
+                }
+
+                nameIndex = j + 1;
+                j++;
+            }
+            else
+            {
+                return PendingReply.Error($"ERR Syntax error in HELLO option '{request.Text(j)}'");
+            }
+        }
+
+        var client = context.Client;
+        if (userIndex > 0)
+        {
+            if (!Authenticate(context, request[userIndex], request[userIndex + 1]))
+            {
+                return PendingReply.Error(RedisErrors.WrongPass);
+            }
+
+            client.Authenticated = true;
+        }
+
+        if (context.Options.AuthenticationRequired && !client.Authenticated)
+        {
+            return PendingReply.Error(RedisErrors.HelloNoAuth);
+        }
+
+        if (nameIndex > 0)
+        {
+            client.Name = request.Length(nameIndex) == 0 ? null : request.Text(nameIndex);
+        }
+
+        if (version != 0)
+        {
+            // The HELLO reply itself already uses the new protocol, as in Redis.
+            client.Protocol = (RespProtocol)version;
+        }
+
+        return PendingReply.Of(
+            Replies.Array(
+                Replies.Bulk("server"), Replies.Bulk("redis"),
+                Replies.Bulk("version"), Replies.Bulk(ServerIdentity.RedisVersion),
+                Replies.Bulk("proto"), Replies.Integer((long)client.Protocol),
+                Replies.Bulk("id"), Replies.Integer(client.Id),
+                Replies.Bulk("mode"), Replies.Bulk("standalone"),
+                Replies.Bulk("role"), Replies.Bulk("master"),
+                Replies.Bulk("modules"), Replies.EmptyArray),
+            ReplyShape.Map);
+    }
+
+    public static PendingReply ClientId(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Integer(context.Client.Id));
+
+    public static PendingReply ClientSetName(CommandContext context, RespRequest request)
+    {
+        if (!IsValidClientName(request[2]))
+        {
+            return PendingReply.Error(RedisErrors.ClientNameInvalid);
+        }
+
+        // An empty name removes the name, as in Redis.
+        context.Client.Name = request.Length(2) == 0 ? null : request.Text(2);
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    public static PendingReply ClientGetName(CommandContext context, RespRequest request) =>
+        PendingReply.Of(context.Client.Name is { } name ? Replies.Bulk(Encoding.Latin1.GetBytes(name)) : Replies.Nil);
+
+    /// <summary>CLIENT SETINFO lib-name|lib-ver value (Redis 7.2; StackExchange.Redis sends it on connect).</summary>
+    public static PendingReply ClientSetInfo(CommandContext context, RespRequest request)
+    {
+        var attribute = request[2];
+        var isName = KeyCommands.Is(attribute, "lib-name"u8);
+        if (!isName && !KeyCommands.Is(attribute, "lib-ver"u8))
+        {
+            return PendingReply.Error($"ERR Unrecognized option '{request.Text(2)}'");
+        }
+
+        if (!IsValidClientName(request[3]))
+        {
+            return PendingReply.Error($"ERR {request.Text(2)} cannot contain spaces, newlines or special characters.");
+        }
+
+        var value = request.Length(3) == 0 ? null : request.Text(3);
+        if (isName)
+        {
+            context.Client.LibraryName = value;
+        }
+        else
+        {
+            context.Client.LibraryVersion = value;
+        }
+
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    public static PendingReply ClientInfo(CommandContext context, RespRequest request) =>
+        PendingReply.Of(Replies.Bulk(Encoding.Latin1.GetBytes(DescribeClient(context.Client, context.NowMs) + "\n")), ReplyShape.Verbatim);
+
+    /// <summary>CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...].</summary>
+    public static PendingReply ClientList(CommandContext context, RespRequest request)
+    {
+        string? type = null;
+        HashSet<long>? ids = null;
+        for (var j = 2; j < request.Count; j++)
+        {
+            if (KeyCommands.Is(request[j], "type"u8) && j + 1 < request.Count)
+            {
+                type = request.Text(++j).ToLowerInvariant();
+                if (type is not ("normal" or "pubsub" or "master" or "replica" or "slave"))
+                {
+                    return PendingReply.Error($"ERR Unknown client type '{request.Text(j)}'");
+                }
+            }
+            else if (KeyCommands.Is(request[j], "id"u8) && j + 1 < request.Count)
+            {
+                ids ??= [];
+                while (j + 1 < request.Count)
+                {
+                    if (!RespInteger.TryParse(request[++j], out var id) || id <= 0)
+                    {
+                        return PendingReply.Error("ERR Invalid client ID");
+                    }
+
+                    ids.Add(id);
+                }
+            }
+            else
+            {
+                return PendingReply.Error(RedisErrors.Syntax);
+            }
+        }
+
+        var text = new StringBuilder();
+        var now = context.NowMs;
+        foreach (var client in context.Registry.Snapshot())
+        {
+            var isPubSub = client.SubscriptionCount > 0;
+            if ((ids is not null && !ids.Contains(client.Id))
+                || (type is "master" or "replica" or "slave")
+                || (type == "pubsub" && !isPubSub)
+                || (type == "normal" && isPubSub))
+            {
+                continue;
+            }
+
+            text.Append(DescribeClient(client, now)).Append('\n');
+        }
+
+        return PendingReply.Of(Replies.Bulk(Encoding.Latin1.GetBytes(text.ToString())), ReplyShape.Verbatim);
+    }
+
+    public static PendingReply ClientHelp(CommandContext context, RespRequest request) => Help(
+        "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "LIST [TYPE <normal|pubsub>] [ID <id> [<id> ...]]",
+        "    Return information about client connections.",
+        "SETINFO <option> <value>",
+        "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+        "HELP",
+        "    Print this help.");
+
+    public static PendingReply Subscribe(CommandContext context, RespRequest request) => SubscribeGeneric(context, request, pattern: false);
+
+    public static PendingReply PSubscribe(CommandContext context, RespRequest request) => SubscribeGeneric(context, request, pattern: true);
+
+    public static PendingReply Unsubscribe(CommandContext context, RespRequest request) => UnsubscribeGeneric(context, request, pattern: false);
+
+    public static PendingReply PUnsubscribe(CommandContext context, RespRequest request) => UnsubscribeGeneric(context, request, pattern: true);
+
+    /// <summary>
+    /// Subscriptions are acknowledged exactly as Redis does, but nothing is ever published: the gateway has no pub/sub.
+    /// This lets StackExchange.Redis subscribe to its configuration channel and keep the connection.
+    /// </summary>
+    private static PendingReply SubscribeGeneric(CommandContext context, RespRequest request, bool pattern)
+    {
+        var client = context.Client;
+        var set = pattern ? client.Patterns ??= new HashSet<string>(StringComparer.Ordinal) : client.Channels ??= new HashSet<string>(StringComparer.Ordinal);
+        var pushes = new List<Reply>(request.Count - 1);
+        var kind = Replies.Bulk(pattern ? "psubscribe" : "subscribe");
+        for (var i = 1; i < request.Count; i++)
+        {
+            set.Add(request.Text(i));
+            pushes.Add(Replies.Array(kind, Replies.Bulk(request[i]), Replies.Integer(client.SubscriptionCount)));
+        }
+
+        return PendingReply.Of(Replies.Array(pushes), ReplyShape.PushSequence);
+    }
+
+    private static PendingReply UnsubscribeGeneric(CommandContext context, RespRequest request, bool pattern)
+    {
+        var client = context.Client;
+        var set = pattern ? client.Patterns : client.Channels;
+        var kind = Replies.Bulk(pattern ? "punsubscribe" : "unsubscribe");
+        var pushes = new List<Reply>();
+        if (request.Count == 1)
+        {
+            var all = set is null ? [] : new List<string>(set);
+            all.Sort(StringComparer.Ordinal);
+            foreach (var name in all)
+            {
+                set!.Remove(name);
+                pushes.Add(Replies.Array(kind, Replies.Bulk(Encoding.Latin1.GetBytes(name)), Replies.Integer(client.SubscriptionCount)));
+            }
+
+            if (pushes.Count == 0)
+            {
+                pushes.Add(Replies.Array(kind, Replies.Nil, Replies.Integer(client.SubscriptionCount)));
+            }
+        }
+        else
+        {
+            for (var i = 1; i < request.Count; i++)
+            {
+                set?.Remove(request.Text(i));
+                pushes.Add(Replies.Array(kind, Replies.Bulk(request[i]), Replies.Integer(client.SubscriptionCount)));
+            }
+        }
+
+        return PendingReply.Of(Replies.Array(pushes), ReplyShape.PushSequence);
+    }
+
+    internal static PendingReply Help(params string[] lines)
+    {
+        var items = new List<Reply>(lines.Length);
+        foreach (var line in lines)
+        {
+            items.Add(Replies.Bulk(line));
+        }
+
+        return PendingReply.Of(Replies.Array(items));
+    }
+
+    private static bool Authenticate(CommandContext context, ReadOnlySpan<byte> user, ReadOnlySpan<byte> password)
+    {
+        if (!user.SequenceEqual("default"u8))
+        {
+            return false;
+        }
+
+        if (!context.Options.AuthenticationRequired)
+        {
+            // The default user has no password (Redis's "nopass"): any password is accepted.
+            return true;
+        }
+
+        var expected = Encoding.UTF8.GetBytes(context.Options.RequirePass!);
+        return CryptographicOperations.FixedTimeEquals(expected, password);
+    }
+
+    // Redis's validateClientName: printable ASCII without spaces ('!' to '~').
+    private static bool IsValidClientName(ReadOnlySpan<byte> name)
+    {
+        foreach (var b in name)
+        {
+            if (b is < (byte)'!' or > (byte)'~')
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static string DescribeClient(ClientState client, long nowMs)
+    {
+        var flags = (client.ReadOnly ? "r" : "") + (client.SubscriptionCount > 0 ? "P" : "");
+        return string.Create(
+            CultureInfo.InvariantCulture,
+            $"id={client.Id} addr={client.RemoteAddress} laddr={client.LocalAddress} fd=-1 name={client.Name} " +
+            $"age={(nowMs - client.ConnectedAtMs) / 1000} idle={(nowMs - client.LastCommandAtMs) / 1000} flags={(flags.Length == 0 ? "N" : flags)} " +
+            $"db=0 sub={client.Channels?.Count ?? 0} psub={client.Patterns?.Count ?? 0} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 " +
+            $"multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={client.LastCommandName} user=default redir=-1 " +
+            $"resp={(int)client.Protocol} lib-name={client.LibraryName} lib-ver={client.LibraryVersion}");
+    }
+}

@@ -1,0 +1,103 @@
+using System.Buffers;
+using Dcache.Gateway.Resp;
+using Dcache.Protocol.Cache;
+
+namespace Dcache.Gateway.Commands;
+
+/// <summary>Writes a reply (from the cluster or from the gateway itself) as RESP2 or RESP3.</summary>
+internal static class ReplyRenderer
+{
+    public static void Write(IBufferWriter<byte> output, Reply reply, ReplyShape shape, RespProtocol protocol, bool isWrite)
+    {
+        switch (reply.ResultCase)
+        {
+            case Reply.ResultOneofCase.Ok:
+                RespWriter.WriteOk(output);
+                break;
+            case Reply.ResultOneofCase.Nil:
+                RespWriter.WriteNull(output, protocol);
+                break;
+            case Reply.ResultOneofCase.Integer:
+                RespWriter.WriteInteger(output, reply.Integer);
+                break;
+            case Reply.ResultOneofCase.Bulk:
+                switch (shape)
+                {
+                    case ReplyShape.Status:
+                        RespWriter.WriteSimpleString(output, reply.Bulk.Span);
+                        break;
+                    case ReplyShape.Verbatim:
+                        RespWriter.WriteVerbatimText(output, reply.Bulk.Span, protocol);
+                        break;
+                    default:
+                        RespWriter.WriteBulk(output, reply.Bulk.Span);
+                        break;
+                }
+
+                break;
+            case Reply.ResultOneofCase.Array:
+                WriteArray(output, reply.Array, shape, protocol, isWrite);
+                break;
+            case Reply.ResultOneofCase.Error:
+                RespWriter.WriteError(output, string.IsNullOrEmpty(reply.Error) ? "ERR" : reply.Error);
+                break;
+            case Reply.ResultOneofCase.Failure:
+                RespWriter.WriteError(output, ClusterErrors.Describe(reply.Failure, isWrite));
+                break;
+            default:
+                RespWriter.WriteError(output, ClusterErrors.Describe(new Failure { Kind = FailureKind.FailureUnspecified, Message = "empty reply" }, isWrite));
+                break;
+        }
+    }
+
+    /// <summary>Bytes the reply will take at most beyond small headers (for the output buffer limit).</summary>
+    public static long EstimateSize(Reply reply) => reply.ResultCase switch
+    {
+        Reply.ResultOneofCase.Bulk => reply.Bulk.Length + 16,
+        Reply.ResultOneofCase.Array => EstimateArray(reply.Array),
+        Reply.ResultOneofCase.Error => reply.Error.Length + 3,
+        _ => 24,
+    };
+
+    private static long EstimateArray(ArrayReply array)
+    {
+        long size = 16;
+        foreach (var item in array.Items)
+        {
+            size += EstimateSize(item);
+        }
+
+        return size;
+    }
+
+    private static void WriteArray(IBufferWriter<byte> output, ArrayReply array, ReplyShape shape, RespProtocol protocol, bool isWrite)
+    {
+        var items = array.Items;
+        switch (shape)
+        {
+            case ReplyShape.Map:
+                RespWriter.WriteMapHeader(output, items.Count / 2, protocol);
+                break;
+            case ReplyShape.PushSequence:
+                // Each item is a complete push of its own (one per channel for SUBSCRIBE a b).
+                foreach (var push in items)
+                {
+                    RespWriter.WritePushHeader(output, push.Array.Items.Count, protocol);
+                    foreach (var item in push.Array.Items)
+                    {
+                        Write(output, item, ReplyShape.Default, protocol, isWrite);
+                    }
+                }
+
+                return;
+            default:
+                RespWriter.WriteArrayHeader(output, items.Count);
+                break;
+        }
+
+        foreach (var item in items)
+        {
+            Write(output, item, ReplyShape.Default, protocol, isWrite);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Dcache.Gateway.Commands;
+using Dcache.Protocol.Cache;
+using Microsoft.Extensions.Logging;
+
+namespace Dcache.Gateway.Resp;
+
+/// <summary>
+/// One client connection: read what arrived, parse every complete request, start them (concurrently where their
+/// keys allow, see <see cref="PipelineWave"/>), write the replies in request order, flush once. Only this loop
+/// touches the connection's state, so nothing here needs a lock.
+/// </summary>
+internal sealed class RespConnection
+{
+    // Replies are handed to the transport in chunks of about this size, so a long batch streams out and a client
+    // that stops reading stalls its own connection instead of growing the gateway's memory.
+    private const int FlushThreshold = 64 * 1024;
+
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly RespOptions _options;
+    private readonly RespClientRegistry _registry;
+    private readonly ILogger _logger;
+    private readonly string _connectionId;
+    private readonly RespParser _parser;
+    private readonly CommandContext _context;
+    private readonly List<RespRequest> _batch = [];
+    private readonly List<QueuedReply> _queue = [];
+    private readonly PipelineWave _wave = new();
+
+    public RespConnection(IDuplexPipe transport, string connectionId, CommandContext context, RespClientRegistry registry, ILogger logger)
+    {
+        _input = transport.Input;
+        _output = transport.Output;
+        _connectionId = connectionId;
+        _context = context;
+        _options = context.Options;
+        _registry = registry;
+        _logger = logger;
+        _parser = new RespParser(_options);
+    }
+
+    private ClientState Client => _context.Client;
+
+    /// <summary>Serves the connection until the client leaves, sends QUIT, breaks the protocol or exceeds a limit.</summary>
+    public async Task RunAsync()
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync().ConfigureAwait(false);
+            var buffer = result.Buffer;
+            var (protocolError, moreBuffered) = ParseBatch(ref buffer);
+            if (moreBuffered)
+            {
+                // Complete requests remain: consume what was parsed but do not mark the rest examined, so the next
+                // read returns at once.
+                _input.AdvanceTo(buffer.Start);
+            }
+            else
+            {
+                _input.AdvanceTo(buffer.Start, buffer.End);
+            }
+
+            if (_batch.Count > 0)
+            {
+                var keepOpen = await ExecuteBatchAsync().ConfigureAwait(false);
+                _batch.Clear();
+                if (!keepOpen)
+                {
+                    await _output.FlushAsync().ConfigureAwait(false);
+                    return;
+                }
+            }
+
+            if (protocolError is not null)
+            {
+                RespLog.ProtocolError(_logger, _connectionId, Client.RemoteAddress, protocolError);
+                RespWriter.WriteError(_output, protocolError);
+                await _output.FlushAsync().ConfigureAwait(false);
+                return;
+            }
+
+            var flush = await _output.FlushAsync().ConfigureAwait(false);
+            if (flush.IsCompleted || flush.IsCanceled || ((result.IsCompleted || result.IsCanceled) && !moreBuffered))
+            {
+                RespLog.ConnectionClosed(_logger, _connectionId, Client.RemoteAddress, "the client closed the connection");
+                return;
+            }
+        }
+    }
+
+    /// <summary>Parses up to one pipeline's worth of requests; reports a protocol error and whether more may be buffered.</summary>
+    private (string? ProtocolError, bool MoreBuffered) ParseBatch(ref ReadOnlySequence<byte> buffer)
+    {
+        // Until the connection authenticates, take one request at a time: an AUTH earlier in the pipeline must lift
+        // the unauthenticated limits before the next request is parsed, as in Redis.
+        var mustAuthenticate = _options.AuthenticationRequired && !Client.Authenticated;
+        var depth = mustAuthenticate ? 1 : _options.MaxPipelineDepth;
+        _parser.AuthenticationRequired = mustAuthenticate;
+        while (_batch.Count < depth)
+        {
+            switch (_parser.TryParse(ref buffer, out var request))
+            {
+                case RespParseStatus.Request:
+                    _batch.Add(request!);
+                    break;
+                case RespParseStatus.ProtocolError:
+                    return (_parser.Error, false);
+                default:
+                    return (null, false);
+            }
+        }
+
+        return (null, !buffer.IsEmpty);
+    }
+
+    /// <summary>Starts every request of the batch and writes their replies in order; false when the connection must close.</summary>
+    private async Task<bool> ExecuteBatchAsync()
+    {
+        var keepOpen = true;
+        var trackConflicts = _batch.Count > 1;
+        var executed = 0;
+        foreach (var request in _batch)
+        {
+            executed++;
+            var spec = CommandDispatcher.Resolve(_context, request, out var error);
+            if (spec is null)
+            {
+                _queue.Add(new QueuedReply(PendingReply.Error(error!), Client.Protocol, null));
+                continue;
+            }
+
+            if (trackConflicts && spec.TouchesCluster)
+            {
+                if (_wave.ConflictsWith(spec, request))
+                {
+                    if (!await WriteQueuedRepliesAsync().ConfigureAwait(false))
+                    {
+                        return false;
+                    }
+
+                    _wave.Clear();
+                }
+
+                _wave.Add(spec, request);
+            }
+
+            var reply = CommandDispatcher.Execute(_context, spec, request);
+
+            // Captured after the command ran: HELLO 3 answers in RESP3 already.
+            _queue.Add(new QueuedReply(reply, Client.Protocol, spec.Name));
+            if (reply.CloseAfterReply)
+            {
+                keepOpen = false;
+                break;
+            }
+        }
+
+        _wave.Clear();
+        _registry.CountCommands(executed);
+        return await WriteQueuedRepliesAsync().ConfigureAwait(false) && keepOpen;
+    }
+
+    /// <summary>Waits for each queued reply in order and writes it; false when the output buffer limit was hit.</summary>
+    private async Task<bool> WriteQueuedRepliesAsync()
+    {
+        try
+        {
+            foreach (var queued in _queue)
+            {
+                var pending = queued.Reply;
+                var reply = pending.Immediate;
+                var settled = true;
+                if (reply is null)
+                {
+                    try
+                    {
+                        reply = await pending.Pending!.ConfigureAwait(false);
+                        settled = IsSettled(reply);
+                    }
+                    catch (Exception exception)
+                    {
+                        RespLog.ClusterCallThrew(_logger, queued.CommandName ?? "?", exception);
+                        reply = Replies.Error(ClusterErrors.Describe(exception, pending.IsWrite));
+                        settled = false;
+                    }
+                }
+
+                if (pending.Session is { } session && settled)
+                {
+                    // A session whose write may still apply later is dropped rather than reused.
+                    _context.Sessions.Return(session);
+                }
+
+                var unflushed = _output.CanGetUnflushedBytes ? _output.UnflushedBytes : 0;
+                if (unflushed + ReplyRenderer.EstimateSize(reply) > _options.MaxOutputBufferBytes)
+                {
+                    RespLog.OutputBufferLimitExceeded(_logger, _connectionId, Client.RemoteAddress, _options.MaxOutputBufferBytes);
+                    return false;
+                }
+
+                ReplyRenderer.Write(_output, reply, pending.Shape, queued.Protocol, pending.IsWrite);
+                if (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= FlushThreshold)
+                {
+                    var flush = await _output.FlushAsync().ConfigureAwait(false);
+                    if (flush.IsCompleted || flush.IsCanceled)
+                    {
+                        return false;
+                    }
+                }
+            }
+
+            return true;
+        }
+        finally
+        {
+            _queue.Clear();
+        }
+    }
+
+    /// <summary>True when the write certainly applied or certainly did not, so its session may carry the next write.</summary>
+    private static bool IsSettled(Reply reply) =>
+        reply.ResultCase != Reply.ResultOneofCase.None
+        && (reply.ResultCase != Reply.ResultOneofCase.Failure
+            || reply.Failure.Kind is FailureKind.NotLeader or FailureKind.Unavailable or FailureKind.InvalidRequest);
+
+    private readonly record struct QueuedReply(PendingReply Reply, RespProtocol Protocol, string? CommandName);
+}

@@ -1,0 +1,56 @@
+namespace Dcache.Gateway.Resp;
+
+/// <summary>
+/// Limits and settings of the Redis-protocol front end (bind from configuration section "Resp").
+/// Defaults follow Redis where Redis has a limit; where Redis is unbounded the default bounds memory per connection.
+/// </summary>
+public sealed class RespOptions
+{
+    /// <summary>Configuration section these options are usually bound from.</summary>
+    public const string SectionName = "Resp";
+
+    /// <summary>Largest bulk string a client may send (Redis's proto-max-bulk-len, 512 MiB).</summary>
+    public long MaxBulkLength { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Most arguments in one multibulk request (Redis accepts up to INT_MAX; a million is plenty and bounded).</summary>
+    public int MaxArguments { get; set; } = 1024 * 1024;
+
+    /// <summary>Total argument bytes of one request (Redis's client-query-buffer-limit, 1 GiB).</summary>
+    public long MaxRequestBytes { get; set; } = 1024L * 1024 * 1024;
+
+    /// <summary>Longest inline command line, and longest "*"/"$" header line (Redis's PROTO_INLINE_MAX_SIZE, 64 KiB).</summary>
+    public int MaxInlineLength { get; set; } = 64 * 1024;
+
+    /// <summary>Connected clients beyond this are refused with "-ERR max number of clients reached" (Redis's maxclients).</summary>
+    public int MaxClients { get; set; } = 10_000;
+
+    /// <summary>
+    /// Replies a connection has not taken yet, in bytes, beyond which the gateway closes it. The gateway stops reading a
+    /// client's requests while the client is not reading replies, so this bounds what one batch of replies may hold.
+    /// </summary>
+    public long MaxOutputBufferBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>Most commands of one connection in flight at once (one pipelined batch); the rest wait in the socket buffer.</summary>
+    public int MaxPipelineDepth { get; set; } = 1024;
+
+    /// <summary>Password of the default user (Redis's requirepass); null or empty = no authentication.</summary>
+    public string? RequirePass { get; set; }
+
+    /// <summary>Checks the options; throws <see cref="ArgumentOutOfRangeException"/> naming the first bad one.</summary>
+    public void Validate()
+    {
+        // A bulk string or a request is copied into one byte array, so neither may exceed the largest array.
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxBulkLength, 1, nameof(MaxBulkLength));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxBulkLength, Array.MaxLength, nameof(MaxBulkLength));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxArguments, 1, nameof(MaxArguments));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxArguments, Array.MaxLength - 1, nameof(MaxArguments));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxRequestBytes, 1, nameof(MaxRequestBytes));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxRequestBytes, Array.MaxLength, nameof(MaxRequestBytes));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxInlineLength, 16, nameof(MaxInlineLength));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxClients, 1, nameof(MaxClients));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxOutputBufferBytes, 1024, nameof(MaxOutputBufferBytes));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxPipelineDepth, 1, nameof(MaxPipelineDepth));
+    }
+
+    internal bool AuthenticationRequired => !string.IsNullOrEmpty(RequirePass);
+}

@@ -1,0 +1,348 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Dcache.Gateway.Cluster;
+using Dcache.Gateway.Resp;
+using Dcache.Protocol.Cache;
+using Google.Protobuf;
+
+namespace Dcache.Gateway.Tests.Support;
+
+/// <summary>
+/// An in-memory stand-in for the cluster: a dictionary with expiry and Redis 7 semantics for the proto's commands.
+/// It records every command and its read mode, checks that no write session has two writes in flight, can hold
+/// replies until released (to prove pipelined commands start together) and can be scripted to fail.
+/// </summary>
+internal sealed class FakeCacheCluster : ICacheCluster
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Entry> _data = new(StringComparer.Ordinal);
+    private readonly Dictionary<ulong, ulong> _sessionsInFlight = [];
+    private readonly Dictionary<ulong, ulong> _lastSequence = [];
+    private readonly List<(Command Command, ReadMode Mode)> _executed = [];
+    private TaskCompletionSource _release = NewRelease();
+    private bool _holding;
+
+    public long NowMs { get; set; } = 1_700_000_000_000;
+
+    /// <summary>Returns a reply (or throws) instead of executing, when it returns non-null.</summary>
+    public Func<Command, Reply?>? Script { get; set; }
+
+    /// <summary>Completes replies in a shuffled order when holding is released (checks reply ordering).</summary>
+    public bool ShuffleCompletions { get; set; }
+
+    public ConcurrentQueue<string> SessionViolations { get; } = new();
+
+    public ClusterView View { get; set; } = new(1, "127.0.0.1:7001", 3, 3);
+
+    public int InFlight;
+
+    public IReadOnlyList<(Command Command, ReadMode Mode)> Executed
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _executed];
+            }
+        }
+    }
+
+    public int KeyCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _data.Count(pair => !IsExpired(pair.Value));
+            }
+        }
+    }
+
+    /// <summary>From now on replies wait for <see cref="Release"/>.</summary>
+    public void Hold()
+    {
+        lock (_gate)
+        {
+            _holding = true;
+        }
+    }
+
+    public void Release()
+    {
+        TaskCompletionSource release;
+        lock (_gate)
+        {
+            _holding = false;
+            release = _release;
+            _release = NewRelease();
+        }
+
+        release.TrySetResult();
+    }
+
+    public async Task WaitForInFlightAsync(int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (Volatile.Read(ref InFlight) < count)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"only {Volatile.Read(ref InFlight)} of {count} commands reached the cluster");
+            }
+
+            await Task.Delay(5);
+        }
+    }
+
+    public async Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken)
+    {
+        Task? wait = null;
+        lock (_gate)
+        {
+            _executed.Add((command.Clone(), mode));
+            if (command.ClientId != 0)
+            {
+                if (_sessionsInFlight.TryGetValue(command.ClientId, out var sequence))
+                {
+                    SessionViolations.Enqueue($"session {command.ClientId} sent {command.Sequence} while {sequence} was in flight");
+                }
+
+                _sessionsInFlight[command.ClientId] = command.Sequence;
+                if (_lastSequence.TryGetValue(command.ClientId, out var last) && command.Sequence != last + 1)
+                {
+                    SessionViolations.Enqueue($"session {command.ClientId} jumped from {last} to {command.Sequence}");
+                }
+
+                _lastSequence[command.ClientId] = command.Sequence;
+            }
+
+            if (_holding)
+            {
+                wait = _release.Task;
+            }
+        }
+
+        Interlocked.Increment(ref InFlight);
+        try
+        {
+            if (wait is not null)
+            {
+                await wait.WaitAsync(cancellationToken);
+                if (ShuffleCompletions)
+                {
+                    // Let replies complete in an order unrelated to the order sent.
+                    await Task.Delay(Random.Shared.Next(0, 5), cancellationToken);
+                }
+            }
+
+            if (Script?.Invoke(command) is { } scripted)
+            {
+                return scripted;
+            }
+
+            lock (_gate)
+            {
+                return Apply(command);
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _sessionsInFlight.Remove(command.ClientId);
+            }
+
+            Interlocked.Decrement(ref InFlight);
+        }
+    }
+
+    public void Put(string key, string value, long? expireAtMs = null)
+    {
+        lock (_gate)
+        {
+            _data[key] = new Entry(Encoding.Latin1.GetBytes(value), expireAtMs);
+        }
+    }
+
+    public long? ExpiryOf(string key)
+    {
+        lock (_gate)
+        {
+            return _data.TryGetValue(key, out var entry) && !IsExpired(entry) ? entry.ExpireAtMs : null;
+        }
+    }
+
+    private Reply Apply(Command command)
+    {
+        switch (command.OpCase)
+        {
+            case Command.OpOneofCase.Get:
+                return Find(command.Get.Key) is { } found ? Bulk(found.Value) : Nil();
+            case Command.OpOneofCase.Mget:
+                var array = new ArrayReply();
+                foreach (var key in command.Mget.Keys)
+                {
+                    array.Items.Add(Find(key) is { } item ? Bulk(item.Value) : Nil());
+                }
+
+                return new Reply { Array = array };
+            case Command.OpOneofCase.Exists:
+                return Integer(command.Exists.Keys.Count(key => Find(key) is not null));
+            case Command.OpOneofCase.Ttl:
+                var ttlEntry = Find(command.Ttl.Key);
+                if (ttlEntry is null)
+                {
+                    return Integer(-2);
+                }
+
+                if (ttlEntry.ExpireAtMs is not { } at)
+                {
+                    return Integer(-1);
+                }
+
+                var remaining = at - NowMs;
+                return Integer(command.Ttl.Milliseconds ? remaining : (remaining + 500) / 1000);
+            case Command.OpOneofCase.Dbsize:
+                return Integer(_data.Count(pair => !IsExpired(pair.Value)));
+            case Command.OpOneofCase.Set:
+                return ApplySet(command.Set);
+            case Command.OpOneofCase.Del:
+                var deleted = 0;
+                foreach (var key in command.Del.Keys)
+                {
+                    if (Find(key) is not null)
+                    {
+                        _data.Remove(Name(key));
+                        deleted++;
+                    }
+                }
+
+                return Integer(deleted);
+            case Command.OpOneofCase.Mset:
+                for (var i = 0; i < command.Mset.Keys.Count; i++)
+                {
+                    _data[Name(command.Mset.Keys[i])] = new Entry(command.Mset.Values[i].ToByteArray(), null);
+                }
+
+                return new Reply { Ok = true };
+            case Command.OpOneofCase.IncrBy:
+                var current = Find(command.IncrBy.Key);
+                long value = 0;
+                if (current is not null && !RespInteger.TryParse(current.Value, out value))
+                {
+                    return new Reply { Error = "ERR value is not an integer or out of range" };
+                }
+
+                var delta = command.IncrBy.Delta;
+                if ((delta > 0 && value > long.MaxValue - delta) || (delta < 0 && value < long.MinValue - delta))
+                {
+                    return new Reply { Error = "ERR increment or decrement would overflow" };
+                }
+
+                value += delta;
+                _data[Name(command.IncrBy.Key)] = new Entry(Encoding.ASCII.GetBytes(value.ToString(System.Globalization.CultureInfo.InvariantCulture)), current?.ExpireAtMs);
+                return Integer(value);
+            case Command.OpOneofCase.Expire:
+                return ApplyExpire(command.Expire);
+            case Command.OpOneofCase.Persist:
+                var persisted = Find(command.Persist.Key);
+                if (persisted?.ExpireAtMs is null)
+                {
+                    return Integer(0);
+                }
+
+                _data[Name(command.Persist.Key)] = persisted with { ExpireAtMs = null };
+                return Integer(1);
+            default:
+                return new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "command without an operation" } };
+        }
+    }
+
+    private Reply ApplySet(SetRequest set)
+    {
+        var existing = Find(set.Key);
+        var old = set.Get ? (existing is null ? Nil() : Bulk(existing.Value)) : null;
+        if ((set.Condition == SetCondition.IfAbsent && existing is not null) || (set.Condition == SetCondition.IfPresent && existing is null))
+        {
+            return old ?? Nil();
+        }
+
+        long? expireAt = set.ExpiryCase switch
+        {
+            SetRequest.ExpiryOneofCase.TtlMs => NowMs + set.TtlMs,
+            SetRequest.ExpiryOneofCase.ExpireAtMs => set.ExpireAtMs,
+            SetRequest.ExpiryOneofCase.KeepTtl => existing?.ExpireAtMs,
+            _ => null,
+        };
+        _data[Name(set.Key)] = new Entry(set.Value.ToByteArray(), expireAt);
+        return old ?? new Reply { Ok = true };
+    }
+
+    private Reply ApplyExpire(ExpireRequest expire)
+    {
+        var entry = Find(expire.Key);
+        if (entry is null)
+        {
+            return Integer(0);
+        }
+
+        var at = expire.WhenCase == ExpireRequest.WhenOneofCase.TtlMs ? NowMs + expire.TtlMs : expire.ExpireAtMs;
+        var hasTtl = entry.ExpireAtMs is not null;
+        var current = entry.ExpireAtMs ?? long.MaxValue;
+        var applies = expire.Condition switch
+        {
+            ExpireCondition.ExpireIfNoTtl => !hasTtl,
+            ExpireCondition.ExpireIfHasTtl => hasTtl,
+            ExpireCondition.ExpireIfGreater => hasTtl && at > current,
+            ExpireCondition.ExpireIfLess => at < current,
+            ExpireCondition.ExpireIfHasTtlAndLess => hasTtl && at < current,
+            _ => true,
+        };
+        if (!applies)
+        {
+            return Integer(0);
+        }
+
+        if (at <= NowMs)
+        {
+            _data.Remove(Name(expire.Key));
+        }
+        else
+        {
+            _data[Name(expire.Key)] = entry with { ExpireAtMs = at };
+        }
+
+        return Integer(1);
+    }
+
+    private Entry? Find(ByteString key)
+    {
+        var name = Name(key);
+        if (!_data.TryGetValue(name, out var entry))
+        {
+            return null;
+        }
+
+        if (IsExpired(entry))
+        {
+            _data.Remove(name);
+            return null;
+        }
+
+        return entry;
+    }
+
+    private bool IsExpired(Entry entry) => entry.ExpireAtMs is { } at && at <= NowMs;
+
+    private static string Name(ByteString key) => Encoding.Latin1.GetString(key.Span);
+
+    private static Reply Bulk(byte[] value) => new() { Bulk = ByteString.CopyFrom(value) };
+
+    private static Reply Nil() => new() { Nil = true };
+
+    private static Reply Integer(long value) => new() { Integer = value };
+
+    private static TaskCompletionSource NewRelease() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private sealed record Entry(byte[] Value, long? ExpireAtMs);
+}
