@@ -26,6 +26,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private readonly Task _poller;
     private NodeConnection? _leaderField;
     private long _nextRead;
+    private int _disposed;
 
     private NodeConnection? _leader
     {
@@ -275,6 +276,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return; // registered both as itself and as ICacheCluster: the container disposes it twice
+        }
+
         await _stopping.CancelAsync().ConfigureAwait(false);
         try
         {

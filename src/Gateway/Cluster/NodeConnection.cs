@@ -157,7 +157,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
                     await finished.ConfigureAwait(false); // surfaces the failure that ended the stream
                     throw new IOException("the command stream ended");
                 }
-                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                catch (Exception ex) when (token.IsCancellationRequested && ex is OperationCanceledException or RpcException)
                 {
                     FailInFlight(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: true));
                     return;

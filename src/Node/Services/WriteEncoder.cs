@@ -89,6 +89,7 @@ public static class WriteEncoder
         Proto.ExpireCondition.ExpireIfHasTtl => (byte)ExpireCondition.IfHasTtl,
         Proto.ExpireCondition.ExpireIfGreater => (byte)ExpireCondition.IfGreater,
         Proto.ExpireCondition.ExpireIfLess => (byte)ExpireCondition.IfLess,
+        Proto.ExpireCondition.ExpireIfHasTtlAndLess => (byte)(ExpireCondition.IfHasTtl | ExpireCondition.IfLess),
         _ => (byte)ExpireCondition.Always,
     };
 

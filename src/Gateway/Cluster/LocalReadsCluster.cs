@@ -1,0 +1,12 @@
+using Dcache.Protocol.Cache;
+
+namespace Dcache.Gateway.Cluster;
+
+/// <summary>Serves every read locally, whatever the connection asked for (GatewayOptions.LocalReads).</summary>
+public sealed class LocalReadsCluster(ICacheCluster inner) : ICacheCluster
+{
+    public ClusterView View => inner.View;
+
+    public Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken) =>
+        inner.ExecuteAsync(command, ReadMode.Local, cancellationToken);
+}
