@@ -7,8 +7,9 @@ internal static class CommandLine
         usage: dcachectl COMMAND [options]
 
         commands:
-          dev      start a local cluster (3 nodes, data under ./data) and keep it running until Ctrl-C
+          dev      start a local cluster (3 nodes and a gateway on 127.0.0.1:6379, data under ./data) until Ctrl-C
                    options: --nodes N (default 3)  --data DIR (default ./data)  --base-port P (default 7001)
+                            --gateway-port P (default 6379)
           status   show every node's role, term, commit and applied index
                    options: --endpoints URL[,URL...] (default the dev cluster's)  --cluster-id ID  --secret S
         """;

@@ -19,13 +19,15 @@ internal static class DevCluster
         var count = options.GetInt("nodes", 3);
         var basePort = options.GetInt("base-port", DefaultBasePort);
         var data = Path.GetFullPath(options.Get("data", "data"));
-        var nodeDll = options.Get("node-dll", FindNodeDll());
+        var nodeDll = options.Get("node-dll", FindProgram("Node", "Dcache.Node.dll"));
         if (count < 1 || count > 9)
         {
             Console.Error.WriteLine("dcachectl dev: --nodes must be between 1 and 9");
             return 2;
         }
 
+        var gatewayPort = options.GetInt("gateway-port", 6379);
+        var gatewayDll = options.Get("gateway-dll", FindProgram("Gateway", "Dcache.Gateway.dll"));
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
         var processes = new List<Process>();
         using var stopping = new CancellationTokenSource();
@@ -53,7 +55,17 @@ internal static class DevCluster
             processes.Add(Process.Start(info) ?? throw new InvalidOperationException("could not start a node"));
         }
 
-        Console.WriteLine($"Dcache dev cluster: {count} nodes, data under {data}");
+        var gateway = new ProcessStartInfo("dotnet") { UseShellExecute = false };
+        gateway.ArgumentList.Add(gatewayDll);
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Port={gatewayPort}");
+        gateway.ArgumentList.Add($"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{basePort + 2000}");
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"))}");
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterId={ClusterId}");
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterSecret={Secret}");
+        processes.Add(Process.Start(gateway) ?? throw new InvalidOperationException("could not start the gateway"));
+
+        Console.WriteLine($"Dcache dev cluster: {count} nodes and a gateway, data under {data}");
+        Console.WriteLine($"  connect: redis-cli -p {gatewayPort}");
         for (var id = 1; id <= count; id++)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  node {id}: gRPC http://127.0.0.1:{basePort + id - 1}, health http://127.0.0.1:{basePort + 1000 + id - 1}/health"));
@@ -103,18 +115,18 @@ internal static class DevCluster
         }
     }
 
-    private static string FindNodeDll()
+    private static string FindProgram(string project, string dll)
     {
         var configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            var candidate = Path.Combine(dir.FullName, "src", "Node", "bin", configuration, "net10.0", "Dcache.Node.dll");
+            var candidate = Path.Combine(dir.FullName, "src", project, "bin", configuration, "net10.0", dll);
             if (File.Exists(candidate))
             {
                 return candidate;
             }
         }
 
-        throw new FileNotFoundException("cannot find Dcache.Node.dll; build the solution or pass --node-dll PATH");
+        throw new FileNotFoundException($"cannot find {dll}; build the solution or pass --{project.ToLowerInvariant()}-dll PATH");
     }
 }

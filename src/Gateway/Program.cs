@@ -1,4 +1,53 @@
-// A placeholder host so the project builds; the gateway host (RESP listener, cluster client) replaces it.
-var builder = WebApplication.CreateBuilder(args);
+using System.Net;
+using Dcache.Gateway.Cluster;
+using Dcache.Gateway.Hosting;
+using Dcache.Gateway.Resp;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Options;
+
+// Settings next to the program, wherever it is started from.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+
+var gatewayOptions = builder.Configuration.GetSection(GatewayOptions.Section).Get<GatewayOptions>() ?? new GatewayOptions();
+var clusterOptions = builder.Configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
+try
+{
+    _ = clusterOptions.NodeAddresses();
+    if (string.IsNullOrEmpty(clusterOptions.ClusterSecret))
+    {
+        throw new InvalidOperationException($"{ClusterOptions.Section}:ClusterSecret must be set");
+    }
+}
+catch (Exception ex) when (ex is InvalidOperationException or FormatException)
+{
+    Console.Error.WriteLine($"dcache-gateway: invalid configuration: {ex.Message}");
+    return 2;
+}
+
+builder.Services.AddSingleton(Options.Create(gatewayOptions));
+builder.Services.AddSingleton(Options.Create(clusterOptions));
+builder.Services.AddSingleton<CacheCluster>();
+builder.Services.AddSingleton<ICacheCluster>(sp => gatewayOptions.LocalReads
+    ? new LocalReadsCluster(sp.GetRequiredService<CacheCluster>())
+    : sp.GetRequiredService<CacheCluster>());
+builder.Services.AddRespFrontEnd(resp => builder.Configuration.GetSection($"{GatewayOptions.Section}:{RespOptions.SectionName}").Bind(resp));
+builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(5));
+
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    // Redis protocol on raw TCP, through Kestrel's connection pipeline (System.IO.Pipelines).
+    kestrel.Listen(new IPEndPoint(IPAddress.Parse(gatewayOptions.Bind), gatewayOptions.Port), listen => listen.UseConnectionHandler<RespConnectionHandler>());
+    var http = new Uri(gatewayOptions.HttpUrl);
+    kestrel.Listen(new IPEndPoint(http.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(http.Host), http.Port), listen => listen.Protocols = HttpProtocols.Http1);
+});
+
 var app = builder.Build();
-app.Run();
+app.MapGet("/health", (ICacheCluster cluster) =>
+{
+    var view = cluster.View;
+    return Results.Json(new { leaderId = view.LeaderId, leaderAddress = view.LeaderAddress, nodes = view.Nodes, healthyNodes = view.HealthyNodes });
+});
+
+await app.RunAsync().ConfigureAwait(false);
+return 0;

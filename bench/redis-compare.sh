@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Dcache vs Redis, one run, same machine, same loopback, same load (issue 5):
+# redis-benchmark with 50 clients, 100-byte values, 100,000 random keys, -P 1 and -P 16, SET and GET, against
+#   1. Redis 7 (Debian's redis-server) without persistence,
+#   2. Redis 7 with appendfsync always,
+#   3. a local 3-node Dcache cluster (each node fsyncs) through one gateway: linearizable GET and SET,
+#   4. the same cluster through a gateway whose reads are READONLY (local, possibly stale).
+# Prints ops/s, p50 and p99 for each, then the Dcache/Redis ratios the issue sets targets for.
+# Usage: bench/redis-compare.sh [requests per test, default 200000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${1:-200000}
+clients=50; size=100; keyspace=100000
+
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v "$tool" >/dev/null || { echo "installing redis-server and redis-tools"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; break; }
+done
+
+work=$(mktemp -d /tmp/dcache-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 2
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_ping() { for _ in $(seq 1 200); do redis-cli -p "$1" PING 2>/dev/null | grep -q PONG && return 0; sleep 0.1; done; echo "port $1 does not answer PING" >&2; return 1; }
+
+declare -A rps p50 p99
+run() { # label port pipeline
+  local label=$1 port=$2 pipeline=$3 out
+  out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n "$requests" -d $size -r $keyspace -P "$pipeline" -t set,get --csv -q 2>&1)
+  while IFS=, read -r test r _avg _min p50v _p95 p99v _max; do
+    test=${test//\"/}; [ "$test" = "SET" ] || [ "$test" = "GET" ] || continue
+    rps["$label $test P$pipeline"]=${r//\"/}; p50["$label $test P$pipeline"]=${p50v//\"/}; p99["$label $test P$pipeline"]=${p99v//\"/}
+  done <<< "$out"
+}
+
+echo "== Redis, no persistence"
+port=$(free_port)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$work" >"$work/redis1.log" 2>&1 & pids+=($!)
+wait_ping "$port"; run redis "$port" 1; run redis "$port" 16
+redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+
+echo "== Redis, appendfsync always"
+port=$(free_port)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always --daemonize no --dir "$work" >"$work/redis2.log" 2>&1 & pids+=($!)
+wait_ping "$port"; run redis-aof "$port" 1; run redis-aof "$port" 16
+redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+
+echo "== Dcache, 3 nodes + gateway"
+dotnet build Dcache.sln -c Release -nologo -v q >/dev/null
+gw=$(free_port); gw_local=$(free_port); base=$(free_port)
+dotnet src/Ctl/bin/Release/net10.0/dcachectl.dll dev --data "$work/dcache" --base-port "$base" --gateway-port "$gw" >"$work/dcache.log" 2>&1 & pids+=($!)
+wait_ping "$gw"
+dotnet src/Gateway/bin/Release/net10.0/Dcache.Gateway.dll --Dcache:Gateway:Port="$gw_local" --Dcache:Gateway:LocalReads=true \
+  --Dcache:Gateway:Cluster:Nodes="http://127.0.0.1:$base,http://127.0.0.1:$((base+1)),http://127.0.0.1:$((base+2))" \
+  --Dcache:Gateway:Cluster:ClusterId=dcache-dev --Dcache:Gateway:Cluster:ClusterSecret=dev-secret >"$work/gateway-local.log" 2>&1 & pids+=($!)
+wait_ping "$gw_local"
+run dcache "$gw" 1; run dcache "$gw" 16
+run dcache-readonly "$gw_local" 1; run dcache-readonly "$gw_local" 16
+
+echo
+printf '%-18s %-4s %4s %12s %9s %9s\n' system test P ops/s p50_ms p99_ms
+for label in redis redis-aof dcache dcache-readonly; do
+  for p in 1 16; do for t in SET GET; do
+    k="$label $t P$p"; [ -n "${rps[$k]:-}" ] && printf '%-18s %-4s %4s %12s %9s %9s\n' "$label" "$t" "$p" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}"
+  done; done
+done
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+echo
+echo "ratios (target):"
+echo "  linearizable GET -P1 / Redis GET -P1:          $(ratio "${rps[dcache GET P1]}" "${rps[redis GET P1]}")  (>= 0.4)"
+echo "  READONLY GET -P1 / Redis GET -P1:              $(ratio "${rps[dcache-readonly GET P1]}" "${rps[redis GET P1]}")  (>= 0.6)"
+echo "  SET -P1 / Redis appendfsync-always SET -P1:    $(ratio "${rps[dcache SET P1]}" "${rps[redis-aof SET P1]}")  (>= 0.5)"
+echo "  GET -P16 / Redis GET -P16:                     $(ratio "${rps[dcache GET P16]}" "${rps[redis GET P16]}")  (>= 0.25)"
+echo "  SET -P16 / Redis SET -P16:                     $(ratio "${rps[dcache SET P16]}" "${rps[redis SET P16]}")  (>= 0.25)"
