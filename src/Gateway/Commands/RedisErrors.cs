@@ -43,7 +43,8 @@ internal static class RedisErrors
         var arguments = new StringBuilder();
         for (var i = 1; i < request.Count && arguments.Length < 128; i++)
         {
-            arguments.Append('\'').Append(Truncate(request.Text(i), 128 - arguments.Length)).Append("' ");
+            var budget = 128 - arguments.Length;
+            arguments.Append('\'').Append(Truncate(request.Text(i), budget)).Append("' ");
         }
 
         return $"ERR unknown command '{Truncate(request.Text(0), 128)}', with args beginning with: {arguments}";

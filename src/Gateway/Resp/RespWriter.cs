@@ -19,6 +19,10 @@ public static class RespWriter
 {
     private const int MaxHeaderLength = 1 + RespInteger.MaxLength + 2;
 
+    // Up to this size a bulk string is written with one GetSpan/Advance; larger values are copied in whatever
+    // chunks the writer hands out rather than asking it for one huge contiguous block.
+    private const int ContiguousBulkLimit = 4000;
+
     private static ReadOnlySpan<byte> Ok => "+OK\r\n"u8;
     private static ReadOnlySpan<byte> NullBulk2 => "$-1\r\n"u8;
     private static ReadOnlySpan<byte> NullArray2 => "*-1\r\n"u8;
@@ -79,9 +83,9 @@ public static class RespWriter
     /// <summary>"$length\r\nbytes\r\n", copying the value in as many chunks as the writer hands out.</summary>
     public static void WriteBulk(IBufferWriter<byte> output, ReadOnlySpan<byte> value)
     {
-        var span = output.GetSpan(MaxHeaderLength + value.Length + 2);
-        if (span.Length >= MaxHeaderLength + value.Length + 2)
+        if (value.Length <= ContiguousBulkLimit)
         {
+            var span = output.GetSpan(MaxHeaderLength + value.Length + 2);
             // The common case: header, value and terminator in one span and one Advance.
             var headerLength = FormatHeader(span, (byte)'$', value.Length);
             value.CopyTo(span[headerLength..]);

@@ -1,0 +1,240 @@
+using Dcache.Gateway.Tests.Support;
+
+namespace Dcache.Gateway.Tests;
+
+/// <summary>Handshake and connection-state commands, as StackExchange.Redis and redis-cli send them.</summary>
+public sealed class ConnectionCommandTests
+{
+    private static async Task<string> Run(TestConnection client, params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+
+    [Fact]
+    public async Task PingAndEcho()
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal("+PONG", await Run(client, "PING"));
+        Assert.Equal("$hello", await Run(client, "ping", "hello"));
+        Assert.Equal("-ERR wrong number of arguments for 'ping' command", await Run(client, "PING", "a", "b"));
+        Assert.Equal("$hi there", await Run(client, "ECHO", "hi there"));
+        Assert.Equal("-ERR wrong number of arguments for 'echo' command", await Run(client, "ECHO"));
+    }
+
+    [Fact]
+    public async Task InlineCommandsWork()
+    {
+        await using var client = new TestServer().Connect();
+        await client.SendAsync("PING\r\nSET k \"a b\"\r\nGET k\nEXISTS k\r\n");
+        Assert.Equal("+PONG", (await client.ReadAsync()).ToString());
+        Assert.Equal("+OK", (await client.ReadAsync()).ToString());
+        Assert.Equal("$a b", (await client.ReadAsync()).ToString());
+        Assert.Equal(":1", (await client.ReadAsync()).ToString());
+    }
+
+    [Fact]
+    public async Task QuitRepliesOkAndClosesIgnoringWhatFollows()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        await client.SendAsync(TestConnection.Encode("SET", "a", "1").Concat(TestConnection.Encode("QUIT")).Concat(TestConnection.Encode("SET", "b", "2")).ToArray());
+        Assert.Equal("+OK", (await client.ReadAsync()).ToString());
+        Assert.Equal("+OK", (await client.ReadAsync()).ToString());
+        Assert.True(await client.IsClosedAsync());
+        Assert.Equal(1, server.Cluster.KeyCount);
+        Assert.Equal(0, server.Clients.ConnectedClients);
+    }
+
+    [Fact]
+    public async Task SelectOnlyAcceptsDatabaseZero()
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal("+OK", await Run(client, "SELECT", "0"));
+        Assert.Equal("-ERR DB index is out of range", await Run(client, "SELECT", "1"));
+        Assert.Equal("-ERR DB index is out of range", await Run(client, "SELECT", "-1"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run(client, "SELECT", "x"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run(client, "SELECT", "9999999999"));
+        Assert.Equal("-ERR wrong number of arguments for 'select' command", await Run(client, "SELECT"));
+    }
+
+    [Fact]
+    public async Task HelloThreeSwitchesToResp3()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        Assert.Equal("$nil", await Run(client, "GET", "missing"));
+        var hello = await client.CommandAsync("HELLO", "3", "SETNAME", "app");
+        Assert.Equal('%', hello.Type);
+        Assert.Equal("%{$server: $redis, $version: $7.0.15, $proto: :3, $id: :1, $mode: $standalone, $role: $master, $modules: *[]}", hello.ToString());
+        Assert.Equal("_", await Run(client, "GET", "missing"));
+        Assert.Equal("*[$nil]".Replace("$nil", "_", StringComparison.Ordinal), await Run(client, "MGET", "missing"));
+        Assert.Equal("$app", await Run(client, "CLIENT", "GETNAME"));
+        Assert.Equal('=', (await client.CommandAsync("CLIENT", "INFO")).Type);
+        Assert.Equal('%', (await client.CommandAsync("CONFIG", "GET", "databases")).Type);
+
+        var back = await client.CommandAsync("HELLO", "2");
+        Assert.Equal('*', back.Type);
+        Assert.Equal(14, back.Items!.Count);
+        Assert.Equal("$nil", await Run(client, "GET", "missing"));
+    }
+
+    [Fact]
+    public async Task HelloWithoutVersionKeepsTheProtocol()
+    {
+        await using var client = new TestServer().Connect();
+        var hello = await client.CommandAsync("HELLO");
+        Assert.Equal('*', hello.Type);
+        Assert.Equal(":2", hello.Items![5].ToString());
+    }
+
+    [Theory]
+    [InlineData("-NOPROTO unsupported protocol version", "4")]
+    [InlineData("-NOPROTO unsupported protocol version", "1")]
+    [InlineData("-ERR Protocol version is not an integer or out of range", "three")]
+    [InlineData("-ERR Syntax error in HELLO option 'foo'", "3", "foo")]
+    [InlineData("-ERR Syntax error in HELLO option 'AUTH'", "3", "AUTH", "default")]
+    [InlineData("-ERR Client names cannot contain spaces, newlines or special characters.", "3", "SETNAME", "a b")]
+    public async Task HelloErrors(string error, params string[] arguments)
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal(error, await Run(client, ["HELLO", .. arguments]));
+        Assert.Equal("$nil", await Run(client, "GET", "k"));
+    }
+
+    [Fact]
+    public async Task WithoutAPasswordAuthBehavesAsRedisNopass()
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal("-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?", await Run(client, "AUTH", "x"));
+        Assert.Equal("+OK", await Run(client, "AUTH", "default", "anything"));
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "alice", "x"));
+        Assert.Equal("-ERR syntax error", await Run(client, "AUTH", "a", "b", "c"));
+    }
+
+    [Fact]
+    public async Task PasswordIsRequiredBeforeOtherCommands()
+    {
+        var server = new TestServer(o => o.RequirePass = "s3cret");
+        await using var client = server.Connect();
+        Assert.Equal("-NOAUTH Authentication required.", await Run(client, "GET", "k"));
+        Assert.Equal("-NOAUTH Authentication required.", await Run(client, "PING"));
+        Assert.Equal("-ERR unknown command 'nope', with args beginning with: ", await Run(client, "nope"));
+        Assert.Equal("-ERR wrong number of arguments for 'get' command", await Run(client, "GET"));
+        Assert.Equal("-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time", await Run(client, "HELLO", "3"));
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "wrong"));
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "admin", "s3cret"));
+        Assert.Empty(server.Cluster.Executed);
+        Assert.Equal("+OK", await Run(client, "AUTH", "s3cret"));
+        Assert.Equal("$nil", await Run(client, "GET", "k"));
+
+        // A failed AUTH later does not take authentication away (as in Redis).
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "wrong"));
+        Assert.Equal("+PONG", await Run(client, "PING"));
+    }
+
+    [Fact]
+    public async Task HelloCanAuthenticate()
+    {
+        var server = new TestServer(o => o.RequirePass = "pw");
+        await using var client = server.Connect();
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "HELLO", "3", "AUTH", "default", "bad"));
+        var hello = await client.CommandAsync("HELLO", "3", "AUTH", "default", "pw", "SETNAME", "n");
+        Assert.Equal('%', hello.Type);
+        Assert.Equal("_", await Run(client, "GET", "k"));
+    }
+
+    [Fact]
+    public async Task PipelinedAuthLiftsTheLimitsForTheRequestsAfterIt()
+    {
+        var server = new TestServer(o => o.RequirePass = "pw");
+        await using var client = server.Connect();
+        var value = new string('v', 20_000);
+        await client.SendAsync(TestConnection.Encode("AUTH", "pw").Concat(TestConnection.Encode("SET", "k", value)).Concat(TestConnection.Encode("STRLEN-NOT-HERE")).ToArray());
+        Assert.Equal("+OK", (await client.ReadAsync()).ToString());
+        Assert.Equal("+OK", (await client.ReadAsync()).ToString());
+        Assert.StartsWith("-ERR unknown command", (await client.ReadAsync()).ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UnauthenticatedLargeRequestIsAProtocolError()
+    {
+        var server = new TestServer(o => o.RequirePass = "pw");
+        await using var client = server.Connect();
+        await client.SendCommandAsync("SET", "k", new string('v', 20_000));
+        Assert.Equal("-ERR Protocol error: unauthenticated bulk length", (await client.ReadAsync()).ToString());
+        Assert.True(await client.IsClosedAsync());
+    }
+
+    [Fact]
+    public async Task ClientSubcommands()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        var id = (await client.CommandAsync("CLIENT", "ID")).Integer;
+        Assert.True(id > 0);
+        Assert.Equal("$nil", await Run(client, "CLIENT", "GETNAME"));
+        Assert.Equal("+OK", await Run(client, "CLIENT", "SETNAME", "worker-1"));
+        Assert.Equal("$worker-1", await Run(client, "client", "getname"));
+        Assert.Equal("+OK", await Run(client, "CLIENT", "SETNAME", ""));
+        Assert.Equal("$nil", await Run(client, "CLIENT", "GETNAME"));
+        Assert.Equal("-ERR Client names cannot contain spaces, newlines or special characters.", await Run(client, "CLIENT", "SETNAME", "a b"));
+        Assert.Equal("+OK", await Run(client, "CLIENT", "SETINFO", "lib-name", "SE.Redis"));
+        Assert.Equal("+OK", await Run(client, "CLIENT", "SETINFO", "LIB-VER", "2.8.0"));
+        Assert.Equal("-ERR Unrecognized option 'color'", await Run(client, "CLIENT", "SETINFO", "color", "blue"));
+        Assert.Equal("-ERR lib-name cannot contain spaces, newlines or special characters.", await Run(client, "CLIENT", "SETINFO", "lib-name", "a b"));
+
+        var info = (await client.CommandAsync("CLIENT", "INFO")).Text!;
+        Assert.StartsWith($"id={id} addr=127.0.0.1:50000 laddr=127.0.0.1:6379 ", info, StringComparison.Ordinal);
+        Assert.Contains(" cmd=client|info ", info, StringComparison.Ordinal);
+        Assert.Contains(" lib-name=SE.Redis lib-ver=2.8.0", info, StringComparison.Ordinal);
+        Assert.EndsWith("\n", info, StringComparison.Ordinal);
+
+        await using var other = server.Connect();
+        await other.CommandAsync("PING");
+        var list = (await client.CommandAsync("CLIENT", "LIST")).Text!;
+        Assert.Equal(2, list.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Single((await client.CommandAsync("CLIENT", "LIST", "ID", id.ToString(System.Globalization.CultureInfo.InvariantCulture))).Text!.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+
+        Assert.Equal("-ERR unknown subcommand 'nope'. Try CLIENT HELP.", await Run(client, "CLIENT", "nope"));
+        Assert.Equal("-ERR wrong number of arguments for 'client' command", await Run(client, "CLIENT"));
+        Assert.Equal("-ERR wrong number of arguments for 'client|setname' command", await Run(client, "CLIENT", "SETNAME"));
+        Assert.Equal('*', (await client.CommandAsync("CLIENT", "HELP")).Type);
+    }
+
+    [Fact]
+    public async Task SubscribeIsAcknowledgedAndRestrictsRespTwoConnections()
+    {
+        await using var client = new TestServer().Connect();
+        await client.SendCommandAsync("SUBSCRIBE", "__Booksleeve_MasterChanged", "other");
+        Assert.Equal("*[$subscribe, $__Booksleeve_MasterChanged, :1]", (await client.ReadAsync()).ToString());
+        Assert.Equal("*[$subscribe, $other, :2]", (await client.ReadAsync()).ToString());
+        Assert.Equal("*[$pong, $]", await Run(client, "PING"));
+        Assert.Equal("*[$pong, $x]", await Run(client, "PING", "x"));
+        Assert.Equal("-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", await Run(client, "GET", "k"));
+        Assert.Equal("*[$psubscribe, $p*, :3]", await Run(client, "PSUBSCRIBE", "p*"));
+        Assert.Equal("*[$unsubscribe, $other, :2]", await Run(client, "UNSUBSCRIBE", "other"));
+        await client.SendCommandAsync("UNSUBSCRIBE");
+        Assert.Equal("*[$unsubscribe, $__Booksleeve_MasterChanged, :1]", (await client.ReadAsync()).ToString());
+        Assert.Equal("*[$punsubscribe, $p*, :0]", await Run(client, "PUNSUBSCRIBE"));
+        Assert.Equal("*[$unsubscribe, $nil, :0]", await Run(client, "UNSUBSCRIBE"));
+        Assert.Equal("+PONG", await Run(client, "PING"));
+        Assert.Equal("$nil", await Run(client, "GET", "k"));
+    }
+
+    [Fact]
+    public async Task SubscribeInRespThreeUsesPushesAndKeepsOtherCommands()
+    {
+        await using var client = new TestServer().Connect();
+        await client.CommandAsync("HELLO", "3");
+        Assert.Equal(">[$subscribe, $ch, :1]", await Run(client, "SUBSCRIBE", "ch"));
+        Assert.Equal("_", await Run(client, "GET", "k"));
+        Assert.Equal("+PONG", await Run(client, "PING"));
+    }
+
+    [Fact]
+    public async Task CommandsAreCaseInsensitive()
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal("+OK", await Run(client, "sEt", "k", "v", "ex", "10", "nX"));
+        Assert.Equal("$v", await Run(client, "gEt", "k"));
+        Assert.Equal(":1", await Run(client, "Client", "Id"));
+        Assert.Equal("+OK", await Run(client, "ReadOnly"));
+    }
+}

@@ -1,0 +1,126 @@
+using Dcache.Gateway.Commands;
+using Dcache.Gateway.Tests.Support;
+
+namespace Dcache.Gateway.Tests;
+
+public sealed class ServerCommandTests
+{
+    private static async Task<string> Run(TestConnection client, params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+
+    [Fact]
+    public async Task InfoClaimsARedisSevenPrimaryAndCountsKeys()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        await client.CommandAsync("MSET", "a", "1", "b", "2");
+        var info = (await client.CommandAsync("INFO")).Text!;
+        Assert.Contains("# Server\r\nredis_version:7.0.15\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("\r\nredis_mode:standalone\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("\r\ndcache_version:", info, StringComparison.Ordinal);
+        Assert.Contains("\r\ntcp_port:6379\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("# Replication\r\nrole:master\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("\r\nconnected_clients:1\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("\r\ncluster_enabled:0\r\n", info, StringComparison.Ordinal);
+        Assert.Contains("\r\ndcache_leader_address:127.0.0.1:7001\r\n", info, StringComparison.Ordinal);
+        Assert.EndsWith("# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n", info, StringComparison.Ordinal);
+        Assert.DoesNotContain("\n\n", info.Replace("\r\n", "\n", StringComparison.Ordinal).Replace("\n\n#", "#", StringComparison.Ordinal), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task InfoSections()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        var replication = (await client.CommandAsync("INFO", "replication")).Text!;
+        Assert.StartsWith("# Replication\r\nrole:master\r\n", replication, StringComparison.Ordinal);
+        Assert.DoesNotContain("# Server", replication, StringComparison.Ordinal);
+        Assert.Empty(server.Cluster.Executed);
+
+        var two = (await client.CommandAsync("info", "SERVER", "clients")).Text!;
+        Assert.Contains("# Server", two, StringComparison.Ordinal);
+        Assert.Contains("# Clients", two, StringComparison.Ordinal);
+        Assert.Equal("# Keyspace\r\n", (await client.CommandAsync("INFO", "keyspace")).Text);
+        Assert.Equal("", (await client.CommandAsync("INFO", "nosuchsection")).Text);
+        Assert.Contains("# Keyspace", (await client.CommandAsync("INFO", "everything")).Text!, StringComparison.Ordinal);
+
+        await client.CommandAsync("HELLO", "3");
+        Assert.Equal('=', (await client.CommandAsync("INFO", "server")).Type);
+    }
+
+    [Fact]
+    public async Task InfoAnswersWhenTheClusterCannotCountKeys()
+    {
+        var server = new TestServer();
+        server.Cluster.Script = _ => throw new InvalidOperationException("down");
+        await using var client = server.Connect();
+        var info = (await client.CommandAsync("INFO")).Text!;
+        Assert.EndsWith("# Keyspace\r\n", info, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ConfigGetAnswersWhatClientsProbe()
+    {
+        await using var client = new TestServer(o => o.MaxClients = 123).Connect();
+        Assert.Equal("*[$databases, $1]", await Run(client, "CONFIG", "GET", "databases"));
+        Assert.Equal("*[$slave-read-only, $yes]", await Run(client, "CONFIG", "GET", "slave-read-only"));
+        Assert.Equal("*[$replica-read-only, $yes]", await Run(client, "config", "get", "replica-read-only"));
+        Assert.Equal("*[$timeout, $0]", await Run(client, "CONFIG", "GET", "timeout"));
+        Assert.Equal("*[$save, $]", await Run(client, "CONFIG", "GET", "save"));
+        Assert.Equal("*[$appendonly, $no]", await Run(client, "CONFIG", "GET", "appendonly"));
+        Assert.Equal("*[$maxclients, $123]", await Run(client, "CONFIG", "GET", "maxclients"));
+        Assert.Equal("*[]", await Run(client, "CONFIG", "GET", "no-such-parameter"));
+        Assert.Equal("*[$databases, $1, $timeout, $0]", await Run(client, "CONFIG", "GET", "databases", "timeout", "databases"));
+        Assert.Equal("*[$maxclients, $123]", await Run(client, "CONFIG", "GET", "max*s"));
+        Assert.Equal(18, (await client.CommandAsync("CONFIG", "GET", "*")).Items!.Count);
+        Assert.Equal("-ERR wrong number of arguments for 'config|get' command", await Run(client, "CONFIG", "GET"));
+        Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'timeout'", await Run(client, "CONFIG", "SET", "timeout", "5"));
+        Assert.Equal("+OK", await Run(client, "CONFIG", "RESETSTAT"));
+        Assert.Equal("-ERR The server is running without a config file", await Run(client, "CONFIG", "REWRITE"));
+        Assert.Equal("-ERR unknown subcommand 'FOO'. Try CONFIG HELP.", await Run(client, "CONFIG", "FOO"));
+    }
+
+    [Fact]
+    public async Task CommandIntrospection()
+    {
+        await using var client = new TestServer().Connect();
+        var count = (await client.CommandAsync("COMMAND", "COUNT")).Integer;
+        Assert.Equal(CommandTable.All.Count, count);
+        var all = await client.CommandAsync("COMMAND");
+        Assert.Equal(count, all.Items!.Count);
+        var get = (await client.CommandAsync("COMMAND", "INFO", "get", "nope")).Items!;
+        Assert.Equal("$get", get[0].Items![0].ToString());
+        Assert.Equal(":2", get[0].Items![1].ToString());
+        Assert.Equal(":1", get[0].Items![3].ToString());
+        Assert.True(get[1].IsNull);
+        Assert.Equal("*[]", await Run(client, "COMMAND", "DOCS"));
+        Assert.Equal("*[]", await Run(client, "COMMAND", "DOCS", "get"));
+        Assert.Contains("$mset", (await client.CommandAsync("COMMAND", "LIST")).ToString(), StringComparison.Ordinal);
+        Assert.Equal("-ERR unknown subcommand 'BOGUS'. Try COMMAND HELP.", await Run(client, "COMMAND", "BOGUS"));
+        await client.CommandAsync("HELLO", "3");
+        Assert.Equal("%{}", await Run(client, "COMMAND", "DOCS"));
+    }
+
+    [Fact]
+    public async Task ClusterCommandsAnswerAsANonClusterRedis()
+    {
+        await using var client = new TestServer().Connect();
+        Assert.Equal("-ERR This instance has cluster support disabled", await Run(client, "CLUSTER", "NODES"));
+        Assert.Equal("-ERR This instance has cluster support disabled", await Run(client, "cluster", "info"));
+        Assert.Equal("-ERR wrong number of arguments for 'cluster' command", await Run(client, "CLUSTER"));
+    }
+
+    [Theory]
+    [InlineData("*", "anything", true)]
+    [InlineData("max*", "maxclients", true)]
+    [InlineData("MAX*", "maxclients", true)]
+    [InlineData("m?xclients", "maxclients", true)]
+    [InlineData("[lm]axclients", "maxclients", true)]
+    [InlineData("[^m]axclients", "maxclients", false)]
+    [InlineData("[a-n]axclients", "maxclients", true)]
+    [InlineData("\\*", "*", true)]
+    [InlineData("*x", "maxclients", false)]
+    [InlineData("[abc", "a", true)]
+    [InlineData("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false)]
+    public void GlobPatternsMatchAsRedisDoes(string pattern, string text, bool matches) =>
+        Assert.Equal(matches, GlobPattern.Matches(pattern, text));
+}
