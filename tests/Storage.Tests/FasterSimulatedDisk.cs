@@ -1,0 +1,163 @@
+using Dcache.Raft;
+using Dcache.TestSupport.Simulation;
+
+namespace Dcache.Storage.Tests;
+
+/// <summary>
+/// The simulator's disks on real storage: each node's Raft log is a <see cref="FasterRaftStorage"/> (FasterLog plus
+/// its SQLite metadata) in its own directory under <see cref="RootDirectory"/>. A simulated crash is the simulator
+/// disposing the handle and this disk reopening the directory, so a restart sees exactly what reached the files, which
+/// the simulator compares with everything <see cref="IRaftStorage.Save"/> returned from. Wiping a node deletes its
+/// directory; disposing the disk closes any handle still open and deletes the root, whether the run passed or not.
+///
+/// Snapshot data (the serialized state machine) stays in memory, as in <see cref="MemorySimulatedDisk"/>: the simulator
+/// hands it over whole and never streams it, so the snapshot store has nothing to add here; the Raft log is what runs on
+/// FASTER. Like the simulator, it is used from one thread.
+/// </summary>
+public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
+{
+    // Looked up by id only, never iterated in an order that could reach the run (Dispose closes them all, order-free).
+    private readonly Dictionary<ulong, FasterRaftStorage> _handles = [];
+    private readonly Dictionary<ulong, SortedDictionary<ulong, ReadOnlyMemory<byte>>> _snapshots = [];
+    private readonly LogFileOptions _raftLog;
+    private readonly long _recentEntryCacheBytes;
+    private bool _disposed;
+
+    /// <param name="rootDirectory">Created here (it must not exist yet) and deleted on dispose.</param>
+    /// <param name="raftLog">Page, memory and segment sizes of every node's log: small ones keep many nodes cheap.</param>
+    /// <param name="recentEntryCacheBytes">
+    /// Payload bytes of recent entries kept in memory: small, so that replication and apply also read older entries
+    /// back from the segment files.
+    /// </param>
+    public FasterSimulatedDisk(string rootDirectory, LogFileOptions raftLog, long recentEntryCacheBytes)
+    {
+        if (Directory.Exists(rootDirectory))
+        {
+            throw new InvalidOperationException($"{rootDirectory} already exists: a simulated disk starts empty");
+        }
+
+        RootDirectory = Path.GetFullPath(rootDirectory);
+        _raftLog = raftLog;
+        _recentEntryCacheBytes = recentEntryCacheBytes;
+        Directory.CreateDirectory(RootDirectory);
+    }
+
+    public string RootDirectory { get; }
+
+    /// <summary>Times a node's storage was reopened from its directory (restarts after crashes).</summary>
+    public int Reopens { get; private set; }
+
+    public IRaftStorage Create(ulong nodeId, Membership? bootstrap)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var directory = NodeDirectory(nodeId);
+        if (Directory.Exists(directory))
+        {
+            throw new InvalidOperationException($"node {nodeId} already has a disk");
+        }
+
+        var storage = OpenHandle(nodeId);
+        if (bootstrap is not null)
+        {
+            storage.Bootstrap(bootstrap);
+        }
+
+        _snapshots[nodeId] = [];
+        return storage;
+    }
+
+    public IRaftStorage Open(ulong nodeId)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_snapshots.ContainsKey(nodeId))
+        {
+            throw new InvalidOperationException($"node {nodeId} has no disk");
+        }
+
+        Reopens++;
+        return OpenHandle(nodeId);
+    }
+
+    public void Wipe(ulong nodeId)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CloseHandle(nodeId);
+        _snapshots.Remove(nodeId);
+        var directory = NodeDirectory(nodeId);
+        if (Directory.Exists(directory))
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => SnapshotsOf(nodeId)[index] = data.ToArray();
+
+    // The cast matters: a bare `null` would convert to an empty ReadOnlyMemory through the implicit array conversion.
+    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) =>
+        SnapshotsOf(nodeId).TryGetValue(index, out var data) ? data : (ReadOnlyMemory<byte>?)null;
+
+    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index)
+    {
+        var snapshots = SnapshotsOf(nodeId);
+        while (snapshots.Count > 0 && snapshots.First().Key < index)
+        {
+            snapshots.Remove(snapshots.First().Key);
+        }
+    }
+
+    /// <summary>Closes the handles the simulator left open (nodes still running at the end) and deletes every node's files.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        try
+        {
+            foreach (var storage in _handles.Values)
+            {
+                storage.Dispose();
+            }
+
+            _handles.Clear();
+        }
+        finally
+        {
+            // Even if a handle failed to close: a run must not leave its files behind.
+            if (Directory.Exists(RootDirectory))
+            {
+                Directory.Delete(RootDirectory, recursive: true);
+            }
+        }
+    }
+
+    private FasterRaftStorage OpenHandle(ulong nodeId)
+    {
+        // The simulator disposes a node's handle when it crashes it; closing it again here is a no-op then, and makes
+        // sure two handles never share one directory if it did not (a dead process holds no files).
+        CloseHandle(nodeId);
+        var storage = FasterRaftStorage.Open(new StorageOptions
+        {
+            DataDirectory = NodeDirectory(nodeId),
+            RaftLog = _raftLog,
+            RecentEntryCacheBytes = _recentEntryCacheBytes,
+        });
+        _handles[nodeId] = storage;
+        return storage;
+    }
+
+    private void CloseHandle(ulong nodeId)
+    {
+        if (_handles.Remove(nodeId, out var storage))
+        {
+            storage.Dispose();
+        }
+    }
+
+    private string NodeDirectory(ulong nodeId) => Path.Combine(RootDirectory, $"n{nodeId}");
+
+    private SortedDictionary<ulong, ReadOnlyMemory<byte>> SnapshotsOf(ulong nodeId) =>
+        _snapshots.TryGetValue(nodeId, out var snapshots) ? snapshots : throw new InvalidOperationException($"node {nodeId} has no disk");
+}
