@@ -6,7 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 need_packages=()
-# (Debian packages that later test suites need are added here: redis-tools, prometheus.)
+# redis-cli and redis-benchmark drive the gateway in the integration tests.
+command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_packages+=(redis-tools)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null

@@ -61,6 +61,39 @@ internal sealed class LocalCluster : IAsyncDisposable
         return args;
     }
 
+    /// <summary>The gateway process, once <see cref="StartGatewayAsync"/> ran.</summary>
+    public ChildProcess? Gateway { get; private set; }
+
+    public int GatewayPort { get; private set; }
+
+    /// <summary>Starts a gateway in front of the nodes and waits until it answers PING.</summary>
+    public async Task StartGatewayAsync(IReadOnlyDictionary<string, string>? settings = null)
+    {
+        var ports = FreePorts.Allocate(2);
+        GatewayPort = ports[0];
+        Gateway = new ChildProcess("gateway", RepoPaths.GatewayDll);
+        var args = new List<string>
+        {
+            $"--Dcache:Gateway:Port={GatewayPort}",
+            $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[1]}",
+            $"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Nodes.Values.Select(n => n.GrpcUrl))}",
+            $"--Dcache:Gateway:Cluster:ClusterId={ClusterId}",
+            $"--Dcache:Gateway:Cluster:ClusterSecret={Secret}",
+        };
+        args.AddRange((settings ?? new Dictionary<string, string>()).Select(kv => $"--Dcache:Gateway:{kv.Key}={kv.Value}"));
+        Gateway.Start(args);
+        await Eventually.WaitAsync(async () =>
+        {
+            using var client = new System.Net.Sockets.TcpClient();
+            await client.ConnectAsync(System.Net.IPAddress.Loopback, GatewayPort).ConfigureAwait(false);
+            var stream = client.GetStream();
+            await stream.WriteAsync("PING\r\n"u8.ToArray()).ConfigureAwait(false);
+            var buffer = new byte[16];
+            var read = await stream.ReadAsync(buffer).ConfigureAwait(false);
+            return System.Text.Encoding.ASCII.GetString(buffer, 0, read) == "+PONG\r\n";
+        }, TimeSpan.FromSeconds(30), "the gateway to answer PING").ConfigureAwait(false);
+    }
+
     public async Task StartAsync()
     {
         foreach (var node in Nodes.Values)
@@ -118,6 +151,13 @@ internal sealed class LocalCluster : IAsyncDisposable
         foreach (var channel in _channels.Values)
         {
             channel.Dispose();
+        }
+
+        if (Gateway is not null)
+        {
+            _output.WriteLine("===== gateway (last lines) =====");
+            _output.WriteLine(Gateway.RecentOutput());
+            await Gateway.DisposeAsync().ConfigureAwait(false);
         }
 
         foreach (var node in Nodes.Values)

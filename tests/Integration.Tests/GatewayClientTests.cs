@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using Dcache.Integration.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>Real Redis clients through the gateway in front of a real 3-node cluster.</summary>
+public sealed class GatewayClientTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task RedisCliRoundTripsEveryDocumentedCommandAndRedisBenchmarkRunsClean()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+
+        // Each line: the arguments, and the exact output of redis-cli (raw mode).
+        (string Args, string Expected)[] script =
+        [
+            ("PING", "PONG"),
+            ("PING hello", "hello"),
+            ("ECHO hi", "hi"),
+            ("SET k1 v1", "OK"),
+            ("GET k1", "v1"),
+            ("PUT k2 v2", "OK"),
+            ("GET k2", "v2"),
+            ("SET k1 v9 NX", ""),
+            ("SET k3 v3 XX", ""),
+            ("SET k1 v10 XX GET", "v1"),
+            ("SET k4 v4 EX 100", "OK"),
+            ("TTL k4", "100"),
+            ("SET k5 v5 PX 100000 KEEPTTL", "ERR syntax error"),
+            ("SET k4 v44 KEEPTTL", "OK"),
+            ("PTTL k4", null!),
+            ("EXISTS k1 k2 nope", "2"),
+            ("MSET a 1 b 2", "OK"),
+            ("MGET a b nope", "1\n2\n"),
+            ("INCR a", "2"),
+            ("INCRBY a 10", "12"),
+            ("DECR a", "11"),
+            ("DECRBY a 5", "6"),
+            ("INCR k1", "ERR value is not an integer or out of range"),
+            ("EXPIRE b 100", "1"),
+            ("PEXPIRE b 200000 GT", "1"),
+            ("TTL b", "200"),
+            ("PERSIST b", "1"),
+            ("TTL b", "-1"),
+            ("TTL nope", "-2"),
+            ("DEL a nope", "1"),
+            ("UNLINK b", "1"),
+            ("DBSIZE", "3"),
+            ("SELECT 0", "OK"),
+            ("SELECT 1", "ERR DB index is out of range"),
+            ("CLIENT SETNAME tester", "OK"),
+            ("CLIENT GETNAME", ""), // each redis-cli run is a new connection, without a name
+            ("READONLY", "OK"),
+            ("READWRITE", "OK"),
+            ("CONFIG GET databases", "databases\n1"),
+            ("CLUSTER NODES", "ERR This instance has cluster support disabled"),
+            ("NOSUCH x", "ERR unknown command 'NOSUCH', with args beginning with: 'x' "),
+            ("GET", "ERR wrong number of arguments for 'get' command"),
+        ];
+
+        foreach (var (args, expected) in script)
+        {
+            var (exit, stdout) = await RedisCliAsync(cluster.GatewayPort, args);
+            Assert.True(exit == 0, $"redis-cli {args} exited {exit}");
+            if (expected is not null)
+            {
+                Assert.True(expected.TrimEnd('\n') == stdout.TrimEnd('\n'), $"redis-cli {args}: expected '{expected}', got '{stdout}'");
+            }
+        }
+
+        var (infoExit, info) = await RedisCliAsync(cluster.GatewayPort, "INFO server");
+        Assert.Equal(0, infoExit);
+        Assert.Contains("redis_version:", info, StringComparison.Ordinal);
+
+        var (benchExit, bench) = await RunAsync("redis-benchmark", $"-p {cluster.GatewayPort} -t set,get -n 2000 -c 10 -d 100 -r 1000 -q");
+        output.WriteLine(bench);
+        Assert.Equal(0, benchExit);
+        Assert.Contains("SET:", bench, StringComparison.Ordinal);
+        Assert.Contains("GET:", bench, StringComparison.Ordinal);
+        Assert.DoesNotContain("ERR", bench, StringComparison.Ordinal);
+        Assert.DoesNotContain("error", bench, StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static Task<(int Exit, string Output)> RedisCliAsync(int port, string args) => RunAsync("redis-cli", $"--raw -p {port} {args}");
+
+    private static async Task<(int Exit, string Output)> RunAsync(string program, string args)
+    {
+        var info = new ProcessStartInfo(program, args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using var process = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}; the test command installs redis-tools");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, (await stdout) + (await stderr));
+    }
+}
