@@ -19,10 +19,13 @@ public sealed class ClusterOptions
     public int MaxBatch { get; set; } = 512;
 
     /// <summary>One attempt at one node may take this long.</summary>
-    public int AttemptTimeoutMilliseconds { get; set; } = 3000;
+    public int AttemptTimeoutMilliseconds { get; set; } = 1500;
 
-    /// <summary>All attempts of one command together may take this long (a leader election fits well inside).</summary>
-    public int DeadlineMilliseconds { get; set; } = 10000;
+    /// <summary>
+    /// All attempts of one command together may take this long. A leader election fits well inside, and it stays below
+    /// the 5 s that Redis clients wait by default, so a client hears the gateway's documented error rather than timing out.
+    /// </summary>
+    public int DeadlineMilliseconds { get; set; } = 4000;
 
     /// <summary>How often every node is asked who leads.</summary>
     public int StatusPollMilliseconds { get; set; } = 1000;
