@@ -60,7 +60,8 @@ public sealed partial class RaftNode
     private ProposeResult AcceptProposal(Entry entry)
     {
         AppendEntries([entry]);
-        BroadcastAppend();
+        // Followers hear of it when the next Ready is built: every proposal until then rides in the same Appends.
+        _broadcastPending = true;
         return new ProposeResult(ProposeStatus.Accepted, _log.LastIndex, _term, Id);
     }
 

@@ -11,6 +11,7 @@ public sealed partial class RaftNode
         }
 
         return _messages.Count > 0
+            || _broadcastPending
             || _readRoundOpen
             || _log.HasUnstableEntries
             || _log.UnstableSnapshot is not null
@@ -30,6 +31,12 @@ public sealed partial class RaftNode
         if (_readyInProgress is not null)
         {
             throw new InvalidOperationException("the previous Ready has not been advanced");
+        }
+
+        if (_broadcastPending)
+        {
+            _broadcastPending = false;
+            BroadcastAppend();
         }
 
         FlushReadRound();

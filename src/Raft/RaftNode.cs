@@ -58,6 +58,7 @@ public sealed partial class RaftNode
     private HardState _lastHardState;
     private Ready? _readyInProgress;
     private bool _deferEntriesOnce;
+    private bool _broadcastPending;
 
     public RaftNode(RaftOptions options, IRaftLogReader storage, IRandomSource random)
     {
@@ -321,6 +322,7 @@ public sealed partial class RaftNode
         _heartbeatElapsed = 0;
         _randomizedElectionTimeout = _options.ElectionTicks + _random.Next(_options.ElectionTicks);
         _leadTransferee = 0;
+        _broadcastPending = false;
         _votes.Clear();
         _pendingConfIndex = 0;
         _uncommittedBytes = 0;
