@@ -80,6 +80,20 @@ internal sealed class FakeCacheCluster : ICacheCluster
         release.TrySetResult();
     }
 
+    public async Task WaitForExecutedAsync(int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (Executed.Count < count)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"only {Executed.Count} of {count} commands reached the cluster");
+            }
+
+            await Task.Delay(5);
+        }
+    }
+
     public async Task WaitForInFlightAsync(int count, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;

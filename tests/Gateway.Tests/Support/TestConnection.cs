@@ -57,7 +57,8 @@ internal sealed class TestConnection : IAsyncDisposable
     {
         try
         {
-            await _toServer.Writer.WriteAsync(bytes);
+            using var timeout = new CancellationTokenSource(Timeout);
+            await _toServer.Writer.WriteAsync(bytes, timeout.Token);
         }
         catch (InvalidOperationException)
         {
@@ -119,6 +120,39 @@ internal sealed class TestConnection : IAsyncDisposable
             _toClient.Reader.AdvanceTo(result.Buffer.End);
             _serverDone = result.IsCompleted;
         }
+    }
+
+    /// <summary>Bytes the server wrote that the client has not read yet, once the server has stopped writing.</summary>
+    public async Task<long> UnreadBytesAsync()
+    {
+        // Wait until the server's output stops growing (it is blocked on a full pipe, or done).
+        long previous = -1;
+        while (true)
+        {
+            var result = await _toClient.Reader.ReadAsync();
+            var length = result.Buffer.Length;
+            _toClient.Reader.AdvanceTo(result.Buffer.Start);
+            if (length == previous)
+            {
+                return length + _unread.Length;
+            }
+
+            previous = length;
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Reads every reply until the server closes the connection (run it beside sending, as a real client reads).</summary>
+    public async Task<List<RespValue>> DrainUntilClosedAsync()
+    {
+        var replies = new List<RespValue>();
+        while (await TryReadAsync() is { } reply)
+        {
+            replies.Add(reply);
+        }
+
+        await Running.WaitAsync(Timeout);
+        return replies;
     }
 
     /// <summary>True once the server closed the connection (after any replies still unread are drained).</summary>
