@@ -75,6 +75,24 @@ public sealed class KeyCommandTests : IAsyncLifetime
         Assert.Equal(20_000, LastCommand.Set.TtlMs);
     }
 
+    [Fact]
+    public async Task SetVariantsClientsSend()
+    {
+        Assert.Equal("+OK", await Run("SETEX", "k", "10", "v"));
+        Assert.Equal(10_000, LastCommand.Set.TtlMs);
+        Assert.Equal("+OK", await Run("PSETEX", "k", "1500", "v"));
+        Assert.Equal(":1500", await Run("PTTL", "k"));
+        Assert.Equal("-ERR invalid expire time in 'setex' command", await Run("SETEX", "k", "0", "v"));
+        Assert.Equal("-ERR invalid expire time in 'psetex' command", await Run("PSETEX", "k", "-1", "v"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("SETEX", "k", "x", "v"));
+        Assert.Equal(":1", await Run("SETNX", "n", "1"));
+        Assert.Equal(":0", await Run("SETNX", "n", "2"));
+        Assert.Equal("$1", await Run("GETSET", "n", "3"));
+        Assert.Equal("$3", await Run("GET", "n"));
+        Assert.Equal("$nil", await Run("GETSET", "fresh", "x"));
+        Assert.Equal("-ERR wrong number of arguments for 'setex' command", await Run("SETEX", "k", "10"));
+    }
+
     [Theory]
     [InlineData("-ERR syntax error", "NX", "XX")]
     [InlineData("-ERR syntax error", "XX", "NX")]

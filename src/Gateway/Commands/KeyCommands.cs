@@ -100,6 +100,44 @@ internal static class KeyCommands
         return context.Write(new Command { Set = set });
     }
 
+    /// <summary>SETEX key seconds value (StackExchange.Redis sends it for a SET with an expiry).</summary>
+    public static PendingReply SetWithSeconds(CommandContext context, RespRequest request) => SetWithTimeToLive(context, request, "setex", seconds: true);
+
+    /// <summary>PSETEX key milliseconds value.</summary>
+    public static PendingReply SetWithMilliseconds(CommandContext context, RespRequest request) => SetWithTimeToLive(context, request, "psetex", seconds: false);
+
+    private static PendingReply SetWithTimeToLive(CommandContext context, RespRequest request, string name, bool seconds)
+    {
+        if (!RespInteger.TryParse(request[2], out var value))
+        {
+            return PendingReply.Error(RedisErrors.NotAnInteger);
+        }
+
+        if (value <= 0 || (seconds && value > long.MaxValue / 1000))
+        {
+            return PendingReply.Error(RedisErrors.InvalidExpireTime(name));
+        }
+
+        var milliseconds = seconds ? value * 1000 : value;
+        if (milliseconds > long.MaxValue - context.NowMs)
+        {
+            return PendingReply.Error(RedisErrors.InvalidExpireTime(name));
+        }
+
+        return context.Write(new Command { Set = new SetRequest { Key = request.ByteString(1), Value = request.ByteString(3), TtlMs = milliseconds } });
+    }
+
+    /// <summary>SETNX key value: SET key value NX, answering 1 when it set the key and 0 when not.</summary>
+    public static PendingReply SetIfAbsent(CommandContext context, RespRequest request) =>
+        context.Write(new Command { Set = new SetRequest { Key = request.ByteString(1), Value = request.ByteString(2), Condition = SetCondition.IfAbsent } }) with
+        {
+            Shape = ReplyShape.OkAsOne,
+        };
+
+    /// <summary>GETSET key value: SET key value GET.</summary>
+    public static PendingReply GetAndSet(CommandContext context, RespRequest request) =>
+        context.Write(new Command { Set = new SetRequest { Key = request.ByteString(1), Value = request.ByteString(2), Get = true } });
+
     /// <summary>PUT key value: SET key value.</summary>
     public static PendingReply Put(CommandContext context, RespRequest request) =>
         context.Write(new Command { Set = new SetRequest { Key = request.ByteString(1), Value = request.ByteString(2) } });

@@ -20,6 +20,9 @@ internal enum ReplyShape : byte
 
     /// <summary>An array of replies each sent as its own push (SUBSCRIBE a b sends two confirmations).</summary>
     PushSequence,
+
+    /// <summary>SETNX: "+OK" becomes 1 and nil becomes 0.</summary>
+    OkAsOne,
 }
 
 /// <summary>

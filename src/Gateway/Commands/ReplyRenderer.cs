@@ -11,6 +11,12 @@ internal static class ReplyRenderer
     {
         switch (reply.ResultCase)
         {
+            case Reply.ResultOneofCase.Ok when shape == ReplyShape.OkAsOne:
+                RespWriter.WriteInteger(output, 1);
+                break;
+            case Reply.ResultOneofCase.Nil when shape == ReplyShape.OkAsOne:
+                RespWriter.WriteInteger(output, 0);
+                break;
             case Reply.ResultOneofCase.Ok:
                 RespWriter.WriteOk(output);
                 break;

@@ -1,0 +1,55 @@
+using System.Net;
+using Dcache.Gateway.Cluster;
+using Dcache.Gateway.Resp;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Dcache.Gateway.Tests.Support;
+
+/// <summary>
+/// The front end on a real Kestrel socket (127.0.0.1, ephemeral port) over the in-memory cluster: what real clients
+/// see of the RESP layer, without nodes.
+/// </summary>
+internal sealed class KestrelGateway : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private KestrelGateway(WebApplication app, FakeCacheCluster cluster, int port)
+    {
+        _app = app;
+        Cluster = cluster;
+        Port = port;
+    }
+
+    public FakeCacheCluster Cluster { get; }
+
+    public int Port { get; }
+
+    public string Endpoint => $"127.0.0.1:{Port}";
+
+    public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null)
+    {
+        var cluster = new FakeCacheCluster { NowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton<ICacheCluster>(cluster);
+        builder.Services.AddRespFrontEnd(configure);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+            kestrel.Listen(IPAddress.Loopback, 0, listen => listen.UseConnectionHandler<RespConnectionHandler>()));
+        var app = builder.Build();
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        return new KestrelGateway(app, cluster, new Uri(address).Port);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
