@@ -40,6 +40,12 @@ public sealed class RealClientTests
         await Task.WhenAll(sets);
         Assert.Equal(Enumerable.Range(0, 100).Select(i => (RedisValue)i), await Task.WhenAll(gets));
 
+        // A value far larger than Kestrel's input buffer is consumed as it arrives.
+        var large = new byte[8 * 1024 * 1024];
+        Random.Shared.NextBytes(large);
+        Assert.True(await db.StringSetAsync("large", large));
+        Assert.Equal(large, (byte[]?)await db.StringGetAsync("large"));
+
         // Its pub/sub connection (configuration channel) is accepted too.
         var subscriber = redis.GetSubscriber();
         await subscriber.SubscribeAsync(RedisChannel.Literal("some-channel"), (_, _) => { });

@@ -8,7 +8,10 @@ namespace Dcache.Gateway.Commands;
 /// </summary>
 internal static class CommandDispatcher
 {
-    /// <summary>The command a request names, or the error that refuses it before it runs.</summary>
+    /// <summary>
+    /// The command a request names (null when unknown) and, when it must not run, the error that refuses it (null
+    /// when it may run).
+    /// </summary>
     public static CommandSpec? Resolve(CommandContext context, RespRequest request, out string? error)
     {
         error = null;
@@ -25,29 +28,24 @@ internal static class CommandDispatcher
             if (subcommand is null)
             {
                 error = RedisErrors.UnknownSubcommand(request.Text(1), spec.Name);
-                return null;
+                return spec;
             }
 
             spec = subcommand;
         }
 
+        var client = context.Client;
         if (!spec.ArityMatches(request.Count))
         {
             error = RedisErrors.WrongArity(spec.Name);
-            return null;
         }
-
-        var client = context.Client;
-        if (!client.Authenticated && context.Options.AuthenticationRequired && (spec.Flags & CommandFlags.NoAuth) == 0)
+        else if (!client.Authenticated && context.Options.AuthenticationRequired && (spec.Flags & CommandFlags.NoAuth) == 0)
         {
             error = RedisErrors.NoAuth;
-            return null;
         }
-
-        if (client.InSubscriberContext && (spec.Flags & CommandFlags.SubscriberContext) == 0)
+        else if (client.InSubscriberContext && (spec.Flags & CommandFlags.SubscriberContext) == 0)
         {
             error = RedisErrors.NotInSubscriberContext(spec.Name);
-            return null;
         }
 
         return spec;

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using Dcache.Gateway.Commands;
 using Dcache.Protocol.Cache;
@@ -16,6 +17,9 @@ internal sealed class RespConnection
     // Replies are handed to the transport in chunks of about this size, so a long batch streams out and a client
     // that stops reading stalls its own connection instead of growing the gateway's memory.
     private const int FlushThreshold = 64 * 1024;
+
+    // The metric name of a request that names no known command.
+    private const string UnknownCommandName = "unknown";
 
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
@@ -76,6 +80,7 @@ internal sealed class RespConnection
             if (protocolError is not null)
             {
                 RespLog.ProtocolError(_logger, _connectionId, Client.RemoteAddress, protocolError);
+                RespMetrics.ConnectionClosedByGateway("protocol_error");
                 RespWriter.WriteError(_output, protocolError);
                 await _output.FlushAsync().ConfigureAwait(false);
                 return;
@@ -124,10 +129,12 @@ internal sealed class RespConnection
         foreach (var request in _batch)
         {
             executed++;
+            var startTimestamp = Stopwatch.GetTimestamp();
             var spec = CommandDispatcher.Resolve(_context, request, out var error);
-            if (spec is null)
+            if (spec is null || error is not null)
             {
-                _queue.Add(new QueuedReply(PendingReply.Error(error!), Client.Protocol, null));
+                // Resolve names the error whenever it returns no command.
+                _queue.Add(new QueuedReply(PendingReply.Error(error!), Client.Protocol, spec?.Name ?? UnknownCommandName, startTimestamp));
                 continue;
             }
 
@@ -149,7 +156,7 @@ internal sealed class RespConnection
             var reply = CommandDispatcher.Execute(_context, spec, request);
 
             // Captured after the command ran: HELLO 3 answers in RESP3 already.
-            _queue.Add(new QueuedReply(reply, Client.Protocol, spec.Name));
+            _queue.Add(new QueuedReply(reply, Client.Protocol, spec.Name, startTimestamp));
             if (reply.CloseAfterReply)
             {
                 keepOpen = false;
@@ -181,7 +188,7 @@ internal sealed class RespConnection
                     }
                     catch (Exception exception)
                     {
-                        RespLog.ClusterCallThrew(_logger, queued.CommandName ?? "?", exception);
+                        RespLog.ClusterCallThrew(_logger, queued.CommandName, exception);
                         reply = Replies.Error(ClusterErrors.Describe(exception, pending.IsWrite));
                         settled = false;
                     }
@@ -197,10 +204,12 @@ internal sealed class RespConnection
                 if (unflushed + ReplyRenderer.EstimateSize(reply) > _options.MaxOutputBufferBytes)
                 {
                     RespLog.OutputBufferLimitExceeded(_logger, _connectionId, Client.RemoteAddress, _options.MaxOutputBufferBytes);
+                    RespMetrics.ConnectionClosedByGateway("output_buffer_limit");
                     return false;
                 }
 
                 ReplyRenderer.Write(_output, reply, pending.Shape, queued.Protocol, pending.IsWrite);
+                RespMetrics.CommandAnswered(queued.CommandName, ResultOf(reply, pending.IsWrite), queued.StartTimestamp);
                 if (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= FlushThreshold)
                 {
                     var flush = await _output.FlushAsync().ConfigureAwait(false);
@@ -225,5 +234,21 @@ internal sealed class RespConnection
         && (reply.ResultCase != Reply.ResultOneofCase.Failure
             || reply.Failure.Kind is FailureKind.NotLeader or FailureKind.Unavailable or FailureKind.InvalidRequest);
 
-    private readonly record struct QueuedReply(PendingReply Reply, RespProtocol Protocol, string? CommandName);
+    /// <summary>The metric result of a reply: a result, a command error, or a cluster error (not applied / unknown outcome).</summary>
+    private static string ResultOf(Reply reply, bool isWrite) => reply.ResultCase switch
+    {
+        Reply.ResultOneofCase.Error when reply.Error.StartsWith(ClusterErrors.OutcomeUnknownPrefix, StringComparison.Ordinal) => RespMetrics.ResultOutcomeUnknown,
+        Reply.ResultOneofCase.Error when reply.Error.StartsWith(ClusterErrors.TryAgainPrefix, StringComparison.Ordinal) => RespMetrics.ResultNotApplied,
+        Reply.ResultOneofCase.Error => RespMetrics.ResultError,
+        Reply.ResultOneofCase.Failure => reply.Failure.Kind switch
+        {
+            FailureKind.NotLeader or FailureKind.Unavailable => RespMetrics.ResultNotApplied,
+            FailureKind.InvalidRequest => RespMetrics.ResultError,
+            _ => isWrite ? RespMetrics.ResultOutcomeUnknown : RespMetrics.ResultNotApplied,
+        },
+        Reply.ResultOneofCase.None => isWrite ? RespMetrics.ResultOutcomeUnknown : RespMetrics.ResultNotApplied,
+        _ => RespMetrics.ResultOk,
+    };
+
+    private readonly record struct QueuedReply(PendingReply Reply, RespProtocol Protocol, string CommandName, long StartTimestamp);
 }

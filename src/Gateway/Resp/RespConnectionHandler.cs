@@ -41,6 +41,7 @@ public sealed class RespConnectionHandler : ConnectionHandler
         if (!_clients.TryAcquireSlot(_options.MaxClients))
         {
             RespLog.MaxClientsReached(_logger, connection.ConnectionId, remoteAddress, _options.MaxClients);
+            RespMetrics.ConnectionRejected();
             await RefuseAsync(connection.Transport).ConfigureAwait(false);
             return;
         }
@@ -52,6 +53,7 @@ public sealed class RespConnectionHandler : ConnectionHandler
         };
 
         _clients.Add(client);
+        RespMetrics.ConnectionOpened();
         try
         {
             var context = new CommandContext(client, _cluster, _options, _clients, _time, connection.ConnectionClosed);
@@ -65,9 +67,11 @@ public sealed class RespConnectionHandler : ConnectionHandler
         {
             // A bug or an unexpected failure ends this connection only; Kestrel keeps serving the others.
             RespLog.ConnectionFailed(_logger, connection.ConnectionId, remoteAddress, exception);
+            RespMetrics.ConnectionClosedByGateway("failure");
         }
         finally
         {
+            RespMetrics.ConnectionEnded();
             _clients.Remove(client);
             _clients.ReleaseSlot();
         }
