@@ -188,7 +188,12 @@ internal sealed class RespConnection
                     }
                     catch (Exception exception)
                     {
-                        RespLog.ClusterCallThrew(_logger, queued.CommandName, exception);
+                        if (!(exception is OperationCanceledException && _context.ConnectionClosed.IsCancellationRequested))
+                        {
+                            // A cancellation because the client left is expected; anything else breaks the cluster client's contract.
+                            RespLog.ClusterCallThrew(_logger, queued.CommandName, exception);
+                        }
+
                         reply = Replies.Error(ClusterErrors.Describe(exception, pending.IsWrite));
                         settled = false;
                     }
