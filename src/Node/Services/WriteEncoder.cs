@@ -23,6 +23,7 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.ExpireAtMs && command.Set.ExpireAtMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Del when command.Del.Keys.Count == 0 => "ERR wrong number of arguments for 'del' command",
         Proto.Command.OpOneofCase.Mset when command.Mset.Keys.Count == 0 || command.Mset.Keys.Count != command.Mset.Values.Count => "ERR wrong number of arguments for 'mset' command",
+        Proto.Command.OpOneofCase.Expire when !Enum.IsDefined(command.Expire.Condition) => $"unknown expire condition {(int)command.Expire.Condition}",
         Proto.Command.OpOneofCase.Expire when !CacheCommand.IsValid((ExpireCondition)ExpireConditionOf(command.Expire.Condition)) => "ERR NX and XX, GT or LT options at the same time are not compatible",
         Proto.Command.OpOneofCase.Expire when command.Expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.None => "ERR wrong number of arguments for 'expire' command",
         Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count == 0 => "ERR wrong number of arguments for 'exists' command",
