@@ -57,6 +57,32 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("READWRITE", "OK"),
             ("CONFIG GET databases", "databases\n1"),
             ("CLUSTER NODES", "ERR This instance has cluster support disabled"),
+            ("SETEX sx 100 v", "OK"),
+            ("TTL sx", "100"),
+            ("PSETEX px 100000 v", "OK"),
+            ("TTL px", "100"),
+            ("SETNX nx 1", "1"),
+            ("SETNX nx 2", "0"),
+            ("GETSET nx 3", "1"),
+            ("EXPIREAT nx 4102444800", "1"),
+            ("PEXPIREAT nx 4102444800000 LT", "0"),
+            ("QUIT", "OK"),
+            ("HELLO 2", null!),
+            ("AUTH secret", null!),
+            ("INFO", null!),
+            ("CLIENT ID", null!),
+            ("CLIENT SETINFO LIB-NAME test", "OK"),
+            ("CLIENT INFO", null!),
+            ("CLIENT LIST", null!),
+            ("CLIENT HELP", null!),
+            ("CONFIG HELP", null!),
+            ("CONFIG SET timeout 1", null!),
+            ("CONFIG RESETSTAT", "OK"),
+            ("COMMAND COUNT", null!),
+            ("COMMAND LIST", null!),
+            ("COMMAND INFO get", null!),
+            ("COMMAND DOCS get", ""),
+            ("COMMAND HELP", null!),
             ("NOSUCH x", "ERR unknown command 'NOSUCH', with args beginning with: 'x' "),
             ("GET", "ERR wrong number of arguments for 'get' command"),
         ];
@@ -65,6 +91,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
         {
             var (exit, stdout) = await RedisCliAsync(cluster.GatewayPort, args);
             Assert.True(exit == 0, $"redis-cli {args} exited {exit}");
+            Assert.True(args.StartsWith("NOSUCH", StringComparison.Ordinal) || !stdout.Contains("unknown command", StringComparison.Ordinal), $"redis-cli {args}: {stdout}");
             if (expected is not null)
             {
                 Assert.True(expected.TrimEnd('\n') == stdout.TrimEnd('\n'), $"redis-cli {args}: expected '{expected}', got '{stdout}'");
