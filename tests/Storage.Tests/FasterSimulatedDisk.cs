@@ -18,7 +18,7 @@ public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
 {
     // Looked up by id only, never iterated in an order that could reach the run (Dispose closes them all, order-free).
     private readonly Dictionary<ulong, FasterRaftStorage> _handles = [];
-    private readonly Dictionary<ulong, SortedDictionary<ulong, ReadOnlyMemory<byte>>> _snapshots = [];
+    private readonly SnapshotDataStore _snapshots = new();
     private readonly LogFileOptions _raftLog;
     private readonly long _recentEntryCacheBytes;
     private bool _disposed;
@@ -62,14 +62,14 @@ public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
             storage.Bootstrap(bootstrap);
         }
 
-        _snapshots[nodeId] = [];
+        _snapshots.Create(nodeId);
         return storage;
     }
 
     public IRaftStorage Open(ulong nodeId)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (!_snapshots.ContainsKey(nodeId))
+        if (!_snapshots.Has(nodeId))
         {
             throw new InvalidOperationException($"node {nodeId} has no disk");
         }
@@ -90,20 +90,11 @@ public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
         }
     }
 
-    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => SnapshotsOf(nodeId)[index] = data.ToArray();
+    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => _snapshots.Save(nodeId, index, data);
 
-    // The cast matters: a bare `null` would convert to an empty ReadOnlyMemory through the implicit array conversion.
-    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) =>
-        SnapshotsOf(nodeId).TryGetValue(index, out var data) ? data : (ReadOnlyMemory<byte>?)null;
+    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) => _snapshots.Load(nodeId, index);
 
-    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index)
-    {
-        var snapshots = SnapshotsOf(nodeId);
-        while (snapshots.Count > 0 && snapshots.First().Key < index)
-        {
-            snapshots.Remove(snapshots.First().Key);
-        }
-    }
+    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index) => _snapshots.DiscardBelow(nodeId, index);
 
     /// <summary>Closes the handles the simulator left open (nodes still running at the end) and deletes every node's files.</summary>
     public void Dispose()
@@ -158,6 +149,4 @@ public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
 
     private string NodeDirectory(ulong nodeId) => Path.Combine(RootDirectory, $"n{nodeId}");
 
-    private SortedDictionary<ulong, ReadOnlyMemory<byte>> SnapshotsOf(ulong nodeId) =>
-        _snapshots.TryGetValue(nodeId, out var snapshots) ? snapshots : throw new InvalidOperationException($"node {nodeId} has no disk");
 }

@@ -44,8 +44,6 @@ public sealed class SimulationOnFasterStorageTests(ITestOutputHelper output)
     /// <summary>A 1 KiB cache of recent payloads, so that catching up and applying also read entries back from the files.</summary>
     private const long RecentEntryCacheBytes = 1024;
 
-    /// <summary>The in-memory sweep's effort bound for the checker (SimulationScenarios.CheckerStatesPerKey in the Raft tests).</summary>
-    private const long CheckerStatesPerKey = 2_000_000;
 
     /// <summary>The Raft tests' "sweep" profile, on the same first seeds as its in-memory sweep.</summary>
     [Fact]
@@ -187,7 +185,7 @@ public sealed class SimulationOnFasterStorageTests(ITestOutputHelper output)
     {
         Seed = seed,
         Nodes = nodes,
-        HistoryChecker = CheckHistory,
+        HistoryChecker = HistoryChecks.Linearizable,
         // Every fourth seed hands the checker its unknown writes open-ended instead of settled from the log.
         ResolveUnknownWritesFromLog = seed % 4 != 3,
         GenesisSnapshot = genesis,
@@ -195,18 +193,6 @@ public sealed class SimulationOnFasterStorageTests(ITestOutputHelper output)
 
     /// <summary>As in the in-memory sweep, cluster sizes alternate by seed so that a seed alone names a run.</summary>
     private static int NodesOf(int seed) => seed % 2 == 0 ? 5 : 3;
-
-    private static (HistoryVerdict, string) CheckHistory(IReadOnlyList<Operation> history)
-    {
-        var result = LinearizabilityChecker.Check(history, new CheckOptions { MaxStatesPerKey = CheckerStatesPerKey });
-        var verdict = result.Outcome switch
-        {
-            CheckOutcome.Linearizable => HistoryVerdict.Linearizable,
-            CheckOutcome.NotLinearizable => HistoryVerdict.NotLinearizable,
-            _ => HistoryVerdict.Unknown,
-        };
-        return (verdict, verdict == HistoryVerdict.Linearizable ? "" : result.Describe());
-    }
 
     private static string ReplayCommand(string testName, int seed, int nodes) =>
         string.Create(CultureInfo.InvariantCulture,

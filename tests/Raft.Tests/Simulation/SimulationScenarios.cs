@@ -51,31 +51,13 @@ internal static class SimulationScenarios
     /// <summary>The sweep alternates cluster sizes by seed so that a seed alone names a run.</summary>
     public static int SweepNodes(int seed) => seed % 2 == 0 ? 5 : 3;
 
-    /// <summary>
-    /// Effort bound for the linearizability check of one key. Per-key concurrency is small (3-4 clients, 3 keys,
-    /// unknown writes settled from the log), so real histories need far fewer states; hitting it means investigate.
-    /// </summary>
-    public const long CheckerStatesPerKey = 2_000_000;
-
-    public static (HistoryVerdict, string) CheckHistory(IReadOnlyList<Operation> history)
-    {
-        var result = LinearizabilityChecker.Check(history, new CheckOptions { MaxStatesPerKey = CheckerStatesPerKey });
-        var verdict = result.Outcome switch
-        {
-            CheckOutcome.Linearizable => HistoryVerdict.Linearizable,
-            CheckOutcome.NotLinearizable => HistoryVerdict.NotLinearizable,
-            _ => HistoryVerdict.Unknown,
-        };
-        return (verdict, verdict == HistoryVerdict.Linearizable ? "" : result.Describe());
-    }
-
     public static SimulationOptions Options(string profile, int seed, int nodes, TextWriter? fullTrace = null)
     {
         var baseline = new SimulationOptions
         {
             Seed = seed,
             Nodes = nodes,
-            HistoryChecker = CheckHistory,
+            HistoryChecker = HistoryChecks.Linearizable,
             FullTrace = fullTrace,
             // Every fourth seed hands the checker its unknown writes open-ended (may take effect any time after the
             // call, or never) instead of settling them from the log, so both kinds of history are checked.

@@ -34,7 +34,7 @@ public sealed class MemorySimulatedDisk : ISimulatedDisk
 {
     // Looked up by id only, never iterated, so the hash order cannot leak into the run.
     private readonly Dictionary<ulong, MemoryStorage> _storages = [];
-    private readonly Dictionary<ulong, SortedDictionary<ulong, ReadOnlyMemory<byte>>> _snapshots = [];
+    private readonly SnapshotDataStore _snapshots = new();
 
     public IRaftStorage Create(ulong nodeId, Membership? bootstrap)
     {
@@ -45,7 +45,7 @@ public sealed class MemorySimulatedDisk : ISimulatedDisk
 
         var storage = bootstrap is null ? new MemoryStorage() : MemoryStorage.Bootstrap(bootstrap);
         _storages[nodeId] = storage;
-        _snapshots[nodeId] = [];
+        _snapshots.Create(nodeId);
         return storage;
     }
 
@@ -58,21 +58,9 @@ public sealed class MemorySimulatedDisk : ISimulatedDisk
         _snapshots.Remove(nodeId);
     }
 
-    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => SnapshotsOf(nodeId)[index] = data.ToArray();
+    public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => _snapshots.Save(nodeId, index, data);
 
-    // The cast matters: a bare `null` would convert to an empty ReadOnlyMemory through the implicit array conversion.
-    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) =>
-        SnapshotsOf(nodeId).TryGetValue(index, out var data) ? data : (ReadOnlyMemory<byte>?)null;
+    public ReadOnlyMemory<byte>? LoadSnapshotData(ulong nodeId, ulong index) => _snapshots.Load(nodeId, index);
 
-    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index)
-    {
-        var snapshots = SnapshotsOf(nodeId);
-        while (snapshots.Count > 0 && snapshots.First().Key < index)
-        {
-            snapshots.Remove(snapshots.First().Key);
-        }
-    }
-
-    private SortedDictionary<ulong, ReadOnlyMemory<byte>> SnapshotsOf(ulong nodeId) =>
-        _snapshots.TryGetValue(nodeId, out var snapshots) ? snapshots : throw new InvalidOperationException($"node {nodeId} has no disk");
+    public void DiscardSnapshotDataBelow(ulong nodeId, ulong index) => _snapshots.DiscardBelow(nodeId, index);
 }
