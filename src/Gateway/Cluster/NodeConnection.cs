@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Dcache.Protocol;
 using Dcache.Protocol.Cache;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -38,17 +39,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _headers = headers;
         _logger = logger;
         _maxBatch = options.MaxBatch;
-        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
-        {
-            HttpHandler = new SocketsHttpHandler
-            {
-                EnableMultipleHttp2Connections = true,
-                ConnectTimeout = TimeSpan.FromSeconds(1),
-                KeepAlivePingDelay = TimeSpan.FromSeconds(5),
-                KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
-                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-            },
-        });
+        _channel = GrpcChannels.ForNode(address);
         Client = new Cache.CacheClient(_channel);
         _streams = Enumerable.Range(0, Math.Max(1, options.StreamsPerNode)).Select(_ => new CommandStream(this)).ToArray();
         Breaker = new ResiliencePipelineBuilder<Reply>()

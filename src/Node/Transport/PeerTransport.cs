@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Dcache.Raft;
 using Grpc.Core;
+using Dcache.Protocol;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
 using Wire = Dcache.Protocol.Raft;
@@ -145,19 +146,7 @@ public sealed partial class PeerTransport(ulong selfId, ClusterCredentials crede
             _owner = owner;
             _peer = peer;
             Address = address;
-            _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
-            {
-                MaxReceiveMessageSize = owner.MaxMessageBytes,
-                MaxSendMessageSize = owner.MaxMessageBytes,
-                HttpHandler = new SocketsHttpHandler
-                {
-                    EnableMultipleHttp2Connections = true,
-                    ConnectTimeout = TimeSpan.FromSeconds(1),
-                    KeepAlivePingDelay = TimeSpan.FromSeconds(5),
-                    KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
-                    PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-                },
-            });
+            _channel = GrpcChannels.ForNode(address, owner.MaxMessageBytes);
             _client = new Wire.RaftTransport.RaftTransportClient(_channel);
             _pump = Task.Run(PumpAsync);
         }
