@@ -53,9 +53,12 @@ redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
 
 echo "== Dcache, 3 nodes + gateway"
 dotnet build Dcache.sln -c Release -nologo -v q >/dev/null
-gw=$(free_port); gw_local=$(free_port); base=$(free_port)
+gw=$(free_port); gw_local=$(free_port)
+# dev derives ports from the base (nodes base..base+2, health base+1000.., gateway health base+2000): pick it below
+# the ephemeral range so none of them can collide with a client's port.
+base=$(( 20000 + RANDOM % 7000 ))
 dotnet src/Ctl/bin/Release/net10.0/dcachectl.dll dev --data "$work/dcache" --base-port "$base" --gateway-port "$gw" >"$work/dcache.log" 2>&1 & pids+=($!)
-wait_ping "$gw"
+wait_ping "$gw" || { tail -20 "$work/dcache.log"; exit 1; }
 dotnet src/Gateway/bin/Release/net10.0/Dcache.Gateway.dll --Dcache:Gateway:Port="$gw_local" --Dcache:Gateway:LocalReads=true \
   --Dcache:Gateway:Cluster:Nodes="http://127.0.0.1:$base,http://127.0.0.1:$((base+1)),http://127.0.0.1:$((base+2))" \
   --Dcache:Gateway:Cluster:ClusterId=dcache-dev --Dcache:Gateway:Cluster:ClusterSecret=dev-secret >"$work/gateway-local.log" 2>&1 & pids+=($!)
