@@ -168,7 +168,10 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     private NodeConnection Choose(bool isWrite, NodeConnection? hinted)
     {
-        if (hinted is { Healthy: true })
+        // A node that names the leader is believed even while that leader's breaker is open: otherwise the
+        // followers would keep pointing at it, at once, in a tight loop. An open breaker fails fast, and the
+        // retry then backs off.
+        if (hinted is not null)
         {
             return hinted;
         }

@@ -120,11 +120,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 throw new NodeUnreachableException($"the gateway is closing its stream to {_node.Address}", maybeDelivered: false);
             }
 
-            using var registration = cancellationToken.Register(static state =>
-            {
-                var p = (Pending)state!;
-                p.TrySetException(new NodeUnreachableException("the attempt timed out", p.Sent));
-            }, pending);
+            // The caller gave up (attempt timeout, or the client went away): that says nothing about the node, so it
+            // surfaces as a cancellation, which the node's circuit breaker does not count.
+            using var registration = cancellationToken.Register(static state => ((Pending)state!).TrySetCanceled(), pending);
             return await pending.Task.ConfigureAwait(false);
         }
 
