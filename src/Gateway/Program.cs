@@ -5,6 +5,8 @@ using Dcache.Gateway.Resp;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 
 // Settings next to the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -33,6 +35,11 @@ builder.Services.AddSingleton<ICacheCluster>(sp => gatewayOptions.LocalReads
     : sp.GetRequiredService<CacheCluster>());
 builder.Services.AddRespFrontEnd(resp => builder.Configuration.GetSection($"{GatewayOptions.Section}:{RespOptions.SectionName}").Bind(resp));
 builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(5));
+builder.Services.AddOpenTelemetry()
+    .ConfigureResource(resource => resource.AddService("dcache-gateway"))
+    .WithMetrics(metrics => metrics
+        .AddMeter(RespMetrics.MeterName, CacheCluster.MeterName)
+        .AddPrometheusExporter());
 
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
@@ -43,6 +50,7 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 });
 
 var app = builder.Build();
+app.MapPrometheusScrapingEndpoint().RequireHost($"*:{new Uri(gatewayOptions.HttpUrl).Port}");
 app.MapGet("/health", (ICacheCluster cluster) =>
 {
     var view = cluster.View;

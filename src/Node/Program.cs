@@ -5,6 +5,8 @@ using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 
 // Settings next to the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -35,6 +37,12 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
 });
 
+builder.Services.AddSingleton<NodeMetrics>();
+builder.Services.AddOpenTelemetry()
+    .ConfigureResource(resource => resource.AddService("dcache-node", serviceInstanceId: nodeOptions.NodeId.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+    .WithMetrics(metrics => metrics
+        .AddMeter(NodeMetrics.MeterName)
+        .AddPrometheusExporter());
 builder.Services.AddSingleton<NodeRuntime>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<NodeRuntime>());
 builder.Services.AddSingleton(sp => sp.GetRequiredService<NodeRuntime>().Driver);
@@ -53,6 +61,8 @@ builder.Services.AddGrpc(grpc =>
 var app = builder.Build();
 app.MapGrpcService<RaftTransportService>();
 app.MapGrpcService<CacheService>();
+// Prometheus scrapes over HTTP/1.1 (it cannot speak h2c), so metrics live on the HTTP port only.
+app.MapPrometheusScrapingEndpoint().RequireHost($"*:{new Uri(nodeOptions.HttpUrl).Port}");
 app.MapGet("/health", (RaftDriver driver) =>
 {
     var status = driver.Status;

@@ -18,6 +18,14 @@ namespace Dcache.Gateway.Cluster;
 /// </summary>
 public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 {
+    /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included).</summary>
+    public const string MeterName = "Dcache.Gateway.Cluster";
+
+    private static readonly System.Diagnostics.Metrics.Meter Meter = new(MeterName);
+
+    private static readonly System.Diagnostics.Metrics.Counter<long> Retries = Meter.CreateCounter<long>(
+        "dcache.gateway.retries", "{attempt}", "Attempts retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
+
     private readonly ClusterOptions _options;
     private readonly ILogger<CacheCluster> _logger;
     private readonly NodeConnection[] _nodes;
@@ -58,6 +66,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 // A NotLeader reply that names the leader is retried there at once.
                 DelayGenerator = args => ValueTask.FromResult<TimeSpan?>(
                     args.Outcome.Result?.Failure is { Kind: FailureKind.NotLeader, LeaderId: not 0 } ? TimeSpan.Zero : null),
+                OnRetry = args =>
+                {
+                    Retries.Add(1, new KeyValuePair<string, object?>("reason", RetryReason(args.Outcome)));
+                    return ValueTask.CompletedTask;
+                },
             })
             .AddTimeout(TimeSpan.FromMilliseconds(_options.AttemptTimeoutMilliseconds))
             .Build();
@@ -104,6 +117,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private static bool IsWrite(Command command) => command.OpCase is
         Command.OpOneofCase.Set or Command.OpOneofCase.Del or Command.OpOneofCase.Mset or Command.OpOneofCase.IncrBy
         or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist;
+
+    private static string RetryReason(Outcome<Reply> outcome) => outcome.Exception switch
+    {
+        BrokenCircuitException => "breaker_open",
+        TimeoutRejectedException => "timeout",
+        not null => "unreachable",
+        null => outcome.Result?.Failure?.Kind == FailureKind.NotLeader ? "not_leader" : "unavailable",
+    };
 
     private static bool ShouldRetry(Outcome<Reply> outcome)
     {

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Threading.Channels;
 using Dcache.Node.Cache;
+using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Dcache.Raft;
@@ -17,9 +18,11 @@ public sealed record NodeStatusView(
     ulong LeaderId,
     ulong CommitIndex,
     ulong AppliedIndex,
+    ulong FirstIndex,
     ulong LastIndex,
     Membership Membership,
-    IReadOnlyList<PeerProgress> Progress);
+    IReadOnlyList<PeerProgress> Progress,
+    CacheStatistics Cache);
 
 /// <summary>Settings of the driver loop (derived from the node's options).</summary>
 public sealed record RaftDriverSettings(
@@ -45,6 +48,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly CacheStateMachine _cache;
     private readonly AddressBook _addresses;
     private readonly TimeProvider _clock;
+    private readonly NodeMetrics _metrics;
     private readonly ILogger _logger;
     private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
@@ -67,6 +71,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private volatile NodeStatusView _status;
     private CancellationToken _closing;
     private int _disposed;
+    private ulong _lastLeader;
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
 
@@ -83,9 +88,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         CacheStateMachine cache,
         AddressBook addresses,
         TimeProvider clock,
+        NodeMetrics metrics,
         ILogger<RaftDriver> logger)
     {
         _settings = settings;
+        _metrics = metrics;
         _storage = storage;
         _snapshots = snapshots;
         _cache = cache;
@@ -326,6 +333,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _encodeBuffer.ResetWrittenCount();
         WriteEncoder.Encode(command, NowMs, _encodeBuffer);
         var result = _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
+        _metrics.Proposed(result.Status);
         switch (result.Status)
         {
             case ProposeStatus.Accepted:
@@ -369,7 +377,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
             if (ready.MustPersist)
             {
+                var started = _clock.GetTimestamp();
                 _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
+                _metrics.DurableCommit(_clock.GetElapsedTime(started));
             }
 
             // 2. Send.
@@ -399,6 +409,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (ready.SoftState is { } soft)
             {
                 Log.RoleChanged(_logger, soft.Role, soft.Leader, _raft.Term);
+                if (soft.Leader != _lastLeader)
+                {
+                    _lastLeader = soft.Leader;
+                    _metrics.LeaderChanged();
+                }
             }
 
             // 4. Reads.
@@ -525,6 +540,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             {
                 _snapshots.Save(metadata, stream => capture.WriteTo(stream));
                 var elapsed = _clock.GetElapsedTime(started);
+                _metrics.SnapshotWritten(elapsed, _snapshots.Find(metadata.Index)?.Length ?? 0);
                 Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
                 _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
             }
@@ -615,7 +631,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private NodeStatusView BuildStatus()
     {
         var status = _raft.GetStatus();
-        return new NodeStatusView(NodeId, status.Role, status.Term, status.Leader, status.Commit, status.Applied, status.LastIndex, status.Membership, status.Progress);
+        return new NodeStatusView(NodeId, status.Role, status.Term, status.Leader, status.Commit, status.Applied, _storage.FirstIndex, status.LastIndex, status.Membership, status.Progress, _cache.GetStatistics());
     }
 
     public async ValueTask DisposeAsync()

@@ -20,7 +20,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     private readonly PeerTransport _transport;
     private readonly CancellationTokenSource _closing = new();
 
-    public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock)
+    public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock, NodeMetrics metrics)
     {
         _options = options.Value;
         _logger = loggers.CreateLogger<NodeRuntime>();
@@ -64,7 +64,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             cache,
             Addresses,
             clock,
+            metrics,
             loggers.CreateLogger<RaftDriver>());
+        metrics.Observe(() => Driver.Status);
         Driver.ClosingToken = _closing.Token;
         _transport = new PeerTransport(_options.NodeId, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);

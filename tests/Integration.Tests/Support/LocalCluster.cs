@@ -66,11 +66,14 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public int GatewayPort { get; private set; }
 
+    public int GatewayHttpPort { get; private set; }
+
     /// <summary>Starts a gateway in front of the nodes and waits until it answers PING.</summary>
     public async Task StartGatewayAsync(IReadOnlyDictionary<string, string>? settings = null)
     {
         var ports = FreePorts.Allocate(2);
         GatewayPort = ports[0];
+        GatewayHttpPort = ports[1];
         Gateway = new ChildProcess("gateway", RepoPaths.GatewayDll);
         var args = new List<string>
         {

@@ -1,0 +1,80 @@
+using System.Diagnostics.Metrics;
+using Dcache.Node.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Raft;
+
+namespace Dcache.Node.Hosting;
+
+/// <summary>
+/// The node's metrics (meter <see cref="MeterName"/>, exported at /metrics): Raft state read from the driver's
+/// published status, and the events the loop records (leader changes, proposals, durable commits, snapshots).
+/// </summary>
+public sealed class NodeMetrics : IDisposable
+{
+    public const string MeterName = "Dcache.Node";
+
+    /// <summary>Seconds, fine-grained below a millisecond where durable commits and reads live.</summary>
+    public static readonly double[] LatencyBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+    private readonly Meter _meter = new(MeterName);
+    private readonly Counter<long> _leaderChanges;
+    private readonly Counter<long> _proposals;
+    private readonly Histogram<double> _durableCommit;
+    private readonly Histogram<double> _snapshotDuration;
+    private readonly Histogram<long> _snapshotSize;
+    private Func<NodeStatusView>? _status;
+
+    public NodeMetrics()
+    {
+        _leaderChanges = _meter.CreateCounter<long>("dcache.raft.leader_changes", "{change}", "Times this node saw the leader change");
+        _proposals = _meter.CreateCounter<long>("dcache.raft.proposals", "{proposal}", "Proposals by result (accepted, not_leader, transfer_in_progress, overloaded, ...)");
+        _durableCommit = _meter.CreateHistogram("dcache.storage.durable_commit.duration", "s", "Time to make one Ready durable (one Save: one sync)",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _snapshotDuration = _meter.CreateHistogram("dcache.snapshot.duration", "s", "Time to write a snapshot of the cache",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
+        _snapshotSize = _meter.CreateHistogram<long>("dcache.snapshot.size", "By", "Size of each snapshot written");
+
+        _meter.CreateObservableGauge("dcache.raft.term", () => (long)(Status?.Term ?? 0), "{term}", "Current Raft term");
+        _meter.CreateObservableGauge("dcache.raft.role", () => (int)(Status?.Role ?? Role.Follower), "{role}", "1 follower, 2 pre-candidate, 3 candidate, 4 leader");
+        _meter.CreateObservableGauge("dcache.raft.leader", () => (long)(Status?.LeaderId ?? 0), "{node}", "The leader this node knows (0: none)");
+        _meter.CreateObservableGauge("dcache.raft.commit_index", () => (long)(Status?.CommitIndex ?? 0), "{entry}", "Highest index known committed");
+        _meter.CreateObservableGauge("dcache.raft.applied_index", () => (long)(Status?.AppliedIndex ?? 0), "{entry}", "Highest index applied to the cache");
+        _meter.CreateObservableGauge("dcache.raft.log_entries", () => Status is { } s ? (long)(s.LastIndex - Math.Min(s.LastIndex, s.FirstIndex - 1)) : 0L, "{entry}", "Entries held in the Raft log");
+        _meter.CreateObservableGauge("dcache.cache.keys", () => Status?.Cache.Keys ?? 0, "{key}", "Keys in the cache (expired ones not yet purged included)");
+        _meter.CreateObservableGauge("dcache.cache.bytes", () => Status?.Cache.UsedBytes ?? 0L, "By", "Bytes the memory cap counts");
+        _meter.CreateObservableCounter("dcache.cache.hits", () => Status?.Cache.Hits ?? 0L, "{read}", "Reads that found their key");
+        _meter.CreateObservableCounter("dcache.cache.misses", () => Status?.Cache.Misses ?? 0L, "{read}", "Reads that did not");
+        _meter.CreateObservableCounter("dcache.cache.evictions", () => Status?.Cache.EvictedKeys ?? 0L, "{key}", "Keys evicted under the memory cap");
+        _meter.CreateObservableCounter("dcache.cache.expirations", () => Status?.Cache.ExpiredKeys ?? 0L, "{key}", "Expired keys reclaimed");
+    }
+
+    private NodeStatusView? Status => _status?.Invoke();
+
+    /// <summary>Where the gauges read from (the driver's published status).</summary>
+    public void Observe(Func<NodeStatusView> status) => _status = status;
+
+    public void LeaderChanged() => _leaderChanges.Add(1);
+
+    public void Proposed(ProposeStatus status) => _proposals.Add(1, new KeyValuePair<string, object?>("result", ResultName(status)));
+
+    public void DurableCommit(TimeSpan elapsed) => _durableCommit.Record(elapsed.TotalSeconds);
+
+    public void SnapshotWritten(TimeSpan elapsed, long bytes)
+    {
+        _snapshotDuration.Record(elapsed.TotalSeconds);
+        _snapshotSize.Record(bytes);
+    }
+
+    private static string ResultName(ProposeStatus status) => status switch
+    {
+        ProposeStatus.Accepted => "accepted",
+        ProposeStatus.NotLeader => "not_leader",
+        ProposeStatus.TransferInProgress => "transfer_in_progress",
+        ProposeStatus.ConfChangePending => "conf_change_pending",
+        ProposeStatus.InvalidConfChange => "invalid_conf_change",
+        ProposeStatus.Overloaded => "overloaded",
+        _ => "other",
+    };
+
+    public void Dispose() => _meter.Dispose();
+}

@@ -1,0 +1,58 @@
+using System.Net.Http;
+using Dcache.Integration.Tests.Support;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+public sealed class MetricsTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task NodesAndGatewayExportPrometheusMetricsOnTheirHttpPorts()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        await using (var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}"))
+        {
+            var db = redis.GetDatabase();
+            for (var i = 0; i < 20; i++)
+            {
+                await db.StringSetAsync($"m{i}", i);
+                await db.StringGetAsync($"m{i}");
+            }
+        }
+
+        using var http = new HttpClient();
+        string[] nodeSeries =
+        [
+            "dcache_raft_term", "dcache_raft_role", "dcache_raft_leader", "dcache_raft_commit_index", "dcache_raft_applied_index",
+            "dcache_raft_log_entries", "dcache_raft_leader_changes_total", "dcache_raft_proposals_total{",
+            "dcache_storage_durable_commit_duration_seconds_bucket{", "dcache_cache_keys", "dcache_cache_bytes",
+            "dcache_cache_hits_total", "dcache_cache_misses_total", "dcache_cache_evictions_total", "dcache_cache_expirations_total",
+            "service_name=\"dcache-node\"",
+        ];
+        var leaderMetrics = "";
+        await Eventually.WaitAsync(async () =>
+        {
+            leaderMetrics = await http.GetStringAsync($"http://127.0.0.1:{cluster[leader].HttpPort}/metrics");
+            return nodeSeries.All(s => leaderMetrics.Contains(s, StringComparison.Ordinal));
+        }, TimeSpan.FromSeconds(10), "every node series on the leader's /metrics");
+        Assert.Contains("result=\"accepted\"", leaderMetrics, StringComparison.Ordinal);
+
+        string[] gatewaySeries =
+        [
+            "dcache_gateway_commands_total{", "dcache_gateway_command_duration_seconds_bucket{", "dcache_gateway_connections",
+            "service_name=\"dcache-gateway\"",
+        ];
+        await Eventually.WaitAsync(async () =>
+        {
+            var text = await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/metrics");
+            return gatewaySeries.All(s => text.Contains(s, StringComparison.Ordinal));
+        }, TimeSpan.FromSeconds(10), "every gateway series on its /metrics");
+
+        // The gRPC (h2c) port serves no metrics: Prometheus scrapes HTTP/1.1 only.
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => http.GetStringAsync($"{cluster[leader].GrpcUrl}/metrics"));
+    }
+}
