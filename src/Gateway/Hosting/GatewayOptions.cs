@@ -11,7 +11,7 @@ public sealed class GatewayOptions
     /// <summary>Port of the Redis-protocol listener.</summary>
     public int Port { get; set; } = 6379;
 
-    /// <summary>HTTP/1.1 endpoint for /health (and, later, /metrics).</summary>
+    /// <summary>HTTP/1.1 endpoint for /health and /metrics.</summary>
     public string HttpUrl { get; set; } = "http://127.0.0.1:9121";
 
     /// <summary>Serve every read locally (as if each connection had sent READONLY): for benchmarks and read-mostly tiers.</summary>

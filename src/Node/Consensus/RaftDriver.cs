@@ -72,6 +72,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private CancellationToken _closing;
     private int _disposed;
     private ulong _lastLeader;
+    private bool _statusStale;
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
 
@@ -229,7 +230,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
                 RequestReadIndexForOpenGroup();
                 ProcessReady();
-                _status = BuildStatus();
+                if (_statusStale)
+                {
+                    // Published once per tick, or at once when the role or leader changed: not on every round.
+                    _statusStale = false;
+                    _status = BuildStatus();
+                }
             }
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
@@ -282,6 +288,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void OnTick()
     {
+        _statusStale = true;
         var now = NowMs;
         ExpireOverdueRequests(now);
         if (_raft.Role == Role.Leader && now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds)
@@ -408,6 +415,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
             if (ready.SoftState is { } soft)
             {
+                _statusStale = true;
                 Log.RoleChanged(_logger, soft.Role, soft.Leader, _raft.Term);
                 if (soft.Leader != _lastLeader)
                 {
