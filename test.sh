@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 need_packages=()
 # redis-cli and redis-benchmark drive the gateway in the integration tests.
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_packages+=(redis-tools)
+# A real Prometheus scrapes a cluster to check every dashboard query.
+command -v prometheus >/dev/null || need_packages+=(prometheus)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null

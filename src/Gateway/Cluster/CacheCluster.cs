@@ -21,10 +21,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included).</summary>
     public const string MeterName = "Dcache.Gateway.Cluster";
 
-    private static readonly System.Diagnostics.Metrics.Meter Meter = new(MeterName);
+    private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open"];
 
-    private static readonly System.Diagnostics.Metrics.Counter<long> Retries = Meter.CreateCounter<long>(
-        "dcache.gateway.retries", "{attempt}", "Attempts retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
+    // Counted here and observed by the meter, so every reason is exported from the start (at 0), not only once it happened.
+    private readonly long[] _retryCounts = new long[RetryReasons.Length];
+    private readonly System.Diagnostics.Metrics.Meter _meter = new(MeterName);
 
     private readonly ClusterOptions _options;
     private readonly ILogger<CacheCluster> _logger;
@@ -68,12 +69,17 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     args.Outcome.Result?.Failure is { Kind: FailureKind.NotLeader, LeaderId: not 0 } ? TimeSpan.Zero : null),
                 OnRetry = args =>
                 {
-                    Retries.Add(1, new KeyValuePair<string, object?>("reason", RetryReason(args.Outcome)));
+                    Interlocked.Increment(ref _retryCounts[Array.IndexOf(RetryReasons, RetryReason(args.Outcome))]);
                     return ValueTask.CompletedTask;
                 },
             })
             .AddTimeout(TimeSpan.FromMilliseconds(_options.AttemptTimeoutMilliseconds))
             .Build();
+        _meter.CreateObservableCounter(
+            "dcache.gateway.retries",
+            () => RetryReasons.Select((reason, i) => new System.Diagnostics.Metrics.Measurement<long>(Interlocked.Read(ref _retryCounts[i]), new KeyValuePair<string, object?>("reason", reason))),
+            "{attempt}",
+            "Attempts retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
         _poller = Task.Run(PollStatusAsync);
     }
 
@@ -319,6 +325,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             await node.DisposeAsync().ConfigureAwait(false);
         }
 
+        _meter.Dispose();
         _stopping.Dispose();
     }
 

@@ -1,0 +1,127 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Dcache.Integration.Tests.Support;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+public sealed class DashboardTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// A real Prometheus (Debian's package, installed by the test command) scrapes a 3-node cluster and its gateway
+    /// under load; every PromQL expression of every dashboard in ops/grafana/dashboards must return at least one series.
+    /// </summary>
+    [Fact]
+    public async Task EveryDashboardQueryReturnsDataFromARealPrometheusScrapingALoadedCluster()
+    {
+        var settings = new Dictionary<string, string> { ["SnapshotEntries"] = "200", ["SnapshotCatchUpEntries"] = "20" };
+        await using var cluster = new LocalCluster(output, settings: settings);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+
+        var prometheusPort = FreePorts.Allocate(1)[0];
+        var config = Path.Combine(cluster.Root, "prometheus.yml");
+        var lines = new List<string> { "global:", "  scrape_interval: 1s", "scrape_configs:", "  - job_name: dcache-node", "    static_configs:" };
+        foreach (var node in cluster.Nodes.Values)
+        {
+            lines.Add($"      - targets: [\"127.0.0.1:{node.HttpPort}\"]");
+            lines.Add($"        labels: {{ node: \"{node.Id}\" }}");
+        }
+
+        lines.AddRange(["  - job_name: dcache-gateway", "    static_configs:", $"      - targets: [\"127.0.0.1:{cluster.GatewayHttpPort}\"]", "        labels: { gateway: \"1\" }"]);
+        await File.WriteAllLinesAsync(config, lines);
+        using var prometheus = Process.Start(new ProcessStartInfo("prometheus")
+        {
+            ArgumentList =
+            {
+                $"--config.file={config}", $"--storage.tsdb.path={Path.Combine(cluster.Root, "tsdb")}",
+                $"--web.listen-address=127.0.0.1:{prometheusPort}", "--log.level=warn",
+            },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        }) ?? throw new InvalidOperationException("cannot start prometheus; the test command installs it");
+        prometheus.OutputDataReceived += (_, _) => { };
+        prometheus.ErrorDataReceived += (_, e) => { if (e.Data is not null) { output.WriteLine("prometheus: " + e.Data); } };
+        prometheus.BeginOutputReadLine();
+        prometheus.BeginErrorReadLine();
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{prometheusPort}") };
+            await Eventually.WaitAsync(async () =>
+            {
+                using var doc = JsonDocument.Parse(await http.GetStringAsync("/api/v1/targets"));
+                var active = doc.RootElement.GetProperty("data").GetProperty("activeTargets");
+                return active.GetArrayLength() == 4 && active.EnumerateArray().All(t => t.GetProperty("health").GetString() == "up");
+            }, TimeSpan.FromSeconds(60), "Prometheus to scrape every node and the gateway");
+
+            // Load while Prometheus scrapes: writes (enough for snapshots), hits and misses. Bounded in count and time.
+            await using var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}");
+            var db = redis.GetDatabase();
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+            var load = Task.Run(async () =>
+            {
+                for (var i = 0; i < 100_000 && !stop.IsCancellationRequested; i++)
+                {
+                    if (i % 3 == 0)
+                    {
+                        await db.StringSetAsync($"dash:{i % 500}", i, TimeSpan.FromMilliseconds(200));
+                    }
+                    else
+                    {
+                        await db.StringSetAsync($"dash:{i % 500}", i);
+                    }
+
+                    await db.StringGetAsync($"dash:{i % 700}");
+                }
+            });
+
+            var expressions = DashboardExpressions().ToList();
+            Assert.NotEmpty(expressions);
+            foreach (var (file, title, expr) in expressions)
+            {
+                await Eventually.WaitAsync(async () =>
+                {
+                    var json = await http.GetStringAsync("/api/v1/query?query=" + Uri.EscapeDataString(expr));
+                    using var doc = JsonDocument.Parse(json);
+                    return doc.RootElement.GetProperty("status").GetString() == "success"
+                        && doc.RootElement.GetProperty("data").GetProperty("result").GetArrayLength() > 0;
+                }, TimeSpan.FromSeconds(45), $"'{title}' in {file} to return a series for: {expr}");
+            }
+
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{expressions.Count} dashboard expressions returned data"));
+            await stop.CancelAsync();
+            await load;
+        }
+        finally
+        {
+            prometheus.Kill(entireProcessTree: true);
+            await prometheus.WaitForExitAsync();
+        }
+    }
+
+    private static IEnumerable<(string File, string Title, string Expr)> DashboardExpressions()
+    {
+        foreach (var file in Directory.GetFiles(Path.Combine(RepoPaths.Root, "ops", "grafana", "dashboards"), "*.json"))
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(file));
+            foreach (var panel in doc.RootElement.GetProperty("panels").EnumerateArray())
+            {
+                if (!panel.TryGetProperty("targets", out var targets))
+                {
+                    continue;
+                }
+
+                foreach (var target in targets.EnumerateArray())
+                {
+                    if (target.TryGetProperty("expr", out var expr))
+                    {
+                        yield return (Path.GetFileName(file), panel.GetProperty("title").GetString() ?? "", expr.GetString() ?? "");
+                    }
+                }
+            }
+        }
+    }
+}
