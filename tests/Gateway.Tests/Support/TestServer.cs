@@ -40,6 +40,9 @@ internal sealed class CapturingLogger : ILogger<RespConnectionHandler>
 {
     public ConcurrentQueue<(LogLevel Level, EventId Id, string Message, Exception? Exception)> Entries { get; } = new();
 
+    /// <summary>Entries below this level are formatted (so formatting faults still surface) but not kept.</summary>
+    public LogLevel MinimumKept { get; set; } = LogLevel.Trace;
+
     public IEnumerable<string> Errors => Entries.Where(e => e.Level >= LogLevel.Error).Select(e => e.Message + " " + e.Exception);
 
     public IDisposable? BeginScope<TState>(TState state)
@@ -47,6 +50,12 @@ internal sealed class CapturingLogger : ILogger<RespConnectionHandler>
 
     public bool IsEnabled(LogLevel logLevel) => true;
 
-    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-        Entries.Enqueue((logLevel, eventId, formatter(state, exception), exception));
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        var message = formatter(state, exception);
+        if (logLevel >= MinimumKept)
+        {
+            Entries.Enqueue((logLevel, eventId, message, exception));
+        }
+    }
 }
