@@ -41,6 +41,7 @@ public sealed class FasterRaftStorage : IRaftStorage
     private readonly SegmentFileCache _readers;
     private readonly List<long> _entryAddresses = [];
     private readonly long _maxRecordLength;
+    private readonly TestOnlySlowDisk _slowDisk;
     private ulong _term;
     private ulong _vote;
     private bool _disposed;
@@ -49,6 +50,7 @@ public sealed class FasterRaftStorage : IRaftStorage
     {
         options.Validate();
         _options = options;
+        _slowDisk = new TestOnlySlowDisk(options.TestOnlySlowDiskFile);
         _metadata = metadata;
         _ownsMetadata = ownsMetadata;
         _logger = logger;
@@ -338,6 +340,7 @@ public sealed class FasterRaftStorage : IRaftStorage
     /// </summary>
     private void FlushDurably()
     {
+        _slowDisk.Delay();
         var tail = _log.TailAddress;
         _log.Commit(spinWait: false);
         if (_log.FlushedUntilAddress >= tail)

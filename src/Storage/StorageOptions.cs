@@ -55,6 +55,13 @@ public sealed class StorageOptions
 
     public CommitWaitMode CommitWait { get; set; } = CommitWaitMode.Block;
 
+    /// <summary>
+    /// TEST ONLY (a slow disk for the chaos suite): the path of a file holding a number of milliseconds that every
+    /// durable log commit then sleeps for after its write, re-read at most every 100 ms so a test can slow a running
+    /// node's disk down and speed it up again. Empty (the default): off, and no file is ever looked at.
+    /// </summary>
+    public string TestOnlySlowDiskFile { get; set; } = "";
+
     /// <summary>Test hook: when false, commit hints that need no sync are not written (simulates losing them in a power cut).</summary>
     internal bool WriteCommitHints { get; set; } = true;
 

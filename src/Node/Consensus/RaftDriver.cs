@@ -32,7 +32,11 @@ public sealed record RaftDriverSettings(
     ulong SnapshotEntries,
     ulong SnapshotCatchUpEntries,
     TimeSpan ExpiryPurgeInterval,
-    TimeSpan RequestTimeout);
+    TimeSpan RequestTimeout)
+{
+    /// <summary>TEST ONLY, breaks linearizability: linearizable reads are served locally (see NodeOptions.TestOnlyUnsafeReads).</summary>
+    public bool TestOnlyUnsafeReads { get; init; }
+}
 
 /// <summary>
 /// The one loop that owns the Raft core and the cache state machine. Inputs (ticks, peer messages, commands, admin
@@ -318,7 +322,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             Propose(input);
         }
-        else if (command.Consistency == Proto.ReadConsistency.Local)
+        else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
             input.Completion.TrySetResult(ReadExecutor.Execute(command, _cache, NowMs));
         }

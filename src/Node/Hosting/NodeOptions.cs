@@ -65,6 +65,19 @@ public sealed class NodeOptions
     /// <summary>Largest gRPC message accepted, in bytes.</summary>
     public int MaxMessageBytes { get; set; } = 16 * 1024 * 1024;
 
+    /// <summary>
+    /// TEST ONLY, BREAKS LINEARIZABILITY: serve linearizable reads from this node's local state without ReadIndex,
+    /// so a follower behind the leader, or a deposed leader cut off from the cluster, answers with stale data. It
+    /// exists so the chaos suite (tests/Chaos) can prove that it detects stale reads. Never set it in production.
+    /// </summary>
+    public bool TestOnlyUnsafeReads { get; set; }
+
+    /// <summary>
+    /// TEST ONLY (a slow disk): a file holding a delay in milliseconds that every durable log commit sleeps for,
+    /// re-read at most every 100 ms. Empty (the default) turns it off. See StorageOptions.TestOnlySlowDiskFile.
+    /// </summary>
+    public string TestOnlySlowDiskFile { get; set; } = "";
+
     public IReadOnlyDictionary<ulong, string> ParseInitialCluster() => ParseMembers(InitialCluster);
 
     public static IReadOnlyDictionary<ulong, string> ParseMembers(string text)

@@ -25,7 +25,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         _options = options.Value;
         _logger = loggers.CreateLogger<NodeRuntime>();
         Directory.CreateDirectory(_options.DataDirectory);
-        _storage = NodeStorage.Open(new StorageOptions { DataDirectory = _options.DataDirectory }, _options.NodeId, _options.ClusterId, loggers);
+        _storage = NodeStorage.Open(new StorageOptions { DataDirectory = _options.DataDirectory, TestOnlySlowDiskFile = _options.TestOnlySlowDiskFile }, _options.NodeId, _options.ClusterId, loggers);
         var members = _options.ParseInitialCluster();
         var log = _storage.RaftLog;
         if (!_options.Join && log.LastIndex == 0 && log.Snapshot.Membership.Voters.Count == 0)
@@ -33,6 +33,16 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             log.Bootstrap(Membership.Of(members.Keys));
             var voters = string.Join(",", members.Keys);
             Log.Bootstrapped(_logger, _options.NodeId, voters);
+        }
+
+        if (_options.TestOnlyUnsafeReads)
+        {
+            Log.UnsafeReadsOn(_logger);
+        }
+
+        if (_options.TestOnlySlowDiskFile.Length > 0)
+        {
+            Log.SlowDiskOn(_logger, _options.TestOnlySlowDiskFile);
         }
 
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
@@ -58,7 +68,10 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
                 _options.SnapshotEntries,
                 _options.SnapshotCatchUpEntries,
                 TimeSpan.FromMilliseconds(_options.ExpiryPurgeMilliseconds),
-                TimeSpan.FromMilliseconds(_options.RequestTimeoutMilliseconds)),
+                TimeSpan.FromMilliseconds(_options.RequestTimeoutMilliseconds))
+            {
+                TestOnlyUnsafeReads = _options.TestOnlyUnsafeReads,
+            },
             _storage.RaftLog,
             _snapshots,
             cache,
@@ -144,6 +157,12 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
 
     private static partial class Log
     {
+        [LoggerMessage(Level = LogLevel.Warning, Message = "TEST ONLY: TestOnlyUnsafeReads is set; linearizable reads skip ReadIndex and may return stale data")]
+        public static partial void UnsafeReadsOn(ILogger logger);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "TEST ONLY: TestOnlySlowDiskFile is set; durable commits sleep for the milliseconds in {Path}")]
+        public static partial void SlowDiskOn(ILogger logger, string path);
+
         [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} bootstrapped a new cluster with voters {Voters}")]
         public static partial void Bootstrapped(ILogger logger, ulong nodeId, string voters);
 

@@ -42,6 +42,12 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public SortedDictionary<ulong, NodeProcess> Nodes { get; } = [];
 
+    /// <summary>
+    /// The InitialCluster one node is started with, when it must differ from <see cref="InitialCluster"/> (the chaos
+    /// suite lists each peer at the proxy of the link to it); set before the nodes start.
+    /// </summary>
+    public Func<ulong, string>? InitialClusterOf { get; set; }
+
     public NodeProcess this[ulong id] => Nodes[id];
 
     private IReadOnlyList<string> Arguments(ulong id)
@@ -55,7 +61,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             $"--Dcache:Node:DataDirectory={node.DataDirectory}",
             $"--Dcache:Node:GrpcUrl={node.GrpcUrl}",
             $"--Dcache:Node:HttpUrl=http://127.0.0.1:{node.HttpPort}",
-            $"--Dcache:Node:InitialCluster={InitialCluster}",
+            $"--Dcache:Node:InitialCluster={InitialClusterOf?.Invoke(id) ?? InitialCluster}",
         };
         args.AddRange(_settings.Select(kv => $"--Dcache:Node:{kv.Key}={kv.Value}"));
         return args;

@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using System.Globalization;
+using Dcache.TestSupport.Linearizability;
+
+namespace Dcache.Chaos;
+
+/// <summary>The end-of-run checks that need only the client history and what was read back after the restart.</summary>
+internal static class ChaosChecks
+{
+    /// <summary>Slack for the expiry check: the node's and the client's clocks are one clock, read at different moments.</summary>
+    private static readonly long ExpirySlack = Stopwatch.Frequency / 20;
+
+    /// <summary>
+    /// The register and counter keys' history as the checker takes it: answered operations with their return time,
+    /// writes of unknown outcome without one, failed operations left out.
+    /// </summary>
+    public static List<Operation> ForChecker(IEnumerable<ChaosOp> history)
+    {
+        var operations = new List<Operation>();
+        foreach (var op in history)
+        {
+            if (op.Status == OpStatus.Failed || op.Kind is OpKind.GetExpiring or OpKind.SetExpiring or OpKind.SetUnique)
+            {
+                continue;
+            }
+
+            var kind = op.Kind switch
+            {
+                OpKind.Set => OperationKind.Put,
+                OpKind.Get => OperationKind.Get,
+                OpKind.Del => OperationKind.Delete,
+                _ => OperationKind.Increment,
+            };
+            var returned = op.Status == OpStatus.Ok ? op.Return : (long?)null;
+            operations.Add(new Operation(op.Client, kind, op.Key, op.Input, op.Status == OpStatus.Ok ? op.Output : null, op.Call, returned));
+        }
+
+        return operations;
+    }
+
+    /// <summary>Every counter equals its acknowledged increments plus at most the unknown ones.</summary>
+    public static IEnumerable<string> Counters(IReadOnlyCollection<ChaosOp> history, IReadOnlyDictionary<string, long> finalValues)
+    {
+        foreach (var (key, value) in finalValues)
+        {
+            var acknowledged = history.Count(op => op.Kind == OpKind.Incr && op.Key == key && op.Status == OpStatus.Ok);
+            var unknown = history.Count(op => op.Kind == OpKind.Incr && op.Key == key && op.Status == OpStatus.Unknown);
+            if (value < acknowledged || value > acknowledged + unknown)
+            {
+                yield return $"counter {key} is {value} after the restart, but {acknowledged} increments were acknowledged and {unknown} unknown";
+            }
+        }
+    }
+
+    /// <summary>Every acknowledged write-once key holds its value after the restart; an unknown one holds it or nothing.</summary>
+    public static IEnumerable<string> WriteOnceKeys(IReadOnlyCollection<ChaosOp> history, IReadOnlyDictionary<string, string?> finalValues)
+    {
+        foreach (var op in history.Where(op => op.Kind == OpKind.SetUnique && op.Status != OpStatus.Failed))
+        {
+            var value = finalValues.GetValueOrDefault(op.Key);
+            if (op.Status == OpStatus.Ok && value != op.Input)
+            {
+                yield return $"acknowledged write lost: {op.Key}={op.Input} reads {value ?? "nil"} after the restart";
+            }
+            else if (value is not null && value != op.Input)
+            {
+                yield return $"{op.Key} reads {value}, which was never written to it";
+            }
+        }
+    }
+
+    /// <summary>
+    /// A read of an expiring key returns nothing or a value written to that key, and never one whose expiry had
+    /// passed when the read was called (the expiry is stamped after the write's call and before its return).
+    /// </summary>
+    public static IEnumerable<string> Expiry(IReadOnlyCollection<ChaosOp> history)
+    {
+        var writes = history.Where(op => op.Kind == OpKind.SetExpiring && op.Status != OpStatus.Failed).ToDictionary(op => op.Input!, StringComparer.Ordinal);
+        foreach (var read in history.Where(op => op.Kind == OpKind.GetExpiring && op.Status == OpStatus.Ok && op.Output is not null))
+        {
+            if (!writes.TryGetValue(read.Output!, out var write) || write.Key != read.Key)
+            {
+                yield return $"{read.Key} read {read.Output}, which was never written to it: {read}";
+                continue;
+            }
+
+            if (write.Status == OpStatus.Ok && read.Call > write.Return + (write.TtlMs * Stopwatch.Frequency / 1000) + ExpirySlack)
+            {
+                yield return string.Create(CultureInfo.InvariantCulture,
+                    $"{read.Key} read {read.Output} {ChaosOp.Milliseconds(read.Call - write.Return):F0} ms after its write returned, past its {write.TtlMs} ms expiry: {read}");
+            }
+        }
+    }
+
+    /// <summary>Errors clients got that docs/protocol.md does not list for cluster failures.</summary>
+    public static IEnumerable<string> UndocumentedErrors(IReadOnlyCollection<ChaosOp> history) =>
+        history.Where(op => op.Error is { } e && !ChaosClient.IsDocumentedClusterError(e) && !e.StartsWith(nameof(TimeoutException), StringComparison.Ordinal)
+                            && !e.StartsWith(nameof(IOException), StringComparison.Ordinal) && !e.StartsWith(nameof(System.Net.Sockets.SocketException), StringComparison.Ordinal))
+            .Select(op => op.Error!)
+            .Distinct()
+            .Take(5)
+            .Select(e => $"undocumented error: {e}");
+}

@@ -1,0 +1,71 @@
+using System.Globalization;
+
+namespace Dcache.Chaos;
+
+/// <summary>What a chaos run does; the command line (Program.cs) and the tests fill it in.</summary>
+internal sealed class ChaosOptions
+{
+    public static readonly IReadOnlyList<FaultKind> AllFaults = Enum.GetValues<FaultKind>();
+
+    /// <summary>Seed of the first schedule; schedule i uses seed <c>Seed + i</c>.</summary>
+    public int Seed { get; set; } = Random.Shared.Next(1, int.MaxValue / 2);
+
+    public int Schedules { get; set; } = 1;
+
+    /// <summary>Cluster size; null lets each schedule's seed choose 3 (three times in four) or 5.</summary>
+    public int? Nodes { get; set; }
+
+    public IReadOnlyList<FaultKind> Faults { get; set; } = AllFaults;
+
+    public int FaultsPerSchedule { get; set; } = 2;
+
+    /// <summary>Concurrent clients through the gateway (each key sees at most this many at once).</summary>
+    public int Clients { get; set; } = 6;
+
+    /// <summary>Load before the first fault and after the last heal.</summary>
+    public TimeSpan SteadyLoad { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Starts the nodes with NodeOptions.TestOnlyUnsafeReads: the planted bug the suite must catch.</summary>
+    public bool UnsafeReads { get; set; }
+
+    /// <summary>Wall-clock budget of the linearizability search per key; past it the key's verdict is unknown.</summary>
+    public TimeSpan CheckBudgetPerKey { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Where a failing schedule saves its seed, history, logs and data directories.</summary>
+    public string ArtifactsRoot { get; set; } = Path.Combine(Path.GetTempPath(), "dcache-chaos");
+
+    /// <summary>Stop at the first failing schedule.</summary>
+    public bool StopOnFailure { get; set; }
+
+    /// <summary>The command line that runs one schedule again with the same options.</summary>
+    public string ReplayCommand(int scheduleSeed)
+    {
+        var args = new List<string> { "dotnet run --project tests/Chaos -c Release --", "--seed", scheduleSeed.ToString(CultureInfo.InvariantCulture), "--schedules 1" };
+        if (Nodes is { } nodes)
+        {
+            args.Add($"--nodes {nodes}");
+        }
+
+        if (!Faults.SequenceEqual(AllFaults))
+        {
+            args.Add("--faults " + string.Join(",", Faults).ToLowerInvariant());
+        }
+
+        if (FaultsPerSchedule != 2)
+        {
+            args.Add($"--faults-per-schedule {FaultsPerSchedule}");
+        }
+
+        if (Clients != 6)
+        {
+            args.Add($"--clients {Clients}");
+        }
+
+        if (UnsafeReads)
+        {
+            args.Add("--unsafe-reads");
+        }
+
+        return string.Join(' ', args);
+    }
+}

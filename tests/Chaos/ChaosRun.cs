@@ -1,0 +1,384 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Dcache.Integration.Tests.Support;
+using Dcache.TestSupport.Linearizability;
+using Xunit.Abstractions;
+
+namespace Dcache.Chaos;
+
+/// <summary>
+/// Runs one fault schedule: a fresh cluster (nodes behind link proxies, a gateway), concurrent clients, the faults in
+/// order, a final heal and a whole-cluster restart, then every check. A failing run saves what is needed to study it.
+/// </summary>
+internal sealed class ChaosRun
+{
+    private readonly FaultSchedule _schedule;
+    private readonly ChaosOptions _options;
+    private readonly ITestOutputHelper _log;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly List<string> _timeline = [];
+    private LocalCluster _cluster = null!;
+    private ProxyMesh _mesh = null!;
+
+    private ChaosRun(FaultSchedule schedule, ChaosOptions options, ITestOutputHelper log)
+    {
+        _schedule = schedule;
+        _options = options;
+        _log = log;
+    }
+
+    public static Task<ScheduleResult> RunAsync(FaultSchedule schedule, ChaosOptions options, ITestOutputHelper log) =>
+        new ChaosRun(schedule, options, log).RunAsync();
+
+    private async Task<ScheduleResult> RunAsync()
+    {
+        var settings = new Dictionary<string, string>
+        {
+            // Snapshots every few hundred entries, so restarted and cut-off nodes also catch up by snapshot install.
+            ["SnapshotEntries"] = "400",
+            ["SnapshotCatchUpEntries"] = "100",
+        };
+        if (_options.UnsafeReads)
+        {
+            settings["TestOnlyUnsafeReads"] = "true";
+        }
+
+        // LocalCluster reports to the test output on disposal; the command keeps its console for the summary.
+        _cluster = new LocalCluster(_log, _schedule.Nodes, settings, clusterId: "chaos");
+        _mesh = new ProxyMesh(_cluster);
+        var problems = new List<string>();
+        var history = new List<ChaosOp>();
+        CheckResult? linearizability = null;
+        string? artifacts = null;
+        try
+        {
+            try
+            {
+                history = await DriveAsync();
+                linearizability = await CheckAsync(history, problems);
+            }
+            catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or Grpc.Core.RpcException or IOException)
+            {
+                problems.Add($"the cluster did not recover: {ex.GetType().Name}: {ex.Message}");
+            }
+
+            var verdict = problems.Count > 0 || linearizability is null ? ScheduleVerdict.Failed
+                : linearizability.Outcome == CheckOutcome.Linearizable ? ScheduleVerdict.Passed
+                : ScheduleVerdict.Inconclusive;
+            if (verdict != ScheduleVerdict.Passed)
+            {
+                artifacts = await SaveArtifactsAsync(history, linearizability, problems, verdict);
+            }
+
+            return new ScheduleResult(
+                _schedule,
+                verdict,
+                linearizability?.Outcome ?? CheckOutcome.Unknown,
+                problems,
+                history.Count,
+                history.Count(op => op.Status == OpStatus.Ok),
+                history.Count(op => op.Status == OpStatus.Unknown),
+                history.Count(op => op.Status == OpStatus.Failed),
+                _clock.Elapsed,
+                artifacts);
+        }
+        finally
+        {
+            await _cluster.DisposeAsync();
+            await _mesh.DisposeAsync();
+        }
+    }
+
+    private string SlowDiskFile(ulong id) => Path.Combine(_cluster.Root, $"test-only-slow-disk-{id}");
+
+    private void StartNode(ulong id) => _cluster[id].Start($"--Dcache:Node:TestOnlySlowDiskFile={SlowDiskFile(id)}");
+
+    private void Note(string what)
+    {
+        var line = string.Create(CultureInfo.InvariantCulture, $"{_clock.Elapsed.TotalMilliseconds,8:F0} ms  {what}");
+        _timeline.Add(line);
+        _log.WriteLine(line);
+    }
+
+    /// <summary>Load, faults, final heal, restart; returns every client operation plus the reads made after the restart.</summary>
+    private async Task<List<ChaosOp>> DriveAsync()
+    {
+        foreach (var id in _cluster.Nodes.Keys)
+        {
+            StartNode(id);
+        }
+
+        await _cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        await _cluster.StartGatewayAsync();
+        Note($"cluster of {_schedule.Nodes} up: {_schedule}");
+
+        var clients = Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i)).ToList();
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // a bound, whatever happens
+        var running = clients.Select(c => Task.Run(() => c.RunAsync(stop.Token))).ToArray();
+        try
+        {
+            await Task.Delay(_options.SteadyLoad);
+            foreach (var step in _schedule.Steps)
+            {
+                var heal = await InjectAsync(step);
+                await Task.Delay(step.HoldMs);
+                heal();
+                await Task.Delay(step.RecoverMs);
+            }
+
+            await Task.Delay(_options.SteadyLoad);
+        }
+        finally
+        {
+            HealEverything();
+            await stop.CancelAsync();
+            await Task.WhenAll(running);
+        }
+
+        var history = clients.SelectMany(c => c.History).ToList();
+        Note($"load stopped: {history.Count} operations");
+
+        // Whole-cluster restart: every node SIGKILLed at once, then all started again.
+        foreach (var node in _cluster.Nodes.Values)
+        {
+            node.Kill();
+        }
+
+        foreach (var id in _cluster.Nodes.Keys)
+        {
+            StartNode(id);
+        }
+
+        var leader = await _cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        Note($"whole cluster restarted, node {leader} leads");
+        return history;
+    }
+
+    /// <summary>Starts one fault; returns what ends it.</summary>
+    private async Task<Action> InjectAsync(FaultStep step)
+    {
+        var ids = _cluster.Nodes.Keys.ToList();
+        var leader = await LeaderAsync();
+        var target = (step.OnLeader || step.Kind == FaultKind.IsolateLeader) && leader is { } l ? l : ids[step.Pick % ids.Count];
+        var others = ids.Where(id => id != target).ToList();
+        var role = target == leader ? "leader" : "follower";
+        switch (step.Kind)
+        {
+            case FaultKind.Kill:
+                Note($"SIGKILL node {target} ({role})");
+                _cluster[target].Kill();
+                return () =>
+                {
+                    Note($"restart node {target}");
+                    StartNode(target);
+                };
+            case FaultKind.Pause:
+                Note($"SIGSTOP node {target} ({role})");
+                _cluster[target].Pause();
+                return () =>
+                {
+                    Note($"SIGCONT node {target}");
+                    _cluster[target].Resume();
+                };
+            case FaultKind.Partition:
+                var shuffled = ids.OrderBy(id => new Random(step.Pick + (int)id).Next()).ToList();
+                var minority = shuffled.Take(ids.Count == 5 && step.Pick % 2 == 0 ? 2 : 1).ToList();
+                var majority = ids.Except(minority).ToList();
+                _mesh.Partition(minority, majority);
+                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
+                return HealLinks;
+            case FaultKind.IsolateLeader:
+                _mesh.Partition([target], others);
+                Note($"isolate node {target} ({role}) from [{string.Join(",", others)}]");
+                return HealLinks;
+            case FaultKind.Asymmetric:
+                foreach (var other in others)
+                {
+                    if (step.CannotSend)
+                    {
+                        _mesh.Cut(target, other);
+                    }
+                    else
+                    {
+                        _mesh.Cut(other, target);
+                    }
+                }
+
+                Note($"asymmetric: node {target} ({role}) {(step.CannotSend ? "cannot send" : "hears nobody")}; cut {_mesh.DescribeCuts()}");
+                return HealLinks;
+            case FaultKind.SlowDisk:
+                await File.WriteAllTextAsync(SlowDiskFile(target), step.SlowDiskMs.ToString(CultureInfo.InvariantCulture));
+                Note($"slow disk on node {target} ({role}): {step.SlowDiskMs} ms per durable commit");
+                return () =>
+                {
+                    Note($"disk of node {target} fast again");
+                    File.WriteAllText(SlowDiskFile(target), "0");
+                };
+            default:
+                throw new ArgumentOutOfRangeException(nameof(step));
+        }
+    }
+
+    private void HealLinks()
+    {
+        Note("heal every link");
+        _mesh.HealAll();
+    }
+
+    /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast.</summary>
+    private void HealEverything()
+    {
+        _mesh.HealAll();
+        foreach (var node in _cluster.Nodes.Values)
+        {
+            if (File.Exists(SlowDiskFile(node.Id)))
+            {
+                File.WriteAllText(SlowDiskFile(node.Id), "0");
+            }
+
+            if (node.IsRunning)
+            {
+                node.Resume();
+            }
+            else
+            {
+                StartNode(node.Id);
+            }
+        }
+    }
+
+    /// <summary>The node that says it leads (highest term wins), or null when none does.</summary>
+    private async Task<ulong?> LeaderAsync()
+    {
+        var statuses = await Task.WhenAll(_cluster.Nodes.Values.Where(n => n.IsRunning).Select(async n =>
+        {
+            try
+            {
+                return await _cluster.Client(n.Id).StatusAsync(new Protocol.Cache.StatusRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(1));
+            }
+            catch (Grpc.Core.RpcException)
+            {
+                return null;
+            }
+        }));
+        return statuses.Where(s => s is { Role: "Leader" }).OrderByDescending(s => s!.Term).FirstOrDefault()?.NodeId;
+    }
+
+    private async Task<CheckResult> CheckAsync(List<ChaosOp> history, List<string> problems)
+    {
+        // Read back every register and counter through the gateway; the reads join the history, so the
+        // linearizability check also proves that no acknowledged write was lost in the restart.
+        var counters = new Dictionary<string, long>(StringComparer.Ordinal);
+        var finalReads = new List<ChaosOp>();
+        foreach (var key in ChaosClient.RegisterKeys.Concat(ChaosClient.CounterKeys))
+        {
+            var (reply, call, returned) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, TimeSpan.FromSeconds(30), "GET", key);
+            if (reply.IsError)
+            {
+                problems.Add($"GET {key} after the restart failed: {reply}");
+                continue;
+            }
+
+            finalReads.Add(new ChaosOp(-1, OpKind.Get, key, null) { Call = call, Return = returned, Status = OpStatus.Ok, Output = reply.IsNull ? null : reply.Text });
+            if (ChaosClient.CounterKeys.Contains(key))
+            {
+                counters[key] = reply.IsNull ? 0 : long.Parse(reply.Text!, CultureInfo.InvariantCulture);
+            }
+        }
+
+        var writeOnce = history.Where(op => op.Kind == OpKind.SetUnique && op.Status != OpStatus.Failed).Select(op => op.Key).ToList();
+        var stored = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (var batch in writeOnce.Chunk(200))
+        {
+            var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, TimeSpan.FromSeconds(30), ["MGET", .. batch]);
+            if (reply.IsError || reply.Items is null || reply.Items.Count != batch.Length)
+            {
+                problems.Add($"MGET after the restart failed: {reply}");
+                break;
+            }
+
+            for (var i = 0; i < batch.Length; i++)
+            {
+                stored[batch[i]] = reply.Items[i].IsNull ? null : reply.Items[i].Text;
+            }
+        }
+
+        problems.AddRange(ChaosChecks.Counters(history, counters));
+        problems.AddRange(ChaosChecks.WriteOnceKeys(history, stored));
+        problems.AddRange(ChaosChecks.Expiry(history));
+        problems.AddRange(ChaosChecks.UndocumentedErrors(history));
+        try
+        {
+            var digest = await Verify.SameDigestAsync(_cluster, TimeSpan.FromSeconds(30));
+            Note($"every replica has digest {digest}");
+        }
+        catch (InvalidOperationException ex)
+        {
+            problems.Add(ex.Message);
+        }
+
+        history.AddRange(finalReads);
+        var clock = Stopwatch.StartNew();
+        var result = LinearizabilityChecker.Check(ChaosChecks.ForChecker(history), new CheckOptions { TimeBudgetPerKey = _options.CheckBudgetPerKey });
+        Note($"linearizability: {result.Outcome} in {clock.ElapsedMilliseconds} ms");
+        if (result.Outcome == CheckOutcome.NotLinearizable)
+        {
+            problems.Add("not linearizable: " + string.Join(", ", result.Problems.Where(k => k.Outcome == CheckOutcome.NotLinearizable).Select(k => k.ToString())));
+        }
+
+        return result;
+    }
+
+    private async Task<string> SaveArtifactsAsync(List<ChaosOp> history, CheckResult? linearizability, List<string> problems, ScheduleVerdict verdict)
+    {
+        var directory = Path.Combine(_options.ArtifactsRoot, string.Create(CultureInfo.InvariantCulture, $"seed-{_schedule.Seed}-{DateTime.UtcNow:yyyyMMdd-HHmmss}"));
+        Directory.CreateDirectory(directory);
+        var report = new StringBuilder()
+            .AppendLine(CultureInfo.InvariantCulture, $"verdict: {verdict}")
+            .AppendLine(CultureInfo.InvariantCulture, $"schedule: {_schedule}")
+            .AppendLine(CultureInfo.InvariantCulture, $"replay: {_options.ReplayCommand(_schedule.Seed)}")
+            .AppendLine().AppendLine("problems:");
+        problems.ForEach(p => report.AppendLine("  " + p));
+        report.AppendLine().AppendLine("timeline:");
+        _timeline.ForEach(t => report.AppendLine("  " + t));
+        await File.WriteAllTextAsync(Path.Combine(directory, "report.txt"), report.ToString());
+        await File.WriteAllLinesAsync(Path.Combine(directory, "history.txt"), history.OrderBy(op => op.Call).Select(op => op.ToString()));
+        if (linearizability is not null)
+        {
+            await File.WriteAllTextAsync(Path.Combine(directory, "linearizability.txt"), linearizability.Describe());
+        }
+
+        if (_cluster.Gateway is { } gateway)
+        {
+            await File.WriteAllTextAsync(Path.Combine(directory, "gateway.log"), gateway.RecentOutput(2000));
+        }
+
+        foreach (var node in _cluster.Nodes.Values)
+        {
+            node.Resume();
+            node.Kill();
+            await File.WriteAllTextAsync(Path.Combine(directory, $"node-{node.Id}.log"), node.RecentOutput(2000));
+            CopyDirectory(node.DataDirectory, Path.Combine(directory, "data", $"node{node.Id}"));
+        }
+
+        _log.WriteLine($"schedule {_schedule.Seed} {verdict}: saved to {directory}");
+        _log.WriteLine($"replay: {_options.ReplayCommand(_schedule.Seed)}");
+        return directory;
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        if (!Directory.Exists(from))
+        {
+            return;
+        }
+
+        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+using System.Globalization;
+using System.Text;
+
+namespace Dcache.Chaos;
+
+/// <summary>The faults the suite injects.</summary>
+internal enum FaultKind
+{
+    /// <summary>SIGKILL a node (the leader or another), restart it after the hold.</summary>
+    Kill,
+
+    /// <summary>SIGSTOP a node for longer than the election timeout, then SIGCONT.</summary>
+    Pause,
+
+    /// <summary>Split the nodes into a majority and a minority (random members) that cannot reach each other.</summary>
+    Partition,
+
+    /// <summary>Cut the current leader off from every other node, both directions.</summary>
+    IsolateLeader,
+
+    /// <summary>One node's traffic is cut in one direction only: it cannot send to the others, or it hears nobody.</summary>
+    Asymmetric,
+
+    /// <summary>Every durable log commit of one node sleeps (the node's disk is slow).</summary>
+    SlowDisk,
+}
+
+/// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>
+/// <param name="OnLeader">Aim at whichever node leads when the fault starts (else a node chosen by <see cref="Pick"/>).</param>
+/// <param name="Pick">Chooses among candidate nodes, so the same schedule makes the same choices.</param>
+/// <param name="HoldMs">How long the fault lasts.</param>
+/// <param name="RecoverMs">How long the cluster runs healed before the next fault.</param>
+/// <param name="SlowDiskMs">For <see cref="FaultKind.SlowDisk"/>: the delay per durable commit.</param>
+/// <param name="CannotSend">For <see cref="FaultKind.Asymmetric"/>: the node cannot send (true) or cannot hear (false).</param>
+internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int HoldMs, int RecoverMs, int SlowDiskMs, bool CannotSend)
+{
+    public override string ToString()
+    {
+        var target = Kind is FaultKind.Partition ? "random minority" : OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}";
+        var detail = Kind switch
+        {
+            FaultKind.SlowDisk => $", {SlowDiskMs} ms per commit",
+            FaultKind.Asymmetric => CannotSend ? ", cannot send" : ", cannot hear",
+            _ => "",
+        };
+        return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms, then {RecoverMs} ms healed");
+    }
+}
+
+/// <summary>A fault schedule, entirely determined by its seed and the options it was made with.</summary>
+internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultStep> Steps)
+{
+    /// <summary>The election timeout of the nodes' defaults is 10-20 ticks of 50 ms: a pause must outlast it.</summary>
+    public const int MinimumPauseMs = 1500;
+
+    public static FaultSchedule Generate(int seed, ChaosOptions options)
+    {
+        var random = new Random(seed);
+        var nodes = options.Nodes ?? (random.Next(4) == 0 ? 5 : 3);
+        var steps = new List<FaultStep>();
+        for (var i = 0; i < options.FaultsPerSchedule; i++)
+        {
+            var kind = options.Faults[random.Next(options.Faults.Count)];
+            var hold = kind == FaultKind.Pause ? MinimumPauseMs + random.Next(1500) : 1000 + random.Next(2000);
+            steps.Add(new FaultStep(
+                kind,
+                OnLeader: random.Next(2) == 0,
+                Pick: random.Next(1_000_000),
+                HoldMs: hold,
+                RecoverMs: 500 + random.Next(1000),
+                SlowDiskMs: 20 + random.Next(230),
+                CannotSend: random.Next(2) == 0));
+        }
+
+        return new FaultSchedule(seed, nodes, steps);
+    }
+
+    public override string ToString()
+    {
+        var text = new StringBuilder().Append(CultureInfo.InvariantCulture, $"seed {Seed}: {Nodes} nodes");
+        for (var i = 0; i < Steps.Count; i++)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"; {i + 1}. {Steps[i]}");
+        }
+
+        return text.ToString();
+    }
+}

@@ -1,0 +1,199 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace Dcache.Chaos;
+
+/// <summary>
+/// A TCP proxy on one directed node-to-node link (node From's connections to node To). Node From lists To at this
+/// proxy's address, so everything From sends to To (its outbound Raft stream and snapshot calls) passes here, while
+/// To's traffic to From goes through the proxy of the opposite link. Cutting the link makes it a black hole: bytes in
+/// both directions of its connections are read and dropped, new connections are accepted and never forwarded, so
+/// the sender sees silence (timeouts), as on a partitioned network, not a refused connection. Healing closes the
+/// black-holed connections (they lost data) and the sender reconnects.
+/// </summary>
+internal sealed class LinkProxy : IAsyncDisposable
+{
+    private readonly TcpListener _listener;
+    private readonly int _targetPort;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private readonly HashSet<Socket> _open = [];
+    private readonly Task _accepting;
+    private volatile bool _cut;
+
+    public LinkProxy(ulong from, ulong to, int targetPort)
+    {
+        From = from;
+        To = to;
+        _targetPort = targetPort;
+        _listener = new TcpListener(IPAddress.Loopback, 0);
+        _listener.Start();
+        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+        _accepting = Task.Run(AcceptAsync);
+    }
+
+    public ulong From { get; }
+
+    public ulong To { get; }
+
+    public int Port { get; }
+
+    public string Url => $"http://127.0.0.1:{Port}";
+
+    public bool IsCut => _cut;
+
+    public void Cut() => _cut = true;
+
+    public void Heal()
+    {
+        if (!_cut)
+        {
+            return;
+        }
+
+        List<Socket> open;
+        lock (_lock)
+        {
+            _cut = false;
+            open = [.. _open];
+        }
+
+        // Whatever these connections carried while cut is gone: close them so both ends start afresh.
+        foreach (var socket in open)
+        {
+            Close(socket);
+        }
+    }
+
+    private async Task AcceptAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptSocketAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            _ = Task.Run(() => ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(Socket client)
+    {
+        Track(client);
+        Socket? server = null;
+        try
+        {
+            client.NoDelay = true;
+            if (_cut)
+            {
+                await DrainAsync(client).ConfigureAwait(false);
+                return;
+            }
+
+            server = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            Track(server);
+            await server.ConnectAsync(IPAddress.Loopback, _targetPort, _stop.Token).ConfigureAwait(false);
+            await Task.WhenAny(PumpAsync(client, server), PumpAsync(server, client)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            Close(client);
+            if (server is not null)
+            {
+                Close(server);
+            }
+        }
+    }
+
+    /// <summary>Copies one direction; while the link is cut, reads and drops.</summary>
+    private async Task PumpAsync(Socket from, Socket to)
+    {
+        var buffer = new byte[64 * 1024];
+        try
+        {
+            while (true)
+            {
+                var read = await from.ReceiveAsync(buffer, SocketFlags.None, _stop.Token).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    return;
+                }
+
+                if (!_cut)
+                {
+                    await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+    }
+
+    private async Task DrainAsync(Socket socket)
+    {
+        var buffer = new byte[16 * 1024];
+        while (await socket.ReceiveAsync(buffer, SocketFlags.None, _stop.Token).ConfigureAwait(false) > 0)
+        {
+        }
+    }
+
+    private void Track(Socket socket)
+    {
+        lock (_lock)
+        {
+            _open.Add(socket);
+        }
+    }
+
+    private void Close(Socket socket)
+    {
+        lock (_lock)
+        {
+            _open.Remove(socket);
+        }
+
+        try
+        {
+            socket.Close(0);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        _listener.Stop();
+        List<Socket> open;
+        lock (_lock)
+        {
+            open = [.. _open];
+        }
+
+        foreach (var socket in open)
+        {
+            Close(socket);
+        }
+
+        try
+        {
+            await _accepting.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _stop.Dispose();
+    }
+}
