@@ -12,6 +12,18 @@ internal static class CommandLine
                             --gateway-port P (default 6379)
           status   show every node's role, term, commit and applied index
                    options: --endpoints URL[,URL...] (default the dev cluster's)  --cluster-id ID  --secret S
+          snapshot save FILE
+                   stream a consistent snapshot (every write acknowledged before the call) from the first of --endpoints
+                   that serves one into FILE; options as for status
+          snapshot verify FILE
+                   check FILE's checksum and decode it; print its cluster id, index, term, members and key count
+          snapshot restore FILE --data DIR --node-id N --cluster-id NEWID --initial-cluster 1=URL,2=URL,...
+                   offline: seed the empty data directory of member N of a NEW cluster from FILE (run once per member)
+          recover inspect --data DIR
+                   offline: print a stopped node's last index and term and its commit index
+          recover force-new-cluster --data DIR --cluster-id NEWID
+                   offline: rewrite a stopped survivor's data so it restarts alone as cluster NEWID with its committed
+                   data (entries after its commit index are discarded); add members back afterwards
         """;
 
     public static async Task<int> RunAsync(string[] args)
@@ -20,6 +32,15 @@ internal static class CommandLine
         {
             Console.WriteLine(Usage);
             return args.Length == 0 ? 2 : 0;
+        }
+
+        // Commands with sub-commands and positional arguments parse their own options.
+        switch (args[0])
+        {
+            case "snapshot":
+                return await SnapshotCommands.RunAsync(args[1..]).ConfigureAwait(false);
+            case "recover":
+                return RecoverCommands.Run(args[1..]);
         }
 
         Options options;
@@ -74,6 +95,20 @@ internal sealed class Options
         _values.TryGetValue(name, out var text)
             ? int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var value) ? value : throw new FormatException($"--{name} must be a number")
             : fallback;
+
+    public string Require(string name) =>
+        _values.TryGetValue(name, out var text) && text.Length > 0 ? text : throw new FormatException($"--{name} is required");
+
+    /// <summary>A node id: a positive number.</summary>
+    public ulong GetId(string name) =>
+        ulong.TryParse(Require(name), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id) && id != 0
+            ? id
+            : throw new FormatException($"--{name} must be a node id (a positive number), got '{_values[name]}'");
+
+    /// <summary>The nodes' gRPC URLs: --endpoints, else the dev cluster's.</summary>
+    public string[] Endpoints =>
+        Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
+            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     public string ClusterId => Get("cluster-id", DevCluster.ClusterId);
 

@@ -10,8 +10,7 @@ internal static class StatusCommand
 {
     public static async Task<int> RunAsync(Options options)
     {
-        var endpoints = options.Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var endpoints = options.Endpoints;
         var headers = new Metadata { { "dcache-cluster-id", options.ClusterId }, { "dcache-secret", options.Secret } };
         Console.WriteLine($"{"ENDPOINT",-26} {"ID",3} {"ROLE",-12} {"TERM",6} {"LEADER",6} {"COMMIT",9} {"APPLIED",9} {"LAG",6}  MEMBERS");
         var failures = 0;
@@ -21,7 +20,7 @@ internal static class StatusCommand
             try
             {
                 using var channel = GrpcChannel.ForAddress(endpoint);
-                var status = await new Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
+                var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
                 statuses.Add((endpoint, status, null));
             }
             catch (RpcException ex)

@@ -119,6 +119,17 @@ public sealed class MetadataStore : IDisposable
         }
     }
 
+    /// <summary>Moves the data to a new cluster (offline majority-loss recovery), so members of the old cluster are refused.</summary>
+    public void ReplaceClusterId(string clusterId)
+    {
+        using var command = Command("UPDATE identity SET value = $value WHERE key = 'cluster_id'");
+        command.Parameters.AddWithValue("$value", clusterId);
+        if (command.ExecuteNonQuery() != 1)
+        {
+            throw new InvalidOperationException($"{FilePath} records no cluster id to replace");
+        }
+    }
+
     public ulong? NodeId => GetIdentity("node_id") is { } text ? ulong.Parse(text, CultureInfo.InvariantCulture) : null;
 
     public string? ClusterId => GetIdentity("cluster_id");

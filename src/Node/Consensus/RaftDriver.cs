@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Threading.Channels;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
@@ -181,6 +181,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>The applied index and the digest of the cache state at it, taken together on the loop.</summary>
     public Task<(ulong Index, string Digest)> DigestAsync() => RunOnLoopAsync(_ => (_cache.AppliedIndex, _cache.Digest()));
+
+    /// <summary>
+    /// The cache state at the applied index, with that index's term and the membership in effect there, captured together
+    /// on the loop. The capture is immutable: it may be written out (a backup) while the loop goes on applying.
+    /// </summary>
+    public Task<(SnapshotMetadata Metadata, CacheSnapshot State)> CaptureStateAsync() =>
+        RunOnLoopAsync(raft => (new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, raft.Membership), _cache.CaptureSnapshot()));
 
     CancellationToken IRaftInbox.Closing => _closing;
 

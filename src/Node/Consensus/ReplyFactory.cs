@@ -1,4 +1,4 @@
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Google.Protobuf;
 using Proto = Dcache.Protocol.Cache;
 

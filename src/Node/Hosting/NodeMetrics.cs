@@ -1,5 +1,5 @@
 using System.Diagnostics.Metrics;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Raft;
 

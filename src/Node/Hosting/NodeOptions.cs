@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Dcache.Node.Hosting;
 
 /// <summary>Configuration of one cache node (section "Dcache:Node" of appsettings.json, environment DCACHE__NODE__*, or --Dcache:Node:Key=value).</summary>
@@ -80,31 +78,7 @@ public sealed class NodeOptions
 
     public IReadOnlyDictionary<ulong, string> ParseInitialCluster() => ParseMembers(InitialCluster);
 
-    public static IReadOnlyDictionary<ulong, string> ParseMembers(string text)
-    {
-        var members = new SortedDictionary<ulong, string>();
-        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-        {
-            var eq = part.IndexOf('=', StringComparison.Ordinal);
-            if (eq <= 0 || !ulong.TryParse(part.AsSpan(0, eq), NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id == 0)
-            {
-                throw new FormatException($"'{part}' is not of the form <node id>=<url>");
-            }
-
-            var url = part[(eq + 1)..];
-            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp)
-            {
-                throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
-            }
-
-            if (!members.TryAdd(id, url.TrimEnd('/')))
-            {
-                throw new FormatException($"node {id} is listed twice");
-            }
-        }
-
-        return members;
-    }
+    public static IReadOnlyDictionary<ulong, string> ParseMembers(string text) => Protocol.ClusterMembers.Parse(text);
 
     public void Validate()
     {

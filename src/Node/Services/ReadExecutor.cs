@@ -1,4 +1,4 @@
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Proto = Dcache.Protocol.Cache;
 

@@ -1,5 +1,5 @@
 using System.Buffers;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Google.Protobuf;
 using Proto = Dcache.Protocol.Cache;
 

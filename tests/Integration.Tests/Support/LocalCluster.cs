@@ -36,7 +36,8 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public string Root { get; }
 
-    public string ClusterId { get; }
+    /// <summary>Used by nodes started from now on and by this object's calls; changed when a test moves the nodes to a new cluster.</summary>
+    public string ClusterId { get; set; }
 
     public string InitialCluster { get; }
 

@@ -13,6 +13,8 @@ internal static class RepoPaths
 
     public static string GatewayDll => Program("Gateway", "Dcache.Gateway.dll");
 
+    public static string CtlDll => Program("Ctl", "dcachectl.dll");
+
     private static string Program(string project, string dll)
     {
         var path = Path.Combine(Root, "src", project, "bin", Configuration, "net10.0", dll);

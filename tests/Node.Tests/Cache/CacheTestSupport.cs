@@ -1,6 +1,6 @@
 using System.Buffers;
 using System.Text;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 
 namespace Dcache.Node.Tests.Cache;
 

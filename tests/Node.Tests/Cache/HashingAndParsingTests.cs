@@ -1,5 +1,5 @@
 using System.Text;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 
 namespace Dcache.Node.Tests.Cache;
 

@@ -1,5 +1,5 @@
 using System.Globalization;
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using Xunit.Abstractions;
 
 namespace Dcache.Node.Tests.Cache;

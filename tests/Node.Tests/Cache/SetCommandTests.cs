@@ -1,4 +1,4 @@
-using Dcache.Node.Cache;
+using Dcache.Cache;
 using static Dcache.Node.Tests.Cache.Replies;
 
 namespace Dcache.Node.Tests.Cache;

@@ -1,4 +1,4 @@
-using Dcache.Node.Cache;
+using Dcache.Cache;
 
 namespace Dcache.Node.Tests.Cache;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>Which shape a <see cref="CacheReply"/> has; these map one to one onto RESP reply types.</summary>
 public enum CacheReplyKind : byte

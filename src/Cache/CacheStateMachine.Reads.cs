@@ -1,4 +1,4 @@
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// Reads. They take "now" from the caller (the node's clock) and hide keys expired by then without removing them:

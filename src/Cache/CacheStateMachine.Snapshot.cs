@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// Snapshots: see <see cref="CacheSnapshot"/> for the format. Loading reads and checks the whole snapshot before it

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// A forward-only reader over an encoded command entry. Every read checks the remaining length first, so malformed

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Security.Cryptography;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// Writes a snapshot through one pooled buffer of <see cref="ChunkSize"/> bytes, hashing (SHA-256) each chunk as it goes

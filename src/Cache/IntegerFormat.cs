@@ -1,6 +1,6 @@
 using System.Buffers.Text;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>Integers in values, parsed and printed exactly as Redis does, so INCRBY accepts and rejects the same strings.</summary>
 internal static class IntegerFormat

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// Compares byte-string keys by content, and lets the dictionary be probed with a <see cref="ReadOnlySpan{T}"/> so that a

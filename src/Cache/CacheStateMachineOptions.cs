@@ -1,4 +1,4 @@
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// Settings that change what apply does. Every replica of a group must use the same values, or their states diverge

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// The replicated state of a <see cref="CacheStateMachine"/> captured at one applied index: immutable, so it may be written

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// The replicated cache: every node applies the same committed Raft entries, in log order, to one of these and ends in the

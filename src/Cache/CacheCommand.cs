@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Globalization;
 
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// A write command as carried in a Raft entry, decoded without copying: keys and values are slices of the entry bytes,

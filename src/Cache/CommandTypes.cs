@@ -1,4 +1,4 @@
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>The write commands a Raft entry can carry. The byte values are part of the entry format: never renumber.</summary>
 public enum CacheCommandKind : byte

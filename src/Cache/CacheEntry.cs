@@ -1,4 +1,4 @@
-namespace Dcache.Node.Cache;
+namespace Dcache.Cache;
 
 /// <summary>
 /// One stored key. Also a node of two orders every replica shares: the write-order list (oldest written first, which is

@@ -1,0 +1,234 @@
+using System.Globalization;
+using Dcache.Cache;
+using Dcache.Protocol;
+using Dcache.Protocol.Backup;
+using Dcache.Raft;
+using Dcache.Storage;
+using Grpc.Core;
+
+namespace Dcache.Ctl;
+
+/// <summary>`dcachectl snapshot save|verify|restore`: backups of the cache state, and seeding a new cluster from one.</summary>
+internal static class SnapshotCommands
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (args is not [var sub, var file, .. var rest] || file.StartsWith("--", StringComparison.Ordinal))
+        {
+            Console.Error.WriteLine("dcachectl snapshot: expected 'save FILE', 'verify FILE' or 'restore FILE --data DIR --node-id N --cluster-id ID --initial-cluster 1=URL,...'");
+            return 2;
+        }
+
+        try
+        {
+            var options = Options.Parse(rest);
+            return sub switch
+            {
+                "save" => await SaveAsync(file, options).ConfigureAwait(false),
+                "verify" => Verify(file),
+                "restore" => Restore(file, options),
+                _ => throw new FormatException($"unknown snapshot command '{sub}' (save, verify or restore)"),
+            };
+        }
+        catch (FormatException ex)
+        {
+            Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
+            return 2;
+        }
+        catch (SnapshotFileException ex)
+        {
+            Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>Streams a consistent snapshot from the first endpoint that serves one into FILE.</summary>
+    private static async Task<int> SaveAsync(string file, Options options)
+    {
+        var headers = new Metadata { { "dcache-cluster-id", options.ClusterId }, { "dcache-secret", options.Secret } };
+        var failures = new List<string>();
+        foreach (var endpoint in options.Endpoints)
+        {
+            try
+            {
+                using var channel = GrpcChannels.ForNode(endpoint);
+                using var call = new Backup.BackupClient(channel).SaveSnapshot(new SaveSnapshotRequest(), headers);
+                using var writer = new SnapshotFileWriter(file);
+                SnapshotHeader? header = null;
+                SnapshotTrailer? trailer = null;
+                await foreach (var part in call.ResponseStream.ReadAllAsync().ConfigureAwait(false))
+                {
+                    switch (part.PartCase)
+                    {
+                        case SnapshotPart.PartOneofCase.Header:
+                            header = part.Header;
+                            writer.WriteHeader(header);
+                            break;
+                        case SnapshotPart.PartOneofCase.Data when header is not null && trailer is null:
+                            writer.WriteData(part.Data.Span);
+                            break;
+                        case SnapshotPart.PartOneofCase.Trailer when header is not null:
+                            trailer = part.Trailer;
+                            break;
+                        default:
+                            throw new SnapshotFileException($"{endpoint} sent the snapshot out of order ({part.PartCase})");
+                    }
+                }
+
+                if (header is null || trailer is null)
+                {
+                    throw new SnapshotFileException($"{endpoint} ended the snapshot stream before its end");
+                }
+
+                if (trailer.Size != writer.DataSize || trailer.Crc32C != writer.DataCrc)
+                {
+                    throw new SnapshotFileException(string.Create(CultureInfo.InvariantCulture,
+                        $"the snapshot from {endpoint} arrived as {writer.DataSize} bytes with CRC-32C {writer.DataCrc:x8}, but was sent as {trailer.Size} bytes with {trailer.Crc32C:x8}"));
+                }
+
+                writer.Finish();
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"saved {Path.GetFullPath(file)}: cluster {header.ClusterId}, index {header.Index}, term {header.Term}, {trailer.KeyCount} keys, {writer.DataSize} bytes of state, from node {header.NodeId} ({endpoint})"));
+                return 0;
+            }
+            catch (RpcException ex)
+            {
+                failures.Add($"{endpoint}: {Describe(ex)}");
+            }
+            catch (UriFormatException ex)
+            {
+                failures.Add($"{endpoint}: {ex.Message}");
+            }
+        }
+
+        Console.Error.WriteLine("dcachectl snapshot save: no node served a snapshot:");
+        foreach (var failure in failures)
+        {
+            Console.Error.WriteLine($"  {failure}");
+        }
+
+        return 1;
+    }
+
+    /// <summary>Checks FILE completely and prints what it holds.</summary>
+    private static int Verify(string file)
+    {
+        var snapshot = VerifiedSnapshot.Check(file);
+        var header = snapshot.Header;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
+            file:       {Path.GetFullPath(file)}
+            format:     version {SnapshotFile.FormatVersion}, {snapshot.FileSize} bytes, CRC-32C {snapshot.FileCrc:x8} ok
+            cluster id: {header.ClusterId}
+            index:      {header.Index}
+            term:       {header.Term}
+            members:    {string.Join(", ", header.Members.Select(m => $"{m.Id}={(m.Address.Length == 0 ? "?" : m.Address)} ({(m.Voter ? "voter" : "learner")})"))}
+            taken:      by node {header.NodeId} at {DateTimeOffset.FromUnixTimeMilliseconds(header.CreatedUnixMs):u}
+            keys:       {snapshot.KeyCount}
+            state:      {snapshot.DataSize} bytes, decoded and its SHA-256 checked
+            """));
+        return 0;
+    }
+
+    /// <summary>Seeds an empty data directory for one member of a new cluster from FILE (offline, once per member).</summary>
+    private static int Restore(string file, Options options)
+    {
+        var directory = Path.GetFullPath(options.Require("data"));
+        var nodeId = options.GetId("node-id");
+        var clusterId = options.Require("cluster-id");
+        var members = ClusterMembers.Parse(options.Require("initial-cluster"));
+        if (!members.ContainsKey(nodeId))
+        {
+            throw new FormatException($"--initial-cluster must list --node-id {nodeId}");
+        }
+
+        if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any())
+        {
+            Console.Error.WriteLine($"dcachectl snapshot restore: {directory} is not empty; restore only seeds a new, empty data directory");
+            return 1;
+        }
+
+        var snapshot = VerifiedSnapshot.Check(file);
+        if (clusterId == snapshot.Header.ClusterId)
+        {
+            Console.Error.WriteLine($"dcachectl snapshot restore: --cluster-id must name a new cluster, not the snapshot's own ({clusterId}), so that nodes of the old cluster are refused by the new one");
+            return 1;
+        }
+
+        var metadata = new SnapshotMetadata(snapshot.Header.Index, snapshot.Header.Term, Membership.Of(members.Keys));
+        var created = !Directory.Exists(directory);
+        try
+        {
+            using var storage = NodeStorage.Open(new StorageOptions { DataDirectory = directory }, nodeId, clusterId);
+            using (var reader = new SnapshotFileReader(file))
+            using (var writer = storage.Snapshots.BeginSnapshot(metadata))
+            {
+                var buffer = new byte[1 << 16];
+                int read;
+                while ((read = reader.Data.Read(buffer)) > 0)
+                {
+                    writer.Write(buffer.AsSpan(0, read));
+                }
+
+                writer.Complete();
+            }
+
+            // The log starts at the snapshot, committed up to it: the node loads it on start and continues after it.
+            storage.RaftLog.Save(new HardState(metadata.Term, 0, metadata.Index), [], metadata);
+        }
+        catch
+        {
+            if (created && Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+
+            throw;
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"restored node {nodeId} of cluster {clusterId} into {directory}: snapshot index {metadata.Index}, term {metadata.Term}, {snapshot.KeyCount} keys, voters {string.Join(",", members.Keys)} (from cluster {snapshot.Header.ClusterId})"));
+        return 0;
+    }
+
+    internal static string Describe(RpcException ex) => ex.StatusCode switch
+    {
+        StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Innermost(cause).Message})",
+        StatusCode.Unavailable => $"cannot reach the node ({ex.Status.Detail})",
+        StatusCode.PermissionDenied or StatusCode.Unauthenticated => $"refused: {ex.Status.Detail}",
+        _ => $"{ex.StatusCode}: {ex.Status.Detail}",
+    };
+
+    private static Exception Innermost(Exception ex) => ex.InnerException is { } inner ? Innermost(inner) : ex;
+
+    /// <summary>A snapshot file read twice: once for its checksum, then to decode the cache state it carries.</summary>
+    private sealed record VerifiedSnapshot(SnapshotHeader Header, long FileSize, uint FileCrc, ulong DataSize, int KeyCount)
+    {
+        public static VerifiedSnapshot Check(string file)
+        {
+            using (var first = new SnapshotFileReader(file))
+            {
+                first.ReadToEnd();
+            }
+
+            using var reader = new SnapshotFileReader(file);
+            CacheStateMachine state;
+            try
+            {
+                state = CacheStateMachine.FromSnapshot(reader.Data);
+            }
+            catch (InvalidDataException ex)
+            {
+                throw new SnapshotFileException($"{Path.GetFullPath(file)} has a sound checksum but its cache state does not decode: {ex.Message}");
+            }
+
+            reader.ReadToEnd();
+            if (state.AppliedIndex != reader.Header.Index)
+            {
+                throw new SnapshotFileException(string.Create(CultureInfo.InvariantCulture,
+                    $"{Path.GetFullPath(file)} claims index {reader.Header.Index} but its cache state is at index {state.AppliedIndex}"));
+            }
+
+            return new VerifiedSnapshot(reader.Header, reader.FileSize, reader.FileCrc, reader.DataSize, state.StoredKeyCount);
+        }
+    }
+}

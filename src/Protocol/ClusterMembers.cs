@@ -1,0 +1,34 @@
+using System.Globalization;
+
+namespace Dcache.Protocol;
+
+/// <summary>The "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002" member lists of node configuration and dcachectl.</summary>
+public static class ClusterMembers
+{
+    /// <summary>Node id -> gRPC URL, sorted by id; throws <see cref="FormatException"/> naming the bad part.</summary>
+    public static IReadOnlyDictionary<ulong, string> Parse(string text)
+    {
+        var members = new SortedDictionary<ulong, string>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = part.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || !ulong.TryParse(part.AsSpan(0, eq), NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id == 0)
+            {
+                throw new FormatException($"'{part}' is not of the form <node id>=<url>");
+            }
+
+            var url = part[(eq + 1)..];
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp)
+            {
+                throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
+            }
+
+            if (!members.TryAdd(id, url.TrimEnd('/')))
+            {
+                throw new FormatException($"node {id} is listed twice");
+            }
+        }
+
+        return members;
+    }
+}

@@ -1,0 +1,164 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Dcache.Integration.Tests.Support;
+using Dcache.Protocol.Cache;
+using Dcache.Protocol.Raft;
+using Grpc.Core;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>The runbook's backup, verify and restore steps (docs/operations.md), run as an operator runs them.</summary>
+public sealed partial class BackupRestoreTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task SnapshotSavedUnderWritesVerifiesRejectsDamageAndRestoresIntoANewClusterThatRefusesTheOldOne()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var endpoints = string.Join(",", cluster.Nodes.Values.Select(n => n.GrpcUrl));
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+
+        // Backup while writes run: everything acknowledged before the call must be in the file.
+        Dictionary<string, string> acknowledgedBefore;
+        await using (var load = new WriteLoad(cluster, writers: 8, maxWritesPerWriter: 5_000, maxDuration: TimeSpan.FromSeconds(90)))
+        {
+            await load.WaitForAcknowledgedAsync(1_000, TimeSpan.FromSeconds(60));
+            acknowledgedBefore = load.Acknowledged.ToDictionary();
+            var saveStarted = load.Elapsed;
+            var save = await Dcachectl.RunAsync(output, "snapshot", "save", backup, "--endpoints", endpoints, "--cluster-id", cluster.ClusterId, "--secret", LocalCluster.Secret);
+            var saveEnded = load.Elapsed;
+            Assert.True(save.Exit == 0, save.ToString());
+            Assert.Contains(load.AcknowledgedAt, t => t > saveStarted && t < saveEnded);
+            await load.StopAsync();
+        }
+
+        var verify = await Dcachectl.RunAsync(output, "snapshot", "verify", backup);
+        Assert.True(verify.Exit == 0, verify.ToString());
+        Assert.Contains($"cluster id: {cluster.ClusterId}", verify.Output, StringComparison.Ordinal);
+        var keys = int.Parse(KeysLine().Match(verify.Output).Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.True(keys >= acknowledgedBefore.Count, $"the backup holds {keys} keys, fewer than the {acknowledgedBefore.Count} acknowledged before it");
+
+        await RejectsDamagedCopiesAsync(backup);
+
+        // Restore into a new three-node cluster, one data directory per member, then start it.
+        await using var restored = new LocalCluster(output, clusterId: "restored-cluster");
+        foreach (var node in restored.Nodes.Values)
+        {
+            var restore = await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", node.DataDirectory, "--node-id", LocalCluster.Text((int)node.Id),
+                "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster);
+            Assert.True(restore.Exit == 0, restore.ToString());
+        }
+
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", restored[1].DataDirectory, "--node-id", "1",
+            "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster), 1, "is not empty");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", Path.Combine(restored.Root, "same-id"), "--node-id", "1",
+            "--cluster-id", cluster.ClusterId, "--initial-cluster", restored.InitialCluster), 1, "must name a new cluster");
+        Assert.False(Directory.Exists(Path.Combine(restored.Root, "same-id")));
+
+        await restored.StartAsync();
+        foreach (var node in restored.Nodes.Keys)
+        {
+            var missing = await Verify.MissingAsync(restored, node, acknowledgedBefore);
+            Assert.True(missing.Count == 0, $"restored node {node} lacks {missing.Count} writes acknowledged before the backup, e.g. {string.Join(", ", missing.Take(5))}");
+        }
+
+        var leader = await restored.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        Assert.True((await restored.ExecuteAsync(leader, Commands.Set("after-restore", "yes"))).Ok);
+        await Verify.SameDigestAsync(restored, TimeSpan.FromSeconds(20));
+
+        await OldClusterIsRefusedAsync(cluster, restored);
+    }
+
+    [Fact]
+    public async Task EveryCommandReportsAWrongAddressAWrongSecretAndAFileThatIsNotASnapshotClearly()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        var file = Path.Combine(cluster.Root, "backup.dcsnap");
+        var unused = $"http://127.0.0.1:{FreePorts.Allocate(1)[0]}";
+
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "save", file, "--endpoints", unused, "--cluster-id", cluster.ClusterId, "--secret", LocalCluster.Secret), 1, "cannot reach the node");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "save", file, "--endpoints", cluster[1].GrpcUrl, "--cluster-id", cluster.ClusterId, "--secret", "wrong"), 1, "refused: wrong or missing cluster secret");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "save", file, "--endpoints", cluster[1].GrpcUrl, "--cluster-id", "other", "--secret", LocalCluster.Secret), 1, "refused: wrong cluster id");
+        Assert.False(File.Exists(file));
+        Assert.False(File.Exists(file + ".tmp"));
+
+        var notASnapshot = Path.Combine(cluster.Root, "notes.txt");
+        await File.WriteAllTextAsync(notASnapshot, "these are not the bytes you are looking for\n");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", notASnapshot), 1, "is not a Dcache snapshot file");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", Path.Combine(cluster.Root, "missing")), 1, "cannot open");
+        var target = Path.Combine(cluster.Root, "restore-target");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", notASnapshot, "--data", target, "--node-id", "1", "--cluster-id", "new",
+            "--initial-cluster", "1=http://127.0.0.1:1"), 1, "is not a Dcache snapshot file");
+        Assert.False(Directory.Exists(target));
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", notASnapshot, "--data", target, "--node-id", "2", "--cluster-id", "new",
+            "--initial-cluster", "1=http://127.0.0.1:1"), 2, "must list --node-id 2");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", notASnapshot, "--node-id", "1"), 2, "--data is required");
+
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "inspect", "--data", cluster.Root), 1, "holds no node data");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", cluster.Root, "--cluster-id", "new"), 1, "holds no node data");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", cluster.Root), 2, "--cluster-id is required");
+    }
+
+    private async Task RejectsDamagedCopiesAsync(string backup)
+    {
+        var original = await File.ReadAllBytesAsync(backup);
+        var seed = Environment.TickCount;
+        output.WriteLine($"damage seed {seed}");
+        var random = new Random(seed);
+        // The magic, the version, the header, random places in the data, the trailer's size and the checksum itself.
+        var offsets = new[] { 0, 9, 20, original.Length - 5, original.Length - 1 }
+            .Concat(Enumerable.Range(0, 4).Select(_ => random.Next(24, original.Length - 16)))
+            .ToList();
+        var damaged = backup + ".damaged";
+        foreach (var offset in offsets)
+        {
+            var copy = (byte[])original.Clone();
+            copy[offset] ^= (byte)(1 << random.Next(8));
+            await File.WriteAllBytesAsync(damaged, copy);
+            var result = await Dcachectl.RunAsync(output, "snapshot", "verify", damaged);
+            Dcachectl.AssertFails(result, 1, offset < 8 ? "is not a Dcache snapshot file" : "is damaged");
+        }
+
+        await File.WriteAllBytesAsync(damaged, original.AsSpan(0, original.Length / 2).ToArray());
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", damaged), 1, "truncated");
+        File.Delete(damaged);
+    }
+
+    /// <summary>The old cluster's nodes still run, but the new cluster refuses their calls: the cluster id differs.</summary>
+    private async Task OldClusterIsRefusedAsync(LocalCluster old, LocalCluster restored)
+    {
+        var oldHeaders = LocalCluster.Headers(old.ClusterId);
+        var status = await Assert.ThrowsAsync<RpcException>(() => restored.Client(1).StatusAsync(new StatusRequest(), oldHeaders).ResponseAsync);
+        Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, status.StatusCode);
+
+        // A vote request in a far higher term, as an old node would send: refused, and the new cluster's term stays put.
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(restored[2].GrpcUrl);
+        var raftHeaders = LocalCluster.Headers(old.ClusterId);
+        raftHeaders.Add("dcache-from", "1");
+        var refused = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = new RaftTransport.RaftTransportClient(channel).Send(raftHeaders, DateTime.UtcNow.AddSeconds(5));
+            try
+            {
+                await call.RequestStream.WriteAsync(new RaftMessage { Type = MessageType.Vote, From = 1, To = 2, Term = 1_000_000 });
+                await call.RequestStream.CompleteAsync();
+            }
+            catch (RpcException)
+            {
+                // The server may refuse the call before the write lands; the call's own status says why.
+            }
+
+            await call.ResponseAsync;
+        });
+        Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, refused.StatusCode);
+        foreach (var node in restored.Nodes.Keys)
+        {
+            Assert.True((await restored.StatusAsync(node)).Term < 1_000_000);
+        }
+    }
+
+    [GeneratedRegex(@"keys:\s+(\d+)")]
+    private static partial Regex KeysLine();
+}
