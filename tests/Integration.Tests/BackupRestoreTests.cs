@@ -83,15 +83,18 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
             acknowledged = load.Acknowledged.ToDictionary();
         }
 
-        // Every node has learned the commit index that covers every acknowledged write; then two are lost for good.
+        // Every node has learned the commit index that covers every acknowledged write; then both followers are lost
+        // for good. The leader survives, and takes one more write it can no longer commit: recovery must discard it.
         await Verify.CaughtUpAsync(cluster, TimeSpan.FromSeconds(20));
-        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
-        var survivor = cluster.Nodes.Keys.First(id => id != leader);
+        var survivor = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
         var commitBefore = (await cluster.StatusAsync(survivor)).CommitIndex;
         foreach (var lost in cluster.Nodes.Keys.Where(id => id != survivor))
         {
             cluster[lost].Kill();
         }
+
+        var unacknowledged = await cluster.ExecuteAsync(survivor, Commands.Set("never-acknowledged", "lost"));
+        Assert.Equal(Reply.ResultOneofCase.Failure, unacknowledged.ResultCase);
 
         // The runbook: stop the survivor, inspect it, force a new cluster from it, start it with the new cluster id.
         await cluster[survivor].StopAsync(TimeSpan.FromSeconds(15));
@@ -99,10 +102,13 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         var inspect = await Dcachectl.RunAsync(output, "recover", "inspect", "--data", data);
         Assert.True(inspect.Exit == 0, inspect.ToString());
         var commit = ulong.Parse(CommitLine().Match(inspect.Output).Groups[1].Value, CultureInfo.InvariantCulture);
+        var lastIndex = ulong.Parse(LastIndexLine().Match(inspect.Output).Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.True(commit >= commitBefore, $"inspect reports commit index {commit}, below the {commitBefore} the running node reported");
+        Assert.True(lastIndex > commit, $"the unacknowledged write should lie after the commit index {commit}, but the log ends at {lastIndex}");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", cluster.ClusterId), 1, "must name a new cluster");
         var force = await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", "recovered-cluster");
         Assert.True(force.Exit == 0, force.ToString());
+        Assert.Contains($"discarded: {lastIndex - commit} entries after the commit index", force.Output, StringComparison.Ordinal);
 
         cluster.ClusterId = "recovered-cluster";
         cluster[survivor].Start();
@@ -111,6 +117,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Assert.Equal([survivor], status.Members.Select(m => m.Id));
         var missing = await Verify.MissingAsync(cluster, survivor, acknowledged);
         Assert.True(missing.Count == 0, $"the recovered node lacks {missing.Count} acknowledged writes, e.g. {string.Join(", ", missing.Take(5))}");
+        Assert.Null((await cluster.ExecuteAsync(survivor, Commands.Get("never-acknowledged"))).BulkText());
         Assert.True((await cluster.ExecuteAsync(survivor, Commands.Set("after-recovery", "yes"))).Ok);
     }
 
@@ -205,6 +212,9 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
 
     [GeneratedRegex(@"commit index:\s+(\d+)")]
     private static partial Regex CommitLine();
+
+    [GeneratedRegex(@"last index:\s+(\d+)")]
+    private static partial Regex LastIndexLine();
 
     [GeneratedRegex(@"keys:\s+(\d+)")]
     private static partial Regex KeysLine();
