@@ -10,7 +10,8 @@ namespace Dcache.Storage;
 internal sealed class TestOnlySlowDisk(string path)
 {
     private const long RereadMilliseconds = 100;
-    private long _readAt = long.MinValue;
+    private long _readAt;
+    private bool _read;
     private int _delayMilliseconds;
 
     /// <summary>Sleeps for the configured delay, as a disk that takes that long to make a write durable would.</summary>
@@ -22,8 +23,9 @@ internal sealed class TestOnlySlowDisk(string path)
         }
 
         var now = Environment.TickCount64;
-        if (now - _readAt >= RereadMilliseconds)
+        if (!_read || now - _readAt >= RereadMilliseconds)
         {
+            _read = true;
             _readAt = now;
             _delayMilliseconds = Read(path);
         }
