@@ -10,8 +10,7 @@ internal static class CommandLine
           dev      start a local cluster (3 nodes and a gateway on 127.0.0.1:6379, data under ./data) until Ctrl-C
                    options: --nodes N (default 3)  --data DIR (default ./data)  --base-port P (default 7001)
                             --gateway-port P (default 6379)
-          status   show every node's role, term, commit and applied index
-                   options: --endpoints URL[,URL...] (default the dev cluster's)  --cluster-id ID  --secret S
+          status   show every node's role, term, commit and applied index, voters and learners
           snapshot save FILE
                    stream a consistent snapshot (every write acknowledged before the call) from the first of --endpoints
                    that serves one into FILE; options as for status
@@ -24,6 +23,18 @@ internal static class CommandLine
           recover force-new-cluster --data DIR --cluster-id NEWID
                    offline: rewrite a stopped survivor's data so it restarts alone as cluster NEWID with its committed
                    data (entries after its commit index are discarded); add members back afterwards
+          member list                              the leader's view: each member's role, address, log progress
+          member add --id N --address URL          add node N (gRPC address URL) as a learner; it receives the log
+          member promote --id N                    make learner N a voter (refused until it has caught up)
+          member remove --id N                     remove node N (the leader too: it hands over first)
+          leader transfer [--to ID]                hand leadership to node ID (default: the most up-to-date voter)
+
+        options of status, member and leader:
+          --endpoints URL[,URL...]  nodes' gRPC addresses (default the dev cluster's); member and leader commands
+                                    find the leader from any of them
+          --cluster-id ID  --secret S  (default the dev cluster's)
+
+        exit codes: 0 done, 1 failed (the message says why), 2 usage error
         """;
 
     public static async Task<int> RunAsync(string[] args)
@@ -43,10 +54,17 @@ internal static class CommandLine
                 return RecoverCommands.Run(args[1..]);
         }
 
+        // `member add ...` and `leader transfer ...` name a verb before their options.
+        var verb = args[0] is "member" or "leader" && args.Length > 1 ? args[1] : null;
         Options options;
         try
         {
-            options = Options.Parse(args.AsSpan(1));
+            if (args[0] is "member" or "leader" && verb is null)
+            {
+                throw new FormatException($"'{args[0]}' needs a verb: {(args[0] == "member" ? "list, add, promote or remove" : "transfer")}");
+            }
+
+            options = Options.Parse(args.AsSpan(verb is null ? 1 : 2));
         }
         catch (FormatException ex)
         {
@@ -60,10 +78,27 @@ internal static class CommandLine
                 return await DevCluster.RunAsync(options).ConfigureAwait(false);
             case "status":
                 return await StatusCommand.RunAsync(options).ConfigureAwait(false);
+            case "member":
+                return await RunOrUsageErrorAsync(() => MemberCommands.RunMemberAsync(verb!, options)).ConfigureAwait(false);
+            case "leader":
+                return await RunOrUsageErrorAsync(() => MemberCommands.RunLeaderAsync(verb!, options)).ConfigureAwait(false);
             default:
                 Console.Error.WriteLine($"dcachectl: unknown command '{args[0]}'");
                 Console.Error.WriteLine(Usage);
                 return 2;
+        }
+    }
+
+    private static async Task<int> RunOrUsageErrorAsync(Func<Task<int>> command)
+    {
+        try
+        {
+            return await command().ConfigureAwait(false);
+        }
+        catch (FormatException ex)
+        {
+            Console.Error.WriteLine($"dcachectl: {ex.Message}");
+            return 2;
         }
     }
 }
@@ -95,6 +130,8 @@ internal sealed class Options
         _values.TryGetValue(name, out var text)
             ? int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var value) ? value : throw new FormatException($"--{name} must be a number")
             : fallback;
+
+    public bool Has(string name) => _values.ContainsKey(name);
 
     public string Require(string name) =>
         _values.TryGetValue(name, out var text) && text.Length > 0 ? text : throw new FormatException($"--{name} is required");

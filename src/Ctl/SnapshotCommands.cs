@@ -45,7 +45,7 @@ internal static class SnapshotCommands
     /// <summary>Streams a consistent snapshot from the first endpoint that serves one into FILE.</summary>
     private static async Task<int> SaveAsync(string file, Options options)
     {
-        var headers = new Metadata { { "dcache-cluster-id", options.ClusterId }, { "dcache-secret", options.Secret } };
+        var headers = new ClusterConnection(options).Headers;
         var failures = new List<string>();
         foreach (var endpoint in options.Endpoints)
         {
@@ -93,7 +93,7 @@ internal static class SnapshotCommands
             }
             catch (RpcException ex)
             {
-                failures.Add($"{endpoint}: {Describe(ex)}");
+                failures.Add($"{endpoint}: {ClusterConnection.Describe(ex)}");
             }
             catch (UriFormatException ex)
             {
@@ -154,7 +154,7 @@ internal static class SnapshotCommands
             return 1;
         }
 
-        var metadata = new SnapshotMetadata(snapshot.Header.Index, snapshot.Header.Term, Membership.Of(members.Keys));
+        var metadata = new SnapshotMetadata(snapshot.Header.Index, snapshot.Header.Term, Membership.Of(members.Keys, contexts: members));
         var created = !Directory.Exists(directory);
         try
         {
@@ -189,16 +189,6 @@ internal static class SnapshotCommands
             $"restored node {nodeId} of cluster {clusterId} into {directory}: snapshot index {metadata.Index}, term {metadata.Term}, {snapshot.KeyCount} keys, voters {string.Join(",", members.Keys)} (from cluster {snapshot.Header.ClusterId})"));
         return 0;
     }
-
-    internal static string Describe(RpcException ex) => ex.StatusCode switch
-    {
-        StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Innermost(cause).Message})",
-        StatusCode.Unavailable => $"cannot reach the node ({ex.Status.Detail})",
-        StatusCode.PermissionDenied or StatusCode.Unauthenticated => $"refused: {ex.Status.Detail}",
-        _ => $"{ex.StatusCode}: {ex.Status.Detail}",
-    };
-
-    private static Exception Innermost(Exception ex) => ex.InnerException is { } inner ? Innermost(inner) : ex;
 
     /// <summary>A snapshot file read twice: once for its checksum, then to decode the cache state it carries.</summary>
     private sealed record VerifiedSnapshot(SnapshotHeader Header, long FileSize, uint FileCrc, ulong DataSize, int KeyCount)

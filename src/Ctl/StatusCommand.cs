@@ -1,7 +1,6 @@
 using System.Globalization;
 using Dcache.Protocol.Cache;
 using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace Dcache.Ctl;
 
@@ -10,22 +9,23 @@ internal static class StatusCommand
 {
     public static async Task<int> RunAsync(Options options)
     {
-        var endpoints = options.Endpoints;
-        var headers = new Metadata { { "dcache-cluster-id", options.ClusterId }, { "dcache-secret", options.Secret } };
-        Console.WriteLine($"{"ENDPOINT",-26} {"ID",3} {"ROLE",-12} {"TERM",6} {"LEADER",6} {"COMMIT",9} {"APPLIED",9} {"LAG",6}  MEMBERS");
+        var cluster = new ClusterConnection(options);
+        var endpoints = cluster.Endpoints;
+        var headers = cluster.Headers;
+        Console.WriteLine($"{"ENDPOINT",-26} {"ID",3} {"ROLE",-12} {"TERM",6} {"LEADER",6} {"COMMIT",9} {"APPLIED",9} {"LAG",6}  {"VOTERS",-14} LEARNERS");
         var failures = 0;
         var statuses = new List<(string Endpoint, NodeStatus? Status, string? Error)>();
         foreach (var endpoint in endpoints)
         {
             try
             {
-                using var channel = GrpcChannel.ForAddress(endpoint);
+                using var channel = ClusterConnection.Open(endpoint);
                 var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
                 statuses.Add((endpoint, status, null));
             }
             catch (RpcException ex)
             {
-                statuses.Add((endpoint, null, ex.Status.StatusCode == StatusCode.Unavailable ? "unreachable" : ex.Status.Detail));
+                statuses.Add((endpoint, null, ClusterConnection.Describe(ex)));
                 failures++;
             }
             catch (UriFormatException ex)
@@ -44,9 +44,10 @@ internal static class StatusCommand
                 continue;
             }
 
-            var members = string.Join(",", status.Members.Select(m => m.Voter ? m.Id.ToString(CultureInfo.InvariantCulture) : $"{m.Id}(learner)"));
+            var voters = string.Join(",", status.Members.Where(m => m.Voter).Select(m => ClusterConnection.Text(m.Id)));
+            var learners = string.Join(",", status.Members.Where(m => !m.Voter).Select(m => ClusterConnection.Text(m.Id)));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{endpoint,-26} {status.NodeId,3} {status.Role,-12} {status.Term,6} {status.LeaderId,6} {status.CommitIndex,9} {status.AppliedIndex,9} {commit - Math.Min(commit, status.AppliedIndex),6}  {members}"));
+                $"{endpoint,-26} {status.NodeId,3} {status.Role,-12} {status.Term,6} {status.LeaderId,6} {status.CommitIndex,9} {status.AppliedIndex,9} {commit - Math.Min(commit, status.AppliedIndex),6}  {(voters.Length == 0 ? "-" : voters),-14} {(learners.Length == 0 ? "-" : learners)}"));
         }
 
         return failures == 0 ? 0 : 1;

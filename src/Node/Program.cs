@@ -62,6 +62,7 @@ var app = builder.Build();
 app.MapGrpcService<RaftTransportService>();
 app.MapGrpcService<CacheService>();
 app.MapGrpcService<BackupService>();
+app.MapGrpcService<AdminService>();
 // Prometheus scrapes over HTTP/1.1 (it cannot speak h2c), so metrics live on the HTTP port only.
 app.MapPrometheusScrapingEndpoint().RequireHost($"*:{new Uri(nodeOptions.HttpUrl).Port}");
 app.MapGet("/health", (RaftDriver driver) =>

@@ -2,9 +2,10 @@ namespace Dcache.Raft;
 
 /// <summary>
 /// The log every founding member of a new cluster starts with: one committed membership change per founding member
-/// (voters, then learners, in id order), all in term 1. Because the founding membership lives in the log rather than
-/// in an index-0 snapshot that is never sent, a node added later learns it by replaying the log from index 1, as
-/// every other member did. Every founding member writes exactly the same entries.
+/// (voters, then learners, in id order), all in term 1, each carrying that member's context (its address). Because
+/// the founding membership lives in the log rather than in an index-0 snapshot that is never sent, a node added
+/// later learns it by replaying the log from index 1, as every other member did. Founding members write the same entries when they are given the same addresses; the
+/// contexts are opaque to Raft, which compares entries by index and term only.
 /// </summary>
 public static class ClusterBootstrap
 {
@@ -20,12 +21,12 @@ public static class ClusterBootstrap
         var entries = new List<Entry>();
         foreach (var voter in membership.Voters)
         {
-            entries.Add(new Entry((ulong)entries.Count + 1, Term, EntryType.ConfChange, new ConfChange(ConfChangeType.AddVoter, voter).Encode()));
+            entries.Add(new Entry((ulong)entries.Count + 1, Term, EntryType.ConfChange, new ConfChange(ConfChangeType.AddVoter, voter, membership.ContextOf(voter)).Encode()));
         }
 
         foreach (var learner in membership.Learners)
         {
-            entries.Add(new Entry((ulong)entries.Count + 1, Term, EntryType.ConfChange, new ConfChange(ConfChangeType.AddLearner, learner).Encode()));
+            entries.Add(new Entry((ulong)entries.Count + 1, Term, EntryType.ConfChange, new ConfChange(ConfChangeType.AddLearner, learner, membership.ContextOf(learner)).Encode()));
         }
 
         return (new HardState(Term, 0, (ulong)entries.Count), entries);

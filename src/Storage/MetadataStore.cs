@@ -47,6 +47,11 @@ public sealed class MetadataStore : IDisposable
             chunk_count INTEGER NOT NULL,
             created_unix_ms INTEGER NOT NULL);
         """,
+        // Members' addresses travel with the membership (JSON {"id": "address"}); older rows have none.
+        """
+        ALTER TABLE membership ADD COLUMN contexts TEXT NOT NULL DEFAULT '';
+        ALTER TABLE snapshots ADD COLUMN contexts TEXT NOT NULL DEFAULT '';
+        """,
     ];
 
     private readonly SqliteConnection _connection;
@@ -153,37 +158,39 @@ public sealed class MetadataStore : IDisposable
 
     public (ulong Index, Membership Membership)? LoadMembership()
     {
-        using var command = Command("SELECT raft_index, voters, learners FROM membership WHERE id = 1");
+        using var command = Command("SELECT raft_index, voters, learners, contexts FROM membership WHERE id = 1");
         using var reader = command.ExecuteReader();
         if (!reader.Read())
         {
             return null;
         }
 
-        return ((ulong)reader.GetInt64(0), Membership.Of(MembershipCodec.FromText(reader.GetString(1)), MembershipCodec.FromText(reader.GetString(2))));
+        return ((ulong)reader.GetInt64(0), Membership.Of(MembershipCodec.FromText(reader.GetString(1)), MembershipCodec.FromText(reader.GetString(2)), MembershipCodec.ContextsFromText(reader.GetString(3))));
     }
 
     public void SaveMembership(ulong index, Membership membership)
     {
         using var command = Command(
-            "INSERT INTO membership (id, raft_index, voters, learners) VALUES (1, $index, $voters, $learners) " +
-            "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners");
+            "INSERT INTO membership (id, raft_index, voters, learners, contexts) VALUES (1, $index, $voters, $learners, $contexts) " +
+            "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners, contexts = excluded.contexts");
         command.Parameters.AddWithValue("$index", (long)index);
         command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(membership.Voters));
         command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(membership.Learners));
+        command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(membership));
         command.ExecuteNonQuery();
     }
 
     public void AddSnapshot(SnapshotCatalogueEntry entry)
     {
         using var command = Command(
-            "INSERT INTO snapshots (id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms) " +
-            "VALUES ($id, $index, $term, $voters, $learners, $begin, $end, $size, $crc, $chunks, $created)");
+            "INSERT INTO snapshots (id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts) " +
+            "VALUES ($id, $index, $term, $voters, $learners, $begin, $end, $size, $crc, $chunks, $created, $contexts)");
         command.Parameters.AddWithValue("$id", entry.Id);
         command.Parameters.AddWithValue("$index", (long)entry.Metadata.Index);
         command.Parameters.AddWithValue("$term", (long)entry.Metadata.Term);
         command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(entry.Metadata.Membership.Voters));
         command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(entry.Metadata.Membership.Learners));
+        command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(entry.Metadata.Membership));
         command.Parameters.AddWithValue("$begin", entry.BeginAddress);
         command.Parameters.AddWithValue("$end", entry.EndAddress);
         command.Parameters.AddWithValue("$size", entry.SizeBytes);
@@ -204,13 +211,13 @@ public sealed class MetadataStore : IDisposable
     public IReadOnlyList<SnapshotCatalogueEntry> ListSnapshots()
     {
         using var command = Command(
-            "SELECT id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms " +
+            "SELECT id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts " +
             "FROM snapshots ORDER BY raft_index DESC, id DESC");
         using var reader = command.ExecuteReader();
         var list = new List<SnapshotCatalogueEntry>();
         while (reader.Read())
         {
-            var membership = Membership.Of(MembershipCodec.FromText(reader.GetString(3)), MembershipCodec.FromText(reader.GetString(4)));
+            var membership = Membership.Of(MembershipCodec.FromText(reader.GetString(3)), MembershipCodec.FromText(reader.GetString(4)), MembershipCodec.ContextsFromText(reader.GetString(11)));
             list.Add(new SnapshotCatalogueEntry(
                 reader.GetInt64(0),
                 new SnapshotMetadata((ulong)reader.GetInt64(1), (ulong)reader.GetInt64(2), membership),

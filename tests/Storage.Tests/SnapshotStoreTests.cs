@@ -16,7 +16,8 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _directory.Dispose();
 
-    private static readonly Membership Members = Membership.Of([1UL, 2UL, 3UL], [9UL]);
+    // With members' addresses, so the catalogue is shown to keep them.
+    private static readonly Membership Members = Membership.Of([1UL, 2UL, 3UL], [9UL], [KeyValuePair.Create(1UL, "http://127.0.0.1:7001"), KeyValuePair.Create(9UL, "http://[::1]:7009")]);
 
     /// <summary>Deterministic snapshot content: byte i of a snapshot with this seed.</summary>
     private static void Fill(Span<byte> into, long offset, int seed)
@@ -161,18 +162,66 @@ public sealed class MetadataStoreTests : IDisposable
             Assert.Equal(MetadataStore.CurrentSchemaVersion, metadata.SchemaVersion);
             metadata.EnsureIdentity(3, "cluster-a");
             metadata.SaveTermAndVote(7, 2);
-            metadata.SaveMembership(40, Membership.Of([1UL, 2UL, 3UL], [4UL]));
+            metadata.SaveMembership(40, Membership.Of([1UL, 2UL, 3UL], [4UL], [KeyValuePair.Create(4UL, "http://127.0.0.1:7004")]));
         }
 
         using var reopened = MetadataStore.Open(_directory.Path);
         Assert.Equal(3UL, reopened.NodeId);
         Assert.Equal("cluster-a", reopened.ClusterId);
         Assert.Equal((7UL, 2UL), reopened.LoadTermAndVote());
-        Assert.Equal((40UL, Membership.Of([1UL, 2UL, 3UL], [4UL])), reopened.LoadMembership());
+        Assert.Equal((40UL, Membership.Of([1UL, 2UL, 3UL], [4UL], [KeyValuePair.Create(4UL, "http://127.0.0.1:7004")])), reopened.LoadMembership());
         Assert.Null(reopened.CheckIntegrity());
         reopened.EnsureIdentity(3, "cluster-a");
         Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(4, "cluster-a"));
         Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(3, "cluster-b"));
+    }
+
+    [Fact]
+    public void A_database_written_before_addresses_travelled_is_migrated_and_keeps_its_membership()
+    {
+        var path = Path.Combine(_directory.Path, MetadataStore.FileName);
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            // Schema version 1, as the first release wrote it.
+            command.CommandText = """
+                CREATE TABLE identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE hard_state (id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, vote INTEGER NOT NULL);
+                INSERT INTO hard_state (id, term, vote) VALUES (1, 4, 2);
+                CREATE TABLE membership (id INTEGER PRIMARY KEY CHECK (id = 1), raft_index INTEGER NOT NULL, voters TEXT NOT NULL, learners TEXT NOT NULL);
+                INSERT INTO membership VALUES (1, 12, '1,2,3', '5');
+                CREATE TABLE snapshots (id INTEGER PRIMARY KEY, raft_index INTEGER NOT NULL, raft_term INTEGER NOT NULL, voters TEXT NOT NULL,
+                    learners TEXT NOT NULL, begin_address INTEGER NOT NULL, end_address INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
+                    crc32c INTEGER NOT NULL, chunk_count INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL);
+                INSERT INTO snapshots VALUES (1, 10, 3, '1,2,3', '', 64, 128, 10, 0, 1, 0);
+                PRAGMA user_version = 1;
+                """;
+            command.ExecuteNonQuery();
+        }
+
+        using var metadata = MetadataStore.Open(_directory.Path);
+        Assert.Equal(MetadataStore.CurrentSchemaVersion, metadata.SchemaVersion);
+        Assert.Equal((12UL, Membership.Of([1UL, 2UL, 3UL], [5UL])), metadata.LoadMembership());
+        Assert.Equal(Membership.Of([1UL, 2UL, 3UL]), Assert.Single(metadata.ListSnapshots()).Metadata.Membership);
+    }
+
+    [Fact]
+    public void A_membership_encoded_before_addresses_travelled_reads_back_without_them()
+    {
+        var withAddresses = Membership.Of([1UL, 2UL], [3UL], [KeyValuePair.Create(2UL, "http://127.0.0.1:7002"), KeyValuePair.Create(3UL, "http://127.0.0.1:7003")]);
+        var buffer = new byte[MembershipCodec.EncodedLength(withAddresses)];
+        Assert.Equal(buffer.Length, MembershipCodec.Write(withAddresses, buffer));
+        Assert.Equal(withAddresses, MembershipCodec.Read(buffer, out var consumed));
+        Assert.Equal(buffer.Length, consumed);
+
+        // The old form ends after the learners.
+        var legacyLength = 8 + (8 * 3);
+        Assert.Equal(Membership.Of([1UL, 2UL], [3UL]), MembershipCodec.Read(buffer.AsSpan(0, legacyLength), out consumed));
+        Assert.Equal(legacyLength, consumed);
+
+        // A context cut short is an error, not a silently shorter address.
+        Assert.Throws<FormatException>(() => MembershipCodec.Read(buffer.AsSpan(0, buffer.Length - 3), out _));
     }
 
     [Fact]
@@ -191,13 +240,15 @@ public sealed class MetadataStoreTests : IDisposable
         Assert.Contains("newer", error.Message, StringComparison.Ordinal);
     }
 
+    private static readonly Membership Founders = Membership.Of([1UL, 2UL, 3UL], contexts: new[] { 1UL, 2UL, 3UL }.Select(id => KeyValuePair.Create(id, $"http://127.0.0.1:700{id}")));
+
     [Fact]
     public void Node_storage_opens_all_three_parts_and_checks_identity()
     {
         var options = new StorageOptions { DataDirectory = _directory.Path, RaftLog = new LogFileOptions { PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 16 } };
         using (var node = NodeStorage.Open(options, 1, "c1"))
         {
-            node.RaftLog.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+            node.RaftLog.Bootstrap(Founders);
             node.RaftLog.Save(new HardState(1, 1, 3), [new Entry(4, 1, EntryType.Normal, ReadOnlyMemory<byte>.Empty)], null);
         }
 
@@ -207,9 +258,18 @@ public sealed class MetadataStoreTests : IDisposable
             var entries = new List<Entry>();
             Assert.Equal(LogReadStatus.Ok, node.RaftLog.TryGetEntries(1, 4, ulong.MaxValue, entries));
             Assert.Equal([1UL, 2UL, 3UL], entries.Select(e => ConfChange.Decode(e.Data.Span).NodeId));
+            Assert.Equal(Founders.Contexts.Values, entries.Select(e => ConfChange.Decode(e.Data.Span).Context));
             Assert.Equal(new HardState(1, 1, 3), node.RaftLog.InitialState().HardState);
             Assert.Equal(4UL, node.RaftLog.LastIndex);
-            Assert.Equal(Membership.Of([1UL, 2UL, 3UL]), node.Metadata.LoadMembership()!.Value.Membership);
+            Assert.Equal(Founders, node.Metadata.LoadMembership()!.Value.Membership);
+
+            // A snapshot's membership keeps the addresses through the log's own records and a reopen.
+            node.RaftLog.CreateSnapshot(new SnapshotMetadata(3, 1, Founders), 3);
+        }
+
+        using (var node = NodeStorage.Open(options, 1, "c1"))
+        {
+            Assert.Equal(Founders, node.RaftLog.Snapshot.Membership);
         }
 
         Assert.Throws<InvalidOperationException>(() => NodeStorage.Open(options, 2, "c1"));

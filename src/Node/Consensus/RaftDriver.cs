@@ -62,6 +62,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly Dictionary<ulong, ReadGroup> _readsAwaitingIndex = [];
     private ReadGroup _openReadGroup = new();
     private readonly PriorityQueue<CommandInput, ulong> _readsAwaitingApply = new();
+    // Membership changes proposed by operators: index -> (term proposed in, completion). Completed once the entry at
+    // the index is applied and the core has taken the change in (true), or another entry took its place (false).
+    private readonly Dictionary<ulong, (ulong Term, TaskCompletionSource<bool> Completion)> _changesAwaitingApply = [];
+    private readonly List<(TaskCompletionSource<bool> Completion, bool Applied)> _changesApplied = [];
+    private Membership _followedMembership = Membership.Empty;
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
     private readonly RaftNode _raft;
     private PeerTransport? _transport;
@@ -129,6 +134,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         settings.Raft.Applied = snapshot.Index;
         // Election timeouts must differ between nodes started together: seed from the OS, not the clock.
         _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Random.Shared.Next()));
+        FollowMembership();
         Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
         _status = BuildStatus();
     }
@@ -170,7 +176,20 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     public Task<T> RunOnLoopAsync<T>(Func<RaftNode, T> work)
     {
         var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var input = new LoopWorkInput(raft => completion.TrySetResult(work(raft)), ex => completion.TrySetException(ex));
+        var input = new LoopWorkInput(
+            raft =>
+            {
+                // A caller's mistake goes back to the caller; it must not stop the loop.
+                try
+                {
+                    completion.TrySetResult(work(raft));
+                }
+                catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or KeyNotFoundException)
+                {
+                    completion.TrySetException(ex);
+                }
+            },
+            ex => completion.TrySetException(ex));
         if (!_inputs.Writer.TryWrite(input))
         {
             completion.SetException(new InvalidOperationException("the node is shutting down"));
@@ -197,7 +216,16 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         set => _closing = value;
     }
 
-    bool IRaftInbox.IsKnownPeer(ulong peer) => _addresses.Contains(peer) || _raft.Membership.Contains(peer);
+    /// <summary>
+    /// Members only, so a removed node's traffic (e.g. its campaigns) is refused at the door. A node that has not
+    /// joined yet (empty membership) accepts any node of the cluster: the leader that adds it may not be one it was
+    /// configured with.
+    /// </summary>
+    bool IRaftInbox.IsKnownPeer(ulong peer)
+    {
+        var membership = _raft.Membership;
+        return membership.Contains(peer) || (membership.Voters.IsEmpty && membership.Learners.IsEmpty);
+    }
 
     ValueTask IRaftInbox.PostAsync(Message message, CancellationToken cancellationToken) =>
         _inputs.Writer.WriteAsync(new PeerMessageInput(message), cancellationToken);
@@ -459,6 +487,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
 
             _raft.Advance(ready);
+            FollowMembership();
             ServeReadsUpTo(_raft.AppliedIndex);
             MaybeTakeSnapshot();
         }
@@ -466,6 +495,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void Apply(Entry entry)
     {
+        if (_changesAwaitingApply.Remove(entry.Index, out var proposed))
+        {
+            // Completed after Advance, once the core's membership includes the change.
+            _changesApplied.Add((proposed.Completion, proposed.Term == entry.Term));
+        }
+
         if (entry.Type == EntryType.ConfChange)
         {
             _cache.SkipEntry(entry.Index);
@@ -613,8 +648,106 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         Log.SnapshotInstalled(_logger, metadata.Index, metadata.Term, _cache.StoredKeyCount);
     }
 
+    /// <summary>Keeps the address book on the applied membership (addresses travel in it), and completes the membership changes just applied.</summary>
+    private void FollowMembership()
+    {
+        if (!ReferenceEquals(_raft.Membership, _followedMembership))
+        {
+            _followedMembership = _raft.Membership;
+            _addresses.Follow(_followedMembership);
+            _statusStale = true;
+        }
+
+        foreach (var (completion, applied) in _changesApplied)
+        {
+            completion.TrySetResult(applied);
+        }
+
+        _changesApplied.Clear();
+    }
+
+    /// <summary>
+    /// Proposes a membership change unless <paramref name="refuse"/> (run on the loop, against the core's current
+    /// state) gives a reason not to. When accepted, Applied completes once the change is committed and applied
+    /// here (true), or another entry took its index (false).
+    /// </summary>
+    public Task<(ProposeResult Proposal, string? Refusal, Task<bool>? Applied)> ProposeConfChangeAsync(ConfChange change, Func<RaftNode, string?> refuse) =>
+        RunOnLoopAsync<(ProposeResult Proposal, string? Refusal, Task<bool>? Applied)>(raft =>
+        {
+            if (raft.Role == Role.Leader && refuse(raft) is { } refusal)
+            {
+                return (new ProposeResult(ProposeStatus.InvalidConfChange, 0, 0, raft.Id, refusal), refusal, null);
+            }
+
+            var result = raft.ProposeConfChange(change);
+            _metrics.Proposed(result.Status);
+            if (!result.Accepted)
+            {
+                return (result, result.Reason, null);
+            }
+
+            var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _changesAwaitingApply[result.Index] = (result.Term, completion);
+            return (result, null, completion.Task);
+        });
+
+    /// <summary>
+    /// Starts handing leadership to <paramref name="target"/>, or (0) to the voter with the most of the log.
+    /// Returns the chosen target, or 0 when this node does not lead or no voter can take over.
+    /// </summary>
+    public Task<ulong> TransferLeadershipAsync(ulong target) =>
+        RunOnLoopAsync(raft =>
+        {
+            if (raft.Role != Role.Leader)
+            {
+                return 0UL;
+            }
+
+            if (target == 0)
+            {
+                target = raft.GetStatus().Progress
+                    .Where(p => p.Id != raft.Id && !p.IsLearner)
+                    .OrderByDescending(p => p.Match)
+                    .Select(p => p.Id)
+                    .FirstOrDefault();
+            }
+
+            return target != 0 && raft.TransferLeadership(target) ? target : 0UL;
+        });
+
+    /// <summary>Waits (at most <paramref name="timeout"/>) until the published status satisfies <paramref name="condition"/>; false on timeout.</summary>
+    public async Task<bool> WaitForStatusAsync(Func<NodeStatusView, bool> condition, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = _clock.GetUtcNow() + timeout;
+        while (!condition(Status))
+        {
+            if (_clock.GetUtcNow() >= deadline)
+            {
+                return false;
+            }
+
+            try
+            {
+                // The status is republished every tick: poll at that pace.
+                await Task.Delay(_settings.Tick, _clock, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return condition(Status);
+            }
+        }
+
+        return true;
+    }
+
     private void FailEverythingPending()
     {
+        foreach (var (_, change) in _changesAwaitingApply)
+        {
+            change.Completion.TrySetException(new InvalidOperationException("the node stopped before the membership change was seen applied; it may still apply"));
+        }
+
+        _changesAwaitingApply.Clear();
         foreach (var (_, pending) in _writes)
         {
             pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));

@@ -76,6 +76,12 @@ public sealed class NodeOptions
     /// </summary>
     public string TestOnlySlowDiskFile { get; set; } = "";
 
+    /// <summary>A learner is promoted to voter only when its log is within this many entries of the leader's (and it answered recently).</summary>
+    public ulong PromoteMaxLagEntries { get; set; } = 1000;
+
+    /// <summary>The shortest election timeout (ElectionTicks ticks).</summary>
+    public TimeSpan ElectionTimeout => TimeSpan.FromMilliseconds((double)TickMilliseconds * ElectionTicks);
+
     public IReadOnlyDictionary<ulong, string> ParseInitialCluster() => ParseMembers(InitialCluster);
 
     public static IReadOnlyDictionary<ulong, string> ParseMembers(string text) => Protocol.ClusterMembers.Parse(text);

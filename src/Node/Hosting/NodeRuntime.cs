@@ -30,7 +30,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         var log = _storage.RaftLog;
         if (!_options.Join && log.LastIndex == 0 && log.Snapshot.Membership.Voters.Count == 0)
         {
-            log.Bootstrap(Membership.Of(members.Keys));
+            // Each founding entry carries its member's address, so every member's address is in the log.
+            log.Bootstrap(Membership.Of(members.Keys, contexts: members));
             var voters = string.Join(",", members.Keys);
             Log.Bootstrapped(_logger, _options.NodeId, voters);
         }
@@ -127,23 +128,11 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             return;
         }
 
-        var status = Driver.Status;
-        var target = status.Progress
-            .Where(p => p.Id != _options.NodeId && !p.IsLearner)
-            .OrderByDescending(p => p.Match)
-            .Select(p => p.Id)
-            .FirstOrDefault();
-        if (target == 0)
+        var target = await Driver.TransferLeadershipAsync(0).ConfigureAwait(false);
+        Log.HandingOver(_logger, target, target != 0);
+        if (target != 0)
         {
-            return;
-        }
-
-        var started = await Driver.RunOnLoopAsync(raft => raft.TransferLeadership(target)).ConfigureAwait(false);
-        Log.HandingOver(_logger, target, started);
-        var deadline = DateTime.UtcNow.AddMilliseconds(_options.TickMilliseconds * _options.ElectionTicks * 2);
-        while (started && Driver.Status.Role == Role.Leader && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
-        {
-            await Task.Delay(_options.TickMilliseconds, cancellationToken).ConfigureAwait(false);
+            await Driver.WaitForStatusAsync(status => status.Role != Role.Leader, _options.ElectionTimeout * 2, cancellationToken).ConfigureAwait(false);
         }
     }
 

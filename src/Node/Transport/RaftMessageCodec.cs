@@ -47,6 +47,7 @@ public static class RaftMessageCodec
         var wire = new Wire.SnapshotMetadata { Index = snapshot.Index, Term = snapshot.Term, Membership = new Wire.Membership() };
         wire.Membership.Voters.AddRange(snapshot.Membership.Voters);
         wire.Membership.Learners.AddRange(snapshot.Membership.Learners);
+        wire.Membership.Contexts.Add(snapshot.Membership.Contexts);
         return wire;
     }
 
@@ -83,7 +84,7 @@ public static class RaftMessageCodec
                 throw new FormatException($"entry {e.Index} has term {e.Term} outside (0, {wire.Term}]");
             }
 
-            if (e.Type == Wire.EntryType.ConfChange && e.Data.Length != ConfChange.EncodedLength)
+            if (e.Type == Wire.EntryType.ConfChange && (e.Data.Length < ConfChange.EncodedLength || e.Data.Length > ConfChange.EncodedLength + ConfChange.MaxContextBytes))
             {
                 throw new FormatException($"entry {e.Index} is a malformed membership change");
             }
@@ -117,6 +118,6 @@ public static class RaftMessageCodec
             throw new FormatException("membership names node 0");
         }
 
-        return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners));
+        return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners, membership.Contexts));
     }
 }

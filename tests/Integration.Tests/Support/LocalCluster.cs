@@ -17,6 +17,8 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly ITestOutputHelper _output;
     private readonly Dictionary<ulong, GrpcChannel> _channels = [];
     private readonly Dictionary<string, string> _settings;
+    // Nodes started to join the running cluster, and the InitialCluster each is started with.
+    private readonly Dictionary<ulong, string> _joiners = [];
 
     public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string clusterId = "test-cluster")
     {
@@ -62,11 +64,36 @@ internal sealed class LocalCluster : IAsyncDisposable
             $"--Dcache:Node:DataDirectory={node.DataDirectory}",
             $"--Dcache:Node:GrpcUrl={node.GrpcUrl}",
             $"--Dcache:Node:HttpUrl=http://127.0.0.1:{node.HttpPort}",
-            $"--Dcache:Node:InitialCluster={InitialClusterOf?.Invoke(id) ?? InitialCluster}",
+            $"--Dcache:Node:InitialCluster={(_joiners.TryGetValue(id, out var reachable) ? reachable : InitialClusterOf?.Invoke(id) ?? InitialCluster)}",
         };
+        if (_joiners.ContainsKey(id))
+        {
+            args.Add("--Dcache:Node:Join=true");
+        }
+
         args.AddRange(_settings.Select(kv => $"--Dcache:Node:{kv.Key}={kv.Value}"));
         return args;
     }
+
+    /// <summary>
+    /// Defines (does not start) a node that joins the running cluster: an empty data directory, Join=true, and the
+    /// founding members as the members it can reach (or <paramref name="reachable"/>). The leader must add it.
+    /// </summary>
+    public NodeProcess AddJoiningNode(ulong id, string? reachable = null)
+    {
+        var ports = FreePorts.Allocate(2);
+        _joiners[id] = reachable ?? InitialCluster;
+        var node = new NodeProcess(id, ports[0], ports[1], Path.Combine(Root, $"node{id}"), Arguments);
+        Nodes[id] = node;
+        return node;
+    }
+
+    /// <summary>Changes the InitialCluster a joined node is started with next time (e.g. to none, to show it finds its peers without it).</summary>
+    public void SetReachable(ulong id, string reachable) => _joiners[id] = reachable;
+
+    /// <summary>The --endpoints, --cluster-id and --secret options of dcachectl for these nodes (default: all).</summary>
+    public string[] CtlOptions(IEnumerable<ulong>? nodes = null, string? secret = null) =>
+        ["--endpoints", string.Join(",", (nodes ?? Nodes.Keys).Select(id => Nodes[id].GrpcUrl)), "--cluster-id", ClusterId, "--secret", secret ?? Secret];
 
     /// <summary>The gateway process, once <see cref="StartGatewayAsync"/> ran.</summary>
     public ChildProcess? Gateway { get; private set; }

@@ -1,0 +1,100 @@
+using System.Globalization;
+using Dcache.Protocol;
+using Grpc.Core;
+using Grpc.Net.Client;
+
+namespace Dcache.Ctl;
+
+/// <summary>How dcachectl reaches a cluster: the --endpoints, --cluster-id and --secret options, and what a failed call means.</summary>
+internal sealed class ClusterConnection(Options options)
+{
+    private const string LeaderIdTrailer = "dcache-leader-id";
+    private const string LeaderAddressTrailer = "dcache-leader-address";
+
+    public IReadOnlyList<string> Endpoints { get; } = options.Endpoints;
+
+    public Metadata Headers { get; } = new() { { "dcache-cluster-id", options.ClusterId }, { "dcache-secret", options.Secret } };
+
+    public static GrpcChannel Open(string endpoint) => GrpcChannels.ForNode(endpoint);
+
+    /// <summary>What went wrong, in words an operator can act on.</summary>
+    public static string Describe(RpcException ex) => ex.StatusCode switch
+    {
+        StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Innermost(cause).Message})",
+        StatusCode.Unavailable => $"cannot reach the node ({ex.Status.Detail})",
+        StatusCode.Unauthenticated => $"refused: {ex.Status.Detail} (check --secret)",
+        StatusCode.PermissionDenied => $"refused: {ex.Status.Detail} (check --cluster-id)",
+        StatusCode.DeadlineExceeded when ex.Status.Detail.Length == 0 => "no answer in time",
+        _ => ex.Status.Detail,
+    };
+
+    /// <summary>
+    /// Runs <paramref name="call"/> on the leader: tries the endpoints in turn and follows a node's "not the leader"
+    /// answer to the leader it names. Returns the reply, or null after printing why no leader could do it.
+    /// </summary>
+    public async Task<T?> OnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call)
+        where T : class
+    {
+        var tried = new List<string>();
+        var queue = new Queue<string>(Endpoints);
+        var hops = 0;
+        while (queue.TryDequeue(out var endpoint) && hops++ < 10)
+        {
+            try
+            {
+                using var channel = Open(endpoint);
+                return await call(channel, Headers).ConfigureAwait(false);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.FailedPrecondition && ex.Trailers.GetValue(LeaderAddressTrailer) is { } leader)
+            {
+                // Ask the leader next, before any other endpoint.
+                var rest = queue.ToList();
+                queue.Clear();
+                queue.Enqueue(leader);
+                foreach (var other in rest.Where(e => e != leader))
+                {
+                    queue.Enqueue(other);
+                }
+
+                tried.Add($"{endpoint}: {ex.Status.Detail}");
+            }
+            catch (RpcException ex) when (IsAboutThisNode(ex))
+            {
+                tried.Add($"{endpoint}: {Describe(ex)}");
+            }
+            catch (UriFormatException ex)
+            {
+                tried.Add($"{endpoint}: {ex.Message}");
+            }
+        }
+
+        Console.Error.WriteLine("dcachectl: no leader could be reached:");
+        foreach (var line in tried)
+        {
+            Console.Error.WriteLine($"  {line}");
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Failures that say something about the node asked (down, wrong credentials, not the leader and no hint), so
+    /// another endpoint may do better; any other failure is the answer to the request itself.
+    /// </summary>
+    private static bool IsAboutThisNode(RpcException ex) =>
+        ex.StatusCode is StatusCode.Unavailable or StatusCode.Unauthenticated or StatusCode.PermissionDenied or StatusCode.Unimplemented
+        || (ex.StatusCode == StatusCode.FailedPrecondition && ex.Trailers.GetValue(LeaderIdTrailer) is not null)
+        || (ex.StatusCode == StatusCode.DeadlineExceeded && ex.Status.Detail.Length == 0);
+
+    private static Exception Innermost(Exception ex)
+    {
+        while (ex.InnerException is { } inner)
+        {
+            ex = inner;
+        }
+
+        return ex;
+    }
+
+    public static string Text(ulong value) => value.ToString(CultureInfo.InvariantCulture);
+}

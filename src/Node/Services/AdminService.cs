@@ -1,0 +1,237 @@
+using System.Globalization;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Raft;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Proto = Dcache.Protocol.Admin;
+
+namespace Dcache.Node.Services;
+
+/// <summary>
+/// Operators' membership and leadership commands. Only the leader serves them; another node answers
+/// FAILED_PRECONDITION with the leader it knows of in the trailers. A change returns once it is committed and
+/// applied here, and every refusal of the Raft core becomes a status code with a message an operator can act on.
+/// </summary>
+public sealed partial class AdminService(RaftDriver driver, AddressBook addresses, NodeOptions options, ILogger<AdminService> logger) : Proto.Admin.AdminBase
+{
+    public const string LeaderIdTrailer = "dcache-leader-id";
+    public const string LeaderAddressTrailer = "dcache-leader-address";
+
+    /// <summary>How long a change may take to commit and apply before the call reports its outcome as unknown.</summary>
+    private static readonly TimeSpan ChangeTimeout = TimeSpan.FromSeconds(15);
+
+    public override async Task<Proto.MemberListReply> MemberList(Proto.MemberListRequest request, ServerCallContext context)
+    {
+        // Work on the loop must not throw (it would stop the loop): decide there, refuse here.
+        var (leads, leader, members) = await driver.RunOnLoopAsync(raft => (raft.Role == Role.Leader, raft.Leader, raft.Role == Role.Leader ? Describe(raft) : null)).ConfigureAwait(false);
+        return leads ? members! : throw NotLeader(leader);
+    }
+
+    public override Task<Proto.MembershipReply> MemberAdd(Proto.MemberAddRequest request, ServerCallContext context)
+    {
+        RequireId(request.Id);
+        string address;
+        try
+        {
+            address = NodeOptions.ParseMembers($"{request.Id}={request.Address}")[request.Id];
+        }
+        catch (FormatException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"invalid address: {ex.Message}"));
+        }
+
+        return ChangeAsync(new ConfChange(ConfChangeType.AddLearner, request.Id, address), (raft, refuse) =>
+        {
+            var membership = raft.Membership;
+            if (membership.Contains(request.Id))
+            {
+                refuse(StatusCode.AlreadyExists, $"node {request.Id} is already a {(membership.IsVoter(request.Id) ? "voter" : "learner")} (at {addresses.Find(request.Id) ?? "an unknown address"})");
+            }
+            else if (membership.All.FirstOrDefault(id => addresses.Find(id) == address) is var owner and not 0)
+            {
+                refuse(StatusCode.AlreadyExists, $"address {address} already belongs to node {owner}");
+            }
+        }, context);
+    }
+
+    public override Task<Proto.MembershipReply> MemberPromote(Proto.MemberPromoteRequest request, ServerCallContext context)
+    {
+        RequireId(request.Id);
+        return ChangeAsync(new ConfChange(ConfChangeType.PromoteLearner, request.Id), (raft, refuse) =>
+        {
+            var membership = raft.Membership;
+            if (!membership.Contains(request.Id))
+            {
+                refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
+                return;
+            }
+
+            if (membership.IsVoter(request.Id))
+            {
+                refuse(StatusCode.FailedPrecondition, $"node {request.Id} is already a voter");
+                return;
+            }
+
+            // A voter that is far behind would hold up commits (and may cost the quorum) until it caught up.
+            var status = raft.GetStatus();
+            var progress = status.Progress.FirstOrDefault(p => p.Id == request.Id);
+            var behind = status.LastIndex - Math.Min(status.LastIndex, progress.Match);
+            if (!progress.RecentActive || progress.Match == 0 || behind > options.PromoteMaxLagEntries)
+            {
+                refuse(StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
+                    $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}){(progress.RecentActive ? "" : ", and it has not answered the leader recently")}; wait and retry"));
+            }
+        }, context);
+    }
+
+    public override Task<Proto.MembershipReply> MemberRemove(Proto.MemberRemoveRequest request, ServerCallContext context)
+    {
+        RequireId(request.Id);
+        return ChangeAsync(new ConfChange(ConfChangeType.Remove, request.Id), (raft, refuse) =>
+        {
+            if (!raft.Membership.Contains(request.Id))
+            {
+                refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
+            }
+        }, context);
+    }
+
+    public override async Task<Proto.LeaderTransferReply> LeaderTransfer(Proto.LeaderTransferRequest request, ServerCallContext context)
+    {
+        var self = driver.NodeId;
+        var (isLeader, membership, leader) = await driver.RunOnLoopAsync(raft => (raft.Role == Role.Leader, raft.Membership, raft.Leader)).ConfigureAwait(false);
+        if (!isLeader)
+        {
+            throw NotLeader(leader);
+        }
+
+        if (request.TargetId == self)
+        {
+            return new Proto.LeaderTransferReply { PreviousLeaderId = self, LeaderId = self };
+        }
+
+        if (request.TargetId != 0 && !membership.IsVoter(request.TargetId))
+        {
+            throw new RpcException(new Status(membership.Contains(request.TargetId) ? StatusCode.FailedPrecondition : StatusCode.NotFound,
+                membership.Contains(request.TargetId) ? $"node {request.TargetId} is a learner; only a voter can lead" : $"node {request.TargetId} is not a member"));
+        }
+
+        var target = await driver.TransferLeadershipAsync(request.TargetId).ConfigureAwait(false);
+        if (target == 0)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, "no other voter can take over leadership (or this node stopped leading meanwhile)"));
+        }
+
+        Log.TransferStarted(logger, target);
+        // The target needs its log caught up, then one election round; the core gives up after an election timeout.
+        var moved = await driver.WaitForStatusAsync(s => s.Role != Role.Leader && s.LeaderId != 0, options.ElectionTimeout * 3, context.CancellationToken).ConfigureAwait(false);
+        var now = driver.Status;
+        if (!moved)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, now.Role == Role.Leader
+                ? $"node {target} did not take over within an election timeout; node {self} still leads"
+                : "leadership left this node but no new leader is known yet; check `dcachectl status`"));
+        }
+
+        return new Proto.LeaderTransferReply { PreviousLeaderId = self, LeaderId = now.LeaderId };
+    }
+
+    private async Task<Proto.MembershipReply> ChangeAsync(ConfChange change, Action<RaftNode, Action<StatusCode, string>> check, ServerCallContext context)
+    {
+        var code = StatusCode.FailedPrecondition;
+        var (proposal, refusal, applied) = await driver.ProposeConfChangeAsync(change, raft =>
+        {
+            string? reason = null;
+            check(raft, (refusedWith, why) => (code, reason) = (refusedWith, why));
+            return reason;
+        }).ConfigureAwait(false);
+
+        if (applied is null)
+        {
+            throw proposal.Status switch
+            {
+                ProposeStatus.NotLeader => NotLeader(proposal.LeaderHint),
+                ProposeStatus.TransferInProgress => new RpcException(new Status(StatusCode.Unavailable, $"leadership is being handed over to node {proposal.LeaderHint}; retry there")),
+                ProposeStatus.ConfChangePending => new RpcException(new Status(StatusCode.Aborted, $"another membership change is in progress ({proposal.Reason}); retry once it is applied")),
+                _ when refusal is not null && proposal.Status == ProposeStatus.InvalidConfChange => new RpcException(new Status(code, refusal)),
+                _ => new RpcException(new Status(StatusCode.FailedPrecondition, $"refused: {proposal.Status} {proposal.Reason}".TrimEnd())),
+            };
+        }
+
+        Log.ChangeProposed(logger, change.Type, change.NodeId, proposal.Index);
+        bool took;
+        try
+        {
+            took = await applied.WaitAsync(ChangeTimeout, context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, string.Create(CultureInfo.InvariantCulture,
+                $"outcome unknown: the change was proposed at index {proposal.Index} but not seen applied within {ChangeTimeout.TotalSeconds:F0} s (is a quorum of voters up?); check `dcachectl member list`")));
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, $"outcome unknown: {ex.Message}"));
+        }
+
+        if (!took)
+        {
+            throw new RpcException(new Status(StatusCode.Aborted, $"not applied: leadership changed and another entry took index {proposal.Index}; retry"));
+        }
+
+        var members = await driver.RunOnLoopAsync(Describe).ConfigureAwait(false);
+        return new Proto.MembershipReply { Index = proposal.Index, Members = members };
+    }
+
+    private Proto.MemberListReply Describe(RaftNode raft)
+    {
+        var status = raft.GetStatus();
+        var reply = new Proto.MemberListReply { LeaderId = status.Leader, Term = status.Term, CommitIndex = status.Commit, LastIndex = status.LastIndex };
+        var progress = status.Progress.ToDictionary(p => p.Id);
+        foreach (var id in status.Membership.All.Order())
+        {
+            var known = progress.TryGetValue(id, out var p);
+            reply.Members.Add(new Proto.MemberInfo
+            {
+                Id = id,
+                Address = addresses.Find(id) ?? "",
+                Voter = status.Membership.IsVoter(id),
+                MatchIndex = id == raft.Id ? status.LastIndex : known ? p.Match : 0,
+                RecentlyActive = id == raft.Id || (known && p.RecentActive),
+            });
+        }
+
+        return reply;
+    }
+
+    private static void RequireId(ulong id)
+    {
+        if (id == 0)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "a node id is a positive number"));
+        }
+    }
+
+    private RpcException NotLeader(ulong leader)
+    {
+        // The leader id trailer marks the refusal as "not the leader" (0: none known); the address is where to go.
+        var trailers = new Metadata { { LeaderIdTrailer, leader.ToString(CultureInfo.InvariantCulture) } };
+        if (addresses.Find(leader) is { } address)
+        {
+            trailers.Add(LeaderAddressTrailer, address);
+        }
+
+        return new RpcException(new Status(StatusCode.FailedPrecondition,
+            leader == 0 ? $"node {driver.NodeId} does not lead and knows no leader; retry shortly" : $"node {driver.NodeId} does not lead; node {leader} does"), trailers);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(Level = LogLevel.Information, Message = "Operator membership change proposed: {Change} node {Node} at index {Index}")]
+        public static partial void ChangeProposed(ILogger logger, ConfChangeType change, ulong node, ulong index);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Operator leadership transfer to node {Target} started")]
+        public static partial void TransferStarted(ILogger logger, ulong target);
+    }
+}
