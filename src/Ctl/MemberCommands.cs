@@ -111,13 +111,21 @@ internal static class MemberCommands
 
     private static void Print(MemberListReply list)
     {
+        // Only a leader tracks its members' progress: a leader that has just removed itself no longer does.
+        var progressKnown = list.LeaderId != 0;
         Console.WriteLine($"{"ID",4}  {"ROLE",-8} {"ADDRESS",-28} {"MATCH",9} {"LAG",7}  ACTIVE");
         foreach (var member in list.Members)
         {
             var role = member.Id == list.LeaderId ? "leader" : member.Voter ? "voter" : "learner";
             var lag = list.LastIndex - Math.Min(list.LastIndex, member.MatchIndex);
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{member.Id,4}  {role,-8} {member.Address,-28} {member.MatchIndex,9} {lag,7}  {(member.RecentlyActive ? "yes" : "no")}"));
+            Console.WriteLine(progressKnown
+                ? string.Create(CultureInfo.InvariantCulture, $"{member.Id,4}  {role,-8} {member.Address,-28} {member.MatchIndex,9} {lag,7}  {(member.RecentlyActive ? "yes" : "no")}")
+                : $"{member.Id,4}  {role,-8} {member.Address,-28} {"-",9} {"-",7}  -");
+        }
+
+        if (!progressKnown)
+        {
+            Console.WriteLine("(the node that answered has just stepped down as leader; `dcachectl member list` shows the new leader's view)");
         }
     }
 }

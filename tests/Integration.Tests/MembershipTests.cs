@@ -85,13 +85,114 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var toUnknown = await Ctl(["leader", "transfer", "--to", "9"], all);
         Dcachectl.AssertFails(toUnknown, 1, "node 9 is not a member");
 
+        // Replace a dead node: node 4 dies for good; remove it, then add a new node under a new id with empty data.
+        node4.Kill();
         var remove = await Ctl(["member", "remove", "--id", "4"], all);
         Assert.Equal(0, remove.Exit);
         Assert.Contains("Removed node 4", remove.Output, StringComparison.Ordinal);
-        await node4.StopAsync(TimeSpan.FromSeconds(10));
-        var final = await Ctl(["status"], cluster.CtlOptions([1, 2, 3]));
+        var node6 = cluster.AddJoiningNode(6);
+        node6.Start();
+        var addSix = await Ctl(["member", "add", "--id", "6", "--address", node6.GrpcUrl], cluster.CtlOptions([1, 2, 3]));
+        Assert.Equal(0, addSix.Exit);
+        await WaitCaughtUpAsync(cluster, 6);
+        var promoteSix = await Ctl(["member", "promote", "--id", "6"], cluster.CtlOptions([1, 2, 3]));
+        Assert.Equal(0, promoteSix.Exit);
+        Assert.Equal("yes", (await cluster.ExecuteAsync(6, Commands.Get("after-restart", ReadConsistency.Local))).BulkText());
+        var final = await Ctl(["status"], cluster.CtlOptions([1, 2, 3, 6]));
         Assert.Equal(0, final.Exit);
-        Assert.Equal(3, CountLines(final.Output, @"\s1,2,3\s+-\s*$"));
+        Assert.Equal(4, CountLines(final.Output, @"\s1,2,3,6\s+-\s*$"));
+    }
+
+    [Fact]
+    public async Task GrowingThreeToFiveUnderWritesThenRemovingTwoIncludingTheLeaderLosesNoAcknowledgedWrite()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await using var load = new WriteLoad(cluster, writers: 4, maxWritesPerWriter: 20_000, maxDuration: TimeSpan.FromMinutes(3));
+        await load.WaitForAcknowledgedAsync(200, TimeSpan.FromSeconds(30));
+
+        // Grow 3 -> 5, one node at a time, the way the runbook says: start it to join, add, wait, promote.
+        foreach (var id in new ulong[] { 4, 5 })
+        {
+            var node = cluster.AddJoiningNode(id);
+            node.Start();
+            var add = await Ctl(["member", "add", "--id", $"{id}", "--address", node.GrpcUrl], cluster.CtlOptions([1, 2, 3]));
+            Assert.True(add.Exit == 0, add.ToString());
+            await WaitLearnerCaughtUpAsync(cluster, id);
+            var promote = await Ctl(["member", "promote", "--id", $"{id}"], cluster.CtlOptions([1, 2, 3]));
+            Assert.True(promote.Exit == 0, promote.ToString());
+            var acknowledged = load.Acknowledged.Count;
+            await load.WaitForAcknowledgedAsync(acknowledged + 100, TimeSpan.FromSeconds(30));
+        }
+
+        var status = await Ctl(["status"], cluster.CtlOptions());
+        Assert.Equal(5, CountLines(status.Output, @"\s1,2,3,4,5\s+-\s*$"));
+
+        // Shrink 5 -> 3: a follower, then the leader itself, which hands over once its removal is applied.
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        var follower = new ulong[] { 1, 2, 3 }.First(id => id != leader);
+        foreach (var id in new[] { follower, leader })
+        {
+            var remove = await Ctl(["member", "remove", "--id", $"{id}"], cluster.CtlOptions());
+            Assert.True(remove.Exit == 0, remove.ToString());
+            Assert.Contains($"Removed node {id}", remove.Output, StringComparison.Ordinal);
+        }
+
+        var remaining = cluster.Nodes.Keys.Where(id => id != follower && id != leader).ToArray();
+        var newLeader = await WaitForLeaderAmongAsync(cluster, remaining);
+        var before = load.Acknowledged.Count;
+        await load.WaitForAcknowledgedAsync(before + 100, TimeSpan.FromSeconds(30));
+
+        // The removed nodes still run, and for three election timeouts (1.5-3 s) they must not disturb the rest: the
+        // members refuse their traffic, so no election happens and the term stays.
+        var term = (await cluster.StatusAsync(newLeader)).Term;
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(3))
+        {
+            foreach (var id in remaining)
+            {
+                var seen = await cluster.StatusAsync(id);
+                Assert.True(seen.Term == term && seen.LeaderId == newLeader, $"node {id} saw term {seen.Term}, leader {seen.LeaderId}; expected term {term}, leader {newLeader}");
+            }
+
+            await Task.Delay(100);
+        }
+
+        await load.StopAsync();
+        output.WriteLine($"{load.Acknowledged.Count} writes acknowledged in {load.Elapsed.TotalSeconds:F1} s; {load.Errors.Count} retried errors");
+        await cluster[follower].StopAsync(TimeSpan.FromSeconds(10));
+        await cluster[leader].StopAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Empty(await Verify.MissingAsync(cluster, newLeader, load.Acknowledged));
+        await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(30));
+        var voters = string.Join(",", remaining);
+        var final = await Ctl(["status"], cluster.CtlOptions(remaining));
+        Assert.True(final.Exit == 0, final.ToString());
+        Assert.Equal(3, CountLines(final.Output, $@"\s{newLeader}\s+\d+\s+\d+\s+\d+\s+{voters}\s+-\s*$"));
+    }
+
+    /// <summary>Waits until the leader reports learner <paramref name="id"/> within 100 entries of its log.</summary>
+    private static Task WaitLearnerCaughtUpAsync(LocalCluster cluster, ulong id) =>
+        Eventually.WaitAsync(async () =>
+        {
+            var leader = (await cluster.StatusAsync(1)).LeaderId;
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(cluster[leader].GrpcUrl);
+            var members = await new Dcache.Protocol.Admin.Admin.AdminClient(channel).MemberListAsync(new Dcache.Protocol.Admin.MemberListRequest(), cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+            var learner = members.Members.Single(m => m.Id == id);
+            return learner.MatchIndex > 0 && members.LastIndex - learner.MatchIndex <= 100;
+        }, CatchUp, $"learner {id} to catch up with the leader");
+
+    /// <summary>Waits until every node of <paramref name="nodes"/> follows one leader among them; returns it.</summary>
+    private static async Task<ulong> WaitForLeaderAmongAsync(LocalCluster cluster, ulong[] nodes)
+    {
+        ulong leader = 0;
+        await Eventually.WaitAsync(async () =>
+        {
+            var statuses = await Task.WhenAll(nodes.Select(id => cluster.StatusAsync(id)));
+            leader = statuses[0].LeaderId;
+            return nodes.Contains(leader) && statuses.All(s => s.LeaderId == leader);
+        }, CatchUp, $"one leader among nodes {string.Join(",", nodes)}");
+        return leader;
     }
 
     /// <summary>Runs the real dcachectl with <paramref name="command"/> and the cluster options.</summary>

@@ -653,6 +653,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         if (!ReferenceEquals(_raft.Membership, _followedMembership))
         {
+            if (_followedMembership.Contains(NodeId) && !_raft.Membership.Contains(NodeId))
+            {
+                Log.RemovedFromCluster(_logger, NodeId, _raft.Membership.ToString());
+            }
+
             _followedMembership = _raft.Membership;
             _addresses.Follow(_followedMembership);
             _statusStale = true;
@@ -879,6 +884,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot {Index} for node {Peer} is no longer stored")]
         public static partial void SnapshotMissing(ILogger logger, ulong index, ulong peer);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} was removed from the cluster ({Membership}); the members refuse its traffic from now on. Stop it and delete its data directory; to bring the machine back, add it as a new member with a new id and an empty data directory")]
+        public static partial void RemovedFromCluster(ILogger logger, ulong nodeId, string membership);
 
         [LoggerMessage(Level = LogLevel.Critical, Message = "The Raft driver loop failed; the node stops")]
         public static partial void LoopFailed(ILogger logger, Exception exception);
