@@ -113,12 +113,43 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         cluster.ClusterId = "recovered-cluster";
         cluster[survivor].Start();
         Assert.Equal(survivor, await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30)));
-        var status = await cluster.StatusAsync(survivor);
-        Assert.Equal([survivor], status.Members.Select(m => m.Id));
+        Assert.Equal([survivor], (await cluster.StatusAsync(survivor)).Members.Select(m => m.Id));
         var missing = await Verify.MissingAsync(cluster, survivor, acknowledged);
         Assert.True(missing.Count == 0, $"the recovered node lacks {missing.Count} acknowledged writes, e.g. {string.Join(", ", missing.Take(5))}");
         Assert.Null((await cluster.ExecuteAsync(survivor, Commands.Get("never-acknowledged"))).BulkText());
         Assert.True((await cluster.ExecuteAsync(survivor, Commands.Set("after-recovery", "yes"))).Ok);
+        acknowledged["after-recovery"] = "yes";
+
+        // Members back, one at a time: new ids, empty data directories, joined as learners, promoted once caught up.
+        var members = new List<ulong> { survivor };
+        foreach (var id in new ulong[] { 4, 5 })
+        {
+            var node = cluster.AddJoiningNode(id, reachable: $"{survivor}={cluster[survivor].GrpcUrl}");
+            node.Start();
+            var add = await Dcachectl.RunAsync(output, ["member", "add", "--id", LocalCluster.Text((int)id), "--address", node.GrpcUrl, .. cluster.CtlOptions(members)]);
+            Assert.True(add.Exit == 0, add.ToString());
+            await Eventually.WaitAsync(async () =>
+            {
+                var leaderCommit = (await cluster.StatusAsync(survivor)).CommitIndex;
+                return (await cluster.StatusAsync(id)).AppliedIndex >= leaderCommit;
+            }, TimeSpan.FromSeconds(30), $"node {id} to catch up");
+            Dcachectl.Result promote = null!;
+            await Eventually.WaitAsync(async () =>
+            {
+                promote = await Dcachectl.RunAsync(output, ["member", "promote", "--id", LocalCluster.Text((int)id), .. cluster.CtlOptions(members)]);
+                return promote.Exit == 0;
+            }, TimeSpan.FromSeconds(30), $"node {id} to be promoted");
+            members.Add(id);
+        }
+
+        var status = await Dcachectl.RunAsync(output, ["status", .. cluster.CtlOptions(members)]);
+        Assert.True(status.Exit == 0, status.ToString());
+        Assert.Equal(3, status.Output.Split('\n').Count(line => Regex.IsMatch(line, $@"\s{survivor},4,5\s+-\s*$")));
+        foreach (var id in members)
+        {
+            var lacking = await Verify.MissingAsync(cluster, id, acknowledged);
+            Assert.True(lacking.Count == 0, $"node {id} lacks {lacking.Count} acknowledged writes, e.g. {string.Join(", ", lacking.Take(5))}");
+        }
     }
 
     [Fact]
