@@ -76,7 +76,7 @@ public sealed class NodeOptions
     /// </summary>
     public string TestOnlySlowDiskFile { get; set; } = "";
 
-    /// <summary>A learner is promoted to voter only when its log is within this many entries of the leader's (and it answered recently).</summary>
+    /// <summary>A learner is promoted to voter only when its log is within this many entries of the leader's (and it holds at least one entry).</summary>
     public ulong PromoteMaxLagEntries { get; set; } = 1000;
 
     /// <summary>The shortest election timeout (ElectionTicks ticks).</summary>

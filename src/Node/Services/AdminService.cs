@@ -77,10 +77,11 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             var status = raft.GetStatus();
             var progress = status.Progress.FirstOrDefault(p => p.Id == request.Id);
             var behind = status.LastIndex - Math.Min(status.LastIndex, progress.Match);
-            if (!progress.RecentActive || progress.Match == 0 || behind > options.PromoteMaxLagEntries)
+            // (Not RecentActive: the leader clears it at every quorum check, so a healthy learner is briefly "inactive".)
+            if (progress.Match == 0 || behind > options.PromoteMaxLagEntries)
             {
                 refuse(StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
-                    $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}){(progress.RecentActive ? "" : ", and it has not answered the leader recently")}; wait and retry"));
+                    $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}); wait and retry"));
             }
         }, context);
     }
