@@ -33,7 +33,7 @@ internal static class RecoverCommands
             Console.Error.WriteLine($"dcachectl recover {sub}: {ex.Message}");
             return 2;
         }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException or StorageCorruptionException)
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or UnauthorizedAccessException or StorageCorruptionException)
         {
             Console.Error.WriteLine($"dcachectl recover {sub}: {ex.Message}");
             return 1;

@@ -35,8 +35,9 @@ internal static class SnapshotCommands
             Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
             return 2;
         }
-        catch (SnapshotFileException ex)
+        catch (Exception ex) when (ex is SnapshotFileException or InvalidOperationException or IOException or UnauthorizedAccessException)
         {
+            // Offline restore opens storage: a data directory in use, or a disk error, is reported, not thrown.
             Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
             return 1;
         }

@@ -50,7 +50,14 @@ internal sealed class SnapshotFileWriter : IDisposable
         }
 
         _tempPath = _path + ".tmp";
-        _file = new FileStream(_tempPath, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
+        try
+        {
+            _file = new FileStream(_tempPath, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new SnapshotFileException($"cannot create {_tempPath}: {ex.Message}");
+        }
     }
 
     public ulong DataSize => _dataSize;

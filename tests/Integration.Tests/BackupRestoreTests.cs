@@ -96,9 +96,11 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         var unacknowledged = await cluster.ExecuteAsync(survivor, Commands.Set("never-acknowledged", "lost"));
         Assert.Equal(Reply.ResultOneofCase.Failure, unacknowledged.ResultCase);
 
-        // The runbook: stop the survivor, inspect it, force a new cluster from it, start it with the new cluster id.
-        await cluster[survivor].StopAsync(TimeSpan.FromSeconds(15));
+        // The runbook: stop the survivor (the offline tools refuse a running node's data), inspect it, force a new
+        // cluster from it, start it with the new cluster id.
         var data = cluster[survivor].DataDirectory;
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", "recovered-cluster"), 1, "is in use by another process");
+        await cluster[survivor].StopAsync(TimeSpan.FromSeconds(15));
         var inspect = await Dcachectl.RunAsync(output, "recover", "inspect", "--data", data);
         Assert.True(inspect.Exit == 0, inspect.ToString());
         var commit = ulong.Parse(CommitLine().Match(inspect.Output).Groups[1].Value, CultureInfo.InvariantCulture);
@@ -165,6 +167,11 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "save", file, "--endpoints", cluster[1].GrpcUrl, "--cluster-id", "other", "--secret", LocalCluster.Secret), 1, "refused: wrong cluster id");
         Assert.False(File.Exists(file));
         Assert.False(File.Exists(file + ".tmp"));
+        await File.WriteAllTextAsync(file, "precious");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", file, .. cluster.CtlOptions()]), 1, "already exists; a backup never overwrites a file");
+        Assert.Equal("precious", await File.ReadAllTextAsync(file));
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", Path.Combine(cluster.Root, "no-such-dir", "b.dcsnap"), .. cluster.CtlOptions()]), 1, "cannot create");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "inspect", "--data", cluster[1].DataDirectory), 1, "is in use by another process (a running node?)");
 
         var notASnapshot = Path.Combine(cluster.Root, "notes.txt");
         await File.WriteAllTextAsync(notASnapshot, "these are not the bytes you are looking for\n");
@@ -181,6 +188,34 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "inspect", "--data", cluster.Root), 1, "holds no node data");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", cluster.Root, "--cluster-id", "new"), 1, "holds no node data");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", cluster.Root), 2, "--cluster-id is required");
+    }
+
+    [Fact]
+    public async Task ASnapshotLargerThanDcachectlsWholeHeapStreamsThroughIt()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        const int values = 64;
+        var value = new string('v', 1 << 20);
+        for (var i = 0; i < values; i++)
+        {
+            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
+        }
+
+        // 64 MiB of state through a process whose GC may never hold more than 32 MiB: only streaming gets it through.
+        var file = Path.Combine(cluster.Root, "big.dcsnap");
+        var save = await Dcachectl.RunWithEnvironmentAsync(output, new Dictionary<string, string> { ["DOTNET_GCHeapHardLimit"] = "0x2000000" },
+            ["snapshot", "save", file, .. cluster.CtlOptions()]);
+        Assert.True(save.Exit == 0, save.ToString());
+        Assert.True(new FileInfo(file).Length > values << 20);
+        var verify = await Dcachectl.RunAsync(output, "snapshot", "verify", file);
+        Assert.True(verify.Exit == 0, verify.ToString());
+
+        // The limit bites: verify, which decodes the whole state into memory as a node would, cannot run under it.
+        var constrained = await Dcachectl.RunWithEnvironmentAsync(output, new Dictionary<string, string> { ["DOTNET_GCHeapHardLimit"] = "0x2000000" },
+            "snapshot", "verify", file);
+        Assert.NotEqual(0, constrained.Exit);
+        Assert.Equal(values, int.Parse(KeysLine().Match(verify.Output).Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
     private async Task RejectsDamagedCopiesAsync(string backup)

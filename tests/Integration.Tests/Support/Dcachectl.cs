@@ -11,7 +11,10 @@ internal static class Dcachectl
         public override string ToString() => $"exit {Exit}\nstdout:\n{Output}\nstderr:\n{Error}";
     }
 
-    public static async Task<Result> RunAsync(ITestOutputHelper log, params string[] arguments)
+    public static Task<Result> RunAsync(ITestOutputHelper log, params string[] arguments) =>
+        RunWithEnvironmentAsync(log, new Dictionary<string, string>(), arguments);
+
+    public static async Task<Result> RunWithEnvironmentAsync(ITestOutputHelper log, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(RepoPaths.CtlDll);
@@ -21,6 +24,11 @@ internal static class Dcachectl
         }
 
         info.Environment["DOTNET_gcServer"] = "0";
+        foreach (var (name, value) in environment)
+        {
+            info.Environment[name] = value;
+        }
+
         using var process = Process.Start(info) ?? throw new InvalidOperationException("cannot start dcachectl");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
