@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Dcache.Integration.Tests.Support;
+using Dcache.Protocol.Admin;
 using Dcache.TestSupport.Linearizability;
 using Xunit.Abstractions;
 
@@ -13,6 +14,12 @@ namespace Dcache.Chaos;
 /// </summary>
 internal sealed class ChaosRun
 {
+    /// <summary>
+    /// How long the cluster may take to elect a leader, answer, agree or finish a membership change after a fault.
+    /// Generous: on a 2-core machine shared with other builds, starting a node process alone has taken 20 s.
+    /// </summary>
+    private static readonly TimeSpan RecoveryTimeout = TimeSpan.FromSeconds(60);
+
     private readonly FaultSchedule _schedule;
     private readonly ChaosOptions _options;
     private readonly ITestOutputHelper _log;
@@ -20,6 +27,14 @@ internal sealed class ChaosRun
     private readonly List<string> _timeline = [];
     private LocalCluster _cluster = null!;
     private ProxyMesh _mesh = null!;
+
+    // The current members; a replaced member leaves, its joiner enters.
+    private readonly SortedSet<ulong> _members = [];
+    private bool _started;
+
+    // Nodes defined up front (so the gateway knows their addresses) to join at a MemberReplace step, with the
+    // address the others reach each one by.
+    private readonly Queue<(ulong Id, string Address)> _joiners = new();
 
     private ChaosRun(FaultSchedule schedule, ChaosOptions options, ITestOutputHelper log)
     {
@@ -47,6 +62,15 @@ internal sealed class ChaosRun
         // LocalCluster reports to the test output on disposal; the command keeps its console for the summary.
         _cluster = new LocalCluster(_log, _schedule.Nodes, settings, clusterId: "chaos");
         _mesh = new ProxyMesh(_cluster);
+        _members.UnionWith(_cluster.Nodes.Keys);
+        var nextId = _cluster.Nodes.Keys.Max();
+        foreach (var _ in _schedule.Steps.Where(s => s.Kind == FaultKind.MemberReplace))
+        {
+            var id = ++nextId;
+            _cluster.AddJoiningNode(id);
+            _joiners.Enqueue((id, _mesh.AddJoiner(id)));
+        }
+
         var problems = new List<string>();
         var history = new List<ChaosOp>();
         CheckResult? linearizability = null;
@@ -60,7 +84,7 @@ internal sealed class ChaosRun
             }
             catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or Grpc.Core.RpcException or IOException)
             {
-                problems.Add($"the cluster did not recover: {ex.GetType().Name}: {ex.Message}");
+                problems.Add($"the cluster did not {(_started ? "recover" : "start (before any fault)")}: {ex.GetType().Name}: {ex.Message}");
             }
 
             var verdict = problems.Count > 0 || linearizability is null ? ScheduleVerdict.Failed
@@ -104,13 +128,14 @@ internal sealed class ChaosRun
     /// <summary>Load, faults, final heal, restart; returns every client operation plus the reads made after the restart.</summary>
     private async Task<List<ChaosOp>> DriveAsync()
     {
-        foreach (var id in _cluster.Nodes.Keys)
+        foreach (var id in _members)
         {
             StartNode(id);
         }
 
-        await _cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        await _cluster.WaitForLeaderAsync(RecoveryTimeout);
         await _cluster.StartGatewayAsync();
+        _started = true;
         Note($"cluster of {_schedule.Nodes} up: {_schedule}");
 
         var clients = Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i)).ToList();
@@ -139,18 +164,18 @@ internal sealed class ChaosRun
         var history = clients.SelectMany(c => c.History).ToList();
         Note($"load stopped: {history.Count} operations");
 
-        // Whole-cluster restart: every node SIGKILLed at once, then all started again.
-        foreach (var node in _cluster.Nodes.Values)
+        // Whole-cluster restart: every member SIGKILLed at once, then all started again.
+        foreach (var id in _members)
         {
-            node.Kill();
+            _cluster[id].Kill();
         }
 
-        foreach (var id in _cluster.Nodes.Keys)
+        foreach (var id in _members)
         {
             StartNode(id);
         }
 
-        var leader = await _cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        var leader = await _cluster.WaitForLeaderAsync(RecoveryTimeout);
         Note($"whole cluster restarted, node {leader} leads");
         return history;
     }
@@ -158,7 +183,7 @@ internal sealed class ChaosRun
     /// <summary>Starts one fault; returns what ends it.</summary>
     private async Task<Action> InjectAsync(FaultStep step)
     {
-        var ids = _cluster.Nodes.Keys.ToList();
+        var ids = _members.ToList();
         var leader = await LeaderAsync();
         var target = (step.OnLeader || step.Kind == FaultKind.IsolateLeader) && leader is { } l ? l : ids[step.Pick % ids.Count];
         var others = ids.Where(id => id != target).ToList();
@@ -215,9 +240,99 @@ internal sealed class ChaosRun
                     Note($"disk of node {target} fast again");
                     File.WriteAllText(SlowDiskFile(target), "0");
                 };
+            case FaultKind.MemberReplace:
+                // One time in two the change runs while another member is paused (SIGSTOP) throughout.
+                var bystander = (step.Pick / 7) % 2 == 0 ? others[(step.Pick / 14) % others.Count] : (ulong?)null;
+                await ReplaceMemberAsync(target, role, bystander);
+                return () => { };
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
+    }
+
+    /// <summary>Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it.</summary>
+    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong? paused)
+    {
+        var (joiner, address) = _joiners.Dequeue();
+        Note($"membership: node {joiner} joins to replace node {leaving} ({role}){(paused is { } p ? $", node {p} paused meanwhile" : "")}");
+        if (paused is { } bystander)
+        {
+            _cluster[bystander].Pause();
+        }
+
+        try
+        {
+            await ChangeMembersAsync(joiner, address, leaving);
+        }
+        finally
+        {
+            if (paused is { } stopped)
+            {
+                _cluster[stopped].Resume();
+            }
+        }
+
+        Note($"membership: node {leaving} removed and killed; members [{string.Join(",", _members)}]");
+    }
+
+    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving)
+    {
+        StartNode(joiner);
+        await ChangeMembershipAsync(admin => admin.MemberAddAsync(new MemberAddRequest { Id = joiner, Address = address }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
+            list => list.Members.Any(m => m.Id == joiner), $"node {joiner} to be added as a learner");
+        await ChangeMembershipAsync(admin => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = joiner }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
+            list => list.Members.Any(m => m.Id == joiner && m.Voter), $"node {joiner} to be promoted");
+        _members.Add(joiner);
+        await ChangeMembershipAsync(admin => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = leaving }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
+            list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
+        _members.Remove(leaving);
+        _cluster[leaving].Kill();
+    }
+
+    /// <summary>
+    /// Asks the leader for a membership change until the leader's member list shows it done: a change whose reply
+    /// was lost, or that another leader already applied, is not asked for twice once it shows.
+    /// </summary>
+    private async Task ChangeMembershipAsync(Func<Admin.AdminClient, Task<MembershipReply>> change, Func<MemberListReply, bool> done, string what)
+    {
+        var refusal = "none";
+        try
+        {
+            await Eventually.WaitAsync(() => TryChangeAsync(change, done, r => refusal = r), RecoveryTimeout, what);
+        }
+        catch (TimeoutException ex)
+        {
+            throw new TimeoutException($"{ex.Message}; the leader's last refusal: {refusal}", ex);
+        }
+    }
+
+    private async Task<bool> TryChangeAsync(Func<Admin.AdminClient, Task<MembershipReply>> change, Func<MemberListReply, bool> done, Action<string> refused)
+    {
+        if (await LeaderAsync() is not { } leader)
+        {
+            return false;
+        }
+
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[leader].GrpcUrl);
+        var admin = new Admin.AdminClient(channel);
+        var list = await admin.MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+        if (done(list))
+        {
+            return true;
+        }
+
+        try
+        {
+            await change(admin);
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            // Not caught up yet, another change pending, leadership moving: ask again.
+            refused($"{ex.Status.StatusCode} {ex.Status.Detail}");
+            return false;
+        }
+
+        return done(await admin.MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5)));
     }
 
     private void HealLinks()
@@ -230,7 +345,7 @@ internal sealed class ChaosRun
     private void HealEverything()
     {
         _mesh.HealAll();
-        foreach (var node in _cluster.Nodes.Values)
+        foreach (var node in _members.Select(id => _cluster[id]))
         {
             if (File.Exists(SlowDiskFile(node.Id)))
             {
@@ -273,7 +388,7 @@ internal sealed class ChaosRun
         var finalReads = new List<ChaosOp>();
         foreach (var key in ChaosClient.RegisterKeys.Concat(ChaosClient.CounterKeys))
         {
-            var (reply, call, returned) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, TimeSpan.FromSeconds(30), "GET", key);
+            var (reply, call, returned) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, RecoveryTimeout, "GET", key);
             if (reply.IsError)
             {
                 problems.Add($"GET {key} after the restart failed: {reply}");
@@ -291,7 +406,7 @@ internal sealed class ChaosRun
         var stored = new Dictionary<string, string?>(StringComparer.Ordinal);
         foreach (var batch in writeOnce.Chunk(200))
         {
-            var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, TimeSpan.FromSeconds(30), ["MGET", .. batch]);
+            var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, RecoveryTimeout, ["MGET", .. batch]);
             if (reply.IsError || reply.Items is null || reply.Items.Count != batch.Length)
             {
                 problems.Add($"MGET after the restart failed: {reply}");
@@ -310,7 +425,7 @@ internal sealed class ChaosRun
         problems.AddRange(ChaosChecks.UndocumentedErrors(history));
         try
         {
-            var digest = await Verify.SameDigestAsync(_cluster, TimeSpan.FromSeconds(30));
+            var digest = await Verify.SameDigestAsync(_cluster, RecoveryTimeout);
             Note($"every replica has digest {digest}");
         }
         catch (InvalidOperationException ex)

@@ -23,6 +23,12 @@ internal enum FaultKind
 
     /// <summary>Every durable log commit of one node sleeps (the node's disk is slow).</summary>
     SlowDisk,
+
+    /// <summary>
+    /// Membership change: a new node joins as a learner, is promoted, and a member (the leader or another) is
+    /// removed and its process killed; the cluster keeps its size with one member replaced.
+    /// </summary>
+    MemberReplace,
 }
 
 /// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>

@@ -11,24 +11,57 @@ internal sealed class ProxyMesh : IAsyncDisposable
 {
     private readonly Dictionary<(ulong From, ulong To), LinkProxy> _links = [];
 
+    /// <summary>Source id of a joined node's inbound proxy, which every other node shares.</summary>
+    private const ulong AnyNode = 0;
+
+    private readonly LocalCluster _cluster;
+    private readonly ulong[] _founders;
+    private readonly List<ulong> _joiners = [];
+
     public ProxyMesh(LocalCluster cluster)
     {
-        foreach (var from in cluster.Nodes.Keys)
+        _cluster = cluster;
+        _founders = [.. cluster.Nodes.Keys];
+        foreach (var from in _founders)
         {
-            foreach (var to in cluster.Nodes.Keys.Where(to => to != from))
+            foreach (var to in _founders.Where(to => to != from))
             {
                 _links[(from, to)] = new LinkProxy(from, to, cluster[to].GrpcPort);
             }
         }
 
-        cluster.InitialClusterOf = self => string.Join(",", cluster.Nodes.Values.Select(n =>
-            $"{n.Id}={(n.Id == self ? n.GrpcUrl : _links[(self, n.Id)].Url)}"));
+        cluster.InitialClusterOf = self => string.Join(",", _founders.Select(id =>
+            $"{id}={(id == self ? cluster[id].GrpcUrl : _links[(self, id)].Url)}"));
+    }
+
+    /// <summary>
+    /// Proxies for a node that joins later (defined in the cluster with <see cref="LocalCluster.AddJoiningNode"/>):
+    /// its own links to the founders, and one inbound proxy that every other node reaches it through, since the
+    /// address a member is added with travels through the log and is the same for all. Returns that address.
+    /// </summary>
+    public string AddJoiner(ulong id)
+    {
+        foreach (var founder in _founders)
+        {
+            _links[(id, founder)] = new LinkProxy(id, founder, _cluster[founder].GrpcPort);
+        }
+
+        // It must be able to answer whichever member leads, so it lists every node that may be a member by then:
+        // the founders through its own links, earlier joiners through their shared inbound proxies.
+        var reachable = _founders.Select(f => $"{f}={_links[(id, f)].Url}")
+            .Concat(_joiners.Select(j => $"{j}={_links[(AnyNode, j)].Url}"))
+            .ToList();
+        _links[(AnyNode, id)] = new LinkProxy(AnyNode, id, _cluster[id].GrpcPort);
+        _joiners.Add(id);
+        _cluster.SetReachable(id, string.Join(",", reachable));
+        return _links[(AnyNode, id)].Url;
     }
 
     public IEnumerable<LinkProxy> Links => _links.Values;
 
     /// <summary>Cuts the traffic node <paramref name="from"/> sends to node <paramref name="to"/> (only that direction).</summary>
-    public void Cut(ulong from, ulong to) => _links[(from, to)].Cut();
+    /// <remarks>Traffic to a joined node from any other node shares one proxy: cutting it cuts them all.</remarks>
+    public void Cut(ulong from, ulong to) => (_links.GetValueOrDefault((from, to)) ?? _links[(AnyNode, to)]).Cut();
 
     /// <summary>Cuts every link between the two sides, in both directions.</summary>
     public void Partition(IReadOnlyCollection<ulong> side, IReadOnlyCollection<ulong> otherSide)
@@ -53,7 +86,7 @@ internal sealed class ProxyMesh : IAsyncDisposable
 
     public string DescribeCuts()
     {
-        var cut = _links.Values.Where(l => l.IsCut).Select(l => $"{l.From}->{l.To}").ToList();
+        var cut = _links.Values.Where(l => l.IsCut).Select(l => $"{(l.From == AnyNode ? "*" : l.From)}->{l.To}").ToList();
         return cut.Count == 0 ? "none" : string.Join(" ", cut);
     }
 
