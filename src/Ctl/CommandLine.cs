@@ -51,7 +51,7 @@ internal static class CommandLine
             case "snapshot":
                 return await SnapshotCommands.RunAsync(args[1..]).ConfigureAwait(false);
             case "recover":
-                return RecoverCommands.Run(args[1..]);
+                return await RecoverCommands.RunAsync(args[1..]).ConfigureAwait(false);
         }
 
         // `member add ...` and `leader transfer ...` name a verb before their options.

@@ -10,7 +10,7 @@ namespace Dcache.Ctl;
 /// </summary>
 internal static class RecoverCommands
 {
-    public static int Run(string[] args)
+    public static async Task<int> RunAsync(string[] args)
     {
         if (args is not [var sub, .. var rest])
         {
@@ -18,26 +18,16 @@ internal static class RecoverCommands
             return 2;
         }
 
-        try
+        return await CommandFailures.ReportAsync($"recover {sub}", () =>
         {
             var options = Options.Parse(rest);
-            return sub switch
+            return Task.FromResult(sub switch
             {
                 "inspect" => Inspect(options),
                 "force-new-cluster" => ForceNewCluster(options),
                 _ => throw new FormatException($"unknown recover command '{sub}' (inspect or force-new-cluster)"),
-            };
-        }
-        catch (FormatException ex)
-        {
-            Console.Error.WriteLine($"dcachectl recover {sub}: {ex.Message}");
-            return 2;
-        }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException or UnauthorizedAccessException or StorageCorruptionException)
-        {
-            Console.Error.WriteLine($"dcachectl recover {sub}: {ex.Message}");
-            return 1;
-        }
+            });
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Prints what an operator needs to pick the survivor to recover from.</summary>

@@ -19,7 +19,7 @@ internal static class SnapshotCommands
             return 2;
         }
 
-        try
+        return await CommandFailures.ReportAsync($"snapshot {sub}", async () =>
         {
             var options = Options.Parse(rest);
             return sub switch
@@ -29,18 +29,7 @@ internal static class SnapshotCommands
                 "restore" => Restore(file, options),
                 _ => throw new FormatException($"unknown snapshot command '{sub}' (save, verify or restore)"),
             };
-        }
-        catch (FormatException ex)
-        {
-            Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
-            return 2;
-        }
-        catch (Exception ex) when (ex is SnapshotFileException or InvalidOperationException or IOException or UnauthorizedAccessException)
-        {
-            // Offline restore opens storage: a data directory in use, or a disk error, is reported, not thrown.
-            Console.Error.WriteLine($"dcachectl snapshot {sub}: {ex.Message}");
-            return 1;
-        }
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Streams a consistent snapshot from the first endpoint that serves one into FILE.</summary>
