@@ -21,7 +21,8 @@ internal sealed class ClusterConnection(Options options)
     public static string Describe(RpcException ex) => ex.StatusCode switch
     {
         StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Innermost(cause).Message})",
-        StatusCode.Unavailable => $"cannot reach the node ({ex.Status.Detail})",
+        // Sent by the node itself (no leader, no quorum, shutting down): its words say why.
+        StatusCode.Unavailable => $"unavailable: {ex.Status.Detail}",
         StatusCode.Unauthenticated => $"refused: {ex.Status.Detail} (check --secret)",
         StatusCode.PermissionDenied => $"refused: {ex.Status.Detail} (check --cluster-id)",
         StatusCode.DeadlineExceeded when ex.Status.Detail.Length == 0 => "no answer in time",

@@ -96,6 +96,10 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         var unacknowledged = await cluster.ExecuteAsync(survivor, Commands.Set("never-acknowledged", "lost"));
         Assert.Equal(Reply.ResultOneofCase.Failure, unacknowledged.ResultCase);
 
+        // Without a quorum no read index can be confirmed, so no backup can promise every acknowledged write: refused.
+        var noQuorum = await Dcachectl.RunAsync(output, ["snapshot", "save", Path.Combine(cluster.Root, "no-quorum.dcsnap"), .. cluster.CtlOptions([survivor])]);
+        Dcachectl.AssertFails(noQuorum, 1, "unavailable: cannot take a consistent snapshot");
+
         // The runbook: stop the survivor (the offline tools refuse a running node's data), inspect it, force a new
         // cluster from it, start it with the new cluster id.
         var data = cluster[survivor].DataDirectory;
