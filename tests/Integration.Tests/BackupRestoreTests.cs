@@ -63,8 +63,15 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
             Assert.True(missing.Count == 0, $"restored node {node} lacks {missing.Count} writes acknowledged before the backup, e.g. {string.Join(", ", missing.Take(5))}");
         }
 
-        var leader = await restored.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
-        Assert.True((await restored.ExecuteAsync(leader, Commands.Set("after-restore", "yes"))).Ok);
+        // Clients reach it through a gateway configured with the new nodes and cluster id, as the runbook says.
+        await restored.StartGatewayAsync();
+        await using (var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{restored.GatewayPort}"))
+        {
+            var (key, value) = acknowledgedBefore.First();
+            Assert.Equal(value, (string?)await redis.GetDatabase().StringGetAsync(key));
+            Assert.True(await redis.GetDatabase().StringSetAsync("after-restore", "yes"));
+        }
+
         await Verify.SameDigestAsync(restored, TimeSpan.FromSeconds(20));
 
         await OldClusterIsRefusedAsync(cluster, restored);
