@@ -31,9 +31,10 @@ internal sealed class ClusterConnection(Options options)
 
     /// <summary>
     /// Runs <paramref name="call"/> on the leader: tries the endpoints in turn and follows a node's "not the leader"
-    /// answer to the leader it names. Returns the reply, or null after printing why no leader could do it.
+    /// answer to the leader it names. Returns the reply, or null after printing <paramref name="failure"/> and why
+    /// each endpoint could not do it. (Calls any node may serve, such as a backup, are simply served by the first.)
     /// </summary>
-    public async Task<T?> OnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call)
+    public async Task<T?> OnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call, string failure = "no leader could be reached")
         where T : class
     {
         var tried = new List<string>();
@@ -69,7 +70,7 @@ internal sealed class ClusterConnection(Options options)
             }
         }
 
-        Console.Error.WriteLine("dcachectl: no leader could be reached:");
+        Console.Error.WriteLine($"dcachectl: {failure}:");
         foreach (var line in tried)
         {
             Console.Error.WriteLine($"  {line}");

@@ -5,6 +5,7 @@ using Dcache.Protocol.Backup;
 using Dcache.Raft;
 using Dcache.Storage;
 using Grpc.Core;
+using Grpc.Net.Client;
 
 namespace Dcache.Ctl;
 
@@ -35,69 +36,55 @@ internal static class SnapshotCommands
     /// <summary>Streams a consistent snapshot from the first endpoint that serves one into FILE.</summary>
     private static async Task<int> SaveAsync(string file, Options options)
     {
-        var headers = new ClusterConnection(options).Headers;
-        var failures = new List<string>();
-        foreach (var endpoint in options.Endpoints)
+        var saved = await new ClusterConnection(options).OnLeaderAsync((channel, headers) => SaveFromAsync(channel, headers, file), "no node served a snapshot").ConfigureAwait(false);
+        if (saved is null)
         {
-            try
-            {
-                using var channel = GrpcChannels.ForNode(endpoint);
-                using var call = new Backup.BackupClient(channel).SaveSnapshot(new SaveSnapshotRequest(), headers);
-                using var writer = new SnapshotFileWriter(file);
-                SnapshotHeader? header = null;
-                SnapshotTrailer? trailer = null;
-                await foreach (var part in call.ResponseStream.ReadAllAsync().ConfigureAwait(false))
-                {
-                    switch (part.PartCase)
-                    {
-                        case SnapshotPart.PartOneofCase.Header:
-                            header = part.Header;
-                            writer.WriteHeader(header);
-                            break;
-                        case SnapshotPart.PartOneofCase.Data when header is not null && trailer is null:
-                            writer.WriteData(part.Data.Span);
-                            break;
-                        case SnapshotPart.PartOneofCase.Trailer when header is not null:
-                            trailer = part.Trailer;
-                            break;
-                        default:
-                            throw new SnapshotFileException($"{endpoint} sent the snapshot out of order ({part.PartCase})");
-                    }
-                }
+            return 1;
+        }
 
-                if (header is null || trailer is null)
-                {
-                    throw new SnapshotFileException($"{endpoint} ended the snapshot stream before its end");
-                }
+        Console.WriteLine(saved);
+        return 0;
+    }
 
-                if (trailer.Size != writer.DataSize || trailer.Crc32C != writer.DataCrc)
-                {
-                    throw new SnapshotFileException(string.Create(CultureInfo.InvariantCulture,
-                        $"the snapshot from {endpoint} arrived as {writer.DataSize} bytes with CRC-32C {writer.DataCrc:x8}, but was sent as {trailer.Size} bytes with {trailer.Crc32C:x8}"));
-                }
-
-                writer.Finish();
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"saved {Path.GetFullPath(file)}: cluster {header.ClusterId}, index {header.Index}, term {header.Term}, {trailer.KeyCount} keys, {writer.DataSize} bytes of state, from node {header.NodeId} ({endpoint})"));
-                return 0;
-            }
-            catch (RpcException ex)
+    private static async Task<string> SaveFromAsync(GrpcChannel channel, Metadata headers, string file)
+    {
+        using var call = new Backup.BackupClient(channel).SaveSnapshot(new SaveSnapshotRequest(), headers);
+        using var writer = new SnapshotFileWriter(file);
+        SnapshotHeader? header = null;
+        SnapshotTrailer? trailer = null;
+        await foreach (var part in call.ResponseStream.ReadAllAsync().ConfigureAwait(false))
+        {
+            switch (part.PartCase)
             {
-                failures.Add($"{endpoint}: {ClusterConnection.Describe(ex)}");
-            }
-            catch (UriFormatException ex)
-            {
-                failures.Add($"{endpoint}: {ex.Message}");
+                case SnapshotPart.PartOneofCase.Header:
+                    header = part.Header;
+                    writer.WriteHeader(header);
+                    break;
+                case SnapshotPart.PartOneofCase.Data when header is not null && trailer is null:
+                    writer.WriteData(part.Data.Span);
+                    break;
+                case SnapshotPart.PartOneofCase.Trailer when header is not null:
+                    trailer = part.Trailer;
+                    break;
+                default:
+                    throw new SnapshotFileException($"{channel.Target} sent the snapshot out of order ({part.PartCase})");
             }
         }
 
-        Console.Error.WriteLine("dcachectl snapshot save: no node served a snapshot:");
-        foreach (var failure in failures)
+        if (header is null || trailer is null)
         {
-            Console.Error.WriteLine($"  {failure}");
+            throw new SnapshotFileException($"{channel.Target} ended the snapshot stream before its end");
         }
 
-        return 1;
+        if (trailer.Size != writer.DataSize || trailer.Crc32C != writer.DataCrc)
+        {
+            throw new SnapshotFileException(string.Create(CultureInfo.InvariantCulture,
+                $"the snapshot from {channel.Target} arrived as {writer.DataSize} bytes with CRC-32C {writer.DataCrc:x8}, but was sent as {trailer.Size} bytes with {trailer.Crc32C:x8}"));
+        }
+
+        writer.Finish();
+        return string.Create(CultureInfo.InvariantCulture,
+            $"saved {Path.GetFullPath(file)}: cluster {header.ClusterId}, index {header.Index}, term {header.Term}, {trailer.KeyCount} keys, {writer.DataSize} bytes of state, from node {header.NodeId} ({channel.Target})");
     }
 
     /// <summary>Checks FILE completely and prints what it holds.</summary>
