@@ -140,6 +140,16 @@ public sealed class MembershipTests(ITestOutputHelper output)
 
         var remaining = cluster.Nodes.Keys.Where(id => id != follower && id != leader).ToArray();
         var newLeader = await WaitForLeaderAmongAsync(cluster, remaining);
+
+        // A removed node still running sends clients nowhere: no leader hint (its last leader may be removed too,
+        // and clients following hints would bounce between the two), just a refusal that says why.
+        foreach (var removed in new[] { follower, leader })
+        {
+            var refused = await cluster.ExecuteAsync(removed, Commands.Set("to-a-removed-node", "x"));
+            Assert.True(refused.Failure is { Kind: FailureKind.Unavailable, LeaderId: 0 }, refused.ToString());
+            Assert.Contains("is not a member of the cluster", refused.Failure.Message, StringComparison.Ordinal);
+        }
+
         var before = load.Acknowledged.Count;
         await load.WaitForAcknowledgedAsync(before + 100, TimeSpan.FromSeconds(30));
 

@@ -356,6 +356,15 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
+        if (!_raft.Membership.Contains(NodeId))
+        {
+            // Removed, or joining and not yet added: its log and leader are not the cluster's. No leader hint either,
+            // since a removed node's last known leader may itself be gone, and clients would bounce between the two.
+            input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable,
+                $"not applied: node {NodeId} is not a member of the cluster (removed, or not yet added)"));
+            return;
+        }
+
         if (WriteEncoder.IsWrite(command))
         {
             Propose(input);
