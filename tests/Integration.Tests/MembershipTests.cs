@@ -181,6 +181,32 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Assert.Equal(3, CountLines(final.Output, $@"\s{newLeader}\s+\d+\s+\d+\s+\d+\s+{voters}\s+-\s*$"));
     }
 
+    [Fact]
+    public async Task TheGatewayFollowsTheMembershipToALeaderItWasNotConfiguredWith()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync(); // configured with nodes 1, 2 and 3 only
+        var node4 = cluster.AddJoiningNode(4);
+        node4.Start();
+        Assert.Equal(0, (await Ctl(["member", "add", "--id", "4", "--address", node4.GrpcUrl], cluster.CtlOptions([1, 2, 3]))).Exit);
+        await WaitCaughtUpAsync(cluster, 4);
+        Assert.Equal(0, (await Ctl(["member", "promote", "--id", "4"], cluster.CtlOptions([1, 2, 3]))).Exit);
+        Assert.Equal(0, (await Ctl(["leader", "transfer", "--to", "4"], cluster.CtlOptions([1, 2, 3]))).Exit);
+        // Node 1 is removed but left running: the gateway must stop sending it commands.
+        Assert.Equal(0, (await Ctl(["member", "remove", "--id", "1"], cluster.CtlOptions([1, 2, 3]))).Exit);
+
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}");
+        var db = redis.GetDatabase();
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.True(await db.StringSetAsync($"k{i}", $"v{i}"));
+            Assert.Equal($"v{i}", (string?)await db.StringGetAsync($"k{i}"));
+        }
+
+        await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {node4.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to log the member it discovered");
+    }
+
     /// <summary>Waits until the leader reports learner <paramref name="id"/> within 100 entries of its log.</summary>
     private static Task WaitLearnerCaughtUpAsync(LocalCluster cluster, ulong id) =>
         Eventually.WaitAsync(async () =>

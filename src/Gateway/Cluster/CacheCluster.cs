@@ -15,6 +15,8 @@ namespace Dcache.Gateway.Cluster;
 /// deadline, retries (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt
 /// timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
 /// it at most once; only when every attempt failed and one may have reached a node is the outcome unknown.
+/// The configured nodes are where it starts: members added at runtime are learned from the leader's status (and
+/// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands.
 /// </summary>
 public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 {
@@ -29,7 +31,10 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     private readonly ClusterOptions _options;
     private readonly ILogger<CacheCluster> _logger;
-    private readonly NodeConnection[] _nodes;
+    private readonly Metadata _headers;
+    private readonly Lock _nodesChanging = new();
+    // Copy-on-write: readers take the current array; a discovered member is added under _nodesChanging.
+    private volatile NodeConnection[] _nodes;
     private readonly ResiliencePipeline<Reply> _pipeline;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _poller;
@@ -47,8 +52,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     {
         _options = options.Value;
         _logger = logger;
-        var headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
-        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, headers, _options, logger)).ToArray();
+        _headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
+        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, _headers, _options, logger)).ToArray();
         if (_nodes.Length == 0)
         {
             throw new InvalidOperationException($"{ClusterOptions.Section}:Nodes lists no node");
@@ -88,7 +93,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         get
         {
             var leader = _leader;
-            return new ClusterView(leader?.NodeId ?? 0, leader?.Address, _nodes.Length, _nodes.Count(n => n.Healthy));
+            var nodes = _nodes;
+            return new ClusterView(leader?.NodeId ?? 0, leader?.Address, nodes.Length, nodes.Count(n => n.Healthy));
         }
     }
 
@@ -165,7 +171,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 cluster.Learn(node, reply, IsWrite);
                 if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
                 {
-                    _hinted = cluster.Find(notLeader.LeaderAddress);
+                    _hinted = cluster.FindOrAdd(notLeader.LeaderAddress);
                 }
                 else if (IsWrite && reply.Failure is { Kind: FailureKind.OutcomeUnknown })
                 {
@@ -208,28 +214,76 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             return leader;
         }
 
-        // Reads (and writes while no leader is known) go round the healthy nodes.
-        var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)_nodes.Length);
-        for (var i = 0; i < _nodes.Length; i++)
+        // Reads (and writes while no leader is known) go round the healthy members.
+        var nodes = _nodes;
+        var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)nodes.Length);
+        for (var i = 0; i < nodes.Length; i++)
         {
-            var node = _nodes[(start + i) % _nodes.Length];
-            if (node.Healthy)
+            var node = nodes[(start + i) % nodes.Length];
+            if (node.Healthy && node.IsMember)
             {
                 return node;
             }
         }
 
-        return _nodes[start];
+        return nodes[start];
     }
 
     private NodeConnection? Find(string address) =>
         string.IsNullOrEmpty(address) ? null : Array.Find(_nodes, n => string.Equals(n.Address, address.TrimEnd('/'), StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>The connection to <paramref name="address"/>, opened now if it is a member this gateway was not configured with.</summary>
+    private NodeConnection? FindOrAdd(string address)
+    {
+        if (string.IsNullOrEmpty(address))
+        {
+            return null;
+        }
+
+        if (Find(address) is { } known)
+        {
+            return known;
+        }
+
+        lock (_nodesChanging)
+        {
+            if (Find(address) is { } raced)
+            {
+                return raced;
+            }
+
+            var added = new NodeConnection(address.TrimEnd('/'), _headers, _options, _logger);
+            _nodes = [.. _nodes, added];
+            Log.NodeDiscovered(_logger, added.Address);
+            return added;
+        }
+    }
+
+    /// <summary>Takes the leader's membership in: its members are reachable; other known nodes get no more commands.</summary>
+    private void LearnMembers(NodeStatus leaderStatus)
+    {
+        var addresses = leaderStatus.Members.Where(m => m.Address.Length > 0).Select(m => m.Address.TrimEnd('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        if (addresses.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var address in addresses)
+        {
+            FindOrAdd(address);
+        }
+
+        foreach (var node in _nodes)
+        {
+            node.IsMember = addresses.Contains(node.Address);
+        }
+    }
+
     private void Learn(NodeConnection node, Reply reply, bool isWrite)
     {
         if (reply.Failure is { Kind: FailureKind.NotLeader } failure)
         {
-            var leader = Find(failure.LeaderAddress);
+            var leader = FindOrAdd(failure.LeaderAddress);
             if (leader is not null)
             {
                 if (failure.LeaderId != 0)
@@ -291,8 +345,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             if (status.Role == "Leader")
             {
                 SetLeader(node);
+                LearnMembers(status);
             }
-            else if (status.LeaderId != 0 && Find(status.LeaderAddress) is { } leader)
+            else if (status.LeaderId != 0 && FindOrAdd(status.LeaderAddress) is { } leader)
             {
                 leader.NodeId = status.LeaderId;
                 SetLeader(leader);
@@ -333,6 +388,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     {
         [LoggerMessage(Level = LogLevel.Information, Message = "Leader is now {Address} (node {NodeId})")]
         public static partial void LeaderChanged(ILogger logger, string address, ulong nodeId);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Discovered cluster member at {Address}")]
+        public static partial void NodeDiscovered(ILogger logger, string address);
 
         [LoggerMessage(Level = LogLevel.Debug, Message = "Status poll of {Address} failed: {Code}")]
         public static partial void StatusFailed(ILogger logger, string address, StatusCode code);

@@ -61,6 +61,15 @@ public sealed partial class NodeConnection : IAsyncDisposable
     /// <summary>The node's id once a status reply named it (0 until then).</summary>
     public ulong NodeId { get; set; }
 
+    /// <summary>False once the leader's membership no longer lists this node (removed): it then gets no commands.</summary>
+    public bool IsMember
+    {
+        get => Volatile.Read(ref _isMember);
+        set => Volatile.Write(ref _isMember, value);
+    }
+
+    private bool _isMember = true;
+
     public Cache.CacheClient Client { get; }
 
     public Metadata Headers => _headers;
