@@ -182,7 +182,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task TheGatewayFollowsTheMembershipToALeaderItWasNotConfiguredWith()
+    public async Task ANodeJoinsThroughALeaderItWasNotConfiguredWithAndSoDoesTheGateway()
     {
         await using var cluster = new LocalCluster(output);
         await cluster.StartAsync();
@@ -193,6 +193,14 @@ public sealed class MembershipTests(ITestOutputHelper output)
         await WaitCaughtUpAsync(cluster, 4);
         Assert.Equal(0, (await Ctl(["member", "promote", "--id", "4"], cluster.CtlOptions([1, 2, 3]))).Exit);
         Assert.Equal(0, (await Ctl(["leader", "transfer", "--to", "4"], cluster.CtlOptions([1, 2, 3]))).Exit);
+        // Node 5 joins listing only the founding members, while node 4, which it does not know, leads: it learns the
+        // leader's address from the leader's own stream, answers it, and catches up.
+        var node5 = cluster.AddJoiningNode(5);
+        node5.Start();
+        Assert.Equal(0, (await Ctl(["member", "add", "--id", "5", "--address", node5.GrpcUrl], cluster.CtlOptions([1, 2, 3]))).Exit);
+        await WaitCaughtUpAsync(cluster, 5);
+        Assert.Equal(0, (await Ctl(["member", "promote", "--id", "5"], cluster.CtlOptions([1, 2, 3]))).Exit);
+
         // Node 1 is removed but left running: the gateway must stop sending it commands.
         Assert.Equal(0, (await Ctl(["member", "remove", "--id", "1"], cluster.CtlOptions([1, 2, 3]))).Exit);
 

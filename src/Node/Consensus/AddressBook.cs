@@ -8,11 +8,15 @@ namespace Dcache.Node.Consensus;
 /// as its context, so a member added at runtime becomes reachable everywhere and a restarted node finds its peers
 /// from its own log and snapshot. Where this node's configured InitialCluster lists a member, that address wins:
 /// it is how one node is pointed at a peer through a proxy or a new name (the chaos suite's partition proxies).
-/// Before a node has joined (empty membership) the configured members are all it has.
+/// Last come the addresses peers announce when they open a stream to this node: a node that has just joined has
+/// neither the log nor, perhaps, the leader in its configuration, and must still answer the leader.
 /// </summary>
 public sealed class AddressBook
 {
     private readonly IReadOnlyDictionary<ulong, string> _configured;
+    private readonly Dictionary<ulong, string> _heard = [];
+    private readonly Lock _changing = new();
+    private Membership _membership = Membership.Empty;
     private volatile IReadOnlyDictionary<ulong, string> _addresses;
 
     public AddressBook(IReadOnlyDictionary<ulong, string> configured)
@@ -23,6 +27,7 @@ public sealed class AddressBook
 
     public IReadOnlyDictionary<ulong, string> All => _addresses;
 
+    /// <summary>Raised (under the book's lock, so in order) with the new addresses whenever they change.</summary>
     public event Action<IReadOnlyDictionary<ulong, string>>? Changed;
 
     public bool Contains(ulong id) => _addresses.ContainsKey(id);
@@ -32,22 +37,37 @@ public sealed class AddressBook
     /// <summary>Makes the book list exactly the members of <paramref name="membership"/>; raises <see cref="Changed"/> when that changes anything.</summary>
     public void Follow(Membership membership)
     {
-        var next = new SortedDictionary<ulong, string>();
-        if (membership.Voters.IsEmpty && membership.Learners.IsEmpty)
+        lock (_changing)
         {
-            foreach (var (id, address) in _configured)
+            _membership = membership;
+            Rebuild();
+        }
+    }
+
+    /// <summary>Remembers where <paramref name="id"/> said it listens; used only where neither configuration nor log says.</summary>
+    public void Heard(ulong id, string address)
+    {
+        lock (_changing)
+        {
+            if (_heard.TryGetValue(id, out var known) && known == address)
+            {
+                return;
+            }
+
+            _heard[id] = address;
+            Rebuild();
+        }
+    }
+
+    private void Rebuild()
+    {
+        var next = new SortedDictionary<ulong, string>();
+        var joined = !_membership.Voters.IsEmpty || !_membership.Learners.IsEmpty;
+        foreach (var id in joined ? _membership.All : _configured.Keys.Union(_heard.Keys))
+        {
+            if ((_configured.GetValueOrDefault(id) ?? _membership.ContextOf(id) ?? _heard.GetValueOrDefault(id)) is { Length: > 0 } address)
             {
                 next[id] = address;
-            }
-        }
-        else
-        {
-            foreach (var id in membership.All)
-            {
-                if ((_configured.GetValueOrDefault(id) ?? membership.ContextOf(id)) is { Length: > 0 } address)
-                {
-                    next[id] = address;
-                }
             }
         }
 

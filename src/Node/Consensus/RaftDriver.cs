@@ -230,6 +230,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         return membership.Contains(peer) || (membership.Voters.IsEmpty && membership.Learners.IsEmpty);
     }
 
+    void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
+
     ValueTask IRaftInbox.PostAsync(Message message, CancellationToken cancellationToken) =>
         _inputs.Writer.WriteAsync(new PeerMessageInput(message), cancellationToken);
 

@@ -82,7 +82,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             loggers.CreateLogger<RaftDriver>());
         metrics.Observe(() => Driver.Status);
         Driver.ClosingToken = _closing.Token;
-        _transport = new PeerTransport(_options.NodeId, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
+        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
     }

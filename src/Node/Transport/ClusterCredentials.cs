@@ -12,18 +12,26 @@ public sealed class ClusterCredentials(string clusterId, string secret)
     public const string SecretHeader = "dcache-secret";
     public const string FromHeader = "dcache-from";
 
+    /// <summary>The sender's own gRPC address, so that a node that does not know it yet (one joining) can answer.</summary>
+    public const string FromAddressHeader = "dcache-from-address";
+
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
 
     public string ClusterId { get; } = clusterId;
 
     public string Secret { get; } = secret;
 
-    public Metadata ToHeaders(ulong? from = null)
+    public Metadata ToHeaders(ulong? from = null, string? fromAddress = null)
     {
         var headers = new Metadata { { ClusterIdHeader, ClusterId }, { SecretHeader, Secret } };
         if (from is { } id)
         {
             headers.Add(FromHeader, id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        if (!string.IsNullOrEmpty(fromAddress))
+        {
+            headers.Add(FromAddressHeader, fromAddress);
         }
 
         return headers;

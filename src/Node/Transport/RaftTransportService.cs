@@ -17,6 +17,9 @@ public interface IRaftInbox
     /// <summary>True when <paramref name="peer"/> is a node this one knows (a member, or listed at start).</summary>
     bool IsKnownPeer(ulong peer);
 
+    /// <summary>A known peer's stream said where it listens (used for members whose address this node lacks).</summary>
+    void PeerAddressHeard(ulong peer, string address);
+
     ValueTask PostAsync(Message message, CancellationToken cancellationToken);
 
     /// <summary>Starts receiving the snapshot <paramref name="message"/> announces; the sink stores chunks as they arrive.</summary>
@@ -139,6 +142,12 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
         {
             Log.UnknownPeer(logger, from);
             throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} is not a member of this cluster"));
+        }
+
+        if (context.RequestHeaders.GetValue(ClusterCredentials.FromAddressHeader) is { Length: > 0 } address
+            && Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp)
+        {
+            inbox.PeerAddressHeard(from, address.TrimEnd('/'));
         }
 
         return from;
