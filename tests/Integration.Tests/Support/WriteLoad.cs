@@ -16,6 +16,7 @@ internal sealed class WriteLoad : IAsyncDisposable
     private readonly Task[] _writers;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private ulong _target;
+    private long _cursor;
 
     public WriteLoad(LocalCluster cluster, int writers, int maxWritesPerWriter = 100_000, TimeSpan? maxDuration = null, long? ttlMs = null)
     {
@@ -81,10 +82,16 @@ internal sealed class WriteLoad : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The next node to try after a failure. A cursor shared by all failures moves on each time, rather than "the node
+    /// after the one that failed": a removed node that still names the old leader, and that leader, would otherwise
+    /// send a writer back and forth between them forever.
+    /// </summary>
     private ulong Next(ulong current)
     {
         var ids = _cluster.Nodes.Keys.ToList();
-        return ids[(ids.IndexOf(current) + 1) % ids.Count];
+        var next = ids[(int)((ulong)Interlocked.Increment(ref _cursor) % (ulong)ids.Count)];
+        return next == current ? ids[(ids.IndexOf(current) + 1) % ids.Count] : next;
     }
 
     public Task WaitForAcknowledgedAsync(int count, TimeSpan timeout) =>
