@@ -162,10 +162,15 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _ticker = Task.Run(TickAsync);
     }
 
-    /// <summary>Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally.</summary>
-    public Task<Proto.Reply> ExecuteAsync(Proto.Command command)
+    /// <summary>
+    /// Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally. With
+    /// <paramref name="continueOnLoop"/>, the task's continuations run on the loop thread as it completes them: only
+    /// for a caller whose continuation is short and never blocks (handing the reply to a stream's queue), which saves
+    /// a thread-pool hop per command.
+    /// </summary>
+    public Task<Proto.Reply> ExecuteAsync(Proto.Command command, bool continueOnLoop = false)
     {
-        var completion = new TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var completion = new TaskCompletionSource<Proto.Reply>(continueOnLoop ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
         if (!_inputs.Writer.TryWrite(new CommandInput(command, completion, deadline)))
         {

@@ -24,7 +24,8 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                 foreach (var command in requestStream.Current.Commands)
                 {
                     Interlocked.Increment(ref inFlight);
-                    _ = driver.ExecuteAsync(command).ContinueWith(
+                    // Runs on the driver loop as it completes the command: only a queue write and a counter.
+                    _ = driver.ExecuteAsync(command, continueOnLoop: true).ContinueWith(
                         task =>
                         {
                             finished.Writer.TryWrite(task.Result);
