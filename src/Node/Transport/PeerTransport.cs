@@ -64,7 +64,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
             foreach (var id in _peers.Keys.Where(id => !addresses.ContainsKey(id)).ToList())
             {
-                _ = _peers[id].DisposeAsync().AsTask();
+                // A removed peer still gets what was queued for it: the Append carrying the commit of its own
+                // removal is queued just before the removal applies here, and is how it learns to stand down.
+                _ = _peers[id].RetireAsync(RetireDrainTime);
                 _peers.Remove(id);
             }
         }
@@ -106,6 +108,8 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             events.SnapshotSent(message.To, ok);
         });
     }
+
+    private static readonly TimeSpan RetireDrainTime = TimeSpan.FromSeconds(1);
 
     public async ValueTask DisposeAsync()
     {
@@ -241,6 +245,15 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                 Log.SnapshotSendFailed(_owner.Logger, _peer, message.Snapshot?.Index ?? 0, ex.Message);
                 return false;
             }
+        }
+
+        /// <summary>Sends what is queued (for at most <paramref name="drainTime"/>), then closes.</summary>
+        public async Task RetireAsync(TimeSpan drainTime)
+        {
+            _queue.Writer.TryComplete();
+            // The pump ends by itself once the queue is drained (or keeps failing to connect: then the delay ends it).
+            await Task.WhenAny(_pump, Task.Delay(drainTime)).ConfigureAwait(false);
+            await DisposeAsync().ConfigureAwait(false);
         }
 
         public async ValueTask DisposeAsync()
