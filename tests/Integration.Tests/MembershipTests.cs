@@ -60,6 +60,8 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var promote = await Ctl(["member", "promote", "--id", "4"], all);
         Assert.Equal(0, promote.Exit);
         Assert.Contains("Promoted node 4 to voter", promote.Output, StringComparison.Ordinal);
+        // A change returns once the leader applied it; the others apply it a moment later.
+        await WaitVotersEverywhereAsync(cluster, [1, 2, 3, 4], [1, 2, 3, 4]);
         var status = await Ctl(["status"], cluster.CtlOptions());
         Assert.Equal(0, status.Exit);
         Assert.Equal(4, CountLines(status.Output, @"\s1,2,3,4\s+-\s*$"));
@@ -98,6 +100,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var promoteSix = await Ctl(["member", "promote", "--id", "6"], cluster.CtlOptions([1, 2, 3]));
         Assert.Equal(0, promoteSix.Exit);
         Assert.Equal("yes", (await cluster.ExecuteAsync(6, Commands.Get("after-restart", ReadConsistency.Local))).BulkText());
+        await WaitVotersEverywhereAsync(cluster, [1, 2, 3, 6], [1, 2, 3, 6]);
         var final = await Ctl(["status"], cluster.CtlOptions([1, 2, 3, 6]));
         Assert.Equal(0, final.Exit);
         Assert.Equal(4, CountLines(final.Output, @"\s1,2,3,6\s+-\s*$"));
@@ -125,6 +128,8 @@ public sealed class MembershipTests(ITestOutputHelper output)
             await load.WaitForAcknowledgedAsync(acknowledged + 100, TimeSpan.FromSeconds(30));
         }
 
+        // A change returns once the leader applied it; the others apply it a moment later.
+        await WaitVotersEverywhereAsync(cluster, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]);
         var status = await Ctl(["status"], cluster.CtlOptions());
         Assert.Equal(5, CountLines(status.Output, @"\s1,2,3,4,5\s+-\s*$"));
 
@@ -214,6 +219,14 @@ public sealed class MembershipTests(ITestOutputHelper output)
 
         await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {node4.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to log the member it discovered");
     }
+
+    /// <summary>Waits until each of <paramref name="nodes"/> has applied a membership of exactly <paramref name="voters"/> and no learner.</summary>
+    private static Task WaitVotersEverywhereAsync(LocalCluster cluster, ulong[] nodes, ulong[] voters) =>
+        Eventually.WaitAsync(async () =>
+        {
+            var statuses = await Task.WhenAll(nodes.Select(id => cluster.StatusAsync(id)));
+            return statuses.All(s => s.Members.All(m => m.Voter) && s.Members.Select(m => m.Id).Order().SequenceEqual(voters));
+        }, CatchUp, $"nodes {string.Join(",", nodes)} to apply voters {string.Join(",", voters)}");
 
     /// <summary>Waits until the leader reports learner <paramref name="id"/> within 100 entries of its log.</summary>
     private static Task WaitLearnerCaughtUpAsync(LocalCluster cluster, ulong id) =>
