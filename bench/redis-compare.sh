@@ -63,6 +63,8 @@ dotnet src/Gateway/bin/Release/net10.0/Dcache.Gateway.dll --Dcache:Gateway:Port=
   --Dcache:Gateway:Cluster:Nodes="http://127.0.0.1:$base,http://127.0.0.1:$((base+1)),http://127.0.0.1:$((base+2))" \
   --Dcache:Gateway:Cluster:ClusterId=dcache-dev --Dcache:Gateway:Cluster:ClusterSecret=dev-secret >"$work/gateway-local.log" 2>&1 & pids+=($!)
 wait_ping "$gw_local"
+# Warm both gateways and the cluster up (JIT tiering, connections, the log's first pages) before measuring.
+for port in "$gw" "$gw_local"; do redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n 20000 -d $size -r $keyspace -t set,get -q >/dev/null 2>&1; done
 run dcache "$gw" 1; run dcache "$gw" 16
 run dcache-readonly "$gw_local" 1; run dcache-readonly "$gw_local" 16
 
