@@ -54,10 +54,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly TimeProvider _clock;
     private readonly NodeMetrics _metrics;
     private readonly ILogger _logger;
-    // Synchronous continuations: the only one is the loop's wake-up below, so a writer wakes the loop thread itself
-    // instead of queueing a thread-pool item that would then wake it.
-    private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-    private readonly InputSignal _inputSignal = new();
+    private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Dictionary<ulong, PendingWrite> _writes = [];
     // Linearizable reads that arrive in one loop round share one ReadIndex request (and so, on a follower, one
@@ -162,15 +159,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _ticker = Task.Run(TickAsync);
     }
 
-    /// <summary>
-    /// Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally. With
-    /// <paramref name="continueOnLoop"/>, the task's continuations run on the loop thread as it completes them: only
-    /// for a caller whose continuation is short and never blocks (handing the reply to a stream's queue), which saves
-    /// a thread-pool hop per command.
-    /// </summary>
-    public Task<Proto.Reply> ExecuteAsync(Proto.Command command, bool continueOnLoop = false)
+    /// <summary>Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally.</summary>
+    public Task<Proto.Reply> ExecuteAsync(Proto.Command command)
     {
-        var completion = new TaskCompletionSource<Proto.Reply>(continueOnLoop ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
+        var completion = new TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
         var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
         if (!_inputs.Writer.TryWrite(new CommandInput(command, completion, deadline)))
         {
@@ -269,7 +261,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var reader = _inputs.Reader;
         try
         {
-            while (_inputSignal.WaitToRead(reader, _stopping.Token))
+            while (reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
             {
                 // Drain a bounded batch so one round's latency stays bounded under load.
                 for (var i = 0; i < 4096 && reader.TryRead(out var input); i++)
@@ -836,7 +828,6 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         _stopping.Dispose();
-        _inputSignal.Dispose();
     }
 
     /// <summary>Receives a snapshot's chunks into the store, then hands its message to the loop.</summary>
@@ -911,32 +902,4 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         [LoggerMessage(Level = LogLevel.Critical, Message = "The Raft driver loop failed; the node stops")]
         public static partial void LoopFailed(ILogger logger, Exception exception);
     }
-}
-
-/// <summary>
-/// Blocks the loop's dedicated thread until the input channel has data, without spinning first (Task.Wait spins and
-/// yields before it blocks, which on a node sharing two cores with its peers burns the CPU they need).
-/// </summary>
-internal sealed class InputSignal : IDisposable
-{
-    private readonly ManualResetEventSlim _ready = new(initialState: false, spinCount: 0);
-    private readonly Action _set;
-
-    public InputSignal() => _set = _ready.Set;
-
-    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2012", Justification = "Consumed once, through its awaiter, exactly as await would.")]
-    public bool WaitToRead(ChannelReader<DriverInput> reader, CancellationToken cancellationToken)
-    {
-        var waiting = reader.WaitToReadAsync(cancellationToken).GetAwaiter();
-        if (!waiting.IsCompleted)
-        {
-            _ready.Reset();
-            waiting.UnsafeOnCompleted(_set);
-            _ready.Wait(CancellationToken.None);
-        }
-
-        return waiting.GetResult();
-    }
-
-    public void Dispose() => _ready.Dispose();
 }

@@ -24,8 +24,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                 foreach (var command in requestStream.Current.Commands)
                 {
                     Interlocked.Increment(ref inFlight);
-                    // Runs on the driver loop as it completes the command: only a queue write and a counter.
-                    _ = driver.ExecuteAsync(command, continueOnLoop: true).ContinueWith(
+                    _ = driver.ExecuteAsync(command).ContinueWith(
                         task =>
                         {
                             finished.Writer.TryWrite(task.Result);
