@@ -89,7 +89,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
 
         foreach (var (args, expected) in script)
         {
-            var (exit, stdout) = await RedisCliAsync(cluster.GatewayPort, args);
+            var (exit, stdout) = await RedisTools.RedisCliAsync(cluster.GatewayPort, args);
             Assert.True(exit == 0, $"redis-cli {args} exited {exit}");
             Assert.True(args.StartsWith("NOSUCH", StringComparison.Ordinal) || !stdout.Contains("unknown command", StringComparison.Ordinal), $"redis-cli {args}: {stdout}");
             if (expected is not null)
@@ -98,29 +98,16 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             }
         }
 
-        var (infoExit, info) = await RedisCliAsync(cluster.GatewayPort, "INFO server");
+        var (infoExit, info) = await RedisTools.RedisCliAsync(cluster.GatewayPort, "INFO server");
         Assert.Equal(0, infoExit);
         Assert.Contains("redis_version:", info, StringComparison.Ordinal);
 
-        var (benchExit, bench) = await RunAsync("redis-benchmark", $"-p {cluster.GatewayPort} -t set,get -n 2000 -c 10 -d 100 -r 1000 -q");
+        var (benchExit, bench) = await RedisTools.RunAsync("redis-benchmark", $"-p {cluster.GatewayPort} -t set,get -n 2000 -c 10 -d 100 -r 1000 -q");
         output.WriteLine(bench);
         Assert.Equal(0, benchExit);
         Assert.Contains("SET:", bench, StringComparison.Ordinal);
         Assert.Contains("GET:", bench, StringComparison.Ordinal);
         Assert.DoesNotContain("ERR", bench, StringComparison.Ordinal);
         Assert.DoesNotContain("error", bench, StringComparison.OrdinalIgnoreCase);
-    }
-
-    private static Task<(int Exit, string Output)> RedisCliAsync(int port, string args) => RunAsync("redis-cli", $"--raw -p {port} {args}");
-
-    private static async Task<(int Exit, string Output)> RunAsync(string program, string args)
-    {
-        var info = new ProcessStartInfo(program, args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        using var process = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}; the test command installs redis-tools");
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, (await stdout) + (await stderr));
     }
 }

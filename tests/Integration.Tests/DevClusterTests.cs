@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Dcache.Integration.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>The README's main command, `dcachectl dev`, as a user runs it: redis-cli works, status shows the cluster, SIGTERM stops everything.</summary>
+public sealed class DevClusterTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task DevStartsThreeNodesAndAGatewayThatRedisCliUsesAndSigtermStopsThemAll()
+    {
+        var data = Directory.CreateTempSubdirectory("dcache-dev-test-");
+        await using var dev = new ChildProcess("dcachectl dev", RepoPaths.CtlDll);
+        try
+        {
+            var basePort = FreeBasePort();
+            var gatewayPort = FreePorts.Allocate(1)[0];
+            dev.Start(["dev", "--data", data.FullName, "--base-port", Text(basePort), "--gateway-port", Text(gatewayPort)]);
+
+            await Eventually.WaitAsync(async () => (await RedisTools.RedisCliAsync(gatewayPort, "SET greeting hello EX 60")).Output.Trim() == "OK",
+                TimeSpan.FromSeconds(60), "the dev cluster's gateway to take a SET");
+            Assert.Equal("hello", (await RedisTools.RedisCliAsync(gatewayPort, "GET greeting")).Output.Trim());
+
+            var endpoints = string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{basePort + i}"));
+            var status = await Dcachectl.RunAsync(output, "status", "--endpoints", endpoints, "--cluster-id", "dcache-dev", "--secret", "dev-secret");
+            Assert.True(status.Exit == 0, status.ToString());
+            Assert.Single(status.Output.Split('\n'), line => line.Contains(" Leader ", StringComparison.Ordinal));
+            Assert.Equal(2, status.Output.Split('\n').Count(line => line.Contains(" Follower ", StringComparison.Ordinal)));
+            foreach (var node in new[] { "node1", "node2", "node3" })
+            {
+                Assert.True(Directory.Exists(Path.Combine(data.FullName, node)), $"{node}'s data directory under --data");
+            }
+
+            var children = ChildrenOf(dev.ProcessId!.Value);
+            Assert.Equal(4, children.Length); // three nodes and the gateway
+            await dev.StopAsync(TimeSpan.FromSeconds(30));
+            Assert.False(dev.IsRunning, dev.RecentOutput());
+            await Eventually.WaitAsync(() => children.All(pid => !Directory.Exists($"/proc/{pid}")), TimeSpan.FromSeconds(10), "every node and the gateway to exit");
+            Assert.Contains("All nodes stopped.", dev.RecentOutput(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            dev.Kill();
+            data.Delete(recursive: true);
+        }
+    }
+
+    private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    private static int[] ChildrenOf(int pid) =>
+        File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+
+    /// <summary>dev derives its ports from one base (nodes base..base+2, health base+1000.., gateway HTTP base+2000): find a base whose ports are all free.</summary>
+    private static int FreeBasePort()
+    {
+        for (var attempt = 0; attempt < 200; attempt++)
+        {
+            var candidate = Random.Shared.Next(20_000, 27_000);
+            int[] ports = [candidate, candidate + 1, candidate + 2, candidate + 1000, candidate + 1001, candidate + 1002, candidate + 2000];
+            if (ports.All(IsFree))
+            {
+                return candidate;
+            }
+        }
+
+        throw new InvalidOperationException("no free base port for dcachectl dev");
+    }
+
+    private static bool IsFree(int port)
+    {
+        try
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}
