@@ -104,9 +104,14 @@ internal static class DevCluster
         }
 
         // 0 = stopped cleanly; 143 = SIGTERM before the host installed its handler; 137 = killed by hand meanwhile.
-        var failed = processes.Count(p => p.ExitCode is not (0 or 143 or 137));
-        Console.WriteLine(failed == 0 ? "All nodes stopped." : $"{failed} node(s) exited with an error; see their output above.");
-        return failed == 0 ? 0 : 1;
+        var failed = processes.Where(p => p.ExitCode is not (0 or 143 or 137)).ToList();
+        foreach (var process in failed)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {process.Id} exited with code {process.ExitCode}"));
+        }
+
+        Console.WriteLine(failed.Count == 0 ? "All nodes stopped." : $"{failed.Count} process(es) exited with an error; see their output above.");
+        return failed.Count == 0 ? 0 : 1;
 
         void Stop(PosixSignalContext context)
         {

@@ -39,7 +39,8 @@ public sealed class DevClusterTests(ITestOutputHelper output)
             await dev.StopAsync(TimeSpan.FromSeconds(30));
             Assert.False(dev.IsRunning, dev.RecentOutput());
             await Eventually.WaitAsync(() => children.All(pid => !Directory.Exists($"/proc/{pid}")), TimeSpan.FromSeconds(10), "every node and the gateway to exit");
-            Assert.Contains("All nodes stopped.", dev.RecentOutput(), StringComparison.Ordinal);
+            var stopped = dev.RecentOutput(lines: 2000);
+            Assert.True(stopped.Contains("All nodes stopped.", StringComparison.Ordinal), stopped);
         }
         finally
         {

@@ -353,9 +353,13 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 SetLeader(leader);
             }
         }
-        catch (RpcException ex) when (!token.IsCancellationRequested)
+        catch (RpcException ex)
         {
-            Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
+            // A poll cut short by shutdown surfaces as a Cancelled RpcException: not a failure worth reporting.
+            if (!token.IsCancellationRequested)
+            {
+                Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
+            }
         }
     }
 
