@@ -37,6 +37,19 @@ for trx in "$results"/*.trx; do
   skipped=$((skipped + $(get notExecuted)))
 done
 
+# CI shows the end of the output: name the failed tests there, with the first line of each one's message.
+for trx in "$results"/*.trx; do
+  [ -f "$trx" ] || continue
+  python3 - "$trx" <<'PY' 2>/dev/null || grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" | sed -n 's/.*testName="\([^"]*\)".*/FAILED: \1/p'
+import sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for result in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult", ns):
+    if result.get("outcome") == "Failed":
+        message = result.findtext(".//t:Message", default="", namespaces=ns).strip().splitlines()
+        print(f"FAILED: {result.get('testName')}: {message[0] if message else ''}"[:400])
+PY
+done
+
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1 # the runner failed without a result file saying why (crash, build error)
 fi
