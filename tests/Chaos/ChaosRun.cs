@@ -241,23 +241,40 @@ internal sealed class ChaosRun
                     File.WriteAllText(SlowDiskFile(target), "0");
                 };
             case FaultKind.MemberReplace:
-                // One time in two the change runs while another member is paused (SIGSTOP) throughout.
-                var bystander = (step.Pick / 7) % 2 == 0 ? others[(step.Pick / 14) % others.Count] : (ulong?)null;
-                await ReplaceMemberAsync(target, role, bystander);
+                // Three times in four the change runs while another member is down throughout: paused, killed, or
+                // cut off from the other members.
+                var disturbance = (BystanderFault)((step.Pick / 7) % 4);
+                await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance);
                 return () => { };
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
     }
 
-    /// <summary>Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it.</summary>
-    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong? paused)
+    /// <summary>
+    /// Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it, while
+    /// <paramref name="bystander"/> suffers <paramref name="disturbance"/> from before the first change until after the last.
+    /// </summary>
+    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance)
     {
         var (joiner, address) = _joiners.Dequeue();
-        Note($"membership: node {joiner} joins to replace node {leaving} ({role}){(paused is { } p ? $", node {p} paused meanwhile" : "")}");
-        if (paused is { } bystander)
+        var meanwhile = disturbance == BystanderFault.None ? "" : $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile";
+        Note($"membership: node {joiner} joins to replace node {leaving} ({role}){meanwhile}");
+        switch (disturbance)
         {
-            _cluster[bystander].Pause();
+            case BystanderFault.Paused:
+                _cluster[bystander].Pause();
+                break;
+            case BystanderFault.Killed:
+                _cluster[bystander].Kill();
+                break;
+            case BystanderFault.Isolated:
+                // Cut from every member both ways and from the joiner's outbound link. What the bystander sends to
+                // the joiner still passes: every node reaches a joiner through one shared inbound proxy, and cutting
+                // that would cut the joiner off from the leader too.
+                _mesh.Partition([bystander], _members.Where(id => id != bystander).ToList());
+                _mesh.Cut(joiner, bystander);
+                break;
         }
 
         try
@@ -266,13 +283,30 @@ internal sealed class ChaosRun
         }
         finally
         {
-            if (paused is { } stopped)
+            switch (disturbance)
             {
-                _cluster[stopped].Resume();
+                case BystanderFault.Paused:
+                    _cluster[bystander].Resume();
+                    break;
+                case BystanderFault.Killed:
+                    StartNode(bystander);
+                    break;
+                case BystanderFault.Isolated:
+                    HealLinks();
+                    break;
             }
         }
 
-        Note($"membership: node {leaving} removed and killed; members [{string.Join(",", _members)}]");
+        Note($"membership: node {leaving} removed and killed; members [{string.Join(",", _members)}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
+    }
+
+    /// <summary>What happens to another member while a membership change runs.</summary>
+    private enum BystanderFault
+    {
+        None,
+        Paused,
+        Killed,
+        Isolated,
     }
 
     private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving)

@@ -26,7 +26,8 @@ internal enum FaultKind
 
     /// <summary>
     /// Membership change: a new node joins as a learner, is promoted, and a member (the leader or another) is
-    /// removed and its process killed; the cluster keeps its size with one member replaced.
+    /// removed and its process killed; the cluster keeps its size with one member replaced. Meanwhile another member
+    /// may be paused, killed or cut off.
     /// </summary>
     MemberReplace,
 }

@@ -288,6 +288,45 @@ public sealed class MembershipTests(ITestOutputHelper output)
     }
 
     /// <summary>Runs the real dcachectl with <paramref name="command"/> and the cluster options.</summary>
+    [Fact]
+    public async Task AMemberThatWasDownWhileANodeJoinedCatchesUpFromThatNodeWhenItIsTheOnlyOneLeft()
+    {
+        // Found by the chaos suite (a member replaced while another member was killed): node 1 misses node 4's
+        // arrival, and when node 4 is the only other live voter, node 1 must accept traffic from a node its own
+        // log does not list yet, or the cluster can never again elect a leader.
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        cluster[1].Kill();
+        var node4 = cluster.AddJoiningNode(4);
+        node4.Start();
+        var survivors = cluster.CtlOptions([2, 3]);
+        var add = await Ctl(["member", "add", "--id", "4", "--address", node4.GrpcUrl], survivors);
+        Assert.True(add.Exit == 0, add.ToString());
+        await WaitCaughtUpAsync(cluster, 4);
+        var promote = await Ctl(["member", "promote", "--id", "4"], survivors);
+        Assert.True(promote.Exit == 0, promote.ToString());
+        var transfer = await Ctl(["leader", "transfer", "--to", "4"], cluster.CtlOptions([2, 3, 4]));
+        Assert.True(transfer.Exit == 0, transfer.ToString());
+        Assert.Equal(4UL, await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)));
+        var remove = await Ctl(["member", "remove", "--id", "2"], cluster.CtlOptions([3, 4]));
+        Assert.True(remove.Exit == 0, remove.ToString());
+        Assert.Equal(ReplyOk, (await cluster.ExecuteAsync(4, Commands.Set("written-while-node-1-was-down", "yes"))).ResultCase);
+
+        // Voters are now 1, 3 and 4; only 4 is left running, and node 1 comes back knowing voters 1, 2 and 3.
+        cluster[2].Kill();
+        cluster[3].Kill();
+        cluster[1].Start();
+
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        Assert.Contains(leader, new ulong[] { 1, 4 });
+        Assert.Equal(ReplyOk, (await cluster.ExecuteAsync(leader, Commands.Set("after-node-1-returned", "yes"))).ResultCase);
+        await WaitCaughtUpAsync(cluster, 1);
+        Assert.Equal("yes", (await cluster.ExecuteAsync(1, Commands.Get("written-while-node-1-was-down", ReadConsistency.Local))).BulkText());
+        var status = await cluster.StatusAsync(1);
+        Assert.Equal(new ulong[] { 1, 3, 4 }, status.Members.Where(m => m.Voter).Select(m => m.Id).Order());
+    }
+
     private Task<Dcachectl.Result> Ctl(string[] command, string[] options) => Dcachectl.RunAsync(output, [.. command, .. options]);
 
     private const Reply.ResultOneofCase ReplyOk = Reply.ResultOneofCase.Ok;

@@ -9,12 +9,16 @@ namespace Dcache.Node.Consensus;
 /// from its own log and snapshot. Where this node's configured InitialCluster lists a member, that address wins:
 /// it is how one node is pointed at a peer through a proxy or a new name (the chaos suite's partition proxies).
 /// Last come the addresses peers announce when they open a stream to this node: a node that has just joined has
-/// neither the log nor, perhaps, the leader in its configuration, and must still answer the leader.
+/// neither the log nor, perhaps, the leader in its configuration, and must still answer the leader. Likewise a
+/// member that was down while another joined knows the newcomer only from its traffic until it catches up, and
+/// the newcomer may be the leader it has to catch up from, so heard peers are listed whatever the membership says,
+/// except those this node saw removed.
 /// </summary>
 public sealed class AddressBook
 {
     private readonly IReadOnlyDictionary<ulong, string> _configured;
     private readonly Dictionary<ulong, string> _heard = [];
+    private readonly HashSet<ulong> _removed = [];
     private readonly Lock _changing = new();
     private Membership _membership = Membership.Empty;
     private volatile IReadOnlyDictionary<ulong, string> _addresses;
@@ -39,8 +43,27 @@ public sealed class AddressBook
     {
         lock (_changing)
         {
+            foreach (var gone in _membership.All.Where(id => !membership.Contains(id)))
+            {
+                _removed.Add(gone);
+                _heard.Remove(gone);
+            }
+
+            _removed.ExceptWith(membership.All); // added back
             _membership = membership;
             Rebuild();
+        }
+    }
+
+    /// <summary>
+    /// True when this node applied <paramref name="id"/>'s removal (and no later re-add): its traffic is refused. A
+    /// node this one has never heard of is not refused, since it may have joined while this node was down or behind.
+    /// </summary>
+    public bool WasRemoved(ulong id)
+    {
+        lock (_changing)
+        {
+            return _removed.Contains(id);
         }
     }
 
@@ -49,7 +72,7 @@ public sealed class AddressBook
     {
         lock (_changing)
         {
-            if (_heard.TryGetValue(id, out var known) && known == address)
+            if (_removed.Contains(id) || (_heard.TryGetValue(id, out var known) && known == address))
             {
                 return;
             }
@@ -63,7 +86,7 @@ public sealed class AddressBook
     {
         var next = new SortedDictionary<ulong, string>();
         var joined = !_membership.Voters.IsEmpty || !_membership.Learners.IsEmpty;
-        foreach (var id in joined ? _membership.All : _configured.Keys.Union(_heard.Keys))
+        foreach (var id in joined ? _membership.All.Union(_heard.Keys) : _configured.Keys.Union(_heard.Keys))
         {
             if ((_configured.GetValueOrDefault(id) ?? _membership.ContextOf(id) ?? _heard.GetValueOrDefault(id)) is { Length: > 0 } address)
             {

@@ -221,11 +221,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// joined yet (empty membership) accepts any node of the cluster: the leader that adds it may not be one it was
     /// configured with.
     /// </summary>
-    bool IRaftInbox.IsKnownPeer(ulong peer)
-    {
-        var membership = _raft.Membership;
-        return membership.Contains(peer) || (membership.Voters.IsEmpty && membership.Learners.IsEmpty);
-    }
+    bool IRaftInbox.WasRemoved(ulong peer) => _addresses.WasRemoved(peer);
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
 

@@ -14,8 +14,13 @@ public interface IRaftInbox
     /// <summary>Cancelled when the node closes its transport on shutdown.</summary>
     CancellationToken Closing { get; }
 
-    /// <summary>True when <paramref name="peer"/> is a node this one knows (a member, or listed at start).</summary>
-    bool IsKnownPeer(ulong peer);
+    /// <summary>
+    /// True when this node saw <paramref name="peer"/> removed from the cluster. Any other node that has the cluster
+    /// id and secret is heard, also one not (yet) in this node's membership: it may have joined while this node was
+    /// down, and may lead the cluster this node must catch up with. Raft itself keeps such a node from disrupting
+    /// (PreVote, and votes ignored while a leader is heard).
+    /// </summary>
+    bool WasRemoved(ulong peer);
 
     /// <summary>A known peer's stream said where it listens (used for members whose address this node lacks).</summary>
     void PeerAddressHeard(ulong peer, string address);
@@ -138,10 +143,10 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"missing or malformed {ClusterCredentials.FromHeader} header"));
         }
 
-        if (!inbox.IsKnownPeer(from))
+        if (inbox.WasRemoved(from))
         {
-            Log.UnknownPeer(logger, from);
-            throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} is not a member of this cluster"));
+            Log.RemovedPeer(logger, from);
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} was removed from this cluster"));
         }
 
         if (context.RequestHeaders.GetValue(ClusterCredentials.FromAddressHeader) is { Length: > 0 } address
@@ -180,8 +185,8 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
 
     private static partial class Log
     {
-        [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from unknown node {Peer}")]
-        public static partial void UnknownPeer(ILogger logger, ulong peer);
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from node {Peer}, which was removed from the cluster")]
+        public static partial void RemovedPeer(ILogger logger, ulong peer);
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Refused a snapshot from node {Peer}: {Reason}")]
         public static partial void SnapshotRejected(ILogger logger, ulong peer, string reason);

@@ -1,0 +1,59 @@
+using Dcache.Node.Consensus;
+using Dcache.Raft;
+
+namespace Dcache.Node.Tests.Consensus;
+
+public sealed class AddressBookTests
+{
+    private static readonly Dictionary<ulong, string> Configured = new()
+    {
+        [1] = "http://127.0.0.1:7001",
+        [2] = "http://127.0.0.1:7002",
+        [3] = "http://127.0.0.1:7003",
+    };
+
+    [Fact]
+    public void A_peer_heard_but_not_yet_in_the_applied_membership_is_reachable_and_not_refused()
+    {
+        // Node 1 was down while node 4 joined: it knows node 4 only from node 4's traffic until it catches up.
+        var book = new AddressBook(Configured);
+        book.Follow(Membership.Of([1, 2, 3]));
+        Assert.False(book.WasRemoved(4));
+
+        book.Heard(4, "http://127.0.0.1:7004");
+
+        Assert.Equal("http://127.0.0.1:7004", book.Find(4));
+        Assert.Equal([1UL, 2, 3, 4], book.All.Keys);
+    }
+
+    [Fact]
+    public void The_address_a_members_change_carried_wins_over_the_one_it_announced()
+    {
+        var book = new AddressBook(Configured);
+        book.Heard(4, "http://127.0.0.1:7004");
+        book.Follow(Membership.Of([1, 2, 3], [4], [new(4UL, "http://proxy:9004")]));
+        Assert.Equal("http://proxy:9004", book.Find(4));
+    }
+
+    [Fact]
+    public void A_removed_member_is_refused_forgotten_and_not_relearned_from_its_traffic_until_added_back()
+    {
+        var book = new AddressBook(Configured);
+        book.Follow(Membership.Of([1, 2, 3]));
+        var changes = 0;
+        book.Changed += _ => changes++;
+
+        book.Follow(Membership.Of([1, 2]));
+        Assert.True(book.WasRemoved(3));
+        Assert.Null(book.Find(3));
+        Assert.Equal(1, changes);
+
+        book.Heard(3, "http://127.0.0.1:7003");
+        Assert.Null(book.Find(3));
+        Assert.Equal(1, changes);
+
+        book.Follow(Membership.Of([1, 2], [3]));
+        Assert.False(book.WasRemoved(3));
+        Assert.Equal("http://127.0.0.1:7003", book.Find(3));
+    }
+}
