@@ -269,11 +269,7 @@ internal sealed class ChaosRun
                 _cluster[bystander].Kill();
                 break;
             case BystanderFault.Isolated:
-                // Cut from every member both ways and from the joiner's outbound link. What the bystander sends to
-                // the joiner still passes: every node reaches a joiner through one shared inbound proxy, and cutting
-                // that would cut the joiner off from the leader too.
-                _mesh.Partition([bystander], _members.Where(id => id != bystander).ToList());
-                _mesh.Cut(joiner, bystander);
+                _mesh.Isolate(bystander, [.. _members, joiner]);
                 break;
         }
 

@@ -76,6 +76,23 @@ internal sealed class ProxyMesh : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Cuts <paramref name="node"/> off from <paramref name="others"/> without touching links between third parties:
+    /// everything they send it, and what it sends them over links of its own. What it sends to a joined node stays
+    /// up, since that travels through the joined node's shared inbound proxy and cutting it would cut everyone.
+    /// </summary>
+    public void Isolate(ulong node, IEnumerable<ulong> others)
+    {
+        foreach (var other in others.Where(other => other != node))
+        {
+            Cut(other, node);
+            if (_links.TryGetValue((node, other), out var own))
+            {
+                own.Cut();
+            }
+        }
+    }
+
     public void HealAll()
     {
         foreach (var link in _links.Values)
