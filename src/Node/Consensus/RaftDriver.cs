@@ -216,11 +216,6 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         set => _closing = value;
     }
 
-    /// <summary>
-    /// Members only, so a removed node's traffic (e.g. its campaigns) is refused at the door. A node that has not
-    /// joined yet (empty membership) accepts any node of the cluster: the leader that adds it may not be one it was
-    /// configured with.
-    /// </summary>
     bool IRaftInbox.WasRemoved(ulong peer) => _addresses.WasRemoved(peer);
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
