@@ -298,6 +298,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         await cluster.StartAsync();
         await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
         cluster[1].Kill();
+        await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30)); // node 1 may have led: nodes 2 and 3 elect anew
         var node4 = cluster.AddJoiningNode(4);
         node4.Start();
         var survivors = cluster.CtlOptions([2, 3]);
