@@ -10,6 +10,7 @@ internal static class CommandLine
           dev      start a local cluster (3 nodes and a gateway on 127.0.0.1:6379, data under ./data) until Ctrl-C
                    options: --nodes N (default 3)  --data DIR (default ./data)  --base-port P (default 7001)
                             --gateway-port P (default 6379)
+                            --read-routing leader|members (default leader: the nodes share this machine's cores)
           status   show every node's role, term, commit and applied index, voters and learners
           snapshot save FILE
                    stream a consistent snapshot (every write acknowledged before the call) from the first of --endpoints

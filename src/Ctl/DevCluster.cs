@@ -26,6 +26,13 @@ internal static class DevCluster
             return 2;
         }
 
+        var readRouting = options.Get("read-routing", "leader");
+        if (!readRouting.Equals("leader", StringComparison.OrdinalIgnoreCase) && !readRouting.Equals("members", StringComparison.OrdinalIgnoreCase))
+        {
+            Console.Error.WriteLine("dcachectl dev: --read-routing must be leader or members");
+            return 2;
+        }
+
         var gatewayPort = options.GetInt("gateway-port", 6379);
         var gatewayDll = options.Get("gateway-dll", FindProgram("Gateway", "Dcache.Gateway.dll"));
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
@@ -62,6 +69,9 @@ internal static class DevCluster
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"))}");
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterId={ClusterId}");
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterSecret={Secret}");
+        // Every node shares this machine's cores: reads spread over followers would cost about twice the CPU of
+        // reads at the leader (docs/benchmarks.md), and there is no second machine to spread them to.
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ReadRouting={readRouting}");
         processes.Add(Process.Start(gateway) ?? throw new InvalidOperationException("could not start the gateway"));
 
         Console.WriteLine($"Dcache dev cluster: {count} nodes and a gateway, data under {data}");

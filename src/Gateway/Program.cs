@@ -11,10 +11,13 @@ using OpenTelemetry.Resources;
 // Settings next to the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
-var gatewayOptions = builder.Configuration.GetSection(GatewayOptions.Section).Get<GatewayOptions>() ?? new GatewayOptions();
-var clusterOptions = builder.Configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
+GatewayOptions gatewayOptions;
+ClusterOptions clusterOptions;
 try
 {
+    // A value the binder cannot convert (a misspelt ReadRouting, a port that is not a number) fails here too.
+    gatewayOptions = builder.Configuration.GetSection(GatewayOptions.Section).Get<GatewayOptions>() ?? new GatewayOptions();
+    clusterOptions = builder.Configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
     _ = clusterOptions.NodeAddresses();
     if (string.IsNullOrEmpty(clusterOptions.ClusterSecret))
     {

@@ -11,7 +11,7 @@ namespace Dcache.Gateway.Cluster;
 
 /// <summary>
 /// Routes commands to the cluster: writes to the leader (learned from NotLeader hints, successful writes and a
-/// periodic status poll), reads spread over every healthy node. Each command runs in a Polly pipeline: a total
+/// periodic status poll), reads spread over every healthy node or, with <see cref="ReadRouting.Leader"/>, to the leader. Each command runs in a Polly pipeline: a total
 /// deadline, retries (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt
 /// timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
 /// it at most once; only when every attempt failed and one may have reached a node is the outcome unknown.
@@ -209,12 +209,12 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             return hinted;
         }
 
-        if (isWrite && _leader is { Healthy: true } leader)
+        if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { Healthy: true } leader)
         {
             return leader;
         }
 
-        // Reads (and writes while no leader is known) go round the healthy members.
+        // Reads routed to members (and anything while no leader is known) go round the healthy members.
         var nodes = _nodes;
         var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)nodes.Length);
         for (var i = 0; i < nodes.Length; i++)

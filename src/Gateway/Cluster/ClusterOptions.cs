@@ -12,6 +12,13 @@ public sealed class ClusterOptions
 
     public string ClusterSecret { get; set; } = "";
 
+    /// <summary>
+    /// Which nodes serve reads. <see cref="ReadRouting.Members"/> (the default) spreads them over the healthy members;
+    /// <see cref="ReadRouting.Leader"/> sends them to the leader while one is known, which costs the cluster about
+    /// half the CPU per read when its nodes share one machine's cores (docs/benchmarks.md).
+    /// </summary>
+    public ReadRouting ReadRouting { get; set; } = ReadRouting.Members;
+
     /// <summary>Long-lived command streams per node; concurrent commands are multiplexed and batched over them.</summary>
     public int StreamsPerNode { get; set; } = 2;
 
