@@ -25,6 +25,12 @@ internal sealed class ChaosOptions
     /// <summary>Load before the first fault and after the last heal.</summary>
     public TimeSpan SteadyLoad { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Where the gateway sends reads: true for the leader (ReadRouting=Leader), false for round the members; null lets
+    /// each schedule's seed choose, so a long run covers both.
+    /// </summary>
+    public bool? ReadsAtLeader { get; set; }
+
     /// <summary>Starts the nodes with NodeOptions.TestOnlyUnsafeReads: the planted bug the suite must catch.</summary>
     public bool UnsafeReads { get; set; }
 
@@ -59,6 +65,11 @@ internal sealed class ChaosOptions
         if (Clients != 6)
         {
             args.Add($"--clients {Clients}");
+        }
+
+        if (ReadsAtLeader is { } atLeader)
+        {
+            args.Add(atLeader ? "--read-routing leader" : "--read-routing members");
         }
 
         if (UnsafeReads)

@@ -134,7 +134,7 @@ internal sealed class ChaosRun
         }
 
         await _cluster.WaitForLeaderAsync(RecoveryTimeout);
-        await _cluster.StartGatewayAsync();
+        await _cluster.StartGatewayAsync(_schedule.ReadsAtLeader ? new Dictionary<string, string> { ["Cluster:ReadRouting"] = "Leader" } : null);
         _started = true;
         Note($"cluster of {_schedule.Nodes} up: {_schedule}");
 

@@ -38,6 +38,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
                     Nodes = 3,
                     Faults = [FaultKind.Partition, FaultKind.IsolateLeader, FaultKind.Asymmetric, FaultKind.Pause],
                     UnsafeReads = true,
+                    ReadsAtLeader = false, // the planted bug shows where followers serve reads
                     ArtifactsRoot = artifacts.FullName,
                 };
                 var result = await ChaosRun.RunAsync(FaultSchedule.Generate(options.Seed, options), options, output);

@@ -55,7 +55,8 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
 }
 
 /// <summary>A fault schedule, entirely determined by its seed and the options it was made with.</summary>
-internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultStep> Steps)
+/// <param name="ReadsAtLeader">The gateway sends reads to the leader (ReadRouting=Leader) rather than round the members.</param>
+internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultStep> Steps, bool ReadsAtLeader)
 {
     /// <summary>The election timeout of the nodes' defaults is 10-20 ticks of 50 ms: a pause must outlast it.</summary>
     public const int MinimumPauseMs = 1500;
@@ -79,12 +80,14 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
                 CannotSend: random.Next(2) == 0));
         }
 
-        return new FaultSchedule(seed, nodes, steps);
+        // Drawn after the steps, so a seed keeps the faults it had before read routing was a choice.
+        var readsAtLeader = options.ReadsAtLeader ?? random.Next(2) == 0;
+        return new FaultSchedule(seed, nodes, steps, readsAtLeader);
     }
 
     public override string ToString()
     {
-        var text = new StringBuilder().Append(CultureInfo.InvariantCulture, $"seed {Seed}: {Nodes} nodes");
+        var text = new StringBuilder().Append(CultureInfo.InvariantCulture, $"seed {Seed}: {Nodes} nodes, reads {(ReadsAtLeader ? "at the leader" : "round the members")}");
         for (var i = 0; i < Steps.Count; i++)
         {
             text.Append(CultureInfo.InvariantCulture, $"; {i + 1}. {Steps[i]}");

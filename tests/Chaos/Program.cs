@@ -6,7 +6,7 @@ namespace Dcache.Chaos;
 /// The chaos suite as a command, for long runs and replays:
 /// <code>dotnet run --project tests/Chaos -c Release -- --schedules 200 --seed 1234</code>
 /// Options: --seed S, --schedules N, --nodes 3|5, --faults kill,pause,partition,isolateleader,asymmetric,slowdisk,
-/// --faults-per-schedule K, --clients C, --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
+/// --faults-per-schedule K, --clients C, --read-routing leader|members (default: each schedule's seed chooses), --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
 /// Exit code 0 when every schedule passed, 1 when one failed, 2 when none failed but some were inconclusive.
 /// </summary>
 internal static class Program
@@ -55,6 +55,13 @@ internal static class Program
                 case "--faults-per-schedule": options.FaultsPerSchedule = Number(1, 20); break;
                 case "--clients": options.Clients = Number(1, 64); break;
                 case "--faults": options.Faults = ParseFaults(Value()); break;
+                case "--read-routing": options.ReadsAtLeader = Value() switch
+                {
+                    "leader" => true,
+                    "members" => false,
+                    var other => throw new FormatException($"--read-routing takes leader or members, not '{other}'"),
+                };
+                    break;
                 case "--unsafe-reads": options.UnsafeReads = true; break;
                 case "--stop-on-failure": options.StopOnFailure = true; break;
                 case "--artifacts": options.ArtifactsRoot = Value(); break;
