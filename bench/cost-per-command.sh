@@ -4,7 +4,9 @@
 # command summed over the node and gateway processes, with each process's CPU ticks.
 # Compare two builds by running it on each tree, alternating (A B A B).
 # Usage: bench/cost-per-command.sh [TREE (default: this checkout, built in Release)] [LABEL] [REQUESTS (default 30000)]
-#        TESTS="set 1;get 1;set 16;get 16" selects tests (command and pipeline depth).
+#        TESTS="set 1;get 1;set 16;get 16" selects tests (command and pipeline depth); WARM=N requests per warm-up test.
+#        Environment variables reach the nodes and the gateway (dcachectl dev passes its environment on), e.g.
+#        DOTNET_gcServer=0 bench/cost-per-command.sh to try a runtime setting.
 set -euo pipefail
 tree=$(cd "${1:-$(dirname "$0")/..}" && pwd); label=${2:-$(basename "$tree")}; n=${3:-30000}
 command -v redis-benchmark >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null; }
@@ -23,8 +25,13 @@ stop() {
 }
 trap stop EXIT
 for _ in $(seq 1 300); do redis-cli -p "$gateway" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-# Warm up (JIT tiering, connections, the log's first pages) before anything is measured.
-redis-benchmark -h 127.0.0.1 -p "$gateway" -c 50 -n 20000 -d 100 -r 100000 -t set,get -q >/dev/null 2>&1
+# Warm up (JIT tiering, connections, the log's first pages) before anything is measured: every test shape once, so
+# the code of each (pipelined batches too) has reached its final tier. With less, the first measured test paid for
+# JIT compilation (the tiering thread showed in profiles of the measured window).
+for warm in "set 1" "get 1" "set 16" "get 16"; do
+  read -r command pipeline <<< "$warm"
+  redis-benchmark -h 127.0.0.1 -p "$gateway" -c 50 -n "${WARM:-30000}" -d 100 -r 100000 -P "$pipeline" -t "$command" -q >/dev/null 2>&1
+done
 
 ticks() { for p in $(pgrep -P "$dev"); do awk '{printf "%d ", $14+$15}' "/proc/$p/stat"; done; }
 switches() { for p in $(pgrep -P "$dev"); do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/ctxt_switches/ {n+=$2} END {print n+0}'; }

@@ -6,7 +6,8 @@ namespace Dcache.Chaos;
 /// The chaos suite as a command, for long runs and replays:
 /// <code>dotnet run --project tests/Chaos -c Release -- --schedules 200 --seed 1234</code>
 /// Options: --seed S, --schedules N, --nodes 3|5, --faults kill,pause,partition,isolateleader,asymmetric,slowdisk,
-/// --faults-per-schedule K, --clients C, --read-routing leader|members (default: each schedule's seed chooses), --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
+/// --faults-per-schedule K, --clients C, --read-routing leader|members (default: each schedule's seed chooses),
+/// --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
 /// Exit code 0 when every schedule passed, 1 when one failed, 2 when none failed but some were inconclusive.
 /// </summary>
 internal static class Program
@@ -30,6 +31,13 @@ internal static class Program
             : results.Any(r => r.Verdict == ScheduleVerdict.Inconclusive) ? 2
             : 0;
     }
+
+    private static bool ParseReadRouting(string value) => value switch
+    {
+        "leader" => true,
+        "members" => false,
+        _ => throw new FormatException($"--read-routing takes leader or members, not '{value}'"),
+    };
 
     private static (ChaosOptions Options, bool Verbose) Parse(string[] args)
     {
@@ -55,13 +63,7 @@ internal static class Program
                 case "--faults-per-schedule": options.FaultsPerSchedule = Number(1, 20); break;
                 case "--clients": options.Clients = Number(1, 64); break;
                 case "--faults": options.Faults = ParseFaults(Value()); break;
-                case "--read-routing": options.ReadsAtLeader = Value() switch
-                {
-                    "leader" => true,
-                    "members" => false,
-                    var other => throw new FormatException($"--read-routing takes leader or members, not '{other}'"),
-                };
-                    break;
+                case "--read-routing": options.ReadsAtLeader = ParseReadRouting(Value()); break;
                 case "--unsafe-reads": options.UnsafeReads = true; break;
                 case "--stop-on-failure": options.StopOnFailure = true; break;
                 case "--artifacts": options.ArtifactsRoot = Value(); break;

@@ -11,9 +11,9 @@ namespace Dcache.Gateway.Cluster;
 
 /// <summary>
 /// Routes commands to the cluster: writes to the leader (learned from NotLeader hints, successful writes and a
-/// periodic status poll), reads spread over every healthy node or, with <see cref="ReadRouting.Leader"/>, to the leader. Each command runs in a Polly pipeline: a total
-/// deadline, retries (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt
-/// timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
+/// periodic status poll), reads spread over every healthy node (or to the leader, with <see cref="ReadRouting.Leader"/>).
+/// Each command runs in a Polly pipeline: a total deadline, retries (at once at a hinted leader; with exponential
+/// backoff and jitter otherwise), a per-attempt timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
 /// it at most once; only when every attempt failed and one may have reached a node is the outcome unknown.
 /// The configured nodes are where it starts: members added at runtime are learned from the leader's status (and
 /// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands.
