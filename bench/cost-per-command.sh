@@ -4,7 +4,8 @@
 # command summed over the node and gateway processes, with each process's CPU ticks.
 # Compare two builds by running it on each tree, alternating (A B A B).
 # Usage: bench/cost-per-command.sh [TREE (default: this checkout, built in Release)] [LABEL] [REQUESTS (default 30000)]
-#        TESTS="set 1;get 1;set 16;get 16" selects tests (command and pipeline depth); WARM=N requests per warm-up test.
+#        TESTS="set 1;get 1;set 16;get 16" selects tests (command and pipeline depth); WARM=N requests per warm-up test;
+#        CLIENTS=N measured clients (default 50).
 #        Environment variables reach the nodes and the gateway (dcachectl dev passes its environment on), e.g.
 #        DOTNET_gcServer=0 bench/cost-per-command.sh to try a runtime setting.
 set -euo pipefail
@@ -41,7 +42,7 @@ IFS=";" read -ra tests <<< "${TESTS:-set 1;get 1;set 16;get 16}"
 for test in "${tests[@]}"; do
   read -r command pipeline <<< "$test"
   t0=$(ticks); s0=$(switches)
-  csv=$(redis-benchmark -h 127.0.0.1 -p "$gateway" -c 50 -n "$n" -d 100 -r 100000 -P "$pipeline" -t "$command" --csv -q 2>&1 | grep -v '"test"' | tail -1)
+  csv=$(redis-benchmark -h 127.0.0.1 -p "$gateway" -c "${CLIENTS:-50}" -n "$n" -d 100 -r 100000 -P "$pipeline" -t "$command" --csv -q 2>&1 | grep -v '"test"' | tail -1)
   t1=$(ticks); s1=$(switches)
   python3 - "$label" "$command" "$pipeline" "$n" "$hz" "$csv" "$t0" "$t1" "$s0" "$s1" <<'PY'
 import sys
