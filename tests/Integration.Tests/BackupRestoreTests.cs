@@ -95,13 +95,22 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         await Verify.CaughtUpAsync(cluster, TimeSpan.FromSeconds(20));
         var survivor = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
         var commitBefore = (await cluster.StatusAsync(survivor)).CommitIndex;
-        foreach (var lost in cluster.Nodes.Keys.Where(id => id != survivor))
+        var lostNodes = cluster.Nodes.Keys.Where(id => id != survivor).ToArray();
+
+        // Frozen first (a signal, at once) and killed after the write: killing waits for each process to exit, and on a
+        // busy machine that wait could outlast the leader's check-quorum timeout (one election timeout), after which it
+        // would refuse the write instead of appending it.
+        foreach (var lost in lostNodes)
         {
-            cluster[lost].Kill();
+            cluster[lost].Pause();
         }
 
         var unacknowledged = await cluster.ExecuteAsync(survivor, Commands.Set("never-acknowledged", "lost"));
         Assert.Equal(Reply.ResultOneofCase.Failure, unacknowledged.ResultCase);
+        foreach (var lost in lostNodes)
+        {
+            cluster[lost].Kill();
+        }
 
         // Without a quorum no read index can be confirmed, so no backup can promise every acknowledged write: refused.
         var noQuorum = await Dcachectl.RunAsync(output, ["snapshot", "save", Path.Combine(cluster.Root, "no-quorum.dcsnap"), .. cluster.CtlOptions([survivor])]);
@@ -117,7 +126,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         var commit = ulong.Parse(CommitLine().Match(inspect.Output).Groups[1].Value, CultureInfo.InvariantCulture);
         var lastIndex = ulong.Parse(LastIndexLine().Match(inspect.Output).Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.True(commit >= commitBefore, $"inspect reports commit index {commit}, below the {commitBefore} the running node reported");
-        Assert.True(lastIndex > commit, $"the unacknowledged write should lie after the commit index {commit}, but the log ends at {lastIndex}");
+        Assert.True(lastIndex > commit, $"the unacknowledged write should lie after the commit index {commit}, but the log ends at {lastIndex} (the write was answered {unacknowledged})");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", cluster.ClusterId), 1, "must name a new cluster");
         var force = await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", "recovered-cluster");
         Assert.True(force.Exit == 0, force.ToString());
