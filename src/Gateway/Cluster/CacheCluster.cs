@@ -12,9 +12,10 @@ namespace Dcache.Gateway.Cluster;
 /// <summary>
 /// Routes commands to the cluster: writes to the leader (learned from NotLeader hints, successful writes and a
 /// periodic status poll), reads spread over every healthy node (or to the leader, with <see cref="ReadRouting.Leader"/>).
-/// Each command runs in a Polly pipeline: a total deadline, retries (at once at a hinted leader; with exponential
-/// backoff and jitter otherwise), a per-attempt timeout, and a circuit breaker per node. Writes carry their session, so retrying one after a lost reply applies
-/// it at most once; only when every attempt failed and one may have reached a node is the outcome unknown.
+/// Commands handed over together (a pipeline wave) run as one batch in one Polly pipeline: a total deadline, retries
+/// (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt timeout, and a circuit
+/// breaker per node. Writes carry their session, so retrying one after a lost reply applies it at most once; only when
+/// every attempt failed and one may have reached a node is the outcome unknown.
 /// The configured nodes are where it starts: members added at runtime are learned from the leader's status (and
 /// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands.
 /// </summary>
@@ -35,7 +36,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private readonly Lock _nodesChanging = new();
     // Copy-on-write: readers take the current array; a discovered member is added under _nodesChanging.
     private volatile NodeConnection[] _nodes;
-    private readonly ResiliencePipeline<Reply> _pipeline;
+    private readonly ResiliencePipeline<AttemptResult> _pipeline;
+    private readonly CommandIds _ids = new();
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _poller;
     private NodeConnection? _leaderField;
@@ -53,15 +55,15 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         _options = options.Value;
         _logger = logger;
         _headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
-        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, _headers, _options, logger)).ToArray();
+        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, _headers, _options, _ids, logger)).ToArray();
         if (_nodes.Length == 0)
         {
             throw new InvalidOperationException($"{ClusterOptions.Section}:Nodes lists no node");
         }
 
-        _pipeline = new ResiliencePipelineBuilder<Reply>()
+        _pipeline = new ResiliencePipelineBuilder<AttemptResult>()
             .AddTimeout(TimeSpan.FromMilliseconds(_options.DeadlineMilliseconds))
-            .AddRetry(new RetryStrategyOptions<Reply>
+            .AddRetry(new RetryStrategyOptions<AttemptResult>
             {
                 ShouldHandle = args => ValueTask.FromResult(ShouldRetry(args.Outcome)),
                 MaxRetryAttempts = 10_000, // bounded by the deadline above, not by a count
@@ -71,10 +73,10 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 MaxDelay = TimeSpan.FromMilliseconds(500),
                 // A NotLeader reply that names the leader is retried there at once.
                 DelayGenerator = args => ValueTask.FromResult<TimeSpan?>(
-                    args.Outcome.Result?.Failure is { Kind: FailureKind.NotLeader, LeaderId: not 0 } ? TimeSpan.Zero : null),
+                    args.Outcome.Exception is null && args.Outcome.Result == AttemptResult.NotLeaderNamed ? TimeSpan.Zero : null),
                 OnRetry = args =>
                 {
-                    Interlocked.Increment(ref _retryCounts[Array.IndexOf(RetryReasons, RetryReason(args.Outcome))]);
+                    Interlocked.Increment(ref _retryCounts[RetryReason(args.Outcome)]);
                     return ValueTask.CompletedTask;
                 },
             })
@@ -84,7 +86,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             "dcache.gateway.retries",
             () => RetryReasons.Select((reason, i) => new System.Diagnostics.Metrics.Measurement<long>(Interlocked.Read(ref _retryCounts[i]), new KeyValuePair<string, object?>("reason", reason))),
             "{attempt}",
-            "Attempts retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
+            "Attempts at a batch of commands retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
         _poller = Task.Run(PollStatusAsync);
     }
 
@@ -98,31 +100,41 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         }
     }
 
-    public async Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken)
+    public Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken)
     {
-        var attempt = new Attempt(this, command, IsWrite(command));
-        if (!attempt.IsWrite)
-        {
-            command.Consistency = mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;
-        }
+        var call = new ClusterCall(command, mode);
+        ExecuteAll([call], cancellationToken);
+        return call.Reply;
+    }
 
-        try
+    public void ExecuteAll(IReadOnlyList<ClusterCall> calls, CancellationToken cancellationToken)
+    {
+        if (calls.Count > 0)
         {
-            var reply = await _pipeline.ExecuteAsync(static (state, token) => new ValueTask<Reply>(state.RunAsync(token)), attempt, cancellationToken).ConfigureAwait(false);
-            return reply.Failure is { Kind: FailureKind.OutcomeUnknown } || !attempt.MaybeApplied || reply.ResultCase != Reply.ResultOneofCase.Failure
-                ? reply
-                : Unknown(attempt, reply.Failure.Message);
-        }
-        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or BrokenCircuitException or RpcException)
-        {
-            return attempt.MaybeApplied
-                ? Unknown(attempt, $"no reply within the deadline ({ex.Message})")
-                : Failure(FailureKind.Unavailable, $"not applied: the cluster did not answer in time ({ex.Message})");
+            _ = RunAsync(new Batch(this, calls), cancellationToken);
         }
     }
 
-    private static Reply Unknown(Attempt attempt, string detail) =>
-        Failure(FailureKind.OutcomeUnknown, $"the write was sent {attempt.Attempts} time(s) and may or may not have been applied: {detail}");
+    private async Task RunAsync(Batch batch, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _pipeline.ExecuteAsync(static (state, token) => state.AttemptAsync(token), batch, cancellationToken).ConfigureAwait(false);
+            batch.GiveUp(null);
+        }
+        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or BrokenCircuitException or RpcException)
+        {
+            batch.GiveUp(ex);
+        }
+        catch (Exception ex)
+        {
+            // The client went away (a cancellation), or a bug: either way every call still gets its ending.
+            batch.Fail(ex);
+        }
+    }
+
+    private static Reply Unknown(int attempts, string detail) =>
+        Failure(FailureKind.OutcomeUnknown, $"the write was sent {attempts} time(s) and may or may not have been applied: {detail}");
 
     private static Reply Failure(FailureKind kind, string message) => new() { Failure = new Failure { Kind = kind, Message = message } };
 
@@ -130,85 +142,254 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         Command.OpOneofCase.Set or Command.OpOneofCase.Del or Command.OpOneofCase.Mset or Command.OpOneofCase.IncrBy
         or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist;
 
-    private static string RetryReason(Outcome<Reply> outcome) => outcome.Exception switch
+    private static bool ShouldRetry(Outcome<AttemptResult> outcome) => outcome.Exception switch
     {
-        BrokenCircuitException => "breaker_open",
-        TimeoutRejectedException => "timeout",
-        not null => "unreachable",
-        null => outcome.Result?.Failure?.Kind == FailureKind.NotLeader ? "not_leader" : "unavailable",
+        null => outcome.Result != AttemptResult.Done,
+        var exception => exception is NodeUnreachableException or TimeoutRejectedException or BrokenCircuitException or RpcException,
     };
 
-    private static bool ShouldRetry(Outcome<Reply> outcome)
+    /// <summary>The index in <see cref="RetryReasons"/>.</summary>
+    private static int RetryReason(Outcome<AttemptResult> outcome) => outcome.Exception switch
     {
-        if (outcome.Exception is not null)
-        {
-            return outcome.Exception is NodeUnreachableException or TimeoutRejectedException or BrokenCircuitException or RpcException;
-        }
+        TimeoutRejectedException => (int)AttemptResult.Timeout,
+        BrokenCircuitException => (int)AttemptResult.BreakerOpen,
+        not null => (int)AttemptResult.Unreachable,
+        null when outcome.Result == AttemptResult.NotLeaderNamed => (int)AttemptResult.NotLeader,
+        null => (int)outcome.Result,
+    };
 
-        return outcome.Result?.Failure?.Kind is FailureKind.NotLeader or FailureKind.Unavailable;
+    /// <summary>
+    /// How an attempt at a batch ended: all answered, or why some commands are to be tried again. The first five are
+    /// the indexes of <see cref="RetryReasons"/>.
+    /// </summary>
+    private enum AttemptResult
+    {
+        NotLeader,
+        Unavailable,
+        Timeout,
+        Unreachable,
+        BreakerOpen,
+
+        /// <summary>A node named the leader: try there at once.</summary>
+        NotLeaderNamed,
+        Done,
     }
 
-    /// <summary>One command's attempts: where to send the next one, and whether any may have applied.</summary>
-    private sealed class Attempt(CacheCluster cluster, Command command, bool isWrite)
+    /// <summary>
+    /// The commands of one batch and their attempts. Each attempt sends every command still unanswered, grouped by the
+    /// node it goes to; a command is answered (and its call completed) as soon as a node gives a final reply. What is
+    /// left when the deadline passes is reported as not applied, or, for a write one attempt may have delivered, as an
+    /// unknown outcome.
+    /// </summary>
+    private sealed class Batch
     {
-        public bool IsWrite { get; } = isWrite;
-
-        public int Attempts { get; private set; }
-
-        /// <summary>Some attempt of this write may have reached a node and applied there.</summary>
-        public bool MaybeApplied { get; private set; }
-
+        private readonly CacheCluster _cluster;
+        private readonly ClusterCall[] _calls;
+        private readonly bool[] _isWrite;
+        private readonly int[] _attempts;
+        private readonly bool[] _maybeApplied;
+        private readonly bool[] _answered;
+        private int _unanswered;
         private NodeConnection? _hinted;
 
-        public async Task<Reply> RunAsync(CancellationToken token)
+        public Batch(CacheCluster cluster, IReadOnlyList<ClusterCall> calls)
         {
-            var node = cluster.Choose(IsWrite, _hinted);
-            _hinted = null;
-            Attempts++;
-            try
+            _cluster = cluster;
+            _calls = [.. calls];
+            _unanswered = _calls.Length;
+            _isWrite = new bool[_calls.Length];
+            _attempts = new int[_calls.Length];
+            _maybeApplied = new bool[_calls.Length];
+            _answered = new bool[_calls.Length];
+            for (var i = 0; i < _calls.Length; i++)
             {
-                var reply = await node.Breaker.ExecuteAsync(static (state, t) => new ValueTask<Reply>(state.node.SendAsync(state.command, t)), (node, command), token).ConfigureAwait(false);
-                cluster.Learn(node, reply, IsWrite);
-                if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
+                var call = _calls[i];
+                _isWrite[i] = IsWrite(call.Command);
+                if (!_isWrite[i])
                 {
-                    _hinted = cluster.FindOrAdd(notLeader.LeaderAddress);
+                    call.Command.Consistency = call.Mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;
                 }
-                else if (IsWrite && reply.Failure is { Kind: FailureKind.OutcomeUnknown })
+            }
+        }
+
+        public async ValueTask<AttemptResult> AttemptAsync(CancellationToken token)
+        {
+            // A node that names the leader is believed even while that leader's breaker is open: otherwise the
+            // followers would keep pointing at it, at once, in a tight loop. An open breaker fails fast, and the
+            // retry then backs off.
+            var hinted = _hinted;
+            _hinted = null;
+            NodeConnection? writeNode = null;
+            NodeConnection? readNode = null;
+            var groups = new List<Group>(2);
+            for (var i = 0; i < _calls.Length; i++)
+            {
+                if (_answered[i])
                 {
-                    MaybeApplied = true;
-                    if (command.ClientId != 0)
-                    {
-                        // The session makes a retry apply at most once: ask again rather than give up.
-                        return new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = reply.Failure.Message } };
-                    }
+                    continue;
                 }
 
-                return reply;
+                var node = hinted ?? (_isWrite[i]
+                    ? writeNode ??= _cluster.Choose(isWrite: true)
+                    : readNode ??= _cluster.Choose(isWrite: false));
+                var group = groups.Find(g => ReferenceEquals(g.Node, node));
+                if (group is null)
+                {
+                    group = new Group(node);
+                    groups.Add(group);
+                }
+
+                group.Indexes.Add(i);
+                group.Commands.Add(_calls[i].Command);
+                _attempts[i]++;
             }
-            catch (NodeUnreachableException ex)
+
+            foreach (var group in groups)
             {
-                cluster.Forget(node);
-                MaybeApplied |= IsWrite && ex.MaybeDelivered;
-                throw;
+                group.Replies = new Reply?[group.Commands.Count];
+                group.Sent = group.Node.Breaker.ExecuteAsync(
+                    static (g, t) => new ValueTask(g.Node.SendAsync(g.Commands, g.Replies!, t)), group, token).AsTask();
             }
-            catch (Exception ex) when (IsWrite && ex is TimeoutRejectedException or OperationCanceledException or RpcException)
+
+            var result = AttemptResult.Done;
+            Exception? failure = null;
+            foreach (var group in groups)
             {
-                MaybeApplied = true;
-                throw;
+                try
+                {
+                    await group.Sent!.ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    failure ??= ex;
+                    result = Worse(result, Failed(group, ex));
+                }
+
+                for (var k = 0; k < group.Indexes.Count; k++)
+                {
+                    if (Volatile.Read(ref group.Replies![k]) is { } reply)
+                    {
+                        result = Worse(result, Take(group.Indexes[k], group.Node, reply));
+                    }
+                }
             }
+
+            if (failure is OperationCanceledException && token.IsCancellationRequested)
+            {
+                // The attempt's time ran out (the timeout strategy makes this a retry) or the client went away.
+                throw new OperationCanceledException(failure.Message, failure, token);
+            }
+
+            return _unanswered == 0 ? AttemptResult.Done : result;
+        }
+
+        /// <summary>Takes one reply in: completes its call, or keeps it for the next attempt and says why.</summary>
+        private AttemptResult Take(int index, NodeConnection node, Reply reply)
+        {
+            _cluster.Learn(node, reply, _isWrite[index]);
+            if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
+            {
+                _hinted ??= _cluster.FindOrAdd(notLeader.LeaderAddress);
+                return notLeader.LeaderId != 0 ? AttemptResult.NotLeaderNamed : AttemptResult.NotLeader;
+            }
+
+            if (_isWrite[index] && reply.Failure is { Kind: FailureKind.OutcomeUnknown })
+            {
+                _maybeApplied[index] = true;
+                if (_calls[index].Command.ClientId != 0)
+                {
+                    return AttemptResult.Unavailable; // the session makes a retry apply at most once: ask again rather than give up
+                }
+            }
+            else if (reply.Failure is { Kind: FailureKind.Unavailable })
+            {
+                return AttemptResult.Unavailable;
+            }
+
+            Answer(index, reply.Failure is { Kind: not FailureKind.OutcomeUnknown } && _maybeApplied[index]
+                ? Unknown(_attempts[index], reply.Failure.Message)
+                : reply);
+            return AttemptResult.Done;
+        }
+
+        /// <summary>A group's send failed: its writes may have been delivered unless it surely never left.</summary>
+        private AttemptResult Failed(Group group, Exception ex)
+        {
+            var (maybeDelivered, result) = ex switch
+            {
+                NodeUnreachableException unreachable => (unreachable.MaybeDelivered, AttemptResult.Unreachable),
+                BrokenCircuitException => (false, AttemptResult.BreakerOpen),
+                _ => (true, AttemptResult.Timeout),
+            };
+            if (ex is NodeUnreachableException)
+            {
+                _cluster.Forget(group.Node);
+            }
+
+            if (maybeDelivered)
+            {
+                foreach (var index in group.Indexes)
+                {
+                    _maybeApplied[index] |= _isWrite[index];
+                }
+            }
+
+            return result;
+        }
+
+        private void Answer(int index, Reply reply)
+        {
+            _answered[index] = true;
+            _unanswered--;
+            _calls[index].Complete(reply);
+        }
+
+        /// <summary>The deadline passed (or nothing was left to try): every unanswered call gets its ending.</summary>
+        public void GiveUp(Exception? error)
+        {
+            var detail = error?.Message ?? "no attempt left";
+            for (var i = 0; i < _calls.Length; i++)
+            {
+                if (!_answered[i])
+                {
+                    Answer(i, _maybeApplied[i]
+                        ? Unknown(_attempts[i], $"no reply within the deadline ({detail})")
+                        : Failure(FailureKind.Unavailable, $"not applied: the cluster did not answer in time ({detail})"));
+                }
+            }
+        }
+
+        public void Fail(Exception error)
+        {
+            for (var i = 0; i < _calls.Length; i++)
+            {
+                if (!_answered[i])
+                {
+                    _answered[i] = true;
+                    _calls[i].Fail(error);
+                }
+            }
+        }
+
+        // The smaller value is the more telling reason (and never Done while a command is left).
+        private static AttemptResult Worse(AttemptResult a, AttemptResult b) => a < b ? a : b;
+
+        private sealed class Group(NodeConnection node)
+        {
+            public NodeConnection Node { get; } = node;
+
+            public List<int> Indexes { get; } = [];
+
+            public List<Command> Commands { get; } = [];
+
+            public Reply?[]? Replies;
+
+            public Task? Sent;
         }
     }
 
-    private NodeConnection Choose(bool isWrite, NodeConnection? hinted)
+    private NodeConnection Choose(bool isWrite)
     {
-        // A node that names the leader is believed even while that leader's breaker is open: otherwise the
-        // followers would keep pointing at it, at once, in a tight loop. An open breaker fails fast, and the
-        // retry then backs off.
-        if (hinted is not null)
-        {
-            return hinted;
-        }
-
         if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { Healthy: true } leader)
         {
             return leader;
@@ -252,7 +433,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 return raced;
             }
 
-            var added = new NodeConnection(address.TrimEnd('/'), _headers, _options, _logger);
+            var added = new NodeConnection(address.TrimEnd('/'), _headers, _options, _ids, _logger);
             _nodes = [.. _nodes, added];
             Log.NodeDiscovered(_logger, added.Address);
             return added;

@@ -9,4 +9,16 @@ public sealed class LocalReadsCluster(ICacheCluster inner) : ICacheCluster
 
     public Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken) =>
         inner.ExecuteAsync(command, ReadMode.Local, cancellationToken);
+
+    public void ExecuteAll(IReadOnlyList<ClusterCall> calls, CancellationToken cancellationToken)
+    {
+        var local = new ClusterCall[calls.Count];
+        for (var i = 0; i < local.Length; i++)
+        {
+            local[i] = new ClusterCall(calls[i].Command, ReadMode.Local);
+            calls[i].CompleteWith(local[i].Reply);
+        }
+
+        inner.ExecuteAll(local, cancellationToken);
+    }
 }

@@ -10,6 +10,14 @@ using Polly.CircuitBreaker;
 
 namespace Dcache.Gateway.Cluster;
 
+/// <summary>Command ids, unique across the gateway's streams.</summary>
+public sealed class CommandIds
+{
+    private long _last;
+
+    public ulong Next() => (ulong)Interlocked.Increment(ref _last);
+}
+
 /// <summary>The call could not be carried out at that node (connection lost, stream reset, shutting down).</summary>
 public sealed class NodeUnreachableException(string message, bool maybeDelivered, Exception? inner = null) : Exception(message, inner)
 {
@@ -18,9 +26,9 @@ public sealed class NodeUnreachableException(string message, bool maybeDelivered
 }
 
 /// <summary>
-/// One node, reached through a few long-lived bidirectional streams. Commands from all client connections are
-/// queued; each stream's writer sends whatever is queued as one batch message, and its reader completes commands
-/// by id as replies arrive. A broken stream fails its in-flight commands and is reopened.
+/// One node, reached through a few long-lived bidirectional streams. Batches of commands from all client connections
+/// are queued; each stream's writer sends whatever is queued as one batch message, and its reader completes commands
+/// by id as replies arrive. A broken stream fails its in-flight batches and is reopened.
 /// </summary>
 public sealed partial class NodeConnection : IAsyncDisposable
 {
@@ -28,25 +36,27 @@ public sealed partial class NodeConnection : IAsyncDisposable
     private readonly Metadata _headers;
     private readonly ILogger _logger;
     private readonly int _maxBatch;
+    private readonly CommandIds _ids;
     private readonly CommandStream[] _streams;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CircuitBreakerStateProvider _breakerState = new();
     private long _nextStream;
 
-    public NodeConnection(string address, Metadata headers, ClusterOptions options, ILogger logger)
+    public NodeConnection(string address, Metadata headers, ClusterOptions options, CommandIds ids, ILogger logger)
     {
         Address = address;
         _headers = headers;
         _logger = logger;
         _maxBatch = options.MaxBatch;
+        _ids = ids;
         _channel = GrpcChannels.ForNode(address);
         Client = new Cache.CacheClient(_channel);
         _streams = Enumerable.Range(0, Math.Max(1, options.StreamsPerNode)).Select(_ => new CommandStream(this)).ToArray();
-        Breaker = new ResiliencePipelineBuilder<Reply>()
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<Reply>
+        Breaker = new ResiliencePipelineBuilder()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
                 // Only transport failures count: a node that answers (even "not leader") is up.
-                ShouldHandle = new PredicateBuilder<Reply>().Handle<NodeUnreachableException>().Handle<RpcException>(),
+                ShouldHandle = new PredicateBuilder().Handle<NodeUnreachableException>().Handle<RpcException>(),
                 FailureRatio = 0.5,
                 MinimumThroughput = options.BreakAfterFailures,
                 SamplingDuration = TimeSpan.FromSeconds(2),
@@ -75,16 +85,20 @@ public sealed partial class NodeConnection : IAsyncDisposable
     public Metadata Headers => _headers;
 
     /// <summary>This node's circuit breaker: after repeated failures, attempts fail fast here and go to other nodes.</summary>
-    public ResiliencePipeline<Reply> Breaker { get; }
+    public ResiliencePipeline Breaker { get; }
 
     /// <summary>False while the breaker is open.</summary>
     public bool Healthy => _breakerState.CircuitState is CircuitState.Closed or CircuitState.HalfOpen;
 
-    /// <summary>Sends one command and waits for its reply (or a failure, or the token).</summary>
-    public Task<Reply> SendAsync(Command command, CancellationToken cancellationToken)
+    /// <summary>
+    /// Sends commands and completes when every reply is in <paramref name="replies"/> (same order). It fails with
+    /// <see cref="NodeUnreachableException"/> when the stream breaks, or is cancelled by the token; the replies that did
+    /// arrive by then are in place, the rest are null.
+    /// </summary>
+    public Task SendAsync(IReadOnlyList<Command> commands, Reply?[] replies, CancellationToken cancellationToken)
     {
         var stream = _streams[(int)((ulong)Interlocked.Increment(ref _nextStream) % (ulong)_streams.Length)];
-        return stream.SendAsync(command, cancellationToken);
+        return stream.SendAsync(new Pending(commands, replies), cancellationToken);
     }
 
     public async ValueTask DisposeAsync()
@@ -99,21 +113,33 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private sealed class Pending(Command command) : TaskCompletionSource<Reply>(TaskCreationOptions.RunContinuationsAsynchronously)
+    /// <summary>One batch of commands awaiting its replies.</summary>
+    private sealed class Pending(IReadOnlyList<Command> commands, Reply?[] replies) : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        public Command Command { get; } = command;
+        private int _awaited = commands.Count;
 
-        public bool Sent { get; set; }
+        public IReadOnlyList<Command> Commands { get; } = commands;
+
+        public void Deliver(int index, Reply reply)
+        {
+            Volatile.Write(ref replies[index], reply);
+            if (Interlocked.Decrement(ref _awaited) == 0)
+            {
+                TrySetResult();
+            }
+        }
     }
+
+    /// <summary>Where a reply goes: its batch and its place there.</summary>
+    private readonly record struct InFlight(Pending Batch, int Index);
 
     /// <summary>One bidirectional stream with its own queue, writer loop and reader loop.</summary>
     private sealed class CommandStream : IAsyncDisposable
     {
         private readonly NodeConnection _node;
         private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
-        private readonly ConcurrentDictionary<ulong, Pending> _inFlight = new();
+        private readonly ConcurrentDictionary<ulong, InFlight> _inFlight = new();
         private readonly Task _pump;
-        private long _nextId;
 
         public CommandStream(NodeConnection node)
         {
@@ -121,9 +147,13 @@ public sealed partial class NodeConnection : IAsyncDisposable
             _pump = Task.Run(PumpAsync);
         }
 
-        public async Task<Reply> SendAsync(Command command, CancellationToken cancellationToken)
+        public async Task SendAsync(Pending pending, CancellationToken cancellationToken)
         {
-            var pending = new Pending(command);
+            if (pending.Commands.Count == 0)
+            {
+                return;
+            }
+
             if (!_queue.Writer.TryWrite(pending))
             {
                 throw new NodeUnreachableException($"the gateway is closing its stream to {_node.Address}", maybeDelivered: false);
@@ -132,7 +162,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
             // The caller gave up (attempt timeout, or the client went away): that says nothing about the node, so it
             // surfaces as a cancellation, which the node's circuit breaker does not count.
             using var registration = cancellationToken.Register(static state => ((Pending)state!).TrySetCanceled(), pending);
-            return await pending.Task.ConfigureAwait(false);
+            await pending.Task.ConfigureAwait(false);
         }
 
         private async Task PumpAsync()
@@ -191,12 +221,16 @@ public sealed partial class NodeConnection : IAsyncDisposable
                         continue; // timed out while queued
                     }
 
-                    // Ids are per stream: the node echoes them, and a retry elsewhere gets a new one.
-                    var id = (ulong)Interlocked.Increment(ref _nextId);
-                    pending.Command.Id = id;
-                    pending.Sent = true;
-                    _inFlight[id] = pending;
-                    batch.Commands.Add(pending.Command);
+                    for (var i = 0; i < pending.Commands.Count; i++)
+                    {
+                        // Ids are unique across the gateway: the node echoes them, and a retry elsewhere gets a new one,
+                        // so a late reply to an abandoned attempt can never be taken for another command's.
+                        var command = pending.Commands[i];
+                        var id = _node._ids.Next();
+                        command.Id = id;
+                        _inFlight[id] = new InFlight(pending, i);
+                        batch.Commands.Add(command);
+                    }
                 }
 
                 if (batch.Commands.Count > 0)
@@ -212,9 +246,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
             {
                 foreach (var reply in input.Current.Replies)
                 {
-                    if (_inFlight.TryRemove(reply.Id, out var pending))
+                    if (_inFlight.TryRemove(reply.Id, out var inFlight))
                     {
-                        pending.TrySetResult(reply);
+                        inFlight.Batch.Deliver(inFlight.Index, reply);
                     }
                 }
             }
@@ -224,9 +258,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
         {
             foreach (var id in _inFlight.Keys)
             {
-                if (_inFlight.TryRemove(id, out var pending))
+                if (_inFlight.TryRemove(id, out var inFlight))
                 {
-                    pending.TrySetException(error);
+                    inFlight.Batch.TrySetException(error);
                 }
             }
         }

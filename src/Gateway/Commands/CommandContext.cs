@@ -7,6 +7,8 @@ namespace Dcache.Gateway.Commands;
 /// <summary>Everything a command handler may use: its connection's state, the cluster, the limits, the clock.</summary>
 internal sealed class CommandContext
 {
+    private readonly List<ClusterCall> _queuedCalls = [];
+
     public CommandContext(
         ClientState client,
         ICacheCluster cluster,
@@ -59,16 +61,39 @@ internal sealed class CommandContext
         return new PendingReply(null, Start(command, ReadMode.Linearizable), Session: session, IsWrite: true);
     }
 
-    /// <summary>Starts a cluster call; a synchronous throw becomes a faulted task so it is answered like any failure.</summary>
+    /// <summary>
+    /// Queues a cluster call; <see cref="SendQueuedCalls"/> hands everything queued to the cluster as one batch (the
+    /// connection does that before it waits for any reply).
+    /// </summary>
     public Task<Reply> Start(Command command, ReadMode mode)
     {
+        var call = new ClusterCall(command, mode);
+        _queuedCalls.Add(call);
+        return call.Reply;
+    }
+
+    /// <summary>Starts every queued call together; a synchronous throw fails them, so they are answered like any failure.</summary>
+    public void SendQueuedCalls()
+    {
+        if (_queuedCalls.Count == 0)
+        {
+            return;
+        }
+
         try
         {
-            return Cluster.ExecuteAsync(command, mode, ConnectionClosed);
+            Cluster.ExecuteAll(_queuedCalls, ConnectionClosed);
         }
         catch (Exception exception)
         {
-            return Task.FromException<Reply>(exception);
+            foreach (var call in _queuedCalls)
+            {
+                call.Fail(exception);
+            }
+        }
+        finally
+        {
+            _queuedCalls.Clear();
         }
     }
 }

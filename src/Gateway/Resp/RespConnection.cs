@@ -172,6 +172,7 @@ internal sealed class RespConnection
     /// <summary>Waits for each queued reply in order and writes it; false when the output buffer limit was hit.</summary>
     private async Task<bool> WriteQueuedRepliesAsync()
     {
+        _context.SendQueuedCalls();
         try
         {
             foreach (var queued in _queue)

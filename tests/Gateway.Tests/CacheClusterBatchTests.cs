@@ -1,0 +1,142 @@
+using Dcache.Gateway.Cluster;
+using Dcache.Gateway.Tests.Support;
+using Dcache.Protocol.Cache;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Dcache.Gateway.Tests;
+
+/// <summary>
+/// The cluster client runs a pipeline wave as one batch: one message per node and one resilience pipeline run, while
+/// every command still gets its own reply, its own retries and its own ending.
+/// </summary>
+public sealed class CacheClusterBatchTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task AWaveReachesTheNodeAsOneMessageAndEachCommandGetsItsOwnReply()
+    {
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, StreamsPerNode = 2 });
+
+        var calls = Enumerable.Range(0, 16)
+            .Select(i => i % 2 == 0 ? new ClusterCall(Get($"key-{i}"), ReadMode.Linearizable) : new ClusterCall(Set($"key-{i}", session: (ulong)i), ReadMode.Linearizable))
+            .ToArray();
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        for (var i = 0; i < calls.Length; i++)
+        {
+            if (i % 2 == 0)
+            {
+                Assert.Equal($"node:key-{i}", replies[i].Bulk.ToStringUtf8());
+            }
+            else
+            {
+                Assert.True(replies[i].Ok, $"SET key-{i}: {replies[i]}");
+            }
+        }
+
+        // Sent one by one, the commands would have been spread over both streams (two messages at least).
+        var message = Assert.Single(node.Received);
+        Assert.Equal(16, message.Length);
+        Assert.Equal(16, message.Select(command => command.Id).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task AWriteRefusedAsNotLeaderGoesToTheNamedLeaderWhileTheReadsOfItsWaveAreAnsweredWhereTheyWere()
+    {
+        await using var leader = await ScriptedNode.StartAsync(Answer("leader"));
+        await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
+            ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 2, LeaderAddress = leader.Address, Message = "not the leader" } }
+            : Answer("follower")(command));
+        await using var cluster = Connect(new ClusterOptions { Nodes = follower.Address });
+
+        ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 7), ReadMode.Linearizable), new(Get("c"), ReadMode.Linearizable)];
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        Assert.Equal("follower:a", replies[0].Bulk.ToStringUtf8());
+        Assert.True(replies[1].Ok, replies[1].ToString());
+        Assert.Equal("follower:c", replies[2].Bulk.ToStringUtf8());
+        Assert.Equal(3, follower.CommandsReceived);
+        var retried = Assert.Single(Assert.Single(leader.Received));
+        Assert.Equal(Command.OpOneofCase.Set, retried.OpCase);
+        Assert.Equal(2UL, cluster.View.LeaderId);
+        Assert.Equal(leader.Address, cluster.View.LeaderAddress);
+    }
+
+    [Fact]
+    public async Task WhenTheStreamBreaksMidBatchTheRepliesReceivedStandAndAnUnsessionedWriteIsAnUnknownOutcome()
+    {
+        // Every stream breaks at the write: the read before it is answered, the write and the read after it never are.
+        await using var node = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set ? null : Answer("node")(command));
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, DeadlineMilliseconds = 600, AttemptTimeoutMilliseconds = 200 });
+
+        ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 0), ReadMode.Linearizable), new(Get("c"), ReadMode.Linearizable)];
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        Assert.Equal("node:a", replies[0].Bulk.ToStringUtf8());
+        Assert.Equal(FailureKind.OutcomeUnknown, replies[1].Failure?.Kind);
+        Assert.Equal(FailureKind.Unavailable, replies[2].Failure?.Kind);
+        Assert.Contains("not applied", replies[2].Failure.Message, StringComparison.Ordinal);
+
+        // The answered read was sent once; the others were retried until the deadline.
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.Single(sent, command => command.Get?.Key.ToStringUtf8() == "a");
+        Assert.True(sent.Count(command => command.Set is not null) >= 2, $"the write was sent {sent.Count(command => command.Set is not null)} time(s)");
+    }
+
+    [Fact]
+    public async Task ACallerThatGoesAwayCancelsItsCalls()
+    {
+        await using var node = await ScriptedNode.StartAsync(_ => new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "no leader" } });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        using var leaving = new CancellationTokenSource();
+
+        ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 3), ReadMode.Linearizable)];
+        cluster.ExecuteAll(calls, leaving.Token);
+        await WaitUntilAsync(() => node.CommandsReceived >= 2);
+        await leaving.CancelAsync();
+
+        foreach (var call in calls)
+        {
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.Reply.WaitAsync(Patience));
+        }
+    }
+
+    private static CacheCluster Connect(ClusterOptions options)
+    {
+        options.ClusterSecret = "secret";
+        return new CacheCluster(Options.Create(options), NullLogger<CacheCluster>.Instance);
+    }
+
+    private static Func<Command, Reply?> Answer(string name) => command => command.OpCase switch
+    {
+        Command.OpOneofCase.Get => new Reply { Bulk = ByteString.CopyFromUtf8($"{name}:{command.Get.Key.ToStringUtf8()}") },
+        Command.OpOneofCase.Set => new Reply { Ok = true },
+        _ => new Reply { Error = "ERR unexpected command" },
+    };
+
+    private static Command Get(string key) => new() { Get = new GetRequest { Key = ByteString.CopyFromUtf8(key) } };
+
+    private static Command Set(string key, ulong session) => new()
+    {
+        ClientId = session,
+        Sequence = session == 0 ? 0 : 1UL,
+        Set = new SetRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8("v") },
+    };
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
+            await Task.Delay(10);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Dcache.Protocol.Cache;
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Dcache.Gateway.Tests.Support;
+
+/// <summary>
+/// A node's gRPC service on 127.0.0.1 (ephemeral port, h2c) whose replies a test scripts: what the gateway's cluster
+/// client meets, without Raft. It records every command batch it receives.
+/// </summary>
+internal sealed class ScriptedNode : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private ScriptedNode(WebApplication app, Service service)
+    {
+        _app = app;
+        Received = service.Received;
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        Address = $"http://127.0.0.1:{new Uri(address).Port}";
+    }
+
+    public string Address { get; }
+
+    /// <summary>Every batch message received, in order, as the commands it held.</summary>
+    public ConcurrentQueue<Command[]> Received { get; }
+
+    public int CommandsReceived => Received.Sum(batch => batch.Length);
+
+    /// <summary>
+    /// Starts a node that answers each command with <paramref name="answer"/>; an answer of null ends the whole stream
+    /// with an error at that command, after the replies before it in the batch were sent.
+    /// </summary>
+    public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer)
+    {
+        var service = new Service(answer);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(service);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+            kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
+        var app = builder.Build();
+        app.MapGrpcService<Service>();
+        await app.StartAsync();
+        return new ScriptedNode(app, service);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+
+    private sealed class Service(Func<Command, Reply?> answer) : Cache.CacheBase
+    {
+        public ConcurrentQueue<Command[]> Received { get; } = new();
+
+        public override async Task Execute(IAsyncStreamReader<CommandBatch> requestStream, IServerStreamWriter<ReplyBatch> responseStream, ServerCallContext context)
+        {
+            await foreach (var batch in requestStream.ReadAllAsync(context.CancellationToken))
+            {
+                Received.Enqueue([.. batch.Commands.Select(command => command.Clone())]);
+                var replies = new ReplyBatch();
+                foreach (var command in batch.Commands)
+                {
+                    if (answer(command) is not { } reply)
+                    {
+                        if (replies.Replies.Count > 0)
+                        {
+                            await responseStream.WriteAsync(replies);
+                        }
+
+                        throw new RpcException(new Status(StatusCode.Unavailable, "scripted stream failure"));
+                    }
+
+                    reply.Id = command.Id;
+                    replies.Replies.Add(reply);
+                }
+
+                await responseStream.WriteAsync(replies);
+            }
+        }
+
+        public override Task<NodeStatus> Status(StatusRequest request, ServerCallContext context) =>
+            throw new RpcException(new Status(StatusCode.Unimplemented, "a scripted node does not report its status"));
+    }
+}
