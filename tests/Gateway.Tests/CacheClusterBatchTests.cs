@@ -91,6 +91,27 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AWaveTooLargeForOneMessageIsCutToFitAndACommandNoMessageCouldCarryIsRefusedUnsent()
+    {
+        const int maxMessageBytes = 256 * 1024;
+        var maxItemBytes = Dcache.Protocol.MessageLimits.MaxItemBytes(maxMessageBytes);
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, MaxMessageBytes = maxMessageBytes });
+
+        var value = new string('v', 50_000);
+        var calls = Enumerable.Range(0, 10).Select(i => new ClusterCall(Set($"key-{i}", session: (ulong)i + 1, value), ReadMode.Linearizable)).ToList();
+        calls.Insert(5, new ClusterCall(Set("huge", session: 100, new string('h', maxItemBytes)), ReadMode.Linearizable));
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        Assert.StartsWith("ERR command too large", replies[5].Error, StringComparison.Ordinal);
+        Assert.All(replies.Where((_, i) => i != 5), reply => Assert.True(reply.Ok, reply.ToString()));
+        Assert.True(node.Received.Count >= 3, $"{node.Received.Count} message(s) carried 500 KB");
+        Assert.All(node.Received, message => Assert.True(message.Sum(Dcache.Protocol.MessageLimits.FramedSize) <= maxItemBytes));
+        Assert.Equal(10, node.CommandsReceived);
+    }
+
+    [Fact]
     public async Task ACallerThatGoesAwayCancelsItsCalls()
     {
         await using var node = await ScriptedNode.StartAsync(_ => new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "no leader" } });
@@ -123,11 +144,11 @@ public sealed class CacheClusterBatchTests
 
     private static Command Get(string key) => new() { Get = new GetRequest { Key = ByteString.CopyFromUtf8(key) } };
 
-    private static Command Set(string key, ulong session) => new()
+    private static Command Set(string key, ulong session, string value = "v") => new()
     {
         ClientId = session,
         Sequence = session == 0 ? 0 : 1UL,
-        Set = new SetRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8("v") },
+        Set = new SetRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value) },
     };
 
     private static async Task WaitUntilAsync(Func<bool> condition)

@@ -25,6 +25,12 @@ public sealed class ClusterOptions
     /// <summary>Most commands sent in one batch message.</summary>
     public int MaxBatch { get; set; } = 512;
 
+    /// <summary>
+    /// The nodes' Dcache:Node:MaxMessageBytes: batch messages are cut to fit it, and a command too large to fit alone
+    /// is refused here rather than sent (a node would refuse the message and break the stream it came on).
+    /// </summary>
+    public int MaxMessageBytes { get; set; } = Dcache.Protocol.MessageLimits.DefaultMaxMessageBytes;
+
     /// <summary>One attempt at one node may take this long.</summary>
     public int AttemptTimeoutMilliseconds { get; set; } = 1500;
 

@@ -36,6 +36,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
     private readonly Metadata _headers;
     private readonly ILogger _logger;
     private readonly int _maxBatch;
+    private readonly int _maxBatchBytes;
     private readonly CommandIds _ids;
     private readonly CommandStream[] _streams;
     private readonly CancellationTokenSource _stopping = new();
@@ -48,8 +49,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _headers = headers;
         _logger = logger;
         _maxBatch = options.MaxBatch;
+        _maxBatchBytes = MessageLimits.MaxItemBytes(options.MaxMessageBytes);
         _ids = ids;
-        _channel = GrpcChannels.ForNode(address);
+        _channel = GrpcChannels.ForNode(address, options.MaxMessageBytes);
         Client = new Cache.CacheClient(_channel);
         _streams = Enumerable.Range(0, Math.Max(1, options.StreamsPerNode)).Select(_ => new CommandStream(this)).ToArray();
         Breaker = new ResiliencePipelineBuilder()
@@ -120,6 +122,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
 
         public IReadOnlyList<Command> Commands { get; } = commands;
 
+        /// <summary>Commands before this one were sent (a batch too large for one message is sent in parts).</summary>
+        public int NextToSend { get; set; }
+
         public void Deliver(int index, Reply reply)
         {
             Volatile.Write(ref replies[index], reply);
@@ -140,6 +145,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
         private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
         private readonly ConcurrentDictionary<ulong, InFlight> _inFlight = new();
         private readonly Task _pump;
+
+        // A batch too large for one message, with only part of it written (the writer loop's alone).
+        private Pending? _partlySent;
 
         public CommandStream(NodeConnection node)
         {
@@ -210,26 +218,38 @@ public sealed partial class NodeConnection : IAsyncDisposable
 
         private async Task WriteCommandsAsync(IClientStreamWriter<CommandBatch> output, CancellationToken token)
         {
-            var reader = _queue.Reader;
-            while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
+            try
             {
-                var batch = new CommandBatch();
-                while (batch.Commands.Count < _node._maxBatch && reader.TryRead(out var pending))
-                {
-                    if (pending.Task.IsCompleted)
-                    {
-                        continue; // timed out while queued
-                    }
+                await WriteBatchesAsync(output, token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (_partlySent is { } pending)
+            {
+                // Taken off the queue and only partly in flight: the stream's failure must reach it too.
+                _partlySent = null;
+                pending.TrySetException(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
+                throw;
+            }
+        }
 
-                    for (var i = 0; i < pending.Commands.Count; i++)
+        private async Task WriteBatchesAsync(IClientStreamWriter<CommandBatch> output, CancellationToken token)
+        {
+            var reader = _queue.Reader;
+            while (_partlySent is not null || await reader.WaitToReadAsync(token).ConfigureAwait(false))
+            {
+                if (_partlySent is { Task.IsCompleted: true })
+                {
+                    _partlySent = null; // its caller gave up meanwhile
+                }
+
+                var batch = new CommandBatch();
+                var bytes = 0;
+                while (batch.Commands.Count < _node._maxBatch && (_partlySent ?? Next(reader)) is { } pending)
+                {
+                    _partlySent = null;
+                    if (!AddCommands(pending, batch, ref bytes))
                     {
-                        // Ids are unique across the gateway: the node echoes them, and a retry elsewhere gets a new one,
-                        // so a late reply to an abandoned attempt can never be taken for another command's.
-                        var command = pending.Commands[i];
-                        var id = _node._ids.Next();
-                        command.Id = id;
-                        _inFlight[id] = new InFlight(pending, i);
-                        batch.Commands.Add(command);
+                        _partlySent = pending; // the message is full: the rest goes in the next one
+                        break;
                     }
                 }
 
@@ -238,6 +258,55 @@ public sealed partial class NodeConnection : IAsyncDisposable
                     await output.WriteAsync(batch, token).ConfigureAwait(false);
                 }
             }
+        }
+
+        private static Pending? Next(ChannelReader<Pending> reader)
+        {
+            while (reader.TryRead(out var pending))
+            {
+                if (!pending.Task.IsCompleted)
+                {
+                    return pending;
+                }
+
+                // Timed out or cancelled while queued: not sent.
+            }
+
+            return null;
+        }
+
+        /// <summary>Adds the pending batch's unsent commands that fit; false when the message is full before the last one.</summary>
+        private bool AddCommands(Pending pending, CommandBatch batch, ref int bytes)
+        {
+            for (var i = pending.NextToSend; i < pending.Commands.Count; i++)
+            {
+                var command = pending.Commands[i];
+                var size = MessageLimits.FramedSize(command);
+                if (size > _node._maxBatchBytes)
+                {
+                    // No message could carry it: refused here, so that the node does not break the stream over it.
+                    pending.Deliver(i, new Reply { Error = $"ERR command too large: {size} bytes, over the cluster's limit of {_node._maxBatchBytes} (Dcache:Gateway:Cluster:MaxMessageBytes less header room)" });
+                    pending.NextToSend = i + 1;
+                    continue;
+                }
+
+                if (batch.Commands.Count > 0 && (bytes + size > _node._maxBatchBytes || batch.Commands.Count >= _node._maxBatch))
+                {
+                    pending.NextToSend = i;
+                    return false;
+                }
+
+                // Ids are unique across the gateway: the node echoes them, and a retry elsewhere gets a new one, so a
+                // late reply to an abandoned attempt can never be taken for another command's.
+                var id = _node._ids.Next();
+                command.Id = id;
+                _inFlight[id] = new InFlight(pending, i);
+                batch.Commands.Add(command);
+                bytes += size;
+                pending.NextToSend = i + 1;
+            }
+
+            return true;
         }
 
         private async Task ReadRepliesAsync(IAsyncStreamReader<ReplyBatch> input, CancellationToken token)

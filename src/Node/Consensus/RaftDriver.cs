@@ -34,6 +34,9 @@ public sealed record RaftDriverSettings(
     TimeSpan ExpiryPurgeInterval,
     TimeSpan RequestTimeout)
 {
+    /// <summary>Largest log entry a write may make: it must fit, alone, in one Append message to a follower.</summary>
+    public int MaxEntryBytes { get; init; } = Protocol.MessageLimits.MaxItemBytes(Protocol.MessageLimits.DefaultMaxMessageBytes);
+
     /// <summary>TEST ONLY, breaks linearizability: linearizable reads are served locally (see NodeOptions.TestOnlyUnsafeReads).</summary>
     public bool TestOnlyUnsafeReads { get; init; }
 }
@@ -380,6 +383,17 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         _encodeBuffer.ResetWrittenCount();
         WriteEncoder.Encode(command, NowMs, _encodeBuffer);
+        if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
+        {
+            // Followers could never receive a larger entry, and the log would stop committing behind it.
+            input.Completion.TrySetResult(new Proto.Reply
+            {
+                Id = command.Id,
+                Error = $"ERR command too large: its log entry would be {_encodeBuffer.WrittenCount} bytes, over the cluster's limit of {_settings.MaxEntryBytes} (Dcache:Node:MaxMessageBytes less header room)",
+            });
+            return;
+        }
+
         var result = _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
         _metrics.Proposed(result.Status);
         switch (result.Status)

@@ -1,3 +1,5 @@
+using Dcache.Protocol;
+
 namespace Dcache.Node.Hosting;
 
 /// <summary>Configuration of one cache node (section "Dcache:Node" of appsettings.json, environment DCACHE__NODE__*, or --Dcache:Node:Key=value).</summary>
@@ -60,8 +62,11 @@ public sealed class NodeOptions
     /// <summary>How long a write or linearizable read may wait inside the node before it fails.</summary>
     public int RequestTimeoutMilliseconds { get; set; } = 5000;
 
-    /// <summary>Largest gRPC message accepted, in bytes.</summary>
-    public int MaxMessageBytes { get; set; } = 16 * 1024 * 1024;
+    /// <summary>
+    /// Largest gRPC message accepted and sent, in bytes. It also bounds a write's log entry (this less 64 KiB of header
+    /// room): a larger one is refused, since no follower could receive it. Gateways must use the same value.
+    /// </summary>
+    public int MaxMessageBytes { get; set; } = MessageLimits.DefaultMaxMessageBytes;
 
     /// <summary>
     /// TEST ONLY, BREAKS LINEARIZABILITY: serve linearizable reads from this node's local state without ReadIndex,

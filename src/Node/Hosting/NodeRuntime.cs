@@ -1,6 +1,7 @@
 using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Node.Transport;
+using Dcache.Protocol;
 using Dcache.Raft;
 using Dcache.Storage;
 using Microsoft.Extensions.Options;
@@ -72,6 +73,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
                 TimeSpan.FromMilliseconds(_options.RequestTimeoutMilliseconds))
             {
                 TestOnlyUnsafeReads = _options.TestOnlyUnsafeReads,
+                MaxEntryBytes = MessageLimits.MaxItemBytes(_options.MaxMessageBytes),
             },
             _storage.RaftLog,
             _snapshots,

@@ -13,7 +13,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
     {
         // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
         var finished = System.Threading.Channels.Channel.CreateUnbounded<Proto.Reply>(new() { SingleReader = true });
-        var writer = WriteRepliesAsync(finished.Reader, responseStream, context.CancellationToken);
+        var writer = WriteRepliesAsync(finished.Reader, responseStream, options.MaxMessageBytes, context.CancellationToken);
         var inFlight = 0;
         var readingDone = false;
         var gate = new object();
@@ -57,14 +57,31 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         await writer.ConfigureAwait(false);
     }
 
-    private static async Task WriteRepliesAsync(System.Threading.Channels.ChannelReader<Proto.Reply> finished, IServerStreamWriter<Proto.ReplyBatch> output, CancellationToken cancellationToken)
+    private static async Task WriteRepliesAsync(System.Threading.Channels.ChannelReader<Proto.Reply> finished, IServerStreamWriter<Proto.ReplyBatch> output, int maxMessageBytes, CancellationToken cancellationToken)
     {
+        var maxReplyBytes = Protocol.MessageLimits.MaxItemBytes(maxMessageBytes);
         while (await finished.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
             var batch = new Proto.ReplyBatch();
-            while (batch.Replies.Count < 1024 && finished.TryRead(out var reply))
+            var bytes = 0;
+            while (batch.Replies.Count < 1024 && finished.TryPeek(out var reply))
             {
+                var size = Protocol.MessageLimits.FramedSize(reply);
+                if (size > maxReplyBytes)
+                {
+                    // Sent as it is, the reply would break the stream and every command on it; the read fails alone.
+                    reply = new Proto.Reply { Id = reply.Id, Error = $"ERR reply too large: {size} bytes, over this node's limit of {maxReplyBytes} (Dcache:Node:MaxMessageBytes less header room)" };
+                    size = Protocol.MessageLimits.FramedSize(reply);
+                }
+
+                if (batch.Replies.Count > 0 && bytes + size > maxReplyBytes)
+                {
+                    break;
+                }
+
+                finished.TryRead(out _);
                 batch.Replies.Add(reply);
+                bytes += size;
             }
 
             await output.WriteAsync(batch, cancellationToken).ConfigureAwait(false);

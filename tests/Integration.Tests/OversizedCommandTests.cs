@@ -1,0 +1,60 @@
+using Dcache.Integration.Tests.Support;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>
+/// Commands and replies near the gRPC message limit (here 1 MiB on nodes and gateway): a command too large to
+/// replicate, or a reply too large to send, fails alone with a clear error; batches are cut to fit; nothing else on the
+/// same stream is disturbed, and the cluster keeps committing.
+/// </summary>
+public sealed class OversizedCommandTests(ITestOutputHelper output)
+{
+    private const int MaxMessageBytes = 1024 * 1024;
+
+    [Fact]
+    public async Task OversizedCommandsAndRepliesFailAloneWhileTheirNeighboursAndTheClusterCarryOn()
+    {
+        await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["MaxMessageBytes"] = $"{MaxMessageBytes}" });
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync(new Dictionary<string, string> { ["Cluster:MaxMessageBytes"] = $"{MaxMessageBytes}" });
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20));
+
+        // Straight to the leader (as a tool could): the message fits, but its log entry could never reach a follower.
+        var direct = await cluster.ExecuteAsync(leader, Commands.Set("direct", new string('d', MaxMessageBytes - 20_000)));
+        Assert.StartsWith("ERR command too large", direct.Error, StringComparison.Ordinal);
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("after-direct", "committed"))).Ok);
+
+        await using var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort},syncTimeout=10000,asyncTimeout=10000");
+        var db = redis.GetDatabase();
+
+        // One pipeline: a command no message could carry between two small ones, then eight that fit one by one but
+        // not together (2.4 MB): the gateway cuts them into several messages.
+        var batch = db.CreateBatch();
+        var before = batch.StringSetAsync("before", "1");
+        var huge = batch.StringSetAsync("huge", new string('h', MaxMessageBytes + 10));
+        var after = batch.StringSetAsync("after", "2");
+        var parts = Enumerable.Range(0, 8).Select(i => batch.StringSetAsync($"part-{i}", new string((char)('a' + i), 300_000))).ToArray();
+        batch.Execute();
+
+        Assert.True(await before);
+        var refused = await Assert.ThrowsAsync<RedisServerException>(() => huge);
+        Assert.StartsWith("ERR command too large", refused.Message, StringComparison.Ordinal);
+        Assert.True(await after);
+        foreach (var part in parts)
+        {
+            Assert.True(await part);
+        }
+
+        Assert.False(await db.KeyExistsAsync("huge"));
+        Assert.Equal(300_000, ((string?)await db.StringGetAsync("part-7"))!.Length);
+
+        // A reply the node cannot send in one message fails alone; the same keys read in smaller pieces work.
+        var tooLarge = await Assert.ThrowsAsync<RedisServerException>(() => db.StringGetAsync([.. Enumerable.Range(0, 8).Select(i => (RedisKey)$"part-{i}")]));
+        Assert.StartsWith("ERR reply too large", tooLarge.Message, StringComparison.Ordinal);
+        var halves = await db.StringGetAsync(["part-0", "part-1"]);
+        Assert.All(halves, value => Assert.Equal(300_000, ((string?)value)!.Length));
+        Assert.Equal("committed", (await cluster.ExecuteAsync(leader, Commands.Get("after-direct"))).BulkText());
+    }
+}
