@@ -244,7 +244,11 @@ internal sealed class ChaosRun
                 // Three times in four the change runs while another member is down throughout: paused, killed, or
                 // cut off from the other members.
                 var disturbance = (BystanderFault)((step.Pick / 7) % 4);
-                await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance);
+                // With no bystander down, two times in three a node of the change itself is killed halfway: the
+                // joiner right after its promotion (restarted after the hold), or the leaving member before its
+                // removal. (With a bystander down as well, four voters would have two down: no quorum by design.)
+                var midChange = disturbance == BystanderFault.None ? (MidChangeKill)((step.Pick / 112) % 3) : MidChangeKill.None;
+                await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance, midChange, step.HoldMs);
                 return () => { };
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
@@ -255,10 +259,16 @@ internal sealed class ChaosRun
     /// Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it, while
     /// <paramref name="bystander"/> suffers <paramref name="disturbance"/> from before the first change until after the last.
     /// </summary>
-    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance)
+    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, int holdMs)
     {
         var (joiner, address) = _joiners.Dequeue();
-        var meanwhile = disturbance == BystanderFault.None ? "" : $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile";
+        var meanwhile = (disturbance, midChange) switch
+        {
+            (BystanderFault.None, MidChangeKill.Joiner) => $", node {joiner} killed after its promotion",
+            (BystanderFault.None, MidChangeKill.Leaving) => $", node {leaving} killed before its removal",
+            (BystanderFault.None, _) => "",
+            _ => $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile",
+        };
         Note($"membership: node {joiner} joins to replace node {leaving} ({role}){meanwhile}");
         switch (disturbance)
         {
@@ -275,7 +285,7 @@ internal sealed class ChaosRun
 
         try
         {
-            await ChangeMembersAsync(joiner, address, leaving);
+            await ChangeMembersAsync(joiner, address, leaving, midChange, holdMs);
         }
         finally
         {
@@ -296,6 +306,14 @@ internal sealed class ChaosRun
         Note($"membership: node {leaving} removed and killed; members [{string.Join(",", _members)}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
     }
 
+    /// <summary>Which node of the change itself is killed halfway through it.</summary>
+    private enum MidChangeKill
+    {
+        None,
+        Joiner,
+        Leaving,
+    }
+
     /// <summary>What happens to another member while a membership change runs.</summary>
     private enum BystanderFault
     {
@@ -305,7 +323,7 @@ internal sealed class ChaosRun
         Isolated,
     }
 
-    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving)
+    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving, MidChangeKill midChange, int holdMs)
     {
         StartNode(joiner);
         await ChangeMembershipAsync(admin => admin.MemberAddAsync(new MemberAddRequest { Id = joiner, Address = address }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
@@ -313,6 +331,23 @@ internal sealed class ChaosRun
         await ChangeMembershipAsync(admin => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = joiner }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
             list => list.Members.Any(m => m.Id == joiner && m.Voter), $"node {joiner} to be promoted");
         _members.Add(joiner);
+        switch (midChange)
+        {
+            case MidChangeKill.Joiner:
+                // The new voter must come back knowing it is one: from its own log, not from the configuration it
+                // was started with (which made it a joiner).
+                Note($"membership: SIGKILL node {joiner} (just promoted)");
+                _cluster[joiner].Kill();
+                await Task.Delay(holdMs); // the fault's hold, as for any killed node
+                Note($"membership: restart node {joiner}");
+                StartNode(joiner);
+                break;
+            case MidChangeKill.Leaving:
+                Note($"membership: SIGKILL node {leaving} (about to be removed)");
+                _cluster[leaving].Kill();
+                break;
+        }
+
         await ChangeMembershipAsync(admin => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = leaving }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
             list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
         _members.Remove(leaving);

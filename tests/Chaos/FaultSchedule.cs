@@ -27,7 +27,8 @@ internal enum FaultKind
     /// <summary>
     /// Membership change: a new node joins as a learner, is promoted, and a member (the leader or another) is
     /// removed and its process killed; the cluster keeps its size with one member replaced. Meanwhile another member
-    /// may be paused, killed or cut off.
+    /// may be paused, killed or cut off; or else the joiner may be killed right after its promotion (and restarted),
+    /// or the leaving member killed before its removal.
     /// </summary>
     MemberReplace,
 }
