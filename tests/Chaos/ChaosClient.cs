@@ -14,6 +14,8 @@ internal sealed class ChaosClient(int id, int gatewayPort, int seed)
     /// <summary>Longer than the gateway's own deadline (4 s), so a reply normally arrives, as an error if need be.</summary>
     public static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(6);
 
+    private static readonly TimeSpan ReconnectPause = TimeSpan.FromMilliseconds(50);
+
     public const int MaxOperations = 50_000;
 
     public static readonly string[] RegisterKeys = ["r0", "r1", "r2", "r3"];
@@ -79,9 +81,26 @@ internal sealed class ChaosClient(int id, int gatewayPort, int seed)
     private async Task ExecuteAsync(ChaosOp op)
     {
         op.Call = Stopwatch.GetTimestamp();
+        if (_connection is null)
+        {
+            try
+            {
+                _connection = await GatewayConnection.OpenAsync(gatewayPort, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (SocketException ex)
+            {
+                // Never sent (the gateway is down): not applied, whatever the command. A short pause keeps a client
+                // from logging thousands of refused connections while the gateway restarts.
+                op.Return = Stopwatch.GetTimestamp();
+                op.Status = OpStatus.Failed;
+                op.Error = $"{nameof(SocketException)} (not sent): {ex.Message}";
+                await Task.Delay(ReconnectPause).ConfigureAwait(false);
+                return;
+            }
+        }
+
         try
         {
-            _connection ??= await GatewayConnection.OpenAsync(gatewayPort, CancellationToken.None).ConfigureAwait(false);
             var reply = await _connection.CommandAsync(ReplyTimeout, Arguments(op)).ConfigureAwait(false);
             op.Return = Stopwatch.GetTimestamp();
             Interpret(op, reply);

@@ -250,6 +250,14 @@ internal sealed class ChaosRun
                 var midChange = disturbance == BystanderFault.None ? (MidChangeKill)((step.Pick / 112) % 3) : MidChangeKill.None;
                 await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance, midChange, step.HoldMs);
                 return () => { };
+            case FaultKind.GatewayKill:
+                Note("SIGKILL the gateway");
+                _cluster.Gateway!.Kill();
+                return () =>
+                {
+                    Note("restart the gateway");
+                    _cluster.RestartGateway();
+                };
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }

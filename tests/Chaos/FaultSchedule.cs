@@ -31,6 +31,12 @@ internal enum FaultKind
     /// or the leaving member killed before its removal.
     /// </summary>
     MemberReplace,
+
+    /// <summary>
+    /// SIGKILL the gateway, restart it after the hold. Commands in flight there end unknown (writes) or failed (reads)
+    /// for their clients, which reconnect; a write the dead gateway had sent must apply at most once.
+    /// </summary>
+    GatewayKill,
 }
 
 /// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>
@@ -44,7 +50,12 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
 {
     public override string ToString()
     {
-        var target = Kind is FaultKind.Partition ? "random minority" : OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}";
+        var target = Kind switch
+        {
+            FaultKind.Partition => "random minority",
+            FaultKind.GatewayKill => "gateway",
+            _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
+        };
         var detail = Kind switch
         {
             FaultKind.SlowDisk => $", {SlowDiskMs} ms per commit",

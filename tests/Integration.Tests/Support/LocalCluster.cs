@@ -19,6 +19,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly Dictionary<string, string> _settings;
     // Nodes started to join the running cluster, and the InitialCluster each is started with.
     private readonly Dictionary<ulong, string> _joiners = [];
+    private List<string>? _gatewayArguments;
 
     public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string clusterId = "test-cluster")
     {
@@ -118,6 +119,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             $"--Dcache:Gateway:Cluster:ClusterSecret={Secret}",
         };
         args.AddRange((settings ?? new Dictionary<string, string>()).Select(kv => $"--Dcache:Gateway:{kv.Key}={kv.Value}"));
+        _gatewayArguments = args;
         Gateway.Start(args);
         await Eventually.WaitAsync(async () =>
         {
@@ -130,6 +132,10 @@ internal sealed class LocalCluster : IAsyncDisposable
             return System.Text.Encoding.ASCII.GetString(buffer, 0, read) == "+PONG\r\n";
         }, TimeSpan.FromSeconds(30), "the gateway to answer PING").ConfigureAwait(false);
     }
+
+    /// <summary>Starts the gateway again (after it was killed) with the settings and ports it had; does not wait for it.</summary>
+    public void RestartGateway() =>
+        Gateway!.Start(_gatewayArguments ?? throw new InvalidOperationException("the gateway was never started"));
 
     public async Task StartAsync()
     {
