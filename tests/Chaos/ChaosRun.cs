@@ -258,6 +258,14 @@ internal sealed class ChaosRun
                     Note("restart the gateway");
                     _cluster.RestartGateway();
                 };
+            case FaultKind.GatewayPause:
+                Note("SIGSTOP the gateway");
+                _cluster.Gateway!.Pause();
+                return () =>
+                {
+                    Note("SIGCONT the gateway");
+                    _cluster.Gateway!.Resume();
+                };
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
@@ -418,6 +426,7 @@ internal sealed class ChaosRun
     private void HealEverything()
     {
         _mesh.HealAll();
+        _cluster.Gateway?.Resume();
         foreach (var node in _members.Select(id => _cluster[id]))
         {
             if (File.Exists(SlowDiskFile(node.Id)))

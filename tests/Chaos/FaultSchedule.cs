@@ -37,6 +37,13 @@ internal enum FaultKind
     /// for their clients, which reconnect; a write the dead gateway had sent must apply at most once.
     /// </summary>
     GatewayKill,
+
+    /// <summary>
+    /// SIGSTOP the gateway, SIGCONT after the hold (up to 5 s: past its 4 s deadline). On waking, every timer of the
+    /// gateway fires at once while replies wait in its sockets: attempts time out and are retried or answered
+    /// unknown, and a retried write must still apply once.
+    /// </summary>
+    GatewayPause,
 }
 
 /// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>
@@ -53,7 +60,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
         var target = Kind switch
         {
             FaultKind.Partition => "random minority",
-            FaultKind.GatewayKill => "gateway",
+            FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
         var detail = Kind switch
@@ -81,7 +88,12 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
         for (var i = 0; i < options.FaultsPerSchedule; i++)
         {
             var kind = options.Faults[random.Next(options.Faults.Count)];
-            var hold = kind == FaultKind.Pause ? MinimumPauseMs + random.Next(1500) : 1000 + random.Next(2000);
+            var hold = kind switch
+            {
+                FaultKind.Pause => MinimumPauseMs + random.Next(1500),
+                FaultKind.GatewayPause => 1000 + random.Next(4000),
+                _ => 1000 + random.Next(2000),
+            };
             steps.Add(new FaultStep(
                 kind,
                 OnLeader: random.Next(2) == 0,
