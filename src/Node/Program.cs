@@ -82,8 +82,10 @@ app.MapGet("/health", (RaftDriver driver) =>
     });
 });
 
+var runtime = app.Services.GetRequiredService<NodeRuntime>();
 await app.RunAsync().ConfigureAwait(false);
-return 0;
+// Non-zero when the node stopped on its own because its Raft loop failed (e.g. a full disk): supervisors see it.
+return runtime.ExitCode;
 
 static IPEndPoint EndpointOf(string url)
 {

@@ -34,7 +34,7 @@ public sealed class FasterRaftStorage : IRaftStorage
     private readonly ILogger _logger;
     private readonly LogGeometry _geometry;
     private readonly DurableLogCommitManager _commitManager;
-    private readonly IDevice _device;
+    private readonly SynchronousFileDevice _device;
     private readonly FasterLog _log;
     private readonly RaftLogState _state;
     private readonly RaftRecordWriter _writer = new();
@@ -340,38 +340,69 @@ public sealed class FasterRaftStorage : IRaftStorage
     /// </summary>
     private void FlushDurably()
     {
+        ThrowIfWriteFailed();
         _slowDisk.Delay();
         var tail = _log.TailAddress;
         _log.Commit(spinWait: false);
+        ThrowIfWriteFailed();
         if (_log.FlushedUntilAddress >= tail)
         {
             return;
         }
 
-        if (_options.CommitWait == CommitWaitMode.Spin)
+        try
         {
-            var spinner = default(SpinWait);
-            while (_log.FlushedUntilAddress < tail)
+            if (_options.CommitWait == CommitWaitMode.Spin)
             {
-                spinner.SpinOnce();
+                var spinner = default(SpinWait);
+                while (_log.FlushedUntilAddress < tail)
+                {
+                    ThrowIfWriteFailed(); // a failed write never advances the flushed address: do not spin for ever
+                    spinner.SpinOnce();
+                }
+            }
+            else
+            {
+                _log.WaitForCommitAsync(tail).AsTask().GetAwaiter().GetResult();
             }
         }
-        else
+        catch (CommitFailureException)
         {
-            _log.WaitForCommitAsync(tail).AsTask().GetAwaiter().GetResult();
+            ThrowIfWriteFailed();
+            throw;
         }
     }
 
     /// <summary>A full FasterLog commit (its metadata included), for changes of the begin address.</summary>
     private void CommitAndWait()
     {
-        if (_options.CommitWait == CommitWaitMode.Spin)
+        ThrowIfWriteFailed();
+        try
         {
-            _log.Commit(spinWait: true);
+            if (_options.CommitWait == CommitWaitMode.Spin)
+            {
+                _log.Commit(spinWait: true);
+            }
+            else
+            {
+                _log.CommitAsync().AsTask().GetAwaiter().GetResult();
+            }
         }
-        else
+        catch (CommitFailureException)
         {
-            _log.CommitAsync().AsTask().GetAwaiter().GetResult();
+            ThrowIfWriteFailed();
+            throw;
+        }
+
+        ThrowIfWriteFailed();
+    }
+
+    /// <summary>FasterLog reports a failed device write as "error code 1": name the cause (e.g. a full disk) instead.</summary>
+    private void ThrowIfWriteFailed()
+    {
+        if (_device.WriteFailure is { } failure)
+        {
+            throw new StorageWriteException($"the Raft log in {_geometry.Directory} could not be written durably: {failure.Message}", failure);
         }
     }
 

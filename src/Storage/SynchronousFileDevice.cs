@@ -33,17 +33,34 @@ internal sealed class SynchronousFileDevice : StorageDeviceBase
         }
     }
 
+    /// <summary>
+    /// The first write that failed (a full disk, an I/O error), or null. FasterLog only learns "error 1" from the
+    /// callback; the log's owner reads the cause here. After a failure every later write fails too: what FasterLog
+    /// believes is on disk is then uncertain, so the log must not be written again until it is reopened.
+    /// </summary>
+    public IOException? WriteFailure => Volatile.Read(ref _writeFailure);
+
+    private IOException? _writeFailure;
+
     public override unsafe void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
         uint error = 0;
-        try
-        {
-            var source = new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite);
-            RandomAccess.Write(Handle(segmentId), source, (long)destinationAddress);
-        }
-        catch (IOException)
+        if (WriteFailure is not null)
         {
             error = 1;
+        }
+        else
+        {
+            try
+            {
+                var source = new ReadOnlySpan<byte>((void*)sourceAddress, (int)numBytesToWrite);
+                RandomAccess.Write(Handle(segmentId), source, (long)destinationAddress);
+            }
+            catch (IOException ex)
+            {
+                Interlocked.CompareExchange(ref _writeFailure, ex, null);
+                error = 1;
+            }
         }
 
         callback(error, error == 0 ? numBytesToWrite : 0, context);

@@ -162,6 +162,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _ticker = Task.Run(TickAsync);
     }
 
+    /// <summary>
+    /// Completes when the loop ends: at disposal, or faulted when the core or storage failed (the node must then stop;
+    /// it no longer takes part in the cluster).
+    /// </summary>
+    public Task Completion => _loop ?? Task.CompletedTask;
+
     /// <summary>Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally.</summary>
     public Task<Proto.Reply> ExecuteAsync(Proto.Command command)
     {
@@ -223,8 +229,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
 
-    ValueTask IRaftInbox.PostAsync(Message message, CancellationToken cancellationToken) =>
-        _inputs.Writer.WriteAsync(new PeerMessageInput(message), cancellationToken);
+    // The channel is unbounded: a write fails only once it is completed, when the loop has stopped.
+    bool IRaftInbox.TryPost(Message message) => _inputs.Writer.TryWrite(new PeerMessageInput(message));
 
     IIncomingSnapshot IRaftInbox.BeginSnapshot(ulong peer, Message message) =>
         new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
@@ -278,8 +284,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         catch (Exception ex)
         {
-            // The core or storage failed in a way that must not be papered over (e.g. corruption): stop the node.
+            // The core or storage failed in a way that must not be papered over (corruption, a full disk): stop
+            // the node. No input may wait for a loop that is gone: later commands are refused at once.
             Log.LoopFailed(_logger, ex);
+            _inputs.Writer.TryComplete();
             _stopping.Cancel();
             throw;
         }
@@ -830,6 +838,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             catch (OperationCanceledException)
             {
             }
+            catch (Exception) when (task == _loop)
+            {
+                // The loop's failure was logged when it happened and is what stopped the node; disposal goes on.
+            }
         }
 
         _stopping.Dispose();
@@ -844,10 +856,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return ValueTask.CompletedTask;
         }
 
-        public async ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken)
+        public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken)
         {
             writer.Commit(checksum);
-            await driver._inputs.Writer.WriteAsync(new SnapshotReceivedInput(message), cancellationToken).ConfigureAwait(false);
+            return driver._inputs.Writer.TryWrite(new SnapshotReceivedInput(message))
+                ? ValueTask.CompletedTask
+                : ValueTask.FromException(new InvalidOperationException("the node stopped before it could install the snapshot"));
         }
 
         public ValueTask DisposeAsync()

@@ -20,10 +20,12 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     private readonly SnapshotStoreAdapter _snapshots;
     private readonly PeerTransport _transport;
     private readonly CancellationTokenSource _closing = new();
+    private readonly IHostApplicationLifetime _lifetime;
 
-    public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock, NodeMetrics metrics)
+    public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock, NodeMetrics metrics, IHostApplicationLifetime lifetime)
     {
         _options = options.Value;
+        _lifetime = lifetime;
         _logger = loggers.CreateLogger<NodeRuntime>();
         Directory.CreateDirectory(_options.DataDirectory);
         _storage = NodeStorage.Open(new StorageOptions { DataDirectory = _options.DataDirectory, TestOnlySlowDiskFile = _options.TestOnlySlowDiskFile }, _options.NodeId, _options.ClusterId, loggers);
@@ -100,9 +102,28 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
 
     public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
+    /// <summary>The process's exit code: 0, or <see cref="FailedExitCode"/> once the Raft loop failed.</summary>
+    public int ExitCode { get; private set; }
+
+    /// <summary>Exit code of a node that stopped because its Raft loop failed (e.g. its disk is full).</summary>
+    public const int FailedExitCode = 3;
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         Driver.Start(_transport);
+        // A node whose loop failed answers nothing useful: stop the process (fail-stop), so a supervisor restarts it and
+        // clients' commands go to the other nodes, instead of a live process that answers status but never commits.
+        _ = Driver.Completion.ContinueWith(
+            loop =>
+            {
+                ExitCode = FailedExitCode;
+                var cause = loop.Exception?.GetBaseException().Message ?? "unknown";
+                Log.StoppingAfterLoopFailure(_logger, FailedExitCode, cause);
+                _lifetime.StopApplication();
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted,
+            TaskScheduler.Default);
         return Task.CompletedTask;
     }
 
@@ -125,7 +146,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
 
     private async Task HandOverLeadershipAsync(CancellationToken cancellationToken)
     {
-        if (Driver.Status.Role != Role.Leader)
+        if (Driver.Completion.IsCompleted || Driver.Status.Role != Role.Leader)
         {
             return;
         }
@@ -156,6 +177,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} bootstrapped a new cluster with voters {Voters}")]
         public static partial void Bootstrapped(ILogger logger, ulong nodeId, string voters);
+
+        [LoggerMessage(Level = LogLevel.Critical, Message = "The node stops (exit code {ExitCode}) because its Raft loop failed: {Cause}")]
+        public static partial void StoppingAfterLoopFailure(ILogger logger, int exitCode, string cause);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Shutting down: handing leadership to node {Target} (started: {Started})")]
         public static partial void HandingOver(ILogger logger, ulong target, bool started);

@@ -25,7 +25,8 @@ public interface IRaftInbox
     /// <summary>A known peer's stream said where it listens (used for members whose address this node lacks).</summary>
     void PeerAddressHeard(ulong peer, string address);
 
-    ValueTask PostAsync(Message message, CancellationToken cancellationToken);
+    /// <summary>Hands a message to the Raft loop; false once the node takes no more input (its loop stopped).</summary>
+    bool TryPost(Message message);
 
     /// <summary>Starts receiving the snapshot <paramref name="message"/> announces; the sink stores chunks as they arrive.</summary>
     IIncomingSnapshot BeginSnapshot(ulong peer, Message message);
@@ -57,7 +58,11 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshots travel through InstallSnapshot, not Send"));
             }
 
-            await inbox.PostAsync(message, context.CancellationToken).ConfigureAwait(false);
+            if (!inbox.TryPost(message))
+            {
+                break; // this node stopped: the peer sees its stream end, as when a node goes away
+            }
+
             received++;
         }
 

@@ -15,6 +15,9 @@ internal sealed class ChildProcess(string name, string dll) : IAsyncDisposable
 
     public int? ProcessId => _process?.Id;
 
+    /// <summary>The exit code once the process has exited on its own (or was killed), else null.</summary>
+    public int? ExitCode => _process is { HasExited: true } exited ? exited.ExitCode : null;
+
     public void Start(IEnumerable<string> arguments)
     {
         if (IsRunning)
