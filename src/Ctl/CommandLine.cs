@@ -11,7 +11,8 @@ internal static class CommandLine
                    options: --nodes N (default 3)  --data DIR (default ./data)  --base-port P (default 7001)
                             --gateway-port P (default 6379)
                             --read-routing leader|members (default leader: the nodes share this machine's cores)
-          status   show every node's role, term, commit and applied index, voters and learners
+          status   show every node's role, term, commit and applied index, voters and learners: the
+                   endpoints given and every member their membership names
           snapshot save FILE
                    stream a consistent snapshot (every write acknowledged before the call) from the first of --endpoints
                    that serves one into FILE; options as for status

@@ -4,7 +4,10 @@ using Grpc.Core;
 
 namespace Dcache.Ctl;
 
-/// <summary>`dcachectl status`: every node's view of the cluster, one line each.</summary>
+/// <summary>
+/// `dcachectl status`: every node's view of the cluster, one line each: the endpoints given and every member their
+/// membership names (so one reachable endpoint is enough to see the whole cluster, and a member nobody listed shows).
+/// </summary>
 internal static class StatusCommand
 {
     public static async Task<int> RunAsync(Options options)
@@ -15,13 +18,20 @@ internal static class StatusCommand
         Console.WriteLine($"{"ENDPOINT",-26} {"ID",3} {"ROLE",-12} {"TERM",6} {"LEADER",6} {"COMMIT",9} {"APPLIED",9} {"LAG",6}  {"VOTERS",-14} LEARNERS");
         var failures = 0;
         var statuses = new List<(string Endpoint, NodeStatus? Status, string? Error)>();
-        foreach (var endpoint in endpoints)
+        // The endpoints given, then every member they name that was not among them: one endpoint shows the cluster.
+        var pending = new Queue<string>(endpoints);
+        var asked = new HashSet<string>(endpoints.Select(Normalize), StringComparer.OrdinalIgnoreCase);
+        while (pending.TryDequeue(out var endpoint))
         {
             try
             {
                 using var channel = ClusterConnection.Open(endpoint);
                 var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
                 statuses.Add((endpoint, status, null));
+                foreach (var member in status.Members.Where(m => m.Address.Length > 0 && asked.Add(Normalize(m.Address))))
+                {
+                    pending.Enqueue(member.Address);
+                }
             }
             catch (RpcException ex)
             {
@@ -52,4 +62,6 @@ internal static class StatusCommand
 
         return failures == 0 ? 0 : 1;
     }
+
+    private static string Normalize(string endpoint) => endpoint.Trim().TrimEnd('/');
 }
