@@ -8,9 +8,10 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 1 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes):
+/// Format, version 2 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes);
+/// version 1 has the same bytes and differs only in how an unknown session is treated (<see cref="RequiresKnownSession"/>):
 /// <code>
-/// u8 version (=1) | u8 kind | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=2) | u8 kind | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -19,13 +20,16 @@ namespace Dcache.Cache;
 /// MultiSet     : varint pair count (>= 1) | pair count x (bytes key, bytes value)
 /// PurgeExpired : i64 purge-up-to ms
 /// </code>
-/// Nothing may follow the body. A new field or command means a new version byte, so an old replica refuses an entry
-/// it does not understand instead of applying it differently.
+/// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
+/// refuses an entry it does not understand instead of applying it differently.
 /// </remarks>
 public readonly ref struct CacheCommand
 {
-    /// <summary>The only format version this build reads and writes.</summary>
-    public const byte FormatVersion = 1;
+    /// <summary>The format version this build writes. It also reads version 1, which differs only in meaning: see <see cref="RequiresKnownSession"/>.</summary>
+    public const byte FormatVersion = 2;
+
+    /// <summary>The oldest format version this build reads.</summary>
+    public const byte OldestFormatVersion = 1;
 
     private const byte SetConditionMask = 0b0000_0011;
     private const byte SetReturnOldValueBit = 0b0000_0100;
@@ -66,6 +70,14 @@ public readonly ref struct CacheCommand
 
     public CommandEnvelope Envelope { get; }
 
+    /// <summary>
+    /// True for entries of format version 2 and later: a command past its session's first sequence number must find the
+    /// session in the table. If it does not, the session expired (or the clock that ages sessions jumped), and the
+    /// command may be the retry of a write that already applied under it: it is refused, not applied a second time.
+    /// Version 1 entries keep their old meaning (an unknown session is simply started), so an old log replays the same.
+    /// </summary>
+    public bool RequiresKnownSession { get; private init; }
+
     public CacheCommandKind Kind { get; }
 
     /// <summary>The key of Set, Expire, Persist and IncrementBy.</summary>
@@ -105,7 +117,7 @@ public readonly ref struct CacheCommand
     {
         var reader = new EntryReader(entry);
         var version = reader.ReadByte("format version");
-        if (version != FormatVersion)
+        if (version is < OldestFormatVersion or > FormatVersion)
         {
             throw new UnsupportedCommandVersionException(version);
         }
@@ -203,7 +215,7 @@ public readonly ref struct CacheCommand
         }
 
         reader.RequireEnd();
-        return command;
+        return command with { RequiresKnownSession = version >= 2 };
     }
 
     /// <summary>True when <paramref name="condition"/> is a combination Redis 7 accepts: none, NX, XX, GT, LT, XX GT, XX LT.</summary>
@@ -489,7 +501,7 @@ public readonly ref struct CacheCommand
 public sealed class UnsupportedCommandVersionException : FormatException
 {
     public UnsupportedCommandVersionException(byte version)
-        : base(string.Create(CultureInfo.InvariantCulture, $"Malformed cache command: format version {version} is not supported (this build reads version {CacheCommand.FormatVersion}); upgrade this node."))
+        : base(string.Create(CultureInfo.InvariantCulture, $"Malformed cache command: format version {version} is not supported (this build reads versions {CacheCommand.OldestFormatVersion} to {CacheCommand.FormatVersion}); upgrade this node."))
     {
         Version = version;
     }

@@ -145,6 +145,9 @@ public static class CacheErrors
     public const string NotAnInteger = "ERR value is not an integer or out of range";
     public const string IncrementOverflow = "ERR increment or decrement would overflow";
     public const string StaleSessionSequence = "ERR stale session sequence";
+
+    /// <summary>A write past its session's first sequence number, for a session the cluster no longer has: not applied.</summary>
+    public const string SessionExpired = "ERR session expired";
     public const string OutOfMemory = "OOM command not allowed when used memory > 'maxmemory'.";
     /// <summary>How the reply to a malformed entry begins; the rest names the problem.</summary>
     public const string MalformedEntryPrefix = "ERR Malformed cache command: ";

@@ -128,6 +128,11 @@ public sealed partial class CacheStateMachine
                 return CacheReply.FromError(CacheErrors.StaleSessionSequence);
             }
         }
+        else if (command.RequiresKnownSession && envelope.Sequence > 1)
+        {
+            // Its earlier writes were forgotten with the session: this may be the retry of one that applied.
+            return CacheReply.FromError(CacheErrors.SessionExpired);
+        }
         else
         {
             session = new ClientSession(envelope.ClientId);

@@ -112,6 +112,52 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AWriteWhoseSessionExpiredAndThatSurelyNeverAppliedIsSentAgainAtOnceUnderANewSession()
+    {
+        await using var node = await ScriptedNode.StartAsync(command => command.Sequence > 1
+            ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
+            : new Reply { Ok = true });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+
+        var write = Set("k", session: 42);
+        write.Sequence = 5;
+        var call = new ClusterCall(write, ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.True(reply.Ok, reply.ToString());
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.Equal(2, sent.Length);
+        Assert.Equal((42UL, 5UL), (sent[0].ClientId, sent[0].Sequence));
+        Assert.NotEqual(42UL, sent[1].ClientId);
+        Assert.NotEqual(0UL, sent[1].ClientId);
+        Assert.Equal(1UL, sent[1].Sequence);
+        Assert.Equal(sent[1].ClientId, write.ClientId); // the caller sees which session the write ended under
+    }
+
+    [Fact]
+    public async Task AWriteWhoseSessionExpiredAfterAnAttemptThatMayHaveAppliedIsAnUnknownOutcomeNotAResend()
+    {
+        var attempts = 0;
+        await using var node = await ScriptedNode.StartAsync(_ => Interlocked.Increment(ref attempts) == 1
+            ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
+            : new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+
+        var write = Set("k", session: 42);
+        write.Sequence = 5;
+        var call = new ClusterCall(write, ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.Equal(FailureKind.OutcomeUnknown, reply.Failure?.Kind);
+        Assert.Contains("session expired", reply.Failure!.Message, StringComparison.Ordinal);
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.Equal(2, sent.Length);
+        Assert.All(sent, command => Assert.Equal((42UL, 5UL), (command.ClientId, command.Sequence)));
+    }
+
+    [Fact]
     public async Task ACallerThatGoesAwayCancelsItsCalls()
     {
         await using var node = await ScriptedNode.StartAsync(_ => new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "no leader" } });

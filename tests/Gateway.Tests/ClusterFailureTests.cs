@@ -45,6 +45,30 @@ public sealed class ClusterFailureTests
     }
 
     [Fact]
+    public async Task AWriteTheClusterClientMovedToANewSessionRetiresItsOldOne()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        ulong expiredSession = 0;
+        server.Cluster.Script = command =>
+        {
+            // What the cluster client does when the cluster says the session expired and the write never applied.
+            expiredSession = command.ClientId;
+            command.ClientId = expiredSession + 1_000_000;
+            command.Sequence = 1;
+            return Replies.Ok;
+        };
+        Assert.Equal("+OK", (await client.CommandAsync("SET", "a", "1")).ToString());
+        server.Cluster.Script = null;
+        Assert.Equal("+OK", (await client.CommandAsync("SET", "a", "2")).ToString());
+
+        var next = server.Cluster.Executed.Last(e => e.Command.ClientId != 0).Command;
+        Assert.NotEqual(0UL, expiredSession);
+        Assert.NotEqual(expiredSession, next.ClientId);
+        Assert.Equal(1UL, next.Sequence);
+    }
+
+    [Fact]
     public async Task AThrowingClusterClientIsAnUnknownOutcomeForWritesAndRetryableForReads()
     {
         var server = new TestServer();

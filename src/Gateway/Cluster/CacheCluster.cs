@@ -24,7 +24,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included).</summary>
     public const string MeterName = "Dcache.Gateway.Cluster";
 
-    private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open"];
+    private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open", "session_expired"];
 
     // Counted here and observed by the meter, so every reason is exported from the start (at 0), not only once it happened.
     private readonly long[] _retryCounts = new long[RetryReasons.Length];
@@ -71,9 +71,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 UseJitter = true,
                 Delay = TimeSpan.FromMilliseconds(20),
                 MaxDelay = TimeSpan.FromMilliseconds(500),
-                // A NotLeader reply that names the leader is retried there at once.
+                // A NotLeader reply that names the leader is retried there at once, as is a write given a new session.
                 DelayGenerator = args => ValueTask.FromResult<TimeSpan?>(
-                    args.Outcome.Exception is null && args.Outcome.Result == AttemptResult.NotLeaderNamed ? TimeSpan.Zero : null),
+                    args.Outcome.Exception is null && args.Outcome.Result is AttemptResult.NotLeaderNamed or AttemptResult.SessionExpired ? TimeSpan.Zero : null),
                 OnRetry = args =>
                 {
                     Interlocked.Increment(ref _retryCounts[RetryReason(args.Outcome)]);
@@ -86,7 +86,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             "dcache.gateway.retries",
             () => RetryReasons.Select((reason, i) => new System.Diagnostics.Metrics.Measurement<long>(Interlocked.Read(ref _retryCounts[i]), new KeyValuePair<string, object?>("reason", reason))),
             "{attempt}",
-            "Attempts at a batch of commands retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open");
+            "Attempts at a batch of commands retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open, session_expired");
         _poller = Task.Run(PollStatusAsync);
     }
 
@@ -159,7 +159,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     };
 
     /// <summary>
-    /// How an attempt at a batch ended: all answered, or why some commands are to be tried again. The first five are
+    /// How an attempt at a batch ended: all answered, or why some commands are to be tried again. The first six are
     /// the indexes of <see cref="RetryReasons"/>.
     /// </summary>
     private enum AttemptResult
@@ -169,6 +169,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         Timeout,
         Unreachable,
         BreakerOpen,
+
+        /// <summary>A write's session had expired on the cluster, and it surely never applied: resent at once under a new one.</summary>
+        SessionExpired,
 
         /// <summary>A node named the leader: try there at once.</summary>
         NotLeaderNamed,
@@ -291,6 +294,23 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             {
                 _hinted ??= _cluster.FindOrAdd(notLeader.LeaderAddress);
                 return notLeader.LeaderId != 0 ? AttemptResult.NotLeaderNamed : AttemptResult.NotLeader;
+            }
+
+            if (_isWrite[index] && reply.Failure is { Kind: FailureKind.SessionExpired })
+            {
+                if (_maybeApplied[index])
+                {
+                    // An earlier attempt may have applied under the session the cluster has now forgotten: a new
+                    // session could apply the write a second time.
+                    Answer(index, Unknown(_attempts[index], "its session expired on the cluster before the retry arrived"));
+                    return AttemptResult.Done;
+                }
+
+                // Every attempt so far surely failed to apply: the same write under a fresh session applies it once.
+                var command = _calls[index].Command;
+                command.ClientId = WriteSessionIds.Next();
+                command.Sequence = 1;
+                return AttemptResult.SessionExpired;
             }
 
             if (_isWrite[index] && reply.Failure is { Kind: FailureKind.OutcomeUnknown })

@@ -58,7 +58,7 @@ internal sealed class CommandContext
         command.ClientId = session.ClientId;
         command.Sequence = session.NextSequence();
         command.Consistency = ReadConsistency.Linearizable;
-        return new PendingReply(null, Start(command, ReadMode.Linearizable), Session: session, IsWrite: true);
+        return new PendingReply(null, Start(command, ReadMode.Linearizable), Session: session, IsWrite: true, SessionCommand: command);
     }
 
     /// <summary>

@@ -35,7 +35,8 @@ internal readonly record struct PendingReply(
     ReplyShape Shape = ReplyShape.Default,
     WriteSession? Session = null,
     bool IsWrite = false,
-    bool CloseAfterReply = false)
+    bool CloseAfterReply = false,
+    Command? SessionCommand = null)
 {
     public static PendingReply Of(Reply reply, ReplyShape shape = ReplyShape.Default) => new(reply, null, shape);
 

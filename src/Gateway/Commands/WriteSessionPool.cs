@@ -1,4 +1,4 @@
-using System.Security.Cryptography;
+using Dcache.Gateway.Cluster;
 
 namespace Dcache.Gateway.Commands;
 
@@ -42,30 +42,4 @@ internal sealed class WriteSessionPool
 
     /// <summary>Back to the pool once its write's reply arrived (applied or certainly not applied).</summary>
     public void Return(WriteSession session) => _free.Push(session);
-}
-
-/// <summary>Client ids of write sessions: a random nonzero 64-bit base per gateway process plus a counter.</summary>
-internal static class WriteSessionIds
-{
-    private static readonly ulong Base = RandomBase();
-    private static long _counter;
-
-    public static ulong Next()
-    {
-        while (true)
-        {
-            var id = unchecked(Base + (ulong)Interlocked.Increment(ref _counter));
-            if (id != 0)
-            {
-                return id;
-            }
-        }
-    }
-
-    private static ulong RandomBase()
-    {
-        Span<byte> bytes = stackalloc byte[8];
-        RandomNumberGenerator.Fill(bytes);
-        return BitConverter.ToUInt64(bytes);
-    }
 }

@@ -200,9 +200,10 @@ internal sealed class RespConnection
                     }
                 }
 
-                if (pending.Session is { } session && settled)
+                if (pending.Session is { } session && settled && pending.SessionCommand?.ClientId == session.ClientId)
                 {
-                    // A session whose write may still apply later is dropped rather than reused.
+                    // A session whose write may still apply later is dropped rather than reused, and so is one the
+                    // cluster had forgotten (the cluster client then sent the write under a new session id).
                     _context.Sessions.Return(session);
                 }
 

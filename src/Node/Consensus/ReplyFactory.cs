@@ -26,6 +26,9 @@ public static class ReplyFactory
                 return new Proto.Reply { Integer = reply.Integer };
             case CacheReplyKind.Bulk:
                 return new Proto.Reply { Bulk = UnsafeByteOperations.UnsafeWrap(reply.Bulk) };
+            case CacheReplyKind.Error when reply.ErrorMessage == CacheErrors.SessionExpired:
+                // Not a command's result but a refusal the gateway acts on (see FailureKind.SessionExpired).
+                return new Proto.Reply { Failure = new Proto.Failure { Kind = Proto.FailureKind.SessionExpired, Message = "not applied: the write's session expired on the cluster" } };
             case CacheReplyKind.Error:
                 return new Proto.Reply { Error = reply.ErrorMessage };
             case CacheReplyKind.Array:

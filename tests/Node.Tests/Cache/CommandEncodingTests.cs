@@ -144,8 +144,9 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         AssertMalformed([.. persist[..headerLength], 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02], "varint overflows");
         AssertMalformed([.. persist[..headerLength], 0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], "varint overflows");
 
-        var version = Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([2, .. set[1..]]));
-        Assert.Equal(2, version.Version);
+        var version = Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([3, .. set[1..]]));
+        Assert.Equal(3, version.Version);
+        Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([0, .. set[1..]]));
         Assert.IsAssignableFrom<FormatException>(version);
     }
 
@@ -208,7 +209,7 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
             }
 
             // Whatever the bytes, apply must not throw (except for a foreign version, which random bytes rarely are).
-            if (input.Length == 0 || input[0] == CacheCommand.FormatVersion)
+            if (input.Length == 0 || input[0] is >= CacheCommand.OldestFormatVersion and <= CacheCommand.FormatVersion)
             {
                 machine.Apply(++index, input);
             }

@@ -26,7 +26,7 @@ public sealed class SessionTests
     {
         var cache = new CacheHarness();
         cache.Set("k", "v1");
-        var setGet = Entries.Set(cache.Envelope(Client, 7), "k", "v2", new SetOptions(ReturnOldValue: true));
+        var setGet = Entries.Set(cache.Envelope(Client, 1), "k", "v2", new SetOptions(ReturnOldValue: true));
         Assert.Equal(Bulk("v1"), cache.Apply(setGet));
         cache.Set("k", "v3");
         Assert.Equal(Bulk("v1"), cache.Apply(setGet));
@@ -49,6 +49,7 @@ public sealed class SessionTests
     public void A_lower_sequence_gets_a_stale_session_error_and_applies_nothing()
     {
         var cache = new CacheHarness();
+        cache.Apply(Entries.Set(cache.Envelope(Client, 1), "k", "one"));
         cache.Apply(Entries.Set(cache.Envelope(Client, 5), "k", "five"));
         Assert.Equal(Error(CacheErrors.StaleSessionSequence), cache.Apply(Entries.Set(cache.Envelope(Client, 4), "k", "four")));
         Assert.Equal("five", cache.Get("k"));
@@ -58,9 +59,48 @@ public sealed class SessionTests
     public void Sequences_may_skip_and_the_first_write_of_a_client_creates_its_session()
     {
         var cache = new CacheHarness();
-        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 100), "n", 1)));
-        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 205), "n", 1)));
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1)));
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 100), "n", 1)));
+        Assert.Equal(Int(3), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 205), "n", 1)));
         Assert.Equal(1, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void A_write_past_the_first_sequence_of_a_session_the_cache_does_not_know_is_refused_and_starts_nothing()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Error(CacheErrors.SessionExpired), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 2), "n", 1)));
+        Assert.False(cache.Machine.TryGet(Entries.B("n"), cache.NowMs, out _));
+        Assert.Equal(0, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void A_retry_after_its_session_expired_is_refused_rather_than_applied_twice()
+    {
+        // E.g. a newly elected leader whose clock runs an hour ahead ages every session past the timeout at once,
+        // while the gateway retries a write the old leader had applied.
+        var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1)));
+        var second = Entries.IncrementBy(cache.Envelope(Client, 2), "n", 1);
+        Assert.Equal(Int(2), cache.Apply(second));
+        cache.NowMs += 3_600_000;
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "1"));
+        Assert.Equal(0, cache.Machine.SessionCount);
+
+        Assert.Equal(Error(CacheErrors.SessionExpired), cache.Apply(second));
+        Assert.Equal("2", cache.Get("n"));
+    }
+
+    [Fact]
+    public void A_format_version_1_entry_keeps_its_old_meaning_an_unknown_session_is_started()
+    {
+        // Logs written before version 2 must replay exactly as they first applied.
+        var cache = new CacheHarness();
+        var entry = Entries.IncrementBy(cache.Envelope(Client, 7), "n", 1);
+        entry[0] = 1;
+        Assert.Equal(Int(1), cache.Apply(entry));
+        Assert.Equal(1, cache.Machine.SessionCount);
+        Assert.Equal(Int(1), cache.Apply(entry));
     }
 
     [Fact]
@@ -84,7 +124,7 @@ public sealed class SessionTests
     }
 
     [Fact]
-    public void An_idle_session_expires_by_stamped_time_and_a_retry_after_that_applies_again()
+    public void An_idle_session_expires_by_stamped_time_and_a_retry_of_its_first_write_after_that_applies_again()
     {
         var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
         var incr = Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1);
@@ -125,7 +165,7 @@ public sealed class SessionTests
     public void Sessions_survive_a_snapshot_and_still_deduplicate()
     {
         var cache = new CacheHarness();
-        var incr = Entries.IncrementBy(cache.Envelope(Client, 9), "n", 1);
+        var incr = Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1);
         cache.Apply(incr);
         using var snapshot = new MemoryStream();
         cache.Machine.WriteSnapshot(snapshot);
