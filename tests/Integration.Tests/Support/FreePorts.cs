@@ -3,20 +3,42 @@ using System.Net.Sockets;
 
 namespace Dcache.Integration.Tests.Support;
 
-/// <summary>Ephemeral ports on 127.0.0.1, chosen by the OS.</summary>
+/// <summary>
+/// Free ports on 127.0.0.1 for processes a test starts, chosen at random below the kernel's ephemeral range.
+/// Why not port 0: a port the OS picked from the ephemeral range is released before the child process binds it, and
+/// meanwhile any outgoing connection on the machine (a node dialling a peer, a client) may take it as its source port:
+/// the child then fails with "address already in use" (seen in CI: a node of a three-node test never started). Ports
+/// in 10000-19999 are never handed out as source ports, and stay clear of dcachectl dev's base ports (20000 and up) in
+/// DevClusterTests.
+/// </summary>
 internal static class FreePorts
 {
+    private const int First = 10_000;
+    private const int Last = 19_999;
+
     public static int[] Allocate(int count)
     {
-        // Hold all listeners open until every port is chosen, so the OS hands out distinct ones.
+        // Hold every chosen port's listener open until all are chosen, so they are distinct and really free.
         var listeners = new List<TcpListener>();
         try
         {
-            for (var i = 0; i < count; i++)
+            for (var attempt = 0; listeners.Count < count; attempt++)
             {
-                var listener = new TcpListener(IPAddress.Loopback, 0);
-                listener.Start();
-                listeners.Add(listener);
+                if (attempt == 10_000)
+                {
+                    throw new InvalidOperationException($"no {count} free ports between {First} and {Last} on 127.0.0.1");
+                }
+
+                var listener = new TcpListener(IPAddress.Loopback, Random.Shared.Next(First, Last + 1));
+                try
+                {
+                    listener.Start();
+                    listeners.Add(listener);
+                }
+                catch (SocketException)
+                {
+                    listener.Stop(); // taken: try another
+                }
             }
 
             return listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
