@@ -38,8 +38,9 @@ internal static class StatusCommand
                 statuses.Add((endpoint, null, ClusterConnection.Describe(ex)));
                 failures++;
             }
-            catch (UriFormatException ex)
+            catch (Exception ex) when (ex is UriFormatException or ArgumentException)
             {
+                // A malformed endpoint, given or named in a membership.
                 statuses.Add((endpoint, null, ex.Message));
                 failures++;
             }

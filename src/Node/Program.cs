@@ -83,7 +83,15 @@ app.MapGet("/health", (RaftDriver driver) =>
 });
 
 var runtime = app.Services.GetRequiredService<NodeRuntime>();
-await app.RunAsync().ConfigureAwait(false);
+try
+{
+    await app.RunAsync().ConfigureAwait(false);
+}
+catch (Exception) when (runtime.ExitCode != 0)
+{
+    // The loop failed while the host was still starting (e.g. replay met a bad entry): stopping cut the start short.
+}
+
 // Non-zero when the node stopped on its own because its Raft loop failed (e.g. a full disk): supervisors see it.
 return runtime.ExitCode;
 

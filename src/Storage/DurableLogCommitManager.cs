@@ -117,7 +117,28 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
         }
     }
 
+    /// <summary>
+    /// The first commit whose metadata could not be written (or whose directory could not be synced), or null. FasterLog
+    /// runs commits on a task of its own and drops their exceptions, so a caller waiting for a commit reads the cause here.
+    /// </summary>
+    public IOException? WriteFailure => Volatile.Read(ref _writeFailure);
+
+    private IOException? _writeFailure;
+
     public void Commit(long beginAddress, long untilAddress, byte[] commitMetadata, long commitNum, bool forceWriteMetadata)
+    {
+        try
+        {
+            CommitMetadata(beginAddress, untilAddress, commitMetadata, forceWriteMetadata);
+        }
+        catch (IOException ex)
+        {
+            Interlocked.CompareExchange(ref _writeFailure, ex, null);
+            throw;
+        }
+    }
+
+    private void CommitMetadata(long beginAddress, long untilAddress, byte[] commitMetadata, bool forceWriteMetadata)
     {
         lock (_gate)
         {

@@ -28,6 +28,8 @@ namespace Dcache.Storage;
 /// </summary>
 public sealed class FasterRaftStorage : IRaftStorage
 {
+    private const int MetadataCommitPollMilliseconds = 50;
+
     private readonly StorageOptions _options;
     private readonly MetadataStore _metadata;
     private readonly bool _ownsMetadata;
@@ -377,30 +379,30 @@ public sealed class FasterRaftStorage : IRaftStorage
     private void CommitAndWait()
     {
         ThrowIfWriteFailed();
+        // FasterLog writes the metadata on a task of its own and drops a failure there: its commit task would then
+        // never finish. Wait in short steps and look at the failures meanwhile, rather than for ever. (Rare: this runs
+        // when a snapshot moves the log's head, not per write.)
+        var commit = _log.CommitAsync().AsTask();
         try
         {
-            if (_options.CommitWait == CommitWaitMode.Spin)
+            while (!commit.Wait(MetadataCommitPollMilliseconds))
             {
-                _log.Commit(spinWait: true);
-            }
-            else
-            {
-                _log.CommitAsync().AsTask().GetAwaiter().GetResult();
+                ThrowIfWriteFailed();
             }
         }
-        catch (CommitFailureException)
+        catch (AggregateException ex) when (ex.InnerException is CommitFailureException)
         {
             ThrowIfWriteFailed();
-            throw;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(ex.InnerException);
         }
 
         ThrowIfWriteFailed();
     }
 
-    /// <summary>FasterLog reports a failed device write as "error code 1": name the cause (e.g. a full disk) instead.</summary>
+    /// <summary>FasterLog reports a failed write as "error code 1", or not at all: name the cause (e.g. a full disk) instead.</summary>
     private void ThrowIfWriteFailed()
     {
-        if (_device.WriteFailure is { } failure)
+        if ((_device.WriteFailure ?? _commitManager.WriteFailure) is { } failure)
         {
             throw new StorageWriteException($"the Raft log in {_geometry.Directory} could not be written durably: {failure.Message}", failure);
         }

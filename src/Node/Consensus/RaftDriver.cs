@@ -197,6 +197,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 {
                     completion.TrySetException(ex);
                 }
+                catch (Exception ex)
+                {
+                    // Anything else stops the loop (as a failure of the core would); the caller must not wait for ever.
+                    completion.TrySetException(ex);
+                    throw;
+                }
             },
             ex => completion.TrySetException(ex));
         if (!_inputs.Writer.TryWrite(input))

@@ -103,7 +103,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>The process's exit code: 0, or <see cref="FailedExitCode"/> once the Raft loop failed.</summary>
-    public int ExitCode { get; private set; }
+    public int ExitCode => Driver.Completion.IsFaulted ? FailedExitCode : 0;
 
     /// <summary>Exit code of a node that stopped because its Raft loop failed (e.g. its disk is full).</summary>
     public const int FailedExitCode = 3;
@@ -116,7 +116,6 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         _ = Driver.Completion.ContinueWith(
             loop =>
             {
-                ExitCode = FailedExitCode;
                 var cause = loop.Exception?.GetBaseException().Message ?? "unknown";
                 Log.StoppingAfterLoopFailure(_logger, FailedExitCode, cause);
                 _lifetime.StopApplication();
@@ -132,8 +131,18 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     /// <summary>Runs before any service (the web server included) stops, while peers can still reach this node.</summary>
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
-        await HandOverLeadershipAsync(cancellationToken).ConfigureAwait(false);
-        await _closing.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await HandOverLeadershipAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException)
+        {
+            // The loop stopped meanwhile (it failed, and that failure is what stops the node): nothing to hand over.
+        }
+        finally
+        {
+            await _closing.CancelAsync().ConfigureAwait(false);
+        }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
