@@ -217,6 +217,14 @@ public sealed class MembershipTests(ITestOutputHelper output)
         }
 
         await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {node4.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to log the member it discovered");
+
+        // The gateway counts the members it now knows, 2 to 5: not node 1, which it was configured with.
+        using var http = new HttpClient();
+        await Eventually.WaitAsync(async () =>
+        {
+            using var health = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/health"));
+            return health.RootElement.GetProperty("nodes").GetInt32() == 4 && health.RootElement.GetProperty("healthyNodes").GetInt32() == 4;
+        }, CatchUp, "the gateway's /health to count the four members");
     }
 
     /// <summary>Waits until each of <paramref name="nodes"/> has applied a membership of exactly <paramref name="voters"/> and no learner.</summary>

@@ -96,7 +96,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         {
             var leader = _leader;
             var nodes = _nodes;
-            return new ClusterView(leader?.NodeId ?? 0, leader?.Address, nodes.Length, nodes.Count(n => n.Healthy));
+            // Removed members stay known (they may be added back at the same address) but are not the cluster's.
+            return new ClusterView(leader?.NodeId ?? 0, leader?.Address, nodes.Count(n => n.IsMember), nodes.Count(n => n.IsMember && n.Healthy));
         }
     }
 

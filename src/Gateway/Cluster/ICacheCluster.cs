@@ -38,6 +38,8 @@ public interface ICacheCluster
     ClusterView View { get; }
 }
 
+/// <param name="Nodes">Members as the leader's membership last said (nodes removed since are not counted).</param>
+/// <param name="HealthyNodes">Of those, the ones whose circuit breaker is not open.</param>
 public sealed record ClusterView(ulong LeaderId, string? LeaderAddress, int Nodes, int HealthyNodes);
 
 /// <summary>One command handed to <see cref="ICacheCluster.ExecuteAll"/>, and its reply to come.</summary>
