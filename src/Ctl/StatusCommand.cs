@@ -19,18 +19,27 @@ internal static class StatusCommand
         var failures = 0;
         var statuses = new List<(string Endpoint, NodeStatus? Status, string? Error)>();
         // The endpoints given, then every member they name that was not among them: one endpoint shows the cluster.
-        var pending = new Queue<string>(endpoints);
+        // A member is skipped once a node with its id answered (the operator may have spelt its address otherwise).
+        var pending = new Queue<(string Endpoint, ulong? MemberId)>(endpoints.Select(e => (e, (ulong?)null)));
         var asked = new HashSet<string>(endpoints.Select(Normalize), StringComparer.OrdinalIgnoreCase);
-        while (pending.TryDequeue(out var endpoint))
+        var answered = new HashSet<ulong>();
+        while (pending.TryDequeue(out var next))
         {
+            var endpoint = next.Endpoint;
+            if (next.MemberId is { } memberId && answered.Contains(memberId))
+            {
+                continue;
+            }
+
             try
             {
                 using var channel = ClusterConnection.Open(endpoint);
                 var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
                 statuses.Add((endpoint, status, null));
-                foreach (var member in status.Members.Where(m => m.Address.Length > 0 && asked.Add(Normalize(m.Address))))
+                answered.Add(status.NodeId);
+                foreach (var member in status.Members.Where(m => m.Address.Length > 0 && !answered.Contains(m.Id) && asked.Add(Normalize(m.Address))))
                 {
-                    pending.Enqueue(member.Address);
+                    pending.Enqueue((member.Address, member.Id));
                 }
             }
             catch (RpcException ex)
