@@ -25,11 +25,34 @@ namespace Dcache.Cache;
 /// </remarks>
 public readonly ref struct CacheCommand
 {
-    /// <summary>The format version this build writes. It also reads version 1, which differs only in meaning: see <see cref="RequiresKnownSession"/>.</summary>
+    /// <summary>
+    /// The newest format version this build reads, and the one its encoders write. It also reads version 1, which
+    /// differs only in meaning (see <see cref="RequiresKnownSession"/>); see <see cref="SetFormatVersion"/>.
+    /// </summary>
     public const byte FormatVersion = 2;
 
     /// <summary>The oldest format version this build reads.</summary>
     public const byte OldestFormatVersion = 1;
+
+    /// <summary>
+    /// Marks an encoded entry as format <paramref name="version"/>. Versions 1 and 2 have the same bytes and differ only
+    /// in meaning, so a leader whose cluster still has members that read only version 1 (a rolling upgrade) writes
+    /// version 1: those members apply it as they always did, instead of stopping at a version they do not know.
+    /// </summary>
+    public static void SetFormatVersion(Span<byte> entry, byte version)
+    {
+        if (version is < OldestFormatVersion or > FormatVersion)
+        {
+            throw new ArgumentOutOfRangeException(nameof(version), version, $"format versions {OldestFormatVersion} to {FormatVersion}");
+        }
+
+        if (entry.IsEmpty || entry[0] is < OldestFormatVersion or > FormatVersion)
+        {
+            throw new ArgumentException("not an encoded cache command", nameof(entry));
+        }
+
+        entry[0] = version;
+    }
 
     private const byte SetConditionMask = 0b0000_0011;
     private const byte SetReturnOldValueBit = 0b0000_0100;

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
 using System.Threading.Channels;
 using Dcache.Cache;
 using Dcache.Node.Hosting;
@@ -71,6 +73,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly List<(TaskCompletionSource<bool> Completion, bool Applied)> _changesApplied = [];
     private Membership _followedMembership = Membership.Empty;
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
+    // The newest entry format each peer's build reads, as its Raft stream said (written by transport threads).
+    private readonly ConcurrentDictionary<ulong, byte> _peerEntryFormats = new();
     private readonly RaftNode _raft;
     private PeerTransport? _transport;
     private Task? _loop;
@@ -235,6 +239,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
 
+    void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format) => _peerEntryFormats[peer] = format;
+
     // The channel is unbounded: a write fails only once it is completed, when the loop has stopped.
     bool IRaftInbox.TryPost(Message message) => _inputs.Writer.TryWrite(new PeerMessageInput(message));
 
@@ -347,7 +353,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             {
                 _encodeBuffer.ResetWrittenCount();
                 CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, now), now);
-                _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
+                _raft.Propose(EncodedEntry());
             }
         }
     }
@@ -408,7 +414,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        var result = _raft.Propose(_encodeBuffer.WrittenSpan.ToArray());
+        var result = _raft.Propose(EncodedEntry());
         _metrics.Proposed(result.Status);
         switch (result.Status)
         {
@@ -422,6 +428,34 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, $"not applied: {result.Status} {result.Reason}".TrimEnd(), result.LeaderHint, _addresses.Find(result.LeaderHint)));
                 break;
         }
+    }
+
+    /// <summary>
+    /// The entry just encoded, in the newest format every member reads: a member not heard from since this node
+    /// started, or whose build predates the format header, counts as reading version 1. So during a rolling upgrade
+    /// the leader keeps writing what the old members apply, and moves to the new format once all of them run it.
+    /// </summary>
+    private byte[] EncodedEntry()
+    {
+        var entry = _encodeBuffer.WrittenSpan.ToArray();
+        var membership = _raft.Membership;
+        var format = Math.Min(OldestReadFormat(membership.Voters), OldestReadFormat(membership.Learners));
+        CacheCommand.SetFormatVersion(entry, Math.Max(format, CacheCommand.OldestFormatVersion));
+        return entry;
+    }
+
+    private byte OldestReadFormat(ImmutableSortedSet<ulong> members)
+    {
+        var format = CacheCommand.FormatVersion;
+        foreach (var member in members)
+        {
+            if (member != NodeId)
+            {
+                format = Math.Min(format, _peerEntryFormats.TryGetValue(member, out var heard) ? heard : CacheCommand.OldestFormatVersion);
+            }
+        }
+
+        return format;
     }
 
     private void RequestReadIndexForOpenGroup()

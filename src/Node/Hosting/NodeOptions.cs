@@ -81,6 +81,12 @@ public sealed class NodeOptions
     /// </summary>
     public string TestOnlySlowDiskFile { get; set; } = "";
 
+    /// <summary>
+    /// TEST ONLY: the log entry format this node tells its peers it reads, instead of its build's newest (0, the
+    /// default). Set to 1, it stands for a node of an older build during a rolling upgrade.
+    /// </summary>
+    public int TestOnlyAdvertisedEntryFormat { get; set; }
+
     /// <summary>A learner is promoted to voter only when its log is within this many entries of the leader's (and it holds at least one entry).</summary>
     public ulong PromoteMaxLagEntries { get; set; } = 1000;
 
@@ -107,6 +113,11 @@ public sealed class NodeOptions
         if (!Join && !members.ContainsKey(NodeId))
         {
             throw new InvalidOperationException($"Dcache:Node:InitialCluster must list this node ({NodeId}) unless Join is set");
+        }
+
+        if (TestOnlyAdvertisedEntryFormat != 0 && TestOnlyAdvertisedEntryFormat is < Cache.CacheCommand.OldestFormatVersion or > Cache.CacheCommand.FormatVersion)
+        {
+            throw new InvalidOperationException($"TestOnlyAdvertisedEntryFormat must be 0 or between {Cache.CacheCommand.OldestFormatVersion} and {Cache.CacheCommand.FormatVersion}");
         }
 
         if (TickMilliseconds <= 0 || ElectionTicks <= HeartbeatTicks || HeartbeatTicks <= 0)

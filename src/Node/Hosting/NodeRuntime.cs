@@ -86,7 +86,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             loggers.CreateLogger<RaftDriver>());
         metrics.Observe(() => Driver.Status);
         Driver.ClosingToken = _closing.Token;
-        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, Driver, loggers.CreateLogger<PeerTransport>());
+        var entryFormat = _options.TestOnlyAdvertisedEntryFormat > 0 ? (byte)_options.TestOnlyAdvertisedEntryFormat : CacheCommand.FormatVersion;
+        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, entryFormat, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
     }

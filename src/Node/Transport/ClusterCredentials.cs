@@ -15,13 +15,16 @@ public sealed class ClusterCredentials(string clusterId, string secret)
     /// <summary>The sender's own gRPC address, so that a node that does not know it yet (one joining) can answer.</summary>
     public const string FromAddressHeader = "dcache-from-address";
 
+    /// <summary>The newest log entry format the sender's build reads (absent: 1, a build from before it was sent).</summary>
+    public const string EntryFormatHeader = "dcache-entry-format";
+
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
 
     public string ClusterId { get; } = clusterId;
 
     public string Secret { get; } = secret;
 
-    public Metadata ToHeaders(ulong? from = null, string? fromAddress = null)
+    public Metadata ToHeaders(ulong? from = null, string? fromAddress = null, byte? entryFormat = null)
     {
         var headers = new Metadata { { ClusterIdHeader, ClusterId }, { SecretHeader, Secret } };
         if (from is { } id)
@@ -32,6 +35,11 @@ public sealed class ClusterCredentials(string clusterId, string secret)
         if (!string.IsNullOrEmpty(fromAddress))
         {
             headers.Add(FromAddressHeader, fromAddress);
+        }
+
+        if (entryFormat is { } format)
+        {
+            headers.Add(EntryFormatHeader, format.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
 
         return headers;

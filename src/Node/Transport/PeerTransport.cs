@@ -30,7 +30,7 @@ public interface ISnapshotSource
 /// Outbound Raft traffic: one long-lived gRPC stream per peer so that Appends pipeline, a bounded queue in front of
 /// it (Raft tolerates loss, so a full queue drops), and reconnection with backoff. Snapshots go in their own call.
 /// </summary>
-public sealed partial class PeerTransport(ulong selfId, string selfAddress, ClusterCredentials credentials, int maxMessageBytes, ITransportEvents events, ILogger<PeerTransport> logger) : IAsyncDisposable
+public sealed partial class PeerTransport(ulong selfId, string selfAddress, ClusterCredentials credentials, int maxMessageBytes, byte entryFormat, ITransportEvents events, ILogger<PeerTransport> logger) : IAsyncDisposable
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, PeerSender> _peers = [];
@@ -273,7 +273,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         }
     }
 
-    private Metadata Headers => credentials.ToHeaders(selfId, selfAddress);
+    private Metadata Headers => credentials.ToHeaders(selfId, selfAddress, entryFormat);
 
     private ILogger Logger => logger;
 

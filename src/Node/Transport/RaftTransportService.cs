@@ -25,6 +25,9 @@ public interface IRaftInbox
     /// <summary>A known peer's stream said where it listens (used for members whose address this node lacks).</summary>
     void PeerAddressHeard(ulong peer, string address);
 
+    /// <summary>A peer's stream said the newest log entry format its build reads.</summary>
+    void PeerEntryFormatHeard(ulong peer, byte format);
+
     /// <summary>Hands a message to the Raft loop; false once the node takes no more input (its loop stopped).</summary>
     bool TryPost(Message message);
 
@@ -160,6 +163,9 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
             inbox.PeerAddressHeard(from, address.TrimEnd('/'));
         }
 
+        // A build from before the header existed reads format 1 only.
+        var format = byte.TryParse(context.RequestHeaders.GetValue(ClusterCredentials.EntryFormatHeader), NumberStyles.None, CultureInfo.InvariantCulture, out var advertised) ? advertised : (byte)1;
+        inbox.PeerEntryFormatHeard(from, format);
         return from;
     }
 

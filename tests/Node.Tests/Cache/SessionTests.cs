@@ -92,12 +92,27 @@ public sealed class SessionTests
     }
 
     [Fact]
+    public void SetFormatVersion_marks_an_entry_and_refuses_versions_and_bytes_it_does_not_know()
+    {
+        var entry = Entries.IncrementBy(new CommandEnvelope(Client, 7, 1), "n", 1);
+        Assert.Equal(CacheCommand.FormatVersion, entry[0]);
+        CacheCommand.SetFormatVersion(entry, 1);
+        Assert.Equal(1, entry[0]);
+        Assert.False(CacheCommand.Decode(entry).RequiresKnownSession);
+        CacheCommand.SetFormatVersion(entry, 2);
+        Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 0));
+        Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion([9, 1, 2], 1));
+    }
+
+    [Fact]
     public void A_format_version_1_entry_keeps_its_old_meaning_an_unknown_session_is_started()
     {
         // Logs written before version 2 must replay exactly as they first applied.
         var cache = new CacheHarness();
         var entry = Entries.IncrementBy(cache.Envelope(Client, 7), "n", 1);
-        entry[0] = 1;
+        CacheCommand.SetFormatVersion(entry, 1);
         Assert.Equal(Int(1), cache.Apply(entry));
         Assert.Equal(1, cache.Machine.SessionCount);
         Assert.Equal(Int(1), cache.Apply(entry));

@@ -1,0 +1,50 @@
+using Dcache.Integration.Tests.Support;
+using Dcache.Protocol.Cache;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>Log entry formats during a rolling upgrade: the leader writes the newest format every member reads.</summary>
+public sealed class EntryFormatTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task WhileAMemberReadsOnlyFormat1TheLeaderWritesFormat1AndMovesTo2OnceEveryMemberReadsIt()
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 3 stands for a node of the previous build, which reads format 1 only.
+        cluster[1].Start();
+        cluster[2].Start();
+        cluster[3].Start("--Dcache:Node:TestOnlyAdvertisedEntryFormat=1");
+        var leader = await cluster.WaitForLeaderAsync(Patience);
+        if (leader == 3)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            leader = await cluster.WaitForLeaderAsync(Patience);
+        }
+
+        // Once node 3 has acknowledged entries, the leader has heard what it reads.
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
+        await Verify.CaughtUpAsync(cluster, Patience);
+
+        // Format 1's meaning: a write for a session the cluster does not know starts it, whatever its sequence.
+        var asFormat1 = await cluster.ExecuteAsync(leader, Commands.IncrBy("n", 1, clientId: 0xF0_0001, sequence: 5));
+        Assert.True(asFormat1.Integer == 1, $"with a member that reads format 1 only: {asFormat1}");
+
+        // Node 3 upgraded: from now on the leader writes format 2, where such a write is refused.
+        cluster[3].Kill();
+        cluster[3].Start();
+        Reply asFormat2 = null!;
+        ulong client = 0xF0_0100;
+        await Eventually.WaitAsync(async () =>
+        {
+            // A new session each time: a write that still applied as format 1 has started its session.
+            leader = await cluster.WaitForLeaderAsync(Patience);
+            asFormat2 = await cluster.ExecuteAsync(leader, Commands.IncrBy("m", 1, clientId: ++client, sequence: 5));
+            return asFormat2.Failure is { Kind: FailureKind.SessionExpired };
+        }, Patience, "the leader to write format 2 once node 3 reads it");
+        output.WriteLine($"after {client - 0xF0_0100} write(s): {asFormat2}");
+    }
+}
