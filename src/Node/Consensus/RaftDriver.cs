@@ -73,8 +73,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly List<(TaskCompletionSource<bool> Completion, bool Applied)> _changesApplied = [];
     private Membership _followedMembership = Membership.Empty;
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
-    // The newest entry format each peer's build reads, as its Raft stream said (written by transport threads).
+    // The newest entry format each peer's build reads, as its Raft stream said (written by transport threads), and
+    // the format proposals get, recomputed only when the membership or one of those changed.
     private readonly ConcurrentDictionary<ulong, byte> _peerEntryFormats = new();
+    private int _peerEntryFormatsChanged;
+    private int _proposalFormatComputedAt = -1;
+    private Membership? _proposalFormatMembership;
+    private byte _proposalFormat;
     private readonly RaftNode _raft;
     private PeerTransport? _transport;
     private Task? _loop;
@@ -239,7 +244,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
 
-    void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format) => _peerEntryFormats[peer] = format;
+    void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format)
+    {
+        if (!_peerEntryFormats.TryGetValue(peer, out var known) || known != format)
+        {
+            _peerEntryFormats[peer] = format;
+            Interlocked.Increment(ref _peerEntryFormatsChanged);
+        }
+    }
 
     // The channel is unbounded: a write fails only once it is completed, when the loop has stopped.
     bool IRaftInbox.TryPost(Message message) => _inputs.Writer.TryWrite(new PeerMessageInput(message));
@@ -439,8 +451,15 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         var entry = _encodeBuffer.WrittenSpan.ToArray();
         var membership = _raft.Membership;
-        var format = Math.Min(OldestReadFormat(membership.Voters), OldestReadFormat(membership.Learners));
-        CacheCommand.SetFormatVersion(entry, Math.Max(format, CacheCommand.OldestFormatVersion));
+        var changes = Volatile.Read(ref _peerEntryFormatsChanged);
+        if (!ReferenceEquals(membership, _proposalFormatMembership) || changes != _proposalFormatComputedAt)
+        {
+            _proposalFormatMembership = membership;
+            _proposalFormatComputedAt = changes;
+            _proposalFormat = Math.Max(Math.Min(OldestReadFormat(membership.Voters), OldestReadFormat(membership.Learners)), CacheCommand.OldestFormatVersion);
+        }
+
+        CacheCommand.SetFormatVersion(entry, _proposalFormat);
         return entry;
     }
 
