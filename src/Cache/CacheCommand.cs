@@ -8,10 +8,12 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 2 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes);
-/// version 1 has the same bytes and differs only in how an unknown session is treated (<see cref="RequiresKnownSession"/>):
+/// Format, version 3 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Versions 1 and 2 have the same bytes except that the kind byte's top bit is always 0 there; they differ from 3 and
+/// from each other only in how an unknown session is treated (<see cref="RequiresKnownSession"/>,
+/// <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=2) | u8 kind | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=3) | u8 kind (bit 7: session must exist, version 3 only) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -26,18 +28,20 @@ namespace Dcache.Cache;
 public readonly ref struct CacheCommand
 {
     /// <summary>
-    /// The newest format version this build reads, and the one its encoders write. It also reads version 1, which
-    /// differs only in meaning (see <see cref="RequiresKnownSession"/>); see <see cref="SetFormatVersion"/>.
+    /// The newest format version this build reads, and the one its encoders write. It also reads versions 1 and 2, which
+    /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit; see
+    /// <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 2;
+    public const byte FormatVersion = 3;
 
     /// <summary>The oldest format version this build reads.</summary>
     public const byte OldestFormatVersion = 1;
 
     /// <summary>
-    /// Marks an encoded entry as format <paramref name="version"/>. Versions 1 and 2 have the same bytes and differ only
-    /// in meaning, so a leader whose cluster still has members that read only version 1 (a rolling upgrade) writes
-    /// version 1: those members apply it as they always did, instead of stopping at a version they do not know.
+    /// Marks an encoded entry as format <paramref name="version"/>. The versions differ only in meaning and in the
+    /// session-must-exist bit, which an older version has no room for and loses, so a leader whose cluster still has
+    /// members that read only an older version (a rolling upgrade) writes that version: those members apply it as they
+    /// always did, instead of stopping at a version they do not know.
     /// </summary>
     public static void SetFormatVersion(Span<byte> entry, byte version)
     {
@@ -52,7 +56,16 @@ public readonly ref struct CacheCommand
         }
 
         entry[0] = version;
+        if (version < SessionMustExistVersion && entry.Length > 1)
+        {
+            entry[1] &= unchecked((byte)~SessionMustExistBit);
+        }
     }
+
+    /// <summary>The first format version with the session-must-exist bit in the kind byte.</summary>
+    private const byte SessionMustExistVersion = 3;
+
+    private const byte SessionMustExistBit = 0b1000_0000;
 
     private const byte SetConditionMask = 0b0000_0011;
     private const byte SetReturnOldValueBit = 0b0000_0100;
@@ -146,10 +159,16 @@ public readonly ref struct CacheCommand
         }
 
         var kindByte = reader.ReadByte("command kind");
+        var sessionMustExist = version >= SessionMustExistVersion && (kindByte & SessionMustExistBit) != 0;
+        if (version >= SessionMustExistVersion)
+        {
+            kindByte &= unchecked((byte)~SessionMustExistBit);
+        }
+
         var clientId = reader.ReadUInt64("client id");
         var sequence = reader.ReadVarUInt64("sequence number");
         var nowMs = reader.ReadInt64("timestamp");
-        var envelope = new CommandEnvelope(clientId, sequence, nowMs);
+        var envelope = new CommandEnvelope(clientId, sequence, nowMs, sessionMustExist);
 
         CacheCommand command;
         switch ((CacheCommandKind)kindByte)
@@ -399,7 +418,7 @@ public readonly ref struct CacheCommand
         buffer = output.GetSpan(size)[..size];
         var writer = new EntryWriter(buffer);
         writer.WriteByte(FormatVersion);
-        writer.WriteByte((byte)kind);
+        writer.WriteByte(envelope.SessionMustExist && envelope.HasSession ? (byte)((byte)kind | SessionMustExistBit) : (byte)kind);
         writer.WriteUInt64(envelope.ClientId);
         writer.WriteVarUInt64(envelope.Sequence);
         writer.WriteInt64(envelope.NowMs);

@@ -128,9 +128,10 @@ public sealed partial class CacheStateMachine
                 return CacheReply.FromError(CacheErrors.StaleSessionSequence);
             }
         }
-        else if (command.RequiresKnownSession && envelope.Sequence > 1)
+        else if (envelope.SessionMustExist || (command.RequiresKnownSession && envelope.Sequence > 1))
         {
-            // Its earlier writes were forgotten with the session: this may be the retry of one that applied.
+            // Its earlier writes were forgotten with the session (or, with SessionMustExist, an earlier attempt of this
+            // very write may have started the session and applied): this may be the retry of a write that applied.
             return CacheReply.FromError(CacheErrors.SessionExpired);
         }
         else

@@ -64,9 +64,11 @@ public enum ExpireCondition : byte
 /// <summary>
 /// What every write entry carries besides its command: the client session and sequence number that make a retried
 /// write apply once (client id 0 = no session), and the leader's wall-clock time in unix ms when it proposed the entry,
-/// which is the only notion of "now" the state machine uses when it applies.
+/// which is the only notion of "now" the state machine uses when it applies. <paramref name="SessionMustExist"/> marks the
+/// retry of a write an earlier attempt of which may have applied: it must find its session, or it is not applied
+/// (format version 3; see <see cref="CacheCommand.FormatVersion"/>).
 /// </summary>
-public readonly record struct CommandEnvelope(ulong ClientId, ulong Sequence, long NowMs)
+public readonly record struct CommandEnvelope(ulong ClientId, ulong Sequence, long NowMs, bool SessionMustExist = false)
 {
     /// <summary>The client id of entries that belong to no session (e.g. the leader's own purge entries): never deduplicated.</summary>
     public const ulong NoSession = 0;

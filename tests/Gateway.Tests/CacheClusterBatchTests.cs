@@ -132,7 +132,32 @@ public sealed class CacheClusterBatchTests
         Assert.NotEqual(42UL, sent[1].ClientId);
         Assert.NotEqual(0UL, sent[1].ClientId);
         Assert.Equal(1UL, sent[1].Sequence);
+        Assert.False(sent[1].SessionMustExist); // the new session is started by this very write
         Assert.Equal(sent[1].ClientId, write.ClientId); // the caller sees which session the write ended under
+    }
+
+    [Fact]
+    public async Task TheRetryOfASessionsFirstWriteAfterAnAttemptThatMayHaveAppliedMustFindItsSession()
+    {
+        // The node plays a cluster whose sessions all expired between the attempts (a new leader whose clock runs
+        // ahead): an unmarked retry of sequence 1 would start the session again and apply the write a second time.
+        var attempts = 0;
+        await using var node = await ScriptedNode.StartAsync(command => Interlocked.Increment(ref attempts) == 1
+            ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
+            : command.SessionMustExist
+                ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
+                : new Reply { Integer = 2 });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+
+        var call = new ClusterCall(Set("k", session: 42), ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.Equal(FailureKind.OutcomeUnknown, reply.Failure?.Kind);
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.Equal(2, sent.Length);
+        Assert.All(sent, command => Assert.Equal((42UL, 1UL), (command.ClientId, command.Sequence)));
+        Assert.Equal([false, true], sent.Select(command => command.SessionMustExist));
     }
 
     [Fact]

@@ -10,7 +10,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
     [Fact]
-    public async Task WhileAMemberReadsOnlyFormat1TheLeaderWritesFormat1AndMovesTo2OnceEveryMemberReadsIt()
+    public async Task WhileAMemberReadsOnlyFormat1TheLeaderWritesFormat1AndMovesToTheNewestOnceEveryMemberReadsIt()
     {
         await using var cluster = new LocalCluster(output);
         // Node 3 stands for a node of the previous build, which reads format 1 only.
@@ -33,7 +33,13 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         var asFormat1 = await cluster.ExecuteAsync(leader, Commands.IncrBy("n", 1, clientId: 0xF0_0001, sequence: 5));
         Assert.True(asFormat1.Integer == 1, $"with a member that reads format 1 only: {asFormat1}");
 
-        // Node 3 upgraded: from now on the leader writes format 2, where such a write is refused.
+        // Format 3's mark on a retry (the session must exist) is dropped too: format 1 starts the session.
+        var marked = Commands.IncrBy("f", 1, clientId: 0xF0_0002, sequence: 1);
+        marked.SessionMustExist = true;
+        var markedAsFormat1 = await cluster.ExecuteAsync(leader, marked);
+        Assert.True(markedAsFormat1.Integer == 1, $"a marked write with a member that reads format 1 only: {markedAsFormat1}");
+
+        // Node 3 upgraded: from now on the leader writes format 3, where such a write is refused.
         cluster[3].Kill();
         cluster[3].Start();
         Reply asFormat2 = null!;
@@ -44,7 +50,15 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
             leader = await cluster.WaitForLeaderAsync(Patience);
             asFormat2 = await cluster.ExecuteAsync(leader, Commands.IncrBy("m", 1, clientId: ++client, sequence: 5));
             return asFormat2.Failure is { Kind: FailureKind.SessionExpired };
-        }, Patience, "the leader to write format 2 once node 3 reads it");
+        }, Patience, "the leader to write format 3 once node 3 reads it");
         output.WriteLine($"after {client - 0xF0_0100} write(s): {asFormat2}");
+
+        // Every member reads format 3 now: a session's first write that must find its session is refused too.
+        var firstMarked = Commands.IncrBy("g", 1, clientId: 0xF0_0200, sequence: 1);
+        firstMarked.SessionMustExist = true;
+        var markedAsFormat3 = await cluster.ExecuteAsync(leader, firstMarked);
+        Assert.True(markedAsFormat3.Failure is { Kind: FailureKind.SessionExpired }, $"a marked first write for an unknown session: {markedAsFormat3}");
+        var unmarked = await cluster.ExecuteAsync(leader, Commands.IncrBy("g", 1, clientId: 0xF0_0200, sequence: 1));
+        Assert.True(unmarked.Integer == 1, $"the same write unmarked starts its session: {unmarked}");
     }
 }

@@ -243,6 +243,13 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     groups.Add(group);
                 }
 
+                if (_maybeApplied[i])
+                {
+                    // The earlier attempt may have started this write's session and applied; should that session
+                    // have expired since, a retry that started it again would apply the write twice.
+                    _calls[i].Command.SessionMustExist = true;
+                }
+
                 group.Indexes.Add(i);
                 group.Commands.Add(_calls[i].Command);
                 _attempts[i]++;

@@ -33,7 +33,7 @@ public static class WriteEncoder
 
     public static void Encode(Proto.Command command, long nowMs, IBufferWriter<byte> output)
     {
-        var envelope = new CommandEnvelope(command.ClientId, command.Sequence, nowMs);
+        var envelope = new CommandEnvelope(command.ClientId, command.Sequence, nowMs, command.SessionMustExist);
         switch (command.OpCase)
         {
             case Proto.Command.OpOneofCase.Set:

@@ -144,8 +144,8 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         AssertMalformed([.. persist[..headerLength], 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02], "varint overflows");
         AssertMalformed([.. persist[..headerLength], 0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], "varint overflows");
 
-        var version = Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([3, .. set[1..]]));
-        Assert.Equal(3, version.Version);
+        var version = Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([CacheCommand.FormatVersion + 1, .. set[1..]]));
+        Assert.Equal(CacheCommand.FormatVersion + 1, version.Version);
         Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([0, .. set[1..]]));
         Assert.IsAssignableFrom<FormatException>(version);
     }

@@ -101,9 +101,67 @@ public sealed class SessionTests
         Assert.False(CacheCommand.Decode(entry).RequiresKnownSession);
         CacheCommand.SetFormatVersion(entry, 2);
         Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
-        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 3));
+        CacheCommand.SetFormatVersion(entry, 3);
+        Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 4));
         Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 0));
         Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion([9, 1, 2], 1));
+    }
+
+    [Fact]
+    public void The_retry_of_a_first_write_after_its_session_expired_is_refused_when_it_says_the_session_must_exist()
+    {
+        // The gateway marks a retry whose earlier attempt may have applied. Sequence 1 alone cannot tell "a new
+        // session" from "the retry of a new session's first write whose session has expired since".
+        var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
+        var first = Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1);
+        Assert.Equal(Int(1), cache.Apply(first));
+        cache.NowMs += 3_600_000;
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "1"));
+        Assert.Equal(0, cache.Machine.SessionCount);
+
+        var retry = Entries.IncrementBy(new CommandEnvelope(Client, 1, cache.NowMs, SessionMustExist: true), "n", 1);
+        Assert.True(CacheCommand.Decode(retry).Envelope.SessionMustExist);
+        Assert.Equal(Error(CacheErrors.SessionExpired), cache.Apply(retry));
+        Assert.Equal("1", cache.Get("n"));
+        Assert.Equal(0, cache.Machine.SessionCount);
+
+        // Unmarked, the same bytes start a new session: what the mark is for.
+        Assert.Equal(Int(2), cache.Apply(first));
+    }
+
+    [Fact]
+    public void A_marked_retry_whose_session_exists_returns_the_cached_reply()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(cache.Envelope(Client, 1), "n", 1)));
+        Assert.Equal(Int(1), cache.Apply(Entries.IncrementBy(new CommandEnvelope(Client, 1, cache.NowMs, SessionMustExist: true), "n", 1)));
+        Assert.Equal(Int(2), cache.Apply(Entries.IncrementBy(new CommandEnvelope(Client, 2, cache.NowMs, SessionMustExist: true), "n", 1)));
+        Assert.Equal("2", cache.Get("n"));
+    }
+
+    [Fact]
+    public void An_older_format_drops_the_session_must_exist_mark_and_does_not_accept_it()
+    {
+        // During a rolling upgrade the leader writes version 2 for members that do not read 3: they get the entry as
+        // before, without the mark, which they would not understand.
+        var entry = Entries.IncrementBy(new CommandEnvelope(Client, 1, 1, SessionMustExist: true), "n", 1);
+        CacheCommand.SetFormatVersion(entry, 2);
+        Assert.False(CacheCommand.Decode(entry).Envelope.SessionMustExist);
+        CacheCommand.SetFormatVersion(entry, 3);
+        Assert.False(CacheCommand.Decode(entry).Envelope.SessionMustExist);
+
+        var marked = Entries.IncrementBy(new CommandEnvelope(Client, 1, 1, SessionMustExist: true), "n", 1);
+        marked[0] = 2;
+        Assert.Throws<FormatException>(() => CacheCommand.Decode(marked));
+    }
+
+    [Fact]
+    public void The_mark_means_nothing_without_a_session()
+    {
+        var entry = Entries.IncrementBy(new CommandEnvelope(CommandEnvelope.NoSession, 0, 1, SessionMustExist: true), "n", 1);
+        Assert.False(CacheCommand.Decode(entry).Envelope.SessionMustExist);
+        Assert.Equal(Int(1), new CacheHarness().Apply(entry));
     }
 
     [Fact]

@@ -265,9 +265,9 @@ public sealed class SetCommandTests
     {
         var machine = new CacheStateMachine();
         var entry = Entries.Set(Entries.NoSession, "k", "v");
-        entry[0] = 3;
+        entry[0] = CacheCommand.FormatVersion + 1;
         var error = Assert.Throws<UnsupportedCommandVersionException>(() => machine.Apply(1, entry));
-        Assert.Contains("version 3", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"version {CacheCommand.FormatVersion + 1}", error.Message, StringComparison.Ordinal);
         Assert.Equal(0UL, machine.AppliedIndex);
     }
 }
