@@ -120,16 +120,37 @@ public sealed class PipeliningTests
     }
 
     [Fact]
-    public async Task SessionsAreNotSharedAcrossConnections()
+    public async Task ConnectionsInFlightTogetherNeverShareASession()
     {
         var server = new TestServer();
         await using var first = server.Connect();
         await using var second = server.Connect();
-        await first.CommandAsync("SET", "a", "1");
-        await second.CommandAsync("SET", "b", "1");
+        server.Cluster.Hold();
+        await first.SendAsync(Pipeline(["SET", "a", "1"]));
+        await second.SendAsync(Pipeline(["SET", "b", "1"]));
+        await server.Cluster.WaitForInFlightAsync(2, TestConnection.Timeout);
+        server.Cluster.Release();
+        Assert.Equal("+OK", (await first.ReadAsync()).ToString());
+        Assert.Equal("+OK", (await second.ReadAsync()).ToString());
         var ids = server.Cluster.Executed.Select(e => e.Command.ClientId).ToList();
         Assert.NotEqual(ids[0], ids[1]);
         Assert.DoesNotContain(0UL, ids);
+        Assert.Empty(server.Cluster.SessionViolations);
+    }
+
+    [Fact]
+    public async Task AClosedConnectionsSessionServesTheNextConnectionSoShortLivedClientsDoNotPileUpSessions()
+    {
+        var server = new TestServer();
+        for (var i = 0; i < 5; i++)
+        {
+            await using var client = server.Connect();
+            Assert.Equal("+OK", (await client.CommandAsync("SET", "k", "v" + i)).ToString());
+        }
+
+        var writes = server.Cluster.Executed.Select(e => (e.Command.ClientId, e.Command.Sequence)).ToList();
+        Assert.Single(writes.Select(w => w.ClientId).Distinct());
+        Assert.Equal([1UL, 2UL, 3UL, 4UL, 5UL], writes.Select(w => w.Sequence));
     }
 
     [Fact]

@@ -14,9 +14,11 @@ internal sealed class CommandContext
         ICacheCluster cluster,
         RespOptions options,
         RespClientRegistry registry,
+        WriteSessionPool sessions,
         TimeProvider time,
         CancellationToken connectionClosed)
     {
+        Sessions = sessions;
         Client = client;
         Cluster = cluster;
         Options = options;
@@ -37,7 +39,7 @@ internal sealed class CommandContext
 
     public CancellationToken ConnectionClosed { get; }
 
-    public WriteSessionPool Sessions { get; } = new();
+    public WriteSessionPool Sessions { get; }
 
     public long NowMs => Time.GetUtcNow().ToUnixTimeMilliseconds();
 

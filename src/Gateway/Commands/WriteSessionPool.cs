@@ -16,30 +16,38 @@ internal sealed class WriteSession(ulong clientId)
 }
 
 /// <summary>
-/// A connection's free write sessions. A write takes one (or a new one when all are busy), so pipelined writes run
-/// concurrently without ever sharing a session in flight; the session comes back when its reply is handled. Only the
-/// connection's own loop touches the pool, so it needs no lock.
+/// The gateway's free write sessions, shared by all its connections. A write takes one (or a new one when all are
+/// busy), so concurrent writes never share a session in flight; the session comes back when its reply is handled, and
+/// the next write of any connection may take it. So the cluster keeps about as many sessions as this gateway ever had
+/// writes in flight at once, however many connections come and go: a session per connection would leave one in every
+/// node's session table, for the whole session timeout, for each short-lived client.
 /// </summary>
+/// <remarks>Last in, first out: the sessions in use stay few and warm, and the rest may expire on the cluster, which
+/// then costs their next write one refused attempt (the cluster client resends it under a new session).</remarks>
 internal sealed class WriteSessionPool
 {
     private readonly Stack<WriteSession> _free = new();
-
-    /// <summary>Sessions this pool ever created (= the most writes this connection had in flight at once, plus discards).</summary>
-    public int Created { get; private set; }
-
-    public int Free => _free.Count;
+    private readonly Lock _lock = new();
 
     public WriteSession Rent()
     {
-        if (_free.TryPop(out var session))
+        lock (_lock)
         {
-            return session;
+            if (_free.TryPop(out var session))
+            {
+                return session;
+            }
         }
 
-        Created++;
         return new WriteSession(WriteSessionIds.Next());
     }
 
     /// <summary>Back to the pool once its write's reply arrived (applied or certainly not applied).</summary>
-    public void Return(WriteSession session) => _free.Push(session);
+    public void Return(WriteSession session)
+    {
+        lock (_lock)
+        {
+            _free.Push(session);
+        }
+    }
 }

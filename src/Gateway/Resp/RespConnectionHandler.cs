@@ -19,6 +19,7 @@ public sealed class RespConnectionHandler : ConnectionHandler
     private readonly RespClientRegistry _clients;
     private readonly ILogger<RespConnectionHandler> _logger;
     private readonly TimeProvider _time;
+    private readonly WriteSessionPool _sessions = new();
 
     public RespConnectionHandler(ICacheCluster cluster, IOptions<RespOptions> options, RespClientRegistry clients, ILogger<RespConnectionHandler> logger)
         : this(cluster, options.Value, clients, logger, TimeProvider.System)
@@ -56,7 +57,7 @@ public sealed class RespConnectionHandler : ConnectionHandler
         RespMetrics.ConnectionOpened();
         try
         {
-            var context = new CommandContext(client, _cluster, _options, _clients, _time, connection.ConnectionClosed);
+            var context = new CommandContext(client, _cluster, _options, _clients, _sessions, _time, connection.ConnectionClosed);
             await new RespConnection(connection.Transport, connection.ConnectionId, context, _clients, _logger).RunAsync().ConfigureAwait(false);
         }
         catch (Exception exception) when (IsDisconnect(exception))
