@@ -21,6 +21,7 @@ namespace Dcache.Cache;
 /// IncrementBy  : i64 delta | bytes key
 /// MultiSet     : varint pair count (>= 1) | pair count x (bytes key, bytes value)
 /// PurgeExpired : i64 purge-up-to ms
+/// RegisterSession (version 3 and later; a client id, sequence 0) : nothing
 /// </code>
 /// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
 /// refuses an entry it does not understand instead of applying it differently.
@@ -55,6 +56,11 @@ public readonly ref struct CacheCommand
             throw new ArgumentException("not an encoded cache command", nameof(entry));
         }
 
+        if (version < SessionRegistrationVersion && entry.Length > 1 && (entry[1] & ~SessionMustExistBit) == (byte)CacheCommandKind.RegisterSession)
+        {
+            throw new ArgumentException($"a session registration needs format version {SessionRegistrationVersion}", nameof(version));
+        }
+
         entry[0] = version;
         if (version < SessionMustExistVersion && entry.Length > 1)
         {
@@ -62,8 +68,10 @@ public readonly ref struct CacheCommand
         }
     }
 
-    /// <summary>The first format version with the session-must-exist bit in the kind byte.</summary>
-    private const byte SessionMustExistVersion = 3;
+    /// <summary>The first format version with the session-must-exist bit in the kind byte and <see cref="CacheCommandKind.RegisterSession"/>.</summary>
+    public const byte SessionRegistrationVersion = 3;
+
+    private const byte SessionMustExistVersion = SessionRegistrationVersion;
 
     private const byte SessionMustExistBit = 0b1000_0000;
 
@@ -252,6 +260,15 @@ public readonly ref struct CacheCommand
                 command = new CacheCommand(envelope, CacheCommandKind.PurgeExpired, time: reader.ReadInt64("purge horizon"));
                 break;
 
+            case CacheCommandKind.RegisterSession when version >= SessionRegistrationVersion:
+                if (!envelope.HasSession || envelope.Sequence != 0)
+                {
+                    throw EntryReader.Malformed("a session registration needs a client id and sequence 0", 2);
+                }
+
+                command = new CacheCommand(envelope, CacheCommandKind.RegisterSession);
+                break;
+
             default:
                 throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
         }
@@ -394,6 +411,20 @@ public readonly ref struct CacheCommand
         var size = HeaderSize(envelope) + 8;
         var writer = BeginEntry(output, size, CacheCommandKind.PurgeExpired, envelope, out var buffer);
         writer.WriteInt64(upToMs);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>Starts the session of <paramref name="envelope"/>'s client id, which must be nonzero, with sequence 0.</summary>
+    public static void EncodeRegisterSession(IBufferWriter<byte> output, CommandEnvelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (!envelope.HasSession || envelope.Sequence != 0)
+        {
+            throw new ArgumentException("A session registration needs a client id and sequence 0.", nameof(envelope));
+        }
+
+        var size = HeaderSize(envelope);
+        var writer = BeginEntry(output, size, CacheCommandKind.RegisterSession, envelope, out var buffer);
         EndEntry(output, writer, size, buffer);
     }
 

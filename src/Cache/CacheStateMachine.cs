@@ -114,6 +114,11 @@ public sealed partial class CacheStateMachine
             return Execute(command, now);
         }
 
+        if (command.Kind == CacheCommandKind.RegisterSession)
+        {
+            return RegisterSession(envelope.ClientId, now);
+        }
+
         if (_sessions.TryGetValue(envelope.ClientId, out var session))
         {
             if (envelope.Sequence == session.LastSequence)
@@ -518,6 +523,19 @@ public sealed partial class CacheStateMachine
     /// Drops sessions idle for longer than the timeout. The clock never goes back, so the activity list is sorted by last
     /// activity and this stops at the first session still alive: O(expired).
     /// </summary>
+    /// <summary>Starts a session at sequence 0 (its writes start at 1); a session that exists is only touched, so a repeated registration changes nothing.</summary>
+    private CacheReply RegisterSession(ulong clientId, long now)
+    {
+        if (!_sessions.TryGetValue(clientId, out var session))
+        {
+            session = new ClientSession(clientId) { LastReply = CacheReply.Ok };
+            _sessions.Add(clientId, session);
+        }
+
+        TouchSession(session, now);
+        return CacheReply.Ok;
+    }
+
     private void ExpireIdleSessions(long now)
     {
         while (_leastRecentSession is { } oldest && now > SaturatingAdd(oldest.LastActiveMs, _sessionTimeoutMs))

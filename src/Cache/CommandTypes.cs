@@ -12,6 +12,12 @@ public enum CacheCommandKind : byte
 
     /// <summary>Proposed by the leader on a timer so that expired keys are reclaimed at the same log position on every replica.</summary>
     PurgeExpired = 7,
+
+    /// <summary>
+    /// Starts a write session before its first write (format version 3 and later), so that every write of the session
+    /// can say its session must exist: the retry of the first write then cannot start the session a second time.
+    /// </summary>
+    RegisterSession = 8,
 }
 
 /// <summary>SET's existence condition. The byte values are part of the entry format.</summary>

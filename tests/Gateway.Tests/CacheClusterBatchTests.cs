@@ -121,6 +121,7 @@ public sealed class CacheClusterBatchTests
 
         var write = Set("k", session: 42);
         write.Sequence = 5;
+        write.SessionMustExist = true;
         var call = new ClusterCall(write, ReadMode.Linearizable);
         cluster.ExecuteAll([call], CancellationToken.None);
         var reply = await call.Reply.WaitAsync(Patience);
@@ -137,10 +138,11 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
-    public async Task TheRetryOfASessionsFirstWriteAfterAnAttemptThatMayHaveAppliedMustFindItsSession()
+    public async Task AWriteThatMustFindItsSessionSaysSoOnEveryAttempt()
     {
-        // The node plays a cluster whose sessions all expired between the attempts (a new leader whose clock runs
-        // ahead): an unmarked retry of sequence 1 would start the session again and apply the write a second time.
+        // A registered session's first write: the node plays a cluster whose sessions all expired between the
+        // attempts (a new leader whose clock runs ahead). Unmarked, the retry would start the session again and
+        // apply the write a second time.
         var attempts = 0;
         await using var node = await ScriptedNode.StartAsync(command => Interlocked.Increment(ref attempts) == 1
             ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
@@ -149,15 +151,16 @@ public sealed class CacheClusterBatchTests
                 : new Reply { Integer = 2 });
         await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
 
-        var call = new ClusterCall(Set("k", session: 42), ReadMode.Linearizable);
+        var write = Set("k", session: 42);
+        write.SessionMustExist = true;
+        var call = new ClusterCall(write, ReadMode.Linearizable);
         cluster.ExecuteAll([call], CancellationToken.None);
         var reply = await call.Reply.WaitAsync(Patience);
 
         Assert.Equal(FailureKind.OutcomeUnknown, reply.Failure?.Kind);
         var sent = node.Received.SelectMany(batch => batch).ToArray();
         Assert.Equal(2, sent.Length);
-        Assert.All(sent, command => Assert.Equal((42UL, 1UL), (command.ClientId, command.Sequence)));
-        Assert.Equal([false, true], sent.Select(command => command.SessionMustExist));
+        Assert.All(sent, command => Assert.Equal((42UL, 1UL, true), (command.ClientId, command.Sequence, command.SessionMustExist)));
     }
 
     [Fact]

@@ -39,6 +39,10 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         var markedAsFormat1 = await cluster.ExecuteAsync(leader, marked);
         Assert.True(markedAsFormat1.Integer == 1, $"a marked write with a member that reads format 1 only: {markedAsFormat1}");
 
+        // A session registration needs format 3: the leader proposes nothing and says so with nil.
+        var notRegistered = await cluster.ExecuteAsync(leader, RegisterSession(0xF0_0003));
+        Assert.True(notRegistered.Nil, $"a registration with a member that reads format 1 only: {notRegistered}");
+
         // Node 3 upgraded: from now on the leader writes format 3, where such a write is refused.
         cluster[3].Kill();
         cluster[3].Start();
@@ -60,5 +64,18 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         Assert.True(markedAsFormat3.Failure is { Kind: FailureKind.SessionExpired }, $"a marked first write for an unknown session: {markedAsFormat3}");
         var unmarked = await cluster.ExecuteAsync(leader, Commands.IncrBy("g", 1, clientId: 0xF0_0200, sequence: 1));
         Assert.True(unmarked.Integer == 1, $"the same write unmarked starts its session: {unmarked}");
+
+        // A registered session's marked first write applies, and once only.
+        var registered = await cluster.ExecuteAsync(leader, RegisterSession(0xF0_0300));
+        Assert.True(registered.Ok, $"a registration once every member reads format 3: {registered}");
+        for (var attempt = 0; attempt < 2; attempt++)
+        {
+            var write = Commands.IncrBy("h", 1, clientId: 0xF0_0300, sequence: 1);
+            write.SessionMustExist = true;
+            var applied = await cluster.ExecuteAsync(leader, write);
+            Assert.True(applied.Integer == 1, $"attempt {attempt + 1} of a registered session's first write: {applied}");
+        }
     }
+
+    private static Command RegisterSession(ulong clientId) => new() { Id = clientId, ClientId = clientId, RegisterSession = new RegisterSessionRequest() };
 }

@@ -141,7 +141,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     private static bool IsWrite(Command command) => command.OpCase is
         Command.OpOneofCase.Set or Command.OpOneofCase.Del or Command.OpOneofCase.Mset or Command.OpOneofCase.IncrBy
-        or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist;
+        or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist or Command.OpOneofCase.RegisterSession;
 
     private static bool ShouldRetry(Outcome<AttemptResult> outcome) => outcome.Exception switch
     {
@@ -243,13 +243,6 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     groups.Add(group);
                 }
 
-                if (_maybeApplied[i])
-                {
-                    // The earlier attempt may have started this write's session and applied; should that session
-                    // have expired since, a retry that started it again would apply the write twice.
-                    _calls[i].Command.SessionMustExist = true;
-                }
-
                 group.Indexes.Add(i);
                 group.Commands.Add(_calls[i].Command);
                 _attempts[i]++;
@@ -318,6 +311,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 var command = _calls[index].Command;
                 command.ClientId = WriteSessionIds.Next();
                 command.Sequence = 1;
+                command.SessionMustExist = false; // this write starts the new session
                 return AttemptResult.SessionExpired;
             }
 

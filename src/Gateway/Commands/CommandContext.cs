@@ -60,7 +60,48 @@ internal sealed class CommandContext
         command.ClientId = session.ClientId;
         command.Sequence = session.NextSequence();
         command.Consistency = ReadConsistency.Linearizable;
-        return new PendingReply(null, Start(command, ReadMode.Linearizable), Session: session, IsWrite: true, SessionCommand: command);
+        command.SessionMustExist = session.MustExistFor(command.Sequence);
+        var reply = session.Registration == SessionRegistration.Unasked
+            ? RegisterThenWriteAsync(session, command)
+            : Start(command, ReadMode.Linearizable);
+        return new PendingReply(null, reply, Session: session, IsWrite: true, SessionCommand: command);
+    }
+
+    /// <summary>
+    /// Registers a new session on the cluster, then sends its first write, which can then say that its session must
+    /// exist: should the session expire before a retry of that write arrives, the retry is refused instead of starting
+    /// the session again and applying twice. A registration that fails leaves the write unsent (not applied).
+    /// </summary>
+    private async Task<Reply> RegisterThenWriteAsync(WriteSession session, Command command)
+    {
+        var registration = new ClusterCall(
+            new Command { ClientId = session.ClientId, Consistency = ReadConsistency.Linearizable, RegisterSession = new RegisterSessionRequest() },
+            ReadMode.Linearizable);
+        Cluster.ExecuteAll([registration], ConnectionClosed);
+        var registered = await registration.Reply.ConfigureAwait(false);
+        switch (registered)
+        {
+            case { ResultCase: Reply.ResultOneofCase.Ok }:
+                session.Registration = SessionRegistration.Registered;
+                break;
+            case { ResultCase: Reply.ResultOneofCase.Nil } or { Failure.Kind: FailureKind.InvalidRequest }:
+                // A member's build predates registrations (nil), or the node does (it does not know the request).
+                session.Registration = SessionRegistration.NotRegistered;
+                break;
+            case { Failure.Kind: FailureKind.Unavailable }:
+                return registered; // "not applied: ..." holds for the write too: it was never sent
+            default:
+                // Whatever became of the registration, the write itself was never sent.
+                var detail = registered.Failure is { Kind: FailureKind.OutcomeUnknown }
+                    ? "the cluster did not confirm a new write session in time"
+                    : $"a new write session was refused: {registered.Failure?.Message ?? registered.Error}";
+                return new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "not applied: " + detail } };
+        }
+
+        command.SessionMustExist = session.MustExistFor(command.Sequence);
+        var write = new ClusterCall(command, ReadMode.Linearizable);
+        Cluster.ExecuteAll([write], ConnectionClosed);
+        return await write.Reply.ConfigureAwait(false);
     }
 
     /// <summary>

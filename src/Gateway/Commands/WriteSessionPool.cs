@@ -12,7 +12,28 @@ internal sealed class WriteSession(ulong clientId)
 
     public ulong LastSequence { get; private set; }
 
+    public SessionRegistration Registration { get; set; }
+
     public ulong NextSequence() => ++LastSequence;
+
+    /// <summary>
+    /// Whether <paramref name="sequence"/>'s write must find its session on the cluster: always, once the session is
+    /// registered or has had a write before; only an unregistered session's first write may start it.
+    /// </summary>
+    public bool MustExistFor(ulong sequence) => Registration == SessionRegistration.Registered || sequence > 1;
+}
+
+/// <summary>Whether a session was started on the cluster before its first write.</summary>
+internal enum SessionRegistration : byte
+{
+    /// <summary>Not asked yet, or the last attempt failed: the next write registers it first.</summary>
+    Unasked,
+
+    /// <summary>The cluster started it: every write may say its session must exist.</summary>
+    Registered,
+
+    /// <summary>The cluster cannot (a member's build predates registrations): the first write starts it.</summary>
+    NotRegistered,
 }
 
 /// <summary>

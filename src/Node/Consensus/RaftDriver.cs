@@ -413,6 +413,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
+        if (command.OpCase == Proto.Command.OpOneofCase.RegisterSession && ProposalFormat() < CacheCommand.SessionRegistrationVersion)
+        {
+            // A member's build cannot read registrations yet (a rolling upgrade): the session starts with its first
+            // write, as it did before registrations existed.
+            input.Completion.TrySetResult(new Proto.Reply { Id = command.Id, Nil = true });
+            return;
+        }
+
         _encodeBuffer.ResetWrittenCount();
         WriteEncoder.Encode(command, NowMs, _encodeBuffer);
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
@@ -450,6 +458,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private byte[] EncodedEntry()
     {
         var entry = _encodeBuffer.WrittenSpan.ToArray();
+        CacheCommand.SetFormatVersion(entry, ProposalFormat());
+        return entry;
+    }
+
+    private byte ProposalFormat()
+    {
         var membership = _raft.Membership;
         var changes = Volatile.Read(ref _peerEntryFormatsChanged);
         if (!ReferenceEquals(membership, _proposalFormatMembership) || changes != _proposalFormatComputedAt)
@@ -459,8 +473,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _proposalFormat = Math.Max(Math.Min(OldestReadFormat(membership.Voters), OldestReadFormat(membership.Learners)), CacheCommand.OldestFormatVersion);
         }
 
-        CacheCommand.SetFormatVersion(entry, _proposalFormat);
-        return entry;
+        return _proposalFormat;
     }
 
     private byte OldestReadFormat(ImmutableSortedSet<ulong> members)

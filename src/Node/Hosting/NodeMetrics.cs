@@ -42,6 +42,7 @@ public sealed class NodeMetrics : IDisposable
         _meter.CreateObservableGauge("dcache.raft.log_entries", () => Status is { } s ? (long)(s.LastIndex - Math.Min(s.LastIndex, s.FirstIndex - 1)) : 0L, "{entry}", "Entries held in the Raft log");
         _meter.CreateObservableGauge("dcache.cache.keys", () => Status?.Cache.Keys ?? 0, "{key}", "Keys in the cache (expired ones not yet purged included)");
         _meter.CreateObservableGauge("dcache.cache.bytes", () => Status?.Cache.UsedBytes ?? 0L, "By", "Bytes the memory cap counts");
+        _meter.CreateObservableGauge("dcache.cache.sessions", () => (long)(Status?.Cache.Sessions ?? 0), "{session}", "Client write sessions held for retry deduplication (each until idle for the session timeout)");
         _meter.CreateObservableCounter("dcache.cache.hits", () => Status?.Cache.Hits ?? 0L, "{read}", "Reads that found their key");
         _meter.CreateObservableCounter("dcache.cache.misses", () => Status?.Cache.Misses ?? 0L, "{read}", "Reads that did not");
         _meter.CreateObservableCounter("dcache.cache.evictions", () => Status?.Cache.EvictedKeys ?? 0L, "{key}", "Keys evicted under the memory cap");

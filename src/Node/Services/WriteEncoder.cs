@@ -13,12 +13,14 @@ public static class WriteEncoder
 {
     public static bool IsWrite(Proto.Command command) => command.OpCase is
         Proto.Command.OpOneofCase.Set or Proto.Command.OpOneofCase.Del or Proto.Command.OpOneofCase.Mset
-        or Proto.Command.OpOneofCase.IncrBy or Proto.Command.OpOneofCase.Expire or Proto.Command.OpOneofCase.Persist;
+        or Proto.Command.OpOneofCase.IncrBy or Proto.Command.OpOneofCase.Expire or Proto.Command.OpOneofCase.Persist
+        or Proto.Command.OpOneofCase.RegisterSession;
 
     /// <summary>Validates the command; null when it can be proposed, else the reason for an INVALID_REQUEST reply.</summary>
     public static string? Validate(Proto.Command command) => command.OpCase switch
     {
         Proto.Command.OpOneofCase.None => "command without an operation",
+        Proto.Command.OpOneofCase.RegisterSession when command.ClientId == CommandEnvelope.NoSession || command.Sequence != 0 => "a session registration needs a client id and sequence 0",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.TtlMs && command.Set.TtlMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.ExpireAtMs && command.Set.ExpireAtMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Del when command.Del.Keys.Count == 0 => "ERR wrong number of arguments for 'del' command",
@@ -75,6 +77,9 @@ public static class WriteEncoder
                 var expire = command.Expire;
                 var at = expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.TtlMs ? SaturatingAdd(nowMs, expire.TtlMs) : expire.ExpireAtMs;
                 CacheCommand.EncodeExpire(output, envelope, expire.Key.Span, at, (ExpireCondition)ExpireConditionOf(expire.Condition));
+                break;
+            case Proto.Command.OpOneofCase.RegisterSession:
+                CacheCommand.EncodeRegisterSession(output, envelope with { SessionMustExist = false });
                 break;
             case Proto.Command.OpOneofCase.Persist:
                 CacheCommand.EncodePersist(output, envelope, command.Persist.Key.Span);

@@ -32,6 +32,12 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
     public ConcurrentQueue<string> SessionViolations { get; } = new();
 
+    /// <summary>Client ids of the session registrations received, in order. They are answered at once (never held, nor in <see cref="Executed"/>).</summary>
+    public ConcurrentQueue<ulong> Registrations { get; } = new();
+
+    /// <summary>Answers session registrations instead of "+OK", when it returns non-null.</summary>
+    public Func<Command, Reply?>? RegistrationScript { get; set; }
+
     /// <summary>Off where a test measures what the gateway retains and the record would be counted with it.</summary>
     public bool RecordExecuted { get; set; } = true;
 
@@ -113,6 +119,12 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
     public async Task<Reply> ExecuteAsync(Command command, ReadMode mode, CancellationToken cancellationToken)
     {
+        if (command.OpCase == Command.OpOneofCase.RegisterSession)
+        {
+            Registrations.Enqueue(command.ClientId);
+            return RegistrationScript?.Invoke(command) ?? new Reply { Ok = true };
+        }
+
         Task? wait = null;
         lock (_gate)
         {

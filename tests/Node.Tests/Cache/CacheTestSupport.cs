@@ -34,6 +34,9 @@ internal static class Entries
     public static byte[] PurgeExpired(CommandEnvelope envelope, long upToMs) =>
         Encode(w => CacheCommand.EncodePurgeExpired(w, envelope, upToMs));
 
+    public static byte[] RegisterSession(ulong clientId, long nowMs = 1_000) =>
+        Encode(w => CacheCommand.EncodeRegisterSession(w, new CommandEnvelope(clientId, 0, nowMs)));
+
     public static byte[] Encode(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>();

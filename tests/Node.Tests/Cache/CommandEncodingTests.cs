@@ -22,6 +22,8 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         { "incrby", Entries.IncrementBy(Envelope, "n", long.MinValue) },
         { "mset", Entries.MultiSet(Envelope, "a", "1", "b", "22") },
         { "purge", Entries.PurgeExpired(Envelope, 1_700_000_000_000) },
+        { "register session", Entries.RegisterSession(7) },
+        { "marked incrby", Entries.IncrementBy(new CommandEnvelope(7, 3, 1_000, SessionMustExist: true), "n", 1) },
     };
 
     [Fact]

@@ -157,6 +157,47 @@ public sealed class SessionTests
     }
 
     [Fact]
+    public void A_registered_session_takes_marked_writes_from_its_first_and_refuses_their_retries_once_it_expired()
+    {
+        var cache = new CacheHarness(new CacheStateMachineOptions { SessionTimeout = TimeSpan.FromSeconds(10) });
+        Assert.Equal(CacheReply.Ok, cache.Apply(Entries.RegisterSession(Client, cache.NowMs)));
+        Assert.Equal(1, cache.Machine.SessionCount);
+
+        var first = Entries.IncrementBy(new CommandEnvelope(Client, 1, cache.NowMs, SessionMustExist: true), "n", 1);
+        Assert.Equal(Int(1), cache.Apply(first));
+        Assert.Equal(Int(1), cache.Apply(first)); // a retry: the cached reply
+
+        cache.NowMs += 3_600_000;
+        cache.Apply(Entries.Set(cache.Envelope(), "tick", "1"));
+        Assert.Equal(Error(CacheErrors.SessionExpired), cache.Apply(first));
+        Assert.Equal("1", cache.Get("n"));
+    }
+
+    [Fact]
+    public void Registering_a_session_again_changes_nothing()
+    {
+        var cache = new CacheHarness();
+        cache.Apply(Entries.RegisterSession(Client, cache.NowMs));
+        var first = Entries.IncrementBy(new CommandEnvelope(Client, 1, cache.NowMs, SessionMustExist: true), "n", 1);
+        Assert.Equal(Int(1), cache.Apply(first));
+        Assert.Equal(CacheReply.Ok, cache.Apply(Entries.RegisterSession(Client, cache.NowMs)));
+        Assert.Equal(Int(1), cache.Apply(first));
+        Assert.Equal("1", cache.Get("n"));
+        Assert.Equal(1, cache.Machine.SessionCount);
+    }
+
+    [Fact]
+    public void A_registration_exists_only_from_format_3_and_needs_a_client_id()
+    {
+        var registration = Entries.RegisterSession(Client);
+        Assert.Equal(CacheCommandKind.RegisterSession, CacheCommand.Decode(registration).Kind);
+        Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion(registration, 2));
+        registration[0] = 2;
+        Assert.Throws<FormatException>(() => CacheCommand.Decode(registration));
+        Assert.Throws<ArgumentException>(() => Entries.RegisterSession(CommandEnvelope.NoSession));
+    }
+
+    [Fact]
     public void The_mark_means_nothing_without_a_session()
     {
         var entry = Entries.IncrementBy(new CommandEnvelope(CommandEnvelope.NoSession, 0, 1, SessionMustExist: true), "n", 1);
