@@ -24,7 +24,8 @@ catch (Exception ex) when (ex is InvalidOperationException or FormatException)
 
 builder.Services.AddSingleton(Options.Create(nodeOptions));
 builder.Services.AddSingleton(nodeOptions);
-builder.Services.AddSingleton(TimeProvider.System);
+// The system clock, unless a test moves this node's wall clock (TestOnlyClockOffset).
+builder.Services.AddSingleton(TestOnlyOffsetClock.For(nodeOptions));
 builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(10));
 
 builder.WebHost.ConfigureKestrel(kestrel =>

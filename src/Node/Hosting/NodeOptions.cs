@@ -87,6 +87,17 @@ public sealed class NodeOptions
     /// </summary>
     public int TestOnlyAdvertisedEntryFormat { get; set; }
 
+    /// <summary>
+    /// TEST ONLY (a wrong clock): added to this node's wall-clock time, e.g. "01:30:00" or "-00:10:00"; zero (the
+    /// default) turns it off. A leader stamps its proposals with that time, so a node set ahead moves the cache's clock
+    /// forward for good once it leads (sessions and expiry times are judged by it). Timers and durations are not
+    /// affected. The chaos suite's clock jump (tests/Chaos) uses it. At most <see cref="MaxTestOnlyClockOffset"/> either way.
+    /// </summary>
+    public TimeSpan TestOnlyClockOffset { get; set; }
+
+    /// <summary>Bound of <see cref="TestOnlyClockOffset"/>: a day covers any skew a test needs and keeps dates sane.</summary>
+    public static readonly TimeSpan MaxTestOnlyClockOffset = TimeSpan.FromDays(1);
+
     /// <summary>A learner is promoted to voter only when its log is within this many entries of the leader's (and it holds at least one entry).</summary>
     public ulong PromoteMaxLagEntries { get; set; } = 1000;
 
@@ -118,6 +129,11 @@ public sealed class NodeOptions
         if (TestOnlyAdvertisedEntryFormat != 0 && TestOnlyAdvertisedEntryFormat is < Cache.CacheCommand.OldestFormatVersion or > Cache.CacheCommand.FormatVersion)
         {
             throw new InvalidOperationException($"TestOnlyAdvertisedEntryFormat must be 0 or between {Cache.CacheCommand.OldestFormatVersion} and {Cache.CacheCommand.FormatVersion}");
+        }
+
+        if (TestOnlyClockOffset.Duration() > MaxTestOnlyClockOffset)
+        {
+            throw new InvalidOperationException($"TestOnlyClockOffset must be between -{MaxTestOnlyClockOffset} and {MaxTestOnlyClockOffset}, not {TestOnlyClockOffset}");
         }
 
         if (TickMilliseconds <= 0 || ElectionTicks <= HeartbeatTicks || HeartbeatTicks <= 0)

@@ -49,6 +49,11 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             Log.SlowDiskOn(_logger, _options.TestOnlySlowDiskFile);
         }
 
+        if (clock is TestOnlyOffsetClock skewed)
+        {
+            Log.ClockOffsetOn(_logger, skewed.Offset);
+        }
+
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
         Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret);
         Addresses = new AddressBook(members);
@@ -184,6 +189,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "TEST ONLY: TestOnlySlowDiskFile is set; durable commits sleep for the milliseconds in {Path}")]
         public static partial void SlowDiskOn(ILogger logger, string path);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "TEST ONLY: TestOnlyClockOffset is set; this node's wall clock is moved by {Offset} (what it stamps as leader moves the cache's clock)")]
+        public static partial void ClockOffsetOn(ILogger logger, TimeSpan offset);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} bootstrapped a new cluster with voters {Voters}")]
         public static partial void Bootstrapped(ILogger logger, ulong nodeId, string voters);
