@@ -52,6 +52,30 @@ public sealed class ChaosChecksTests
     }
 
     [Fact]
+    public void AWriteMadeWhileANodesClockRanAheadMayOutliveItsTtlButNotBeReadElsewhere()
+    {
+        var write = Op(OpKind.SetExpiring, "e0", "x0.1", OpStatus.Ok, 100, 110, ttlMs: 200);
+        var lateRead = Op(OpKind.GetExpiring, "e0", null, OpStatus.Ok, 900, 910, "x0.1");
+
+        Assert.Empty(ChaosChecks.Expiry([write, lateRead], [(105 * Ms, 500 * Ms)]));
+        Assert.Single(ChaosChecks.Expiry([write, lateRead], [(120 * Ms, 500 * Ms)])); // the clock jumped after it returned
+        Assert.Single(ChaosChecks.Expiry([write, Op(OpKind.GetExpiring, "e1", null, OpStatus.Ok, 900, 910, "x0.1")], [(0, 1000 * Ms)]));
+    }
+
+    [Fact]
+    public void TheGatewaysSessionExpiredRetriesAreReadFromItsMetrics()
+    {
+        const string metrics = """
+            # TYPE dcache_gateway_retries_total counter
+            dcache_gateway_retries_total{otel_scope_name="Dcache.Gateway.Cluster",reason="not_leader"} 12 1700000000000
+            dcache_gateway_retries_total{otel_scope_name="Dcache.Gateway.Cluster",reason="session_expired"} 7 1700000000000
+            """;
+
+        Assert.Equal(7, ChaosRun.SessionExpiredRetries(metrics));
+        Assert.Equal(0, ChaosRun.SessionExpiredRetries("# no retries yet\n"));
+    }
+
+    [Fact]
     public void OnlyTheDocumentedClusterErrorsAndClientTimeoutsAreAccepted()
     {
         ChaosOp[] fine =

@@ -32,6 +32,15 @@ internal sealed class ChaosRun
     private readonly SortedSet<ulong> _members = [];
     private bool _started;
 
+    // The node running with its clock ahead (a clock jump not yet healed), and when each such fault began and ended
+    // (Stopwatch timestamps, as the history's): expiry times stamped then are not the clients' clock's.
+    private (ulong Id, long From)? _skewed;
+    private readonly List<(long From, long To)> _skewWindows = [];
+
+    // Gateway retries under a new session after the cluster said a write's session expired, summed over gateway
+    // processes (a killed gateway's count is read before the kill).
+    private long _sessionExpiredRetries;
+
     // Nodes defined up front (so the gateway knows their addresses) to join at a MemberReplace step, with the
     // address the others reach each one by.
     private readonly Queue<(ulong Id, string Address)> _joiners = new();
@@ -104,6 +113,8 @@ internal sealed class ChaosRun
                 history.Count(op => op.Status == OpStatus.Ok),
                 history.Count(op => op.Status == OpStatus.Unknown),
                 history.Count(op => op.Status == OpStatus.Failed),
+                _sessionExpiredRetries,
+                history.Count(op => op.Status == OpStatus.Unknown && op.Error is { } e && e.Contains("session expired", StringComparison.Ordinal)),
                 _clock.Elapsed,
                 artifacts);
         }
@@ -116,7 +127,9 @@ internal sealed class ChaosRun
 
     private string SlowDiskFile(ulong id) => Path.Combine(_cluster.Root, $"test-only-slow-disk-{id}");
 
-    private void StartNode(ulong id) => _cluster[id].Start($"--Dcache:Node:TestOnlySlowDiskFile={SlowDiskFile(id)}");
+    private void StartNode(ulong id, TimeSpan clockOffset = default) => _cluster[id].Start(
+        $"--Dcache:Node:TestOnlySlowDiskFile={SlowDiskFile(id)}",
+        $"--Dcache:Node:TestOnlyClockOffset={clockOffset.ToString("c", CultureInfo.InvariantCulture)}");
 
     private void Note(string what)
     {
@@ -160,6 +173,8 @@ internal sealed class ChaosRun
             await stop.CancelAsync();
             await Task.WhenAll(running);
         }
+
+        await CountGatewayRetriesAsync();
 
         var history = clients.SelectMany(c => c.History).ToList();
         Note($"load stopped: {history.Count} operations");
@@ -251,6 +266,7 @@ internal sealed class ChaosRun
                 await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance, midChange, step.HoldMs);
                 return () => { };
             case FaultKind.GatewayKill:
+                await CountGatewayRetriesAsync();
                 Note("SIGKILL the gateway");
                 _cluster.Gateway!.Kill();
                 return () =>
@@ -266,9 +282,125 @@ internal sealed class ChaosRun
                     Note("SIGCONT the gateway");
                     _cluster.Gateway!.Resume();
                 };
+            case FaultKind.ClockJump:
+                return await JumpClockAsync(step, ids, leader);
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
+    }
+
+    /// <summary>
+    /// Restarts a node with its clock ahead; when it is the leader, hands leadership back to it so that it stamps the
+    /// writes. Returns what restarts it with its clock right.
+    /// </summary>
+    private async Task<Action> JumpClockAsync(FaultStep step, List<ulong> ids, ulong? leader)
+    {
+        var followers = ids.Where(id => id != leader).ToList();
+        var target = step.ClockJumpOnLeader && leader is { } l ? l : followers[step.Pick % followers.Count];
+        var role = target == leader ? "leader" : "follower";
+        Note($"clock jump: SIGKILL node {target} ({role}), restart it with its clock {step.ClockJumpOffset.TotalMinutes:F0} min ahead");
+        var from = Stopwatch.GetTimestamp();
+        _skewed = (target, from);
+        _cluster[target].Kill();
+        StartNode(target, step.ClockJumpOffset);
+        if (target == leader)
+        {
+            await HandLeadershipToAsync(target);
+        }
+
+        return () =>
+        {
+            Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
+            RestoreClock(target, from);
+        };
+    }
+
+    private void RestoreClock(ulong id, long from)
+    {
+        _cluster[id].Kill();
+        _skewWindows.Add((from, Stopwatch.GetTimestamp()));
+        _skewed = null;
+        StartNode(id);
+    }
+
+    /// <summary>
+    /// Asks the leader to hand over to <paramref name="target"/> until it leads. Not a check: if it does not take over in
+    /// time (an election elsewhere, a slow start), the schedule goes on with the note and whoever leads.
+    /// </summary>
+    private async Task HandLeadershipToAsync(ulong target)
+    {
+        var refusal = "none";
+        try
+        {
+            var took = await Eventually.WaitAsync(async () =>
+            {
+                if (await LeaderAsync() is not { } leader)
+                {
+                    return false;
+                }
+
+                if (leader == target)
+                {
+                    return true;
+                }
+
+                try
+                {
+                    using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[leader].GrpcUrl);
+                    await new Admin.AdminClient(channel).LeaderTransferAsync(new LeaderTransferRequest { TargetId = target }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+                }
+                catch (Grpc.Core.RpcException ex)
+                {
+                    // Still starting or catching up, or an election meanwhile: ask again.
+                    refusal = $"{ex.Status.StatusCode} {ex.Status.Detail}";
+                }
+
+                return await LeaderAsync() == target;
+            }, ClockJumpTakeOverTimeout, $"node {target} to lead");
+            Note($"clock jump: node {target} leads again ({took.TotalMilliseconds:F0} ms after its restart)");
+        }
+        catch (TimeoutException)
+        {
+            Note($"clock jump: node {target} did not take over within {ClockJumpTakeOverTimeout.TotalSeconds:F0} s (last refusal: {refusal}); going on");
+        }
+    }
+
+    /// <summary>How long a clock jump waits for the restarted leader to lead again: a node start alone can take seconds.</summary>
+    private static readonly TimeSpan ClockJumpTakeOverTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>Adds the gateway's count of session_expired retries so far (its counters die with its process).</summary>
+    private async Task CountGatewayRetriesAsync()
+    {
+        if (_cluster.Gateway is not { IsRunning: true })
+        {
+            return;
+        }
+
+        try
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            var text = await http.GetStringAsync(new Uri($"http://127.0.0.1:{_cluster.GatewayHttpPort}/metrics"));
+            _sessionExpiredRetries += SessionExpiredRetries(text);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+        {
+            Note($"gateway metrics not read: {ex.Message}");
+        }
+    }
+
+    /// <summary>The value of dcache_gateway_retries_total{reason="session_expired"} in a Prometheus text exposition.</summary>
+    internal static long SessionExpiredRetries(string metrics)
+    {
+        foreach (var line in metrics.Split('\n'))
+        {
+            if (line.StartsWith("dcache_gateway_retries", StringComparison.Ordinal) && line.Contains("reason=\"session_expired\"", StringComparison.Ordinal))
+            {
+                var value = line[(line.LastIndexOf('}') + 1)..].Trim().Split(' ')[0];
+                return (long)double.Parse(value, CultureInfo.InvariantCulture);
+            }
+        }
+
+        return 0;
     }
 
     /// <summary>
@@ -425,6 +557,11 @@ internal sealed class ChaosRun
     /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast.</summary>
     private void HealEverything()
     {
+        if (_skewed is { } skewed)
+        {
+            RestoreClock(skewed.Id, skewed.From);
+        }
+
         _mesh.HealAll();
         _cluster.Gateway?.Resume();
         foreach (var node in _members.Select(id => _cluster[id]))
@@ -503,7 +640,7 @@ internal sealed class ChaosRun
 
         problems.AddRange(ChaosChecks.Counters(history, counters));
         problems.AddRange(ChaosChecks.WriteOnceKeys(history, stored));
-        problems.AddRange(ChaosChecks.Expiry(history));
+        problems.AddRange(ChaosChecks.Expiry(history, _skewWindows));
         problems.AddRange(ChaosChecks.UndocumentedErrors(history));
         try
         {

@@ -32,7 +32,7 @@ internal static class ChaosSuite
         var lines = new List<string>
         {
             string.Create(CultureInfo.InvariantCulture,
-                $"summary: {results.Count} schedules, {results.Count(r => r.Verdict == ScheduleVerdict.Passed)} passed, {results.Count(r => r.Verdict == ScheduleVerdict.Inconclusive)} inconclusive, {results.Count(r => r.Verdict == ScheduleVerdict.Failed)} failed; {results.Sum(r => r.Operations)} operations"),
+                $"summary: {results.Count} schedules, {results.Count(r => r.Verdict == ScheduleVerdict.Passed)} passed, {results.Count(r => r.Verdict == ScheduleVerdict.Inconclusive)} inconclusive, {results.Count(r => r.Verdict == ScheduleVerdict.Failed)} failed; {results.Sum(r => r.Operations)} operations, {results.Sum(r => r.Unknown)} unknown; {results.Sum(r => r.SessionExpiredRetries)} session_expired retries, {results.Sum(r => r.SessionExpiredUnknown)} unknown for an expired session"),
         };
         foreach (var kind in ChaosOptions.AllFaults)
         {

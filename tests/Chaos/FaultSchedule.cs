@@ -44,6 +44,14 @@ internal enum FaultKind
     /// unknown, and a retried write must still apply once.
     /// </summary>
     GatewayPause,
+
+    /// <summary>
+    /// SIGKILL a node and restart it with its wall clock 61-180 min ahead (NodeOptions.TestOnlyClockOffset), past the
+    /// 1 h session timeout; three times in four it is the leader and leadership is handed back to it, so it stamps the
+    /// writes and moves the cache's clock forward for good: every write session expires at once. Healed by restarting
+    /// it with its clock right (the cache's clock must not go back).
+    /// </summary>
+    ClockJump,
 }
 
 /// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>
@@ -55,18 +63,29 @@ internal enum FaultKind
 /// <param name="CannotSend">For <see cref="FaultKind.Asymmetric"/>: the node cannot send (true) or cannot hear (false).</param>
 internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int HoldMs, int RecoverMs, int SlowDiskMs, bool CannotSend)
 {
+    // The clock jump's choices come from Pick rather than from draws of their own, so that a run whose fault list
+    // lacks it makes the same schedules as before it existed.
+
+    /// <summary>For <see cref="FaultKind.ClockJump"/>: the leader's clock jumps, and it leads again (else a follower's).</summary>
+    public bool ClockJumpOnLeader => OnLeader || Pick % 2 == 0;
+
+    /// <summary>For <see cref="FaultKind.ClockJump"/>: how far ahead the node's clock runs, past the 1 h session timeout.</summary>
+    public TimeSpan ClockJumpOffset => TimeSpan.FromMinutes(61 + (Pick / 13 % 120));
+
     public override string ToString()
     {
         var target = Kind switch
         {
             FaultKind.Partition => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
+            FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}",
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
         var detail = Kind switch
         {
             FaultKind.SlowDisk => $", {SlowDiskMs} ms per commit",
             FaultKind.Asymmetric => CannotSend ? ", cannot send" : ", cannot hear",
+            FaultKind.ClockJump => $", clock +{ClockJumpOffset.TotalMinutes:F0} min",
             _ => "",
         };
         return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms, then {RecoverMs} ms healed");
