@@ -151,7 +151,12 @@ internal sealed class ChaosRun
         _started = true;
         Note($"cluster of {_schedule.Nodes} up: {_schedule}");
 
-        var clients = Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i)).ToList();
+        // With a clock jump, clients 0 and 3 start a session with each write: the jump expires the sessions of writes
+        // in flight, and a session's first write is the one a retry cannot be told apart from.
+        var clockJumps = _schedule.Steps.Any(s => s.Kind == FaultKind.ClockJump);
+        var clients = Enumerable.Range(0, _options.Clients)
+            .Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i, sessionPerWrite: clockJumps && i % 3 == 0))
+            .ToList();
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // a bound, whatever happens
         var running = clients.Select(c => Task.Run(() => c.RunAsync(stop.Token))).ToArray();
         try
@@ -306,13 +311,49 @@ internal sealed class ChaosRun
         if (target == leader)
         {
             await HandLeadershipToAsync(target);
+            return () =>
+            {
+                Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
+                RestoreClock(target, from);
+            };
         }
 
+        // A follower's clock matters once it leads: kill the leader, so that it may win the election, taking over the
+        // dead leader's uncommitted writes and their retries (a retry stamped by its clock finds its session expired).
+        await WaitUntilFollowingAsync(target);
+        if (await LeaderAsync() is not { } current || current == target)
+        {
+            Note($"clock jump: node {target} leads already, nobody killed");
+            return () =>
+            {
+                Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
+                RestoreClock(target, from);
+            };
+        }
+
+        Note($"clock jump: SIGKILL node {current} (leader), so that node {target} may win");
+        _cluster[current].Kill();
         return () =>
         {
-            Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
+            Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right; restart node {current}");
             RestoreClock(target, from);
+            StartNode(current);
         };
+    }
+
+    /// <summary>Waits until the restarted node follows a leader (so killing that leader leaves a quorum); not a check.</summary>
+    private async Task WaitUntilFollowingAsync(ulong id)
+    {
+        try
+        {
+            await Eventually.WaitAsync(async () =>
+                (await _cluster.Client(id).StatusAsync(new Protocol.Cache.StatusRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(1))) is { LeaderId: not 0 },
+                ClockJumpTakeOverTimeout, $"node {id} to follow a leader");
+        }
+        catch (TimeoutException ex)
+        {
+            Note($"clock jump: {ex.Message}; going on");
+        }
     }
 
     private void RestoreClock(ulong id, long from)

@@ -48,8 +48,9 @@ internal enum FaultKind
     /// <summary>
     /// SIGKILL a node and restart it with its wall clock 61-180 min ahead (NodeOptions.TestOnlyClockOffset), past the
     /// 1 h session timeout; three times in four it is the leader and leadership is handed back to it, so it stamps the
-    /// writes and moves the cache's clock forward for good: every write session expires at once. Healed by restarting
-    /// it with its clock right (the cache's clock must not go back).
+    /// writes and moves the cache's clock forward for good: every write session expires at once. Otherwise a follower,
+    /// and then the leader is killed so that it may win the election. Healed by restarting it with its clock right
+    /// (the cache's clock must not go back), and the killed leader if any.
     /// </summary>
     ClockJump,
 }
@@ -78,7 +79,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
         {
             FaultKind.Partition => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
-            FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}",
+            FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}, leader killed",
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
         var detail = Kind switch
