@@ -321,9 +321,10 @@ internal sealed class ChaosRun
         // A follower's clock matters once it leads: kill the leader, so that it may win the election, taking over the
         // dead leader's uncommitted writes and their retries (a retry stamped by its clock finds its session expired).
         await WaitUntilFollowingAsync(target);
-        if (await LeaderAsync() is not { } current || current == target)
+        var leading = await LeaderAsync();
+        if (leading is not { } current || current == target)
         {
-            Note($"clock jump: node {target} leads already, nobody killed");
+            Note($"clock jump: {(leading is null ? "no leader known" : $"node {target} leads already")}, nobody killed");
             return () =>
             {
                 Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
