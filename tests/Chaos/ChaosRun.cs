@@ -334,12 +334,28 @@ internal sealed class ChaosRun
 
         Note($"clock jump: SIGKILL node {current} (leader), so that node {target} may win");
         _cluster[current].Kill();
+        await NoteElectionAsync(target);
         return () =>
         {
             Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right; restart node {current}");
             RestoreClock(target, from);
             StartNode(current);
         };
+    }
+
+    /// <summary>Notes who won the election after the leader was killed; the hold starts once someone leads. Not a check.</summary>
+    private async Task NoteElectionAsync(ulong skewed)
+    {
+        ulong? winner = null;
+        try
+        {
+            await Eventually.WaitAsync(async () => (winner = await LeaderAsync()) is not null, ClockJumpTakeOverTimeout, "a new leader");
+            Note(winner == skewed ? $"clock jump: node {skewed}, its clock ahead, won the election" : $"clock jump: node {winner} won the election");
+        }
+        catch (TimeoutException ex)
+        {
+            Note($"clock jump: {ex.Message}; going on");
+        }
     }
 
     /// <summary>Waits until the restarted node follows a leader (so killing that leader leaves a quorum); not a check.</summary>
