@@ -9,11 +9,7 @@ namespace Dcache.Chaos;
 /// One client of the load: a loop of random operations through the gateway, one at a time, each recorded with its
 /// call time, return time and result. Bounded in count and in time.
 /// </summary>
-/// <param name="sessionPerWrite">
-/// Send each write on a new connection, so it is the first write of a new gateway session (sequence 1): the case a
-/// session expiry can least protect, since nothing tells a retry of a session's first write from a new session.
-/// </param>
-internal sealed class ChaosClient(int id, int gatewayPort, int seed, bool sessionPerWrite = false)
+internal sealed class ChaosClient(int id, int gatewayPort, int seed)
 {
     /// <summary>Longer than the gateway's own deadline (4 s), so a reply normally arrives, as an error if need be.</summary>
     public static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(6);
@@ -85,12 +81,6 @@ internal sealed class ChaosClient(int id, int gatewayPort, int seed, bool sessio
     private async Task ExecuteAsync(ChaosOp op)
     {
         op.Call = Stopwatch.GetTimestamp();
-        if (sessionPerWrite && op.IsWrite)
-        {
-            _connection?.Dispose();
-            _connection = null;
-        }
-
         if (_connection is null)
         {
             try

@@ -7,14 +7,6 @@ internal sealed class ChaosOptions
 {
     public static readonly IReadOnlyList<FaultKind> AllFaults = Enum.GetValues<FaultKind>();
 
-    /// <summary>
-    /// The faults of a run that names none (and of the CI pass): every kind but the clock jump. The clock jump finds
-    /// a known hole (a retry of a session's first write applies twice once the session expired; seed 96000 with
-    /// --faults clockjump, see docs/robustness.md) and joins this list once the hole is closed. Meanwhile the list
-    /// keeps the schedules each seed made before the clock jump existed.
-    /// </summary>
-    public static readonly IReadOnlyList<FaultKind> DefaultFaults = AllFaults.Where(kind => kind != FaultKind.ClockJump).ToList();
-
     /// <summary>Seed of the first schedule; schedule i uses seed <c>Seed + i</c>.</summary>
     public int Seed { get; set; } = Random.Shared.Next(1, int.MaxValue / 2);
 
@@ -23,7 +15,7 @@ internal sealed class ChaosOptions
     /// <summary>Cluster size; null lets each schedule's seed choose 3 (three times in four) or 5.</summary>
     public int? Nodes { get; set; }
 
-    public IReadOnlyList<FaultKind> Faults { get; set; } = DefaultFaults;
+    public IReadOnlyList<FaultKind> Faults { get; set; } = AllFaults;
 
     public int FaultsPerSchedule { get; set; } = 2;
 
@@ -60,7 +52,7 @@ internal sealed class ChaosOptions
             args.Add($"--nodes {nodes}");
         }
 
-        if (!Faults.SequenceEqual(DefaultFaults))
+        if (!Faults.SequenceEqual(AllFaults))
         {
             args.Add("--faults " + string.Join(",", Faults).ToLowerInvariant());
         }

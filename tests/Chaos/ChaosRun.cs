@@ -151,12 +151,7 @@ internal sealed class ChaosRun
         _started = true;
         Note($"cluster of {_schedule.Nodes} up: {_schedule}");
 
-        // With a clock jump, clients 0 and 3 start a session with each write: the jump expires the sessions of writes
-        // in flight, and a session's first write is the one a retry cannot be told apart from.
-        var clockJumps = _schedule.Steps.Any(s => s.Kind == FaultKind.ClockJump);
-        var clients = Enumerable.Range(0, _options.Clients)
-            .Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i, sessionPerWrite: clockJumps && i % 3 == 0))
-            .ToList();
+        var clients = Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i)).ToList();
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // a bound, whatever happens
         var running = clients.Select(c => Task.Run(() => c.RunAsync(stop.Token))).ToArray();
         try
@@ -300,6 +295,13 @@ internal sealed class ChaosRun
     /// </summary>
     private async Task<Action> JumpClockAsync(FaultStep step, List<ulong> ids, ulong? leader)
     {
+        if (step.ClockJumpOnLeader && leader is null)
+        {
+            // Right after a heal (a restart, say) nobody may lead yet: the leader's jump needs a leader.
+            await NoteElectionAsync(0);
+            leader = await LeaderAsync();
+        }
+
         var followers = ids.Where(id => id != leader).ToList();
         var target = step.ClockJumpOnLeader && leader is { } l ? l : followers[step.Pick % followers.Count];
         var role = target == leader ? "leader" : "follower";
@@ -343,14 +345,15 @@ internal sealed class ChaosRun
         };
     }
 
-    /// <summary>Notes who won the election after the leader was killed; the hold starts once someone leads. Not a check.</summary>
+    /// <summary>Waits until someone leads and notes who (after the leader was killed, whether <paramref name="skewed"/> won). Not a check.</summary>
     private async Task NoteElectionAsync(ulong skewed)
     {
         ulong? winner = null;
         try
         {
             await Eventually.WaitAsync(async () => (winner = await LeaderAsync()) is not null, ClockJumpTakeOverTimeout, "a new leader");
-            Note(winner == skewed ? $"clock jump: node {skewed}, its clock ahead, won the election" : $"clock jump: node {winner} won the election");
+            Note(winner == skewed ? $"clock jump: node {skewed}, its clock ahead, won the election"
+                : skewed == 0 ? $"clock jump: node {winner} leads" : $"clock jump: node {winner} won the election");
         }
         catch (TimeoutException ex)
         {
