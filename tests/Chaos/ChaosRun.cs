@@ -34,8 +34,7 @@ internal sealed class ChaosRun
 
     // The node running with its clock ahead (a clock jump not yet healed), and when each such fault began and ended
     // (Stopwatch timestamps, as the history's): expiry times stamped then are not the clients' clock's.
-    private (ulong Id, long From)? _skewed;
-    private readonly List<(long From, long To)> _skewWindows = [];
+    private ulong? _skewed;
 
     // Gateway retries under a new session after the cluster said a write's session expired, summed over gateway
     // processes (a killed gateway's count is read before the kill).
@@ -306,8 +305,7 @@ internal sealed class ChaosRun
         var target = step.ClockJumpOnLeader && leader is { } l ? l : followers[step.Pick % followers.Count];
         var role = target == leader ? "leader" : "follower";
         Note($"clock jump: SIGKILL node {target} ({role}), restart it with its clock {step.ClockJumpOffset.TotalMinutes:F0} min ahead");
-        var from = Stopwatch.GetTimestamp();
-        _skewed = (target, from);
+        _skewed = target;
         _cluster[target].Kill();
         StartNode(target, step.ClockJumpOffset);
         if (target == leader)
@@ -316,7 +314,7 @@ internal sealed class ChaosRun
             return () =>
             {
                 Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
-                RestoreClock(target, from);
+                RestoreClock(target);
             };
         }
 
@@ -330,7 +328,7 @@ internal sealed class ChaosRun
             return () =>
             {
                 Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
-                RestoreClock(target, from);
+                RestoreClock(target);
             };
         }
 
@@ -340,7 +338,7 @@ internal sealed class ChaosRun
         return () =>
         {
             Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right; restart node {current}");
-            RestoreClock(target, from);
+            RestoreClock(target);
             StartNode(current);
         };
     }
@@ -376,10 +374,9 @@ internal sealed class ChaosRun
         }
     }
 
-    private void RestoreClock(ulong id, long from)
+    private void RestoreClock(ulong id)
     {
         _cluster[id].Kill();
-        _skewWindows.Add((from, Stopwatch.GetTimestamp()));
         _skewed = null;
         StartNode(id);
     }
@@ -620,7 +617,7 @@ internal sealed class ChaosRun
     {
         if (_skewed is { } skewed)
         {
-            RestoreClock(skewed.Id, skewed.From);
+            RestoreClock(skewed);
         }
 
         _mesh.HealAll();
@@ -701,7 +698,7 @@ internal sealed class ChaosRun
 
         problems.AddRange(ChaosChecks.Counters(history, counters));
         problems.AddRange(ChaosChecks.WriteOnceKeys(history, stored));
-        problems.AddRange(ChaosChecks.Expiry(history, _skewWindows));
+        problems.AddRange(ChaosChecks.Expiry(history));
         problems.AddRange(ChaosChecks.UndocumentedErrors(history));
         try
         {

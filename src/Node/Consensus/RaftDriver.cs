@@ -121,6 +121,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _addresses = addresses;
         _clock = clock;
         _logger = logger;
+        Clocks = new PeerClocks(clock);
 
         // Restart: load the newest snapshot the log can continue from — at or after the log's own snapshot point and
         // within what is known committed (a snapshot received from a leader but not yet recorded in the log is not) —
@@ -244,6 +245,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     void IRaftInbox.PeerAddressHeard(ulong peer, string address) => _addresses.Heard(peer, address);
 
+    /// <summary>Peers' clock offsets, measured on the Raft streams; the transport stamps and reports the readings.</summary>
+    public PeerClocks Clocks { get; }
+
+    void IRaftInbox.PeerClockHeard(ulong peer, long readingMs, long echoMs) => Clocks.Heard(peer, readingMs, echoMs);
+
     void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format)
     {
         if (!_peerEntryFormats.TryGetValue(peer, out var known) || known != format)
@@ -264,6 +270,37 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     void ITransportEvents.SnapshotSent(ulong peer, bool succeeded) => _inputs.Writer.TryWrite(new SnapshotSentInput(peer, succeeded));
 
     private long NowMs => _clock.GetUtcNow().ToUnixTimeMilliseconds();
+
+    /// <summary>
+    /// The cluster's time as this node sees it: its own clock moved by the median offset of its voters' clocks (see
+    /// <see cref="PeerClocks"/>). A leader stamps it on proposals (the state machine's only clock), so a leader whose
+    /// clock is wrong does not expire keys early or age every session at once; reads judge expiry by it, so a node
+    /// whose clock is wrong does not serve expired keys or hide live ones (a follower hears only the leader, and
+    /// the earlier of the two clocks wins). The offset is recomputed every 100 ms and in each new term.
+    /// </summary>
+    private long ClusterNowMs()
+    {
+        var now = NowMs;
+        if (now - _stampOffsetComputedAtMs > 100 || _stampOffsetTerm != _raft.Term)
+        {
+            var offset = Clocks.StampOffsetMs(_raft.Membership.Voters, NodeId);
+            if (Math.Abs(offset) >= ClockWarningMs && Math.Abs(_stampOffsetMs) < ClockWarningMs)
+            {
+                Log.OwnClockOff(_logger, -offset);
+            }
+
+            _stampOffsetMs = offset;
+            _stampOffsetComputedAtMs = now;
+            _stampOffsetTerm = _raft.Term;
+        }
+
+        return now + _stampOffsetMs;
+    }
+
+    private const long ClockWarningMs = 500;
+    private long _stampOffsetMs;
+    private long _stampOffsetComputedAtMs = long.MinValue / 2;
+    private ulong _stampOffsetTerm;
 
     private async Task TickAsync()
     {
@@ -364,7 +401,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (_cache.GetStatistics().KeysWithExpiry > 0)
             {
                 _encodeBuffer.ResetWrittenCount();
-                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, now), now);
+                var stamp = ClusterNowMs();
+                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp), stamp);
                 _raft.Propose(EncodedEntry());
             }
         }
@@ -396,7 +434,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            input.Completion.TrySetResult(ReadExecutor.Execute(command, _cache, NowMs));
+            input.Completion.TrySetResult(ReadExecutor.Execute(command, _cache, ClusterNowMs()));
         }
         else
         {
@@ -422,7 +460,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         _encodeBuffer.ResetWrittenCount();
-        WriteEncoder.Encode(command, NowMs, _encodeBuffer);
+        WriteEncoder.Encode(command, ClusterNowMs(), _encodeBuffer);
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
         {
             // Followers could never receive a larger entry, and the log would stop committing behind it.
@@ -625,7 +663,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        var now = NowMs;
+        var now = ClusterNowMs();
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
@@ -963,6 +1001,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private static partial class Log
     {
+        [LoggerMessage(Level = LogLevel.Warning, Message = "This node's wall clock is {OffsetMs} ms off the median of its voters' clocks; it uses their time for expiries and sessions instead. Synchronise the clocks (NTP)")]
+        public static partial void OwnClockOff(ILogger logger, long offsetMs);
+
         [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} started: term {Term}, commit {Commit}, last index {LastIndex}, snapshot {SnapshotIndex}; replaying committed entries")]
         public static partial void Restarted(ILogger logger, ulong nodeId, ulong term, ulong commit, ulong lastIndex, ulong snapshotIndex);
 

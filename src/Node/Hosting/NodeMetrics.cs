@@ -23,6 +23,7 @@ public sealed class NodeMetrics : IDisposable
     private readonly Histogram<double> _snapshotDuration;
     private readonly Histogram<long> _snapshotSize;
     private Func<NodeStatusView>? _status;
+    private Func<IReadOnlyDictionary<ulong, long>>? _clockOffsets;
 
     public NodeMetrics()
     {
@@ -46,6 +47,7 @@ public sealed class NodeMetrics : IDisposable
         _meter.CreateObservableCounter("dcache.cache.hits", () => Status?.Cache.Hits ?? 0L, "{read}", "Reads that found their key");
         _meter.CreateObservableCounter("dcache.cache.misses", () => Status?.Cache.Misses ?? 0L, "{read}", "Reads that did not");
         _meter.CreateObservableCounter("dcache.cache.evictions", () => Status?.Cache.EvictedKeys ?? 0L, "{key}", "Keys evicted under the memory cap");
+        _meter.CreateObservableGauge("dcache.node.peer_clock_offset", ClockOffsets, "s", "Each peer's wall clock minus this node's, measured on the Raft streams (within half a round trip)");
         _meter.CreateObservableCounter("dcache.cache.expirations", () => Status?.Cache.ExpiredKeys ?? 0L, "{key}", "Expired keys reclaimed");
     }
 
@@ -53,6 +55,13 @@ public sealed class NodeMetrics : IDisposable
 
     /// <summary>Where the gauges read from (the driver's published status).</summary>
     public void Observe(Func<NodeStatusView> status) => _status = status;
+
+    /// <summary>Where the clock-offset gauge reads from (ms per peer).</summary>
+    public void ObserveClockOffsets(Func<IReadOnlyDictionary<ulong, long>> offsets) => _clockOffsets = offsets;
+
+    private IEnumerable<Measurement<double>> ClockOffsets() =>
+        _clockOffsets?.Invoke().Select(pair => new Measurement<double>(pair.Value / 1000.0, new KeyValuePair<string, object?>("peer", pair.Key.ToString(System.Globalization.CultureInfo.InvariantCulture))))
+        ?? [];
 
     public void LeaderChanged() => _leaderChanges.Add(1);
 

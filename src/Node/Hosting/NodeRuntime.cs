@@ -90,9 +90,10 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             metrics,
             loggers.CreateLogger<RaftDriver>());
         metrics.Observe(() => Driver.Status);
+        metrics.ObserveClockOffsets(() => Driver.Clocks.Offsets);
         Driver.ClosingToken = _closing.Token;
         var entryFormat = _options.TestOnlyAdvertisedEntryFormat > 0 ? (byte)_options.TestOnlyAdvertisedEntryFormat : CacheCommand.FormatVersion;
-        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, entryFormat, Driver, loggers.CreateLogger<PeerTransport>());
+        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, entryFormat, Driver.Clocks, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
     }

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Dcache.Node.Consensus;
 using Dcache.Raft;
 using Grpc.Core;
 using Dcache.Protocol;
@@ -30,7 +31,7 @@ public interface ISnapshotSource
 /// Outbound Raft traffic: one long-lived gRPC stream per peer so that Appends pipeline, a bounded queue in front of
 /// it (Raft tolerates loss, so a full queue drops), and reconnection with backoff. Snapshots go in their own call.
 /// </summary>
-public sealed partial class PeerTransport(ulong selfId, string selfAddress, ClusterCredentials credentials, int maxMessageBytes, byte entryFormat, ITransportEvents events, ILogger<PeerTransport> logger) : IAsyncDisposable
+public sealed partial class PeerTransport(ulong selfId, string selfAddress, ClusterCredentials credentials, int maxMessageBytes, byte entryFormat, PeerClocks clocks, ITransportEvents events, ILogger<PeerTransport> logger) : IAsyncDisposable
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, PeerSender> _peers = [];
@@ -178,6 +179,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     {
                         while (_queue.Reader.TryRead(out var message))
                         {
+                            (message.SenderClockMs, message.EchoClockMs) = _owner.Clocks.ForMessageTo(_peer);
                             await call.RequestStream.WriteAsync(message, token).ConfigureAwait(false);
                         }
 
@@ -276,6 +278,8 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
     private Metadata Headers => credentials.ToHeaders(selfId, selfAddress, entryFormat);
 
     private ILogger Logger => logger;
+
+    private PeerClocks Clocks => clocks;
 
     private ITransportEvents Events => events;
 

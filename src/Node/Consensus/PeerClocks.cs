@@ -1,0 +1,78 @@
+using System.Collections.Concurrent;
+
+namespace Dcache.Node.Consensus;
+
+/// <summary>
+/// How far each peer's wall clock is from this node's, measured on the Raft streams, and the cluster's time that a
+/// leader stamps on its proposals. Thread-safe: streams report what they hear from any thread.
+/// </summary>
+/// <remarks>
+/// Every Raft message carries its sender's wall clock and echoes the last wall-clock reading it received from its
+/// recipient. A node that hears a message at its own time <c>R</c>, carrying the peer's reading <c>S</c> and the echo
+/// <c>E</c> of this node's own earlier reading, estimates the peer's offset as <c>S - (E + R) / 2</c>, wrong by at most
+/// half the round trip (NTP's estimate). A leader stamps with its own clock moved by the lower median of the offsets of
+/// the voters (itself counting 0): with a majority of correct clocks, one wrong clock, the leader's included, cannot
+/// move the stamps, which are the only time the state machine knows (expiries, session idleness). Stamping ahead of
+/// true time is the harmful error (keys expire early, and the cache's clock never goes back), so with an even number
+/// of readings the lower middle one wins.
+/// </remarks>
+public sealed class PeerClocks(TimeProvider clock)
+{
+    /// <summary>A round trip longer than this gives no reading: the echo is too old to bound the error usefully.</summary>
+    public static readonly TimeSpan MaxRoundTrip = TimeSpan.FromSeconds(1);
+
+    /// <summary>An offset measured longer ago than this is not used for stamping (the peer may be gone).</summary>
+    public static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(30);
+
+    private readonly ConcurrentDictionary<ulong, long> _lastHeardReading = new();
+    private readonly ConcurrentDictionary<ulong, Measurement> _offsets = new();
+
+    public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
+
+    /// <summary>This node's reading and the echo of <paramref name="peer"/>'s last reading, for a message to it.</summary>
+    public (long ReadingMs, long EchoMs) ForMessageTo(ulong peer) =>
+        (NowMs, _lastHeardReading.TryGetValue(peer, out var echo) ? echo : 0);
+
+    /// <summary>A message from <paramref name="peer"/> arrived with its reading and its echo of this node's (0: none).</summary>
+    public void Heard(ulong peer, long readingMs, long echoMs)
+    {
+        if (readingMs <= 0)
+        {
+            return; // a build from before clock readings
+        }
+
+        _lastHeardReading[peer] = readingMs;
+        var now = NowMs;
+        var roundTrip = now - echoMs;
+        if (echoMs > 0 && roundTrip >= 0 && roundTrip <= (long)MaxRoundTrip.TotalMilliseconds)
+        {
+            _offsets[peer] = new Measurement(readingMs - (echoMs + (roundTrip / 2)), now);
+        }
+    }
+
+    /// <summary>Each peer's last measured offset (its clock minus this node's), in ms.</summary>
+    public IReadOnlyDictionary<ulong, long> Offsets => _offsets.ToDictionary(pair => pair.Key, pair => pair.Value.OffsetMs);
+
+    /// <summary>
+    /// What a leader adds to its clock to stamp: the lower median of its voters' recent offsets (its own counts 0), so a
+    /// minority of wrong clocks, its own included, does not move the stamps.
+    /// </summary>
+    public long StampOffsetMs(IEnumerable<ulong> voters, ulong self)
+    {
+        var now = NowMs;
+        var maxAge = (long)MaxAge.TotalMilliseconds;
+        var offsets = new List<long>(8) { 0 };
+        foreach (var voter in voters)
+        {
+            if (voter != self && _offsets.TryGetValue(voter, out var measured) && now - measured.AtMs <= maxAge)
+            {
+                offsets.Add(measured.OffsetMs);
+            }
+        }
+
+        offsets.Sort();
+        return offsets[(offsets.Count - 1) / 2];
+    }
+
+    private readonly record struct Measurement(long OffsetMs, long AtMs);
+}

@@ -1,0 +1,90 @@
+using Dcache.Node.Consensus;
+
+namespace Dcache.Node.Tests.Consensus;
+
+public sealed class PeerClocksTests
+{
+    private const ulong Self = 1;
+    private const long Hours2 = 2 * 3_600_000;
+
+    [Fact]
+    public void APeersOffsetIsItsReadingMinusTheMidpointOfTheRoundTrip()
+    {
+        var time = new SettableTime(1_000_000);
+        var clocks = new PeerClocks(time);
+        var (sent, _) = clocks.ForMessageTo(2);
+        time.NowMs += 4;
+        var peerReading = time.NowMs + 5_000; // peer 2 runs 5 s ahead, replies 4 ms after we sent
+        time.NowMs += 6;
+        clocks.Heard(2, peerReading, sent);
+
+        Assert.Equal(5_000 - 1, clocks.Offsets[2]); // wrong by less than half the 10 ms round trip
+        Assert.Equal((time.NowMs, peerReading), clocks.ForMessageTo(2)); // and the next message echoes its reading
+    }
+
+    [Fact]
+    public void NoReadingComesFromAnOldEchoOrAPeerThatSendsNone()
+    {
+        var time = new SettableTime(1_000_000);
+        var clocks = new PeerClocks(time);
+        var (sent, _) = clocks.ForMessageTo(2);
+        time.NowMs += (long)PeerClocks.MaxRoundTrip.TotalMilliseconds + 1;
+        clocks.Heard(2, time.NowMs, sent);
+        clocks.Heard(3, 0, 0); // a build without clock readings
+        clocks.Heard(4, time.NowMs, 0); // no echo yet
+        Assert.Empty(clocks.Offsets);
+    }
+
+    [Fact]
+    public void AMajorityOfRightClocksOutvotesTheLeadersOwn()
+    {
+        // This node (the leader) runs two hours ahead; both peers agree with each other.
+        var clocks = Measured(new SettableTime(10_000_000), (2, -Hours2), (3, -Hours2 + 3));
+        Assert.Equal(-Hours2 + 3, clocks.StampOffsetMs([1, 2, 3], Self)); // the median of 0, -2 h and -2 h + 3 ms
+    }
+
+    [Fact]
+    public void OneWrongPeerDoesNotMoveTheStamps()
+    {
+        var clocks = Measured(new SettableTime(10_000_000), (2, Hours2), (3, 2));
+        Assert.Equal(2, clocks.StampOffsetMs([1, 2, 3], Self)); // the median of 0, 2 ms and 2 h
+    }
+
+    [Fact]
+    public void WithTwoReadingsTheEarlierClockWins()
+    {
+        // Stamping ahead expires keys early and the cache's clock never goes back; behind only keeps them longer.
+        var time = new SettableTime(10_000_000);
+        Assert.Equal(0, Measured(time, (2, Hours2)).StampOffsetMs([1, 2, 3], Self));
+        Assert.Equal(-Hours2, Measured(time, (2, -Hours2)).StampOffsetMs([1, 2, 3], Self));
+    }
+
+    [Fact]
+    public void OnlyRecentReadingsOfVotersCount()
+    {
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (2, -Hours2), (3, -Hours2), (4, -Hours2));
+        Assert.Equal(0, clocks.StampOffsetMs([1], Self)); // 2, 3 and 4 are not voters
+        time.NowMs += (long)PeerClocks.MaxAge.TotalMilliseconds + 1;
+        Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
+    }
+
+    private static PeerClocks Measured(SettableTime time, params (ulong Peer, long OffsetMs)[] peers)
+    {
+        var clocks = new PeerClocks(time);
+        foreach (var (peer, offset) in peers)
+        {
+            var (sent, _) = clocks.ForMessageTo(peer);
+            clocks.Heard(peer, sent + offset, sent); // an instant round trip
+        }
+
+        return clocks;
+    }
+
+    private sealed class SettableTime(long nowMs) : TimeProvider
+    {
+        public long NowMs { get; set; } = nowMs;
+
+        public override DateTimeOffset GetUtcNow() => DateTimeOffset.FromUnixTimeMilliseconds(NowMs);
+    }
+}
