@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Cost per command of a local Dcache cluster (3 nodes + gateway, `dcachectl dev`) under redis-benchmark load:
 # ops/s, and — less sensitive to whatever else the machine runs than ops/s — CPU time and context switches per
-# command summed over the node and gateway processes, with each process's CPU ticks.
+# command summed over the node and gateway processes, with each process's CPU ticks; then, per process (leader,
+# followers, gateway), managed bytes allocated per command and GC pause time, read off each process's /metrics
+# (.NET's System.Runtime meter; builds before it was exported print "-").
 # Compare two builds by running it on each tree, alternating (A B A B).
 # Usage: bench/cost-per-command.sh [TREE (default: this checkout, built in Release)] [LABEL] [REQUESTS (default 30000)]
 #        TESTS="set 1;get 1;set 16;get 16" selects tests (command and pipeline depth); WARM=N requests per warm-up test;
@@ -37,21 +39,52 @@ done
 ticks() { for p in $(pgrep -P "$dev"); do awk '{printf "%d ", $14+$15}' "/proc/$p/stat"; done; }
 switches() { for p in $(pgrep -P "$dev"); do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/ctxt_switches/ {n+=$2} END {print n+0}'; }
 hz=$(getconf CLK_TCK)
+# Each process's /metrics, in the order leader, followers (by id), gateway: "port:allocated-bytes:gc-pause-seconds".
+gc_stats() {
+  local leader="" followers="" id port health
+  for id in 1 2 3; do
+    port=$(( base + 1000 + id - 1 ))
+    health=$(curl -s "http://127.0.0.1:$port/health" || true)
+    case "$health" in *'"role":"Leader"'*) leader="$leader $port" ;; *) followers="$followers $port" ;; esac
+  done
+  for port in $leader $followers $(( base + 2000 )); do
+    curl -s "http://127.0.0.1:$port/metrics" | awk -v port="$port" '
+      /^dotnet_gc_heap_total_allocated_bytes_total/ {a=$NF}
+      /^dotnet_gc_pause_time_seconds_total/ {p=$NF}
+      END {printf "%s:%s:%s ", port, (a == "" ? "-" : a), (p == "" ? "-" : p)}'
+  done
+  echo
+}
 
 IFS=";" read -ra tests <<< "${TESTS:-set 1;get 1;set 16;get 16}"
 for test in "${tests[@]}"; do
   read -r command pipeline <<< "$test"
+  sleep 0.5; g0=$(gc_stats)  # the exporter caches a scrape for up to 300 ms
   t0=$(ticks); s0=$(switches)
   csv=$(redis-benchmark -h 127.0.0.1 -p "$gateway" -c "${CLIENTS:-50}" -n "$n" -d 100 -r 100000 -P "$pipeline" -t "$command" --csv -q 2>&1 | grep -v '"test"' | tail -1)
   t1=$(ticks); s1=$(switches)
-  python3 - "$label" "$command" "$pipeline" "$n" "$hz" "$csv" "$t0" "$t1" "$s0" "$s1" <<'PY'
+  sleep 0.5; g1=$(gc_stats)
+  python3 - "$label" "$command" "$pipeline" "$n" "$hz" "$csv" "$t0" "$t1" "$s0" "$s1" "$g0" "$g1" <<'PY'
 import sys
-label, command, pipeline, n, hz, csv, t0, t1, s0, s1 = sys.argv[1:]
+label, command, pipeline, n, hz, csv, t0, t1, s0, s1, g0, g1 = sys.argv[1:]
 n, hz = int(n), int(hz)
 rps = float(csv.split(",")[1].strip('"'))
 per = [b - a for a, b in zip(map(int, t0.split()), map(int, t1.split()))]
 cpu_us = sum(per) / hz * 1e6 / n
 print(f"{label} {command.upper():3} -P {pipeline:>2} {rps:9.0f} ops/s  cpu {cpu_us:6.1f} us/command  "
       f"context switches {(int(s1) - int(s0)) / n:5.1f}/command  ticks per process (nodes, gateway): {' '.join(map(str, per))}")
+# The leader is looked up before and after: a process whose role changed during the test is marked with "?".
+before = [x.split(":") for x in g0.split()]
+after = {port: (a, p) for port, a, p in (x.split(":") for x in g1.split())}
+roles = ["leader"] + ["follower"] * (len(before) - 2) + ["gateway"]
+cells = []
+for role, (port, a0, p0) in zip(roles, before):
+    a1, p1 = after.get(port, ("-", "-"))
+    moved = "" if [x.split(":")[0] for x in g1.split()] == [x[0] for x in before] else "?"
+    if "-" in (a0, a1, p0, p1):
+        cells.append(f"{role}{moved} -")
+    else:
+        cells.append(f"{role}{moved} {(float(a1) - float(a0)) / n:6.0f} B (GC pause {(float(p1) - float(p0)) * 1e3:5.0f} ms)")
+print(f"{label} {command.upper():3} -P {pipeline:>2} allocated per command: {',  '.join(cells)}")
 PY
 done

@@ -41,7 +41,9 @@ builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.
 builder.Services.AddOpenTelemetry()
     .ConfigureResource(resource => resource.AddService("dcache-gateway"))
     .WithMetrics(metrics => metrics
-        .AddMeter(RespMetrics.MeterName, CacheCluster.MeterName)
+        // "System.Runtime" is .NET's built-in meter (GC, allocation, thread pool, lock contention): allocated bytes
+        // and GC pause time per process are what the hot paths' allocation budget is checked against.
+        .AddMeter(RespMetrics.MeterName, CacheCluster.MeterName, "System.Runtime")
         .AddPrometheusExporter());
 
 builder.WebHost.ConfigureKestrel(kestrel =>

@@ -42,7 +42,9 @@ builder.Services.AddSingleton<NodeMetrics>();
 builder.Services.AddOpenTelemetry()
     .ConfigureResource(resource => resource.AddService("dcache-node", serviceInstanceId: nodeOptions.NodeId.ToString(System.Globalization.CultureInfo.InvariantCulture)))
     .WithMetrics(metrics => metrics
-        .AddMeter(NodeMetrics.MeterName)
+        // "System.Runtime" is .NET's built-in meter (GC, allocation, thread pool, lock contention): allocated bytes
+        // and GC pause time per process are what the hot paths' allocation budget is checked against.
+        .AddMeter(NodeMetrics.MeterName, "System.Runtime")
         .AddPrometheusExporter());
 builder.Services.AddSingleton<NodeRuntime>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<NodeRuntime>());
