@@ -22,9 +22,11 @@ internal ref struct EntryReader
 
     public readonly int Remaining => _data.Length - _position;
 
-    public byte ReadByte(string field)
+    // The optional fieldSuffix names a part of the field (" length") without concatenating a string on every read:
+    // the name is only put together for an error message.
+    public byte ReadByte(string field, string fieldSuffix = "")
     {
-        Require(1, field);
+        Require(1, field, fieldSuffix);
         return _data[_position++];
     }
 
@@ -39,16 +41,16 @@ internal ref struct EntryReader
     public long ReadInt64(string field) => unchecked((long)ReadUInt64(field));
 
     /// <summary>An unsigned LEB128 varint of at most 10 bytes whose value fits 64 bits.</summary>
-    public ulong ReadVarUInt64(string field)
+    public ulong ReadVarUInt64(string field, string fieldSuffix = "")
     {
         ulong value = 0;
         for (var shift = 0; shift < 64; shift += 7)
         {
             var start = _position;
-            var b = ReadByte(field);
+            var b = ReadByte(field, fieldSuffix);
             if (shift == 63 && b > 1)
             {
-                throw Malformed($"{field} varint overflows 64 bits", start);
+                throw Malformed($"{field}{fieldSuffix} varint overflows 64 bits", start);
             }
 
             value |= (ulong)(b & 0x7F) << shift;
@@ -58,17 +60,17 @@ internal ref struct EntryReader
             }
         }
 
-        throw Malformed($"{field} varint is longer than 10 bytes", _position);
+        throw Malformed($"{field}{fieldSuffix} varint is longer than 10 bytes", _position);
     }
 
     /// <summary>A varint length or count that must fit an int and, read as a byte count, the remaining input.</summary>
-    public int ReadLength(string field, int minimumBytesPerUnit)
+    public int ReadLength(string field, int minimumBytesPerUnit, string fieldSuffix = "")
     {
         var start = _position;
-        var value = ReadVarUInt64(field);
+        var value = ReadVarUInt64(field, fieldSuffix);
         if (value > int.MaxValue || (long)value * minimumBytesPerUnit > Remaining)
         {
-            throw Malformed(string.Create(CultureInfo.InvariantCulture, $"{field} {value} exceeds the {Remaining} bytes that remain"), start);
+            throw Malformed(string.Create(CultureInfo.InvariantCulture, $"{field}{fieldSuffix} {value} exceeds the {Remaining} bytes that remain"), start);
         }
 
         return (int)value;
@@ -77,7 +79,7 @@ internal ref struct EntryReader
     /// <summary>A varint-length-prefixed byte string, returned as a slice of the input (no copy).</summary>
     public ReadOnlySpan<byte> ReadBytes(string field)
     {
-        var length = ReadLength(field + " length", 1);
+        var length = ReadLength(field, 1, " length");
         var value = _data.Slice(_position, length);
         _position += length;
         return value;
@@ -97,11 +99,11 @@ internal ref struct EntryReader
     public static FormatException Malformed(string what, int offset) =>
         new(string.Create(CultureInfo.InvariantCulture, $"Malformed cache command: {what} (at byte {offset})."));
 
-    private readonly void Require(int count, string field)
+    private readonly void Require(int count, string field, string fieldSuffix = "")
     {
         if (Remaining < count)
         {
-            throw Malformed(string.Create(CultureInfo.InvariantCulture, $"truncated while reading {field}: needs {count} bytes, {Remaining} remain"), _position);
+            throw Malformed(string.Create(CultureInfo.InvariantCulture, $"truncated while reading {field}{fieldSuffix}: needs {count} bytes, {Remaining} remain"), _position);
         }
     }
 }
