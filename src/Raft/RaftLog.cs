@@ -8,6 +8,10 @@ internal sealed class RaftLog
 {
     private readonly IRaftLogReader _storage;
     private readonly List<Entry> _scratch = [];
+    // Slices are gathered here, then copied into an array of their exact size: a List grown entry by entry would
+    // leave its outgrown arrays behind on every Append message and every Ready.
+    private readonly List<Entry> _slice = [];
+    private readonly Entry[] _one = new Entry[1];
 
     // Unstable tail: entries from _unstableOffset on, not yet confirmed durable. Entries at and after the offset
     // that storage may still hold are stale and superseded by these.
@@ -144,6 +148,15 @@ internal sealed class RaftLog
         return index;
     }
 
+    /// <summary>Leader side: appends an entry whose index follows the last one.</summary>
+    public void Append(Entry entry)
+    {
+        // TruncateAndAppend copies what it is given, so one array serves every proposal.
+        _one[0] = entry;
+        Append(_one);
+        _one[0] = default;
+    }
+
     /// <summary>Leader side: appends entries whose indexes follow the last one.</summary>
     public void Append(IReadOnlyList<Entry> entries)
     {
@@ -267,14 +280,23 @@ internal sealed class RaftLog
             return [];
         }
 
-        var entries = new List<Entry>();
-        var status = Slice(lo, Committed + 1, maxBytes, entries);
+        var status = Slice(lo, Committed + 1, maxBytes, out var entries);
         if (status != LogReadStatus.Ok)
         {
             throw new InvalidOperationException($"committed entries [{lo}, {Committed}] are unreadable: {status}");
         }
 
         return entries;
+    }
+
+    /// <summary>As <see cref="Slice(ulong, ulong, ulong, List{Entry})"/>, into an array of its own (empty unless Ok).</summary>
+    public LogReadStatus Slice(ulong lo, ulong hi, ulong maxBytes, out Entry[] entries)
+    {
+        _slice.Clear();
+        var status = Slice(lo, hi, maxBytes, _slice);
+        entries = status == LogReadStatus.Ok && _slice.Count > 0 ? _slice.ToArray() : [];
+        _slice.Clear(); // the entries' payloads are not kept alive by the scratch list
+        return status;
     }
 
     /// <summary>Entries [lo, hi) up to maxBytes (at least one), from storage and the unstable tail.</summary>

@@ -59,7 +59,7 @@ public sealed partial class RaftNode
 
     private ProposeResult AcceptProposal(Entry entry)
     {
-        AppendEntries([entry]);
+        AppendEntry(entry);
         // Followers hear of it when the next Ready is built: every proposal until then rides in the same Appends.
         _broadcastPending = true;
         return new ProposeResult(ProposeStatus.Accepted, _log.LastIndex, _term, Id);
@@ -123,16 +123,11 @@ public sealed partial class RaftNode
         }
     }
 
-    private void AppendEntries(List<Entry> entries)
+    private void AppendEntry(Entry entry)
     {
-        var index = _log.LastIndex;
-        for (var i = 0; i < entries.Count; i++)
-        {
-            entries[i] = entries[i] with { Index = ++index, Term = _term };
-            _uncommittedBytes += entries[i].Size;
-        }
-
-        _log.Append(entries);
+        entry = entry with { Index = _log.LastIndex + 1, Term = _term };
+        _uncommittedBytes += entry.Size;
+        _log.Append(entry);
         _progress[Id].MaybeUpdate(_log.LastIndex);
         MaybeCommit(); // a single-voter cluster commits at once
     }
@@ -309,9 +304,9 @@ public sealed partial class RaftNode
 
         var prevIndex = pr.Next - 1;
         var termStatus = _log.TryTerm(prevIndex, out var prevTerm);
-        var entries = new List<Entry>();
+        Entry[] entries = [];
         var entriesStatus = termStatus == LogReadStatus.Ok
-            ? _log.Slice(pr.Next, _log.LastIndex + 1, _options.MaxSizePerMessage, entries)
+            ? _log.Slice(pr.Next, _log.LastIndex + 1, _options.MaxSizePerMessage, out entries)
             : termStatus;
 
         if (termStatus == LogReadStatus.Compacted || entriesStatus == LogReadStatus.Compacted)
@@ -324,7 +319,7 @@ public sealed partial class RaftNode
             throw new InvalidOperationException($"cannot read the log for peer {to} at {prevIndex}: {termStatus}/{entriesStatus}");
         }
 
-        if (entries.Count == 0 && !sendIfEmpty)
+        if (entries.Length == 0 && !sendIfEmpty)
         {
             return false;
         }
@@ -346,7 +341,7 @@ public sealed partial class RaftNode
             Entries = entries,
             Commit = _log.Committed,
         });
-        pr.SentEntries(entries.Count, bytes, entries.Count > 0 ? entries[^1].Index : prevIndex);
+        pr.SentEntries(entries.Length, bytes, entries.Length > 0 ? entries[^1].Index : prevIndex);
         return true;
     }
 

@@ -415,7 +415,7 @@ public sealed partial class RaftNode
 
         // The no-op opens the term: entries of earlier terms commit only once an entry of this term does, and no
         // membership change may be proposed before it is applied.
-        AppendEntries([new Entry(0, 0, EntryType.Normal, ReadOnlyMemory<byte>.Empty)]);
+        AppendEntry(new Entry(0, 0, EntryType.Normal, ReadOnlyMemory<byte>.Empty));
         _pendingConfIndex = _log.LastIndex;
         BroadcastAppend();
     }
