@@ -23,8 +23,25 @@ internal sealed record SnapshotReceivedInput(Message Message) : DriverInput;
 /// <summary>A local snapshot is durable in the store (null: taking it failed).</summary>
 internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata) : DriverInput;
 
-internal sealed record CommandInput(Proto.Command Command, TaskCompletionSource<Proto.Reply> Completion, long DeadlineMs) : DriverInput;
+internal sealed record CommandInput(Proto.Command Command, IReplySink Replies, long DeadlineMs) : DriverInput;
 
 /// <summary>Work to run on the loop, where the core and the state machine may be touched; it completes its own task.</summary>
 internal sealed record LoopWorkInput(Action<RaftNode> Run, Action<Exception> Fail) : DriverInput;
 
+
+/// <summary>
+/// Where the reply to a command goes. The driver completes each command exactly once, on its loop (or on the caller's
+/// thread when the loop has stopped), so an implementation must be cheap and must not block. A command stream passes
+/// one sink for all its commands: no task or continuation per command.
+/// </summary>
+public interface IReplySink
+{
+    void Complete(Proto.Reply reply);
+}
+
+/// <summary>A reply as a task, for callers that await one command.</summary>
+internal sealed class TaskReplySink() : TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously), IReplySink
+{
+    // Continuations run on the thread pool, never on the driver loop that completes the task.
+    public void Complete(Proto.Reply reply) => TrySetResult(reply);
+}

@@ -181,14 +181,19 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>Runs a command: a write is proposed (leader only), a read served by ReadIndex or locally.</summary>
     public Task<Proto.Reply> ExecuteAsync(Proto.Command command)
     {
-        var completion = new TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
-        if (!_inputs.Writer.TryWrite(new CommandInput(command, completion, deadline)))
-        {
-            completion.SetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "the node is shutting down"));
-        }
+        var replies = new TaskReplySink();
+        Execute(command, replies);
+        return replies.Task;
+    }
 
-        return completion.Task;
+    /// <summary>Runs a command as <see cref="ExecuteAsync"/> does; its reply goes to <paramref name="replies"/>, exactly once.</summary>
+    public void Execute(Proto.Command command, IReplySink replies)
+    {
+        var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
+        if (!_inputs.Writer.TryWrite(new CommandInput(command, replies, deadline)))
+        {
+            replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "the node is shutting down"));
+        }
     }
 
     /// <summary>Runs <paramref name="work"/> on the loop, where the core and the state machine may be read and changed.</summary>
@@ -413,7 +418,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var command = input.Command;
         if (WriteEncoder.Validate(command) is { } invalid)
         {
-            input.Completion.TrySetResult(invalid.StartsWith("ERR ", StringComparison.Ordinal)
+            input.Replies.Complete(invalid.StartsWith("ERR ", StringComparison.Ordinal)
                 ? new Proto.Reply { Id = command.Id, Error = invalid }
                 : ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, invalid));
             return;
@@ -423,7 +428,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             // Removed, or joining and not yet added: its log and leader are not the cluster's. No leader hint either,
             // since a removed node's last known leader may itself be gone, and clients would bounce between the two.
-            input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable,
+            input.Replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable,
                 $"not applied: node {NodeId} is not a member of the cluster (removed, or not yet added)"));
             return;
         }
@@ -434,7 +439,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            input.Completion.TrySetResult(ReadExecutor.Execute(command, _cache, ClusterNowMs()));
+            input.Replies.Complete(ReadExecutor.Execute(command, _cache, ClusterNowMs()));
         }
         else
         {
@@ -447,7 +452,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var command = input.Command;
         if (_raft.Role != Role.Leader)
         {
-            input.Completion.TrySetResult(NotLeader(command.Id));
+            input.Replies.Complete(NotLeader(command.Id));
             return;
         }
 
@@ -455,7 +460,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             // A member's build cannot read registrations yet (a rolling upgrade): the session starts with its first
             // write, as it did before registrations existed.
-            input.Completion.TrySetResult(new Proto.Reply { Id = command.Id, Nil = true });
+            input.Replies.Complete(new Proto.Reply { Id = command.Id, Nil = true });
             return;
         }
 
@@ -464,7 +469,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
         {
             // Followers could never receive a larger entry, and the log would stop committing behind it.
-            input.Completion.TrySetResult(new Proto.Reply
+            input.Replies.Complete(new Proto.Reply
             {
                 Id = command.Id,
                 Error = $"ERR command too large: its log entry would be {_encodeBuffer.WrittenCount} bytes, over the cluster's limit of {_settings.MaxEntryBytes} (Dcache:Node:MaxMessageBytes less header room)",
@@ -480,10 +485,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 _writes[result.Index] = new PendingWrite(result.Term, input);
                 break;
             case ProposeStatus.NotLeader:
-                input.Completion.TrySetResult(NotLeader(command.Id));
+                input.Replies.Complete(NotLeader(command.Id));
                 break;
             default:
-                input.Completion.TrySetResult(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, $"not applied: {result.Status} {result.Reason}".TrimEnd(), result.LeaderHint, _addresses.Find(result.LeaderHint)));
+                input.Replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, $"not applied: {result.Status} {result.Reason}".TrimEnd(), result.LeaderHint, _addresses.Find(result.LeaderHint)));
                 break;
         }
     }
@@ -615,7 +620,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 {
                     foreach (var input in group)
                     {
-                        input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read not served: leadership changed; retry"));
+                        input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read not served: leadership changed; retry"));
                     }
                 }
             }
@@ -647,7 +652,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (_writes.Remove(entry.Index, out var pending))
             {
                 var id = pending.Input.Command.Id;
-                pending.Input.Completion.TrySetResult(pending.Term == entry.Term
+                pending.Input.Replies.Complete(pending.Term == entry.Term
                     ? ReplyFactory.FromCache(id, reply)
                     : ReplyFactory.Failure(id, Proto.FailureKind.Unavailable, "not applied: another leader's entry took its place; retry"));
             }
@@ -667,7 +672,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
-            input.Completion.TrySetResult(ReadExecutor.Execute(input.Command, _cache, now));
+            input.Replies.Complete(ReadExecutor.Execute(input.Command, _cache, now));
         }
     }
 
@@ -687,7 +692,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             foreach (var index in overdue ?? [])
             {
                 _writes.Remove(index, out var pending);
-                pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
+                pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
                     $"outcome unknown: proposed at index {index} but not seen applied in time; it may still apply"));
             }
         }
@@ -699,7 +704,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 _readsAwaitingIndex.Remove(context, out var group);
                 foreach (var input in group!)
                 {
-                    input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
+                    input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
                 }
             }
         }
@@ -889,17 +894,17 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _changesAwaitingApply.Clear();
         foreach (var (_, pending) in _writes)
         {
-            pending.Input.Completion.TrySetResult(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));
+            pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));
         }
 
         foreach (var input in _readsAwaitingIndex.Values.SelectMany(group => group).Concat(_openReadGroup))
         {
-            input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
+            input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
         }
 
         while (_readsAwaitingApply.TryDequeue(out var input, out _))
         {
-            input.Completion.TrySetResult(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
+            input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
         }
 
         while (_inputs.Reader.TryRead(out var input))
@@ -907,7 +912,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             switch (input)
             {
                 case CommandInput command:
-                    command.Completion.TrySetResult(ReplyFactory.Failure(command.Command.Id, Proto.FailureKind.Unavailable, "not applied: the node stopped"));
+                    command.Replies.Complete(ReplyFactory.Failure(command.Command.Id, Proto.FailureKind.Unavailable, "not applied: the node stopped"));
                     break;
                 case LoopWorkInput work:
                     work.Fail(new InvalidOperationException("the node stopped"));

@@ -12,49 +12,65 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
     public override async Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context)
     {
         // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
-        var finished = System.Threading.Channels.Channel.CreateUnbounded<Proto.Reply>(new() { SingleReader = true });
-        var writer = WriteRepliesAsync(finished.Reader, responseStream, options.MaxMessageBytes, context.CancellationToken);
-        var inFlight = 0;
-        var readingDone = false;
-        var gate = new object();
+        var replies = new StreamReplies();
+        var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, options.MaxMessageBytes, context.CancellationToken);
         try
         {
             while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
             {
                 foreach (var command in requestStream.Current.Commands)
                 {
-                    Interlocked.Increment(ref inFlight);
-                    _ = driver.ExecuteAsync(command).ContinueWith(
-                        task =>
-                        {
-                            finished.Writer.TryWrite(task.Result);
-                            lock (gate)
-                            {
-                                if (Interlocked.Decrement(ref inFlight) == 0 && readingDone)
-                                {
-                                    finished.Writer.TryComplete();
-                                }
-                            }
-                        },
-                        CancellationToken.None,
-                        TaskContinuationOptions.ExecuteSynchronously,
-                        TaskScheduler.Default);
+                    replies.Started();
+                    driver.Execute(command, replies);
                 }
             }
         }
         finally
         {
-            lock (gate)
+            replies.ReadingDone();
+        }
+
+        await writer.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The replies of one command stream, queued for its writer as the driver completes them (on its loop: a channel
+    /// write, no task or thread-pool hop per command). Complete once reading is done and every command has its reply.
+    /// </summary>
+    private sealed class StreamReplies : IReplySink
+    {
+        private readonly object _gate = new();
+        private int _inFlight;
+        private bool _readingDone;
+
+        public System.Threading.Channels.Channel<Proto.Reply> Finished { get; } =
+            System.Threading.Channels.Channel.CreateUnbounded<Proto.Reply>(new() { SingleReader = true });
+
+        public void Started() => Interlocked.Increment(ref _inFlight);
+
+        public void Complete(Proto.Reply reply)
+        {
+            Finished.Writer.TryWrite(reply);
+            lock (_gate)
             {
-                readingDone = true;
-                if (Volatile.Read(ref inFlight) == 0)
+                if (Interlocked.Decrement(ref _inFlight) == 0 && _readingDone)
                 {
-                    finished.Writer.TryComplete();
+                    Finished.Writer.TryComplete();
                 }
             }
         }
 
-        await writer.ConfigureAwait(false);
+        public void ReadingDone()
+        {
+            lock (_gate)
+            {
+                _readingDone = true;
+                if (Volatile.Read(ref _inFlight) == 0)
+                {
+                    Finished.Writer.TryComplete();
+                }
+            }
+        }
     }
 
     private static async Task WriteRepliesAsync(System.Threading.Channels.ChannelReader<Proto.Reply> finished, IServerStreamWriter<Proto.ReplyBatch> output, int maxMessageBytes, CancellationToken cancellationToken)
