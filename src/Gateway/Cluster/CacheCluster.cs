@@ -236,10 +236,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 var node = hinted ?? (_isWrite[i]
                     ? writeNode ??= _cluster.Choose(isWrite: true)
                     : readNode ??= _cluster.Choose(isWrite: false));
-                var group = groups.Find(g => ReferenceEquals(g.Node, node));
+                var group = GroupFor(groups, node);
                 if (group is null)
                 {
-                    group = new Group(node);
+                    // Sized for every command still unanswered: most batches go to one node.
+                    group = new Group(node, _unanswered);
                     groups.Add(group);
                 }
 
@@ -285,6 +286,20 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             }
 
             return _unanswered == 0 ? AttemptResult.Done : result;
+        }
+
+        // A loop, not List.Find with a lambda: the lambda would capture the node, a closure and a delegate per command.
+        private static Group? GroupFor(List<Group> groups, NodeConnection node)
+        {
+            foreach (var group in groups)
+            {
+                if (ReferenceEquals(group.Node, node))
+                {
+                    return group;
+                }
+            }
+
+            return null;
         }
 
         /// <summary>Takes one reply in: completes its call, or keeps it for the next attempt and says why.</summary>
@@ -396,13 +411,13 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         // The smaller value is the more telling reason (and never Done while a command is left).
         private static AttemptResult Worse(AttemptResult a, AttemptResult b) => a < b ? a : b;
 
-        private sealed class Group(NodeConnection node)
+        private sealed class Group(NodeConnection node, int capacity)
         {
             public NodeConnection Node { get; } = node;
 
-            public List<int> Indexes { get; } = [];
+            public List<int> Indexes { get; } = new(capacity);
 
-            public List<Command> Commands { get; } = [];
+            public List<Command> Commands { get; } = new(capacity);
 
             public Reply?[]? Replies;
 
