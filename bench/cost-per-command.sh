@@ -44,11 +44,11 @@ gc_stats() {
   local leader="" followers="" id port health
   for id in 1 2 3; do
     port=$(( base + 1000 + id - 1 ))
-    health=$(curl -s "http://127.0.0.1:$port/health" || true)
+    health=$(curl -s --max-time 5 "http://127.0.0.1:$port/health" || true)
     case "$health" in *'"role":"Leader"'*) leader="$leader $port" ;; *) followers="$followers $port" ;; esac
   done
   for port in $leader $followers $(( base + 2000 )); do
-    curl -s "http://127.0.0.1:$port/metrics" | awk -v port="$port" '
+    { curl -s --max-time 5 "http://127.0.0.1:$port/metrics" || true; } | awk -v port="$port" '
       /^dotnet_gc_heap_total_allocated_bytes_total/ {a=$NF}
       /^dotnet_gc_pause_time_seconds_total/ {p=$NF}
       END {printf "%s:%s:%s ", port, (a == "" ? "-" : a), (p == "" ? "-" : p)}'
