@@ -37,6 +37,8 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
     private readonly Dictionary<ulong, PeerSender> _peers = [];
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
+    // Send is called by the driver loop only, so this needs no lock.
+    private readonly RecentWireEntries _recentEntries = new();
 
     /// <summary>Makes the transport know exactly these peers (not including this node).</summary>
     public void SetPeers(IReadOnlyDictionary<ulong, string> addresses)
@@ -73,7 +75,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         }
     }
 
-    /// <summary>Queues a message for its peer; never blocks. A message to an unknown peer is dropped and reported.</summary>
+    /// <summary>Queues a message for its peer; never blocks. A message to an unknown peer is dropped and reported. Called by the driver loop only.</summary>
     public void Send(Message message)
     {
         PeerSender? sender;
@@ -82,7 +84,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             _peers.TryGetValue(message.To, out sender);
         }
 
-        if (sender is null || !sender.TryEnqueue(RaftMessageCodec.ToWire(message)))
+        if (sender is null || !sender.TryEnqueue(RaftMessageCodec.ToWire(message, _recentEntries)))
         {
             events.PeerUnreachable(message.To);
         }

@@ -7,7 +7,14 @@ namespace Dcache.Node.Transport;
 /// <summary>Converts Raft messages to and from their wire form, rejecting wire messages that make no sense.</summary>
 public static class RaftMessageCodec
 {
-    public static Wire.RaftMessage ToWire(Message message)
+    public static Wire.RaftMessage ToWire(Message message) => ToWire(message, null);
+
+    /// <summary>
+    /// As <see cref="ToWire(Message)"/>, reusing the wire entries <paramref name="recent"/> made for an earlier message.
+    /// A leader sends each follower the same new entries in the same round: converted once, they are shared (the wire
+    /// messages only read them). An entry is named by index and term, which by the Log Matching property fix its bytes.
+    /// </summary>
+    public static Wire.RaftMessage ToWire(Message message, RecentWireEntries? recent)
     {
         var wire = new Wire.RaftMessage
         {
@@ -23,15 +30,22 @@ public static class RaftMessageCodec
             Context = message.Context,
             LeadershipTransfer = message.LeadershipTransfer,
         };
-        foreach (var entry in message.Entries)
+        var entries = message.Entries;
+        wire.Entries.Capacity = entries.Count;
+        foreach (var entry in entries)
         {
-            wire.Entries.Add(new Wire.Entry
+            wire.Entries.Add(recent?.Find(entry.Index, entry.Term) ?? new Wire.Entry
             {
                 Index = entry.Index,
                 Term = entry.Term,
                 Type = (Wire.EntryType)entry.Type,
                 Data = UnsafeByteOperations.UnsafeWrap(entry.Data),
             });
+        }
+
+        if (entries.Count > 0)
+        {
+            recent?.Remember(wire.Entries);
         }
 
         if (message.Snapshot is { } snapshot)
@@ -119,5 +133,41 @@ public static class RaftMessageCodec
         }
 
         return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners, membership.Contexts));
+    }
+}
+
+/// <summary>
+/// The wire entries of the last message that carried any, for <see cref="RaftMessageCodec.ToWire(Message, RecentWireEntries)"/>.
+/// Not thread-safe: one sender (the driver loop) uses it.
+/// </summary>
+public sealed class RecentWireEntries
+{
+    private Wire.Entry[] _entries = [];
+    private int _count;
+    private ulong _firstIndex;
+
+    public Wire.Entry? Find(ulong index, ulong term)
+    {
+        if (index < _firstIndex || index - _firstIndex >= (ulong)_count)
+        {
+            return null;
+        }
+
+        var entry = _entries[(int)(index - _firstIndex)];
+        return entry.Term == term ? entry : null;
+    }
+
+    public void Remember(Google.Protobuf.Collections.RepeatedField<Wire.Entry> entries)
+    {
+        if (_entries.Length < entries.Count)
+        {
+            _entries = new Wire.Entry[Math.Max(entries.Count, 2 * _entries.Length)];
+        }
+
+        entries.CopyTo(_entries, 0);
+        // The tail of an earlier, longer message stays behind unused: cleared, so its payloads can be collected.
+        Array.Clear(_entries, entries.Count, _count > entries.Count ? _count - entries.Count : 0);
+        _count = entries.Count;
+        _firstIndex = entries[0].Index;
     }
 }
