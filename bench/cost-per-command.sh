@@ -28,6 +28,9 @@ stop() {
 }
 trap stop EXIT
 for _ in $(seq 1 300); do redis-cli -p "$gateway" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+# The gateway answers PING before the nodes have elected a leader; on a loaded machine that takes long enough for
+# the first redis-benchmark to meet errors (and exit non-zero), so wait for a write to go through.
+for _ in $(seq 1 300); do redis-cli -p "$gateway" SET cost-per-command-ready 1 2>/dev/null | grep -q OK && break; sleep 0.1; done
 # Warm up (JIT tiering, connections, the log's first pages) before anything is measured: every test shape once, so
 # the code of each (pipelined batches too) has reached its final tier. With less, the first measured test paid for
 # JIT compilation (the tiering thread showed in profiles of the measured window).
