@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using Dcache.Gateway.Resp;
+using Dcache.Protocol;
 using Dcache.Protocol.Cache;
 
 namespace Dcache.Gateway.Commands;
@@ -185,7 +186,7 @@ internal static class ServerCommands
             {
                 if (isGlob)
                 {
-                    if (GlobPattern.Matches(pattern, name) && seen.Add(name))
+                    if (GlobPattern.Matches(request[i], Encoding.ASCII.GetBytes(name), ignoreCase: true) && seen.Add(name))
                     {
                         matches.Add((name, value(context.Options)));
                     }

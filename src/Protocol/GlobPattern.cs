@@ -1,21 +1,24 @@
-namespace Dcache.Gateway.Commands;
+namespace Dcache.Protocol;
 
-/// <summary>Redis's glob matching (stringmatchlen in util.c), case-insensitive, with its guard against exponential backtracking.</summary>
-internal static class GlobPattern
+/// <summary>
+/// Redis's glob matching over bytes (stringmatchlen in util.c), with its guard against exponential backtracking: the
+/// gateway's CONFIG GET matches without case (as Redis does), the nodes' KEYS with case. Shared so both match alike.
+/// </summary>
+public static class GlobPattern
 {
-    public static bool Matches(ReadOnlySpan<char> pattern, ReadOnlySpan<char> text)
+    public static bool Matches(ReadOnlySpan<byte> pattern, ReadOnlySpan<byte> text, bool ignoreCase)
     {
         var skipLongerMatches = false;
-        return Match(pattern, text, ref skipLongerMatches);
+        return Match(pattern, text, ignoreCase, ref skipLongerMatches);
     }
 
-    private static bool Match(ReadOnlySpan<char> pattern, ReadOnlySpan<char> text, ref bool skipLongerMatches)
+    private static bool Match(ReadOnlySpan<byte> pattern, ReadOnlySpan<byte> text, bool ignoreCase, ref bool skipLongerMatches)
     {
         while (pattern.Length > 0 && text.Length > 0)
         {
             switch (pattern[0])
             {
-                case '*':
+                case (byte)'*':
                     while (pattern.Length > 1 && pattern[1] == '*')
                     {
                         pattern = pattern[1..];
@@ -28,7 +31,7 @@ internal static class GlobPattern
 
                     while (text.Length > 0)
                     {
-                        if (Match(pattern[1..], text, ref skipLongerMatches))
+                        if (Match(pattern[1..], text, ignoreCase, ref skipLongerMatches))
                         {
                             return true;
                         }
@@ -44,10 +47,10 @@ internal static class GlobPattern
                     // No longer text can match what follows this star either: stop the outer stars from trying.
                     skipLongerMatches = true;
                     return false;
-                case '?':
+                case (byte)'?':
                     text = text[1..];
                     break;
-                case '[':
+                case (byte)'[':
                 {
                     pattern = pattern[1..];
                     var negate = pattern.Length > 0 && pattern[0] == '^';
@@ -75,20 +78,20 @@ internal static class GlobPattern
                         }
                         else if (pattern.Length >= 3 && pattern[1] == '-')
                         {
-                            var start = char.ToLowerInvariant(pattern[0]);
-                            var end = char.ToLowerInvariant(pattern[2]);
+                            var start = Fold(pattern[0], ignoreCase);
+                            var end = Fold(pattern[2], ignoreCase);
                             if (start > end)
                             {
                                 (start, end) = (end, start);
                             }
 
-                            var c = char.ToLowerInvariant(text[0]);
+                            var c = Fold(text[0], ignoreCase);
                             matched |= c >= start && c <= end;
                             pattern = pattern[2..];
                         }
                         else
                         {
-                            matched |= char.ToLowerInvariant(pattern[0]) == char.ToLowerInvariant(text[0]);
+                            matched |= Fold(pattern[0], ignoreCase) == Fold(text[0], ignoreCase);
                         }
 
                         pattern = pattern[1..];
@@ -113,13 +116,13 @@ internal static class GlobPattern
                     break;
                 }
 
-                case '\\':
+                case (byte)'\\':
                     if (pattern.Length >= 2)
                     {
                         pattern = pattern[1..];
                     }
 
-                    if (char.ToLowerInvariant(pattern[0]) != char.ToLowerInvariant(text[0]))
+                    if (Fold(pattern[0], ignoreCase) != Fold(text[0], ignoreCase))
                     {
                         return false;
                     }
@@ -127,7 +130,7 @@ internal static class GlobPattern
                     text = text[1..];
                     break;
                 default:
-                    if (char.ToLowerInvariant(pattern[0]) != char.ToLowerInvariant(text[0]))
+                    if (Fold(pattern[0], ignoreCase) != Fold(text[0], ignoreCase))
                     {
                         return false;
                     }
@@ -150,4 +153,7 @@ internal static class GlobPattern
 
         return pattern.Length == 0 && text.Length == 0;
     }
+
+    // C's tolower in the "C" locale, which is what Redis uses: ASCII letters only.
+    private static byte Fold(byte c, bool ignoreCase) => ignoreCase && c is >= (byte)'A' and <= (byte)'Z' ? (byte)(c + 32) : c;
 }
