@@ -22,7 +22,15 @@ namespace Dcache.Cache;
 /// MultiSet     : varint pair count (>= 1) | pair count x (bytes key, bytes value)
 /// PurgeExpired : i64 purge-up-to ms
 /// RegisterSession (version 3 and later; a client id, sequence 0) : nothing
+/// GetDelete (3)        : bytes key
+/// GetExpire (3)        : u8 GetExpiry | [i64 expire-at ms, only when GetExpiry.At] | bytes key
+/// Append (3)           : bytes key | bytes value
+/// IncrementByFloat (3) : bytes increment (the client's text) | bytes key
+/// MultiSetIfNoneExist (3) : as MultiSet
+/// FlushAll (3)         : nothing
+/// Rename, RenameIfAbsent (3) : bytes source | bytes destination
 /// </code>
+/// The kinds marked (3) exist from version 3 on: in an older version their kind byte is unknown.
 /// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
 /// refuses an entry it does not understand instead of applying it differently.
 /// </remarks>
@@ -56,9 +64,9 @@ public readonly ref struct CacheCommand
             throw new ArgumentException("not an encoded cache command", nameof(entry));
         }
 
-        if (version < SessionRegistrationVersion && entry.Length > 1 && (entry[1] & ~SessionMustExistBit) == (byte)CacheCommandKind.RegisterSession)
+        if (entry.Length > 1 && MinimumFormatVersion((CacheCommandKind)(entry[1] & ~SessionMustExistBit)) is var needed && version < needed)
         {
-            throw new ArgumentException($"a session registration needs format version {SessionRegistrationVersion}", nameof(version));
+            throw new ArgumentException($"a {(CacheCommandKind)(entry[1] & ~SessionMustExistBit)} entry needs format version {needed}", nameof(version));
         }
 
         entry[0] = version;
@@ -70,6 +78,13 @@ public readonly ref struct CacheCommand
 
     /// <summary>The first format version with the session-must-exist bit in the kind byte and <see cref="CacheCommandKind.RegisterSession"/>.</summary>
     public const byte SessionRegistrationVersion = 3;
+
+    /// <summary>
+    /// The oldest format version that has <paramref name="kind"/>: 3 for <see cref="CacheCommandKind.RegisterSession"/> and
+    /// the kinds after it, 1 for the others. A leader must not propose such an entry while a member reads only an older
+    /// version: that member would stop at it.
+    /// </summary>
+    public static byte MinimumFormatVersion(CacheCommandKind kind) => kind >= CacheCommandKind.RegisterSession ? SessionRegistrationVersion : OldestFormatVersion;
 
     private const byte SessionMustExistVersion = SessionRegistrationVersion;
 
@@ -124,17 +139,26 @@ public readonly ref struct CacheCommand
 
     public CacheCommandKind Kind { get; }
 
-    /// <summary>The key of Set, Expire, Persist and IncrementBy.</summary>
+    /// <summary>The key of every single-key kind (Rename's source).</summary>
     public ReadOnlySpan<byte> Key { get; }
 
-    /// <summary>The value of Set.</summary>
+    /// <summary>The value of Set and Append.</summary>
     public ReadOnlySpan<byte> Value { get; }
 
     /// <summary>Set's condition, GET flag and expiry.</summary>
     public SetOptions SetOptions { get; }
 
-    /// <summary>Expire's absolute expiry time (unix ms).</summary>
-    public long ExpireAtMs => Kind == CacheCommandKind.Expire ? _time : 0;
+    /// <summary>The absolute expiry time (unix ms) of Expire, and of GetExpire with <see cref="GetExpiry.At"/>.</summary>
+    public long ExpireAtMs => Kind is CacheCommandKind.Expire or CacheCommandKind.GetExpire ? _time : 0;
+
+    /// <summary>What GetExpire does to the expiry.</summary>
+    public GetExpiry GetExpiry { get; private init; }
+
+    /// <summary>Rename's new name (the key being renamed is <see cref="Key"/>).</summary>
+    public ReadOnlySpan<byte> Destination => Kind is CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent ? Value : default;
+
+    /// <summary>IncrementByFloat's increment, as the client wrote it.</summary>
+    public ReadOnlySpan<byte> FloatIncrement => Kind == CacheCommandKind.IncrementByFloat ? Value : default;
 
     public ExpireCondition ExpireCondition { get; }
 
@@ -150,8 +174,8 @@ public readonly ref struct CacheCommand
     /// <summary>Delete's keys, in the order given.</summary>
     public KeyList Keys => Kind == CacheCommandKind.Delete ? new KeyList(_items, Count) : default;
 
-    /// <summary>MultiSet's pairs, in the order given (a later pair for the same key wins, as in Redis).</summary>
-    public PairList Pairs => Kind == CacheCommandKind.MultiSet ? new PairList(_items, Count) : default;
+    /// <summary>MultiSet's and MultiSetIfNoneExist's pairs, in the order given (a later pair for the same key wins, as in Redis).</summary>
+    public PairList Pairs => Kind is CacheCommandKind.MultiSet or CacheCommandKind.MultiSetIfNoneExist ? new PairList(_items, Count) : default;
 
     /// <summary>
     /// Decodes and fully validates an entry. Throws <see cref="FormatException"/> naming the problem for any malformed input
@@ -243,6 +267,7 @@ public readonly ref struct CacheCommand
                 }
 
             case CacheCommandKind.MultiSet:
+            case CacheCommandKind.MultiSetIfNoneExist when version >= SessionRegistrationVersion:
                 {
                     var count = ReadCount(ref reader, "MSET pair count");
                     var start = reader.Position;
@@ -252,7 +277,7 @@ public readonly ref struct CacheCommand
                         reader.ReadBytes("MSET value");
                     }
 
-                    command = new CacheCommand(envelope, CacheCommandKind.MultiSet, count: count, items: reader.SliceFrom(start));
+                    command = new CacheCommand(envelope, (CacheCommandKind)kindByte, count: count, items: reader.SliceFrom(start));
                     break;
                 }
 
@@ -268,6 +293,49 @@ public readonly ref struct CacheCommand
 
                 command = new CacheCommand(envelope, CacheCommandKind.RegisterSession);
                 break;
+
+            case CacheCommandKind.GetDelete when version >= SessionRegistrationVersion:
+                command = new CacheCommand(envelope, CacheCommandKind.GetDelete, reader.ReadBytes("GETDEL key"));
+                break;
+
+            case CacheCommandKind.GetExpire when version >= SessionRegistrationVersion:
+                {
+                    var expiryOffset = reader.Position;
+                    var expiry = (GetExpiry)reader.ReadByte("GETEX expiry");
+                    if (expiry is not (GetExpiry.At or GetExpiry.Persist))
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"invalid GETEX expiry {(byte)expiry}"), expiryOffset);
+                    }
+
+                    var expireAt = expiry == GetExpiry.At ? reader.ReadInt64("GETEX expiry time") : 0;
+                    command = new CacheCommand(envelope, CacheCommandKind.GetExpire, reader.ReadBytes("GETEX key"), time: expireAt) { GetExpiry = expiry };
+                    break;
+                }
+
+            case CacheCommandKind.Append when version >= SessionRegistrationVersion:
+                {
+                    var key = reader.ReadBytes("APPEND key");
+                    command = new CacheCommand(envelope, CacheCommandKind.Append, key, reader.ReadBytes("APPEND value"));
+                    break;
+                }
+
+            case CacheCommandKind.IncrementByFloat when version >= SessionRegistrationVersion:
+                {
+                    var increment = reader.ReadBytes("INCRBYFLOAT increment");
+                    command = new CacheCommand(envelope, CacheCommandKind.IncrementByFloat, reader.ReadBytes("INCRBYFLOAT key"), increment);
+                    break;
+                }
+
+            case CacheCommandKind.FlushAll when version >= SessionRegistrationVersion:
+                command = new CacheCommand(envelope, CacheCommandKind.FlushAll);
+                break;
+
+            case CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent when version >= SessionRegistrationVersion:
+                {
+                    var source = reader.ReadBytes("RENAME source");
+                    command = new CacheCommand(envelope, (CacheCommandKind)kindByte, source, reader.ReadBytes("RENAME destination"));
+                    break;
+                }
 
             default:
                 throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
@@ -379,7 +447,11 @@ public readonly ref struct CacheCommand
     }
 
     /// <summary>MSET with its arguments as RESP gives them: key1, value1, key2, value2, ...</summary>
-    public static void EncodeMultiSet(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<ReadOnlyMemory<byte>> keysAndValues)
+    public static void EncodeMultiSet(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<ReadOnlyMemory<byte>> keysAndValues) =>
+        EncodeMultiSet(output, envelope, keysAndValues, ifNoneExist: false);
+
+    /// <summary>MSET, or MSETNX when <paramref name="ifNoneExist"/>, with its arguments as RESP gives them.</summary>
+    public static void EncodeMultiSet(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<ReadOnlyMemory<byte>> keysAndValues, bool ifNoneExist)
     {
         ArgumentNullException.ThrowIfNull(output);
         if (keysAndValues.IsEmpty || keysAndValues.Length % 2 != 0)
@@ -394,7 +466,7 @@ public readonly ref struct CacheCommand
             size += EntryWriter.BytesSize(item.Length);
         }
 
-        var writer = BeginEntry(output, size, CacheCommandKind.MultiSet, envelope, out var buffer);
+        var writer = BeginEntry(output, size, ifNoneExist ? CacheCommandKind.MultiSetIfNoneExist : CacheCommandKind.MultiSet, envelope, out var buffer);
         writer.WriteVarUInt64((ulong)pairCount);
         foreach (var item in keysAndValues)
         {
@@ -425,6 +497,70 @@ public readonly ref struct CacheCommand
 
         var size = HeaderSize(envelope);
         var writer = BeginEntry(output, size, CacheCommandKind.RegisterSession, envelope, out var buffer);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>GETDEL key.</summary>
+    public static void EncodeGetDelete(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key) =>
+        EncodeKeyAndBytes(output, envelope, CacheCommandKind.GetDelete, key, default, withBytes: false);
+
+    /// <summary>GETEX key with an absolute expiry (<see cref="GetExpiry.At"/>) or PERSIST.</summary>
+    public static void EncodeGetExpire(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, GetExpiry expiry, long expireAtMs = 0)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (expiry is not (GetExpiry.At or GetExpiry.Persist))
+        {
+            throw new ArgumentException("Unknown GETEX expiry.", nameof(expiry));
+        }
+
+        var size = HeaderSize(envelope) + 1 + (expiry == GetExpiry.At ? 8 : 0) + EntryWriter.BytesSize(key.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.GetExpire, envelope, out var buffer);
+        writer.WriteByte((byte)expiry);
+        if (expiry == GetExpiry.At)
+        {
+            writer.WriteInt64(expireAtMs);
+        }
+
+        writer.WriteBytes(key);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>APPEND key value.</summary>
+    public static void EncodeAppend(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value) =>
+        EncodeKeyAndBytes(output, envelope, CacheCommandKind.Append, key, value, withBytes: true);
+
+    /// <summary>INCRBYFLOAT key increment; the proposer has checked that the increment is a float (<see cref="IsValidFloat"/>).</summary>
+    public static void EncodeIncrementByFloat(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, ReadOnlySpan<byte> increment) =>
+        EncodeKeyAndBytes(output, envelope, CacheCommandKind.IncrementByFloat, increment, key, withBytes: true);
+
+    /// <summary>RENAME / RENAMENX source destination.</summary>
+    public static void EncodeRename(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, bool ifAbsent) =>
+        EncodeKeyAndBytes(output, envelope, ifAbsent ? CacheCommandKind.RenameIfAbsent : CacheCommandKind.Rename, source, destination, withBytes: true);
+
+    /// <summary>FLUSHALL.</summary>
+    public static void EncodeFlushAll(IBufferWriter<byte> output, CommandEnvelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope);
+        var writer = BeginEntry(output, size, CacheCommandKind.FlushAll, envelope, out var buffer);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>True when INCRBYFLOAT would take <paramref name="text"/> as a number (Redis's rules; see the cache README).</summary>
+    public static bool IsValidFloat(ReadOnlySpan<byte> text) => FloatFormat.TryParse(text, out _);
+
+    // The bodies that are one or two length-prefixed byte strings.
+    private static void EncodeKeyAndBytes(IBufferWriter<byte> output, CommandEnvelope envelope, CacheCommandKind kind, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, bool withBytes)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + EntryWriter.BytesSize(first.Length) + (withBytes ? EntryWriter.BytesSize(second.Length) : 0);
+        var writer = BeginEntry(output, size, kind, envelope, out var buffer);
+        writer.WriteBytes(first);
+        if (withBytes)
+        {
+            writer.WriteBytes(second);
+        }
+
         EndEntry(output, writer, size, buffer);
     }
 

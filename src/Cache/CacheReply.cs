@@ -145,6 +145,10 @@ public static class CacheErrors
     public const string NotAnInteger = "ERR value is not an integer or out of range";
     public const string IncrementOverflow = "ERR increment or decrement would overflow";
     public const string StaleSessionSequence = "ERR stale session sequence";
+    public const string NotAFloat = "ERR value is not a valid float";
+    public const string FloatOverflow = "ERR increment would produce NaN or Infinity";
+    public const string NoSuchKey = "ERR no such key";
+    public const string StringTooLong = "ERR string exceeds maximum allowed size (proto_max_bulk_len)";
 
     /// <summary>A write past its session's first sequence number, for a session the cluster no longer has: not applied.</summary>
     public const string SessionExpired = "ERR session expired";

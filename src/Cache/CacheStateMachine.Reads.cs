@@ -70,6 +70,55 @@ public sealed partial class CacheStateMachine
         return ms < 0 ? ms : (ms + 500) / 1000;
     }
 
+    /// <summary>STRLEN: the value's length in bytes; 0 when absent.</summary>
+    public long StringLength(ReadOnlySpan<byte> key, long nowMs) => FindLiveForRead(key, nowMs)?.Value.Length ?? 0;
+
+    /// <summary>
+    /// GETRANGE: the bytes from <paramref name="start"/> to <paramref name="end"/> inclusive, negative offsets counting from
+    /// the end, clamped as Redis 7.0's getrangeCommand clamps them; an empty Bulk when absent or when the range is empty.
+    /// </summary>
+    public CacheReply GetRange(ReadOnlySpan<byte> key, long start, long end, long nowMs)
+    {
+        var entry = FindLiveForRead(key, nowMs);
+        var length = entry?.Value.Length ?? 0;
+        if (entry is null || (start < 0 && end < 0 && start > end))
+        {
+            return CacheReply.FromBulk([]);
+        }
+
+        start = start < 0 ? Math.Max(0, length + start) : start;
+        end = Math.Min(end < 0 ? Math.Max(0, length + end) : end, length - 1L);
+        return start > end || length == 0
+            ? CacheReply.FromBulk([])
+            : CacheReply.FromBulk(entry.Value.AsSpan((int)start, (int)(end - start + 1)).ToArray());
+    }
+
+    /// <summary>EXPIRETIME / PEXPIRETIME: the absolute expiry in unix ms; -1 without one, -2 when absent.</summary>
+    public long ExpireTimeMs(ReadOnlySpan<byte> key, long nowMs)
+    {
+        var entry = FindLiveForRead(key, nowMs);
+        return entry is null ? -2 : entry.HasExpiry ? entry.ExpireAtMs : -1;
+    }
+
+    /// <summary>
+    /// KEYS: the live keys that <paramref name="filter"/> accepts (all of them without one), in write order, which every
+    /// replica shares. O(n): it visits every key, as Redis does.
+    /// </summary>
+    public CacheReply Keys(long nowMs, KeyFilter? filter = null)
+    {
+        var keys = new List<CacheReply>();
+        for (var entry = _oldestWritten; entry is not null; entry = entry.Newer)
+        {
+            if (!entry.IsExpiredAt(nowMs) && (filter is null || filter(entry.Key)))
+            {
+                // Keys are never mutated once stored, so the reply may share them.
+                keys.Add(CacheReply.FromBulk(entry.Key));
+            }
+        }
+
+        return CacheReply.FromArray([.. keys]);
+    }
+
     /// <summary>DBSIZE: keys not expired by <paramref name="nowMs"/>. Costs O(expired but not yet purged).</summary>
     public long CountKeys(long nowMs)
     {
@@ -99,3 +148,6 @@ public sealed partial class CacheStateMachine
         return null;
     }
 }
+
+/// <summary>Which keys a <see cref="CacheStateMachine.Keys"/> read returns.</summary>
+public delegate bool KeyFilter(ReadOnlySpan<byte> key);

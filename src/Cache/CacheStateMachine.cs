@@ -190,7 +190,14 @@ public sealed partial class CacheStateMachine
             CacheCommandKind.Expire => ApplyExpire(command.Key, command.ExpireAtMs, command.ExpireCondition, now),
             CacheCommandKind.Persist => ApplyPersist(command.Key, now),
             CacheCommandKind.IncrementBy => ApplyIncrementBy(command.Key, command.Delta, now),
-            CacheCommandKind.MultiSet => ApplyMultiSet(command.Pairs, now),
+            CacheCommandKind.MultiSet => ApplyMultiSet(command.Pairs, ifNoneExist: false, now),
+            CacheCommandKind.MultiSetIfNoneExist => ApplyMultiSet(command.Pairs, ifNoneExist: true, now),
+            CacheCommandKind.GetDelete => ApplyGetDelete(command.Key, now),
+            CacheCommandKind.GetExpire => ApplyGetExpire(command.Key, command.GetExpiry, command.ExpireAtMs, now),
+            CacheCommandKind.Append => ApplyAppend(command.Key, command.Value, now),
+            CacheCommandKind.IncrementByFloat => ApplyIncrementByFloat(command.Key, command.FloatIncrement, now),
+            CacheCommandKind.FlushAll => ApplyFlushAll(),
+            CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent => ApplyRename(command.Key, command.Destination, command.Kind == CacheCommandKind.RenameIfAbsent, now),
             CacheCommandKind.PurgeExpired => CacheReply.FromInteger(PurgeExpiredUpTo(Math.Min(command.PurgeUpToMs, now))),
             _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
         };
@@ -327,8 +334,19 @@ public sealed partial class CacheStateMachine
         return CacheReply.FromInteger(result);
     }
 
-    private CacheReply ApplyMultiSet(CacheCommand.PairList pairs, long now)
+    private CacheReply ApplyMultiSet(CacheCommand.PairList pairs, bool ifNoneExist, long now)
     {
+        if (ifNoneExist)
+        {
+            foreach (var pair in pairs)
+            {
+                if (FindLiveForWrite(pair.Key, now) is not null)
+                {
+                    return CacheReply.FromInteger(0);
+                }
+            }
+        }
+
         if (_memoryCapBytes > 0)
         {
             // All or nothing: refuse up front rather than leave half the pairs written. A duplicate key is charged
@@ -351,7 +369,139 @@ public sealed partial class CacheStateMachine
             Write(FindLiveForWrite(pair.Key, now), pair.Key, CopyValue(pair.Value), CacheEntry.NoExpiry);
         }
 
+        return ifNoneExist ? CacheReply.FromInteger(1) : CacheReply.Ok;
+    }
+
+    private CacheReply ApplyGetDelete(ReadOnlySpan<byte> key, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        if (entry is null)
+        {
+            return CacheReply.Nil;
+        }
+
+        RemoveEntry(entry);
+        return CacheReply.FromBulk(entry.Value);
+    }
+
+    private CacheReply ApplyGetExpire(ReadOnlySpan<byte> key, GetExpiry expiry, long expireAtMs, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        if (entry is null)
+        {
+            return CacheReply.Nil;
+        }
+
+        var reply = CacheReply.FromBulk(entry.Value);
+        if (expiry == GetExpiry.At && expireAtMs <= now)
+        {
+            // Redis's getexCommand deletes a key whose new expiry has passed, after reading its value.
+            RemoveEntry(entry);
+            _expiredKeys++;
+        }
+        else if (expiry == GetExpiry.At || entry.HasExpiry)
+        {
+            ChangeExpiry(entry, expiry == GetExpiry.At ? expireAtMs : CacheEntry.NoExpiry);
+            MarkWritten(entry);
+        }
+
+        return reply;
+    }
+
+    private CacheReply ApplyAppend(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        var current = entry is null ? [] : entry.Value.AsSpan();
+        // Redis's checkStringLength; a longer value would also make the snapshot unreadable.
+        if ((long)current.Length + value.Length > MaxStringLength)
+        {
+            return CacheReply.FromError(CacheErrors.StringTooLong);
+        }
+
+        if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, current.Length + value.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        // Stored values are never changed in place (replies may share them): the result is a new array.
+        var appended = new byte[current.Length + value.Length];
+        current.CopyTo(appended);
+        value.CopyTo(appended.AsSpan(current.Length));
+        Write(entry, key, appended, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
+        return CacheReply.FromInteger(appended.Length);
+    }
+
+    private CacheReply ApplyIncrementByFloat(ReadOnlySpan<byte> key, ReadOnlySpan<byte> increment, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        var current = entry is null ? "0"u8 : entry.Value.AsSpan();
+        if (!FloatFormat.TryParse(current, out _) || !FloatFormat.TryParse(increment, out _))
+        {
+            return CacheReply.FromError(CacheErrors.NotAFloat);
+        }
+
+        if (FloatFormat.Add(current, increment) is not { } text)
+        {
+            return CacheReply.FromError(CacheErrors.FloatOverflow);
+        }
+
+        if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, text.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        // As INCRBY, the value changes in place in Redis: the TTL stays.
+        Write(entry, key, text, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
+        return CacheReply.FromBulk(text);
+    }
+
+    /// <summary>Drops every key at once; sessions are not keys and stay, so retried writes still apply once.</summary>
+    private CacheReply ApplyFlushAll()
+    {
+        // New containers rather than Clear(), so that the memory of a large keyspace is given back.
+        _entries = new Dictionary<byte[], CacheEntry>(_entries.Comparer);
+        _entriesBySpan = _entries.GetAlternateLookup<ReadOnlySpan<byte>>();
+        _expiryIndex = new SortedSet<CacheEntry>(ExpiryOrder.Instance);
+        _oldestWritten = null;
+        _newestWritten = null;
+        _usedBytes = 0;
         return CacheReply.Ok;
+    }
+
+    /// <summary>Redis 7.0's renameGenericCommand: the value and its expiry move to the new name, which counts as a new write.</summary>
+    private CacheReply ApplyRename(ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, bool ifAbsent, long now)
+    {
+        var entry = FindLiveForWrite(source, now);
+        if (entry is null)
+        {
+            return CacheReply.FromError(CacheErrors.NoSuchKey);
+        }
+
+        var done = ifAbsent ? CacheReply.FromInteger(1) : CacheReply.Ok;
+        if (source.SequenceEqual(destination))
+        {
+            return ifAbsent ? CacheReply.FromInteger(0) : done;
+        }
+
+        var replaced = FindLiveForWrite(destination, now);
+        if (replaced is not null && ifAbsent)
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        if (!FitsUnderCap(CacheEntry.ChargeFor(destination.Length, entry.Value.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        if (replaced is not null)
+        {
+            RemoveEntry(replaced);
+        }
+
+        RemoveEntry(entry);
+        Write(null, destination, entry.Value, entry.ExpireAtMs);
+        return done;
     }
 
     /// <summary>

@@ -18,6 +18,42 @@ public enum CacheCommandKind : byte
     /// can say its session must exist: the retry of the first write then cannot start the session a second time.
     /// </summary>
     RegisterSession = 8,
+
+    // Format version 3 and later, like RegisterSession: an older build must refuse them rather than skip them.
+
+    /// <summary>GETDEL: the value, and the key removed.</summary>
+    GetDelete = 9,
+
+    /// <summary>GETEX with EX/PX/EXAT/PXAT (already absolute) or PERSIST: the value, and the expiry changed.</summary>
+    GetExpire = 10,
+
+    /// <summary>APPEND: the new length; the expiry stays.</summary>
+    Append = 11,
+
+    /// <summary>INCRBYFLOAT, with the increment as the client wrote it (every replica parses it alike).</summary>
+    IncrementByFloat = 12,
+
+    /// <summary>MSETNX: every pair, or none when any of the keys exists.</summary>
+    MultiSetIfNoneExist = 13,
+
+    /// <summary>FLUSHALL / FLUSHDB: every key removed; sessions stay.</summary>
+    FlushAll = 14,
+
+    /// <summary>RENAME: the value and expiry move to the new name, replacing any key there.</summary>
+    Rename = 15,
+
+    /// <summary>RENAMENX: RENAME only when the new name is free.</summary>
+    RenameIfAbsent = 16,
+}
+
+/// <summary>What GETEX does to the key's expiry. The byte values are part of the entry format.</summary>
+public enum GetExpiry : byte
+{
+    /// <summary>EX/PX/EXAT/PXAT, already an absolute unix time in ms.</summary>
+    At = 1,
+
+    /// <summary>PERSIST: remove the expiry.</summary>
+    Persist = 2,
 }
 
 /// <summary>SET's existence condition. The byte values are part of the entry format.</summary>

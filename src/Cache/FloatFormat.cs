@@ -1,0 +1,155 @@
+using System.Globalization;
+using System.Text;
+
+namespace Dcache.Cache;
+
+/// <summary>
+/// INCRBYFLOAT's numbers: which strings are floats (Redis's string2ld rules), how two of them add up, and how the sum is
+/// written back. Everything here is managed code with no dependence on the platform's floating point unit or culture,
+/// so every replica computes the same bytes.
+/// </summary>
+internal static class FloatFormat
+{
+    // Redis's MAX_LONG_DOUBLE_CHARS: longer strings are not floats.
+    private const int MaxLength = 5 * 1024;
+
+    // Redis prints the sum with "%.17Lf": at most 17 digits after the point.
+    private const int MaxDecimals = 17;
+
+    private const NumberStyles Style = NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint | NumberStyles.AllowExponent;
+
+    /// <summary>
+    /// Redis's string2ld: a decimal number (sign, point and exponent allowed; "inf" and "infinity" too) with nothing
+    /// before or after it, not NaN. Where Redis reads 80-bit long doubles this reads doubles, so numbers beyond ±1.8e308
+    /// read as infinite (and then fail as an infinite result).
+    /// </summary>
+    public static bool TryParse(ReadOnlySpan<byte> text, out double value)
+    {
+        value = 0;
+        if (text.IsEmpty || text.Length >= MaxLength || !Ascii.IsValid(text))
+        {
+            return false;
+        }
+
+        Span<char> chars = stackalloc char[text.Length];
+        Ascii.ToUtf16(text, chars, out _);
+        var unsigned = chars[0] is '+' or '-' ? chars[1..] : chars;
+        if (unsigned.Equals("inf", StringComparison.OrdinalIgnoreCase))
+        {
+            value = chars[0] == '-' ? double.NegativeInfinity : double.PositiveInfinity;
+            return true;
+        }
+
+        return double.TryParse(chars, Style, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value);
+    }
+
+    /// <summary>
+    /// <paramref name="current"/> + <paramref name="increment"/> (both valid for <see cref="TryParse"/>) as the text to
+    /// store, or null when the sum is NaN or infinite. Sums that System.Decimal holds (28 digits, up to ±7.9e28) are
+    /// exact in decimal, so 0.1 + 0.2 gives "0.3" as Redis's long double arithmetic does; others are added as doubles and
+    /// written as the shortest decimal that reads back as the same double. Either way: no exponent, at most 17 digits
+    /// after the point, no trailing zeros.
+    /// </summary>
+    public static byte[]? Add(ReadOnlySpan<byte> current, ReadOnlySpan<byte> increment)
+    {
+        if (TryParseDecimal(current, out var a) && TryParseDecimal(increment, out var b))
+        {
+            try
+            {
+                return Encoding.ASCII.GetBytes(Trim(Math.Round(a + b, MaxDecimals, MidpointRounding.ToEven).ToString(CultureInfo.InvariantCulture)));
+            }
+            catch (OverflowException)
+            {
+                // Outside decimal's range: the double path below decides.
+            }
+        }
+
+        if (!TryParse(current, out var x) || !TryParse(increment, out var y))
+        {
+            throw new ArgumentException("Both operands must be floats.");
+        }
+
+        var sum = x + y;
+        return double.IsFinite(sum) ? Encoding.ASCII.GetBytes(Format(sum)) : null;
+    }
+
+    /// <summary>A finite double without exponent: its shortest round-trip digits, rounded to 17 decimals.</summary>
+    internal static string Format(double value)
+    {
+        var shortest = value.ToString("R", CultureInfo.InvariantCulture);
+        var negative = shortest[0] == '-';
+        var mantissa = negative ? shortest[1..] : shortest;
+        var exponent = 0;
+        var e = mantissa.IndexOf('E', StringComparison.Ordinal);
+        if (e >= 0)
+        {
+            exponent = int.Parse(mantissa[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            mantissa = mantissa[..e];
+        }
+
+        var point = mantissa.IndexOf('.', StringComparison.Ordinal);
+        var digits = point < 0 ? mantissa : mantissa.Remove(point, 1);
+        var integerDigits = (point < 0 ? mantissa.Length : point) + exponent;
+
+        // Pad so that there is at least one integer digit and the digits reach the point.
+        if (integerDigits <= 0)
+        {
+            digits = new string('0', 1 - integerDigits) + digits;
+            integerDigits = 1;
+        }
+        else if (integerDigits > digits.Length)
+        {
+            digits += new string('0', integerDigits - digits.Length);
+        }
+
+        if (digits.Length - integerDigits > MaxDecimals)
+        {
+            digits = RoundHalfUp(digits, integerDigits + MaxDecimals, ref integerDigits);
+        }
+
+        var text = (negative ? "-" : "") + digits[..integerDigits].TrimStart('0').PadLeft(1, '0') + (digits.Length > integerDigits ? "." + digits[integerDigits..] : "");
+        return Trim(text);
+    }
+
+    private static bool TryParseDecimal(ReadOnlySpan<byte> text, out decimal value)
+    {
+        Span<char> chars = stackalloc char[text.Length];
+        Ascii.ToUtf16(text, chars, out _);
+        return decimal.TryParse(chars, Style, CultureInfo.InvariantCulture, out value);
+    }
+
+    /// <summary>Keeps the first <paramref name="keep"/> digits, rounding half up; a carry out of the first digit adds one.</summary>
+    private static string RoundHalfUp(string digits, int keep, ref int integerDigits)
+    {
+        var kept = digits[..keep].ToCharArray();
+        if (digits[keep] >= '5')
+        {
+            var i = keep - 1;
+            while (i >= 0 && kept[i] == '9')
+            {
+                kept[i--] = '0';
+            }
+
+            if (i < 0)
+            {
+                integerDigits++;
+                return "1" + new string(kept);
+            }
+
+            kept[i]++;
+        }
+
+        return new string(kept);
+    }
+
+    /// <summary>Drops trailing zeros after the point (and the point itself), and turns "-0" into "0", as Redis's ld2string does.</summary>
+    private static string Trim(string text)
+    {
+        if (text.Contains('.', StringComparison.Ordinal))
+        {
+            text = text.TrimEnd('0').TrimEnd('.');
+        }
+
+        return text == "-0" ? "0" : text;
+    }
+}
