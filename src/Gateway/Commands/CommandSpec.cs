@@ -28,6 +28,9 @@ internal enum CommandFlags
 
     /// <summary>Only announced by COMMAND; answers from connection or gateway state.</summary>
     Connection = 64,
+
+    /// <summary>Writes the whole keyspace (FLUSHALL): ordered after every command before it and before every one after it.</summary>
+    WritesKeyspace = 128,
 }
 
 internal delegate PendingReply CommandHandler(CommandContext context, RespRequest request);

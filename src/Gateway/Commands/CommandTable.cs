@@ -39,6 +39,25 @@ internal static class CommandTable
         new("ttl", 2, ReadKey, KeyCommands.Ttl, 1, 1, 1),
         new("pttl", 2, ReadKey, KeyCommands.PTtl, 1, 1, 1),
         new("dbsize", 1, CommandFlags.ReadsKeyspace | CommandFlags.Fast, KeyCommands.DatabaseSize),
+        new("strlen", 2, ReadKey, KeyCommands.StringLength, 1, 1, 1),
+        new("getrange", 4, CommandFlags.Read, KeyCommands.GetRange, 1, 1, 1),
+        new("substr", 4, CommandFlags.Read, KeyCommands.GetRange, 1, 1, 1),
+        new("type", 2, ReadKey, KeyCommands.Type, 1, 1, 1),
+        new("expiretime", 2, ReadKey, KeyCommands.ExpireTime, 1, 1, 1),
+        new("pexpiretime", 2, ReadKey, KeyCommands.PExpireTime, 1, 1, 1),
+
+        // TOUCH counts the keys that exist: with no access times to update it is EXISTS.
+        new("touch", -2, ReadKey, KeyCommands.Exists, 1, -1, 1),
+        new("keys", 2, CommandFlags.ReadsKeyspace, KeyCommands.Keys),
+        new("getdel", 2, WriteKey | CommandFlags.Fast, KeyCommands.GetDelete, 1, 1, 1),
+        new("getex", -2, WriteKey | CommandFlags.Fast, KeyCommands.GetEx, 1, 1, 1),
+        new("append", 3, WriteKey | CommandFlags.Fast, KeyCommands.Append, 1, 1, 1),
+        new("incrbyfloat", 3, WriteKey | CommandFlags.Fast, KeyCommands.IncrementByFloat, 1, 1, 1),
+        new("msetnx", -3, WriteKey, KeyCommands.MultiSetIfNoneExist, 1, -1, 2),
+        new("rename", 3, WriteKey, KeyCommands.Rename, 1, 2, 1),
+        new("renamenx", 3, WriteKey | CommandFlags.Fast, KeyCommands.RenameIfAbsent, 1, 2, 1),
+        new("flushall", -1, WriteKey | CommandFlags.WritesKeyspace, KeyCommands.FlushAll),
+        new("flushdb", -1, WriteKey | CommandFlags.WritesKeyspace, KeyCommands.FlushAll),
 
         // Connection and server commands, answered by the gateway.
         new("ping", -1, Local | CommandFlags.SubscriberContext, ConnectionCommands.Ping),

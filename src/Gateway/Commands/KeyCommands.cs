@@ -1,6 +1,8 @@
 using System.Text;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol.Cache;
+using Google.Protobuf;
+using Google.Protobuf.Collections;
 
 namespace Dcache.Gateway.Commands;
 
@@ -10,85 +12,34 @@ internal static class KeyCommands
     public static PendingReply Get(CommandContext context, RespRequest request) =>
         context.Read(new Command { Get = new GetRequest { Key = request.ByteString(1) } });
 
-    /// <summary>SET key value [NX|XX] [GET] [EX s|PX ms|EXAT unix-s|PXAT unix-ms|KEEPTTL], parsed as Redis 7.0's parseExtendedStringArgumentsOrReply.</summary>
+    /// <summary>SET key value [NX|XX] [GET] [EX s|PX ms|EXAT unix-s|PXAT unix-ms|KEEPTTL].</summary>
     public static PendingReply Set(CommandContext context, RespRequest request)
     {
-        var set = new SetRequest { Key = request.ByteString(1), Value = request.ByteString(2) };
-        bool nx = false, xx = false, keepTtl = false, ex = false, px = false, exat = false, pxat = false;
-        var expireArgument = -1;
-        for (var j = 3; j < request.Count; j++)
+        if (!TryParseExtendedArguments(request, getEx: false, out var parsed))
         {
-            var option = request[j];
-            var hasNext = j < request.Count - 1;
-            if (Is(option, "nx"u8) && !xx)
-            {
-                nx = true;
-            }
-            else if (Is(option, "xx"u8) && !nx)
-            {
-                xx = true;
-            }
-            else if (Is(option, "get"u8))
-            {
-                set.Get = true;
-            }
-            else if (Is(option, "keepttl"u8) && !ex && !exat && !px && !pxat)
-            {
-                keepTtl = true;
-            }
-            else if (Is(option, "ex"u8) && !keepTtl && !exat && !px && !pxat && hasNext)
-            {
-                ex = true;
-                expireArgument = ++j;
-            }
-            else if (Is(option, "px"u8) && !keepTtl && !ex && !exat && !pxat && hasNext)
-            {
-                px = true;
-                expireArgument = ++j;
-            }
-            else if (Is(option, "exat"u8) && !keepTtl && !ex && !px && !pxat && hasNext)
-            {
-                exat = true;
-                expireArgument = ++j;
-            }
-            else if (Is(option, "pxat"u8) && !keepTtl && !ex && !exat && !px && hasNext)
-            {
-                pxat = true;
-                expireArgument = ++j;
-            }
-            else
-            {
-                return PendingReply.Error(RedisErrors.Syntax);
-            }
+            return PendingReply.Error(RedisErrors.Syntax);
         }
 
-        set.Condition = nx ? SetCondition.IfAbsent : xx ? SetCondition.IfPresent : SetCondition.Always;
-        if (keepTtl)
+        var set = new SetRequest
+        {
+            Key = request.ByteString(1),
+            Value = request.ByteString(2),
+            Get = parsed.Get,
+            Condition = parsed.Nx ? SetCondition.IfAbsent : parsed.Xx ? SetCondition.IfPresent : SetCondition.Always,
+        };
+        if (parsed.KeepTtl)
         {
             set.KeepTtl = true;
         }
-        else if (expireArgument > 0)
+        else if (parsed.Expiry != ExpiryOption.None)
         {
-            // getExpireMillisecondsOrReply: positive, no overflow once in ms and once added to now.
-            if (!RespInteger.TryParse(request[expireArgument], out var value))
+            if (ExpiryMilliseconds(context, request, parsed, "set", out var milliseconds) is { } error)
             {
-                return PendingReply.Error(RedisErrors.NotAnInteger);
+                return PendingReply.Error(error);
             }
 
-            var seconds = ex || exat;
-            if (value <= 0 || (seconds && value > long.MaxValue / 1000))
+            if (parsed.IsRelative)
             {
-                return PendingReply.Error(RedisErrors.InvalidExpireTime("set"));
-            }
-
-            var milliseconds = seconds ? value * 1000 : value;
-            if (ex || px)
-            {
-                if (milliseconds > long.MaxValue - context.NowMs)
-                {
-                    return PendingReply.Error(RedisErrors.InvalidExpireTime("set"));
-                }
-
                 set.TtlMs = milliseconds;
             }
             else
@@ -98,6 +49,112 @@ internal static class KeyCommands
         }
 
         return context.Write(new Command { Set = set });
+    }
+
+    /// <summary>GETEX key [EX s|PX ms|EXAT unix-s|PXAT unix-ms|PERSIST]; without an option it is a GET (it changes nothing).</summary>
+    public static PendingReply GetEx(CommandContext context, RespRequest request)
+    {
+        if (!TryParseExtendedArguments(request, getEx: true, out var parsed))
+        {
+            return PendingReply.Error(RedisErrors.Syntax);
+        }
+
+        var getEx = new GetExRequest { Key = request.ByteString(1) };
+        if (parsed.Persist)
+        {
+            getEx.Persist = true;
+        }
+        else if (parsed.Expiry == ExpiryOption.None)
+        {
+            return Get(context, request);
+        }
+        else if (ExpiryMilliseconds(context, request, parsed, "getex", out var milliseconds) is { } error)
+        {
+            return PendingReply.Error(error);
+        }
+        else if (parsed.IsRelative)
+        {
+            getEx.TtlMs = milliseconds;
+        }
+        else
+        {
+            getEx.ExpireAtMs = milliseconds;
+        }
+
+        return context.Write(new Command { Getex = getEx });
+    }
+
+    /// <summary>
+    /// The options of SET (from argument 3) or GETEX (from argument 2), accepted in the combinations Redis 7.0's
+    /// parseExtendedStringArgumentsOrReply accepts: a repeated expiry option wins with its last value. False means a
+    /// syntax error.
+    /// </summary>
+    private static bool TryParseExtendedArguments(RespRequest request, bool getEx, out ExtendedArguments parsed)
+    {
+        parsed = default;
+        for (var j = getEx ? 2 : 3; j < request.Count; j++)
+        {
+            var option = request[j];
+            var expiry = ExpiryOptionOf(option);
+            if (!getEx && Is(option, "nx"u8) && !parsed.Xx)
+            {
+                parsed.Nx = true;
+            }
+            else if (!getEx && Is(option, "xx"u8) && !parsed.Nx)
+            {
+                parsed.Xx = true;
+            }
+            else if (!getEx && Is(option, "get"u8))
+            {
+                parsed.Get = true;
+            }
+            else if (!getEx && Is(option, "keepttl"u8) && parsed.Expiry == ExpiryOption.None)
+            {
+                parsed.KeepTtl = true;
+            }
+            else if (getEx && Is(option, "persist"u8) && parsed.Expiry == ExpiryOption.None)
+            {
+                parsed.Persist = true;
+            }
+            else if (expiry != ExpiryOption.None && !parsed.KeepTtl && !parsed.Persist
+                && (parsed.Expiry == ExpiryOption.None || parsed.Expiry == expiry) && j < request.Count - 1)
+            {
+                parsed.Expiry = expiry;
+                parsed.ExpireArgument = ++j;
+            }
+            else
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static ExpiryOption ExpiryOptionOf(ReadOnlySpan<byte> option) =>
+        Is(option, "ex"u8) ? ExpiryOption.Ex
+        : Is(option, "px"u8) ? ExpiryOption.Px
+        : Is(option, "exat"u8) ? ExpiryOption.ExAt
+        : Is(option, "pxat"u8) ? ExpiryOption.PxAt
+        : ExpiryOption.None;
+
+    /// <summary>Redis 7.0's getExpireMillisecondsOrReply: positive, no overflow once in ms nor once added to now. Null when valid.</summary>
+    private static string? ExpiryMilliseconds(CommandContext context, RespRequest request, ExtendedArguments parsed, string name, out long milliseconds)
+    {
+        milliseconds = 0;
+        if (!RespInteger.TryParse(request[parsed.ExpireArgument], out var value))
+        {
+            return RedisErrors.NotAnInteger;
+        }
+
+        var seconds = parsed.Expiry is ExpiryOption.Ex or ExpiryOption.ExAt;
+        if (value <= 0 || (seconds && value > long.MaxValue / 1000))
+        {
+            return RedisErrors.InvalidExpireTime(name);
+        }
+
+        milliseconds = seconds ? value * 1000 : value;
+        return parsed.IsRelative && milliseconds > long.MaxValue - context.NowMs ? RedisErrors.InvalidExpireTime(name) : null;
     }
 
     /// <summary>SETEX key seconds value (StackExchange.Redis sends it for a SET with an expiry).</summary>
@@ -177,19 +234,32 @@ internal static class KeyCommands
 
     public static PendingReply MultiSet(CommandContext context, RespRequest request)
     {
+        var set = new MSetRequest();
+        return FillPairs(request, set.Keys, set.Values) ? context.Write(new Command { Mset = set }) : PendingReply.Error(RedisErrors.WrongArity("mset"));
+    }
+
+    /// <summary>MSETNX key value [key value ...]: 1 when it set every pair, 0 (and nothing set) when any key exists.</summary>
+    public static PendingReply MultiSetIfNoneExist(CommandContext context, RespRequest request)
+    {
+        var set = new MSetNxRequest();
+        return FillPairs(request, set.Keys, set.Values) ? context.Write(new Command { Msetnx = set }) : PendingReply.Error(RedisErrors.WrongArity("msetnx"));
+    }
+
+    /// <summary>Splits key value key value ... into the two lists; false for an odd count (Redis's arity error).</summary>
+    private static bool FillPairs(RespRequest request, RepeatedField<ByteString> keys, RepeatedField<ByteString> values)
+    {
         if (request.Count % 2 == 0)
         {
-            return PendingReply.Error(RedisErrors.WrongArity("mset"));
+            return false;
         }
 
-        var set = new MSetRequest();
         for (var i = 1; i < request.Count; i += 2)
         {
-            set.Keys.Add(request.ByteString(i));
-            set.Values.Add(request.ByteString(i + 1));
+            keys.Add(request.ByteString(i));
+            values.Add(request.ByteString(i + 1));
         }
 
-        return context.Write(new Command { Mset = set });
+        return true;
     }
 
     public static PendingReply Increment(CommandContext context, RespRequest request) => IncrementBy(context, request, 1);
@@ -318,7 +388,70 @@ internal static class KeyCommands
     public static PendingReply DatabaseSize(CommandContext context, RespRequest request) =>
         context.Read(new Command { Dbsize = new DbSizeRequest() });
 
+    public static PendingReply StringLength(CommandContext context, RespRequest request) =>
+        context.Read(new Command { Strlen = new StrLenRequest { Key = request.ByteString(1) } });
+
+    /// <summary>GETRANGE key start end (and SUBSTR, its old name): offsets are checked here, before the key is looked up, as Redis does.</summary>
+    public static PendingReply GetRange(CommandContext context, RespRequest request) =>
+        RespInteger.TryParse(request[2], out var start) && RespInteger.TryParse(request[3], out var end)
+            ? context.Read(new Command { Getrange = new GetRangeRequest { Key = request.ByteString(1), Start = start, End = end } })
+            : PendingReply.Error(RedisErrors.NotAnInteger);
+
+    /// <summary>TYPE key: "+string" or "+none" (the only type there is).</summary>
+    public static PendingReply Type(CommandContext context, RespRequest request) =>
+        context.Read(new Command { Type = new TypeRequest { Key = request.ByteString(1) } }, ReplyShape.Status);
+
+    public static PendingReply ExpireTime(CommandContext context, RespRequest request) =>
+        context.Read(new Command { Expiretime = new ExpireTimeRequest { Key = request.ByteString(1), Milliseconds = false } });
+
+    public static PendingReply PExpireTime(CommandContext context, RespRequest request) =>
+        context.Read(new Command { Expiretime = new ExpireTimeRequest { Key = request.ByteString(1), Milliseconds = true } });
+
+    /// <summary>KEYS pattern: O(keys) on the node that serves it, as in Redis.</summary>
+    public static PendingReply Keys(CommandContext context, RespRequest request) =>
+        context.Read(new Command { Keys = new KeysRequest { Pattern = request.ByteString(1) } });
+
+    public static PendingReply GetDelete(CommandContext context, RespRequest request) =>
+        context.Write(new Command { Getdel = new GetDelRequest { Key = request.ByteString(1) } });
+
+    public static PendingReply Append(CommandContext context, RespRequest request) =>
+        context.Write(new Command { Append = new AppendRequest { Key = request.ByteString(1), Value = request.ByteString(2) } });
+
+    /// <summary>INCRBYFLOAT key increment: the leader parses the increment, so that one parser decides what a float is.</summary>
+    public static PendingReply IncrementByFloat(CommandContext context, RespRequest request) =>
+        context.Write(new Command { IncrByFloat = new IncrByFloatRequest { Key = request.ByteString(1), Increment = request.ByteString(2) } });
+
+    /// <summary>FLUSHALL / FLUSHDB [ASYNC|SYNC]: the two are one here (a single database); both modes empty it at once.</summary>
+    public static PendingReply FlushAll(CommandContext context, RespRequest request) =>
+        request.Count == 1 || (request.Count == 2 && (Is(request[1], "sync"u8) || Is(request[1], "async"u8)))
+            ? context.Write(new Command { Flushall = new FlushAllRequest() })
+            : PendingReply.Error(RedisErrors.Syntax);
+
+    public static PendingReply Rename(CommandContext context, RespRequest request) => Rename(context, request, ifAbsent: false);
+
+    public static PendingReply RenameIfAbsent(CommandContext context, RespRequest request) => Rename(context, request, ifAbsent: true);
+
+    private static PendingReply Rename(CommandContext context, RespRequest request, bool ifAbsent) =>
+        context.Write(new Command { Rename = new RenameRequest { Source = request.ByteString(1), Destination = request.ByteString(2), IfAbsent = ifAbsent } });
+
     /// <summary>Case-insensitive comparison of an option with its lower-case ASCII spelling.</summary>
     internal static bool Is(ReadOnlySpan<byte> argument, ReadOnlySpan<byte> lowerCaseOption) =>
         Ascii.EqualsIgnoreCase(argument, lowerCaseOption);
+}
+
+/// <summary>Which expiry option SET or GETEX named.</summary>
+internal enum ExpiryOption : byte
+{
+    None,
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
+/// <summary>The options SET and GETEX share, as parsed (<see cref="ExpireArgument"/> is the index of the expiry's value).</summary>
+internal record struct ExtendedArguments(bool Nx, bool Xx, bool Get, bool KeepTtl, bool Persist, ExpiryOption Expiry, int ExpireArgument)
+{
+    /// <summary>EX and PX are relative: the leader adds its clock; EXAT and PXAT are absolute already.</summary>
+    public readonly bool IsRelative => Expiry is ExpiryOption.Ex or ExpiryOption.Px;
 }

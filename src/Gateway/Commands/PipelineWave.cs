@@ -5,7 +5,8 @@ namespace Dcache.Gateway.Commands;
 /// <summary>
 /// The cluster commands of a pipelined batch that may run at the same time. A command joins the current wave unless
 /// it conflicts with it: it writes a key the wave reads or writes, reads a key the wave writes, or is a keyspace read
-/// (DBSIZE, INFO) meeting a write (or the reverse). A conflicting command waits until the wave's replies are in, so
+/// (DBSIZE, INFO, KEYS) meeting a write (or the reverse); a keyspace write (FLUSHALL) conflicts with every cluster
+/// command, before or after it. A conflicting command waits until the wave's replies are in, so
 /// a connection always sees its own earlier writes and same-key commands apply in the order sent; commands on
 /// different keys run concurrently (one round of cluster batching for a whole pipeline).
 /// </summary>
@@ -15,6 +16,7 @@ internal sealed class PipelineWave
     private readonly HashSet<ReadOnlyMemory<byte>> _writtenKeys = new(ByteContentComparer.Instance);
     private bool _hasWrite;
     private bool _readsKeyspace;
+    private bool _writesKeyspace;
 
     public bool IsEmpty { get; private set; } = true;
 
@@ -26,6 +28,11 @@ internal sealed class PipelineWave
         }
 
         var flags = spec.Flags;
+        if (_writesKeyspace || (flags & CommandFlags.WritesKeyspace) != 0)
+        {
+            return true;
+        }
+
         if ((flags & CommandFlags.ReadsKeyspace) != 0 && _hasWrite)
         {
             return true;
@@ -55,6 +62,7 @@ internal sealed class PipelineWave
         IsEmpty = false;
         var flags = spec.Flags;
         _readsKeyspace |= (flags & CommandFlags.ReadsKeyspace) != 0;
+        _writesKeyspace |= (flags & CommandFlags.WritesKeyspace) != 0;
         var writes = (flags & CommandFlags.Write) != 0;
         _hasWrite |= writes;
         var keys = writes ? _writtenKeys : _readKeys;
@@ -76,6 +84,7 @@ internal sealed class PipelineWave
         _writtenKeys.Clear();
         _hasWrite = false;
         _readsKeyspace = false;
+        _writesKeyspace = false;
         IsEmpty = true;
     }
 

@@ -464,6 +464,18 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
+        var (kind, name) = WriteEncoder.KindOf(command);
+        if (CacheCommand.MinimumFormatVersion(kind) is var needed && ProposalFormat() < needed)
+        {
+            // A member would stop at an entry kind its build does not know: refuse the command, propose nothing.
+            input.Replies.Complete(new Proto.Reply
+            {
+                Id = command.Id,
+                Error = $"ERR {name} needs every node on a build that reads log format {needed} (a rolling upgrade is in progress)",
+            });
+            return;
+        }
+
         _encodeBuffer.ResetWrittenCount();
         WriteEncoder.Encode(command, ClusterNowMs(), _encodeBuffer);
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)

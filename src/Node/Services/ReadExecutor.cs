@@ -1,5 +1,6 @@
 using Dcache.Cache;
 using Dcache.Node.Consensus;
+using Dcache.Protocol;
 using Proto = Dcache.Protocol.Cache;
 
 namespace Dcache.Node.Services;
@@ -16,8 +17,19 @@ public static class ReadExecutor
             ? cache.TimeToLiveMs(command.Ttl.Key.Span, nowMs)
             : cache.TimeToLiveSeconds(command.Ttl.Key.Span, nowMs)),
         Proto.Command.OpOneofCase.Dbsize => ReplyFactory.Integer(command.Id, cache.CountKeys(nowMs)),
+        Proto.Command.OpOneofCase.Strlen => ReplyFactory.Integer(command.Id, cache.StringLength(command.Strlen.Key.Span, nowMs)),
+        Proto.Command.OpOneofCase.Getrange => ReplyFactory.FromCache(command.Id, cache.GetRange(command.Getrange.Key.Span, command.Getrange.Start, command.Getrange.End, nowMs)),
+        Proto.Command.OpOneofCase.Type => ReplyFactory.FromCache(command.Id, CacheReply.FromBulk(cache.ContainsKey(command.Type.Key.Span, nowMs) ? "string"u8.ToArray() : "none"u8.ToArray())),
+        Proto.Command.OpOneofCase.Expiretime => ReplyFactory.Integer(command.Id, ExpireTime(cache.ExpireTimeMs(command.Expiretime.Key.Span, nowMs), command.Expiretime.Milliseconds)),
+        Proto.Command.OpOneofCase.Keys => ReplyFactory.FromCache(command.Id, Keys(cache, command.Keys.Pattern.Memory, nowMs)),
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
+
+    /// <summary>EXPIRETIME rounds to the nearest second, as Redis's ttlGenericCommand does.</summary>
+    private static long ExpireTime(long expireAtMs, bool milliseconds) => expireAtMs < 0 || milliseconds ? expireAtMs : (expireAtMs + 500) / 1000;
+
+    private static CacheReply Keys(CacheStateMachine cache, ReadOnlyMemory<byte> pattern, long nowMs) =>
+        pattern.Span.SequenceEqual("*"u8) ? cache.Keys(nowMs) : cache.Keys(nowMs, key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false));
 
     private static ReadOnlyMemory<byte>[] Keys(Google.Protobuf.Collections.RepeatedField<Google.Protobuf.ByteString> keys)
     {

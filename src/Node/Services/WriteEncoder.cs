@@ -14,7 +14,33 @@ public static class WriteEncoder
     public static bool IsWrite(Proto.Command command) => command.OpCase is
         Proto.Command.OpOneofCase.Set or Proto.Command.OpOneofCase.Del or Proto.Command.OpOneofCase.Mset
         or Proto.Command.OpOneofCase.IncrBy or Proto.Command.OpOneofCase.Expire or Proto.Command.OpOneofCase.Persist
-        or Proto.Command.OpOneofCase.RegisterSession;
+        or Proto.Command.OpOneofCase.RegisterSession or Proto.Command.OpOneofCase.Getdel or Proto.Command.OpOneofCase.Getex
+        or Proto.Command.OpOneofCase.Append or Proto.Command.OpOneofCase.IncrByFloat or Proto.Command.OpOneofCase.Msetnx
+        or Proto.Command.OpOneofCase.Flushall or Proto.Command.OpOneofCase.Rename;
+
+    /// <summary>
+    /// The write's log entry kind and its Redis name (for errors): a kind newer than the format some member reads must
+    /// not be proposed (see <see cref="CacheCommand.MinimumFormatVersion"/>).
+    /// </summary>
+    public static (CacheCommandKind Kind, string Name) KindOf(Proto.Command command) => command.OpCase switch
+    {
+        Proto.Command.OpOneofCase.Set => (CacheCommandKind.Set, "SET"),
+        Proto.Command.OpOneofCase.Del => (CacheCommandKind.Delete, "DEL"),
+        Proto.Command.OpOneofCase.Mset => (CacheCommandKind.MultiSet, "MSET"),
+        Proto.Command.OpOneofCase.IncrBy => (CacheCommandKind.IncrementBy, "INCRBY"),
+        Proto.Command.OpOneofCase.Expire => (CacheCommandKind.Expire, "EXPIRE"),
+        Proto.Command.OpOneofCase.Persist => (CacheCommandKind.Persist, "PERSIST"),
+        Proto.Command.OpOneofCase.RegisterSession => (CacheCommandKind.RegisterSession, "a session registration"),
+        Proto.Command.OpOneofCase.Getdel => (CacheCommandKind.GetDelete, "GETDEL"),
+        Proto.Command.OpOneofCase.Getex => (CacheCommandKind.GetExpire, "GETEX"),
+        Proto.Command.OpOneofCase.Append => (CacheCommandKind.Append, "APPEND"),
+        Proto.Command.OpOneofCase.IncrByFloat => (CacheCommandKind.IncrementByFloat, "INCRBYFLOAT"),
+        Proto.Command.OpOneofCase.Msetnx => (CacheCommandKind.MultiSetIfNoneExist, "MSETNX"),
+        Proto.Command.OpOneofCase.Flushall => (CacheCommandKind.FlushAll, "FLUSHALL"),
+        Proto.Command.OpOneofCase.Rename when command.Rename.IfAbsent => (CacheCommandKind.RenameIfAbsent, "RENAMENX"),
+        Proto.Command.OpOneofCase.Rename => (CacheCommandKind.Rename, "RENAME"),
+        _ => throw new ArgumentException($"{command.OpCase} is not a write", nameof(command)),
+    };
 
     /// <summary>Validates the command; null when it can be proposed, else the reason for an INVALID_REQUEST reply.</summary>
     public static string? Validate(Proto.Command command) => command.OpCase switch
@@ -28,6 +54,11 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Expire when !Enum.IsDefined(command.Expire.Condition) => $"unknown expire condition {(int)command.Expire.Condition}",
         Proto.Command.OpOneofCase.Expire when !CacheCommand.IsValid((ExpireCondition)ExpireConditionOf(command.Expire.Condition)) => "ERR NX and XX, GT or LT options at the same time are not compatible",
         Proto.Command.OpOneofCase.Expire when command.Expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.None => "ERR wrong number of arguments for 'expire' command",
+        Proto.Command.OpOneofCase.Msetnx when command.Msetnx.Keys.Count == 0 || command.Msetnx.Keys.Count != command.Msetnx.Values.Count => "ERR wrong number of arguments for 'msetnx' command",
+        Proto.Command.OpOneofCase.Getex when command.Getex.ExpiryCase == Proto.GetExRequest.ExpiryOneofCase.None || (command.Getex.ExpiryCase == Proto.GetExRequest.ExpiryOneofCase.Persist && !command.Getex.Persist) => "GETEX needs an expiry option or PERSIST (without one it is a GET)",
+        Proto.Command.OpOneofCase.Getex when command.Getex.ExpiryCase == Proto.GetExRequest.ExpiryOneofCase.TtlMs && command.Getex.TtlMs <= 0 => "ERR invalid expire time in 'getex' command",
+        Proto.Command.OpOneofCase.Getex when command.Getex.ExpiryCase == Proto.GetExRequest.ExpiryOneofCase.ExpireAtMs && command.Getex.ExpireAtMs <= 0 => "ERR invalid expire time in 'getex' command",
+        Proto.Command.OpOneofCase.IncrByFloat when !CacheCommand.IsValidFloat(command.IncrByFloat.Increment.Span) => CacheErrors.NotAFloat,
         Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count == 0 => "ERR wrong number of arguments for 'exists' command",
         Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count == 0 => "ERR wrong number of arguments for 'mget' command",
         _ => null,
@@ -61,14 +92,7 @@ public static class WriteEncoder
                 CacheCommand.EncodeDelete(output, envelope, ToMemories(command.Del.Keys));
                 break;
             case Proto.Command.OpOneofCase.Mset:
-                var pairs = new ReadOnlyMemory<byte>[command.Mset.Keys.Count * 2];
-                for (var i = 0; i < command.Mset.Keys.Count; i++)
-                {
-                    pairs[2 * i] = command.Mset.Keys[i].Memory;
-                    pairs[(2 * i) + 1] = command.Mset.Values[i].Memory;
-                }
-
-                CacheCommand.EncodeMultiSet(output, envelope, pairs);
+                CacheCommand.EncodeMultiSet(output, envelope, Pairs(command.Mset.Keys, command.Mset.Values));
                 break;
             case Proto.Command.OpOneofCase.IncrBy:
                 CacheCommand.EncodeIncrementBy(output, envelope, command.IncrBy.Key.Span, command.IncrBy.Delta);
@@ -83,6 +107,33 @@ public static class WriteEncoder
                 break;
             case Proto.Command.OpOneofCase.Persist:
                 CacheCommand.EncodePersist(output, envelope, command.Persist.Key.Span);
+                break;
+            case Proto.Command.OpOneofCase.Getdel:
+                CacheCommand.EncodeGetDelete(output, envelope, command.Getdel.Key.Span);
+                break;
+            case Proto.Command.OpOneofCase.Getex:
+                var getEx = command.Getex;
+                CacheCommand.EncodeGetExpire(output, envelope, getEx.Key.Span, getEx.Persist ? GetExpiry.Persist : GetExpiry.At, getEx.ExpiryCase switch
+                {
+                    Proto.GetExRequest.ExpiryOneofCase.TtlMs => SaturatingAdd(nowMs, getEx.TtlMs),
+                    Proto.GetExRequest.ExpiryOneofCase.ExpireAtMs => getEx.ExpireAtMs,
+                    _ => 0,
+                });
+                break;
+            case Proto.Command.OpOneofCase.Append:
+                CacheCommand.EncodeAppend(output, envelope, command.Append.Key.Span, command.Append.Value.Span);
+                break;
+            case Proto.Command.OpOneofCase.IncrByFloat:
+                CacheCommand.EncodeIncrementByFloat(output, envelope, command.IncrByFloat.Key.Span, command.IncrByFloat.Increment.Span);
+                break;
+            case Proto.Command.OpOneofCase.Msetnx:
+                CacheCommand.EncodeMultiSet(output, envelope, Pairs(command.Msetnx.Keys, command.Msetnx.Values), ifNoneExist: true);
+                break;
+            case Proto.Command.OpOneofCase.Flushall:
+                CacheCommand.EncodeFlushAll(output, envelope);
+                break;
+            case Proto.Command.OpOneofCase.Rename:
+                CacheCommand.EncodeRename(output, envelope, command.Rename.Source.Span, command.Rename.Destination.Span, command.Rename.IfAbsent);
                 break;
             default:
                 throw new ArgumentException($"{command.OpCase} is not a write", nameof(command));
@@ -100,6 +151,19 @@ public static class WriteEncoder
     };
 
     private static long SaturatingAdd(long a, long b) => b > 0 && a > long.MaxValue - b ? long.MaxValue : b < 0 && a < long.MinValue - b ? long.MinValue : a + b;
+
+    /// <summary>MSET's and MSETNX's lists interleaved as key, value, key, value, ...</summary>
+    private static ReadOnlyMemory<byte>[] Pairs(Google.Protobuf.Collections.RepeatedField<ByteString> keys, Google.Protobuf.Collections.RepeatedField<ByteString> values)
+    {
+        var pairs = new ReadOnlyMemory<byte>[keys.Count * 2];
+        for (var i = 0; i < keys.Count; i++)
+        {
+            pairs[2 * i] = keys[i].Memory;
+            pairs[(2 * i) + 1] = values[i].Memory;
+        }
+
+        return pairs;
+    }
 
     private static ReadOnlyMemory<byte>[] ToMemories(Google.Protobuf.Collections.RepeatedField<ByteString> keys)
     {
