@@ -37,6 +37,26 @@ internal static class Entries
     public static byte[] RegisterSession(ulong clientId, long nowMs = 1_000) =>
         Encode(w => CacheCommand.EncodeRegisterSession(w, new CommandEnvelope(clientId, 0, nowMs)));
 
+    public static byte[] GetDelete(CommandEnvelope envelope, string key) =>
+        Encode(w => CacheCommand.EncodeGetDelete(w, envelope, B(key)));
+
+    public static byte[] GetExpire(CommandEnvelope envelope, string key, GetExpiry expiry, long expireAtMs = 0) =>
+        Encode(w => CacheCommand.EncodeGetExpire(w, envelope, B(key), expiry, expireAtMs));
+
+    public static byte[] Append(CommandEnvelope envelope, string key, string value) =>
+        Encode(w => CacheCommand.EncodeAppend(w, envelope, B(key), B(value)));
+
+    public static byte[] IncrementByFloat(CommandEnvelope envelope, string key, string increment) =>
+        Encode(w => CacheCommand.EncodeIncrementByFloat(w, envelope, B(key), B(increment)));
+
+    public static byte[] MultiSetIfNoneExist(CommandEnvelope envelope, params string[] keysAndValues) =>
+        Encode(w => CacheCommand.EncodeMultiSet(w, envelope, Keys(keysAndValues), ifNoneExist: true));
+
+    public static byte[] FlushAll(CommandEnvelope envelope) => Encode(w => CacheCommand.EncodeFlushAll(w, envelope));
+
+    public static byte[] Rename(CommandEnvelope envelope, string source, string destination, bool ifAbsent = false) =>
+        Encode(w => CacheCommand.EncodeRename(w, envelope, B(source), B(destination), ifAbsent));
+
     public static byte[] Encode(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>();

@@ -24,6 +24,15 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         { "purge", Entries.PurgeExpired(Envelope, 1_700_000_000_000) },
         { "register session", Entries.RegisterSession(7) },
         { "marked incrby", Entries.IncrementBy(new CommandEnvelope(7, 3, 1_000, SessionMustExist: true), "n", 1) },
+        { "getdel", Entries.GetDelete(Envelope, "k") },
+        { "getex at", Entries.GetExpire(Envelope, "k", GetExpiry.At, 1_700_000_060_000) },
+        { "getex persist", Entries.GetExpire(Envelope, "k", GetExpiry.Persist) },
+        { "append", Entries.Append(Envelope, "k", "tail") },
+        { "incrbyfloat", Entries.IncrementByFloat(Envelope, "f", "-1.5e3") },
+        { "msetnx", Entries.MultiSetIfNoneExist(Envelope, "a", "1", "b", "22") },
+        { "flushall", Entries.FlushAll(Envelope) },
+        { "rename", Entries.Rename(Envelope, "from", "to") },
+        { "renamenx", Entries.Rename(Envelope, "from", "to", ifAbsent: true) },
     };
 
     [Fact]
@@ -69,6 +78,53 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
 
         var purge = CacheCommand.Decode(Entries.PurgeExpired(Envelope, 12345));
         Assert.Equal((CacheCommandKind.PurgeExpired, 12345L), (purge.Kind, purge.PurgeUpToMs));
+    }
+
+    [Fact]
+    public void Format_3_kinds_round_trip()
+    {
+        var getDel = CacheCommand.Decode(Entries.GetDelete(Envelope, "g"));
+        Assert.Equal((CacheCommandKind.GetDelete, "g"), (getDel.Kind, S(getDel.Key)));
+
+        var getExAt = CacheCommand.Decode(Entries.GetExpire(Envelope, "k", GetExpiry.At, 4242));
+        Assert.Equal((CacheCommandKind.GetExpire, "k", GetExpiry.At, 4242L), (getExAt.Kind, S(getExAt.Key), getExAt.GetExpiry, getExAt.ExpireAtMs));
+        var getExPersist = CacheCommand.Decode(Entries.GetExpire(Envelope, "k", GetExpiry.Persist, 4242));
+        Assert.Equal((GetExpiry.Persist, 0L), (getExPersist.GetExpiry, getExPersist.ExpireAtMs));
+
+        var append = CacheCommand.Decode(Entries.Append(Envelope, "k", "tail"));
+        Assert.Equal((CacheCommandKind.Append, "k", "tail"), (append.Kind, S(append.Key), S(append.Value)));
+
+        var incr = CacheCommand.Decode(Entries.IncrementByFloat(Envelope, "f", "-1.5e3"));
+        Assert.Equal((CacheCommandKind.IncrementByFloat, "f", "-1.5e3"), (incr.Kind, S(incr.Key), S(incr.FloatIncrement)));
+
+        var msetnx = CacheCommand.Decode(Entries.MultiSetIfNoneExist(Envelope, "a", "1"));
+        Assert.Equal((CacheCommandKind.MultiSetIfNoneExist, 1), (msetnx.Kind, msetnx.Pairs.Count));
+
+        Assert.Equal(CacheCommandKind.FlushAll, CacheCommand.Decode(Entries.FlushAll(Envelope)).Kind);
+
+        var rename = CacheCommand.Decode(Entries.Rename(Envelope, "from", "to"));
+        Assert.Equal((CacheCommandKind.Rename, "from", "to"), (rename.Kind, S(rename.Key), S(rename.Destination)));
+        Assert.Equal(CacheCommandKind.RenameIfAbsent, CacheCommand.Decode(Entries.Rename(Envelope, "a", "b", ifAbsent: true)).Kind);
+    }
+
+    [Theory]
+    [MemberData(nameof(ValidEntries))]
+    public void Format_3_kinds_exist_only_in_format_3(string name, byte[] entry)
+    {
+        var kind = CacheCommand.Decode(entry).Kind;
+        if (kind < CacheCommandKind.RegisterSession)
+        {
+            CacheCommand.SetFormatVersion((byte[])entry.Clone(), 1);
+            return;
+        }
+
+        // A leader cannot mark them as an older version, and an older version's decoder does not know them.
+        Assert.Equal(3, CacheCommand.MinimumFormatVersion(kind));
+        Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion((byte[])entry.Clone(), 2));
+        byte[] asVersion2 = [2, .. entry[1..]];
+        var error = Assert.Throws<FormatException>(() => CacheCommand.Decode(asVersion2));
+        Assert.Contains("unknown command kind", error.Message, StringComparison.Ordinal);
+        Assert.NotNull(name);
     }
 
     [Fact]
@@ -146,6 +202,12 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         AssertMalformed([.. persist[..headerLength], 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02], "varint overflows");
         AssertMalformed([.. persist[..headerLength], 0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], "varint overflows");
 
+        var getEx = Entries.GetExpire(Envelope, "k", GetExpiry.Persist);
+        getEx[headerLength] = 0;
+        AssertMalformed(getEx, "invalid GETEX expiry 0");
+        getEx[headerLength] = 3;
+        AssertMalformed(getEx, "invalid GETEX expiry 3");
+
         var version = Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([CacheCommand.FormatVersion + 1, .. set[1..]]));
         Assert.Equal(CacheCommand.FormatVersion + 1, version.Version);
         Assert.Throws<UnsupportedCommandVersionException>(() => CacheCommand.Decode([0, .. set[1..]]));
@@ -160,6 +222,8 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         Assert.Throws<ArgumentException>(() => CacheCommand.EncodeMultiSet(sink, Envelope, Entries.Keys("a")));
         Assert.Throws<ArgumentException>(() => CacheCommand.EncodeExpire(sink, Envelope, "k"u8, 1, ExpireCondition.IfNoTtl | ExpireCondition.IfGreater));
         Assert.Throws<ArgumentException>(() => CacheCommand.EncodeSet(sink, Envelope, "k"u8, "v"u8, new SetOptions((SetCondition)3)));
+        Assert.Throws<ArgumentException>(() => CacheCommand.EncodeGetExpire(sink, Envelope, "k"u8, (GetExpiry)0));
+        Assert.Throws<ArgumentException>(() => CacheCommand.EncodeMultiSet(sink, Envelope, Entries.Keys("a"), ifNoneExist: true));
         Assert.Equal(0, sink.WrittenCount);
     }
 
