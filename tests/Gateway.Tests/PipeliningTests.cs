@@ -95,6 +95,61 @@ public sealed class PipeliningTests
     }
 
     [Fact]
+    public async Task FlushallWaitsForEveryEarlierCommandEvenAReadOfAnotherKey()
+    {
+        var server = new TestServer();
+        server.Cluster.Hold();
+        await using var client = server.Connect();
+        await client.SendAsync(Pipeline(["SET", "a", "1"], ["GET", "b"], ["FLUSHALL"]));
+        await server.Cluster.WaitForInFlightAsync(2, TestConnection.Timeout);
+        Assert.Equal(2, server.Cluster.Executed.Count);
+        server.Cluster.Release();
+        Assert.Equal(["+OK", "$nil", "+OK"], [(await client.ReadAsync()).ToString(), (await client.ReadAsync()).ToString(), (await client.ReadAsync()).ToString()]);
+        Assert.Equal(0, server.Cluster.KeyCount);
+    }
+
+    [Fact]
+    public async Task EveryCommandAfterFlushallWaitsForIt()
+    {
+        var server = new TestServer();
+        server.Cluster.Put("a", "1");
+        server.Cluster.Hold();
+        await using var client = server.Connect();
+        await client.SendAsync(Pipeline(["FLUSHALL"], ["GET", "a"], ["SET", "c", "3"], ["KEYS", "*"]));
+        await server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
+        Assert.Equal([Dcache.Protocol.Cache.Command.OpOneofCase.Flushall], server.Cluster.Executed.Select(e => e.Command.OpCase));
+        server.Cluster.Release();
+        var replies = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            replies.Add((await client.ReadAsync()).ToString());
+        }
+
+        // KEYS, a keyspace read, also waited for SET c.
+        Assert.Equal(["+OK", "$nil", "+OK", "*[$c]"], replies);
+    }
+
+    [Fact]
+    public async Task RenameOrdersAfterEarlierCommandsOnEitherKey()
+    {
+        var server = new TestServer();
+        server.Cluster.Put("a", "1");
+        server.Cluster.Hold();
+        await using var client = server.Connect();
+        await client.SendAsync(Pipeline(["GET", "b"], ["RENAME", "a", "b"], ["GET", "b"]));
+        await server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
+        Assert.Single(server.Cluster.Executed);
+        server.Cluster.Release();
+        var replies = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            replies.Add((await client.ReadAsync()).ToString());
+        }
+
+        Assert.Equal(["$nil", "+OK", "$1"], replies);
+    }
+
+    [Fact]
     public async Task ConcurrentPipelinedWritesNeverShareASessionInFlight()
     {
         var server = new TestServer();

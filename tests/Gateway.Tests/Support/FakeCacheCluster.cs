@@ -286,6 +286,57 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
                 _data[Name(command.Persist.Key)] = persisted with { ExpireAtMs = null };
                 return Integer(1);
+            case Command.OpOneofCase.Strlen:
+                return Integer(Find(command.Strlen.Key)?.Value.Length ?? 0);
+            case Command.OpOneofCase.Getrange:
+                return ApplyGetRange(command.Getrange);
+            case Command.OpOneofCase.Type:
+                return new Reply { Bulk = ByteString.CopyFromUtf8(Find(command.Type.Key) is null ? "none" : "string") };
+            case Command.OpOneofCase.Expiretime:
+                var timed = Find(command.Expiretime.Key);
+                return Integer(timed is null ? -2 : timed.ExpireAtMs is not { } expireAt ? -1 : command.Expiretime.Milliseconds ? expireAt : (expireAt + 500) / 1000);
+            case Command.OpOneofCase.Keys:
+                var keys = new ArrayReply();
+                var pattern = command.Keys.Pattern.Span;
+                foreach (var name in _data.Keys.Order(StringComparer.Ordinal).ToList())
+                {
+                    if (Find(ByteString.CopyFrom(Encoding.Latin1.GetBytes(name))) is not null && Dcache.Protocol.GlobPattern.Matches(pattern, Encoding.Latin1.GetBytes(name), ignoreCase: false))
+                    {
+                        keys.Items.Add(Bulk(Encoding.Latin1.GetBytes(name)));
+                    }
+                }
+
+                return new Reply { Array = keys };
+            case Command.OpOneofCase.Getdel:
+                var removed = Find(command.Getdel.Key);
+                _data.Remove(Name(command.Getdel.Key));
+                return removed is null ? Nil() : Bulk(removed.Value);
+            case Command.OpOneofCase.Getex:
+                return ApplyGetEx(command.Getex);
+            case Command.OpOneofCase.Append:
+                var appendTo = Find(command.Append.Key);
+                var appended = (appendTo?.Value ?? []).Concat(command.Append.Value.ToByteArray()).ToArray();
+                _data[Name(command.Append.Key)] = new Entry(appended, appendTo?.ExpireAtMs);
+                return Integer(appended.Length);
+            case Command.OpOneofCase.IncrByFloat:
+                return ApplyIncrByFloat(command.IncrByFloat);
+            case Command.OpOneofCase.Msetnx:
+                if (command.Msetnx.Keys.Any(key => Find(key) is not null))
+                {
+                    return Integer(0);
+                }
+
+                for (var i = 0; i < command.Msetnx.Keys.Count; i++)
+                {
+                    _data[Name(command.Msetnx.Keys[i])] = new Entry(command.Msetnx.Values[i].ToByteArray(), null);
+                }
+
+                return Integer(1);
+            case Command.OpOneofCase.Flushall:
+                _data.Clear();
+                return new Reply { Ok = true };
+            case Command.OpOneofCase.Rename:
+                return ApplyRename(command.Rename);
             default:
                 return new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "command without an operation" } };
         }
@@ -309,6 +360,86 @@ internal sealed class FakeCacheCluster : ICacheCluster
         };
         _data[Name(set.Key)] = new Entry(set.Value.ToByteArray(), expireAt);
         return old ?? new Reply { Ok = true };
+    }
+
+    private Reply ApplyGetRange(GetRangeRequest range)
+    {
+        var value = Find(range.Key)?.Value ?? [];
+        long start = range.Start, end = range.End, length = value.Length;
+        if (start < 0 && end < 0 && start > end)
+        {
+            return Bulk([]);
+        }
+
+        start = start < 0 ? Math.Max(0, length + start) : start;
+        end = Math.Min(end < 0 ? Math.Max(0, length + end) : end, length - 1);
+        return Bulk(start > end ? [] : value[(int)start..(int)(end + 1)]);
+    }
+
+    private Reply ApplyGetEx(GetExRequest getEx)
+    {
+        var entry = Find(getEx.Key);
+        if (entry is null)
+        {
+            return Nil();
+        }
+
+        long? at = getEx.ExpiryCase switch
+        {
+            GetExRequest.ExpiryOneofCase.TtlMs => NowMs + getEx.TtlMs,
+            GetExRequest.ExpiryOneofCase.ExpireAtMs => getEx.ExpireAtMs,
+            _ => null,
+        };
+        if (at <= NowMs)
+        {
+            _data.Remove(Name(getEx.Key));
+        }
+        else
+        {
+            _data[Name(getEx.Key)] = entry with { ExpireAtMs = at };
+        }
+
+        return Bulk(entry.Value);
+    }
+
+    private Reply ApplyIncrByFloat(IncrByFloatRequest increment)
+    {
+        const System.Globalization.NumberStyles style = System.Globalization.NumberStyles.Float & ~System.Globalization.NumberStyles.AllowLeadingWhite & ~System.Globalization.NumberStyles.AllowTrailingWhite;
+        var entry = Find(increment.Key);
+        if (!decimal.TryParse(entry is null ? "0" : Encoding.Latin1.GetString(entry.Value), style, System.Globalization.CultureInfo.InvariantCulture, out var current)
+            || !decimal.TryParse(increment.Increment.ToStringUtf8(), style, System.Globalization.CultureInfo.InvariantCulture, out var delta))
+        {
+            return new Reply { Error = "ERR value is not a valid float" };
+        }
+
+        var text = (current + delta).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        text = text.Contains('.', StringComparison.Ordinal) ? text.TrimEnd('0').TrimEnd('.') : text;
+        _data[Name(increment.Key)] = new Entry(Encoding.ASCII.GetBytes(text), entry?.ExpireAtMs);
+        return Bulk(Encoding.ASCII.GetBytes(text));
+    }
+
+    private Reply ApplyRename(RenameRequest rename)
+    {
+        var entry = Find(rename.Source);
+        if (entry is null)
+        {
+            return new Reply { Error = "ERR no such key" };
+        }
+
+        var done = rename.IfAbsent ? Integer(1) : new Reply { Ok = true };
+        if (rename.Source == rename.Destination)
+        {
+            return rename.IfAbsent ? Integer(0) : done;
+        }
+
+        if (rename.IfAbsent && Find(rename.Destination) is not null)
+        {
+            return Integer(0);
+        }
+
+        _data.Remove(Name(rename.Source));
+        _data[Name(rename.Destination)] = entry;
+        return done;
     }
 
     private Reply ApplyExpire(ExpireRequest expire)

@@ -1,0 +1,245 @@
+using System.Globalization;
+using Dcache.Gateway.Cluster;
+using Dcache.Gateway.Commands;
+using Dcache.Gateway.Tests.Support;
+using Dcache.Protocol.Cache;
+
+namespace Dcache.Gateway.Tests;
+
+/// <summary>The string and key commands beyond DESIGN's first table, through the real connection handler and the in-memory cluster.</summary>
+public sealed class StringCommandTests : IAsyncLifetime
+{
+    private readonly TestServer _server = new();
+    private TestConnection _client = null!;
+
+    public Task InitializeAsync()
+    {
+        _client = _server.Connect();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync() => await _client.DisposeAsync();
+
+    private async Task<string> Run(params string[] arguments) => (await _client.CommandAsync(arguments)).ToString();
+
+    private Command LastCommand => _server.Cluster.Executed[^1].Command;
+
+    private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task StrlenGetrangeAndSubstr()
+    {
+        await Run("SET", "k", "This is a string");
+        Assert.Equal(":16", await Run("STRLEN", "k"));
+        Assert.Equal(":0", await Run("STRLEN", "missing"));
+        Assert.Equal("$This", await Run("GETRANGE", "k", "0", "3"));
+        Assert.Equal((0L, 3L), (LastCommand.Getrange.Start, LastCommand.Getrange.End));
+        Assert.Equal("$ing", await Run("GETRANGE", "k", "-3", "-1"));
+        Assert.Equal("$string", await Run("substr", "k", "10", "100"));
+        Assert.Equal("$", await Run("GETRANGE", "missing", "0", "-1"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("GETRANGE", "missing", "a", "1"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("GETRANGE", "k", "0", "1.5"));
+        Assert.Equal("-ERR wrong number of arguments for 'getrange' command", await Run("GETRANGE", "k", "0"));
+        Assert.Equal("-ERR wrong number of arguments for 'substr' command", await Run("SUBSTR", "k"));
+        Assert.Equal("-ERR wrong number of arguments for 'strlen' command", await Run("STRLEN"));
+    }
+
+    [Fact]
+    public async Task TypeIsAStatusInBothProtocols()
+    {
+        await Run("SET", "k", "v");
+        Assert.Equal("+string", await Run("TYPE", "k"));
+        Assert.Equal("+none", await Run("TYPE", "missing"));
+        await Run("HELLO", "3");
+        Assert.Equal("+string", await Run("TYPE", "k"));
+        Assert.Equal("-ERR wrong number of arguments for 'type' command", await Run("TYPE"));
+    }
+
+    [Fact]
+    public async Task ExpiretimeAndPexpiretime()
+    {
+        var at = _server.Cluster.NowMs + 10_400;
+        await Run("SET", "k", "v", "PXAT", Text(at));
+        await Run("SET", "p", "v");
+        Assert.Equal(":" + Text(at), await Run("PEXPIRETIME", "k"));
+        Assert.Equal(":" + Text((at + 500) / 1000), await Run("EXPIRETIME", "k"));
+        Assert.False(LastCommand.Expiretime.Milliseconds);
+        Assert.Equal(":-1", await Run("EXPIRETIME", "p"));
+        Assert.Equal(":-2", await Run("PEXPIRETIME", "missing"));
+    }
+
+    [Fact]
+    public async Task TouchCountsTheKeysThatExist()
+    {
+        await Run("MSET", "a", "1", "b", "2");
+        Assert.Equal(":3", await Run("TOUCH", "a", "b", "a", "zz"));
+        Assert.Equal("-ERR wrong number of arguments for 'touch' command", await Run("TOUCH"));
+    }
+
+    [Fact]
+    public async Task KeysMatchesAGlobWithCase()
+    {
+        await Run("MSET", "user:1", "a", "user:2", "b", "User:3", "c", "other", "d");
+        Assert.Equal("*[$user:1, $user:2]", await Run("KEYS", "user:*"));
+        Assert.Equal("*[$User:3, $user:1]", await Run("KEYS", "[Uu]ser:[13]"));
+        Assert.Equal("*[]", await Run("KEYS", "nothing*"));
+        Assert.Equal(4, (await _client.CommandAsync("KEYS", "*")).Items!.Count);
+        Assert.Equal("-ERR wrong number of arguments for 'keys' command", await Run("KEYS"));
+    }
+
+    [Fact]
+    public async Task NewReadsFollowTheConnectionsReadMode()
+    {
+        await Run("READONLY");
+        foreach (var read in new[] { new[] { "STRLEN", "k" }, ["GETRANGE", "k", "0", "1"], ["TYPE", "k"], ["EXPIRETIME", "k"], ["TOUCH", "k"], ["KEYS", "*"], ["GETEX", "k"] })
+        {
+            await Run(read);
+            Assert.Equal(ReadMode.Local, _server.Cluster.Executed[^1].Mode);
+            Assert.Equal(0UL, LastCommand.ClientId);
+        }
+    }
+
+    [Fact]
+    public async Task GetdelReturnsAndRemoves()
+    {
+        await Run("SET", "k", "v");
+        Assert.Equal("$v", await Run("GETDEL", "k"));
+        Assert.NotEqual(0UL, LastCommand.ClientId);
+        Assert.Equal("$nil", await Run("GETDEL", "k"));
+        await Run("HELLO", "3");
+        Assert.Equal("_", await Run("GETDEL", "k"));
+        Assert.Equal("-ERR wrong number of arguments for 'getdel' command", await Run("GETDEL", "a", "b"));
+    }
+
+    [Fact]
+    public async Task GetexOptions()
+    {
+        var now = _server.Cluster.NowMs;
+        await Run("SET", "k", "v");
+        Assert.Equal("$v", await Run("GETEX", "k", "EX", "10"));
+        Assert.Equal(10_000, LastCommand.Getex.TtlMs);
+        Assert.Equal(":10", await Run("TTL", "k"));
+        Assert.Equal("$v", await Run("GETEX", "k", "px", "1500"));
+        Assert.Equal(1500, LastCommand.Getex.TtlMs);
+        Assert.Equal("$v", await Run("GETEX", "k", "EXAT", Text((now / 1000) + 100)));
+        Assert.Equal(((now / 1000) + 100) * 1000, LastCommand.Getex.ExpireAtMs);
+        Assert.Equal("$v", await Run("GETEX", "k", "PXAT", Text(now + 5000)));
+        Assert.Equal(":5000", await Run("PTTL", "k"));
+        Assert.Equal("$v", await Run("GETEX", "k", "PERSIST"));
+        Assert.True(LastCommand.Getex.Persist);
+        Assert.Equal(":-1", await Run("TTL", "k"));
+        Assert.Equal("$nil", await Run("GETEX", "missing", "EX", "10"));
+
+        // Without an option GETEX is a GET: a read, no session.
+        Assert.Equal("$v", await Run("GETEX", "k"));
+        Assert.Equal(Command.OpOneofCase.Get, LastCommand.OpCase);
+        Assert.Equal(0UL, LastCommand.ClientId);
+        Assert.Equal("$v", await Run("GETEX", "k", "EX", "1", "EX", "20"));
+        Assert.Equal(20_000, LastCommand.Getex.TtlMs);
+    }
+
+    [Theory]
+    [InlineData("-ERR syntax error", "EX", "10", "PERSIST")]
+    [InlineData("-ERR syntax error", "PERSIST", "EX", "10")]
+    [InlineData("-ERR syntax error", "EX", "10", "PX", "10")]
+    [InlineData("-ERR syntax error", "KEEPTTL")]
+    [InlineData("-ERR syntax error", "NX")]
+    [InlineData("-ERR syntax error", "GET")]
+    [InlineData("-ERR syntax error", "EX")]
+    [InlineData("-ERR value is not an integer or out of range", "EX", "ten")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "0")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "PXAT", "-1")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "9223372036854775")]
+    public async Task GetexOptionErrors(string error, params string[] options)
+    {
+        Assert.Equal(error, await Run(["GETEX", "k", .. options]));
+        Assert.Empty(_server.Cluster.Executed);
+    }
+
+    [Fact]
+    public async Task AppendAndIncrbyfloat()
+    {
+        Assert.Equal(":5", await Run("APPEND", "k", "Hello"));
+        Assert.Equal(":11", await Run("APPEND", "k", " World"));
+        Assert.Equal("$Hello World", await Run("GET", "k"));
+        await Run("SET", "f", "10.50");
+        Assert.Equal("$10.6", await Run("INCRBYFLOAT", "f", "0.1"));
+        Assert.Equal("0.1", LastCommand.IncrByFloat.Increment.ToStringUtf8());
+        Assert.Equal("$5200", await Run("INCRBYFLOAT", "g", "5.2e3"));
+        Assert.Equal("-ERR value is not a valid float", await Run("INCRBYFLOAT", "k", "1"));
+        Assert.Equal("-ERR wrong number of arguments for 'incrbyfloat' command", await Run("INCRBYFLOAT", "f"));
+        Assert.Equal("-ERR wrong number of arguments for 'append' command", await Run("APPEND", "k"));
+    }
+
+    [Fact]
+    public async Task MsetnxSetsAllOrNothing()
+    {
+        Assert.Equal(":1", await Run("MSETNX", "a", "1", "b", "2"));
+        Assert.Equal(":0", await Run("MSETNX", "c", "3", "a", "9"));
+        Assert.Equal("*[$1, $2, $nil]", await Run("MGET", "a", "b", "c"));
+        Assert.Equal("-ERR wrong number of arguments for 'msetnx' command", await Run("MSETNX", "a", "1", "b"));
+        Assert.Equal("-ERR wrong number of arguments for 'msetnx' command", await Run("MSETNX", "a"));
+    }
+
+    [Fact]
+    public async Task FlushallAndFlushdb()
+    {
+        await Run("MSET", "a", "1", "b", "2");
+        Assert.Equal("+OK", await Run("FLUSHALL"));
+        Assert.Equal(":0", await Run("DBSIZE"));
+        await Run("SET", "a", "1");
+        Assert.Equal("+OK", await Run("FLUSHDB", "async"));
+        Assert.Equal("+OK", await Run("flushall", "SYNC"));
+        Assert.Equal(Command.OpOneofCase.Flushall, LastCommand.OpCase);
+        Assert.Equal(":0", await Run("DBSIZE"));
+        var executed = _server.Cluster.Executed.Count;
+        Assert.Equal("-ERR syntax error", await Run("FLUSHALL", "LAZY"));
+        Assert.Equal("-ERR syntax error", await Run("FLUSHDB", "ASYNC", "SYNC"));
+        Assert.Equal(executed, _server.Cluster.Executed.Count);
+    }
+
+    [Fact]
+    public async Task RenameAndRenamenx()
+    {
+        var at = _server.Cluster.NowMs + 50_000;
+        await Run("SET", "a", "1", "PXAT", Text(at));
+        Assert.Equal("+OK", await Run("RENAME", "a", "b"));
+        Assert.Equal(":" + Text(at), await Run("PEXPIRETIME", "b"));
+        Assert.Equal("-ERR no such key", await Run("RENAME", "a", "b"));
+        await Run("SET", "c", "3");
+        Assert.Equal(":0", await Run("RENAMENX", "b", "c"));
+        Assert.Equal(":1", await Run("RENAMENX", "b", "d"));
+        Assert.True(LastCommand.Rename.IfAbsent);
+        Assert.Equal("*[$nil, $3, $1]", await Run("MGET", "b", "c", "d"));
+        Assert.Equal("-ERR no such key", await Run("RENAMENX", "missing", "x"));
+        Assert.Equal("-ERR wrong number of arguments for 'rename' command", await Run("RENAME", "a"));
+    }
+
+    [Theory]
+    [InlineData("strlen", 2, "readonly fast", 1, 1, 1)]
+    [InlineData("getrange", 4, "readonly", 1, 1, 1)]
+    [InlineData("substr", 4, "readonly", 1, 1, 1)]
+    [InlineData("type", 2, "readonly fast", 1, 1, 1)]
+    [InlineData("expiretime", 2, "readonly fast", 1, 1, 1)]
+    [InlineData("pexpiretime", 2, "readonly fast", 1, 1, 1)]
+    [InlineData("touch", -2, "readonly fast", 1, -1, 1)]
+    [InlineData("keys", 2, "readonly", 0, 0, 0)]
+    [InlineData("getdel", 2, "write fast", 1, 1, 1)]
+    [InlineData("getex", -2, "write fast", 1, 1, 1)]
+    [InlineData("append", 3, "write fast", 1, 1, 1)]
+    [InlineData("incrbyfloat", 3, "write fast", 1, 1, 1)]
+    [InlineData("msetnx", -3, "write", 1, -1, 2)]
+    [InlineData("flushall", -1, "write", 0, 0, 0)]
+    [InlineData("flushdb", -1, "write", 0, 0, 0)]
+    [InlineData("rename", 3, "write", 1, 2, 1)]
+    [InlineData("renamenx", 3, "write fast", 1, 2, 1)]
+    public async Task CommandInfoDescribesThemAsRedis70Does(string name, int arity, string flags, int firstKey, int lastKey, int step)
+    {
+        var info = (await _client.CommandAsync("COMMAND", "INFO", name)).Items![0].Items!;
+        Assert.Equal("$" + name, info[0].ToString());
+        Assert.Equal(arity, info[1].Integer);
+        Assert.Equal(flags, string.Join(' ', info[2].Items!.Select(flag => flag.Text)));
+        Assert.Equal((firstKey, lastKey, step), ((int)info[3].Integer, (int)info[4].Integer, (int)info[5].Integer));
+        Assert.NotNull(CommandTable.Find(System.Text.Encoding.ASCII.GetBytes(name)));
+    }
+}
