@@ -43,6 +43,11 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         var notRegistered = await cluster.ExecuteAsync(leader, RegisterSession(0xF0_0003));
         Assert.True(notRegistered.Nil, $"a registration with a member that reads format 1 only: {notRegistered}");
 
+        // So do the write kinds of format 3: the leader refuses them with an error and proposes nothing.
+        var getDel = await cluster.ExecuteAsync(leader, Commands.GetDel("first"));
+        Assert.Equal("ERR GETDEL needs every node on a build that reads log format 3 (a rolling upgrade is in progress)", getDel.Error);
+        Assert.Equal("1", (await cluster.ExecuteAsync(leader, Commands.Get("first"))).BulkText());
+
         // Node 3 upgraded: from now on the leader writes format 3, where such a write is refused.
         cluster[3].Kill();
         cluster[3].Start();
@@ -56,6 +61,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
             return asFormat2.Failure is { Kind: FailureKind.SessionExpired };
         }, Patience, "the leader to write format 3 once node 3 reads it");
         output.WriteLine($"after {client - 0xF0_0100} write(s): {asFormat2}");
+        Assert.Equal("1", (await cluster.ExecuteAsync(leader, Commands.GetDel("first"))).BulkText());
 
         // Every member reads format 3 now: a session's first write that must find its session is refused too.
         var firstMarked = Commands.IncrBy("g", 1, clientId: 0xF0_0200, sequence: 1);

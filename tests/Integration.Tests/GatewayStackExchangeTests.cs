@@ -44,6 +44,24 @@ public sealed class GatewayStackExchangeTests(ITestOutputHelper output)
         Assert.True(await db.KeyDeleteAsync("fresh"));
         Assert.Equal(2, await db.KeyDeleteAsync(["m1", "m2", "missing"]));
 
+        // The string and key commands beyond the first set, as the client library calls them.
+        Assert.True(await db.StringSetAsync("text", "Hello"));
+        Assert.Equal(10, await db.StringAppendAsync("text", "World"));
+        Assert.Equal(10, await db.StringLengthAsync("text"));
+        Assert.Equal("World", (string?)await db.StringGetRangeAsync("text", 5, -1));
+        Assert.Equal(RedisType.String, await db.KeyTypeAsync("text"));
+        Assert.Equal(RedisType.None, await db.KeyTypeAsync("nope"));
+        Assert.True(await db.KeyTouchAsync("text"));
+        Assert.True(await db.KeyRenameAsync("text", "renamed"));
+        Assert.False(await db.KeyRenameAsync("greeting", "renamed", When.NotExists));
+        Assert.Equal("HelloWorld", (string?)await db.StringGetDeleteAsync("renamed"));
+        Assert.False(await db.KeyExistsAsync("renamed"));
+        Assert.Equal(2.5, await db.StringIncrementAsync("float", 2.5));
+        Assert.Equal(3, await db.StringIncrementAsync("float", 0.5));
+        Assert.Equal("soon", (string?)await db.StringGetSetExpiryAsync("expiring", TimeSpan.FromSeconds(200)));
+        Assert.InRange((await db.KeyExpireTimeAsync("expiring"))!.Value, DateTime.UtcNow.AddSeconds(190), DateTime.UtcNow.AddSeconds(210));
+        Assert.Null(await db.KeyExpireTimeAsync("float"));
+
         // A pipelined batch: sent together, answered in order.
         var batch = db.CreateBatch();
         var sets = Enumerable.Range(0, 100).Select(i => batch.StringSetAsync($"batch:{i}", i)).ToList();

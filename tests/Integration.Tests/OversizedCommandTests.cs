@@ -26,7 +26,7 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.StartsWith("ERR command too large", direct.Error, StringComparison.Ordinal);
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("after-direct", "committed"))).Ok);
 
-        await using var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort},syncTimeout=10000,asyncTimeout=10000");
+        await using var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort},syncTimeout=10000,asyncTimeout=10000,allowAdmin=true");
         var db = redis.GetDatabase();
 
         // One pipeline: a command no message could carry between two small ones, then eight that fit one by one but
@@ -55,6 +55,17 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.StartsWith("ERR reply too large", tooLarge.Message, StringComparison.Ordinal);
         var halves = await db.StringGetAsync(["part-0", "part-1"]);
         Assert.All(halves, value => Assert.Equal(300_000, ((string?)value)!.Length));
+
+        // KEYS (an admin command to StackExchange.Redis, hence allowAdmin) is held to the same limit: long key names
+        // that fit one by one but not in one reply.
+        foreach (var i in Enumerable.Range(0, 4))
+        {
+            Assert.True(await db.StringSetAsync($"long-{i}-" + new string('n', 300_000), "v"));
+        }
+
+        var keysTooLarge = await Assert.ThrowsAsync<RedisServerException>(() => db.ExecuteAsync("KEYS", "long-*"));
+        Assert.StartsWith("ERR reply too large", keysTooLarge.Message, StringComparison.Ordinal);
+        Assert.Single((RedisResult[])(await db.ExecuteAsync("KEYS", "long-0-*"))!);
         Assert.Equal("committed", (await cluster.ExecuteAsync(leader, Commands.Get("after-direct"))).BulkText());
     }
 }

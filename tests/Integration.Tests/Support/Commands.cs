@@ -31,6 +31,8 @@ internal static class Commands
     public static Command Ttl(string key, bool milliseconds = true) =>
         new() { Id = NextId(), Ttl = new TtlRequest { Key = Bytes(key), Milliseconds = milliseconds } };
 
+    public static Command GetDel(string key) => new() { Id = NextId(), Getdel = new GetDelRequest { Key = Bytes(key) } };
+
     public static Command DbSize() => new() { Id = NextId(), Dbsize = new DbSizeRequest() };
 
     public static string? BulkText(this Reply reply) => reply.ResultCase switch
