@@ -32,7 +32,8 @@ namespace Dcache.Cache;
 /// </code>
 /// The kinds marked (3) exist from version 3 on: in an older version their kind byte is unknown.
 /// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
-/// refuses an entry it does not understand instead of applying it differently.
+/// refuses an entry it does not understand instead of applying it differently. (Kinds 9 to 16 joined version 3 before
+/// any build that writes it was released; from now on, new kinds need version 4.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {

@@ -119,6 +119,7 @@ public sealed class StringCommandTests
     [InlineData("Infinity", "-1", null)]
     [InlineData("1e308", "1e308", null)]
     [InlineData("inf", "1", null)]
+    [InlineData("1", "-INFINITY", null)]
     public void Incrbyfloat_adds_and_formats_as_redis_does(string stored, string increment, string? expected)
     {
         var cache = new CacheHarness();
