@@ -5,7 +5,7 @@ using Dcache.Protocol.Cache;
 namespace Dcache.Gateway.Tests;
 
 /// <summary>The cache commands through the real connection handler, against the in-memory cluster.</summary>
-public sealed class KeyCommandTests : IAsyncLifetime
+public sealed partial class KeyCommandTests : IAsyncLifetime
 {
     private readonly TestServer _server = new();
     private TestConnection _client = null!;

@@ -8,6 +8,17 @@ public sealed class PipeliningTests
 {
     private static byte[] Pipeline(params string[][] commands) => commands.SelectMany(TestConnection.Encode).ToArray();
 
+    private static async Task<List<string>> ReadRepliesAsync(TestConnection client, int count)
+    {
+        var replies = new List<string>();
+        for (var i = 0; i < count; i++)
+        {
+            replies.Add((await client.ReadAsync()).ToString());
+        }
+
+        return replies;
+    }
+
     private static string Key(int i) => "key" + i.ToString(CultureInfo.InvariantCulture);
 
     [Fact]
@@ -65,13 +76,7 @@ public sealed class PipeliningTests
         // GET a conflicts with the in-flight SET a, so nothing after it has been started yet.
         Assert.Equal(["a", "b"], server.Cluster.Executed.Select(e => e.Command.Set.Key.ToStringUtf8()));
         server.Cluster.Release();
-        var replies = new List<string>();
-        for (var i = 0; i < 6; i++)
-        {
-            replies.Add((await client.ReadAsync()).ToString());
-        }
-
-        Assert.Equal(["+OK", "+OK", "$1", "+OK", ":2", "$2"], replies);
+        Assert.Equal(["+OK", "+OK", "$1", "+OK", ":2", "$2"], await ReadRepliesAsync(client, 6));
     }
 
     [Fact]
@@ -85,13 +90,7 @@ public sealed class PipeliningTests
         await server.Cluster.WaitForInFlightAsync(2, TestConnection.Timeout);
         Assert.Equal(2, server.Cluster.Executed.Count);
         server.Cluster.Release();
-        var replies = new List<string>();
-        for (var i = 0; i < 5; i++)
-        {
-            replies.Add((await client.ReadAsync()).ToString());
-        }
-
-        Assert.Equal(["+OK", "+OK", ":2", ":1", ":1"], replies);
+        Assert.Equal(["+OK", "+OK", ":2", ":1", ":1"], await ReadRepliesAsync(client, 5));
     }
 
     [Fact]
@@ -104,7 +103,7 @@ public sealed class PipeliningTests
         await server.Cluster.WaitForInFlightAsync(2, TestConnection.Timeout);
         Assert.Equal(2, server.Cluster.Executed.Count);
         server.Cluster.Release();
-        Assert.Equal(["+OK", "$nil", "+OK"], [(await client.ReadAsync()).ToString(), (await client.ReadAsync()).ToString(), (await client.ReadAsync()).ToString()]);
+        Assert.Equal(["+OK", "$nil", "+OK"], await ReadRepliesAsync(client, 3));
         Assert.Equal(0, server.Cluster.KeyCount);
     }
 
@@ -119,14 +118,9 @@ public sealed class PipeliningTests
         await server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
         Assert.Equal([Dcache.Protocol.Cache.Command.OpOneofCase.Flushall], server.Cluster.Executed.Select(e => e.Command.OpCase));
         server.Cluster.Release();
-        var replies = new List<string>();
-        for (var i = 0; i < 4; i++)
-        {
-            replies.Add((await client.ReadAsync()).ToString());
-        }
 
         // KEYS, a keyspace read, also waited for SET c.
-        Assert.Equal(["+OK", "$nil", "+OK", "*[$c]"], replies);
+        Assert.Equal(["+OK", "$nil", "+OK", "*[$c]"], await ReadRepliesAsync(client, 4));
     }
 
     [Fact]
@@ -140,13 +134,7 @@ public sealed class PipeliningTests
         await server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
         Assert.Single(server.Cluster.Executed);
         server.Cluster.Release();
-        var replies = new List<string>();
-        for (var i = 0; i < 3; i++)
-        {
-            replies.Add((await client.ReadAsync()).ToString());
-        }
-
-        Assert.Equal(["$nil", "+OK", "$1"], replies);
+        Assert.Equal(["$nil", "+OK", "$1"], await ReadRepliesAsync(client, 3));
     }
 
     [Fact]

@@ -21,15 +21,19 @@ public sealed class SessionTests
         Assert.Equal("2", cache.Get("counter"));
     }
 
-    [Fact]
-    public void The_cached_reply_is_the_original_even_when_the_state_changed_since()
+    [Theory]
+    [InlineData("set get")]
+    [InlineData("getdel")]
+    public void The_cached_reply_is_the_original_even_when_the_state_changed_since(string command)
     {
         var cache = new CacheHarness();
         cache.Set("k", "v1");
-        var setGet = Entries.Set(cache.Envelope(Client, 1), "k", "v2", new SetOptions(ReturnOldValue: true));
-        Assert.Equal(Bulk("v1"), cache.Apply(setGet));
+        var write = command == "getdel"
+            ? Entries.GetDelete(cache.Envelope(Client, 1), "k")
+            : Entries.Set(cache.Envelope(Client, 1), "k", "v2", new SetOptions(ReturnOldValue: true));
+        Assert.Equal(Bulk("v1"), cache.Apply(write));
         cache.Set("k", "v3");
-        Assert.Equal(Bulk("v1"), cache.Apply(setGet));
+        Assert.Equal(Bulk("v1"), cache.Apply(write));
         Assert.Equal("v3", cache.Get("k"));
     }
 

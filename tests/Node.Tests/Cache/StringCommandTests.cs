@@ -249,19 +249,6 @@ public sealed class StringCommandTests
     }
 
     [Fact]
-    public void A_retried_getdel_returns_its_first_reply_without_applying_again()
-    {
-        const ulong client = 0xD1;
-        var cache = new CacheHarness();
-        cache.Set("k", "v");
-        var getDel = Entries.GetDelete(cache.Envelope(client, 1), "k");
-        Assert.Equal(Bulk("v"), cache.Apply(getDel));
-        cache.Set("k", "again");
-        Assert.Equal(Bulk("v"), cache.Apply(getDel));
-        Assert.Equal("again", cache.Get("k"));
-    }
-
-    [Fact]
     public void Replicas_applying_the_new_kinds_agree_byte_for_byte()
     {
         var first = new CacheHarness();

@@ -1,29 +1,13 @@
 using System.Globalization;
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Commands;
-using Dcache.Gateway.Tests.Support;
 using Dcache.Protocol.Cache;
 
 namespace Dcache.Gateway.Tests;
 
-/// <summary>The string and key commands beyond DESIGN's first table, through the real connection handler and the in-memory cluster.</summary>
-public sealed class StringCommandTests : IAsyncLifetime
+/// <summary>The string and key commands beyond DESIGN's first table (the fixture is in KeyCommandTests.cs).</summary>
+public sealed partial class KeyCommandTests
 {
-    private readonly TestServer _server = new();
-    private TestConnection _client = null!;
-
-    public Task InitializeAsync()
-    {
-        _client = _server.Connect();
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync() => await _client.DisposeAsync();
-
-    private async Task<string> Run(params string[] arguments) => (await _client.CommandAsync(arguments)).ToString();
-
-    private Command LastCommand => _server.Cluster.Executed[^1].Command;
-
     private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);
 
     [Fact]
