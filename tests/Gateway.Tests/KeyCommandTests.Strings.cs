@@ -199,6 +199,33 @@ public sealed partial class KeyCommandTests
         Assert.Equal("-ERR wrong number of arguments for 'rename' command", await Run("RENAME", "a"));
     }
 
+    [Fact]
+    public async Task EveryCacheCommandReachesTheClusterAsTheWriteOrReadItsTableEntrySays()
+    {
+        // One valid use of each; the cluster client routes and retries by Command.IsWrite, the table by its flags.
+        string[][] samples =
+        [
+            ["GET", "k"], ["SET", "k", "v"], ["PUT", "k", "v"], ["SETEX", "k", "1", "v"], ["PSETEX", "k", "1", "v"],
+            ["SETNX", "k", "v"], ["GETSET", "k", "v"], ["DEL", "k"], ["UNLINK", "k"], ["EXISTS", "k"], ["MGET", "k"],
+            ["MSET", "k", "v"], ["INCR", "n"], ["INCRBY", "n", "1"], ["DECR", "n"], ["DECRBY", "n", "1"],
+            ["EXPIRE", "k", "9"], ["PEXPIRE", "k", "9"], ["EXPIREAT", "k", "9"], ["PEXPIREAT", "k", "9"], ["PERSIST", "k"],
+            ["TTL", "k"], ["PTTL", "k"], ["DBSIZE"], ["STRLEN", "k"], ["GETRANGE", "k", "0", "1"], ["SUBSTR", "k", "0", "1"],
+            ["TYPE", "k"], ["EXPIRETIME", "k"], ["PEXPIRETIME", "k"], ["TOUCH", "k"], ["KEYS", "*"], ["GETDEL", "k"],
+            ["GETEX", "k", "EX", "9"], ["APPEND", "k", "v"], ["INCRBYFLOAT", "f", "1"], ["MSETNX", "m", "v"],
+            ["RENAME", "k", "r"], ["RENAMENX", "r", "k"], ["FLUSHALL"], ["FLUSHDB"],
+        ];
+        var covered = samples.Select(sample => sample[0].ToLowerInvariant()).ToHashSet();
+        Assert.Empty(CommandTable.All.Where(spec => spec.TouchesCluster && spec.Name != "info" && !covered.Contains(spec.Name)).Select(spec => spec.Name));
+        foreach (var sample in samples)
+        {
+            var executed = _server.Cluster.Executed.Count;
+            Assert.False((await _client.CommandAsync(sample)).IsError, string.Join(' ', sample));
+            Assert.Equal(executed + 1, _server.Cluster.Executed.Count);
+            var writes = (CommandTable.Find(System.Text.Encoding.ASCII.GetBytes(sample[0]))!.Flags & CommandFlags.Write) != 0;
+            Assert.True(writes == LastCommand.IsWrite && writes == (LastCommand.ClientId != 0), $"{sample[0]} sent {LastCommand.OpCase}");
+        }
+    }
+
     [Theory]
     [InlineData("strlen", 2, "readonly fast", 1, 1, 1)]
     [InlineData("getrange", 4, "readonly", 1, 1, 1)]

@@ -139,10 +139,6 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     private static Reply Failure(FailureKind kind, string message) => new() { Failure = new Failure { Kind = kind, Message = message } };
 
-    private static bool IsWrite(Command command) => command.OpCase is
-        Command.OpOneofCase.Set or Command.OpOneofCase.Del or Command.OpOneofCase.Mset or Command.OpOneofCase.IncrBy
-        or Command.OpOneofCase.Expire or Command.OpOneofCase.Persist or Command.OpOneofCase.RegisterSession;
-
     private static bool ShouldRetry(Outcome<AttemptResult> outcome) => outcome.Exception switch
     {
         null => outcome.Result != AttemptResult.Done,
@@ -208,7 +204,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             for (var i = 0; i < _calls.Length; i++)
             {
                 var call = _calls[i];
-                _isWrite[i] = IsWrite(call.Command);
+                _isWrite[i] = call.Command.IsWrite;
                 if (!_isWrite[i])
                 {
                     call.Command.Consistency = call.Mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;

@@ -433,7 +433,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        if (WriteEncoder.IsWrite(command))
+        if (command.IsWrite)
         {
             Propose(input);
         }

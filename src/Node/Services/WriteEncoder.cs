@@ -11,13 +11,6 @@ namespace Dcache.Node.Services;
 /// </summary>
 public static class WriteEncoder
 {
-    public static bool IsWrite(Proto.Command command) => command.OpCase is
-        Proto.Command.OpOneofCase.Set or Proto.Command.OpOneofCase.Del or Proto.Command.OpOneofCase.Mset
-        or Proto.Command.OpOneofCase.IncrBy or Proto.Command.OpOneofCase.Expire or Proto.Command.OpOneofCase.Persist
-        or Proto.Command.OpOneofCase.RegisterSession or Proto.Command.OpOneofCase.Getdel or Proto.Command.OpOneofCase.Getex
-        or Proto.Command.OpOneofCase.Append or Proto.Command.OpOneofCase.IncrByFloat or Proto.Command.OpOneofCase.Msetnx
-        or Proto.Command.OpOneofCase.Flushall or Proto.Command.OpOneofCase.Rename;
-
     /// <summary>
     /// The write's log entry kind and its Redis name (for errors): a kind newer than the format some member reads must
     /// not be proposed (see <see cref="CacheCommand.MinimumFormatVersion"/>).
