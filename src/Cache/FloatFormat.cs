@@ -16,6 +16,9 @@ internal static class FloatFormat
     // Redis prints the sum with "%.17Lf": at most 17 digits after the point.
     private const int MaxDecimals = 17;
 
+    // The most a double's shortest round-trip form has; decimal sums are cut to the same.
+    private const int MaxSignificantDigits = 17;
+
     private const NumberStyles Style = NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint | NumberStyles.AllowExponent;
 
     /// <summary>
@@ -47,8 +50,8 @@ internal static class FloatFormat
     /// <paramref name="current"/> + <paramref name="increment"/> (both valid for <see cref="TryParse"/>) as the text to
     /// store, or null when the sum is NaN or infinite. Sums that System.Decimal holds (28 digits, up to ±7.9e28) are
     /// exact in decimal, so 0.1 + 0.2 gives "0.3" as Redis's long double arithmetic does; others are added as doubles and
-    /// written as the shortest decimal that reads back as the same double. Either way: no exponent, at most 17 digits
-    /// after the point, no trailing zeros.
+    /// written as the shortest decimal that reads back as the same double. Either way: no exponent, at most 17
+    /// significant digits and at most 17 digits after the point, no trailing zeros.
     /// </summary>
     public static byte[]? Add(ReadOnlySpan<byte> current, ReadOnlySpan<byte> increment)
     {
@@ -56,7 +59,7 @@ internal static class FloatFormat
         {
             try
             {
-                return Encoding.ASCII.GetBytes(Trim(Math.Round(a + b, MaxDecimals, MidpointRounding.ToEven).ToString(CultureInfo.InvariantCulture)));
+                return Encoding.ASCII.GetBytes(Trim(RoundToPrecision(a + b).ToString(CultureInfo.InvariantCulture)));
             }
             catch (OverflowException)
             {
@@ -109,6 +112,29 @@ internal static class FloatFormat
 
         var text = (negative ? "-" : "") + digits[..integerDigits].TrimStart('0').PadLeft(1, '0') + (digits.Length > integerDigits ? "." + digits[integerDigits..] : "");
         return Trim(text);
+    }
+
+    /// <summary>
+    /// At most 17 significant digits (what a double carries, and about what Redis's long double shows) and at most 17
+    /// decimals (Redis's "%.17Lf"), rounding half to even. Decimal arithmetic is exact here: scaling by ten only moves
+    /// the point.
+    /// </summary>
+    private static decimal RoundToPrecision(decimal value)
+    {
+        var magnitude = Math.Abs(value);
+        var integerDigits = magnitude >= 1 ? decimal.Truncate(magnitude).ToString(CultureInfo.InvariantCulture).Length : 0;
+        if (integerDigits <= MaxSignificantDigits)
+        {
+            return Math.Round(value, Math.Min(MaxDecimals, MaxSignificantDigits - integerDigits), MidpointRounding.ToEven);
+        }
+
+        var scale = 1m;
+        for (var i = MaxSignificantDigits; i < integerDigits; i++)
+        {
+            scale *= 10;
+        }
+
+        return Math.Round(value / scale, 0, MidpointRounding.ToEven) * scale;
     }
 
     private static bool TryParseDecimal(ReadOnlySpan<byte> text, out decimal value)
