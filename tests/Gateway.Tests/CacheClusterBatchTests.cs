@@ -173,6 +173,37 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AWriteMovedToANewSessionMustFindThatSessionOnceAnAttemptMayHaveStartedIt()
+    {
+        // Attempt 1: the old session expired (surely not applied), so the write moves to a new, unregistered session
+        // at sequence 1. Attempt 2 may have applied and started it. Should the new session expire before attempt 3,
+        // an unmarked attempt 3 would start it again and apply the write twice.
+        var attempts = 0;
+        await using var node = await ScriptedNode.StartAsync(command => Interlocked.Increment(ref attempts) switch
+        {
+            1 => new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } },
+            2 => new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } },
+            _ => command.SessionMustExist
+                ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
+                : new Reply { Integer = 2 },
+        });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+
+        var write = Set("k", session: 42);
+        write.Sequence = 5;
+        write.SessionMustExist = true;
+        var call = new ClusterCall(write, ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.Equal(FailureKind.OutcomeUnknown, reply.Failure?.Kind);
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.Equal(3, sent.Length);
+        Assert.Equal([true, false, true], sent.Select(command => command.SessionMustExist));
+        Assert.Equal(sent[1].ClientId, sent[2].ClientId);
+    }
+
+    [Fact]
     public async Task AWriteWhoseSessionExpiredAfterAnAttemptThatMayHaveAppliedIsAnUnknownOutcomeNotAResend()
     {
         var attempts = 0;

@@ -240,6 +240,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     groups.Add(group);
                 }
 
+                if (_maybeApplied[i])
+                {
+                    // Registered sessions' writes are marked already; this covers a write moved to a new session
+                    // (below, in Take), whose first attempt may have started that session: should it expire before
+                    // this retry arrives, an unmarked retry would start it again and apply the write twice.
+                    _calls[i].Command.SessionMustExist = true;
+                }
+
                 group.Indexes.Add(i);
                 group.Commands.Add(_calls[i].Command);
                 _attempts[i]++;

@@ -25,7 +25,7 @@ public sealed class PeerClocks(TimeProvider clock)
     public static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(30);
 
     private readonly ConcurrentDictionary<ulong, long> _lastHeardReading = new();
-    private readonly ConcurrentDictionary<ulong, Measurement> _offsets = new();
+    private readonly ConcurrentDictionary<ulong, Measurement> _peers = new();
 
     public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -42,31 +42,40 @@ public sealed class PeerClocks(TimeProvider clock)
         }
 
         _lastHeardReading[peer] = readingMs;
-        var now = NowMs;
-        var roundTrip = now - echoMs;
+        var roundTrip = NowMs - echoMs;
         if (echoMs > 0 && roundTrip >= 0 && roundTrip <= (long)MaxRoundTrip.TotalMilliseconds)
         {
-            _offsets[peer] = new Measurement(readingMs - (echoMs + (roundTrip / 2)), now);
+            // The peer's time now, kept against the monotonic clock: if this node's wall clock steps later, the
+            // offsets move by the step (and the median corrects for it) instead of the readings aging wrongly.
+            _peers[peer] = new Measurement(readingMs + (roundTrip / 2), clock.GetTimestamp());
         }
     }
 
-    /// <summary>Each peer's last measured offset (its clock minus this node's), in ms.</summary>
-    public IReadOnlyDictionary<ulong, long> Offsets => _offsets.ToDictionary(pair => pair.Key, pair => pair.Value.OffsetMs);
+    /// <summary>Each peer's clock minus this node's, in ms, by its last reading.</summary>
+    public IReadOnlyDictionary<ulong, long> Offsets
+    {
+        get
+        {
+            var now = NowMs;
+            var timestamp = clock.GetTimestamp();
+            return _peers.ToDictionary(pair => pair.Key, pair => pair.Value.PeerNowMs(clock, timestamp) - now);
+        }
+    }
 
     /// <summary>
-    /// What a leader adds to its clock to stamp: the lower median of its voters' recent offsets (its own counts 0), so a
-    /// minority of wrong clocks, its own included, does not move the stamps.
+    /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
+    /// own counts 0), so a minority of wrong clocks, its own included, does not move it.
     /// </summary>
     public long StampOffsetMs(IEnumerable<ulong> voters, ulong self)
     {
         var now = NowMs;
-        var maxAge = (long)MaxAge.TotalMilliseconds;
+        var timestamp = clock.GetTimestamp();
         var offsets = new List<long>(8) { 0 };
         foreach (var voter in voters)
         {
-            if (voter != self && _offsets.TryGetValue(voter, out var measured) && now - measured.AtMs <= maxAge)
+            if (voter != self && _peers.TryGetValue(voter, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= MaxAge)
             {
-                offsets.Add(measured.OffsetMs);
+                offsets.Add(measured.PeerNowMs(clock, timestamp) - now);
             }
         }
 
@@ -74,5 +83,9 @@ public sealed class PeerClocks(TimeProvider clock)
         return offsets[(offsets.Count - 1) / 2];
     }
 
-    private readonly record struct Measurement(long OffsetMs, long AtMs);
+    /// <summary>The peer's clock reading (corrected for half the round trip) and this node's monotonic time when it was taken.</summary>
+    private readonly record struct Measurement(long PeerMs, long AtTimestamp)
+    {
+        public long PeerNowMs(TimeProvider clock, long timestamp) => PeerMs + (long)clock.GetElapsedTime(AtTimestamp, timestamp).TotalMilliseconds;
+    }
 }

@@ -286,7 +286,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private long ClusterNowMs()
     {
         var now = NowMs;
-        if (now - _stampOffsetComputedAtMs > 100 || _stampOffsetTerm != _raft.Term)
+        var timestamp = _clock.GetTimestamp();
+        if (_clock.GetElapsedTime(_stampOffsetComputedAt, timestamp) > StampOffsetRefresh || _stampOffsetTerm != _raft.Term || _stampOffsetRole != _raft.Role)
         {
             var offset = Clocks.StampOffsetMs(_raft.Membership.Voters, NodeId);
             if (Math.Abs(offset) >= ClockWarningMs && Math.Abs(_stampOffsetMs) < ClockWarningMs)
@@ -295,17 +296,33 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
 
             _stampOffsetMs = offset;
-            _stampOffsetComputedAtMs = now;
+            _stampOffsetComputedAt = timestamp;
             _stampOffsetTerm = _raft.Term;
+            _stampOffsetRole = _raft.Role;
         }
 
         return now + _stampOffsetMs;
     }
 
+    /// <summary>
+    /// The time a leader stamps on a proposal: the cluster's time, but never earlier than the state machine's clock or
+    /// this node's previous stamp. Relative TTLs are computed from the stamp while expiry is judged by the largest
+    /// stamp applied, so a stamp that went back (the median dropping: a voter behind, another gone) would expire a
+    /// short TTL on arrival; held, time stands still until the cluster's time passes it again.
+    /// </summary>
+    private long StampMs()
+    {
+        _lastStampMs = Math.Max(ClusterNowMs(), Math.Max(_lastStampMs, _cache.ClockMs));
+        return _lastStampMs;
+    }
+
     private const long ClockWarningMs = 500;
+    private static readonly TimeSpan StampOffsetRefresh = TimeSpan.FromMilliseconds(100);
     private long _stampOffsetMs;
-    private long _stampOffsetComputedAtMs = long.MinValue / 2;
+    private long _stampOffsetComputedAt;
     private ulong _stampOffsetTerm;
+    private Role _stampOffsetRole;
+    private long _lastStampMs;
 
     private async Task TickAsync()
     {
@@ -406,7 +423,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (_cache.GetStatistics().KeysWithExpiry > 0)
             {
                 _encodeBuffer.ResetWrittenCount();
-                var stamp = ClusterNowMs();
+                var stamp = StampMs();
                 CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp), stamp);
                 _raft.Propose(EncodedEntry());
             }
@@ -477,7 +494,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         _encodeBuffer.ResetWrittenCount();
-        WriteEncoder.Encode(command, ClusterNowMs(), _encodeBuffer);
+        WriteEncoder.Encode(command, StampMs(), _encodeBuffer);
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
         {
             // Followers could never receive a larger entry, and the log would stop committing behind it.

@@ -13,9 +13,9 @@ public sealed class PeerClocksTests
         var time = new SettableTime(1_000_000);
         var clocks = new PeerClocks(time);
         var (sent, _) = clocks.ForMessageTo(2);
-        time.NowMs += 4;
+        time.Advance(4);
         var peerReading = time.NowMs + 5_000; // peer 2 runs 5 s ahead, replies 4 ms after we sent
-        time.NowMs += 6;
+        time.Advance(6);
         clocks.Heard(2, peerReading, sent);
 
         Assert.Equal(5_000 - 1, clocks.Offsets[2]); // wrong by less than half the 10 ms round trip
@@ -28,7 +28,7 @@ public sealed class PeerClocksTests
         var time = new SettableTime(1_000_000);
         var clocks = new PeerClocks(time);
         var (sent, _) = clocks.ForMessageTo(2);
-        time.NowMs += (long)PeerClocks.MaxRoundTrip.TotalMilliseconds + 1;
+        time.Advance((long)PeerClocks.MaxRoundTrip.TotalMilliseconds + 1);
         clocks.Heard(2, time.NowMs, sent);
         clocks.Heard(3, 0, 0); // a build without clock readings
         clocks.Heard(4, time.NowMs, 0); // no echo yet
@@ -65,8 +65,23 @@ public sealed class PeerClocksTests
         var time = new SettableTime(10_000_000);
         var clocks = Measured(time, (2, -Hours2), (3, -Hours2), (4, -Hours2));
         Assert.Equal(0, clocks.StampOffsetMs([1], Self)); // 2, 3 and 4 are not voters
-        time.NowMs += (long)PeerClocks.MaxAge.TotalMilliseconds + 1;
+        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
         Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
+    }
+
+    [Fact]
+    public void WhenThisNodesWallClockStepsTheMedianFollowsThePeersNotTheStep()
+    {
+        // Measured while all three clocks agreed; then this node's clock is stepped an hour back (and later forward)
+        // while the peers' readings age by the monotonic clock.
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (2, 0), (3, 0));
+        time.Advance(50);
+        time.NowMs -= 3_600_000;
+        Assert.Equal(3_600_000, clocks.StampOffsetMs([1, 2, 3], Self));
+        Assert.Equal(3_600_000, clocks.Offsets[2]);
+        time.NowMs += 2 * 3_600_000;
+        Assert.Equal(-3_600_000, clocks.StampOffsetMs([1, 2, 3], Self));
     }
 
     private static PeerClocks Measured(SettableTime time, params (ulong Peer, long OffsetMs)[] peers)
@@ -83,8 +98,22 @@ public sealed class PeerClocksTests
 
     private sealed class SettableTime(long nowMs) : TimeProvider
     {
+        private long _monotonicMs;
+
+        /// <summary>The wall clock; setting it is a step (as a wrong clock being corrected), the monotonic clock does not follow.</summary>
         public long NowMs { get; set; } = nowMs;
 
+        /// <summary>Time passing: both clocks move.</summary>
+        public void Advance(long ms)
+        {
+            NowMs += ms;
+            _monotonicMs += ms;
+        }
+
         public override DateTimeOffset GetUtcNow() => DateTimeOffset.FromUnixTimeMilliseconds(NowMs);
+
+        public override long TimestampFrequency => 1000;
+
+        public override long GetTimestamp() => _monotonicMs;
     }
 }
