@@ -4,7 +4,7 @@ using Xunit.Abstractions;
 
 namespace Dcache.Integration.Tests;
 
-/// <summary>A leader whose wall clock is wrong stamps its voters' time, not its own.</summary>
+/// <summary>A node whose wall clock is wrong stamps and reads by its voters' time, not its own.</summary>
 public sealed class ClockSkewTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
@@ -35,5 +35,23 @@ public sealed class ClockSkewTests(ITestOutputHelper output)
         var offset = metrics.Split('\n').Single(line => line.StartsWith("dcache_node_peer_clock_offset_seconds{", StringComparison.Ordinal) && line.Contains("peer=\"1\"", StringComparison.Ordinal));
         output.WriteLine(offset);
         Assert.InRange(double.Parse(offset[(offset.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture), 7_199, 7_201);
+    }
+
+    [Fact]
+    public async Task AFollowerAnHourBehindReadsByTheClustersTimeNotItsOwn()
+    {
+        await using var cluster = new LocalCluster(output);
+        cluster[1].Start();
+        cluster[2].Start();
+        var leader = await cluster.WaitForLeaderAsync(Patience);
+        // Started after the election, node 3 hears no voter but the leader (an election would have given it a
+        // reading of the other follower too, for a while).
+        cluster[3].Start("--Dcache:Node:TestOnlyClockOffset=-01:00:00");
+
+        // By its own clock node 3 would see this key live for an hour and a minute, serving it long after it expired.
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("k", "v", ttlMs: 60_000))).Ok);
+        await Verify.CaughtUpAsync(cluster, Patience);
+        var ttl = await cluster.ExecuteAsync(3, new Command { Id = 1, Consistency = ReadConsistency.Local, Ttl = new TtlRequest { Key = Commands.Bytes("k"), Milliseconds = true } });
+        Assert.True(ttl.Integer is > 50_000 and <= 60_000, $"the TTL node 3 reads by the cluster's time: {ttl}");
     }
 }

@@ -14,7 +14,9 @@ namespace Dcache.Node.Consensus;
 /// the voters (itself counting 0): with a majority of correct clocks, one wrong clock, the leader's included, cannot
 /// move the stamps, which are the only time the state machine knows (expiries, session idleness). Stamping ahead of
 /// true time is the harmful error (keys expire early, and the cache's clock never goes back), so with an even number
-/// of readings the lower middle one wins.
+/// of readings the lower middle one wins. A follower hears only its leader, and two readings would leave a follower
+/// whose clock is behind on its own time, serving keys past their expiry; so a leader publishes its correction (the
+/// cluster's time minus its own clock) on its messages, and a follower reads by the leader's clock plus that.
 /// </remarks>
 public sealed class PeerClocks(TimeProvider clock)
 {
@@ -26,6 +28,8 @@ public sealed class PeerClocks(TimeProvider clock)
 
     private readonly ConcurrentDictionary<ulong, long> _lastHeardReading = new();
     private readonly ConcurrentDictionary<ulong, Measurement> _peers = new();
+    private readonly ConcurrentDictionary<ulong, Correction> _reportedCorrections = new();
+    private Correction? _published;
 
     public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -33,12 +37,31 @@ public sealed class PeerClocks(TimeProvider clock)
     public (long ReadingMs, long EchoMs) ForMessageTo(ulong peer) =>
         (NowMs, _lastHeardReading.TryGetValue(peer, out var echo) ? echo : 0);
 
-    /// <summary>A message from <paramref name="peer"/> arrived with its reading and its echo of this node's (0: none).</summary>
-    public void Heard(ulong peer, long readingMs, long echoMs)
+    /// <summary>What this node's messages carry as its correction to the cluster's time: set while it leads, else null.</summary>
+    public long? PublishedClusterOffsetMs => Volatile.Read(ref _published)?.OffsetMs;
+
+    /// <summary>Set by the leader each time it computes its correction; null when this node does not lead.</summary>
+    public void Publish(long? clusterOffsetMs) =>
+        Volatile.Write(ref _published, clusterOffsetMs is { } offset ? new Correction(offset, clock.GetTimestamp()) : null);
+
+    /// <summary>
+    /// A message from <paramref name="peer"/> arrived with its reading, its echo of this node's (0: none) and, from a
+    /// leader, its correction to the cluster's time.
+    /// </summary>
+    public void Heard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs = null)
     {
         if (readingMs <= 0)
         {
             return; // a build from before clock readings
+        }
+
+        if (clusterOffsetMs is { } reported)
+        {
+            _reportedCorrections[peer] = new Correction(reported, clock.GetTimestamp());
+        }
+        else
+        {
+            _reportedCorrections.TryRemove(peer, out _);
         }
 
         _lastHeardReading[peer] = readingMs;
@@ -83,9 +106,30 @@ public sealed class PeerClocks(TimeProvider clock)
         return offsets[(offsets.Count - 1) / 2];
     }
 
+    /// <summary>
+    /// What this node adds to its clock to get the cluster's time by way of <paramref name="leader"/>: the leader's
+    /// offset plus the correction it published; false without a recent reading of both.
+    /// </summary>
+    public bool TryClusterOffsetVia(ulong leader, out long offsetMs)
+    {
+        var timestamp = clock.GetTimestamp();
+        if (_peers.TryGetValue(leader, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= MaxAge
+            && _reportedCorrections.TryGetValue(leader, out var reported) && clock.GetElapsedTime(reported.AtTimestamp, timestamp) <= MaxAge)
+        {
+            offsetMs = measured.PeerNowMs(clock, timestamp) - NowMs + reported.OffsetMs;
+            return true;
+        }
+
+        offsetMs = 0;
+        return false;
+    }
+
     /// <summary>The peer's clock reading (corrected for half the round trip) and this node's monotonic time when it was taken.</summary>
     private readonly record struct Measurement(long PeerMs, long AtTimestamp)
     {
         public long PeerNowMs(TimeProvider clock, long timestamp) => PeerMs + (long)clock.GetElapsedTime(AtTimestamp, timestamp).TotalMilliseconds;
     }
+
+    /// <summary>A leader's correction to the cluster's time, and this node's monotonic time when it was made or heard.</summary>
+    private sealed record Correction(long OffsetMs, long AtTimestamp);
 }

@@ -253,7 +253,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>Peers' clock offsets, measured on the Raft streams; the transport stamps and reports the readings.</summary>
     public PeerClocks Clocks { get; }
 
-    void IRaftInbox.PeerClockHeard(ulong peer, long readingMs, long echoMs) => Clocks.Heard(peer, readingMs, echoMs);
+    void IRaftInbox.PeerClockHeard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs) => Clocks.Heard(peer, readingMs, echoMs, clusterOffsetMs);
 
     void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format)
     {
@@ -280,16 +280,24 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// The cluster's time as this node sees it: its own clock moved by the median offset of its voters' clocks (see
     /// <see cref="PeerClocks"/>). A leader stamps it on proposals (the state machine's only clock), so a leader whose
     /// clock is wrong does not expire keys early or age every session at once; reads judge expiry by it, so a node
-    /// whose clock is wrong does not serve expired keys or hide live ones (a follower hears only the leader, and
-    /// the earlier of the two clocks wins). The offset is recomputed every 100 ms and in each new term.
+    /// whose clock is wrong does not serve expired keys or hide live ones. The offset is recomputed at most every 100 ms
+    /// (each tick asks, so what a leader publishes to its followers stays fresh), and at once in a new term, role or
+    /// leader.
     /// </summary>
     private long ClusterNowMs()
     {
         var now = NowMs;
         var timestamp = _clock.GetTimestamp();
-        if (_clock.GetElapsedTime(_stampOffsetComputedAt, timestamp) > StampOffsetRefresh || _stampOffsetTerm != _raft.Term || _stampOffsetRole != _raft.Role)
+        if (_clock.GetElapsedTime(_stampOffsetComputedAt, timestamp) > StampOffsetRefresh || _stampOffsetTerm != _raft.Term || _stampOffsetRole != _raft.Role || _stampOffsetLeader != _raft.Leader)
         {
-            var offset = Clocks.StampOffsetMs(_raft.Membership.Voters, NodeId);
+            // A leader takes the median of its voters; a follower, which hears no voter but its leader, takes the
+            // leader's time plus the leader's correction, so that it judges expiry by the same time the leader stamps
+            // with even when its own clock is behind (alone it would keep the earlier of two clocks, its own).
+            var isLeader = _raft.Role == Role.Leader;
+            var offset = !isLeader && _raft.Leader != 0 && Clocks.TryClusterOffsetVia(_raft.Leader, out var viaLeader)
+                ? viaLeader
+                : Clocks.StampOffsetMs(_raft.Membership.Voters, NodeId);
+            Clocks.Publish(isLeader ? offset : null);
             if (Math.Abs(offset) >= ClockWarningMs && Math.Abs(_stampOffsetMs) < ClockWarningMs)
             {
                 Log.OwnClockOff(_logger, -offset);
@@ -299,6 +307,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _stampOffsetComputedAt = timestamp;
             _stampOffsetTerm = _raft.Term;
             _stampOffsetRole = _raft.Role;
+            _stampOffsetLeader = _raft.Leader;
         }
 
         return now + _stampOffsetMs;
@@ -322,6 +331,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private long _stampOffsetComputedAt;
     private ulong _stampOffsetTerm;
     private Role _stampOffsetRole;
+    private ulong _stampOffsetLeader;
     private long _lastStampMs;
 
     private async Task TickAsync()
@@ -417,6 +427,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _statusStale = true;
         var now = NowMs;
         ExpireOverdueRequests(now);
+        // Keeps the correction a leader publishes to its followers fresh, and withdraws it once this node stops leading.
+        _ = ClusterNowMs();
         if (_raft.Role == Role.Leader && now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds)
         {
             _lastPurgeProposalMs = now;

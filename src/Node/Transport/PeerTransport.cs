@@ -182,6 +182,15 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                         while (_queue.Reader.TryRead(out var message))
                         {
                             (message.SenderClockMs, message.EchoClockMs) = _owner.Clocks.ForMessageTo(_peer);
+                            if (_owner.Clocks.PublishedClusterOffsetMs is { } clusterOffset)
+                            {
+                                message.ClusterOffsetMs = clusterOffset;
+                            }
+                            else
+                            {
+                                message.ClearClusterOffsetMs();
+                            }
+
                             await call.RequestStream.WriteAsync(message, token).ConfigureAwait(false);
                         }
 

@@ -84,6 +84,38 @@ public sealed class PeerClocksTests
         Assert.Equal(-3_600_000, clocks.StampOffsetMs([1, 2, 3], Self));
     }
 
+    [Fact]
+    public void AFollowerReadsByItsLeadersClockPlusTheLeadersCorrection()
+    {
+        // This follower runs an hour behind its leader; the leader's voters put the cluster's time 3 ms behind the
+        // leader's clock. Alone, two readings would leave the follower on its own (earlier) clock.
+        var time = new SettableTime(10_000_000);
+        var clocks = new PeerClocks(time);
+        var (sent, _) = clocks.ForMessageTo(2);
+        clocks.Heard(2, sent + 3_600_000, sent, clusterOffsetMs: -3);
+        Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
+        Assert.True(clocks.TryClusterOffsetVia(2, out var offset));
+        Assert.Equal(3_600_000 - 3, offset);
+
+        Assert.False(clocks.TryClusterOffsetVia(3, out _)); // never heard
+        clocks.Heard(2, time.NowMs + 3_600_000, time.NowMs); // no longer leading: publishes nothing
+        Assert.False(clocks.TryClusterOffsetVia(2, out _));
+        clocks.Heard(2, time.NowMs + 3_600_000, time.NowMs, clusterOffsetMs: 0);
+        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
+        Assert.False(clocks.TryClusterOffsetVia(2, out _)); // too old
+    }
+
+    [Fact]
+    public void OnlyWhatALeaderPublishesIsSent()
+    {
+        var clocks = new PeerClocks(new SettableTime(10_000_000));
+        Assert.Null(clocks.PublishedClusterOffsetMs);
+        clocks.Publish(-42);
+        Assert.Equal(-42, clocks.PublishedClusterOffsetMs);
+        clocks.Publish(null);
+        Assert.Null(clocks.PublishedClusterOffsetMs);
+    }
+
     private static PeerClocks Measured(SettableTime time, params (ulong Peer, long OffsetMs)[] peers)
     {
         var clocks = new PeerClocks(time);
