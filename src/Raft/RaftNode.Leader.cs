@@ -367,21 +367,21 @@ public sealed partial class RaftNode
     {
         foreach (var (id, pr) in _progress)
         {
-            if (id == Id)
+            if (id != Id)
             {
-                continue;
+                SendHeartbeat(id, pr);
             }
-
-            Send(new Message
-            {
-                Type = MessageType.Heartbeat,
-                From = Id,
-                To = id,
-                Term = _term,
-                // Never more than the follower holds: it may not have the entries up to our commit yet.
-                Commit = Math.Min(pr.Match, _log.Committed),
-                Context = _lastBroadcastReadRound,
-            });
         }
     }
+
+    private void SendHeartbeat(ulong to, Progress pr) => Send(new Message
+    {
+        Type = MessageType.Heartbeat,
+        From = Id,
+        To = to,
+        Term = _term,
+        // Never more than the follower holds: it may not have the entries up to our commit yet.
+        Commit = Math.Min(pr.Match, _log.Committed),
+        Context = _lastBroadcastReadRound,
+    });
 }

@@ -3,13 +3,15 @@ namespace Dcache.Raft;
 public sealed partial class RaftNode
 {
     // Linearizable reads (ReadIndex). A request joins the open "round"; the round is announced in a heartbeat when
-    // the next Ready is built, so all requests between two Readys share one heartbeat round. A round is confirmed
+    // the next Ready is built, so all requests between two Readys share one heartbeat round (sent to a quorum's worth
+    // of voters, see FlushReadRound). A round is confirmed
     // once a quorum of voters has answered a heartbeat carrying that round (or a later one): then this node still
     // led when the requests were made, and the commit index recorded with each request is safe to read at.
     private readonly Queue<PendingRead> _pendingReads = new();
     private readonly List<(ulong From, ulong Context)> _readsAwaitingFirstCommit = [];
     private readonly SortedDictionary<ulong, ulong> _ackedReadRound = [];
     private readonly SortedSet<ulong> _forwardedReads = [];
+    private readonly List<(ulong Id, ulong Acked)> _readRoundTargets = [];
     private List<ReadState> _readStates = [];
     private List<ulong> _droppedReads = [];
     private ulong _readRoundCounter;
@@ -85,7 +87,13 @@ public sealed partial class RaftNode
         }
     }
 
-    /// <summary>Announces the open round in a heartbeat to every follower.</summary>
+    /// <summary>
+    /// Announces the open round in a heartbeat to just enough voters to make a quorum with this node, those that
+    /// answered the latest rounds first. Any quorum confirms a round, and every follower that gets the heartbeat pays
+    /// for a receive and a reply, so asking all of them spends a follower's CPU per round for nothing. Regular
+    /// heartbeats carry the latest round to every follower, and a tick with a round still unconfirmed asks all of
+    /// them at once (<see cref="TickLeader"/>), so a chosen voter that has gone quiet delays reads by a tick at most.
+    /// </summary>
     private void FlushReadRound()
     {
         if (!_readRoundOpen)
@@ -95,10 +103,32 @@ public sealed partial class RaftNode
 
         _readRoundOpen = false;
         _lastBroadcastReadRound = _readRoundCounter;
-        _heartbeatElapsed = 0;
-        BroadcastHeartbeat();
+        SendReadRoundToQuorum();
         ReleaseConfirmedReads();
     }
+
+    private void SendReadRoundToQuorum()
+    {
+        _readRoundTargets.Clear();
+        foreach (var voter in _membership.Voters)
+        {
+            if (voter != Id && _progress.ContainsKey(voter))
+            {
+                _readRoundTargets.Add((voter, _ackedReadRound.GetValueOrDefault(voter)));
+            }
+        }
+
+        // Most recent answer first; ties by id, so the choice is deterministic.
+        _readRoundTargets.Sort(static (a, b) => a.Acked != b.Acked ? b.Acked.CompareTo(a.Acked) : a.Id.CompareTo(b.Id));
+        var needed = Quorum - (_membership.IsVoter(Id) ? 1 : 0);
+        for (var i = 0; i < needed && i < _readRoundTargets.Count; i++)
+        {
+            SendHeartbeat(_readRoundTargets[i].Id, _progress[_readRoundTargets[i].Id]);
+        }
+    }
+
+    /// <summary>A round was announced and is not confirmed yet: its reads are waiting on some follower.</summary>
+    private bool ReadRoundUnconfirmed => _pendingReads.Count > 0 && _pendingReads.Peek().Round <= _lastBroadcastReadRound;
 
     private void HandleReadAck(ulong from, ulong round)
     {

@@ -151,8 +151,9 @@ public sealed partial class RaftNode
             }
         }
 
-        if (_heartbeatElapsed >= _options.HeartbeatTicks)
+        if (_heartbeatElapsed >= _options.HeartbeatTicks || ReadRoundUnconfirmed)
         {
+            // A read round still unconfirmed by now was sent to a voter that has not answered: ask every follower.
             _heartbeatElapsed = 0;
             BroadcastHeartbeat();
         }
