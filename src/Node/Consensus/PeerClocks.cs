@@ -9,8 +9,8 @@ namespace Dcache.Node.Consensus;
 /// <remarks>
 /// Every Raft message carries its sender's wall clock and echoes the last wall-clock reading it received from its
 /// recipient. A node that hears a message at its own time <c>R</c>, carrying the peer's reading <c>S</c> and the echo
-/// <c>E</c> of this node's own earlier reading, estimates the peer's offset as <c>S - (E + R) / 2</c>, wrong by at most
-/// half the round trip (NTP's estimate). A leader stamps with its own clock moved by the lower median of the offsets of
+/// <c>E</c> of this node's own earlier reading, held there for <c>H</c> before the peer answered, estimates the peer's
+/// offset as <c>S + (R - E - H) / 2 - R</c>, wrong by at most half the time on the wire (NTP's estimate). A leader stamps with its own clock moved by the lower median of the offsets of
 /// the voters (itself counting 0): with a majority of correct clocks, one wrong clock, the leader's included, cannot
 /// move the stamps, which are the only time the state machine knows (expiries, session idleness). Stamping ahead of
 /// true time is the harmful error (keys expire early, and the cache's clock never goes back), so with an even number
@@ -26,16 +26,26 @@ public sealed class PeerClocks(TimeProvider clock)
     /// <summary>An offset measured longer ago than this is not used for stamping (the peer may be gone).</summary>
     public static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(30);
 
-    private readonly ConcurrentDictionary<ulong, long> _lastHeardReading = new();
+    private readonly ConcurrentDictionary<ulong, Reading> _lastHeardReading = new();
     private readonly ConcurrentDictionary<ulong, Measurement> _peers = new();
     private readonly ConcurrentDictionary<ulong, Correction> _reportedCorrections = new();
     private Correction? _published;
 
     public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
 
-    /// <summary>This node's reading and the echo of <paramref name="peer"/>'s last reading, for a message to it.</summary>
-    public (long ReadingMs, long EchoMs) ForMessageTo(ulong peer) =>
-        (NowMs, _lastHeardReading.TryGetValue(peer, out var echo) ? echo : 0);
+    /// <summary>
+    /// This node's reading, the echo of <paramref name="peer"/>'s last reading and how long ago that reading arrived,
+    /// for a message to it.
+    /// </summary>
+    public (long ReadingMs, long EchoMs, long EchoHeldMs) ForMessageTo(ulong peer)
+    {
+        if (!_lastHeardReading.TryGetValue(peer, out var echo))
+        {
+            return (NowMs, 0, 0);
+        }
+
+        return (NowMs, echo.PeerMs, (long)clock.GetElapsedTime(echo.AtTimestamp).TotalMilliseconds);
+    }
 
     /// <summary>What this node's messages carry as its correction to the cluster's time: set while it leads, else null.</summary>
     public long? PublishedClusterOffsetMs => Volatile.Read(ref _published)?.OffsetMs;
@@ -48,7 +58,7 @@ public sealed class PeerClocks(TimeProvider clock)
     /// A message from <paramref name="peer"/> arrived with its reading, its echo of this node's (0: none) and, from a
     /// leader, its correction to the cluster's time.
     /// </summary>
-    public void Heard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs = null)
+    public void Heard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs = null, long echoHeldMs = 0)
     {
         if (readingMs <= 0)
         {
@@ -64,9 +74,10 @@ public sealed class PeerClocks(TimeProvider clock)
             _reportedCorrections.TryRemove(peer, out _);
         }
 
-        _lastHeardReading[peer] = readingMs;
-        var roundTrip = NowMs - echoMs;
-        if (echoMs > 0 && roundTrip >= 0 && roundTrip <= (long)MaxRoundTrip.TotalMilliseconds)
+        _lastHeardReading[peer] = new Reading(readingMs, clock.GetTimestamp());
+        // The time on the wire both ways: the echo's age less the time the peer held it before answering.
+        var roundTrip = NowMs - echoMs - echoHeldMs;
+        if (echoMs > 0 && echoHeldMs >= 0 && roundTrip >= 0 && roundTrip <= (long)MaxRoundTrip.TotalMilliseconds)
         {
             // The peer's time now, kept against the monotonic clock: if this node's wall clock steps later, the
             // offsets move by the step (and the median corrects for it) instead of the readings aging wrongly.
@@ -123,6 +134,9 @@ public sealed class PeerClocks(TimeProvider clock)
         offsetMs = 0;
         return false;
     }
+
+    /// <summary>A peer's clock reading as it arrived, and this node's monotonic time then.</summary>
+    private readonly record struct Reading(long PeerMs, long AtTimestamp);
 
     /// <summary>The peer's clock reading (corrected for half the round trip) and this node's monotonic time when it was taken.</summary>
     private readonly record struct Measurement(long PeerMs, long AtTimestamp)

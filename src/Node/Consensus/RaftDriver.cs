@@ -253,7 +253,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>Peers' clock offsets, measured on the Raft streams; the transport stamps and reports the readings.</summary>
     public PeerClocks Clocks { get; }
 
-    void IRaftInbox.PeerClockHeard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs) => Clocks.Heard(peer, readingMs, echoMs, clusterOffsetMs);
+    void IRaftInbox.PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs) =>
+        Clocks.Heard(peer, readingMs, echoMs, clusterOffsetMs, echoHeldMs);
 
     void IRaftInbox.PeerEntryFormatHeard(ulong peer, byte format)
     {

@@ -181,7 +181,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     {
                         while (_queue.Reader.TryRead(out var message))
                         {
-                            (message.SenderClockMs, message.EchoClockMs) = _owner.Clocks.ForMessageTo(_peer);
+                            (message.SenderClockMs, message.EchoClockMs, message.EchoHeldMs) = _owner.Clocks.ForMessageTo(_peer);
                             if (_owner.Clocks.PublishedClusterOffsetMs is { } clusterOffset)
                             {
                                 message.ClusterOffsetMs = clusterOffset;

@@ -28,8 +28,8 @@ public interface IRaftInbox
     /// <summary>A peer's stream said the newest log entry format its build reads.</summary>
     void PeerEntryFormatHeard(ulong peer, byte format);
 
-    /// <summary>A message from <paramref name="peer"/> carried its wall-clock reading and its echo of this node's last one, and from a leader its correction to the cluster's time (see <see cref="Consensus.PeerClocks"/>).</summary>
-    void PeerClockHeard(ulong peer, long readingMs, long echoMs, long? clusterOffsetMs);
+    /// <summary>A message from <paramref name="peer"/> carried its wall-clock reading and its echo of this node's last one (and how long it held that), and from a leader its correction to the cluster's time (see <see cref="Consensus.PeerClocks"/>).</summary>
+    void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs);
 
     /// <summary>Hands a message to the Raft loop; false once the node takes no more input (its loop stopped).</summary>
     bool TryPost(Message message);
@@ -60,7 +60,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
         {
             var message = Validate(requestStream.Current, from);
             var heard = requestStream.Current;
-            inbox.PeerClockHeard(from, heard.SenderClockMs, heard.EchoClockMs, heard.HasClusterOffsetMs ? heard.ClusterOffsetMs : null);
+            inbox.PeerClockHeard(from, heard.SenderClockMs, heard.EchoClockMs, heard.EchoHeldMs, heard.HasClusterOffsetMs ? heard.ClusterOffsetMs : null);
             if (message.Type == MessageType.Snapshot)
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshots travel through InstallSnapshot, not Send"));

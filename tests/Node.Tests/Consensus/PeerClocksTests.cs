@@ -12,14 +12,33 @@ public sealed class PeerClocksTests
     {
         var time = new SettableTime(1_000_000);
         var clocks = new PeerClocks(time);
-        var (sent, _) = clocks.ForMessageTo(2);
+        var (sent, _, _) = clocks.ForMessageTo(2);
         time.Advance(4);
         var peerReading = time.NowMs + 5_000; // peer 2 runs 5 s ahead, replies 4 ms after we sent
         time.Advance(6);
         clocks.Heard(2, peerReading, sent);
 
         Assert.Equal(5_000 - 1, clocks.Offsets[2]); // wrong by less than half the 10 ms round trip
-        Assert.Equal((time.NowMs, peerReading), clocks.ForMessageTo(2)); // and the next message echoes its reading
+        Assert.Equal((time.NowMs, peerReading, 0L), clocks.ForMessageTo(2)); // and the next message echoes its reading
+    }
+
+    [Fact]
+    public void TheTimeAPeerHeldTheEchoBeforeAnsweringIsNotTakenForTimeOnTheWire()
+    {
+        // Peer 2 runs 5 s ahead; our reading reached it after 2 ms and waited 90 ms for its next heartbeat, which
+        // took 2 ms back. Without the hold time the peer would look 45 ms further ahead than it is.
+        var time = new SettableTime(1_000_000);
+        var clocks = new PeerClocks(time);
+        var (sent, _, _) = clocks.ForMessageTo(2);
+        time.Advance(92);
+        var peerReading = time.NowMs + 5_000;
+        time.Advance(2);
+        clocks.Heard(2, peerReading, sent, echoHeldMs: 90);
+        Assert.Equal(5_000, clocks.Offsets[2]);
+
+        // And this node tells the peer how long it held the peer's reading.
+        time.Advance(30);
+        Assert.Equal((time.NowMs, peerReading, 30L), clocks.ForMessageTo(2));
     }
 
     [Fact]
@@ -27,7 +46,7 @@ public sealed class PeerClocksTests
     {
         var time = new SettableTime(1_000_000);
         var clocks = new PeerClocks(time);
-        var (sent, _) = clocks.ForMessageTo(2);
+        var (sent, _, _) = clocks.ForMessageTo(2);
         time.Advance((long)PeerClocks.MaxRoundTrip.TotalMilliseconds + 1);
         clocks.Heard(2, time.NowMs, sent);
         clocks.Heard(3, 0, 0); // a build without clock readings
@@ -91,7 +110,7 @@ public sealed class PeerClocksTests
         // leader's clock. Alone, two readings would leave the follower on its own (earlier) clock.
         var time = new SettableTime(10_000_000);
         var clocks = new PeerClocks(time);
-        var (sent, _) = clocks.ForMessageTo(2);
+        var (sent, _, _) = clocks.ForMessageTo(2);
         clocks.Heard(2, sent + 3_600_000, sent, clusterOffsetMs: -3);
         Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
         Assert.True(clocks.TryClusterOffsetVia(2, out var offset));
@@ -121,7 +140,7 @@ public sealed class PeerClocksTests
         var clocks = new PeerClocks(time);
         foreach (var (peer, offset) in peers)
         {
-            var (sent, _) = clocks.ForMessageTo(peer);
+            var (sent, _, _) = clocks.ForMessageTo(peer);
             clocks.Heard(peer, sent + offset, sent); // an instant round trip
         }
 
