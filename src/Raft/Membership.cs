@@ -7,6 +7,7 @@ namespace Dcache.Raft;
 /// and never count toward a quorum. Sets are sorted so that iteration (and so every message order) is deterministic.
 /// <see cref="Contexts"/> holds, per member, the context its last change carried: opaque to Raft (the host puts a
 /// member's network address there), so it travels through the log and snapshots with the membership itself.
+/// <see cref="UpdatedContexts"/> says which of those contexts an <see cref="ConfChangeType.UpdateContext"/> change set.
 /// </summary>
 public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSortedSet<ulong> Learners)
 {
@@ -15,8 +16,20 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
     /// <summary>Member id -> the context its change carried; members whose changes carried none are absent.</summary>
     public ImmutableSortedDictionary<ulong, string> Contexts { get; init; } = ImmutableSortedDictionary<ulong, string>.Empty;
 
-    public static Membership Of(IEnumerable<ulong> voters, IEnumerable<ulong>? learners = null, IEnumerable<KeyValuePair<ulong, string>>? contexts = null) =>
-        new(voters.ToImmutableSortedSet(), (learners ?? []).ToImmutableSortedSet()) { Contexts = (contexts ?? []).ToImmutableSortedDictionary() };
+    /// <summary>
+    /// Members whose context was last set by an <see cref="ConfChangeType.UpdateContext"/> change, rather than by the
+    /// change that added them. An update is an explicit statement made after the member joined, so a host may let it
+    /// outrank what it was configured with (Dcache: a member's new address outranks an InitialCluster entry). Kept
+    /// with the membership, through the log and snapshots, so that it survives compaction and restarts.
+    /// </summary>
+    public ImmutableSortedSet<ulong> UpdatedContexts { get; init; } = [];
+
+    public static Membership Of(IEnumerable<ulong> voters, IEnumerable<ulong>? learners = null, IEnumerable<KeyValuePair<ulong, string>>? contexts = null, IEnumerable<ulong>? updatedContexts = null) =>
+        new(voters.ToImmutableSortedSet(), (learners ?? []).ToImmutableSortedSet())
+        {
+            Contexts = (contexts ?? []).ToImmutableSortedDictionary(),
+            UpdatedContexts = (updatedContexts ?? []).ToImmutableSortedSet(),
+        };
 
     /// <summary>The context of <paramref name="id"/>, or null when it has none.</summary>
     public string? ContextOf(ulong id) => Contexts.TryGetValue(id, out var context) ? context : null;
@@ -34,16 +47,22 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
     /// <summary>The configuration after applying <paramref name="change"/>; validity is checked by <see cref="Validate"/>.</summary>
     public Membership Apply(ConfChange change)
     {
+        var carriesContext = !string.IsNullOrEmpty(change.Context);
         var contexts = change.Type == ConfChangeType.Remove
             ? Contexts.Remove(change.NodeId)
-            : string.IsNullOrEmpty(change.Context) ? Contexts : Contexts.SetItem(change.NodeId, change.Context);
+            : carriesContext ? Contexts.SetItem(change.NodeId, change.Context!) : Contexts;
+        // Whatever set the member's context last decides whether it counts as updated.
+        var updated = change.Type == ConfChangeType.UpdateContext
+            ? UpdatedContexts.Add(change.NodeId)
+            : change.Type == ConfChangeType.Remove || carriesContext ? UpdatedContexts.Remove(change.NodeId) : UpdatedContexts;
         return change.Type switch
         {
-            ConfChangeType.AddVoter => new(Voters.Add(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts },
-            ConfChangeType.AddLearner => new(Voters, Learners.Add(change.NodeId)) { Contexts = contexts },
-            ConfChangeType.Remove => new(Voters.Remove(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts },
-            ConfChangeType.PromoteLearner => new(Voters.Add(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts },
-            _ => this,
+            ConfChangeType.AddVoter => new(Voters.Add(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts, UpdatedContexts = updated },
+            ConfChangeType.AddLearner => new(Voters, Learners.Add(change.NodeId)) { Contexts = contexts, UpdatedContexts = updated },
+            ConfChangeType.Remove => new(Voters.Remove(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts, UpdatedContexts = updated },
+            ConfChangeType.PromoteLearner => new(Voters.Add(change.NodeId), Learners.Remove(change.NodeId)) { Contexts = contexts, UpdatedContexts = updated },
+            ConfChangeType.UpdateContext => this with { Contexts = contexts, UpdatedContexts = updated },
+            _ => throw new ArgumentOutOfRangeException(nameof(change), change.Type, "unknown membership change type"),
         };
     }
 
@@ -67,7 +86,9 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
             ConfChangeType.Remove when !Contains(change.NodeId) => $"node {change.NodeId} is not a member",
             ConfChangeType.Remove when IsVoter(change.NodeId) && Voters.Count == 1 => "cannot remove the last voter",
             ConfChangeType.PromoteLearner when !IsLearner(change.NodeId) => $"node {change.NodeId} is not a learner",
-            ConfChangeType.AddVoter or ConfChangeType.AddLearner or ConfChangeType.Remove or ConfChangeType.PromoteLearner => null,
+            ConfChangeType.UpdateContext when !Contains(change.NodeId) => $"node {change.NodeId} is not a member",
+            ConfChangeType.UpdateContext when string.IsNullOrEmpty(change.Context) => $"updating node {change.NodeId} needs a context to set",
+            ConfChangeType.AddVoter or ConfChangeType.AddLearner or ConfChangeType.Remove or ConfChangeType.PromoteLearner or ConfChangeType.UpdateContext => null,
             _ => $"unknown change type {change.Type}",
         };
     }
@@ -76,7 +97,8 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
         $"voters=[{string.Join(",", Voters)}] learners=[{string.Join(",", Learners)}]";
 
     public bool Equals(Membership? other) =>
-        other is not null && Voters.SequenceEqual(other.Voters) && Learners.SequenceEqual(other.Learners) && Contexts.SequenceEqual(other.Contexts);
+        other is not null && Voters.SequenceEqual(other.Voters) && Learners.SequenceEqual(other.Learners) && Contexts.SequenceEqual(other.Contexts)
+        && UpdatedContexts.SequenceEqual(other.UpdatedContexts);
 
     public override int GetHashCode()
     {
@@ -98,6 +120,12 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
             hash.Add(context, StringComparer.Ordinal);
         }
 
+        hash.Add(-2);
+        foreach (var u in UpdatedContexts)
+        {
+            hash.Add(u);
+        }
+
         return hash.ToHashCode();
     }
 }
@@ -108,13 +136,20 @@ public enum ConfChangeType : byte
     AddLearner = 2,
     Remove = 3,
     PromoteLearner = 4,
+
+    /// <summary>
+    /// Sets an existing member's context (Dcache: moves it to a new address) and changes no voter or learner set.
+    /// A log that may hold one needs every member on a build that knows it: an older build would skip it.
+    /// </summary>
+    UpdateContext = 5,
 }
 
 /// <summary>
 /// A single-server membership change. It takes effect on every node when the entry carrying it is applied.
 /// <paramref name="Context"/> is opaque to Raft and kept in <see cref="Membership.Contexts"/> (Dcache: the member's
 /// gRPC address). Encoded as type (1 byte), node id (8 bytes) and the context's UTF-8 bytes; a change written
-/// before contexts existed is the 9-byte prefix alone and still decodes, with no context.
+/// before contexts existed is the 9-byte prefix alone and still decodes, with no context. A type this build does not
+/// know is refused when decoded (a newer build wrote it), so a node stops rather than apply it as something else.
 /// </summary>
 public readonly record struct ConfChange(ConfChangeType Type, ulong NodeId, string? Context = null)
 {
@@ -144,7 +179,13 @@ public readonly record struct ConfChange(ConfChangeType Type, ulong NodeId, stri
             throw new FormatException($"a conf change is {EncodedLength} to {EncodedLength + MaxContextBytes} bytes, got {data.Length}");
         }
 
+        var type = (ConfChangeType)data[0];
+        if (type is < ConfChangeType.AddVoter or > ConfChangeType.UpdateContext)
+        {
+            throw new FormatException($"membership change type {data[0]} is not one this build knows (it knows 1 to {(byte)ConfChangeType.UpdateContext}); upgrade this node");
+        }
+
         var context = data.Length > EncodedLength ? System.Text.Encoding.UTF8.GetString(data[EncodedLength..]) : null;
-        return new ConfChange((ConfChangeType)data[0], System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data[1..]), context);
+        return new ConfChange(type, System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data[1..]), context);
     }
 }

@@ -248,7 +248,8 @@ public sealed partial class ClusterSimulator
     }
 
     // ----------------------------------------------------------------------------------------------------------
-    // Membership: the operator adds a learner, promotes it once caught up, then removes a voter (sometimes the leader)
+    // Membership: the operator adds a learner, promotes it once caught up, then removes a voter (sometimes the leader);
+    // now and then it moves a member (an UpdateContext change)
     // ----------------------------------------------------------------------------------------------------------
 
     /// <summary>Tracks the newest applied membership anywhere (the one as of the highest applied index).</summary>
@@ -339,6 +340,13 @@ public sealed partial class ClusterSimulator
         else if (_random.Next(2) == 0)
         {
             change = new ConfChange(ConfChangeType.AddLearner, SpareNode());
+        }
+        else if (_random.Next(3) == 0)
+        {
+            // A member moves: only its context changes, and every node must end up agreeing on it.
+            var members = membership.All.ToList();
+            var moved = members[_random.Next(members.Count)];
+            change = new ConfChange(ConfChangeType.UpdateContext, moved, $"n{moved}-moved-at-{_now}");
         }
 
         if (change is not { } c)
