@@ -8,33 +8,21 @@ namespace Dcache.Storage;
 
 /// <summary>
 /// Binary form of a membership: u32 voter count, voters (u64 each), u32 learner count, learners, then the contexts
-/// (members' addresses): u32 count, and per context its member id (u64), UTF-8 length (u32) and bytes. The
-/// membership always ends its record, so a record written before contexts existed simply ends after the learners
-/// and reads back with none.
+/// (members' addresses): u32 count, and per context its member id (u64), UTF-8 length (u32) and bytes, then, only
+/// when some member's address was set by an update, u32 count and those members' ids (<see cref="Membership.UpdatedContexts"/>).
+/// The membership always ends its record, so a record written before contexts (or updates) existed simply ends
+/// earlier and reads back with none; and a record without updates is byte for byte what older builds wrote.
 /// </summary>
 internal static class MembershipCodec
 {
     public static int EncodedLength(Membership membership) =>
-        12 + 8 * (membership.Voters.Count + membership.Learners.Count) + membership.Contexts.Sum(c => 12 + Encoding.UTF8.GetByteCount(c.Value));
+        12 + 8 * (membership.Voters.Count + membership.Learners.Count) + membership.Contexts.Sum(c => 12 + Encoding.UTF8.GetByteCount(c.Value))
+        + (membership.UpdatedContexts.IsEmpty ? 0 : 4 + 8 * membership.UpdatedContexts.Count);
 
     public static int Write(Membership membership, Span<byte> into)
     {
-        var pos = 0;
-        BinaryPrimitives.WriteUInt32LittleEndian(into[pos..], (uint)membership.Voters.Count);
-        pos += 4;
-        foreach (var voter in membership.Voters)
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(into[pos..], voter);
-            pos += 8;
-        }
-
-        BinaryPrimitives.WriteUInt32LittleEndian(into[pos..], (uint)membership.Learners.Count);
-        pos += 4;
-        foreach (var learner in membership.Learners)
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(into[pos..], learner);
-            pos += 8;
-        }
+        var pos = WriteIds(membership.Voters, into);
+        pos += WriteIds(membership.Learners, into[pos..]);
 
         BinaryPrimitives.WriteUInt32LittleEndian(into[pos..], (uint)membership.Contexts.Count);
         pos += 4;
@@ -46,6 +34,24 @@ internal static class MembershipCodec
             pos += 12 + length;
         }
 
+        if (!membership.UpdatedContexts.IsEmpty)
+        {
+            pos += WriteIds(membership.UpdatedContexts, into[pos..]);
+        }
+
+        return pos;
+    }
+
+    private static int WriteIds(IReadOnlyCollection<ulong> ids, Span<byte> into)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(into, (uint)ids.Count);
+        var pos = 4;
+        foreach (var id in ids)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(into[pos..], id);
+            pos += 8;
+        }
+
         return pos;
     }
 
@@ -55,8 +61,9 @@ internal static class MembershipCodec
         var voters = ReadIds(from, ref pos);
         var learners = ReadIds(from, ref pos);
         var contexts = pos < from.Length ? ReadContexts(from, ref pos) : [];
+        var updated = pos < from.Length ? ReadIds(from, ref pos) : [];
         consumed = pos;
-        return Membership.Of(voters, learners, contexts);
+        return Membership.Of(voters, learners, contexts, updated);
     }
 
     public static string ToText(IEnumerable<ulong> ids) => string.Join(",", ids);

@@ -17,8 +17,8 @@ public sealed record SnapshotCatalogueEntry(
 
 /// <summary>
 /// The node's metadata in SQLite (<c>meta.db</c>, WAL journal, synchronous=FULL so every transaction is on disk
-/// when it commits): node and cluster identity, the Raft term and vote, the latest snapshot's membership, and
-/// the snapshot catalogue. The schema version is SQLite's user_version; <see cref="Migrations"/> upgrade it
+/// when it commits): node and cluster identity, the Raft term and vote, the newest membership the node applied (or
+/// its latest snapshot's), and the snapshot catalogue. The schema version is SQLite's user_version; <see cref="Migrations"/> upgrade it
 /// forward, one step per version, each in its own transaction.
 /// Not thread-safe by itself: callers serialise (the Raft driver for hard state, the snapshot store's lock).
 /// </summary>
@@ -168,11 +168,18 @@ public sealed class MetadataStore : IDisposable
         return ((ulong)reader.GetInt64(0), Membership.Of(MembershipCodec.FromText(reader.GetString(1)), MembershipCodec.FromText(reader.GetString(2)), MembershipCodec.ContextsFromText(reader.GetString(3))));
     }
 
+    /// <summary>
+    /// Records the membership in effect as of log index <paramref name="index"/>, unless a newer one is recorded
+    /// already: a node records each membership it applies, and a snapshot's (older) one when it compacts behind it.
+    /// The members' addresses are kept; which of them an update set is not (the Raft log's snapshot records, which
+    /// the node starts from, keep that).
+    /// </summary>
     public void SaveMembership(ulong index, Membership membership)
     {
         using var command = Command(
             "INSERT INTO membership (id, raft_index, voters, learners, contexts) VALUES (1, $index, $voters, $learners, $contexts) " +
-            "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners, contexts = excluded.contexts");
+            "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners, contexts = excluded.contexts " +
+            "WHERE excluded.raft_index >= membership.raft_index");
         command.Parameters.AddWithValue("$index", (long)index);
         command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(membership.Voters));
         command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(membership.Learners));

@@ -225,6 +225,40 @@ public sealed class MetadataStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_membership_with_an_updated_address_round_trips_and_one_without_is_written_as_before()
+    {
+        var founded = Membership.Of([1UL, 2UL], [3UL], [KeyValuePair.Create(2UL, "http://127.0.0.1:7002"), KeyValuePair.Create(3UL, "http://127.0.0.1:7003")]);
+        var moved = founded.Apply(new ConfChange(ConfChangeType.UpdateContext, 2, "http://127.0.0.1:7102"));
+        var buffer = new byte[MembershipCodec.EncodedLength(moved)];
+        Assert.Equal(buffer.Length, MembershipCodec.Write(moved, buffer));
+        Assert.Equal(moved, MembershipCodec.Read(buffer, out var consumed));
+        Assert.Equal(buffer.Length, consumed);
+        Assert.Equal([2UL], MembershipCodec.Read(buffer, out _).UpdatedContexts);
+
+        // Without updates the record ends after the contexts, as older builds wrote it (and they read one with
+        // updates as the same addresses, ignoring the section after them).
+        var withoutSection = moved with { UpdatedContexts = [] };
+        var sectionStart = MembershipCodec.EncodedLength(withoutSection);
+        Assert.Equal(sectionStart + 4 + 8, buffer.Length);
+        Assert.Equal(withoutSection, MembershipCodec.Read(buffer.AsSpan(0, sectionStart), out consumed));
+        Assert.Equal(sectionStart, consumed);
+        Assert.Throws<FormatException>(() => MembershipCodec.Read(buffer.AsSpan(0, buffer.Length - 3), out _));
+    }
+
+    [Fact]
+    public void The_recorded_membership_is_the_newest_one_saved()
+    {
+        using var metadata = MetadataStore.Open(_directory.Path);
+        var moved = Membership.Of([1UL, 2UL], contexts: [KeyValuePair.Create(1UL, "http://127.0.0.1:7001"), KeyValuePair.Create(2UL, "http://127.0.0.1:7102")]);
+        metadata.SaveMembership(30, moved);
+        // A snapshot taken before the change is compacted behind later: its older membership must not win.
+        metadata.SaveMembership(20, Membership.Of([1UL, 2UL], contexts: [KeyValuePair.Create(1UL, "http://127.0.0.1:7001"), KeyValuePair.Create(2UL, "http://127.0.0.1:7002")]));
+        Assert.Equal((30UL, moved), metadata.LoadMembership());
+        metadata.SaveMembership(30, Membership.Of([1UL]));
+        Assert.Equal((30UL, Membership.Of([1UL])), metadata.LoadMembership());
+    }
+
+    [Fact]
     public void A_database_from_a_newer_build_is_refused()
     {
         using (var metadata = MetadataStore.Open(_directory.Path))
