@@ -8,12 +8,14 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 3 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Format, version 4 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 4 entries are version 3's, byte for byte and in meaning: the version is the Raft log's, and 4 says the
+/// reader also knows a membership change that moves a member to a new address (see <see cref="MemberUpdateVersion"/>).
 /// Versions 1 and 2 have the same bytes except that the kind byte's top bit is always 0 there; they differ from 3 and
 /// from each other only in how an unknown session is treated (<see cref="RequiresKnownSession"/>,
 /// <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=3) | u8 kind (bit 7: session must exist, version 3 only) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=4) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -33,16 +35,23 @@ namespace Dcache.Cache;
 /// The kinds marked (3) exist from version 3 on: in an older version their kind byte is unknown.
 /// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
 /// refuses an entry it does not understand instead of applying it differently. (Kinds 9 to 16 joined version 3 before
-/// any build that writes it was released; from now on, new kinds need version 4.)
+/// any build that writes it was released; from now on, new kinds need a new version, 5 or later.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {
     /// <summary>
     /// The newest format version this build reads, and the one its encoders write. It also reads versions 1 and 2, which
-    /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit; see
-    /// <see cref="SetFormatVersion"/>.
+    /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, and 3,
+    /// which differs from 4 in nothing a cache entry carries; see <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 3;
+    public const byte FormatVersion = 4;
+
+    /// <summary>
+    /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
+    /// entry, not a cache command: the version is the whole log's). An older build would skip that change and keep
+    /// dialling the old address, so a leader must not propose it while a member reads only an older version.
+    /// </summary>
+    public const byte MemberUpdateVersion = 4;
 
     /// <summary>The oldest format version this build reads.</summary>
     public const byte OldestFormatVersion = 1;

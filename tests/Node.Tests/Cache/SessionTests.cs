@@ -107,7 +107,11 @@ public sealed class SessionTests
         Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
         CacheCommand.SetFormatVersion(entry, 3);
         Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
-        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 4));
+        // Format 4 changed no cache entry: only the log around them (a membership change that moves a member).
+        CacheCommand.SetFormatVersion(entry, 4);
+        Assert.Equal(entry.AsSpan(1).ToArray(), Entries.IncrementBy(new CommandEnvelope(Client, 7, 1), "n", 1).AsSpan(1).ToArray());
+        Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 5));
         Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 0));
         Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion([9, 1, 2], 1));
     }
