@@ -6,8 +6,10 @@ namespace Dcache.Node.Consensus;
 /// Node id -> gRPC address of every member this node talks to. Thread-safe; read by services, changed rarely.
 /// Who is a member comes from the applied membership only. Every membership change carries the member's address
 /// as its context, so a member added at runtime becomes reachable everywhere and a restarted node finds its peers
-/// from its own log and snapshot. Where this node's configured InitialCluster lists a member, that address wins:
-/// it is how one node is pointed at a peer through a proxy or a new name (the chaos suite's partition proxies).
+/// from its own log and snapshot. An address set by `member update` (<see cref="Membership.UpdatedContexts"/>) comes
+/// first: the member has moved, and whatever this node was configured with for it names where it used to be. Next,
+/// where this node's configured InitialCluster lists a member, that address wins over the one it joined with: it is
+/// how one node is pointed at a peer through a proxy or a new name (the chaos suite's partition proxies).
 /// Last come the addresses peers announce when they open a stream to this node: a node that has just joined has
 /// neither the log nor, perhaps, the leader in its configuration, and must still answer the leader. Likewise a
 /// member that was down while another joined knows the newcomer only from its traffic until it catches up, and
@@ -88,7 +90,8 @@ public sealed class AddressBook
         var joined = !_membership.Voters.IsEmpty || !_membership.Learners.IsEmpty;
         foreach (var id in joined ? _membership.All.Union(_heard.Keys) : _configured.Keys.Union(_heard.Keys))
         {
-            if ((_configured.GetValueOrDefault(id) ?? _membership.ContextOf(id) ?? _heard.GetValueOrDefault(id)) is { Length: > 0 } address)
+            var moved = _membership.UpdatedContexts.Contains(id) ? _membership.ContextOf(id) : null;
+            if ((moved ?? _configured.GetValueOrDefault(id) ?? _membership.ContextOf(id) ?? _heard.GetValueOrDefault(id)) is { Length: > 0 } address)
             {
                 next[id] = address;
             }

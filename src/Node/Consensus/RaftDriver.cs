@@ -56,6 +56,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly INodeSnapshotStore _snapshots;
     private readonly CacheStateMachine _cache;
     private readonly AddressBook _addresses;
+    // Keeps the node's metadata (meta.db) showing the membership it runs with: (as of log index, membership).
+    private readonly Action<ulong, Membership> _recordMembership;
     private readonly TimeProvider _clock;
     private readonly NodeMetrics _metrics;
     private readonly ILogger _logger;
@@ -109,11 +111,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         INodeSnapshotStore snapshots,
         CacheStateMachine cache,
         AddressBook addresses,
+        Action<ulong, Membership> recordMembership,
         TimeProvider clock,
         NodeMetrics metrics,
         ILogger<RaftDriver> logger)
     {
         _settings = settings;
+        _recordMembership = recordMembership;
         _metrics = metrics;
         _storage = storage;
         _snapshots = snapshots;
@@ -147,7 +151,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         settings.Raft.Applied = snapshot.Index;
         // Election timeouts must differ between nodes started together: seed from the OS, not the clock.
         _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Random.Shared.Next()));
-        FollowMembership();
+        // The core has applied every committed membership change already, so the membership is as of the commit index.
+        FollowMembership(asOf: _raft.CommitIndex);
         Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
         _status = BuildStatus();
     }
@@ -668,7 +673,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
 
             _raft.Advance(ready);
-            FollowMembership();
+            FollowMembership(asOf: _raft.AppliedIndex);
             ServeReadsUpTo(_raft.AppliedIndex);
             MaybeTakeSnapshot();
         }
@@ -686,7 +691,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             _cache.SkipEntry(entry.Index);
             var change = ConfChange.Decode(entry.Data.Span);
-            Log.MembershipChangeApplied(_logger, entry.Index, change.Type, change.NodeId);
+            if (change.Type == ConfChangeType.UpdateContext)
+            {
+                Log.MemberMoved(_logger, entry.Index, change.NodeId, change.Context);
+            }
+            else
+            {
+                Log.MembershipChangeApplied(_logger, entry.Index, change.Type, change.NodeId);
+            }
         }
         else
         {
@@ -830,18 +842,29 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     /// <summary>Keeps the address book on the applied membership (addresses travel in it), and completes the membership changes just applied.</summary>
-    private void FollowMembership()
+    private void FollowMembership(ulong asOf)
     {
         if (!ReferenceEquals(_raft.Membership, _followedMembership))
         {
-            if (_followedMembership.Contains(NodeId) && !_raft.Membership.Contains(NodeId))
+            var previous = _followedMembership;
+            if (previous.Contains(NodeId) && !_raft.Membership.Contains(NodeId))
             {
                 Log.RemovedFromCluster(_logger, NodeId, _raft.Membership.ToString());
             }
 
             _followedMembership = _raft.Membership;
             _addresses.Follow(_followedMembership);
+            _recordMembership(asOf, _followedMembership);
             _statusStale = true;
+            foreach (var moved in _followedMembership.UpdatedContexts)
+            {
+                if (moved != NodeId && previous.Contains(moved) && previous.ContextOf(moved) != _followedMembership.ContextOf(moved))
+                {
+                    // The transport has dropped the old connection and what was queued on it: the core must not wait
+                    // for acknowledgements of Appends that will never arrive, but probe the member at its new address.
+                    _raft.ReportUnreachable(moved);
+                }
+            }
         }
 
         foreach (var (completion, applied) in _changesApplied)
@@ -860,7 +883,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     public Task<(ProposeResult Proposal, string? Refusal, Task<bool>? Applied)> ProposeConfChangeAsync(ConfChange change, Func<RaftNode, string?> refuse) =>
         RunOnLoopAsync<(ProposeResult Proposal, string? Refusal, Task<bool>? Applied)>(raft =>
         {
-            if (raft.Role == Role.Leader && refuse(raft) is { } refusal)
+            if (raft.Role == Role.Leader && (refuse(raft) ?? RefuseForOlderMembers(change)) is { } refusal)
             {
                 return (new ProposeResult(ProposeStatus.InvalidConfChange, 0, 0, raft.Id, refusal), refusal, null);
             }
@@ -876,6 +899,27 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _changesAwaitingApply[result.Index] = (result.Term, completion);
             return (result, null, completion.Task);
         });
+
+    /// <summary>
+    /// Why <paramref name="change"/> must not be proposed yet, or null: a member whose build reads only an older log
+    /// format would skip a change kind it does not know (and keep, say, dialling a moved member's old address) instead
+    /// of applying it, so such a change waits until every member has said it reads the format that brought it.
+    /// </summary>
+    private string? RefuseForOlderMembers(ConfChange change)
+    {
+        var needed = change.Type == ConfChangeType.UpdateContext ? CacheCommand.MemberUpdateVersion : CacheCommand.OldestFormatVersion;
+        if (ProposalFormat() >= needed)
+        {
+            return null;
+        }
+
+        var older = _raft.Membership.All
+            .Where(member => member != NodeId)
+            .Select(member => (Id: member, Heard: _peerEntryFormats.TryGetValue(member, out var format) ? format : (byte)0))
+            .Where(member => member.Heard < needed)
+            .Select(member => member.Heard == 0 ? $"node {member.Id} (not heard from since this node started)" : $"node {member.Id} (reads format {member.Heard})");
+        return $"moving a member to a new address needs every member on a build that reads log format {needed} (a rolling upgrade is in progress); not yet: {string.Join(", ", older)}";
+    }
 
     /// <summary>
     /// Starts handing leadership to <paramref name="target"/>, or (0) to the voter with the most of the log.
@@ -1062,6 +1106,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Membership change at index {Index} applied: {Change} node {Node}")]
         public static partial void MembershipChangeApplied(ILogger logger, ulong index, ConfChangeType change, ulong node);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Membership change at index {Index} applied: node {Node} is now at {Address}")]
+        public static partial void MemberMoved(ILogger logger, ulong index, ulong node, string? address);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot taken at index {Index} (term {Term}), {Keys} keys, in {Elapsed}")]
         public static partial void SnapshotTaken(ILogger logger, ulong index, ulong term, int keys, TimeSpan elapsed);

@@ -86,6 +86,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             _snapshots,
             cache,
             Addresses,
+            (index, membership) => _storage.Metadata.SaveMembership(index, membership),
             clock,
             metrics,
             loggers.CreateLogger<RaftDriver>());

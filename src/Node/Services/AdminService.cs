@@ -1,9 +1,12 @@
 using System.Globalization;
 using Dcache.Node.Consensus;
 using Dcache.Node.Hosting;
+using Dcache.Node.Transport;
+using Dcache.Protocol;
 using Dcache.Raft;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using CacheProto = Dcache.Protocol.Cache;
 using Proto = Dcache.Protocol.Admin;
 
 namespace Dcache.Node.Services;
@@ -13,13 +16,16 @@ namespace Dcache.Node.Services;
 /// FAILED_PRECONDITION with the leader it knows of in the trailers. A change returns once it is committed and
 /// applied here, and every refusal of the Raft core becomes a status code with a message an operator can act on.
 /// </summary>
-public sealed partial class AdminService(RaftDriver driver, AddressBook addresses, NodeOptions options, ILogger<AdminService> logger) : Proto.Admin.AdminBase
+public sealed partial class AdminService(RaftDriver driver, AddressBook addresses, NodeOptions options, ClusterCredentials credentials, ILogger<AdminService> logger) : Proto.Admin.AdminBase
 {
     public const string LeaderIdTrailer = "dcache-leader-id";
     public const string LeaderAddressTrailer = "dcache-leader-address";
 
     /// <summary>How long a change may take to commit and apply before the call reports its outcome as unknown.</summary>
     private static readonly TimeSpan ChangeTimeout = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long a moved member's new address may take to answer before the update is refused.</summary>
+    private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(3);
 
     public override async Task<Proto.MemberListReply> MemberList(Proto.MemberListRequest request, ServerCallContext context)
     {
@@ -31,16 +37,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
     public override Task<Proto.MembershipReply> MemberAdd(Proto.MemberAddRequest request, ServerCallContext context)
     {
         RequireId(request.Id);
-        string address;
-        try
-        {
-            address = NodeOptions.ParseMembers($"{request.Id}={request.Address}")[request.Id];
-        }
-        catch (FormatException ex)
-        {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"invalid address: {ex.Message}"));
-        }
-
+        var address = ParseAddress(request.Id, request.Address);
         return ChangeAsync(new ConfChange(ConfChangeType.AddLearner, request.Id, address), (raft, refuse) =>
         {
             var membership = raft.Membership;
@@ -96,6 +93,77 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
             }
         }, context);
+    }
+
+    public override async Task<Proto.MembershipReply> MemberUpdate(Proto.MemberUpdateRequest request, ServerCallContext context)
+    {
+        RequireId(request.Id);
+        var address = ParseAddress(request.Id, request.Address);
+        Action<RaftNode, Action<StatusCode, string>> check = (raft, refuse) =>
+        {
+            var membership = raft.Membership;
+            if (!membership.Contains(request.Id))
+            {
+                refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
+            }
+            else if (membership.All.FirstOrDefault(id => id != request.Id && addresses.Find(id) == address) is var owner and not 0)
+            {
+                refuse(StatusCode.AlreadyExists, $"address {address} already belongs to node {owner}");
+            }
+        };
+
+        // Refusals that need no network first (and a follower sends the caller to the leader before it probes).
+        var (leads, leader, refusal) = await driver.RunOnLoopAsync(raft =>
+        {
+            (StatusCode Code, string Reason)? refused = null;
+            if (raft.Role == Role.Leader)
+            {
+                check(raft, (code, why) => refused = (code, why));
+            }
+
+            return (raft.Role == Role.Leader, raft.Leader, refused);
+        }).ConfigureAwait(false);
+        if (!leads)
+        {
+            throw NotLeader(leader);
+        }
+
+        if (refusal is { } refused)
+        {
+            throw new RpcException(new Status(refused.Code, refused.Reason));
+        }
+
+        // A mistyped address would leave the member cut off from the cluster: it must answer there as itself.
+        await ProbeAsync(request.Id, address, context.CancellationToken).ConfigureAwait(false);
+        return await ChangeAsync(new ConfChange(ConfChangeType.UpdateContext, request.Id, address), check, context).ConfigureAwait(false);
+    }
+
+    /// <summary>Throws unless the node at <paramref name="address"/> answers, with this cluster's credentials, as node <paramref name="id"/>.</summary>
+    private async Task ProbeAsync(ulong id, string address, CancellationToken cancellationToken)
+    {
+        using var channel = GrpcChannels.ForNode(address);
+        CacheProto.NodeStatus status;
+        try
+        {
+            status = await new CacheProto.Cache.CacheClient(channel)
+                .StatusAsync(new CacheProto.StatusRequest(), credentials.ToHeaders(), DateTime.UtcNow.Add(ProbeTimeout), cancellationToken)
+                .ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (ex.StatusCode is StatusCode.PermissionDenied or StatusCode.Unauthenticated)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the node at {address} is not a member of this cluster ({ex.Status.Detail})"));
+        }
+        catch (RpcException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            var why = ex.Status.DebugException?.GetBaseException().Message ?? (ex.Status.Detail.Length > 0 ? ex.Status.Detail : ex.StatusCode.ToString());
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"cannot reach node {id} at {address} from the leader ({why}); start it there first, then retry"));
+        }
+
+        if (status.NodeId != id)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the node at {address} is node {status.NodeId}, not node {id}"));
+        }
     }
 
     public override async Task<Proto.LeaderTransferReply> LeaderTransfer(Proto.LeaderTransferRequest request, ServerCallContext context)
@@ -204,6 +272,18 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
         }
 
         return reply;
+    }
+
+    private static string ParseAddress(ulong id, string address)
+    {
+        try
+        {
+            return NodeOptions.ParseMembers($"{id}={address}")[id];
+        }
+        catch (FormatException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"invalid address: {ex.Message}"));
+        }
     }
 
     private static void RequireId(ulong id)

@@ -62,6 +62,7 @@ public static class RaftMessageCodec
         wire.Membership.Voters.AddRange(snapshot.Membership.Voters);
         wire.Membership.Learners.AddRange(snapshot.Membership.Learners);
         wire.Membership.Contexts.Add(snapshot.Membership.Contexts);
+        wire.Membership.UpdatedContexts.AddRange(snapshot.Membership.UpdatedContexts);
         return wire;
     }
 
@@ -132,7 +133,12 @@ public static class RaftMessageCodec
             throw new FormatException("membership names node 0");
         }
 
-        return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners, membership.Contexts));
+        if (membership.UpdatedContexts.Any(id => !membership.Contexts.ContainsKey(id)))
+        {
+            throw new FormatException("membership marks an address as updated that it does not hold");
+        }
+
+        return new SnapshotMetadata(wire.Index, wire.Term, Membership.Of(membership.Voters, membership.Learners, membership.Contexts, membership.UpdatedContexts));
     }
 }
 

@@ -56,4 +56,31 @@ public sealed class AddressBookTests
         Assert.False(book.WasRemoved(3));
         Assert.Equal("http://127.0.0.1:7003", book.Find(3));
     }
+
+    [Fact]
+    public void A_members_configured_address_wins_over_the_one_it_joined_with_but_not_over_an_update()
+    {
+        var book = new AddressBook(Configured);
+        var founded = Membership.Of([1, 2, 3], contexts: [new(1UL, "http://10.0.0.1:7001"), new(2UL, "http://10.0.0.2:7001"), new(3UL, "http://10.0.0.3:7001")]);
+        book.Follow(founded);
+        Assert.Equal("http://127.0.0.1:7003", book.Find(3));
+        IReadOnlyDictionary<ulong, string>? announced = null;
+        book.Changed += addresses => announced = addresses;
+
+        // Node 3 moved: its new address outranks this node's InitialCluster, which names where it used to be.
+        var moved = founded.Apply(new ConfChange(ConfChangeType.UpdateContext, 3, "http://10.0.0.3:7101"));
+        book.Follow(moved);
+        Assert.Equal("http://10.0.0.3:7101", book.Find(3));
+        Assert.Equal("http://10.0.0.3:7101", announced![3]);
+        Assert.Equal("http://127.0.0.1:7002", book.Find(2));
+
+        // Restarted with the same configuration, a node rebuilds the same membership and so the same address.
+        var restarted = new AddressBook(Configured);
+        restarted.Follow(moved);
+        Assert.Equal("http://10.0.0.3:7101", restarted.Find(3));
+
+        // Removed and added back, the member is reached as before an update.
+        book.Follow(moved.Apply(new ConfChange(ConfChangeType.Remove, 3)).Apply(new ConfChange(ConfChangeType.AddLearner, 3, "http://10.0.0.3:7201")));
+        Assert.Equal("http://127.0.0.1:7003", book.Find(3));
+    }
 }
