@@ -29,6 +29,9 @@ internal static class CommandLine
           member add --id N --address URL          add node N (gRPC address URL) as a learner; it receives the log
           member promote --id N                    make learner N a voter (refused until it has caught up)
           member remove --id N                     remove node N (the leader too: it hands over first)
+          member update --id N --address URL       move node N to a new gRPC address URL (its role is kept): start
+                                                   it there first; every member then reaches it there, whatever
+                                                   their InitialCluster says
           leader transfer [--to ID]                hand leadership to node ID (default: the most up-to-date voter)
 
         options of status, member and leader:
@@ -63,7 +66,7 @@ internal static class CommandLine
         {
             if (args[0] is "member" or "leader" && verb is null)
             {
-                throw new FormatException($"'{args[0]}' needs a verb: {(args[0] == "member" ? "list, add, promote or remove" : "transfer")}");
+                throw new FormatException($"'{args[0]}' needs a verb: {(args[0] == "member" ? "list, add, promote, remove or update" : "transfer")}");
             }
 
             options = Options.Parse(args.AsSpan(verb is null ? 1 : 2));

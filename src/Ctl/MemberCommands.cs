@@ -5,7 +5,7 @@ using Grpc.Core;
 namespace Dcache.Ctl;
 
 /// <summary>
-/// `dcachectl member list|add|promote|remove` and `dcachectl leader transfer`: each runs on the leader (found by
+/// `dcachectl member list|add|promote|remove|update` and `dcachectl leader transfer`: each runs on the leader (found by
 /// following the nodes' hints) and returns once the change is committed and applied.
 /// </summary>
 internal static class MemberCommands
@@ -53,8 +53,16 @@ internal static class MemberCommands
                         return Report(reply, $"Removed node {id}");
                     }
 
+                case "update":
+                    {
+                        var id = options.GetId("id");
+                        var address = options.Require("address");
+                        var reply = await cluster.OnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, headers, Deadline).ResponseAsync).ConfigureAwait(false);
+                        return Report(reply, $"Moved node {id} to {address}");
+                    }
+
                 default:
-                    Console.Error.WriteLine($"dcachectl: unknown member command '{verb}' (list, add, promote, remove)");
+                    Console.Error.WriteLine($"dcachectl: unknown member command '{verb}' (list, add, promote, remove, update)");
                     return 2;
             }
         }

@@ -48,7 +48,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         Assert.Equal("ERR GETDEL needs every node on a build that reads log format 3 (a rolling upgrade is in progress)", getDel.Error);
         Assert.Equal("1", (await cluster.ExecuteAsync(leader, Commands.Get("first"))).BulkText());
 
-        // Node 3 upgraded: from now on the leader writes format 3, where such a write is refused.
+        // Node 3 upgraded: from now on the leader writes the newest format, where such a write is refused.
         cluster[3].Kill();
         cluster[3].Start();
         Reply asFormat2 = null!;
@@ -59,7 +59,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
             leader = await cluster.WaitForLeaderAsync(Patience);
             asFormat2 = await cluster.ExecuteAsync(leader, Commands.IncrBy("m", 1, clientId: ++client, sequence: 5));
             return asFormat2.Failure is { Kind: FailureKind.SessionExpired };
-        }, Patience, "the leader to write format 3 once node 3 reads it");
+        }, Patience, "the leader to write the newest format once node 3 reads it");
         output.WriteLine($"after {client - 0xF0_0100} write(s): {asFormat2}");
         Assert.Equal("1", (await cluster.ExecuteAsync(leader, Commands.GetDel("first"))).BulkText());
 
@@ -81,6 +81,44 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
             var applied = await cluster.ExecuteAsync(leader, write);
             Assert.True(applied.Integer == 1, $"attempt {attempt + 1} of a registered session's first write: {applied}");
         }
+    }
+
+    [Fact]
+    public async Task WhileAMemberReadsOnlyFormat3TheLeaderRefusesToMoveAMemberAndMovesItOnceEveryMemberReadsFormat4()
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 3 stands for a node of the previous build: it reads format 3 and would skip the change it does not know.
+        cluster[1].Start();
+        cluster[2].Start();
+        cluster[3].Start("--Dcache:Node:TestOnlyAdvertisedEntryFormat=3");
+        var leader = await cluster.WaitForLeaderAsync(Patience);
+        if (leader == 3)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            leader = await cluster.WaitForLeaderAsync(Patience);
+        }
+
+        // Once node 3 has acknowledged entries, the leader has heard what it reads.
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
+        await Verify.CaughtUpAsync(cluster, Patience);
+        var target = cluster.Nodes.Keys.First(id => id != leader);
+        string[] update = ["member", "update", "--id", $"{target}", "--address", cluster[target].GrpcUrl, .. cluster.CtlOptions()];
+        var refused = await Dcachectl.RunAsync(output, update);
+        Dcachectl.AssertFails(refused, 1,
+            "moving a member to a new address needs every member on a build that reads log format 4 (a rolling upgrade is in progress); not yet: node 3 (reads format 3)");
+        Assert.DoesNotContain("Operator membership change proposed", cluster[leader].RecentOutput(400), StringComparison.Ordinal);
+
+        // Node 3 upgraded: once the leader has heard it, the change goes through.
+        cluster[3].Kill();
+        cluster[3].Start();
+        Dcachectl.Result accepted = null!;
+        await Eventually.WaitAsync(async () =>
+        {
+            accepted = await Dcachectl.RunAsync(output, update);
+            return accepted.Exit == 0;
+        }, Patience, "the leader to move a member once node 3 reads format 4");
+        Assert.Contains($"Moved node {target} to {cluster[target].GrpcUrl}", accepted.Output, StringComparison.Ordinal);
     }
 
     private static Command RegisterSession(ulong clientId) => new() { Id = clientId, ClientId = clientId, RegisterSession = new RegisterSessionRequest() };

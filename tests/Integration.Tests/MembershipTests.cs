@@ -227,6 +227,109 @@ public sealed class MembershipTests(ITestOutputHelper output)
         }, CatchUp, "the gateway's /health to count the four members");
     }
 
+    [Fact]
+    public async Task AFollowerRestartedAtANewAddressIsMovedThereWithMemberUpdateAndCatchesUp()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync(); // configured with every node's first address
+        var leader = await cluster.WaitForLeaderAsync(CatchUp);
+        var moving = cluster.Nodes.Keys.First(id => id != leader);
+        var other = cluster.Nodes.Keys.First(id => id != leader && id != moving);
+        var oldAddress = cluster[moving].GrpcUrl;
+        await using var redis = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}");
+        var db = redis.GetDatabase();
+        Assert.True(await db.StringSetAsync("before-the-move", "1"));
+
+        // The follower's host changes address: same id and data directory, new port. Every node's InitialCluster,
+        // and the gateway's node list, still name the old one.
+        await cluster[moving].StopAsync(TimeSpan.FromSeconds(10));
+        Assert.True(await db.StringSetAsync("while-it-was-down", "2"));
+        var moved = await cluster.MoveNodeAsync(moving);
+        moved.Start();
+        var survivors = cluster.CtlOptions([leader, other]);
+
+        // Mistakes are refused with a message, and nothing is proposed.
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", "9", "--address", moved.GrpcUrl], survivors), 1, "node 9 is not a member");
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", $"{moving}", "--address", "ftp://127.0.0.1:1"], survivors), 1, "is not an http:// URL");
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", $"{moving}"], survivors), 2, "--address is required");
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", "three", "--address", moved.GrpcUrl], survivors), 2, "--id must be a node id");
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", $"{moving}", "--address", cluster[other].GrpcUrl], survivors), 1, $"address {cluster[other].GrpcUrl} already belongs to node {other}");
+        var closedPort = FreePorts.Allocate(1)[0];
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", $"{moving}", "--address", $"http://127.0.0.1:{closedPort}"], survivors), 1,
+            $"cannot reach node {moving} at http://127.0.0.1:{closedPort} from the leader (Connection refused");
+        Dcachectl.AssertFails(await Ctl(["member", "update", "--id", $"{other}", "--address", moved.GrpcUrl], survivors), 1, $"the node at {moved.GrpcUrl} is node {moving}, not node {other}");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "member", "update", "--id", $"{moving}", "--address", moved.GrpcUrl, "--endpoints", $"http://127.0.0.1:{closedPort}", "--cluster-id", cluster.ClusterId, "--secret", LocalCluster.Secret),
+            1, $"http://127.0.0.1:{closedPort}: cannot reach the node (Connection refused");
+
+        var update = await Ctl(["member", "update", "--id", $"{moving}", "--address", moved.GrpcUrl], survivors);
+        Assert.True(update.Exit == 0, update.ToString());
+        Assert.Contains($"Moved node {moving} to {moved.GrpcUrl}", update.Output, StringComparison.Ordinal);
+        Assert.Matches($@"(?m)^\s+{moving}\s+voter\s+{moved.GrpcUrl}", update.Output);
+
+        // The leader reaches it at its new address: it catches up with what it missed and what comes after.
+        await WaitCaughtUpAsync(cluster, moving);
+        Assert.Equal("1", (await cluster.ExecuteAsync(moving, Commands.Get("before-the-move", ReadConsistency.Local))).BulkText());
+        Assert.Equal("2", (await cluster.ExecuteAsync(moving, Commands.Get("while-it-was-down", ReadConsistency.Local))).BulkText());
+        Assert.True(await db.StringSetAsync("after-the-move", "3"));
+        await WaitCaughtUpAsync(cluster, moving);
+        Assert.Equal("3", (await cluster.ExecuteAsync(moving, Commands.Get("after-the-move", ReadConsistency.Local))).BulkText());
+        await WaitAddressEverywhereAsync(cluster, moving, moved.GrpcUrl);
+
+        // The gateway follows the leader's membership to the new address and counts three healthy members again.
+        await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {moved.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to find the moved member");
+        using var http = new HttpClient();
+        await Eventually.WaitAsync(async () =>
+        {
+            using var health = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/health"));
+            return health.RootElement.GetProperty("nodes").GetInt32() == 3 && health.RootElement.GetProperty("healthyNodes").GetInt32() == 3;
+        }, CatchUp, "the gateway's /health to count three healthy members");
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.True(await db.StringSetAsync($"k{i}", $"v{i}"));
+            Assert.Equal($"v{i}", (string?)await db.StringGetAsync($"k{i}"));
+        }
+
+        // Another member restarts with its InitialCluster unchanged (the moved node at its old address): the update
+        // in its log still wins. Leading, it replicates to the moved node at the new address.
+        await cluster[other].StopAsync(TimeSpan.FromSeconds(10));
+        cluster[other].Start();
+        await WaitCaughtUpAsync(cluster, other);
+        var transfer = await Ctl(["leader", "transfer", "--to", $"{other}"], cluster.CtlOptions());
+        Assert.True(transfer.Exit == 0, transfer.ToString());
+        Assert.Equal(other, await cluster.WaitForLeaderAsync(CatchUp));
+        Assert.True(await db.StringSetAsync("led-by-the-restarted-node", "4"));
+        await WaitCaughtUpAsync(cluster, moving);
+        Assert.Equal("4", (await cluster.ExecuteAsync(moving, Commands.Get("led-by-the-restarted-node", ReadConsistency.Local))).BulkText());
+        await WaitAddressEverywhereAsync(cluster, moving, moved.GrpcUrl);
+
+        // Its metadata, as an operator reads meta.db, records the new address.
+        await cluster[other].StopAsync(TimeSpan.FromSeconds(10));
+        var contexts = ReadRecordedContexts(cluster[other].DataDirectory);
+        Assert.Equal(moved.GrpcUrl, contexts[moving]);
+        Assert.DoesNotContain(oldAddress, contexts.Values);
+    }
+
+    /// <summary>Waits until every running node's status lists <paramref name="id"/> at <paramref name="address"/>.</summary>
+    private static Task WaitAddressEverywhereAsync(LocalCluster cluster, ulong id, string address) =>
+        Eventually.WaitAsync(async () =>
+        {
+            var statuses = await Task.WhenAll(cluster.Nodes.Values.Where(n => n.IsRunning).Select(n => cluster.StatusAsync(n.Id)));
+            return statuses.All(s => s.Members.Single(m => m.Id == id).Address == address);
+        }, CatchUp, $"every node to list node {id} at {address}");
+
+    /// <summary>The members' addresses in the membership a stopped node's meta.db records.</summary>
+    private static Dictionary<ulong, string> ReadRecordedContexts(string dataDirectory)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(dataDirectory, "meta.db")};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT contexts FROM membership WHERE id = 1";
+        var json = (string)command.ExecuteScalar()!;
+        return System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, string>>(json)!
+            .ToDictionary(c => ulong.Parse(c.Key, System.Globalization.CultureInfo.InvariantCulture), c => c.Value);
+    }
+
     /// <summary>Waits until each of <paramref name="nodes"/> has applied a membership of exactly <paramref name="voters"/> and no learner.</summary>
     private static Task WaitVotersEverywhereAsync(LocalCluster cluster, ulong[] nodes, ulong[] voters) =>
         Eventually.WaitAsync(async () =>

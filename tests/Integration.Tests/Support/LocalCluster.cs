@@ -89,6 +89,32 @@ internal sealed class LocalCluster : IAsyncDisposable
         return node;
     }
 
+    /// <summary>
+    /// Gives stopped node <paramref name="id"/> new ports, as on a host whose address changed: the same id and data
+    /// directory, and every node's InitialCluster still names its old address. Start it again with its Start().
+    /// </summary>
+    public async Task<NodeProcess> MoveNodeAsync(ulong id)
+    {
+        var old = Nodes[id];
+        if (old.IsRunning)
+        {
+            throw new InvalidOperationException($"node {id} must be stopped before it moves");
+        }
+
+        var ports = FreePorts.Allocate(2);
+        var moved = new NodeProcess(id, ports[0], ports[1], old.DataDirectory, Arguments);
+        Nodes[id] = moved;
+        _output.WriteLine($"===== node {id} at {old.GrpcUrl} (last lines), now moving to {moved.GrpcUrl} =====");
+        _output.WriteLine(old.RecentOutput());
+        await old.DisposeAsync().ConfigureAwait(false);
+        if (_channels.Remove(id, out var channel))
+        {
+            channel.Dispose();
+        }
+
+        return moved;
+    }
+
     /// <summary>Changes the InitialCluster a joined node is started with next time (e.g. to none, to show it finds its peers without it).</summary>
     public void SetReachable(ulong id, string reachable) => _joiners[id] = reachable;
 
