@@ -14,20 +14,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
     {
         await using var cluster = new LocalCluster(output);
         // Node 3 stands for a node of the previous build, which reads format 1 only.
-        cluster[1].Start();
-        cluster[2].Start();
-        cluster[3].Start("--Dcache:Node:TestOnlyAdvertisedEntryFormat=1");
-        var leader = await cluster.WaitForLeaderAsync(Patience);
-        if (leader == 3)
-        {
-            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
-            Assert.True(moved.Exit == 0, moved.ToString());
-            leader = await cluster.WaitForLeaderAsync(Patience);
-        }
-
-        // Once node 3 has acknowledged entries, the leader has heard what it reads.
-        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
-        await Verify.CaughtUpAsync(cluster, Patience);
+        var leader = await StartWithNode3ReadingAsync(cluster, format: 1);
 
         // Format 1's meaning: a write for a session the cluster does not know starts it, whatever its sequence.
         var asFormat1 = await cluster.ExecuteAsync(leader, Commands.IncrBy("n", 1, clientId: 0xF0_0001, sequence: 5));
@@ -88,20 +75,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
     {
         await using var cluster = new LocalCluster(output);
         // Node 3 stands for a node of the previous build: it reads format 3 and would skip the change it does not know.
-        cluster[1].Start();
-        cluster[2].Start();
-        cluster[3].Start("--Dcache:Node:TestOnlyAdvertisedEntryFormat=3");
-        var leader = await cluster.WaitForLeaderAsync(Patience);
-        if (leader == 3)
-        {
-            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
-            Assert.True(moved.Exit == 0, moved.ToString());
-            leader = await cluster.WaitForLeaderAsync(Patience);
-        }
-
-        // Once node 3 has acknowledged entries, the leader has heard what it reads.
-        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
-        await Verify.CaughtUpAsync(cluster, Patience);
+        var leader = await StartWithNode3ReadingAsync(cluster, format: 3);
         var target = cluster.Nodes.Keys.First(id => id != leader);
         string[] update = ["member", "update", "--id", $"{target}", "--address", cluster[target].GrpcUrl, .. cluster.CtlOptions()];
         var refused = await Dcachectl.RunAsync(output, update);
@@ -119,6 +93,28 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
             return accepted.Exit == 0;
         }, Patience, "the leader to move a member once node 3 reads format 4");
         Assert.Contains($"Moved node {target} to {cluster[target].GrpcUrl}", accepted.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Starts the cluster with node 3 telling its peers it reads only <paramref name="format"/>, makes sure another node
+    /// leads, and returns the leader once it has heard node 3 (node 3 has acknowledged an entry).
+    /// </summary>
+    private async Task<ulong> StartWithNode3ReadingAsync(LocalCluster cluster, int format)
+    {
+        cluster[1].Start();
+        cluster[2].Start();
+        cluster[3].Start($"--Dcache:Node:TestOnlyAdvertisedEntryFormat={format}");
+        var leader = await cluster.WaitForLeaderAsync(Patience);
+        if (leader == 3)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            leader = await cluster.WaitForLeaderAsync(Patience);
+        }
+
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
+        await Verify.CaughtUpAsync(cluster, Patience);
+        return leader;
     }
 
     private static Command RegisterSession(ulong clientId) => new() { Id = clientId, ClientId = clientId, RegisterSession = new RegisterSessionRequest() };

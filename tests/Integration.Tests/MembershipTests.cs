@@ -216,15 +216,20 @@ public sealed class MembershipTests(ITestOutputHelper output)
             Assert.Equal($"v{i}", (string?)await db.StringGetAsync($"k{i}"));
         }
 
-        await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {node4.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to log the member it discovered");
-
         // The gateway counts the members it now knows, 2 to 5: not node 1, which it was configured with.
+        await WaitGatewayFindsAsync(cluster, node4.GrpcUrl, members: 4);
+    }
+
+    /// <summary>Waits until the gateway has logged finding <paramref name="address"/> and its /health counts <paramref name="members"/> healthy members.</summary>
+    private static async Task WaitGatewayFindsAsync(LocalCluster cluster, string address, int members)
+    {
+        await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {address}", StringComparison.Ordinal), CatchUp, $"the gateway to find the member at {address}");
         using var http = new HttpClient();
         await Eventually.WaitAsync(async () =>
         {
             using var health = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/health"));
-            return health.RootElement.GetProperty("nodes").GetInt32() == 4 && health.RootElement.GetProperty("healthyNodes").GetInt32() == 4;
-        }, CatchUp, "the gateway's /health to count the four members");
+            return health.RootElement.GetProperty("nodes").GetInt32() == members && health.RootElement.GetProperty("healthyNodes").GetInt32() == members;
+        }, CatchUp, $"the gateway's /health to count {members} healthy members");
     }
 
     [Fact]
@@ -276,14 +281,9 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Assert.Equal("3", (await cluster.ExecuteAsync(moving, Commands.Get("after-the-move", ReadConsistency.Local))).BulkText());
         await WaitAddressEverywhereAsync(cluster, moving, moved.GrpcUrl);
 
-        // The gateway follows the leader's membership to the new address and counts three healthy members again.
-        await Eventually.WaitAsync(() => cluster.Gateway!.RecentOutput(400).Contains($"Discovered cluster member at {moved.GrpcUrl}", StringComparison.Ordinal), CatchUp, "the gateway to find the moved member");
-        using var http = new HttpClient();
-        await Eventually.WaitAsync(async () =>
-        {
-            using var health = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/health"));
-            return health.RootElement.GetProperty("nodes").GetInt32() == 3 && health.RootElement.GetProperty("healthyNodes").GetInt32() == 3;
-        }, CatchUp, "the gateway's /health to count three healthy members");
+        // The gateway follows the leader's membership to the new address and counts three healthy members again
+        // (not the old address, which it was configured with).
+        await WaitGatewayFindsAsync(cluster, moved.GrpcUrl, members: 3);
         for (var i = 0; i < 20; i++)
         {
             Assert.True(await db.StringSetAsync($"k{i}", $"v{i}"));

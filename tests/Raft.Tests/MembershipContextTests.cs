@@ -67,26 +67,13 @@ public sealed class MembershipContextTests
         Assert.All(cluster.Nodes, n => Assert.Equal("addr-4", n.Raft!.Membership.ContextOf(4)));
 
         // Compact everything behind a snapshot: the context now lives only in the snapshot's membership.
-        for (var i = 0; i < 20; i++)
-        {
-            leader.Propose($"v{i}");
-        }
-
-        cluster.Stabilize();
-        foreach (var node in cluster.Nodes)
-        {
-            node.TakeSnapshot();
-        }
+        CompactEverything(cluster, leader);
 
         cluster[2].Restart();
         Assert.Equal("addr-4", cluster[2].Raft!.Membership.ContextOf(4));
 
         // A node added now receives the snapshot, and with it every member's context.
-        cluster.AddNode(5);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 5, "addr-5")).Accepted);
-        cluster.Stabilize();
-        cluster.Tick(3);
-        Assert.Contains(cluster.Delivered, m => m.Type == MessageType.Snapshot && m.To == 5);
+        AddLearnerThatCatchesUpBySnapshot(cluster, leader, 5, "addr-5");
         Assert.Equal("addr-4", cluster[5].Raft!.Membership.ContextOf(4));
         Assert.Equal("addr-5", cluster[5].Raft!.Membership.ContextOf(5));
     }
@@ -177,6 +164,18 @@ public sealed class MembershipContextTests
         cluster[2].Restart();
         Assert.Equal("moved-3", cluster[2].Raft!.Membership.ContextOf(3));
         Assert.Equal([2UL, 3UL], cluster[2].Raft!.Membership.UpdatedContexts);
+        CompactEverything(cluster, leader);
+        cluster[3].Restart();
+        Assert.Equal("moved-2", cluster[3].Raft!.Membership.ContextOf(2));
+        Assert.Equal([2UL, 3UL], cluster[3].Raft!.Membership.UpdatedContexts);
+        AddLearnerThatCatchesUpBySnapshot(cluster, leader, 4, "addr-4");
+        Assert.Equal("moved-3", cluster[4].Raft!.Membership.ContextOf(3));
+        Assert.Equal(leader.Raft!.Membership, cluster[4].Raft!.Membership);
+    }
+
+    /// <summary>Writes a little more, then has every node snapshot and compact its whole log.</summary>
+    private static void CompactEverything(TestCluster cluster, TestNode leader)
+    {
         for (var i = 0; i < 20; i++)
         {
             leader.Propose($"v{i}");
@@ -187,16 +186,15 @@ public sealed class MembershipContextTests
         {
             node.TakeSnapshot();
         }
+    }
 
-        cluster[3].Restart();
-        Assert.Equal("moved-2", cluster[3].Raft!.Membership.ContextOf(2));
-        Assert.Equal([2UL, 3UL], cluster[3].Raft!.Membership.UpdatedContexts);
-        cluster.AddNode(4);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4, "addr-4")).Accepted);
+    /// <summary>Adds node <paramref name="id"/> as a learner after the log was compacted: it catches up from the leader's snapshot.</summary>
+    private static void AddLearnerThatCatchesUpBySnapshot(TestCluster cluster, TestNode leader, ulong id, string context)
+    {
+        cluster.AddNode(id);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, id, context)).Accepted);
         cluster.Stabilize();
         cluster.Tick(3);
-        Assert.Contains(cluster.Delivered, m => m.Type == MessageType.Snapshot && m.To == 4);
-        Assert.Equal("moved-3", cluster[4].Raft!.Membership.ContextOf(3));
-        Assert.Equal(leader.Raft!.Membership, cluster[4].Raft!.Membership);
+        Assert.Contains(cluster.Delivered, m => m.Type == MessageType.Snapshot && m.To == id);
     }
 }
