@@ -26,6 +26,8 @@ internal sealed class ClusterConnection(Options options)
         StatusCode.Unauthenticated => $"refused: {ex.Status.Detail} (check --secret)",
         StatusCode.PermissionDenied => $"refused: {ex.Status.Detail} (check --cluster-id)",
         StatusCode.DeadlineExceeded when ex.Status.Detail.Length == 0 => "no answer in time",
+        // A node of an older build, during a rolling upgrade, for a command that came later (member update).
+        StatusCode.Unimplemented => $"the node's build does not have this command ({ex.Status.Detail}); upgrade it first",
         _ => ex.Status.Detail,
     };
 
