@@ -121,9 +121,9 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
         }
 
         hash.Add(-2);
-        foreach (var u in UpdatedContexts)
+        foreach (var updated in UpdatedContexts)
         {
-            hash.Add(u);
+            hash.Add(updated);
         }
 
         return hash.ToHashCode();
