@@ -34,6 +34,12 @@ internal sealed class CacheEntry
     public CacheEntry? Older;
     public CacheEntry? Newer;
 
+    /// <summary>
+    /// The key's place in SCAN's order (<see cref="ScanOrder"/>), or <see cref="ScanOrder.Unplaced"/> until SCAN's index
+    /// takes the entry in. Computed once, lazily, so that writes never pay for hashing.
+    /// </summary>
+    public long ScanPosition = ScanOrder.Unplaced;
+
     public bool HasExpiry => ExpireAtMs != NoExpiry;
 
     public long ChargedBytes => ChargeFor(Key.Length, Value.Length);

@@ -465,6 +465,7 @@ public sealed partial class CacheStateMachine
         _oldestWritten = null;
         _newestWritten = null;
         _usedBytes = 0;
+        _scanIndex = null;
         return CacheReply.Ok;
     }
 
@@ -534,6 +535,7 @@ public sealed partial class CacheStateMachine
             _entries.Add(existing.Key, existing);
             _usedBytes += existing.ChargedBytes;
             AppendNewest(existing);
+            NoteCreatedForScan(existing);
         }
         else
         {
@@ -579,6 +581,7 @@ public sealed partial class CacheStateMachine
 
         Unlink(entry);
         _usedBytes -= entry.ChargedBytes;
+        NoteRemovedForScan(entry);
     }
 
     /// <summary>Removes every key whose expiry is at or before <paramref name="horizonMs"/>; costs O(removed · log n).</summary>

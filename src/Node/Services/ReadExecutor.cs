@@ -22,6 +22,7 @@ public static class ReadExecutor
         Proto.Command.OpOneofCase.Type => ReplyFactory.FromCache(command.Id, CacheReply.FromBulk(cache.ContainsKey(command.Type.Key.Span, nowMs) ? "string"u8.ToArray() : "none"u8.ToArray())),
         Proto.Command.OpOneofCase.Expiretime => ReplyFactory.Integer(command.Id, ExpireTime(cache.ExpireTimeMs(command.Expiretime.Key.Span, nowMs), command.Expiretime.Milliseconds)),
         Proto.Command.OpOneofCase.Keys => ReplyFactory.FromCache(command.Id, Keys(cache, command.Keys.Pattern.Memory, nowMs)),
+        Proto.Command.OpOneofCase.Scan => ReplyFactory.FromCache(command.Id, Scan(cache, command.Scan, nowMs)),
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
 
@@ -30,6 +31,17 @@ public static class ReadExecutor
 
     private static CacheReply Keys(CacheStateMachine cache, ReadOnlyMemory<byte> pattern, long nowMs) =>
         pattern.Span.SequenceEqual("*"u8) ? cache.Keys(nowMs) : cache.Keys(nowMs, key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false));
+
+    private static CacheReply Scan(CacheStateMachine cache, Proto.ScanRequest scan, long nowMs)
+    {
+        // A page larger than int.MaxValue keys could not be sent anyway; the count only bounds the work.
+        var count = (int)Math.Min(scan.Count, int.MaxValue);
+        var pattern = scan.Pattern.Memory;
+        var page = pattern.Span.SequenceEqual("*"u8)
+            ? cache.Scan(scan.Cursor, count, nowMs)
+            : cache.Scan(scan.Cursor, count, nowMs, key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false));
+        return page.ToReply();
+    }
 
     private static ReadOnlyMemory<byte>[] Keys(Google.Protobuf.Collections.RepeatedField<Google.Protobuf.ByteString> keys)
     {

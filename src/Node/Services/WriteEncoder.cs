@@ -54,6 +54,7 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.IncrByFloat when !CacheCommand.IsValidFloat(command.IncrByFloat.Increment.Span) => CacheErrors.NotAFloat,
         Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count == 0 => "ERR wrong number of arguments for 'exists' command",
         Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count == 0 => "ERR wrong number of arguments for 'mget' command",
+        Proto.Command.OpOneofCase.Scan when command.Scan.Count == 0 => "ERR syntax error",
         _ => null,
     };
 
