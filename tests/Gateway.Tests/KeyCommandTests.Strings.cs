@@ -212,7 +212,7 @@ public sealed partial class KeyCommandTests
             ["TTL", "k"], ["PTTL", "k"], ["DBSIZE"], ["STRLEN", "k"], ["GETRANGE", "k", "0", "1"], ["SUBSTR", "k", "0", "1"],
             ["TYPE", "k"], ["EXPIRETIME", "k"], ["PEXPIRETIME", "k"], ["TOUCH", "k"], ["KEYS", "*"], ["GETDEL", "k"],
             ["GETEX", "k", "EX", "9"], ["APPEND", "k", "v"], ["INCRBYFLOAT", "f", "1"], ["MSETNX", "m", "v"],
-            ["RENAME", "k", "r"], ["RENAMENX", "r", "k"], ["FLUSHALL"], ["FLUSHDB"],
+            ["RENAME", "k", "r"], ["RENAMENX", "r", "k"], ["FLUSHALL"], ["FLUSHDB"], ["SCAN", "0"],
         ];
         var covered = samples.Select(sample => sample[0].ToLowerInvariant()).ToHashSet();
         Assert.Empty(CommandTable.All.Where(spec => spec.TouchesCluster && spec.Name != "info" && !covered.Contains(spec.Name)).Select(spec => spec.Name));
@@ -235,6 +235,7 @@ public sealed partial class KeyCommandTests
     [InlineData("pexpiretime", 2, "readonly fast", 1, 1, 1)]
     [InlineData("touch", -2, "readonly fast", 1, -1, 1)]
     [InlineData("keys", 2, "readonly", 0, 0, 0)]
+    [InlineData("scan", -2, "readonly", 0, 0, 0)]
     [InlineData("getdel", 2, "write fast", 1, 1, 1)]
     [InlineData("getex", -2, "write fast", 1, 1, 1)]
     [InlineData("append", 3, "write fast", 1, 1, 1)]

@@ -54,6 +54,22 @@ public sealed class RealClientTests
     }
 
     [Fact]
+    public async Task StackExchangeRedisListsKeysWithScan()
+    {
+        await using var gateway = await KestrelGateway.StartAsync();
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(gateway.Endpoint);
+        var db = redis.GetDatabase();
+        Assert.True(await db.StringSetAsync([.. Enumerable.Range(0, 120).Select(i => new KeyValuePair<RedisKey, RedisValue>((i % 2 == 0 ? "even:" : "odd:") + i, i))]));
+
+        // IServer.Keys pages through SCAN (KEYS only on servers before 2.8), pageSize being SCAN's COUNT.
+        var server = redis.GetServer(gateway.Endpoint);
+        var evens = server.Keys(pattern: "even:*", pageSize: 7).Select(key => (string)key!).ToList();
+        Assert.Equal(Enumerable.Range(0, 60).Select(i => "even:" + (2 * i)).Order(StringComparer.Ordinal), evens.Order(StringComparer.Ordinal));
+        Assert.Equal(120, await server.KeysAsync(pageSize: 1000).CountAsync());
+        Assert.Contains(gateway.Cluster.Executed, executed => executed.Command.Scan is { Count: 7 });
+    }
+
+    [Fact]
     public async Task StackExchangeRedisAuthenticatesAndSpeaksResp3()
     {
         await using var gateway = await KestrelGateway.StartAsync(o => o.RequirePass = "pw");

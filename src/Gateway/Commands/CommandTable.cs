@@ -49,6 +49,7 @@ internal static class CommandTable
         // TOUCH counts the keys that exist: with no access times to update it is EXISTS.
         new("touch", -2, ReadKey, KeyCommands.Exists, 1, -1, 1),
         new("keys", 2, CommandFlags.ReadsKeyspace, KeyCommands.Keys),
+        new("scan", -2, CommandFlags.ReadsKeyspace, KeyCommands.Scan),
         new("getdel", 2, WriteKey | CommandFlags.Fast, KeyCommands.GetDelete, 1, 1, 1),
         new("getex", -2, WriteKey | CommandFlags.Fast, KeyCommands.GetEx, 1, 1, 1),
         new("append", 3, WriteKey | CommandFlags.Fast, KeyCommands.Append, 1, 1, 1),

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol.Cache;
@@ -9,6 +10,13 @@ namespace Dcache.Gateway.Commands;
 /// <summary>The cache commands: each becomes one cluster command (see protos/cache.proto), validated here as Redis validates it.</summary>
 internal static class KeyCommands
 {
+    private const ulong DefaultScanCount = 10;
+
+    private static readonly ByteString EveryKey = ByteString.CopyFromUtf8("*");
+
+    /// <summary>A SCAN reply whose cursor 0 ends the iteration, with no keys.</summary>
+    private static readonly Reply FinishedScan = Replies.Array(Replies.Bulk("0"), Replies.EmptyArray);
+
     public static PendingReply Get(CommandContext context, RespRequest request) =>
         context.Read(new Command { Get = new GetRequest { Key = request.ByteString(1) } });
 
@@ -410,6 +418,74 @@ internal static class KeyCommands
     /// <summary>KEYS pattern: O(keys) on the node that serves it, as in Redis.</summary>
     public static PendingReply Keys(CommandContext context, RespRequest request) =>
         context.Read(new Command { Keys = new KeysRequest { Pattern = request.ByteString(1) } });
+
+    /// <summary>
+    /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type], checked as Redis 7.0 checks it: the cursor first, then the
+    /// options in order, a repeated option's last value winning. Every key is a string, so TYPE string filters nothing
+    /// and any other type name (Redis 7.0 does not check the names either) matches no key: that answers at once with
+    /// the iteration over.
+    /// </summary>
+    public static PendingReply Scan(CommandContext context, RespRequest request)
+    {
+        if (!ulong.TryParse(request[1], NumberStyles.None, CultureInfo.InvariantCulture, out var cursor))
+        {
+            return PendingReply.Error(RedisErrors.InvalidCursor);
+        }
+
+        var scan = new ScanRequest { Cursor = cursor, Pattern = EveryKey, Count = DefaultScanCount };
+        var typeIsString = true;
+        for (var i = 2; i < request.Count; i += 2)
+        {
+            var option = request[i];
+            var hasValue = i + 1 < request.Count;
+            if (hasValue && Is(option, "count"u8))
+            {
+                if (!RespInteger.TryParse(request[i + 1], out var count))
+                {
+                    return PendingReply.Error(RedisErrors.NotAnInteger);
+                }
+
+                if (count < 1)
+                {
+                    return PendingReply.Error(RedisErrors.Syntax);
+                }
+
+                scan.Count = (ulong)count;
+            }
+            else if (hasValue && Is(option, "match"u8))
+            {
+                scan.Pattern = request.ByteString(i + 1);
+            }
+            else if (hasValue && Is(option, "type"u8))
+            {
+                typeIsString = Is(request[i + 1], "string"u8);
+            }
+            else
+            {
+                return PendingReply.Error(RedisErrors.Syntax);
+            }
+        }
+
+        if (!typeIsString)
+        {
+            return PendingReply.Of(FinishedScan);
+        }
+
+        var read = context.Read(new Command { Scan = scan });
+        return read with { Pending = ExplainScanUnknownToNodeAsync(read.Pending!) };
+    }
+
+    /// <summary>
+    /// A node whose build predates SCAN does not know the request and refuses it as invalid; the client is told why
+    /// (a gateway newer than some nodes: a rolling upgrade) rather than that its request was malformed.
+    /// </summary>
+    private static async Task<Reply> ExplainScanUnknownToNodeAsync(Task<Reply> scan)
+    {
+        var reply = await scan.ConfigureAwait(false);
+        return reply.Failure is { Kind: FailureKind.InvalidRequest } refused
+            ? Replies.Error($"ERR SCAN needs every node on a build that has it (a rolling upgrade is in progress): {refused.Message}")
+            : reply;
+    }
 
     public static PendingReply GetDelete(CommandContext context, RespRequest request) =>
         context.Write(new Command { Getdel = new GetDelRequest { Key = request.ByteString(1) } });

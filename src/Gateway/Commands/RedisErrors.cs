@@ -21,6 +21,7 @@ internal static class RedisErrors
     public const string ExpireNxWithOthers = "ERR NX and XX, GT or LT options at the same time are not compatible";
     public const string ExpireGtAndLt = "ERR GT and LT options at the same time are not compatible";
     public const string NoConfigFile = "ERR The server is running without a config file";
+    public const string InvalidCursor = "ERR invalid cursor";
 
     public static string WrongArity(string commandName) => $"ERR wrong number of arguments for '{commandName}' command";
 

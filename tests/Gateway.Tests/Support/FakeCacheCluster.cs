@@ -307,6 +307,8 @@ internal sealed class FakeCacheCluster : ICacheCluster
                 }
 
                 return new Reply { Array = keys };
+            case Command.OpOneofCase.Scan:
+                return ApplyScan(command.Scan);
             case Command.OpOneofCase.Getdel:
                 var removed = Find(command.Getdel.Key);
                 _data.Remove(Name(command.Getdel.Key));
@@ -360,6 +362,29 @@ internal sealed class FakeCacheCluster : ICacheCluster
         };
         _data[Name(set.Key)] = new Entry(set.Value.ToByteArray(), expireAt);
         return old ?? new Reply { Ok = true };
+    }
+
+    /// <summary>SCAN over the live keys in ordinal order, the cursor an index into it: enough for the gateway's side.</summary>
+    private Reply ApplyScan(ScanRequest scan)
+    {
+        var names = _data.Keys.Where(name => !IsExpired(_data[name])).Order(StringComparer.Ordinal).ToList();
+        var start = (int)Math.Min(scan.Cursor, (ulong)names.Count);
+        var end = (int)Math.Min((ulong)start + scan.Count, (ulong)names.Count);
+        var keys = new ArrayReply();
+        foreach (var name in names[start..end])
+        {
+            var bytes = Encoding.Latin1.GetBytes(name);
+            if (Dcache.Protocol.GlobPattern.Matches(scan.Pattern.Span, bytes, ignoreCase: false))
+            {
+                keys.Items.Add(Bulk(bytes));
+            }
+        }
+
+        var next = end == names.Count ? 0 : end;
+        var page = new ArrayReply();
+        page.Items.Add(Bulk(Encoding.ASCII.GetBytes(next.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+        page.Items.Add(new Reply { Array = keys });
+        return new Reply { Array = page };
     }
 
     private Reply ApplyGetRange(GetRangeRequest range)
