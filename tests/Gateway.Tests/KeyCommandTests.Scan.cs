@@ -29,6 +29,18 @@ public sealed partial class KeyCommandTests
         await Run("SCAN", "007");
         Assert.Equal(7UL, LastCommand.Scan.Cursor);
 
+        // And what C's strtoul makes of the rest, as in Redis 7.0.
+        await Run("SCAN", "+7");
+        Assert.Equal(7UL, LastCommand.Scan.Cursor);
+        await Run("SCAN", "-1");
+        Assert.Equal(ulong.MaxValue, LastCommand.Scan.Cursor);
+        await Run("SCAN", "-18446744073709551615");
+        Assert.Equal(1UL, LastCommand.Scan.Cursor);
+        await Run("SCAN", "");
+        Assert.Equal(0UL, LastCommand.Scan.Cursor);
+        await Run("SCAN", "12\0junk");
+        Assert.Equal(12UL, LastCommand.Scan.Cursor);
+
         await Run("READONLY");
         await Run("SCAN", "0");
         Assert.Equal(ReadMode.Local, _server.Cluster.Executed[^1].Mode);
@@ -37,12 +49,14 @@ public sealed partial class KeyCommandTests
     [Theory]
     [InlineData("-ERR wrong number of arguments for 'scan' command", "SCAN")]
     [InlineData("-ERR invalid cursor", "SCAN", "x")]
-    [InlineData("-ERR invalid cursor", "SCAN", "-1")]
-    [InlineData("-ERR invalid cursor", "SCAN", "+1")]
+    [InlineData("-ERR invalid cursor", "SCAN", "-")]
+    [InlineData("-ERR invalid cursor", "SCAN", "+")]
     [InlineData("-ERR invalid cursor", "SCAN", " 1")]
-    [InlineData("-ERR invalid cursor", "SCAN", "")]
+    [InlineData("-ERR invalid cursor", "SCAN", "1 ")]
+    [InlineData("-ERR invalid cursor", "SCAN", "0x10")]
     [InlineData("-ERR invalid cursor", "SCAN", "1.5")]
     [InlineData("-ERR invalid cursor", "SCAN", "18446744073709551616")]
+    [InlineData("-ERR invalid cursor", "SCAN", "-18446744073709551616")]
     [InlineData("-ERR invalid cursor", "SCAN", "x", "COUNT", "x")]
     [InlineData("-ERR syntax error", "SCAN", "0", "COUNT")]
     [InlineData("-ERR syntax error", "SCAN", "0", "COUNT", "0")]

@@ -427,7 +427,7 @@ internal static class KeyCommands
     /// </summary>
     public static PendingReply Scan(CommandContext context, RespRequest request)
     {
-        if (!ulong.TryParse(request[1], NumberStyles.None, CultureInfo.InvariantCulture, out var cursor))
+        if (!TryParseCursor(request[1], out var cursor))
         {
             return PendingReply.Error(RedisErrors.InvalidCursor);
         }
@@ -473,6 +473,36 @@ internal static class KeyCommands
 
         var read = context.Read(new Command { Scan = scan });
         return read with { Pending = ExplainScanUnknownToNodeAsync(read.Pending!) };
+    }
+
+    /// <summary>
+    /// A cursor as Redis 7.0's parseScanCursorOrReply reads it with C's strtoul: the text up to any NUL byte, no leading
+    /// space, an optional sign (a negative number wraps around 2^64, as strtoul's does), decimal digits, nothing after
+    /// them; empty text is 0. Out of range is invalid.
+    /// </summary>
+    private static bool TryParseCursor(ReadOnlySpan<byte> text, out ulong cursor)
+    {
+        cursor = 0;
+        var nul = text.IndexOf((byte)0);
+        if (nul >= 0)
+        {
+            text = text[..nul];
+        }
+
+        if (text.IsEmpty)
+        {
+            return true;
+        }
+
+        var negative = text[0] == (byte)'-';
+        var digits = text[0] is (byte)'-' or (byte)'+' ? text[1..] : text;
+        if (!ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var magnitude))
+        {
+            return false;
+        }
+
+        cursor = negative ? unchecked(0 - magnitude) : magnitude;
+        return true;
     }
 
     /// <summary>
