@@ -99,6 +99,8 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("RENAMENX r1 r2", "1"),
             ("KEYS r*", "r2"),
             ("KEYS m?", "m2"),
+            ("SCAN 0 MATCH r* COUNT 1000", "0\nr2"),
+            ("SCAN 0 TYPE hash", "0"),
             ("FLUSHDB ASYNC", "OK"),
             ("KEYS *", ""),
             ("SET k1 again", "OK"),
