@@ -37,7 +37,4 @@ internal static class ScanOrder
 
         return entry.ScanPosition;
     }
-
-    public static int Compare(long leftPosition, byte[] leftKey, long rightPosition, byte[] rightKey) =>
-        leftPosition != rightPosition ? leftPosition.CompareTo(rightPosition) : leftKey.AsSpan().SequenceCompareTo(rightKey);
 }
