@@ -35,8 +35,9 @@ internal sealed class CacheEntry
     public CacheEntry? Newer;
 
     /// <summary>
-    /// The key's place in SCAN's order (<see cref="ScanOrder"/>), or <see cref="ScanOrder.Unplaced"/> until SCAN's index
-    /// takes the entry in. Computed once, lazily, so that writes never pay for hashing.
+    /// The key's place in SCAN's order (<see cref="ScanOrder"/>); <see cref="ScanOrder.Unplaced"/> until SCAN's index
+    /// takes the entry in, <see cref="ScanOrder.Removed"/> once removed while an index held it. Local, and computed once,
+    /// lazily, so that writes never pay for hashing.
     /// </summary>
     public long ScanPosition = ScanOrder.Unplaced;
 
