@@ -18,8 +18,9 @@ public sealed partial class CacheStateMachine
     /// every replica), about <paramref name="count"/> at a time, without the ones expired at <paramref name="nowMs"/> or
     /// refused by <paramref name="filter"/>. The page's next cursor is where the following call continues; 0 ends the
     /// iteration. Every key stored from a cursor-0 call to the end is returned, once or more, whichever replicas serve
-    /// the calls. Costs O(count + log n) plus placing the keys created since the last SCAN (amortised O(log n) each);
-    /// the first SCAN, and one after many writes since the last, builds the index in O(n log n).
+    /// the calls. Costs O(r log n + count r) for the index's r sorted runs (r &lt;= log2(n) + 1), plus placing the keys
+    /// created since the last SCAN (amortised O(log n) each); the first SCAN, and one after many keys were created or
+    /// removed since the last, builds the index in O(n log n).
     /// </summary>
     public ScanPage Scan(ulong cursor, int count, long nowMs, KeyFilter? filter = null)
     {
