@@ -28,7 +28,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("SET k3 v3 XX", ""),
             ("SET k1 v10 XX GET", "v1"),
             ("SET k4 v4 EX 100", "OK"),
-            ("TTL k4", "100"),
+            ("TTL k4", "100|99"),
             ("SET k5 v5 PX 100000 KEEPTTL", "ERR syntax error"),
             ("SET k4 v44 KEEPTTL", "OK"),
             ("PTTL k4", null!),
@@ -42,7 +42,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("INCR k1", "ERR value is not an integer or out of range"),
             ("EXPIRE b 100", "1"),
             ("PEXPIRE b 200000 GT", "1"),
-            ("TTL b", "200"),
+            ("TTL b", "200|199"),
             ("PERSIST b", "1"),
             ("TTL b", "-1"),
             ("TTL nope", "-2"),
@@ -58,9 +58,9 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("CONFIG GET databases", "databases\n1"),
             ("CLUSTER NODES", "ERR This instance has cluster support disabled"),
             ("SETEX sx 100 v", "OK"),
-            ("TTL sx", "100"),
+            ("TTL sx", "100|99"),
             ("PSETEX px 100000 v", "OK"),
-            ("TTL px", "100"),
+            ("TTL px", "100|99"),
             ("SETNX nx 1", "1"),
             ("SETNX nx 2", "0"),
             ("GETSET nx 3", "1"),
@@ -82,7 +82,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("GETEX s1 PERSIST", "HelloWorld"),
             ("TTL s1", "-1"),
             ("GETEX s1 EX 100", "HelloWorld"),
-            ("TTL s1", "100"),
+            ("TTL s1", "100|99"),
             ("GETEX s1", "HelloWorld"),
             ("GETEX s1 KEEPTTL", "ERR syntax error"),
             ("GETDEL s1", "HelloWorld"),
@@ -134,7 +134,8 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             Assert.True(args.StartsWith("NOSUCH", StringComparison.Ordinal) || !stdout.Contains("unknown command", StringComparison.Ordinal), $"redis-cli {args}: {stdout}");
             if (expected is not null)
             {
-                Assert.True(expected.TrimEnd('\n') == stdout.TrimEnd('\n'), $"redis-cli {args}: expected '{expected}', got '{stdout}'");
+                // "a|b": either; a TTL read a second after its write (a slow redis-cli start) has rounded down.
+                Assert.True(expected.Split('|').Any(e => e.TrimEnd('\n') == stdout.TrimEnd('\n')), $"redis-cli {args}: expected '{expected}', got '{stdout}'");
             }
         }
 
