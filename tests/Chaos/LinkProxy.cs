@@ -4,28 +4,34 @@ using System.Net.Sockets;
 namespace Dcache.Chaos;
 
 /// <summary>
-/// A TCP proxy on one directed node-to-node link (node From's connections to node To). Node From lists To at this
+/// A TCP proxy on one directed link: node From's connections to node To, or the gateway's. Node From lists To at this
 /// proxy's address, so everything From sends to To (its outbound Raft stream and snapshot calls) passes here, while
 /// To's traffic to From goes through the proxy of the opposite link. Cutting the link makes it a black hole: bytes in
 /// both directions of its connections are read and dropped, new connections are accepted and never forwarded, so
 /// the sender sees silence (timeouts), as on a partitioned network, not a refused connection. Healing closes the
-/// black-holed connections (they lost data) and the sender reconnects.
+/// black-holed connections (they lost data) and the sender reconnects. A connection may belong to another link than
+/// the proxy's own: the mesh routes the gateway's connections to the gateway's link to <see cref="To"/>.
 /// </summary>
 internal sealed class LinkProxy : IAsyncDisposable
 {
     private readonly TcpListener _listener;
     private readonly int _targetPort;
+    private readonly Link _own;
+    private readonly Func<Socket, Link?>? _linkOf;
     private readonly CancellationTokenSource _stop = new();
     private readonly Lock _lock = new();
     private readonly HashSet<Socket> _open = [];
     private readonly Task _accepting;
-    private volatile bool _cut;
 
-    public LinkProxy(ulong from, ulong to, int targetPort)
+    /// <param name="own">The link this proxy carries (a new one unless shared).</param>
+    /// <param name="linkOf">The link an accepted connection travels instead of <paramref name="own"/>, if any.</param>
+    public LinkProxy(ulong from, ulong to, int targetPort, Link? own = null, Func<Socket, Link?>? linkOf = null)
     {
         From = from;
         To = to;
         _targetPort = targetPort;
+        _own = own ?? new Link();
+        _linkOf = linkOf;
         _listener = new TcpListener(IPAddress.Loopback, 0);
         _listener.Start();
         Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
@@ -40,30 +46,11 @@ internal sealed class LinkProxy : IAsyncDisposable
 
     public string Url => $"http://127.0.0.1:{Port}";
 
-    public bool IsCut => _cut;
+    public bool IsCut => _own.IsCut;
 
-    public void Cut() => _cut = true;
+    public void Cut() => _own.Cut();
 
-    public void Heal()
-    {
-        if (!_cut)
-        {
-            return;
-        }
-
-        List<Socket> open;
-        lock (_lock)
-        {
-            _cut = false;
-            open = [.. _open];
-        }
-
-        // Whatever these connections carried while cut is gone: close them so both ends start afresh.
-        foreach (var socket in open)
-        {
-            Close(socket);
-        }
-    }
+    public void Heal() => _own.Heal();
 
     private async Task AcceptAsync()
     {
@@ -86,11 +73,23 @@ internal sealed class LinkProxy : IAsyncDisposable
     private async Task ServeAsync(Socket client)
     {
         Track(client);
+        Link link;
+        try
+        {
+            link = _linkOf?.Invoke(client) ?? _own;
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            Close(client);
+            return;
+        }
+
+        link.Track(client);
         Socket? server = null;
         try
         {
             client.NoDelay = true;
-            if (_cut)
+            if (link.IsCut)
             {
                 await DrainAsync(client).ConfigureAwait(false);
                 return;
@@ -98,24 +97,27 @@ internal sealed class LinkProxy : IAsyncDisposable
 
             server = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             Track(server);
+            link.Track(server);
             await server.ConnectAsync(IPAddress.Loopback, _targetPort, _stop.Token).ConfigureAwait(false);
-            await Task.WhenAny(PumpAsync(client, server), PumpAsync(server, client)).ConfigureAwait(false);
+            await Task.WhenAny(PumpAsync(client, server, link), PumpAsync(server, client, link)).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
         {
         }
         finally
         {
+            link.Forget(client);
             Close(client);
             if (server is not null)
             {
+                link.Forget(server);
                 Close(server);
             }
         }
     }
 
     /// <summary>Copies one direction; while the link is cut, reads and drops.</summary>
-    private async Task PumpAsync(Socket from, Socket to)
+    private async Task PumpAsync(Socket from, Socket to, Link link)
     {
         var buffer = new byte[64 * 1024];
         try
@@ -128,7 +130,7 @@ internal sealed class LinkProxy : IAsyncDisposable
                     return;
                 }
 
-                if (!_cut)
+                if (!link.IsCut)
                 {
                     await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token).ConfigureAwait(false);
                 }
@@ -162,6 +164,12 @@ internal sealed class LinkProxy : IAsyncDisposable
             _open.Remove(socket);
         }
 
+        CloseQuietly(socket);
+    }
+
+    /// <summary>Closes a proxied socket at once (no lingering), whoever closed it first.</summary>
+    public static void CloseQuietly(Socket socket)
+    {
         try
         {
             socket.Close(0);

@@ -1,15 +1,27 @@
+using System.Net;
+using System.Net.Sockets;
 using Dcache.Integration.Tests.Support;
 
 namespace Dcache.Chaos;
 
 /// <summary>
 /// A <see cref="LinkProxy"/> on every directed link between the nodes of a <see cref="LocalCluster"/>, installed
-/// through <see cref="LocalCluster.InitialClusterOf"/> before the nodes start. The gateway keeps the nodes' direct
-/// addresses: partitions cut nodes from each other, never from clients.
+/// through <see cref="LocalCluster.InitialClusterOf"/> before the nodes start, and one from the gateway to each node,
+/// installed through <see cref="LocalCluster.GatewayAddressOf"/>. The gateway also learns addresses from the nodes
+/// (the leader's member list, leader hints), which are the node-to-node proxies, or for a node's own address the
+/// gateway's proxy to it (a node lists itself there); a connection the gateway opens at a node-to-node proxy still
+/// travels the gateway's link to that node (the proxy asks <see cref="SocketOwner"/> who connected), so cutting the
+/// gateway off from a node cuts every way it has to it, and a cut between nodes never cuts the gateway.
 /// </summary>
 internal sealed class ProxyMesh : IAsyncDisposable
 {
+    /// <summary>Source id of the gateway's proxies.</summary>
+    public const ulong Gateway = ulong.MaxValue;
+
     private readonly Dictionary<(ulong From, ulong To), LinkProxy> _links = [];
+
+    /// <summary>The gateway's link to each node, shared by every proxy that leads to it.</summary>
+    private readonly Dictionary<ulong, Link> _gatewayLinks = [];
 
     /// <summary>Source id of a joined node's inbound proxy, which every other node shares.</summary>
     private const ulong AnyNode = 0;
@@ -22,17 +34,38 @@ internal sealed class ProxyMesh : IAsyncDisposable
     {
         _cluster = cluster;
         _founders = [.. cluster.Nodes.Keys];
-        foreach (var from in _founders)
+        foreach (var to in _founders)
         {
-            foreach (var to in _founders.Where(to => to != from))
+            AddGatewayLink(to);
+            foreach (var from in _founders.Where(from => from != to))
             {
-                _links[(from, to)] = new LinkProxy(from, to, cluster[to].GrpcPort);
+                _links[(from, to)] = NodeLink(from, to);
             }
         }
 
+        // A node lists itself at the gateway's proxy to it, since that entry only serves to tell others (its status,
+        // which the gateway polls, names its own address): it never connects to itself.
         cluster.InitialClusterOf = self => string.Join(",", _founders.Select(id =>
-            $"{id}={(id == self ? cluster[id].GrpcUrl : _links[(self, id)].Url)}"));
+            $"{id}={(id == self ? _links[(Gateway, id)].Url : _links[(self, id)].Url)}"));
+        cluster.GatewayAddressOf = id => _links[(Gateway, id)].Url;
     }
+
+    private void AddGatewayLink(ulong to)
+    {
+        var link = new Link();
+        _gatewayLinks[to] = link;
+        _links[(Gateway, to)] = new LinkProxy(Gateway, to, _cluster[to].GrpcPort, own: link);
+    }
+
+    /// <summary>A proxy for node traffic towards <paramref name="to"/> that hands the gateway's connections to the gateway's link.</summary>
+    private LinkProxy NodeLink(ulong from, ulong to) =>
+        new(from, to, _cluster[to].GrpcPort, linkOf: socket => OpenedByGateway(socket) ? _gatewayLinks[to] : null);
+
+    private bool OpenedByGateway(Socket accepted) =>
+        _cluster.Gateway is { IsRunning: true, ProcessId: { } pid }
+        && accepted.RemoteEndPoint is IPEndPoint client
+        && accepted.LocalEndPoint is IPEndPoint listener
+        && SocketOwner.Opened(pid, client.Port, listener.Port);
 
     /// <summary>
     /// Proxies for a node that joins later (defined in the cluster with <see cref="LocalCluster.AddJoiningNode"/>):
@@ -43,15 +76,17 @@ internal sealed class ProxyMesh : IAsyncDisposable
     {
         foreach (var founder in _founders)
         {
-            _links[(id, founder)] = new LinkProxy(id, founder, _cluster[founder].GrpcPort);
+            _links[(id, founder)] = NodeLink(id, founder);
         }
+
+        AddGatewayLink(id);
 
         // It must be able to answer whichever member leads, so it lists every node that may be a member by then:
         // the founders through its own links, earlier joiners through their shared inbound proxies.
         var reachable = _founders.Select(f => $"{f}={_links[(id, f)].Url}")
             .Concat(_joiners.Select(j => $"{j}={_links[(AnyNode, j)].Url}"))
             .ToList();
-        _links[(AnyNode, id)] = new LinkProxy(AnyNode, id, _cluster[id].GrpcPort);
+        _links[(AnyNode, id)] = NodeLink(AnyNode, id);
         _joiners.Add(id);
         _cluster.SetReachable(id, string.Join(",", reachable));
         return _links[(AnyNode, id)].Url;
@@ -93,6 +128,15 @@ internal sealed class ProxyMesh : IAsyncDisposable
         }
     }
 
+    /// <summary>Cuts the gateway off from <paramref name="nodes"/>, both directions, at whichever of their addresses it uses.</summary>
+    public void CutGateway(IEnumerable<ulong> nodes)
+    {
+        foreach (var node in nodes)
+        {
+            _gatewayLinks[node].Cut();
+        }
+    }
+
     public void HealAll()
     {
         foreach (var link in _links.Values)
@@ -103,7 +147,7 @@ internal sealed class ProxyMesh : IAsyncDisposable
 
     public string DescribeCuts()
     {
-        var cut = _links.Values.Where(l => l.IsCut).Select(l => $"{(l.From == AnyNode ? "*" : l.From)}->{l.To}").ToList();
+        var cut = _links.Values.Where(l => l.IsCut).Select(l => $"{l.From switch { AnyNode => "*", Gateway => "gateway", var id => id.ToString(System.Globalization.CultureInfo.InvariantCulture) }}->{l.To}").ToList();
         return cut.Count == 0 ? "none" : string.Join(" ", cut);
     }
 

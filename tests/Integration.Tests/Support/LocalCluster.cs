@@ -52,6 +52,12 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// </summary>
     public Func<ulong, string>? InitialClusterOf { get; set; }
 
+    /// <summary>
+    /// The address the gateway is given for a node, when it must differ from the node's own (the chaos suite reaches
+    /// each node from the gateway through a proxy of its own); set before the gateway starts.
+    /// </summary>
+    public Func<ulong, string>? GatewayAddressOf { get; set; }
+
     public NodeProcess this[ulong id] => Nodes[id];
 
     private IReadOnlyList<string> Arguments(ulong id)
@@ -140,7 +146,7 @@ internal sealed class LocalCluster : IAsyncDisposable
         {
             $"--Dcache:Gateway:Port={GatewayPort}",
             $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[1]}",
-            $"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Nodes.Values.Select(n => n.GrpcUrl))}",
+            $"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Nodes.Values.Select(n => GatewayAddressOf?.Invoke(n.Id) ?? n.GrpcUrl))}",
             $"--Dcache:Gateway:Cluster:ClusterId={ClusterId}",
             $"--Dcache:Gateway:Cluster:ClusterSecret={Secret}",
         };
