@@ -93,6 +93,21 @@ internal static class ChaosChecks
         }
     }
 
+    /// <summary>
+    /// What became of the clients' operations called between <paramref name="from"/> and <paramref name="to"/>
+    /// (Stopwatch timestamps, a fault's start and its heal): those answered before the heal, by outcome, and how many
+    /// were still waiting for their answer when it came.
+    /// </summary>
+    public static string Outcomes(IReadOnlyCollection<ChaosOp> history, long from, long to)
+    {
+        var called = history.Where(op => op.Call >= from && op.Call <= to).ToList();
+        var answered = called.Where(op => op.Return <= to).ToList();
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{answered.Count(op => op.IsWrite && op.Status == OpStatus.Ok)} writes acknowledged, {answered.Count(op => !op.IsWrite && op.Status == OpStatus.Ok)} reads served, "
+            + $"{answered.Count(op => op.Status == OpStatus.Unknown)} unknown, {answered.Count(op => op.Status == OpStatus.Failed)} not applied or not served; "
+            + $"{called.Count - answered.Count} still waiting at the heal");
+    }
+
     /// <summary>Errors clients got that docs/protocol.md does not list for cluster failures.</summary>
     public static IEnumerable<string> UndocumentedErrors(IReadOnlyCollection<ChaosOp> history) =>
         history.Where(op => op.Error is { } e && !ChaosClient.IsDocumentedClusterError(e) && !e.StartsWith(nameof(TimeoutException), StringComparison.Ordinal)

@@ -96,4 +96,22 @@ public sealed class ChaosChecksTests
         Assert.NotNull(operations[0].ReturnTime);
         Assert.Null(operations[1].ReturnTime);
     }
+
+    [Fact]
+    public void OutcomesDuringAGatewayCutCountOnlyWhatWasCalledThenAndAnsweredBeforeTheHeal()
+    {
+        ChaosOp[] history =
+        [
+            Op(OpKind.Set, "r0", "v1", OpStatus.Ok, 0, 150), // called before the cut
+            Op(OpKind.Get, "r0", null, OpStatus.Ok, 110, 120, "v0"),
+            Op(OpKind.Set, "r0", "v2", OpStatus.Unknown, 120, 160),
+            Op(OpKind.Incr, "n0", "1", OpStatus.Ok, 130, 250), // answered after the heal
+            Op(OpKind.Get, "r1", null, OpStatus.Failed, 140, 180),
+            Op(OpKind.Set, "r0", "v3", OpStatus.Ok, 210, 220), // called after the heal
+        ];
+
+        Assert.Equal(
+            "0 writes acknowledged, 1 reads served, 1 unknown, 1 not applied or not served; 1 still waiting at the heal",
+            ChaosChecks.Outcomes(history, 100 * Ms, 200 * Ms));
+    }
 }

@@ -62,3 +62,6 @@ internal sealed class ChaosOp(int client, OpKind kind, string key, string? input
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{Milliseconds(Call),10:F1} {(Status == OpStatus.Unknown ? "       inf" : Milliseconds(Return).ToString("F1", CultureInfo.InvariantCulture).PadLeft(10))} c{Client} {Kind} {Key} in={Input ?? "-"}{(TtlMs > 0 ? $" px={TtlMs}" : "")} -> {Status} {Output ?? "nil"}{(Error is null ? "" : " (" + Error + ")")}");
 }
+
+/// <summary>While the gateway was cut off from some nodes (Stopwatch timestamps), and from whom.</summary>
+internal sealed record GatewayCutWindow(long From, long To, string What);

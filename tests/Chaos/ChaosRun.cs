@@ -20,6 +20,22 @@ internal sealed class ChaosRun
     /// </summary>
     private static readonly TimeSpan RecoveryTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// How soon after a gateway partition heals the gateway must answer a write and a read again ("a few seconds"):
+    /// healing closes the black-holed connections, so it need not wait for a keepalive to notice; room is left for a
+    /// loaded machine and for an attempt that was cut short by the heal.
+    /// </summary>
+    internal static readonly TimeSpan GatewayRecoveryBound = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How long a read through the gateway may take to be served while the gateway is cut off from the leader alone
+    /// and reads go round the members: a few attempts (1.5 s each) pick nodes in turn, and any follower serves it.
+    /// </summary>
+    private static readonly TimeSpan ReadAroundTheLeaderBound = TimeSpan.FromSeconds(12);
+
+    /// <summary>A key of the harness's own probes through the gateway: not one the clients use or the checks read.</summary>
+    private const string ProbeKey = "chaos-probe";
+
     private readonly FaultSchedule _schedule;
     private readonly ChaosOptions _options;
     private readonly ITestOutputHelper _log;
@@ -43,6 +59,13 @@ internal sealed class ChaosRun
     // Nodes defined up front (so the gateway knows their addresses) to join at a MemberReplace step, with the
     // address the others reach each one by.
     private readonly Queue<(ulong Id, string Address)> _joiners = new();
+
+    // What the faults themselves found wrong (a gateway slow to recover, say).
+    private readonly List<string> _faultProblems = [];
+
+    // While the gateway was cut off, and from whom: the clients' outcomes then are summed up after the load.
+    private readonly List<GatewayCutWindow> _gatewayCuts = [];
+    private int _probes;
 
     private ChaosRun(FaultSchedule schedule, ChaosOptions options, ITestOutputHelper log)
     {
@@ -95,6 +118,8 @@ internal sealed class ChaosRun
                 problems.Add($"the cluster did not {(_started ? "recover" : "start (before any fault)")}: {ex.GetType().Name}: {ex.Message}");
             }
 
+            problems.InsertRange(0, _faultProblems);
+
             var verdict = problems.Count > 0 || linearizability is null ? ScheduleVerdict.Failed
                 : linearizability.Outcome == CheckOutcome.Linearizable ? ScheduleVerdict.Passed
                 : ScheduleVerdict.Inconclusive;
@@ -123,6 +148,7 @@ internal sealed class ChaosRun
             await _mesh.DisposeAsync();
         }
     }
+
 
     private string SlowDiskFile(ulong id) => Path.Combine(_cluster.Root, $"test-only-slow-disk-{id}");
 
@@ -160,7 +186,7 @@ internal sealed class ChaosRun
             {
                 var heal = await InjectAsync(step);
                 await Task.Delay(step.HoldMs);
-                heal();
+                await heal();
                 await Task.Delay(step.RecoverMs);
             }
 
@@ -168,7 +194,7 @@ internal sealed class ChaosRun
         }
         finally
         {
-            HealEverything();
+            await HealEverythingAsync();
             await stop.CancelAsync();
             await Task.WhenAll(running);
         }
@@ -177,6 +203,10 @@ internal sealed class ChaosRun
 
         var history = clients.SelectMany(c => c.History).ToList();
         Note($"load stopped: {history.Count} operations");
+        foreach (var window in _gatewayCuts)
+        {
+            Note($"operations called while the gateway was cut off from {window.What}: {ChaosChecks.Outcomes(history, window.From, window.To)}");
+        }
 
         // Whole-cluster restart: every member SIGKILLed at once, then all started again.
         foreach (var id in _members)
@@ -195,7 +225,7 @@ internal sealed class ChaosRun
     }
 
     /// <summary>Starts one fault; returns what ends it.</summary>
-    private async Task<Action> InjectAsync(FaultStep step)
+    private async Task<Func<Task>> InjectAsync(FaultStep step)
     {
         var ids = _members.ToList();
         var leader = await LeaderAsync();
@@ -207,30 +237,30 @@ internal sealed class ChaosRun
             case FaultKind.Kill:
                 Note($"SIGKILL node {target} ({role})");
                 _cluster[target].Kill();
-                return () =>
+                return Healed(() =>
                 {
                     Note($"restart node {target}");
                     StartNode(target);
-                };
+                });
             case FaultKind.Pause:
                 Note($"SIGSTOP node {target} ({role})");
                 _cluster[target].Pause();
-                return () =>
+                return Healed(() =>
                 {
                     Note($"SIGCONT node {target}");
                     _cluster[target].Resume();
-                };
+                });
             case FaultKind.Partition:
                 var shuffled = ids.OrderBy(id => new Random(step.Pick + (int)id).Next()).ToList();
                 var minority = shuffled.Take(ids.Count == 5 && step.Pick % 2 == 0 ? 2 : 1).ToList();
                 var majority = ids.Except(minority).ToList();
                 _mesh.Partition(minority, majority);
                 Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
-                return HealLinks;
+                return Healed(HealLinks);
             case FaultKind.IsolateLeader:
                 _mesh.Partition([target], others);
                 Note($"isolate node {target} ({role}) from [{string.Join(",", others)}]");
-                return HealLinks;
+                return Healed(HealLinks);
             case FaultKind.Asymmetric:
                 foreach (var other in others)
                 {
@@ -245,15 +275,15 @@ internal sealed class ChaosRun
                 }
 
                 Note($"asymmetric: node {target} ({role}) {(step.CannotSend ? "cannot send" : "hears nobody")}; cut {_mesh.DescribeCuts()}");
-                return HealLinks;
+                return Healed(HealLinks);
             case FaultKind.SlowDisk:
                 await File.WriteAllTextAsync(SlowDiskFile(target), step.SlowDiskMs.ToString(CultureInfo.InvariantCulture));
                 Note($"slow disk on node {target} ({role}): {step.SlowDiskMs} ms per durable commit");
-                return () =>
+                return Healed(() =>
                 {
                     Note($"disk of node {target} fast again");
                     File.WriteAllText(SlowDiskFile(target), "0");
-                };
+                });
             case FaultKind.MemberReplace:
                 // Three times in four the change runs while another member is down throughout: paused, killed, or
                 // cut off from the other members.
@@ -263,30 +293,127 @@ internal sealed class ChaosRun
                 // removal. (With a bystander down as well, four voters would have two down: no quorum by design.)
                 var midChange = disturbance == BystanderFault.None ? (MidChangeKill)((step.Pick / 112) % 3) : MidChangeKill.None;
                 await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance, midChange, step.HoldMs);
-                return () => { };
+                return () => Task.CompletedTask;
             case FaultKind.GatewayKill:
                 await CountGatewayRetriesAsync();
                 Note("SIGKILL the gateway");
                 _cluster.Gateway!.Kill();
-                return () =>
+                return Healed(() =>
                 {
                     Note("restart the gateway");
                     _cluster.RestartGateway();
-                };
+                });
             case FaultKind.GatewayPause:
                 Note("SIGSTOP the gateway");
                 _cluster.Gateway!.Pause();
-                return () =>
+                return Healed(() =>
                 {
                     Note("SIGCONT the gateway");
                     _cluster.Gateway!.Resume();
-                };
+                });
             case FaultKind.ClockJump:
-                return await JumpClockAsync(step, ids, leader);
+                return Healed(await JumpClockAsync(step, ids, leader));
+            case FaultKind.GatewayPartition:
+                return await CutGatewayAsync(step, ids, leader);
+
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
     }
+
+    private static Func<Task> Healed(Action heal) => () =>
+    {
+        heal();
+        return Task.CompletedTask;
+    };
+
+    /// <summary>
+    /// Cuts the gateway off from some nodes (both directions; the nodes still reach each other). Returns what heals
+    /// the cut and then waits, with a bound, for the gateway to answer a write and a read again.
+    /// </summary>
+    private async Task<Func<Task>> CutGatewayAsync(FaultStep step, List<ulong> ids, ulong? leader)
+    {
+        if (step.GatewayCut != GatewayCut.RandomSubset && leader is null)
+        {
+            // Right after a heal (a restart, say) nobody may lead yet, and these cuts are aimed at the leader.
+            await NoteElectionAsync(0);
+            leader = await LeaderAsync();
+        }
+
+        var followers = ids.Where(id => id != leader).ToList();
+        var (cut, what) = (step.GatewayCut, leader) switch
+        {
+            (GatewayCut.Leader, { } l) => ([l], "the leader"),
+            (GatewayCut.AllButOneFollower, { }) => (ids.Where(id => id != followers[step.Pick % followers.Count]).ToList(), "all but one follower"),
+            (GatewayCut.RandomSubset, _) => (step.GatewayCutSubset(ids), "a random subset"),
+            _ => ([ids[step.Pick % ids.Count]], "a node (no leader known)"),
+        };
+        _mesh.CutGateway(cut);
+        var from = Stopwatch.GetTimestamp();
+        Note($"gateway cut off from [{string.Join(",", cut)}] ({what}; leader {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}); it reaches [{string.Join(",", ids.Except(cut))}]");
+
+        // With reads round the members and only the leader out of reach, the followers serve reads (a read index
+        // from the leader travels between the nodes): a read must get through, whichever node its attempts pick.
+        var readProbe = step.GatewayCut == GatewayCut.Leader && cut is [var only] && only == leader && !_schedule.ReadsAtLeader
+            ? ReadAroundTheLeaderAsync()
+            : Task.CompletedTask;
+        return async () =>
+        {
+            await readProbe;
+            HealLinks();
+            _gatewayCuts.Add(new GatewayCutWindow(from, Stopwatch.GetTimestamp(), $"[{string.Join(",", cut)}] ({what})"));
+            await GatewayRecoversAsync();
+        };
+    }
+
+    /// <summary>A read through the gateway, tried until served (not a check of its value: the key is the probes').</summary>
+    private async Task ReadAroundTheLeaderAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, ReadAroundTheLeaderBound, "GET", ProbeKey);
+            Note(reply.IsError
+                ? $"gateway cut off from the leader: GET answered {reply}"
+                : $"gateway cut off from the leader: a read was served after {clock.ElapsedMilliseconds} ms");
+            if (reply.IsError)
+            {
+                _faultProblems.Add($"with reads round the members and the gateway cut off from the leader only, a GET got {reply}");
+            }
+        }
+        catch (TimeoutException ex)
+        {
+            _faultProblems.Add($"with reads round the members and the gateway cut off from the leader only, no read was served in {ReadAroundTheLeaderBound.TotalSeconds:F0} s: {ex.Message}");
+        }
+    }
+
+    /// <summary>After a gateway partition healed: the gateway answers a write and a linearizable read of it, soon.</summary>
+    private async Task GatewayRecoversAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        var value = $"p{++_probes}";
+        try
+        {
+            // Each allowed the whole bound; whether both together kept to it is judged below.
+            var (write, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, GatewayRecoveryBound, "SET", ProbeKey, value);
+            var (read, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, GatewayRecoveryBound, "GET", ProbeKey);
+            var took = clock.Elapsed;
+            Note($"gateway answers again {took.TotalMilliseconds:F0} ms after the heal: SET {write}, GET {read}");
+            if (write.IsError || read.Text != value)
+            {
+                _faultProblems.Add($"after the gateway partition healed, SET {ProbeKey} {value} answered {write} and GET answered {read}");
+            }
+            else if (took > GatewayRecoveryBound)
+            {
+                _faultProblems.Add(string.Create(CultureInfo.InvariantCulture, $"the gateway took {took.TotalSeconds:F1} s after the partition healed to answer a write and a read (bound {GatewayRecoveryBound.TotalSeconds:F0} s)"));
+            }
+        }
+        catch (TimeoutException ex)
+        {
+            _faultProblems.Add($"the gateway did not recover after its partition healed: {ex.Message}");
+        }
+    }
+
 
     /// <summary>
     /// Restarts a node with its clock ahead; when it is the leader, hands leadership back to it so that it stamps the
@@ -613,7 +740,7 @@ internal sealed class ChaosRun
     }
 
     /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast.</summary>
-    private void HealEverything()
+    private async Task HealEverythingAsync()
     {
         if (_skewed is { } skewed)
         {

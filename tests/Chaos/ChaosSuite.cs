@@ -39,7 +39,7 @@ internal static class ChaosSuite
             var with = results.Where(r => r.Schedule.Steps.Any(s => s.Kind == kind)).ToList();
             if (with.Count > 0)
             {
-                lines.Add(string.Create(CultureInfo.InvariantCulture, $"  {kind,-14} in {with.Count,4} schedules, {with.Count(r => r.Verdict == ScheduleVerdict.Passed),4} passed"));
+                lines.Add(string.Create(CultureInfo.InvariantCulture, $"  {kind,-16} in {with.Count,4} schedules, {with.Count(r => r.Verdict == ScheduleVerdict.Passed),4} passed"));
             }
         }
 

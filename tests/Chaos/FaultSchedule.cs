@@ -53,6 +53,26 @@ internal enum FaultKind
     /// (the cache's clock must not go back), and the killed leader if any.
     /// </summary>
     ClockJump,
+
+    /// <summary>
+    /// Cut the gateway off from some nodes, both directions, while the nodes reach each other: from the leader only,
+    /// from every node but one follower, or from a random subset (possibly all). Healed, the gateway must answer a
+    /// write and a read again within a few seconds (ChaosRun.GatewayRecoveryBound).
+    /// </summary>
+    GatewayPartition,
+}
+
+/// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
+internal enum GatewayCut
+{
+    /// <summary>The leader only: writes cannot reach it; reads round the members still can be served by the followers.</summary>
+    Leader,
+
+    /// <summary>Every node but one follower, which alone can still serve reads (and redirects writes it cannot forward).</summary>
+    AllButOneFollower,
+
+    /// <summary>A random non-empty subset of the members, possibly all of them.</summary>
+    RandomSubset,
 }
 
 /// <summary>One fault: what, on whom (chosen when injected, from <see cref="Pick"/>), and for how long.</summary>
@@ -73,6 +93,19 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     /// <summary>For <see cref="FaultKind.ClockJump"/>: how far ahead the node's clock runs, past the 1 h session timeout.</summary>
     public TimeSpan ClockJumpOffset => TimeSpan.FromMinutes(61 + (Pick / 13 % 120));
 
+    /// <summary>For <see cref="FaultKind.GatewayPartition"/>: whom the gateway is cut off from.</summary>
+    public GatewayCut GatewayCut => (GatewayCut)(Pick / 17 % 3);
+
+    /// <summary>
+    /// For <see cref="GatewayCut.RandomSubset"/>: the members the gateway is cut off from, as a mask over the members
+    /// in id order, chosen when the fault starts (the membership may have changed by then). Never empty.
+    /// </summary>
+    public IReadOnlyList<ulong> GatewayCutSubset(IReadOnlyList<ulong> members)
+    {
+        var mask = new Random(Pick).Next(1, 1 << members.Count);
+        return members.Where((_, i) => (mask & (1 << i)) != 0).ToList();
+    }
+
     public override string ToString()
     {
         var target = Kind switch
@@ -80,6 +113,12 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             FaultKind.Partition => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
             FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}, leader killed",
+            FaultKind.GatewayPartition => GatewayCut switch
+            {
+                GatewayCut.Leader => "gateway from the leader",
+                GatewayCut.AllButOneFollower => $"gateway from all but follower pick {Pick % 1000}",
+                _ => $"gateway from subset pick {Pick % 1000}",
+            },
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
         var detail = Kind switch
@@ -112,6 +151,9 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
             {
                 FaultKind.Pause => MinimumPauseMs + random.Next(1500),
                 FaultKind.GatewayPause => 1000 + random.Next(4000),
+                // Up to past the gateway's 4 s deadline: a command it cannot deliver meanwhile ends as -UNKNOWN or
+                // -TRYAGAIN, not only late.
+                FaultKind.GatewayPartition => 2000 + random.Next(4000),
                 _ => 1000 + random.Next(2000),
             };
             steps.Add(new FaultStep(
