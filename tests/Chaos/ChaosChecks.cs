@@ -93,6 +93,39 @@ internal static class ChaosChecks
         }
     }
 
+    /// <summary>Exit code of a node that stopped because its Raft loop failed (NodeRuntime.FailedExitCode, operations.md).</summary>
+    public const int FailedExitCode = 3;
+
+    /// <summary>
+    /// A node whose disk filled up stopped as operations.md says: exit code 3 (not a crash, not a kill), with a
+    /// critical line that names the exit code and the full disk (FASTER's log says ENOSPC; SQLite, should its term
+    /// write hit the full disk first, says "database or disk is full").
+    /// </summary>
+    public static IEnumerable<string> DiskFullStop(ulong node, int? exitCode, string output)
+    {
+        if (exitCode != FailedExitCode)
+        {
+            yield return $"node {node} exited with code {exitCode?.ToString(CultureInfo.InvariantCulture) ?? "none"} when its disk filled up, not {FailedExitCode}: {StopLine(output)}";
+        }
+
+        if (!output.Contains("No space left on device", StringComparison.Ordinal) && !output.Contains("database or disk is full", StringComparison.Ordinal))
+        {
+            yield return $"node {node}'s output does not name the full disk: {StopLine(output)}";
+        }
+
+        if (!output.Contains($"exit code {FailedExitCode}", StringComparison.Ordinal))
+        {
+            yield return $"node {node} did not log that it stops with exit code {FailedExitCode}";
+        }
+    }
+
+    /// <summary>The line in which a node says why it stops, or its last line.</summary>
+    public static string StopLine(string output)
+    {
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return lines.LastOrDefault(l => l.Contains("The node stops", StringComparison.Ordinal)) ?? lines.LastOrDefault() ?? "(no output)";
+    }
+
     /// <summary>
     /// What became of the clients' operations called between <paramref name="from"/> and <paramref name="to"/>
     /// (Stopwatch timestamps, a fault's start and its heal): those answered before the heal, by outcome, and how many

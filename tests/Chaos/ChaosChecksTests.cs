@@ -98,6 +98,20 @@ public sealed class ChaosChecksTests
     }
 
     [Fact]
+    public void ANodeStoppedByAFullDiskPassesOnlyWithExitCode3AndTheCauseNamed()
+    {
+        const string Stopped = "12:00:00.000 crit: Dcache.Node.Hosting.NodeRuntime[1] The node stops (exit code 3) because its Raft loop failed: "
+            + "the Raft log in /d/raft-log could not be written durably: No space left on device : '/d/raft-log/log.0'\nApplication is shutting down...";
+
+        Assert.Empty(ChaosChecks.DiskFullStop(2, 3, Stopped));
+        Assert.Empty(ChaosChecks.DiskFullStop(2, 3, Stopped.Replace("No space left on device", "SQLite Error 13: 'database or disk is full'", StringComparison.Ordinal)));
+        Assert.Contains("code 137", Assert.Single(ChaosChecks.DiskFullStop(2, 137, Stopped)), StringComparison.Ordinal); // killed, or crashed
+        Assert.Contains("none", Assert.Single(ChaosChecks.DiskFullStop(2, null, Stopped)), StringComparison.Ordinal);
+        Assert.Equal(2, ChaosChecks.DiskFullStop(2, 3, "Unhandled exception. System.IO.IOException: I/O error").Count()); // neither the cause nor the line
+        Assert.StartsWith("12:00:00.000 crit", ChaosChecks.StopLine(Stopped), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void OutcomesDuringAGatewayCutCountOnlyWhatWasCalledThenAndAnsweredBeforeTheHeal()
     {
         ChaosOp[] history =

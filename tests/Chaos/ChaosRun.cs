@@ -33,6 +33,15 @@ internal sealed class ChaosRun
     /// </summary>
     private static readonly TimeSpan ReadAroundTheLeaderBound = TimeSpan.FromSeconds(12);
 
+    /// <summary>How long a node whose disk was left a few KiB may take to fill it under the load and stop.</summary>
+    private static readonly TimeSpan DiskFullStopTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often a full disk is shrunk again to what its node uses plus the few KiB the fault leaves.</summary>
+    private static readonly TimeSpan DiskTopUpInterval = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Size of each node's own tmpfs in a schedule with a full disk, and of a full one given room again.</summary>
+    private const int DiskMegabytes = 256;
+
     /// <summary>A key of the harness's own probes through the gateway: not one the clients use or the checks read.</summary>
     private const string ProbeKey = "chaos-probe";
 
@@ -60,7 +69,12 @@ internal sealed class ChaosRun
     // address the others reach each one by.
     private readonly Queue<(ulong Id, string Address)> _joiners = new();
 
-    // What the faults themselves found wrong (a gateway slow to recover, say).
+    // Each node's data directory on a tmpfs of its own, in a schedule with a full disk (the node to fill is chosen
+    // when the fault starts); and those left nearly full and not yet given room again.
+    private readonly Dictionary<ulong, SmallDisk> _disks = [];
+    private readonly HashSet<ulong> _full = [];
+
+    // What the faults themselves found wrong (a node that did not stop on a full disk, a gateway slow to recover).
     private readonly List<string> _faultProblems = [];
 
     // While the gateway was cut off, and from whom: the clients' outcomes then are summed up after the load.
@@ -110,6 +124,11 @@ internal sealed class ChaosRun
         {
             try
             {
+                if (_schedule.Steps.Any(s => s.Kind == FaultKind.DiskFull))
+                {
+                    await MountDisksAsync();
+                }
+
                 history = await DriveAsync();
                 linearizability = await CheckAsync(history, problems);
             }
@@ -144,11 +163,35 @@ internal sealed class ChaosRun
         }
         finally
         {
+            if (_disks.Count > 0)
+            {
+                // The nodes go first, so nothing holds files on the disks when they are unmounted, and the disks go
+                // before the cluster deletes its directory, which they are mounted in.
+                foreach (var node in _cluster.Nodes.Values)
+                {
+                    node.Resume();
+                    node.Kill();
+                }
+
+                foreach (var disk in _disks.Values)
+                {
+                    disk.Dispose();
+                }
+            }
+
             await _cluster.DisposeAsync();
             await _mesh.DisposeAsync();
         }
     }
 
+    /// <summary>Gives every node that may run in this schedule (joiners too) a data directory on a tmpfs of its own.</summary>
+    private async Task MountDisksAsync()
+    {
+        foreach (var node in _cluster.Nodes.Values)
+        {
+            _disks[node.Id] = await SmallDisk.MountAsync(node.DataDirectory, DiskMegabytes);
+        }
+    }
 
     private string SlowDiskFile(ulong id) => Path.Combine(_cluster.Root, $"test-only-slow-disk-{id}");
 
@@ -315,7 +358,8 @@ internal sealed class ChaosRun
                 return Healed(await JumpClockAsync(step, ids, leader));
             case FaultKind.GatewayPartition:
                 return await CutGatewayAsync(step, ids, leader);
-
+            case FaultKind.DiskFull:
+                return await FillDiskAsync(target, role, step.DiskFullFreeBytes);
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
@@ -414,6 +458,86 @@ internal sealed class ChaosRun
         }
     }
 
+    /// <summary>
+    /// Leaves a few KiB on <paramref name="target"/>'s disk and waits for the node to fill it and stop; checks that it
+    /// stopped as documented. Returns what gives the disk room again, restarts the node and waits for it to catch up.
+    /// </summary>
+    private async Task<Func<Task>> FillDiskAsync(ulong target, string role, int freeBytes)
+    {
+        var disk = _disks[target];
+        var used = await disk.LeaveFreeAsync(freeBytes);
+        _full.Add(target);
+        Note($"disk full: node {target} ({role}) has {freeBytes / 1024} KiB left on its data directory ({used / 1024} KiB used)");
+        var clock = Stopwatch.StartNew();
+        TimeSpan? stopLogged = null;
+        while (_cluster[target].IsRunning && clock.Elapsed < DiskFullStopTimeout)
+        {
+            // When it says it stops, to tell the time the disk took to fill from the time the process took to exit.
+            stopLogged ??= ChaosChecks.StopLine(_cluster[target].RecentOutput(20)).Contains("The node stops", StringComparison.Ordinal) ? clock.Elapsed : null;
+
+            // What the node frees (a snapshot replaces older ones, SQLite checkpoints its WAL) is taken up again, as
+            // another writer on the same disk would: its next writes find the disk full within a second or so, not
+            // after the ten or more seconds its own growth takes to pass the peaks of its usage.
+            await Task.Delay(DiskTopUpInterval);
+            if (_cluster[target].IsRunning)
+            {
+                await disk.LeaveFreeAsync(freeBytes);
+            }
+        }
+
+        if (_cluster[target].IsRunning)
+        {
+            _faultProblems.Add($"node {target} still ran {DiskFullStopTimeout.TotalSeconds:F0} s after its disk was left {freeBytes / 1024} KiB: not the fail-stop of operations.md (exit code 3)");
+        }
+        else
+        {
+            var output = _cluster[target].RecentOutput(200);
+            var said = stopLogged is { } t ? $"said it stops after {t.TotalMilliseconds:F0} ms, " : "";
+            Note($"disk full: node {target} {said}exited {clock.ElapsedMilliseconds} ms after the fault began, code {_cluster[target].ExitCode}: {ChaosChecks.StopLine(output)}");
+            _faultProblems.AddRange(ChaosChecks.DiskFullStop(target, _cluster[target].ExitCode, output));
+        }
+
+        return async () =>
+        {
+            Note($"room again on node {target}'s disk; restart it");
+            await disk.GrowAsync(DiskMegabytes);
+            _full.Remove(target);
+            if (!_cluster[target].IsRunning)
+            {
+                StartNode(target);
+            }
+
+            await CatchesUpAsync(target);
+        };
+    }
+
+    /// <summary>A restarted node catches up: it applies what the others had committed when it came back.</summary>
+    private async Task CatchesUpAsync(ulong id)
+    {
+        var others = _members.Where(m => m != id && _cluster[m].IsRunning).ToList();
+        var committed = 0UL;
+        foreach (var other in others)
+        {
+            try
+            {
+                committed = Math.Max(committed, (await _cluster.StatusAsync(other)).CommitIndex);
+            }
+            catch (Grpc.Core.RpcException)
+            {
+                // One node not answering does not stop the others saying how far the cluster got.
+            }
+        }
+
+        try
+        {
+            var took = await Eventually.WaitAsync(async () => (await _cluster.StatusAsync(id)).AppliedIndex >= committed, RecoveryTimeout, $"node {id} to apply index {committed}");
+            Note($"node {id} caught up to index {committed} {took.TotalMilliseconds:F0} ms after its restart");
+        }
+        catch (TimeoutException ex)
+        {
+            _faultProblems.Add($"node {id} did not catch up after its disk had room again: {ex.Message}");
+        }
+    }
 
     /// <summary>
     /// Restarts a node with its clock ahead; when it is the leader, hands leadership back to it so that it stamps the
@@ -739,7 +863,7 @@ internal sealed class ChaosRun
         _mesh.HealAll();
     }
 
-    /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast.</summary>
+    /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast and with room.</summary>
     private async Task HealEverythingAsync()
     {
         if (_skewed is { } skewed)
@@ -749,6 +873,13 @@ internal sealed class ChaosRun
 
         _mesh.HealAll();
         _cluster.Gateway?.Resume();
+        foreach (var full in _full)
+        {
+            // Before the node restarts below: it would stop again at once.
+            await _disks[full].GrowAsync(DiskMegabytes);
+        }
+
+        _full.Clear();
         foreach (var node in _members.Select(id => _cluster[id]))
         {
             if (File.Exists(SlowDiskFile(node.Id)))

@@ -60,6 +60,13 @@ internal enum FaultKind
     /// write and a read again within a few seconds (ChaosRun.GatewayRecoveryBound).
     /// </summary>
     GatewayPartition,
+
+    /// <summary>
+    /// A node's data directory (a tmpfs of its own) is left with a few KiB free, so the node's own writes under the
+    /// load fill it: it must stop with exit code 3 and name the full disk (operations.md). After the hold the disk gets
+    /// room again, the node is restarted and must catch up.
+    /// </summary>
+    DiskFull,
 }
 
 /// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
@@ -106,6 +113,12 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
         return members.Where((_, i) => (mask & (1 << i)) != 0).ToList();
     }
 
+    /// <summary>
+    /// For <see cref="FaultKind.DiskFull"/>: the room left on the node's data directory. Small enough that the load
+    /// fills it within seconds (a few dozen durable commits and the next snapshot), so the node stops mid-schedule.
+    /// </summary>
+    public int DiskFullFreeBytes => (16 + (Pick / 19 % 113)) * 1024;
+
     public override string ToString()
     {
         var target = Kind switch
@@ -126,6 +139,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             FaultKind.SlowDisk => $", {SlowDiskMs} ms per commit",
             FaultKind.Asymmetric => CannotSend ? ", cannot send" : ", cannot hear",
             FaultKind.ClockJump => $", clock +{ClockJumpOffset.TotalMinutes:F0} min",
+            FaultKind.DiskFull => $", {DiskFullFreeBytes / 1024} KiB left",
             _ => "",
         };
         return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms, then {RecoverMs} ms healed");

@@ -1,6 +1,6 @@
 namespace Dcache.Chaos;
 
-/// <summary>Schedules: the choices of the clock jump and the gateway partition, and the default fault list.</summary>
+/// <summary>Schedules: the choices of the clock jump, the gateway partition and the full disk, and the default fault list.</summary>
 public sealed class FaultScheduleTests
 {
     [Fact]
@@ -41,24 +41,34 @@ public sealed class FaultScheduleTests
     }
 
     [Fact]
-    public void ASeedReplaysTheSameScheduleWithTheNewFault()
+    public void AFullDiskLeavesAFewKiBOnAFollowerOrTheLeader()
     {
-        var options = new ChaosOptions { Faults = [FaultKind.GatewayPartition, FaultKind.Kill], FaultsPerSchedule = 4 };
+        var steps = OneStepEach(FaultKind.DiskFull);
+
+        Assert.All(steps, s => Assert.InRange(s.DiskFullFreeBytes, 16 * 1024, 128 * 1024));
+        Assert.InRange(steps.Count(s => s.OnLeader), 900, 1100);
+        Assert.Contains("KiB left", steps[0].ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ASeedReplaysTheSameScheduleWithTheNewFaults()
+    {
+        var options = new ChaosOptions { Faults = [FaultKind.GatewayPartition, FaultKind.DiskFull, FaultKind.Kill], FaultsPerSchedule = 4 };
 
         for (var seed = 140_000; seed < 140_050; seed++)
         {
             Assert.Equal(FaultSchedule.Generate(seed, options).ToString(), FaultSchedule.Generate(seed, options).ToString());
         }
 
-        Assert.Contains("--faults gatewaypartition,kill", options.ReplayCommand(140_000), StringComparison.Ordinal);
-        Assert.Equal<FaultKind>([FaultKind.GatewayPartition, FaultKind.Kill], Program.ParseFaults("gatewaypartition, Kill"));
+        Assert.Contains("--faults gatewaypartition,diskfull,kill", options.ReplayCommand(140_000), StringComparison.Ordinal);
+        Assert.Equal<FaultKind>([FaultKind.GatewayPartition, FaultKind.DiskFull], Program.ParseFaults("gatewaypartition, DiskFull"));
     }
 
     [Fact]
-    public void TheOlderKindsNamedMakeTheSchedulesTheyMadeBeforeTheNewKindExisted()
+    public void TheOlderKindsNamedMakeTheSchedulesTheyMadeBeforeTheNewKindsExisted()
     {
-        // A seed recorded with the default list of ten kinds replays with those ten named: the new kind takes no draw.
-        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.GatewayPartition]).ToList() };
+        // A seed recorded with the default list of ten kinds replays with those ten named: the new kinds take no draw.
+        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.GatewayPartition, FaultKind.DiskFull]).ToList() };
         var schedule = FaultSchedule.Generate(100_001, older);
 
         Assert.Equal(10, older.Faults.Count);
@@ -75,6 +85,7 @@ public sealed class FaultScheduleTests
 
         Assert.Contains(FaultKind.ClockJump, options.Faults);
         Assert.Contains(FaultKind.GatewayPartition, options.Faults);
+        Assert.Contains(FaultKind.DiskFull, options.Faults);
         Assert.Equal(ChaosOptions.AllFaults, options.Faults);
         Assert.DoesNotContain("--faults", options.ReplayCommand(1), StringComparison.Ordinal);
         options.Faults = [FaultKind.ClockJump, FaultKind.Kill];

@@ -33,6 +33,35 @@ internal sealed class SmallDisk : IDisposable
         }
     }
 
+    /// <summary>
+    /// Leaves only about <paramref name="freeBytes"/> free (the size becomes what is used now plus that, in whole pages),
+    /// so the next writes to it fill it for real; never makes it larger. Returns the bytes in use when it was shrunk.
+    /// </summary>
+    public async Task<long> LeaveFreeAsync(long freeBytes)
+    {
+        var output = "";
+        // A writer may use more between the measure and the remount, which the kernel then refuses: measure again.
+        for (var attempt = 0; attempt < 10; attempt++)
+        {
+            var drive = new DriveInfo(Path);
+            var used = drive.TotalSize - drive.TotalFreeSpace;
+            var page = Environment.SystemPageSize;
+            var size = (used + freeBytes + page - 1) / page * page;
+            if (size >= drive.TotalSize)
+            {
+                return used;
+            }
+
+            (var exit, output) = await RedisTools.RunAsync("mount", $"-o remount,size={size} {Path}");
+            if (exit == 0)
+            {
+                return used;
+            }
+        }
+
+        throw new InvalidOperationException($"cannot shrink the tmpfs on {Path} to leave {freeBytes} bytes free: {output}");
+    }
+
     public void Dispose()
     {
         using var umount = System.Diagnostics.Process.Start("umount", ["-l", Path]);
