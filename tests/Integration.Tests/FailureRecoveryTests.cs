@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Dcache.Integration.Tests.Support;
 using Dcache.Protocol.Cache;
 using Xunit.Abstractions;
@@ -116,5 +117,33 @@ public sealed class FailureRecoveryTests(ITestOutputHelper output)
         var successor = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(5));
         Assert.NotEqual(leader, successor);
         Assert.Equal("1", (await cluster.ExecuteAsync(successor, Commands.Get("before"))).BulkText());
+    }
+
+    /// <summary>
+    /// A node that stops ends the gateway's command streams along with its peers' streams, rather than keep its server
+    /// waiting for the gateway to hang up until the host's 10 s shutdown timeout runs out. Found by the chaos suite's
+    /// full disk: nodes said they stop (exit code 3) and exited 10 s later, all the while still up for the gateway.
+    /// </summary>
+    [Fact]
+    public async Task AStoppingNodeDoesNotWaitForTheGatewayToHangUp()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        await cluster.StartGatewayAsync();
+        // Reads go round the members, so the gateway opens its command streams to every node.
+        for (var i = 0; i < 12; i++)
+        {
+            var (exit, reply) = await RedisTools.RedisCliAsync(cluster.GatewayPort, "GET k");
+            Assert.True(exit == 0, reply);
+        }
+
+        var follower = cluster.Nodes.Keys.First(id => id != leader);
+        var clock = Stopwatch.StartNew();
+        await cluster[follower].StopAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(cluster[follower].IsRunning);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"node {follower} took {clock.Elapsed.TotalSeconds:F1} s to stop");
+        Assert.Equal(0, cluster[follower].ExitCode);
     }
 }

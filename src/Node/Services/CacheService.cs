@@ -5,18 +5,23 @@ using Proto = Dcache.Protocol.Cache;
 namespace Dcache.Node.Services;
 
 /// <summary>The gateway's entry point: runs commands through the Raft driver and reports who leads.</summary>
-public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options) : Proto.Cache.CacheBase
+public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options, Hosting.NodeRuntime runtime) : Proto.Cache.CacheBase
 {
     public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) => driver.ExecuteAsync(request);
 
     public override async Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context)
     {
+        // The stream lives as long as the gateway keeps it open, or until this node closes (it stops, or its loop
+        // failed): the gateway never hangs up by itself, and the server would wait for it until the host's shutdown
+        // timeout ran out. Replies not yet written are lost with the stream, as when the node goes away.
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, runtime.Closing);
+
         // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
         var replies = new StreamReplies();
-        var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, options.MaxMessageBytes, context.CancellationToken);
+        var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, options.MaxMessageBytes, lifetime.Token);
         try
         {
-            while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            while (await requestStream.MoveNext(lifetime.Token).ConfigureAwait(false))
             {
                 foreach (var command in requestStream.Current.Commands)
                 {
@@ -25,12 +30,22 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                 }
             }
         }
+        catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
+        {
+            // This node closes: the call ends here, whatever is still in flight.
+        }
         finally
         {
             replies.ReadingDone();
         }
 
-        await writer.ConfigureAwait(false);
+        try
+        {
+            await writer.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
+        {
+        }
     }
 
     /// <summary>
