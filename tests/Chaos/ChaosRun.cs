@@ -493,7 +493,9 @@ internal sealed class ChaosRun
         {
             var output = _cluster[target].RecentOutput(200);
             var said = stopLogged is { } t ? $"said it stops after {t.TotalMilliseconds:F0} ms, " : "";
-            Note($"disk full: node {target} {said}exited {clock.ElapsedMilliseconds} ms after the fault began, code {_cluster[target].ExitCode}: {ChaosChecks.StopLine(output)}");
+            // The node's bound on a shutdown after its loop failed (NodeRuntime) says so when it cuts one short.
+            var bounded = output.Contains("it exits now", StringComparison.Ordinal) ? " (its shutdown hung: cut short by the node's 5 s bound)" : "";
+            Note($"disk full: node {target} {said}exited {clock.ElapsedMilliseconds} ms after the fault began{bounded}, code {_cluster[target].ExitCode}: {ChaosChecks.StopLine(output)}");
             _faultProblems.AddRange(ChaosChecks.DiskFullStop(target, _cluster[target].ExitCode, output));
         }
 
