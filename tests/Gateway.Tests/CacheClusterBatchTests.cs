@@ -100,6 +100,31 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AReadThatTimedOutAtTheLeaderIsAskedOfAnotherMemberNext()
+    {
+        // The leader answers writes but never reads, as a leader cut off from the gateway looks to a read sent after
+        // the cut: only the attempt timeout tells, and a timeout does not open the node's breaker.
+        await using var leader = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Get ? ScriptedNode.Unanswered : Answer("leader")(command));
+        await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
+            ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = leader.Address, Message = "not the leader" } }
+            : Answer("follower")(command));
+        await using var cluster = Connect(new ClusterOptions
+        {
+            Nodes = $"{leader.Address},{follower.Address}",
+            ReadRouting = ReadRouting.Leader,
+            AttemptTimeoutMilliseconds = 300,
+            DeadlineMilliseconds = 10_000,
+        });
+        Assert.True((await cluster.ExecuteAsync(Set("k", session: 1), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience)).Ok);
+        Assert.Equal(leader.Address, cluster.View.LeaderAddress);
+
+        var reply = await cluster.ExecuteAsync(Get("k"), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
+
+        Assert.Equal("follower:k", reply.Bulk?.ToStringUtf8());
+        Assert.Single(leader.Received.SelectMany(batch => batch), command => command.OpCase == Command.OpOneofCase.Get);
+    }
+
+    [Fact]
     public async Task AWaveTooLargeForOneMessageIsCutToFitAndACommandNoMessageCouldCarryIsRefusedUnsent()
     {
         const int maxMessageBytes = 256 * 1024;

@@ -191,6 +191,10 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         private readonly bool[] _answered;
         private int _unanswered;
         private NodeConnection? _hinted;
+        // Where an attempt last timed out or lost its stream: reads, which any member can serve, go elsewhere next time.
+        // A black-holed node is found out only by timeouts (they do not count against its breaker, since a slow node
+        // answers in the end), so without this every retry of a read routed to the leader went back to it.
+        private NodeConnection? _unresponsive;
 
         public Batch(CacheCluster cluster, IReadOnlyList<ClusterCall> calls)
         {
@@ -231,7 +235,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
                 var node = hinted ?? (_isWrite[i]
                     ? writeNode ??= _cluster.Choose(isWrite: true)
-                    : readNode ??= _cluster.Choose(isWrite: false));
+                    : readNode ??= _cluster.Choose(isWrite: false, avoid: _unresponsive));
                 var group = GroupFor(groups, node);
                 if (group is null)
                 {
@@ -367,6 +371,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 _cluster.Forget(group.Node);
             }
 
+            if (result is AttemptResult.Timeout or AttemptResult.Unreachable)
+            {
+                _unresponsive = group.Node;
+            }
+
             if (maybeDelivered)
             {
                 foreach (var index in group.Indexes)
@@ -429,9 +438,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         }
     }
 
-    private NodeConnection Choose(bool isWrite)
+    /// <summary>
+    /// The node for a write (the leader) or a read (the leader, or round the members); a read avoids
+    /// <paramref name="avoid"/> while another healthy member is there to ask.
+    /// </summary>
+    private NodeConnection Choose(bool isWrite, NodeConnection? avoid = null)
     {
-        if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { Healthy: true } leader)
+        if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { Healthy: true } leader
+            && (isWrite || !ReferenceEquals(leader, avoid)))
         {
             return leader;
         }
@@ -439,16 +453,23 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         // Reads routed to members (and anything while no leader is known) go round the healthy members.
         var nodes = _nodes;
         var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)nodes.Length);
+        NodeConnection? avoided = null;
         for (var i = 0; i < nodes.Length; i++)
         {
             var node = nodes[(start + i) % nodes.Length];
             if (node.Healthy && node.IsMember)
             {
+                if (!isWrite && ReferenceEquals(node, avoid))
+                {
+                    avoided = node;
+                    continue;
+                }
+
                 return node;
             }
         }
 
-        return nodes[start];
+        return avoided ?? nodes[start];
     }
 
     private NodeConnection? Find(string address) =>

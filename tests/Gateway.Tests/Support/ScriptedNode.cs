@@ -35,9 +35,13 @@ internal sealed class ScriptedNode : IAsyncDisposable
 
     public int CommandsReceived => Received.Sum(batch => batch.Length);
 
+    /// <summary>An answer that is never sent: the command goes unanswered and the stream stays open (a black hole).</summary>
+    public static Reply Unanswered { get; } = new();
+
     /// <summary>
     /// Starts a node that answers each command with <paramref name="answer"/>; an answer of null ends the whole stream
-    /// with an error at that command, after the replies before it in the batch were sent.
+    /// with an error at that command, after the replies before it in the batch were sent; <see cref="Unanswered"/>
+    /// leaves the command without a reply.
     /// </summary>
     public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer)
     {
@@ -82,11 +86,19 @@ internal sealed class ScriptedNode : IAsyncDisposable
                         throw new RpcException(new Status(StatusCode.Unavailable, "scripted stream failure"));
                     }
 
+                    if (ReferenceEquals(reply, Unanswered))
+                    {
+                        continue;
+                    }
+
                     reply.Id = command.Id;
                     replies.Replies.Add(reply);
                 }
 
-                await responseStream.WriteAsync(replies);
+                if (replies.Replies.Count > 0)
+                {
+                    await responseStream.WriteAsync(replies);
+                }
             }
         }
 
