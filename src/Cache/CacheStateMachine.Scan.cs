@@ -51,7 +51,7 @@ public sealed partial class CacheStateMachine
     /// <summary>Keeps SCAN's index, when there is one, up to date with a key just removed.</summary>
     private void NoteRemovedForScan(CacheEntry entry)
     {
-        if (_scanIndex is not null && !_scanIndex.NoteRemoved(entry))
+        if (_scanIndex is not null && !_scanIndex.NoteRemoved(entry, _usedBytes))
         {
             _scanIndex = null;
         }

@@ -13,13 +13,21 @@ namespace Dcache.Cache;
 /// than twice the size of the next, so there are at most log2(n) + 1 runs and a key is merged O(log n) times in its
 /// life. Removed keys stay in their run, skipped by reads, until the index is rebuilt.</para>
 /// <para>An index that has fallen far behind — more keys created but not placed, plus removed keys still held, than half
-/// its size and than <see cref="MinimumSlack"/> — is dropped by the state machine, and the next SCAN builds a new one.
-/// That bounds the memory removed keys keep alive, and makes a rebuild's O(n log n) an amortised O(log n) per write.</para>
+/// its size and than <see cref="MinimumSlack"/>, or removed keys' bytes past <see cref="MinimumRetainedBytes"/> and an
+/// eighth of the cache — is dropped by the state machine, and the next SCAN builds a new one. That bounds the memory
+/// removed keys keep alive, and makes a rebuild's O(n log n) an amortised O(log n) per write.</para>
 /// </remarks>
 internal sealed class ScanIndex
 {
     /// <summary>How far behind any index may fall before it is dropped, however small it is.</summary>
     public const int MinimumSlack = 4096;
+
+    /// <summary>
+    /// Bytes of removed keys any index may keep alive, however small the cache; beyond that and an eighth of the cache's
+    /// charged bytes it is dropped. Counting keys alone would let a client that sets and deletes one large value over and
+    /// over keep thousands of those values alive, unseen by the memory cap.
+    /// </summary>
+    public const long MinimumRetainedBytes = 16L << 20;
 
     /// <summary>Redis's bound on a call's work when most of what it visits yields nothing (its maxiterations).</summary>
     private const long SlotsVisitedPerCount = 10;
@@ -28,6 +36,7 @@ internal sealed class ScanIndex
     private readonly List<CacheEntry> _createdSinceCatchUp = [];
     private long _slots;
     private long _removedSlots;
+    private long _removedBytes;
 
     private ScanIndex()
     {
@@ -65,8 +74,11 @@ internal sealed class ScanIndex
         return IsWithinSlack();
     }
 
-    /// <summary>Notes a key the cache just removed. False when the index has fallen too far behind and should be dropped.</summary>
-    public bool NoteRemoved(CacheEntry entry)
+    /// <summary>
+    /// Notes a key the cache just removed. False when the index has fallen too far behind, or keeps too many bytes of
+    /// removed keys alive for a cache of <paramref name="cacheUsedBytes"/>, and should be dropped.
+    /// </summary>
+    public bool NoteRemoved(CacheEntry entry, long cacheUsedBytes)
     {
         if (entry.ScanPosition >= 0)
         {
@@ -74,8 +86,10 @@ internal sealed class ScanIndex
             _removedSlots++;
         }
 
+        // Held until the index is dropped (in a run) or catches up (in the created list): counted either way.
+        _removedBytes += entry.ChargedBytes;
         entry.ScanPosition = ScanOrder.Removed;
-        return IsWithinSlack();
+        return IsWithinSlack() && _removedBytes <= Math.Max(MinimumRetainedBytes, cacheUsedBytes / 8);
     }
 
     /// <summary>Places the keys created since the last call: O(k log k) for k of them, plus the merges they cause.</summary>

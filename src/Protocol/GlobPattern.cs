@@ -6,14 +6,25 @@ namespace Dcache.Protocol;
 /// </summary>
 public static class GlobPattern
 {
+    /// <summary>
+    /// How many stars deep a match may recurse before it is taken as no match, as Redis (7.2 on) bounds it: a pattern of
+    /// a hundred thousand stars against a long key would otherwise overflow the stack, which ends the process.
+    /// </summary>
+    public const int MaxNesting = 1000;
+
     public static bool Matches(ReadOnlySpan<byte> pattern, ReadOnlySpan<byte> text, bool ignoreCase)
     {
         var skipLongerMatches = false;
-        return Match(pattern, text, ignoreCase, ref skipLongerMatches);
+        return Match(pattern, text, ignoreCase, ref skipLongerMatches, nesting: 0);
     }
 
-    private static bool Match(ReadOnlySpan<byte> pattern, ReadOnlySpan<byte> text, bool ignoreCase, ref bool skipLongerMatches)
+    private static bool Match(ReadOnlySpan<byte> pattern, ReadOnlySpan<byte> text, bool ignoreCase, ref bool skipLongerMatches, int nesting)
     {
+        if (nesting > MaxNesting)
+        {
+            return false;
+        }
+
         while (pattern.Length > 0 && text.Length > 0)
         {
             switch (pattern[0])
@@ -31,7 +42,7 @@ public static class GlobPattern
 
                     while (text.Length > 0)
                     {
-                        if (Match(pattern[1..], text, ignoreCase, ref skipLongerMatches))
+                        if (Match(pattern[1..], text, ignoreCase, ref skipLongerMatches, nesting + 1))
                         {
                             return true;
                         }

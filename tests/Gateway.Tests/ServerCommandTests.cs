@@ -124,4 +124,16 @@ public sealed class ServerCommandTests
     [InlineData("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false)]
     public void GlobPatternsMatchAsRedisDoes(string pattern, string text, bool matches) =>
         Assert.Equal(matches, Dcache.Protocol.GlobPattern.Matches(Encoding.Latin1.GetBytes(pattern), Encoding.Latin1.GetBytes(text), ignoreCase: true));
+
+    [Fact]
+    public void APatternNestedPastRedissBoundMatchesNothingInsteadOfOverflowingTheStack()
+    {
+        // A stack overflow ends a .NET process: one KEYS or SCAN MATCH would take the node down.
+        var text = new string('a', 200_000);
+        var deep = string.Concat(Enumerable.Repeat("*a", 100_000)) + "*";
+        Assert.False(Dcache.Protocol.GlobPattern.Matches(Encoding.Latin1.GetBytes(deep), Encoding.Latin1.GetBytes(text), ignoreCase: false));
+
+        var withinBound = string.Concat(Enumerable.Repeat("*a", Dcache.Protocol.GlobPattern.MaxNesting - 1)) + "*";
+        Assert.True(Dcache.Protocol.GlobPattern.Matches(Encoding.Latin1.GetBytes(withinBound), Encoding.Latin1.GetBytes(text), ignoreCase: false));
+    }
 }

@@ -222,7 +222,7 @@ public sealed class ScanTests
 
         foreach (var removed in all.Where((_, i) => i % 3 == 0).ToList())
         {
-            Assert.True(index.NoteRemoved(removed));
+            Assert.True(index.NoteRemoved(removed, cacheUsedBytes: 0));
             all.Remove(removed);
         }
 
@@ -241,6 +241,31 @@ public sealed class ScanTests
         }
 
         Assert.False(index.NoteCreated(new CacheEntry(Entries.B("one too many"), [])));
+    }
+
+    [Fact]
+    public void An_index_that_keeps_too_many_bytes_of_removed_keys_alive_asks_to_be_dropped()
+    {
+        // One large value set and deleted over and over: few keys, but each removal keeps its value alive in the index.
+        var first = new CacheEntry(Entries.B("first"), []);
+        var index = ScanIndex.Build(first, 1);
+        var value = new byte[1 << 20];
+        var removals = 0;
+        while (true)
+        {
+            var created = new CacheEntry(Entries.B("big"), value);
+            Assert.True(index.NoteCreated(created));
+            if (!index.NoteRemoved(created, cacheUsedBytes: value.Length))
+            {
+                break;
+            }
+
+            removals++;
+            Assert.True(removals < ScanIndex.MinimumSlack, "the index never asked to be dropped");
+        }
+
+        // About MinimumRetainedBytes worth of 1 MiB values, far fewer than MinimumSlack keys.
+        Assert.InRange(removals, (ScanIndex.MinimumRetainedBytes >> 20) - 2, ScanIndex.MinimumRetainedBytes >> 20);
     }
 
     [Fact]
