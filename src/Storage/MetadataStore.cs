@@ -20,7 +20,7 @@ public sealed record SnapshotCatalogueEntry(
 /// when it commits): node and cluster identity, the Raft term and vote, the newest membership the node applied (or
 /// its latest snapshot's), and the snapshot catalogue. The schema version is SQLite's user_version; <see cref="Migrations"/> upgrade it
 /// forward, one step per version, each in its own transaction.
-/// Not thread-safe by itself: callers serialise (the Raft driver for hard state, the snapshot store's lock).
+/// Thread-safe: one connection, its uses serialised inside.
 /// </summary>
 public sealed class MetadataStore : IDisposable
 {
@@ -55,6 +55,9 @@ public sealed class MetadataStore : IDisposable
     ];
 
     private readonly SqliteConnection _connection;
+    // One connection, used by the Raft driver (term and vote, each applied membership) and by the snapshot store
+    // (catalogue), from different threads.
+    private readonly Lock _gate = new();
 
     private MetadataStore(SqliteConnection connection, string path)
     {
@@ -105,67 +108,82 @@ public sealed class MetadataStore : IDisposable
     /// <summary>Records this node's identity on first start; afterwards refuses to run as a different node or cluster.</summary>
     public void EnsureIdentity(ulong nodeId, string clusterId)
     {
-        var storedNode = GetIdentity("node_id");
-        var storedCluster = GetIdentity("cluster_id");
-        var node = nodeId.ToString(CultureInfo.InvariantCulture);
-        if (storedNode is null && storedCluster is null)
+        lock (_gate)
         {
-            using var transaction = _connection.BeginTransaction();
-            SetIdentity("node_id", node, transaction);
-            SetIdentity("cluster_id", clusterId, transaction);
-            transaction.Commit();
-            return;
-        }
+            var storedNode = GetIdentity("node_id");
+            var storedCluster = GetIdentity("cluster_id");
+            var node = nodeId.ToString(CultureInfo.InvariantCulture);
+            if (storedNode is null && storedCluster is null)
+            {
+                using var transaction = _connection.BeginTransaction();
+                SetIdentity("node_id", node, transaction);
+                SetIdentity("cluster_id", clusterId, transaction);
+                transaction.Commit();
+                return;
+            }
 
-        if (storedNode != node || storedCluster != clusterId)
-        {
-            throw new InvalidOperationException(
-                $"{FilePath} belongs to node {storedNode} of cluster {storedCluster}, not node {node} of cluster {clusterId}");
+            if (storedNode != node || storedCluster != clusterId)
+            {
+                throw new InvalidOperationException(
+                    $"{FilePath} belongs to node {storedNode} of cluster {storedCluster}, not node {node} of cluster {clusterId}");
+            }
         }
     }
 
     /// <summary>Moves the data to a new cluster (offline majority-loss recovery), so members of the old cluster are refused.</summary>
     public void ReplaceClusterId(string clusterId)
     {
-        using var command = Command("UPDATE identity SET value = $value WHERE key = 'cluster_id'");
-        command.Parameters.AddWithValue("$value", clusterId);
-        if (command.ExecuteNonQuery() != 1)
+        lock (_gate)
         {
-            throw new InvalidOperationException($"{FilePath} records no cluster id to replace");
+            using var command = Command("UPDATE identity SET value = $value WHERE key = 'cluster_id'");
+            command.Parameters.AddWithValue("$value", clusterId);
+            if (command.ExecuteNonQuery() != 1)
+            {
+                throw new InvalidOperationException($"{FilePath} records no cluster id to replace");
+            }
         }
     }
 
-    public ulong? NodeId => GetIdentity("node_id") is { } text ? ulong.Parse(text, CultureInfo.InvariantCulture) : null;
+    public ulong? NodeId => LockedIdentity("node_id") is { } text ? ulong.Parse(text, CultureInfo.InvariantCulture) : null;
 
-    public string? ClusterId => GetIdentity("cluster_id");
+    public string? ClusterId => LockedIdentity("cluster_id");
 
     public (ulong Term, ulong Vote) LoadTermAndVote()
     {
-        using var command = Command("SELECT term, vote FROM hard_state WHERE id = 1");
-        using var reader = command.ExecuteReader();
-        reader.Read();
-        return ((ulong)reader.GetInt64(0), (ulong)reader.GetInt64(1));
+        lock (_gate)
+        {
+            using var command = Command("SELECT term, vote FROM hard_state WHERE id = 1");
+            using var reader = command.ExecuteReader();
+            reader.Read();
+            return ((ulong)reader.GetInt64(0), (ulong)reader.GetInt64(1));
+        }
     }
 
     /// <summary>Durable when it returns: one SQLite transaction, one fsync of the WAL.</summary>
     public void SaveTermAndVote(ulong term, ulong vote)
     {
-        using var command = Command("UPDATE hard_state SET term = $term, vote = $vote WHERE id = 1");
-        command.Parameters.AddWithValue("$term", (long)term);
-        command.Parameters.AddWithValue("$vote", (long)vote);
-        command.ExecuteNonQuery();
+        lock (_gate)
+        {
+            using var command = Command("UPDATE hard_state SET term = $term, vote = $vote WHERE id = 1");
+            command.Parameters.AddWithValue("$term", (long)term);
+            command.Parameters.AddWithValue("$vote", (long)vote);
+            command.ExecuteNonQuery();
+        }
     }
 
     public (ulong Index, Membership Membership)? LoadMembership()
     {
-        using var command = Command("SELECT raft_index, voters, learners, contexts FROM membership WHERE id = 1");
-        using var reader = command.ExecuteReader();
-        if (!reader.Read())
+        lock (_gate)
         {
-            return null;
-        }
+            using var command = Command("SELECT raft_index, voters, learners, contexts FROM membership WHERE id = 1");
+            using var reader = command.ExecuteReader();
+            if (!reader.Read())
+            {
+                return null;
+            }
 
-        return ((ulong)reader.GetInt64(0), Membership.Of(MembershipCodec.FromText(reader.GetString(1)), MembershipCodec.FromText(reader.GetString(2)), MembershipCodec.ContextsFromText(reader.GetString(3))));
+            return ((ulong)reader.GetInt64(0), Membership.Of(MembershipCodec.FromText(reader.GetString(1)), MembershipCodec.FromText(reader.GetString(2)), MembershipCodec.ContextsFromText(reader.GetString(3))));
+        }
     }
 
     /// <summary>
@@ -176,74 +194,89 @@ public sealed class MetadataStore : IDisposable
     /// </summary>
     public void SaveMembership(ulong index, Membership membership)
     {
-        using var command = Command(
-            "INSERT INTO membership (id, raft_index, voters, learners, contexts) VALUES (1, $index, $voters, $learners, $contexts) " +
-            "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners, contexts = excluded.contexts " +
-            "WHERE excluded.raft_index >= membership.raft_index");
-        command.Parameters.AddWithValue("$index", (long)index);
-        command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(membership.Voters));
-        command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(membership.Learners));
-        command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(membership));
-        command.ExecuteNonQuery();
+        lock (_gate)
+        {
+            using var command = Command(
+                "INSERT INTO membership (id, raft_index, voters, learners, contexts) VALUES (1, $index, $voters, $learners, $contexts) " +
+                "ON CONFLICT (id) DO UPDATE SET raft_index = excluded.raft_index, voters = excluded.voters, learners = excluded.learners, contexts = excluded.contexts " +
+                "WHERE excluded.raft_index >= membership.raft_index");
+            command.Parameters.AddWithValue("$index", (long)index);
+            command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(membership.Voters));
+            command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(membership.Learners));
+            command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(membership));
+            command.ExecuteNonQuery();
+        }
     }
 
     public void AddSnapshot(SnapshotCatalogueEntry entry)
     {
-        using var command = Command(
-            "INSERT INTO snapshots (id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts) " +
-            "VALUES ($id, $index, $term, $voters, $learners, $begin, $end, $size, $crc, $chunks, $created, $contexts)");
-        command.Parameters.AddWithValue("$id", entry.Id);
-        command.Parameters.AddWithValue("$index", (long)entry.Metadata.Index);
-        command.Parameters.AddWithValue("$term", (long)entry.Metadata.Term);
-        command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(entry.Metadata.Membership.Voters));
-        command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(entry.Metadata.Membership.Learners));
-        command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(entry.Metadata.Membership));
-        command.Parameters.AddWithValue("$begin", entry.BeginAddress);
-        command.Parameters.AddWithValue("$end", entry.EndAddress);
-        command.Parameters.AddWithValue("$size", entry.SizeBytes);
-        command.Parameters.AddWithValue("$crc", (long)entry.Crc32C);
-        command.Parameters.AddWithValue("$chunks", entry.ChunkCount);
-        command.Parameters.AddWithValue("$created", entry.CreatedAt.ToUnixTimeMilliseconds());
-        command.ExecuteNonQuery();
+        lock (_gate)
+        {
+            using var command = Command(
+                "INSERT INTO snapshots (id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts) " +
+                "VALUES ($id, $index, $term, $voters, $learners, $begin, $end, $size, $crc, $chunks, $created, $contexts)");
+            command.Parameters.AddWithValue("$id", entry.Id);
+            command.Parameters.AddWithValue("$index", (long)entry.Metadata.Index);
+            command.Parameters.AddWithValue("$term", (long)entry.Metadata.Term);
+            command.Parameters.AddWithValue("$voters", MembershipCodec.ToText(entry.Metadata.Membership.Voters));
+            command.Parameters.AddWithValue("$learners", MembershipCodec.ToText(entry.Metadata.Membership.Learners));
+            command.Parameters.AddWithValue("$contexts", MembershipCodec.ContextsToText(entry.Metadata.Membership));
+            command.Parameters.AddWithValue("$begin", entry.BeginAddress);
+            command.Parameters.AddWithValue("$end", entry.EndAddress);
+            command.Parameters.AddWithValue("$size", entry.SizeBytes);
+            command.Parameters.AddWithValue("$crc", (long)entry.Crc32C);
+            command.Parameters.AddWithValue("$chunks", entry.ChunkCount);
+            command.Parameters.AddWithValue("$created", entry.CreatedAt.ToUnixTimeMilliseconds());
+            command.ExecuteNonQuery();
+        }
     }
 
     public void RemoveSnapshot(long id)
     {
-        using var command = Command("DELETE FROM snapshots WHERE id = $id");
-        command.Parameters.AddWithValue("$id", id);
-        command.ExecuteNonQuery();
+        lock (_gate)
+        {
+            using var command = Command("DELETE FROM snapshots WHERE id = $id");
+            command.Parameters.AddWithValue("$id", id);
+            command.ExecuteNonQuery();
+        }
     }
 
     /// <summary>The catalogue, newest (highest Raft index, then id) first.</summary>
     public IReadOnlyList<SnapshotCatalogueEntry> ListSnapshots()
     {
-        using var command = Command(
-            "SELECT id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts " +
-            "FROM snapshots ORDER BY raft_index DESC, id DESC");
-        using var reader = command.ExecuteReader();
-        var list = new List<SnapshotCatalogueEntry>();
-        while (reader.Read())
+        lock (_gate)
         {
-            var membership = Membership.Of(MembershipCodec.FromText(reader.GetString(3)), MembershipCodec.FromText(reader.GetString(4)), MembershipCodec.ContextsFromText(reader.GetString(11)));
-            list.Add(new SnapshotCatalogueEntry(
-                reader.GetInt64(0),
-                new SnapshotMetadata((ulong)reader.GetInt64(1), (ulong)reader.GetInt64(2), membership),
-                reader.GetInt64(5),
-                reader.GetInt64(6),
-                reader.GetInt64(7),
-                (uint)reader.GetInt64(8),
-                reader.GetInt32(9),
-                DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(10))));
-        }
+            using var command = Command(
+                "SELECT id, raft_index, raft_term, voters, learners, begin_address, end_address, size_bytes, crc32c, chunk_count, created_unix_ms, contexts " +
+                "FROM snapshots ORDER BY raft_index DESC, id DESC");
+            using var reader = command.ExecuteReader();
+            var list = new List<SnapshotCatalogueEntry>();
+            while (reader.Read())
+            {
+                var membership = Membership.Of(MembershipCodec.FromText(reader.GetString(3)), MembershipCodec.FromText(reader.GetString(4)), MembershipCodec.ContextsFromText(reader.GetString(11)));
+                list.Add(new SnapshotCatalogueEntry(
+                    reader.GetInt64(0),
+                    new SnapshotMetadata((ulong)reader.GetInt64(1), (ulong)reader.GetInt64(2), membership),
+                    reader.GetInt64(5),
+                    reader.GetInt64(6),
+                    reader.GetInt64(7),
+                    (uint)reader.GetInt64(8),
+                    reader.GetInt32(9),
+                    DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(10))));
+            }
 
-        return list;
+            return list;
+        }
     }
 
     /// <summary>Runs SQLite's own integrity check; null when the database is sound, else its findings.</summary>
     public string? CheckIntegrity()
     {
-        var result = Scalar("PRAGMA integrity_check") as string;
-        return result == "ok" ? null : result;
+        lock (_gate)
+        {
+            var result = Scalar("PRAGMA integrity_check") as string;
+            return result == "ok" ? null : result;
+        }
     }
 
     public void Dispose() => _connection.Dispose();
@@ -271,6 +304,14 @@ public sealed class MetadataStore : IDisposable
             }
 
             transaction.Commit();
+        }
+    }
+
+    private string? LockedIdentity(string key)
+    {
+        lock (_gate)
+        {
+            return GetIdentity(key);
         }
     }
 

@@ -113,15 +113,17 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
         };
 
         // Refusals that need no network first (and a follower sends the caller to the leader before it probes).
-        var (leads, leader, refusal) = await driver.RunOnLoopAsync(raft =>
+        var (leads, leader, refusal, acknowledged) = await driver.RunOnLoopAsync(raft =>
         {
             (StatusCode Code, string Reason)? refused = null;
+            ulong match = 0;
             if (raft.Role == Role.Leader)
             {
                 check(raft, (code, why) => refused = (code, why));
+                match = raft.GetStatus().Progress.FirstOrDefault(p => p.Id == request.Id).Match;
             }
 
-            return (raft.Role == Role.Leader, raft.Leader, refused);
+            return (raft.Role == Role.Leader, raft.Leader, refused, match);
         }).ConfigureAwait(false);
         if (!leads)
         {
@@ -133,13 +135,17 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             throw new RpcException(new Status(refused.Code, refused.Reason));
         }
 
-        // A mistyped address would leave the member cut off from the cluster: it must answer there as itself.
-        await ProbeAsync(request.Id, address, context.CancellationToken).ConfigureAwait(false);
+        // A mistyped address would leave the member cut off from the cluster: it must answer there as itself, and with
+        // the log it acknowledged (a voter that forgot acknowledged entries can help lose committed writes).
+        await ProbeAsync(request.Id, address, acknowledged, context.CancellationToken).ConfigureAwait(false);
         return await ChangeAsync(new ConfChange(ConfChangeType.UpdateContext, request.Id, address), check, context).ConfigureAwait(false);
     }
 
-    /// <summary>Throws unless the node at <paramref name="address"/> answers, with this cluster's credentials, as node <paramref name="id"/>.</summary>
-    private async Task ProbeAsync(ulong id, string address, CancellationToken cancellationToken)
+    /// <summary>
+    /// Throws unless the node at <paramref name="address"/> answers, with this cluster's credentials, as node
+    /// <paramref name="id"/>, holding at least the <paramref name="acknowledged"/> entries the leader saw it hold.
+    /// </summary>
+    private async Task ProbeAsync(ulong id, string address, ulong acknowledged, CancellationToken cancellationToken)
     {
         using var channel = GrpcChannels.ForNode(address);
         CacheProto.NodeStatus status;
@@ -163,6 +169,13 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
         if (status.NodeId != id)
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"the node at {address} is node {status.NodeId}, not node {id}"));
+        }
+
+        if (status.LastIndex < acknowledged)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"node {id} at {address} holds log entries up to {status.LastIndex}, but had acknowledged up to {acknowledged}: " +
+                "its data is not what it was (a wiped or replaced data directory); replace the member instead (member remove, then add it fresh)"));
         }
     }
 

@@ -107,8 +107,21 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
         _ = Task.Run(async () =>
         {
-            var ok = await sender.SendSnapshotAsync(message, source, _stopping.Token).ConfigureAwait(false);
-            events.SnapshotSent(message.To, ok);
+            // Reported whatever happens: a leader that never hears how a snapshot went keeps the follower waiting for
+            // it (its progress stays in the snapshot state) until leadership changes.
+            var ok = false;
+            try
+            {
+                ok = await sender.SendSnapshotAsync(message, source, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The sender was replaced before this began: its member moved (member update) or left.
+            }
+            finally
+            {
+                events.SnapshotSent(message.To, ok);
+            }
         });
     }
 
