@@ -55,6 +55,9 @@ internal sealed class TestCluster
 
     public void Heal() => _cut.Clear();
 
+    /// <summary>Messages this says true of are lost in transit (finer than <see cref="Cut"/>: by type, say).</summary>
+    public Func<Message, bool>? Drop { get; set; }
+
     /// <summary>Processes every Ready and delivers every message (dropping those on cut links) until nothing moves.</summary>
     public void Stabilize(int maxRounds = 100_000)
     {
@@ -70,7 +73,7 @@ internal sealed class TestCluster
             {
                 progressed = true;
                 var (message, data) = _inFlight.Dequeue();
-                if (_cut.Contains((message.From, message.To)) || !_nodes.TryGetValue(message.To, out var target) || target.Raft is null)
+                if (_cut.Contains((message.From, message.To)) || Drop?.Invoke(message) == true || !_nodes.TryGetValue(message.To, out var target) || target.Raft is null)
                 {
                     if (message.Type == MessageType.Snapshot && _nodes[message.From].Raft is { } sender)
                     {
