@@ -331,6 +331,19 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         return _lastStampMs;
     }
 
+    /// <summary>
+    /// The time reads judge expiry by: the cluster's time, but never earlier than the state machine's clock (the time
+    /// writes judge by, so a key every write would find expired is not served) or the time an earlier read on this node
+    /// used. The cluster's time can go back here: each recomputation of the offsets is off by up to half a round trip,
+    /// differently each time, and a stepped wall clock moves it until peers' readings correct it; a key a read saw
+    /// expired would be served again, a TTL would go up between two reads.
+    /// </summary>
+    private long ReadNowMs()
+    {
+        _lastReadMs = Math.Max(ClusterNowMs(), Math.Max(_lastReadMs, _cache.ClockMs));
+        return _lastReadMs;
+    }
+
     private const long ClockWarningMs = 500;
     private static readonly TimeSpan StampOffsetRefresh = TimeSpan.FromMilliseconds(100);
     private long _stampOffsetMs;
@@ -339,6 +352,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private Role _stampOffsetRole;
     private ulong _stampOffsetLeader;
     private long _lastStampMs;
+    private long _lastReadMs;
 
     private async Task TickAsync()
     {
@@ -474,7 +488,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            input.Replies.Complete(ReadExecutor.Execute(command, _cache, ClusterNowMs()));
+            input.Replies.Complete(ReadExecutor.Execute(command, _cache, ReadNowMs()));
         }
         else
         {
@@ -722,7 +736,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        var now = ClusterNowMs();
+        var now = ReadNowMs();
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
