@@ -151,6 +151,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         settings.Raft.Applied = snapshot.Index;
         // Election timeouts must differ between nodes started together: seed from the OS, not the clock.
         _raft = new RaftNode(settings.Raft, storage, new SeededRandom(Random.Shared.Next()));
+        // Read contexts must not repeat across restarts: the leader's answer to a request of the previous process can
+        // arrive after a restart (its stream to us queues while it reconnects), and a read matched to it would be served
+        // at that earlier read index, missing writes acknowledged since. Counting from a random point makes it so.
+        _nextReadContext = (ulong)Random.Shared.NextInt64(long.MinValue, long.MaxValue);
         // The core has applied every committed membership change already, so the membership is as of the commit index.
         FollowMembership(asOf: _raft.CommitIndex);
         Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
@@ -593,6 +597,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         return format;
     }
+
+    /// <summary>Test inspection (read it on the loop): the context of the latest read-index request.</summary>
+    internal ulong LastReadContext => _nextReadContext;
 
     private void RequestReadIndexForOpenGroup()
     {

@@ -1,0 +1,123 @@
+using Dcache.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>
+/// A follower's read waits for the leader's answer to the read-index request it forwarded, matched by the request's
+/// context. The leader's answer to a request made before the follower restarted can arrive after the restart (the
+/// leader's stream queues messages while it reconnects); it carries the read index of that earlier moment, and writes
+/// acknowledged since are not in it. It must not answer a read of the new process.
+/// </summary>
+public sealed class ReadContextTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
+
+    [Fact]
+    public async Task AnAnswerToARequestOfThePreviousProcessDoesNotServeAReadOfTheRestartedOne()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+
+        ulong before;
+        await using (var first = Follower.Start(disk))
+        {
+            var unanswered = first.Driver.ExecuteAsync(Get("k"));
+            before = await first.ForwardedContextAsync();
+            Assert.False(unanswered.IsCompleted);
+        }
+
+        await using var restarted = Follower.Start(disk);
+        var read = restarted.Driver.ExecuteAsync(Get("k"));
+        var own = await restarted.ForwardedContextAsync();
+
+        restarted.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = before, Index = 0 });
+        if (await Task.WhenAny(read, Task.Delay(300)) == read)
+        {
+            Assert.Fail($"served by the answer to the previous process's request: {await read}");
+        }
+
+        restarted.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = own, Index = 0 });
+        Assert.Equal(Proto.Reply.ResultOneofCase.Nil, (await read.WaitAsync(Patience)).ResultCase);
+    }
+
+    private static Proto.Command Get(string key) => new()
+    {
+        Id = 1,
+        Consistency = Proto.ReadConsistency.Linearizable,
+        Get = new Proto.GetRequest { Key = ByteString.CopyFromUtf8(key) },
+    };
+
+    /// <summary>Node 2 of three, following node 1 (which exists only as the messages the test posts); it sends nowhere.</summary>
+    private sealed class Follower : IAsyncDisposable
+    {
+        private readonly NodeMetrics _metrics = new();
+        private readonly PeerTransport _transport;
+        private readonly ulong _initialContext;
+
+        private Follower(MemoryStorage disk)
+        {
+            Driver = new RaftDriver(
+                // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
+                new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1)),
+                disk,
+                new NoSnapshots(),
+                new CacheStateMachine(new CacheStateMachineOptions()),
+                new AddressBook(new Dictionary<ulong, string>()),
+                (_, _) => { },
+                TimeProvider.System,
+                _metrics,
+                NullLogger<RaftDriver>.Instance);
+            _initialContext = Driver.LastReadContext;
+            _transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
+            Driver.Start(_transport);
+            Post(new Message { Type = MessageType.Heartbeat, From = 1, To = 2, Term = 1 });
+        }
+
+        public RaftDriver Driver { get; }
+
+        public static Follower Start(MemoryStorage disk) => new(disk);
+
+        public void Post(Message message) => Assert.True(((IRaftInbox)Driver).TryPost(message));
+
+        /// <summary>The context of the read-index request the driver made for the read just sent (the first it made).</summary>
+        public async Task<ulong> ForwardedContextAsync()
+        {
+            var deadline = DateTime.UtcNow + Patience;
+            while (true)
+            {
+                var context = await Driver.RunOnLoopAsync(_ => Driver.LastReadContext);
+                if (context != _initialContext)
+                {
+                    return context;
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, "the read never became a read-index request");
+                await Task.Delay(10);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Driver.DisposeAsync();
+            await _transport.DisposeAsync();
+            _metrics.Dispose();
+        }
+    }
+
+    private sealed class NoSnapshots : INodeSnapshotStore
+    {
+        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
+
+        public StoredSnapshot? Find(ulong index) => null;
+
+        public IReadOnlyList<StoredSnapshot> All() => [];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
+    }
+}
