@@ -122,6 +122,9 @@ public sealed class CacheClusterBatchTests
 
         Assert.Equal("follower:k", reply.Bulk?.ToStringUtf8());
         Assert.Single(leader.Received.SelectMany(batch => batch), command => command.OpCase == Command.OpOneofCase.Get);
+        // The retry is a read of its own at the other member (its own read index), never a local one.
+        var retried = Assert.Single(follower.Received.SelectMany(batch => batch), command => command.OpCase == Command.OpOneofCase.Get);
+        Assert.Equal(ReadConsistency.Linearizable, retried.Consistency);
     }
 
     [Fact]
