@@ -74,6 +74,11 @@ internal sealed class ChaosRun
     private readonly Dictionary<ulong, SmallDisk> _disks = [];
     private readonly HashSet<ulong> _full = [];
 
+    // Members moved to a new address (member update): the address the cluster was told, and what each process wrote
+    // at its earlier addresses (a failing schedule saves it with the node's log).
+    private readonly Dictionary<ulong, string> _movedTo = [];
+    private readonly Dictionary<ulong, StringBuilder> _earlierOutput = [];
+
     // What the faults themselves found wrong (a node that did not stop on a full disk, a gateway slow to recover).
     private readonly List<string> _faultProblems = [];
 
@@ -264,7 +269,28 @@ internal sealed class ChaosRun
 
         var leader = await _cluster.WaitForLeaderAsync(RecoveryTimeout);
         Note($"whole cluster restarted, node {leader} leads");
+        await MovedMembersListedAsync();
         return history;
+    }
+
+    /// <summary>After the whole-cluster restart, every member lists each moved member at its new address (from its own log or snapshot).</summary>
+    private async Task MovedMembersListedAsync()
+    {
+        foreach (var (id, address) in _movedTo.Where(moved => _members.Contains(moved.Key)))
+        {
+            try
+            {
+                await Eventually.WaitAsync(async () =>
+                {
+                    var statuses = await Task.WhenAll(_members.Select(m => _cluster.StatusAsync(m)));
+                    return statuses.All(s => s.Members.Any(member => member.Id == id && member.Address == address));
+                }, RecoveryTimeout, $"every member to list node {id} at {address} after the restart");
+            }
+            catch (TimeoutException ex)
+            {
+                _faultProblems.Add(ex.Message);
+            }
+        }
     }
 
     /// <summary>Starts one fault; returns what ends it.</summary>
@@ -294,8 +320,7 @@ internal sealed class ChaosRun
                     _cluster[target].Resume();
                 });
             case FaultKind.Partition:
-                var shuffled = ids.OrderBy(id => new Random(step.Pick + (int)id).Next()).ToList();
-                var minority = shuffled.Take(ids.Count == 5 && step.Pick % 2 == 0 ? 2 : 1).ToList();
+                var minority = Minority(step, ids);
                 var majority = ids.Except(minority).ToList();
                 _mesh.Partition(minority, majority);
                 Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
@@ -360,10 +385,17 @@ internal sealed class ChaosRun
                 return await CutGatewayAsync(step, ids, leader);
             case FaultKind.DiskFull:
                 return await FillDiskAsync(target, role, step.DiskFullFreeBytes);
+            case FaultKind.MemberUpdate:
+                await MoveMemberAsync(step, target, role, ids, others);
+                return () => Task.CompletedTask;
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
     }
+
+    /// <summary>A random minority of <paramref name="ids"/> (1 of 3; 1 or 2 of 5), as the seed chooses.</summary>
+    private static List<ulong> Minority(FaultStep step, List<ulong> ids) =>
+        ids.OrderBy(id => new Random(step.Pick + (int)id).Next()).Take(ids.Count == 5 && step.Pick % 2 == 0 ? 2 : 1).ToList();
 
     private static Func<Task> Healed(Action heal) => () =>
     {
@@ -509,12 +541,12 @@ internal sealed class ChaosRun
                 StartNode(target);
             }
 
-            await CatchesUpAsync(target);
+            await CatchesUpAsync(target, "after its disk had room again");
         };
     }
 
     /// <summary>A restarted node catches up: it applies what the others had committed when it came back.</summary>
-    private async Task CatchesUpAsync(ulong id)
+    private async Task CatchesUpAsync(ulong id, string when)
     {
         var others = _members.Where(m => m != id && _cluster[m].IsRunning).ToList();
         var committed = 0UL;
@@ -537,7 +569,7 @@ internal sealed class ChaosRun
         }
         catch (TimeoutException ex)
         {
-            _faultProblems.Add($"node {id} did not catch up after its disk had room again: {ex.Message}");
+            _faultProblems.Add($"node {id} did not catch up {when}: {ex.Message}");
         }
     }
 
@@ -813,6 +845,162 @@ internal sealed class ChaosRun
         _cluster[leaving].Kill();
     }
 
+    /// <summary>What must happen to a member update while its disturbance holds.</summary>
+    private enum MoveOutcome
+    {
+        /// <summary>The other voters reachable from each other are a quorum without the moving node, and reach it: the update commits.</summary>
+        Completes,
+
+        /// <summary>The moving node is cut off from the side with a quorum: the leader cannot reach it at its new address and refuses to move it.</summary>
+        Refused,
+
+        /// <summary>Without the moving node no quorum is left (it can vote only once the others dial its new address): nothing commits until the heal.</summary>
+        Waits,
+    }
+
+    /// <summary>
+    /// Moves <paramref name="target"/> to a new address as operations.md says: stop it, start it with the same data on
+    /// new ports, have the leader update its address (member update), wait until it caught up. The disturbance of the
+    /// step holds from before the stop until the update is done or, when it cannot be done meanwhile, for the fault's
+    /// hold. Until the update commits the others dial the old address, so the moving node takes no part: the update
+    /// needs a quorum of the other voters, and the leader must reach the node at its new address (it probes it first).
+    /// </summary>
+    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, List<ulong> others)
+    {
+        var bystander = others[step.Pick / 31 % others.Count];
+        var quorumSide = ids;
+        var cutOff = false;
+        var meanwhile = "";
+        switch (step.MoveDisturbance)
+        {
+            case MoveDisturbance.BystanderPaused:
+                _cluster[bystander].Pause();
+                quorumSide = ids.Where(id => id != bystander).ToList();
+                meanwhile = $", node {bystander} paused meanwhile";
+                break;
+            case MoveDisturbance.BystanderIsolated:
+                _mesh.Isolate(bystander, ids);
+                quorumSide = ids.Where(id => id != bystander).ToList();
+                meanwhile = $", node {bystander} isolated meanwhile";
+                break;
+            case MoveDisturbance.MinorityPartition:
+                var minority = Minority(step, ids);
+                quorumSide = ids.Except(minority).ToList();
+                cutOff = minority.Contains(target);
+                _mesh.Partition(minority, quorumSide);
+                meanwhile = $", partition [{string.Join(",", minority)}] | [{string.Join(",", quorumSide)}] meanwhile";
+                break;
+        }
+
+        var expected = cutOff ? MoveOutcome.Refused
+            : quorumSide.Count(id => id != target) > ids.Count / 2 ? MoveOutcome.Completes
+            : MoveOutcome.Waits;
+        Note($"member update: node {target} ({role}) moves, stopped by {(step.MoveByKill ? "SIGKILL" : "SIGTERM")}{meanwhile}; expected: {expected.ToString().ToLowerInvariant()}");
+        try
+        {
+            if (step.MoveByKill)
+            {
+                _cluster[target].Kill();
+            }
+            else
+            {
+                await _cluster[target].StopAsync(TimeSpan.FromSeconds(10));
+            }
+
+            if (!_earlierOutput.TryGetValue(target, out var earlier))
+            {
+                _earlierOutput[target] = earlier = new StringBuilder();
+            }
+
+            earlier.AppendLine(_cluster[target].RecentOutput(2000)).AppendLine(CultureInfo.InvariantCulture, $"===== node {target} moves =====");
+            var moved = await _cluster.MoveNodeAsync(target);
+            var address = _mesh.Move(target);
+            StartNode(target);
+            _movedTo[target] = address;
+            Note($"member update: node {target} restarted on port {moved.GrpcPort}, to be reached at {address}");
+            if (expected == MoveOutcome.Completes)
+            {
+                await UpdateAddressAsync(target, address);
+                Note($"member update: the leader lists node {target} at {address}{(meanwhile.Length > 0 ? " (disturbance still on)" : "")}");
+            }
+            else
+            {
+                await TryUpdateWhileHeldAsync(target, address, expected, step.HoldMs);
+            }
+        }
+        finally
+        {
+            switch (step.MoveDisturbance)
+            {
+                case MoveDisturbance.BystanderPaused:
+                    _cluster[bystander].Resume();
+                    break;
+                case MoveDisturbance.BystanderIsolated or MoveDisturbance.MinorityPartition:
+                    HealLinks();
+                    break;
+            }
+        }
+
+        if (expected != MoveOutcome.Completes)
+        {
+            await UpdateAddressAsync(target, _movedTo[target]);
+            Note($"member update: after the heal the leader lists node {target} at {_movedTo[target]}");
+        }
+
+        await CatchesUpAsync(target, "after it moved");
+    }
+
+    /// <summary>Asks the leader to move <paramref name="id"/> to <paramref name="address"/> until its member list shows it there.</summary>
+    private Task UpdateAddressAsync(ulong id, string address) =>
+        ChangeMembershipAsync(UpdateTo(id, address), Lists(id, address), $"the leader to list node {id} at {address}");
+
+    private Func<Admin.AdminClient, Task<MembershipReply>> UpdateTo(ulong id, string address) =>
+        admin => admin.MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
+
+    private static Func<MemberListReply, bool> Lists(ulong id, string address) => list => list.Members.Any(m => m.Id == id && m.Address == address);
+
+    /// <summary>
+    /// Asks for the update for the fault's hold (at least once) while it cannot commit: when the node is cut off from
+    /// the leader's side, it must not show in the leader's member list at its new address (the leader probes an
+    /// address before it proposes it); when no quorum is left without it, it may not. Not a check of the refusals' text.
+    /// </summary>
+    private async Task TryUpdateWhileHeldAsync(ulong id, string address, MoveOutcome expected, int holdMs)
+    {
+        var clock = Stopwatch.StartNew();
+        var refusal = "none";
+        var attempts = 0;
+        do
+        {
+            attempts++;
+            bool done;
+            try
+            {
+                done = await TryChangeAsync(UpdateTo(id, address), Lists(id, address), r => refusal = r);
+            }
+            catch (Grpc.Core.RpcException ex)
+            {
+                refusal = $"{ex.Status.StatusCode} {ex.Status.Detail}";
+                done = false;
+            }
+
+            if (done)
+            {
+                if (expected == MoveOutcome.Refused)
+                {
+                    _faultProblems.Add($"the leader moved node {id} to {address} while the node was cut off from it (the leader must reach a member at its new address first)");
+                }
+
+                Note($"member update: the leader lists node {id} at {address} while the disturbance holds ({clock.ElapsedMilliseconds} ms; expected: {expected.ToString().ToLowerInvariant()})");
+                return;
+            }
+
+            await Task.Delay(100);
+        }
+        while (clock.ElapsedMilliseconds < holdMs);
+
+        Note($"member update: not done during the {holdMs} ms hold, as expected ({attempts} attempts; last refusal: {refusal})");
+    }
+
     /// <summary>
     /// Asks the leader for a membership change until the leader's member list shows it done: a change whose reply
     /// was lost, or that another leader already applied, is not asked for twice once it shows.
@@ -1010,7 +1198,8 @@ internal sealed class ChaosRun
         {
             node.Resume();
             node.Kill();
-            await File.WriteAllTextAsync(Path.Combine(directory, $"node-{node.Id}.log"), node.RecentOutput(2000));
+            var earlier = _earlierOutput.TryGetValue(node.Id, out var before) ? before.ToString() : "";
+            await File.WriteAllTextAsync(Path.Combine(directory, $"node-{node.Id}.log"), earlier + node.RecentOutput(2000));
             CopyDirectory(node.DataDirectory, Path.Combine(directory, "data", $"node{node.Id}"));
         }
 

@@ -67,6 +67,30 @@ internal enum FaultKind
     /// room again, the node is restarted and must catch up.
     /// </summary>
     DiskFull,
+
+    /// <summary>
+    /// A member moves to a new address, as operations.md says: stopped (SIGTERM or SIGKILL), started with its data on
+    /// new ports (through a proxy of its own, so later cuts still reach it), and its address updated through the
+    /// leader (member update); then it must catch up. Meanwhile another member may be paused or cut off, or a minority
+    /// partition may hold (<see cref="MoveDisturbance"/>). Later faults aim at its new address.
+    /// </summary>
+    MemberUpdate,
+}
+
+/// <summary>What else holds while a <see cref="FaultKind.MemberUpdate"/> moves a member.</summary>
+internal enum MoveDisturbance
+{
+    /// <summary>Nothing.</summary>
+    None,
+
+    /// <summary>Another member is paused (SIGSTOP) until the change is done.</summary>
+    BystanderPaused,
+
+    /// <summary>Another member is cut off from every member, both directions, until the change is done.</summary>
+    BystanderIsolated,
+
+    /// <summary>A random minority (which may hold the moving node, the leader, both or neither) is cut off from the rest.</summary>
+    MinorityPartition,
 }
 
 /// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
@@ -119,6 +143,12 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     /// </summary>
     public int DiskFullFreeBytes => (16 + (Pick / 19 % 113)) * 1024;
 
+    /// <summary>For <see cref="FaultKind.MemberUpdate"/>: the node is stopped by SIGKILL (else SIGTERM: a leader hands over first).</summary>
+    public bool MoveByKill => Pick / 23 % 2 == 0;
+
+    /// <summary>For <see cref="FaultKind.MemberUpdate"/>: what else holds while the member moves.</summary>
+    public MoveDisturbance MoveDisturbance => (MoveDisturbance)(Pick / 29 % 4);
+
     public override string ToString()
     {
         var target = Kind switch
@@ -140,6 +170,13 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             FaultKind.Asymmetric => CannotSend ? ", cannot send" : ", cannot hear",
             FaultKind.ClockJump => $", clock +{ClockJumpOffset.TotalMinutes:F0} min",
             FaultKind.DiskFull => $", {DiskFullFreeBytes / 1024} KiB left",
+            FaultKind.MemberUpdate => $", {(MoveByKill ? "SIGKILL" : "SIGTERM")}, {MoveDisturbance switch
+            {
+                MoveDisturbance.None => "alone",
+                MoveDisturbance.BystanderPaused => "a bystander paused",
+                MoveDisturbance.BystanderIsolated => "a bystander isolated",
+                _ => "a minority partition",
+            }}",
             _ => "",
         };
         return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms, then {RecoverMs} ms healed");

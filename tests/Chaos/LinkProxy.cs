@@ -10,7 +10,8 @@ namespace Dcache.Chaos;
 /// both directions of its connections are read and dropped, new connections are accepted and never forwarded, so
 /// the sender sees silence (timeouts), as on a partitioned network, not a refused connection. Healing closes the
 /// black-holed connections (they lost data) and the sender reconnects. A connection may belong to another link than
-/// the proxy's own: the mesh routes the gateway's connections to the gateway's link to <see cref="To"/>.
+/// the proxy's own: the mesh routes the gateway's connections to the gateway's link to <see cref="To"/>, and on the
+/// proxy of a node reached at an address from the log, each node's connections to that node's link from it.
 /// </summary>
 internal sealed class LinkProxy : IAsyncDisposable
 {
@@ -22,6 +23,7 @@ internal sealed class LinkProxy : IAsyncDisposable
     private readonly Lock _lock = new();
     private readonly HashSet<Socket> _open = [];
     private readonly Task _accepting;
+    private volatile bool _retired;
 
     /// <param name="own">The link this proxy carries (a new one unless shared).</param>
     /// <param name="linkOf">The link an accepted connection travels instead of <paramref name="own"/>, if any.</param>
@@ -52,6 +54,25 @@ internal sealed class LinkProxy : IAsyncDisposable
 
     public void Heal() => _own.Heal();
 
+    /// <summary>
+    /// The address is abandoned (its node moved away): every connection, open or new, is closed at once. The proxy
+    /// keeps its port until disposed, so no later listener of the run takes it and answers for the node.
+    /// </summary>
+    public void Retire()
+    {
+        _retired = true;
+        List<Socket> open;
+        lock (_lock)
+        {
+            open = [.. _open];
+        }
+
+        foreach (var socket in open)
+        {
+            Close(socket);
+        }
+    }
+
     private async Task AcceptAsync()
     {
         while (!_stop.IsCancellationRequested)
@@ -73,6 +94,12 @@ internal sealed class LinkProxy : IAsyncDisposable
     private async Task ServeAsync(Socket client)
     {
         Track(client);
+        if (_retired)
+        {
+            Close(client);
+            return;
+        }
+
         Link link;
         try
         {

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Dcache.Integration.Tests.Support;
@@ -12,91 +14,165 @@ namespace Dcache.Chaos;
 /// gateway's proxy to it (a node lists itself there); a connection the gateway opens at a node-to-node proxy still
 /// travels the gateway's link to that node (the proxy asks <see cref="SocketOwner"/> who connected), so cutting the
 /// gateway off from a node cuts every way it has to it, and a cut between nodes never cuts the gateway.
+/// A node that joins later, or moves to a new address, is reached by every other node at the one address the log
+/// gives: its proxy there (<see cref="Inbound"/>) asks who connected and puts each node's connections on that node's
+/// link to it, so cuts stay per directed link whatever the addresses.
 /// </summary>
 internal sealed class ProxyMesh : IAsyncDisposable
 {
     /// <summary>Source id of the gateway's proxies.</summary>
     public const ulong Gateway = ulong.MaxValue;
 
-    private readonly Dictionary<(ulong From, ulong To), LinkProxy> _links = [];
-
-    /// <summary>The gateway's link to each node, shared by every proxy that leads to it.</summary>
-    private readonly Dictionary<ulong, Link> _gatewayLinks = [];
-
-    /// <summary>Source id of a joined node's inbound proxy, which every other node shares.</summary>
+    /// <summary>Source id of a shared inbound proxy, which every other node reaches its node through.</summary>
     private const ulong AnyNode = 0;
+
+    /// <summary>
+    /// Every directed link's state, whichever proxies carry it: (node, node) and (<see cref="Gateway"/>, node). Concurrent:
+    /// an inbound proxy's accepting thread may add the link of a node that connects for the first time.
+    /// </summary>
+    private readonly ConcurrentDictionary<(ulong From, ulong To), Link> _links = new();
+
+    /// <summary>Proxies at the addresses the nodes' and the gateway's configuration lists (until their node moves).</summary>
+    private readonly Dictionary<(ulong From, ulong To), LinkProxy> _configured = [];
+
+    /// <summary>Each joined or moved node's proxy at the address the log gives for it.</summary>
+    private readonly Dictionary<ulong, LinkProxy> _inbound = [];
+
+    /// <summary>Proxies at addresses a node moved away from, kept (closing every connection) until the end of the run.</summary>
+    private readonly List<LinkProxy> _retired = [];
 
     private readonly LocalCluster _cluster;
     private readonly ulong[] _founders;
-    private readonly List<ulong> _joiners = [];
+
+    // Every node of the run, founders and joiners, all defined before any node starts (the proxies' threads read it).
+    private readonly List<ulong> _nodes = [];
+    private readonly Dictionary<ulong, string> _initialCluster = [];
 
     public ProxyMesh(LocalCluster cluster)
     {
         _cluster = cluster;
         _founders = [.. cluster.Nodes.Keys];
+        _nodes.AddRange(_founders);
         foreach (var to in _founders)
         {
             AddGatewayLink(to);
             foreach (var from in _founders.Where(from => from != to))
             {
-                _links[(from, to)] = NodeLink(from, to);
+                _configured[(from, to)] = NodeLink(from, to);
             }
         }
 
         // A node lists itself at the gateway's proxy to it, since that entry only serves to tell others (its status,
-        // which the gateway polls, names its own address): it never connects to itself.
-        cluster.InitialClusterOf = self => string.Join(",", _founders.Select(id =>
-            $"{id}={(id == self ? _links[(Gateway, id)].Url : _links[(self, id)].Url)}"));
-        cluster.GatewayAddressOf = id => _links[(Gateway, id)].Url;
+        // which the gateway polls, names its own address): it never connects to itself. Fixed here, as a node's
+        // configuration file would be: a node that moves later is found through the log, not through this list.
+        foreach (var self in _founders)
+        {
+            _initialCluster[self] = string.Join(",", _founders.Select(id =>
+                $"{id}={(id == self ? _configured[(Gateway, id)].Url : _configured[(self, id)].Url)}"));
+        }
+
+        var gatewayAddresses = _founders.ToDictionary(id => id, id => _configured[(Gateway, id)].Url);
+        cluster.InitialClusterOf = self => _initialCluster[self];
+        cluster.GatewayAddressOf = id => gatewayAddresses[id];
     }
 
-    private void AddGatewayLink(ulong to)
-    {
-        var link = new Link();
-        _gatewayLinks[to] = link;
-        _links[(Gateway, to)] = new LinkProxy(Gateway, to, _cluster[to].GrpcPort, own: link);
-    }
+    private Link LinkOf(ulong from, ulong to) => _links.GetOrAdd((from, to), _ => new Link());
+
+    private void AddGatewayLink(ulong to) =>
+        _configured[(Gateway, to)] = new LinkProxy(Gateway, to, _cluster[to].GrpcPort, own: LinkOf(Gateway, to));
 
     /// <summary>A proxy for node traffic towards <paramref name="to"/> that hands the gateway's connections to the gateway's link.</summary>
-    private LinkProxy NodeLink(ulong from, ulong to) =>
-        new(from, to, _cluster[to].GrpcPort, linkOf: socket => OpenedByGateway(socket) ? _gatewayLinks[to] : null);
+    private LinkProxy NodeLink(ulong from, ulong to)
+    {
+        var gateway = LinkOf(Gateway, to);
+        return new(from, to, _cluster[to].GrpcPort, own: LinkOf(from, to), linkOf: socket => Owner(socket, []) == Gateway ? gateway : null);
+    }
 
-    private bool OpenedByGateway(Socket accepted) =>
-        _cluster.Gateway is { IsRunning: true, ProcessId: { } pid }
-        && accepted.RemoteEndPoint is IPEndPoint client
-        && accepted.LocalEndPoint is IPEndPoint listener
-        && SocketOwner.Opened(pid, client.Port, listener.Port);
+    /// <summary>
+    /// The proxy every other node (and the gateway, once it learns the address) reaches <paramref name="to"/> through
+    /// at its address from the log: each connection goes on its opener's link to <paramref name="to"/>. One opened
+    /// by none of them (the harness's own calls) goes on a link of its own that is never cut.
+    /// </summary>
+    private LinkProxy Inbound(ulong to) =>
+        new(AnyNode, to, _cluster[to].GrpcPort, linkOf: socket => Owner(socket, _nodes.Where(id => id != to)) is { } from ? LinkOf(from, to) : null);
+
+    /// <summary>Who opened an accepted connection: the gateway, one of <paramref name="nodes"/>, or (null) someone else.</summary>
+    private ulong? Owner(Socket accepted, IEnumerable<ulong> nodes)
+    {
+        if (accepted.RemoteEndPoint is not IPEndPoint client || accepted.LocalEndPoint is not IPEndPoint listener)
+        {
+            return null;
+        }
+
+        var candidates = new Dictionary<int, ulong>();
+        if (_cluster.Gateway is { IsRunning: true, ProcessId: { } gatewayPid })
+        {
+            candidates[gatewayPid] = Gateway;
+        }
+
+        foreach (var node in nodes.Select(id => _cluster[id]))
+        {
+            if (node is { IsRunning: true, ProcessId: { } pid })
+            {
+                candidates[pid] = node.Id;
+            }
+        }
+
+        return candidates.Count > 0 && SocketOwner.OwnerOf(candidates.Keys, client.Port, listener.Port) is { } owner ? candidates[owner] : null;
+    }
 
     /// <summary>
     /// Proxies for a node that joins later (defined in the cluster with <see cref="LocalCluster.AddJoiningNode"/>):
-    /// its own links to the founders, and one inbound proxy that every other node reaches it through, since the
+    /// its own links to the founders, the gateway's, and the one every other node reaches it through, since the
     /// address a member is added with travels through the log and is the same for all. Returns that address.
     /// </summary>
     public string AddJoiner(ulong id)
     {
         foreach (var founder in _founders)
         {
-            _links[(id, founder)] = NodeLink(id, founder);
+            _configured[(id, founder)] = NodeLink(id, founder);
         }
 
         AddGatewayLink(id);
+        _nodes.Add(id);
 
         // It must be able to answer whichever member leads, so it lists every node that may be a member by then:
-        // the founders through its own links, earlier joiners through their shared inbound proxies.
-        var reachable = _founders.Select(f => $"{f}={_links[(id, f)].Url}")
-            .Concat(_joiners.Select(j => $"{j}={_links[(AnyNode, j)].Url}"))
+        // the founders through its own links, earlier joiners through their inbound proxies.
+        var reachable = _founders.Select(f => $"{f}={_configured[(id, f)].Url}")
+            .Concat(_inbound.Select(j => $"{j.Key}={j.Value.Url}"))
             .ToList();
-        _links[(AnyNode, id)] = NodeLink(AnyNode, id);
-        _joiners.Add(id);
+        _inbound[id] = Inbound(id);
         _cluster.SetReachable(id, string.Join(",", reachable));
-        return _links[(AnyNode, id)].Url;
+        return _inbound[id].Url;
     }
 
-    public IEnumerable<LinkProxy> Links => _links.Values;
+    /// <summary>
+    /// After node <paramref name="id"/> moved to new ports (<see cref="LocalCluster.MoveNodeAsync"/>): the addresses
+    /// the others' configuration and the gateway's list give for it are abandoned, and it gets a proxy at a new
+    /// address, the one the cluster is to be told. Its links keep their state: a cut towards it still holds there.
+    /// Returns the new address.
+    /// </summary>
+    public string Move(ulong id)
+    {
+        foreach (var key in _configured.Keys.Where(key => key.To == id).ToList())
+        {
+            _configured.Remove(key, out var abandoned);
+            abandoned!.Retire();
+            _retired.Add(abandoned);
+        }
+
+        if (_inbound.Remove(id, out var previous))
+        {
+            previous.Retire();
+            _retired.Add(previous);
+        }
+
+        _inbound[id] = Inbound(id);
+        return _inbound[id].Url;
+    }
 
     /// <summary>Cuts the traffic node <paramref name="from"/> sends to node <paramref name="to"/> (only that direction).</summary>
-    /// <remarks>Traffic to a joined node from any other node shares one proxy: cutting it cuts them all.</remarks>
-    public void Cut(ulong from, ulong to) => (_links.GetValueOrDefault((from, to)) ?? _links[(AnyNode, to)]).Cut();
+    public void Cut(ulong from, ulong to) => LinkOf(from, to).Cut();
 
     /// <summary>Cuts every link between the two sides, in both directions.</summary>
     public void Partition(IReadOnlyCollection<ulong> side, IReadOnlyCollection<ulong> otherSide)
@@ -111,29 +187,15 @@ internal sealed class ProxyMesh : IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// Cuts <paramref name="node"/> off from <paramref name="others"/> without touching links between third parties:
-    /// everything they send it, and what it sends them over links of its own. What it sends to a joined node stays
-    /// up, since that travels through the joined node's shared inbound proxy and cutting it would cut everyone.
-    /// </summary>
-    public void Isolate(ulong node, IEnumerable<ulong> others)
-    {
-        foreach (var other in others.Where(other => other != node))
-        {
-            Cut(other, node);
-            if (_links.TryGetValue((node, other), out var own))
-            {
-                own.Cut();
-            }
-        }
-    }
+    /// <summary>Cuts <paramref name="node"/> off from <paramref name="others"/>, both directions, without touching links between third parties.</summary>
+    public void Isolate(ulong node, IEnumerable<ulong> others) => Partition([node], others.Where(other => other != node).ToList());
 
     /// <summary>Cuts the gateway off from <paramref name="nodes"/>, both directions, at whichever of their addresses it uses.</summary>
     public void CutGateway(IEnumerable<ulong> nodes)
     {
         foreach (var node in nodes)
         {
-            _gatewayLinks[node].Cut();
+            Cut(Gateway, node);
         }
     }
 
@@ -147,15 +209,15 @@ internal sealed class ProxyMesh : IAsyncDisposable
 
     public string DescribeCuts()
     {
-        var cut = _links.Values.Where(l => l.IsCut).Select(l => $"{l.From switch { AnyNode => "*", Gateway => "gateway", var id => id.ToString(System.Globalization.CultureInfo.InvariantCulture) }}->{l.To}").ToList();
+        var cut = _links.Where(l => l.Value.IsCut).Select(l => $"{(l.Key.From == Gateway ? "gateway" : l.Key.From.ToString(CultureInfo.InvariantCulture))}->{l.Key.To}").ToList();
         return cut.Count == 0 ? "none" : string.Join(" ", cut);
     }
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var link in _links.Values)
+        foreach (var proxy in _configured.Values.Concat(_inbound.Values).Concat(_retired))
         {
-            await link.DisposeAsync().ConfigureAwait(false);
+            await proxy.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -7,7 +7,8 @@ namespace Dcache.Chaos;
 /// port is the accepted connection's remote port and whose remote port is the listener's, and its inode shows among
 /// the owner's file descriptors. The proxies need it because the gateway learns the nodes' addresses from the nodes,
 /// and those are the node-to-node link proxies (see <see cref="ProxyMesh"/>): a connection the gateway opens there is
-/// still a connection from the gateway, to be cut with the gateway's links, not with the nodes' link.
+/// still a connection from the gateway, to be cut with the gateway's links, not with the nodes' link. Likewise every
+/// node reaches a joined or moved node at the one address the log gives, so that node's proxy asks who connected.
 /// </summary>
 internal static class SocketOwner
 {
@@ -18,30 +19,36 @@ internal static class SocketOwner
     /// True when process <paramref name="pid"/> holds the socket that connected from 127.0.0.1:<paramref name="clientPort"/>
     /// to the listener on <paramref name="listenerPort"/>; false when another process does, or the connection is gone.
     /// </summary>
-    public static bool Opened(int pid, int clientPort, int listenerPort)
+    public static bool Opened(int pid, int clientPort, int listenerPort) => OwnerOf([pid], clientPort, listenerPort) == pid;
+
+    /// <summary>Which of <paramref name="pids"/> holds the socket that connected from <paramref name="clientPort"/> to <paramref name="listenerPort"/>, if any.</summary>
+    public static int? OwnerOf(IEnumerable<int> pids, int clientPort, int listenerPort)
     {
         if (FindInode(clientPort, listenerPort) is not { } inode)
         {
-            return false;
+            return null;
         }
 
         var socket = $"socket:[{inode}]";
-        try
+        foreach (var pid in pids)
         {
-            foreach (var descriptor in Directory.EnumerateFiles($"/proc/{pid}/fd"))
+            try
             {
-                if (new FileInfo(descriptor).LinkTarget == socket)
+                foreach (var descriptor in Directory.EnumerateFiles($"/proc/{pid}/fd"))
                 {
-                    return true;
+                    if (new FileInfo(descriptor).LinkTarget == socket)
+                    {
+                        return pid;
+                    }
                 }
             }
-        }
-        catch (Exception ex) when (ex is DirectoryNotFoundException or IOException or UnauthorizedAccessException)
-        {
-            // The process is gone (or a descriptor closed while listed): it holds nothing now.
+            catch (Exception ex) when (ex is DirectoryNotFoundException or IOException or UnauthorizedAccessException)
+            {
+                // The process is gone (or a descriptor closed while listed): it holds nothing now.
+            }
         }
 
-        return false;
+        return null;
     }
 
     /// <summary>The inode of the socket bound to <paramref name="localPort"/> and connected to <paramref name="remotePort"/>.</summary>

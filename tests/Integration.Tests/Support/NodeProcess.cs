@@ -17,6 +17,8 @@ internal sealed class NodeProcess(ulong id, int grpcPort, int httpPort, string d
 
     public bool IsRunning => _process.IsRunning;
 
+    public int? ProcessId => _process.ProcessId;
+
     public int? ExitCode => _process.ExitCode;
 
     public void Start(params string[] extraArguments) => _process.Start(arguments(Id).Concat(extraArguments));
