@@ -998,7 +998,7 @@ internal sealed class ChaosRun
         }
         while (clock.ElapsedMilliseconds < holdMs);
 
-        Note($"member update: not done during the {holdMs} ms hold, as expected ({attempts} attempts; last refusal: {refusal})");
+        Note($"member update: not done during the {holdMs} ms hold, as expected ({attempts} attempts; last: {refusal})");
     }
 
     /// <summary>
@@ -1022,6 +1022,7 @@ internal sealed class ChaosRun
     {
         if (await LeaderAsync() is not { } leader)
         {
+            refused("no node leads");
             return false;
         }
 

@@ -1,6 +1,6 @@
 namespace Dcache.Chaos;
 
-/// <summary>Schedules: the choices of the clock jump, the gateway partition and the full disk, and the default fault list.</summary>
+/// <summary>Schedules: the choices of the clock jump, the gateway partition, the full disk and the member update, and the default fault list.</summary>
 public sealed class FaultScheduleTests
 {
     [Fact]
@@ -68,7 +68,7 @@ public sealed class FaultScheduleTests
     public void TheOlderKindsNamedMakeTheSchedulesTheyMadeBeforeTheNewKindsExisted()
     {
         // A seed recorded with the default list of ten kinds replays with those ten named: the new kinds take no draw.
-        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.GatewayPartition, FaultKind.DiskFull]).ToList() };
+        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.GatewayPartition, FaultKind.DiskFull, FaultKind.MemberUpdate]).ToList() };
         var schedule = FaultSchedule.Generate(100_001, older);
 
         Assert.Equal(10, older.Faults.Count);
@@ -79,6 +79,34 @@ public sealed class FaultScheduleTests
     }
 
     [Fact]
+    public void AMemberUpdateStopsByEitherSignalAndRunsAloneOrUnderEachDisturbance()
+    {
+        var steps = OneStepEach(FaultKind.MemberUpdate);
+
+        Assert.InRange(steps.Count(s => s.MoveByKill), 900, 1100);
+        Assert.InRange(steps.Count(s => s.OnLeader), 900, 1100);
+        foreach (var disturbance in Enum.GetValues<MoveDisturbance>())
+        {
+            Assert.InRange(steps.Count(s => s.MoveDisturbance == disturbance), 400, 600);
+        }
+
+        Assert.Contains(steps, s => s.ToString().Contains("SIGTERM, a minority partition", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void TheTwelveKindsBeforeMemberUpdateNamedMakeTheSchedulesTheyMadeBefore()
+    {
+        // Seeds recorded with the default list of twelve (session 8's runs) replay with those twelve named.
+        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.MemberUpdate]).ToList() };
+
+        Assert.Equal(12, older.Faults.Count);
+        Assert.Equal(
+            "seed 180000: 3 nodes, reads round the members; 1. Partition (random minority) for 2212 ms, then 664 ms healed; 2. DiskFull (node pick 447, 62 KiB left) for 1942 ms, then 1323 ms healed",
+            FaultSchedule.Generate(180_000, older).ToString());
+        Assert.NotEqual(FaultSchedule.Generate(180_000, older).ToString(), FaultSchedule.Generate(180_000, new ChaosOptions()).ToString());
+    }
+
+    [Fact]
     public void TheDefaultRunHasEveryKindAndItsReplayNamesNoFaults()
     {
         var options = new ChaosOptions();
@@ -86,6 +114,7 @@ public sealed class FaultScheduleTests
         Assert.Contains(FaultKind.ClockJump, options.Faults);
         Assert.Contains(FaultKind.GatewayPartition, options.Faults);
         Assert.Contains(FaultKind.DiskFull, options.Faults);
+        Assert.Contains(FaultKind.MemberUpdate, options.Faults);
         Assert.Equal(ChaosOptions.AllFaults, options.Faults);
         Assert.DoesNotContain("--faults", options.ReplayCommand(1), StringComparison.Ordinal);
         options.Faults = [FaultKind.ClockJump, FaultKind.Kill];

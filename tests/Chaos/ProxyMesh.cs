@@ -48,6 +48,10 @@ internal sealed class ProxyMesh : IAsyncDisposable
     private readonly List<ulong> _nodes = [];
     private readonly Dictionary<ulong, string> _initialCluster = [];
 
+    // The address the gateway is configured with for each node, joiners too (defined before it starts), fixed as the
+    // InitialClusters are: a node that moves later is found through the leader's member list.
+    private readonly Dictionary<ulong, string> _gatewayAddresses = [];
+
     public ProxyMesh(LocalCluster cluster)
     {
         _cluster = cluster;
@@ -71,15 +75,17 @@ internal sealed class ProxyMesh : IAsyncDisposable
                 $"{id}={(id == self ? _configured[(Gateway, id)].Url : _configured[(self, id)].Url)}"));
         }
 
-        var gatewayAddresses = _founders.ToDictionary(id => id, id => _configured[(Gateway, id)].Url);
         cluster.InitialClusterOf = self => _initialCluster[self];
-        cluster.GatewayAddressOf = id => gatewayAddresses[id];
+        cluster.GatewayAddressOf = id => _gatewayAddresses[id];
     }
 
     private Link LinkOf(ulong from, ulong to) => _links.GetOrAdd((from, to), _ => new Link());
 
-    private void AddGatewayLink(ulong to) =>
+    private void AddGatewayLink(ulong to)
+    {
         _configured[(Gateway, to)] = new LinkProxy(Gateway, to, _cluster[to].GrpcPort, own: LinkOf(Gateway, to));
+        _gatewayAddresses[to] = _configured[(Gateway, to)].Url;
+    }
 
     /// <summary>A proxy for node traffic towards <paramref name="to"/> that hands the gateway's connections to the gateway's link.</summary>
     private LinkProxy NodeLink(ulong from, ulong to)
