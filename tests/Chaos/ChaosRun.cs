@@ -565,7 +565,7 @@ internal sealed class ChaosRun
         try
         {
             var took = await Eventually.WaitAsync(async () => (await _cluster.StatusAsync(id)).AppliedIndex >= committed, RecoveryTimeout, $"node {id} to apply index {committed}");
-            Note($"node {id} caught up to index {committed} {took.TotalMilliseconds:F0} ms after its restart");
+            Note($"node {id} caught up to index {committed} in {took.TotalMilliseconds:F0} ms ({when})");
         }
         catch (TimeoutException ex)
         {
