@@ -6,7 +6,7 @@ namespace Dcache.Chaos;
 /// The chaos suite as a command, for long runs and replays:
 /// <code>dotnet run --project tests/Chaos -c Release -- --schedules 200 --seed 1234</code>
 /// Options: --seed S, --schedules N, --nodes 3|5, --faults kill,pause,partition,isolateleader,asymmetric,slowdisk,
-/// memberreplace,gatewaykill,gatewaypause,clockjump,gatewaypartition,diskfull (default: all; diskfull needs root, to mount),
+/// memberreplace,gatewaykill,gatewaypause,clockjump,gatewaypartition,diskfull,memberupdate (default: all; diskfull needs root, to mount),
 /// --faults-per-schedule K, --clients C, --read-routing leader|members (default: each schedule's seed chooses),
 /// --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
 /// Exit code 0 when every schedule passed, 1 when one failed, 2 when none failed but some were inconclusive.
