@@ -41,6 +41,13 @@ internal sealed class CacheEntry
     /// </summary>
     public long ScanPosition = ScanOrder.Unplaced;
 
+    /// <summary>
+    /// When the key was last written, as a count of writes this machine applied (local, never replicated): the write
+    /// order is this number's order, which lets a walk begun at one instant tell the keys it must still visit from the
+    /// ones written after it began (<see cref="WriteOrderWalk"/>).
+    /// </summary>
+    public long WriteSequence;
+
     public bool HasExpiry => ExpireAtMs != NoExpiry;
 
     public long ChargedBytes => ChargeFor(Key.Length, Value.Length);

@@ -102,22 +102,22 @@ public sealed partial class CacheStateMachine
 
     /// <summary>
     /// KEYS: the live keys that <paramref name="filter"/> accepts (all of them without one), in write order, which every
-    /// replica shares. O(n): it visits every key, as Redis does.
+    /// replica shares. O(n): it visits every key, as Redis does, in this call (see <see cref="BeginKeys"/> for a read
+    /// taken a slice at a time).
     /// </summary>
     public CacheReply Keys(long nowMs, KeyFilter? filter = null)
     {
-        var keys = new List<CacheReply>();
-        for (var entry = _oldestWritten; entry is not null; entry = entry.Newer)
-        {
-            if (!entry.IsExpiredAt(nowMs) && (filter is null || filter(entry.Key)))
-            {
-                // Keys are never mutated once stored, so the reply may share them.
-                keys.Add(CacheReply.FromBulk(entry.Key));
-            }
-        }
-
-        return CacheReply.FromArray([.. keys]);
+        var read = BeginKeys(nowMs);
+        read.Step(int.MaxValue);
+        return read.ToReply(filter);
     }
+
+    /// <summary>
+    /// KEYS as of now, taken a slice at a time (<see cref="KeysRead.Step"/>) while writes go on applying between slices:
+    /// it still gives the keys live at <paramref name="nowMs"/> among those stored at this instant, in this instant's
+    /// write order. Must run on the thread that applies writes.
+    /// </summary>
+    public KeysRead BeginKeys(long nowMs) => new(this, BeginWalk(), nowMs);
 
     /// <summary>DBSIZE: keys not expired by <paramref name="nowMs"/>. Costs O(expired but not yet purged).</summary>
     public long CountKeys(long nowMs)

@@ -70,7 +70,9 @@ public sealed partial class CacheStateMachine
         _clockMs = loaded._clockMs;
         _appliedIndex = loaded._appliedIndex;
         _nextExpiryTieBreak = loaded._nextExpiryTieBreak;
-        _scanIndex = null;
+        _writeSequence = loaded._writeSequence;
+        DropScanIndex();
+        DetachWalks();
         _evictedKeys = 0;
         _expiredKeys = 0;
         _hits = 0;

@@ -41,6 +41,7 @@ public sealed partial class CacheStateMachine
     private long _hits;
     private long _misses;
     private long _malformedEntries;
+    private long _writeSequence;
 
     public CacheStateMachine(CacheStateMachineOptions? options = null)
     {
@@ -287,8 +288,8 @@ public sealed partial class CacheStateMachine
         }
         else
         {
-            ChangeExpiry(entry, expireAtMs);
             MarkWritten(entry);
+            ChangeExpiry(entry, expireAtMs);
         }
 
         return CacheReply.FromInteger(1);
@@ -302,8 +303,8 @@ public sealed partial class CacheStateMachine
             return CacheReply.FromInteger(0);
         }
 
-        ChangeExpiry(entry, CacheEntry.NoExpiry);
         MarkWritten(entry);
+        ChangeExpiry(entry, CacheEntry.NoExpiry);
         return CacheReply.FromInteger(1);
     }
 
@@ -401,8 +402,8 @@ public sealed partial class CacheStateMachine
         }
         else if (expiry == GetExpiry.At || entry.HasExpiry)
         {
-            ChangeExpiry(entry, expiry == GetExpiry.At ? expireAtMs : CacheEntry.NoExpiry);
             MarkWritten(entry);
+            ChangeExpiry(entry, expiry == GetExpiry.At ? expireAtMs : CacheEntry.NoExpiry);
         }
 
         return reply;
@@ -465,7 +466,8 @@ public sealed partial class CacheStateMachine
         _oldestWritten = null;
         _newestWritten = null;
         _usedBytes = 0;
-        _scanIndex = null;
+        DropScanIndex();
+        DetachWalks();
         return CacheReply.Ok;
     }
 
@@ -539,9 +541,10 @@ public sealed partial class CacheStateMachine
         }
         else
         {
+            // Moved first: a walk in progress must see the entry as it was before this write.
+            MarkWritten(existing);
             _usedBytes += (long)value.Length - existing.Value.Length;
             existing.Value = value;
-            MarkWritten(existing);
         }
 
         ChangeExpiry(existing, expireAtMs);
@@ -573,6 +576,7 @@ public sealed partial class CacheStateMachine
 
     private void RemoveEntry(CacheEntry entry)
     {
+        NoteChangingForWalks(entry);
         _entries.Remove(entry.Key);
         if (entry.HasExpiry)
         {
@@ -622,6 +626,7 @@ public sealed partial class CacheStateMachine
 
     private void AppendNewest(CacheEntry entry)
     {
+        entry.WriteSequence = ++_writeSequence;
         entry.Older = _newestWritten;
         entry.Newer = null;
         if (_newestWritten is null)
@@ -660,11 +665,16 @@ public sealed partial class CacheStateMachine
         entry.Newer = null;
     }
 
-    /// <summary>Moves a key to the newest end of the write order: any change to its value or TTL counts as a write.</summary>
+    /// <summary>
+    /// Moves a key to the newest end of the write order: any change to its value or TTL counts as a write. Called before
+    /// the change, so that a walk in progress can keep the key as it was.
+    /// </summary>
     private void MarkWritten(CacheEntry entry)
     {
+        NoteChangingForWalks(entry);
         if (ReferenceEquals(entry, _newestWritten))
         {
+            entry.WriteSequence = ++_writeSequence;
             return;
         }
 

@@ -29,48 +29,91 @@ internal sealed class ScanIndex
     /// </summary>
     public const long MinimumRetainedBytes = 16L << 20;
 
+    /// <summary>
+    /// Slots a merge copies for each key a step may place: a merge reads two position arrays in order and writes two, far
+    /// cheaper per slot than placing a key (following a pointer to it and hashing its bytes).
+    /// </summary>
+    public const int MergeSlotsPerKey = 16;
+
     /// <summary>Redis's bound on a call's work when most of what it visits yields nothing (its maxiterations).</summary>
     private const long SlotsVisitedPerCount = 10;
 
     private readonly List<SortedRun> _runs = [];
-    private readonly List<CacheEntry> _createdSinceCatchUp = [];
+    private readonly Action<WriteOrderWalk> _endWalk;
+    private List<CacheEntry> _createdSinceCatchUp = [];
+    // The walk that fills a new index, a slice at a time, until it has yielded every key stored when it began.
+    private WriteOrderWalk? _build;
+    private Action<CacheEntry, long>? _placeFromBuild;
+    // Created keys being placed, a slice at a time, and how many creations they cover once placed.
+    private List<CacheEntry>? _placing;
+    private int _placingAt;
+    private long _placingCovers;
+    private long _createdNoted;
+    private long _createdPlaced;
+    private long _catchUpWanted;
+    private RunMerge? _merge;
+    private long[] _batchPositions = [];
+    private CacheEntry[] _batchEntries = [];
+    private int _batchCount;
     private long _slots;
     private long _removedSlots;
     private long _removedBytes;
 
-    private ScanIndex()
+    private ScanIndex(Action<WriteOrderWalk> endWalk)
     {
+        _endWalk = endWalk;
     }
 
-    /// <summary>The number of sorted runs: at most log2(keys) + 1.</summary>
+    /// <summary>The number of sorted runs: at most log2(keys) + 1 once merges have caught up.</summary>
     public int RunCount => _runs.Count;
 
-    /// <summary>Indexes the <paramref name="keyCount"/> keys of the write-order list that starts at <paramref name="oldestWritten"/>. O(n log n).</summary>
-    public static ScanIndex Build(CacheEntry? oldestWritten, int keyCount)
+    /// <summary>Slots in the runs: keys placed, removed ones included until a rebuild.</summary>
+    public long Slots => _slots;
+
+    /// <summary>True while the index still has keys to place or runs to merge (<see cref="Work"/> does it).</summary>
+    public bool HasWork => _build is not null || _placing is not null || _merge is not null || _createdPlaced < _catchUpWanted || MergeNeeded() >= 0;
+
+    /// <summary>
+    /// Starts an index of the keys <paramref name="walk"/> goes over (every key stored when it began); <see cref="Work"/>
+    /// places them a slice at a time, in O(n log n) in all. <paramref name="endWalk"/> is called once the walk is done
+    /// with, so that the machine stops telling it about writes.
+    /// </summary>
+    public static ScanIndex Begin(WriteOrderWalk walk, Action<WriteOrderWalk> endWalk)
     {
-        var positions = new long[keyCount];
-        var entries = new CacheEntry[keyCount];
-        var count = 0;
-        for (var entry = oldestWritten; entry is not null; entry = entry.Newer)
-        {
-            positions[count] = ScanOrder.Place(entry);
-            entries[count++] = entry;
-        }
-
-        if (count != keyCount)
-        {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The write order holds {count} keys where the dictionary holds {keyCount}."));
-        }
-
-        var index = new ScanIndex();
-        index.Add(SortedRun.Sort(positions, entries, count));
+        var index = new ScanIndex(endWalk) { _build = walk };
+        index._placeFromBuild = index.PlaceFromBuild;
         return index;
     }
+
+    /// <summary>Indexes the <paramref name="keyCount"/> keys of the write-order list that starts at <paramref name="oldestWritten"/> at once (tests).</summary>
+    public static ScanIndex Build(CacheEntry? oldestWritten, int keyCount)
+    {
+        var index = Begin(new WriteOrderWalk(oldestWritten, long.MaxValue, keyCount), _ => { });
+        while (index.HasWork)
+        {
+            index.Work(int.MaxValue);
+        }
+
+        return index;
+    }
+
+    /// <summary>A mark for a read arriving now: it may be served once <see cref="IsCurrentFor"/> that mark.</summary>
+    public long ReadMark => _createdNoted;
+
+    /// <summary>
+    /// True when every key stored when the read with <paramref name="mark"/> arrived has its place in the runs, so that a
+    /// page misses none of them; keys created since may or may not be found, as SCAN allows.
+    /// </summary>
+    public bool IsCurrentFor(long mark) => _build is null && _createdPlaced >= mark;
+
+    /// <summary>Asks <see cref="Work"/> to place the keys created before the read with <paramref name="mark"/> arrived.</summary>
+    public void RequestCatchUp(long mark) => _catchUpWanted = Math.Max(_catchUpWanted, mark);
 
     /// <summary>Notes a key the cache just created. False when the index has fallen too far behind and should be dropped.</summary>
     public bool NoteCreated(CacheEntry entry)
     {
         _createdSinceCatchUp.Add(entry);
+        _createdNoted++;
         return IsWithinSlack();
     }
 
@@ -82,7 +125,9 @@ internal sealed class ScanIndex
     {
         if (entry.ScanPosition >= 0)
         {
-            // Placed, so in one of the runs (every stored key was placed by this index's build or a catch-up).
+            // Placed, so in one of the runs (every stored key was placed by this index's build or a catch-up). While a
+            // build is in progress the position may be one an earlier index left on a key the build will skip: the count
+            // is then a little high, which only brings the next rebuild a little nearer.
             _removedSlots++;
         }
 
@@ -92,36 +137,140 @@ internal sealed class ScanIndex
         return IsWithinSlack() && _removedBytes <= Math.Max(MinimumRetainedBytes, cacheUsedBytes / 8);
     }
 
-    /// <summary>Places the keys created since the last call: O(k log k) for k of them, plus the merges they cause.</summary>
-    public void CatchUp()
+    /// <summary>The machine dropped this index: its walk, if still going, needs no more notes.</summary>
+    public void Abandon()
     {
-        if (_createdSinceCatchUp.Count == 0)
+        if (_build is not null)
+        {
+            _endWalk(_build);
+            _build = null;
+        }
+    }
+
+    /// <summary>
+    /// Does a bounded slice of the pending work: places at most <paramref name="maxKeys"/> keys (from the build's walk,
+    /// or created keys a read waits for: each slice's keys become a sorted run) and copies at most
+    /// <see cref="MergeSlotsPerKey"/> times as many slots of a merge. Reads may be served between slices (from the runs
+    /// as they are: a merge in progress replaces its two runs only once done). True while work remains.
+    /// </summary>
+    public bool Work(int maxKeys)
+    {
+        if (_merge is null && MergeNeeded() is var pair and >= 0)
+        {
+            _merge = new RunMerge(_runs[pair], _runs[pair + 1]);
+        }
+
+        if (_merge is not null && _merge.Step(maxKeys <= int.MaxValue / MergeSlotsPerKey ? maxKeys * MergeSlotsPerKey : int.MaxValue))
+        {
+            var older = _runs.IndexOf(_merge.Older);
+            _runs[older] = _merge.Result();
+            _runs.RemoveAt(older + 1);
+            _merge = null;
+        }
+
+        if (_build is not null)
+        {
+            _build.Step(maxKeys, _placeFromBuild!);
+            AddBatch();
+            if (_build.IsDone)
+            {
+                _endWalk(_build);
+                _build = null;
+            }
+        }
+        else
+        {
+            PlaceCreated(maxKeys);
+        }
+
+        return HasWork;
+    }
+
+    private void PlaceFromBuild(CacheEntry entry, long expireAtMs)
+    {
+        if (entry.ScanPosition != ScanOrder.Removed)
+        {
+            AddToBatch(entry);
+        }
+    }
+
+    /// <summary>Places up to <paramref name="maxKeys"/> of the keys created since the last catch-up, if a read waits for them.</summary>
+    private void PlaceCreated(int maxKeys)
+    {
+        if (_placing is null)
+        {
+            if (_createdPlaced >= _catchUpWanted || _createdSinceCatchUp.Count == 0)
+            {
+                return;
+            }
+
+            _placing = _createdSinceCatchUp;
+            _placingAt = 0;
+            _placingCovers = _createdNoted;
+            _createdSinceCatchUp = [];
+        }
+
+        var end = (int)Math.Min(_placing.Count, (long)_placingAt + maxKeys);
+        for (; _placingAt < end; _placingAt++)
+        {
+            var entry = _placing[_placingAt];
+            if (entry.ScanPosition != ScanOrder.Removed)
+            {
+                AddToBatch(entry);
+            }
+        }
+
+        AddBatch();
+        if (_placingAt == _placing.Count)
+        {
+            _placing = null;
+            _createdPlaced = _placingCovers;
+        }
+    }
+
+    private void AddToBatch(CacheEntry entry)
+    {
+        if (_batchCount == _batchPositions.Length)
+        {
+            var size = Math.Max(16, _batchCount * 2);
+            Array.Resize(ref _batchPositions, size);
+            Array.Resize(ref _batchEntries, size);
+        }
+
+        _batchPositions[_batchCount] = ScanOrder.Place(entry);
+        _batchEntries[_batchCount++] = entry;
+    }
+
+    /// <summary>The keys placed by this slice become a sorted run of their own; merges fold it in later.</summary>
+    private void AddBatch()
+    {
+        if (_batchCount == 0)
         {
             return;
         }
 
-        var positions = new long[_createdSinceCatchUp.Count];
-        var entries = new CacheEntry[_createdSinceCatchUp.Count];
-        var count = 0;
-        foreach (var entry in _createdSinceCatchUp)
+        var run = SortedRun.Sort(_batchPositions.AsSpan(0, _batchCount).ToArray(), _batchEntries.AsSpan(0, _batchCount).ToArray(), _batchCount);
+        Array.Clear(_batchEntries, 0, _batchCount);
+        _batchCount = 0;
+        _runs.Add(run);
+        _slots += run.Count;
+    }
+
+    /// <summary>
+    /// The older run of the pair to merge next, or -1: runs stay each more than twice the size of the next (so at most
+    /// log2(n) + 1 of them, and a key is merged O(log n) times in its life); the pair nearest the newest end goes first.
+    /// </summary>
+    private int MergeNeeded()
+    {
+        for (var i = _runs.Count - 2; i >= 0; i--)
         {
-            if (entry.ScanPosition != ScanOrder.Removed)
+            if (_runs[i + 1].Count * 2L >= _runs[i].Count)
             {
-                positions[count] = ScanOrder.Place(entry);
-                entries[count++] = entry;
+                return i;
             }
         }
 
-        _createdSinceCatchUp.Clear();
-        if (_createdSinceCatchUp.Capacity > MinimumSlack)
-        {
-            _createdSinceCatchUp.Capacity = MinimumSlack;
-        }
-
-        if (count > 0)
-        {
-            Add(SortedRun.Sort(positions, entries, count));
-        }
+        return -1;
     }
 
     /// <summary>
@@ -197,40 +346,45 @@ internal sealed class ScanIndex
         return smallest;
     }
 
-    private bool IsWithinSlack() => _createdSinceCatchUp.Count + _removedSlots <= Math.Max(MinimumSlack, _slots / 2);
-
-    private void Add(SortedRun run)
+    private bool IsWithinSlack()
     {
-        _runs.Add(run);
-        _slots += run.Count;
-        while (_runs.Count >= 2 && _runs[^1].Count * 2L >= _runs[^2].Count)
-        {
-            var merged = Merge(_runs[^2], _runs[^1]);
-            _runs.RemoveAt(_runs.Count - 1);
-            _runs[^1] = merged;
-        }
+        // While a build runs, its walk's keys count as placed: the index will hold them all.
+        var size = _build is null ? _slots : Math.Max(_slots, _build.KeyCount);
+        return _createdSinceCatchUp.Count + (_placing?.Count ?? 0) + _removedSlots <= Math.Max(MinimumSlack, size / 2);
     }
 
     /// <summary>
-    /// Merges two runs into one. Only the position arrays are compared (keys only when positions tie), and removed keys
-    /// are copied along rather than looked at: a merge then touches no entry, which on a large index is the difference
-    /// between copying memory and chasing a pointer per key. The index is rebuilt before removed keys pile up.
+    /// Merges two adjacent runs into one, a slice at a time. Only the position arrays are compared (keys only when
+    /// positions tie), and removed keys are copied along rather than looked at: a merge then touches no entry, which on
+    /// a large index is the difference between copying memory and chasing a pointer per key. The index is rebuilt
+    /// before removed keys pile up. The two runs are never changed, so reads go on using them until the merge is done.
     /// </summary>
-    private static SortedRun Merge(SortedRun older, SortedRun newer)
+    private sealed class RunMerge(SortedRun older, SortedRun newer)
     {
-        var count = older.Count + newer.Count;
-        var positions = new long[count];
-        var entries = new CacheEntry[count];
-        int fromOlder = 0, fromNewer = 0;
-        for (var merged = 0; merged < count; merged++)
+        private readonly long[] _positions = new long[older.Count + newer.Count];
+        private readonly CacheEntry[] _entries = new CacheEntry[older.Count + newer.Count];
+        private int _fromOlder;
+        private int _fromNewer;
+        private int _merged;
+
+        public SortedRun Older => older;
+
+        /// <summary>Copies up to <paramref name="maxSlots"/> slots; true when the merge is complete.</summary>
+        public bool Step(int maxSlots)
         {
-            var takeOlder = fromNewer == newer.Count || (fromOlder < older.Count && older.CompareHeads(fromOlder, newer, fromNewer) <= 0);
-            var (run, at) = takeOlder ? (older, fromOlder++) : (newer, fromNewer++);
-            positions[merged] = run.Positions[at];
-            entries[merged] = run.Entries[at];
+            var end = (int)Math.Min(_positions.Length, (long)_merged + maxSlots);
+            for (; _merged < end; _merged++)
+            {
+                var takeOlder = _fromNewer == newer.Count || (_fromOlder < older.Count && older.CompareHeads(_fromOlder, newer, _fromNewer) <= 0);
+                var (run, at) = takeOlder ? (older, _fromOlder++) : (newer, _fromNewer++);
+                _positions[_merged] = run.Positions[at];
+                _entries[_merged] = run.Entries[at];
+            }
+
+            return _merged == _positions.Length;
         }
 
-        return new SortedRun(positions, entries, count);
+        public SortedRun Result() => new(_positions, _entries, _positions.Length);
     }
 
     /// <summary>Entries with their positions, sorted by <see cref="ScanOrder"/>; positions apart so that searching them stays in cache.</summary>

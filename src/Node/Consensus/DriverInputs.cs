@@ -31,7 +31,8 @@ internal sealed record LoopWorkInput(Action<RaftNode> Run, Action<Exception> Fai
 
 /// <summary>
 /// Where the reply to a command goes. The driver completes each command exactly once, on its loop (or on the caller's
-/// thread when the loop has stopped), so an implementation must be cheap and must not block. A command stream passes
+/// thread when the loop has stopped, or, for KEYS, on the thread-pool thread that built its reply), so an implementation
+/// must be thread-safe, cheap, and must not block. A command stream passes
 /// one sink for all its commands: no task or continuation per command.
 /// </summary>
 public interface IReplySink

@@ -39,6 +39,12 @@ public sealed record RaftDriverSettings(
     /// <summary>Largest log entry a write may make: it must fit, alone, in one Append message to a follower.</summary>
     public int MaxEntryBytes { get; init; } = Protocol.MessageLimits.MaxItemBytes(Protocol.MessageLimits.DefaultMaxMessageBytes);
 
+    /// <summary>
+    /// Keys a long read (KEYS, building SCAN's index) may look at in one loop round; about a millisecond's work on a large
+    /// cache whose keys are spread over memory, so that such a read never holds the loop near an election timeout.
+    /// </summary>
+    public int LongReadSliceKeys { get; init; } = 4096;
+
     /// <summary>TEST ONLY, breaks linearizability: linearizable reads are served locally (see NodeOptions.TestOnlyUnsafeReads).</summary>
     public bool TestOnlyUnsafeReads { get; init; }
 }
@@ -83,6 +89,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private Membership? _proposalFormatMembership;
     private byte _proposalFormat;
     private readonly RaftNode _raft;
+    private readonly LongReads _longReads;
     private PeerTransport? _transport;
     private Task? _loop;
     private Task? _ticker;
@@ -122,6 +129,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _storage = storage;
         _snapshots = snapshots;
         _cache = cache;
+        _longReads = new LongReads(cache, settings.LongReadSliceKeys);
         _addresses = addresses;
         _clock = clock;
         _logger = logger;
@@ -378,8 +386,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var reader = _inputs.Reader;
         try
         {
-            while (reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
+            // While a long read has slices left the loop goes round without waiting for input, a slice per round.
+            while (_longReads.HasWork ? !reader.Completion.IsCompleted : reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
             {
+                _stopping.Token.ThrowIfCancellationRequested();
                 // Drain a bounded batch so one round's latency stays bounded under load.
                 for (var i = 0; i < 4096 && reader.TryRead(out var input); i++)
                 {
@@ -388,6 +398,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
                 RequestReadIndexForOpenGroup();
                 ProcessReady();
+                if (_longReads.HasWork)
+                {
+                    _longReads.RunSlice(ReadNowMs());
+                }
+
                 if (_statusStale)
                 {
                     // Published once per tick, or at once when the role or leader changed: not on every round.
@@ -492,7 +507,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            input.Replies.Complete(ReadExecutor.Execute(command, _cache, ReadNowMs()));
+            _longReads.Serve(input, ReadNowMs());
         }
         else
         {
@@ -747,7 +762,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
-            input.Replies.Complete(ReadExecutor.Execute(input.Command, _cache, now));
+            _longReads.Serve(input, now);
         }
     }
 
@@ -1013,6 +1028,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "the node stopped"));
         }
+
+        _longReads.FailAll("the node stopped");
 
         while (_inputs.Reader.TryRead(out var input))
         {

@@ -5,7 +5,10 @@ using Proto = Dcache.Protocol.Cache;
 
 namespace Dcache.Node.Services;
 
-/// <summary>Serves read commands from the local state machine (after ReadIndex, or directly for LOCAL reads).</summary>
+/// <summary>
+/// Serves read commands from the local state machine in one call (after ReadIndex, or directly for LOCAL reads). KEYS and
+/// SCAN here do all their work at once; the driver loop serves those through <see cref="LongReads"/>, a slice at a time.
+/// </summary>
 public static class ReadExecutor
 {
     public static Proto.Reply Execute(Proto.Command command, CacheStateMachine cache, long nowMs) => command.OpCase switch
@@ -29,18 +32,17 @@ public static class ReadExecutor
     /// <summary>EXPIRETIME rounds to the nearest second, as Redis's ttlGenericCommand does.</summary>
     private static long ExpireTime(long expireAtMs, bool milliseconds) => expireAtMs < 0 || milliseconds ? expireAtMs : (expireAtMs + 500) / 1000;
 
-    private static CacheReply Keys(CacheStateMachine cache, ReadOnlyMemory<byte> pattern, long nowMs) =>
-        pattern.Span.SequenceEqual("*"u8) ? cache.Keys(nowMs) : cache.Keys(nowMs, key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false));
+    /// <summary>KEYS's and SCAN's pattern as a filter: null for <c>*</c>, which accepts every key.</summary>
+    public static KeyFilter? PatternFilter(ReadOnlyMemory<byte> pattern) =>
+        pattern.Span.SequenceEqual("*"u8) ? null : key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false);
+
+    private static CacheReply Keys(CacheStateMachine cache, ReadOnlyMemory<byte> pattern, long nowMs) => cache.Keys(nowMs, PatternFilter(pattern));
 
     private static CacheReply Scan(CacheStateMachine cache, Proto.ScanRequest scan, long nowMs)
     {
         // A page larger than int.MaxValue keys could not be sent anyway; the count only bounds the work.
         var count = (int)Math.Min(scan.Count, int.MaxValue);
-        var pattern = scan.Pattern.Memory;
-        var page = pattern.Span.SequenceEqual("*"u8)
-            ? cache.Scan(scan.Cursor, count, nowMs)
-            : cache.Scan(scan.Cursor, count, nowMs, key => GlobPattern.Matches(pattern.Span, key, ignoreCase: false));
-        return page.ToReply();
+        return cache.Scan(scan.Cursor, count, nowMs, PatternFilter(scan.Pattern.Memory)).ToReply();
     }
 
     private static ReadOnlyMemory<byte>[] Keys(Google.Protobuf.Collections.RepeatedField<Google.Protobuf.ByteString> keys)

@@ -1,0 +1,136 @@
+using Dcache.Cache;
+using Dcache.Node.Services;
+using Dcache.Protocol;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Consensus;
+
+/// <summary>
+/// Serves reads for the driver loop, taking those whose work grows with the cache (KEYS; SCAN while its index is built or
+/// catches up) a slice at a time across loop rounds, so that no read holds the loop, and with it ticks, heartbeats and
+/// acknowledgements, for longer than one slice. Every method runs on the loop.
+/// </summary>
+/// <remarks>
+/// A KEYS read takes its keys at the instant it starts (after its read index, so still linearizable): the cache keeps
+/// aside, as they were, the keys it has yet to visit that writes between slices change. Only one KEYS walks at a time, so
+/// a write pays for at most one such walk (and one for SCAN's index). Matching its pattern and building its reply, work
+/// as large as the keyspace that needs nothing of the cache, run on the thread pool. A SCAN call waits while the index
+/// places the keys stored when it arrived, then is answered on the loop as before (a page is O(COUNT) work).
+/// </remarks>
+internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
+{
+    private readonly Queue<CommandInput> _keysWaiting = new();
+    private readonly List<(CommandInput Input, ScanTicket Ticket)> _scansWaiting = [];
+    private (CommandInput Input, KeysRead Read)? _keys;
+
+    /// <summary>Keys a slice may look at: each long read in progress gets at most this much of one loop round.</summary>
+    public int SliceKeys => sliceKeys;
+
+    /// <summary>True while a read waits for slices, or SCAN's index has work left (merges).</summary>
+    public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _scansWaiting.Count > 0 || cache.ScanHasWork;
+
+    /// <summary>Serves <paramref name="input"/>, a read, judging expiry at <paramref name="nowMs"/>: now, or over the next rounds.</summary>
+    public void Serve(CommandInput input, long nowMs)
+    {
+        var command = input.Command;
+        switch (command.OpCase)
+        {
+            case Proto.Command.OpOneofCase.Keys:
+                _keysWaiting.Enqueue(input);
+                if (_keys is null)
+                {
+                    StartNextKeys(nowMs);
+                }
+
+                break;
+            case Proto.Command.OpOneofCase.Scan:
+                var ticket = cache.PrepareScan();
+                if (!TryScan(input, ticket, nowMs))
+                {
+                    _scansWaiting.Add((input, ticket));
+                }
+
+                break;
+            default:
+                input.Replies.Complete(ReadExecutor.Execute(command, cache, nowMs));
+                break;
+        }
+    }
+
+    /// <summary>One round's share of the long reads: a slice of SCAN's index work, then of the KEYS in progress.</summary>
+    public void RunSlice(long nowMs)
+    {
+        if (_scansWaiting.Count > 0 || cache.ScanHasWork)
+        {
+            cache.ScanWork(sliceKeys);
+            _scansWaiting.RemoveAll(waiting => TryScan(waiting.Input, waiting.Ticket, nowMs));
+        }
+
+        if (_keys is { } keys)
+        {
+            // Each slice here, and only here, may look at keys: so one round looks at no more than one slice's worth.
+            if (keys.Read.Step(sliceKeys))
+            {
+                Finish(keys.Input, keys.Read);
+                _keys = null;
+                StartNextKeys(nowMs);
+            }
+        }
+    }
+
+    /// <summary>Fails every read still waiting (the loop stops).</summary>
+    public void FailAll(string message)
+    {
+        if (_keys is { } keys)
+        {
+            keys.Read.Abandon();
+            Fail(keys.Input, message);
+            _keys = null;
+        }
+
+        while (_keysWaiting.TryDequeue(out var input))
+        {
+            Fail(input, message);
+        }
+
+        foreach (var (input, _) in _scansWaiting)
+        {
+            Fail(input, message);
+        }
+
+        _scansWaiting.Clear();
+    }
+
+    private static void Fail(CommandInput input, string message) =>
+        input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, message));
+
+    private void StartNextKeys(long nowMs)
+    {
+        if (_keysWaiting.TryDequeue(out var input))
+        {
+            // The instant of this KEYS: every write applied so far is in it, none applied from here on.
+            _keys = (input, cache.BeginKeys(nowMs));
+        }
+    }
+
+    private bool TryScan(CommandInput input, ScanTicket ticket, long nowMs)
+    {
+        var scan = input.Command.Scan;
+        // A page larger than int.MaxValue keys could not be sent anyway; the count only bounds the work.
+        var count = (int)Math.Min(scan.Count, int.MaxValue);
+        if (!cache.TryScan(ticket, scan.Cursor, count, nowMs, ReadExecutor.PatternFilter(scan.Pattern.Memory), out var page))
+        {
+            return false;
+        }
+
+        input.Replies.Complete(ReplyFactory.FromCache(input.Command.Id, page.ToReply()));
+        return true;
+    }
+
+    /// <summary>Matches the pattern and builds the reply off the loop: both are O(keys) and need nothing of the cache.</summary>
+    private static void Finish(CommandInput input, KeysRead read)
+    {
+        var pattern = input.Command.Keys.Pattern.Memory;
+        _ = Task.Run(() => input.Replies.Complete(ReplyFactory.FromCache(input.Command.Id, read.ToReply(ReadExecutor.PatternFilter(pattern)))));
+    }
+}
