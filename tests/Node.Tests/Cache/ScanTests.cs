@@ -216,7 +216,7 @@ public sealed class ScanTests
                 Assert.True(index.NoteCreated(entry));
             }
 
-            index.CatchUp();
+            CatchUp(index);
             Assert.InRange(index.RunCount, 1, (int)Math.Log2(all.Count) + 1);
         }
 
@@ -365,6 +365,15 @@ public sealed class ScanTests
         }
 
         replicas.NowMs += random.Next(0, 10);
+    }
+
+    /// <summary>Places every key created so far and finishes the merges, as a SCAN call does.</summary>
+    private static void CatchUp(ScanIndex index)
+    {
+        index.RequestCatchUp(index.ReadMark);
+        while (index.Work(int.MaxValue))
+        {
+        }
     }
 
     private static List<ScanPageText> Iterate(Func<ulong, ScanPage> scan)
