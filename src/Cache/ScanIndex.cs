@@ -16,6 +16,11 @@ namespace Dcache.Cache;
 /// its size and than <see cref="MinimumSlack"/>, or removed keys' bytes past <see cref="MinimumRetainedBytes"/> and an
 /// eighth of the cache — is dropped by the state machine, and the next SCAN builds a new one. That bounds the memory
 /// removed keys keep alive, and makes a rebuild's O(n log n) an amortised O(log n) per write.</para>
+/// <para>None of the work that grows with the cache happens in one call: <see cref="Work"/> does a slice of it (a build
+/// walks the keys of its instant, <see cref="WriteOrderWalk"/>, and each slice's keys become a sorted run; a catch-up
+/// places created keys the same way; a merge copies a bounded number of slots, and replaces its two runs only when
+/// done, so reads go on using them meanwhile). A read may be served once every key stored when it arrived is placed
+/// (<see cref="IsCurrentFor"/>): keys created later may or may not be found, as SCAN allows.</para>
 /// </remarks>
 internal sealed class ScanIndex
 {
@@ -33,7 +38,7 @@ internal sealed class ScanIndex
     /// Slots a merge copies for each key a step may place: a merge reads two position arrays in order and writes two, far
     /// cheaper per slot than placing a key (following a pointer to it and hashing its bytes).
     /// </summary>
-    public const int MergeSlotsPerKey = 16;
+    public const int MergeSlotsPerKey = 4;
 
     /// <summary>Redis's bound on a call's work when most of what it visits yields nothing (its maxiterations).</summary>
     private const long SlotsVisitedPerCount = 10;
@@ -155,17 +160,11 @@ internal sealed class ScanIndex
     /// </summary>
     public bool Work(int maxKeys)
     {
-        if (_merge is null && MergeNeeded() is var pair and >= 0)
+        if (_build is null && _placing is null && _createdPlaced >= _catchUpWanted)
         {
-            _merge = new RunMerge(_runs[pair], _runs[pair + 1]);
-        }
-
-        if (_merge is not null && _merge.Step(maxKeys <= int.MaxValue / MergeSlotsPerKey ? maxKeys * MergeSlotsPerKey : int.MaxValue))
-        {
-            var older = _runs.IndexOf(_merge.Older);
-            _runs[older] = _merge.Result();
-            _runs.RemoveAt(older + 1);
-            _merge = null;
+            // Merges wait while a read waits for keys to be placed: it is answered sooner, from more runs.
+            Merge(maxKeys <= int.MaxValue / MergeSlotsPerKey ? maxKeys * MergeSlotsPerKey : int.MaxValue);
+            return HasWork;
         }
 
         if (_build is not null)
@@ -184,6 +183,22 @@ internal sealed class ScanIndex
         }
 
         return HasWork;
+    }
+
+    private void Merge(int maxSlots)
+    {
+        if (_merge is null && MergeNeeded() is var pair and >= 0)
+        {
+            _merge = new RunMerge(_runs[pair], _runs[pair + 1]);
+        }
+
+        if (_merge is not null && _merge.Step(maxSlots))
+        {
+            var older = _runs.IndexOf(_merge.Older);
+            _runs[older] = _merge.Result();
+            _runs.RemoveAt(older + 1);
+            _merge = null;
+        }
     }
 
     private void PlaceFromBuild(CacheEntry entry, long expireAtMs)
@@ -258,19 +273,23 @@ internal sealed class ScanIndex
 
     /// <summary>
     /// The older run of the pair to merge next, or -1: runs stay each more than twice the size of the next (so at most
-    /// log2(n) + 1 of them, and a key is merged O(log n) times in its life); the pair nearest the newest end goes first.
+    /// log2(n) + 1 of them, and a key is merged O(log n) times in its life). Of the pairs that break that, the smallest
+    /// goes first: runs added while merges waited (a build adds one per slice) are then merged pairwise, as a merge sort
+    /// does, rather than one at a time into an ever larger run, which would copy O(n) slots per run added.
     /// </summary>
     private int MergeNeeded()
     {
+        var best = -1;
         for (var i = _runs.Count - 2; i >= 0; i--)
         {
-            if (_runs[i + 1].Count * 2L >= _runs[i].Count)
+            if (_runs[i + 1].Count * 2L >= _runs[i].Count
+                && (best < 0 || (long)_runs[i].Count + _runs[i + 1].Count < (long)_runs[best].Count + _runs[best + 1].Count))
             {
-                return i;
+                best = i;
             }
         }
 
-        return -1;
+        return best;
     }
 
     /// <summary>
@@ -361,7 +380,8 @@ internal sealed class ScanIndex
     /// </summary>
     private sealed class RunMerge(SortedRun older, SortedRun newer)
     {
-        private readonly long[] _positions = new long[older.Count + newer.Count];
+        // Not zeroed: every slot is written before the run is used, and zeroing a large one would take a round of its own.
+        private readonly long[] _positions = GC.AllocateUninitializedArray<long>(older.Count + newer.Count);
         private readonly CacheEntry[] _entries = new CacheEntry[older.Count + newer.Count];
         private int _fromOlder;
         private int _fromNewer;

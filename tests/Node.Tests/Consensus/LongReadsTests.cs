@@ -1,0 +1,145 @@
+using System.Diagnostics;
+using System.Globalization;
+using Dcache.Node.Consensus;
+using Dcache.Node.Services;
+using Dcache.Node.Tests.Cache;
+using Google.Protobuf;
+using Xunit.Abstractions;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>The driver loop's long reads: served a slice per round, with writes applying between rounds.</summary>
+public sealed class LongReadsTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task Keys_and_a_first_scan_take_many_rounds_and_answer_as_of_their_instant()
+    {
+        var cache = new CacheHarness();
+        for (var i = 0; i < 20_000; i++)
+        {
+            cache.Set("key:" + i, "v");
+        }
+
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var expectedKeys = cache.Machine.Keys(cache.NowMs, key => key.StartsWith("key:1"u8)).Items.Select(item => item.Bulk.ToArray()).ToList();
+        var keys = Serve(reads, cache, new Proto.Command { Id = 1, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("key:1*") } });
+        var scan = Serve(reads, cache, new Proto.Command { Id = 2, Scan = new Proto.ScanRequest { Cursor = 0, Count = 10, Pattern = ByteString.CopyFromUtf8("*") } });
+        var rounds = 0;
+        while (reads.HasWork)
+        {
+            reads.RunSlice(cache.NowMs);
+            rounds++;
+            // Writes between rounds: new keys, rewrites and removals of keys KEYS has not reached yet.
+            cache.Set("key:1new" + rounds, "v");
+            cache.Set("key:1" + (19_999 - rounds), "rewritten");
+            cache.Delete("key:1" + (9_999 - rounds));
+        }
+
+        Assert.InRange(rounds, 40, 20_000);
+        var keysReply = await keys.Task.WaitAsync(Deadline);
+        Assert.Equal(1UL, keysReply.Id);
+        Assert.Equal(expectedKeys.Select(key => Convert.ToHexString(key)), keysReply.Array.Items.Select(item => Convert.ToHexString(item.Bulk.Span)));
+        var scanReply = await scan.Task.WaitAsync(Deadline);
+        Assert.Equal(10, scanReply.Array.Items[1].Array.Items.Count);
+    }
+
+    [Fact]
+    public async Task A_scan_on_a_current_index_and_other_reads_are_answered_at_once()
+    {
+        var cache = new CacheHarness();
+        cache.Set("a", "1");
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var scan = Serve(reads, cache, new Proto.Command { Id = 1, Scan = new Proto.ScanRequest { Cursor = 0, Count = 10, Pattern = ByteString.CopyFromUtf8("*") } });
+        reads.RunSlice(cache.NowMs);
+        Assert.True(scan.Task.IsCompleted);
+        var again = Serve(reads, cache, new Proto.Command { Id = 2, Scan = new Proto.ScanRequest { Cursor = 0, Count = 10, Pattern = ByteString.CopyFromUtf8("*") } });
+        var get = Serve(reads, cache, new Proto.Command { Id = 3, Get = new Proto.GetRequest { Key = ByteString.CopyFromUtf8("a") } });
+        Assert.True(again.Task.IsCompleted);
+        Assert.True(get.Task.IsCompleted);
+        Assert.Equal("1", (await get.Task).Bulk.ToStringUtf8());
+    }
+
+    /// <summary>
+    /// What one loop round spends on a long read, printed rather than asserted (timings belong to benchmarks): the longest
+    /// round of a first SCAN and of KEYS * taken in slices, against the same reads done in one call (how the loop served
+    /// them before). 100,000 keys by default; DCACHE_LONG_READ_KEYS=3000000 for the benchmarks.md figures, and
+    /// DCACHE_LONG_READ_SHUFFLE=1 to rewrite every key once in random order first (a write order spread over memory, as
+    /// in a cache that has run for a while). See them with
+    /// <c>dotnet test tests/Node.Tests -c Release --filter LongReadsTests --logger "console;verbosity=detailed"</c>.
+    /// </summary>
+    [Fact]
+    public async Task The_longest_round_of_a_long_read_reports_its_cost()
+    {
+        var keyCount = int.TryParse(Environment.GetEnvironmentVariable("DCACHE_LONG_READ_KEYS"), CultureInfo.InvariantCulture, out var configured) ? configured : 100_000;
+        var shuffle = Environment.GetEnvironmentVariable("DCACHE_LONG_READ_SHUFFLE") == "1";
+        // Two caches loaded alike: one for each way of building SCAN's index.
+        var (before, cache) = (Load(keyCount, shuffle), Load(keyCount, shuffle));
+        var scanAll = new Proto.Command { Scan = new Proto.ScanRequest { Cursor = 0, Count = 10, Pattern = ByteString.CopyFromUtf8("*") } };
+        var keysAll = new Proto.Command { Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+        var clock = Stopwatch.StartNew();
+        ReadExecutor.Execute(scanAll, new CacheHarness().Machine, cache.NowMs);
+        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll) })
+        {
+            GC.Collect();
+            clock.Restart();
+            ReadExecutor.Execute(command, before.Machine, before.NowMs);
+            output.WriteLine($"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {name} in one call (the loop before): {clock.Elapsed.TotalMilliseconds:N0} ms");
+        }
+
+        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll) })
+        {
+            GC.Collect();
+            var reads = new LongReads(cache.Machine, sliceKeys: 4096);
+            var longest = TimeSpan.Zero;
+            var rounds = 0;
+            var over5ms = 0;
+            clock.Restart();
+            var reply = Serve(reads, cache, command);
+            var total = Stopwatch.StartNew();
+            longest = clock.Elapsed;
+            while (reads.HasWork)
+            {
+                clock.Restart();
+                reads.RunSlice(cache.NowMs);
+                longest = clock.Elapsed > longest ? clock.Elapsed : longest;
+                over5ms += clock.Elapsed.TotalMilliseconds > 5 ? 1 : 0;
+                rounds++;
+                // The loop applies writes between rounds.
+                cache.Set("during:" + rounds, "v");
+            }
+
+            await reply.Task.WaitAsync(Deadline);
+            output.WriteLine($"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {name} in slices of 4096: {rounds:N0} rounds, longest {longest.TotalMilliseconds:N1} ms, {over5ms} over 5 ms, answered after {total.Elapsed.TotalMilliseconds:N0} ms");
+        }
+    }
+
+    private static CacheHarness Load(int keyCount, bool shuffle)
+    {
+        var cache = new CacheHarness();
+        for (var i = 0; i < keyCount; i++)
+        {
+            cache.Set("key:" + i, "a value of 20 bytes.");
+        }
+
+        if (shuffle)
+        {
+            var random = new Random(1);
+            foreach (var i in Enumerable.Range(0, keyCount).OrderBy(_ => random.Next()).ToList())
+            {
+                cache.Set("key:" + i, "a value of 20 bytes!");
+            }
+        }
+
+        return cache;
+    }
+
+    private static TaskReplySink Serve(LongReads reads, CacheHarness cache, Proto.Command command)
+    {
+        var replies = new TaskReplySink();
+        reads.Serve(new CommandInput(command, replies, long.MaxValue), cache.NowMs);
+        return replies;
+    }
+}
