@@ -96,14 +96,18 @@ public sealed class LongReadsTests(ITestOutputHelper output)
             var longest = TimeSpan.Zero;
             var rounds = 0;
             var over5ms = 0;
+            var longestPause = TimeSpan.Zero;
             clock.Restart();
             var reply = Serve(reads, cache, command);
             var total = Stopwatch.StartNew();
             longest = clock.Elapsed;
             while (reads.HasWork)
             {
+                var pausedBefore = GC.GetTotalPauseDuration();
                 clock.Restart();
                 reads.RunSlice(cache.NowMs);
+                var paused = GC.GetTotalPauseDuration() - pausedBefore;
+                longestPause = paused > longestPause ? paused : longestPause;
                 longest = clock.Elapsed > longest ? clock.Elapsed : longest;
                 over5ms += clock.Elapsed.TotalMilliseconds > 5 ? 1 : 0;
                 rounds++;
@@ -112,7 +116,7 @@ public sealed class LongReadsTests(ITestOutputHelper output)
             }
 
             await reply.Task.WaitAsync(Deadline);
-            output.WriteLine($"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {name} in slices of 4096: {rounds:N0} rounds, longest {longest.TotalMilliseconds:N1} ms, {over5ms} over 5 ms, answered after {total.Elapsed.TotalMilliseconds:N0} ms");
+            output.WriteLine($"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {name} in slices of 4096: {rounds:N0} rounds, longest {longest.TotalMilliseconds:N1} ms, {over5ms} over 5 ms (the longest GC pause in a round: {longestPause.TotalMilliseconds:N1} ms), answered after {total.Elapsed.TotalMilliseconds:N0} ms");
         }
     }
 
