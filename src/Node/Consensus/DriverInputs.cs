@@ -11,7 +11,8 @@ internal sealed record TickInput : DriverInput
     public static TickInput Instance { get; } = new();
 }
 
-internal sealed record PeerMessageInput(Message Message) : DriverInput;
+/// <summary>A peer's message; a ReadIndex response may carry the leader's time it answered at (0: none).</summary>
+internal sealed record PeerMessageInput(Message Message, long ReadTimeMs = 0) : DriverInput;
 
 internal sealed record PeerUnreachableInput(ulong Peer) : DriverInput;
 

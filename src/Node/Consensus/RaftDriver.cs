@@ -283,7 +283,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     // The channel is unbounded: a write fails only once it is completed, when the loop has stopped.
-    bool IRaftInbox.TryPost(Message message) => _inputs.Writer.TryWrite(new PeerMessageInput(message));
+    bool IRaftInbox.TryPost(Message message, long readTimeMs) => _inputs.Writer.TryWrite(new PeerMessageInput(message, readTimeMs));
 
     IIncomingSnapshot IRaftInbox.BeginSnapshot(ulong peer, Message message) =>
         new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));

@@ -75,8 +75,11 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         }
     }
 
-    /// <summary>Queues a message for its peer; never blocks. A message to an unknown peer is dropped and reported. Called by the driver loop only.</summary>
-    public void Send(Message message)
+    /// <summary>
+    /// Queues a message for its peer; never blocks. A message to an unknown peer is dropped and reported. Called by the
+    /// driver loop only. <paramref name="readTimeMs"/> (0: none) is the leader's time a ReadIndex response carries.
+    /// </summary>
+    public void Send(Message message, long readTimeMs = 0)
     {
         PeerSender? sender;
         lock (_lock)
@@ -84,7 +87,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             _peers.TryGetValue(message.To, out sender);
         }
 
-        if (sender is null || !sender.TryEnqueue(RaftMessageCodec.ToWire(message, _recentEntries)))
+        if (sender is null || !sender.TryEnqueue(RaftMessageCodec.ToWire(message, _recentEntries, readTimeMs)))
         {
             events.PeerUnreachable(message.To);
         }

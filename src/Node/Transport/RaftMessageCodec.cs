@@ -14,7 +14,13 @@ public static class RaftMessageCodec
     /// A leader sends each follower the same new entries in the same round: converted once, they are shared (the wire
     /// messages only read them). An entry is named by index and term, which by the Log Matching property fix its bytes.
     /// </summary>
-    public static Wire.RaftMessage ToWire(Message message, RecentWireEntries? recent)
+    public static Wire.RaftMessage ToWire(Message message, RecentWireEntries? recent) => ToWire(message, recent, readTimeMs: 0);
+
+    /// <summary>
+    /// As <see cref="ToWire(Message, RecentWireEntries)"/>; a ReadIndex response also carries <paramref name="readTimeMs"/>
+    /// (the leader's time when it answered; 0: none). The Raft core never sees it: the host stamps it and reads it.
+    /// </summary>
+    public static Wire.RaftMessage ToWire(Message message, RecentWireEntries? recent, long readTimeMs)
     {
         var wire = new Wire.RaftMessage
         {
@@ -51,6 +57,11 @@ public static class RaftMessageCodec
         if (message.Snapshot is { } snapshot)
         {
             wire.Snapshot = ToWire(snapshot);
+        }
+
+        if (readTimeMs > 0 && message.Type == MessageType.ReadIndexResponse)
+        {
+            wire.ReadTimeMs = readTimeMs;
         }
 
         return wire;
@@ -124,6 +135,10 @@ public static class RaftMessageCodec
             Snapshot = wire.Snapshot is null ? null : FromWire(wire.Snapshot),
         };
     }
+
+    /// <summary>The leader's time a ReadIndex response carries (see <see cref="ToWire(Message, RecentWireEntries, long)"/>); 0 when it carries none, as from a build from before it.</summary>
+    public static long ReadTimeOf(Wire.RaftMessage wire) =>
+        wire.Type == Wire.MessageType.ReadIndexResponse && wire.HasReadTimeMs && wire.ReadTimeMs > 0 ? wire.ReadTimeMs : 0;
 
     public static SnapshotMetadata FromWire(Wire.SnapshotMetadata wire)
     {

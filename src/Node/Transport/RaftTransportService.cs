@@ -31,8 +31,11 @@ public interface IRaftInbox
     /// <summary>A message from <paramref name="peer"/> carried its wall-clock reading and its echo of this node's last one (and how long it held that), and from a leader its correction to the cluster's time (see <see cref="Consensus.PeerClocks"/>).</summary>
     void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs);
 
-    /// <summary>Hands a message to the Raft loop; false once the node takes no more input (its loop stopped).</summary>
-    bool TryPost(Message message);
+    /// <summary>
+    /// Hands a message to the Raft loop; false once the node takes no more input (its loop stopped).
+    /// <paramref name="readTimeMs"/> is the leader's time a ReadIndex response carried (0: none).
+    /// </summary>
+    bool TryPost(Message message, long readTimeMs = 0);
 
     /// <summary>Starts receiving the snapshot <paramref name="message"/> announces; the sink stores chunks as they arrive.</summary>
     IIncomingSnapshot BeginSnapshot(ulong peer, Message message);
@@ -66,7 +69,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshots travel through InstallSnapshot, not Send"));
             }
 
-            if (!inbox.TryPost(message))
+            if (!inbox.TryPost(message, RaftMessageCodec.ReadTimeOf(heard)))
             {
                 break; // this node stopped: the peer sees its stream end, as when a node goes away
             }
