@@ -39,7 +39,7 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
                 _keysWaiting.Enqueue(input);
                 if (_keys is null)
                 {
-                    StartNextKeys(nowMs);
+                    StartNextKeys(nowMs, nowMs);
                 }
 
                 break;
@@ -57,13 +57,20 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
         }
     }
 
-    /// <summary>One round's share of the long reads: a slice of SCAN's index work, then of the KEYS in progress.</summary>
-    public void RunSlice(long nowMs)
+    /// <summary>One round's share of the long reads, all judging expiry at <paramref name="nowMs"/>.</summary>
+    public void RunSlice(long nowMs) => RunSlice(nowMs, nowMs);
+
+    /// <summary>
+    /// One round's share of the long reads: a slice of SCAN's index work, then of the KEYS in progress. A read that starts
+    /// or is answered in it judges expiry at <paramref name="nowMs"/>, or, a LOCAL read, at <paramref name="localNowMs"/>:
+    /// the two run on different clocks (the leader's time, and a follower's own estimate of it).
+    /// </summary>
+    public void RunSlice(long nowMs, long localNowMs)
     {
         if (_scansWaiting.Count > 0 || cache.ScanHasWork)
         {
             cache.ScanWork(sliceKeys);
-            _scansWaiting.RemoveAll(waiting => TryScan(waiting.Input, waiting.Ticket, nowMs));
+            _scansWaiting.RemoveAll(waiting => TryScan(waiting.Input, waiting.Ticket, IsLocal(waiting.Input) ? localNowMs : nowMs));
         }
 
         if (_keys is { } keys)
@@ -73,7 +80,7 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             {
                 Finish(keys.Input, keys.Read);
                 _keys = null;
-                StartNextKeys(nowMs);
+                StartNextKeys(nowMs, localNowMs);
             }
         }
     }
@@ -104,14 +111,16 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     private static void Fail(CommandInput input, string message) =>
         input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, message));
 
-    private void StartNextKeys(long nowMs)
+    private void StartNextKeys(long nowMs, long localNowMs)
     {
         if (_keysWaiting.TryDequeue(out var input))
         {
             // The instant of this KEYS: every write applied so far is in it, none applied from here on.
-            _keys = (input, cache.BeginKeys(nowMs));
+            _keys = (input, cache.BeginKeys(IsLocal(input) ? localNowMs : nowMs));
         }
     }
+
+    private static bool IsLocal(CommandInput input) => input.Command.Consistency == Proto.ReadConsistency.Local;
 
     private bool TryScan(CommandInput input, ScanTicket ticket, long nowMs)
     {

@@ -332,28 +332,70 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     /// <summary>
-    /// The time a leader stamps on a proposal: the cluster's time, but never earlier than the state machine's clock or
-    /// this node's previous stamp. Relative TTLs are computed from the stamp while expiry is judged by the largest
-    /// stamp applied, so a stamp that went back (the median dropping: a voter behind, another gone) would expire a
-    /// short TTL on arrival; held, time stands still until the cluster's time passes it again.
+    /// The one timeline linearizable operations take while this node leads: the cluster's time, but never earlier than
+    /// the state machine's clock or than any time this node issued before, as a stamp, a read's time or the time of a
+    /// ReadIndex answer. Stamps and reads share it, so a read is never judged earlier than a stamp issued before it, and
+    /// a follower reading by a time the leader answered with is never judged earlier than a read the leader served
+    /// before. Held rather than going back: relative TTLs are computed from the stamp while expiry is judged by the
+    /// largest stamp applied, so a stamp that went back (the median dropping: a voter behind, another gone) would expire
+    /// a short TTL on arrival, and a read time that went back would bring an expired key back or raise a TTL. The
+    /// cluster's time goes back that way: each recomputation of the offsets is off by up to half a round trip,
+    /// differently each time, and a stepped wall clock moves it until peers' readings correct it. A new leader starts at
+    /// or above the state machine's clock (every stamp an earlier leader committed is applied before it serves a read)
+    /// and the times earlier leaders' answers gave its own reads.
     /// </summary>
-    private long StampMs()
+    private long LeaderTimeMs()
     {
-        _lastStampMs = Math.Max(ClusterNowMs(), Math.Max(_lastStampMs, _cache.ClockMs));
-        return _lastStampMs;
+        _timelineMs = Math.Max(ClusterNowMs(), Math.Max(_timelineMs, _cache.ClockMs));
+        return _timelineMs;
+    }
+
+    /// <summary>The time a leader stamps on a proposal: its <see cref="LeaderTimeMs"/>.</summary>
+    private long StampMs() => LeaderTimeMs();
+
+    /// <summary>
+    /// The time a linearizable read judges expiry by. On the leader, its <see cref="LeaderTimeMs"/> when it serves the
+    /// read. On a follower, the leader's time: the largest of the times the leader's ReadIndex answers carried (each
+    /// taken after the read asked, so no earlier than anything the leader issued before the read began, and no later
+    /// than the leader's time now), the state machine's clock (stamps, all issued by leaders) and earlier reads here;
+    /// never this node's own estimate of the cluster's time, which is off the leader's by the estimate's error, so that
+    /// a key a read on the leader saw expired is not served by a later read here, nor the other way round.
+    /// </summary>
+    private long LinearizableReadTimeMs()
+    {
+        if (_raft.Role == Role.Leader)
+        {
+            return LeaderTimeMs();
+        }
+
+        _timelineMs = Math.Max(_timelineMs, _cache.ClockMs);
+        return _timelineMs;
     }
 
     /// <summary>
-    /// The time reads judge expiry by: the cluster's time, but never earlier than the state machine's clock (the time
-    /// writes judge by, so a key every write would find expired is not served) or the time an earlier read on this node
-    /// used. The cluster's time can go back here: each recomputation of the offsets is off by up to half a round trip,
-    /// differently each time, and a stepped wall clock moves it until peers' readings correct it; a key a read saw
-    /// expired would be served again, a TTL would go up between two reads.
+    /// A follower got the leader's answer to a read-index request it is waiting for: the read's time moves up to the
+    /// time the answer carried. A leader whose build predates that sends none; the follower then reads by its own
+    /// estimate of the cluster's time, as builds before it did, which can differ from the leader's by the estimate's
+    /// error.
     /// </summary>
-    private long ReadNowMs()
+    private void ReadIndexAnswered(long readTimeMs) =>
+        _timelineMs = Math.Max(_timelineMs, readTimeMs > 0 ? readTimeMs : ClusterNowMs());
+
+    /// <summary>
+    /// The time a LOCAL read judges expiry by: on the leader its <see cref="LeaderTimeMs"/>; on a follower, its own
+    /// estimate of the cluster's time (no round trip to ask the leader for its), never earlier than the state machine's
+    /// clock, a linearizable read here or an earlier local read here. It does not move the linearizable reads' time:
+    /// an estimate ahead of the leader's would otherwise make later linearizable reads here judge by it.
+    /// </summary>
+    private long LocalReadTimeMs()
     {
-        _lastReadMs = Math.Max(ClusterNowMs(), Math.Max(_lastReadMs, _cache.ClockMs));
-        return _lastReadMs;
+        if (_raft.Role == Role.Leader)
+        {
+            return LeaderTimeMs();
+        }
+
+        _localReadMs = Math.Max(ClusterNowMs(), Math.Max(_localReadMs, Math.Max(_timelineMs, _cache.ClockMs)));
+        return _localReadMs;
     }
 
     private const long ClockWarningMs = 500;
@@ -363,8 +405,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private ulong _stampOffsetTerm;
     private Role _stampOffsetRole;
     private ulong _stampOffsetLeader;
-    private long _lastStampMs;
-    private long _lastReadMs;
+    // Linearizable operations' time: the leader's timeline (see LeaderTimeMs, LinearizableReadTimeMs).
+    private long _timelineMs;
+    private long _localReadMs;
 
     private async Task TickAsync()
     {
@@ -400,7 +443,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 ProcessReady();
                 if (_longReads.HasWork)
                 {
-                    _longReads.RunSlice(ReadNowMs());
+                    _longReads.RunSlice(LinearizableReadTimeMs(), LocalReadTimeMs());
                 }
 
                 if (_statusStale)
@@ -438,6 +481,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 OnTick();
                 break;
             case PeerMessageInput peer:
+                if (peer.Message is { Type: MessageType.ReadIndexResponse, Reject: false } answer && _readsAwaitingIndex.ContainsKey(answer.Context))
+                {
+                    ReadIndexAnswered(peer.ReadTimeMs);
+                }
+
                 _raft.Step(peer.Message);
                 break;
             case CommandInput command:
@@ -507,7 +555,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            _longReads.Serve(input, ReadNowMs());
+            _longReads.Serve(input, LocalReadTimeMs());
         }
         else
         {
@@ -657,6 +705,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 {
                     SendSnapshot(message);
                 }
+                else if (message is { Type: MessageType.ReadIndexResponse, Reject: false })
+                {
+                    // Taken now, after the round that confirmed this node's leadership and before the follower serves:
+                    // a time within the read, on the timeline this node's stamps and reads take.
+                    _transport!.Send(message, LeaderTimeMs());
+                }
                 else
                 {
                     _transport!.Send(message);
@@ -758,7 +812,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        var now = ReadNowMs();
+        var now = LinearizableReadTimeMs();
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
