@@ -297,8 +297,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>
     /// The cluster's time as this node sees it: its own clock moved by the median offset of its voters' clocks (see
     /// <see cref="PeerClocks"/>). A leader stamps it on proposals (the state machine's only clock), so a leader whose
-    /// clock is wrong does not expire keys early or age every session at once; reads judge expiry by it, so a node
-    /// whose clock is wrong does not serve expired keys or hide live ones. The offset is recomputed at most every 100 ms
+    /// clock is wrong does not expire keys early or age every session at once; reads judge expiry by the leader's
+    /// (a follower's LOCAL reads by its own), so a node whose clock is wrong does not serve expired keys or hide live
+    /// ones. The offset is recomputed at most every 100 ms
     /// (each tick asks, so what a leader publishes to its followers stays fresh), and at once in a new term, role or
     /// leader.
     /// </summary>
