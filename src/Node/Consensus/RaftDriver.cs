@@ -853,6 +853,42 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 }
             }
         }
+
+        ExpireReadsAwaitingApply(now);
+    }
+
+    /// <summary>
+    /// Fails the reads whose read index this node has not applied by their deadline: cut off from its leader right after
+    /// the answer, it may not apply that far for a long time, and each such read would otherwise be held (and its client
+    /// left without an answer) until it does.
+    /// </summary>
+    private void ExpireReadsAwaitingApply(long now)
+    {
+        var anyOverdue = false;
+        foreach (var (input, _) in _readsAwaitingApply.UnorderedItems)
+        {
+            anyOverdue |= input.DeadlineMs <= now;
+        }
+
+        if (!anyOverdue)
+        {
+            return;
+        }
+
+        var waiting = _readsAwaitingApply.UnorderedItems.ToList();
+        _readsAwaitingApply.Clear();
+        foreach (var (input, index) in waiting)
+        {
+            if (input.DeadlineMs <= now)
+            {
+                input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable,
+                    $"read timed out waiting for this node to apply up to its read index {index} (applied: {_raft.AppliedIndex})"));
+            }
+            else
+            {
+                _readsAwaitingApply.Enqueue(input, index);
+            }
+        }
     }
 
     /// <summary>

@@ -13,7 +13,8 @@ namespace Dcache.Node.Tests.Consensus;
 /// A follower's read waits for the leader's answer to the read-index request it forwarded, matched by the request's
 /// context. The leader's answer to a request made before the follower restarted can arrive after the restart (the
 /// leader's stream queues messages while it reconnects); it carries the read index of that earlier moment, and writes
-/// acknowledged since are not in it. It must not answer a read of the new process.
+/// acknowledged since are not in it. It must not answer a read of the new process. Once answered, a read waits for the
+/// follower to apply up to its read index, but no longer than its deadline.
 /// </summary>
 public sealed class ReadContextTests
 {
@@ -46,6 +47,21 @@ public sealed class ReadContextTests
         Assert.Equal(Proto.Reply.ResultOneofCase.Nil, (await read.WaitAsync(Patience)).ResultCase);
     }
 
+    [Fact]
+    public async Task AReadWhoseIndexThisNodeNeverAppliesFailsAtItsDeadline()
+    {
+        await using var follower = Follower.Start(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), requestTimeout: TimeSpan.FromMilliseconds(200));
+        var read = follower.Driver.ExecuteAsync(Get("k"));
+        var context = await follower.ForwardedContextAsync();
+
+        // The leader answers with an index this follower will never reach: no entries follow, as when it is cut off.
+        follower.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = 1_000 });
+        var reply = await read.WaitAsync(Patience);
+        Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
+        Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
+        Assert.Contains("read index 1000", reply.Failure.Message, StringComparison.Ordinal);
+    }
+
     private static Proto.Command Get(string key) => new()
     {
         Id = 1,
@@ -60,11 +76,11 @@ public sealed class ReadContextTests
         private readonly PeerTransport _transport;
         private readonly ulong _initialContext;
 
-        private Follower(MemoryStorage disk)
+        private Follower(MemoryStorage disk, TimeSpan requestTimeout)
         {
             Driver = new RaftDriver(
                 // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
-                new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1)),
+                new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), requestTimeout),
                 disk,
                 new NoSnapshots(),
                 new CacheStateMachine(new CacheStateMachineOptions()),
@@ -81,7 +97,7 @@ public sealed class ReadContextTests
 
         public RaftDriver Driver { get; }
 
-        public static Follower Start(MemoryStorage disk) => new(disk);
+        public static Follower Start(MemoryStorage disk, TimeSpan? requestTimeout = null) => new(disk, requestTimeout ?? TimeSpan.FromMinutes(1));
 
         public void Post(Message message) => Assert.True(((IRaftInbox)Driver).TryPost(message));
 
