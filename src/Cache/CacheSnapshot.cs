@@ -22,14 +22,16 @@ namespace Dcache.Cache;
 /// </remarks>
 public sealed class CacheSnapshot
 {
-    private readonly StoredKey[] _keys;
+    // The keys in write order, in chunks (a capture taken in slices fills one chunk at a time; see SnapshotCapture).
+    private readonly StoredKey[][] _keys;
     private readonly SessionRecord[] _sessions;
 
-    internal CacheSnapshot(ulong appliedIndex, long clockMs, StoredKey[] keys, SessionRecord[] sessions)
+    internal CacheSnapshot(ulong appliedIndex, long clockMs, StoredKey[][] keys, int keyCount, SessionRecord[] sessions)
     {
         AppliedIndex = appliedIndex;
         ClockMs = clockMs;
         _keys = keys;
+        KeyCount = keyCount;
         _sessions = sessions;
     }
 
@@ -39,7 +41,7 @@ public sealed class CacheSnapshot
 
     public long ClockMs { get; }
 
-    public int KeyCount => _keys.Length;
+    public int KeyCount { get; }
 
     public int SessionCount => _sessions.Length;
 
@@ -53,12 +55,15 @@ public sealed class CacheSnapshot
         sink.WriteUInt64(AppliedIndex);
         sink.WriteInt64(ClockMs);
 
-        sink.WriteVarUInt64((ulong)_keys.Length);
-        foreach (var key in _keys)
+        sink.WriteVarUInt64((ulong)KeyCount);
+        foreach (var chunk in _keys)
         {
-            sink.WriteBytes(key.Key);
-            sink.WriteBytes(key.Value);
-            sink.WriteInt64(key.ExpireAtMs);
+            foreach (var key in chunk)
+            {
+                sink.WriteBytes(key.Key);
+                sink.WriteBytes(key.Value);
+                sink.WriteInt64(key.ExpireAtMs);
+            }
         }
 
         sink.WriteVarUInt64((ulong)_sessions.Length);

@@ -18,9 +18,9 @@ public sealed partial class CacheStateMachine
     private const int MaxPreallocatedKeys = 1 << 20;
 
     /// <summary>
-    /// Captures the replicated state as it is now, in O(keys) time and without copying keys or values (stored arrays are
-    /// never mutated, only replaced). The capture can then be written on another thread while apply carries on, so a large
-    /// snapshot does not stall the apply loop for longer than the capture.
+    /// Captures the replicated state as it is now, in one call of O(keys) time, without copying keys or values (stored
+    /// arrays are never mutated, only replaced). The capture can then be written on another thread while apply carries
+    /// on. On a large cache the walk itself is long (see <see cref="BeginSnapshotCapture"/> for one taken in slices).
     /// </summary>
     public CacheSnapshot CaptureSnapshot()
     {
@@ -31,14 +31,28 @@ public sealed partial class CacheStateMachine
             keys[i++] = new CacheSnapshot.StoredKey(entry.Key, entry.Value, entry.ExpireAtMs);
         }
 
+        return new CacheSnapshot(_appliedIndex, _clockMs, [keys], keys.Length, CaptureSessions());
+    }
+
+    /// <summary>
+    /// Begins capturing the replicated state as it is now, to be taken a slice of keys at a time
+    /// (<see cref="SnapshotCapture.Step"/>) while writes go on applying between slices; the result is what
+    /// <see cref="CaptureSnapshot"/> would return now. What is not keys — applied index, clock, sessions — is copied
+    /// here, in O(sessions): sessions change in place and are as many as clients, not keys. Must run on the thread that
+    /// applies writes.
+    /// </summary>
+    public SnapshotCapture BeginSnapshotCapture() => new(this, BeginWalk(), _appliedIndex, _clockMs, CaptureSessions());
+
+    private CacheSnapshot.SessionRecord[] CaptureSessions()
+    {
         var sessions = new CacheSnapshot.SessionRecord[_sessions.Count];
-        i = 0;
+        var i = 0;
         for (var session = _leastRecentSession; session is not null; session = session.Newer)
         {
             sessions[i++] = new CacheSnapshot.SessionRecord(session.ClientId, session.LastSequence, session.LastActiveMs, session.LastReply);
         }
 
-        return new CacheSnapshot(_appliedIndex, _clockMs, keys, sessions);
+        return sessions;
     }
 
     /// <summary>Writes the replicated state to <paramref name="output"/> in chunks; returns the state digest (the SHA-256 trailer).</summary>

@@ -12,7 +12,7 @@ public sealed class KeysRead
     private readonly WriteOrderWalk _walk;
     private readonly long _nowMs;
     private readonly List<byte[]> _keys;
-    private readonly Action<CacheEntry, long> _collect;
+    private readonly WriteOrderWalk.Visitor _collect;
 
     internal KeysRead(CacheStateMachine machine, WriteOrderWalk walk, long nowMs)
     {
@@ -68,7 +68,7 @@ public sealed class KeysRead
         return CacheReply.FromArray([.. replies]);
     }
 
-    private void Collect(CacheEntry entry, long expireAtMs)
+    private void Collect(CacheEntry entry, byte[] value, long expireAtMs)
     {
         if (expireAtMs > _nowMs)
         {

@@ -48,7 +48,7 @@ internal sealed class ScanIndex
     private List<CacheEntry> _createdSinceCatchUp = [];
     // The walk that fills a new index, a slice at a time, until it has yielded every key stored when it began.
     private WriteOrderWalk? _build;
-    private Action<CacheEntry, long>? _placeFromBuild;
+    private WriteOrderWalk.Visitor? _placeFromBuild;
     // Created keys being placed, a slice at a time, and how many creations they cover once placed.
     private List<CacheEntry>? _placing;
     private int _placingAt;
@@ -201,7 +201,7 @@ internal sealed class ScanIndex
         }
     }
 
-    private void PlaceFromBuild(CacheEntry entry, long expireAtMs)
+    private void PlaceFromBuild(CacheEntry entry, byte[] value, long expireAtMs)
     {
         if (entry.ScanPosition != ScanOrder.Removed)
         {

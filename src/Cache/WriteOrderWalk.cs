@@ -9,17 +9,21 @@ namespace Dcache.Cache;
 /// <para>The write order is sorted by <see cref="CacheEntry.WriteSequence"/>, and a write moves its key to the newest end
 /// with a new, larger number, so at any time the live list is: the keys already visited, the keys still to visit (each
 /// unchanged since the walk began), and keys written since, whose numbers exceed <see cref="_lastSequence"/>. A key still
-/// to visit that is about to be written or removed is kept aside first, with its expiry as it was
+/// to visit that is about to be written or removed is kept aside first, with its value and expiry as they were
 /// (<see cref="NoteChanging"/>), and merged back in at its old place; so the walk yields exactly the keys of the
-/// instant, in that instant's order. Keys are immutable, values are replaced rather than mutated, and the expiry is
-/// copied: nothing a visitor sees changes under it.</para>
+/// instant, in that instant's order, each with its value and expiry of the instant (what a snapshot captured a slice at
+/// a time needs). Keys are immutable and values are replaced rather than mutated, so keeping the value array's
+/// reference is keeping the value; the expiry is copied: nothing a visitor sees changes under it.</para>
 /// <para>FLUSHALL and loading a snapshot swap the whole keyspace for a new one and never touch the old entries again, so
 /// a walk then finishes over the old list as it stands (<see cref="Detach"/>).</para>
 /// </remarks>
 internal sealed class WriteOrderWalk
 {
+    /// <summary>What a walk yields for each key: the entry (for its key and identity) and its value and expiry at the walk's instant.</summary>
+    internal delegate void Visitor(CacheEntry entry, byte[] value, long expireAtMs);
+
     private readonly long _lastSequence;
-    private readonly PriorityQueue<(CacheEntry Entry, long ExpireAtMs), long> _keptAside = new();
+    private readonly PriorityQueue<(CacheEntry Entry, byte[] Value, long ExpireAtMs), long> _keptAside = new();
     private CacheEntry? _next;
     private bool _detached;
 
@@ -40,10 +44,11 @@ internal sealed class WriteOrderWalk
     public bool IsDone => Visited == KeyCount;
 
     /// <summary>
-    /// Yields up to <paramref name="maxKeys"/> more keys, in order, to <paramref name="visit"/> (the entry and its expiry
-    /// at the walk's instant). Must run on the thread that applies writes, never during one. True when the walk is done.
+    /// Yields up to <paramref name="maxKeys"/> more keys, in order, to <paramref name="visit"/> (the entry
+    /// and its value and expiry at the walk's instant). Must run on the thread that applies writes, never during one. True
+    /// when the walk is done.
     /// </summary>
-    internal bool Step(int maxKeys, Action<CacheEntry, long> visit)
+    internal bool Step(int maxKeys, Visitor visit)
     {
         for (var i = 0; i < maxKeys && !IsDone; i++)
         {
@@ -51,12 +56,12 @@ internal sealed class WriteOrderWalk
             if (_keptAside.TryPeek(out var kept, out var keptSequence) && (fromList is null || keptSequence < fromList.WriteSequence))
             {
                 _keptAside.Dequeue();
-                visit(kept.Entry, kept.ExpireAtMs);
+                visit(kept.Entry, kept.Value, kept.ExpireAtMs);
             }
             else if (fromList is not null)
             {
                 _next = fromList.Newer;
-                visit(fromList, fromList.ExpireAtMs);
+                visit(fromList, fromList.Value, fromList.ExpireAtMs);
             }
             else
             {
@@ -70,8 +75,8 @@ internal sealed class WriteOrderWalk
     }
 
     /// <summary>
-    /// Called before <paramref name="entry"/> is written, moved or removed: a key the walk has yet to reach is kept aside
-    /// as it is now, and the walk's place moves past it.
+    /// Called before <paramref name="entry"/> is written, moved or removed (before its value or expiry changes): a key the
+    /// walk has yet to reach is kept aside as it is now, value and expiry, and the walk's place moves past it.
     /// </summary>
     internal void NoteChanging(CacheEntry entry)
     {
@@ -81,7 +86,7 @@ internal sealed class WriteOrderWalk
             return;
         }
 
-        _keptAside.Enqueue((entry, entry.ExpireAtMs), entry.WriteSequence);
+        _keptAside.Enqueue((entry, entry.Value, entry.ExpireAtMs), entry.WriteSequence);
         if (ReferenceEquals(entry, _next))
         {
             _next = entry.Newer;
