@@ -90,6 +90,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private byte _proposalFormat;
     private readonly RaftNode _raft;
     private readonly LongReads _longReads;
+    private readonly SnapshotCaptures _captures;
+    // The automatic snapshot while its capture is in progress: dropped if a snapshot from the leader replaces the state.
+    private SnapshotCapture? _automaticCapture;
     private PeerTransport? _transport;
     private Task? _loop;
     private Task? _ticker;
@@ -130,6 +133,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _snapshots = snapshots;
         _cache = cache;
         _longReads = new LongReads(cache, settings.LongReadSliceKeys);
+        _captures = new SnapshotCaptures(cache, settings.LongReadSliceKeys);
         _addresses = addresses;
         _clock = clock;
         _logger = logger;
@@ -245,15 +249,38 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         return completion.Task;
     }
 
-    /// <summary>The applied index and the digest of the cache state at it, taken together on the loop.</summary>
-    public Task<(ulong Index, string Digest)> DigestAsync() => RunOnLoopAsync(_ => (_cache.AppliedIndex, _cache.Digest()));
+    /// <summary>
+    /// The applied index and the digest of the cache state at it: captured together on the loop, a slice per round, and
+    /// hashed on the thread pool.
+    /// </summary>
+    public async Task<(ulong Index, string Digest)> DigestAsync()
+    {
+        var (metadata, state) = await CaptureStateAsync().ConfigureAwait(false);
+        return (metadata.Index, await Task.Run(state.Digest).ConfigureAwait(false));
+    }
 
     /// <summary>
-    /// The cache state at the applied index, with that index's term and the membership in effect there, captured together
-    /// on the loop. The capture is immutable: it may be written out (a backup) while the loop goes on applying.
+    /// The cache state at the applied index, with that index's term and the membership in effect there, as of the round
+    /// this reaches the loop; the keys are captured a slice per round after it (<see cref="SnapshotCaptures"/>). The
+    /// capture is immutable: it may be written out (a backup) while the loop goes on applying.
     /// </summary>
-    public Task<(SnapshotMetadata Metadata, CacheSnapshot State)> CaptureStateAsync() =>
-        RunOnLoopAsync(raft => (new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, raft.Membership), _cache.CaptureSnapshot()));
+    public Task<(SnapshotMetadata Metadata, CacheSnapshot State)> CaptureStateAsync()
+    {
+        var completion = new TaskCompletionSource<(SnapshotMetadata, CacheSnapshot)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var input = new LoopWorkInput(
+            raft =>
+            {
+                var metadata = new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, raft.Membership);
+                _captures.Begin(state => completion.TrySetResult((metadata, state)), reason => completion.TrySetException(new InvalidOperationException(reason)));
+            },
+            ex => completion.TrySetException(ex));
+        if (!_inputs.Writer.TryWrite(input))
+        {
+            completion.SetException(new InvalidOperationException("the node is shutting down"));
+        }
+
+        return completion.Task;
+    }
 
     CancellationToken IRaftInbox.Closing => _closing;
 
@@ -430,8 +457,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var reader = _inputs.Reader;
         try
         {
-            // While a long read has slices left the loop goes round without waiting for input, a slice per round.
-            while (_longReads.HasWork ? !reader.Completion.IsCompleted : reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
+            // While a long read or a snapshot capture has slices left the loop goes round without waiting for input, a
+            // slice of each per round.
+            while (_longReads.HasWork || _captures.HasWork ? !reader.Completion.IsCompleted : reader.WaitToReadAsync(_stopping.Token).AsTask().GetAwaiter().GetResult())
             {
                 _stopping.Token.ThrowIfCancellationRequested();
                 // Drain a bounded batch so one round's latency stays bounded under load.
@@ -445,6 +473,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 if (_longReads.HasWork)
                 {
                     _longReads.RunSlice(LinearizableReadTimeMs(), LocalReadTimeMs());
+                }
+
+                if (_captures.HasWork)
+                {
+                    _captures.RunSlice();
                 }
 
                 if (_statusStale)
@@ -892,9 +925,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     /// <summary>
-    /// Takes a snapshot once enough entries were applied since the last. The state is captured on the loop (cheap:
-    /// references to immutable keys and values), written to the store on another thread, and only then does the
-    /// loop let the Raft log be compacted behind it.
+    /// Takes a snapshot once enough entries were applied since the last. The state at this applied index is captured on
+    /// the loop a slice per round (references to immutable keys and values; writes apply between slices), written to
+    /// the store on another thread, and only then does the loop let the Raft log be compacted behind it.
     /// </summary>
     private void MaybeTakeSnapshot()
     {
@@ -907,24 +940,32 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _snapshotInProgress = true;
         var started = _clock.GetTimestamp();
         var metadata = new SnapshotMetadata(applied, _appliedTerm, _raft.Membership);
-        var capture = _cache.CaptureSnapshot();
-        _ = Task.Run(() =>
+        _automaticCapture = _captures.Begin(
+            capture =>
+            {
+                _automaticCapture = null;
+                _ = Task.Run(() => PersistSnapshot(metadata, capture, started));
+            },
+            reason => Log.SnapshotFailed(_logger, metadata.Index, reason));
+    }
+
+    /// <summary>Writes a captured snapshot to the store (on the thread pool), then tells the loop.</summary>
+    private void PersistSnapshot(SnapshotMetadata metadata, CacheSnapshot capture, long started)
+    {
+        try
         {
-            try
-            {
-                _snapshots.Save(metadata, stream => capture.WriteTo(stream));
-                var elapsed = _clock.GetElapsedTime(started);
-                _metrics.SnapshotWritten(elapsed, _snapshots.Find(metadata.Index)?.Length ?? 0);
-                Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
-                _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
-            }
-            catch (Exception ex) when (ex is InvalidOperationException or IOException)
-            {
-                // e.g. a snapshot arriving from the leader is being written: try again after more entries.
-                Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
-                _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
-            }
-        });
+            _snapshots.Save(metadata, stream => capture.WriteTo(stream));
+            var elapsed = _clock.GetElapsedTime(started);
+            _metrics.SnapshotWritten(elapsed, _snapshots.Find(metadata.Index)?.Length ?? 0);
+            Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
+            _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        {
+            // e.g. a snapshot arriving from the leader is being written: try again after more entries.
+            Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
+            _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
+        }
     }
 
     private void OnSnapshotPersisted(SnapshotMetadata? metadata)
@@ -958,6 +999,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         var stored = _snapshots.Find(metadata.Index)
             ?? throw new InvalidOperationException($"snapshot {metadata.Index} was accepted by Raft but is not in the snapshot store");
+        if (_automaticCapture is { } superseded)
+        {
+            // Its state is older than the one installed, and the log is compacted to the installed one: not worth writing.
+            _captures.Abandon(superseded);
+            _automaticCapture = null;
+            _snapshotInProgress = false;
+        }
+
         using (var stream = stored.OpenRead())
         {
             _cache.LoadSnapshot(stream);
@@ -1121,6 +1170,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         _longReads.FailAll("the node stopped");
+        _captures.FailAll("the node stopped");
 
         while (_inputs.Reader.TryRead(out var input))
         {

@@ -1,0 +1,141 @@
+using System.Collections.Concurrent;
+using Dcache.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>
+/// The driver captures snapshots (automatic ones, backups) a slice per loop round while it goes on applying writes; what
+/// it stores is the state at the snapshot's index, byte for byte, as replaying the log up to that index gives.
+/// </summary>
+public sealed class SnapshotCapturesTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task Snapshots_captured_in_slices_while_writes_apply_are_the_state_at_their_index()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
+        var store = new MemorySnapshots();
+        var metrics = new NodeMetrics();
+        // Four keys a slice: a capture of a thousand keys spans hundreds of rounds, with writes applied between them.
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 1_500, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1))
+        {
+            LongReadSliceKeys = 4,
+        };
+        var driver = new RaftDriver(settings, disk, store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        (SnapshotMetadata Metadata, CacheSnapshot State) backup;
+        try
+        {
+            var random = new Random(7);
+            ulong id = 0;
+            for (var batch = 0; batch < 40; batch++)
+            {
+                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
+                if (batch == 20)
+                {
+                    // A backup asked for while the automatic snapshot may still be being captured.
+                    var backupTask = driver.CaptureStateAsync();
+                    await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
+                    backup = await backupTask.WaitAsync(Patience);
+                }
+            }
+
+            backup = await driver.CaptureStateAsync().WaitAsync(Patience);
+            await store.FirstSaved.WaitAsync(Patience);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+
+        var automatic = store.All()[^1];
+        Assert.Equal(Replay(disk, automatic.Metadata.Index), Read(automatic));
+        Assert.Equal(Replay(disk, backup.Metadata.Index), Bytes(backup.State));
+        Assert.True(backup.State.KeyCount > 500, $"{backup.State.KeyCount} keys");
+    }
+
+    private static async Task Write(RaftDriver driver, Random random, ulong id)
+    {
+        var key = ByteString.CopyFromUtf8("k" + random.Next(1_000));
+        var command = random.Next(6) switch
+        {
+            0 => new Proto.Command { Id = id, Del = new Proto.DelRequest { Keys = { key } } },
+            1 => new Proto.Command { Id = id, Append = new Proto.AppendRequest { Key = key, Value = ByteString.CopyFromUtf8("+") } },
+            2 => new Proto.Command { Id = id, Expire = new Proto.ExpireRequest { Key = key, TtlMs = 3_600_000 } },
+            3 => new Proto.Command { Id = id, IncrBy = new Proto.IncrByRequest { Key = ByteString.CopyFromUtf8("n" + random.Next(100)), Delta = 1 } },
+            _ => new Proto.Command { Id = id, Set = new Proto.SetRequest { Key = key, Value = ByteString.CopyFromUtf8(new string('v', random.Next(1, 50))) } },
+        };
+        var reply = await driver.ExecuteAsync(command).WaitAsync(Patience);
+        Assert.NotEqual(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
+    }
+
+    /// <summary>The snapshot a fresh machine takes after applying the log up to <paramref name="index"/>.</summary>
+    private static byte[] Replay(MemoryStorage disk, ulong index)
+    {
+        var machine = new CacheStateMachine();
+        var entries = new List<Entry>();
+        Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(1, index + 1, ulong.MaxValue, entries));
+        foreach (var entry in entries)
+        {
+            if (entry.Type == EntryType.ConfChange)
+            {
+                machine.SkipEntry(entry.Index);
+            }
+            else
+            {
+                machine.Apply(entry.Index, entry.Data.Span);
+            }
+        }
+
+        return Bytes(machine.CaptureSnapshot());
+    }
+
+    private static byte[] Bytes(CacheSnapshot snapshot)
+    {
+        using var stream = new MemoryStream();
+        snapshot.WriteTo(stream);
+        return stream.ToArray();
+    }
+
+    private static byte[] Read(StoredSnapshot stored)
+    {
+        using var stream = stored.OpenRead();
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        return copy.ToArray();
+    }
+
+    private sealed class MemorySnapshots : INodeSnapshotStore
+    {
+        private readonly ConcurrentDictionary<ulong, StoredSnapshot> _stored = new();
+        private readonly TaskCompletionSource _firstSaved = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task FirstSaved => _firstSaved.Task;
+
+        public void Save(SnapshotMetadata metadata, Action<Stream> write)
+        {
+            using var buffer = new MemoryStream();
+            write(buffer);
+            var bytes = buffer.ToArray();
+            _stored[metadata.Index] = new StoredSnapshot(metadata, 0, bytes.Length, () => new MemoryStream(bytes, writable: false));
+            _firstSaved.TrySetResult();
+        }
+
+        public StoredSnapshot? Find(ulong index) => _stored.GetValueOrDefault(index);
+
+        public IReadOnlyList<StoredSnapshot> All() => [.. _stored.Values.OrderByDescending(s => s.Metadata.Index)];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
+    }
+}
