@@ -69,9 +69,17 @@ public sealed partial class CacheStateMachine
     /// replaced, so on <see cref="InvalidDataException"/> (corrupt, truncated, or an unknown version) the state is unchanged.
     /// Local counters (hits, misses, evictions, expirations) restart from zero.
     /// </summary>
-    public void LoadSnapshot(Stream input)
+    public void LoadSnapshot(Stream input) => ReplaceState(FromSnapshot(input, Options));
+
+    /// <summary>
+    /// Takes over <paramref name="loaded"/>'s state (built by <see cref="FromSnapshot"/>, possibly on another thread) in
+    /// O(1): what installing a snapshot does on the apply thread once the state was built elsewhere. <paramref name="loaded"/>
+    /// must not be used afterwards (the two would share containers). Local counters restart from zero; walks in progress
+    /// finish over the state replaced, which nothing changes any more.
+    /// </summary>
+    public void ReplaceState(CacheStateMachine loaded)
     {
-        var loaded = FromSnapshot(input, Options);
+        ArgumentNullException.ThrowIfNull(loaded);
         _entries = loaded._entries;
         _entriesBySpan = loaded._entriesBySpan;
         _expiryIndex = loaded._expiryIndex;

@@ -24,6 +24,12 @@ internal sealed record SnapshotReceivedInput(Message Message) : DriverInput;
 /// <summary>A local snapshot is durable in the store (null: taking it failed).</summary>
 internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata) : DriverInput;
 
+/// <summary>
+/// The state of a snapshot from the leader, built on the thread pool (<see cref="Cache"/>), or why it could not be
+/// (<see cref="Error"/>); the driver swaps it in and finishes the Ready that brought the snapshot.
+/// </summary>
+internal sealed record SnapshotBuiltInput(SnapshotMetadata Metadata, Dcache.Cache.CacheStateMachine? Cache, Exception? Error) : DriverInput;
+
 internal sealed record CommandInput(Proto.Command Command, IReplySink Replies, long DeadlineMs) : DriverInput;
 
 /// <summary>Work to run on the loop, where the core and the state machine may be touched; it completes its own task.</summary>

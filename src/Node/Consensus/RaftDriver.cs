@@ -93,6 +93,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly SnapshotCaptures _captures;
     // The automatic snapshot while its capture is in progress: dropped if a snapshot from the leader replaces the state.
     private SnapshotCapture? _automaticCapture;
+    // A snapshot from the leader whose state is being built on the thread pool: the Ready that brought it, persisted and
+    // sent but not yet applied nor advanced (so the core takes no other Ready meanwhile and applies nothing past it);
+    // then, once the state is swapped in, that Ready again, for the rest of it to be applied and advanced.
+    private Ready? _installing;
+    private Ready? _installed;
     private PeerTransport? _transport;
     private Task? _loop;
     private Task? _ticker;
@@ -537,6 +542,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             case SnapshotPersistedInput persisted:
                 OnSnapshotPersisted(persisted.Metadata);
                 break;
+            case SnapshotBuiltInput built:
+                OnSnapshotBuilt(built);
+                break;
             case LoopWorkInput work:
                 work.Run(_raft);
                 break;
@@ -720,43 +728,25 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void ProcessReady()
     {
-        while (_raft.HasReady())
+        // The core gives no Ready while one is out (HasReady is false): while a snapshot's state is being built, none.
+        while (_installed is not null || _raft.HasReady())
         {
-            var ready = _raft.GetReady();
-
-            // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
-            if (ready.MustPersist)
+            var ready = _installed ?? _raft.GetReady();
+            if (_installed is null)
             {
-                var started = _clock.GetTimestamp();
-                _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
-                _metrics.DurableCommit(_clock.GetElapsedTime(started));
+                PersistAndSend(ready);
+                if (ready.Snapshot is { } installed)
+                {
+                    // 3. Apply, the snapshot first: its state is built off the loop, and the rest of this Ready waits
+                    // for it (OnSnapshotBuilt), so that nothing is applied to the old state past the snapshot.
+                    BeginInstallSnapshot(installed, ready);
+                    return;
+                }
             }
 
-            // 2. Send.
-            foreach (var message in ready.Messages)
-            {
-                if (message.Type == MessageType.Snapshot)
-                {
-                    SendSnapshot(message);
-                }
-                else if (message is { Type: MessageType.ReadIndexResponse, Reject: false })
-                {
-                    // Taken now, after the round that confirmed this node's leadership and before the follower serves:
-                    // a time within the read, on the timeline this node's stamps and reads take.
-                    _transport!.Send(message, LeaderTimeMs());
-                }
-                else
-                {
-                    _transport!.Send(message);
-                }
-            }
+            _installed = null;
 
             // 3. Apply.
-            if (ready.Snapshot is { } installed)
-            {
-                InstallSnapshot(installed);
-            }
-
             foreach (var entry in ready.CommittedEntries)
             {
                 Apply(entry);
@@ -800,6 +790,37 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             FollowMembership(asOf: _raft.AppliedIndex);
             ServeReadsUpTo(_raft.AppliedIndex);
             MaybeTakeSnapshot();
+        }
+    }
+
+    /// <summary>Steps 1 and 2 of a Ready.</summary>
+    private void PersistAndSend(Ready ready)
+    {
+        // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
+        if (ready.MustPersist)
+        {
+            var started = _clock.GetTimestamp();
+            _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
+            _metrics.DurableCommit(_clock.GetElapsedTime(started));
+        }
+
+        // 2. Send.
+        foreach (var message in ready.Messages)
+        {
+            if (message.Type == MessageType.Snapshot)
+            {
+                SendSnapshot(message);
+            }
+            else if (message is { Type: MessageType.ReadIndexResponse, Reject: false })
+            {
+                // Taken now, after the round that confirmed this node's leadership and before the follower serves:
+                // a time within the read, on the timeline this node's stamps and reads take.
+                _transport!.Send(message, LeaderTimeMs());
+            }
+            else
+            {
+                _transport!.Send(message);
+            }
         }
     }
 
@@ -995,7 +1016,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _transport!.SendSnapshot(message, new StoredSnapshotSource(stored));
     }
 
-    private void InstallSnapshot(SnapshotMetadata metadata)
+    /// <summary>
+    /// Starts installing a snapshot from the leader: parsing it and building its state is O(keys), seconds at a few
+    /// million, so it runs on the thread pool while the loop goes on ticking and stepping messages; the state is
+    /// swapped in, in O(1), when it is built (<see cref="OnSnapshotBuilt"/>). Until then <paramref name="ready"/> is not
+    /// advanced: the core does not count the snapshot applied, gives no other Ready, and so nothing is applied, and no
+    /// read served, past the old state's index.
+    /// </summary>
+    private void BeginInstallSnapshot(SnapshotMetadata metadata, Ready ready)
     {
         var stored = _snapshots.Find(metadata.Index)
             ?? throw new InvalidOperationException($"snapshot {metadata.Index} was accepted by Raft but is not in the snapshot store");
@@ -1007,14 +1035,37 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _snapshotInProgress = false;
         }
 
-        using (var stream = stored.OpenRead())
+        _installing = ready;
+        var options = _cache.Options;
+        _ = Task.Run(() =>
         {
-            _cache.LoadSnapshot(stream);
+            try
+            {
+                using var stream = stored.OpenRead();
+                _inputs.Writer.TryWrite(new SnapshotBuiltInput(metadata, CacheStateMachine.FromSnapshot(stream, options), null));
+            }
+            catch (Exception ex)
+            {
+                _inputs.Writer.TryWrite(new SnapshotBuiltInput(metadata, null, ex));
+            }
+        });
+    }
+
+    private void OnSnapshotBuilt(SnapshotBuiltInput built)
+    {
+        if (built.Cache is null)
+        {
+            // A stored snapshot that cannot be read (corrupt, unreadable): the node must stop, as when it failed on the loop.
+            throw new InvalidOperationException($"snapshot {built.Metadata.Index} from the leader could not be loaded: {built.Error!.Message}", built.Error);
         }
 
-        _lastSnapshotIndex = metadata.Index;
-        _appliedTerm = metadata.Term;
-        Log.SnapshotInstalled(_logger, metadata.Index, metadata.Term, _cache.StoredKeyCount);
+        _cache.ReplaceState(built.Cache);
+        _lastSnapshotIndex = built.Metadata.Index;
+        _appliedTerm = built.Metadata.Term;
+        Log.SnapshotInstalled(_logger, built.Metadata.Index, built.Metadata.Term, _cache.StoredKeyCount);
+        // The rest of the Ready that brought it is applied and advanced in this round's ProcessReady.
+        _installed = _installing;
+        _installing = null;
     }
 
     /// <summary>Keeps the address book on the applied membership (addresses travel in it), and completes the membership changes just applied.</summary>

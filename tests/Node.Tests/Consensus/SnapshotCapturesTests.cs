@@ -1,4 +1,7 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Dcache.Node.Tests.Cache;
 using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Node.Hosting;
@@ -6,6 +9,7 @@ using Dcache.Node.Transport;
 using Dcache.Raft;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging.Abstractions;
+using Xunit.Abstractions;
 using Proto = Dcache.Protocol.Cache;
 
 namespace Dcache.Node.Tests.Consensus;
@@ -14,7 +18,7 @@ namespace Dcache.Node.Tests.Consensus;
 /// The driver captures snapshots (automatic ones, backups) a slice per loop round while it goes on applying writes; what
 /// it stores is the state at the snapshot's index, byte for byte, as replaying the log up to that index gives.
 /// </summary>
-public sealed class SnapshotCapturesTests
+public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
@@ -63,6 +67,92 @@ public sealed class SnapshotCapturesTests
         Assert.Equal(Replay(disk, automatic.Metadata.Index), Read(automatic));
         Assert.Equal(Replay(disk, backup.Metadata.Index), Bytes(backup.State));
         Assert.True(backup.State.KeyCount > 500, $"{backup.State.KeyCount} keys");
+    }
+
+    /// <summary>
+    /// What one loop round spends on a snapshot, printed rather than asserted (timings belong to benchmarks): the capture
+    /// in one call (how the loop took it before) against the longest round of a capture in slices of 4,096 keys with a
+    /// write applied between rounds, as the loop does; then what loading that snapshot (a restart, or an install from
+    /// the leader) costs in one piece. 100,000 keys by default; DCACHE_SNAPSHOT_KEYS=3000000 for the benchmarks.md
+    /// figures, DCACHE_SNAPSHOT_SHUFFLE=1 to rewrite every key once in random order first (a write order spread over
+    /// memory), DCACHE_SNAPSHOT_SESSIONS for client sessions (copied in one piece when a capture begins). See them with
+    /// <c>dotnet test tests/Node.Tests -c Release --filter "FullyQualifiedName~The_longest_round_of_a_snapshot" --logger "console;verbosity=detailed"</c>.
+    /// </summary>
+    [Fact]
+    public void The_longest_round_of_a_snapshot_capture_reports_its_cost()
+    {
+        var keyCount = int.TryParse(Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_KEYS"), CultureInfo.InvariantCulture, out var keys) ? keys : 100_000;
+        var sessionCount = int.TryParse(Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_SESSIONS"), CultureInfo.InvariantCulture, out var sessions) ? sessions : 0;
+        var shuffle = Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_SHUFFLE") == "1";
+        var name = $"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {sessionCount:N0} sessions";
+        var cache = new CacheHarness();
+        for (var i = 0; i < keyCount; i++)
+        {
+            cache.Set("key:" + i, "a value of 20 bytes.");
+        }
+
+        if (shuffle)
+        {
+            var random = new Random(1);
+            foreach (var i in Enumerable.Range(0, keyCount).OrderBy(_ => random.Next()).ToList())
+            {
+                cache.Set("key:" + i, "a value of 20 bytes!");
+            }
+        }
+
+        for (var client = 1UL; client <= (ulong)sessionCount; client++)
+        {
+            cache.Apply(Entries.Set(cache.Envelope(client, 1), "session-key", "v"));
+        }
+
+        var clock = Stopwatch.StartNew();
+        for (var run = 0; run < 2; run++)
+        {
+            GC.Collect();
+            clock.Restart();
+            var oneCall = cache.Machine.CaptureSnapshot();
+            output.WriteLine($"{name}: captured in one call (the loop before): {clock.Elapsed.TotalMilliseconds:N1} ms");
+            GC.KeepAlive(oneCall);
+        }
+
+        GC.Collect();
+        var captures = new SnapshotCaptures(cache.Machine, sliceKeys: 4096);
+        CacheSnapshot? captured = null;
+        clock.Restart();
+        captures.Begin(snapshot => captured = snapshot, reason => Assert.Fail(reason));
+        var longest = clock.Elapsed;
+        var began = longest;
+        var (rounds, over5ms, longestPause) = (0, 0, TimeSpan.Zero);
+        var total = Stopwatch.StartNew();
+        while (captures.HasWork)
+        {
+            var pausedBefore = GC.GetTotalPauseDuration();
+            clock.Restart();
+            captures.RunSlice();
+            var paused = GC.GetTotalPauseDuration() - pausedBefore;
+            longestPause = paused > longestPause ? paused : longestPause;
+            longest = clock.Elapsed > longest ? clock.Elapsed : longest;
+            over5ms += clock.Elapsed.TotalMilliseconds > 5 ? 1 : 0;
+            rounds++;
+            // The loop applies writes between rounds: each moves a key the capture may not have reached yet.
+            cache.Set("key:" + Random.Shared.Next(keyCount), "rewritten");
+        }
+
+        output.WriteLine($"{name}: captured in slices of 4096: began in {began.TotalMilliseconds:N1} ms, {rounds:N0} rounds, longest {longest.TotalMilliseconds:N1} ms, {over5ms} over 5 ms (the longest GC pause in a round: {longestPause.TotalMilliseconds:N1} ms), done after {total.Elapsed.TotalMilliseconds:N0} ms");
+
+        using var file = new MemoryStream();
+        captured!.WriteTo(file);
+        for (var run = 0; run < 2; run++)
+        {
+            GC.Collect();
+            clock.Restart();
+            var loaded = CacheStateMachine.FromSnapshot(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false));
+            var built = clock.Elapsed;
+            clock.Restart();
+            cache.Machine.LoadSnapshot(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false));
+            output.WriteLine($"{name}: loading the snapshot ({file.Length / 1_000_000:N0} MB): FromSnapshot {built.TotalMilliseconds:N0} ms, LoadSnapshot (what install and restart run on the loop) {clock.Elapsed.TotalMilliseconds:N0} ms");
+            GC.KeepAlive(loaded);
+        }
     }
 
     private static async Task Write(RaftDriver driver, Random random, ulong id)
