@@ -120,7 +120,8 @@ public sealed class LongReadsTests(ITestOutputHelper output)
         }
     }
 
-    private static CacheHarness Load(int keyCount, bool shuffle)
+    /// <summary>A cache of <paramref name="keyCount"/> keys; <paramref name="shuffle"/>: each rewritten once in random order, spreading the write order over memory.</summary>
+    internal static CacheHarness Load(int keyCount, bool shuffle)
     {
         var cache = new CacheHarness();
         for (var i = 0; i < keyCount; i++)

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
-using Dcache.Node.Tests.Cache;
 using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Node.Hosting;
+using Dcache.Node.Tests.Cache;
 using Dcache.Node.Transport;
 using Dcache.Raft;
 using Google.Protobuf;
@@ -86,21 +86,7 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         var sessionCount = int.TryParse(Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_SESSIONS"), CultureInfo.InvariantCulture, out var sessions) ? sessions : 0;
         var shuffle = Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_SHUFFLE") == "1";
         var name = $"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {sessionCount:N0} sessions";
-        var cache = new CacheHarness();
-        for (var i = 0; i < keyCount; i++)
-        {
-            cache.Set("key:" + i, "a value of 20 bytes.");
-        }
-
-        if (shuffle)
-        {
-            var random = new Random(1);
-            foreach (var i in Enumerable.Range(0, keyCount).OrderBy(_ => random.Next()).ToList())
-            {
-                cache.Set("key:" + i, "a value of 20 bytes!");
-            }
-        }
-
+        var cache = LongReadsTests.Load(keyCount, shuffle);
         for (var client = 1UL; client <= (ulong)sessionCount; client++)
         {
             cache.Apply(Entries.Set(cache.Envelope(client, 1), "session-key", "v"));
