@@ -14,6 +14,9 @@ public sealed partial class CacheStateMachine
         return walk;
     }
 
+    /// <summary>Walks the machine still tells about writes (tests).</summary>
+    internal int WalkCount => _walks.Count;
+
     /// <summary>Stops telling <paramref name="walk"/> about writes (it is done, or abandoned).</summary>
     internal void EndWalk(WriteOrderWalk walk) => _walks.Remove(walk);
 

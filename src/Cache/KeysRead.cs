@@ -33,8 +33,14 @@ public sealed class KeysRead
     public bool Step(int maxKeys)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxKeys, 1);
-        if (!_walk.IsDone && _walk.Step(maxKeys, _collect))
+        if (!_walk.IsDone)
         {
+            _walk.Step(maxKeys, _collect);
+        }
+
+        if (_walk.IsDone)
+        {
+            // Also when the walk had no key to yield (an empty cache): left registered, every later write would tell it.
             _machine.EndWalk(_walk);
         }
 

@@ -75,6 +75,25 @@ public sealed class LongReadTests
     }
 
     [Fact]
+    public void A_keys_read_stops_being_told_of_writes_once_done_even_on_an_empty_cache()
+    {
+        var cache = new CacheHarness();
+        for (var i = 0; i < 3; i++)
+        {
+            // KEYS * polled on an empty cache: a walk with nothing to yield is done before its first step.
+            Assert.Empty(cache.Machine.Keys(cache.NowMs).Items);
+            var read = cache.Machine.BeginKeys(cache.NowMs);
+            Assert.True(read.Step(10));
+            Assert.Empty(read.ToReply(null).Items);
+        }
+
+        cache.Set("k", "v");
+        var last = cache.Machine.BeginKeys(cache.NowMs);
+        Assert.True(last.Step(10));
+        Assert.Equal(0, cache.Machine.WalkCount);
+    }
+
+    [Fact]
     public void A_scan_index_built_in_slices_places_no_more_than_a_slice_of_keys_at_a_time()
     {
         var cache = new CacheHarness();
