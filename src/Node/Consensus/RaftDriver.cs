@@ -418,13 +418,16 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// The time a LOCAL read judges expiry by: on the leader its <see cref="LeaderTimeMs"/>; on a follower, its own
     /// estimate of the cluster's time (no round trip to ask the leader for its), never earlier than the state machine's
     /// clock, a linearizable read here or an earlier local read here. It does not move the linearizable reads' time:
-    /// an estimate ahead of the leader's would otherwise make later linearizable reads here judge by it.
+    /// an estimate ahead of the leader's would otherwise make later linearizable reads here judge by it. Never earlier
+    /// than an earlier local read here in either role: a follower's estimate can be ahead of the time the same node
+    /// keeps once it leads, and a key a local read here saw expired would come back.
     /// </summary>
     private long LocalReadTimeMs()
     {
         if (_raft.Role == Role.Leader)
         {
-            return LeaderTimeMs();
+            _localReadMs = Math.Max(_localReadMs, LeaderTimeMs());
+            return _localReadMs;
         }
 
         _localReadMs = Math.Max(ClusterNowMs(), Math.Max(_localReadMs, Math.Max(_timelineMs, _cache.ClockMs)));

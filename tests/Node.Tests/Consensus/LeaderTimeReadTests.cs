@@ -78,6 +78,21 @@ public sealed class LeaderTimeReadTests
         Assert.Equal("v", read.Bulk.ToStringUtf8());
     }
 
+    [Fact]
+    public async Task ALocalReadOnANodeThatBecameLeaderNeverJudgesEarlierThanAnEarlierLocalReadThere()
+    {
+        // As a follower its estimate (by way of its leader, whose clock is a minute ahead) says the key expired; as
+        // leader its estimate is the lower median of its voters' offsets, its own clock. A key a LOCAL read on this node
+        // saw expired must stay expired for later LOCAL reads on it (protocol.md), whatever its role.
+        await using var follower = await Follower.StartAsync(estimateAheadMs: 60_000);
+        var before = await follower.Driver.ExecuteAsync(Get("k", Proto.ReadConsistency.Local)).WaitAsync(Patience);
+        Assert.Equal(Proto.Reply.ResultOneofCase.Nil, before.ResultCase);
+
+        await follower.BecomeLeaderAsync();
+        var after = await follower.Driver.ExecuteAsync(Get("k", Proto.ReadConsistency.Local)).WaitAsync(Patience);
+        Assert.True(after.ResultCase == Proto.Reply.ResultOneofCase.Nil, $"a key a LOCAL read here saw expired is served again: {after}");
+    }
+
     private static ulong s_nextId;
 
     private static Proto.Command Get(string key, Proto.ReadConsistency consistency = Proto.ReadConsistency.Linearizable) => new()
@@ -163,6 +178,24 @@ public sealed class LeaderTimeReadTests
             var context = await NextForwardedContextAsync();
             Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = WriteIndex }, leaderTimeMs);
             return await read.WaitAsync(Patience);
+        }
+
+        /// <summary>Wins an election at term 2 with node 1's vote (pre-vote, then vote).</summary>
+        public async Task BecomeLeaderAsync()
+        {
+            await Driver.RunOnLoopAsync(raft =>
+            {
+                raft.Campaign();
+                return raft.Term;
+            });
+            Post(new Message { Type = MessageType.PreVoteResponse, From = 1, To = 2, Term = 2 });
+            Post(new Message { Type = MessageType.VoteResponse, From = 1, To = 2, Term = 2 });
+            var deadline = DateTime.UtcNow + Patience;
+            while (Driver.Status.Role != Role.Leader)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the node did not become leader");
+                await Task.Delay(10);
+            }
         }
 
         private void Post(Message message, long readTimeMs = 0) => Assert.True(((IRaftInbox)Driver).TryPost(message, readTimeMs));
