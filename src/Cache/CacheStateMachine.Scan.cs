@@ -15,6 +15,13 @@ public sealed partial class CacheStateMachine
     private long _scanIndexGeneration;
 
     /// <summary>
+    /// The most keys one SCAN call visits, whatever its COUNT: COUNT is a hint (Redis returns fewer too), and a page is
+    /// read in one go on the thread that applies writes, so an unbounded COUNT would hold it as long as KEYS once did.
+    /// A constant, not a setting, so that every replica gives the same page for the same call.
+    /// </summary>
+    public const int MaxScanCount = 8192;
+
+    /// <summary>
     /// SCAN cursor: the keys from position <paramref name="cursor"/> on in SCAN order (a fixed hash of the key, the same on
     /// every replica), about <paramref name="count"/> at a time, without the ones expired at <paramref name="nowMs"/> or
     /// refused by <paramref name="filter"/>. The page's next cursor is where the following call continues; 0 ends the
@@ -86,7 +93,7 @@ public sealed partial class CacheStateMachine
                 return false;
             }
 
-            page = index.ReadPage((long)cursor, count, nowMs, filter);
+            page = index.ReadPage((long)cursor, Math.Min(count, MaxScanCount), nowMs, filter);
             return true;
         }
     }

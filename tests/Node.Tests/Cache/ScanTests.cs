@@ -36,6 +36,22 @@ public sealed class ScanTests
     }
 
     [Fact]
+    public void A_count_above_the_page_limit_reads_a_page_of_the_limit_and_the_iteration_still_returns_every_key()
+    {
+        var cache = new CacheHarness();
+        var keyCount = CacheStateMachine.MaxScanCount * 2 + 100;
+        for (var i = 0; i < keyCount; i++)
+        {
+            cache.Set("key:" + i, "v");
+        }
+
+        var pages = Iterate(cursor => cache.Machine.Scan(cursor, int.MaxValue, cache.NowMs));
+        Assert.Equal(3, pages.Count);
+        Assert.All(pages.SkipLast(1), page => Assert.Equal(CacheStateMachine.MaxScanCount, page.Keys.Count));
+        Assert.Equal(Enumerable.Range(0, keyCount).Select(i => "key:" + i).Order(StringComparer.Ordinal), pages.SelectMany(page => page.Keys).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void Cursors_are_positions_within_signed_64_bits_and_0_only_at_the_end()
     {
         var cache = new CacheHarness();
