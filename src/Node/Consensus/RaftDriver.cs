@@ -180,7 +180,31 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     public ulong NodeId => _settings.NodeId;
 
+    /// <summary>The status as last published: once per tick, or at once on a change of role or leader (cheap, for metrics and /health).</summary>
     public NodeStatusView Status => _status;
+
+    /// <summary>
+    /// The status as of now, built on the loop: what the Status RPC answers, so that a caller that waits for a node to
+    /// apply what a leader has committed compares indexes of one moment, not a tick old (a write acknowledged a moment
+    /// ago is in the leader's commit index). The last published status once the loop has stopped.
+    /// </summary>
+    public async Task<NodeStatusView> CurrentStatusAsync()
+    {
+        if (Completion.IsCompleted)
+        {
+            return _status;
+        }
+
+        try
+        {
+            return await RunOnLoopAsync(_ => _status = BuildStatus()).ConfigureAwait(false);
+        }
+        catch (Exception) when (Completion.IsCompleted)
+        {
+            // The loop stopped meanwhile (how it failed is its own to report).
+            return _status;
+        }
+    }
 
     public CacheStateMachine Cache => _cache;
 

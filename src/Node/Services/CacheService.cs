@@ -121,7 +121,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
     public override async Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
     {
-        var status = driver.Status;
+        var status = await driver.CurrentStatusAsync().ConfigureAwait(false);
         var reply = new Proto.NodeStatus
         {
             NodeId = status.NodeId,
