@@ -110,7 +110,7 @@ internal sealed class ChaosRun
         }
 
         // LocalCluster reports to the test output on disposal; the command keeps its console for the summary.
-        _cluster = new LocalCluster(_log, _schedule.Nodes, settings, clusterId: "chaos");
+        _cluster = new LocalCluster(_log, _schedule.Nodes, settings, clusterId: $"chaos-{Guid.NewGuid():N}");
         _mesh = new ProxyMesh(_cluster);
         _members.UnionWith(_cluster.Nodes.Keys);
         var nextId = _cluster.Nodes.Keys.Max();

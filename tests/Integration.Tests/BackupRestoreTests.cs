@@ -42,7 +42,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         await RejectsDamagedCopiesAsync(backup);
 
         // Restore into a new three-node cluster, one data directory per member, then start it.
-        await using var restored = new LocalCluster(output, clusterId: "restored-cluster");
+        await using var restored = new LocalCluster(output, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
         foreach (var node in restored.Nodes.Values)
         {
             var restore = await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", node.DataDirectory, "--node-id", LocalCluster.Text((int)node.Id),

@@ -21,10 +21,14 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly Dictionary<ulong, string> _joiners = [];
     private List<string>? _gatewayArguments;
 
-    public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string clusterId = "test-cluster")
+    public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string? clusterId = null)
     {
         _output = output;
-        ClusterId = clusterId;
+        // Unique unless a test names one: test classes run in parallel, and a node of another test's cluster that still
+        // dials an address this cluster's node now has (its peer moved, or stopped, and the port was handed out again)
+        // must be refused by the cluster-id check, not taken for a member (node 1 of EntryFormatTests once got such a
+        // heartbeat, commit index 4 against its last index 3, and stopped).
+        ClusterId = clusterId ?? $"test-cluster-{Guid.NewGuid():N}";
         _settings = new Dictionary<string, string>(settings ?? new Dictionary<string, string>());
         Root = Directory.CreateTempSubdirectory("dcache-it-").FullName;
         var ports = FreePorts.Allocate(size * 2);
