@@ -138,14 +138,22 @@ public sealed partial class CacheStateMachine
 
     private CacheEntry? FindLiveForRead(ReadOnlySpan<byte> key, long nowMs)
     {
-        if (_entriesBySpan.TryGetValue(key, out var entry) && !entry.IsExpiredAt(nowMs))
+        var found = _entriesBySpan.TryGetValue(key, out var entry) && !entry.IsExpiredAt(nowMs);
+        CountRead(found);
+        return found ? entry : null;
+    }
+
+    /// <summary>Counts a key lookup of a read as a hit or a miss (reads may run at the same time, hence atomically).</summary>
+    internal void CountRead(bool hit)
+    {
+        if (hit)
         {
             Interlocked.Increment(ref _hits);
-            return entry;
         }
-
-        Interlocked.Increment(ref _misses);
-        return null;
+        else
+        {
+            Interlocked.Increment(ref _misses);
+        }
     }
 }
 

@@ -81,7 +81,7 @@ public sealed partial class CacheStateMachine
             if (index is null)
             {
                 // Every key stored now, which includes every key stored when the call arrived and still there.
-                index = _scanIndex = ScanIndex.Begin(BeginWalk(), EndWalk);
+                index = _scanIndex = ScanIndex.Begin(BeginWalk(), EndObserving);
                 _scanIndexGeneration++;
             }
 

@@ -41,14 +41,14 @@ public sealed class KeysRead
         if (_walk.IsDone)
         {
             // Also when the walk had no key to yield (an empty cache): left registered, every later write would tell it.
-            _machine.EndWalk(_walk);
+            _machine.EndObserving(_walk);
         }
 
         return _walk.IsDone;
     }
 
     /// <summary>Gives the read up before it is done (the machine stops keeping keys aside for it).</summary>
-    public void Abandon() => _machine.EndWalk(_walk);
+    public void Abandon() => _machine.EndObserving(_walk);
 
     /// <summary>
     /// KEYS's reply: the keys <paramref name="filter"/> accepts (all of them without one), in order. Touches nothing of

@@ -83,7 +83,7 @@ public sealed class SnapshotCapture
         if (!_ended)
         {
             _ended = true;
-            _machine.EndWalk(_walk);
+            _machine.EndObserving(_walk);
         }
     }
 

@@ -17,7 +17,7 @@ namespace Dcache.Cache;
 /// <para>FLUSHALL and loading a snapshot swap the whole keyspace for a new one and never touch the old entries again, so
 /// a walk then finishes over the old list as it stands (<see cref="Detach"/>).</para>
 /// </remarks>
-internal sealed class WriteOrderWalk
+internal sealed class WriteOrderWalk : IKeyChangeObserver
 {
     /// <summary>What a walk yields for each key: the entry (for its key and identity) and its value and expiry at the walk's instant.</summary>
     internal delegate void Visitor(CacheEntry entry, byte[] value, long expireAtMs);
@@ -78,7 +78,7 @@ internal sealed class WriteOrderWalk
     /// Called before <paramref name="entry"/> is written, moved or removed (before its value or expiry changes): a key the
     /// walk has yet to reach is kept aside as it is now, value and expiry, and the walk's place moves past it.
     /// </summary>
-    internal void NoteChanging(CacheEntry entry)
+    public void NoteChanging(CacheEntry entry)
     {
         if (_detached || _next is null || entry.WriteSequence > _lastSequence || entry.WriteSequence < _next.WriteSequence)
         {
@@ -94,5 +94,5 @@ internal sealed class WriteOrderWalk
     }
 
     /// <summary>The machine dropped the keyspace this walk goes over; it is frozen from now on and needs no more notes.</summary>
-    internal void Detach() => _detached = true;
+    public void Detach() => _detached = true;
 }

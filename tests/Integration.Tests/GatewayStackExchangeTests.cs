@@ -1,3 +1,4 @@
+using System.Globalization;
 using Dcache.Integration.Tests.Support;
 using StackExchange.Redis;
 using Xunit.Abstractions;
@@ -75,5 +76,10 @@ public sealed class GatewayStackExchangeTests(ITestOutputHelper output)
         // Errors come back as Redis words them.
         var error = await Assert.ThrowsAsync<RedisServerException>(() => db.StringIncrementAsync("greeting"));
         Assert.Equal("ERR value is not an integer or out of range", error.Message);
+
+        // MGET and EXISTS of more keys than a node looks up in one round (4,096): taken a slice at a time on the node.
+        var many = Enumerable.Range(0, 10_000).Select(i => (RedisKey)$"batch:{i % 150}").ToArray();
+        Assert.Equal(many.Select(key => int.Parse(key.ToString()[6..], CultureInfo.InvariantCulture) is var i && i < 100 ? (RedisValue)i : RedisValue.Null), await db.StringGetAsync(many));
+        Assert.Equal(many.Count(key => int.Parse(key.ToString()[6..], CultureInfo.InvariantCulture) < 100), await db.KeyExistsAsync(many));
     }
 }

@@ -7,27 +7,32 @@ namespace Dcache.Node.Consensus;
 
 /// <summary>
 /// Serves reads for the driver loop, taking those whose work grows with the cache (KEYS; SCAN while its index is built or
-/// catches up) a slice at a time across loop rounds, so that no read holds the loop, and with it ticks, heartbeats and
-/// acknowledgements, for longer than one slice. Every method runs on the loop.
+/// catches up) or with the request (MGET and EXISTS of more keys than a slice) a slice at a time across loop rounds, so
+/// that no read holds the loop, and with it ticks, heartbeats and acknowledgements, for longer than one slice. Every
+/// method runs on the loop.
 /// </summary>
 /// <remarks>
 /// A KEYS read takes its keys at the instant it starts (after its read index, so still linearizable): the cache keeps
 /// aside, as they were, the keys it has yet to visit that writes between slices change. Only one KEYS walks at a time, so
 /// a write pays for at most one such walk (and one for SCAN's index). Matching its pattern and building its reply, work
 /// as large as the keyspace that needs nothing of the cache, run on the thread pool. A SCAN call waits while the index
-/// places the keys stored when it arrived, then is answered on the loop as before (a page is O(COUNT) work).
+/// places the keys stored when it arrived, then is answered on the loop as before (a page is O(COUNT) work). A large MGET
+/// or EXISTS likewise reads every key as it stood when the read started, the cache keeping aside the keys that writes
+/// between slices change; one runs at a time, and its reply is built on the thread pool.
 /// </remarks>
 internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
 {
     private readonly Queue<CommandInput> _keysWaiting = new();
     private readonly List<(CommandInput Input, ScanTicket Ticket)> _scansWaiting = [];
+    private readonly Queue<CommandInput> _multiKeyWaiting = new();
     private (CommandInput Input, KeysRead Read)? _keys;
+    private (CommandInput Input, MultiKeyRead Read)? _multiKey;
 
     /// <summary>Keys a slice may look at: each long read in progress gets at most this much of one loop round.</summary>
     public int SliceKeys => sliceKeys;
 
     /// <summary>True while a read waits for slices, or SCAN's index has work left (merges).</summary>
-    public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _scansWaiting.Count > 0 || cache.ScanHasWork;
+    public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _multiKey is not null || _scansWaiting.Count > 0 || cache.ScanHasWork;
 
     /// <summary>Serves <paramref name="input"/>, a read, judging expiry at <paramref name="nowMs"/>: now, or over the next rounds.</summary>
     public void Serve(CommandInput input, long nowMs)
@@ -51,6 +56,15 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
                 }
 
                 break;
+            case Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count > sliceKeys:
+            case Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count > sliceKeys:
+                _multiKeyWaiting.Enqueue(input);
+                if (_multiKey is null)
+                {
+                    StartNextMultiKey(nowMs, nowMs);
+                }
+
+                break;
             default:
                 input.Replies.Complete(ReadExecutor.Execute(command, cache, nowMs));
                 break;
@@ -61,7 +75,8 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     public void RunSlice(long nowMs) => RunSlice(nowMs, nowMs);
 
     /// <summary>
-    /// One round's share of the long reads: a slice of SCAN's index work, then of the KEYS in progress. A read that starts
+    /// One round's share of the long reads: a slice of SCAN's index work, then of the KEYS and of the MGET or EXISTS in
+    /// progress. A read that starts
     /// or is answered in it judges expiry at <paramref name="nowMs"/>, or, a LOCAL read, at <paramref name="localNowMs"/>:
     /// the two run on different clocks (the leader's time, and a follower's own estimate of it).
     /// </summary>
@@ -83,6 +98,14 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
                 StartNextKeys(nowMs, localNowMs);
             }
         }
+
+        if (_multiKey is { } multiKey && multiKey.Read.Step(sliceKeys))
+        {
+            var (input, read) = multiKey;
+            _ = Task.Run(() => input.Replies.Complete(ReplyFactory.FromCache(input.Command.Id, read.ToReply())));
+            _multiKey = null;
+            StartNextMultiKey(nowMs, localNowMs);
+        }
     }
 
     /// <summary>Fails every read still waiting (the loop stops).</summary>
@@ -95,9 +118,19 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             _keys = null;
         }
 
-        while (_keysWaiting.TryDequeue(out var input))
+        if (_multiKey is { } multiKey)
         {
-            Fail(input, message);
+            multiKey.Read.Abandon();
+            Fail(multiKey.Input, message);
+            _multiKey = null;
+        }
+
+        foreach (var waiting in new[] { _keysWaiting, _multiKeyWaiting })
+        {
+            while (waiting.TryDequeue(out var input))
+            {
+                Fail(input, message);
+            }
         }
 
         foreach (var (input, _) in _scansWaiting)
@@ -117,6 +150,18 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
         {
             // The instant of this KEYS: every write applied so far is in it, none applied from here on.
             _keys = (input, cache.BeginKeys(IsLocal(input) ? localNowMs : nowMs));
+        }
+    }
+
+    private void StartNextMultiKey(long nowMs, long localNowMs)
+    {
+        if (_multiKeyWaiting.TryDequeue(out var input))
+        {
+            var command = input.Command;
+            var isGet = command.OpCase == Proto.Command.OpOneofCase.Mget;
+            var keys = ReadExecutor.Keys(isGet ? command.Mget.Keys : command.Exists.Keys);
+            // The instant of this read: every write applied so far is in it, none applied from here on.
+            _multiKey = (input, cache.BeginMultiKeyRead(keys, values: isGet, IsLocal(input) ? localNowMs : nowMs));
         }
     }
 

@@ -45,7 +45,8 @@ public static class ReadExecutor
         return cache.Scan(scan.Cursor, count, nowMs, PatternFilter(scan.Pattern.Memory)).ToReply();
     }
 
-    private static ReadOnlyMemory<byte>[] Keys(Google.Protobuf.Collections.RepeatedField<Google.Protobuf.ByteString> keys)
+    /// <summary>A request's keys as the cache takes them (views of the request's bytes, not copies).</summary>
+    public static ReadOnlyMemory<byte>[] Keys(Google.Protobuf.Collections.RepeatedField<Google.Protobuf.ByteString> keys)
     {
         var result = new ReadOnlyMemory<byte>[keys.Count];
         for (var i = 0; i < keys.Count; i++)

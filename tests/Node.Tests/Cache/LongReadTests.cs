@@ -42,6 +42,100 @@ public sealed class LongReadTests
     }
 
     [Fact]
+    public void Mget_and_exists_taken_in_slices_see_every_key_as_it_stood_when_they_began_whatever_applies_between_slices()
+    {
+        for (var seed = 1; seed <= 24; seed++)
+        {
+            var random = new Random(seed);
+            var machines = new Machines(random.Next(2) == 0 ? 0 : 400_000);
+            for (var i = 0; i < 2_000; i++)
+            {
+                machines.ApplyToBoth(RandomWrite(random, machines, mayFlush: false));
+            }
+
+            // Keys that exist, that do not, named twice, and the counters; in an order unrelated to the write order.
+            var keys = Enumerable.Range(0, 600)
+                .Select(_ => random.Next(10) == 0 ? "n" + random.Next(50) : "k" + random.Next(3_500))
+                .Select(key => (ReadOnlyMemory<byte>)Encoding.UTF8.GetBytes(key))
+                .ToArray();
+            var readNow = machines.NowMs + random.Next(0, 30);
+            var values = random.Next(2) == 0;
+            var read = machines.Live.BeginMultiKeyRead(keys, values, readNow);
+            var steps = 0;
+            while (!read.Step(1 + random.Next(40)))
+            {
+                steps++;
+                for (var w = random.Next(12); w > 0; w--)
+                {
+                    machines.ApplyToLive(RandomWrite(random, machines, mayFlush: true));
+                }
+            }
+
+            Assert.True(steps > 10, $"seed {seed}: the read took {steps} steps");
+            if (values)
+            {
+                Assert.Equal(Values(machines.Frozen.MultiGet(keys, readNow)), Values(read.ToReply()));
+                Assert.NotEqual(Values(machines.Frozen.MultiGet(keys, readNow)), Values(machines.Live.MultiGet(keys, readNow)));
+            }
+            else
+            {
+                Assert.Equal(machines.Frozen.CountExisting(keys, readNow), read.ToReply().Integer);
+            }
+
+            Assert.Equal(0, machines.Live.WalkCount);
+        }
+    }
+
+    [Fact]
+    public void A_multi_key_read_finishes_over_the_old_keys_when_flushall_or_a_snapshot_replaces_them()
+    {
+        foreach (var replace in new Action<CacheHarness>[]
+        {
+            cache => cache.Apply(Entries.FlushAll(cache.Envelope())),
+            cache =>
+            {
+                var other = new CacheHarness();
+                other.Set("k10", "from the snapshot");
+                using var stream = new MemoryStream();
+                other.Machine.WriteSnapshot(stream);
+                cache.Machine.LoadSnapshot(new MemoryStream(stream.ToArray()));
+            },
+        })
+        {
+            var cache = new CacheHarness();
+            var keys = Enumerable.Range(0, 100).Select(i => "k" + i).ToList();
+            keys.ForEach(key => cache.Set(key, "v" + key));
+            var read = cache.Machine.BeginMultiKeyRead([.. keys.Select(key => (ReadOnlyMemory<byte>)Encoding.UTF8.GetBytes(key))], values: true, cache.NowMs);
+            read.Step(10);
+            cache.Set("k50", "rewritten before the replacement");
+            cache.Delete("k51");
+            replace(cache);
+            cache.Set("k60", "written after it");
+            cache.Set("k52", "written after it");
+            while (!read.Step(10))
+            {
+            }
+
+            Assert.Equal(keys.Select(key => "v" + key), Values(read.ToReply()));
+        }
+    }
+
+    [Fact]
+    public void A_multi_key_read_stops_being_told_of_writes_once_done_or_abandoned()
+    {
+        var cache = new CacheHarness();
+        cache.Set("a", "1");
+        var empty = cache.Machine.BeginMultiKeyRead([], values: false, cache.NowMs);
+        Assert.True(empty.Step(10));
+        Assert.Equal(0, empty.ToReply().Integer);
+        var abandoned = cache.Machine.BeginMultiKeyRead(["a"u8.ToArray(), "b"u8.ToArray()], values: true, cache.NowMs);
+        abandoned.Step(1);
+        abandoned.Abandon();
+        Assert.Equal(0, cache.Machine.WalkCount);
+        Assert.Throws<InvalidOperationException>(() => abandoned.ToReply());
+    }
+
+    [Fact]
     public void A_keys_read_finishes_over_the_old_keys_when_flushall_or_a_snapshot_replaces_them()
     {
         foreach (var replace in new Action<CacheHarness>[]
@@ -227,6 +321,8 @@ public sealed class LongReadTests
             _ => Entries.Set(envelope, key, new string('v', random.Next(1, 200))),
         };
     }
+
+    private static List<string?> Values(CacheReply reply) => [.. reply.Items.Select(item => item.Kind == CacheReplyKind.Nil ? null : Encoding.UTF8.GetString(item.Bulk.Span))];
 
     private static List<string> Text(CacheReply reply) => [.. reply.Items.Select(item => Encoding.UTF8.GetString(item.Bulk.Span))];
 

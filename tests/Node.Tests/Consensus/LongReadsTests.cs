@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text;
+using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Node.Services;
 using Dcache.Node.Tests.Cache;
@@ -47,6 +49,78 @@ public sealed class LongReadsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_large_mget_or_exists_takes_a_slice_per_round_and_answers_as_of_its_instant()
+    {
+        var cache = new CacheHarness();
+        for (var i = 0; i < 20_000; i++)
+        {
+            cache.Set("key:" + i, "v" + i);
+        }
+
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var names = Enumerable.Range(0, 12_000).Select(i => ByteString.CopyFromUtf8("key:" + (i * 7 % 24_000))).ToList();
+        var mget = new Proto.Command { Id = 1, Mget = new Proto.MGetRequest { Keys = { names } } };
+        var exists = new Proto.Command { Id = 2, Exists = new Proto.ExistsRequest { Keys = { names } } };
+        var rounds = 0;
+        int RunWithWrites()
+        {
+            var before = rounds;
+            while (reads.HasWork)
+            {
+                reads.RunSlice(cache.NowMs);
+                rounds++;
+                // Writes between rounds: rewrites and removals of keys the reads have not reached yet, and new keys they name.
+                cache.Set("key:" + (19_999 - rounds), "rewritten");
+                cache.Delete("key:" + (9_999 - rounds));
+                cache.Set("key:" + (20_000 + rounds), "created");
+            }
+
+            return rounds - before;
+        }
+
+        var expectedValues = names.Select(name => cache.Machine.Get(name.Span, cache.NowMs)).Select(reply => reply.Kind == CacheReplyKind.Nil ? null : Encoding.UTF8.GetString(reply.Bulk.Span)).ToList();
+        var values = Serve(reads, cache, mget);
+        var small = Serve(reads, cache, new Proto.Command { Id = 3, Mget = new Proto.MGetRequest { Keys = { ByteString.CopyFromUtf8("key:1") } } });
+        Assert.True(small.Task.IsCompleted);
+        Assert.Equal(24, RunWithWrites());
+        var valuesReply = await values.Task.WaitAsync(Deadline);
+        Assert.Equal(expectedValues, valuesReply.Array.Items.Select(item => item.ResultCase == Proto.Reply.ResultOneofCase.Nil ? null : item.Bulk.ToStringUtf8()));
+        Assert.NotEqual(expectedValues, names.Select(name => cache.Machine.Get(name.Span, cache.NowMs)).Select(reply => reply.Kind == CacheReplyKind.Nil ? null : Encoding.UTF8.GetString(reply.Bulk.Span)));
+
+        var expectedCount = names.Count(name => cache.Machine.ContainsKey(name.Span, cache.NowMs));
+        var count = Serve(reads, cache, exists);
+        Assert.Equal(24, RunWithWrites());
+        Assert.Equal(expectedCount, (await count.Task.WaitAsync(Deadline)).Integer);
+        Assert.NotEqual(expectedCount, names.Count(name => cache.Machine.ContainsKey(name.Span, cache.NowMs)));
+
+        // One at a time, each no more than a slice per round.
+        var both = new[] { Serve(reads, cache, mget), Serve(reads, cache, exists) };
+        Assert.Equal(48, RunWithWrites());
+        await Task.WhenAll(both.Select(reply => reply.Task)).WaitAsync(Deadline);
+        Assert.Equal(0, cache.Machine.WalkCount);
+    }
+
+    [Fact]
+    public async Task A_large_read_in_progress_or_waiting_fails_when_the_loop_stops()
+    {
+        var cache = new CacheHarness();
+        var exists = new Proto.ExistsRequest();
+        exists.Keys.AddRange(Enumerable.Range(0, 2_000).Select(i => ByteString.CopyFromUtf8("key:" + i)));
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var first = Serve(reads, cache, new Proto.Command { Id = 1, Exists = exists });
+        var second = Serve(reads, cache, new Proto.Command { Id = 2, Exists = exists });
+        reads.RunSlice(cache.NowMs);
+        reads.FailAll("the node stopped");
+        foreach (var reply in new[] { first, second })
+        {
+            Assert.Equal(Proto.FailureKind.Unavailable, (await reply.Task.WaitAsync(Deadline)).Failure.Kind);
+        }
+
+        Assert.False(reads.HasWork);
+        Assert.Equal(0, cache.Machine.WalkCount);
+    }
+
+    [Fact]
     public async Task A_scan_on_a_current_index_and_other_reads_are_answered_at_once()
     {
         var cache = new CacheHarness();
@@ -64,7 +138,7 @@ public sealed class LongReadsTests(ITestOutputHelper output)
 
     /// <summary>
     /// What one loop round spends on a long read, printed rather than asserted (timings belong to benchmarks): the longest
-    /// round of a first SCAN and of KEYS * taken in slices, against the same reads done in one call (how the loop served
+    /// round of a first SCAN, of KEYS *, and of EXISTS and MGET of many keys taken in slices, against the same reads done in one call (how the loop served
     /// them before). 100,000 keys by default; DCACHE_LONG_READ_KEYS=3000000 for the benchmarks.md figures, and
     /// DCACHE_LONG_READ_SHUFFLE=1 to rewrite every key once in random order first (a write order spread over memory, as
     /// in a cache that has run for a while). See them with
@@ -79,9 +153,15 @@ public sealed class LongReadsTests(ITestOutputHelper output)
         var (before, cache) = (Load(keyCount, shuffle), Load(keyCount, shuffle));
         var scanAll = new Proto.Command { Scan = new Proto.ScanRequest { Cursor = 0, Count = 10, Pattern = ByteString.CopyFromUtf8("*") } };
         var keysAll = new Proto.Command { Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+        // As many keys as a 16 MiB request holds (about a million of these), in random order, and an MGET of as many as a
+        // 16 MiB reply of 100-byte values holds.
+        var named = Enumerable.Range(0, Math.Min(keyCount, 1_000_000)).Select(i => ByteString.CopyFromUtf8("key:" + i)).ToArray();
+        new Random(1).Shuffle(named);
+        var existsMany = new Proto.Command { Exists = new Proto.ExistsRequest { Keys = { named } } };
+        var mgetMany = new Proto.Command { Mget = new Proto.MGetRequest { Keys = { named.Take(150_000) } } };
         var clock = Stopwatch.StartNew();
         ReadExecutor.Execute(scanAll, new CacheHarness().Machine, cache.NowMs);
-        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll) })
+        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll), ($"EXISTS of {existsMany.Exists.Keys.Count:N0} keys", existsMany), ($"MGET of {mgetMany.Mget.Keys.Count:N0} keys", mgetMany) })
         {
             GC.Collect();
             clock.Restart();
@@ -89,7 +169,7 @@ public sealed class LongReadsTests(ITestOutputHelper output)
             output.WriteLine($"{keyCount:N0} keys{(shuffle ? " (shuffled)" : "")}, {name} in one call (the loop before): {clock.Elapsed.TotalMilliseconds:N0} ms");
         }
 
-        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll) })
+        foreach (var (name, command) in new[] { ("first SCAN", scanAll), ("KEYS *", keysAll), ($"EXISTS of {existsMany.Exists.Keys.Count:N0} keys", existsMany), ($"MGET of {mgetMany.Mget.Keys.Count:N0} keys", mgetMany) })
         {
             GC.Collect();
             var reads = new LongReads(cache.Machine, sliceKeys: 4096);
