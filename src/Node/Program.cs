@@ -95,6 +95,8 @@ catch (Exception) when (runtime.ExitCode != 0)
     // The loop failed while the host was still starting (e.g. replay met a bad entry): stopping cut the start short.
 }
 
+runtime.NoteHostEnded();
+
 // Non-zero when the node stopped on its own because its Raft loop failed (e.g. a full disk): supervisors see it.
 return runtime.ExitCode;
 

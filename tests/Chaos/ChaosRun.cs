@@ -526,7 +526,8 @@ internal sealed class ChaosRun
             var output = _cluster[target].RecentOutput(200);
             var said = stopLogged is { } t ? $"said it stops after {t.TotalMilliseconds:F0} ms, " : "";
             // The node's bound on a shutdown after its loop failed (NodeRuntime) says so when it cuts one short.
-            var bounded = output.Contains("it exits now", StringComparison.Ordinal) ? " (its shutdown hung: cut short by the node's 5 s bound)" : "";
+            var bound = output.Split('\n').FirstOrDefault(line => line.Contains("it exits now", StringComparison.Ordinal));
+            var bounded = bound is null ? "" : $" (its shutdown hung: cut short by the node's 5 s bound: \"{bound.Trim()}\")";
             Note($"disk full: node {target} {said}exited {clock.ElapsedMilliseconds} ms after the fault began{bounded}, code {_cluster[target].ExitCode}: {ChaosChecks.StopLine(output)}");
             _faultProblems.AddRange(ChaosChecks.DiskFullStop(target, _cluster[target].ExitCode, output));
         }

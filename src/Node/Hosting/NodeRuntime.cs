@@ -21,6 +21,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     private readonly PeerTransport _transport;
     private readonly CancellationTokenSource _closing = new();
     private readonly IHostApplicationLifetime _lifetime;
+    // Where shutdown is: what the 5 s bound on a failed node's shutdown reports when it cuts one short.
+    private volatile string _shutdownStage = "running";
 
     public NodeRuntime(IOptions<NodeOptions> options, ILoggerFactory loggers, TimeProvider clock, NodeMetrics metrics, IHostApplicationLifetime lifetime)
     {
@@ -147,7 +149,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     {
         // A deadline, not a wait for something to happen: the normal shutdown ends the process long before.
         await Task.Delay(FailedShutdownBound).ConfigureAwait(false);
-        await Console.Error.WriteLineAsync($"The node's shutdown did not finish within {FailedShutdownBound.TotalSeconds:F0} s of its Raft loop failing; it exits now (exit code {FailedExitCode})").ConfigureAwait(false);
+        await Console.Error.WriteLineAsync($"The node's shutdown did not finish within {FailedShutdownBound.TotalSeconds:F0} s of its Raft loop failing (it got as far as: {_shutdownStage}); it exits now (exit code {FailedExitCode})").ConfigureAwait(false);
         ImmediateExit.Now(FailedExitCode);
     }
 
@@ -156,6 +158,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     /// <summary>Runs before any service (the web server included) stops, while peers can still reach this node.</summary>
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
+        _shutdownStage = "handing over leadership";
         try
         {
             await HandOverLeadershipAsync(cancellationToken).ConfigureAwait(false);
@@ -166,17 +169,29 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         }
         finally
         {
+            _shutdownStage = "ending inbound streams";
             await _closing.CancelAsync().ConfigureAwait(false);
+            _shutdownStage = "stopping the host's services (the web server among them)";
         }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        _shutdownStage = "stopping the Raft loop";
         await Driver.DisposeAsync().ConfigureAwait(false);
+        _shutdownStage = "closing the peer streams";
         await _transport.DisposeAsync().ConfigureAwait(false);
+        _shutdownStage = "stopping the host's other services";
     }
 
-    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StoppedAsync(CancellationToken cancellationToken)
+    {
+        _shutdownStage = "disposing the host's services";
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The host has stopped and been disposed: what remains is the process's own exit.</summary>
+    public void NoteHostEnded() => _shutdownStage = "the host ended; the process exits (threads, exit handlers)";
 
     private async Task HandOverLeadershipAsync(CancellationToken cancellationToken)
     {
@@ -197,8 +212,10 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     {
         await Driver.DisposeAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
+        _shutdownStage = "closing storage (the Raft log, snapshots, SQLite)";
         _storage.Dispose();
         _closing.Dispose();
+        _shutdownStage = "storage closed";
     }
 
     private static partial class Log
