@@ -17,7 +17,9 @@ public sealed partial class CacheStateMachine
     /// <summary>
     /// The most keys one SCAN call visits, whatever its COUNT: COUNT is a hint (Redis returns fewer too), and a page is
     /// read in one go on the thread that applies writes, so an unbounded COUNT would hold it as long as KEYS once did.
-    /// A constant, not a setting, so that every replica gives the same page for the same call.
+    /// A constant, not a setting, so that replicas at the same applied index give the same page for the same call, up to
+    /// the work bound of <see cref="ScanIndex.ReadPage"/>: removed keys a replica's index still holds count towards it,
+    /// so such a replica may end a page earlier. Where pages end never affects SCAN's guarantee.
     /// </summary>
     public const int MaxScanCount = 8192;
 

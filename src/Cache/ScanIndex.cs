@@ -328,8 +328,8 @@ internal sealed class ScanIndex
             if (pageFull && position != lastPosition)
             {
                 // Removed keys past the page's end are skipped, not made its end: a replica without them (one restored
-                // from a snapshot) ends the same page at the same place, and the last page says 0 rather than send the
-                // caller back for nothing.
+                // from a snapshot) ends the same page at the same place unless the work bound ended it (removed keys
+                // take slots), and the last page says 0 rather than send the caller back for nothing.
                 continue;
             }
 
