@@ -176,9 +176,11 @@ public sealed partial class CacheStateMachine
 
     private void RequireNextIndex(ulong index)
     {
-        if (index <= _appliedIndex)
+        // A gap would leave this replica without an entry every other applied: it would diverge without a sign, so it is
+        // refused like a repeat (the node then stops rather than serve a state no other replica has).
+        if (index != _appliedIndex + 1)
         {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Entry {index} is at or below the applied index {_appliedIndex}: entries must be applied once, in log order."));
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Entry {index} does not follow the applied index {_appliedIndex}: entries must be applied once each, in log order, none skipped."));
         }
     }
 

@@ -71,7 +71,6 @@ internal static class Entries
 /// </summary>
 internal sealed class CacheHarness
 {
-    private ulong _nextIndex = 1;
 
     public CacheHarness(CacheStateMachineOptions? options = null)
     {
@@ -85,7 +84,8 @@ internal sealed class CacheHarness
 
     public CommandEnvelope Envelope(ulong clientId = CommandEnvelope.NoSession, ulong sequence = 0) => new(clientId, sequence, NowMs);
 
-    public CacheReply Apply(byte[] entry) => Machine.Apply(_nextIndex++, entry);
+    /// <summary>Applies the entry at the next log index (after a snapshot load, the one after the snapshot's).</summary>
+    public CacheReply Apply(byte[] entry) => Machine.Apply(Machine.AppliedIndex + 1, entry);
 
     public CacheReply Set(string key, string value, SetOptions options = default) => Apply(Entries.Set(Envelope(), key, value, options));
 

@@ -1,3 +1,4 @@
+using System.Text;
 using Dcache.Cache;
 using static Dcache.Node.Tests.Cache.Replies;
 
@@ -232,13 +233,18 @@ public sealed class SetCommandTests
     }
 
     [Fact]
-    public void Applying_an_index_twice_or_backwards_is_refused()
+    public void Applying_an_index_twice_backwards_or_past_a_gap_is_refused()
     {
         var machine = new CacheStateMachine();
-        machine.Apply(5, Entries.Set(Entries.NoSession, "k", "v"));
-        Assert.Throws<InvalidOperationException>(() => machine.Apply(5, Entries.Set(Entries.NoSession, "k", "v")));
+        Assert.Throws<InvalidOperationException>(() => machine.Apply(2, Entries.Set(Entries.NoSession, "k", "v")));
+        machine.Apply(1, Entries.Set(Entries.NoSession, "k", "v"));
+        machine.SkipEntry(2);
+        Assert.Throws<InvalidOperationException>(() => machine.Apply(2, Entries.Set(Entries.NoSession, "k", "v")));
+        Assert.Throws<InvalidOperationException>(() => machine.SkipEntry(1));
+        Assert.Throws<InvalidOperationException>(() => machine.Apply(4, Entries.Set(Entries.NoSession, "k", "w")));
         Assert.Throws<InvalidOperationException>(() => machine.SkipEntry(4));
-        Assert.Equal(5UL, machine.AppliedIndex);
+        Assert.Equal(2UL, machine.AppliedIndex);
+        Assert.Equal("v", Encoding.UTF8.GetString(machine.Get("k"u8, 0).Bulk.Span));
     }
 
     [Fact]
