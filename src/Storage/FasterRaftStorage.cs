@@ -28,7 +28,6 @@ namespace Dcache.Storage;
 /// </summary>
 public sealed class FasterRaftStorage : IRaftStorage
 {
-    private const int MetadataCommitPollMilliseconds = 50;
 
     private readonly StorageOptions _options;
     private readonly MetadataStore _metadata;
@@ -375,29 +374,8 @@ public sealed class FasterRaftStorage : IRaftStorage
         }
     }
 
-    /// <summary>A full FasterLog commit (its metadata included), for changes of the begin address.</summary>
-    private void CommitAndWait()
-    {
-        ThrowIfWriteFailed();
-        // FasterLog writes the metadata on a task of its own and drops a failure there: its commit task would then
-        // never finish. Wait in short steps and look at the failures meanwhile, rather than for ever. (Rare: this runs
-        // when a snapshot moves the log's head, not per write.)
-        var commit = _log.CommitAsync().AsTask();
-        try
-        {
-            while (!commit.Wait(MetadataCommitPollMilliseconds))
-            {
-                ThrowIfWriteFailed();
-            }
-        }
-        catch (AggregateException ex) when (ex.InnerException is CommitFailureException)
-        {
-            ThrowIfWriteFailed();
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(ex.InnerException);
-        }
-
-        ThrowIfWriteFailed();
-    }
+    /// <summary>A full FasterLog commit (its metadata included), for changes of the begin address (rare: when a snapshot moves the log's head, not per write).</summary>
+    private void CommitAndWait() => FasterLogCommits.CommitAndWait(_log, ThrowIfWriteFailed);
 
     /// <summary>FasterLog reports a failed write as "error code 1", or not at all: name the cause (e.g. a full disk) instead.</summary>
     private void ThrowIfWriteFailed()

@@ -111,9 +111,18 @@ public sealed class SnapshotStore : IDisposable
                 throw new InvalidOperationException("a snapshot is already being written");
             }
 
-            _writing = true;
             var id = _nextId++;
-            var begin = _log.Enqueue(_recordWriter.ForBegin(id, metadata));
+            long begin;
+            try
+            {
+                begin = _log.Enqueue(_recordWriter.ForBegin(id, metadata));
+            }
+            catch (CommitFailureException ex)
+            {
+                throw WriteFailed(ex);
+            }
+
+            _writing = true;
             return new SnapshotWriter(this, id, metadata, begin, _options.SnapshotChunkBytes);
         }
     }
@@ -148,6 +157,35 @@ public sealed class SnapshotStore : IDisposable
         _commitManager.Dispose();
     }
 
+    private void ThrowIfWriteFailed()
+    {
+        if (_commitManager.WriteFailure is { } failure)
+        {
+            throw new StorageWriteException($"the snapshot store in {_geometry.Directory} could not be written durably: {failure.Message}", failure);
+        }
+    }
+
+    /// <summary>
+    /// FasterLog's own device reports a failed write only as "failed with error code 4294967295", and callers would
+    /// take its <see cref="CommitFailureException"/> for a passing problem: name it a durable-write failure, with what
+    /// the file system has left (a full disk is the usual cause).
+    /// </summary>
+    private StorageWriteException WriteFailed(CommitFailureException failure)
+    {
+        string room;
+        try
+        {
+            var free = new DriveInfo(_geometry.Directory).AvailableFreeSpace;
+            room = free == 0 ? "No space left on device: 0 bytes free on its file system" : $"{free} bytes free on its file system";
+        }
+        catch (IOException)
+        {
+            room = "free space unknown";
+        }
+
+        return new StorageWriteException($"the snapshot store in {_geometry.Directory} could not be written durably ({room}): {failure.Message}", failure);
+    }
+
     internal static LogGeometry GeometryFor(StorageOptions options) =>
         new(Path.GetFullPath(options.SnapshotDirectory), "snap", options.SnapshotLog.PageSizeBits, options.SnapshotLog.SegmentSizeBits);
 
@@ -168,22 +206,40 @@ public sealed class SnapshotStore : IDisposable
     internal void AppendChunk(ReadOnlyMemory<byte> data, long id, int sequence)
     {
         // FasterLog blocks here (yielding) while its memory is full of pages still being flushed: that is the
-        // back-pressure that keeps a large snapshot from accumulating in memory.
-        _log.Enqueue(_recordWriter.ForChunk(id, sequence, data));
+        // back-pressure that keeps a large snapshot from accumulating in memory. Once a flush failed, it throws.
+        try
+        {
+            _log.Enqueue(_recordWriter.ForChunk(id, sequence, data));
+        }
+        catch (CommitFailureException ex)
+        {
+            throw WriteFailed(ex);
+        }
     }
 
     internal SnapshotCatalogueEntry Complete(long id, SnapshotMetadata metadata, long begin, long size, uint crc, int chunks)
     {
         lock (_gate)
         {
-            _log.Enqueue(_recordWriter.ForEnd(id, size, crc, chunks));
-            _log.CommitAsync().AsTask().GetAwaiter().GetResult();
-            var entry = new SnapshotCatalogueEntry(id, metadata, begin, _log.TailAddress, size, crc, chunks, DateTimeOffset.UtcNow);
-            _metadata.AddSnapshot(entry);
-            _writing = false;
-            StorageLog.SnapshotStored(_logger, id, metadata.Index, metadata.Term, size, chunks);
-            Prune();
-            return entry;
+            try
+            {
+                _log.Enqueue(_recordWriter.ForEnd(id, size, crc, chunks));
+                FasterLogCommits.CommitAndWait(_log, ThrowIfWriteFailed);
+                var entry = new SnapshotCatalogueEntry(id, metadata, begin, _log.TailAddress, size, crc, chunks, DateTimeOffset.UtcNow);
+                _metadata.AddSnapshot(entry);
+                StorageLog.SnapshotStored(_logger, id, metadata.Index, metadata.Term, size, chunks);
+                Prune();
+                return entry;
+            }
+            catch (CommitFailureException ex)
+            {
+                throw WriteFailed(ex);
+            }
+            finally
+            {
+                // Also when it failed: an uncatalogued snapshot is abandoned, and the next may be begun.
+                _writing = false;
+            }
         }
     }
 
@@ -227,7 +283,7 @@ public sealed class SnapshotStore : IDisposable
         if (keepFrom > _log.BeginAddress)
         {
             _log.TruncateUntil(keepFrom);
-            _log.CommitAsync().AsTask().GetAwaiter().GetResult();
+            FasterLogCommits.CommitAndWait(_log, ThrowIfWriteFailed);
         }
     }
 

@@ -1,3 +1,4 @@
+using Dcache.Storage;
 using Dcache.Raft;
 using Proto = Dcache.Protocol.Cache;
 
@@ -22,7 +23,7 @@ internal sealed record SnapshotSentInput(ulong Peer, bool Succeeded) : DriverInp
 internal sealed record SnapshotReceivedInput(Message Message) : DriverInput;
 
 /// <summary>A local snapshot is durable in the store (null: taking it failed).</summary>
-internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata) : DriverInput;
+internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata, StorageWriteException? Failure = null) : DriverInput;
 
 /// <summary>
 /// The state of a snapshot from the leader, built on the thread pool (<see cref="Cache"/>), or why it could not be

@@ -7,6 +7,7 @@ using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Dcache.Raft;
+using Dcache.Storage;
 using Microsoft.Extensions.Logging;
 using Proto = Dcache.Protocol.Cache;
 
@@ -566,6 +567,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             case SnapshotReceivedInput received:
                 _raft.Step(received.Message);
                 break;
+            case SnapshotPersistedInput { Failure: { } failure }:
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+                break;
             case SnapshotPersistedInput persisted:
                 OnSnapshotPersisted(persisted.Metadata);
                 break;
@@ -1007,6 +1011,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _metrics.SnapshotWritten(elapsed, _snapshots.Find(metadata.Index)?.Length ?? 0);
             Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
+        }
+        catch (StorageWriteException ex)
+        {
+            // The snapshot store cannot write durably (a full disk): the node stops, as it does when its Raft log cannot.
+            _inputs.Writer.TryWrite(new SnapshotPersistedInput(null, ex));
         }
         catch (Exception ex) when (ex is InvalidOperationException or IOException)
         {

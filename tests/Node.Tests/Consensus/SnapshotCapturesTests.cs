@@ -1,3 +1,4 @@
+using Dcache.Storage;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
@@ -67,6 +68,35 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         Assert.Equal(Replay(disk, automatic.Metadata.Index), Read(automatic));
         Assert.Equal(Replay(disk, backup.Metadata.Index), Bytes(backup.State));
         Assert.True(backup.State.KeyCount > 500, $"{backup.State.KeyCount} keys");
+    }
+
+    [Fact]
+    public async Task A_snapshot_the_store_cannot_write_durably_stops_the_loop_as_a_failed_log_write_does()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, new FullDiskSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        try
+        {
+            // Past the 100 entries that start a snapshot; writes stop being answered once the loop has failed.
+            var random = new Random(3);
+            for (ulong id = 1; id <= 300 && !driver.Completion.IsCompleted; id++)
+            {
+                await Task.WhenAny(Write(driver, random, id), driver.Completion);
+            }
+
+            var failure = await Assert.ThrowsAsync<StorageWriteException>(() => driver.Completion.WaitAsync(Patience));
+            Assert.Contains("could not be written durably", failure.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
     }
 
     /// <summary>
@@ -215,6 +245,18 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         public StoredSnapshot? Find(ulong index) => _stored.GetValueOrDefault(index);
 
         public IReadOnlyList<StoredSnapshot> All() => [.. _stored.Values.OrderByDescending(s => s.Metadata.Index)];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
+    }
+
+    private sealed class FullDiskSnapshots : INodeSnapshotStore
+    {
+        public void Save(SnapshotMetadata metadata, Action<Stream> write) =>
+            throw new StorageWriteException("the snapshot store in /data/snapshots could not be written durably (No space left on device: 0 bytes free on its file system): Commit failed");
+
+        public StoredSnapshot? Find(ulong index) => null;
+
+        public IReadOnlyList<StoredSnapshot> All() => [];
 
         public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
     }
