@@ -8,6 +8,7 @@ public enum MessageType : byte
     AppendResponse,
     /// <summary>Candidate -> voter: Index/LogTerm are the candidate's last entry.</summary>
     Vote,
+    /// <summary>A rejection carries the voter's commit index in Commit and the term of its entry there in LogTerm.</summary>
     VoteResponse,
     /// <summary>Like Vote, for the next term, without anyone changing term: a probe whether an election could be won.</summary>
     PreVote,
@@ -17,7 +18,10 @@ public enum MessageType : byte
     HeartbeatResponse,
     /// <summary>Leader -> follower: install the snapshot in <see cref="Message.Snapshot"/>. The host moves the data before stepping it.</summary>
     Snapshot,
-    /// <summary>Leader -> transfer target: start an election now, ignoring leader stickiness.</summary>
+    /// <summary>
+    /// Leader -> transfer target: start an election now, ignoring leader stickiness. Index/LogTerm are the leader's last
+    /// entry (which the target holds) and Commit its commit index.
+    /// </summary>
     TimeoutNow,
     /// <summary>Follower -> leader: asks for a read index on behalf of the follower's request Context.</summary>
     ReadIndex,

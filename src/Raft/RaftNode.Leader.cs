@@ -233,11 +233,29 @@ public sealed partial class RaftNode
         if (message.From == _leadTransferee && pr.Match == _log.LastIndex)
         {
             SendTimeoutNow(message.From);
+            if (!_membership.IsVoter(Id))
+            {
+                BecomeFollower(_term, 0); // a removed leader's handover is done (see ApplyConfChange)
+            }
         }
     }
 
+    /// <summary>
+    /// Sent only to a target that holds our whole log. It carries our last entry and commit index, as an empty Append
+    /// would: a removed leader steps down right after sending it, and the commit that removed it must reach the target
+    /// even if the Append carrying it is lost or overtaken (with two voters, the target cannot win without it).
+    /// </summary>
     private void SendTimeoutNow(ulong target) =>
-        Send(new Message { Type = MessageType.TimeoutNow, From = Id, To = target, Term = _term });
+        Send(new Message
+        {
+            Type = MessageType.TimeoutNow,
+            From = Id,
+            To = target,
+            Term = _term,
+            Index = _log.LastIndex,
+            LogTerm = _log.LastTerm,
+            Commit = _log.Committed,
+        });
 
     /// <summary>
     /// Advances the commit index to the highest index a quorum of voters holds, but only if that entry is of the

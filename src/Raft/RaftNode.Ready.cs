@@ -113,6 +113,14 @@ public sealed partial class RaftNode
 
             _log.AppliedTo(ready.CommittedEntries[^1].Index);
         }
+
+        if (_deferredTransferTicks > 0 && _role == Role.Follower && !HasUnappliedConfChange())
+        {
+            // The change that held back a TimeoutNow is applied now: the election it asked for starts (if this node is
+            // still a voter under the configuration in effect; StartElection checks).
+            _deferredTransferTicks = 0;
+            StartElection(transfer: true);
+        }
     }
 
     /// <summary>On restart, the membership must reflect every committed change, not just the snapshot's.</summary>
@@ -146,6 +154,14 @@ public sealed partial class RaftNode
         _membership = _membership.Apply(change);
         RebuildProgress(resetAll: false);
 
+        if (_role is Role.Candidate or Role.PreCandidate)
+        {
+            // The votes so far were asked of the configuration just replaced (a candidate can learn of a commit from
+            // a rejection): start over under the new one, if it is still a voter there.
+            BecomeFollower(_term, 0);
+            return;
+        }
+
         if (_role != Role.Leader)
         {
             return;
@@ -154,14 +170,27 @@ public sealed partial class RaftNode
         if (!_membership.IsVoter(Id))
         {
             // Removed (or demoted) leader: the configuration without it has committed. Hand over to the most
-            // up-to-date voter so the cluster need not wait out an election timeout, then step down.
+            // up-to-date voter (TimeoutNow carries the commit that removed us), then step down. If none holds our whole
+            // log yet, lead on as in a transfer (no proposals; commitment by the new configuration's voters alone)
+            // until it does, or for an election timeout (TickLeader; no limit when a single voter is left): stepping
+            // down at once would leave the remaining voters to learn of the removal from the one Append sent with it,
+            // and a last voter that missed it can never win an election: it needs our vote, and our log is longer.
             var successor = _progress.Values
-                .Where(p => p.Id != Id && !p.IsLearner && p.Match == _log.LastIndex)
-                .Select(p => p.Id)
+                .Where(p => p.Id != Id && !p.IsLearner)
+                .OrderByDescending(p => p.Match)
+                .ThenBy(p => p.Id)
                 .FirstOrDefault();
-            if (successor != 0)
+            if (successor is not null && successor.Match != _log.LastIndex)
             {
-                SendTimeoutNow(successor);
+                _leadTransferee = successor.Id;
+                _electionElapsed = 0;
+                SendAppend(successor.Id, sendIfEmpty: true);
+                return;
+            }
+
+            if (successor is not null)
+            {
+                SendTimeoutNow(successor.Id);
             }
 
             BecomeFollower(_term, 0);

@@ -50,6 +50,11 @@ public sealed partial class RaftNode
     private ulong _leadTransferee;
     private ulong _uncommittedBytes;
 
+    // A TimeoutNow that arrived while a committed membership change was still unapplied: the election it asks for
+    // starts once the change is applied, unless this many ticks pass first (the leader abandons a transfer after an
+    // election timeout) or the term moves on. 0: none pending.
+    private int _deferredTransferTicks;
+
     private int _electionElapsed;
     private int _heartbeatElapsed;
     private int _randomizedElectionTimeout;
@@ -100,7 +105,11 @@ public sealed partial class RaftNode
 
     public ulong LastIndex => _log.LastIndex;
 
-    /// <summary>The membership as of the applied index.</summary>
+    /// <summary>
+    /// The membership as of the applied index, except after a restart: the core applies the committed changes it finds
+    /// at start, so until the applied index reaches the commit index found then, the membership is as of that index.
+    /// A host that labels a snapshot with it must not snapshot before then.
+    /// </summary>
     public Membership Membership => _membership;
 
     private HardState CurrentHardState => new(_term, _vote, _log.Committed);
@@ -125,6 +134,11 @@ public sealed partial class RaftNode
     private void TickElection()
     {
         _electionElapsed++;
+        if (_deferredTransferTicks > 0)
+        {
+            _deferredTransferTicks--;
+        }
+
         if (Promotable && _electionElapsed >= _randomizedElectionTimeout)
         {
             _electionElapsed = 0;
@@ -139,15 +153,30 @@ public sealed partial class RaftNode
         if (_electionElapsed >= _options.ElectionTicks)
         {
             _electionElapsed = 0;
-            if (_options.CheckQuorum && !QuorumRecentlyActive())
+            if (!_membership.IsVoter(Id))
             {
-                BecomeFollower(_term, 0);
-                return;
+                // A removed leader whose successor did not catch up within an election timeout (see ApplyConfChange).
+                // With two voters or more left, they can elect without us. A single voter left cannot until it learns
+                // that our removal committed (it still counts us, and our log may be longer than its own): keep
+                // handing over to it, however long it takes to reach it.
+                if (_membership.Voters.Count > 1)
+                {
+                    BecomeFollower(_term, 0);
+                    return;
+                }
             }
-
-            if (_leadTransferee != 0)
+            else
             {
-                _leadTransferee = 0; // the target did not take over within an election timeout
+                if (_options.CheckQuorum && !QuorumRecentlyActive())
+                {
+                    BecomeFollower(_term, 0);
+                    return;
+                }
+
+                if (_leadTransferee != 0)
+                {
+                    _leadTransferee = 0; // the target did not take over within an election timeout
+                }
             }
         }
 
@@ -323,6 +352,7 @@ public sealed partial class RaftNode
         _heartbeatElapsed = 0;
         _randomizedElectionTimeout = _options.ElectionTicks + _random.Next(_options.ElectionTicks);
         _leadTransferee = 0;
+        _deferredTransferTicks = 0;
         _broadcastPending = false;
         _votes.Clear();
         _pendingConfIndex = 0;
@@ -468,7 +498,16 @@ public sealed partial class RaftNode
             }
             else if (message.Type == MessageType.PreVote)
             {
-                Send(new Message { Type = MessageType.PreVoteResponse, From = Id, To = message.From, Term = _term, Reject = true });
+                Send(new Message
+                {
+                    Type = MessageType.PreVoteResponse,
+                    From = Id,
+                    To = message.From,
+                    Term = _term,
+                    Reject = true,
+                    Commit = _log.Committed,
+                    LogTerm = _log.TermOrZero(_log.Committed),
+                });
             }
 
             return;
@@ -478,6 +517,11 @@ public sealed partial class RaftNode
         {
             HandleVoteRequest(message);
             return;
+        }
+
+        if (message is { Type: MessageType.VoteResponse or MessageType.PreVoteResponse, Reject: true } && message.LogTerm > 0 && _role != Role.Leader)
+        {
+            LearnCommitFromRejection(message);
         }
 
         switch (_role)
@@ -518,7 +562,33 @@ public sealed partial class RaftNode
         }
         else
         {
-            Send(new Message { Type = responseType, From = Id, To = message.From, Term = _term, Reject = true });
+            // The rejection carries our commit index and the term there (see LearnCommitFromRejection).
+            Send(new Message
+            {
+                Type = responseType,
+                From = Id,
+                To = message.From,
+                Term = _term,
+                Reject = true,
+                Commit = _log.Committed,
+                LogTerm = _log.TermOrZero(_log.Committed),
+            });
+        }
+    }
+
+    /// <summary>
+    /// A voter that rejected our vote request told us its commit index and the term of its entry there. Where our log
+    /// holds that entry, our logs agree up to it (log matching) and everything up to it is committed. This is how the
+    /// last voter left by the removal of the other of two learns that the removal committed when the removed node,
+    /// whose longer log makes it refuse its vote, cannot tell it otherwise (it no longer leads, e.g. after a crash):
+    /// under the old configuration that voter could never win. (A leader, which may get a late rejection, commits only by
+    /// counting.)
+    /// </summary>
+    private void LearnCommitFromRejection(Message message)
+    {
+        if (message.Commit > _log.Committed && _log.MatchTerm(message.Commit, message.LogTerm))
+        {
+            _log.CommitTo(message.Commit);
         }
     }
 
@@ -580,8 +650,25 @@ public sealed partial class RaftNode
                 HandleSnapshot(message);
                 break;
             case MessageType.TimeoutNow:
-                // The leader hands over: campaign at once, past pre-vote and leader stickiness.
-                StartElection(transfer: true);
+                // The leader hands over: campaign at once, past pre-vote and leader stickiness. It carries the leader's
+                // last entry and commit index: where our log holds that entry, the leader's log and ours agree up to
+                // it (log matching), so its commit index holds for us too, as in an Append.
+                if (message.Index > 0 && _log.MatchTerm(message.Index, message.LogTerm))
+                {
+                    _log.CommitTo(Math.Min(message.Commit, message.Index));
+                }
+
+                // A leader that removed itself sends this with the commit that removes it: this node may not campaign
+                // before it has applied that change, and campaigns once it has (see Advance).
+                if (Promotable && HasUnappliedConfChange())
+                {
+                    _deferredTransferTicks = _options.ElectionTicks;
+                }
+                else
+                {
+                    StartElection(transfer: true);
+                }
+
                 break;
             case MessageType.ReadIndexResponse:
                 HandleReadIndexResponse(message);

@@ -69,33 +69,7 @@ internal sealed class TestCluster
                 progressed |= node.ProcessReady();
             }
 
-            while (_inFlight.Count > 0)
-            {
-                progressed = true;
-                var (message, data) = _inFlight.Dequeue();
-                if (_cut.Contains((message.From, message.To)) || Drop?.Invoke(message) == true || !_nodes.TryGetValue(message.To, out var target) || target.Raft is null)
-                {
-                    if (message.Type == MessageType.Snapshot && _nodes[message.From].Raft is { } sender)
-                    {
-                        sender.ReportSnapshot(message.To, succeeded: false);
-                    }
-
-                    continue;
-                }
-
-                Delivered.Add(message);
-                if (data is not null)
-                {
-                    target.IncomingSnapshot = data;
-                }
-
-                target.Raft.Step(message);
-                if (message.Type == MessageType.Snapshot && _nodes[message.From].Raft is { } snapshotSender)
-                {
-                    snapshotSender.ReportSnapshot(message.To, succeeded: true);
-                }
-            }
-
+            progressed |= DeliverPending();
             if (!progressed)
             {
                 return;
@@ -103,6 +77,43 @@ internal sealed class TestCluster
         }
 
         throw new InvalidOperationException("cluster did not stabilize");
+    }
+
+    /// <summary>
+    /// Delivers every message in flight without processing any Ready (what the steps send waits for the next Ready): as a
+    /// host's loop that steps every input it has drained before it handles the next Ready. True if any was in flight.
+    /// </summary>
+    public bool DeliverPending()
+    {
+        var progressed = false;
+        while (_inFlight.Count > 0)
+        {
+            progressed = true;
+            var (message, data) = _inFlight.Dequeue();
+            if (_cut.Contains((message.From, message.To)) || Drop?.Invoke(message) == true || !_nodes.TryGetValue(message.To, out var target) || target.Raft is null)
+            {
+                if (message.Type == MessageType.Snapshot && _nodes[message.From].Raft is { } sender)
+                {
+                    sender.ReportSnapshot(message.To, succeeded: false);
+                }
+
+                continue;
+            }
+
+            Delivered.Add(message);
+            if (data is not null)
+            {
+                target.IncomingSnapshot = data;
+            }
+
+            target.Raft.Step(message);
+            if (message.Type == MessageType.Snapshot && _nodes[message.From].Raft is { } snapshotSender)
+            {
+                snapshotSender.ReportSnapshot(message.To, succeeded: true);
+            }
+        }
+
+        return progressed;
     }
 
     public void Tick(int ticks = 1, params ulong[] only)
