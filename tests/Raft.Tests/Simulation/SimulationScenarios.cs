@@ -29,13 +29,20 @@ internal static class SimulationScenarios
     /// </summary>
     public const string SweepGenesis = "sweep-genesis";
 
+    /// <summary>
+    /// Membership changes under faults, denser than in the sweep: clusters shrink down to one voter and grow again, the
+    /// leader removes itself half the time, leaders fail right after proposing a change, and a restart's replay is
+    /// split over many Readys (so snapshots are taken in the middle of it).
+    /// </summary>
+    public const string Membership = "sweep-membership";
+
     public const string VoteTwiceInTerm = "mutation-vote-twice";
     public const string CommitPreviousTermByCounting = "mutation-commit-previous-term";
     public const string AckBeforePersist = "mutation-ack-before-persist";
     public const string ReadIndexWithoutQuorum = "mutation-read-index-without-quorum";
 
     public static IReadOnlyList<string> Profiles { get; } =
-        [Sweep, SweepGenesis, Liveness, VoteTwiceInTerm, CommitPreviousTermByCounting, AckBeforePersist, ReadIndexWithoutQuorum];
+        [Sweep, SweepGenesis, Membership, Liveness, VoteTwiceInTerm, CommitPreviousTermByCounting, AckBeforePersist, ReadIndexWithoutQuorum];
 
     /// <summary>Seeds a mutation test may use before declaring the planted bug unnoticed (it stops at the first catch).</summary>
     public static int MutationSeedBudget(string profile) => profile switch
@@ -68,6 +75,20 @@ internal static class SimulationScenarios
         {
             Sweep => baseline,
             SweepGenesis => baseline with { GenesisSnapshot = true },
+            Membership => baseline with
+            {
+                MinMembershipIntervalMs = 40,
+                MaxMembershipIntervalMs = 200,
+                RemoveLeaderChance = 0.5,
+                ShrinkChance = 0.3,
+                MinVoters = 1,
+                KeepRemovedUntilLastVoterApplied = true,
+                FailAfterChangeChance = 0.25,
+                MaxCommittedSizePerReady = 200,
+                // Two voters split their votes far more often than three or five (each round both campaign within the
+                // message delay of each other about a third of the time): allow twice the rounds.
+                LivenessBoundTicks = 160,
+            },
             // Membership changes stay off here: the sweep covers them (with the same bound asserted in every run),
             // this profile is about elections and catch-up after dense crashes, losses and partitions.
             Liveness => baseline with

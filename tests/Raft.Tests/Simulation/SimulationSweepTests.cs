@@ -18,6 +18,9 @@ public sealed class SimulationSweepTests(ITestOutputHelper output)
     /// <summary>Seeds of the genesis-bootstrap variant per CI run (it differs only in how the initial voters start).</summary>
     public const int CiGenesisSeeds = 1000;
 
+    /// <summary>Seeds of the membership-heavy variant per CI run.</summary>
+    public const int CiMembershipSeeds = 1000;
+
     [Fact]
     public void SeedSweep() => Sweep(SimulationScenarios.Sweep, CiSeeds, 1);
 
@@ -27,6 +30,14 @@ public sealed class SimulationSweepTests(ITestOutputHelper output)
     /// </summary>
     [Fact]
     public void SeedSweepGenesis() => Sweep(SimulationScenarios.SweepGenesis, CiGenesisSeeds, 100_001);
+
+    /// <summary>
+    /// Membership changes under faults, denser and harsher than in <see cref="SeedSweep"/>: down to one voter and back,
+    /// the leader removing itself half the time, leaders failing right after proposing a change, restarts replaying in
+    /// small Readys. Different seeds from the other sweeps.
+    /// </summary>
+    [Fact]
+    public void SeedSweepMembership() => Sweep(SimulationScenarios.Membership, CiMembershipSeeds, 200_001);
 
     private void Sweep(string defaultProfile, int defaultSeeds, int defaultFirst)
     {

@@ -297,10 +297,22 @@ public sealed partial class ClusterSimulator
             return;
         }
 
+        if (_options.KeepRemovedUntilLastVoterApplied && _latestMembership.Voters.Count == 1 && !ShowsLatestMembership(_latestMembership.Voters.Min))
+        {
+            // Apply-on-commit's known limit (etcd's too): a voter left alone by the removal of the other of two only
+            // leads once it knows the removal committed; until then it needs the removed node's vote. A careful operator
+            // stops the removed node only once the last voter shows the new membership.
+            Schedule(_now + 50 * MicrosPerMs, new SimEvent(EventKind.Shutdown) { Node = node.Id });
+            return;
+        }
+
         _stats.NodesRemoved++;
         Crash(node, NodeStatus.Removed);
         _disk.Wipe(node.Id);
     }
+
+    private bool ShowsLatestMembership(ulong id) =>
+        NodeById(id) is { IsRunning: true } node && node.Raft!.Membership.Equals(_latestMembership);
 
     private void OnMembership()
     {
@@ -331,7 +343,8 @@ public sealed partial class ClusterSimulator
                 change = new ConfChange(ConfChangeType.Remove, learner);
             }
         }
-        else if (membership.Voters.Count > _options.Nodes)
+        else if (membership.Voters.Count > _options.Nodes
+                 || (_options.ShrinkChance > 0 && membership.Voters.Count > _options.MinVoters && _random.NextDouble() < _options.ShrinkChance))
         {
             var others = membership.Voters.Where(v => v != leader.Id).ToList();
             var victim = _random.NextDouble() < _options.RemoveLeaderChance || others.Count == 0 ? leader.Id : others[_random.Next(others.Count)];
@@ -358,6 +371,13 @@ public sealed partial class ClusterSimulator
         if (result.Accepted)
         {
             _stats.ConfChangesProposed++;
+            if (_options.FailAfterChangeChance > 0 && _random.NextDouble() < _options.FailAfterChangeChance)
+            {
+                // The leader fails right after appending the change: before or after persisting it, before or after
+                // sending it (the same failure as a churned new leader: a crash or an isolation).
+                var delay = _random.NextInt64(_options.MaxFailAfterChangeDelayMs * MicrosPerMs + 1);
+                Schedule(_now + delay, new SimEvent(EventKind.FailNewLeader) { Node = leader.Id, Generation = leader.Generation, Succeeded = _random.Next(2) == 0 });
+            }
         }
 
         _trace.Add(_now, "propose conf change", leader.Id, $"{c} -> {result.Status} {result.Index}/{result.Term} {result.Reason}");

@@ -245,7 +245,7 @@ public sealed partial class ClusterSimulator
             _disk.SaveSnapshotData(id, GenesisIndex, new KvStateMachine().Serialize());
             storage.Save(hardState, [], snapshot);
             node.Durable.Save(hardState, [], snapshot);
-            _invariants.SeedGenesis(GenesisIndex);
+            _invariants.SeedGenesis(GenesisIndex, bootstrap!);
         }
 
         _trace.Add(_now, "node created", id, bootstrap is null ? "empty" : bootstrap.ToString());
@@ -277,6 +277,11 @@ public sealed partial class ClusterSimulator
             Applied = snapshot.Index,
             Mutation = _options.Mutation,
         };
+        if (_options.MaxCommittedSizePerReady > 0)
+        {
+            options.MaxCommittedSizePerReady = _options.MaxCommittedSizePerReady;
+        }
+
         node.Raft = new RaftNode(options, storage, new SeededRandom(_random.Next()));
         node.Status = NodeStatus.Running;
         node.Generation++;
@@ -285,6 +290,9 @@ public sealed partial class ClusterSimulator
         node.ObservedRole = node.Raft.Role;
         node.ObservedTerm = node.Raft.Term;
         node.ObservedCommit = snapshot.Index;
+        node.MembershipFloor = node.Raft.CommitIndex;
+        node.SingleVoterCommitUpTo = 0;
+        _invariants.ObserveAppliedMembership(node);
         node.LogTerms.Clear();
         node.LogTermsFirst = node.Raft.FirstLogIndex;
         if (node.Raft.Term < node.MaxSentTerm)
@@ -444,6 +452,7 @@ public sealed partial class ClusterSimulator
         // 1. Persist (the latency has elapsed: now it is durable).
         node.Storage!.Save(ready.HardState, ready.Entries, ready.Snapshot);
         node.Durable.Save(ready.HardState, ready.Entries, ready.Snapshot);
+        _invariants.ObserveDurable(node, _now, _nodeById);
         if (ready.Snapshot is not null)
         {
             RetainSnapshots(node, node.Storage.Snapshot.Index);
@@ -494,6 +503,7 @@ public sealed partial class ClusterSimulator
 
         raft.Advance(ready);
         node.ReadyInProgress = null;
+        _invariants.ObserveAppliedMembership(node);
         UpdateLatestMembership(node);
         MaybeTakeSnapshot(node);
         Touch(node);
@@ -689,7 +699,8 @@ public sealed partial class ClusterSimulator
 
     private void MaybeTakeSnapshot(SimNode node)
     {
-        if (node.Applied < node.SnapshotIndex + (ulong)node.SnapshotEvery || node.Storage!.Snapshot.Index >= node.Applied)
+        // Not during the replay after a restart: the core's membership is as of the commit index found at start until then.
+        if (node.Applied < node.SnapshotIndex + (ulong)node.SnapshotEvery || node.Storage!.Snapshot.Index >= node.Applied || node.Applied < node.MembershipFloor)
         {
             return;
         }
@@ -699,6 +710,7 @@ public sealed partial class ClusterSimulator
         var meta = new SnapshotMetadata(node.Applied, node.AppliedTerm, node.Raft!.Membership);
         var compactTo = node.Applied > (ulong)node.SnapshotKeep ? node.Applied - (ulong)node.SnapshotKeep : 0;
         _invariants.ObserveSnapshotData(node.Applied, data, $"n{node.Id} snapshot");
+        _invariants.ObserveSnapshotMetadata(meta, $"n{node.Id} snapshot");
         _disk.SaveSnapshotData(node.Id, node.Applied, data);
         node.Storage.CreateSnapshot(meta, compactTo);
         node.Durable.CreateSnapshot(meta, compactTo);

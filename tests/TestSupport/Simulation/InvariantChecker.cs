@@ -51,6 +51,11 @@ internal sealed class InvariantChecker(bool protocolChecks)
     // _committed[i] describes index i; index 0 is a placeholder.
     private readonly List<CommittedEntry> _committed = [new CommittedEntry { TermKnown = true }];
 
+    // The committed membership changes, in index order, as far as every committed payload is known (_membershipKnownTo):
+    // (index of the change, membership after it); the first element is the membership before any change.
+    private readonly List<(ulong Index, Membership Membership)> _membershipChanges = [(0, Membership.Empty)];
+    private ulong _membershipKnownTo;
+
     public int LeadersElected { get; private set; }
 
     /// <summary>Times a leader's commit index moved to an entry of an earlier term (only a planted bug does that).</summary>
@@ -61,9 +66,18 @@ internal sealed class InvariantChecker(bool protocolChecks)
 
     public CommittedEntry? Committed(ulong index) => index > 0 && index <= MaxCommitted ? _committed[(int)index] : null;
 
-    /// <summary>Records a genesis snapshot at <paramref name="index"/> (term = index) as committed: the empty state, no payloads.</summary>
-    public void SeedGenesis(ulong index)
+    /// <summary>
+    /// Records a genesis snapshot at <paramref name="index"/> (term = index) as committed: the empty state, no payloads,
+    /// and <paramref name="membership"/> in effect as of it.
+    /// </summary>
+    public void SeedGenesis(ulong index, Membership membership)
     {
+        if (_membershipChanges.Count == 1 && _membershipKnownTo == 0)
+        {
+            _membershipChanges.Add((index, membership));
+            _membershipKnownTo = index;
+        }
+
         while (MaxCommitted < index)
         {
             var i = (ulong)_committed.Count;
@@ -129,6 +143,7 @@ internal sealed class InvariantChecker(bool protocolChecks)
             }
 
             RecordCommitted(snapshot.Index, snapshot.Term, null, $"n{node.Id} snapshot");
+            ObserveSnapshotMetadata(snapshot, $"n{node.Id} install");
             next = snapshot.Index + 1;
         }
 
@@ -144,7 +159,12 @@ internal sealed class InvariantChecker(bool protocolChecks)
                 Contract($"n{node.Id}: hands out {entry} to apply beyond its commit index {raft.CommitIndex}");
             }
 
-            RecordCommitted(entry.Index, entry.Term, entry, $"n{node.Id} apply");
+            // A leader's entries count as committed once durable there too (see ObserveCommit): this Ready makes them.
+            if (!(entry.Index > MaxCommitted && raft.Role == Role.Leader))
+            {
+                RecordCommitted(entry.Index, entry.Term, entry, $"n{node.Id} apply");
+            }
+
             next++;
         }
 
@@ -196,6 +216,86 @@ internal sealed class InvariantChecker(bool protocolChecks)
         {
             _snapshotData[index] = data;
         }
+    }
+
+    /// <summary>
+    /// Membership safety: the configuration a snapshot carries is the one in effect at its index, i.e. the committed
+    /// membership changes up to it applied in order (a snapshot labelled with a later one would hand its receivers,
+    /// and its own node after a restart, changes before their entries).
+    /// </summary>
+    public void ObserveSnapshotMetadata(SnapshotMetadata snapshot, string source)
+    {
+        if (ReferenceMembership(snapshot.Index) is { } expected && !expected.Equals(snapshot.Membership))
+        {
+            Fail($"membership: snapshot {snapshot.Index}/{snapshot.Term} from {source} carries {snapshot.Membership}, but the committed changes up to it make {expected}");
+        }
+    }
+
+    /// <summary>
+    /// Membership safety when a node starts and after it applied a Ready: its configuration is the one as of its applied index, or, right
+    /// after a restart, as of the commit index it found on disk (the core applies the committed changes found at start)
+    /// until the replay passes it. Not checked while a snapshot it accepted is not yet applied (its configuration is
+    /// the snapshot's then).
+    /// </summary>
+    public void ObserveAppliedMembership(SimNode node)
+    {
+        var raft = node.Raft!;
+        if (raft.FirstLogIndex > node.Applied + 1)
+        {
+            return;
+        }
+
+        var asOf = Math.Max(node.Applied, node.MembershipFloor);
+        if (ReferenceMembership(asOf) is { } expected && !expected.Equals(raft.Membership))
+        {
+            Fail($"membership: n{node.Id} (applied {node.Applied}, commit at start {node.MembershipFloor}) is at {raft.Membership}, " +
+                 $"but the committed changes up to {asOf} make {expected}");
+        }
+    }
+
+    /// <summary>
+    /// The membership the committed changes up to <paramref name="index"/> make (from the genesis snapshot's, if any),
+    /// or null while some committed payload up to there is unknown.
+    /// </summary>
+    public Membership? ReferenceMembership(ulong index)
+    {
+        while (_membershipKnownTo < index && _membershipKnownTo < MaxCommitted)
+        {
+            var next = _committed[(int)(_membershipKnownTo + 1)];
+            if (!next.DataKnown)
+            {
+                break;
+            }
+
+            _membershipKnownTo++;
+            if (next.Type == EntryType.ConfChange)
+            {
+                _membershipChanges.Add((_membershipKnownTo, _membershipChanges[^1].Membership.Apply(ConfChange.Decode(next.Data.Span))));
+            }
+        }
+
+        if (index > _membershipKnownTo)
+        {
+            return null;
+        }
+
+        // The last change at or before index (the list is short and sorted by index).
+        var lo = 0;
+        var hi = _membershipChanges.Count - 1;
+        while (lo < hi)
+        {
+            var mid = (lo + hi + 1) / 2;
+            if (_membershipChanges[mid].Index <= index)
+            {
+                lo = mid;
+            }
+            else
+            {
+                hi = mid - 1;
+            }
+        }
+
+        return _membershipChanges[lo].Membership;
     }
 
     /// <summary>The state obtained by applying every committed entry up to <paramref name="index"/>, or null if some payload is unknown.</summary>
@@ -320,9 +420,34 @@ internal sealed class InvariantChecker(bool protocolChecks)
         }
     }
 
+    /// <summary>After a node's Ready was made durable (before anything in it is applied): what that committed.</summary>
+    public void ObserveDurable(SimNode node, long now, Func<ulong, SimNode?> nodeById) => ObserveCommit(node, node.Raft!, now, nodeById);
+
+    private static bool IsSingleVoterLeader(SimNode node, RaftNode raft) =>
+        raft.Role == Role.Leader && raft.Membership.Voters.Count == 1 && raft.Membership.IsVoter(node.Id);
+
     private void ObserveCommit(SimNode node, RaftNode raft, long now, Func<ulong, SimNode?> nodeById)
     {
         var commit = raft.CommitIndex;
+        if (raft.Role == Role.Leader)
+        {
+            // A single voter's commit index covers what it appended before that is durable (nothing of it is sent or
+            // applied before it is, and a crash loses it with the commit index): committed is what is durable of it.
+            // (Any other leader commits only what a follower acknowledged, which it sent after making it durable.)
+            if (IsSingleVoterLeader(node, raft))
+            {
+                node.SingleVoterCommitUpTo = Math.Max(node.SingleVoterCommitUpTo, commit);
+            }
+
+            var durable = Math.Min(commit, node.Durable.LastIndex);
+            while (durable > node.ObservedCommit && durable >= node.Durable.FirstIndex &&
+                   (node.Durable.TryGetTerm(durable, out var durableTerm) != LogReadStatus.Ok || !raft.TryGetLogTerm(durable, out var term) || durableTerm != term))
+            {
+                durable--;
+            }
+
+            commit = Math.Max(node.ObservedCommit, durable);
+        }
         if (commit < node.ObservedCommit)
         {
             Fail($"n{node.Id}: commit index went back from {node.ObservedCommit} to {commit}");
@@ -365,19 +490,22 @@ internal sealed class InvariantChecker(bool protocolChecks)
             }
         }
 
-        if (raft.Role == Role.Leader && raft.TryGetLogTerm(commit, out var commitTerm) && commitTerm != raft.Term)
+        // (The commit index itself, not the durable part of it observed above.)
+        if (raft.Role == Role.Leader && raft.TryGetLogTerm(raft.CommitIndex, out var commitTerm) && commitTerm != raft.Term)
         {
             // Raft's commit rule: a leader only advances its commit index by counting replicas of entries of its own term.
             PreviousTermCommits++;
             if (protocolChecks)
             {
-                Fail($"n{node.Id} (leader, term {raft.Term}) advanced its commit index to {commit}, an entry of term {commitTerm}: only current-term entries commit by counting");
+                Fail($"n{node.Id} (leader, term {raft.Term}) advanced its commit index to {raft.CommitIndex}, an entry of term {commitTerm}: only current-term entries commit by counting");
             }
         }
 
         if (protocolChecks && raft.Role == Role.Leader)
         {
-            CheckDurableQuorum(node, raft, low, commit, nodeById);
+            // What a single voter committed is on the quorum of its configuration (itself) once durable there, even if
+            // a configuration with more voters took effect meanwhile.
+            CheckDurableQuorum(node, raft, Math.Max(low, node.SingleVoterCommitUpTo + 1), commit, nodeById);
         }
 
         node.ObservedCommit = commit;

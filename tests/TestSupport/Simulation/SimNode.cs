@@ -66,6 +66,12 @@ internal sealed class SimNode(ulong id)
     public ulong ObservedTerm { get; set; }
     public ulong ObservedCommit { get; set; }
 
+    /// <summary>The commit index the current incarnation found on disk: its membership is as of at least that index.</summary>
+    public ulong MembershipFloor { get; set; }
+
+    /// <summary>The highest commit index this incarnation reached as the only voter of its configuration.</summary>
+    public ulong SingleVoterCommitUpTo { get; set; }
+
     /// <summary>Terms of the node's in-memory log from <see cref="LogTermsFirst"/> on, as last observed.</summary>
     public List<ulong> LogTerms { get; } = [];
     public ulong LogTermsFirst { get; set; } = 1;

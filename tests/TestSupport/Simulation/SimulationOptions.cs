@@ -113,6 +113,35 @@ public sealed record SimulationOptions
     /// <summary>Chance that a voter removal picks the leader itself.</summary>
     public double RemoveLeaderChance { get; init; } = 0.3;
 
+    /// <summary>
+    /// Off (0) by default. With no learner waiting, the chance that the operator removes a voter although the cluster
+    /// has no more than <see cref="Nodes"/> of them, shrinking it down to <see cref="MinVoters"/> (two- and one-voter
+    /// configurations are where a change's timing matters most).
+    /// </summary>
+    public double ShrinkChance { get; init; }
+
+    /// <summary>The fewest voters <see cref="ShrinkChance"/> may leave.</summary>
+    public int MinVoters { get; init; } = 1;
+
+    /// <summary>
+    /// Off by default. The operator shuts a removed node down only once the one voter its removal left (if just one)
+    /// has applied that removal: until then that voter may need the removed node's vote (a change takes effect when
+    /// applied, so a voter that missed the commit still counts the removed one).
+    /// </summary>
+    public bool KeepRemovedUntilLastVoterApplied { get; init; }
+
+    /// <summary>
+    /// Off (0) by default. Chance that the leader fails within <see cref="MaxFailAfterChangeDelayMs"/> of proposing a
+    /// membership change (crashes or is cut off, half the time each): the change may be lost, persisted only there, or
+    /// on a minority, while the others elect.
+    /// </summary>
+    public double FailAfterChangeChance { get; init; }
+
+    public int MaxFailAfterChangeDelayMs { get; init; } = 10;
+
+    /// <summary>Passed to every node when positive: small values split the replay after a restart over several Readys.</summary>
+    public ulong MaxCommittedSizePerReady { get; init; }
+
     /// <summary>A host snapshots its state machine every N applied entries, N drawn per node from this range.</summary>
     public int MinSnapshotEvery { get; init; } = 8;
 
