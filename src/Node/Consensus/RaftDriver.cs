@@ -104,6 +104,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private Task? _ticker;
     private ulong _nextReadContext;
     private ulong _lastSnapshotIndex;
+
+    // The commit index found at start: the core's membership is as of it (not of the applied index) until the replay of
+    // committed entries reaches it, so no snapshot is taken before then (its membership would be ahead of its index).
+    private readonly ulong _replayedMembershipIndex;
     private bool _snapshotInProgress;
     private ulong _appliedTerm;
     private long _lastPurgeProposalMs;
@@ -174,6 +178,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         // at that earlier read index, missing writes acknowledged since. Counting from a random point makes it so.
         _nextReadContext = (ulong)Random.Shared.NextInt64(long.MinValue, long.MaxValue);
         // The core has applied every committed membership change already, so the membership is as of the commit index.
+        _replayedMembershipIndex = _raft.CommitIndex;
         FollowMembership(asOf: _raft.CommitIndex);
         Log.Restarted(logger, settings.NodeId, _raft.Term, _raft.CommitIndex, _raft.LastIndex, snapshot.Index);
         _status = BuildStatus();
@@ -984,7 +989,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private void MaybeTakeSnapshot()
     {
         var applied = _raft.AppliedIndex;
-        if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied)
+        if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied || applied < _replayedMembershipIndex)
         {
             return;
         }
