@@ -66,4 +66,37 @@ public sealed class ReplicationTests(ITestOutputHelper output)
         var digest = await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(20));
         output.WriteLine($"every replica: {digest}");
     }
+
+    /// <summary>
+    /// A node started with another memory cap than the others' would evict other keys from the same entries and diverge
+    /// for good (a rolling change of MaxMemoryBytes did exactly that). The others refuse its Raft traffic and it refuses
+    /// theirs, so it applies nothing; started again with the cluster's settings, it catches up and agrees.
+    /// </summary>
+    [Fact]
+    public async Task ANodeWhoseCacheSettingsDifferGetsNoEntriesUntilItIsStartedWithTheClustersOwn()
+    {
+        var settings = new Dictionary<string, string> { ["MaxMemoryBytes"] = "65536" };
+        await using var cluster = new LocalCluster(output, settings: settings);
+        cluster.SetNodeSetting(3, "MaxMemoryBytes", "131072");
+        cluster[1].Start();
+        cluster[2].Start();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        cluster[3].Start();
+        for (var i = 0; i < 1_000; i++)
+        {
+            var reply = await cluster.ExecuteAsync(leader, Commands.Set($"key-{i}", new string('v', 100)));
+            Assert.True(reply.ResultCase == Reply.ResultOneofCase.Ok, reply.Describe());
+        }
+
+        var commit = (await cluster.StatusAsync(leader)).CommitIndex;
+        await Eventually.WaitAsync(() => cluster[3].RecentOutput(200).Contains("its cache settings (max-memory-bytes=", StringComparison.Ordinal), TimeSpan.FromSeconds(30), "node 3 to log that its peers' settings differ");
+        var refused = await cluster.StatusAsync(3);
+        Assert.True(refused.AppliedIndex < commit / 2, $"node 3 applied {refused.AppliedIndex} of {commit} entries under its own cap");
+
+        await cluster[3].StopAsync(TimeSpan.FromSeconds(10));
+        cluster.SetNodeSetting(3, "MaxMemoryBytes", null);
+        cluster[3].Start();
+        await Verify.CaughtUpAsync(cluster, TimeSpan.FromSeconds(30));
+        output.WriteLine($"every replica: {await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(20))}");
+    }
 }

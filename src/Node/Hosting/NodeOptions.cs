@@ -1,3 +1,4 @@
+using System.Globalization;
 using Dcache.Protocol;
 
 namespace Dcache.Node.Hosting;
@@ -58,6 +59,12 @@ public sealed class NodeOptions
 
     /// <summary>A client session is forgotten after this long without writes.</summary>
     public int SessionTimeoutSeconds { get; set; } = 3600;
+
+    /// <summary>
+    /// The settings every replica's cache must share, as the nodes compare them (ClusterCredentials.CacheSettingsHeader):
+    /// the memory cap decides which keys eviction removes, the session timeout which retried writes apply.
+    /// </summary>
+    public string CacheSettings => string.Create(CultureInfo.InvariantCulture, $"max-memory-bytes={MaxMemoryBytes};session-timeout-seconds={SessionTimeoutSeconds}");
 
     /// <summary>How long a write or linearizable read may wait inside the node before it fails.</summary>
     public int RequestTimeoutMilliseconds { get; set; } = 5000;

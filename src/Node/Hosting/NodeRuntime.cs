@@ -57,7 +57,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         }
 
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
-        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret);
+        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings);
         Addresses = new AddressBook(members);
 
         var raftOptions = new RaftOptions

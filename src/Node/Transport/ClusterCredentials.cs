@@ -5,8 +5,11 @@ using Grpc.Core.Interceptors;
 
 namespace Dcache.Node.Transport;
 
-/// <summary>The cluster id and shared secret every gRPC call carries in its headers.</summary>
-public sealed class ClusterCredentials(string clusterId, string secret)
+/// <summary>
+/// The cluster id and shared secret every gRPC call carries in its headers; and, on the calls between nodes, the
+/// settings every replica's cache must share (<paramref name="cacheSettings"/>, see <see cref="CacheSettingsHeader"/>).
+/// </summary>
+public sealed class ClusterCredentials(string clusterId, string secret, string cacheSettings = "")
 {
     public const string ClusterIdHeader = "dcache-cluster-id";
     public const string SecretHeader = "dcache-secret";
@@ -18,7 +21,18 @@ public sealed class ClusterCredentials(string clusterId, string secret)
     /// <summary>The newest log entry format the sender's build reads (absent: 1, a build from before it was sent).</summary>
     public const string EntryFormatHeader = "dcache-entry-format";
 
+    /// <summary>
+    /// The settings that decide what a replica's cache does with the entries it applies, besides the entries themselves
+    /// (the memory cap, which keys eviction removes; the session timeout, which retries apply): replicas that differ in
+    /// them diverge for good. Nodes refuse Raft traffic from a node whose settings differ (absent: a build from before
+    /// the header, not checked).
+    /// </summary>
+    public const string CacheSettingsHeader = "dcache-cache-settings";
+
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
+
+    /// <summary>This node's cache settings as <see cref="CacheSettingsHeader"/> carries them ("" in tools, which apply nothing).</summary>
+    public string CacheSettings { get; } = cacheSettings;
 
     public string ClusterId { get; } = clusterId;
 
@@ -40,6 +54,11 @@ public sealed class ClusterCredentials(string clusterId, string secret)
         if (entryFormat is { } format)
         {
             headers.Add(EntryFormatHeader, format.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        if (from is not null && CacheSettings.Length > 0)
+        {
+            headers.Add(CacheSettingsHeader, CacheSettings);
         }
 
         return headers;

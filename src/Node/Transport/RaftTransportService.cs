@@ -51,7 +51,7 @@ public interface IIncomingSnapshot : IAsyncDisposable
 }
 
 /// <summary>Receives Raft messages and snapshots from peers, after checking who sends them.</summary>
-public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftTransportService> logger) : Wire.RaftTransport.RaftTransportBase
+public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCredentials credentials, ILogger<RaftTransportService> logger) : Wire.RaftTransport.RaftTransportBase
 {
     public override async Task<Wire.SendSummary> Send(IAsyncStreamReader<Wire.RaftMessage> requestStream, ServerCallContext context)
     {
@@ -165,6 +165,16 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
             throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} was removed from this cluster"));
         }
 
+        if (context.RequestHeaders.GetValue(ClusterCredentials.CacheSettingsHeader) is { Length: > 0 } theirs
+            && credentials.CacheSettings.Length > 0 && theirs != credentials.CacheSettings)
+        {
+            // Entries applied under different settings leave different caches behind (other keys evicted, other retries
+            // applied), and nothing would ever bring them together again: no Raft traffic either way until they agree.
+            Log.CacheSettingsDiffer(logger, from, theirs, credentials.CacheSettings);
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"node {from}'s cache settings ({theirs}) differ from node {inbox.NodeId}'s ({credentials.CacheSettings}): replicas would diverge; set MaxMemoryBytes and SessionTimeoutSeconds identically on every node"));
+        }
+
         if (context.RequestHeaders.GetValue(ClusterCredentials.FromAddressHeader) is { Length: > 0 } address
             && Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp)
         {
@@ -204,6 +214,9 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ILogger<RaftT
 
     private static partial class Log
     {
+        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its cache settings ({Theirs}) differ from this node's ({Ours}), and replicas that apply entries under different settings diverge. Set MaxMemoryBytes and SessionTimeoutSeconds identically on every node (see operations.md)")]
+        public static partial void CacheSettingsDiffer(ILogger logger, ulong peer, string theirs, string ours);
+
         [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from node {Peer}, which was removed from the cluster")]
         public static partial void RemovedPeer(ILogger logger, ulong peer);
 

@@ -17,6 +17,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly ITestOutputHelper _output;
     private readonly Dictionary<ulong, GrpcChannel> _channels = [];
     private readonly Dictionary<string, string> _settings;
+    private readonly Dictionary<ulong, Dictionary<string, string>> _nodeSettings = [];
     // Nodes started to join the running cluster, and the InitialCluster each is started with.
     private readonly Dictionary<ulong, string> _joiners = [];
     private List<string>? _gatewayArguments;
@@ -83,7 +84,27 @@ internal sealed class LocalCluster : IAsyncDisposable
         }
 
         args.AddRange(_settings.Select(kv => $"--Dcache:Node:{kv.Key}={kv.Value}"));
+        if (_nodeSettings.TryGetValue(id, out var own))
+        {
+            // Later arguments win: this node's own settings over the cluster's.
+            args.AddRange(own.Select(kv => $"--Dcache:Node:{kv.Key}={kv.Value}"));
+        }
+
         return args;
+    }
+
+    /// <summary>Gives node <paramref name="id"/> a setting of its own from its next start on (null: the cluster's again).</summary>
+    public void SetNodeSetting(ulong id, string key, string? value)
+    {
+        var own = _nodeSettings.TryGetValue(id, out var existing) ? existing : _nodeSettings[id] = [];
+        if (value is null)
+        {
+            own.Remove(key);
+        }
+        else
+        {
+            own[key] = value;
+        }
     }
 
     /// <summary>
