@@ -175,8 +175,10 @@ public sealed class SnapshotStore : IDisposable
         string room;
         try
         {
+            // FasterLog writes a page at a time: with less than a page free, that is why the write failed.
             var free = new DriveInfo(_geometry.Directory).AvailableFreeSpace;
-            room = free == 0 ? "No space left on device: 0 bytes free on its file system" : $"{free} bytes free on its file system";
+            var page = 1L << _options.SnapshotLog.PageSizeBits;
+            room = free < page ? $"No space left on device: {free} bytes free on its file system, less than a page ({page} bytes)" : $"{free} bytes free on its file system";
         }
         catch (IOException)
         {

@@ -347,8 +347,28 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     // The channel is unbounded: a write fails only once it is completed, when the loop has stopped.
     bool IRaftInbox.TryPost(Message message, long readTimeMs) => _inputs.Writer.TryWrite(new PeerMessageInput(message, readTimeMs));
 
-    IIncomingSnapshot IRaftInbox.BeginSnapshot(ulong peer, Message message) =>
-        new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
+    IIncomingSnapshot IRaftInbox.BeginSnapshot(ulong peer, Message message)
+    {
+        try
+        {
+            return new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
+        }
+        catch (StorageWriteException ex)
+        {
+            throw SnapshotStoreFailed(ex);
+        }
+    }
+
+    /// <summary>
+    /// The snapshot store cannot write durably (a full disk): it will not again in this process (FasterLog keeps the
+    /// failure), so the node stops, as it does when its Raft log cannot. Otherwise a follower behind the leader's log
+    /// would live on without ever installing the snapshot it needs. Returns the failure for the caller to throw.
+    /// </summary>
+    private StorageWriteException SnapshotStoreFailed(StorageWriteException failure)
+    {
+        _inputs.Writer.TryWrite(new SnapshotPersistedInput(null, failure));
+        return failure;
+    }
 
     void ITransportEvents.PeerUnreachable(ulong peer) => _inputs.Writer.TryWrite(new PeerUnreachableInput(peer));
 
@@ -1019,8 +1039,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         catch (StorageWriteException ex)
         {
-            // The snapshot store cannot write durably (a full disk): the node stops, as it does when its Raft log cannot.
-            _inputs.Writer.TryWrite(new SnapshotPersistedInput(null, ex));
+            SnapshotStoreFailed(ex);
         }
         catch (Exception ex) when (ex is InvalidOperationException or IOException)
         {
@@ -1324,13 +1343,29 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         public ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
         {
-            writer.Write(chunk.Span);
+            try
+            {
+                writer.Write(chunk.Span);
+            }
+            catch (StorageWriteException ex)
+            {
+                throw driver.SnapshotStoreFailed(ex);
+            }
+
             return ValueTask.CompletedTask;
         }
 
         public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken)
         {
-            writer.Commit(checksum);
+            try
+            {
+                writer.Commit(checksum);
+            }
+            catch (StorageWriteException ex)
+            {
+                throw driver.SnapshotStoreFailed(ex);
+            }
+
             return driver._inputs.Writer.TryWrite(new SnapshotReceivedInput(message))
                 ? ValueTask.CompletedTask
                 : ValueTask.FromException(new InvalidOperationException("the node stopped before it could install the snapshot"));

@@ -99,6 +99,32 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_snapshot_from_the_leader_the_store_cannot_write_durably_stops_the_loop_too()
+    {
+        var membership = Membership.Of([1UL, 2UL, 3UL]);
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, MemoryStorage.Bootstrap(membership), new FullDiskSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        try
+        {
+            // A follower behind the leader's log can catch up only by this snapshot: living on without it helps nobody.
+            var inbox = (IRaftInbox)driver;
+            var message = new Message { Type = MessageType.Snapshot, From = 1, To = 2, Term = 1, Snapshot = new SnapshotMetadata(100, 1, membership) };
+            Assert.Throws<StorageWriteException>(() => inbox.BeginSnapshot(1, message));
+            var failure = await Assert.ThrowsAsync<StorageWriteException>(() => driver.Completion.WaitAsync(Patience));
+            Assert.Contains("could not be written durably", failure.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+    }
+
     /// <summary>
     /// What one loop round spends on a snapshot, printed rather than asserted (timings belong to benchmarks): the capture
     /// in one call (how the loop took it before) against the longest round of a capture in slices of 4,096 keys with a
@@ -258,6 +284,7 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
         public IReadOnlyList<StoredSnapshot> All() => [];
 
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) =>
+            throw new StorageWriteException("the snapshot store in /data/snapshots could not be written durably (No space left on device: 0 bytes free on its file system): Commit failed");
     }
 }
