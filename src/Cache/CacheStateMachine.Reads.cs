@@ -119,6 +119,36 @@ public sealed partial class CacheStateMachine
     /// </summary>
     public KeysRead BeginKeys(long nowMs) => new(this, BeginWalk(), nowMs);
 
+    /// <summary>
+    /// The horizon for a purge of expired keys that removes about <paramref name="maxKeys"/> at most: <paramref name="nowMs"/>
+    /// when no more than that many have expired by then, else the expiry time of the <paramref name="maxKeys"/>-th soonest
+    /// (a purge up to it also removes the keys expiring in that same millisecond, so that the keys a purge removes never
+    /// depend on how a replica orders keys of equal expiry). What the leader proposes, so that one purge entry never
+    /// holds every replica's apply for as long as removing a whole wave of expired keys takes. O(maxKeys).
+    /// </summary>
+    public long PurgeHorizon(long nowMs, int maxKeys)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxKeys, 1);
+        var seen = 0;
+        foreach (var entry in _expiryIndex)
+        {
+            if (entry.ExpireAtMs > nowMs)
+            {
+                break;
+            }
+
+            if (++seen == maxKeys)
+            {
+                return entry.ExpireAtMs;
+            }
+        }
+
+        return nowMs;
+    }
+
+    /// <summary>True when some key has expired by <paramref name="nowMs"/> but is still stored (a purge would remove it). O(1).</summary>
+    public bool HasExpiredKeys(long nowMs) => _expiryIndex.Count > 0 && _expiryIndex.Min!.ExpireAtMs <= nowMs;
+
     /// <summary>DBSIZE: keys not expired by <paramref name="nowMs"/>. Costs O(expired but not yet purged).</summary>
     public long CountKeys(long nowMs)
     {

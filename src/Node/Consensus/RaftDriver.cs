@@ -111,6 +111,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private bool _snapshotInProgress;
     private ulong _appliedTerm;
     private long _lastPurgeProposalMs;
+
+    // A purge of expired keys removes at most about this many (whole milliseconds of expiry at a time): removing a key
+    // costs 1-4 us, and every replica applies the purge in one piece, so a wave of keys expiring together (loaded with
+    // one TTL, or given one EXPIREAT) is taken a bounded bite per tick rather than all at once.
+    private const int MaxKeysPerPurge = 16_384;
+    private ulong _lastPurgeIndex;
+    private bool _purgeBehind;
     private volatile NodeStatusView _status;
     private CancellationToken _closing;
     private int _disposed;
@@ -614,15 +621,25 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         ExpireOverdueRequests(now);
         // Keeps the correction a leader publishes to its followers fresh, and withdraws it once this node stops leading.
         _ = ClusterNowMs();
-        if (_raft.Role == Role.Leader && now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds)
+        // Every interval; or at the next tick once the last purge has applied, while expired keys are left behind.
+        if (_raft.Role == Role.Leader
+            && (now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds || _purgeBehind)
+            && _cache.AppliedIndex >= _lastPurgeIndex)
         {
             _lastPurgeProposalMs = now;
+            _purgeBehind = false;
             if (_cache.GetStatistics().KeysWithExpiry > 0)
             {
                 _encodeBuffer.ResetWrittenCount();
                 var stamp = StampMs();
-                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp), stamp);
-                _raft.Propose(EncodedEntry());
+                var horizon = _cache.PurgeHorizon(stamp, MaxKeysPerPurge);
+                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp), horizon);
+                var proposed = _raft.Propose(EncodedEntry());
+                if (proposed.Accepted)
+                {
+                    _lastPurgeIndex = proposed.Index;
+                    _purgeBehind = horizon < stamp;
+                }
             }
         }
     }

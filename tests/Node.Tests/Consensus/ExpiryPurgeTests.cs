@@ -1,0 +1,121 @@
+using Dcache.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Tests.Cache;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>The leader's purges of expired keys: a bounded bite each, so that no purge holds every replica's apply for long.</summary>
+public sealed class ExpiryPurgeTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public void A_purge_horizon_bounds_the_keys_a_purge_removes_but_never_splits_a_millisecond()
+    {
+        var cache = new CacheHarness();
+        var t = cache.NowMs + 1_000;
+        // 10 keys expiring in each of the 100 milliseconds from t.
+        for (var i = 0; i < 1_000; i++)
+        {
+            cache.Set("k" + i, "v", SetOptions.ExpiringAt(t + (i / 10)));
+        }
+
+        Assert.Equal(t - 500, cache.Machine.PurgeHorizon(t - 500, 5));
+        Assert.False(cache.Machine.HasExpiredKeys(t - 1));
+        Assert.True(cache.Machine.HasExpiredKeys(t));
+        Assert.Equal(t + 50, cache.Machine.PurgeHorizon(t + 50, 1_000));
+        Assert.Equal(t + 1, cache.Machine.PurgeHorizon(t + 5_000, 15));
+        var removed = new List<long>();
+        cache.NowMs = t + 5_000;
+        while (cache.Machine.HasExpiredKeys(cache.NowMs))
+        {
+            removed.Add(cache.Purge(cache.Machine.PurgeHorizon(cache.NowMs, 15)).Integer);
+        }
+
+        // 15 keys reach into a millisecond's 10: each purge takes the whole millisecond, 20 keys.
+        Assert.Equal(Enumerable.Repeat(20L, 50), removed);
+    }
+
+    [Fact]
+    public async Task A_wave_of_keys_expiring_together_is_purged_in_bounded_bites_until_none_is_left()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, new MemorySnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        const int Keys = 50_000;
+        try
+        {
+            // 500 keys a millisecond over 100 ms, all some seconds ahead: expired together by the time they are in, and within
+            // one purge interval (a second, the default).
+            var expireFrom = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + 5_000;
+            ulong id = 0;
+            foreach (var batch in Enumerable.Range(0, Keys).Chunk(1_000))
+            {
+                var replies = await Task.WhenAll(batch.Select(i => driver.ExecuteAsync(new Proto.Command
+                {
+                    Id = ++id,
+                    Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("wave:" + i), Value = ByteString.CopyFromUtf8("v"), ExpireAtMs = expireFrom + (i / 500) },
+                }))).WaitAsync(Patience);
+                Assert.All(replies, reply => Assert.Equal(Proto.Reply.ResultOneofCase.Ok, reply.ResultCase));
+            }
+
+            var deadline = DateTime.UtcNow + Patience;
+            while (await driver.RunOnLoopAsync(_ => driver.Cache.StoredKeyCount).WaitAsync(Patience) > 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the expired keys were not all purged in time");
+                await Task.Delay(50);
+            }
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+
+        // Replayed, each purge entry says how many keys it removed.
+        var machine = new CacheStateMachine();
+        var entries = new List<Entry>();
+        Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(1, disk.LastIndex + 1, ulong.MaxValue, entries));
+        var purged = new List<long>();
+        foreach (var entry in entries)
+        {
+            if (entry.Type == EntryType.ConfChange)
+            {
+                machine.SkipEntry(entry.Index);
+                continue;
+            }
+
+            var reply = machine.Apply(entry.Index, entry.Data.Span);
+            if (!entry.Data.IsEmpty && CacheCommand.Decode(entry.Data.Span).Kind == CacheCommandKind.PurgeExpired && reply.Integer > 0)
+            {
+                purged.Add(reply.Integer);
+            }
+        }
+
+        Assert.Equal(Keys, purged.Sum());
+        // No more than the bound and the rest of the millisecond it ends in (500 keys a millisecond here).
+        Assert.True(purged.Max() <= 16_384 + 500, $"one purge removed {purged.Max()} keys: {string.Join(", ", purged)}");
+        Assert.True(purged.Count >= 4, $"{purged.Count} purges: {string.Join(", ", purged)}");
+    }
+
+    private sealed class MemorySnapshots : INodeSnapshotStore
+    {
+        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
+
+        public StoredSnapshot? Find(ulong index) => null;
+
+        public IReadOnlyList<StoredSnapshot> All() => [];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
+    }
+}
