@@ -117,6 +117,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     // one TTL, or given one EXPIREAT) is taken a bounded bite per tick rather than all at once.
     private const int MaxKeysPerPurge = 16_384;
     private ulong _lastPurgeIndex;
+    private ulong _lastPurgeTerm;
     private bool _purgeBehind;
     private volatile NodeStatusView _status;
     private CancellationToken _closing;
@@ -621,10 +622,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         ExpireOverdueRequests(now);
         // Keeps the correction a leader publishes to its followers fresh, and withdraws it once this node stops leading.
         _ = ClusterNowMs();
-        // Every interval; or at the next tick once the last purge has applied, while expired keys are left behind.
+        // Every interval; or at the next tick once the last purge has applied, while expired keys are left behind. A
+        // purge proposed in an earlier term may never apply (another leader's entries replaced it, and without writes
+        // the log need never reach its index again): only this term's last purge is waited for.
         if (_raft.Role == Role.Leader
             && (now - _lastPurgeProposalMs >= (long)_settings.ExpiryPurgeInterval.TotalMilliseconds || _purgeBehind)
-            && _cache.AppliedIndex >= _lastPurgeIndex)
+            && (_cache.AppliedIndex >= _lastPurgeIndex || _lastPurgeTerm != _raft.Term))
         {
             _lastPurgeProposalMs = now;
             _purgeBehind = false;
@@ -638,6 +641,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 if (proposed.Accepted)
                 {
                     _lastPurgeIndex = proposed.Index;
+                    _lastPurgeTerm = proposed.Term;
                     _purgeBehind = horizon < stamp;
                 }
             }

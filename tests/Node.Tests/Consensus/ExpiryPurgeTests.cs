@@ -108,6 +108,91 @@ public sealed class ExpiryPurgeTests
         Assert.True(purged.Count >= 4, $"{purged.Count} purges: {string.Join(", ", purged)}");
     }
 
+    [Fact]
+    public async Task A_leader_elected_again_purges_though_its_purge_of_an_earlier_term_was_lost()
+    {
+        // Node 1 of three (nodes 2 and 3 exist only as the messages the test posts; node 1 sends nowhere). As leader of
+        // term 2 it proposes a purge that never commits, behind two entries of its own; node 3 then leads term 3 with a
+        // shorter log, which replaces that purge. Elected again in term 4, node 1 must purge again: its log never reaches
+        // the lost purge's index without writes, so waiting for that index to apply would stop purges for good.
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, new MemorySnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        void Post(Message message) => Assert.True(((IRaftInbox)driver).TryPost(message, 0));
+        async Task WaitFor(Func<RaftNode, bool> condition, string what)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+            while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
+            {
+                Assert.True(DateTime.UtcNow < deadline, what);
+                await Task.Delay(10);
+            }
+        }
+
+        try
+        {
+            // Index 4, committed by node 2 (term 1): a key with a TTL, so that the leader has keys to purge.
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            Dcache.Node.Services.WriteEncoder.Encode(new Proto.Command
+            {
+                Id = 1,
+                Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("v"), TtlMs = 3_600_000 },
+            }, now, buffer);
+            var data = buffer.WrittenSpan.ToArray();
+            CacheCommand.SetFormatVersion(data, CacheCommand.FormatVersion);
+            Post(new Message { Type = MessageType.Append, From = 2, To = 1, Term = 1, Index = 3, LogTerm = 1, Commit = 4, Entries = [new Entry(4, 1, EntryType.Normal, data)] });
+            await WaitFor(_ => driver.Cache.AppliedIndex == 4, "node 1 did not apply node 2's write");
+
+            // Term 2: leader, its no-op at 5 and two entries of its own at 6 and 7, all in one loop round; the next tick
+            // proposes a purge at 8.
+            await driver.RunOnLoopAsync(raft =>
+            {
+                raft.Campaign();
+                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 2, To = 1, Term = 2 });
+                raft.Step(new Message { Type = MessageType.VoteResponse, From = 2, To = 1, Term = 2 });
+                Assert.Equal(Role.Leader, raft.Role);
+                Assert.True(raft.Propose(ReadOnlyMemory<byte>.Empty).Accepted);
+                Assert.True(raft.Propose(ReadOnlyMemory<byte>.Empty).Accepted);
+                return raft.LastIndex;
+            }).WaitAsync(Patience);
+            await WaitFor(raft => raft.LastIndex == 8, "node 1 did not propose a purge as leader of term 2");
+
+            // Term 3: node 3 leads with the log up to 4 and its no-op at 5; node 1 follows, and its entries 5-8 are gone.
+            Post(new Message { Type = MessageType.Append, From = 3, To = 1, Term = 3, Index = 4, LogTerm = 1, Commit = 5, Entries = [new Entry(5, 3, EntryType.Normal, ReadOnlyMemory<byte>.Empty)] });
+            await WaitFor(raft => raft.Role == Role.Follower && raft.LastIndex == 5 && driver.Cache.AppliedIndex == 5, "node 1 did not follow node 3");
+
+            // Term 4: node 1 leads again; its no-op at 6 commits with node 3's acknowledgement, and everything is applied.
+            await driver.RunOnLoopAsync(raft =>
+            {
+                raft.Campaign();
+                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 3, To = 1, Term = 4 });
+                raft.Step(new Message { Type = MessageType.VoteResponse, From = 3, To = 1, Term = 4 });
+                return raft.Role;
+            }).WaitAsync(Patience);
+            Post(new Message { Type = MessageType.AppendResponse, From = 3, To = 1, Term = 4, Index = 6 });
+            await WaitFor(raft => raft.Role == Role.Leader && driver.Cache.AppliedIndex >= 6, "node 1 did not lead term 4");
+
+            await WaitFor(_ => disk.LastIndex > 6, "node 1, leading term 4, never proposed a purge again");
+            var kind = await driver.RunOnLoopAsync(_ =>
+            {
+                var entries = new List<Entry>();
+                Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(7, 8, ulong.MaxValue, entries));
+                return CacheCommand.Decode(entries[0].Data.Span).Kind;
+            }).WaitAsync(Patience);
+            Assert.Equal(CacheCommandKind.PurgeExpired, kind);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+    }
+
     private sealed class MemorySnapshots : INodeSnapshotStore
     {
         public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
