@@ -1062,9 +1062,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             SnapshotStoreFailed(ex);
         }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        catch (Exception ex)
         {
-            // e.g. a snapshot arriving from the leader is being written: try again after more entries.
+            // E.g. a snapshot arriving from the leader is being written, or the catalogue could not be written: try again
+            // after more entries. Whatever it was, the loop hears of it, or it would wait for this snapshot for good and
+            // never take another.
             Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
         }

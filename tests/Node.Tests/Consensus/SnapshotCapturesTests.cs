@@ -100,6 +100,36 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_snapshot_that_fails_for_any_other_reason_is_taken_again_later()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
+        var store = new FailingOnceSnapshots();
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        try
+        {
+            // The first snapshot fails (as a catalogue write on a full SQLite database would); a later one must be taken.
+            var random = new Random(5);
+            for (ulong id = 1; id <= 400 && !store.Saved.IsCompleted; id++)
+            {
+                await Write(driver, random, id);
+            }
+
+            await store.Saved.WaitAsync(Patience);
+            Assert.False(driver.Completion.IsCompleted);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task A_snapshot_from_the_leader_the_store_cannot_write_durably_stops_the_loop_too()
     {
         var membership = Membership.Of([1UL, 2UL, 3UL]);
@@ -271,6 +301,31 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         public StoredSnapshot? Find(ulong index) => _stored.GetValueOrDefault(index);
 
         public IReadOnlyList<StoredSnapshot> All() => [.. _stored.Values.OrderByDescending(s => s.Metadata.Index)];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
+    }
+
+    private sealed class FailingOnceSnapshots : INodeSnapshotStore
+    {
+        private readonly TaskCompletionSource _saved = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _attempts;
+
+        public Task Saved => _saved.Task;
+
+        public void Save(SnapshotMetadata metadata, Action<Stream> write)
+        {
+            if (Interlocked.Increment(ref _attempts) == 1)
+            {
+                throw new NotSupportedException("the catalogue could not be written");
+            }
+
+            write(Stream.Null);
+            _saved.TrySetResult();
+        }
+
+        public StoredSnapshot? Find(ulong index) => null;
+
+        public IReadOnlyList<StoredSnapshot> All() => [];
 
         public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
     }
