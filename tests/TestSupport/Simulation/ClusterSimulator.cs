@@ -346,6 +346,7 @@ public sealed partial class ClusterSimulator
     {
         var storage = _disk.Open(node.Id);
         VerifyDurableState(node, storage);
+        _invariants.ForgetLostEntries(node, storage);
         _stats.Restarts++;
         _trace.Add(_now, "restart", node.Id, $"snapshot={storage.Snapshot.Index} last={storage.LastIndex} hs={storage.InitialState().HardState}");
         StartProcess(node, storage);

@@ -407,6 +407,12 @@ internal sealed class InvariantChecker(bool protocolChecks)
             Fail($"log matching: n{node.Id} holds {entry} with a payload different from the {entry.Index}/{entry.Term} first seen on n{known.FirstNode}");
         }
 
+        if (known.FirstNode != node.Id && !known.SeenElsewhere)
+        {
+            known = known with { SeenElsewhere = true };
+            _logged[key] = known;
+        }
+
         if (previousKnown)
         {
             if (!known.PreviousKnown)
@@ -416,6 +422,25 @@ internal sealed class InvariantChecker(bool protocolChecks)
             else if (known.PreviousTerm != previousTerm)
             {
                 Fail($"log matching: on n{node.Id} entry {entry.Index}/{entry.Term} follows term {previousTerm}, on n{known.FirstNode} it follows term {known.PreviousTerm}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// A node restarts from <paramref name="durable"/>: the entries it held only in memory are gone as if never made. A
+    /// sole voter's term and vote are its own to lose too, so after such a crash it may win the same term again and make
+    /// other entries at the same indexes, which is no breach of log matching as long as the lost ones never left it
+    /// (a host sends only what is durable). Entries first seen on it, never on another node, and not on its disk are
+    /// forgotten.
+    /// </summary>
+    public void ForgetLostEntries(SimNode node, IRaftLogReader durable)
+    {
+        foreach (var (key, entry) in _logged.ToList())
+        {
+            if (entry.FirstNode == node.Id && !entry.SeenElsewhere
+                && !(durable.TryGetTerm(key.Index, out var term) == LogReadStatus.Ok && term == key.Term))
+            {
+                _logged.Remove(key);
             }
         }
     }
@@ -608,5 +633,6 @@ internal sealed class InvariantChecker(bool protocolChecks)
 
     private static void Contract(string message) => throw new SimulationViolation(FailureKind.Exception, "Ready/API contract: " + message);
 
-    private readonly record struct LoggedEntry(EntryType Type, ReadOnlyMemory<byte> Data, bool PreviousKnown, ulong PreviousTerm, ulong FirstNode);
+    /// <param name="SeenElsewhere">Another node has held it too (so it left its first node, which sends only what is durable).</param>
+    private readonly record struct LoggedEntry(EntryType Type, ReadOnlyMemory<byte> Data, bool PreviousKnown, ulong PreviousTerm, ulong FirstNode, bool SeenElsewhere = false);
 }
