@@ -50,7 +50,9 @@ public sealed class ReadContextTests
     [Fact]
     public async Task AReadWhoseIndexThisNodeNeverAppliesFailsAtItsDeadline()
     {
-        await using var follower = Follower.Start(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), requestTimeout: TimeSpan.FromMilliseconds(200));
+        // Long enough that the answer below arrives well before the deadline also on a loaded machine (with 200 ms, a CI
+        // run once saw the read fail while still waiting for its index); the read then waits this long for nothing.
+        await using var follower = Follower.Start(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), requestTimeout: TimeSpan.FromSeconds(2));
         var read = follower.Driver.ExecuteAsync(Get("k"));
         var context = await follower.ForwardedContextAsync();
 
