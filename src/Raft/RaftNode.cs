@@ -483,6 +483,18 @@ public sealed partial class RaftNode
             {
                 BecomeFollower(message.Term, message.From);
             }
+            else if (message.Type == MessageType.Vote && _role != Role.Leader
+                     && !_log.IsUpToDate(message.Index, message.LogTerm))
+            {
+                // A candidate we will refuse (our log is ahead) takes our term but not our election timer: if the
+                // timer restarted, every failed campaign of a behind node would put off ours, and ours is one that
+                // can win (thesis 3.4: only granting a vote or hearing a leader restarts it).
+                var elapsed = _electionElapsed;
+                var timeout = _randomizedElectionTimeout;
+                BecomeFollower(message.Term, 0);
+                _electionElapsed = elapsed;
+                _randomizedElectionTimeout = timeout;
+            }
             else
             {
                 BecomeFollower(message.Term, 0);

@@ -33,6 +33,41 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void ABehindCandidateCampaigningOverAndOverDoesNotPutOffTheElectionOfAFollowerAheadOfIt()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Isolate(3);
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.True(leader.Propose($"v{i}").Accepted);
+        }
+
+        cluster.Stabilize();
+        cluster.Heal();
+        cluster.Isolate(1);
+        var behind = cluster[3].Raft!;
+        var ahead = cluster[2].Raft!;
+        var behindLastTerm = behind.Term;
+        Assert.True(behind.LastIndex < ahead.LastIndex);
+
+        // Node 3 asks for a vote at a new term every tick, as a node without pre-vote whose log is behind would. Node 2
+        // refuses each, and must still run for leader within its own randomized election timeout.
+        var ticks = 0;
+        while (ahead.Role == Role.Follower && ticks <= 2 * 10)
+        {
+            ahead.Step(new Message
+            {
+                Type = MessageType.Vote, From = 3, To = 2, Term = ahead.Term + 1, Index = behind.LastIndex, LogTerm = behindLastTerm,
+            });
+            cluster.Tick(1, only: 2);
+            ticks++;
+        }
+
+        Assert.True(ahead.Role != Role.Follower, $"node 2 did not campaign within {ticks} ticks");
+    }
+
+    [Fact]
     public void CheckQuorumMakesAnIsolatedLeaderStepDown()
     {
         var cluster = new TestCluster(3);
