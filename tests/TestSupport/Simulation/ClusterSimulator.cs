@@ -701,7 +701,10 @@ public sealed partial class ClusterSimulator
     private void MaybeTakeSnapshot(SimNode node)
     {
         // Not during the replay after a restart: the core's membership is as of the commit index found at start until then.
-        if (node.Applied < node.SnapshotIndex + (ulong)node.SnapshotEvery || node.Storage!.Snapshot.Index >= node.Applied || node.Applied < node.MembershipFloor)
+        // Nor while the core holds a snapshot it accepted from a message stepped after the Ready just completed was
+        // handed out: its membership is that snapshot's, ahead of the applied index, until the next Ready installs it.
+        if (node.Applied < node.SnapshotIndex + (ulong)node.SnapshotEvery || node.Storage!.Snapshot.Index >= node.Applied || node.Applied < node.MembershipFloor
+            || node.Raft!.FirstLogIndex > node.Applied + 1)
         {
             return;
         }
