@@ -1029,8 +1029,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// </summary>
     private void MaybeTakeSnapshot()
     {
+        // Not while the core has another Ready: it may hold a snapshot from the leader that it accepted after handing
+        // out the Ready just applied, and its membership is then that snapshot's, ahead of the applied index. The last
+        // Ready of the round gets here with none pending.
         var applied = _raft.AppliedIndex;
-        if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied || applied < _replayedMembershipIndex)
+        if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied || applied < _replayedMembershipIndex
+            || _raft.HasReady())
         {
             return;
         }
