@@ -29,7 +29,9 @@ internal static class FloatFormat
     public static bool TryParse(ReadOnlySpan<byte> text, out double value)
     {
         value = 0;
-        if (text.IsEmpty || text.Length >= MaxLength || !Ascii.IsValid(text))
+        // A NUL byte too: .NET's parsers take trailing NULs for the end of the text, so "1\0" would read as 1, where
+        // Redis's string2ld requires strtold to have read every byte.
+        if (text.IsEmpty || text.Length >= MaxLength || !Ascii.IsValid(text) || text.Contains((byte)0))
         {
             return false;
         }

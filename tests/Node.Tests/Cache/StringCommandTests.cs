@@ -152,6 +152,20 @@ public sealed class StringCommandTests
     }
 
     [Fact]
+    public void Incrbyfloat_refuses_a_float_followed_by_nul_bytes_as_redis_does()
+    {
+        // .NET's number parsing stops at trailing NULs; Redis's string2ld requires every byte to be part of the number.
+        var cache = new CacheHarness();
+        foreach (var text in (string[])["-999\0", "1.5\0\0", "\0", "1\0" + "2"])
+        {
+            cache.Set("f", text);
+            Assert.Equal(Error(CacheErrors.NotAFloat), cache.Apply(Entries.IncrementByFloat(cache.Envelope(), "f", "1.5")));
+            Assert.Equal(text, cache.Get("f"));
+            Assert.False(CacheCommand.IsValidFloat(Entries.B(text)));
+        }
+    }
+
+    [Fact]
     public void Incrbyfloat_starts_from_zero_and_keeps_the_ttl()
     {
         var cache = new CacheHarness();
