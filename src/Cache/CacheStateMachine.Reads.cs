@@ -67,8 +67,11 @@ public sealed partial class CacheStateMachine
     public long TimeToLiveSeconds(ReadOnlySpan<byte> key, long nowMs)
     {
         var ms = TimeToLiveMs(key, nowMs);
-        return ms < 0 ? ms : (ms + 500) / 1000;
+        return ms < 0 ? ms : RoundToSeconds(ms);
     }
+
+    /// <summary>Milliseconds (not negative) to the nearest second, halves up, as Redis's (ms + 500) / 1000 but without its overflow near long.MaxValue.</summary>
+    public static long RoundToSeconds(long ms) => (ms / 1000) + (ms % 1000 >= 500 ? 1 : 0);
 
     /// <summary>STRLEN: the value's length in bytes; 0 when absent.</summary>
     public long StringLength(ReadOnlySpan<byte> key, long nowMs) => FindLiveForRead(key, nowMs)?.Value.Length ?? 0;

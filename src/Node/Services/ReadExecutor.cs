@@ -29,8 +29,11 @@ public static class ReadExecutor
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
 
-    /// <summary>EXPIRETIME rounds to the nearest second, as Redis's ttlGenericCommand does.</summary>
-    private static long ExpireTime(long expireAtMs, bool milliseconds) => expireAtMs < 0 || milliseconds ? expireAtMs : (expireAtMs + 500) / 1000;
+    /// <summary>
+    /// EXPIRETIME rounds to the nearest second, as Redis's ttlGenericCommand does; without adding 500 first, which would
+    /// overflow for the latest times (PEXPIREAT key 9223372036854775807 answered -9223372036854775).
+    /// </summary>
+    private static long ExpireTime(long expireAtMs, bool milliseconds) => expireAtMs < 0 || milliseconds ? expireAtMs : CacheStateMachine.RoundToSeconds(expireAtMs);
 
     /// <summary>KEYS's and SCAN's pattern as a filter: null for <c>*</c>, which accepts every key.</summary>
     public static KeyFilter? PatternFilter(ReadOnlyMemory<byte> pattern) =>

@@ -76,8 +76,8 @@ public static class WriteEncoder
                     },
                     ExpireAtMs: set.ExpiryCase switch
                     {
-                        Proto.SetRequest.ExpiryOneofCase.TtlMs => SaturatingAdd(nowMs, set.TtlMs),
-                        Proto.SetRequest.ExpiryOneofCase.ExpireAtMs => set.ExpireAtMs,
+                        Proto.SetRequest.ExpiryOneofCase.TtlMs => Storable(SaturatingAdd(nowMs, set.TtlMs)),
+                        Proto.SetRequest.ExpiryOneofCase.ExpireAtMs => Storable(set.ExpireAtMs),
                         _ => 0,
                     });
                 CacheCommand.EncodeSet(output, envelope, set.Key.Span, set.Value.Span, options);
@@ -93,7 +93,7 @@ public static class WriteEncoder
                 break;
             case Proto.Command.OpOneofCase.Expire:
                 var expire = command.Expire;
-                var at = expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.TtlMs ? SaturatingAdd(nowMs, expire.TtlMs) : expire.ExpireAtMs;
+                var at = Storable(expire.WhenCase == Proto.ExpireRequest.WhenOneofCase.TtlMs ? SaturatingAdd(nowMs, expire.TtlMs) : expire.ExpireAtMs);
                 CacheCommand.EncodeExpire(output, envelope, expire.Key.Span, at, (ExpireCondition)ExpireConditionOf(expire.Condition));
                 break;
             case Proto.Command.OpOneofCase.RegisterSession:
@@ -109,8 +109,8 @@ public static class WriteEncoder
                 var getEx = command.Getex;
                 CacheCommand.EncodeGetExpire(output, envelope, getEx.Key.Span, getEx.Persist ? GetExpiry.Persist : GetExpiry.At, getEx.ExpiryCase switch
                 {
-                    Proto.GetExRequest.ExpiryOneofCase.TtlMs => SaturatingAdd(nowMs, getEx.TtlMs),
-                    Proto.GetExRequest.ExpiryOneofCase.ExpireAtMs => getEx.ExpireAtMs,
+                    Proto.GetExRequest.ExpiryOneofCase.TtlMs => Storable(SaturatingAdd(nowMs, getEx.TtlMs)),
+                    Proto.GetExRequest.ExpiryOneofCase.ExpireAtMs => Storable(getEx.ExpireAtMs),
                     _ => 0,
                 });
                 break;
@@ -143,6 +143,13 @@ public static class WriteEncoder
         Proto.ExpireCondition.ExpireIfHasTtlAndLess => (byte)(ExpireCondition.IfHasTtl | ExpireCondition.IfLess),
         _ => (byte)ExpireCondition.Always,
     };
+
+    /// <summary>
+    /// An expiry time the state machine can hold: long.MaxValue is its "no expiry" (in entries and snapshots alike), so
+    /// the one time equal to it, which Redis accepts as a time (PEXPIREAT key 9223372036854775807), is stored a
+    /// millisecond earlier rather than silently leaving the key without expiry (PERSIST and TTL then answer as Redis).
+    /// </summary>
+    private static long Storable(long expireAtMs) => expireAtMs == CacheEntry.NoExpiry ? CacheEntry.NoExpiry - 1 : expireAtMs;
 
     private static long SaturatingAdd(long a, long b) => b > 0 && a > long.MaxValue - b ? long.MaxValue : b < 0 && a < long.MinValue - b ? long.MinValue : a + b;
 

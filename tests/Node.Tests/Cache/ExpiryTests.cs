@@ -1,4 +1,7 @@
+using System.Buffers;
 using Dcache.Cache;
+using Dcache.Node.Services;
+using Google.Protobuf;
 using static Dcache.Node.Tests.Cache.Replies;
 
 namespace Dcache.Node.Tests.Cache;
@@ -223,5 +226,38 @@ public sealed class ExpiryTests
         cache.NowMs = t + 5_000;
         Assert.Equal(Int(0), cache.Purge(t + 5_000));
         Assert.Equal(2, cache.Machine.StoredKeyCount);
+    }
+
+    [Fact]
+    public void The_latest_expiry_time_redis_accepts_still_counts_as_an_expiry()
+    {
+        // long.MaxValue is the state machine's "no expiry"; Redis takes PEXPIREAT key 9223372036854775807 (and SET PXAT,
+        // GETEX PXAT) as a time, so the key must keep an expiry that PERSIST removes, not silently become persistent.
+        var cache = new CacheHarness();
+        cache.Set("k", "v");
+        var key = ByteString.CopyFromUtf8("k");
+        Assert.Equal(Int(1), cache.Apply(Encode(new Protocol.Cache.Command { Expire = new Protocol.Cache.ExpireRequest { Key = key, ExpireAtMs = long.MaxValue } }, cache.NowMs)));
+        Assert.Equal(long.MaxValue - 1, cache.Machine.ExpireTimeMs(Entries.B("k"), cache.NowMs));
+        // EXPIRETIME in seconds rounds to the nearest, as Redis answers it, without overflowing.
+        var expireTime = ReadExecutor.Execute(new Protocol.Cache.Command { Expiretime = new Protocol.Cache.ExpireTimeRequest { Key = key } }, cache.Machine, cache.NowMs);
+        Assert.Equal(9223372036854776, expireTime.Integer);
+        Assert.Equal(Int(1), cache.Persist("k"));
+
+        Assert.Equal(Replies.Bulk("v"), cache.Apply(Encode(new Protocol.Cache.Command { Getex = new Protocol.Cache.GetExRequest { Key = key, ExpireAtMs = long.MaxValue } }, cache.NowMs)));
+        Assert.Equal(long.MaxValue - 1 - cache.NowMs, cache.Pttl("k"));
+
+        cache.Apply(Encode(new Protocol.Cache.Command { Set = new Protocol.Cache.SetRequest { Key = key, Value = key, ExpireAtMs = long.MaxValue } }, cache.NowMs));
+        Assert.Equal(long.MaxValue - 1, cache.Machine.ExpireTimeMs(Entries.B("k"), cache.NowMs));
+
+        // A relative time that reaches it on the leader's clock, likewise.
+        cache.Apply(Encode(new Protocol.Cache.Command { Expire = new Protocol.Cache.ExpireRequest { Key = key, TtlMs = long.MaxValue - cache.NowMs } }, cache.NowMs));
+        Assert.Equal(long.MaxValue - 1, cache.Machine.ExpireTimeMs(Entries.B("k"), cache.NowMs));
+    }
+
+    private static byte[] Encode(Protocol.Cache.Command command, long nowMs)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        WriteEncoder.Encode(command, nowMs, buffer);
+        return buffer.WrittenSpan.ToArray();
     }
 }
