@@ -23,8 +23,9 @@ internal static class FloatFormat
 
     /// <summary>
     /// Redis's string2ld: a decimal number (sign, point and exponent allowed; "inf" and "infinity" too) with nothing
-    /// before or after it, not NaN. Where Redis reads 80-bit long doubles this reads doubles, so numbers beyond ±1.8e308
-    /// read as infinite (and then fail as an infinite result).
+    /// before or after it, not NaN, and not so large or so small that a long double would overflow or round to zero.
+    /// Where Redis reads 80-bit long doubles this reads doubles, so numbers between ±1.8e308 and ±1.19e4932 read as
+    /// infinite (and then fail as an infinite result).
     /// </summary>
     public static bool TryParse(ReadOnlySpan<byte> text, out double value)
     {
@@ -45,7 +46,64 @@ internal static class FloatFormat
             return true;
         }
 
-        return double.TryParse(chars, Style, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value);
+        return double.TryParse(chars, Style, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value)
+            && (double.IsFinite(value) && value != 0 || !char.IsAsciiDigit(unsigned[0]) && unsigned[0] != '.' || WithinLongDoubleRange(unsigned));
+    }
+
+    // LDBL_MAX (1.18973149535723176502e4932) and half the smallest subnormal long double (1.82259976594123730126e-4951,
+    // below which strtold rounds to zero), as leading significant digits and a power of ten.
+    private const string LongDoubleMaxDigits = "118973149535723176502126385303";
+    private const int LongDoubleMaxExponent = 4932;
+    private const string LongDoubleHalfMinDigits = "182259976594123730126420296681";
+    private const int LongDoubleHalfMinExponent = -4951;
+
+    /// <summary>
+    /// A number that reads as an infinite or zero double: false when strtold would also overflow or underflow to zero
+    /// (string2ld refuses those: ERANGE), as for "1e5000" and "1e-5000". Between ±1.8e308 and ±1.19e4932 a long double
+    /// is finite where a double is not: that stays the documented difference.
+    /// </summary>
+    private static bool WithinLongDoubleRange(ReadOnlySpan<char> number)
+    {
+        var e = number.IndexOfAny('e', 'E');
+        var mantissa = e < 0 ? number : number[..e];
+        long exponent = 0;
+        if (e >= 0)
+        {
+            var exponentText = number[(e + 1)..];
+            var negative = exponentText[0] == '-';
+            foreach (var c in exponentText[(exponentText[0] is '+' or '-' ? 1 : 0)..])
+            {
+                // Saturates: any exponent beyond a billion is far outside every range here.
+                exponent = Math.Min((exponent * 10) + (c - '0'), 1_000_000_000);
+            }
+
+            exponent = negative ? -exponent : exponent;
+        }
+
+        var point = mantissa.IndexOf('.');
+        var integerDigits = point < 0 ? mantissa.Length : point;
+        var digits = point < 0 ? mantissa.ToString() : string.Concat(mantissa[..point], mantissa[(point + 1)..]);
+        var first = digits.AsSpan().IndexOfAnyExcept('0');
+        if (first < 0)
+        {
+            return true; // zero itself: no underflow
+        }
+
+        // The number is 0.<significant> x 10^(power + 1), i.e. d.ddd x 10^power.
+        var power = integerDigits - first - 1 + exponent;
+        var significant = digits[first..].TrimEnd('0');
+        if (power > LongDoubleMaxExponent || (power == LongDoubleMaxExponent && CompareDigits(significant, LongDoubleMaxDigits) >= 0))
+        {
+            return false;
+        }
+
+        return power > LongDoubleHalfMinExponent || (power == LongDoubleHalfMinExponent && CompareDigits(significant, LongDoubleHalfMinDigits) > 0);
+    }
+
+    private static int CompareDigits(string a, string b)
+    {
+        var length = Math.Max(a.Length, b.Length);
+        return string.CompareOrdinal(a.PadRight(length, '0'), b.PadRight(length, '0'));
     }
 
     /// <summary>

@@ -124,6 +124,9 @@ public sealed class StringCommandTests
     [InlineData("1e308", "1e308", null)]
     [InlineData("inf", "1", null)]
     [InlineData("1", "-INFINITY", null)]
+    [InlineData("1e4000", "1", null)] // a long double holds it, a double does not: the documented difference
+    [InlineData("2", "1e-400", "2")]
+    [InlineData("2", "0e-99999", "2")]
     public void Incrbyfloat_adds_and_formats_as_redis_does(string stored, string increment, string? expected)
     {
         var cache = new CacheHarness();
@@ -141,6 +144,11 @@ public sealed class StringCommandTests
     [InlineData("NaN")]
     [InlineData("1,5")]
     [InlineData("0x")]
+    [InlineData("1e5000")] // beyond a long double: strtold overflows, string2ld refuses it
+    [InlineData("-2E4933")]
+    [InlineData("1e34611686018427387904")]
+    [InlineData("1e-5000")] // rounds to zero in a long double: strtold underflows, string2ld refuses it
+    [InlineData("0.0001e-4947")]
     public void Incrbyfloat_refuses_values_and_increments_that_are_not_floats(string text)
     {
         var cache = new CacheHarness();
