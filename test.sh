@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 need_packages=()
 # redis-cli and redis-benchmark drive the gateway in the integration tests.
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || need_packages+=(redis-tools)
+# A real Redis is the reference the gateway's replies are compared with (RedisDifferentialTests).
+command -v redis-server >/dev/null || need_packages+=(redis-server)
 # A real Prometheus scrapes a cluster to check every dashboard query.
 command -v prometheus >/dev/null || need_packages+=(prometheus)
 if [ ${#need_packages[@]} -gt 0 ]; then
