@@ -44,9 +44,12 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         for (var sequence = 0; sequence < Sequences; sequence++)
         {
-            // The last sequence runs in RESP3, where nils and some replies have types of their own.
+            // The last sequence runs in RESP3, where nils and some replies have types of their own. The second one is
+            // pipelined, which the gateway runs concurrently on the cluster where keys differ: a connection must still
+            // see the replies a Redis would give to the same commands one at a time.
             var resp3 = sequence == Sequences - 1;
-            await RunSequenceAsync(toRedis, toGateway, seed + sequence, commands, resp3, mismatches);
+            var pipelined = sequence == 1;
+            await RunSequenceAsync(toRedis, toGateway, seed + sequence, commands, resp3, pipelined, mismatches);
         }
 
         output.WriteLine($"{Sequences} sequences of {commands} commands in {clock.Elapsed.TotalSeconds:F1} s, {mismatches.Count} mismatches");
@@ -55,7 +58,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             + string.Join(Environment.NewLine, mismatches.Take(40)));
     }
 
-    private async Task RunSequenceAsync(RespClient toRedis, RespClient toGateway, int seed, int commands, bool resp3, List<string> mismatches)
+    private async Task RunSequenceAsync(RespClient toRedis, RespClient toGateway, int seed, int commands, bool resp3, bool pipelined, List<string> mismatches)
     {
         var protocol = resp3 ? "3" : "2";
         var helloRedis = await toRedis.CommandAsync(Args("HELLO", protocol));
@@ -68,60 +71,94 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         // What both were sent since the cache was last emptied: printed with a difference, since the state it found
         // is what explains it.
         var history = new List<string>();
-        for (var i = 0; i < commands; i++)
+        var batch = new List<GeneratedCommand>();
+        for (var first = 0; first < commands; first += batch.Count)
         {
-            var command = generator.Next(i);
-            if (command.Kind == ReplyKind.CountsKeys)
+            batch.Clear();
+            var size = pipelined ? generator.BatchSize() : 1;
+            // A batch ends after INCRBYFLOAT: where its digits differ as documented, Redis is given Dcache's value
+            // before the next command (see below).
+            while (batch.Count < size && first + batch.Count < commands && (batch.Count == 0 || batch[^1].Kind != ReplyKind.Float))
             {
-                // Redis 7.0 counts a key whose time has passed until something looks it up or its active expiry cycle
-                // reclaims it (SET ... EXAT <past> stores such a key); Dcache never counts it. Looking every key up
-                // first makes Redis reclaim them, so what is compared is the count of live keys.
-                await toRedis.CommandAsync([Encoding.ASCII.GetBytes("EXISTS"), .. CommandGenerator.KeySpace]);
+                batch.Add(generator.Next(first + batch.Count));
             }
 
-            var expected = await toRedis.CommandAsync(command.Arguments);
-            var actual = await toGateway.CommandAsync(command.Arguments);
-            history.Add($"#{i} {Show(command.Arguments)} -> {Canonical(expected)}");
-            if (command.Skip(expected, actual))
+            var toRedisBatch = new List<byte[][]>();
+            foreach (var command in batch)
             {
-                continue;
-            }
-
-            if (command.Kind == ReplyKind.Float && expected.Type == '$' && actual.Type == '$' && CloseFloats(expected, actual, command.Arguments[2]))
-            {
-                // differs: INCRBYFLOAT in Redis adds 80-bit long doubles and prints 17 digits after the point, so a sum
-                // with more significant digits than a long double holds shows its binary rounding error (200.5 + 0.1
-                // is 200.60000000000000001, 1000 - 0.01 is 999.98999999999999999) where Dcache's decimal sum is
-                // exact (200.6, 999.99); see docs/protocol.md, INCRBYFLOAT, and the report. The same number to 15
-                // digits is accepted, and Redis is given Dcache's value so the two go on from the same state.
-                await toRedis.CommandAsync([Encoding.ASCII.GetBytes("SET"), command.Arguments[1], actual.Bytes!, Encoding.ASCII.GetBytes("KEEPTTL")]);
-                continue;
-            }
-
-            var expectedText = command.Compare(expected);
-            var actualText = command.Compare(actual);
-            if (!command.Agree(expected, actual))
-            {
-                mismatches.Add($"seed {seed} #{i} (RESP{protocol}): {Show(command.Arguments)}{Environment.NewLine}    redis:  {expectedText}{Environment.NewLine}    dcache: {actualText}");
-                output.WriteLine($"----- seed {seed} #{i}: the replies differ; the commands since the cache was last empty, with Redis's replies:");
-                output.WriteLine(string.Join(Environment.NewLine, history.TakeLast(200)));
-                output.WriteLine("----- each key now (GET, PTTL), where the two differ:");
-                foreach (var key in CommandGenerator.KeySpace)
+                if (command.Kind == ReplyKind.CountsKeys)
                 {
-                    var redisState = $"{Canonical(await toRedis.CommandAsync([Encoding.ASCII.GetBytes("GET"), key]))} {Canonical(await toRedis.CommandAsync([Encoding.ASCII.GetBytes("PTTL"), key]))}";
-                    var dcacheState = $"{Canonical(await toGateway.CommandAsync([Encoding.ASCII.GetBytes("GET"), key]))} {Canonical(await toGateway.CommandAsync([Encoding.ASCII.GetBytes("PTTL"), key]))}";
-                    if (redisState != dcacheState)
-                    {
-                        output.WriteLine($"{Quote(key)}: redis {redisState}, dcache {dcacheState}");
-                    }
+                    // Redis 7.0 counts a key whose time has passed until something looks it up or its active expiry
+                    // cycle reclaims it (SET ... EXAT <past> stores such a key); Dcache never counts it. Looking every
+                    // key up first makes Redis reclaim them, so what is compared is the count of live keys.
+                    toRedisBatch.Add([Encoding.ASCII.GetBytes("EXISTS"), .. CommandGenerator.KeySpace]);
                 }
 
-                history.Clear();
-                // Start over from an empty cache, so that one difference is reported once rather than in every later
-                // reply that depends on it.
-                await toRedis.CommandAsync(Args("FLUSHALL"));
-                await toGateway.CommandAsync(Args("FLUSHALL"));
+                toRedisBatch.Add(command.Arguments);
             }
+
+            var redisReplies = await toRedis.PipelineAsync(toRedisBatch);
+            var gatewayReplies = await toGateway.PipelineAsync(batch.Select(command => command.Arguments).ToList());
+            var redisReply = 0;
+            for (var j = 0; j < batch.Count; j++)
+            {
+                if (batch[j].Kind == ReplyKind.CountsKeys)
+                {
+                    redisReply++; // the EXISTS that went before
+                }
+
+                var mismatchesBefore = mismatches.Count;
+                await CompareAsync(toRedis, toGateway, seed, first + j, protocol, batch[j], redisReplies[redisReply++], gatewayReplies[j], history, mismatches);
+                if (mismatches.Count > mismatchesBefore)
+                {
+                    break; // both caches were emptied: the rest of the batch ran on the state that differed
+                }
+            }
+        }
+    }
+
+    private async Task CompareAsync(RespClient toRedis, RespClient toGateway, int seed, int i, string protocol, GeneratedCommand command, RespValue expected, RespValue actual, List<string> history, List<string> mismatches)
+    {
+        history.Add($"#{i} {Show(command.Arguments)} -> {Canonical(expected)}");
+        if (command.Skip(expected, actual))
+        {
+            return;
+        }
+
+        if (command.Kind == ReplyKind.Float && expected.Type == '$' && actual.Type == '$' && CloseFloats(expected, actual, command.Arguments[2]))
+        {
+            // differs: INCRBYFLOAT in Redis adds 80-bit long doubles and prints 17 digits after the point, so a sum
+            // with more significant digits than a long double holds shows its binary rounding error (200.5 + 0.1
+            // is 200.60000000000000001, 1000 - 0.01 is 999.98999999999999999) where Dcache's decimal sum is
+            // exact (200.6, 999.99); see docs/protocol.md, INCRBYFLOAT, and the report. The same number to 15
+            // digits is accepted, and Redis is given Dcache's value so the two go on from the same state.
+            await toRedis.CommandAsync([Encoding.ASCII.GetBytes("SET"), command.Arguments[1], actual.Bytes!, Encoding.ASCII.GetBytes("KEEPTTL")]);
+            return;
+        }
+
+        var expectedText = command.Compare(expected);
+        var actualText = command.Compare(actual);
+        if (!command.Agree(expected, actual))
+        {
+            mismatches.Add($"seed {seed} #{i} (RESP{protocol}): {Show(command.Arguments)}{Environment.NewLine}    redis:  {expectedText}{Environment.NewLine}    dcache: {actualText}");
+            output.WriteLine($"----- seed {seed} #{i}: the replies differ; the commands since the cache was last empty, with Redis's replies:");
+            output.WriteLine(string.Join(Environment.NewLine, history.TakeLast(200)));
+            output.WriteLine("----- each key now (GET, PTTL), where the two differ:");
+            foreach (var key in CommandGenerator.KeySpace)
+            {
+                var redisState = $"{Canonical(await toRedis.CommandAsync([Encoding.ASCII.GetBytes("GET"), key]))} {Canonical(await toRedis.CommandAsync([Encoding.ASCII.GetBytes("PTTL"), key]))}";
+                var dcacheState = $"{Canonical(await toGateway.CommandAsync([Encoding.ASCII.GetBytes("GET"), key]))} {Canonical(await toGateway.CommandAsync([Encoding.ASCII.GetBytes("PTTL"), key]))}";
+                if (redisState != dcacheState)
+                {
+                    output.WriteLine($"{Quote(key)}: redis {redisState}, dcache {dcacheState}");
+                }
+            }
+
+            history.Clear();
+            // Start over from an empty cache, so that one difference is reported once rather than in every later
+            // reply that depends on it.
+            await toRedis.CommandAsync(Args("FLUSHALL"));
+            await toGateway.CommandAsync(Args("FLUSHALL"));
         }
     }
 
@@ -244,6 +281,9 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         private static readonly string[] Patterns = ["*", "k*", "k?", "*1", "[a-k]*", "[^k]*", "\\k*", "nomatch", "", "b*", "f[l]t"];
 
         private int _index;
+
+        /// <summary>How many commands the next pipelined batch holds (the gateway starts up to 1,024 at once).</summary>
+        public int BatchSize() => random.Next(1, 17);
 
         public GeneratedCommand Next(int index)
         {
@@ -612,10 +652,24 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             }
         }
 
-        public async Task<RespValue> CommandAsync(byte[][] arguments)
+        public async Task<RespValue> CommandAsync(byte[][] arguments) => (await PipelineAsync([arguments]))[0];
+
+        /// <summary>Sends the commands in one write, then reads their replies.</summary>
+        public async Task<List<RespValue>> PipelineAsync(IReadOnlyList<byte[][]> commands)
         {
             using var deadline = new CancellationTokenSource(Timeout);
-            await _socket.SendAsync(Encode(arguments), SocketFlags.None, deadline.Token);
+            await _socket.SendAsync(commands.SelectMany(Encode).ToArray(), SocketFlags.None, deadline.Token);
+            var replies = new List<RespValue>(commands.Count);
+            while (replies.Count < commands.Count)
+            {
+                replies.Add(await ReadAsync(commands[replies.Count], deadline.Token));
+            }
+
+            return replies;
+        }
+
+        private async Task<RespValue> ReadAsync(byte[][] arguments, CancellationToken cancellationToken)
+        {
             while (true)
             {
                 var unread = new ReadOnlySequence<byte>(_buffer, 0, _filled);
@@ -632,7 +686,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                     Array.Resize(ref _buffer, _buffer.Length * 2);
                 }
 
-                var read = await _socket.ReceiveAsync(_buffer.AsMemory(_filled), SocketFlags.None, deadline.Token);
+                var read = await _socket.ReceiveAsync(_buffer.AsMemory(_filled), SocketFlags.None, cancellationToken);
                 if (read == 0)
                 {
                     throw new IOException($"the server closed the connection after {Show(arguments)}");
