@@ -130,14 +130,26 @@ public sealed partial class KeyCommandTests
     [InlineData("-ERR syntax error", "NX")]
     [InlineData("-ERR syntax error", "GET")]
     [InlineData("-ERR syntax error", "EX")]
-    [InlineData("-ERR value is not an integer or out of range", "EX", "ten")]
-    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "0")]
-    [InlineData("-ERR invalid expire time in 'getex' command", "PXAT", "-1")]
-    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "9223372036854775")]
     public async Task GetexOptionErrors(string error, params string[] options)
     {
         Assert.Equal(error, await Run(["GETEX", "k", .. options]));
         Assert.Empty(_server.Cluster.Executed);
+    }
+
+    [Theory]
+    [InlineData("-ERR value is not an integer or out of range", "EX", "ten")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "0")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "PXAT", "-1")]
+    [InlineData("-ERR invalid expire time in 'getex' command", "EX", "9223372036854775")]
+    public async Task GetexTimeErrorsComeOnlyForAKeyThatExistsAsInRedis(string error, params string[] options)
+    {
+        // Redis checks the time once it has found the key: for a missing key GETEX answers nil. Nothing is written.
+        Assert.Equal("$nil", await Run(["GETEX", "k", .. options]));
+        Assert.Equal(Command.OpOneofCase.Get, LastCommand.OpCase);
+        await Run("SET", "k", "v", "EX", "100");
+        Assert.Equal(error, await Run(["GETEX", "k", .. options]));
+        Assert.Equal(Command.OpOneofCase.Get, LastCommand.OpCase);
+        Assert.Equal(":100", await Run("TTL", "k"));
     }
 
     [Fact]

@@ -78,7 +78,10 @@ internal static class KeyCommands
         }
         else if (ExpiryMilliseconds(context, request, parsed, "getex", out var milliseconds) is { } error)
         {
-            return PendingReply.Error(error);
+            // Redis's getexCommand looks the key up before it checks the time: a missing key answers nil, an existing
+            // one the error. Nothing changes either way, so a read of the key decides.
+            var lookup = Get(context, request);
+            return lookup with { Pending = ErrorUnlessMissingAsync(lookup.Pending!, error) };
         }
         else if (parsed.IsRelative)
         {
@@ -90,6 +93,13 @@ internal static class KeyCommands
         }
 
         return context.Write(new Command { Getex = getEx });
+    }
+
+    /// <summary>The lookup's nil (or cluster error) as it is; a value found becomes <paramref name="error"/>.</summary>
+    private static async Task<Reply> ErrorUnlessMissingAsync(Task<Reply> lookup, string error)
+    {
+        var reply = await lookup.ConfigureAwait(false);
+        return reply.ResultCase == Reply.ResultOneofCase.Bulk ? Replies.Error(error) : reply;
     }
 
     /// <summary>
