@@ -86,11 +86,12 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             var toRedisBatch = new List<byte[][]>();
             foreach (var command in batch)
             {
-                if (command.Kind == ReplyKind.CountsKeys)
+                if (command.Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
                 {
-                    // Redis 7.0 counts a key whose time has passed until something looks it up or its active expiry
-                    // cycle reclaims it (SET ... EXAT <past> stores such a key); Dcache never counts it. Looking every
-                    // key up first makes Redis reclaim them, so what is compared is the count of live keys.
+                    // Redis 7.0 counts a key whose time has passed in DBSIZE until something looks it up or its active
+                    // expiry cycle reclaims it (SET ... EXAT <past> stores such a key), and SCAN ... TYPE none returns
+                    // it (its type check reclaims the key, then finds type "none"); Dcache has no such key. Looking
+                    // every key up first makes Redis reclaim them, so what is compared is the live keys.
                     toRedisBatch.Add([Encoding.ASCII.GetBytes("EXISTS"), .. CommandGenerator.KeySpace]);
                 }
 
@@ -102,7 +103,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             var redisReply = 0;
             for (var j = 0; j < batch.Count; j++)
             {
-                if (batch[j].Kind == ReplyKind.CountsKeys)
+                if (batch[j].Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
                 {
                     redisReply++; // the EXISTS that went before
                 }
@@ -128,6 +129,16 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             // exact (200.6, 999.99); see docs/protocol.md, INCRBYFLOAT, and the report. The same number to 15
             // digits is accepted, and Redis is given Dcache's value so the two go on from the same state.
             await toRedis.CommandAsync([Encoding.ASCII.GetBytes("SET"), command.Arguments[1], actual.Bytes!, Encoding.ASCII.GetBytes("KEEPTTL")]);
+            return;
+        }
+
+        if (command.Kind == ReplyKind.Float && expected.Type == '$' && actual.Text == "ERR increment would produce NaN or Infinity"
+            && double.TryParse(expected.Text, NumberStyles.Float, CultureInfo.InvariantCulture, out var huge) && !double.IsFinite(huge))
+        {
+            // differs: a sum beyond a double's ±1.8e308 (values grown by APPEND reach it) is finite in Redis's long
+            // double and an error here; documented in docs/protocol.md, INCRBYFLOAT. Redis is given Dcache's value.
+            var unchanged = await toGateway.CommandAsync([Encoding.ASCII.GetBytes("GET"), command.Arguments[1]]);
+            await toRedis.CommandAsync([Encoding.ASCII.GetBytes("SET"), command.Arguments[1], unchanged.Bytes!, Encoding.ASCII.GetBytes("KEEPTTL")]);
             return;
         }
 
@@ -194,7 +205,13 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
     /// <summary>One command to send to both servers, and how to compare its replies.</summary>
     private sealed record GeneratedCommand(byte[][] Arguments, ReplyKind Kind = ReplyKind.Exact)
     {
-        public string Compare(RespValue value) => Canonical(value, unordered: Kind == ReplyKind.Unordered);
+        public string Compare(RespValue value) => Kind switch
+        {
+            ReplyKind.Unordered => Canonical(value, unordered: true),
+            // The cursor, then the keys as a set.
+            ReplyKind.Scan when value is { Type: '*', Items: [var cursor, var keys] } => $"*[{Canonical(cursor)}, {Canonical(keys, unordered: true)}]",
+            _ => Canonical(value),
+        };
 
         public bool Agree(RespValue redis, RespValue dcache)
         {
@@ -218,6 +235,11 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         Milliseconds,
         /// <summary>KEYS: the order of the keys is not part of the contract (docs/protocol.md).</summary>
         Unordered,
+        /// <summary>
+        /// SCAN from cursor 0: with at most 8 keys and a COUNT of at least 10 both servers finish the iteration in one
+        /// call (cursor 0); the order of the keys is not part of the contract.
+        /// </summary>
+        Scan,
         /// <summary>DBSIZE: compared once Redis has reclaimed keys whose time has passed.</summary>
         CountsKeys,
         /// <summary>INCRBYFLOAT: see the long double difference where it is compared.</summary>
@@ -312,7 +334,8 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                     : throw new UnreachableException(),
                 < 84 => new(A("DBSIZE"), ReplyKind.CountsKeys),
                 < 86 => new(A("KEYS", B(Pick(Patterns))), ReplyKind.Unordered),
-                < 87 => new(A(Pick(["FLUSHDB", "FLUSHALL"]))),
+                < 87 => new(random.Next(4) == 0 ? A(Pick(["FLUSHDB", "FLUSHALL"]), B(Pick(["ASYNC", "sync", "bogus"]))) : A(Pick(["FLUSHDB", "FLUSHALL"]))),
+                < 89 => Scan(),
                 < 94 => WrongArity(),
                 < 97 => Unknown(),
                 _ => new(A(Pick(["PING", "ECHO", "EXISTS"]), Key())),
@@ -335,6 +358,30 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             }
 
             return new([.. arguments]);
+        }
+
+        private GeneratedCommand Scan()
+        {
+            // Cursor 0 only: a later cursor is a position in each server's own order (docs/protocol.md, SCAN).
+            var arguments = new List<byte[]> { B("SCAN"), B(random.Next(10) == 0 ? Pick(["abc", "", "1.5", " 0"]) : "0") };
+            var options = random.Next(4);
+            for (var i = 0; i < options; i++)
+            {
+                var option = Pick(["MATCH", "COUNT", "TYPE", "count", "BOGUS"]);
+                arguments.Add(B(option));
+                if (random.Next(10) != 0)
+                {
+                    arguments.Add(B(option.ToUpperInvariant() switch
+                    {
+                        "MATCH" => Pick(Patterns),
+                        "COUNT" => Pick(["10", "100", "1000", "0", "-1", "x"]),
+                        "TYPE" => Pick(["string", "STRING", "hash", "none"]),
+                        _ => "x",
+                    }));
+                }
+            }
+
+            return new([.. arguments], ReplyKind.Scan);
         }
 
         private GeneratedCommand GetEx()
@@ -386,7 +433,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 ("DECRBY", 3), ("INCRBYFLOAT", 3), ("APPEND", 3), ("STRLEN", 2), ("GETRANGE", 4), ("SUBSTR", 4),
                 ("GETDEL", 2), ("GETEX", -2), ("RENAME", 3), ("RENAMENX", 3), ("TYPE", 2), ("TOUCH", -2), ("EXPIRE", -3),
                 ("PEXPIRE", -3), ("EXPIREAT", -3), ("PEXPIREAT", -3), ("PERSIST", 2), ("TTL", 2), ("PTTL", 2),
-                ("EXPIRETIME", 2), ("PEXPIRETIME", 2), ("DBSIZE", 1), ("KEYS", 2),
+                ("EXPIRETIME", 2), ("PEXPIRETIME", 2), ("DBSIZE", 1), ("KEYS", 2), ("SCAN", -2),
             ];
             var (name, arity) = commands[random.Next(commands.Length)];
             int count;
