@@ -466,7 +466,8 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         {
             // Commands neither server has (SETRANGE, LCS, ... exist in Redis; docs/protocol.md lists them as missing,
             // so they are not generated here).
-            var name = Pick(["NOSUCHCOMMAND", "foo", "GETT", "sett", "X"]);
+            // A name and arguments longer than the 128 bytes Redis quotes of each.
+            var name = Pick(["NOSUCHCOMMAND", "foo", "GETT", "sett", "X", new string('Z', 140)]);
             var arguments = new List<byte[]> { B(name) };
             var count = random.Next(4);
             for (var i = 0; i < count; i++)
@@ -510,7 +511,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             0 => B(Pick(Integers)),
             1 => B(Pick(Floats)),
             // Numbers followed by a NUL byte too: Redis reads every byte of a number, .NET's parsers stop at trailing NULs.
-            2 => Pick<byte[]>([[], [0], [(byte)'a', 0, (byte)'b'], [0xff, 0xfe, 0x80], B("héllo"), B("with space"), B("line\r\nbreak"), B("7\0"), B("2.5\0")]),
+            2 => Pick<byte[]>([[], [0], [(byte)'a', 0, (byte)'b'], [0xff, 0xfe, 0x80], B("héllo"), B("with space"), B("line\r\nbreak"), B("7\0"), B("2.5\0"), B(new string('x', 150))]),
             _ => B("v" + random.Next(100).ToString(CultureInfo.InvariantCulture)),
         };
 
