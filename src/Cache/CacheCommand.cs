@@ -557,7 +557,7 @@ public readonly ref struct CacheCommand
     }
 
     /// <summary>True when INCRBYFLOAT would take <paramref name="text"/> as a number (Redis's rules; see the cache README).</summary>
-    public static bool IsValidFloat(ReadOnlySpan<byte> text) => FloatFormat.TryParse(text, out _);
+    public static bool IsValidFloat(ReadOnlySpan<byte> text) => FloatFormat.IsRedisFloat(text);
 
     // The bodies that are one or two length-prefixed byte strings.
     private static void EncodeKeyAndBytes(IBufferWriter<byte> output, CommandEnvelope envelope, CacheCommandKind kind, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, bool withBytes)

@@ -22,17 +22,18 @@ internal static class FloatFormat
     private const NumberStyles Style = NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint | NumberStyles.AllowExponent;
 
     /// <summary>
-    /// Redis's string2ld: a decimal number (sign, point and exponent allowed; "inf" and "infinity" too) with nothing
-    /// before or after it, not NaN, and not so large or so small that a long double would overflow or round to zero.
-    /// Where Redis reads 80-bit long doubles this reads doubles, so numbers between ±1.8e308 and ±1.19e4932 read as
-    /// infinite (and then fail as an infinite result).
+    /// What every replica, of every build, reads as a float when it applies INCRBYFLOAT: a decimal number (sign, point
+    /// and exponent allowed; "inf" and "infinity" too) with nothing before or after it, not NaN. Redis's string2ld
+    /// also refuses a NUL byte and numbers a long double cannot hold (<see cref="IsRedisFloat"/>); those stricter rules
+    /// apply only to increments, where the proposer checks them, because applying an entry differently from older
+    /// builds would let replicas of a cluster being upgraded diverge (docs/protocol.md lists what remains different).
+    /// Where Redis reads 80-bit long doubles this reads doubles, so numbers beyond ±1.8e308 read as infinite (and then
+    /// fail as an infinite result).
     /// </summary>
     public static bool TryParse(ReadOnlySpan<byte> text, out double value)
     {
         value = 0;
-        // A NUL byte too: .NET's parsers take trailing NULs for the end of the text, so "1\0" would read as 1, where
-        // Redis's string2ld requires strtold to have read every byte.
-        if (text.IsEmpty || text.Length >= MaxLength || !Ascii.IsValid(text) || text.Contains((byte)0))
+        if (text.IsEmpty || text.Length >= MaxLength || !Ascii.IsValid(text))
         {
             return false;
         }
@@ -46,8 +47,26 @@ internal static class FloatFormat
             return true;
         }
 
-        return double.TryParse(chars, Style, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value)
-            && (double.IsFinite(value) && value != 0 || !char.IsAsciiDigit(unsigned[0]) && unsigned[0] != '.' || WithinLongDoubleRange(unsigned));
+        return double.TryParse(chars, Style, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value);
+    }
+
+    /// <summary>
+    /// Redis's string2ld, as far as a double can follow it: <see cref="TryParse"/>, and no NUL byte (.NET's parsers take
+    /// trailing NULs for the end of the text, so "1\0" would read as 1, where strtold must read every byte), and not so
+    /// large or so small that a long double would overflow or round to zero ("1e5000", "1e-5000"). The proposer checks
+    /// an INCRBYFLOAT increment with this before the command enters the log.
+    /// </summary>
+    public static bool IsRedisFloat(ReadOnlySpan<byte> text)
+    {
+        if (!TryParse(text, out var value) || text.Contains((byte)0))
+        {
+            return false;
+        }
+
+        Span<char> chars = stackalloc char[text.Length];
+        Ascii.ToUtf16(text, chars, out _);
+        var unsigned = chars[0] is '+' or '-' ? chars[1..] : chars;
+        return double.IsFinite(value) && value != 0 || !char.IsAsciiDigit(unsigned[0]) && unsigned[0] != '.' || WithinLongDoubleRange(unsigned);
     }
 
     // LDBL_MAX (1.18973149535723176502e4932) and half the smallest subnormal long double (1.82259976594123730126e-4951,

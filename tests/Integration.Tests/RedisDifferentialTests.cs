@@ -142,6 +142,17 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             return;
         }
 
+        if (command.Kind == ReplyKind.Float && expected.Text == "ERR value is not a valid float" && actual.Text != expected.Text
+            && (await toRedis.CommandAsync([Encoding.ASCII.GetBytes("GET"), command.Arguments[1]])).Bytes is { } stored && ReadOnlyAsEarlierBuildsRead(stored))
+        {
+            // differs: Redis refuses a stored number with trailing NULs ("7\0") or beyond a long double's range
+            // ("1e-5000"); replicas read stored values as every earlier build does, so that a cluster being upgraded
+            // applies INCRBYFLOAT alike on every replica (docs/protocol.md, INCRBYFLOAT). Redis is given Dcache's value.
+            var now = await toGateway.CommandAsync([Encoding.ASCII.GetBytes("GET"), command.Arguments[1]]);
+            await toRedis.CommandAsync([Encoding.ASCII.GetBytes("SET"), command.Arguments[1], now.Bytes!, Encoding.ASCII.GetBytes("KEEPTTL")]);
+            return;
+        }
+
         var expectedText = command.Compare(expected);
         var actualText = command.Compare(actual);
         if (!command.Agree(expected, actual))
@@ -172,6 +183,21 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
     /// The same sum to 15 significant digits of the larger of the result and the increment (a sum that cancels, as
     /// 99999999999999999999 - 1e20, keeps only the operands' rounding errors: 0 in a long double, -1 in decimal).
     /// </summary>
+    /// <summary>A number Redis's string2ld refuses but a double parser reads: trailing NULs, or a non-zero mantissa beyond a long double's exponent range.</summary>
+    private static bool ReadOnlyAsEarlierBuildsRead(byte[] stored)
+    {
+        var text = Encoding.Latin1.GetString(stored);
+        var number = text.TrimEnd('\0');
+        if (number.Length < text.Length)
+        {
+            return number.Length > 0 && double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
+        }
+
+        var e = text.IndexOfAny(['e', 'E']);
+        return e > 0 && text[..e].Any(c => c is >= '1' and <= '9')
+            && double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && (value == 0 || double.IsInfinity(value));
+    }
+
     private static bool CloseFloats(RespValue redis, RespValue dcache, byte[] increment) =>
         double.TryParse(redis.Text, NumberStyles.Float, CultureInfo.InvariantCulture, out var a)
         && double.TryParse(dcache.Text, NumberStyles.Float, CultureInfo.InvariantCulture, out var b)
