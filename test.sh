@@ -15,6 +15,13 @@ command -v prometheus >/dev/null || need_packages+=(prometheus)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing: ${need_packages[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
+  # Where systemd runs, the packages start services of their own (Redis on 6379, where `dcachectl dev` puts the
+  # gateway; Prometheus on 9090); the tests start their own instances, so the ones just installed are stopped.
+  if command -v systemctl >/dev/null; then
+    for service in redis-server prometheus; do
+      [[ " ${need_packages[*]} " == *" $service "* ]] && systemctl disable --now "$service" >/dev/null 2>&1
+    done
+  fi
 fi
 
 results=$(mktemp -d /tmp/dcache-test-results.XXXXXX)

@@ -15,7 +15,7 @@ requests=${1:-200000}
 clients=50; size=100; keyspace=100000
 
 for tool in redis-server redis-benchmark redis-cli; do
-  command -v "$tool" >/dev/null || { echo "installing redis-server and redis-tools"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; break; }
+  command -v "$tool" >/dev/null || { echo "installing redis-server and redis-tools"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; { command -v systemctl >/dev/null && systemctl disable --now redis-server >/dev/null 2>&1; } || true; break; }
 done
 
 work=$(mktemp -d /tmp/dcache-bench.XXXXXX)
