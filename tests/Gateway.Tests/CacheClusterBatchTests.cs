@@ -103,7 +103,7 @@ public sealed class CacheClusterBatchTests
     public async Task AReadThatTimedOutAtTheLeaderIsAskedOfAnotherMemberNext()
     {
         // The leader answers writes but never reads, as a leader cut off from the gateway looks to a read sent after
-        // the cut: only the attempt timeout tells, and a timeout does not open the node's breaker.
+        // the cut: only the attempt timeout tells, and one timeout does not open the node's breaker.
         await using var leader = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Get ? ScriptedNode.Unanswered : Answer("leader")(command));
         await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
             ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = leader.Address, Message = "not the leader" } }
@@ -271,22 +271,22 @@ public sealed class CacheClusterBatchTests
         }
     }
 
-    private static CacheCluster Connect(ClusterOptions options)
+    internal static CacheCluster Connect(ClusterOptions options)
     {
         options.ClusterSecret = "secret";
         return new CacheCluster(Options.Create(options), NullLogger<CacheCluster>.Instance);
     }
 
-    private static Func<Command, Reply?> Answer(string name) => command => command.OpCase switch
+    internal static Func<Command, Reply?> Answer(string name) => command => command.OpCase switch
     {
         Command.OpOneofCase.Get => new Reply { Bulk = ByteString.CopyFromUtf8($"{name}:{command.Get.Key.ToStringUtf8()}") },
         Command.OpOneofCase.Set => new Reply { Ok = true },
         _ => new Reply { Error = "ERR unexpected command" },
     };
 
-    private static Command Get(string key) => new() { Get = new GetRequest { Key = ByteString.CopyFromUtf8(key) } };
+    internal static Command Get(string key) => new() { Get = new GetRequest { Key = ByteString.CopyFromUtf8(key) } };
 
-    private static Command Set(string key, ulong session, string value = "v") => new()
+    internal static Command Set(string key, ulong session, string value = "v") => new()
     {
         ClientId = session,
         Sequence = session == 0 ? 0 : 1UL,

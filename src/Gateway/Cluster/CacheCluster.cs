@@ -80,7 +80,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     return ValueTask.CompletedTask;
                 },
             })
-            .AddTimeout(TimeSpan.FromMilliseconds(_options.AttemptTimeoutMilliseconds))
+            // The per-attempt timeout is each node's (NodeConnection.Breaker), inside its circuit breaker: so a node that
+            // leaves attempts unanswered opens its breaker, as one whose stream breaks does.
             .Build();
         _meter.CreateObservableCounter(
             "dcache.gateway.retries",
@@ -192,8 +193,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         private int _unanswered;
         private NodeConnection? _hinted;
         // Where an attempt last timed out or lost its stream: reads, which any member can serve, go elsewhere next time.
-        // A black-holed node is found out only by timeouts (they do not count against its breaker, since a slow node
-        // answers in the end), so without this every retry of a read routed to the leader went back to it.
+        // A black-holed node is found out only by timeouts, and its breaker opens only after several, so without this
+        // every retry of a read routed to the leader went back to it until then.
         private NodeConnection? _unresponsive;
 
         public Batch(CacheCluster cluster, IReadOnlyList<ClusterCall> calls)
@@ -444,20 +445,21 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     /// </summary>
     private NodeConnection Choose(bool isWrite, NodeConnection? avoid = null)
     {
-        if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { Healthy: true } leader
+        if ((isWrite || _options.ReadRouting == ReadRouting.Leader) && _leader is { ReadyForAttempt: true } leader
             && (isWrite || !ReferenceEquals(leader, avoid)))
         {
             return leader;
         }
 
-        // Reads routed to members (and anything while no leader is known) go round the healthy members.
+        // Reads routed to members (and anything while no leader is known) go round the healthy members, and to a member
+        // whose breaker is due for a probe.
         var nodes = _nodes;
         var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)nodes.Length);
         NodeConnection? avoided = null;
         for (var i = 0; i < nodes.Length; i++)
         {
             var node = nodes[(start + i) % nodes.Length];
-            if (node.Healthy && node.IsMember)
+            if (node.ReadyForAttempt && node.IsMember)
             {
                 if (!isWrite && ReferenceEquals(node, avoid))
                 {

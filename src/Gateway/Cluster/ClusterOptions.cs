@@ -43,9 +43,14 @@ public sealed class ClusterOptions
     /// <summary>How often every node is asked who leads.</summary>
     public int StatusPollMilliseconds { get; set; } = 1000;
 
-    /// <summary>A node whose calls failed this often in a row is skipped for <see cref="BreakMilliseconds"/>.</summary>
+    /// <summary>
+    /// A node whose attempts failed this often (a lost stream, or no answer within <see cref="AttemptTimeoutMilliseconds"/>),
+    /// at least half of its attempts in the last max(2 s, (this + 1) attempt timeouts), is skipped for
+    /// <see cref="BreakMilliseconds"/>.
+    /// </summary>
     public int BreakAfterFailures { get; set; } = 5;
 
+    /// <summary>How long a node's open breaker skips it; then one attempt probes it, and an answer lets it back in.</summary>
     public int BreakMilliseconds { get; set; } = 1000;
 
     public IReadOnlyList<string> NodeAddresses() =>

@@ -7,6 +7,7 @@ using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
 using Polly;
 using Polly.CircuitBreaker;
+using Polly.Timeout;
 
 namespace Dcache.Gateway.Cluster;
 
@@ -41,6 +42,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
     private readonly CommandStream[] _streams;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CircuitBreakerStateProvider _breakerState = new();
+    // When the open breaker lets a probe through (UTC ticks, by Polly's clock): Polly moves to half-open only when an
+    // attempt is made, so the routing must know when to make one.
+    private long _probeDueTicks;
     private long _nextStream;
 
     public NodeConnection(string address, Metadata headers, ClusterOptions options, CommandIds ids, ILogger logger)
@@ -54,19 +58,47 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _channel = GrpcChannels.ForNode(address, options.MaxMessageBytes);
         Client = new Cache.CacheClient(_channel);
         _streams = Enumerable.Range(0, Math.Max(1, options.StreamsPerNode)).Select(_ => new CommandStream(this)).ToArray();
+        var attemptTimeout = TimeSpan.FromMilliseconds(options.AttemptTimeoutMilliseconds);
         Breaker = new ResiliencePipelineBuilder()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
-                // Only transport failures count: a node that answers (even "not leader") is up.
-                ShouldHandle = new PredicateBuilder().Handle<NodeUnreachableException>().Handle<RpcException>(),
+                // Transport failures count, and so do attempts this node left unanswered for the whole attempt timeout:
+                // a node that is up at the TCP level but stalled (SIGSTOPped, hung, cut off behind a black hole) shows
+                // nothing else, and every attempt sent to it would otherwise wait the timeout out. A node that answers
+                // (even "not leader") is up. A caller that gives up earlier (its client left, or the batch's deadline
+                // came first) says nothing about the node: that is a plain cancellation, not counted as a failure ...
+                ShouldHandle = args => ValueTask.FromResult(args.Outcome.Exception switch
+                {
+                    NodeUnreachableException or RpcException or TimeoutRejectedException => true,
+                    // ... except for the one probe a half-open breaker lets through: Polly counts anything unhandled as
+                    // a success, and a probe nobody waited for would let a node that never answered back in.
+                    OperationCanceledException => _breakerState.CircuitState == CircuitState.HalfOpen,
+                    _ => false,
+                }),
                 FailureRatio = 0.5,
                 MinimumThroughput = options.BreakAfterFailures,
-                SamplingDuration = TimeSpan.FromSeconds(2),
+                SamplingDuration = SamplingDuration(options),
                 BreakDuration = TimeSpan.FromMilliseconds(options.BreakMilliseconds),
                 StateProvider = _breakerState,
+                OnOpened = args =>
+                {
+                    Volatile.Write(ref _probeDueTicks, (TimeProvider.System.GetUtcNow() + args.BreakDuration).UtcTicks);
+                    return ValueTask.CompletedTask;
+                },
             })
+            // Inside the breaker, so that the breaker sees the timeout (as TimeoutRejectedException) and tells it from the
+            // caller's cancellation.
+            .AddTimeout(attemptTimeout)
             .Build();
     }
+
+    /// <summary>
+    /// How far back the breaker looks: at least 2 s, and long enough to hold <see cref="ClusterOptions.BreakAfterFailures"/>
+    /// attempt timeouts in a row, which is how a stalled node looks to a lone client sending one command at a time (with
+    /// 2 s, the 1.5 s attempt timeout let no more than two in, and the breaker never opened).
+    /// </summary>
+    internal static TimeSpan SamplingDuration(ClusterOptions options) => TimeSpan.FromMilliseconds(
+        Math.Max(2000L, (options.BreakAfterFailures + 1L) * options.AttemptTimeoutMilliseconds));
 
     public string Address { get; }
 
@@ -86,11 +118,30 @@ public sealed partial class NodeConnection : IAsyncDisposable
 
     public Metadata Headers => _headers;
 
-    /// <summary>This node's circuit breaker: after repeated failures, attempts fail fast here and go to other nodes.</summary>
+    /// <summary>
+    /// An attempt at this node: its per-attempt timeout inside this node's circuit breaker. After repeated failures
+    /// (timeouts included), attempts fail fast here and go to other nodes.
+    /// </summary>
     public ResiliencePipeline Breaker { get; }
 
     /// <summary>False while the breaker is open.</summary>
     public bool Healthy => _breakerState.CircuitState is CircuitState.Closed or CircuitState.HalfOpen;
+
+    /// <summary>
+    /// Whether to send this node commands it is chosen for, rather than another node: its breaker is closed, or open
+    /// with its break over, so that the next attempt is the probe that lets it back in. Not while half-open: the probe
+    /// is out, and the breaker refuses everything else until it is answered.
+    /// </summary>
+    /// <remarks>
+    /// Without the second case a node whose breaker opened was never chosen again while another member was healthy:
+    /// the breaker leaves the open state only when an attempt is made through it.
+    /// </remarks>
+    public bool ReadyForAttempt => _breakerState.CircuitState switch
+    {
+        CircuitState.Closed => true,
+        CircuitState.Open => TimeProvider.System.GetUtcNow().UtcTicks >= Volatile.Read(ref _probeDueTicks),
+        _ => false,
+    };
 
     /// <summary>
     /// Sends commands and completes when every reply is in <paramref name="replies"/> (same order). It fails with
@@ -167,8 +218,8 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 throw new NodeUnreachableException($"the gateway is closing its stream to {_node.Address}", maybeDelivered: false);
             }
 
-            // The caller gave up (attempt timeout, or the client went away): that says nothing about the node, so it
-            // surfaces as a cancellation, which the node's circuit breaker does not count.
+            // The attempt timed out (the breaker's timeout strategy turns that into a TimeoutRejectedException, which
+            // counts against the node) or the caller gave up (a plain cancellation, which does not).
             using var registration = cancellationToken.Register(static state => ((Pending)state!).TrySetCanceled(), pending);
             await pending.Task.ConfigureAwait(false);
         }
