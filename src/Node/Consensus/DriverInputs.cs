@@ -46,6 +46,12 @@ internal sealed record LoopWorkInput(Action<RaftNode> Run, Action<Exception> Fai
 public interface IReplySink
 {
     void Complete(Proto.Reply reply);
+
+    /// <summary>
+    /// True once no reply can reach the sender any more (its stream closed): work still to do for its commands is
+    /// dropped. A reply is still due to <see cref="Complete"/>, which may discard it.
+    /// </summary>
+    bool Abandoned => false;
 }
 
 /// <summary>A reply as a task, for callers that await one command.</summary>

@@ -32,7 +32,7 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     public int SliceKeys => sliceKeys;
 
     /// <summary>True while a read waits for slices, or SCAN's index has work left (merges).</summary>
-    public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _multiKey is not null || _scansWaiting.Count > 0 || cache.ScanHasWork;
+    public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _multiKey is not null || _multiKeyWaiting.Count > 0 || _scansWaiting.Count > 0 || cache.ScanHasWork;
 
     /// <summary>Serves <paramref name="input"/>, a read, judging expiry at <paramref name="nowMs"/>: now, or over the next rounds.</summary>
     public void Serve(CommandInput input, long nowMs)
@@ -88,6 +88,16 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             _scansWaiting.RemoveAll(waiting => TryScan(waiting.Input, waiting.Ticket, IsLocal(waiting.Input) ? localNowMs : nowMs));
         }
 
+        if (_keys is null)
+        {
+            StartNextKeys(nowMs, localNowMs); // the one in progress was dropped
+        }
+
+        if (_multiKey is null)
+        {
+            StartNextMultiKey(nowMs, localNowMs);
+        }
+
         if (_keys is { } keys)
         {
             // Each slice here, and only here, may look at keys: so one round looks at no more than one slice's worth.
@@ -107,6 +117,61 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             StartNextMultiKey(nowMs, localNowMs);
         }
     }
+
+    /// <summary>
+    /// Drops the reads nobody waits for any more, in progress or queued: past their deadline (at <paramref name="nowMs"/>,
+    /// the clock deadlines are on), or whose stream closed. A read in progress stops taking slices and lets go of what it
+    /// kept aside for its instant (the values writes replaced since), and of its request; the next in line starts in the
+    /// next round. Without this a KEYS or an MGET of a million keys whose gateway gave up ran to its end, holding the
+    /// overwritten values, and its gateway's retry elsewhere started the same work on another node.
+    /// </summary>
+    public void DropUnwanted(long nowMs)
+    {
+        if (_keys is { } keys && Unwanted(keys.Input, nowMs))
+        {
+            keys.Read.Abandon();
+            Drop(keys.Input);
+            _keys = null;
+        }
+
+        if (_multiKey is { } multiKey && Unwanted(multiKey.Input, nowMs))
+        {
+            multiKey.Read.Abandon();
+            Drop(multiKey.Input);
+            _multiKey = null;
+        }
+
+        foreach (var waiting in new[] { _keysWaiting, _multiKeyWaiting })
+        {
+            for (var i = waiting.Count; i > 0 && waiting.TryDequeue(out var input); i--)
+            {
+                if (Unwanted(input, nowMs))
+                {
+                    Drop(input);
+                }
+                else
+                {
+                    waiting.Enqueue(input);
+                }
+            }
+        }
+
+        _scansWaiting.RemoveAll(waiting =>
+        {
+            if (!Unwanted(waiting.Input, nowMs))
+            {
+                return false;
+            }
+
+            Drop(waiting.Input);
+            return true;
+        });
+    }
+
+    private static bool Unwanted(CommandInput input, long nowMs) => input.DeadlineMs <= nowMs || input.Replies.Abandoned;
+
+    private static void Drop(CommandInput input) =>
+        Fail(input, "read timed out: its deadline passed (or its stream closed) before it was served in full");
 
     /// <summary>Fails every read still waiting (the loop stops).</summary>
     public void FailAll(string message)

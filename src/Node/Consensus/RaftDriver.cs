@@ -127,11 +127,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
 
-    /// <summary>Reads sharing one read index; the group times out with its earliest deadline.</summary>
-    private sealed class ReadGroup : List<CommandInput>
-    {
-        public long DeadlineMs => Count == 0 ? long.MaxValue : this[0].DeadlineMs;
-    }
+    /// <summary>Reads sharing one read index; each times out at its own deadline (senders give different ones).</summary>
+    private sealed class ReadGroup : List<CommandInput>;
 
     public RaftDriver(
         RaftDriverSettings settings,
@@ -253,7 +250,15 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>Runs a command as <see cref="ExecuteAsync"/> does; its reply goes to <paramref name="replies"/>, exactly once.</summary>
     public void Execute(Proto.Command command, IReplySink replies)
     {
-        var deadline = NowMs + (long)_settings.RequestTimeout.TotalMilliseconds;
+        var timeoutMs = (long)_settings.RequestTimeout.TotalMilliseconds;
+        if (!command.IsWrite && command.TimeoutMs > 0)
+        {
+            // The sender stops waiting then (counted from its send, so this node's deadline is never the earlier one):
+            // a read still unanswered after that, a long read's remaining slices included, is work for nobody.
+            timeoutMs = Math.Min(timeoutMs, command.TimeoutMs);
+        }
+
+        var deadline = NowMs + timeoutMs;
         if (!_inputs.Writer.TryWrite(new CommandInput(command, replies, deadline)))
         {
             replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "the node is shutting down"));
@@ -975,17 +980,33 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         if (_readsAwaitingIndex.Count > 0)
         {
-            foreach (var context in _readsAwaitingIndex.Where(r => r.Value.DeadlineMs <= now).Select(r => r.Key).ToList())
+            List<ulong>? emptied = null;
+            foreach (var (context, group) in _readsAwaitingIndex)
             {
-                _readsAwaitingIndex.Remove(context, out var group);
-                foreach (var input in group!)
+                group.RemoveAll(input =>
                 {
+                    if (input.DeadlineMs > now)
+                    {
+                        return false;
+                    }
+
                     input.Replies.Complete(ReplyFactory.Failure(input.Command.Id, Proto.FailureKind.Unavailable, "read timed out waiting for the leader to confirm its read index"));
+                    return true;
+                });
+                if (group.Count == 0)
+                {
+                    (emptied ??= []).Add(context);
                 }
+            }
+
+            foreach (var context in emptied ?? [])
+            {
+                _readsAwaitingIndex.Remove(context);
             }
         }
 
         ExpireReadsAwaitingApply(now);
+        _longReads.DropUnwanted(now);
     }
 
     /// <summary>

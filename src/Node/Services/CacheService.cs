@@ -19,6 +19,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
         var replies = new StreamReplies();
         var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, options.MaxMessageBytes, lifetime.Token);
+        var readToEnd = false;
         try
         {
             while (await requestStream.MoveNext(lifetime.Token).ConfigureAwait(false))
@@ -29,6 +30,8 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                     driver.Execute(command, replies);
                 }
             }
+
+            readToEnd = true;
         }
         catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
         {
@@ -37,6 +40,12 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         finally
         {
             replies.ReadingDone();
+            if (!readToEnd || lifetime.IsCancellationRequested)
+            {
+                // The gateway hung up (it stopped, or reset the stream) or this node closes: replies still due have no
+                // way back, so the long reads among them stop taking slices.
+                replies.Abandon();
+            }
         }
 
         try
@@ -45,6 +54,11 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         }
         catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            // Normally every reply was written by now; if writing failed, the rest cannot be.
+            replies.Abandon();
         }
     }
 
@@ -57,6 +71,11 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         private readonly object _gate = new();
         private int _inFlight;
         private bool _readingDone;
+        private volatile bool _abandoned;
+
+        public bool Abandoned => _abandoned;
+
+        public void Abandon() => _abandoned = true;
 
         public System.Threading.Channels.Channel<Proto.Reply> Finished { get; } =
             System.Threading.Channels.Channel.CreateUnbounded<Proto.Reply>(new() { SingleReader = true });

@@ -121,6 +121,55 @@ public sealed class LongReadsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_long_read_past_its_deadline_or_whose_stream_closed_is_dropped_in_progress_or_queued_and_lets_go_of_what_it_kept()
+    {
+        var cache = new CacheHarness();
+        for (var i = 0; i < 20_000; i++)
+        {
+            cache.Set("key:" + i, "v" + i);
+        }
+
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var deadline = cache.NowMs + 1_000;
+        var names = Enumerable.Range(0, 12_000).Select(i => ByteString.CopyFromUtf8("key:" + (i * 7 % 24_000))).ToList();
+        var keysAll = new Proto.Command { Id = 1, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+        var overdue = Serve(reads, cache, keysAll, deadline);
+        var closed = new ClosedStream();
+        reads.Serve(new CommandInput(new Proto.Command { Id = 2, Mget = new Proto.MGetRequest { Keys = { names } } }, closed, long.MaxValue), cache.NowMs);
+        var queuedOverdue = Serve(reads, cache, keysAll, deadline);
+        var wanted = Serve(reads, cache, new Proto.Command { Id = 3, Exists = new Proto.ExistsRequest { Keys = { names } } });
+        reads.RunSlice(cache.NowMs);
+        for (var i = 0; i < 100; i++)
+        {
+            // Rewrites the reads in progress keep aside, as they were at their instant.
+            cache.Set("key:" + (19_999 - i), "rewritten");
+        }
+
+        Assert.Equal(2, cache.Machine.WalkCount);
+        reads.DropUnwanted(deadline - 1);
+        Assert.False(overdue.Task.IsCompleted);
+        reads.DropUnwanted(deadline);
+
+        Assert.Equal(0, cache.Machine.WalkCount);
+        foreach (var dropped in new[] { overdue, queuedOverdue })
+        {
+            Assert.Equal(Proto.FailureKind.Unavailable, (await dropped.Task.WaitAsync(Deadline)).Failure?.Kind);
+        }
+
+        Assert.Equal(Proto.FailureKind.Unavailable, Assert.Single(closed.Discarded).Failure?.Kind);
+
+        // The read still waited for starts in the next round, as of then.
+        var expectedCount = names.Count(name => cache.Machine.ContainsKey(name.Span, cache.NowMs));
+        while (reads.HasWork)
+        {
+            reads.RunSlice(cache.NowMs);
+        }
+
+        Assert.Equal(expectedCount, (await wanted.Task.WaitAsync(Deadline)).Integer);
+        Assert.Equal(0, cache.Machine.WalkCount);
+    }
+
+    [Fact]
     public async Task A_scan_on_a_current_index_and_other_reads_are_answered_at_once()
     {
         var cache = new CacheHarness();
@@ -221,10 +270,20 @@ public sealed class LongReadsTests(ITestOutputHelper output)
         return cache;
     }
 
-    private static TaskReplySink Serve(LongReads reads, CacheHarness cache, Proto.Command command)
+    private static TaskReplySink Serve(LongReads reads, CacheHarness cache, Proto.Command command, long deadlineMs = long.MaxValue)
     {
         var replies = new TaskReplySink();
-        reads.Serve(new CommandInput(command, replies, long.MaxValue), cache.NowMs);
+        reads.Serve(new CommandInput(command, replies, deadlineMs), cache.NowMs);
         return replies;
+    }
+
+    /// <summary>The sink of a command stream that closed: nothing it is given reaches anyone.</summary>
+    private sealed class ClosedStream : IReplySink
+    {
+        public List<Proto.Reply> Discarded { get; } = [];
+
+        public bool Abandoned => true;
+
+        public void Complete(Proto.Reply reply) => Discarded.Add(reply);
     }
 }

@@ -77,16 +77,19 @@ public sealed class ReadClockTests
     };
 
     /// <summary>A one-voter node on memory storage: it leads at once and sends nothing.</summary>
-    private sealed class SingleNode : IAsyncDisposable
+    internal sealed class SingleNode : IAsyncDisposable
     {
         private readonly NodeMetrics _metrics = new();
         private PeerTransport? _transport;
 
-        private SingleNode(TimeProvider time)
+        private SingleNode(TimeProvider time, TimeSpan requestTimeout, int longReadSliceKeys)
         {
             var membership = Membership.Of([1UL], contexts: [new KeyValuePair<ulong, string>(1, "http://127.0.0.1:1")]);
             Driver = new RaftDriver(
-                new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromSeconds(10)),
+                new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), requestTimeout)
+                {
+                    LongReadSliceKeys = longReadSliceKeys,
+                },
                 MemoryStorage.Bootstrap(membership),
                 new NoSnapshots(),
                 new CacheStateMachine(new CacheStateMachineOptions()),
@@ -99,9 +102,9 @@ public sealed class ReadClockTests
 
         public RaftDriver Driver { get; }
 
-        public static async Task<SingleNode> StartAsync(TimeProvider time)
+        public static async Task<SingleNode> StartAsync(TimeProvider time, TimeSpan? requestTimeout = null, int longReadSliceKeys = 4096)
         {
-            var node = new SingleNode(time);
+            var node = new SingleNode(time, requestTimeout ?? TimeSpan.FromSeconds(10), longReadSliceKeys);
             node._transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, node.Driver.Clocks, node.Driver, NullLogger<PeerTransport>.Instance);
             node.Driver.Start(node._transport);
             var deadline = DateTime.UtcNow.AddSeconds(10);
@@ -138,7 +141,7 @@ public sealed class ReadClockTests
     }
 
     /// <summary>A wall clock that can be stepped, and a monotonic clock that only advances (with <see cref="Advance"/>).</summary>
-    private sealed class SettableTime(long nowMs) : TimeProvider
+    internal sealed class SettableTime(long nowMs) : TimeProvider
     {
         private long _monotonicMs;
 

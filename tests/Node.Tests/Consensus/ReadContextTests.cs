@@ -72,13 +72,13 @@ public sealed class ReadContextTests
     };
 
     /// <summary>Node 2 of three, following node 1 (which exists only as the messages the test posts); it sends nowhere.</summary>
-    private sealed class Follower : IAsyncDisposable
+    internal sealed class Follower : IAsyncDisposable
     {
         private readonly NodeMetrics _metrics = new();
         private readonly PeerTransport _transport;
         private readonly ulong _initialContext;
 
-        private Follower(MemoryStorage disk, TimeSpan requestTimeout)
+        private Follower(MemoryStorage disk, TimeSpan requestTimeout, TimeProvider time)
         {
             Driver = new RaftDriver(
                 // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
@@ -88,7 +88,7 @@ public sealed class ReadContextTests
                 new CacheStateMachine(new CacheStateMachineOptions()),
                 new AddressBook(new Dictionary<ulong, string>()),
                 (_, _) => { },
-                TimeProvider.System,
+                time,
                 _metrics,
                 NullLogger<RaftDriver>.Instance);
             _initialContext = Driver.LastReadContext;
@@ -99,7 +99,10 @@ public sealed class ReadContextTests
 
         public RaftDriver Driver { get; }
 
-        public static Follower Start(MemoryStorage disk, TimeSpan? requestTimeout = null) => new(disk, requestTimeout ?? TimeSpan.FromMinutes(1));
+        public static Follower Start(MemoryStorage disk, TimeSpan? requestTimeout = null) => new(disk, requestTimeout ?? TimeSpan.FromMinutes(1), TimeProvider.System);
+
+        /// <summary>Node 2 of three on a fresh disk, reading <paramref name="time"/>.</summary>
+        public static Follower Start(TimeProvider time) => new(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), TimeSpan.FromMinutes(1), time);
 
         public void Post(Message message) => Assert.True(((IRaftInbox)Driver).TryPost(message));
 
