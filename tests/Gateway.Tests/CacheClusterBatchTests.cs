@@ -46,6 +46,21 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AReadTellsTheNodeHowLongItsAttemptWaitsAndAWriteDoesNot()
+    {
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, AttemptTimeoutMilliseconds = 700, DeadlineMilliseconds = 3000 });
+
+        ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 1), ReadMode.Linearizable)];
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        var sent = node.Received.SelectMany(batch => batch).ToArray();
+        Assert.InRange(Assert.Single(sent, command => command.Get is not null).TimeoutMs, 1u, 700u);
+        Assert.Equal(0u, Assert.Single(sent, command => command.Set is not null).TimeoutMs);
+    }
+
+    [Fact]
     public async Task AWriteRefusedAsNotLeaderGoesToTheNamedLeaderWhileTheReadsOfItsWaveAreAnsweredWhereTheyWere()
     {
         await using var leader = await ScriptedNode.StartAsync(Answer("leader"));

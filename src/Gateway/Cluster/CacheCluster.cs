@@ -190,6 +190,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         private readonly int[] _attempts;
         private readonly bool[] _maybeApplied;
         private readonly bool[] _answered;
+        private readonly long _startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         private int _unanswered;
         private NodeConnection? _hinted;
         // Where an attempt last timed out or lost its stream: reads, which any member can serve, go elsewhere next time.
@@ -224,6 +225,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             // retry then backs off.
             var hinted = _hinted;
             _hinted = null;
+            // How long this attempt waits for its reads, told to the nodes: one drops a read still unanswered then (a
+            // long read's remaining slices) rather than work on for nobody.
+            var options = _cluster._options;
+            var untilDeadline = options.DeadlineMilliseconds - (long)System.Diagnostics.Stopwatch.GetElapsedTime(_startedAt).TotalMilliseconds;
+            var readTimeoutMs = (uint)Math.Clamp(Math.Min(options.AttemptTimeoutMilliseconds, untilDeadline), 1, uint.MaxValue);
             NodeConnection? writeNode = null;
             NodeConnection? readNode = null;
             var groups = new List<Group>(2);
@@ -251,6 +257,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     // (below, in Take), whose first attempt may have started that session: should it expire before
                     // this retry arrives, an unmarked retry would start it again and apply the write twice.
                     _calls[i].Command.SessionMustExist = true;
+                }
+
+                if (!_isWrite[i])
+                {
+                    _calls[i].Command.TimeoutMs = readTimeoutMs;
                 }
 
                 group.Indexes.Add(i);
