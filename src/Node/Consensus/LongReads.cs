@@ -121,8 +121,8 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     /// <summary>
     /// Drops the reads nobody waits for any more, in progress or queued: past their deadline (at <paramref name="nowMs"/>,
     /// the clock deadlines are on), or whose stream closed. A read in progress stops taking slices and lets go of what it
-    /// kept aside for its instant (the values writes replaced since), and of its request; the next in line starts in the
-    /// next round. Without this a KEYS or an MGET of a million keys whose gateway gave up ran to its end, holding the
+    /// kept aside for its instant (the values writes replaced since), and of its request; the next in line starts at the
+    /// next <see cref="RunSlice(long, long)"/>. The loop calls it every round in which long reads have work. Without this a KEYS or an MGET of a million keys whose gateway gave up ran to its end, holding the
     /// overwritten values, and its gateway's retry elsewhere started the same work on another node.
     /// </summary>
     public void DropUnwanted(long nowMs)
@@ -141,19 +141,11 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             _multiKey = null;
         }
 
-        foreach (var waiting in new[] { _keysWaiting, _multiKeyWaiting })
+        DropUnwanted(_keysWaiting, nowMs);
+        DropUnwanted(_multiKeyWaiting, nowMs);
+        if (_scansWaiting.Count == 0)
         {
-            for (var i = waiting.Count; i > 0 && waiting.TryDequeue(out var input); i--)
-            {
-                if (Unwanted(input, nowMs))
-                {
-                    Drop(input);
-                }
-                else
-                {
-                    waiting.Enqueue(input);
-                }
-            }
+            return;
         }
 
         _scansWaiting.RemoveAll(waiting =>
@@ -166,6 +158,21 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
             Drop(waiting.Input);
             return true;
         });
+    }
+
+    private static void DropUnwanted(Queue<CommandInput> waiting, long nowMs)
+    {
+        for (var i = waiting.Count; i > 0 && waiting.TryDequeue(out var input); i--)
+        {
+            if (Unwanted(input, nowMs))
+            {
+                Drop(input);
+            }
+            else
+            {
+                waiting.Enqueue(input);
+            }
+        }
     }
 
     private static bool Unwanted(CommandInput input, long nowMs) => input.DeadlineMs <= nowMs || input.Replies.Abandoned;

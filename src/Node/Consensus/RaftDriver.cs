@@ -543,6 +543,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 ProcessReady();
                 if (_longReads.HasWork)
                 {
+                    // Every round, not every tick: a read nobody waits for any more takes no slice it need not.
+                    _longReads.DropUnwanted(NowMs);
                     _longReads.RunSlice(LinearizableReadTimeMs(), LocalReadTimeMs());
                 }
 
@@ -1006,7 +1008,6 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         ExpireReadsAwaitingApply(now);
-        _longReads.DropUnwanted(now);
     }
 
     /// <summary>

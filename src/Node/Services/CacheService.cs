@@ -9,16 +9,29 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 {
     public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) => driver.ExecuteAsync(request);
 
-    public override async Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context)
+    public override Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context) =>
+        ServeStreamAsync(driver, options.MaxMessageBytes, requestStream, responseStream, runtime.Closing, context.CancellationToken);
+
+    /// <summary>
+    /// One command stream: runs its commands as they come and writes their replies as they finish, until the gateway
+    /// hangs up (<paramref name="callEnded"/>) or this node closes (<paramref name="closing"/>).
+    /// </summary>
+    internal static async Task ServeStreamAsync(
+        RaftDriver driver,
+        int maxMessageBytes,
+        IAsyncStreamReader<Proto.CommandBatch> requestStream,
+        IServerStreamWriter<Proto.ReplyBatch> responseStream,
+        CancellationToken closing,
+        CancellationToken callEnded)
     {
         // The stream lives as long as the gateway keeps it open, or until this node closes (it stops, or its loop
         // failed): the gateway never hangs up by itself, and the server would wait for it until the host's shutdown
         // timeout ran out. Replies not yet written are lost with the stream, as when the node goes away.
-        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, runtime.Closing);
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(callEnded, closing);
 
         // Replies are written by one writer task as commands finish, batched by whatever has finished meanwhile.
         var replies = new StreamReplies();
-        var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, options.MaxMessageBytes, lifetime.Token);
+        var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, maxMessageBytes, lifetime.Token);
         var readToEnd = false;
         try
         {
@@ -33,7 +46,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
             readToEnd = true;
         }
-        catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
+        catch (OperationCanceledException) when (closing.IsCancellationRequested)
         {
             // This node closes: the call ends here, whatever is still in flight.
         }
@@ -52,7 +65,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         {
             await writer.ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (runtime.Closing.IsCancellationRequested)
+        catch (OperationCanceledException) when (closing.IsCancellationRequested)
         {
         }
         finally

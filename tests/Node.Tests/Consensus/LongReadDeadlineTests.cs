@@ -1,4 +1,7 @@
+using System.Threading.Channels;
 using Dcache.Node.Consensus;
+using Dcache.Node.Services;
+using Grpc.Core;
 using Dcache.Raft;
 using Google.Protobuf;
 using Proto = Dcache.Protocol.Cache;
@@ -61,6 +64,85 @@ public sealed class LongReadDeadlineTests
         var context = await follower.Driver.RunOnLoopAsync(_ => follower.Driver.LastReadContext).WaitAsync(Patience);
         follower.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = 0 });
         Assert.Equal(Proto.Reply.ResultOneofCase.Nil, (await second.WaitAsync(Patience)).ResultCase);
+    }
+
+    [Fact]
+    public async Task A_long_read_whose_command_stream_closes_is_dropped()
+    {
+        // Deadlines far off (the node's time stands still): only the stream's end can stop the read.
+        await using var node = await SingleNode.StartAsync(new SettableTime(Start), requestTimeout: TimeSpan.FromMinutes(10), longReadSliceKeys: 1);
+        await LoadAsync(node.Driver, 200_000);
+        // LOCAL: it starts as soon as the loop takes it in, with no read index to wait for.
+        var keysAll = new Proto.Command { Id = 1, Consistency = Proto.ReadConsistency.Local, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+
+        using var call = new CancellationTokenSource();
+        var requests = new BatchReader();
+        var serving = CacheService.ServeStreamAsync(node.Driver, 1 << 24, requests, new ReplyWriter(), CancellationToken.None, call.Token);
+        requests.Send(keysAll.Clone());
+
+        // The loop is held right after it took the KEYS in, while the gateway hangs up. Once released, it goes on with
+        // that round, then takes in the inputs posted from there: more than a round drains (4,096), so the last is
+        // taken in a later round, after which the read, a key a round and 200,000 to go, is still walking unless dropped.
+        using var hold = new ManualResetEventSlim();
+        var held = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task<int>? walksRoundsLater = null;
+        Task<int> WalksAfter(int inputs) => inputs == 0
+            ? node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount)
+            : node.Driver.RunOnLoopAsync(_ => WalksAfter(inputs - 1)).Unwrap();
+        var holding = Task.CompletedTask;
+        var until = DateTime.UtcNow + Patience;
+        while (true)
+        {
+            await Task.WhenAny(holding, held.Task).WaitAsync(Patience);
+            if (held.Task.IsCompleted)
+            {
+                break;
+            }
+
+            Assert.True(DateTime.UtcNow < until, "the KEYS never started");
+
+            holding = node.Driver.RunOnLoopAsync(_ =>
+            {
+                var walks = node.Driver.Cache.WalkCount;
+                if (walks == 1)
+                {
+                    held.TrySetResult(walks);
+                    hold.Wait(Patience);
+                    walksRoundsLater = WalksAfter(5_000);
+                }
+
+                return walks;
+            });
+        }
+
+        await call.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving.WaitAsync(Patience));
+        hold.Set();
+        await holding.WaitAsync(Patience);
+        Assert.Equal(0, await walksRoundsLater!.WaitAsync(Patience));
+    }
+
+    /// <summary>A gateway's side of the command stream: batches sent by the test, until the call is cancelled.</summary>
+    private sealed class BatchReader : IAsyncStreamReader<Proto.CommandBatch>
+    {
+        private readonly Channel<Proto.CommandBatch> _batches = Channel.CreateUnbounded<Proto.CommandBatch>();
+
+        public Proto.CommandBatch Current { get; private set; } = new();
+
+        public void Send(Proto.Command command) => _batches.Writer.TryWrite(new Proto.CommandBatch { Commands = { command } });
+
+        public async Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            Current = await _batches.Reader.ReadAsync(cancellationToken);
+            return true;
+        }
+    }
+
+    private sealed class ReplyWriter : IServerStreamWriter<Proto.ReplyBatch>
+    {
+        public WriteOptions? WriteOptions { get; set; }
+
+        public Task WriteAsync(Proto.ReplyBatch message) => Task.CompletedTask;
     }
 
     private static Proto.Command Get(string key, uint timeoutMs) => new()
