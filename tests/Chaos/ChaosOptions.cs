@@ -19,6 +19,12 @@ internal sealed class ChaosOptions
 
     public int FaultsPerSchedule { get; set; } = 2;
 
+    /// <summary>
+    /// Steps may start a second fault while the first holds (<see cref="FaultSchedule.CanOverlap"/>). Off by default:
+    /// a seed without it makes the schedule it made before overlaps existed.
+    /// </summary>
+    public bool Overlap { get; set; }
+
     /// <summary>Concurrent clients through the gateway (each key sees at most this many at once).</summary>
     public int Clients { get; set; } = 6;
 
@@ -60,6 +66,11 @@ internal sealed class ChaosOptions
         if (FaultsPerSchedule != 2)
         {
             args.Add($"--faults-per-schedule {FaultsPerSchedule}");
+        }
+
+        if (Overlap)
+        {
+            args.Add("--overlap");
         }
 
         if (Clients != 6)

@@ -8,7 +8,7 @@ internal static class ChaosSuite
 {
     public static async Task<IReadOnlyList<ScheduleResult>> RunAsync(ChaosOptions options, ITestOutputHelper log)
     {
-        log.WriteLine($"chaos: {options.Schedules} schedule(s) from seed {options.Seed}; faults {string.Join(",", options.Faults)}{(options.UnsafeReads ? "; TEST-ONLY UNSAFE READS ON" : "")}");
+        log.WriteLine($"chaos: {options.Schedules} schedule(s) from seed {options.Seed}; faults {string.Join(",", options.Faults)}{(options.Overlap ? "; overlapping" : "")}{(options.UnsafeReads ? "; TEST-ONLY UNSAFE READS ON" : "")}");
         var results = new List<ScheduleResult>();
         for (var i = 0; i < options.Schedules; i++)
         {
@@ -36,11 +36,17 @@ internal static class ChaosSuite
         };
         foreach (var kind in ChaosOptions.AllFaults)
         {
-            var with = results.Where(r => r.Schedule.Steps.Any(s => s.Kind == kind)).ToList();
+            var with = results.Where(r => r.Schedule.AllSteps.Any(s => s.Kind == kind)).ToList();
             if (with.Count > 0)
             {
                 lines.Add(string.Create(CultureInfo.InvariantCulture, $"  {kind,-16} in {with.Count,4} schedules, {with.Count(r => r.Verdict == ScheduleVerdict.Passed),4} passed"));
             }
+        }
+
+        var pairs = results.SelectMany(r => r.Schedule.Steps.Where(s => s.With is not null).Select(s => $"{s.Kind}+{s.With!.Step.Kind}")).ToList();
+        if (pairs.Count > 0)
+        {
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"  overlapping steps: {pairs.Count} ({string.Join(", ", pairs.GroupBy(p => p).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}"))})"));
         }
 
         foreach (var failed in results.Where(r => r.Verdict != ScheduleVerdict.Passed))

@@ -115,6 +115,12 @@ internal enum GatewayCut
 /// <param name="CannotSend">For <see cref="FaultKind.Asymmetric"/>: the node cannot send (true) or cannot hear (false).</param>
 internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int HoldMs, int RecoverMs, int SlowDiskMs, bool CannotSend)
 {
+    /// <summary>
+    /// With <see cref="ChaosOptions.Overlap"/>: a second fault that starts while this one holds, and heals at its own
+    /// end (before this one when it ends first, after it otherwise). Null: this fault runs alone.
+    /// </summary>
+    public Overlap? With { get; init; }
+
     // The clock jump's choices come from Pick rather than from draws of their own, so that a run whose fault list
     // lacks it makes the same schedules as before it existed.
 
@@ -151,6 +157,15 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
 
     public override string ToString()
     {
+        // A lone step reads as it did before overlaps existed: runs compare schedules by this text.
+        return With is { } with
+            ? string.Create(CultureInfo.InvariantCulture, $"{Describe()}, overlapped {with.StartAfterMs} ms in by {with.Step.Describe()}, then {RecoverMs} ms healed")
+            : string.Create(CultureInfo.InvariantCulture, $"{Describe()}, then {RecoverMs} ms healed");
+    }
+
+    /// <summary>The fault without what follows it: kind, target, details and hold.</summary>
+    private string Describe()
+    {
         var target = Kind switch
         {
             FaultKind.Partition => "random minority",
@@ -179,9 +194,13 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             }}",
             _ => "",
         };
-        return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms, then {RecoverMs} ms healed");
+        return string.Create(CultureInfo.InvariantCulture, $"{Kind} ({target}{detail}) for {HoldMs} ms");
     }
 }
+
+/// <summary>A second fault overlapping a step's first: it starts <paramref name="StartAfterMs"/> after the first began to be injected.</summary>
+/// <param name="Step">The second fault (its <see cref="FaultStep.RecoverMs"/> is unused: the step's own follows both heals).</param>
+internal sealed record Overlap(FaultStep Step, int StartAfterMs);
 
 /// <summary>A fault schedule, entirely determined by its seed and the options it was made with.</summary>
 /// <param name="ReadsAtLeader">The gateway sends reads to the leader (ReadRouting=Leader) rather than round the members.</param>
@@ -197,30 +216,89 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
         var steps = new List<FaultStep>();
         for (var i = 0; i < options.FaultsPerSchedule; i++)
         {
-            var kind = options.Faults[random.Next(options.Faults.Count)];
-            var hold = kind switch
-            {
-                FaultKind.Pause => MinimumPauseMs + random.Next(1500),
-                FaultKind.GatewayPause => 1000 + random.Next(4000),
-                // Up to past the gateway's 4 s deadline: a command it cannot deliver meanwhile ends as -UNKNOWN or
-                // -TRYAGAIN, not only late.
-                FaultKind.GatewayPartition => 2000 + random.Next(4000),
-                _ => 1000 + random.Next(2000),
-            };
-            steps.Add(new FaultStep(
-                kind,
-                OnLeader: random.Next(2) == 0,
-                Pick: random.Next(1_000_000),
-                HoldMs: hold,
-                RecoverMs: 500 + random.Next(1000),
-                SlowDiskMs: 20 + random.Next(230),
-                CannotSend: random.Next(2) == 0));
+            steps.Add(Draw(random, options.Faults[random.Next(options.Faults.Count)]));
         }
 
         // Drawn after the steps, so a seed keeps the faults it had before read routing was a choice.
         var readsAtLeader = options.ReadsAtLeader ?? random.Next(2) == 0;
+
+        // Drawn after everything else, so an overlapping schedule is its seed's lone schedule with second faults
+        // added, and a lone schedule draws exactly what it drew before overlaps existed.
+        if (options.Overlap)
+        {
+            for (var i = 0; i < steps.Count; i++)
+            {
+                var partners = options.Faults.Where(kind => CanOverlap(steps[i].Kind, kind)).ToList();
+                // One step in four stays alone, so an overlapping run still shows each fault by itself next to its pairs.
+                if (partners.Count > 0 && random.Next(4) != 0)
+                {
+                    var second = Draw(random, partners[random.Next(partners.Count)]);
+                    steps[i] = steps[i] with { With = new Overlap(second, random.Next(steps[i].HoldMs)) };
+                }
+            }
+        }
+
         return new FaultSchedule(seed, nodes, steps, readsAtLeader);
     }
+
+    private static FaultStep Draw(Random random, FaultKind kind)
+    {
+        var hold = kind switch
+        {
+            FaultKind.Pause => MinimumPauseMs + random.Next(1500),
+            FaultKind.GatewayPause => 1000 + random.Next(4000),
+            // Up to past the gateway's 4 s deadline: a command it cannot deliver meanwhile ends as -UNKNOWN or
+            // -TRYAGAIN, not only late.
+            FaultKind.GatewayPartition => 2000 + random.Next(4000),
+            _ => 1000 + random.Next(2000),
+        };
+        return new FaultStep(
+            kind,
+            OnLeader: random.Next(2) == 0,
+            Pick: random.Next(1_000_000),
+            HoldMs: hold,
+            RecoverMs: 500 + random.Next(1000),
+            SlowDiskMs: 20 + random.Next(230),
+            CannotSend: random.Next(2) == 0);
+    }
+
+    /// <summary>
+    /// Whether two faults may hold at once (in either order). During the overlap the cluster may lose more than a
+    /// quorum can spare (two kills of three, a partition and a pause): nothing is required of it meanwhile but
+    /// safety, and once both healed it must answer again (<see cref="ChaosRun"/>). The second fault never aims its
+    /// process faults (kill, pause, slow disk, a membership change's nodes) at a node the first one holds.
+    /// </summary>
+    public static bool CanOverlap(FaultKind first, FaultKind second)
+    {
+        // A full disk needs the load to reach its node (it must fill the disk and stop within 30 s, a check of its
+        // own), which a second fault that cuts the node off or takes the quorum away stops; and it holds for as long
+        // as the disk takes to fill, not for a hold. A clock jump is a sequence of its own (kill, restart with the
+        // clock ahead, leadership handed back or the leader killed) whose steps wait for elections a second fault
+        // would steer; its leader kill with a second node down takes the quorum of three away for up to 30 s.
+        // Neither says anything new beside another fault that kills or cuts off a node, which they already do.
+        FaultKind[] alone = [FaultKind.DiskFull, FaultKind.ClockJump];
+        if (alone.Contains(first) || alone.Contains(second))
+        {
+            return false;
+        }
+
+        // One membership change at a time: the product refuses a second while one is pending, and each change's
+        // expectations (which update must complete, which must wait) are worked out for it alone.
+        FaultKind[] membership = [FaultKind.MemberReplace, FaultKind.MemberUpdate];
+        if (membership.Contains(first) && membership.Contains(second))
+        {
+            return false;
+        }
+
+        // One fault at a time on the gateway: a kill and a pause of one process do not add up, and a gateway
+        // partition's probes (a read while it holds, a write and a read within 5 s of its heal) measure a gateway that
+        // a kill or a pause has taken away.
+        FaultKind[] gateway = [FaultKind.GatewayKill, FaultKind.GatewayPause, FaultKind.GatewayPartition];
+        return !(gateway.Contains(first) && gateway.Contains(second));
+    }
+
+    /// <summary>Every fault of the schedule, second faults of overlapping steps included.</summary>
+    public IEnumerable<FaultStep> AllSteps => Steps.SelectMany(step => step.With is { } with ? [step, with.Step] : new[] { step });
 
     public override string ToString()
     {

@@ -120,4 +120,85 @@ public sealed class FaultScheduleTests
         options.Faults = [FaultKind.ClockJump, FaultKind.Kill];
         Assert.Contains("--faults clockjump,kill", options.ReplayCommand(1), StringComparison.Ordinal);
     }
+
+    [Theory]
+    // Made by the code before overlaps existed (ab4e311): a run without --overlap must make the same schedules.
+    [InlineData(400_000, null, null, 2, "seed 400000: 3 nodes, reads at the leader; 1. IsolateLeader (leader) for 2928 ms, then 1181 ms healed; 2. GatewayPause (gateway) for 3851 ms, then 556 ms healed")]
+    [InlineData(400_001, null, null, 2, "seed 400001: 3 nodes, reads at the leader; 1. GatewayKill (gateway) for 2326 ms, then 1055 ms healed; 2. GatewayPartition (gateway from subset pick 101) for 2326 ms, then 1243 ms healed")]
+    [InlineData(400_005, null, null, 3, "seed 400005: 3 nodes, reads round the members; 1. ClockJump (leader, leads again, clock +153 min) for 1918 ms, then 551 ms healed; 2. IsolateLeader (leader) for 2113 ms, then 993 ms healed; 3. MemberReplace (node pick 72) for 2184 ms, then 703 ms healed")]
+    [InlineData(410_000, "kill,partition,memberreplace,memberupdate,pause", 5, 2, "seed 410000: 5 nodes, reads at the leader; 1. Kill (node pick 701) for 1901 ms, then 859 ms healed; 2. Kill (leader) for 2649 ms, then 889 ms healed")]
+    [InlineData(410_003, "kill,partition,memberreplace,memberupdate,pause", 5, 2, "seed 410003: 5 nodes, reads round the members; 1. MemberUpdate (node pick 30, SIGTERM, a minority partition) for 1661 ms, then 1213 ms healed; 2. MemberReplace (leader) for 1391 ms, then 1231 ms healed")]
+    [InlineData(77, "kill,pause,partition,isolateleader,asymmetric,slowdisk,gatewaypartition", null, 4, "seed 77: 3 nodes, reads at the leader; 1. Partition (random minority) for 2180 ms, then 1349 ms healed; 2. IsolateLeader (leader) for 2335 ms, then 1066 ms healed; 3. Kill (node pick 600) for 1460 ms, then 629 ms healed; 4. Kill (leader) for 2864 ms, then 635 ms healed")]
+    public void WithoutOverlapASeedMakesTheScheduleItMadeBeforeOverlapsExisted(int seed, string? faults, int? nodes, int perSchedule, string before)
+    {
+        var options = new ChaosOptions { Nodes = nodes, FaultsPerSchedule = perSchedule };
+        if (faults is not null)
+        {
+            options.Faults = Program.ParseFaults(faults);
+        }
+
+        Assert.Equal(before, FaultSchedule.Generate(seed, options).ToString());
+        Assert.DoesNotContain("--overlap", options.ReplayCommand(seed), StringComparison.Ordinal);
+    }
+
+    private static ChaosOptions Overlapping(int perSchedule = 2) => new() { Overlap = true, FaultsPerSchedule = perSchedule };
+
+    [Fact]
+    public void AnOverlappingScheduleIsItsSeedsLoneScheduleWithSecondFaultsAdded()
+    {
+        for (var seed = 400_000; seed < 400_200; seed++)
+        {
+            var lone = FaultSchedule.Generate(seed, new ChaosOptions { FaultsPerSchedule = 3 });
+            var overlapping = FaultSchedule.Generate(seed, Overlapping(3));
+
+            Assert.Equal(overlapping.ToString(), FaultSchedule.Generate(seed, Overlapping(3)).ToString());
+            Assert.Equal((lone.Nodes, lone.ReadsAtLeader), (overlapping.Nodes, overlapping.ReadsAtLeader));
+            Assert.Equal(lone.Steps, overlapping.Steps.Select(step => step with { With = null }));
+        }
+
+        Assert.Contains("--overlap", Overlapping().ReplayCommand(1), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void OverlappingStepsPairOnlyFaultsThatMayHoldTogetherAndStartTheSecondInsideTheFirstsHold()
+    {
+        var steps = Enumerable.Range(0, 2000).SelectMany(seed => FaultSchedule.Generate(seed, Overlapping()).Steps).ToList();
+        var pairs = steps.Where(s => s.With is not null).ToList();
+
+        Assert.All(pairs, s =>
+        {
+            Assert.True(FaultSchedule.CanOverlap(s.Kind, s.With!.Step.Kind), s.ToString());
+            Assert.InRange(s.With.StartAfterMs, 0, s.HoldMs - 1);
+            Assert.Null(s.With.Step.With);
+            Assert.Contains(" overlapped ", s.ToString(), StringComparison.Ordinal);
+        });
+        FaultKind[] alone = [FaultKind.DiskFull, FaultKind.ClockJump];
+        Assert.DoesNotContain(pairs, s => alone.Contains(s.Kind) || alone.Contains(s.With!.Step.Kind));
+        Assert.DoesNotContain(pairs, s => s.Kind is FaultKind.MemberReplace or FaultKind.MemberUpdate && s.With!.Step.Kind is FaultKind.MemberReplace or FaultKind.MemberUpdate);
+        Assert.DoesNotContain(pairs, s => s.Kind.ToString().StartsWith("Gateway", StringComparison.Ordinal) && s.With!.Step.Kind.ToString().StartsWith("Gateway", StringComparison.Ordinal));
+
+        // Three in four of the steps that have a partner get one; every allowed kind shows up as a second fault.
+        var couldPair = steps.Count(s => !alone.Contains(s.Kind));
+        Assert.InRange(pairs.Count, couldPair * 7 / 10, couldPair * 8 / 10);
+        Assert.Equal(
+            ChaosOptions.AllFaults.Except(alone).Order(),
+            pairs.Select(s => s.With!.Step.Kind).Distinct().Order());
+        Assert.Contains(pairs, s => s.Kind == FaultKind.MemberReplace && s.With!.Step.Kind == FaultKind.Kill);
+        Assert.Contains(pairs, s => s.Kind == FaultKind.Kill && s.With!.Step.Kind == FaultKind.Partition);
+    }
+
+    [Fact]
+    public void AnOverlapNeedsTwoKindsThatMayHoldTogether()
+    {
+        // A list of kinds none of which may overlap another leaves every step alone.
+        var options = new ChaosOptions { Overlap = true, Faults = [FaultKind.DiskFull, FaultKind.ClockJump, FaultKind.GatewayKill, FaultKind.GatewayPause], FaultsPerSchedule = 4 };
+
+        Assert.All(Enumerable.Range(0, 200), seed => Assert.All(FaultSchedule.Generate(seed, options).Steps, s => Assert.Null(s.With)));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.Kill, FaultKind.Kill));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.GatewayPartition));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.Kill, FaultKind.DiskFull));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.ClockJump, FaultKind.Pause));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.MemberReplace));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.GatewayPartition, FaultKind.GatewayKill));
+    }
 }
