@@ -53,8 +53,29 @@ internal sealed class ChaosRun
     private LocalCluster _cluster = null!;
     private ProxyMesh _mesh = null!;
 
-    // The current members; a replaced member leaves, its joiner enters.
+    // The current members; a replaced member leaves, its joiner enters. Under _state: two overlapping faults may
+    // read and change it at once (Members() for a copy).
     private readonly SortedSet<ulong> _members = [];
+
+    // Guards what two overlapping faults share: the members, the busy nodes, the timeline, the fault problems.
+    private readonly Lock _state = new();
+
+    // Nodes whose process a fault holds (killed, paused, slowed, or part of a membership change): a second fault
+    // overlapping it aims its own process faults elsewhere, so that neither undoes the other (a pause of a killed node,
+    // a restart of a removed one). Always empty when faults run one at a time.
+    private readonly HashSet<ulong> _busy = [];
+
+    // Every node of the run, founders and joiners, fixed before the first fault: enumerated where LocalCluster.Nodes
+    // would be, which a member update changes while an overlapping fault may be enumerating it.
+    private List<ulong> _allNodes = [];
+
+    // Checks that run once a step's faults have all healed: the gateway's recovery after a gateway partition is
+    // judged from the moment nothing else holds either.
+    private readonly List<Func<Task>> _afterHeal = [];
+
+    // While an overlapping step runs: what a fault expects of the cluster while it holds (a read served around a cut
+    // leader) is noted then, not judged, since the other fault may take away what it relies on.
+    private volatile bool _overlapping;
     private bool _started;
 
     // The node running with its clock ahead (a clock jump not yet healed), and when each such fault began and ended
@@ -114,12 +135,14 @@ internal sealed class ChaosRun
         _mesh = new ProxyMesh(_cluster);
         _members.UnionWith(_cluster.Nodes.Keys);
         var nextId = _cluster.Nodes.Keys.Max();
-        foreach (var _ in _schedule.Steps.Where(s => s.Kind == FaultKind.MemberReplace))
+        foreach (var _ in _schedule.AllSteps.Where(s => s.Kind == FaultKind.MemberReplace))
         {
             var id = ++nextId;
             _cluster.AddJoiningNode(id);
             _joiners.Enqueue((id, _mesh.AddJoiner(id)));
         }
+
+        _allNodes = [.. _cluster.Nodes.Keys];
 
         var problems = new List<string>();
         var history = new List<ChaosOp>();
@@ -129,7 +152,7 @@ internal sealed class ChaosRun
         {
             try
             {
-                if (_schedule.Steps.Any(s => s.Kind == FaultKind.DiskFull))
+                if (_schedule.AllSteps.Any(s => s.Kind == FaultKind.DiskFull))
                 {
                     await MountDisksAsync();
                 }
@@ -142,7 +165,10 @@ internal sealed class ChaosRun
                 problems.Add($"the cluster did not {(_started ? "recover" : "start (before any fault)")}: {ex.GetType().Name}: {ex.Message}");
             }
 
-            problems.InsertRange(0, _faultProblems);
+            lock (_state)
+            {
+                problems.InsertRange(0, _faultProblems);
+            }
 
             var verdict = problems.Count > 0 || linearizability is null ? ScheduleVerdict.Failed
                 : linearizability.Outcome == CheckOutcome.Linearizable ? ScheduleVerdict.Passed
@@ -207,8 +233,57 @@ internal sealed class ChaosRun
     private void Note(string what)
     {
         var line = string.Create(CultureInfo.InvariantCulture, $"{_clock.Elapsed.TotalMilliseconds,8:F0} ms  {what}");
-        _timeline.Add(line);
-        _log.WriteLine(line);
+        lock (_state)
+        {
+            _timeline.Add(line);
+            _log.WriteLine(line);
+        }
+    }
+
+    /// <summary>A liveness expectation of a fault while it holds: a problem when the fault runs alone, a note when it overlaps another.</summary>
+    private void Judge(string what)
+    {
+        if (_overlapping)
+        {
+            Note($"overlap: not judged: {what}");
+        }
+        else
+        {
+            Problem(what);
+        }
+    }
+
+    private void Problem(string what)
+    {
+        lock (_state)
+        {
+            Problem(what);
+        }
+    }
+
+    private List<ulong> Members()
+    {
+        lock (_state)
+        {
+            return [.. _members];
+        }
+    }
+
+    /// <summary>Marks nodes whose process a fault holds; an overlapping fault leaves their processes alone.</summary>
+    private void Hold(params ulong[] ids)
+    {
+        lock (_state)
+        {
+            _busy.UnionWith(ids);
+        }
+    }
+
+    private void Release(params ulong[] ids)
+    {
+        lock (_state)
+        {
+            _busy.ExceptWith(ids);
+        }
     }
 
     /// <summary>Load, faults, final heal, restart; returns every client operation plus the reads made after the restart.</summary>
@@ -232,9 +307,18 @@ internal sealed class ChaosRun
             await Task.Delay(_options.SteadyLoad);
             foreach (var step in _schedule.Steps)
             {
-                var heal = await InjectAsync(step);
-                await Task.Delay(step.HoldMs);
-                await heal();
+                if (step.With is { } second)
+                {
+                    await OverlapAsync(step, second);
+                }
+                else
+                {
+                    var heal = await InjectAsync(step);
+                    await Task.Delay(step.HoldMs);
+                    await heal();
+                    await AfterHealAsync();
+                }
+
                 await Task.Delay(step.RecoverMs);
             }
 
@@ -288,69 +372,163 @@ internal sealed class ChaosRun
             }
             catch (TimeoutException ex)
             {
-                _faultProblems.Add(ex.Message);
+                Problem(ex.Message);
             }
         }
     }
 
-    /// <summary>Starts one fault; returns what ends it.</summary>
-    private async Task<Func<Task>> InjectAsync(FaultStep step)
+    /// <summary>
+    /// Runs a step whose second fault starts <see cref="Overlap.StartAfterMs"/> after the first began to be injected
+    /// (and not before the first is in place): each holds for its own hold from when it was in place and heals at
+    /// its end, so the second heals first when it ends first. Nothing is required of the cluster while both hold
+    /// beyond what each fault checks itself; once both healed, it must answer a write again within the recovery
+    /// timeout.
+    /// </summary>
+    private async Task OverlapAsync(FaultStep first, Overlap second)
     {
-        var ids = _members.ToList();
+        var inPlace = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var startSecond = Task.Delay(second.StartAfterMs);
+        _overlapping = true;
+        try
+        {
+            await Task.WhenAll(LaneAsync(first, inPlace), SecondLaneAsync());
+        }
+        finally
+        {
+            _overlapping = false;
+        }
+
+        await AfterHealAsync();
+        await AnswersAfterOverlapAsync();
+
+        async Task SecondLaneAsync()
+        {
+            await startSecond;
+            // A first fault that failed to start fails the step; the second does not start then.
+            await inPlace.Task;
+            Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after {first.Kind} began");
+            await LaneAsync(second.Step, null);
+        }
+    }
+
+    /// <summary>One fault of an overlapping step: inject, hold, heal. Says when its fault is in place (for the second fault's start).</summary>
+    private async Task LaneAsync(FaultStep step, TaskCompletionSource? inPlace)
+    {
+        try
+        {
+            var heal = await InjectAsync(step, () => inPlace?.TrySetResult());
+            inPlace?.TrySetResult();
+            await Task.Delay(step.HoldMs);
+            await heal();
+        }
+        catch (Exception ex)
+        {
+            inPlace?.TrySetException(ex);
+            throw;
+        }
+    }
+
+    private async Task AfterHealAsync()
+    {
+        List<Func<Task>> checks;
+        lock (_state)
+        {
+            checks = [.. _afterHeal];
+            _afterHeal.Clear();
+        }
+
+        foreach (var check in checks)
+        {
+            await check();
+        }
+    }
+
+    /// <summary>
+    /// After both faults of an overlapping step healed, the cluster answers a write through the gateway within the
+    /// recovery timeout (however much the pair took away meanwhile: the checks of safety stay as they are).
+    /// </summary>
+    private async Task AnswersAfterOverlapAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        var value = $"p{++_probes}";
+        try
+        {
+            var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, RecoveryTimeout, "SET", ProbeKey, value);
+            if (reply.IsError)
+            {
+                Problem($"after both overlapping faults healed, SET {ProbeKey} {value} answered {reply}");
+            }
+            else
+            {
+                Note($"overlap: both faults healed; the gateway answers a write after {clock.ElapsedMilliseconds} ms");
+            }
+        }
+        catch (TimeoutException ex)
+        {
+            Problem($"the cluster did not answer a write within {RecoveryTimeout.TotalSeconds:F0} s after both overlapping faults healed: {ex.Message}");
+        }
+    }
+
+    /// <summary>
+    /// Starts one fault; returns what ends it. <paramref name="inPlace"/> is told, by a fault that takes long to
+    /// inject (a membership change), once its nodes are chosen and its disturbance holds, so that an overlapping
+    /// fault may start during the rest of it.
+    /// </summary>
+    private async Task<Func<Task>> InjectAsync(FaultStep step, Action? inPlace = null)
+    {
+        var ids = Members();
         var leader = await LeaderAsync();
-        var target = (step.OnLeader || step.Kind == FaultKind.IsolateLeader) && leader is { } l ? l : ids[step.Pick % ids.Count];
+        // Alone, every member is free and the choice is what it always was.
+        var free = Free(ids);
+        var target = (step.OnLeader || step.Kind == FaultKind.IsolateLeader) && leader is { } l && free.Contains(l) ? l : free[step.Pick % free.Count];
         var others = ids.Where(id => id != target).ToList();
+        var freeOthers = free.Where(id => id != target).ToList() is { Count: > 0 } rest ? rest : others;
         var role = target == leader ? "leader" : "follower";
         switch (step.Kind)
         {
             case FaultKind.Kill:
+                Hold(target);
                 Note($"SIGKILL node {target} ({role})");
                 _cluster[target].Kill();
                 return Healed(() =>
                 {
                     Note($"restart node {target}");
                     StartNode(target);
+                    Release(target);
                 });
             case FaultKind.Pause:
+                Hold(target);
                 Note($"SIGSTOP node {target} ({role})");
                 _cluster[target].Pause();
                 return Healed(() =>
                 {
                     Note($"SIGCONT node {target}");
                     _cluster[target].Resume();
+                    Release(target);
                 });
             case FaultKind.Partition:
                 var minority = Minority(step, ids);
                 var majority = ids.Except(minority).ToList();
-                _mesh.Partition(minority, majority);
+                var split = _mesh.Partition(minority, majority);
                 Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
-                return Healed(HealLinks);
+                return Healed(() => HealLinks(split));
             case FaultKind.IsolateLeader:
-                _mesh.Partition([target], others);
+                var isolated = _mesh.Partition([target], others);
                 Note($"isolate node {target} ({role}) from [{string.Join(",", others)}]");
-                return Healed(HealLinks);
+                return Healed(() => HealLinks(isolated));
             case FaultKind.Asymmetric:
-                foreach (var other in others)
-                {
-                    if (step.CannotSend)
-                    {
-                        _mesh.Cut(target, other);
-                    }
-                    else
-                    {
-                        _mesh.Cut(other, target);
-                    }
-                }
-
+                var oneWay = others.Select(other => step.CannotSend ? _mesh.Cut(target, other) : _mesh.Cut(other, target)).ToList();
                 Note($"asymmetric: node {target} ({role}) {(step.CannotSend ? "cannot send" : "hears nobody")}; cut {_mesh.DescribeCuts()}");
-                return Healed(HealLinks);
+                return Healed(() => HealLinks(oneWay));
             case FaultKind.SlowDisk:
+                Hold(target);
                 await File.WriteAllTextAsync(SlowDiskFile(target), step.SlowDiskMs.ToString(CultureInfo.InvariantCulture));
                 Note($"slow disk on node {target} ({role}): {step.SlowDiskMs} ms per durable commit");
                 return Healed(() =>
                 {
                     Note($"disk of node {target} fast again");
                     File.WriteAllText(SlowDiskFile(target), "0");
+                    Release(target);
                 });
             case FaultKind.MemberReplace:
                 // Three times in four the change runs while another member is down throughout: paused, killed, or
@@ -360,7 +538,7 @@ internal sealed class ChaosRun
                 // joiner right after its promotion (restarted after the hold), or the leaving member before its
                 // removal. (With a bystander down as well, four voters would have two down: no quorum by design.)
                 var midChange = disturbance == BystanderFault.None ? (MidChangeKill)((step.Pick / 112) % 3) : MidChangeKill.None;
-                await ReplaceMemberAsync(target, role, others[(step.Pick / 28) % others.Count], disturbance, midChange, step.HoldMs);
+                await ReplaceMemberAsync(target, role, freeOthers[(step.Pick / 28) % freeOthers.Count], disturbance, midChange, step.HoldMs, inPlace);
                 return () => Task.CompletedTask;
             case FaultKind.GatewayKill:
                 await CountGatewayRetriesAsync();
@@ -386,7 +564,7 @@ internal sealed class ChaosRun
             case FaultKind.DiskFull:
                 return await FillDiskAsync(target, role, step.DiskFullFreeBytes);
             case FaultKind.MemberUpdate:
-                await MoveMemberAsync(step, target, role, ids, others);
+                await MoveMemberAsync(step, target, role, ids, freeOthers, inPlace);
                 return () => Task.CompletedTask;
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
@@ -396,6 +574,16 @@ internal sealed class ChaosRun
     /// <summary>A random minority of <paramref name="ids"/> (1 of 3; 1 or 2 of 5), as the seed chooses.</summary>
     private static List<ulong> Minority(FaultStep step, List<ulong> ids) =>
         ids.OrderBy(id => new Random(step.Pick + (int)id).Next()).Take(ids.Count == 5 && step.Pick % 2 == 0 ? 2 : 1).ToList();
+
+    /// <summary>The members no fault holds the process of; all of them when every one is held.</summary>
+    private List<ulong> Free(List<ulong> ids)
+    {
+        lock (_state)
+        {
+            var free = ids.Where(id => !_busy.Contains(id)).ToList();
+            return free.Count > 0 ? free : ids;
+        }
+    }
 
     private static Func<Task> Healed(Action heal) => () =>
     {
@@ -424,7 +612,7 @@ internal sealed class ChaosRun
             (GatewayCut.RandomSubset, _) => (step.GatewayCutSubset(ids), "a random subset"),
             _ => ([ids[step.Pick % ids.Count]], "a node (no leader known)"),
         };
-        _mesh.CutGateway(cut);
+        var links = _mesh.CutGateway(cut);
         var from = Stopwatch.GetTimestamp();
         Note($"gateway cut off from [{string.Join(",", cut)}] ({what}; leader {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}); it reaches [{string.Join(",", ids.Except(cut))}]");
 
@@ -436,9 +624,14 @@ internal sealed class ChaosRun
         return async () =>
         {
             await readProbe;
-            HealLinks();
+            HealLinks(links);
             _gatewayCuts.Add(new GatewayCutWindow(from, Stopwatch.GetTimestamp(), $"[{string.Join(",", cut)}] ({what})"));
-            await GatewayRecoversAsync();
+            // Alone, right away; overlapped, once the other fault healed too (a node fault still holding may have
+            // an election under way, which is no measure of the gateway).
+            lock (_state)
+            {
+                _afterHeal.Add(GatewayRecoversAsync);
+            }
         };
     }
 
@@ -454,12 +647,12 @@ internal sealed class ChaosRun
                 : $"gateway cut off from the leader: a read was served after {clock.ElapsedMilliseconds} ms");
             if (reply.IsError)
             {
-                _faultProblems.Add($"with reads round the members and the gateway cut off from the leader only, a GET got {reply}");
+                Judge($"with reads round the members and the gateway cut off from the leader only, a GET got {reply}");
             }
         }
         catch (TimeoutException ex)
         {
-            _faultProblems.Add($"with reads round the members and the gateway cut off from the leader only, no read was served in {ReadAroundTheLeaderBound.TotalSeconds:F0} s: {ex.Message}");
+            Judge($"with reads round the members and the gateway cut off from the leader only, no read was served in {ReadAroundTheLeaderBound.TotalSeconds:F0} s: {ex.Message}");
         }
     }
 
@@ -477,16 +670,16 @@ internal sealed class ChaosRun
             Note($"gateway answers again {took.TotalMilliseconds:F0} ms after the heal: SET {write}, GET {read}");
             if (write.IsError || read.Text != value)
             {
-                _faultProblems.Add($"after the gateway partition healed, SET {ProbeKey} {value} answered {write} and GET answered {read}");
+                Problem($"after the gateway partition healed, SET {ProbeKey} {value} answered {write} and GET answered {read}");
             }
             else if (took > GatewayRecoveryBound)
             {
-                _faultProblems.Add(string.Create(CultureInfo.InvariantCulture, $"the gateway took {took.TotalSeconds:F1} s after the partition healed to answer a write and a read (bound {GatewayRecoveryBound.TotalSeconds:F0} s)"));
+                Problem(string.Create(CultureInfo.InvariantCulture, $"the gateway took {took.TotalSeconds:F1} s after the partition healed to answer a write and a read (bound {GatewayRecoveryBound.TotalSeconds:F0} s)"));
             }
         }
         catch (TimeoutException ex)
         {
-            _faultProblems.Add($"the gateway did not recover after its partition healed: {ex.Message}");
+            Problem($"the gateway did not recover after its partition healed: {ex.Message}");
         }
     }
 
@@ -519,7 +712,7 @@ internal sealed class ChaosRun
 
         if (_cluster[target].IsRunning)
         {
-            _faultProblems.Add($"node {target} still ran {DiskFullStopTimeout.TotalSeconds:F0} s after its disk was left {freeBytes / 1024} KiB: not the fail-stop of operations.md (exit code 3)");
+            Problem($"node {target} still ran {DiskFullStopTimeout.TotalSeconds:F0} s after its disk was left {freeBytes / 1024} KiB: not the fail-stop of operations.md (exit code 3)");
         }
         else
         {
@@ -529,7 +722,10 @@ internal sealed class ChaosRun
             var bound = output.Split('\n').FirstOrDefault(line => line.Contains("it exits now", StringComparison.Ordinal));
             var bounded = bound is null ? "" : $" (its shutdown hung: cut short by the node's 5 s bound: \"{bound.Trim()}\")";
             Note($"disk full: node {target} {said}exited {clock.ElapsedMilliseconds} ms after the fault began{bounded}, code {_cluster[target].ExitCode}: {ChaosChecks.StopLine(output)}");
-            _faultProblems.AddRange(ChaosChecks.DiskFullStop(target, _cluster[target].ExitCode, output));
+            foreach (var problem in ChaosChecks.DiskFullStop(target, _cluster[target].ExitCode, output))
+            {
+                Problem(problem);
+            }
         }
 
         return async () =>
@@ -549,7 +745,7 @@ internal sealed class ChaosRun
     /// <summary>A restarted node catches up: it applies what the others had committed when it came back.</summary>
     private async Task CatchesUpAsync(ulong id, string when)
     {
-        var others = _members.Where(m => m != id && _cluster[m].IsRunning).ToList();
+        var others = Members().Where(m => m != id && _cluster[m].IsRunning).ToList();
         var committed = 0UL;
         foreach (var other in others)
         {
@@ -570,7 +766,7 @@ internal sealed class ChaosRun
         }
         catch (TimeoutException ex)
         {
-            _faultProblems.Add($"node {id} did not catch up {when}: {ex.Message}");
+            Problem($"node {id} did not catch up {when}: {ex.Message}");
         }
     }
 
@@ -751,9 +947,10 @@ internal sealed class ChaosRun
     /// Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it, while
     /// <paramref name="bystander"/> suffers <paramref name="disturbance"/> from before the first change until after the last.
     /// </summary>
-    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, int holdMs)
+    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, int holdMs, Action? inPlace)
     {
         var (joiner, address) = _joiners.Dequeue();
+        Hold(leaving, joiner, bystander);
         var meanwhile = (disturbance, midChange) switch
         {
             (BystanderFault.None, MidChangeKill.Joiner) => $", node {joiner} killed after its promotion",
@@ -762,6 +959,7 @@ internal sealed class ChaosRun
             _ => $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile",
         };
         Note($"membership: node {joiner} joins to replace node {leaving} ({role}){meanwhile}");
+        List<(ulong From, ulong To)> cuts = [];
         switch (disturbance)
         {
             case BystanderFault.Paused:
@@ -771,12 +969,13 @@ internal sealed class ChaosRun
                 _cluster[bystander].Kill();
                 break;
             case BystanderFault.Isolated:
-                _mesh.Isolate(bystander, [.. _members, joiner]);
+                cuts = _mesh.Isolate(bystander, [.. Members(), joiner]);
                 break;
         }
 
         try
         {
+            inPlace?.Invoke();
             await ChangeMembersAsync(joiner, address, leaving, midChange, holdMs);
         }
         finally
@@ -790,12 +989,14 @@ internal sealed class ChaosRun
                     StartNode(bystander);
                     break;
                 case BystanderFault.Isolated:
-                    HealLinks();
+                    HealLinks(cuts);
                     break;
             }
+
+            Release(leaving, joiner, bystander);
         }
 
-        Note($"membership: node {leaving} removed and killed; members [{string.Join(",", _members)}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
+        Note($"membership: node {leaving} removed and killed; members [{string.Join(",", Members())}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
     }
 
     /// <summary>Which node of the change itself is killed halfway through it.</summary>
@@ -822,7 +1023,11 @@ internal sealed class ChaosRun
             list => list.Members.Any(m => m.Id == joiner), $"node {joiner} to be added as a learner");
         await ChangeMembershipAsync(admin => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = joiner }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
             list => list.Members.Any(m => m.Id == joiner && m.Voter), $"node {joiner} to be promoted");
-        _members.Add(joiner);
+        lock (_state)
+        {
+            _members.Add(joiner);
+        }
+
         switch (midChange)
         {
             case MidChangeKill.Joiner:
@@ -842,7 +1047,11 @@ internal sealed class ChaosRun
 
         await ChangeMembershipAsync(admin => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = leaving }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
             list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
-        _members.Remove(leaving);
+        lock (_state)
+        {
+            _members.Remove(leaving);
+        }
+
         _cluster[leaving].Kill();
     }
 
@@ -866,9 +1075,23 @@ internal sealed class ChaosRun
     /// hold. Until the update commits the others dial the old address, so the moving node takes no part: the update
     /// needs a quorum of the other voters, and the leader must reach the node at its new address (it probes it first).
     /// </summary>
-    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, List<ulong> others)
+    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, List<ulong> others, Action? inPlace)
     {
         var bystander = others[step.Pick / 31 % others.Count];
+        Hold(target, bystander);
+        try
+        {
+            await MoveMemberAsync(step, target, role, ids, bystander, inPlace);
+        }
+        finally
+        {
+            Release(target, bystander);
+        }
+    }
+
+    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, ulong bystander, Action? inPlace)
+    {
+        List<(ulong From, ulong To)> cuts = [];
         var quorumSide = ids;
         var cutOff = false;
         var meanwhile = "";
@@ -880,7 +1103,7 @@ internal sealed class ChaosRun
                 meanwhile = $", node {bystander} paused meanwhile";
                 break;
             case MoveDisturbance.BystanderIsolated:
-                _mesh.Isolate(bystander, ids);
+                cuts = _mesh.Isolate(bystander, ids);
                 quorumSide = ids.Where(id => id != bystander).ToList();
                 meanwhile = $", node {bystander} isolated meanwhile";
                 break;
@@ -888,7 +1111,7 @@ internal sealed class ChaosRun
                 var minority = Minority(step, ids);
                 quorumSide = ids.Except(minority).ToList();
                 cutOff = minority.Contains(target);
-                _mesh.Partition(minority, quorumSide);
+                cuts = _mesh.Partition(minority, quorumSide);
                 meanwhile = $", partition [{string.Join(",", minority)}] | [{string.Join(",", quorumSide)}] meanwhile";
                 break;
         }
@@ -899,6 +1122,7 @@ internal sealed class ChaosRun
         Note($"member update: node {target} ({role}) moves, stopped by {(step.MoveByKill ? "SIGKILL" : "SIGTERM")}{meanwhile}; expected: {expected.ToString().ToLowerInvariant()}");
         try
         {
+            inPlace?.Invoke();
             if (step.MoveByKill)
             {
                 _cluster[target].Kill();
@@ -937,7 +1161,7 @@ internal sealed class ChaosRun
                     _cluster[bystander].Resume();
                     break;
                 case MoveDisturbance.BystanderIsolated or MoveDisturbance.MinorityPartition:
-                    HealLinks();
+                    HealLinks(cuts);
                     break;
             }
         }
@@ -988,7 +1212,7 @@ internal sealed class ChaosRun
             {
                 if (expected == MoveOutcome.Refused)
                 {
-                    _faultProblems.Add($"the leader moved node {id} to {address} while the node was cut off from it (the leader must reach a member at its new address first)");
+                    Problem($"the leader moved node {id} to {address} while the node was cut off from it (the leader must reach a member at its new address first)");
                 }
 
                 Note($"member update: the leader lists node {id} at {address} while the disturbance holds ({clock.ElapsedMilliseconds} ms; expected: {expected.ToString().ToLowerInvariant()})");
@@ -1049,10 +1273,11 @@ internal sealed class ChaosRun
         return done(await admin.MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5)));
     }
 
-    private void HealLinks()
+    /// <summary>Heals the links one fault cut; a link an overlapping fault also cut stays cut until that one heals.</summary>
+    private void HealLinks(List<(ulong From, ulong To)> links)
     {
-        Note("heal every link");
-        _mesh.HealAll();
+        Note("heal the links it cut");
+        _mesh.Heal(links);
     }
 
     /// <summary>Ends whatever fault may still be on (the run was interrupted): links healed, nodes running, disks fast and with room.</summary>
@@ -1093,7 +1318,7 @@ internal sealed class ChaosRun
     /// <summary>The node that says it leads (highest term wins), or null when none does.</summary>
     private async Task<ulong?> LeaderAsync()
     {
-        var statuses = await Task.WhenAll(_cluster.Nodes.Values.Where(n => n.IsRunning).Select(async n =>
+        var statuses = await Task.WhenAll(_allNodes.Select(id => _cluster[id]).Where(n => n.IsRunning).Select(async n =>
         {
             try
             {

@@ -13,20 +13,43 @@ internal sealed class Link
     private readonly HashSet<Socket> _open = [];
     private volatile bool _cut;
 
+    // How many faults hold the link cut: overlapping faults may cut the same link, and the one that heals first must
+    // not end the other's cut.
+    private int _holders;
+
     public bool IsCut => _cut;
 
-    public void Cut() => _cut = true;
-
-    public void Heal()
+    public void Cut()
     {
-        if (!_cut)
+        lock (_lock)
         {
-            return;
+            _holders++;
+            _cut = true;
         }
+    }
 
+    /// <summary>One fault's cut ends: the link heals unless another fault still holds it cut.</summary>
+    public void Release() => Heal(all: false);
+
+    /// <summary>Every fault's cut ends.</summary>
+    public void Heal() => Heal(all: true);
+
+    private void Heal(bool all)
+    {
         List<Socket> open;
         lock (_lock)
         {
+            if (!_cut)
+            {
+                return;
+            }
+
+            _holders = all ? 0 : _holders - 1;
+            if (_holders > 0)
+            {
+                return;
+            }
+
             _cut = false;
             open = [.. _open];
         }

@@ -177,31 +177,44 @@ internal sealed class ProxyMesh : IAsyncDisposable
         return _inbound[id].Url;
     }
 
-    /// <summary>Cuts the traffic node <paramref name="from"/> sends to node <paramref name="to"/> (only that direction).</summary>
-    public void Cut(ulong from, ulong to) => LinkOf(from, to).Cut();
-
-    /// <summary>Cuts every link between the two sides, in both directions.</summary>
-    public void Partition(IReadOnlyCollection<ulong> side, IReadOnlyCollection<ulong> otherSide)
+    /// <summary>Cuts the traffic node <paramref name="from"/> sends to node <paramref name="to"/> (only that direction); returns the link, for <see cref="Heal"/>.</summary>
+    public (ulong From, ulong To) Cut(ulong from, ulong to)
     {
+        LinkOf(from, to).Cut();
+        return (from, to);
+    }
+
+    /// <summary>Cuts every link between the two sides, in both directions; returns the links cut, for <see cref="Heal"/>.</summary>
+    public List<(ulong From, ulong To)> Partition(IReadOnlyCollection<ulong> side, IReadOnlyCollection<ulong> otherSide)
+    {
+        var cut = new List<(ulong From, ulong To)>();
         foreach (var a in side)
         {
             foreach (var b in otherSide)
             {
-                Cut(a, b);
-                Cut(b, a);
+                cut.Add(Cut(a, b));
+                cut.Add(Cut(b, a));
             }
         }
+
+        return cut;
     }
 
     /// <summary>Cuts <paramref name="node"/> off from <paramref name="others"/>, both directions, without touching links between third parties.</summary>
-    public void Isolate(ulong node, IEnumerable<ulong> others) => Partition([node], others.Where(other => other != node).ToList());
+    public List<(ulong From, ulong To)> Isolate(ulong node, IEnumerable<ulong> others) => Partition([node], others.Where(other => other != node).ToList());
 
     /// <summary>Cuts the gateway off from <paramref name="nodes"/>, both directions, at whichever of their addresses it uses.</summary>
-    public void CutGateway(IEnumerable<ulong> nodes)
+    public List<(ulong From, ulong To)> CutGateway(IEnumerable<ulong> nodes) => nodes.Select(node => Cut(Gateway, node)).ToList();
+
+    /// <summary>
+    /// Ends one fault's cuts (what <see cref="Cut"/>, <see cref="Partition"/>, <see cref="Isolate"/> or
+    /// <see cref="CutGateway"/> returned): a link another fault also cut stays cut until that one heals too.
+    /// </summary>
+    public void Heal(IEnumerable<(ulong From, ulong To)> links)
     {
-        foreach (var node in nodes)
+        foreach (var (from, to) in links)
         {
-            Cut(Gateway, node);
+            LinkOf(from, to).Release();
         }
     }
 

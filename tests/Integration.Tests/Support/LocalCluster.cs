@@ -16,6 +16,9 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     private readonly ITestOutputHelper _output;
     private readonly Dictionary<ulong, GrpcChannel> _channels = [];
+
+    // The chaos suite's overlapping faults call Client from two tasks at once, one of which may be moving a node.
+    private readonly Lock _channelsLock = new();
     private readonly Dictionary<string, string> _settings;
     private readonly Dictionary<ulong, Dictionary<string, string>> _nodeSettings = [];
     // Nodes started to join the running cluster, and the InitialCluster each is started with.
@@ -138,10 +141,13 @@ internal sealed class LocalCluster : IAsyncDisposable
         _output.WriteLine($"===== node {id} at {old.GrpcUrl} (last lines), now moving to {moved.GrpcUrl} =====");
         _output.WriteLine(old.RecentOutput());
         await old.DisposeAsync().ConfigureAwait(false);
-        if (_channels.Remove(id, out var channel))
+        GrpcChannel? channel;
+        lock (_channelsLock)
         {
-            channel.Dispose();
+            _channels.Remove(id, out channel);
         }
+
+        channel?.Dispose();
 
         return moved;
     }
@@ -206,10 +212,14 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public Cache.CacheClient Client(ulong id)
     {
-        if (!_channels.TryGetValue(id, out var channel))
+        GrpcChannel? channel;
+        lock (_channelsLock)
         {
-            channel = GrpcChannel.ForAddress(Nodes[id].GrpcUrl);
-            _channels[id] = channel;
+            if (!_channels.TryGetValue(id, out channel))
+            {
+                channel = GrpcChannel.ForAddress(Nodes[id].GrpcUrl);
+                _channels[id] = channel;
+            }
         }
 
         return new Cache.CacheClient(channel);
