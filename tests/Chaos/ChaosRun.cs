@@ -511,15 +511,15 @@ internal sealed class ChaosRun
                 var majority = ids.Except(minority).ToList();
                 var split = _mesh.Partition(minority, majority);
                 Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
-                return Healed(() => HealLinks(split));
+                return Healed(() => HealLinks(split, "partition"));
             case FaultKind.IsolateLeader:
                 var isolated = _mesh.Partition([target], others);
                 Note($"isolate node {target} ({role}) from [{string.Join(",", others)}]");
-                return Healed(() => HealLinks(isolated));
+                return Healed(() => HealLinks(isolated, $"isolation of node {target}"));
             case FaultKind.Asymmetric:
                 var oneWay = others.Select(other => step.CannotSend ? _mesh.Cut(target, other) : _mesh.Cut(other, target)).ToList();
                 Note($"asymmetric: node {target} ({role}) {(step.CannotSend ? "cannot send" : "hears nobody")}; cut {_mesh.DescribeCuts()}");
-                return Healed(() => HealLinks(oneWay));
+                return Healed(() => HealLinks(oneWay, $"asymmetric cut of node {target}"));
             case FaultKind.SlowDisk:
                 Hold(target);
                 await File.WriteAllTextAsync(SlowDiskFile(target), step.SlowDiskMs.ToString(CultureInfo.InvariantCulture));
@@ -624,7 +624,7 @@ internal sealed class ChaosRun
         return async () =>
         {
             await readProbe;
-            HealLinks(links);
+            HealLinks(links, "gateway partition");
             _gatewayCuts.Add(new GatewayCutWindow(from, Stopwatch.GetTimestamp(), $"[{string.Join(",", cut)}] ({what})"));
             // Alone, right away; overlapped, once the other fault healed too (a node fault still holding may have
             // an election under way, which is no measure of the gateway).
@@ -950,7 +950,9 @@ internal sealed class ChaosRun
     private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, int holdMs, Action? inPlace)
     {
         var (joiner, address) = _joiners.Dequeue();
-        Hold(leaving, joiner, bystander);
+        // The bystander only when it is disturbed: otherwise an overlapping fault may take it.
+        ulong[] held = disturbance == BystanderFault.None ? [leaving, joiner] : [leaving, joiner, bystander];
+        Hold(held);
         var meanwhile = (disturbance, midChange) switch
         {
             (BystanderFault.None, MidChangeKill.Joiner) => $", node {joiner} killed after its promotion",
@@ -989,11 +991,11 @@ internal sealed class ChaosRun
                     StartNode(bystander);
                     break;
                 case BystanderFault.Isolated:
-                    HealLinks(cuts);
+                    HealLinks(cuts, $"isolation of node {bystander}");
                     break;
             }
 
-            Release(leaving, joiner, bystander);
+            Release(held);
         }
 
         Note($"membership: node {leaving} removed and killed; members [{string.Join(",", Members())}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
@@ -1078,14 +1080,16 @@ internal sealed class ChaosRun
     private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, List<ulong> others, Action? inPlace)
     {
         var bystander = others[step.Pick / 31 % others.Count];
-        Hold(target, bystander);
+        // The bystander only when it is paused or isolated: otherwise an overlapping fault may take it.
+        ulong[] held = step.MoveDisturbance is MoveDisturbance.BystanderPaused or MoveDisturbance.BystanderIsolated ? [target, bystander] : [target];
+        Hold(held);
         try
         {
             await MoveMemberAsync(step, target, role, ids, bystander, inPlace);
         }
         finally
         {
-            Release(target, bystander);
+            Release(held);
         }
     }
 
@@ -1161,7 +1165,7 @@ internal sealed class ChaosRun
                     _cluster[bystander].Resume();
                     break;
                 case MoveDisturbance.BystanderIsolated or MoveDisturbance.MinorityPartition:
-                    HealLinks(cuts);
+                    HealLinks(cuts, "member update's disturbance");
                     break;
             }
         }
@@ -1274,9 +1278,9 @@ internal sealed class ChaosRun
     }
 
     /// <summary>Heals the links one fault cut; a link an overlapping fault also cut stays cut until that one heals.</summary>
-    private void HealLinks(List<(ulong From, ulong To)> links)
+    private void HealLinks(List<(ulong From, ulong To)> links, string fault)
     {
-        Note("heal the links it cut");
+        Note($"heal the links of the {fault}");
         _mesh.Heal(links);
     }
 
