@@ -73,6 +73,10 @@ internal sealed class ChaosRun
     // judged from the moment nothing else holds either.
     private readonly List<Func<Task>> _afterHeal = [];
 
+    // Nodes the harness holds SIGSTOPped: not asked who leads, since each would cost the question its 1 s deadline
+    // (a paused node cannot answer), which would delay an overlapping fault's start past the other's end.
+    private readonly HashSet<ulong> _paused = [];
+
     // While an overlapping step runs: what a fault expects of the cluster while it holds (a read served around a cut
     // leader) is noted then, not judged, since the other fault may take away what it relies on.
     private volatile bool _overlapping;
@@ -266,6 +270,25 @@ internal sealed class ChaosRun
         lock (_state)
         {
             return [.. _members];
+        }
+    }
+
+    private void PauseNode(ulong id)
+    {
+        lock (_state)
+        {
+            _paused.Add(id);
+        }
+
+        _cluster[id].Pause();
+    }
+
+    private void ResumeNode(ulong id)
+    {
+        _cluster[id].Resume();
+        lock (_state)
+        {
+            _paused.Remove(id);
         }
     }
 
@@ -499,11 +522,11 @@ internal sealed class ChaosRun
             case FaultKind.Pause:
                 Hold(target);
                 Note($"SIGSTOP node {target} ({role})");
-                _cluster[target].Pause();
+                PauseNode(target);
                 return Healed(() =>
                 {
                     Note($"SIGCONT node {target}");
-                    _cluster[target].Resume();
+                    ResumeNode(target);
                     Release(target);
                 });
             case FaultKind.Partition:
@@ -965,7 +988,7 @@ internal sealed class ChaosRun
         switch (disturbance)
         {
             case BystanderFault.Paused:
-                _cluster[bystander].Pause();
+                PauseNode(bystander);
                 break;
             case BystanderFault.Killed:
                 _cluster[bystander].Kill();
@@ -985,7 +1008,7 @@ internal sealed class ChaosRun
             switch (disturbance)
             {
                 case BystanderFault.Paused:
-                    _cluster[bystander].Resume();
+                    ResumeNode(bystander);
                     break;
                 case BystanderFault.Killed:
                     StartNode(bystander);
@@ -1102,7 +1125,7 @@ internal sealed class ChaosRun
         switch (step.MoveDisturbance)
         {
             case MoveDisturbance.BystanderPaused:
-                _cluster[bystander].Pause();
+                PauseNode(bystander);
                 quorumSide = ids.Where(id => id != bystander).ToList();
                 meanwhile = $", node {bystander} paused meanwhile";
                 break;
@@ -1162,7 +1185,7 @@ internal sealed class ChaosRun
             switch (step.MoveDisturbance)
             {
                 case MoveDisturbance.BystanderPaused:
-                    _cluster[bystander].Resume();
+                    ResumeNode(bystander);
                     break;
                 case MoveDisturbance.BystanderIsolated or MoveDisturbance.MinorityPartition:
                     HealLinks(cuts, "member update's disturbance");
@@ -1301,6 +1324,11 @@ internal sealed class ChaosRun
         }
 
         _full.Clear();
+        lock (_state)
+        {
+            _paused.Clear();
+        }
+
         foreach (var node in _members.Select(id => _cluster[id]))
         {
             if (File.Exists(SlowDiskFile(node.Id)))
@@ -1322,7 +1350,13 @@ internal sealed class ChaosRun
     /// <summary>The node that says it leads (highest term wins), or null when none does.</summary>
     private async Task<ulong?> LeaderAsync()
     {
-        var statuses = await Task.WhenAll(_allNodes.Select(id => _cluster[id]).Where(n => n.IsRunning).Select(async n =>
+        List<ulong> asked;
+        lock (_state)
+        {
+            asked = _allNodes.Where(id => !_paused.Contains(id)).ToList();
+        }
+
+        var statuses = await Task.WhenAll(asked.Select(id => _cluster[id]).Where(n => n.IsRunning).Select(async n =>
         {
             try
             {
