@@ -10,7 +10,8 @@ namespace Dcache.Chaos;
 
 /// <summary>
 /// Runs one fault schedule: a fresh cluster (nodes behind link proxies, a gateway), concurrent clients, the faults in
-/// order, a final heal and a whole-cluster restart, then every check. A failing run saves what is needed to study it.
+/// order (an overlapping step's two side by side), a final heal and a whole-cluster restart, then every check. A
+/// failing run saves what is needed to study it.
 /// </summary>
 internal sealed class ChaosRun
 {
