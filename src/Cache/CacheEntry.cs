@@ -28,9 +28,6 @@ internal sealed class CacheEntry
 
     public long ExpireAtMs = NoExpiry;
 
-    /// <summary>Breaks ties among equal expiry times in the expiry index. Local only: tied keys always share their fate (all purged or none), so the tie order never shows in replicated state.</summary>
-    public long ExpiryTieBreak;
-
     public CacheEntry? Older;
     public CacheEntry? Newer;
 
@@ -57,7 +54,12 @@ internal sealed class CacheEntry
     public bool IsExpiredAt(long nowMs) => ExpireAtMs <= nowMs;
 }
 
-/// <summary>Orders the expiry index: earliest expiry first.</summary>
+/// <summary>
+/// Orders the expiry index: earliest expiry first, keys of the same expiry by their bytes (<see cref="KeyBytesOrder"/>).
+/// Both are replicated state, so every replica orders its keys alike whatever its history (entries applied or a snapshot
+/// loaded), and a purge or the memory cap may stop inside a millisecond of expiry and still remove the same keys
+/// everywhere. Keys are unique, so the order is total.
+/// </summary>
 internal sealed class ExpiryOrder : IComparer<CacheEntry>
 {
     public static readonly ExpiryOrder Instance = new();
@@ -65,8 +67,22 @@ internal sealed class ExpiryOrder : IComparer<CacheEntry>
     public int Compare(CacheEntry? x, CacheEntry? y)
     {
         var byTime = x!.ExpireAtMs.CompareTo(y!.ExpireAtMs);
-        return byTime != 0 ? byTime : x.ExpiryTieBreak.CompareTo(y.ExpiryTieBreak);
+        return byTime != 0 ? byTime : KeyBytesOrder.Instance.Compare(x, y);
     }
+
+    /// <summary>Whether <paramref name="entry"/> sorts at or before (<paramref name="expireAtMs"/>, <paramref name="key"/>).</summary>
+    public static bool IsAtOrBefore(CacheEntry entry, long expireAtMs, ReadOnlySpan<byte> key) =>
+        entry.ExpireAtMs < expireAtMs || (entry.ExpireAtMs == expireAtMs && KeyBytesOrder.Compare(entry.Key, key) <= 0);
+}
+
+/// <summary>Orders keys by their bytes, unsigned, as memcmp does, a shorter key before the longer one it starts: an order that depends on the keys alone.</summary>
+internal sealed class KeyBytesOrder : IComparer<CacheEntry>
+{
+    public static readonly KeyBytesOrder Instance = new();
+
+    public static int Compare(ReadOnlySpan<byte> x, ReadOnlySpan<byte> y) => x.SequenceCompareTo(y);
+
+    public int Compare(CacheEntry? x, CacheEntry? y) => Compare(x!.Key, y!.Key);
 }
 
 /// <summary>

@@ -91,7 +91,6 @@ public sealed partial class CacheStateMachine
         _mostRecentSession = loaded._mostRecentSession;
         _clockMs = loaded._clockMs;
         _appliedIndex = loaded._appliedIndex;
-        _nextExpiryTieBreak = loaded._nextExpiryTieBreak;
         _writeSequence = loaded._writeSequence;
         DropScanIndex();
         DetachWalks();

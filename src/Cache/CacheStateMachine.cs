@@ -35,7 +35,6 @@ public sealed partial class CacheStateMachine
     private ulong _appliedIndex;
 
     // Local bookkeeping: never decides anything replicated.
-    private long _nextExpiryTieBreak;
     private long _evictedKeys;
     private long _expiredKeys;
     private long _hits;
@@ -571,7 +570,6 @@ public sealed partial class CacheStateMachine
         entry.ExpireAtMs = expireAtMs;
         if (entry.HasExpiry)
         {
-            entry.ExpiryTieBreak = _nextExpiryTieBreak++;
             _expiryIndex.Add(entry);
         }
     }

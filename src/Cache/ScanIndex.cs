@@ -464,14 +464,7 @@ internal sealed class ScanIndex
         {
             var position = Positions[at];
             var otherPosition = other.Positions[otherAt];
-            return position != otherPosition ? position.CompareTo(otherPosition) : Entries[at].Key.AsSpan().SequenceCompareTo(other.Entries[otherAt].Key);
+            return position != otherPosition ? position.CompareTo(otherPosition) : KeyBytesOrder.Compare(Entries[at].Key, other.Entries[otherAt].Key);
         }
-    }
-
-    private sealed class KeyBytesOrder : IComparer<CacheEntry>
-    {
-        public static readonly KeyBytesOrder Instance = new();
-
-        public int Compare(CacheEntry? x, CacheEntry? y) => x!.Key.AsSpan().SequenceCompareTo(y!.Key);
     }
 }
