@@ -8,21 +8,22 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 4 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
-/// Version 4 entries are version 3's, byte for byte and in meaning: the version is the Raft log's, and 4 says the
-/// reader also knows a membership change that moves a member to a new address (see <see cref="MemberUpdateVersion"/>).
-/// Versions 1 and 2 have the same bytes except that the kind byte's top bit is always 0 there; they differ from 3 and
-/// from each other only in how an unknown session is treated (<see cref="RequiresKnownSession"/>,
-/// <see cref="CommandEnvelope.SessionMustExist"/>):
+/// Format, version 5 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>).
+/// Version 4 entries are version 3's, byte for byte and in meaning: the
+/// version is the Raft log's, and 4 says the reader also knows a membership change that moves a member to a new address
+/// (see <see cref="MemberUpdateVersion"/>). Versions 1 and 2 have the same bytes except that the kind byte's top bit is
+/// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
+/// (<see cref="RequiresKnownSession"/>, <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=4) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=5) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
 /// Persist      : bytes key
 /// IncrementBy  : i64 delta | bytes key
 /// MultiSet     : varint pair count (>= 1) | pair count x (bytes key, bytes value)
-/// PurgeExpired : i64 purge-up-to ms
+/// PurgeExpired : i64 purge-up-to ms (every key expiring at or before it: whole milliseconds)
 /// RegisterSession (version 3 and later; a client id, sequence 0) : nothing
 /// GetDelete (3)        : bytes key
 /// GetExpire (3)        : u8 GetExpiry | [i64 expire-at ms, only when GetExpiry.At] | bytes key
@@ -31,20 +32,21 @@ namespace Dcache.Cache;
 /// MultiSetIfNoneExist (3) : as MultiSet
 /// FlushAll (3)         : nothing
 /// Rename, RenameIfAbsent (3) : bytes source | bytes destination
+/// PurgeExpiredThroughKey (5) : i64 purge-up-to ms | bytes last key (every key before (ms, key) in expiry order, and it)
 /// </code>
-/// The kinds marked (3) exist from version 3 on: in an older version their kind byte is unknown.
-/// Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an old replica
-/// refuses an entry it does not understand instead of applying it differently. (Kinds 9 to 16 joined version 3 before
-/// any build that writes it was released; from now on, new kinds need a new version, 5 or later.)
+/// The kinds marked (3) exist from version 3 on, and the one marked (5) from version 5: in an older version their kind
+/// byte is unknown. Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an
+/// old replica refuses an entry it does not understand instead of applying it differently. (Kinds 9 to 16 joined version
+/// 3 before any build that writes it was released; from now on, new kinds need a new version, 6 or later.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {
     /// <summary>
     /// The newest format version this build reads, and the one its encoders write. It also reads versions 1 and 2, which
-    /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, and 3,
-    /// which differs from 4 in nothing a cache entry carries; see <see cref="SetFormatVersion"/>.
+    /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, 3, which
+    /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>; see <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 4;
+    public const byte FormatVersion = 5;
 
     /// <summary>
     /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
@@ -57,10 +59,11 @@ public readonly ref struct CacheCommand
     public const byte OldestFormatVersion = 1;
 
     /// <summary>
-    /// Marks an encoded entry as format <paramref name="version"/>. The versions differ only in meaning and in the
-    /// session-must-exist bit, which an older version has no room for and loses, so a leader whose cluster still has
-    /// members that read only an older version (a rolling upgrade) writes that version: those members apply it as they
-    /// always did, instead of stopping at a version they do not know.
+    /// Marks an encoded entry as format <paramref name="version"/>. For the kinds an older version has, the versions
+    /// differ only in meaning and in the session-must-exist bit, which an older version has no room for and loses, so a
+    /// leader whose cluster still has members that read only an older version (a rolling upgrade) writes that version:
+    /// every member applies it as those members always did, instead of stopping at a version they do not know. A kind the
+    /// older version lacks (<see cref="MinimumFormatVersion"/>) cannot be marked older: it throws.
     /// </summary>
     public static void SetFormatVersion(Span<byte> entry, byte version)
     {
@@ -90,11 +93,23 @@ public readonly ref struct CacheCommand
     public const byte SessionRegistrationVersion = 3;
 
     /// <summary>
-    /// The oldest format version that has <paramref name="kind"/>: 3 for <see cref="CacheCommandKind.RegisterSession"/> and
-    /// the kinds after it, 1 for the others. A leader must not propose such an entry while a member reads only an older
-    /// version: that member would stop at it.
+    /// The first format version with <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>, a purge that may stop inside a
+    /// millisecond of expiry: at a key in the expiry index's order (expiry time, then the key's bytes), which every
+    /// replica of this build shares whatever its history.
     /// </summary>
-    public static byte MinimumFormatVersion(CacheCommandKind kind) => kind >= CacheCommandKind.RegisterSession ? SessionRegistrationVersion : OldestFormatVersion;
+    public const byte PurgeThroughKeyVersion = 5;
+
+    /// <summary>
+    /// The oldest format version that has <paramref name="kind"/>: 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
+    /// 3 for <see cref="CacheCommandKind.RegisterSession"/> and the kinds after it up to RenameIfAbsent, 1 for the others. A
+    /// leader must not propose such an entry while a member reads only an older version: that member would stop at it.
+    /// </summary>
+    public static byte MinimumFormatVersion(CacheCommandKind kind) => kind switch
+    {
+        >= CacheCommandKind.PurgeExpiredThroughKey => PurgeThroughKeyVersion,
+        >= CacheCommandKind.RegisterSession => SessionRegistrationVersion,
+        _ => OldestFormatVersion,
+    };
 
     private const byte SessionMustExistVersion = SessionRegistrationVersion;
 
@@ -110,7 +125,7 @@ public readonly ref struct CacheCommand
 
     private readonly ReadOnlySpan<byte> _items;
 
-    // Expire's expiry time or PurgeExpired's horizon: one slot, exposed under the name that fits the kind.
+    // Expire's expiry time or a purge's horizon: one slot, exposed under the name that fits the kind.
     private readonly long _time;
 
     private CacheCommand(
@@ -149,7 +164,7 @@ public readonly ref struct CacheCommand
 
     public CacheCommandKind Kind { get; }
 
-    /// <summary>The key of every single-key kind (Rename's source).</summary>
+    /// <summary>The key of every single-key kind (Rename's source), and the last key PurgeExpiredThroughKey removes.</summary>
     public ReadOnlySpan<byte> Key { get; }
 
     /// <summary>The value of Set and Append.</summary>
@@ -175,8 +190,12 @@ public readonly ref struct CacheCommand
     /// <summary>IncrementBy's signed delta (DECRBY n is encoded as -n by the proposer).</summary>
     public long Delta { get; }
 
-    /// <summary>PurgeExpired's horizon (unix ms): keys whose expiry is at or before it are reclaimed.</summary>
-    public long PurgeUpToMs => Kind == CacheCommandKind.PurgeExpired ? _time : 0;
+    /// <summary>
+    /// The horizon (unix ms) of PurgeExpired, which reclaims the keys whose expiry is at or before it, and of
+    /// PurgeExpiredThroughKey, which reclaims those expiring before it and those expiring at it whose bytes sort at or
+    /// before <see cref="Key"/>.
+    /// </summary>
+    public long PurgeUpToMs => Kind is CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey ? _time : 0;
 
     /// <summary>The number of keys of Delete, or of key/value pairs of MultiSet.</summary>
     public int Count { get; }
@@ -347,6 +366,13 @@ public readonly ref struct CacheCommand
                     break;
                 }
 
+            case CacheCommandKind.PurgeExpiredThroughKey when version >= PurgeThroughKeyVersion:
+                {
+                    var upTo = reader.ReadInt64("purge horizon");
+                    command = new CacheCommand(envelope, CacheCommandKind.PurgeExpiredThroughKey, reader.ReadBytes("purge last key"), time: upTo);
+                    break;
+                }
+
             default:
                 throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
         }
@@ -493,6 +519,21 @@ public readonly ref struct CacheCommand
         var size = HeaderSize(envelope) + 8;
         var writer = BeginEntry(output, size, CacheCommandKind.PurgeExpired, envelope, out var buffer);
         writer.WriteInt64(upToMs);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>
+    /// The leader's purge that may stop inside a millisecond (format 5): reclaim every key that expires before
+    /// <paramref name="upToMs"/>, and those that expire at it whose bytes sort at or before <paramref name="lastKey"/>
+    /// (bounded by the entry's own time).
+    /// </summary>
+    public static void EncodePurgeExpiredThroughKey(IBufferWriter<byte> output, CommandEnvelope envelope, long upToMs, ReadOnlySpan<byte> lastKey)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + 8 + EntryWriter.BytesSize(lastKey.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.PurgeExpiredThroughKey, envelope, out var buffer);
+        writer.WriteInt64(upToMs);
+        writer.WriteBytes(lastKey);
         EndEntry(output, writer, size, buffer);
     }
 

@@ -123,31 +123,24 @@ public sealed partial class CacheStateMachine
     public KeysRead BeginKeys(long nowMs) => new(this, BeginWalk(), nowMs);
 
     /// <summary>
-    /// The horizon for a purge of expired keys that removes about <paramref name="maxKeys"/> at most: <paramref name="nowMs"/>
-    /// when no more than that many have expired by then, else the expiry time of the <paramref name="maxKeys"/>-th soonest
-    /// (a purge up to it also removes the keys expiring in that same millisecond, so that the keys a purge removes never
-    /// depend on how a replica orders keys of equal expiry). What the leader proposes, so that one purge entry never
-    /// holds every replica's apply for as long as removing a whole wave of expired keys takes. O(maxKeys).
+    /// The horizon for a whole-millisecond purge (<see cref="CacheCommandKind.PurgeExpired"/>) that removes about
+    /// <paramref name="maxKeys"/> at most: <paramref name="nowMs"/> when no more than that many have expired by then, else
+    /// the expiry time of the <paramref name="maxKeys"/>-th soonest. A purge up to it also removes every other key expiring
+    /// in that millisecond, however many: what a leader proposes while a member reads only format 4 or older, where a
+    /// purge cannot stop inside a millisecond. O(maxKeys).
     /// </summary>
-    public long PurgeHorizon(long nowMs, int maxKeys)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(maxKeys, 1);
-        var seen = 0;
-        foreach (var entry in _expiryIndex)
-        {
-            if (entry.ExpireAtMs > nowMs)
-            {
-                break;
-            }
+    public long PurgeHorizon(long nowMs, int maxKeys) => NthExpired(nowMs, maxKeys).Nth?.ExpireAtMs ?? nowMs;
 
-            if (++seen == maxKeys)
-            {
-                return entry.ExpireAtMs;
-            }
-        }
-
-        return nowMs;
-    }
+    /// <summary>
+    /// Where a purge that removes <paramref name="maxKeys"/> keys must stop when more than that have expired by
+    /// <paramref name="nowMs"/>: at the <paramref name="maxKeys"/>-th soonest to expire, in the expiry index's order
+    /// (expiry time, then the key's bytes), which every replica shares; null when no more than that many have expired
+    /// (a purge up to <paramref name="nowMs"/> takes them all). What a leader proposes as a
+    /// <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> entry once every member reads it, so that one purge entry
+    /// never holds every replica's apply for as long as removing a whole wave of keys expiring together takes. O(maxKeys).
+    /// </summary>
+    public PurgeCut? FindPurgeCut(long nowMs, int maxKeys) =>
+        NthExpired(nowMs, maxKeys) is ({ } last, MoreExpired: true) ? new PurgeCut(last.ExpireAtMs, last.Key) : null;
 
     /// <summary>True when some key has expired by <paramref name="nowMs"/> but is still stored (a purge would remove it). O(1).</summary>
     public bool HasExpiredKeys(long nowMs) => _expiryIndex.Count > 0 && _expiryIndex.Min!.ExpireAtMs <= nowMs;
@@ -167,6 +160,36 @@ public sealed partial class CacheStateMachine
         }
 
         return _entries.Count - expired;
+    }
+
+    /// <summary>
+    /// The <paramref name="n"/>-th key to expire (1 is the soonest) if it has expired by <paramref name="nowMs"/>, and
+    /// whether another key after it has too. O(n).
+    /// </summary>
+    private (CacheEntry? Nth, bool MoreExpired) NthExpired(long nowMs, int n)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(n, 1);
+        var seen = 0;
+        CacheEntry? nth = null;
+        foreach (var entry in _expiryIndex)
+        {
+            if (entry.ExpireAtMs > nowMs)
+            {
+                break;
+            }
+
+            if (nth is not null)
+            {
+                return (nth, true);
+            }
+
+            if (++seen == n)
+            {
+                nth = entry;
+            }
+        }
+
+        return (nth, false);
     }
 
     private CacheEntry? FindLiveForRead(ReadOnlySpan<byte> key, long nowMs)
@@ -189,6 +212,12 @@ public sealed partial class CacheStateMachine
         }
     }
 }
+
+/// <summary>
+/// Where a purge stops: after the key <paramref name="LastKey"/>, which expires at <paramref name="ExpireAtMs"/> (the body of a
+/// <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> entry). <paramref name="LastKey"/> is the stored key: do not write to it.
+/// </summary>
+public readonly record struct PurgeCut(long ExpireAtMs, ReadOnlyMemory<byte> LastKey);
 
 /// <summary>Which keys a <see cref="CacheStateMachine.Keys"/> read returns.</summary>
 public delegate bool KeyFilter(ReadOnlySpan<byte> key);

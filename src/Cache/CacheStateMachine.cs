@@ -201,6 +201,9 @@ public sealed partial class CacheStateMachine
             CacheCommandKind.FlushAll => ApplyFlushAll(),
             CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent => ApplyRename(command.Key, command.Destination, command.Kind == CacheCommandKind.RenameIfAbsent, now),
             CacheCommandKind.PurgeExpired => CacheReply.FromInteger(PurgeExpiredUpTo(Math.Min(command.PurgeUpToMs, now))),
+            CacheCommandKind.PurgeExpiredThroughKey => CacheReply.FromInteger(command.PurgeUpToMs <= now
+                ? PurgeExpiredThrough(command.PurgeUpToMs, command.Key)
+                : PurgeExpiredUpTo(now)),
             _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
         };
 
@@ -588,14 +591,23 @@ public sealed partial class CacheStateMachine
         NoteRemovedForScan(entry);
     }
 
-    /// <summary>Removes every key whose expiry is at or before <paramref name="horizonMs"/>; costs O(removed · log n).</summary>
-    private long PurgeExpiredUpTo(long horizonMs)
+    /// <summary>Removes every key whose expiry is at or before <paramref name="horizonMs"/>: whole milliseconds. Costs O(removed · log n).</summary>
+    private long PurgeExpiredUpTo(long horizonMs) => PurgeExpired(horizonMs, lastKey: default, wholeLastMillisecond: true);
+
+    /// <summary>
+    /// Removes every key that expires before <paramref name="horizonMs"/>, and those that expire at it whose bytes sort at or
+    /// before <paramref name="lastKey"/>: a stop inside a millisecond, at the same key on every replica, since the expiry
+    /// index's order depends on the keys alone. Costs O(removed · log n).
+    /// </summary>
+    private long PurgeExpiredThrough(long horizonMs, ReadOnlySpan<byte> lastKey) => PurgeExpired(horizonMs, lastKey, wholeLastMillisecond: false);
+
+    private long PurgeExpired(long horizonMs, ReadOnlySpan<byte> lastKey, bool wholeLastMillisecond)
     {
         long purged = 0;
         while (_expiryIndex.Count > 0)
         {
             var soonest = _expiryIndex.Min!;
-            if (soonest.ExpireAtMs > horizonMs)
+            if (wholeLastMillisecond ? soonest.ExpireAtMs > horizonMs : !ExpiryOrder.IsAtOrBefore(soonest, horizonMs, lastKey))
             {
                 break;
             }

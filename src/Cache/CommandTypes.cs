@@ -44,6 +44,12 @@ public enum CacheCommandKind : byte
 
     /// <summary>RENAMENX: RENAME only when the new name is free.</summary>
     RenameIfAbsent = 16,
+
+    /// <summary>
+    /// Format version 5 and later: the leader's purge that may stop inside a millisecond of expiry, at a key. An older
+    /// build must refuse it rather than skip it (it would keep keys every other replica removed).
+    /// </summary>
+    PurgeExpiredThroughKey = 17,
 }
 
 /// <summary>What GETEX does to the key's expiry. The byte values are part of the entry format.</summary>

@@ -112,9 +112,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private ulong _appliedTerm;
     private long _lastPurgeProposalMs;
 
-    // A purge of expired keys removes at most about this many (whole milliseconds of expiry at a time): removing a key
-    // costs 1-4 us, and every replica applies the purge in one piece, so a wave of keys expiring together (loaded with
-    // one TTL, or given one EXPIREAT) is taken a bounded bite per tick rather than all at once.
+    // A purge of expired keys removes at most this many: removing a key costs 1-4 us, and every replica applies the
+    // purge in one piece, so a wave of keys expiring together (loaded with one TTL, or given one EXPIREAT) is taken a
+    // bounded bite per tick rather than all at once. While a member reads only format 4 or older, purges take whole
+    // milliseconds of expiry, so a bite is this many plus the rest of the millisecond it ends in (unbounded).
     private const int MaxKeysPerPurge = 16_384;
     private ulong _lastPurgeIndex;
     private ulong _lastPurgeTerm;
@@ -640,18 +641,46 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _purgeBehind = false;
             if (_cache.GetStatistics().KeysWithExpiry > 0)
             {
-                _encodeBuffer.ResetWrittenCount();
-                var stamp = StampMs();
-                var horizon = _cache.PurgeHorizon(stamp, MaxKeysPerPurge);
-                CacheCommand.EncodePurgeExpired(_encodeBuffer, new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp), horizon);
-                var proposed = _raft.Propose(EncodedEntry());
-                if (proposed.Accepted)
-                {
-                    _lastPurgeIndex = proposed.Index;
-                    _lastPurgeTerm = proposed.Term;
-                    _purgeBehind = horizon < stamp;
-                }
+                ProposePurge();
             }
+        }
+    }
+
+    /// <summary>
+    /// Proposes a purge of at most <see cref="MaxKeysPerPurge"/> expired keys: one that stops at a key when more have
+    /// expired, or, while a member's build reads only whole-millisecond purges (format 4 or older), one up to the
+    /// millisecond of the last key, which that member applies as it always did.
+    /// </summary>
+    private void ProposePurge()
+    {
+        _encodeBuffer.ResetWrittenCount();
+        var stamp = StampMs();
+        var envelope = new CommandEnvelope(CommandEnvelope.NoSession, 0, stamp);
+        var format = ProposalFormat();
+        bool more;
+        if (format < CacheCommand.PurgeThroughKeyVersion)
+        {
+            var horizon = _cache.PurgeHorizon(stamp, MaxKeysPerPurge);
+            CacheCommand.EncodePurgeExpired(_encodeBuffer, envelope, horizon);
+            more = horizon < stamp;
+        }
+        else if (_cache.FindPurgeCut(stamp, MaxKeysPerPurge) is { } cut)
+        {
+            CacheCommand.EncodePurgeExpiredThroughKey(_encodeBuffer, envelope, cut.ExpireAtMs, cut.LastKey.Span);
+            more = true;
+        }
+        else
+        {
+            CacheCommand.EncodePurgeExpired(_encodeBuffer, envelope, stamp);
+            more = false;
+        }
+
+        var proposed = _raft.Propose(EncodedEntry(format));
+        if (proposed.Accepted)
+        {
+            _lastPurgeIndex = proposed.Index;
+            _lastPurgeTerm = proposed.Term;
+            _purgeBehind = more;
         }
     }
 
@@ -698,7 +727,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        if (command.OpCase == Proto.Command.OpOneofCase.RegisterSession && ProposalFormat() < CacheCommand.SessionRegistrationVersion)
+        // Read once: a member heard again meanwhile may change it, and the entry must be written in the format checked.
+        var format = ProposalFormat();
+        if (command.OpCase == Proto.Command.OpOneofCase.RegisterSession && format < CacheCommand.SessionRegistrationVersion)
         {
             // A member's build cannot read registrations yet (a rolling upgrade): the session starts with its first
             // write, as it did before registrations existed.
@@ -707,7 +738,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         var (kind, name) = WriteEncoder.KindOf(command);
-        if (CacheCommand.MinimumFormatVersion(kind) is var needed && ProposalFormat() < needed)
+        if (CacheCommand.MinimumFormatVersion(kind) is var needed && format < needed)
         {
             // A member would stop at an entry kind its build does not know: refuse the command, propose nothing.
             input.Replies.Complete(new Proto.Reply
@@ -731,7 +762,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        var result = _raft.Propose(EncodedEntry());
+        var result = _raft.Propose(EncodedEntry(format));
         _metrics.Proposed(result.Status);
         switch (result.Status)
         {
@@ -747,18 +778,19 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
     }
 
-    /// <summary>
-    /// The entry just encoded, in the newest format every member reads: a member not heard from since this node
-    /// started, or whose build predates the format header, counts as reading version 1. So during a rolling upgrade
-    /// the leader keeps writing what the old members apply, and moves to the new format once all of them run it.
-    /// </summary>
-    private byte[] EncodedEntry()
+    /// <summary>The entry just encoded, marked as <paramref name="format"/> (<see cref="ProposalFormat"/>, read once per entry).</summary>
+    private byte[] EncodedEntry(byte format)
     {
         var entry = _encodeBuffer.WrittenSpan.ToArray();
-        CacheCommand.SetFormatVersion(entry, ProposalFormat());
+        CacheCommand.SetFormatVersion(entry, format);
         return entry;
     }
 
+    /// <summary>
+    /// The newest format every member reads: a member not heard from since this node started, or whose build predates
+    /// the format header, counts as reading version 1. So during a rolling upgrade the leader keeps writing what the old
+    /// members apply, and moves to the new format once all of them run it.
+    /// </summary>
     private byte ProposalFormat()
     {
         var membership = _raft.Membership;

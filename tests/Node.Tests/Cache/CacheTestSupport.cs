@@ -34,6 +34,13 @@ internal static class Entries
     public static byte[] PurgeExpired(CommandEnvelope envelope, long upToMs) =>
         Encode(w => CacheCommand.EncodePurgeExpired(w, envelope, upToMs));
 
+    public static byte[] PurgeExpiredThroughKey(CommandEnvelope envelope, long upToMs, ReadOnlySpan<byte> lastKey)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        CacheCommand.EncodePurgeExpiredThroughKey(buffer, envelope, upToMs, lastKey);
+        return buffer.WrittenSpan.ToArray();
+    }
+
     public static byte[] RegisterSession(ulong clientId, long nowMs = 1_000) =>
         Encode(w => CacheCommand.EncodeRegisterSession(w, new CommandEnvelope(clientId, 0, nowMs)));
 
@@ -103,6 +110,8 @@ internal sealed class CacheHarness
     public CacheReply MultiSet(params string[] keysAndValues) => Apply(Entries.MultiSet(Envelope(), keysAndValues));
 
     public CacheReply Purge(long upToMs) => Apply(Entries.PurgeExpired(Envelope(), upToMs));
+
+    public CacheReply PurgeThrough(long upToMs, string lastKey) => Apply(Entries.PurgeExpiredThroughKey(Envelope(), upToMs, Entries.B(lastKey)));
 
     /// <summary>GET at the current clock, as a string (null when absent).</summary>
     public string? Get(string key) => Get(key, NowMs);

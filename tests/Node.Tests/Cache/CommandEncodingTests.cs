@@ -33,6 +33,7 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         { "flushall", Entries.FlushAll(Envelope) },
         { "rename", Entries.Rename(Envelope, "from", "to") },
         { "renamenx", Entries.Rename(Envelope, "from", "to", ifAbsent: true) },
+        { "purge through key", Entries.PurgeExpiredThroughKey(Envelope, 1_700_000_000_000, "session:42"u8) },
     };
 
     [Fact]
@@ -107,22 +108,42 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         Assert.Equal(CacheCommandKind.RenameIfAbsent, CacheCommand.Decode(Entries.Rename(Envelope, "a", "b", ifAbsent: true)).Kind);
     }
 
+    [Fact]
+    public void The_purge_that_stops_at_a_key_round_trips()
+    {
+        var purge = CacheCommand.Decode(Entries.PurgeExpiredThroughKey(Envelope, -12345, [0, 0xFF, (byte)'k']));
+        Assert.Equal((CacheCommandKind.PurgeExpiredThroughKey, -12345L), (purge.Kind, purge.PurgeUpToMs));
+        Assert.Equal([0, 0xFF, (byte)'k'], purge.Key.ToArray());
+        Assert.Equal(Envelope, purge.Envelope);
+
+        var emptyKey = CacheCommand.Decode(Entries.PurgeExpiredThroughKey(Envelope, 5, []));
+        Assert.Equal((CacheCommandKind.PurgeExpiredThroughKey, 5L, 0), (emptyKey.Kind, emptyKey.PurgeUpToMs, emptyKey.Key.Length));
+        Assert.Equal(CacheCommand.FormatVersion, Entries.PurgeExpiredThroughKey(Envelope, 5, [])[0]);
+    }
+
     [Theory]
     [MemberData(nameof(ValidEntries))]
-    public void Format_3_kinds_exist_only_in_format_3(string name, byte[] entry)
+    public void Kinds_exist_only_from_the_format_that_brought_them(string name, byte[] entry)
     {
         var kind = CacheCommand.Decode(entry).Kind;
-        if (kind < CacheCommandKind.RegisterSession)
+        var minimum = CacheCommand.MinimumFormatVersion(kind);
+        Assert.Equal(kind switch
         {
-            CacheCommand.SetFormatVersion((byte[])entry.Clone(), 1);
+            CacheCommandKind.PurgeExpiredThroughKey => CacheCommand.PurgeThroughKeyVersion,
+            >= CacheCommandKind.RegisterSession => CacheCommand.SessionRegistrationVersion,
+            _ => CacheCommand.OldestFormatVersion,
+        }, minimum);
+        CacheCommand.SetFormatVersion((byte[])entry.Clone(), minimum);
+        if (minimum == CacheCommand.OldestFormatVersion)
+        {
             return;
         }
 
-        // A leader cannot mark them as an older version, and an older version's decoder does not know them.
-        Assert.Equal(3, CacheCommand.MinimumFormatVersion(kind));
-        Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion((byte[])entry.Clone(), 2));
-        byte[] asVersion2 = [2, .. entry[1..]];
-        var error = Assert.Throws<FormatException>(() => CacheCommand.Decode(asVersion2));
+        // A leader cannot mark them as an older version, and an older version's decoder does not know them: an older
+        // build stops at them rather than skip them.
+        Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion((byte[])entry.Clone(), (byte)(minimum - 1)));
+        byte[] asOlder = [(byte)(minimum - 1), .. entry[1..]];
+        var error = Assert.Throws<FormatException>(() => CacheCommand.Decode(asOlder));
         Assert.Contains("unknown command kind", error.Message, StringComparison.Ordinal);
         Assert.NotNull(name);
     }

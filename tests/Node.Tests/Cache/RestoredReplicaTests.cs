@@ -347,6 +347,9 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
                     return Command(NoSession())[..^1];
                 case < 8:
                     return Entries.PurgeExpired(NoSession(), NowMs - random.Next(-500, 1_500));
+                case < 12:
+                    // Stops inside a millisecond that many keys may share (see Expiry).
+                    return Entries.PurgeExpiredThroughKey(NoSession(), SharedMillisecond(NowMs - random.Next(-500, 1_500)), Key());
             }
 
             if (random.Next(4) == 0)
@@ -396,7 +399,7 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
         {
             if (random.Next(6) == 0 && CacheCommand.MinimumFormatVersion((CacheCommandKind)(entry[1] & 0x7F)) == 1)
             {
-                CacheCommand.SetFormatVersion(entry, (byte)(1 + random.Next(3)));
+                CacheCommand.SetFormatVersion(entry, (byte)(1 + random.Next(CacheCommand.FormatVersion - 1)));
             }
 
             return entry;
@@ -437,7 +440,10 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
         private ReadOnlyMemory<byte>[] Pairs() =>
             Enumerable.Range(0, 2 * random.Next(1, 4)).Select(i => (ReadOnlyMemory<byte>)(i % 2 == 0 ? Key() : Value())).ToArray();
 
-        private long Expiry() => NowMs + random.Next(-300, 3_000);
+        // A third of expiry times fall on a few shared milliseconds, so that purges stop among keys of equal expiry.
+        private long Expiry() => random.Next(3) == 0 ? SharedMillisecond(NowMs + random.Next(-300, 3_000)) : NowMs + random.Next(-300, 3_000);
+
+        private static long SharedMillisecond(long ms) => ms / 500 * 500;
 
         private SetOptions RandomSetOptions() => new((SetCondition)random.Next(3), random.Next(3) == 0, (SetExpiry)random.Next(3), Expiry());
 

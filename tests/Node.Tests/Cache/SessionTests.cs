@@ -111,7 +111,9 @@ public sealed class SessionTests
         CacheCommand.SetFormatVersion(entry, 4);
         Assert.Equal(entry.AsSpan(1).ToArray(), Entries.IncrementBy(new CommandEnvelope(Client, 7, 1), "n", 1).AsSpan(1).ToArray());
         Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
-        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 5));
+        CacheCommand.SetFormatVersion(entry, 5);
+        Assert.True(CacheCommand.Decode(entry).RequiresKnownSession);
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, CacheCommand.FormatVersion + 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => CacheCommand.SetFormatVersion(entry, 0));
         Assert.Throws<ArgumentException>(() => CacheCommand.SetFormatVersion([9, 1, 2], 1));
     }
