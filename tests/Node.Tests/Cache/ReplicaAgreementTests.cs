@@ -132,6 +132,12 @@ public sealed class ReplicaAgreementTests(ITestOutputHelper output)
                 return Entries.PurgeExpired(NoSession(), NowMs - _random.Next(0, 2_000));
             }
 
+            if (roll < 70)
+            {
+                // Stops among keys that share a millisecond of expiry (see Expiry).
+                return Entries.PurgeExpiredThroughKey(NoSession(), SharedMillisecond(NowMs - _random.Next(0, 2_000)), Key());
+            }
+
             // Clients come and go: each generation of nine gives way to the next, so idle sessions expire.
             var slot = (ulong)_random.Next(0, 10);
             if (slot == 0)
@@ -205,7 +211,10 @@ public sealed class ReplicaAgreementTests(ITestOutputHelper output)
             return value;
         }
 
-        private long Expiry() => NowMs + _random.Next(-500, 4_000);
+        // Half the expiry times fall on a few shared milliseconds, so that purges stop among keys of equal expiry.
+        private long Expiry() => _random.Next(2) == 0 ? SharedMillisecond(NowMs + _random.Next(-500, 4_000)) : NowMs + _random.Next(-500, 4_000);
+
+        private static long SharedMillisecond(long ms) => ms / 1_000 * 1_000;
 
         private SetOptions RandomSetOptions() => new(
             (SetCondition)_random.Next(3),

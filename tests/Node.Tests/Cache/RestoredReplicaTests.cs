@@ -440,10 +440,10 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
         private ReadOnlyMemory<byte>[] Pairs() =>
             Enumerable.Range(0, 2 * random.Next(1, 4)).Select(i => (ReadOnlyMemory<byte>)(i % 2 == 0 ? Key() : Value())).ToArray();
 
-        // A third of expiry times fall on a few shared milliseconds, so that purges stop among keys of equal expiry.
-        private long Expiry() => random.Next(3) == 0 ? SharedMillisecond(NowMs + random.Next(-300, 3_000)) : NowMs + random.Next(-300, 3_000);
+        // Half the expiry times fall on a few shared milliseconds, so that purges stop among keys of equal expiry.
+        private long Expiry() => random.Next(2) == 0 ? SharedMillisecond(NowMs + random.Next(-300, 3_000)) : NowMs + random.Next(-300, 3_000);
 
-        private static long SharedMillisecond(long ms) => ms / 500 * 500;
+        private static long SharedMillisecond(long ms) => ms / 1_000 * 1_000;
 
         private SetOptions RandomSetOptions() => new((SetCondition)random.Next(3), random.Next(3) == 0, (SetExpiry)random.Next(3), Expiry());
 
