@@ -9,8 +9,9 @@ namespace Dcache.Cache;
 /// </summary>
 /// <remarks>
 /// Format, version 5 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
-/// Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>).
-/// Version 4 entries are version 3's, byte for byte and in meaning: the
+/// Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>),
+/// and one meaning: over the memory cap, expired keys are reclaimed only as far as the cap needs
+/// (<see cref="ReclaimsExpiredOnlyAsNeeded"/>). Version 4 entries are version 3's, byte for byte and in meaning: the
 /// version is the Raft log's, and 4 says the reader also knows a membership change that moves a member to a new address
 /// (see <see cref="MemberUpdateVersion"/>). Versions 1 and 2 have the same bytes except that the kind byte's top bit is
 /// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
@@ -44,7 +45,8 @@ public readonly ref struct CacheCommand
     /// <summary>
     /// The newest format version this build reads, and the one its encoders write. It also reads versions 1 and 2, which
     /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, 3, which
-    /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>; see <see cref="SetFormatVersion"/>.
+    /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>
+    /// and reclaims every expired key at once over the memory cap; see <see cref="SetFormatVersion"/>.
     /// </summary>
     public const byte FormatVersion = 5;
 
@@ -94,8 +96,9 @@ public readonly ref struct CacheCommand
 
     /// <summary>
     /// The first format version with <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>, a purge that may stop inside a
-    /// millisecond of expiry: at a key in the expiry index's order (expiry time, then the key's bytes), which every
-    /// replica of this build shares whatever its history.
+    /// millisecond of expiry, and in which the memory cap reclaims expired keys only as far as it needs
+    /// (<see cref="ReclaimsExpiredOnlyAsNeeded"/>). Both stop at a key in the expiry index's order (expiry time, then the
+    /// key's bytes), which every replica of this build shares whatever its history.
     /// </summary>
     public const byte PurgeThroughKeyVersion = 5;
 
@@ -161,6 +164,13 @@ public readonly ref struct CacheCommand
     /// Version 1 entries keep their old meaning (an unknown session is simply started), so an old log replays the same.
     /// </summary>
     public bool RequiresKnownSession { get; private init; }
+
+    /// <summary>
+    /// True for entries of format version 5 and later: when the entry takes usage over the memory cap, expired keys are
+    /// reclaimed soonest first only until usage is back under it, then keys are evicted as before. Older entries keep their
+    /// meaning, every expired key reclaimed at once (however many a wave of expiry left), so an old log replays the same.
+    /// </summary>
+    public bool ReclaimsExpiredOnlyAsNeeded { get; private init; }
 
     public CacheCommandKind Kind { get; }
 
@@ -378,7 +388,7 @@ public readonly ref struct CacheCommand
         }
 
         reader.RequireEnd();
-        return command with { RequiresKnownSession = version >= 2 };
+        return command with { RequiresKnownSession = version >= 2, ReclaimsExpiredOnlyAsNeeded = version >= PurgeThroughKeyVersion };
     }
 
     /// <summary>True when <paramref name="condition"/> is a combination Redis 7 accepts: none, NX, XX, GT, LT, XX GT, XX LT.</summary>

@@ -207,7 +207,7 @@ public sealed partial class CacheStateMachine
             _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
         };
 
-        EnforceMemoryCap(now);
+        EnforceMemoryCap(now, command.ReclaimsExpiredOnlyAsNeeded);
         return reply;
     }
 
@@ -620,15 +620,34 @@ public sealed partial class CacheStateMachine
         return purged;
     }
 
-    /// <summary>Over the cap: reclaim what has expired by now first, then evict least recently written keys until under it.</summary>
-    private void EnforceMemoryCap(long now)
+    /// <summary>
+    /// Over the cap: reclaim what has expired by now first, then evict least recently written keys until under it. With
+    /// <paramref name="onlyAsNeeded"/> (entries of format 5 on), expired keys go soonest first, in the expiry index's order,
+    /// which every replica shares, and only until usage is under the cap: the first write over the cap after a wave of keys
+    /// expired together removes about as many as it needs room for, not the whole wave in one apply (the leader's purges
+    /// take the rest a bounded bite at a time). Either way, the live keys evicted are the same: only once no expired key
+    /// is left.
+    /// </summary>
+    private void EnforceMemoryCap(long now, bool onlyAsNeeded)
     {
         if (_memoryCapBytes == 0 || _usedBytes <= _memoryCapBytes)
         {
             return;
         }
 
-        PurgeExpiredUpTo(now);
+        if (onlyAsNeeded)
+        {
+            while (_usedBytes > _memoryCapBytes && _expiryIndex.Count > 0 && _expiryIndex.Min!.IsExpiredAt(now))
+            {
+                RemoveEntry(_expiryIndex.Min);
+                _expiredKeys++;
+            }
+        }
+        else
+        {
+            PurgeExpiredUpTo(now);
+        }
+
         while (_usedBytes > _memoryCapBytes && _oldestWritten is not null)
         {
             RemoveEntry(_oldestWritten);

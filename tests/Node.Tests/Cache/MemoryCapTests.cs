@@ -74,6 +74,58 @@ public sealed class MemoryCapTests
         Assert.Equal(1, stats.ExpiredKeys);
     }
 
+    [Theory]
+    [InlineData(4)]
+    [InlineData(CacheCommand.FormatVersion)]
+    public void Over_the_cap_a_format_5_write_reclaims_only_the_expired_keys_it_needs_room_for_the_same_ones_everywhere(byte version)
+    {
+        // 1,000 keys of one expiry time, written in random order and some rewritten (so that the order they were given
+        // their expiry and their write order differ), fill most of the cap; a replica loaded from a snapshot holds them too.
+        var random = new Random(7);
+        var cache = new CacheHarness(new CacheStateMachineOptions { MemoryCapBytes = 200_000 });
+        var t = cache.NowMs + 100;
+        var names = Enumerable.Range(0, 1_000).Select(i => "wave:" + i.ToString("D4", System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        foreach (var name in names.OrderBy(_ => random.Next()))
+        {
+            cache.Set(name, "0123456789", SetOptions.ExpiringAt(t));
+        }
+
+        foreach (var name in names.OrderBy(_ => random.Next()).Take(500))
+        {
+            cache.Set(name, "9876543210", new SetOptions(Expiry: SetExpiry.KeepTtl));
+        }
+
+        const long PerWaveKey = 9 + 10 + CacheEntry.OverheadBytes;
+        Assert.Equal(1_000 * PerWaveKey, cache.Machine.UsedBytes);
+        var loaded = CacheStateMachine.FromSnapshot(new MemoryStream(Snapshot(cache.Machine)), cache.Machine.Options);
+
+        // After the wave expired, a 50,000-byte value takes usage 9,143 bytes over the cap: 58 expired keys' worth.
+        cache.NowMs = t + 1;
+        var write = Entries.Set(cache.Envelope(), "big", new string('x', 50_000));
+        CacheCommand.SetFormatVersion(write, version);
+        var index = cache.Machine.AppliedIndex + 1;
+        Assert.Equal(CacheReply.Ok, cache.Machine.Apply(index, write));
+        Assert.Equal(CacheReply.Ok, loaded.Apply(index, write));
+        var stats = cache.Machine.GetStatistics();
+        Assert.Equal(0, stats.EvictedKeys);
+        if (version < CacheCommand.PurgeThroughKeyVersion)
+        {
+            // Format 4 and older: every expired key at once, as always.
+            Assert.Equal((1_000L, 1), (stats.ExpiredKeys, cache.Machine.StoredKeyCount));
+        }
+        else
+        {
+            Assert.Equal((58L, 1_000 - 58 + 1), (stats.ExpiredKeys, cache.Machine.StoredKeyCount));
+            Assert.True(cache.Machine.UsedBytes is <= 200_000 and > 200_000 - PerWaveKey, $"{cache.Machine.UsedBytes} bytes used");
+
+            // The soonest to expire, keys of one expiry by their bytes: wave:0000 to wave:0057.
+            Assert.Null(cache.Get("wave:0057", t - 1));
+            Assert.NotNull(cache.Get("wave:0058", t - 1));
+        }
+
+        Assert.Equal(cache.Machine.Digest(), loaded.Digest());
+    }
+
     [Fact]
     public void A_single_value_larger_than_the_cap_is_refused_with_redis_oom_error()
     {
@@ -110,5 +162,12 @@ public sealed class MemoryCapTests
         Assert.Null(cache.Get("k1"));
         Assert.NotNull(cache.Get("k2"));
         Assert.True(cache.Machine.UsedBytes <= cache.Machine.Options.MemoryCapBytes);
+    }
+
+    private static byte[] Snapshot(CacheStateMachine machine)
+    {
+        using var stream = new MemoryStream();
+        machine.WriteSnapshot(stream);
+        return stream.ToArray();
     }
 }
