@@ -24,7 +24,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included).</summary>
     public const string MeterName = "Dcache.Gateway.Cluster";
 
-    private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open", "session_expired"];
+    private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open", "session_expired", "backlog_full"];
 
     // Counted here and observed by the meter, so every reason is exported from the start (at 0), not only once it happened.
     private readonly long[] _retryCounts = new long[RetryReasons.Length];
@@ -87,7 +87,12 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             "dcache.gateway.retries",
             () => RetryReasons.Select((reason, i) => new System.Diagnostics.Metrics.Measurement<long>(Interlocked.Read(ref _retryCounts[i]), new KeyValuePair<string, object?>("reason", reason))),
             "{attempt}",
-            "Attempts at a batch of commands retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open, session_expired");
+            "Attempts at a batch of commands retried, by reason: not_leader (a redirect), unavailable, timeout, unreachable, breaker_open, session_expired, backlog_full");
+        _meter.CreateObservableGauge(
+            "dcache.gateway.node.commands",
+            ObserveNodeCommands,
+            "{command}",
+            "Commands each node holds at this gateway, by state: queued (for its streams, not yet written) and sent (awaiting a reply)");
         _poller = Task.Run(PollStatusAsync);
     }
 
@@ -124,7 +129,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             await _pipeline.ExecuteAsync(static (state, token) => state.AttemptAsync(token), batch, cancellationToken).ConfigureAwait(false);
             batch.GiveUp(null);
         }
-        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or BrokenCircuitException or RpcException)
+        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or NodeBacklogFullException or BrokenCircuitException or RpcException)
         {
             batch.GiveUp(ex);
         }
@@ -143,7 +148,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private static bool ShouldRetry(Outcome<AttemptResult> outcome) => outcome.Exception switch
     {
         null => outcome.Result != AttemptResult.Done,
-        var exception => exception is NodeUnreachableException or TimeoutRejectedException or BrokenCircuitException or RpcException,
+        var exception => exception is NodeUnreachableException or NodeBacklogFullException or TimeoutRejectedException or BrokenCircuitException or RpcException,
     };
 
     /// <summary>The index in <see cref="RetryReasons"/>.</summary>
@@ -151,13 +156,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     {
         TimeoutRejectedException => (int)AttemptResult.Timeout,
         BrokenCircuitException => (int)AttemptResult.BreakerOpen,
+        NodeBacklogFullException => (int)AttemptResult.BacklogFull,
         not null => (int)AttemptResult.Unreachable,
         null when outcome.Result == AttemptResult.NotLeaderNamed => (int)AttemptResult.NotLeader,
         null => (int)outcome.Result,
     };
 
     /// <summary>
-    /// How an attempt at a batch ended: all answered, or why some commands are to be tried again. The first six are
+    /// How an attempt at a batch ended: all answered, or why some commands are to be tried again. The first seven are
     /// the indexes of <see cref="RetryReasons"/>.
     /// </summary>
     private enum AttemptResult
@@ -170,6 +176,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
         /// <summary>A write's session had expired on the cluster, and it surely never applied: resent at once under a new one.</summary>
         SessionExpired,
+
+        /// <summary>The node already held <see cref="ClusterOptions.MaxCommandsPerNode"/> commands: not sent.</summary>
+        BacklogFull,
 
         /// <summary>A node named the leader: try there at once.</summary>
         NotLeaderNamed,
@@ -193,7 +202,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         private readonly long _startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
         private int _unanswered;
         private NodeConnection? _hinted;
-        // Where an attempt last timed out or lost its stream: reads, which any member can serve, go elsewhere next time.
+        // Where an attempt last timed out, lost its stream or found the backlog full: reads, which any member can serve,
+        // go elsewhere next time.
         // A black-holed node is found out only by timeouts, and its breaker opens only after several, so without this
         // every retry of a read routed to the leader went back to it until then.
         private NodeConnection? _unresponsive;
@@ -272,8 +282,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             foreach (var group in groups)
             {
                 group.Replies = new Reply?[group.Commands.Count];
-                group.Sent = group.Node.Breaker.ExecuteAsync(
-                    static (g, t) => new ValueTask(g.Node.SendAsync(g.Commands, g.Replies!, t)), group, token).AsTask();
+                group.Sent = group.Node.AttemptAsync(group.Commands, group.Replies, token);
             }
 
             var result = AttemptResult.Done;
@@ -376,6 +385,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             {
                 NodeUnreachableException unreachable => (unreachable.MaybeDelivered, AttemptResult.Unreachable),
                 BrokenCircuitException => (false, AttemptResult.BreakerOpen),
+                NodeBacklogFullException => (false, AttemptResult.BacklogFull),
                 _ => (true, AttemptResult.Timeout),
             };
             if (ex is NodeUnreachableException)
@@ -383,7 +393,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 _cluster.Forget(group.Node);
             }
 
-            if (result is AttemptResult.Timeout or AttemptResult.Unreachable)
+            if (result is AttemptResult.Timeout or AttemptResult.Unreachable or AttemptResult.BacklogFull)
             {
                 _unresponsive = group.Node;
             }
@@ -484,6 +494,19 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
         return avoided ?? nodes[start];
     }
+
+    private IEnumerable<System.Diagnostics.Metrics.Measurement<int>> ObserveNodeCommands()
+    {
+        foreach (var node in _nodes)
+        {
+            var address = new KeyValuePair<string, object?>("node", node.Address);
+            yield return new(node.CommandsQueued, address, new KeyValuePair<string, object?>("state", "queued"));
+            yield return new(node.CommandsSent, address, new KeyValuePair<string, object?>("state", "sent"));
+        }
+    }
+
+    /// <summary>The connections to every node known (for tests: what each holds).</summary>
+    internal IReadOnlyList<NodeConnection> Nodes => _nodes;
 
     private NodeConnection? Find(string address) =>
         string.IsNullOrEmpty(address) ? null : Array.Find(_nodes, n => string.Equals(n.Address, address.TrimEnd('/'), StringComparison.OrdinalIgnoreCase));

@@ -31,6 +31,14 @@ public sealed class ClusterOptions
     /// </summary>
     public int MaxMessageBytes { get; set; } = Dcache.Protocol.MessageLimits.DefaultMaxMessageBytes;
 
+    /// <summary>
+    /// Most commands one node may hold at once: queued for its streams or sent and not yet answered. An attempt that
+    /// would go past it is not sent (it is retried, reads at another member): a stalled node takes in commands only until
+    /// then, however long load goes on, rather than one per command sent to it until its stream breaks. Far above what a
+    /// node that answers holds (a few thousand under 200 pipelining clients).
+    /// </summary>
+    public int MaxCommandsPerNode { get; set; } = 65_536;
+
     /// <summary>One attempt at one node may take this long.</summary>
     public int AttemptTimeoutMilliseconds { get; set; } = 1500;
 

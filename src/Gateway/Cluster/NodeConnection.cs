@@ -27,9 +27,18 @@ public sealed class NodeUnreachableException(string message, bool maybeDelivered
 }
 
 /// <summary>
+/// Not sent: the node already has <see cref="ClusterOptions.MaxCommandsPerNode"/> commands queued or unanswered (it
+/// stalls, or cannot keep up). Certainly not applied; it says nothing more about the node, so it does not count against
+/// its circuit breaker (the attempts that filled its backlog do, as they time out).
+/// </summary>
+public sealed class NodeBacklogFullException(string message) : Exception(message);
+
+/// <summary>
 /// One node, reached through a few long-lived bidirectional streams. Batches of commands from all client connections
 /// are queued; each stream's writer sends whatever is queued as one batch message, and its reader completes commands
-/// by id as replies arrive. A broken stream fails its in-flight batches and is reopened.
+/// by id as replies arrive. A broken stream fails its in-flight batches and is reopened. Nothing is kept for an attempt
+/// once its caller stopped waiting (timed out, or its client left): a node that never answers holds no more than
+/// <see cref="ClusterOptions.MaxCommandsPerNode"/> commands here, and none once the attempts at it are over.
 /// </summary>
 public sealed partial class NodeConnection : IAsyncDisposable
 {
@@ -38,6 +47,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly int _maxBatch;
     private readonly int _maxBatchBytes;
+    private readonly int _maxCommands;
     private readonly CommandIds _ids;
     private readonly CommandStream[] _streams;
     private readonly CancellationTokenSource _stopping = new();
@@ -46,6 +56,10 @@ public sealed partial class NodeConnection : IAsyncDisposable
     // attempt is made, so the routing must know when to make one.
     private long _probeDueTicks;
     private long _nextStream;
+    // Commands of attempts taken in for this node and not yet taken off a stream's queue by its writer (abandoned ones
+    // included: the queue holds them until then), and commands written to a stream and not yet answered or abandoned.
+    private int _queued;
+    private int _sent;
 
     public NodeConnection(string address, Metadata headers, ClusterOptions options, CommandIds ids, ILogger logger)
     {
@@ -54,6 +68,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _logger = logger;
         _maxBatch = options.MaxBatch;
         _maxBatchBytes = MessageLimits.MaxItemBytes(options.MaxMessageBytes);
+        _maxCommands = options.MaxCommandsPerNode;
         _ids = ids;
         _channel = GrpcChannels.ForNode(address, options.MaxMessageBytes);
         Client = new Cache.CacheClient(_channel);
@@ -143,15 +158,52 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _ => false,
     };
 
+    /// <summary>Commands queued for this node's streams and not yet written (abandoned ones included until the writer drops them).</summary>
+    internal int CommandsQueued => Volatile.Read(ref _queued);
+
+    /// <summary>Commands written to this node's streams whose reply is still awaited.</summary>
+    internal int CommandsSent => Volatile.Read(ref _sent);
+
     /// <summary>
-    /// Sends commands and completes when every reply is in <paramref name="replies"/> (same order). It fails with
-    /// <see cref="NodeUnreachableException"/> when the stream breaks, or is cancelled by the token; the replies that did
-    /// arrive by then are in place, the rest are null.
+    /// One attempt at this node, through its <see cref="Breaker"/>: sends the commands and completes when every reply
+    /// is in <paramref name="replies"/> (same order). It fails with <see cref="NodeUnreachableException"/> when the
+    /// stream breaks, with <see cref="NodeBacklogFullException"/> (before the breaker, which it does not count against)
+    /// when the node already holds <see cref="ClusterOptions.MaxCommandsPerNode"/> commands, and as the breaker fails
+    /// it (open, or the attempt timed out), or is cancelled by the token; the replies that did arrive by then are in
+    /// place, the rest are null.
     /// </summary>
-    public Task SendAsync(IReadOnlyList<Command> commands, Reply?[] replies, CancellationToken cancellationToken)
+    public Task AttemptAsync(IReadOnlyList<Command> commands, Reply?[] replies, CancellationToken cancellationToken)
     {
+        var count = commands.Count;
+        var held = Interlocked.Add(ref _queued, count) + Volatile.Read(ref _sent);
+        if (held > _maxCommands && held > count)
+        {
+            // A stalled node's writer is stuck (HTTP/2 flow control) and its queue would grow for as long as load comes:
+            // refused here instead, at once. One batch always goes to a node holding nothing, however large.
+            Interlocked.Add(ref _queued, -count);
+            return Task.FromException(new NodeBacklogFullException(
+                $"not sent: {Address} already has {held - count} commands queued or unanswered (Cluster:MaxCommandsPerNode is {_maxCommands})"));
+        }
+
         var stream = _streams[(int)((ulong)Interlocked.Increment(ref _nextStream) % (ulong)_streams.Length)];
-        return stream.SendAsync(new Pending(commands, replies), cancellationToken);
+        return AttemptThroughBreakerAsync(stream, new Pending(commands, replies), cancellationToken);
+    }
+
+    private async Task AttemptThroughBreakerAsync(CommandStream stream, Pending pending, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Breaker.ExecuteAsync(
+                static (state, token) => new ValueTask(state.stream.SendAsync(state.pending, token)), (stream, pending), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (!pending.Queued)
+            {
+                // Never reached the queue (the breaker refused it, or the stream is closing): its writer will not count it out.
+                Interlocked.Add(ref _queued, -pending.Count);
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -166,18 +218,120 @@ public sealed partial class NodeConnection : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    /// <summary>One batch of commands awaiting its replies.</summary>
+    /// <summary>
+    /// One batch of commands awaiting its replies. Once its caller stops waiting (<see cref="Abandon"/>) it lets go of
+    /// the commands and the replies array, and a reply still arriving for it is dropped.
+    /// </summary>
     private sealed class Pending(IReadOnlyList<Command> commands, Reply?[] replies) : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     {
+        // Taken by the writer while it sends commands of this batch and by Abandon: either the writer sees the batch
+        // abandoned and sends nothing more, or Abandon sees every id the writer put in the in-flight table.
+        private readonly Lock _gate = new();
+        private IReadOnlyList<Command>? _commands = commands;
+        private Reply?[]? _replies = replies;
+        // The id each command was sent under (0: not sent), for Abandon to take them out of the in-flight table.
+        private ulong[]? _sentIds;
         private int _awaited = commands.Count;
 
-        public IReadOnlyList<Command> Commands { get; } = commands;
+        public int Count { get; } = commands.Count;
 
-        /// <summary>Commands before this one were sent (a batch too large for one message is sent in parts).</summary>
-        public int NextToSend { get; set; }
+        /// <summary>Commands before this one were sent (a batch too large for one message is sent in parts); under the gate.</summary>
+        public int NextToSend { get; private set; }
+
+        /// <summary>In a stream's queue, whose writer takes it out of <see cref="NodeConnection.CommandsQueued"/>.</summary>
+        public bool Queued { get; set; }
+
+        /// <summary>Nobody waits for it any more (or it is done): nothing more of it is to be sent.</summary>
+        public bool Finished => Task.IsCompleted || Volatile.Read(ref _commands) is null;
+
+        /// <summary>
+        /// Puts this batch's unsent commands that fit into <paramref name="batch"/>, each under a new id in
+        /// <paramref name="inFlight"/>; false when the message is full before the last one. Adds nothing once the
+        /// batch is finished.
+        /// </summary>
+        public bool AddTo(CommandBatch batch, ref int bytes, NodeConnection node, ConcurrentDictionary<ulong, InFlight> inFlight)
+        {
+            lock (_gate)
+            {
+                if (_commands is not { } commands || Task.IsCompleted)
+                {
+                    return true;
+                }
+
+                _sentIds ??= new ulong[commands.Count];
+                for (var i = NextToSend; i < commands.Count; i++)
+                {
+                    var command = commands[i];
+                    var size = MessageLimits.FramedSize(command);
+                    if (size > node._maxBatchBytes)
+                    {
+                        // No message could carry it: refused here, so that the node does not break the stream over it.
+                        Deliver(i, new Reply { Error = $"ERR command too large: {size} bytes, over the cluster's limit of {node._maxBatchBytes} (Dcache:Gateway:Cluster:MaxMessageBytes less header room)" });
+                        NextToSend = i + 1;
+                        continue;
+                    }
+
+                    if (batch.Commands.Count > 0 && (bytes + size > node._maxBatchBytes || batch.Commands.Count >= node._maxBatch))
+                    {
+                        NextToSend = i;
+                        return false;
+                    }
+
+                    // Ids are unique across the gateway: the node echoes them, and a retry elsewhere gets a new one, so a
+                    // late reply to an abandoned attempt can never be taken for another command's.
+                    var id = node._ids.Next();
+                    command.Id = id;
+                    _sentIds[i] = id;
+                    Interlocked.Increment(ref node._sent); // before its reply can take it off
+                    inFlight[id] = new InFlight(this, i);
+                    batch.Commands.Add(command);
+                    bytes += size;
+                    NextToSend = i + 1;
+                }
+
+                return true;
+            }
+        }
+
+        /// <summary>
+        /// Its caller stopped waiting (the attempt timed out, its client left, or the stream failed it): its commands
+        /// still in the in-flight table leave it now, rather than when a reply comes (never, from a stalled node) or the
+        /// stream breaks. Returns how many left.
+        /// </summary>
+        public int Abandon(ConcurrentDictionary<ulong, InFlight> inFlight)
+        {
+            ulong[]? ids;
+            int sent;
+            lock (_gate)
+            {
+                _commands = null;
+                Volatile.Write(ref _replies, null);
+                ids = _sentIds;
+                sent = NextToSend;
+            }
+
+            var removed = 0;
+            for (var i = 0; ids is not null && i < sent; i++)
+            {
+                // A reply taken off the table meanwhile was dropped by Deliver, or reached this batch's own replies.
+                if (ids[i] != 0 && inFlight.TryRemove(ids[i], out _))
+                {
+                    removed++;
+                }
+            }
+
+            return removed;
+        }
 
         public void Deliver(int index, Reply reply)
         {
+            // Each attempt has its own replies array and its commands their own ids: a reply can only ever land in its
+            // own command's place, and once the batch is abandoned, nowhere.
+            if (Volatile.Read(ref _replies) is not { } replies)
+            {
+                return;
+            }
+
             Volatile.Write(ref replies[index], reply);
             if (Interlocked.Decrement(ref _awaited) == 0)
             {
@@ -208,7 +362,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
 
         public async Task SendAsync(Pending pending, CancellationToken cancellationToken)
         {
-            if (pending.Commands.Count == 0)
+            if (pending.Count == 0)
             {
                 return;
             }
@@ -218,10 +372,22 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 throw new NodeUnreachableException($"the gateway is closing its stream to {_node.Address}", maybeDelivered: false);
             }
 
-            // The attempt timed out (the breaker's timeout strategy turns that into a TimeoutRejectedException, which
-            // counts against the node) or the caller gave up (a plain cancellation, which does not).
-            using var registration = cancellationToken.Register(static state => ((Pending)state!).TrySetCanceled(), pending);
-            await pending.Task.ConfigureAwait(false);
+            pending.Queued = true;
+            try
+            {
+                // The attempt timed out (the breaker's timeout strategy turns that into a TimeoutRejectedException, which
+                // counts against the node) or the caller gave up (a plain cancellation, which does not).
+                using var registration = cancellationToken.Register(static state => ((Pending)state!).TrySetCanceled(), pending);
+                await pending.Task.ConfigureAwait(false);
+            }
+            finally
+            {
+                if (!pending.Task.IsCompletedSuccessfully)
+                {
+                    // Answered in full, it left the in-flight table reply by reply; otherwise what is left of it goes now.
+                    Interlocked.Add(ref _node._sent, -pending.Abandon(_inFlight));
+                }
+            }
         }
 
         private async Task PumpAsync()
@@ -287,7 +453,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
             var reader = _queue.Reader;
             while (_partlySent is not null || await reader.WaitToReadAsync(token).ConfigureAwait(false))
             {
-                if (_partlySent is { Task.IsCompleted: true })
+                if (_partlySent is { Finished: true })
                 {
                     _partlySent = null; // its caller gave up meanwhile
                 }
@@ -297,7 +463,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 while (batch.Commands.Count < _node._maxBatch && (_partlySent ?? Next(reader)) is { } pending)
                 {
                     _partlySent = null;
-                    if (!AddCommands(pending, batch, ref bytes))
+                    if (!pending.AddTo(batch, ref bytes, _node, _inFlight))
                     {
                         _partlySent = pending; // the message is full: the rest goes in the next one
                         break;
@@ -311,11 +477,12 @@ public sealed partial class NodeConnection : IAsyncDisposable
             }
         }
 
-        private static Pending? Next(ChannelReader<Pending> reader)
+        private Pending? Next(ChannelReader<Pending> reader)
         {
             while (reader.TryRead(out var pending))
             {
-                if (!pending.Task.IsCompleted)
+                Interlocked.Add(ref _node._queued, -pending.Count);
+                if (!pending.Finished)
                 {
                     return pending;
                 }
@@ -326,63 +493,38 @@ public sealed partial class NodeConnection : IAsyncDisposable
             return null;
         }
 
-        /// <summary>Adds the pending batch's unsent commands that fit; false when the message is full before the last one.</summary>
-        private bool AddCommands(Pending pending, CommandBatch batch, ref int bytes)
-        {
-            for (var i = pending.NextToSend; i < pending.Commands.Count; i++)
-            {
-                var command = pending.Commands[i];
-                var size = MessageLimits.FramedSize(command);
-                if (size > _node._maxBatchBytes)
-                {
-                    // No message could carry it: refused here, so that the node does not break the stream over it.
-                    pending.Deliver(i, new Reply { Error = $"ERR command too large: {size} bytes, over the cluster's limit of {_node._maxBatchBytes} (Dcache:Gateway:Cluster:MaxMessageBytes less header room)" });
-                    pending.NextToSend = i + 1;
-                    continue;
-                }
-
-                if (batch.Commands.Count > 0 && (bytes + size > _node._maxBatchBytes || batch.Commands.Count >= _node._maxBatch))
-                {
-                    pending.NextToSend = i;
-                    return false;
-                }
-
-                // Ids are unique across the gateway: the node echoes them, and a retry elsewhere gets a new one, so a
-                // late reply to an abandoned attempt can never be taken for another command's.
-                var id = _node._ids.Next();
-                command.Id = id;
-                _inFlight[id] = new InFlight(pending, i);
-                batch.Commands.Add(command);
-                bytes += size;
-                pending.NextToSend = i + 1;
-            }
-
-            return true;
-        }
-
         private async Task ReadRepliesAsync(IAsyncStreamReader<ReplyBatch> input, CancellationToken token)
         {
             while (await input.MoveNext(token).ConfigureAwait(false))
             {
+                var answered = 0;
                 foreach (var reply in input.Current.Replies)
                 {
+                    // Not found: its attempt was abandoned (and its entry removed) before the reply came; dropped.
                     if (_inFlight.TryRemove(reply.Id, out var inFlight))
                     {
+                        answered++;
                         inFlight.Batch.Deliver(inFlight.Index, reply);
                     }
                 }
+
+                Interlocked.Add(ref _node._sent, -answered);
             }
         }
 
         private void FailInFlight(Exception error)
         {
+            var failed = 0;
             foreach (var id in _inFlight.Keys)
             {
                 if (_inFlight.TryRemove(id, out var inFlight))
                 {
+                    failed++;
                     inFlight.Batch.TrySetException(error);
                 }
             }
+
+            Interlocked.Add(ref _node._sent, -failed);
         }
 
         public async ValueTask DisposeAsync()
@@ -390,6 +532,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
             _queue.Writer.TryComplete();
             while (_queue.Reader.TryRead(out var pending))
             {
+                Interlocked.Add(ref _node._queued, -pending.Count);
                 pending.TrySetException(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: false));
             }
 

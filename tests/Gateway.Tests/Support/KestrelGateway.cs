@@ -12,29 +12,32 @@ using Microsoft.Extensions.Logging;
 namespace Dcache.Gateway.Tests.Support;
 
 /// <summary>
-/// The front end on a real Kestrel socket (127.0.0.1, ephemeral port) over the in-memory cluster: what real clients
-/// see of the RESP layer, without nodes.
+/// The front end on a real Kestrel socket (127.0.0.1, ephemeral port) over the in-memory cluster (or a cluster client
+/// the test gives): what real clients see of the RESP layer, without nodes.
 /// </summary>
 internal sealed class KestrelGateway : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private KestrelGateway(WebApplication app, FakeCacheCluster cluster, int port)
+    private readonly ICacheCluster _cluster;
+
+    private KestrelGateway(WebApplication app, ICacheCluster cluster, int port)
     {
         _app = app;
-        Cluster = cluster;
+        _cluster = cluster;
         Port = port;
     }
 
-    public FakeCacheCluster Cluster { get; }
+    /// <summary>The in-memory cluster (not when the test gave its own).</summary>
+    public FakeCacheCluster Cluster => (FakeCacheCluster)_cluster;
 
     public int Port { get; }
 
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null)
+    public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null, ICacheCluster? over = null)
     {
-        var cluster = new FakeCacheCluster { NowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+        var cluster = over ?? new FakeCacheCluster { NowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<ICacheCluster>(cluster);

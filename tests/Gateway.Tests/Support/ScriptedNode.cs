@@ -41,11 +41,12 @@ internal sealed class ScriptedNode : IAsyncDisposable
     /// <summary>
     /// Starts a node that answers each command with <paramref name="answer"/>; an answer of null ends the whole stream
     /// with an error at that command, after the replies before it in the batch were sent; <see cref="Unanswered"/>
-    /// leaves the command without a reply.
+    /// leaves the command without a reply. With <paramref name="delay"/>, a command's reply is sent that long after it
+    /// arrived (a reply of its own), while the stream goes on.
     /// </summary>
-    public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer)
+    public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay = null)
     {
-        var service = new Service(answer);
+        var service = new Service(answer, delay);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddGrpc();
@@ -64,22 +65,33 @@ internal sealed class ScriptedNode : IAsyncDisposable
         await _app.DisposeAsync();
     }
 
-    private sealed class Service(Func<Command, Reply?> answer) : Cache.CacheBase
+    private sealed class Service(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay) : Cache.CacheBase
     {
         public ConcurrentQueue<Command[]> Received { get; } = new();
 
         public override async Task Execute(IAsyncStreamReader<CommandBatch> requestStream, IServerStreamWriter<ReplyBatch> responseStream, ServerCallContext context)
         {
+            // Replies sent late go out one by one beside the stream's own; gRPC allows one write at a time. Not disposed:
+            // late replies still waiting when the stream ends give up on their own.
+            var writing = new SemaphoreSlim(1, 1);
+            var late = new List<Task>();
             await foreach (var batch in requestStream.ReadAllAsync(context.CancellationToken))
             {
                 Received.Enqueue([.. batch.Commands.Select(command => command.Clone())]);
                 var replies = new ReplyBatch();
                 foreach (var command in batch.Commands)
                 {
+                    if (delay?.Invoke(command) is { } wait && wait > TimeSpan.Zero)
+                    {
+                        late.Add(AnswerLateAsync(command.Clone(), wait, responseStream, writing, context.CancellationToken));
+                        continue;
+                    }
+
                     if (answer(command) is not { } reply)
                     {
                         if (replies.Replies.Count > 0)
                         {
+                            await writing.WaitAsync(context.CancellationToken);
                             await responseStream.WriteAsync(replies);
                         }
 
@@ -97,8 +109,38 @@ internal sealed class ScriptedNode : IAsyncDisposable
 
                 if (replies.Replies.Count > 0)
                 {
-                    await responseStream.WriteAsync(replies);
+                    await writing.WaitAsync(context.CancellationToken);
+                    try
+                    {
+                        await responseStream.WriteAsync(replies);
+                    }
+                    finally
+                    {
+                        writing.Release();
+                    }
                 }
+            }
+
+            await Task.WhenAll(late);
+        }
+
+        private async Task AnswerLateAsync(Command command, TimeSpan wait, IServerStreamWriter<ReplyBatch> responseStream, SemaphoreSlim writing, CancellationToken cancellationToken)
+        {
+            if (answer(command) is not { } reply || ReferenceEquals(reply, Unanswered))
+            {
+                return;
+            }
+
+            reply.Id = command.Id;
+            await Task.Delay(wait, cancellationToken);
+            await writing.WaitAsync(cancellationToken);
+            try
+            {
+                await responseStream.WriteAsync(new ReplyBatch { Replies = { reply } }, cancellationToken);
+            }
+            finally
+            {
+                writing.Release();
             }
         }
 
