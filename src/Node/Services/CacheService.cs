@@ -7,7 +7,46 @@ namespace Dcache.Node.Services;
 /// <summary>The gateway's entry point: runs commands through the Raft driver and reports who leads.</summary>
 public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options, Hosting.NodeRuntime runtime) : Proto.Cache.CacheBase
 {
-    public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) => driver.ExecuteAsync(request);
+    public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) =>
+        ExecuteOneAsync(driver, request, context.Deadline, context.CancellationToken);
+
+    /// <summary>
+    /// One command of a unary call, which ends at its deadline or when the caller cancels (<paramref name="callEnded"/>).
+    /// A read waits no longer than the call: the time left until <paramref name="deadline"/> is its <c>timeout_ms</c>
+    /// (or the one it carries, if shorter), and once the call ended it is dropped, a long read between slices, as over
+    /// a command stream. A write handed to the driver cannot be withdrawn: a call that ends before its outcome is known
+    /// says so in its status, and the write may still apply.
+    /// </summary>
+    internal static async Task<Proto.Reply> ExecuteOneAsync(RaftDriver driver, Proto.Command request, DateTime deadline, CancellationToken callEnded)
+    {
+        if (!request.IsWrite && deadline != DateTime.MaxValue)
+        {
+            var left = (uint)Math.Clamp(Math.Ceiling((deadline - DateTime.UtcNow).TotalMilliseconds), 1, uint.MaxValue);
+            request.TimeoutMs = request.TimeoutMs == 0 ? left : Math.Min(request.TimeoutMs, left);
+        }
+
+        var replies = new CallReplies(callEnded);
+        driver.Execute(request, replies);
+        try
+        {
+            return await replies.Task.WaitAsync(callEnded).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (callEnded.IsCancellationRequested)
+        {
+            var code = deadline <= DateTime.UtcNow ? StatusCode.DeadlineExceeded : StatusCode.Cancelled;
+            throw new RpcException(new Status(code, request.IsWrite
+                ? "outcome unknown: the call ended before the write's outcome was known; a write handed to the node is not withdrawn, and it may still apply"
+                : "the call ended before the read was served: it was dropped"));
+        }
+    }
+
+    /// <summary>The reply of one unary call's command; abandoned once the call ended (a long read stops taking slices).</summary>
+    private sealed class CallReplies(CancellationToken callEnded) : TaskCompletionSource<Proto.Reply>(TaskCreationOptions.RunContinuationsAsynchronously), IReplySink
+    {
+        public bool Abandoned => callEnded.IsCancellationRequested;
+
+        public void Complete(Proto.Reply reply) => TrySetResult(reply);
+    }
 
     public override Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context) =>
         ServeStreamAsync(driver, options.MaxMessageBytes, requestStream, responseStream, runtime.Closing, context.CancellationToken);

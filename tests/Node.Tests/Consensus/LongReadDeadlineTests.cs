@@ -122,6 +122,79 @@ public sealed class LongReadDeadlineTests
         Assert.Equal(0, await walksRoundsLater!.WaitAsync(Patience));
     }
 
+    [Fact]
+    public async Task A_long_read_of_a_unary_call_is_dropped_at_the_calls_deadline()
+    {
+        var time = new SettableTime(Start);
+        await using var node = await SingleNode.StartAsync(time, requestTimeout: TimeSpan.FromMinutes(10), longReadSliceKeys: 1);
+        await LoadAsync(node.Driver, 200_000);
+
+        var keys = new Proto.Command { Id = 1, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+        var reply = CacheService.ExecuteOneAsync(node.Driver, keys, DateTime.UtcNow.AddSeconds(1.5), CancellationToken.None);
+        time.Advance(3_000);
+
+        var answer = await reply.WaitAsync(Patience);
+        Assert.True(answer.ResultCase == Proto.Reply.ResultOneofCase.Failure, $"served in full after the call's deadline: {answer.Array?.Items.Count} keys");
+        Assert.Equal(Proto.FailureKind.Unavailable, answer.Failure.Kind);
+        Assert.Equal(0, await node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount).WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task A_long_read_of_a_unary_call_its_caller_cancels_ends_the_call_and_stops_walking()
+    {
+        // No deadline, and the node's time stands still: only the call's end can stop the read.
+        await using var node = await SingleNode.StartAsync(new SettableTime(Start), requestTimeout: TimeSpan.FromMinutes(10), longReadSliceKeys: 1);
+        await LoadAsync(node.Driver, 200_000);
+        var keys = new Proto.Command { Id = 1, Consistency = Proto.ReadConsistency.Local, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+
+        using var call = new CancellationTokenSource();
+        var reply = CacheService.ExecuteOneAsync(node.Driver, keys, DateTime.MaxValue, call.Token);
+        // A key a round and 200,000 to go: once started, the walk is still on when the call is cancelled.
+        var until = DateTime.UtcNow + Patience;
+        while (await node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount).WaitAsync(Patience) == 0)
+        {
+            Assert.True(DateTime.UtcNow < until, "the KEYS never started");
+        }
+
+        await call.CancelAsync();
+        var ended = await Assert.ThrowsAsync<RpcException>(() => reply.WaitAsync(Patience));
+        Assert.Equal(StatusCode.Cancelled, ended.StatusCode);
+
+        // 5,000 rounds later a walk still on would be 195,000 keys from its end.
+        Task<int> WalksAfter(int rounds) => rounds == 0
+            ? node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount)
+            : node.Driver.RunOnLoopAsync(_ => WalksAfter(rounds - 1)).Unwrap();
+        Assert.Equal(0, await WalksAfter(5_000).WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task A_write_of_a_unary_call_that_ends_first_is_reported_as_possibly_applied_and_applies()
+    {
+        await using var node = await SingleNode.StartAsync(new SettableTime(Start));
+        // The loop is held: the write waits in its inputs while its call ends.
+        using var hold = new ManualResetEventSlim();
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holding = node.Driver.RunOnLoopAsync(_ =>
+        {
+            held.TrySetResult();
+            return hold.Wait(Patience);
+        });
+        await held.Task.WaitAsync(Patience);
+
+        using var call = new CancellationTokenSource();
+        var set = new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("v") } };
+        var reply = CacheService.ExecuteOneAsync(node.Driver, set, DateTime.MaxValue, call.Token);
+        await call.CancelAsync();
+        var ended = await Assert.ThrowsAsync<RpcException>(() => reply.WaitAsync(Patience));
+        hold.Set();
+        Assert.True(await holding.WaitAsync(Patience));
+
+        Assert.Equal(StatusCode.Cancelled, ended.StatusCode);
+        Assert.Contains("may still apply", ended.Status.Detail, StringComparison.Ordinal);
+        var get = await node.Driver.ExecuteAsync(new Proto.Command { Id = 2, Get = new Proto.GetRequest { Key = ByteString.CopyFromUtf8("k") } }).WaitAsync(Patience);
+        Assert.Equal("v", get.Bulk.ToStringUtf8());
+    }
+
     /// <summary>A gateway's side of the command stream: batches sent by the test, until the call is cancelled.</summary>
     private sealed class BatchReader : IAsyncStreamReader<Proto.CommandBatch>
     {
