@@ -84,6 +84,46 @@ public sealed class LimitsTests
     }
 
     [Fact]
+    public async Task RepliesArrivingWhileAClientThatDoesNotReadHoldsUpTheFlushCountAgainstTheOutputBufferLimit()
+    {
+        const int pauseThreshold = 16 * 1024;
+        var server = new TestServer(o => o.MaxOutputBufferBytes = 256 * 1024);
+        server.Cluster.Put("now", new string('x', 10_000));
+        server.Cluster.Put("later", new string('y', 10_000));
+        server.Cluster.HoldOnly = command => command.Get?.Key.ToStringUtf8() == "later";
+        server.Cluster.Hold();
+        var slowPipe = new PipeOptions(pauseWriterThreshold: pauseThreshold, resumeWriterThreshold: pauseThreshold / 2);
+        await using var slow = server.Connect(slowPipe);
+
+        // Ten replies at once (100 KB: the flush after the seventh waits for the client), then a hundred still in the
+        // cluster (1 MB) that arrive while the client reads nothing: one batch, each reply far below the limit.
+        var pipeline = Enumerable.Range(0, 10).SelectMany(_ => TestConnection.Encode("GET", "now"))
+            .Concat(Enumerable.Range(0, 100).SelectMany(_ => TestConnection.Encode("GET", "later")))
+            .ToArray();
+        await slow.SendAsync(pipeline);
+        await server.Cluster.WaitForInFlightAsync(100, TestConnection.Timeout);
+        server.Cluster.Release();
+
+        // The limit holds before the client reads a byte.
+        var deadline = DateTime.UtcNow + TestConnection.Timeout;
+        while (!server.Log.Entries.Any(e => e.Id.Id == 5004))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the connection was not closed over its output buffer limit");
+            await Task.Delay(10);
+        }
+
+        // Aborted (Kestrel then drops what it buffered for the client): a flush of it would wait for the client.
+        while (!slow.Context.ConnectionClosed.IsCancellationRequested)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the connection over its output buffer limit was not aborted");
+            await Task.Delay(10);
+        }
+
+        var received = await slow.DrainUntilClosedAsync();
+        Assert.True(received.Count < 110, $"all {received.Count} replies were delivered");
+    }
+
+    [Fact]
     public async Task DisconnectInTheMiddleOfARequestReleasesTheClient()
     {
         var server = new TestServer();

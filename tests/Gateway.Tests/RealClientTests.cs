@@ -122,4 +122,23 @@ public sealed class RealClientTests
         await process.WaitForExitAsync().WaitAsync(TestConnection.Timeout);
         return output.TrimEnd('\n');
     }
+
+    [Fact]
+    public async Task AClientThatReadsNothingIsDisconnectedOnceItsRepliesPassTheOutputBufferLimit()
+    {
+        await using var gateway = await KestrelGateway.StartAsync(o => o.MaxOutputBufferBytes = 1024 * 1024);
+        gateway.Cluster.Put("v", new string('x', 100_000));
+
+        // 30 MB of replies, far past what the kernel's socket buffers and Kestrel's take in, to a client that never reads.
+        using var client = new System.Net.Sockets.TcpClient { ReceiveBufferSize = 16 * 1024 };
+        await client.ConnectAsync(System.Net.IPAddress.Loopback, gateway.Port);
+        await client.GetStream().WriteAsync(Enumerable.Range(0, 300).SelectMany(_ => TestConnection.Encode("GET", "v")).ToArray());
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (gateway.Clients.ConnectedClients > 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the gateway kept a client that read none of its replies past the output buffer limit");
+            await Task.Delay(20);
+        }
+    }
 }

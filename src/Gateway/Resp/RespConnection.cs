@@ -27,17 +27,20 @@ internal sealed class RespConnection
     private readonly RespClientRegistry _registry;
     private readonly ILogger _logger;
     private readonly string _connectionId;
+    private readonly Action _abort;
     private readonly RespParser _parser;
     private readonly CommandContext _context;
     private readonly List<RespRequest> _batch = [];
     private readonly List<QueuedReply> _queue = [];
     private readonly PipelineWave _wave = new();
 
-    public RespConnection(IDuplexPipe transport, string connectionId, CommandContext context, RespClientRegistry registry, ILogger logger)
+    /// <param name="abort">Closes the connection at once, dropping what is buffered for the client.</param>
+    public RespConnection(IDuplexPipe transport, string connectionId, Action abort, CommandContext context, RespClientRegistry registry, ILogger logger)
     {
         _input = transport.Input;
         _output = transport.Output;
         _connectionId = connectionId;
+        _abort = abort;
         _context = context;
         _options = context.Options;
         _registry = registry;
@@ -175,8 +178,9 @@ internal sealed class RespConnection
         _context.SendQueuedCalls();
         try
         {
-            foreach (var queued in _queue)
+            for (var index = 0; index < _queue.Count; index++)
             {
+                var queued = _queue[index];
                 var pending = queued.Reply;
                 var reply = pending.Immediate;
                 var settled = true;
@@ -210,20 +214,15 @@ internal sealed class RespConnection
                 var unflushed = _output.CanGetUnflushedBytes ? _output.UnflushedBytes : 0;
                 if (unflushed + ReplyRenderer.EstimateSize(reply) > _options.MaxOutputBufferBytes)
                 {
-                    RespLog.OutputBufferLimitExceeded(_logger, _connectionId, Client.RemoteAddress, _options.MaxOutputBufferBytes);
-                    RespMetrics.ConnectionClosedByGateway("output_buffer_limit");
+                    CloseOverOutputLimit();
                     return false;
                 }
 
                 ReplyRenderer.Write(_output, reply, pending.Shape, queued.Protocol, pending.IsWrite);
                 RespMetrics.CommandAnswered(queued.CommandName, ResultOf(reply, pending.IsWrite), queued.StartTimestamp);
-                if (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= FlushThreshold)
+                if (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= FlushThreshold && !await FlushWithinLimitAsync(index + 1).ConfigureAwait(false))
                 {
-                    var flush = await _output.FlushAsync().ConfigureAwait(false);
-                    if (flush.IsCompleted || flush.IsCanceled)
-                    {
-                        return false;
-                    }
+                    return false;
                 }
             }
 
@@ -233,6 +232,52 @@ internal sealed class RespConnection
         {
             _queue.Clear();
         }
+    }
+
+    /// <summary>
+    /// Flushes what is written so far; false when the connection must close. A flush waits while the client is not taking
+    /// replies, and meanwhile the replies of this batch from <paramref name="nextReply"/> on keep arriving from the
+    /// cluster: they count against <see cref="RespOptions.MaxOutputBufferBytes"/> with what the flush holds, and past it
+    /// the flush is given up and the connection closed, as a single reply past it does. Without this a client that
+    /// pipelined large reads and stopped reading held up to a batch of replies here, whatever the limit.
+    /// </summary>
+    private async ValueTask<bool> FlushWithinLimitAsync(int nextReply)
+    {
+        var flushed = _output.CanGetUnflushedBytes ? _output.UnflushedBytes : 0;
+        var flushing = _output.FlushAsync();
+        FlushResult flush;
+        if (flushing.IsCompleted)
+        {
+            flush = flushing.Result;
+        }
+        else
+        {
+            using var held = new HeldReplies(_output, _options.MaxOutputBufferBytes, flushed);
+            for (var i = nextReply; i < _queue.Count && !held.Exceeded; i++)
+            {
+                held.Watch(_queue[i].Reply);
+            }
+
+            flush = await flushing.ConfigureAwait(false);
+            if (held.Exceeded)
+            {
+                CloseOverOutputLimit();
+                return false;
+            }
+        }
+
+        return !flush.IsCompleted && !flush.IsCanceled;
+    }
+
+    /// <summary>
+    /// Past the output buffer limit: the connection is aborted, dropping what is buffered for the client, as Redis does;
+    /// flushing it first would wait for as long as the client does not read.
+    /// </summary>
+    private void CloseOverOutputLimit()
+    {
+        RespLog.OutputBufferLimitExceeded(_logger, _connectionId, Client.RemoteAddress, _options.MaxOutputBufferBytes);
+        RespMetrics.ConnectionClosedByGateway("output_buffer_limit");
+        _abort();
     }
 
     /// <summary>True when the write certainly applied or certainly did not, so its session may carry the next write.</summary>

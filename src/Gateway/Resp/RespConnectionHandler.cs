@@ -58,7 +58,13 @@ public sealed class RespConnectionHandler : ConnectionHandler
         try
         {
             var context = new CommandContext(client, _cluster, _options, _clients, _sessions, _time, connection.ConnectionClosed);
-            await new RespConnection(connection.Transport, connection.ConnectionId, context, _clients, _logger).RunAsync().ConfigureAwait(false);
+            await new RespConnection(
+                connection.Transport,
+                connection.ConnectionId,
+                () => connection.Abort(new ConnectionAbortedException("the client's unsent replies exceeded the output buffer limit")),
+                context,
+                _clients,
+                _logger).RunAsync().ConfigureAwait(false);
         }
         catch (Exception exception) when (IsDisconnect(exception))
         {

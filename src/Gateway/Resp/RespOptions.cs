@@ -25,8 +25,10 @@ public sealed class RespOptions
     public int MaxClients { get; set; } = 10_000;
 
     /// <summary>
-    /// Replies a connection has not taken yet, in bytes, beyond which the gateway closes it. The gateway stops reading a
-    /// client's requests while the client is not reading replies, so this bounds what one batch of replies may hold.
+    /// Replies a connection has not taken yet, in bytes, beyond which the gateway closes it (at once, dropping what is
+    /// buffered). The gateway stops reading a client's requests while the client is not reading replies, so this bounds
+    /// what one batch of replies may hold: those written and waiting for the client, and those of the batch that arrive
+    /// from the cluster meanwhile.
     /// </summary>
     public long MaxOutputBufferBytes { get; set; } = 512L * 1024 * 1024;
 

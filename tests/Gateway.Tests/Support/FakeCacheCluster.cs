@@ -38,6 +38,9 @@ internal sealed class FakeCacheCluster : ICacheCluster
     /// <summary>Answers session registrations instead of "+OK", when it returns non-null.</summary>
     public Func<Command, Reply?>? RegistrationScript { get; set; }
 
+    /// <summary>The commands <see cref="Hold"/> holds (every command when null).</summary>
+    public Func<Command, bool>? HoldOnly { get; set; }
+
     /// <summary>Off where a test measures what the gateway retains and the record would be counted with it.</summary>
     public bool RecordExecuted { get; set; } = true;
 
@@ -149,7 +152,7 @@ internal sealed class FakeCacheCluster : ICacheCluster
                 _lastSequence[command.ClientId] = command.Sequence;
             }
 
-            if (_holding)
+            if (_holding && (HoldOnly?.Invoke(command) ?? true))
             {
                 wait = _release.Task;
             }

@@ -33,6 +33,8 @@ internal sealed class KestrelGateway : IAsyncDisposable
 
     public int Port { get; }
 
+    public RespClientRegistry Clients => _app.Services.GetRequiredService<RespClientRegistry>();
+
     public string Endpoint => $"127.0.0.1:{Port}";
 
     public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null, ICacheCluster? over = null)
