@@ -229,8 +229,6 @@ public sealed partial class NodeConnection : IAsyncDisposable
         private readonly Lock _gate = new();
         private IReadOnlyList<Command>? _commands = commands;
         private Reply?[]? _replies = replies;
-        // The id each command was sent under (0: not sent), for Abandon to take them out of the in-flight table.
-        private ulong[]? _sentIds;
         private int _awaited = commands.Count;
 
         public int Count { get; } = commands.Count;
@@ -258,7 +256,6 @@ public sealed partial class NodeConnection : IAsyncDisposable
                     return true;
                 }
 
-                _sentIds ??= new ulong[commands.Count];
                 for (var i = NextToSend; i < commands.Count; i++)
                 {
                     var command = commands[i];
@@ -281,7 +278,6 @@ public sealed partial class NodeConnection : IAsyncDisposable
                     // late reply to an abandoned attempt can never be taken for another command's.
                     var id = node._ids.Next();
                     command.Id = id;
-                    _sentIds[i] = id;
                     Interlocked.Increment(ref node._sent); // before its reply can take it off
                     inFlight[id] = new InFlight(this, i);
                     batch.Commands.Add(command);
@@ -300,21 +296,23 @@ public sealed partial class NodeConnection : IAsyncDisposable
         /// </summary>
         public int Abandon(ConcurrentDictionary<ulong, InFlight> inFlight)
         {
-            ulong[]? ids;
+            IReadOnlyList<Command>? commands;
             int sent;
             lock (_gate)
             {
+                commands = _commands;
                 _commands = null;
                 Volatile.Write(ref _replies, null);
-                ids = _sentIds;
                 sent = NextToSend;
             }
 
             var removed = 0;
-            for (var i = 0; ids is not null && i < sent; i++)
+            for (var i = 0; commands is not null && i < sent; i++)
             {
-                // A reply taken off the table meanwhile was dropped by Deliver, or reached this batch's own replies.
-                if (ids[i] != 0 && inFlight.TryRemove(ids[i], out _))
+                // Each command still has the id it was sent under: a retry gives it a new one only once this attempt is
+                // over. (One refused as too large was never sent; its id is in no table.) A reply taken off the table
+                // meanwhile was dropped by Deliver, or reached this batch's own replies.
+                if (inFlight.TryRemove(commands[i].Id, out _))
                 {
                     removed++;
                 }
