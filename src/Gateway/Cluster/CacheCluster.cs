@@ -21,7 +21,7 @@ namespace Dcache.Gateway.Cluster;
 /// </summary>
 public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 {
-    /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included).</summary>
+    /// <summary>The cluster client's meter: retries by reason (NotLeader redirects included), commands each node holds.</summary>
     public const string MeterName = "Dcache.Gateway.Cluster";
 
     private static readonly string[] RetryReasons = ["not_leader", "unavailable", "timeout", "unreachable", "breaker_open", "session_expired", "backlog_full"];
