@@ -50,7 +50,9 @@ public sealed class ConnectionCommandTests
         Assert.Equal("-ERR DB index is out of range", await Run(client, "SELECT", "1"));
         Assert.Equal("-ERR DB index is out of range", await Run(client, "SELECT", "-1"));
         Assert.Equal("-ERR value is not an integer or out of range", await Run(client, "SELECT", "x"));
-        Assert.Equal("-ERR value is not an integer or out of range", await Run(client, "SELECT", "9999999999"));
+        Assert.Equal("-ERR value is out of range, value must between -2147483648 and 2147483647", await Run(client, "SELECT", "9999999999"));
+        Assert.Equal("-ERR value is out of range, value must between -2147483648 and 2147483647", await Run(client, "SELECT", "-2147483649"));
+        Assert.Equal("-ERR DB index is out of range", await Run(client, "SELECT", "2147483647"));
         Assert.Equal("-ERR wrong number of arguments for 'select' command", await Run(client, "SELECT"));
     }
 
@@ -90,6 +92,7 @@ public sealed class ConnectionCommandTests
     [InlineData("-ERR Protocol version is not an integer or out of range", "three")]
     [InlineData("-ERR Syntax error in HELLO option 'foo'", "3", "foo")]
     [InlineData("-ERR Syntax error in HELLO option 'AUTH'", "3", "AUTH", "default")]
+    [InlineData("-ERR Syntax error in HELLO option 'bo'", "3", "bo\0gus")] // quoted as C's %s prints it
     [InlineData("-ERR Client names cannot contain spaces, newlines or special characters.", "3", "SETNAME", "a b")]
     public async Task HelloErrors(string error, params string[] arguments)
     {
@@ -196,6 +199,41 @@ public sealed class ConnectionCommandTests
         Assert.Equal("-ERR wrong number of arguments for 'client' command", await Run(client, "CLIENT"));
         Assert.Equal("-ERR wrong number of arguments for 'client|setname' command", await Run(client, "CLIENT", "SETNAME"));
         Assert.Equal('*', (await client.CommandAsync("CLIENT", "HELP")).Type);
+    }
+
+    [Fact]
+    public async Task ClientListTakesItsOptionsAsRedisSevenDoes()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+        var id = (await client.CommandAsync("CLIENT", "ID")).Integer.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await using var other = server.Connect();
+        await other.CommandAsync("PING");
+
+        // Any 64-bit id is valid (one that names no client adds nothing); ids are listed in the order given, repeats too.
+        Assert.Equal("$", await Run(client, "CLIENT", "LIST", "ID", "0", "-5"));
+        Assert.Equal(2, (await client.CommandAsync("CLIENT", "LIST", "ID", id, "99", id)).Text!.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal("-ERR Invalid client ID", await Run(client, "CLIENT", "LIST", "ID", id, "x"));
+
+        // TYPE only as the one option; type names read up to a NUL byte, as strcasecmp reads them.
+        Assert.Equal(2, (await client.CommandAsync("CLIENT", "LIST", "type\0", "Normal\0x")).Text!.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal("$", await Run(client, "CLIENT", "LIST", "TYPE", "pubsub"));
+        Assert.Equal("-ERR syntax error", await Run(client, "CLIENT", "LIST", "TYPE", "normal", "ID", id));
+        Assert.Equal("-ERR syntax error", await Run(client, "CLIENT", "LIST", "TYPE", "normal", "TYPE", "pubsub"));
+        Assert.Equal("-ERR syntax error", await Run(client, "CLIENT", "LIST", "ID"));
+        Assert.Equal("-ERR Unknown client type 'bo'", await Run(client, "CLIENT", "LIST", "TYPE", "bo\0gus"));
+    }
+
+    [Fact]
+    public async Task HelpLinesAreSimpleStringsAsInRedis()
+    {
+        await using var client = new TestServer().Connect();
+        foreach (var container in (string[])["CLIENT", "CONFIG", "COMMAND"])
+        {
+            var help = await client.CommandAsync(container, "HELP");
+            Assert.Equal($"{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", help.Items![0].Text);
+            Assert.All(help.Items, line => Assert.Equal('+', line.Type));
+        }
     }
 
     [Fact]

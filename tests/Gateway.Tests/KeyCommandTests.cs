@@ -209,6 +209,27 @@ public sealed partial class KeyCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task OptionsAreReadAsRedisReadsThemUpToANulByte()
+    {
+        // Redis compares options with strcasecmp (or character by character up to the terminating NUL), so an option
+        // with a NUL byte and more after it is that option, and an error quotes it as far as the NUL, as C's %s does.
+        Assert.Equal("+OK", await Run("SET", "k", "v", "ex\0zz", "100"));
+        Assert.Equal(100_000, LastCommand.Set.TtlMs);
+        Assert.Equal("$v", await Run("SET", "k", "w", "NX\0", "GET\0x", "KEEPTTL\0"));
+        Assert.Equal((SetCondition.IfAbsent, true, true), (LastCommand.Set.Condition, LastCommand.Set.Get, LastCommand.Set.KeepTtl));
+        Assert.Equal("$v", await Run("GETEX", "k", "persist\0"));
+        Assert.True(LastCommand.Getex.Persist);
+        Assert.Equal(":1", await Run("EXPIRE", "k", "100", "nx\0zz"));
+        Assert.Equal(ExpireCondition.ExpireIfNoTtl, LastCommand.Expire.Condition);
+        Assert.Equal("-ERR Unsupported option bo", await Run("EXPIRE", "k", "100", "bo\0gus"));
+        Assert.Equal("*[$0, *[$k]]", await Run("SCAN", "0", "count\0", "5", "TYPE", "string\0zz"));
+        Assert.Equal(5UL, LastCommand.Scan.Count);
+        Assert.Equal("+OK", await Run("FLUSHALL", "sync\0x"));
+        Assert.Equal("-ERR syntax error", await Run("SET", "k", "v", "nxx"));
+        Assert.Equal("-ERR syntax error", await Run("SET", "k", "v", "\0NX"));
+    }
+
+    [Fact]
     public async Task ExpireErrorNamesTheCommand()
     {
         Assert.Equal("-ERR invalid expire time in 'pexpire' command", await Run("PEXPIRE", "k", "9223372036854775807"));

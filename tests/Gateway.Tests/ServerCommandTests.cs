@@ -72,9 +72,14 @@ public sealed class ServerCommandTests
         Assert.Equal("*[]", await Run(client, "CONFIG", "GET", "no-such-parameter"));
         Assert.Equal("*[$databases, $1, $timeout, $0]", await Run(client, "CONFIG", "GET", "databases", "timeout", "databases"));
         Assert.Equal("*[$maxclients, $123]", await Run(client, "CONFIG", "GET", "max*s"));
-        Assert.Equal(18, (await client.CommandAsync("CONFIG", "GET", "*")).Items!.Count);
+        Assert.Equal("*[$maxclients, $123]", await Run(client, "CONFIG", "GET", "max*s\0x")); // a pattern ends at a NUL byte, as in C
+        Assert.Equal("*[]", await Run(client, "CONFIG", "GET", "maxclients\0")); // a name does not
+        Assert.Equal("*[$replica-read-only, $yes, $slave-read-only, $yes]", await Run(client, "CONFIG", "GET", "*read-only")); // aliases match patterns too
+        Assert.Equal("*[$Databases, $1]", await Run(client, "CONFIG", "GET", "Databases", "databases", "data*"));
+        Assert.Equal(20, (await client.CommandAsync("CONFIG", "GET", "*")).Items!.Count);
         Assert.Equal("-ERR wrong number of arguments for 'config|get' command", await Run(client, "CONFIG", "GET"));
         Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'timeout'", await Run(client, "CONFIG", "SET", "timeout", "5"));
+        Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'time'", await Run(client, "CONFIG", "SET", "time\0out", "5"));
         Assert.Equal("+OK", await Run(client, "CONFIG", "RESETSTAT"));
         Assert.Equal("-ERR The server is running without a config file", await Run(client, "CONFIG", "REWRITE"));
         Assert.Equal("-ERR unknown subcommand 'FOO'. Try CONFIG HELP.", await Run(client, "CONFIG", "FOO"));
@@ -96,9 +101,31 @@ public sealed class ServerCommandTests
         Assert.Equal("*[]", await Run(client, "COMMAND", "DOCS"));
         Assert.Equal("*[]", await Run(client, "COMMAND", "DOCS", "get"));
         Assert.Contains("$mset", (await client.CommandAsync("COMMAND", "LIST")).ToString(), StringComparison.Ordinal);
+        Assert.Contains("$client|setname", (await client.CommandAsync("COMMAND", "LIST")).ToString(), StringComparison.Ordinal);
+        Assert.Equal("*[$getdel]", await Run(client, "COMMAND", "LIST", "FILTERBY", "PATTERN", "GETD*"));
+        Assert.Equal("*[$client|setname, $client|setinfo]", await Run(client, "command", "list", "filterby", "pattern", "client|set*"));
+        Assert.Equal("*[]", await Run(client, "COMMAND", "LIST", "FILTERBY", "MODULE", "json"));
+        Assert.Equal("*[]", await Run(client, "COMMAND", "LIST", "FILTERBY", "ACLCAT", "string"));
+        Assert.Equal("-ERR syntax error", await Run(client, "COMMAND", "LIST", "FILTERBY", "COLOR", "red"));
+        Assert.Equal("-ERR syntax error", await Run(client, "COMMAND", "LIST", "FILTERBY", "PATTERN"));
+        Assert.Equal("-ERR syntax error", await Run(client, "COMMAND", "LIST", "bogus"));
+        Assert.Equal("$client|setname", (await client.CommandAsync("COMMAND", "INFO", "CLIENT|SETNAME")).Items![0].Items![0].ToString());
+        Assert.Equal("*[$nil, $nil]", await Run(client, "COMMAND", "INFO", "get|x", "client|nope"));
         Assert.Equal("-ERR unknown subcommand 'BOGUS'. Try COMMAND HELP.", await Run(client, "COMMAND", "BOGUS"));
         await client.CommandAsync("HELLO", "3");
         Assert.Equal("%{}", await Run(client, "COMMAND", "DOCS"));
+    }
+
+    [Fact]
+    public async Task CommandDescriptionsHaveRedisSevensTypes()
+    {
+        await using var client = new TestServer().Connect();
+        // Flags and ACL categories are sets of simple strings; tips and key specs sets: arrays in RESP2, "~" in RESP3.
+        Assert.Equal("*[$get, :2, *[+readonly, +fast], :1, :1, :1, *[], *[], *[], *[]]", (await client.CommandAsync("COMMAND", "INFO", "get")).Items![0].ToString());
+        await client.CommandAsync("HELLO", "3");
+        Assert.Equal("*[$get, :2, ~[+readonly, +fast], :1, :1, :1, ~[], ~[], ~[], *[]]", (await client.CommandAsync("COMMAND", "INFO", "get")).Items![0].ToString());
+        var container = (await client.CommandAsync("COMMAND", "INFO", "client")).Items![0];
+        Assert.Equal("*[$client|id, :2, ~[+fast], :0, :0, :0, ~[], ~[], ~[], *[]]", container.Items![9].Items![0].ToString());
     }
 
     [Fact]

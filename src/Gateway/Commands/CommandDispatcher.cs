@@ -27,7 +27,7 @@ internal static class CommandDispatcher
             var subcommand = CommandTable.FindSubcommand(spec, request[1]);
             if (subcommand is null)
             {
-                error = RedisErrors.UnknownSubcommand(request.Text(1), spec.Name);
+                error = RedisErrors.UnknownSubcommand(request.TextUpToNul(1), spec.Name);
                 return spec;
             }
 

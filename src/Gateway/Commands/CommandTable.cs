@@ -110,6 +110,22 @@ internal static class CommandTable
     /// <summary>The command named by the bytes (any case), or null.</summary>
     public static CommandSpec? Find(ReadOnlySpan<byte> name) => Find(ByName, name);
 
+    /// <summary>
+    /// A command or subcommand by its full name ("get", "client|setname"; any case), as COMMAND INFO looks names up, or null
+    /// (also for a subcommand of a command that has none).
+    /// </summary>
+    public static CommandSpec? FindByFullName(ReadOnlySpan<byte> fullName)
+    {
+        var bar = fullName.IndexOf((byte)'|');
+        if (bar < 0)
+        {
+            return Find(fullName);
+        }
+
+        var container = Find(fullName[..bar]);
+        return container is null ? null : FindSubcommand(container, fullName[(bar + 1)..]);
+    }
+
     /// <summary>A container's subcommand named by the bytes (any case), or null.</summary>
     public static CommandSpec? FindSubcommand(CommandSpec container, ReadOnlySpan<byte> name) =>
         container.Subcommands is null ? null : Find(container.SubcommandLookup, name);

@@ -31,9 +31,14 @@ internal static class ConnectionCommands
 
     public static PendingReply Select(CommandContext context, RespRequest request)
     {
-        if (!RespInteger.TryParse(request[1], out var index) || index is < int.MinValue or > int.MaxValue)
+        if (!RespInteger.TryParse(request[1], out var index))
         {
             return PendingReply.Error(RedisErrors.NotAnInteger);
+        }
+
+        if (index is < int.MinValue or > int.MaxValue)
+        {
+            return PendingReply.Error(RedisErrors.NotAn32BitInteger);
         }
 
         return index == 0 ? PendingReply.Of(Replies.Ok) : PendingReply.Error(RedisErrors.DbIndexOutOfRange);
@@ -115,7 +120,7 @@ internal static class ConnectionCommands
             }
             else
             {
-                return PendingReply.Error($"ERR Syntax error in HELLO option '{request.Text(j)}'");
+                return PendingReply.Error($"ERR Syntax error in HELLO option '{request.TextUpToNul(j)}'");
             }
         }
 
@@ -182,12 +187,12 @@ internal static class ConnectionCommands
         var isName = KeyCommands.Is(attribute, "lib-name"u8);
         if (!isName && !KeyCommands.Is(attribute, "lib-ver"u8))
         {
-            return PendingReply.Error($"ERR Unrecognized option '{request.Text(2)}'");
+            return PendingReply.Error($"ERR Unrecognized option '{request.TextUpToNul(2)}'");
         }
 
         if (!IsValidClientName(request[3]))
         {
-            return PendingReply.Error($"ERR {request.Text(2)} cannot contain spaces, newlines or special characters.");
+            return PendingReply.Error($"ERR {request.TextUpToNul(2)} cannot contain spaces, newlines or special characters.");
         }
 
         var value = request.Length(3) == 0 ? null : request.Text(3);
@@ -206,47 +211,51 @@ internal static class ConnectionCommands
     public static PendingReply ClientInfo(CommandContext context, RespRequest request) =>
         PendingReply.Of(Replies.Bulk(Encoding.Latin1.GetBytes(DescribeClient(context.Client, context.NowMs) + "\n")), ReplyShape.Verbatim);
 
-    /// <summary>CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...].</summary>
+    /// <summary>
+    /// CLIENT LIST [TYPE normal|pubsub|master|replica|slave | ID id [id ...]], as Redis 7.0 reads it: TYPE only as the
+    /// sole option, any signed 64-bit ids (one that names no client adds nothing), a client named twice listed twice.
+    /// </summary>
     public static PendingReply ClientList(CommandContext context, RespRequest request)
     {
-        string? type = null;
-        HashSet<long>? ids = null;
-        for (var j = 2; j < request.Count; j++)
+        var now = context.NowMs;
+        var text = new StringBuilder();
+        if (request.Count > 3 && KeyCommands.Is(request[2], "id"u8))
         {
-            if (KeyCommands.Is(request[j], "type"u8) && j + 1 < request.Count)
+            var clients = context.Registry.Snapshot().ToDictionary(client => client.Id);
+            for (var j = 3; j < request.Count; j++)
             {
-                type = request.Text(++j).ToLowerInvariant();
-                if (type is not ("normal" or "pubsub" or "master" or "replica" or "slave"))
+                if (!RespInteger.TryParse(request[j], out var id))
                 {
-                    return PendingReply.Error($"ERR Unknown client type '{request.Text(j)}'");
+                    return PendingReply.Error("ERR Invalid client ID");
                 }
-            }
-            else if (KeyCommands.Is(request[j], "id"u8) && j + 1 < request.Count)
-            {
-                ids ??= [];
-                while (j + 1 < request.Count)
-                {
-                    if (!RespInteger.TryParse(request[++j], out var id) || id <= 0)
-                    {
-                        return PendingReply.Error("ERR Invalid client ID");
-                    }
 
-                    ids.Add(id);
+                if (clients.TryGetValue(id, out var client))
+                {
+                    text.Append(DescribeClient(client, now)).Append('\n');
                 }
             }
-            else
-            {
-                return PendingReply.Error(RedisErrors.Syntax);
-            }
+
+            return PendingReply.Of(Replies.Bulk(Encoding.Latin1.GetBytes(text.ToString())), ReplyShape.Verbatim);
         }
 
-        var text = new StringBuilder();
-        var now = context.NowMs;
+        string? type = null;
+        if (request.Count == 4 && KeyCommands.Is(request[2], "type"u8))
+        {
+            type = request.TextUpToNul(3).ToLowerInvariant();
+            if (type is not ("normal" or "pubsub" or "master" or "replica" or "slave"))
+            {
+                return PendingReply.Error($"ERR Unknown client type '{request.TextUpToNul(3)}'");
+            }
+        }
+        else if (request.Count != 2)
+        {
+            return PendingReply.Error(RedisErrors.Syntax);
+        }
+
         foreach (var client in context.Registry.Snapshot())
         {
             var isPubSub = client.SubscriptionCount > 0;
-            if ((ids is not null && !ids.Contains(client.Id))
-                || (type is "master" or "replica" or "slave")
+            if ((type is "master" or "replica" or "slave")
                 || (type == "pubsub" && !isPubSub)
                 || (type == "normal" && isPubSub))
             {
@@ -336,6 +345,7 @@ internal static class ConnectionCommands
         return PendingReply.Of(Replies.Array(pushes), ReplyShape.PushSequence);
     }
 
+    /// <summary>A HELP subcommand's lines, as simple strings (Redis's addReplyHelp).</summary>
     internal static PendingReply Help(params string[] lines)
     {
         var items = new List<Reply>(lines.Length);
@@ -344,7 +354,7 @@ internal static class ConnectionCommands
             items.Add(Replies.Bulk(line));
         }
 
-        return PendingReply.Of(Replies.Array(items));
+        return PendingReply.Of(Replies.Array(items), ReplyShape.StatusLines);
     }
 
     private static bool Authenticate(CommandContext context, ReadOnlySpan<byte> user, ReadOnlySpan<byte> password)

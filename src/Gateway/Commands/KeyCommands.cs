@@ -337,7 +337,7 @@ internal static class KeyCommands
             }
             else
             {
-                return PendingReply.Error(RedisErrors.UnsupportedOption(request.Text(j)));
+                return PendingReply.Error(RedisErrors.UnsupportedOption(request.TextUpToNul(j)));
             }
         }
 
@@ -550,9 +550,12 @@ internal static class KeyCommands
     private static PendingReply Rename(CommandContext context, RespRequest request, bool ifAbsent) =>
         context.Write(new Command { Rename = new RenameRequest { Source = request.ByteString(1), Destination = request.ByteString(2), IfAbsent = ifAbsent } });
 
-    /// <summary>Case-insensitive comparison of an option with its lower-case ASCII spelling.</summary>
+    /// <summary>
+    /// An option compared with its lower-case ASCII spelling as Redis compares options (strcasecmp, or a check of each
+    /// character and the terminating NUL): case-insensitively, and only up to the argument's first NUL byte.
+    /// </summary>
     internal static bool Is(ReadOnlySpan<byte> argument, ReadOnlySpan<byte> lowerCaseOption) =>
-        Ascii.EqualsIgnoreCase(argument, lowerCaseOption);
+        Ascii.EqualsIgnoreCase(RespRequest.UpToNul(argument), lowerCaseOption);
 }
 
 /// <summary>Which expiry option SET or GETEX named.</summary>

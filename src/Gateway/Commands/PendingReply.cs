@@ -23,6 +23,16 @@ internal enum ReplyShape : byte
 
     /// <summary>SETNX: "+OK" becomes 1 and nil becomes 0.</summary>
     OkAsOne,
+
+    /// <summary>An array of status words: the lines of a HELP subcommand, which Redis sends as simple strings.</summary>
+    StatusLines,
+
+    /// <summary>
+    /// COMMAND and COMMAND INFO: an array of command descriptions (or nils) laid out as ServerCommands describes them,
+    /// rendered as Redis 7.0 renders them: flags and ACL categories as sets of status words, tips and key specs as sets,
+    /// subcommands as descriptions again.
+    /// </summary>
+    CommandDescriptions,
 }
 
 /// <summary>

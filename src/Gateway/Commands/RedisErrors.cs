@@ -7,6 +7,8 @@ internal static class RedisErrors
 {
     public const string Syntax = "ERR syntax error";
     public const string NotAnInteger = "ERR value is not an integer or out of range";
+
+    public const string NotAn32BitInteger = "ERR value is out of range, value must between -2147483648 and 2147483647"; // getIntFromObjectOrReply (SELECT)
     public const string DecrementOverflow = "ERR decrement would overflow";
     public const string NoAuth = "NOAUTH Authentication required.";
     public const string WrongPass = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -29,6 +31,7 @@ internal static class RedisErrors
 
     public static string UnsupportedOption(string option) => $"ERR Unsupported option {option}";
 
+    /// <summary>Redis's reply to an unknown subcommand: the subcommand as sent (up to 128 bytes; <paramref name="subcommand"/> already stops at a NUL byte, as C's %s does).</summary>
     public static string UnknownSubcommand(string subcommand, string container) =>
         $"ERR unknown subcommand '{Truncate(subcommand, 128)}'. Try {container.ToUpperInvariant()} HELP.";
 
@@ -45,20 +48,11 @@ internal static class RedisErrors
         for (var i = 1; i < request.Count && arguments.Length < 128; i++)
         {
             var budget = 128 - arguments.Length;
-            arguments.Append('\'').Append(Truncate(request.Text(i), budget)).Append("' ");
+            arguments.Append('\'').Append(Truncate(request.TextUpToNul(i), budget)).Append("' ");
         }
 
-        return $"ERR unknown command '{Truncate(request.Text(0), 128)}', with args beginning with: {arguments}";
+        return $"ERR unknown command '{Truncate(request.TextUpToNul(0), 128)}', with args beginning with: {arguments}";
     }
 
-    private static string Truncate(string text, int maxLength)
-    {
-        var nul = text.IndexOf('\0', StringComparison.Ordinal);
-        if (nul >= 0)
-        {
-            text = text[..nul];
-        }
-
-        return text.Length <= maxLength ? text : text[..maxLength];
-    }
+    private static string Truncate(string text, int maxLength) => text.Length <= maxLength ? text : text[..maxLength];
 }

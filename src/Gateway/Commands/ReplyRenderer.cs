@@ -1,6 +1,7 @@
 using System.Buffers;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol.Cache;
+using Google.Protobuf.Collections;
 
 namespace Dcache.Gateway.Commands;
 
@@ -76,6 +77,50 @@ internal static class ReplyRenderer
         return size;
     }
 
+    /// <summary>An array of command descriptions or nils (the fields are those of ServerCommands.Describe).</summary>
+    private static void WriteCommandDescriptions(IBufferWriter<byte> output, RepeatedField<Reply> descriptions, RespProtocol protocol)
+    {
+        RespWriter.WriteArrayHeader(output, descriptions.Count);
+        foreach (var description in descriptions)
+        {
+            if (description.ResultCase != Reply.ResultOneofCase.Array)
+            {
+                Write(output, description, ReplyShape.Default, protocol, isWrite: false);
+                continue;
+            }
+
+            var fields = description.Array.Items;
+            RespWriter.WriteArrayHeader(output, fields.Count);
+            for (var i = 0; i < fields.Count; i++)
+            {
+                switch (i)
+                {
+                    case CommandDescriptionFields.Flags or CommandDescriptionFields.AclCategories:
+                        WriteSet(output, fields[i].Array.Items, ReplyShape.Status, protocol);
+                        break;
+                    case CommandDescriptionFields.Tips or CommandDescriptionFields.KeySpecs:
+                        WriteSet(output, fields[i].Array.Items, ReplyShape.Default, protocol);
+                        break;
+                    case CommandDescriptionFields.Subcommands:
+                        WriteCommandDescriptions(output, fields[i].Array.Items, protocol);
+                        break;
+                    default:
+                        Write(output, fields[i], ReplyShape.Default, protocol, isWrite: false);
+                        break;
+                }
+            }
+        }
+    }
+
+    private static void WriteSet(IBufferWriter<byte> output, RepeatedField<Reply> members, ReplyShape memberShape, RespProtocol protocol)
+    {
+        RespWriter.WriteSetHeader(output, members.Count, protocol);
+        foreach (var member in members)
+        {
+            Write(output, member, memberShape, protocol, isWrite: false);
+        }
+    }
+
     private static void WriteArray(IBufferWriter<byte> output, ArrayReply array, ReplyShape shape, RespProtocol protocol, bool isWrite)
     {
         var items = array.Items;
@@ -84,6 +129,17 @@ internal static class ReplyRenderer
             case ReplyShape.Map:
                 RespWriter.WriteMapHeader(output, items.Count / 2, protocol);
                 break;
+            case ReplyShape.StatusLines:
+                RespWriter.WriteArrayHeader(output, items.Count);
+                foreach (var line in items)
+                {
+                    Write(output, line, ReplyShape.Status, protocol, isWrite);
+                }
+
+                return;
+            case ReplyShape.CommandDescriptions:
+                WriteCommandDescriptions(output, items, protocol);
+                return;
             case ReplyShape.PushSequence:
                 // Each item is a complete push of its own (one per channel for SUBSCRIBE a b).
                 foreach (var push in items)

@@ -173,27 +173,40 @@ internal static class ServerCommands
         ("timeout", null, static _ => "0"),
     ];
 
-    /// <summary>CONFIG GET parameter [parameter ...]: exact names (and aliases) or glob patterns, as Redis 7.0.</summary>
+    /// <summary>
+    /// CONFIG GET parameter [parameter ...], as Redis 7.0: a name without a glob character is looked up exactly (any case,
+    /// the name or an alias, answered under the name as given); a glob pattern (up to a NUL byte, as C's string functions
+    /// read it) matches names and aliases alike. Each name is answered once.
+    /// </summary>
     public static PendingReply ConfigGet(CommandContext context, RespRequest request)
     {
         var matches = new List<(string Name, string Value)>();
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         for (var i = 2; i < request.Count; i++)
         {
-            var pattern = request.Text(i);
-            var isGlob = pattern.AsSpan().IndexOfAny("[*?") >= 0;
+            var pattern = RespRequest.UpToNul(request[i]);
+            var isGlob = pattern.IndexOfAny("[*?"u8) >= 0;
+            var exact = request.Text(i);
             foreach (var (name, alias, value) in ConfigParameters)
             {
-                if (isGlob)
+                foreach (var candidate in (ReadOnlySpan<string?>)[name, alias])
                 {
-                    if (GlobPattern.Matches(request[i], Encoding.ASCII.GetBytes(name), ignoreCase: true) && seen.Add(name))
+                    if (candidate is null)
                     {
-                        matches.Add((name, value(context.Options)));
+                        continue;
                     }
-                }
-                else if ((pattern.Equals(name, StringComparison.OrdinalIgnoreCase) || pattern.Equals(alias, StringComparison.OrdinalIgnoreCase)) && seen.Add(pattern))
-                {
-                    matches.Add((pattern, value(context.Options)));
+
+                    if (isGlob)
+                    {
+                        if (GlobPattern.Matches(pattern, Encoding.ASCII.GetBytes(candidate), ignoreCase: true) && seen.Add(candidate))
+                        {
+                            matches.Add((candidate, value(context.Options)));
+                        }
+                    }
+                    else if (exact.Equals(candidate, StringComparison.OrdinalIgnoreCase) && seen.Add(exact))
+                    {
+                        matches.Add((exact, value(context.Options)));
+                    }
                 }
             }
         }
@@ -209,7 +222,7 @@ internal static class ServerCommands
     }
 
     public static PendingReply ConfigSet(CommandContext context, RespRequest request) =>
-        PendingReply.Error($"ERR Unknown option or number of arguments for CONFIG SET - '{request.Text(2)}'");
+        PendingReply.Error($"ERR Unknown option or number of arguments for CONFIG SET - '{request.TextUpToNul(2)}'");
 
     public static PendingReply ConfigResetStat(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Ok);
 
@@ -235,7 +248,7 @@ internal static class ServerCommands
             items.Add(Describe(spec));
         }
 
-        return PendingReply.Of(Replies.Array(items));
+        return PendingReply.Of(Replies.Array(items), ReplyShape.CommandDescriptions);
     }
 
     public static PendingReply CommandCount(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Integer(CommandTable.All.Count));
@@ -250,21 +263,65 @@ internal static class ServerCommands
         var items = new List<Reply>(request.Count - 2);
         for (var i = 2; i < request.Count; i++)
         {
-            items.Add(CommandTable.Find(request[i]) is { } spec ? Describe(spec) : Replies.Nil);
+            items.Add(CommandTable.FindByFullName(request[i]) is { } spec ? Describe(spec) : Replies.Nil);
         }
 
-        return PendingReply.Of(Replies.Array(items));
+        return PendingReply.Of(Replies.Array(items), ReplyShape.CommandDescriptions);
     }
 
+    /// <summary>
+    /// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]: the names of the commands and of their
+    /// subcommands ("client|setname"), as Redis 7.0 lists them. There are no modules, and the gateway's commands belong to
+    /// no ACL category (COMMAND INFO shows none), so those filters match nothing; PATTERN is a case-insensitive glob.
+    /// </summary>
     public static PendingReply CommandList(CommandContext context, RespRequest request)
     {
+        Func<string, bool> filter = static _ => true;
+        for (var i = 2; i < request.Count; i++)
+        {
+            if (!KeyCommands.Is(request[i], "filterby"u8) || request.Count - 1 - i != 2)
+            {
+                return PendingReply.Error(RedisErrors.Syntax);
+            }
+
+            var kind = request[i + 1];
+            if (KeyCommands.Is(kind, "pattern"u8))
+            {
+                var pattern = request.Memory(i + 2);
+                filter = name => GlobPattern.Matches(pattern.Span, Encoding.ASCII.GetBytes(name), ignoreCase: true);
+            }
+            else if (KeyCommands.Is(kind, "module"u8) || KeyCommands.Is(kind, "aclcat"u8))
+            {
+                filter = static _ => false;
+            }
+            else
+            {
+                return PendingReply.Error(RedisErrors.Syntax);
+            }
+
+            i += 2;
+        }
+
         var items = new List<Reply>();
         foreach (var spec in CommandTable.All)
         {
-            items.Add(Replies.Bulk(spec.Name));
+            AddNames(spec);
         }
 
         return PendingReply.Of(Replies.Array(items));
+
+        void AddNames(CommandSpec spec)
+        {
+            if (filter(spec.Name))
+            {
+                items.Add(Replies.Bulk(spec.Name));
+            }
+
+            foreach (var subcommand in spec.Subcommands?.Values ?? [])
+            {
+                AddNames(subcommand);
+            }
+        }
     }
 
     /// <summary>COMMAND DOCS: an empty map. Clients (redis-cli) then fall back to their built-in help.</summary>
@@ -334,4 +391,32 @@ internal static class ServerCommands
             Replies.EmptyArray,
             Replies.Array(subcommands));
     }
+}
+
+/// <summary>
+/// The fields of a command's description, in Redis 7.0's order (COMMAND, COMMAND INFO); ReplyRenderer gives each the
+/// RESP type Redis gives it.
+/// </summary>
+internal static class CommandDescriptionFields
+{
+    public const int Name = 0;
+    public const int Arity = 1;
+
+    /// <summary>A set of status words ("readonly", "fast").</summary>
+    public const int Flags = 2;
+    public const int FirstKey = 3;
+    public const int LastKey = 4;
+    public const int KeyStep = 5;
+
+    /// <summary>A set of status words ("@read"); the gateway's commands have none.</summary>
+    public const int AclCategories = 6;
+
+    /// <summary>A set of bulk strings; none here.</summary>
+    public const int Tips = 7;
+
+    /// <summary>A set of maps; none here.</summary>
+    public const int KeySpecs = 8;
+
+    /// <summary>The subcommands' descriptions.</summary>
+    public const int Subcommands = 9;
 }

@@ -44,6 +44,22 @@ public sealed class RespRequest
     /// <summary>The argument as text, byte for byte (Latin-1), for names, options and error messages.</summary>
     public string Text(int index) => Encoding.Latin1.GetString(this[index]);
 
+    /// <summary>
+    /// The argument as text up to its first NUL byte: what C's <c>%s</c> prints of it, so what Redis quotes of an option in an
+    /// error ("Unsupported option %s").
+    /// </summary>
+    public string TextUpToNul(int index) => Encoding.Latin1.GetString(UpToNul(this[index]));
+
+    /// <summary>
+    /// The bytes before the first NUL: what C's string functions (Redis's <c>strcasecmp</c> on options) see of an argument,
+    /// so that Redis takes "nx\0zz" for NX.
+    /// </summary>
+    public static ReadOnlySpan<byte> UpToNul(ReadOnlySpan<byte> argument)
+    {
+        var nul = argument.IndexOf((byte)0);
+        return nul < 0 ? argument : argument[..nul];
+    }
+
     /// <summary>Builds a request from literal arguments (tests and synthetic commands).</summary>
     public static RespRequest FromArguments(params ReadOnlySpan<byte[]> arguments)
     {

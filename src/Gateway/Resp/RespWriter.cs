@@ -134,6 +134,10 @@ public static class RespWriter
         }
     }
 
+    /// <summary>A set of <paramref name="count"/> members (COMMAND's flags): "~n" in RESP3, an ordinary array in RESP2.</summary>
+    public static void WriteSetHeader(IBufferWriter<byte> output, int count, RespProtocol protocol) =>
+        WriteHeader(output, protocol == RespProtocol.Resp3 ? (byte)'~' : (byte)'*', count);
+
     /// <summary>An out-of-band push (pub/sub messages): ">n" in RESP3, an ordinary array in RESP2.</summary>
     public static void WritePushHeader(IBufferWriter<byte> output, int count, RespProtocol protocol) =>
         WriteHeader(output, protocol == RespProtocol.Resp3 ? (byte)'>' : (byte)'*', count);
