@@ -135,6 +135,14 @@ public sealed class ServerCommandTests
         Assert.Equal("-ERR This instance has cluster support disabled", await Run(client, "CLUSTER", "NODES"));
         Assert.Equal("-ERR This instance has cluster support disabled", await Run(client, "cluster", "info"));
         Assert.Equal("-ERR wrong number of arguments for 'cluster' command", await Run(client, "CLUSTER"));
+        Assert.Equal("-ERR This instance has cluster support disabled", await Run(client, "CLUSTER", "HELP"));
+
+        // Redis knows the subcommands all the same: an unknown one or a wrong arity is refused before the command runs.
+        Assert.Equal("-ERR unknown subcommand 'bogus'. Try CLUSTER HELP.", await Run(client, "CLUSTER", "bogus"));
+        Assert.Equal("-ERR wrong number of arguments for 'cluster|info' command", await Run(client, "CLUSTER", "INFO", "x"));
+        Assert.Equal("-ERR wrong number of arguments for 'cluster|keyslot' command", await Run(client, "CLUSTER", "KEYSLOT"));
+        await client.CommandAsync("SUBSCRIBE", "ch");
+        Assert.Equal("-ERR unknown subcommand 'bogus'. Try CLUSTER HELP.", await Run(client, "CLUSTER", "bogus"));
     }
 
     [Theory]

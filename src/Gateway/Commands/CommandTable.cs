@@ -96,12 +96,26 @@ internal static class CommandTable
             new("command|list", -2, CommandFlags.Connection, ServerCommands.CommandList),
             new("command|help", 2, Local, ServerCommands.CommandHelp),
         ]),
-        // As a Redis without cluster support answers every CLUSTER subcommand.
-        new("cluster", -2, CommandFlags.Connection, ServerCommands.Cluster),
+        // As a Redis without cluster support answers every CLUSTER subcommand; Redis still knows their names and arities,
+        // so an unknown subcommand or a wrong arity gets its own error first.
+        Container("cluster", -2, WithoutSubcommand,
+        [
+            .. ClusterSubcommands.Select(static subcommand => new CommandSpec("cluster|" + subcommand.Name, subcommand.Arity, CommandFlags.Connection, ServerCommands.Cluster)),
+        ]),
         new("subscribe", -2, CommandFlags.Connection | CommandFlags.SubscriberContext, ConnectionCommands.Subscribe),
         new("unsubscribe", -1, CommandFlags.Connection | CommandFlags.SubscriberContext, ConnectionCommands.Unsubscribe),
         new("psubscribe", -2, CommandFlags.Connection | CommandFlags.SubscriberContext, ConnectionCommands.PSubscribe),
         new("punsubscribe", -1, CommandFlags.Connection | CommandFlags.SubscriberContext, ConnectionCommands.PUnsubscribe),
+    ];
+
+    /// <summary>Redis 7.0's CLUSTER subcommands and their arities.</summary>
+    private static (string Name, int Arity)[] ClusterSubcommands =>
+    [
+        ("addslots", -3), ("addslotsrange", -4), ("bumpepoch", 2), ("count-failure-reports", 3), ("countkeysinslot", 3),
+        ("delslots", -3), ("delslotsrange", -4), ("failover", -2), ("flushslots", 2), ("forget", 3), ("getkeysinslot", 4),
+        ("help", 2), ("info", 2), ("keyslot", 3), ("links", 2), ("meet", -4), ("myid", 2), ("nodes", 2), ("replicas", 3),
+        ("replicate", 3), ("reset", -2), ("saveconfig", 2), ("set-config-epoch", 3), ("setslot", -4), ("shards", 2),
+        ("slaves", 3), ("slots", 2),
     ];
 
     private static readonly FrozenDictionary<string, CommandSpec>.AlternateLookup<ReadOnlySpan<char>> ByName =
@@ -146,7 +160,7 @@ internal static class CommandTable
         return lookup.TryGetValue(characters, out var spec) ? spec : null;
     }
 
-    // CLIENT and CONFIG need a subcommand; their arity (-2) refuses them before this runs.
+    // CLIENT, CONFIG and CLUSTER need a subcommand; their arity (-2) refuses them before this runs.
     private static PendingReply WithoutSubcommand(CommandContext context, RespRequest request) =>
         PendingReply.Error(RedisErrors.WrongArity(request.Text(0).ToLowerInvariant()));
 
