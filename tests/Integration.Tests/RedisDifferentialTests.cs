@@ -67,7 +67,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         Assert.Equal(helloRedis.Type, helloGateway.Type);
         Assert.Equal(Canonical(await toRedis.CommandAsync(Args("FLUSHALL"))), Canonical(await toGateway.CommandAsync(Args("FLUSHALL"))));
 
-        var generator = new CommandGenerator(new Random(seed), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        var generator = new CommandGenerator(new Random(seed), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), protocol);
         // What both were sent since the cache was last emptied: printed with a difference, since the state it found
         // is what explains it.
         var history = new List<string>();
@@ -83,44 +83,56 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 batch.Add(generator.Next(first + batch.Count));
             }
 
-            var toRedisBatch = new List<byte[][]>();
-            foreach (var command in batch)
-            {
-                if (command.Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
-                {
-                    // Redis 7.0 counts a key whose time has passed in DBSIZE until something looks it up or its active
-                    // expiry cycle reclaims it (SET ... EXAT <past> stores such a key), and SCAN ... TYPE none returns
-                    // it (its type check reclaims the key, then finds type "none"); Dcache has no such key. Looking
-                    // every key up first makes Redis reclaim them, so what is compared is the live keys.
-                    toRedisBatch.Add([Encoding.ASCII.GetBytes("EXISTS"), .. CommandGenerator.KeySpace]);
-                }
+            await RunBatchAsync(toRedis, toGateway, seed, first, protocol, batch, history, mismatches);
+        }
 
-                toRedisBatch.Add(command.Arguments);
+        // A RESP2 connection left subscribed would refuse the next sequence's HELLO and FLUSHALL.
+        var index = commands;
+        foreach (var unsubscribe in generator.EndSubscriptions())
+        {
+            await RunBatchAsync(toRedis, toGateway, seed, index++, protocol, [unsubscribe], history, mismatches);
+        }
+    }
+
+    private async Task RunBatchAsync(RespClient toRedis, RespClient toGateway, int seed, int first, string protocol, List<GeneratedCommand> batch, List<string> history, List<string> mismatches)
+    {
+        var toRedisBatch = new List<GeneratedCommand>();
+        foreach (var command in batch)
+        {
+            if (command.Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
+            {
+                // Redis 7.0 counts a key whose time has passed in DBSIZE until something looks it up or its active
+                // expiry cycle reclaims it (SET ... EXAT <past> stores such a key), and SCAN ... TYPE none returns
+                // it (its type check reclaims the key, then finds type "none"); Dcache has no such key. Looking
+                // every key up first makes Redis reclaim them, so what is compared is the live keys.
+                toRedisBatch.Add(new([Encoding.ASCII.GetBytes("EXISTS"), .. CommandGenerator.KeySpace]));
             }
 
-            var redisReplies = await toRedis.PipelineAsync(toRedisBatch);
-            var gatewayReplies = await toGateway.PipelineAsync(batch.Select(command => command.Arguments).ToList());
-            var redisReply = 0;
-            for (var j = 0; j < batch.Count; j++)
-            {
-                if (batch[j].Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
-                {
-                    redisReply++; // the EXISTS that went before
-                }
+            toRedisBatch.Add(command);
+        }
 
-                var mismatchesBefore = mismatches.Count;
-                await CompareAsync(toRedis, toGateway, seed, first + j, protocol, batch[j], redisReplies[redisReply++], gatewayReplies[j], history, mismatches);
-                if (mismatches.Count > mismatchesBefore)
-                {
-                    break; // both caches were emptied: the rest of the batch ran on the state that differed
-                }
+        var redisReplies = await toRedis.PipelineAsync(toRedisBatch);
+        var gatewayReplies = await toGateway.PipelineAsync(batch);
+        var redisReply = 0;
+        for (var j = 0; j < batch.Count; j++)
+        {
+            if (batch[j].Kind is ReplyKind.CountsKeys or ReplyKind.Scan)
+            {
+                redisReply++; // the EXISTS that went before
+            }
+
+            var mismatchesBefore = mismatches.Count;
+            await CompareAsync(toRedis, toGateway, seed, first + j, protocol, batch[j], redisReplies[redisReply++], gatewayReplies[j], history, mismatches);
+            if (mismatches.Count > mismatchesBefore)
+            {
+                break; // both caches were emptied: the rest of the batch ran on the state that differed
             }
         }
     }
 
     private async Task CompareAsync(RespClient toRedis, RespClient toGateway, int seed, int i, string protocol, GeneratedCommand command, RespValue expected, RespValue actual, List<string> history, List<string> mismatches)
     {
-        history.Add($"#{i} {Show(command.Arguments)} -> {Canonical(expected)}");
+        history.Add($"#{i} {command.Show()} -> {Canonical(expected)}");
         if (command.Kind == ReplyKind.Float && expected.Type == '$' && actual.Type == '$' && CloseFloats(expected, actual, command.Arguments[2]))
         {
             // differs: INCRBYFLOAT in Redis adds 80-bit long doubles and prints 17 digits after the point, so a sum
@@ -157,7 +169,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         var actualText = command.Compare(actual);
         if (!command.Agree(expected, actual))
         {
-            mismatches.Add($"seed {seed} #{i} (RESP{protocol}): {Show(command.Arguments)}{Environment.NewLine}    redis:  {expectedText}{Environment.NewLine}    dcache: {actualText}");
+            mismatches.Add($"seed {seed} #{i} (RESP{protocol}): {command.Show()}{Environment.NewLine}    redis:  {expectedText}{Environment.NewLine}    dcache: {actualText}");
             output.WriteLine($"----- seed {seed} #{i}: the replies differ; the commands since the cache was last empty, with Redis's replies:");
             output.WriteLine(string.Join(Environment.NewLine, history.TakeLast(200)));
             output.WriteLine("----- each key now (GET, PTTL), where the two differ:");
@@ -228,14 +240,29 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         _ => value.Type + "[" + string.Join(", ", unordered ? value.Items!.Select(i => Canonical(i)).Order(StringComparer.Ordinal) : value.Items!.Select(i => Canonical(i))) + "]",
     };
 
-    /// <summary>One command to send to both servers, and how to compare its replies.</summary>
+    /// <summary>
+    /// One command to send to both servers, and how to compare its replies. <see cref="InlineLine"/>, when set, is how it
+    /// is sent (an inline command, as telnet sends it); <see cref="Replies"/> is how many replies it gets (SUBSCRIBE a b
+    /// gets two), compared as one array of them.
+    /// </summary>
     private sealed record GeneratedCommand(byte[][] Arguments, ReplyKind Kind = ReplyKind.Exact)
     {
+        public int Replies { get; init; } = 1;
+
+        public byte[]? InlineLine { get; init; }
+
+        public string Show() => InlineLine is null ? RedisDifferentialTests.Show(Arguments) : $"(inline) {Quote(InlineLine)}";
+
         public string Compare(RespValue value) => Kind switch
         {
             ReplyKind.Unordered => Canonical(value, unordered: true),
             // The cursor, then the keys as a set.
             ReplyKind.Scan when value is { Type: '*', Items: [var cursor, var keys] } => $"*[{Canonical(cursor)}, {Canonical(keys, unordered: true)}]",
+            ReplyKind.UnorderedPairs when value is { Type: '*' or '%', Items: { } items } =>
+                value.Type + "[" + string.Join(", ", items.Chunk(2).Select(pair => string.Join(": ", pair.Select(item => Canonical(item)))).Order(StringComparer.Ordinal)) + "]",
+            // The connection id differs by design; everything else of HELLO's reply must not.
+            ReplyKind.Hello when value is { Type: '*' or '%', Items: { } items } =>
+                value.Type + "[" + string.Join(", ", items.Select((item, j) => j > 0 && items[j - 1].Text == "id" && item.Type == ':' ? ":id" : Canonical(item))) + "]",
             _ => Canonical(value),
         };
 
@@ -270,15 +297,23 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         CountsKeys,
         /// <summary>INCRBYFLOAT: see the long double difference where it is compared.</summary>
         Float,
+        /// <summary>CONFIG GET: name-value pairs in the order of Redis's hash table, which is the process's own.</summary>
+        UnorderedPairs,
+        /// <summary>HELLO: the connection id is each server's own.</summary>
+        Hello,
     }
 
     /// <summary>
     /// Random commands over a small key space with values chosen to hit parsing and overflow edges. Every expiry in
     /// the future is one of a few targets far apart, plus 1,000 s per command index, so any two differ by at least
     /// 1,000 s and NX/XX/GT/LT decide the same way on both servers however long each took to get the command; times in
-    /// the past delete the key on both.
+    /// the past delete the key on both. Options come in any case and now and then with a NUL byte and more after them
+    /// (Redis reads options as C strings); some commands are sent inline. The connection commands are generated where
+    /// their replies are the same on both by design: not CLIENT ID, INFO, CLIENT INFO or COMMAND's table (each server's
+    /// own), not READONLY (the gateway has it, a Redis without cluster support refuses it: docs/protocol.md), and HELLO
+    /// only with the sequence's protocol.
     /// </summary>
-    private sealed class CommandGenerator(Random random, long startUnixSeconds)
+    private sealed class CommandGenerator(Random random, long startUnixSeconds, string protocol)
     {
         public static readonly byte[][] KeySpace =
         [
@@ -315,11 +350,45 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             "1.5", "abc", "", "10 ",
         ];
 
-        private static readonly string[] SetOptions = ["NX", "XX", "GET", "KEEPTTL", "EX", "PX", "EXAT", "PXAT", "nx", "get", "ex", "bogus"];
+        private static readonly string[] SetOptions = ["NX", "XX", "GET", "KEEPTTL", "EX", "PX", "EXAT", "PXAT", "PERSIST", "bogus"];
 
-        private static readonly string[] ExpireOptions = ["NX", "XX", "GT", "LT", "gt", "bogus"];
+        private static readonly string[] GetExOptions = ["EX", "PX", "EXAT", "PXAT", "PERSIST", "KEEPTTL", "GET", "bogus"];
 
-        private static readonly string[] Patterns = ["*", "k*", "k?", "*1", "[a-k]*", "[^k]*", "\\k*", "nomatch", "", "b*", "f[l]t"];
+        private static readonly string[] ExpireOptions = ["NX", "XX", "GT", "LT", "bogus"];
+
+        // Redis's glob edges too: an unclosed class, an empty one, a reversed range, escapes at the end, a NUL byte.
+        private static readonly string[] Patterns =
+        [
+            "*", "k*", "k?", "*1", "[a-k]*", "[^k]*", "\\k*", "nomatch", "", "b*", "f[l]t", "[", "[]", "[^]", "k\\", "[k-a]?", "[]k]*",
+            "[\\]]*", "*?*", "**", "[n-]*", "b\0*", "?\0\xff*", "[!k]*", "K*",
+        ];
+
+        private static readonly string[] ScanCounts = ["10", "100", "1000", "0", "-1", "x", "9223372036854775807", "9223372036854775808", "+10", "1e3", ""];
+
+        // Every one reads as cursor 0 (a later cursor is a position in each server's own order: docs/protocol.md, SCAN) or
+        // is invalid.
+        private static readonly string[] ScanCursors = ["abc", "", "1.5", " 0", "00", "-0", "+0", "0\0x", "18446744073709551616", "0 "];
+
+        private static readonly string[] SelectIndexes = ["0", "1", "-1", "abc", "2147483648", "-2147483649", "00", "+0", "0\0", " 0", "9223372036854775808", ""];
+
+        private static readonly string[] ClientNames = ["app", "", "a b", "a\nb", "h\xe9", "x\0y", "-_.:!~"];
+
+        // Exact names and aliases in any case, and names neither server has: a pattern would match the many
+        // parameters of Redis the gateway does not have.
+        private static readonly string[] ConfigNames =
+        [
+            "appendonly", "client-query-buffer-limit", "cluster-enabled", "databases", "maxclients", "proto-max-bulk-len",
+            "replica-read-only", "slave-read-only", "save", "timeout", "Databases", "TIMEOUT", "nosuch", "databases\0", "",
+        ];
+
+        // Patterns that match the same commands in both (Redis has more: get* would list getbit).
+        private static readonly string[] CommandPatterns =
+        [
+            "getd*", "*expire*", "incrby*", "*ttl", "flush*", "config|get", "CLIENT|GETNAME", "nosuch*", "rename*", "[gs]etex", "getd*\0x",
+        ];
+
+        private readonly HashSet<string> _channels = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _patterns = new(StringComparer.Ordinal);
 
         private int _index;
 
@@ -329,57 +398,147 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         public GeneratedCommand Next(int index)
         {
             _index = index;
+            var command = NextCommand();
+            return random.Next(20) == 0 ? command with { InlineLine = Inline(command.Arguments) } : command;
+        }
+
+        private GeneratedCommand NextCommand()
+        {
+            if (_channels.Count + _patterns.Count > 0 && random.Next(3) == 0)
+            {
+                return Unsubscribe(all: false);
+            }
+
             var roll = random.Next(100);
             return roll switch
             {
-                < 6 => new(A("GET", Key())),
-                < 16 => Set(),
-                < 18 => new(A("SETEX", Key(), random.Next(4) == 0 ? BadTime(absolute: false) : FutureSeconds(), Value())),
-                < 20 => new(A("PSETEX", Key(), random.Next(4) == 0 ? BadTime(absolute: false) : FutureMilliseconds(), Value())),
-                < 22 => new(A("SETNX", Key(), Value())),
-                < 24 => new(A("GETSET", Key(), Value())),
-                < 27 => new(Prefixed(random.Next(2) == 0 ? "DEL" : "UNLINK", Keys(1, 3))),
-                < 29 => new(Prefixed("EXISTS", Keys(1, 4))),
-                < 31 => new(Prefixed("MGET", Keys(1, 4))),
-                < 33 => new(Pairs(random.Next(2) == 0 ? "MSET" : "MSETNX")),
-                < 37 => new(A(random.Next(2) == 0 ? "INCR" : "DECR", NumericKey())),
-                < 42 => new(A(random.Next(2) == 0 ? "INCRBY" : "DECRBY", NumericKey(), B(Pick(Integers)))),
-                < 46 => new(A("INCRBYFLOAT", NumericKey(), B(Pick(Floats))), ReplyKind.Float),
-                < 49 => new(A("APPEND", Key(), Value())),
-                < 51 => new(A("STRLEN", Key())),
-                < 54 => new(A(random.Next(4) == 0 ? "SUBSTR" : "GETRANGE", Key(), B(Pick(Ranges)), B(Pick(Ranges)))),
-                < 56 => new(A("GETDEL", Key())),
-                < 61 => GetEx(),
-                < 64 => new(A(random.Next(2) == 0 ? "RENAME" : "RENAMENX", Key(), Key())),
-                < 65 => new(A("TYPE", Key())),
-                < 67 => new(Prefixed("TOUCH", Keys(1, 3))),
-                < 75 => Expire(),
-                < 77 => new(A("PERSIST", Key())),
-                < 82 => Pick(["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]) is var name
+                < 5 => new(A("GET", Key())),
+                < 14 => Set(),
+                < 16 => new(A("SETEX", Key(), random.Next(4) == 0 ? BadTime(absolute: false) : FutureSeconds(), Value())),
+                < 18 => new(A("PSETEX", Key(), random.Next(4) == 0 ? BadTime(absolute: false) : FutureMilliseconds(), Value())),
+                < 20 => new(A("SETNX", Key(), Value())),
+                < 22 => new(A("GETSET", Key(), Value())),
+                < 25 => new(Prefixed(random.Next(2) == 0 ? "DEL" : "UNLINK", Keys(1, 3))),
+                < 27 => new(Prefixed("EXISTS", Keys(1, 4))),
+                < 29 => new(Prefixed("MGET", Keys(1, 4))),
+                < 31 => new(Pairs(random.Next(2) == 0 ? "MSET" : "MSETNX")),
+                < 35 => new(A(random.Next(2) == 0 ? "INCR" : "DECR", NumericKey())),
+                < 39 => new(A(random.Next(2) == 0 ? "INCRBY" : "DECRBY", NumericKey(), B(Pick(Integers)))),
+                < 43 => new(A("INCRBYFLOAT", NumericKey(), B(Pick(Floats))), ReplyKind.Float),
+                < 46 => new(A("APPEND", Key(), Value())),
+                < 48 => new(A("STRLEN", Key())),
+                < 51 => new(A(random.Next(4) == 0 ? "SUBSTR" : "GETRANGE", Key(), B(Pick(Ranges)), B(Pick(Ranges)))),
+                < 53 => new(A("GETDEL", Key())),
+                < 58 => GetEx(),
+                < 61 => new(A(random.Next(2) == 0 ? "RENAME" : "RENAMENX", Key(), Key())),
+                < 62 => new(A("TYPE", Key())),
+                < 64 => new(Prefixed("TOUCH", Keys(1, 3))),
+                < 71 => Expire(),
+                < 73 => new(A("PERSIST", Key())),
+                < 78 => Pick(["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]) is var name
                     ? new(A(name, Key()), name.StartsWith('P') ? ReplyKind.Milliseconds : ReplyKind.Seconds)
                     : throw new UnreachableException(),
-                < 84 => new(A("DBSIZE"), ReplyKind.CountsKeys),
-                < 86 => new(A("KEYS", B(Pick(Patterns))), ReplyKind.Unordered),
-                < 87 => new(random.Next(4) == 0 ? A(Pick(["FLUSHDB", "FLUSHALL"]), B(Pick(["ASYNC", "sync", "bogus"]))) : A(Pick(["FLUSHDB", "FLUSHALL"]))),
-                < 89 => Scan(),
-                < 94 => WrongArity(),
-                < 97 => Unknown(),
-                _ => new(A(Pick(["PING", "ECHO", "EXISTS"]), Key())),
+                < 80 => new(A("DBSIZE"), ReplyKind.CountsKeys),
+                < 82 => new(A("KEYS", B(Pick(Patterns))), ReplyKind.Unordered),
+                < 83 => new(random.Next(4) == 0 ? A(Pick(["FLUSHDB", "FLUSHALL"]), Option(Pick(["ASYNC", "sync", "bogus"]))) : A(Pick(["FLUSHDB", "FLUSHALL"]))),
+                < 85 => Scan(),
+                < 89 => WrongArity(),
+                < 91 => Unknown(),
+                < 92 => Subscribe(),
+                _ => Connection(),
             };
+        }
+
+        /// <summary>The commands that end every subscription left at the end of a sequence.</summary>
+        public IEnumerable<GeneratedCommand> EndSubscriptions()
+        {
+            while (_channels.Count + _patterns.Count > 0)
+            {
+                yield return Unsubscribe(all: true);
+            }
+        }
+
+        /// <summary>
+        /// An option as a client may spell it: in any case, and now and then followed by a NUL byte and more (which
+        /// Redis, reading options as C strings, does not see).
+        /// </summary>
+        private byte[] Option(string name) => random.Next(12) == 0 ? B(Spelled(name) + Pick(["\0", "\0junk", "\0\0x"])) : B(Spelled(name));
+
+        /// <summary>
+        /// A name in any case. Not followed by a NUL byte: Redis finds a (sub)command by a hash of all its bytes but
+        /// compares names as C strings, so "GET\0x" is GET only when the two hash alike, by the luck of its random seed.
+        /// </summary>
+        private string Spelled(string name) => random.Next(4) switch
+        {
+            0 => name.ToLowerInvariant(),
+            1 => string.Concat(name.Select(c => random.Next(2) == 0 ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c))),
+            _ => name,
+        };
+
+        /// <summary>
+        /// A command as an inline line, as redis-cli's quoting (sdssplitargs) reads it: plain words where that is safe,
+        /// otherwise double quotes with escapes, or single quotes; ending in CRLF or LF.
+        /// </summary>
+        private byte[] Inline(byte[][] arguments)
+        {
+            var line = new List<byte>();
+            foreach (var argument in arguments)
+            {
+                if (line.Count > 0)
+                {
+                    line.AddRange(random.Next(4) == 0 ? "  "u8.ToArray() : " "u8.ToArray());
+                }
+
+                var plain = argument.Length > 0 && argument.All(b => char.IsAsciiLetterOrDigit((char)b) || "-_.:*?[]^!@#$%&+=/<>{}|~,;".Contains((char)b, StringComparison.Ordinal));
+                var singleQuotable = !argument.Any(b => b is 0 or (byte)'\r' or (byte)'\n' or (byte)'\\');
+                if (plain && random.Next(4) != 0)
+                {
+                    line.AddRange(argument);
+                }
+                else if (singleQuotable && random.Next(3) == 0)
+                {
+                    line.Add((byte)'\'');
+                    foreach (var b in argument)
+                    {
+                        line.AddRange(b == (byte)'\'' ? "\\'"u8.ToArray() : [b]);
+                    }
+
+                    line.Add((byte)'\'');
+                }
+                else
+                {
+                    line.Add((byte)'"');
+                    foreach (var b in argument)
+                    {
+                        line.AddRange(b switch
+                        {
+                            (byte)'"' => "\\\""u8.ToArray(),
+                            (byte)'\\' => "\\\\"u8.ToArray(),
+                            (byte)'\n' when random.Next(2) == 0 => "\\n"u8.ToArray(),
+                            >= 0x20 and < 0x7f => [b],
+                            _ => Encoding.ASCII.GetBytes($"\\x{b:x2}"),
+                        });
+                    }
+
+                    line.Add((byte)'"');
+                }
+            }
+
+            line.AddRange(random.Next(4) == 0 ? "\n"u8.ToArray() : "\r\n"u8.ToArray());
+            return [.. line];
         }
 
         private GeneratedCommand Set()
         {
             var arguments = new List<byte[]> { B("SET"), Key(), Value() };
-            var options = random.Next(4);
+            var options = random.Next(5);
             for (var i = 0; i < options; i++)
             {
                 var option = Pick(SetOptions);
-                arguments.Add(B(option));
-                var upper = option.ToUpperInvariant();
-                if (upper is "EX" or "PX" or "EXAT" or "PXAT" && random.Next(10) != 0) // sometimes the value is missing
+                arguments.Add(Option(option));
+                if (option is "EX" or "PX" or "EXAT" or "PXAT" && random.Next(10) != 0) // sometimes the value is missing
                 {
-                    arguments.Add(ExpiryValue(upper));
+                    arguments.Add(ExpiryValue(option));
                 }
             }
 
@@ -389,21 +548,21 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         private GeneratedCommand Scan()
         {
             // Cursor 0 only: a later cursor is a position in each server's own order (docs/protocol.md, SCAN).
-            var arguments = new List<byte[]> { B("SCAN"), B(random.Next(10) == 0 ? Pick(["abc", "", "1.5", " 0"]) : "0") };
+            var arguments = new List<byte[]> { B("SCAN"), B(random.Next(10) == 0 ? Pick(ScanCursors) : "0") };
             var options = random.Next(4);
             for (var i = 0; i < options; i++)
             {
-                var option = Pick(["MATCH", "COUNT", "TYPE", "count", "BOGUS"]);
-                arguments.Add(B(option));
+                var option = Pick(["MATCH", "COUNT", "TYPE", "BOGUS"]);
+                arguments.Add(Option(option));
                 if (random.Next(10) != 0)
                 {
-                    arguments.Add(B(option.ToUpperInvariant() switch
+                    arguments.Add(option switch
                     {
-                        "MATCH" => Pick(Patterns),
-                        "COUNT" => Pick(["10", "100", "1000", "0", "-1", "x"]),
-                        "TYPE" => Pick(["string", "STRING", "hash", "none"]),
-                        _ => "x",
-                    }));
+                        "MATCH" => B(Pick(Patterns)),
+                        "COUNT" => B(Pick(ScanCounts)),
+                        "TYPE" => Option(Pick(["string", "hash", "list", "none", "zset", "nosuchtype"])),
+                        _ => B("x"),
+                    });
                 }
             }
 
@@ -413,15 +572,14 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         private GeneratedCommand GetEx()
         {
             var arguments = new List<byte[]> { B("GETEX"), Key() };
-            var options = random.Next(3);
+            var options = random.Next(4);
             for (var i = 0; i < options; i++)
             {
-                var option = Pick(["EX", "PX", "EXAT", "PXAT", "PERSIST", "KEEPTTL", "px"]);
-                arguments.Add(B(option));
-                var upper = option.ToUpperInvariant();
-                if (upper is "EX" or "PX" or "EXAT" or "PXAT" && random.Next(10) != 0)
+                var option = Pick(GetExOptions);
+                arguments.Add(Option(option));
+                if (option is "EX" or "PX" or "EXAT" or "PXAT" && random.Next(10) != 0)
                 {
-                    arguments.Add(ExpiryValue(upper));
+                    arguments.Add(ExpiryValue(option));
                 }
             }
 
@@ -440,14 +598,121 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                     _ => B(AbsoluteMilliseconds()),
                 };
             var arguments = new List<byte[]> { B(name), Key(), time };
-            var options = random.Next(3);
+            var options = random.Next(4);
             for (var i = 0; i < options; i++)
             {
-                arguments.Add(B(Pick(ExpireOptions)));
+                arguments.Add(Option(Pick(ExpireOptions)));
             }
 
             return new([.. arguments]);
         }
+
+        /// <summary>
+        /// SUBSCRIBE or PSUBSCRIBE to a few names: a RESP2 connection then refuses all but (un)subscribing and PING until
+        /// it has no subscriptions; RESP3 takes anything. Each name gets its confirmation.
+        /// </summary>
+        private GeneratedCommand Subscribe()
+        {
+            var pattern = random.Next(3) == 0;
+            var names = new string[random.Next(1, 4)];
+            for (var i = 0; i < names.Length; i++)
+            {
+                names[i] = pattern ? Pick(["p*", "q?", "[ab]"]) : Pick(["a", "b", "c", ""]);
+                (pattern ? _patterns : _channels).Add(names[i]);
+            }
+
+            return new(Prefixed(pattern ? "PSUBSCRIBE" : "SUBSCRIBE", [.. names.Select(B)])) { Replies = names.Length };
+        }
+
+        /// <summary>
+        /// (P)UNSUBSCRIBE some names, or all of them. Without names only while at most one is left: Redis confirms them in
+        /// its hash table's order, the gateway in sorted order, and each confirmation carries the count left.
+        /// </summary>
+        private GeneratedCommand Unsubscribe(bool all)
+        {
+            var pattern = _patterns.Count > 0 && (_channels.Count == 0 || random.Next(2) == 0);
+            var names = pattern ? _patterns : _channels;
+            var name = pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE";
+            if (names.Count <= 1 && random.Next(2) == 0)
+            {
+                var replies = Math.Max(1, names.Count);
+                names.Clear();
+                return new(A(name)) { Replies = replies };
+            }
+
+            var chosen = all ? names.Order(StringComparer.Ordinal).ToList() : names.Where(_ => random.Next(2) == 0).Append(Pick(["zz", "a", "p*"])).ToList();
+            foreach (var each in chosen)
+            {
+                names.Remove(each);
+            }
+
+            return new(Prefixed(name, [.. chosen.Select(B)])) { Replies = chosen.Count };
+        }
+
+        /// <summary>The connection and server commands the gateway answers itself, where Redis answers the same (see the class).</summary>
+        private GeneratedCommand Connection() => random.Next(13) switch
+        {
+            0 => new(random.Next(3) == 0 ? A("PING") : random.Next(4) == 0 ? A("PING", Value(), Value()) : A("PING", Value())),
+            1 => new(random.Next(5) == 0 ? A("ECHO") : A("ECHO", Value())),
+            2 => new(random.Next(6) == 0 ? A("SELECT") : A("SELECT", B(Pick(SelectIndexes)))),
+            3 => new(random.Next(2) == 0 ? A("CLIENT", B(Spelled("SETNAME")), B(Pick(ClientNames))) : A("CLIENT", B(Spelled("GETNAME")))),
+            4 => new(Pick<byte[][]>(
+            [
+                // CLIENT LIST where no client matches (any other would show each server's own clients).
+                A("CLIENT", B("LIST"), Option("TYPE"), Option(Pick(["master", "replica", "slave", "bogus", "bo\0gus"]))),
+                A("CLIENT", B("LIST"), Option("ID"), B(Pick(["0", "-5", "abc", "9223372036854775807", "1.5"])), B(Pick(["-1", "x"]))),
+                A("CLIENT", B("LIST"), B("ID")),
+                A("CLIENT", B("LIST"), B("TYPE"), B("normal"), B("ID"), B("1")),
+                A("CLIENT", B("LIST"), B("BOGUS")),
+                A("CLIENT", B("LIST"), B("TYPE")),
+            ])),
+            5 => new(Pick<byte[][]>(
+            [
+                A("CLIENT"), A("CLIENT", B("NOSUCH")), A("CLIENT", B("GETNAME"), B("x")), A("CLIENT", B("ID"), B("x")),
+                A("CLIENT", B("SETNAME")), A("CLIENT", B("INFO"), B("x")),
+            ])),
+            6 => new(Prefixed("CONFIG", [B(Spelled("GET")), .. Enumerable.Range(0, random.Next(1, 4)).Select(_ => B(Pick(ConfigNames)))]), ReplyKind.UnorderedPairs),
+            7 => new(Pick<byte[][]>(
+            [
+                A("CONFIG", B("SET"), B(Pick(["nosuch", "no\0such", "bogus-parameter"])), B("1")),
+                A("CONFIG", B("RESETSTAT")), A("CONFIG", B("REWRITE")), A("CONFIG", B("BOGUS")), A("CONFIG"), A("CONFIG", B("GET")),
+                A("CONFIG", B("RESETSTAT"), B("x")), A("CONFIG", B("SET"), B("x")),
+            ])),
+            8 => new(Pick<byte[][]>(
+            [
+                A("COMMAND", B("COUNT"), B("x")), A("COMMAND", B("BOGUS")), A("COMMAND", B("INFO"), B("nosuch"), B("get|x"), B("client|nope")),
+                A("COMMAND", B("LIST"), Option("FILTERBY"), Option("MODULE"), B("x")), A("COMMAND", B("LIST"), B("FILTERBY"), B("COLOR"), B("x")),
+                A("COMMAND", B("LIST"), B("FILTERBY"), B("PATTERN")), A("COMMAND", B("LIST"), B("bogus")), A("COMMAND", B("DOCS"), B("nosuch")),
+            ])),
+            9 => new(A("COMMAND", B("LIST"), Option("FILTERBY"), Option("PATTERN"), B(Pick(CommandPatterns))), ReplyKind.Unordered),
+            10 => new(Pick<byte[][]>(
+            [
+                A("AUTH"), A("AUTH", Value()), A("AUTH", B("default"), Value()), A("AUTH", B("bob"), B("x")), A("AUTH", B("a"), B("b"), B("c")),
+                A("AUTH", B("default\0"), B("x")), A("CLUSTER"), A("CLUSTER", B(Spelled(Pick(["INFO", "NODES", "HELP", "bogus"])))),
+                A("CLUSTER", B(Pick(["INFO", "KEYSLOT", "GETKEYSINSLOT", "SETSLOT"])), B("x")),
+            ])),
+            11 => Hello(),
+            _ => new(A("EXISTS", Key())),
+        };
+
+        /// <summary>HELLO, failing in its ways, or succeeding with the sequence's protocol (the connection id masked).</summary>
+        private GeneratedCommand Hello() => random.Next(3) == 0
+            ? new(Pick<byte[][]>(
+            [
+                A("HELLO", B(Pick(["4", "1", "0", "-1", "abc", "2147483650", "", "3.0"]))),
+                A("HELLO", B(protocol), Option(Pick(["BOGUS", "bo\0gus"]))),
+                A("HELLO", B(protocol), Option("AUTH"), B("default")),
+                A("HELLO", B(protocol), Option("AUTH"), B("bob"), B("x")),
+                A("HELLO", B(protocol), Option("SETNAME")),
+                A("HELLO", B(protocol), Option("SETNAME"), B(Pick(["a b", "x\ny"]))),
+            ]))
+            : new(Pick<byte[][]>(
+            [
+                A("HELLO"),
+                A("HELLO", B(protocol)),
+                A("HELLO", B(protocol), Option("SETNAME"), B(Pick(ClientNames))),
+                A("HELLO", B(protocol), Option("AUTH"), B("default"), Value(), Option("SETNAME"), B("named")),
+            ]), ReplyKind.Hello);
 
         private GeneratedCommand WrongArity()
         {
@@ -606,8 +871,9 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 UseShellExecute = false,
                 WorkingDirectory = directory,
             };
+            // One database, as the gateway has: SELECT and CONFIG GET databases answer alike.
             foreach (var argument in (string[])["--port", port.ToString(CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", directory, "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""])
+                "--appendonly", "no", "--databases", "1", "--dir", directory, "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""])
             {
                 info.ArgumentList.Add(argument);
             }
@@ -717,23 +983,35 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             }
         }
 
-        public async Task<RespValue> CommandAsync(byte[][] arguments) => (await PipelineAsync([arguments]))[0];
+        public async Task<RespValue> CommandAsync(byte[][] arguments) => (await PipelineAsync([new GeneratedCommand(arguments)]))[0];
 
-        /// <summary>Sends the commands in one write, then reads their replies.</summary>
-        public async Task<List<RespValue>> PipelineAsync(IReadOnlyList<byte[][]> commands)
+        /// <summary>Sends the commands in one write, then reads their replies (a command with several, as one array of them).</summary>
+        public async Task<List<RespValue>> PipelineAsync(IReadOnlyList<GeneratedCommand> commands)
         {
             using var deadline = new CancellationTokenSource(Timeout);
-            await _socket.SendAsync(commands.SelectMany(Encode).ToArray(), SocketFlags.None, deadline.Token);
+            await _socket.SendAsync(commands.SelectMany(command => command.InlineLine ?? Encode(command.Arguments)).ToArray(), SocketFlags.None, deadline.Token);
             var replies = new List<RespValue>(commands.Count);
-            while (replies.Count < commands.Count)
+            foreach (var command in commands)
             {
-                replies.Add(await ReadAsync(commands[replies.Count], deadline.Token));
+                if (command.Replies == 1)
+                {
+                    replies.Add(await ReadAsync(command, deadline.Token));
+                    continue;
+                }
+
+                var parts = new List<RespValue>(command.Replies);
+                while (parts.Count < command.Replies)
+                {
+                    parts.Add(await ReadAsync(command, deadline.Token));
+                }
+
+                replies.Add(new RespValue('*', Items: parts));
             }
 
             return replies;
         }
 
-        private async Task<RespValue> ReadAsync(byte[][] arguments, CancellationToken cancellationToken)
+        private async Task<RespValue> ReadAsync(GeneratedCommand command, CancellationToken cancellationToken)
         {
             while (true)
             {
@@ -754,7 +1032,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 var read = await _socket.ReceiveAsync(_buffer.AsMemory(_filled), SocketFlags.None, cancellationToken);
                 if (read == 0)
                 {
-                    throw new IOException($"the server closed the connection after {Show(arguments)}");
+                    throw new IOException($"the server closed the connection after {command.Show()}");
                 }
 
                 _filled += read;
