@@ -120,7 +120,7 @@ public sealed class ConnectionCommandTests
         Assert.Equal("-NOAUTH Authentication required.", await Run(client, "PING"));
         Assert.Equal("-ERR unknown command 'nope', with args beginning with: ", await Run(client, "nope"));
         Assert.Equal("-ERR wrong number of arguments for 'get' command", await Run(client, "GET"));
-        Assert.Equal("-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time", await Run(client, "HELLO", "3"));
+        Assert.Equal("-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time", await Run(client, "HELLO", "3"));
         Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "wrong"));
         Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "AUTH", "admin", "s3cret"));
         Assert.Empty(server.Cluster.Executed);
@@ -138,6 +138,16 @@ public sealed class ConnectionCommandTests
         var server = new TestServer(o => o.RequirePass = "pw");
         await using var client = server.Connect();
         Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "HELLO", "3", "AUTH", "default", "bad"));
+
+        // As in Redis 7.0, each option takes effect as it is read: what came before a bad password or name is done.
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "HELLO", "3", "AUTH", "default", "bad", "SETNAME", "a b"));
+        Assert.Equal("-ERR Client names cannot contain spaces, newlines or special characters.", await Run(client, "HELLO", "3", "SETNAME", "a b"));
+        Assert.StartsWith("-NOAUTH HELLO must be called", await Run(client, "HELLO", "3", "SETNAME", "early"), StringComparison.Ordinal);
+        Assert.Equal("-WRONGPASS invalid username-password pair or user is disabled.", await Run(client, "HELLO", "3", "SETNAME", "earlier", "AUTH", "default", "bad"));
+        Assert.Equal("-ERR Client names cannot contain spaces, newlines or special characters.", await Run(client, "HELLO", "3", "AUTH", "default", "pw", "SETNAME", "a b"));
+        Assert.Equal("$nil", await Run(client, "GET", "k")); // authenticated all the same, still in RESP2
+        Assert.Equal("$earlier", await Run(client, "CLIENT", "GETNAME"));
+
         var hello = await client.CommandAsync("HELLO", "3", "AUTH", "default", "pw", "SETNAME", "n");
         Assert.Equal('%', hello.Type);
         Assert.Equal("_", await Run(client, "GET", "k"));

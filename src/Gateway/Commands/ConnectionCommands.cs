@@ -80,7 +80,11 @@ internal static class ConnectionCommands
         return PendingReply.Of(Replies.Ok);
     }
 
-    /// <summary>HELLO [protover [AUTH username password] [SETNAME clientname]], as Redis 7.0's helloCommand.</summary>
+    /// <summary>
+    /// HELLO [protover [AUTH username password] [SETNAME clientname]], as Redis 7.0's helloCommand: each option takes
+    /// effect as it is read, in order (a bad password or name ends the command there, with what went before it done),
+    /// then a connection still unauthenticated is refused; only a HELLO that gets this far changes the protocol.
+    /// </summary>
     public static PendingReply Hello(CommandContext context, RespRequest request)
     {
         long version = 0;
@@ -98,14 +102,18 @@ internal static class ConnectionCommands
             }
         }
 
-        var userIndex = -1;
-        var nameIndex = -1;
+        var client = context.Client;
         for (var j = next; j < request.Count; j++)
         {
             var remaining = request.Count - 1 - j;
             if (KeyCommands.Is(request[j], "auth"u8) && remaining >= 2)
             {
-                userIndex = j + 1;
+                if (!Authenticate(context, request[j + 1], request[j + 2]))
+                {
+                    return PendingReply.Error(RedisErrors.WrongPass);
+                }
+
+                client.Authenticated = true;
                 j += 2;
             }
             else if (KeyCommands.Is(request[j], "setname"u8) && remaining >= 1)
@@ -115,7 +123,7 @@ internal static class ConnectionCommands
                     return PendingReply.Error(RedisErrors.ClientNameInvalid);
                 }
 
-                nameIndex = j + 1;
+                client.Name = request.Length(j + 1) == 0 ? null : request.Text(j + 1);
                 j++;
             }
             else
@@ -124,25 +132,9 @@ internal static class ConnectionCommands
             }
         }
 
-        var client = context.Client;
-        if (userIndex > 0)
-        {
-            if (!Authenticate(context, request[userIndex], request[userIndex + 1]))
-            {
-                return PendingReply.Error(RedisErrors.WrongPass);
-            }
-
-            client.Authenticated = true;
-        }
-
         if (context.Options.AuthenticationRequired && !client.Authenticated)
         {
             return PendingReply.Error(RedisErrors.HelloNoAuth);
-        }
-
-        if (nameIndex > 0)
-        {
-            client.Name = request.Length(nameIndex) == 0 ? null : request.Text(nameIndex);
         }
 
         if (version != 0)

@@ -13,7 +13,7 @@ internal static class RedisErrors
     public const string NoAuth = "NOAUTH Authentication required.";
     public const string WrongPass = "WRONGPASS invalid username-password pair or user is disabled.";
     public const string AuthWithoutPassword = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
-    public const string HelloNoAuth = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+    public const string HelloNoAuth = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
     public const string NoProto = "NOPROTO unsupported protocol version";
     public const string ProtocolVersionNotInteger = "ERR Protocol version is not an integer or out of range";
     public const string DbIndexOutOfRange = "ERR DB index is out of range";
