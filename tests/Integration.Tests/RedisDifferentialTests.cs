@@ -24,6 +24,10 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
     private const int Sequences = 3;
     private const int DefaultCommands = 2_000;
 
+    /// <summary>Connections that start unauthenticated, to a Redis with requirepass and a gateway with RequirePass.</summary>
+    private const int PasswordSessions = 3;
+    private const string Password = "s3cret-pass";
+
     [Fact]
     public async Task TheGatewayAnswersEveryCacheCommandExactlyAsRedis7Does()
     {
@@ -49,25 +53,45 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             // see the replies a Redis would give to the same commands one at a time.
             var resp3 = sequence == Sequences - 1;
             var pipelined = sequence == 1;
-            await RunSequenceAsync(toRedis, toGateway, seed + sequence, commands, resp3, pipelined, mismatches);
+            await RunSequenceAsync(toRedis, toGateway, seed + sequence, commands, resp3, pipelined, password: false, mismatches);
         }
 
-        output.WriteLine($"{Sequences} sequences of {commands} commands in {clock.Elapsed.TotalSeconds:F1} s, {mismatches.Count} mismatches");
+        // Then with a password: what a connection may do before AUTH (unknown commands and wrong arities are reported
+        // first, as Redis does), and AUTH's and HELLO's answers. Each session starts a new, unauthenticated connection;
+        // the data goes on from one session to the next, on both.
+        await cluster.Gateway!.DisposeAsync();
+        await cluster.StartGatewayAsync(new Dictionary<string, string> { ["Resp:RequirePass"] = Password });
+        await using var redisWithPassword = await RedisServer.StartAsync(Password);
+        using (var flush = await RespClient.OpenAsync(cluster.GatewayPort))
+        {
+            await flush.CommandAsync(Args("AUTH", Password));
+            Assert.Equal("OK", (await flush.CommandAsync(Args("FLUSHALL"))).Text);
+        }
+
+        for (var session = 0; session < PasswordSessions; session++)
+        {
+            using var toRedisWithPassword = await RespClient.OpenAsync(redisWithPassword.Port);
+            using var toGatewayWithPassword = await RespClient.OpenAsync(cluster.GatewayPort);
+            await RunSequenceAsync(toRedisWithPassword, toGatewayWithPassword, seed + Sequences + session, commands / 10, resp3: session == 1, pipelined: session == 2, password: true, mismatches);
+        }
+
+        output.WriteLine($"{Sequences} sequences of {commands} commands and {PasswordSessions} of {commands / 10} with a password in {clock.Elapsed.TotalSeconds:F1} s, {mismatches.Count} mismatches");
         Assert.True(mismatches.Count == 0,
             $"{mismatches.Count} replies differ from Redis (seed {seed}; replay with {SeedVariable}={seed}):{Environment.NewLine}"
             + string.Join(Environment.NewLine, mismatches.Take(40)));
     }
 
-    private async Task RunSequenceAsync(RespClient toRedis, RespClient toGateway, int seed, int commands, bool resp3, bool pipelined, List<string> mismatches)
+    private async Task RunSequenceAsync(RespClient toRedis, RespClient toGateway, int seed, int commands, bool resp3, bool pipelined, bool password, List<string> mismatches)
     {
         var protocol = resp3 ? "3" : "2";
+        // Before AUTH (password), HELLO and FLUSHALL are refused alike; the sequence's HELLO ... AUTH switch protocols.
         var helloRedis = await toRedis.CommandAsync(Args("HELLO", protocol));
         var helloGateway = await toGateway.CommandAsync(Args("HELLO", protocol));
         // The HELLO replies differ in the connection id by design; their type must not.
         Assert.Equal(helloRedis.Type, helloGateway.Type);
         Assert.Equal(Canonical(await toRedis.CommandAsync(Args("FLUSHALL"))), Canonical(await toGateway.CommandAsync(Args("FLUSHALL"))));
 
-        var generator = new CommandGenerator(new Random(seed), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), protocol);
+        var generator = new CommandGenerator(new Random(seed), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), protocol, password ? Password : null);
         // What both were sent since the cache was last emptied: printed with a difference, since the state it found
         // is what explains it.
         var history = new List<string>();
@@ -313,7 +337,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
     /// own), not READONLY (the gateway has it, a Redis without cluster support refuses it: docs/protocol.md), and HELLO
     /// only with the sequence's protocol.
     /// </summary>
-    private sealed class CommandGenerator(Random random, long startUnixSeconds, string protocol)
+    private sealed class CommandGenerator(Random random, long startUnixSeconds, string protocol, string? password)
     {
         public static readonly byte[][] KeySpace =
         [
@@ -388,6 +412,10 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         ];
 
         private readonly HashSet<string> _channels = new(StringComparer.Ordinal);
+
+        // Whether the connection has authenticated: without a password it starts so; before it, SUBSCRIBE would get
+        // one NOAUTH instead of a confirmation per name.
+        private bool _authenticated = password is null;
         private readonly HashSet<string> _patterns = new(StringComparer.Ordinal);
 
         private int _index;
@@ -407,6 +435,11 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             if (_channels.Count + _patterns.Count > 0 && random.Next(3) == 0)
             {
                 return Unsubscribe(all: false);
+            }
+
+            if (password is not null && random.Next(_authenticated ? 40 : 15) == 0)
+            {
+                return Auth(password);
             }
 
             var roll = random.Next(100);
@@ -444,7 +477,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 < 85 => Scan(),
                 < 89 => WrongArity(),
                 < 91 => Unknown(),
-                < 92 => Subscribe(),
+                < 92 => _authenticated ? Subscribe() : new(A("SUBSCRIBE")),
                 _ => Connection(),
             };
         }
@@ -695,6 +728,24 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             _ => new(A("EXISTS", Key())),
         };
 
+        /// <summary>AUTH or HELLO ... AUTH against a password: right or wrong, the user "default" or another.</summary>
+        private GeneratedCommand Auth(string password)
+        {
+            var right = random.Next(3) == 0;
+            var attempt = B(right ? password : Pick(["wrong", "", password + "\0", password.ToUpperInvariant()]));
+            var user = random.Next(4) == 0 ? Pick(["bob", "DEFAULT", "default\0"]) : "default";
+            var (arguments, kind) = random.Next(4) switch
+            {
+                0 => (A("AUTH", attempt), ReplyKind.Exact),
+                1 => (A("AUTH", B(user), attempt), ReplyKind.Exact),
+                2 => (A("HELLO", B(protocol), Option("AUTH"), B(user), attempt), ReplyKind.Hello),
+                _ => (A("HELLO", B(protocol), Option("AUTH"), B(user), attempt, Option("SETNAME"), B(Pick(ClientNames))), ReplyKind.Hello),
+            };
+            // Redis checks HELLO's credentials before its client name: a bad name still leaves the connection authenticated.
+            _authenticated |= right && (arguments.Length == 2 || user == "default");
+            return new(arguments, kind);
+        }
+
         /// <summary>HELLO, failing in its ways, or succeeding with the sequence's protocol (the connection id masked).</summary>
         private GeneratedCommand Hello() => random.Next(3) == 0
             ? new(Pick<byte[][]>(
@@ -860,7 +911,7 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
 
         public int Port { get; }
 
-        public static async Task<RedisServer> StartAsync()
+        public static async Task<RedisServer> StartAsync(string? password = null)
         {
             var directory = Directory.CreateTempSubdirectory("dcache-redisdiff-").FullName;
             var port = FreePorts.Allocate(1)[0];
@@ -876,6 +927,12 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                 "--appendonly", "no", "--databases", "1", "--dir", directory, "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""])
             {
                 info.ArgumentList.Add(argument);
+            }
+
+            if (password is not null)
+            {
+                info.ArgumentList.Add("--requirepass");
+                info.ArgumentList.Add(password);
             }
 
             Process process;
@@ -905,7 +962,8 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
                     }
 
                     using var client = await RespClient.OpenAsync(port);
-                    return (await client.CommandAsync(Args("PING"))).Text == "PONG";
+                    var pong = await client.CommandAsync(Args("PING"));
+                    return pong.Text == "PONG" || (password is not null && pong.Text?.StartsWith("NOAUTH", StringComparison.Ordinal) == true);
                 }, TimeSpan.FromSeconds(20), $"redis-server on port {port} to answer PING");
             }
             catch (Exception ex)

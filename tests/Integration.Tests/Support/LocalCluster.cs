@@ -166,7 +166,7 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public int GatewayHttpPort { get; private set; }
 
-    /// <summary>Starts a gateway in front of the nodes and waits until it answers PING.</summary>
+    /// <summary>Starts a gateway in front of the nodes and waits until it answers PING (NOAUTH, when it requires a password).</summary>
     public async Task StartGatewayAsync(IReadOnlyDictionary<string, string>? settings = null)
     {
         var ports = FreePorts.Allocate(2);
@@ -192,7 +192,8 @@ internal sealed class LocalCluster : IAsyncDisposable
             await stream.WriteAsync("PING\r\n"u8.ToArray()).ConfigureAwait(false);
             var buffer = new byte[16];
             var read = await stream.ReadAsync(buffer).ConfigureAwait(false);
-            return System.Text.Encoding.ASCII.GetString(buffer, 0, read) == "+PONG\r\n";
+            var reply = System.Text.Encoding.ASCII.GetString(buffer, 0, read);
+            return reply == "+PONG\r\n" || reply.StartsWith("-NOAUTH", StringComparison.Ordinal);
         }, TimeSpan.FromSeconds(30), "the gateway to answer PING").ConfigureAwait(false);
     }
 
