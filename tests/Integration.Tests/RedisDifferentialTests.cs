@@ -73,6 +73,10 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             using var toRedisWithPassword = await RespClient.OpenAsync(redisWithPassword.Port);
             using var toGatewayWithPassword = await RespClient.OpenAsync(cluster.GatewayPort);
             await RunSequenceAsync(toRedisWithPassword, toGatewayWithPassword, seed + Sequences + session, commands / 10, resp3: session == 1, pipelined: session == 2, password: true, mismatches);
+
+            // QUIT: +OK, authenticated or not, then the server closes the connection.
+            Assert.Equal(Canonical(await toRedisWithPassword.CommandAsync(Args("QUIT"))), Canonical(await toGatewayWithPassword.CommandAsync(Args("QUIT"))));
+            Assert.True(await toRedisWithPassword.IsClosedAsync() && await toGatewayWithPassword.IsClosedAsync(), "QUIT closes the connection");
         }
 
         output.WriteLine($"{Sequences} sequences of {commands} commands and {PasswordSessions} of {commands / 10} with a password in {clock.Elapsed.TotalSeconds:F1} s, {mismatches.Count} mismatches");
@@ -334,8 +338,9 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
     /// the past delete the key on both. Options come in any case and now and then with a NUL byte and more after them
     /// (Redis reads options as C strings); some commands are sent inline. The connection commands are generated where
     /// their replies are the same on both by design: not CLIENT ID, INFO, CLIENT INFO or COMMAND's table (each server's
-    /// own), not READONLY (the gateway has it, a Redis without cluster support refuses it: docs/protocol.md), and HELLO
-    /// only with the sequence's protocol.
+    /// own), not READONLY/READWRITE (the gateway has them, a Redis without cluster support refuses them: docs/protocol.md),
+    /// not CLIENT SETINFO (Redis 7.2's, which the gateway has and 7.0 has not), not PUT (the gateway's alias of SET),
+    /// and HELLO only with the sequence's protocol.
     /// </summary>
     private sealed class CommandGenerator(Random random, long startUnixSeconds, string protocol, string? password)
     {
@@ -1067,6 +1072,13 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
             }
 
             return replies;
+        }
+
+        /// <summary>Whether the server closed the connection (and sent nothing more) within the timeout.</summary>
+        public async Task<bool> IsClosedAsync()
+        {
+            using var deadline = new CancellationTokenSource(Timeout);
+            return _filled == 0 && await _socket.ReceiveAsync(_buffer, SocketFlags.None, deadline.Token) == 0;
         }
 
         private async Task<RespValue> ReadAsync(GeneratedCommand command, CancellationToken cancellationToken)
