@@ -103,7 +103,7 @@ public sealed class ServerCommandTests
         Assert.Contains("$mset", (await client.CommandAsync("COMMAND", "LIST")).ToString(), StringComparison.Ordinal);
         Assert.Contains("$client|setname", (await client.CommandAsync("COMMAND", "LIST")).ToString(), StringComparison.Ordinal);
         Assert.Equal("*[$getdel]", await Run(client, "COMMAND", "LIST", "FILTERBY", "PATTERN", "GETD*"));
-        Assert.Equal("*[$client|setname, $client|setinfo]", await Run(client, "command", "list", "filterby", "pattern", "client|set*"));
+        Assert.Equal(["$client|setinfo", "$client|setname"], (await client.CommandAsync("command", "list", "filterby", "pattern", "client|set*")).Items!.Select(item => item.ToString()).Order(StringComparer.Ordinal));
         Assert.Equal("*[]", await Run(client, "COMMAND", "LIST", "FILTERBY", "MODULE", "json"));
         Assert.Equal("*[]", await Run(client, "COMMAND", "LIST", "FILTERBY", "ACLCAT", "string"));
         Assert.Equal("-ERR syntax error", await Run(client, "COMMAND", "LIST", "FILTERBY", "COLOR", "red"));
