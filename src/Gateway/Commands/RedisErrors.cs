@@ -7,7 +7,6 @@ internal static class RedisErrors
 {
     public const string Syntax = "ERR syntax error";
     public const string NotAnInteger = "ERR value is not an integer or out of range";
-
     public const string NotAn32BitInteger = "ERR value is out of range, value must between -2147483648 and 2147483647"; // getIntFromObjectOrReply (SELECT)
     public const string DecrementOverflow = "ERR decrement would overflow";
     public const string NoAuth = "NOAUTH Authentication required.";
