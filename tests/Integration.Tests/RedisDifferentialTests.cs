@@ -436,6 +436,13 @@ public sealed class RedisDifferentialTests(ITestOutputHelper output)
         {
             _index = index;
             var command = NextCommand();
+            while (!_authenticated && command.Arguments.Length > 10)
+            {
+                // Before AUTH both servers answer a request of more than 10 arguments with a protocol error and close
+                // the connection (Gateway.Tests covers that); the sequence goes on on its connection.
+                command = NextCommand();
+            }
+
             // Not a line near the 64 KiB both servers allow an inline command (a request of thousands of keys).
             return random.Next(20) == 0 && Inline(command.Arguments) is { Length: < 16_384 } line ? command with { InlineLine = line } : command;
         }
