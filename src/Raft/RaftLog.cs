@@ -46,6 +46,12 @@ internal sealed class RaftLog
 
     public bool HasUnstableEntries => _unstable.Count > 0;
 
+    /// <summary>
+    /// The last index of the log that is durable and not superseded by the unstable tail or an unstable snapshot: what
+    /// the Readies handed out and advanced so far made durable.
+    /// </summary>
+    public ulong DurableLastIndex => UnstableSnapshot is not null ? 0 : Math.Min(_unstableOffset - 1, _storage.LastIndex);
+
     public LogReadStatus TryTerm(ulong index, out ulong term)
     {
         term = 0;

@@ -51,6 +51,7 @@ public sealed partial class RaftNode
             entries = [];
         }
 
+        var (beforePersistence, afterPersistence) = SplitByDurability(_messages);
         var ready = new Ready
         {
             SoftState = softState != _lastSoftState ? softState : null,
@@ -58,7 +59,8 @@ public sealed partial class RaftNode
             Entries = entries,
             Snapshot = _log.UnstableSnapshot,
             CommittedEntries = _log.NextCommittedEntries(_options.MaxCommittedSizePerReady),
-            Messages = _messages,
+            MessagesBeforePersistence = beforePersistence,
+            Messages = afterPersistence,
             ReadStates = _readStates,
             DroppedReads = _droppedReads,
         };
@@ -71,6 +73,53 @@ public sealed partial class RaftNode
         _readyInProgress = ready;
         return ready;
     }
+
+    /// <summary>
+    /// Separates the leader's Append messages that promise nothing about this node's disk (they may go out while the
+    /// Ready is being persisted: Raft thesis 10.2.1) from the messages that must wait for it. An Append qualifies when
+    /// the commit index it carries covers only entries already durable here. A single voter commits what it appends at
+    /// once: a learner that applied such a commit before the leader's disk held it could apply an entry the restarted
+    /// leader lacks. The same rule keeps back a leader's appends in a term it has not persisted yet: only a single voter
+    /// leads such a term (others win by votes, asked for once the term was durable), and its first entry of the term,
+    /// committed at once, is not durable either. The leader counts its own entries towards a commit when it appends
+    /// them; that is safe because nothing the core derives from a commit leaves it (applying, replies, reads, commit
+    /// indexes in messages) before a later Ready, by which time this one is durable.
+    /// </summary>
+    private (IReadOnlyList<Message> BeforePersistence, IReadOnlyList<Message> AfterPersistence) SplitByDurability(List<Message> messages)
+    {
+        var durableLastIndex = _log.DurableLastIndex;
+        var early = 0;
+        foreach (var message in messages)
+        {
+            if (MayPrecedePersistence(message, durableLastIndex))
+            {
+                early++;
+            }
+        }
+
+        if (early == 0)
+        {
+            return ([], messages);
+        }
+
+        if (early == messages.Count)
+        {
+            return (messages, []);
+        }
+
+        var before = new List<Message>(early);
+        var after = new List<Message>(messages.Count - early);
+        foreach (var message in messages)
+        {
+            (MayPrecedePersistence(message, durableLastIndex) ? before : after).Add(message);
+        }
+
+        return (before, after);
+    }
+
+    private bool MayPrecedePersistence(Message message, ulong durableLastIndex) =>
+        message.Type == MessageType.Append
+        && (message.Commit <= durableLastIndex || _options.Mutation.HasFlag(SafetyMutation.AppendsAheadOfDurableCommit));
 
     /// <summary>Confirms that the host persisted, sent and applied everything in <paramref name="ready"/>.</summary>
     public void Advance(Ready ready)

@@ -76,6 +76,8 @@ internal enum SafetyMutation
     AckBeforePersist = 4,
     /// <summary>A leader answers ReadIndex at once, without a heartbeat round confirming it still leads.</summary>
     ReadIndexWithoutQuorum = 8,
+    /// <summary>A leader's Append messages go out before its persistence even when their commit index covers entries not yet durable there.</summary>
+    AppendsAheadOfDurableCommit = 16,
 }
 
 /// <summary>The core's only source of randomness, injected so that a seed decides a whole run.</summary>

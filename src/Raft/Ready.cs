@@ -25,6 +25,8 @@ public readonly record struct ReadState(ulong Context, ulong Index);
 /// <item>Apply <see cref="Snapshot"/> data (if set) to the state machine, then <see cref="CommittedEntries"/> in order.</item>
 /// <item>Serve each of <see cref="ReadStates"/> once the applied index reaches its Index; fail the requests in <see cref="DroppedReads"/>.</item>
 /// </list>
+/// <para>The exception is <see cref="MessagesBeforePersistence"/>: they may be sent as soon as the Ready is taken,
+/// before or while step 1 runs (the leader replicating in parallel with its own disk write).</para>
 /// </summary>
 public sealed class Ready
 {
@@ -45,6 +47,12 @@ public sealed class Ready
 
     /// <summary>Messages to send after the persistence of this Ready is durable.</summary>
     public IReadOnlyList<Message> Messages { get; init; } = [];
+
+    /// <summary>
+    /// A leader's Append messages that promise nothing about this node's disk: send them as soon as the Ready is taken,
+    /// without waiting for step 1 (their term and the commit index they carry are already durable here).
+    /// </summary>
+    public IReadOnlyList<Message> MessagesBeforePersistence { get; init; } = [];
 
     /// <summary>Read indexes now known for the host's ReadIndex requests.</summary>
     public IReadOnlyList<ReadState> ReadStates { get; init; } = [];

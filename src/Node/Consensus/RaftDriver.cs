@@ -912,6 +912,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>Steps 1 and 2 of a Ready.</summary>
     private void PersistAndSend(Ready ready)
     {
+        // A leader's appends go to the peers' send queues first: the followers receive and write them while this
+        // node's own durable commit runs.
+        foreach (var message in ready.MessagesBeforePersistence)
+        {
+            _transport!.Send(message);
+        }
+
         // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
         if (ready.MustPersist)
         {

@@ -27,6 +27,9 @@ public sealed class SimulationMutationTests(ITestOutputHelper output)
     [Fact]
     public void MutationReadIndexWithoutQuorumIsCaught() => AssertCaught(SimulationScenarios.ReadIndexWithoutQuorum);
 
+    [Fact]
+    public void MutationAppendsAheadOfDurableCommitIsCaught() => AssertCaught(SimulationScenarios.AppendsAheadOfDurableCommit);
+
     private void AssertCaught(string profile)
     {
         var clock = Stopwatch.StartNew();

@@ -40,9 +40,10 @@ internal static class SimulationScenarios
     public const string CommitPreviousTermByCounting = "mutation-commit-previous-term";
     public const string AckBeforePersist = "mutation-ack-before-persist";
     public const string ReadIndexWithoutQuorum = "mutation-read-index-without-quorum";
+    public const string AppendsAheadOfDurableCommit = "mutation-appends-ahead-of-durable-commit";
 
     public static IReadOnlyList<string> Profiles { get; } =
-        [Sweep, SweepGenesis, Membership, Liveness, VoteTwiceInTerm, CommitPreviousTermByCounting, AckBeforePersist, ReadIndexWithoutQuorum];
+        [Sweep, SweepGenesis, Membership, Liveness, VoteTwiceInTerm, CommitPreviousTermByCounting, AckBeforePersist, ReadIndexWithoutQuorum, AppendsAheadOfDurableCommit];
 
     /// <summary>Seeds a mutation test may use before declaring the planted bug unnoticed (it stops at the first catch).</summary>
     public static int MutationSeedBudget(string profile) => profile switch
@@ -164,6 +165,26 @@ internal static class SimulationScenarios
                 MinPartitionMs = 150,
                 MaxPartitionMs = 600,
                 Faults = new FaultWeights(Crash: 0, Partition: 1, IsolateLeader: 8, Asymmetric: 1, Heal: 1, TransferLeadership: 0),
+            },
+            // An early append is unsafe only from a leader whose term or commit is not durable yet: a single voter
+            // (it wins and commits alone) with learners or joining voters to send to, that crashes before its write
+            // ends. Few voters, frequent membership changes, crashes and slow disks.
+            AppendsAheadOfDurableCommit => baseline with
+            {
+                Mutation = SafetyMutation.AppendsAheadOfDurableCommit,
+                ProtocolChecks = false,
+                MinMembershipIntervalMs = 40,
+                MaxMembershipIntervalMs = 200,
+                ShrinkChance = 0.6,
+                MinVoters = 1,
+                KeepRemovedUntilLastVoterApplied = true,
+                MaxDiskLatencyMs = 15,
+                MinFaultIntervalMs = 10,
+                MaxFaultIntervalMs = 60,
+                MinDowntimeMs = 5,
+                MaxDowntimeMs = 100,
+                LivenessBoundTicks = 160,
+                Faults = new FaultWeights(Crash: 10, Partition: 1, IsolateLeader: 2, Asymmetric: 0, Heal: 1, TransferLeadership: 0),
             },
             _ => throw new ArgumentException($"unknown simulation profile '{profile}' (known: {string.Join(", ", Profiles)})", nameof(profile)),
         };

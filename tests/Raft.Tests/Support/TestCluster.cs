@@ -221,6 +221,11 @@ internal sealed class TestNode(ulong id, MemoryStorage storage, TestCluster clus
         }
 
         var ready = Raft.GetReady();
+        foreach (var message in ready.MessagesBeforePersistence)
+        {
+            cluster.Enqueue(message, null);
+        }
+
         Storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
         foreach (var message in ready.Messages)
         {

@@ -435,6 +435,14 @@ public sealed partial class ClusterSimulator
             _trace.Add(_now, "ready", node.Id, new ReadySummary(ready));
         }
 
+        // A leader's appends leave at once, as the node's driver sends them: the followers may receive, persist and
+        // acknowledge them, and the leader step those acknowledgements, while its own write is still running (or is
+        // lost in a crash).
+        foreach (var message in ready.MessagesBeforePersistence)
+        {
+            Send(node, message);
+        }
+
         Schedule(_now + latency, new SimEvent(EventKind.ReadyDurable) { Node = node.Id, Generation = node.Generation });
     }
 
@@ -776,6 +784,11 @@ public sealed partial class ClusterSimulator
             if (ready.CommittedEntries.Count > 0)
             {
                 parts.Add($"apply {ready.CommittedEntries[0].Index}..{ready.CommittedEntries[^1].Index}");
+            }
+
+            if (ready.MessagesBeforePersistence.Count > 0)
+            {
+                parts.Add($"early msgs {ready.MessagesBeforePersistence.Count}");
             }
 
             if (ready.Messages.Count > 0)

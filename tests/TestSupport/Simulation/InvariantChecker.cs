@@ -177,7 +177,7 @@ internal sealed class InvariantChecker(bool protocolChecks)
         }
     }
 
-    /// <summary>Checks a message as it is sent (after its Ready was made durable).</summary>
+    /// <summary>Checks a message as it is sent (after its Ready was made durable, or for a leader's early appends, when the Ready was taken).</summary>
     public void ObserveSend(SimNode node, Message message)
     {
         if (message.From != node.Id)
@@ -458,7 +458,8 @@ internal sealed class InvariantChecker(bool protocolChecks)
         {
             // A single voter's commit index covers what it appended before that is durable (nothing of it is sent or
             // applied before it is, and a crash loses it with the commit index): committed is what is durable of it.
-            // (Any other leader commits only what a follower acknowledged, which it sent after making it durable.)
+            // (Any other leader commits only what a follower acknowledged, which it sent after making it durable; its own
+            // entries may not be durable yet, since it sends them before its write ends: only what is durable counts.)
             if (IsSingleVoterLeader(node, raft))
             {
                 node.SingleVoterCommitUpTo = Math.Max(node.SingleVoterCommitUpTo, commit);
