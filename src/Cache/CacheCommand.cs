@@ -8,8 +8,10 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 5 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
-/// Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>),
+/// Format, version 6 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 6 adds two kinds, <see cref="CacheCommandKind.SetRange"/> and <see cref="CacheCommandKind.Copy"/>
+/// (<see cref="SetRangeAndCopyVersion"/>), and one meaning: a value that would grow past the 512 MiB limit is refused with
+/// Redis 7.0's wording of the error (<see cref="UsesRedis7StringLimitText"/>). Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>),
 /// and one meaning: over the memory cap, expired keys are reclaimed only as far as the cap needs
 /// (<see cref="ReclaimsExpiredOnlyAsNeeded"/>). Version 4 entries are version 3's, byte for byte and in meaning: the
 /// version is the Raft log's, and 4 says the reader also knows a membership change that moves a member to a new address
@@ -17,7 +19,7 @@ namespace Dcache.Cache;
 /// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
 /// (<see cref="RequiresKnownSession"/>, <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=5) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=6) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -34,11 +36,14 @@ namespace Dcache.Cache;
 /// FlushAll (3)         : nothing
 /// Rename, RenameIfAbsent (3) : bytes source | bytes destination
 /// PurgeExpiredThroughKey (5) : i64 purge-up-to ms | bytes last key (every key before (ms, key) in expiry order, and it)
+/// SetRange (6)         : varint offset (at most long.MaxValue) | bytes key | bytes value
+/// Copy (6)             : u8 flags (bit 0 REPLACE, others 0) | bytes source | bytes destination
 /// </code>
-/// The kinds marked (3) exist from version 3 on, and the one marked (5) from version 5: in an older version their kind
-/// byte is unknown. Nothing may follow the body. A new field or command, or a new meaning, means a new version byte, so an
-/// old replica refuses an entry it does not understand instead of applying it differently. (Kinds 9 to 16 joined version
-/// 3 before any build that writes it was released; from now on, new kinds need a new version, 6 or later.)
+/// The kinds marked (3) exist from version 3 on, the one marked (5) from version 5 and those marked (6) from version 6: in
+/// an older version their kind byte is unknown. Nothing may follow the body. A new field or command, or a new meaning,
+/// means a new version byte, so an old replica refuses an entry it does not understand instead of applying it differently.
+/// (Kinds 9 to 16 joined version 3 before any build that writes it was released; from now on, new kinds need a new
+/// version, 7 or later.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {
@@ -46,9 +51,10 @@ public readonly ref struct CacheCommand
     /// The newest format version this build reads, and the one its encoders write. It also reads versions 1 and 2, which
     /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, 3, which
     /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>
-    /// and reclaims every expired key at once over the memory cap; see <see cref="SetFormatVersion"/>.
+    /// and reclaims every expired key at once over the memory cap, and 5, which lacks <see cref="CacheCommandKind.SetRange"/>
+    /// and <see cref="CacheCommandKind.Copy"/> and words the string length error differently; see <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 5;
+    public const byte FormatVersion = 6;
 
     /// <summary>
     /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
@@ -103,12 +109,19 @@ public readonly ref struct CacheCommand
     public const byte PurgeThroughKeyVersion = 5;
 
     /// <summary>
-    /// The oldest format version that has <paramref name="kind"/>: 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
+    /// The first format version with <see cref="CacheCommandKind.SetRange"/> and <see cref="CacheCommandKind.Copy"/>, and in
+    /// which a value that would grow past 512 MiB is refused in Redis 7.0's words (<see cref="UsesRedis7StringLimitText"/>).
+    /// </summary>
+    public const byte SetRangeAndCopyVersion = 6;
+
+    /// <summary>
+    /// The oldest format version that has <paramref name="kind"/>: 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
     /// 3 for <see cref="CacheCommandKind.RegisterSession"/> and the kinds after it up to RenameIfAbsent, 1 for the others. A
     /// leader must not propose such an entry while a member reads only an older version: that member would stop at it.
     /// </summary>
     public static byte MinimumFormatVersion(CacheCommandKind kind) => kind switch
     {
+        >= CacheCommandKind.SetRange => SetRangeAndCopyVersion,
         >= CacheCommandKind.PurgeExpiredThroughKey => PurgeThroughKeyVersion,
         >= CacheCommandKind.RegisterSession => SessionRegistrationVersion,
         _ => OldestFormatVersion,
@@ -123,12 +136,14 @@ public readonly ref struct CacheCommand
     private const int SetExpiryShift = 3;
     private const byte SetExpiryMask = 0b0001_1000;
 
+    private const byte CopyReplaceBit = 0b0000_0001;
+
     // The envelope: version, kind, client id (8), sequence (varint), now (8).
     private const int FixedHeaderSize = 1 + 1 + 8 + 8;
 
     private readonly ReadOnlySpan<byte> _items;
 
-    // Expire's expiry time or a purge's horizon: one slot, exposed under the name that fits the kind.
+    // Expire's expiry time, a purge's horizon or SetRange's offset: one slot, exposed under the name that fits the kind.
     private readonly long _time;
 
     private CacheCommand(
@@ -172,12 +187,20 @@ public readonly ref struct CacheCommand
     /// </summary>
     public bool ReclaimsExpiredOnlyAsNeeded { get; private init; }
 
+    /// <summary>
+    /// True for entries of format version 6 and later: a value that would grow past 512 MiB (APPEND, SETRANGE) is refused
+    /// with Redis 7.0's text, <see cref="CacheErrors.StringTooLong"/>. Older entries keep the text earlier builds replied
+    /// (<see cref="CacheErrors.StringTooLongBeforeFormat6"/>): a session keeps its last reply, and the reply is part of the
+    /// state every replica must hold alike.
+    /// </summary>
+    public bool UsesRedis7StringLimitText { get; private init; }
+
     public CacheCommandKind Kind { get; }
 
     /// <summary>The key of every single-key kind (Rename's source), and the last key PurgeExpiredThroughKey removes.</summary>
     public ReadOnlySpan<byte> Key { get; }
 
-    /// <summary>The value of Set and Append.</summary>
+    /// <summary>The value of Set, Append and SetRange.</summary>
     public ReadOnlySpan<byte> Value { get; }
 
     /// <summary>Set's condition, GET flag and expiry.</summary>
@@ -189,8 +212,14 @@ public readonly ref struct CacheCommand
     /// <summary>What GetExpire does to the expiry.</summary>
     public GetExpiry GetExpiry { get; private init; }
 
-    /// <summary>Rename's new name (the key being renamed is <see cref="Key"/>).</summary>
-    public ReadOnlySpan<byte> Destination => Kind is CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent ? Value : default;
+    /// <summary>Rename's new name and Copy's destination (the key renamed or copied is <see cref="Key"/>).</summary>
+    public ReadOnlySpan<byte> Destination => Kind is CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent or CacheCommandKind.Copy ? Value : default;
+
+    /// <summary>SetRange's offset: where the value is written, in bytes from the start (never negative).</summary>
+    public long Offset => Kind == CacheCommandKind.SetRange ? _time : 0;
+
+    /// <summary>Copy's REPLACE: the destination may exist, and is overwritten.</summary>
+    public bool Replace { get; private init; }
 
     /// <summary>IncrementByFloat's increment, as the client wrote it.</summary>
     public ReadOnlySpan<byte> FloatIncrement => Kind == CacheCommandKind.IncrementByFloat ? Value : default;
@@ -383,12 +412,45 @@ public readonly ref struct CacheCommand
                     break;
                 }
 
+            case CacheCommandKind.SetRange when version >= SetRangeAndCopyVersion:
+                {
+                    var offsetPosition = reader.Position;
+                    var offset = reader.ReadVarUInt64("SETRANGE offset");
+                    if (offset > long.MaxValue)
+                    {
+                        throw EntryReader.Malformed("SETRANGE offset beyond a signed 64-bit number", offsetPosition);
+                    }
+
+                    var key = reader.ReadBytes("SETRANGE key");
+                    command = new CacheCommand(envelope, CacheCommandKind.SetRange, key, reader.ReadBytes("SETRANGE value"), time: (long)offset);
+                    break;
+                }
+
+            case CacheCommandKind.Copy when version >= SetRangeAndCopyVersion:
+                {
+                    var flagsOffset = reader.Position;
+                    var flags = reader.ReadByte("COPY flags");
+                    if ((flags & ~CopyReplaceBit) != 0)
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"invalid COPY flags 0x{flags:X2}"), flagsOffset);
+                    }
+
+                    var source = reader.ReadBytes("COPY source");
+                    command = new CacheCommand(envelope, CacheCommandKind.Copy, source, reader.ReadBytes("COPY destination")) { Replace = (flags & CopyReplaceBit) != 0 };
+                    break;
+                }
+
             default:
                 throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
         }
 
         reader.RequireEnd();
-        return command with { RequiresKnownSession = version >= 2, ReclaimsExpiredOnlyAsNeeded = version >= PurgeThroughKeyVersion };
+        return command with
+        {
+            RequiresKnownSession = version >= 2,
+            ReclaimsExpiredOnlyAsNeeded = version >= PurgeThroughKeyVersion,
+            UsesRedis7StringLimitText = version >= SetRangeAndCopyVersion,
+        };
     }
 
     /// <summary>True when <paramref name="condition"/> is a combination Redis 7 accepts: none, NX, XX, GT, LT, XX GT, XX LT.</summary>
@@ -597,6 +659,31 @@ public readonly ref struct CacheCommand
     /// <summary>RENAME / RENAMENX source destination.</summary>
     public static void EncodeRename(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, bool ifAbsent) =>
         EncodeKeyAndBytes(output, envelope, ifAbsent ? CacheCommandKind.RenameIfAbsent : CacheCommandKind.Rename, source, destination, withBytes: true);
+
+    /// <summary>SETRANGE key offset value; the proposer has checked that the offset is not negative.</summary>
+    public static void EncodeSetRange(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> key, long offset, ReadOnlySpan<byte> value)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        var size = HeaderSize(envelope) + EntryWriter.VarIntSize((ulong)offset) + EntryWriter.BytesSize(key.Length) + EntryWriter.BytesSize(value.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.SetRange, envelope, out var buffer);
+        writer.WriteVarUInt64((ulong)offset);
+        writer.WriteBytes(key);
+        writer.WriteBytes(value);
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>COPY source destination [REPLACE] (the same database).</summary>
+    public static void EncodeCopy(IBufferWriter<byte> output, CommandEnvelope envelope, ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, bool replace)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var size = HeaderSize(envelope) + 1 + EntryWriter.BytesSize(source.Length) + EntryWriter.BytesSize(destination.Length);
+        var writer = BeginEntry(output, size, CacheCommandKind.Copy, envelope, out var buffer);
+        writer.WriteByte(replace ? CopyReplaceBit : (byte)0);
+        writer.WriteBytes(source);
+        writer.WriteBytes(destination);
+        EndEntry(output, writer, size, buffer);
+    }
 
     /// <summary>FLUSHALL.</summary>
     public static void EncodeFlushAll(IBufferWriter<byte> output, CommandEnvelope envelope)

@@ -45,6 +45,9 @@ internal sealed class CacheEntry
     /// </summary>
     public long WriteSequence;
 
+    /// <summary>The key's slot in RANDOMKEY's sample (<see cref="RandomKeySample"/>): local, never replicated.</summary>
+    public int RandomSlot;
+
     public bool HasExpiry => ExpireAtMs != NoExpiry;
 
     public long ChargedBytes => ChargeFor(Key.Length, Value.Length);

@@ -148,7 +148,18 @@ public static class CacheErrors
     public const string NotAFloat = "ERR value is not a valid float";
     public const string FloatOverflow = "ERR increment would produce NaN or Infinity";
     public const string NoSuchKey = "ERR no such key";
-    public const string StringTooLong = "ERR string exceeds maximum allowed size (proto_max_bulk_len)";
+
+    /// <summary>APPEND or SETRANGE would make the value longer than 512 MiB (Redis 7.0's checkStringLength).</summary>
+    public const string StringTooLong = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+    /// <summary>
+    /// What entries older than format 6 reply instead of <see cref="StringTooLong"/> (the text earlier builds gave, which
+    /// differs from Redis's): kept for them, since a session's last reply is replicated state.
+    /// </summary>
+    public const string StringTooLongBeforeFormat6 = "ERR string exceeds maximum allowed size (proto_max_bulk_len)";
+
+    /// <summary>COPY of a key onto itself.</summary>
+    public const string SameObject = "ERR source and destination objects are the same";
 
     /// <summary>A write past its session's first sequence number, for a session the cluster no longer has: not applied.</summary>
     public const string SessionExpired = "ERR session expired";

@@ -104,6 +104,38 @@ public sealed partial class CacheStateMachine
     }
 
     /// <summary>
+    /// RANDOMKEY: a key alive at <paramref name="nowMs"/> (Bulk), or Nil when there is none. Not uniform, and O(log n) at
+    /// most: a few draws among all keys, each taking a key without expiry as it is and one with an expiry if it is alive;
+    /// should they all meet expired keys not yet purged, the key that expires last is alive if any key with an expiry is,
+    /// and failing that a key without expiry is drawn. So it never returns an expired key, and finds one whenever one lives.
+    /// </summary>
+    public CacheReply RandomKey(long nowMs, Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var sample = _randomKeys;
+        if (sample.Count == 0)
+        {
+            return CacheReply.Nil;
+        }
+
+        for (var draw = 0; draw < RandomKeyDraws; draw++)
+        {
+            var entry = sample[random.Next(sample.Count)];
+            if (!entry.IsExpiredAt(nowMs))
+            {
+                return CacheReply.FromBulk(entry.Key);
+            }
+        }
+
+        if (_expiryIndex.Max is { } latest && !latest.IsExpiredAt(nowMs))
+        {
+            return CacheReply.FromBulk(latest.Key);
+        }
+
+        return sample.PersistentCount == 0 ? CacheReply.Nil : CacheReply.FromBulk(sample[random.Next(sample.PersistentCount)].Key);
+    }
+
+    /// <summary>
     /// KEYS: the live keys that <paramref name="filter"/> accepts (all of them without one), in write order, which every
     /// replica shares. O(n): it visits every key, as Redis does, in this call (see <see cref="BeginKeys"/> for a read
     /// taken a slice at a time).
@@ -191,6 +223,9 @@ public sealed partial class CacheStateMachine
 
         return (nth, false);
     }
+
+    // RANDOMKEY's draws before it looks for a live key for sure: with half the keys expired, 1 call in 65,536 gets there.
+    private const int RandomKeyDraws = 16;
 
     private CacheEntry? FindLiveForRead(ReadOnlySpan<byte> key, long nowMs)
     {

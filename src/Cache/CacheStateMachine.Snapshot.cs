@@ -83,6 +83,7 @@ public sealed partial class CacheStateMachine
         _entries = loaded._entries;
         _entriesBySpan = loaded._entriesBySpan;
         _expiryIndex = loaded._expiryIndex;
+        _randomKeys = loaded._randomKeys;
         _oldestWritten = loaded._oldestWritten;
         _newestWritten = loaded._newestWritten;
         _usedBytes = loaded._usedBytes;
@@ -144,6 +145,7 @@ public sealed partial class CacheStateMachine
 
             machine._usedBytes += entry.ChargedBytes;
             machine.AppendNewest(entry);
+            machine._randomKeys.Add(entry);
             machine.ChangeExpiry(entry, expireAt);
         }
 

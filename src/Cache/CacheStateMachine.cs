@@ -25,6 +25,9 @@ public sealed partial class CacheStateMachine
     private Dictionary<byte[], CacheEntry> _entries;
     private Dictionary<byte[], CacheEntry>.AlternateLookup<ReadOnlySpan<byte>> _entriesBySpan;
     private SortedSet<CacheEntry> _expiryIndex;
+
+    // Local: RANDOMKEY's sample of the keys. Replaced with the keys (FLUSHALL, snapshot loads).
+    private RandomKeySample _randomKeys;
     private CacheEntry? _oldestWritten;
     private CacheEntry? _newestWritten;
     private long _usedBytes;
@@ -51,6 +54,7 @@ public sealed partial class CacheStateMachine
         _entries = new Dictionary<byte[], CacheEntry>(ByteKeyComparer.CreateRandomized());
         _entriesBySpan = _entries.GetAlternateLookup<ReadOnlySpan<byte>>();
         _expiryIndex = new SortedSet<CacheEntry>(ExpiryOrder.Instance);
+        _randomKeys = new RandomKeySample();
         _sessions = [];
     }
 
@@ -196,7 +200,9 @@ public sealed partial class CacheStateMachine
             CacheCommandKind.MultiSetIfNoneExist => ApplyMultiSet(command.Pairs, ifNoneExist: true, now),
             CacheCommandKind.GetDelete => ApplyGetDelete(command.Key, now),
             CacheCommandKind.GetExpire => ApplyGetExpire(command.Key, command.GetExpiry, command.ExpireAtMs, now),
-            CacheCommandKind.Append => ApplyAppend(command.Key, command.Value, now),
+            CacheCommandKind.Append => ApplyAppend(command.Key, command.Value, StringTooLongText(command), now),
+            CacheCommandKind.SetRange => ApplySetRange(command.Key, command.Offset, command.Value, StringTooLongText(command), now),
+            CacheCommandKind.Copy => ApplyCopy(command.Key, command.Destination, command.Replace, now),
             CacheCommandKind.IncrementByFloat => ApplyIncrementByFloat(command.Key, command.FloatIncrement, now),
             CacheCommandKind.FlushAll => ApplyFlushAll(),
             CacheCommandKind.Rename or CacheCommandKind.RenameIfAbsent => ApplyRename(command.Key, command.Destination, command.Kind == CacheCommandKind.RenameIfAbsent, now),
@@ -413,14 +419,17 @@ public sealed partial class CacheStateMachine
         return reply;
     }
 
-    private CacheReply ApplyAppend(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, long now)
+    private static string StringTooLongText(in CacheCommand command) =>
+        command.UsesRedis7StringLimitText ? CacheErrors.StringTooLong : CacheErrors.StringTooLongBeforeFormat6;
+
+    private CacheReply ApplyAppend(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, string tooLong, long now)
     {
         var entry = FindLiveForWrite(key, now);
         var current = entry is null ? [] : entry.Value.AsSpan();
         // Redis's checkStringLength; a longer value would also make the snapshot unreadable.
         if ((long)current.Length + value.Length > MaxStringLength)
         {
-            return CacheReply.FromError(CacheErrors.StringTooLong);
+            return CacheReply.FromError(tooLong);
         }
 
         if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, current.Length + value.Length)))
@@ -434,6 +443,72 @@ public sealed partial class CacheStateMachine
         value.CopyTo(appended.AsSpan(current.Length));
         Write(entry, key, appended, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
         return CacheReply.FromInteger(appended.Length);
+    }
+
+    /// <summary>
+    /// Redis 7.0's setrangeCommand: an empty value changes nothing and answers the length (0 for a missing key, which is not
+    /// created); otherwise the value is written at the offset, zero bytes filling any gap, and the expiry stays.
+    /// </summary>
+    private CacheReply ApplySetRange(ReadOnlySpan<byte> key, long offset, ReadOnlySpan<byte> value, string tooLong, long now)
+    {
+        var entry = FindLiveForWrite(key, now);
+        var current = entry is null ? [] : entry.Value.AsSpan();
+        if (value.IsEmpty)
+        {
+            return CacheReply.FromInteger(current.Length);
+        }
+
+        // checkStringLength: offset + length, which cannot overflow (offset <= long.MaxValue, length < 2^31) as unsigned.
+        if ((ulong)offset + (ulong)value.Length > MaxStringLength)
+        {
+            return CacheReply.FromError(tooLong);
+        }
+
+        var length = Math.Max(current.Length, (int)offset + value.Length);
+        if (!FitsUnderCap(CacheEntry.ChargeFor(key.Length, length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        // A new array (stored values are never changed in place); a new array is zeroed, which fills the gap.
+        var written = new byte[length];
+        current.CopyTo(written);
+        value.CopyTo(written.AsSpan((int)offset));
+        Write(entry, key, written, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
+        return CacheReply.FromInteger(length);
+    }
+
+    /// <summary>
+    /// Redis 7.0's copyCommand within one database: 1 when the value and its expiry were copied, 0 when the source is
+    /// missing or the destination exists without REPLACE. The copy is a new write of the destination; the source is not
+    /// written. The two share the value array (values are never changed in place) but each is charged for it.
+    /// </summary>
+    private CacheReply ApplyCopy(ReadOnlySpan<byte> source, ReadOnlySpan<byte> destination, bool replace, long now)
+    {
+        if (source.SequenceEqual(destination))
+        {
+            return CacheReply.FromError(CacheErrors.SameObject);
+        }
+
+        var entry = FindLiveForWrite(source, now);
+        if (entry is null)
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        var existing = FindLiveForWrite(destination, now);
+        if (existing is not null && !replace)
+        {
+            return CacheReply.FromInteger(0);
+        }
+
+        if (!FitsUnderCap(CacheEntry.ChargeFor(destination.Length, entry.Value.Length)))
+        {
+            return CacheReply.FromError(CacheErrors.OutOfMemory);
+        }
+
+        Write(existing, destination, entry.Value, entry.ExpireAtMs);
+        return CacheReply.FromInteger(1);
     }
 
     private CacheReply ApplyIncrementByFloat(ReadOnlySpan<byte> key, ReadOnlySpan<byte> increment, long now)
@@ -467,6 +542,7 @@ public sealed partial class CacheStateMachine
         _entries = new Dictionary<byte[], CacheEntry>(_entries.Comparer);
         _entriesBySpan = _entries.GetAlternateLookup<ReadOnlySpan<byte>>();
         _expiryIndex = new SortedSet<CacheEntry>(ExpiryOrder.Instance);
+        _randomKeys = new RandomKeySample();
         _oldestWritten = null;
         _newestWritten = null;
         _usedBytes = 0;
@@ -541,6 +617,7 @@ public sealed partial class CacheStateMachine
             _entries.Add(existing.Key, existing);
             _usedBytes += existing.ChargedBytes;
             AppendNewest(existing);
+            _randomKeys.Add(existing);
             NoteCreatedForScan(existing);
         }
         else
@@ -565,7 +642,8 @@ public sealed partial class CacheStateMachine
             return;
         }
 
-        if (entry.HasExpiry)
+        var hadExpiry = entry.HasExpiry;
+        if (hadExpiry)
         {
             _expiryIndex.Remove(entry);
         }
@@ -574,6 +652,11 @@ public sealed partial class CacheStateMachine
         if (entry.HasExpiry)
         {
             _expiryIndex.Add(entry);
+        }
+
+        if (hadExpiry != entry.HasExpiry)
+        {
+            _randomKeys.ExpiryChanged(entry, hadExpiry);
         }
     }
 
@@ -587,6 +670,7 @@ public sealed partial class CacheStateMachine
         }
 
         Unlink(entry);
+        _randomKeys.Remove(entry);
         _usedBytes -= entry.ChargedBytes;
         NoteRemovedForScan(entry);
     }

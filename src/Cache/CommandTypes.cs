@@ -50,6 +50,14 @@ public enum CacheCommandKind : byte
     /// build must refuse it rather than skip it (it would keep keys every other replica removed).
     /// </summary>
     PurgeExpiredThroughKey = 17,
+
+    // Format version 6 and later: an older build must refuse them rather than skip them.
+
+    /// <summary>SETRANGE: the value overwritten from an offset (zero bytes fill a gap); the expiry stays; the new length.</summary>
+    SetRange = 18,
+
+    /// <summary>COPY (same database): the value and expiry copied to the destination, which REPLACE lets it overwrite; 1 or 0.</summary>
+    Copy = 19,
 }
 
 /// <summary>What GETEX does to the key's expiry. The byte values are part of the entry format.</summary>

@@ -59,6 +59,11 @@ internal static class CommandTable
         new("renamenx", 3, WriteKey | CommandFlags.Fast, KeyCommands.RenameIfAbsent, 1, 2, 1),
         new("flushall", -1, WriteKey | CommandFlags.WritesKeyspace, KeyCommands.FlushAll),
         new("flushdb", -1, WriteKey | CommandFlags.WritesKeyspace, KeyCommands.FlushAll),
+        new("setrange", 4, WriteKey, KeyCommands.SetRange, 1, 1, 1),
+
+        // COPY reads its first key and writes its second; a pipeline orders it like a write of both, as RENAME.
+        new("copy", -3, WriteKey, KeyCommands.Copy, 1, 2, 1),
+        new("randomkey", 1, CommandFlags.ReadsKeyspace, KeyCommands.RandomKey),
 
         // Connection and server commands, answered by the gateway.
         new("ping", -1, Local | CommandFlags.SubscriberContext, ConnectionCommands.Ping),
@@ -69,6 +74,7 @@ internal static class CommandTable
         new("select", 2, Local, ConnectionCommands.Select),
         new("readonly", 1, Local, ConnectionCommands.ReadOnly),
         new("readwrite", 1, Local, ConnectionCommands.ReadWrite),
+        new("time", 1, Local, ConnectionCommands.Time),
         new("info", -1, CommandFlags.Connection | CommandFlags.ReadsKeyspace, ServerCommands.Info),
         Container("client", -2, WithoutSubcommand,
         [

@@ -29,19 +29,37 @@ internal static class ConnectionCommands
 
     public static PendingReply Quit(CommandContext context, RespRequest request) => new(Replies.Ok, null, CloseAfterReply: true);
 
-    public static PendingReply Select(CommandContext context, RespRequest request)
+    public static PendingReply Select(CommandContext context, RespRequest request) =>
+        CheckDatabaseIndex(request[1]) is { } error ? PendingReply.Error(error) : PendingReply.Of(Replies.Ok);
+
+    /// <summary>
+    /// A database index as Redis 7.0 takes one (SELECT, COPY's DB): a 32-bit integer (getIntFromObjectOrReply), then a
+    /// database that exists, and there is only database 0. Null for 0, else Redis's error.
+    /// </summary>
+    public static string? CheckDatabaseIndex(ReadOnlySpan<byte> argument)
     {
-        if (!RespInteger.TryParse(request[1], out var index))
+        if (!RespInteger.TryParse(argument, out var index))
         {
-            return PendingReply.Error(RedisErrors.NotAnInteger);
+            return RedisErrors.NotAnInteger;
         }
 
         if (index is < int.MinValue or > int.MaxValue)
         {
-            return PendingReply.Error(RedisErrors.NotAn32BitInteger);
+            return RedisErrors.NotAn32BitInteger;
         }
 
-        return index == 0 ? PendingReply.Of(Replies.Ok) : PendingReply.Error(RedisErrors.DbIndexOutOfRange);
+        return index == 0 ? null : RedisErrors.DbIndexOutOfRange;
+    }
+
+    /// <summary>TIME: the gateway's clock as Redis answers it, unix seconds and the microseconds within that second, two bulks.</summary>
+    public static PendingReply Time(CommandContext context, RespRequest request)
+    {
+        var now = context.Time.GetUtcNow();
+        var sinceEpoch = now - DateTimeOffset.UnixEpoch;
+        var seconds = Math.DivRem(sinceEpoch.Ticks, TimeSpan.TicksPerSecond, out var ticks);
+        return PendingReply.Of(Replies.Array(
+            Replies.Bulk(seconds.ToString(CultureInfo.InvariantCulture)),
+            Replies.Bulk((ticks / TimeSpan.TicksPerMicrosecond).ToString(CultureInfo.InvariantCulture))));
     }
 
     public static PendingReply ReadOnly(CommandContext context, RespRequest request)

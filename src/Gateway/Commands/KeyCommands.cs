@@ -481,8 +481,7 @@ internal static class KeyCommands
             return PendingReply.Of(FinishedScan);
         }
 
-        var read = context.Read(new Command { Scan = scan });
-        return read with { Pending = ExplainScanUnknownToNodeAsync(read.Pending!) };
+        return ExplainUnknownToNode(context.Read(new Command { Scan = scan }), "SCAN");
     }
 
     /// <summary>
@@ -516,16 +515,95 @@ internal static class KeyCommands
     }
 
     /// <summary>
-    /// A node whose build predates SCAN does not know the request and refuses it as invalid; the client is told why
-    /// (a gateway newer than some nodes: a rolling upgrade) rather than that its request was malformed.
+    /// A node whose build predates the command (SCAN, SETRANGE, COPY, RANDOMKEY) does not know the request and refuses it as
+    /// invalid, applying nothing; the client is told why (a gateway newer than some nodes: a rolling upgrade) rather than
+    /// that its request was malformed.
     /// </summary>
-    private static async Task<Reply> ExplainScanUnknownToNodeAsync(Task<Reply> scan)
+    private static PendingReply ExplainUnknownToNode(PendingReply sent, string name) =>
+        sent with { Pending = ExplainUnknownToNodeAsync(sent.Pending!, name) };
+
+    private static async Task<Reply> ExplainUnknownToNodeAsync(Task<Reply> sent, string name)
     {
-        var reply = await scan.ConfigureAwait(false);
+        var reply = await sent.ConfigureAwait(false);
         return reply.Failure is { Kind: FailureKind.InvalidRequest } refused
-            ? Replies.Error($"ERR SCAN needs every node on a build that has it (a rolling upgrade is in progress): {refused.Message}")
+            ? Replies.Error($"ERR {name} needs every node on a build that has it (a rolling upgrade is in progress): {refused.Message}")
             : reply;
     }
+
+    /// <summary>
+    /// SETRANGE key offset value, checked as Redis 7.0's setrangeCommand checks it: the offset (an integer, not negative),
+    /// then, for a value that is not empty, the length it would give the key (any key's value may grow to 512 MiB, as
+    /// Redis's proto-max-bulk-len allows; the check does not depend on the key, so it is answered here). An empty value
+    /// changes nothing and answers the key's length: the cluster reads it.
+    /// </summary>
+    public static PendingReply SetRange(CommandContext context, RespRequest request)
+    {
+        if (!RespInteger.TryParse(request[2], out var offset))
+        {
+            return PendingReply.Error(RedisErrors.NotAnInteger);
+        }
+
+        if (offset < 0)
+        {
+            return PendingReply.Error(RedisErrors.OffsetOutOfRange);
+        }
+
+        var value = request[3];
+        if (value.IsEmpty)
+        {
+            return ExplainUnknownToNode(context.Read(new Command { Strlen = new StrLenRequest { Key = request.ByteString(1) } }), "SETRANGE");
+        }
+
+        if ((ulong)offset + (ulong)value.Length > RedisErrors.MaxStringLength)
+        {
+            return PendingReply.Error(RedisErrors.StringTooLong);
+        }
+
+        return ExplainUnknownToNode(
+            context.Write(new Command { Setrange = new SetRangeRequest { Key = request.ByteString(1), Offset = offset, Value = request.ByteString(3) } }),
+            "SETRANGE");
+    }
+
+    /// <summary>
+    /// COPY source destination [DB destination-db] [REPLACE], checked as Redis 7.0's copyCommand checks it: the options in
+    /// order (DB must be a 32-bit integer naming a database, and there is only database 0, as SELECT says), then a key
+    /// copied onto itself; those errors do not depend on the keys, so they are answered here.
+    /// </summary>
+    public static PendingReply Copy(CommandContext context, RespRequest request)
+    {
+        var replace = false;
+        for (var j = 3; j < request.Count; j++)
+        {
+            if (Is(request[j], "replace"u8))
+            {
+                replace = true;
+            }
+            else if (Is(request[j], "db"u8) && j + 1 < request.Count)
+            {
+                if (ConnectionCommands.CheckDatabaseIndex(request[++j]) is { } error)
+                {
+                    return PendingReply.Error(error);
+                }
+            }
+            else
+            {
+                return PendingReply.Error(RedisErrors.Syntax);
+            }
+        }
+
+        if (request[1].SequenceEqual(request[2]))
+        {
+            return PendingReply.Error(RedisErrors.SameObject);
+        }
+
+        return ExplainUnknownToNode(
+            context.Write(new Command { Copy = new CopyRequest { Source = request.ByteString(1), Destination = request.ByteString(2), Replace = replace } }),
+            "COPY");
+    }
+
+    /// <summary>RANDOMKEY: any live key of the serving node (a read: linearizable, or local after READONLY), or nil.</summary>
+    public static PendingReply RandomKey(CommandContext context, RespRequest request) =>
+        ExplainUnknownToNode(context.Read(new Command { Randomkey = new RandomKeyRequest() }), "RANDOMKEY");
 
     public static PendingReply GetDelete(CommandContext context, RespRequest request) =>
         context.Write(new Command { Getdel = new GetDelRequest { Key = request.ByteString(1) } });

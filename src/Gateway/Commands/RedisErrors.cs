@@ -23,6 +23,12 @@ internal static class RedisErrors
     public const string ExpireGtAndLt = "ERR GT and LT options at the same time are not compatible";
     public const string NoConfigFile = "ERR The server is running without a config file";
     public const string InvalidCursor = "ERR invalid cursor";
+    public const string OffsetOutOfRange = "ERR offset is out of range"; // SETRANGE
+    public const string StringTooLong = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"; // checkStringLength
+    public const string SameObject = "ERR source and destination objects are the same"; // COPY
+
+    /// <summary>The longest value a key may hold, 512 MiB as Redis's default proto-max-bulk-len (the nodes' limit too).</summary>
+    public const long MaxStringLength = 512L * 1024 * 1024;
 
     public static string WrongArity(string commandName) => $"ERR wrong number of arguments for '{commandName}' command";
 

@@ -26,6 +26,7 @@ public static class ReadExecutor
         Proto.Command.OpOneofCase.Expiretime => ReplyFactory.Integer(command.Id, ExpireTime(cache.ExpireTimeMs(command.Expiretime.Key.Span, nowMs), command.Expiretime.Milliseconds)),
         Proto.Command.OpOneofCase.Keys => ReplyFactory.FromCache(command.Id, Keys(cache, command.Keys.Pattern.Memory, nowMs)),
         Proto.Command.OpOneofCase.Scan => ReplyFactory.FromCache(command.Id, Scan(cache, command.Scan, nowMs)),
+        Proto.Command.OpOneofCase.Randomkey => ReplyFactory.FromCache(command.Id, cache.RandomKey(nowMs, Random.Shared)),
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
 

@@ -32,6 +32,8 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Flushall => (CacheCommandKind.FlushAll, "FLUSHALL"),
         Proto.Command.OpOneofCase.Rename when command.Rename.IfAbsent => (CacheCommandKind.RenameIfAbsent, "RENAMENX"),
         Proto.Command.OpOneofCase.Rename => (CacheCommandKind.Rename, "RENAME"),
+        Proto.Command.OpOneofCase.Setrange => (CacheCommandKind.SetRange, "SETRANGE"),
+        Proto.Command.OpOneofCase.Copy => (CacheCommandKind.Copy, "COPY"),
         _ => throw new ArgumentException($"{command.OpCase} is not a write", nameof(command)),
     };
 
@@ -55,6 +57,7 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count == 0 => "ERR wrong number of arguments for 'exists' command",
         Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count == 0 => "ERR wrong number of arguments for 'mget' command",
         Proto.Command.OpOneofCase.Scan when command.Scan.Count == 0 => "ERR syntax error",
+        Proto.Command.OpOneofCase.Setrange when command.Setrange.Offset < 0 => "ERR offset is out of range",
         _ => null,
     };
 
@@ -128,6 +131,12 @@ public static class WriteEncoder
                 break;
             case Proto.Command.OpOneofCase.Rename:
                 CacheCommand.EncodeRename(output, envelope, command.Rename.Source.Span, command.Rename.Destination.Span, command.Rename.IfAbsent);
+                break;
+            case Proto.Command.OpOneofCase.Setrange:
+                CacheCommand.EncodeSetRange(output, envelope, command.Setrange.Key.Span, command.Setrange.Offset, command.Setrange.Value.Span);
+                break;
+            case Proto.Command.OpOneofCase.Copy:
+                CacheCommand.EncodeCopy(output, envelope, command.Copy.Source.Span, command.Copy.Destination.Span, command.Copy.Replace);
                 break;
             default:
                 throw new ArgumentException($"{command.OpCase} is not a write", nameof(command));

@@ -64,6 +64,12 @@ internal static class Entries
     public static byte[] Rename(CommandEnvelope envelope, string source, string destination, bool ifAbsent = false) =>
         Encode(w => CacheCommand.EncodeRename(w, envelope, B(source), B(destination), ifAbsent));
 
+    public static byte[] SetRange(CommandEnvelope envelope, string key, long offset, string value) =>
+        Encode(w => CacheCommand.EncodeSetRange(w, envelope, B(key), offset, B(value)));
+
+    public static byte[] Copy(CommandEnvelope envelope, string source, string destination, bool replace = false) =>
+        Encode(w => CacheCommand.EncodeCopy(w, envelope, B(source), B(destination), replace));
+
     public static byte[] Encode(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>();

@@ -34,6 +34,10 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         { "rename", Entries.Rename(Envelope, "from", "to") },
         { "renamenx", Entries.Rename(Envelope, "from", "to", ifAbsent: true) },
         { "purge through key", Entries.PurgeExpiredThroughKey(Envelope, 1_700_000_000_000, "session:42"u8) },
+        { "setrange", Entries.SetRange(Envelope, "k", 536_870_911, "xyz") },
+        { "setrange empty", Entries.SetRange(Envelope, "", 0, "") },
+        { "copy", Entries.Copy(Envelope, "from", "to") },
+        { "copy replace", Entries.Copy(Envelope, "from", "to", replace: true) },
     };
 
     [Fact]
@@ -121,6 +125,40 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         Assert.Equal(CacheCommand.FormatVersion, Entries.PurgeExpiredThroughKey(Envelope, 5, [])[0]);
     }
 
+    [Fact]
+    public void Format_6_kinds_round_trip()
+    {
+        var setRange = CacheCommand.Decode(Entries.SetRange(Envelope, "k", long.MaxValue, "v"));
+        Assert.Equal((CacheCommandKind.SetRange, "k", long.MaxValue, "v"), (setRange.Kind, S(setRange.Key), setRange.Offset, S(setRange.Value)));
+        Assert.True(setRange.UsesRedis7StringLimitText);
+
+        var copy = CacheCommand.Decode(Entries.Copy(Envelope, "from", "to"));
+        Assert.Equal((CacheCommandKind.Copy, "from", "to", false), (copy.Kind, S(copy.Key), S(copy.Destination), copy.Replace));
+        Assert.True(CacheCommand.Decode(Entries.Copy(Envelope, "a", "b", replace: true)).Replace);
+        Assert.Equal(0, copy.Offset);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Entries.SetRange(Envelope, "k", -1, "v"));
+
+        // The older formats keep their wording of the string limit error (a session's reply is replicated state).
+        var append = Entries.Append(Envelope, "k", "v");
+        Assert.True(CacheCommand.Decode(append).UsesRedis7StringLimitText);
+        CacheCommand.SetFormatVersion(append, CacheCommand.PurgeThroughKeyVersion);
+        Assert.False(CacheCommand.Decode(append).UsesRedis7StringLimitText);
+    }
+
+    [Fact]
+    public void Format_6_malformations_are_named()
+    {
+        // An offset past long.MaxValue: varint 2^63 (nine 0x80 bytes then 0x01).
+        var header = Entries.Copy(Envelope, "", "")[..^3];
+        header[1] = (byte)CacheCommandKind.SetRange;
+        byte[] hugeOffset = [.. header, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00];
+        AssertMalformed(hugeOffset, "SETRANGE offset beyond a signed 64-bit number");
+
+        var badFlags = Entries.Copy(Envelope, "a", "b");
+        badFlags[^5] = 0x02;
+        AssertMalformed(badFlags, "invalid COPY flags 0x02");
+    }
+
     [Theory]
     [MemberData(nameof(ValidEntries))]
     public void Kinds_exist_only_from_the_format_that_brought_them(string name, byte[] entry)
@@ -129,6 +167,7 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         var minimum = CacheCommand.MinimumFormatVersion(kind);
         Assert.Equal(kind switch
         {
+            >= CacheCommandKind.SetRange => CacheCommand.SetRangeAndCopyVersion,
             CacheCommandKind.PurgeExpiredThroughKey => CacheCommand.PurgeThroughKeyVersion,
             >= CacheCommandKind.RegisterSession => CacheCommand.SessionRegistrationVersion,
             _ => CacheCommand.OldestFormatVersion,

@@ -238,6 +238,10 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
                 machine.Get(key, now);
                 machine.TryGet(key, now, out _);
                 machine.ContainsKey(key, now);
+                var randomKey = machine.RandomKey(now, random);
+                Assert.True(
+                    randomKey.Kind == CacheReplyKind.Bulk ? machine.ContainsKey(randomKey.Bulk.Span, now) : machine.CountKeys(now) == 0,
+                    $"RANDOMKEY answered {randomKey} at {now}");
                 break;
             case 1:
                 machine.TimeToLiveMs(key, now);
@@ -423,11 +427,21 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
                 < 81 => Entries.Encode(w => CacheCommand.EncodeIncrementByFloat(w, envelope, key, Entries.B(FloatIncrements[random.Next(FloatIncrements.Length)]))),
                 < 90 => Entries.Encode(w => CacheCommand.EncodeRename(w, envelope, key, random.Next(8) == 0 ? key : other, ifAbsent: random.Next(2) == 0)),
                 < 91 when random.Next(4) == 0 => Entries.Encode(w => CacheCommand.EncodeFlushAll(w, envelope)),
+                < 94 => Entries.Encode(w => CacheCommand.EncodeSetRange(w, envelope, key, SetRangeOffset(), random.Next(6) == 0 ? [] : Value())),
+                < 97 => Entries.Encode(w => CacheCommand.EncodeCopy(w, envelope, key, random.Next(8) == 0 ? key : other, replace: random.Next(2) == 0)),
                 _ => Entries.Encode(w => CacheCommand.EncodeSet(w, envelope, key, Value(), default)),
             };
         }
 
         private byte[] Key() => KeySpace[random.Next(KeySpace.Length)];
+
+        /// <summary>Mostly inside or just past a value; now and then past the cap, or past the 512 MiB limit.</summary>
+        private long SetRangeOffset() => random.Next(10) switch
+        {
+            0 => 6_000 + random.Next(100),
+            1 => 536_870_912 - random.Next(3),
+            _ => random.Next(0, 500),
+        };
 
         private byte[] Value() => random.Next(8) switch
         {

@@ -279,6 +279,210 @@ public sealed class StringCommandTests
     }
 
     [Fact]
+    public void Setrange_overwrites_pads_with_zero_bytes_and_keeps_the_ttl()
+    {
+        var cache = new CacheHarness();
+        cache.Set("k", "Hello World");
+        cache.Expire("k", cache.NowMs + 9_000);
+        Assert.Equal(Int(11), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 6, "Redis")));
+        Assert.Equal("Hello Redis", cache.Get("k"));
+        Assert.Equal(Int(11), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 13, "")));
+        Assert.Equal(Int(15), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 13, "!?")));
+        Assert.Equal("Hello Redis\0\0!?", cache.Get("k"));
+        Assert.Equal(9_000, cache.Pttl("k"));
+        Assert.Equal(Int(5), cache.Apply(Entries.SetRange(cache.Envelope(), "new", 3, "ab")));
+        Assert.Equal("\0\0\0ab", cache.Get("new"));
+        Assert.Equal(-1, cache.Pttl("new"));
+        Assert.Equal(CacheEntry.ChargeFor(1, 15) + CacheEntry.ChargeFor(3, 5), cache.Machine.UsedBytes);
+    }
+
+    [Fact]
+    public void Setrange_with_an_empty_value_answers_the_length_and_creates_nothing()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Int(0), cache.Apply(Entries.SetRange(cache.Envelope(), "missing", 0, "")));
+        Assert.Equal(Int(0), cache.Apply(Entries.SetRange(cache.Envelope(), "missing", long.MaxValue, "")));
+        Assert.Equal(0, cache.Machine.StoredKeyCount);
+        cache.Set("k", "abc");
+        var used = cache.Machine.UsedBytes;
+        Assert.Equal(Int(3), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 100, "")));
+        Assert.Equal(("abc", used), (cache.Get("k"), cache.Machine.UsedBytes));
+    }
+
+    [Theory]
+    [InlineData(536_870_911, 1, false)] // exactly 512 MiB: allowed, as in Redis
+    [InlineData(536_870_911, 2, true)]
+    [InlineData(536_870_912, 1, true)]
+    [InlineData(long.MaxValue, 1, true)] // offset + length overflows a signed number: still too long
+    public void Setrange_past_512_MiB_is_refused_in_redis_words(long offset, int length, bool refused)
+    {
+        if (!refused)
+        {
+            // Allocates the 512 MiB value: only the limit's edge case is run for real.
+            var edge = new CacheHarness();
+            Assert.Equal(Int(offset + length), edge.Apply(Entries.SetRange(edge.Envelope(), "k", offset, new string('x', length))));
+            return;
+        }
+
+        var cache = new CacheHarness();
+        cache.Set("k", "abc");
+        Assert.Equal(Error(CacheErrors.StringTooLong), cache.Apply(Entries.SetRange(cache.Envelope(), "k", offset, new string('x', length))));
+        Assert.Equal(Error(CacheErrors.StringTooLong), cache.Apply(Entries.SetRange(cache.Envelope(), "missing", offset, new string('x', length))));
+        Assert.Equal("abc", cache.Get("k"));
+        Assert.Equal(1, cache.Machine.StoredKeyCount);
+        Assert.Equal("ERR string exceeds maximum allowed size (proto-max-bulk-len)", CacheErrors.StringTooLong);
+    }
+
+    [Fact]
+    public void The_string_limit_error_keeps_its_old_words_in_entries_of_older_formats()
+    {
+        var cache = new CacheHarness();
+        cache.Apply(Entries.SetRange(cache.Envelope(), "k", 536_870_911, "x"));
+        Assert.Equal(Error(CacheErrors.StringTooLong), cache.Apply(Entries.Append(cache.Envelope(), "k", "y")));
+        var asFormat5 = Entries.Append(cache.Envelope(), "k", "y");
+        CacheCommand.SetFormatVersion(asFormat5, CacheCommand.PurgeThroughKeyVersion);
+        Assert.Equal(Error(CacheErrors.StringTooLongBeforeFormat6), cache.Apply(asFormat5));
+    }
+
+    [Fact]
+    public void Setrange_beyond_the_memory_cap_is_refused_and_changes_nothing()
+    {
+        var cache = new CacheHarness(new CacheStateMachineOptions { MemoryCapBytes = 200 });
+        cache.Set("k", "abc");
+        Assert.Equal(Error(CacheErrors.OutOfMemory), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 59, "x")));
+        Assert.Equal(Error(CacheErrors.OutOfMemory), cache.Apply(Entries.SetRange(cache.Envelope(), "other", 1_000, "x")));
+        Assert.Equal("abc", cache.Get("k"));
+        Assert.Equal(Int(59), cache.Apply(Entries.SetRange(cache.Envelope(), "k", 58, "x")));
+    }
+
+    [Fact]
+    public void Copy_copies_the_value_and_the_ttl_and_replaces_only_when_asked()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Int(0), cache.Apply(Entries.Copy(cache.Envelope(), "missing", "to")));
+        Assert.Equal(0, cache.Machine.StoredKeyCount);
+
+        cache.Set("from", "v1");
+        cache.Expire("from", cache.NowMs + 5_000);
+        Assert.Equal(Int(1), cache.Apply(Entries.Copy(cache.Envelope(), "from", "to")));
+        Assert.Equal(("v1", "v1"), (cache.Get("from"), cache.Get("to")));
+        Assert.Equal(5_000, cache.Pttl("to"));
+
+        cache.Set("other", "v2");
+        Assert.Equal(Int(0), cache.Apply(Entries.Copy(cache.Envelope(), "other", "to")));
+        Assert.Equal("v1", cache.Get("to"));
+        Assert.Equal(Int(1), cache.Apply(Entries.Copy(cache.Envelope(), "other", "to", replace: true)));
+        Assert.Equal("v2", cache.Get("to"));
+        Assert.Equal(-1, cache.Pttl("to"));
+
+        // The copy is the newest write; the source is not written.
+        Assert.Equal(Array(Bulk("from"), Bulk("other"), Bulk("to")), cache.Machine.Keys(cache.NowMs));
+        Assert.Equal(CacheEntry.ChargeFor(4, 2) + CacheEntry.ChargeFor(5, 2) + CacheEntry.ChargeFor(2, 2), cache.Machine.UsedBytes);
+
+        // A value changed later changes one key only.
+        cache.Apply(Entries.Append(cache.Envelope(), "to", "+"));
+        Assert.Equal(("v2", "v2+"), (cache.Get("other"), cache.Get("to")));
+    }
+
+    [Fact]
+    public void Copy_onto_itself_is_an_error_even_for_a_missing_key()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(Error(CacheErrors.SameObject), cache.Apply(Entries.Copy(cache.Envelope(), "k", "k")));
+        cache.Set("k", "v");
+        Assert.Equal(Error(CacheErrors.SameObject), cache.Apply(Entries.Copy(cache.Envelope(), "k", "k", replace: true)));
+        Assert.Equal("ERR source and destination objects are the same", CacheErrors.SameObject);
+    }
+
+    [Fact]
+    public void Copy_of_an_expired_key_copies_nothing_and_removes_it()
+    {
+        var cache = new CacheHarness();
+        cache.SetExpiringIn("from", "v", 10);
+        cache.Set("to", "old");
+        cache.NowMs += 10;
+        Assert.Equal(Int(0), cache.Apply(Entries.Copy(cache.Envelope(), "from", "to", replace: true)));
+        Assert.Equal("old", cache.Get("to"));
+        Assert.Equal(1, cache.Machine.StoredKeyCount);
+    }
+
+    [Fact]
+    public void Copy_beyond_the_memory_cap_is_refused_and_changes_nothing()
+    {
+        var cache = new CacheHarness(new CacheStateMachineOptions { MemoryCapBytes = 200 });
+        cache.Set("k", new string('a', 50));
+        Assert.Equal(Error(CacheErrors.OutOfMemory), cache.Apply(Entries.Copy(cache.Envelope(), "k", new string('d', 11))));
+        Assert.Equal(1, cache.Machine.StoredKeyCount);
+
+        // One that fits alone is a write like any: the oldest key is evicted to make room.
+        Assert.Equal(Int(1), cache.Apply(Entries.Copy(cache.Envelope(), "k", "copy")));
+        Assert.Equal((null, 50), (cache.Get("k"), cache.Get("copy")!.Length));
+    }
+
+    [Fact]
+    public void Randomkey_answers_live_keys_only_and_nil_without_one()
+    {
+        var cache = new CacheHarness();
+        var random = new Random(7);
+        Assert.Equal(CacheReply.Nil, cache.Machine.RandomKey(cache.NowMs, random));
+
+        cache.Set("a", "1");
+        cache.Set("b", "2");
+        var seen = new HashSet<string>();
+        for (var i = 0; i < 200; i++)
+        {
+            seen.Add(Encoding.UTF8.GetString(cache.Machine.RandomKey(cache.NowMs, random).Bulk.Span));
+        }
+
+        Assert.Equal(["a", "b"], seen.Order());
+
+        // Many keys expired and not yet purged, a single live one: it is still found, every time.
+        for (var i = 0; i < 1_000; i++)
+        {
+            cache.SetExpiringIn($"gone{i}", "x", 5);
+        }
+
+        cache.SetExpiringIn("late", "x", 50);
+        cache.Delete("a", "b");
+        var expiredBy = cache.NowMs + 5;
+        for (var i = 0; i < 100; i++)
+        {
+            Assert.Equal(Bulk("late"), cache.Machine.RandomKey(expiredBy, random));
+        }
+
+        // The live key has no expiry now: found through the keys without one.
+        cache.Persist("late");
+        for (var i = 0; i < 100; i++)
+        {
+            Assert.Equal(Bulk("late"), cache.Machine.RandomKey(expiredBy, random));
+        }
+
+        cache.Delete("late");
+        Assert.Equal(CacheReply.Nil, cache.Machine.RandomKey(expiredBy, random));
+        Assert.Equal(Bulk("gone0").Kind, cache.Machine.RandomKey(cache.NowMs, random).Kind);
+    }
+
+    [Fact]
+    public void Randomkey_follows_flushall_and_snapshot_loads()
+    {
+        var cache = new CacheHarness();
+        cache.Set("a", "1");
+        cache.SetExpiringIn("b", "2", 1_000);
+        var snapshot = new MemoryStream();
+        cache.Machine.WriteSnapshot(snapshot);
+        cache.Apply(Entries.FlushAll(cache.Envelope()));
+        Assert.Equal(CacheReply.Nil, cache.Machine.RandomKey(cache.NowMs, new Random(1)));
+
+        snapshot.Position = 0;
+        cache.Machine.LoadSnapshot(snapshot);
+        cache.Delete("a");
+        Assert.Equal(Bulk("b"), cache.Machine.RandomKey(cache.NowMs, new Random(1)));
+        cache.Persist("b");
+        cache.Delete("b");
+        Assert.Equal(CacheReply.Nil, cache.Machine.RandomKey(cache.NowMs, new Random(1)));
+    }
+
+    [Fact]
     public void Replicas_applying_the_new_kinds_agree_byte_for_byte()
     {
         var first = new CacheHarness();
@@ -292,6 +496,9 @@ public sealed class StringCommandTests
             cache.Apply(Entries.Rename(cache.Envelope(), "b", "d"));
             cache.Apply(Entries.GetExpire(cache.Envelope(), "d", GetExpiry.At, cache.NowMs + 100));
             cache.Apply(Entries.GetDelete(cache.Envelope(), "c"));
+            cache.Apply(Entries.SetRange(cache.Envelope(), "d", 3, "zz"));
+            cache.Apply(Entries.Copy(cache.Envelope(), "d", "e"));
+            cache.Apply(Entries.Copy(cache.Envelope(), "a", "e", replace: true));
         }
 
         Assert.Equal("1.69", first.Get("a"));
