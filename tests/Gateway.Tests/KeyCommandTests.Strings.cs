@@ -212,6 +212,87 @@ public sealed partial class KeyCommandTests
     }
 
     [Fact]
+    public async Task SetrangeChecksItsArgumentsAsRedisDoes()
+    {
+        Assert.Equal(":0", await Run("SETRANGE", "missing", "0", ""));
+        Assert.Equal(Command.OpOneofCase.Strlen, LastCommand.OpCase); // an empty value changes nothing: a read
+        Assert.Equal(":11", await Run("SETRANGE", "k", "6", "World"));
+        Assert.Equal((6L, "World"), (LastCommand.Setrange.Offset, LastCommand.Setrange.Value.ToStringUtf8()));
+        Assert.Equal(":11", await Run("SETRANGE", "k", "100", ""));
+        var executed = _server.Cluster.Executed.Count;
+        Assert.Equal("-ERR offset is out of range", await Run("SETRANGE", "k", "-1", ""));
+        Assert.Equal("-ERR offset is out of range", await Run("SETRANGE", "missing", "-1", "x"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("SETRANGE", "k", "+1", "x"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("SETRANGE", "k", "99999999999999999999", "x"));
+        Assert.Equal("-ERR string exceeds maximum allowed size (proto-max-bulk-len)", await Run("SETRANGE", "k", "536870911", "xy"));
+        Assert.Equal("-ERR string exceeds maximum allowed size (proto-max-bulk-len)", await Run("SETRANGE", "k", "9223372036854775807", "x"));
+        Assert.Equal("-ERR wrong number of arguments for 'setrange' command", await Run("SETRANGE", "k", "1"));
+        Assert.Equal(executed, _server.Cluster.Executed.Count);
+    }
+
+    [Fact]
+    public async Task CopyChecksItsOptionsAsRedisDoesWithOneDatabase()
+    {
+        await Run("SET", "a", "1");
+        Assert.Equal(":1", await Run("COPY", "a", "b"));
+        Assert.Equal(("a", "b", false), (LastCommand.Copy.Source.ToStringUtf8(), LastCommand.Copy.Destination.ToStringUtf8(), LastCommand.Copy.Replace));
+        Assert.Equal(":0", await Run("COPY", "a", "b"));
+        Assert.Equal(":1", await Run("COPY", "a", "b", "replace", "DB", "0"));
+        Assert.True(LastCommand.Copy.Replace);
+        Assert.Equal(":0", await Run("COPY", "missing", "b", "db", "0", "REPLACE", "REPLACE"));
+        var executed = _server.Cluster.Executed.Count;
+        Assert.Equal("-ERR source and destination objects are the same", await Run("COPY", "a", "a"));
+        Assert.Equal("-ERR source and destination objects are the same", await Run("COPY", "missing", "missing", "DB", "0"));
+        Assert.Equal("-ERR DB index is out of range", await Run("COPY", "a", "b", "DB", "1"));
+        Assert.Equal("-ERR DB index is out of range", await Run("COPY", "a", "a", "DB", "-1"));
+        Assert.Equal("-ERR DB index is out of range", await Run("COPY", "a", "b", "DB", "0", "DB", "16"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("COPY", "a", "b", "DB", "x"));
+        Assert.Equal("-ERR value is not an integer or out of range", await Run("COPY", "a", "b", "DB", "00"));
+        Assert.Equal("-ERR value is out of range, value must between -2147483648 and 2147483647", await Run("COPY", "a", "b", "DB", "99999999999"));
+        Assert.Equal("-ERR syntax error", await Run("COPY", "a", "b", "DB"));
+        Assert.Equal("-ERR syntax error", await Run("COPY", "a", "a", "NOW"));
+        Assert.Equal("-ERR wrong number of arguments for 'copy' command", await Run("COPY", "a"));
+        Assert.Equal(executed, _server.Cluster.Executed.Count);
+    }
+
+    [Fact]
+    public async Task RandomkeyIsAReadAndTimeIsTheGatewaysClock()
+    {
+        Assert.Equal("$nil", await Run("RANDOMKEY"));
+        await Run("SET", "k", "v");
+        Assert.Equal("$k", await Run("RANDOMKEY"));
+        Assert.Equal(ReadConsistency.Linearizable, LastCommand.Consistency);
+        await Run("READONLY");
+        await Run("RANDOMKEY");
+        Assert.Equal(ReadConsistency.Local, LastCommand.Consistency);
+        Assert.Equal("-ERR wrong number of arguments for 'randomkey' command", await Run("RANDOMKEY", "x"));
+
+        var executed = _server.Cluster.Executed.Count;
+        _server.Cluster.NowMs = 1_700_000_123_456;
+        Assert.Equal("*[$1700000123, $456000]", await Run("TIME"));
+        _server.Cluster.NowMs = 1_700_000_124_007;
+        await Run("HELLO", "3");
+        Assert.Equal("*[$1700000124, $7000]", await Run("TIME"));
+        Assert.Equal("-ERR wrong number of arguments for 'time' command", await Run("TIME", "x"));
+        Assert.Equal(executed, _server.Cluster.Executed.Count);
+    }
+
+    [Theory]
+    [InlineData("SETRANGE", "k", "0", "v")]
+    [InlineData("COPY", "k", "c")]
+    [InlineData("RANDOMKEY")]
+    public async Task NewCommandsOnANodeThatDoesNotKnowThemSayWhy(params string[] request)
+    {
+        _server.Cluster.Script = command => command.OpCase is Command.OpOneofCase.Setrange or Command.OpOneofCase.Copy or Command.OpOneofCase.Randomkey
+            ? new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "command without an operation" } }
+            : null;
+        Assert.Equal(
+            $"-ERR {request[0]} needs every node on a build that has it (a rolling upgrade is in progress): command without an operation",
+            await Run(request));
+        Assert.Equal("+OK", await Run("SET", "still", "works"));
+    }
+
+    [Fact]
     public async Task EveryCacheCommandReachesTheClusterAsTheWriteOrReadItsTableEntrySays()
     {
         // One valid use of each; the cluster client routes and retries by Command.IsWrite, the table by its flags.
@@ -225,6 +306,7 @@ public sealed partial class KeyCommandTests
             ["TYPE", "k"], ["EXPIRETIME", "k"], ["PEXPIRETIME", "k"], ["TOUCH", "k"], ["KEYS", "*"], ["GETDEL", "k"],
             ["GETEX", "k", "EX", "9"], ["APPEND", "k", "v"], ["INCRBYFLOAT", "f", "1"], ["MSETNX", "m", "v"],
             ["RENAME", "k", "r"], ["RENAMENX", "r", "k"], ["FLUSHALL"], ["FLUSHDB"], ["SCAN", "0"],
+            ["SETRANGE", "k", "1", "v"], ["COPY", "k", "c"], ["RANDOMKEY"],
         ];
         var covered = samples.Select(sample => sample[0].ToLowerInvariant()).ToHashSet();
         Assert.Empty(CommandTable.All.Where(spec => spec.TouchesCluster && spec.Name != "info" && !covered.Contains(spec.Name)).Select(spec => spec.Name));
@@ -257,6 +339,9 @@ public sealed partial class KeyCommandTests
     [InlineData("flushdb", -1, "write", 0, 0, 0)]
     [InlineData("rename", 3, "write", 1, 2, 1)]
     [InlineData("renamenx", 3, "write fast", 1, 2, 1)]
+    [InlineData("setrange", 4, "write", 1, 1, 1)]
+    [InlineData("copy", -3, "write", 1, 2, 1)]
+    [InlineData("randomkey", 1, "readonly", 0, 0, 0)]
     public async Task CommandInfoDescribesThemAsRedis70Does(string name, int arity, string flags, int firstKey, int lastKey, int step)
     {
         var info = (await _client.CommandAsync("COMMAND", "INFO", name)).Items![0].Items!;

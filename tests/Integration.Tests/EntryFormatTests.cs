@@ -95,6 +95,40 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         Assert.Contains($"Moved node {target} to {cluster[target].GrpcUrl}", accepted.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task WhileAMemberReadsOnlyFormat5TheLeaderRefusesSetrangeAndCopyAndAppliesThemOnceEveryMemberReadsFormat6()
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 3 stands for a node of the previous build: it reads format 5 and would stop at a kind it does not know.
+        var leader = await StartWithNode3ReadingAsync(cluster, format: 5);
+        var lastBefore = (await cluster.StatusAsync(leader)).LastIndex;
+        var setRange = await cluster.ExecuteAsync(leader, Commands.SetRange("first", 1, "23"));
+        Assert.Equal("ERR SETRANGE needs every node on a build that reads log format 6 (a rolling upgrade is in progress)", setRange.Error);
+        var copy = await cluster.ExecuteAsync(leader, Commands.Copy("first", "second"));
+        Assert.Equal("ERR COPY needs every node on a build that reads log format 6 (a rolling upgrade is in progress)", copy.Error);
+        Assert.Equal(lastBefore, (await cluster.StatusAsync(leader)).LastIndex);
+        Assert.Equal("1", (await cluster.ExecuteAsync(leader, Commands.Get("first"))).BulkText());
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Get("second"))).Nil);
+
+        // Node 3 upgraded: once the leader has heard it, both apply, on every node.
+        cluster[3].Kill();
+        cluster[3].Start();
+        Reply applied = null!;
+        await Eventually.WaitAsync(async () =>
+        {
+            leader = await cluster.WaitForLeaderAsync(Patience);
+            applied = await cluster.ExecuteAsync(leader, Commands.SetRange("first", 1, "23"));
+            return applied.ResultCase == Reply.ResultOneofCase.Integer;
+        }, Patience, "the leader to accept SETRANGE once node 3 reads format 6");
+        Assert.Equal(3, applied.Integer);
+        Assert.Equal(1, (await cluster.ExecuteAsync(leader, Commands.Copy("first", "second"))).Integer);
+        await Verify.CaughtUpAsync(cluster, Patience);
+        foreach (var node in cluster.Nodes.Keys)
+        {
+            Assert.Equal("123", (await cluster.ExecuteAsync(node, Commands.Get("second", ReadConsistency.Local))).BulkText());
+        }
+    }
+
     /// <summary>
     /// Starts the cluster with node 3 telling its peers it reads only <paramref name="format"/>, makes sure another node
     /// leads, and returns the leader once it has heard node 3 (node 3 has acknowledged an entry).

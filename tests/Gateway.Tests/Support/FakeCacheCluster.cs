@@ -342,6 +342,26 @@ internal sealed class FakeCacheCluster : ICacheCluster
                 return new Reply { Ok = true };
             case Command.OpOneofCase.Rename:
                 return ApplyRename(command.Rename);
+            case Command.OpOneofCase.Setrange:
+                var target = Find(command.Setrange.Key);
+                var ranged = (target?.Value ?? []).ToList();
+                var offset = (int)command.Setrange.Offset;
+                ranged.AddRange(new byte[Math.Max(0, offset + command.Setrange.Value.Length - ranged.Count)]);
+                command.Setrange.Value.Span.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ranged)[offset..]);
+                _data[Name(command.Setrange.Key)] = new Entry([.. ranged], target?.ExpireAtMs);
+                return Integer(ranged.Count);
+            case Command.OpOneofCase.Copy:
+                var copied = Find(command.Copy.Source);
+                if (copied is null || (!command.Copy.Replace && Find(command.Copy.Destination) is not null))
+                {
+                    return Integer(0);
+                }
+
+                _data[Name(command.Copy.Destination)] = copied;
+                return Integer(1);
+            case Command.OpOneofCase.Randomkey:
+                var live = _data.Where(pair => !IsExpired(pair.Value)).Select(pair => pair.Key).Order(StringComparer.Ordinal).FirstOrDefault();
+                return live is null ? Nil() : Bulk(Encoding.Latin1.GetBytes(live));
             default:
                 return new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "command without an operation" } };
         }

@@ -33,6 +33,12 @@ internal static class Commands
 
     public static Command GetDel(string key) => new() { Id = NextId(), Getdel = new GetDelRequest { Key = Bytes(key) } };
 
+    public static Command SetRange(string key, long offset, string value) =>
+        new() { Id = NextId(), Setrange = new SetRangeRequest { Key = Bytes(key), Offset = offset, Value = Bytes(value) } };
+
+    public static Command Copy(string source, string destination, bool replace = false) =>
+        new() { Id = NextId(), Copy = new CopyRequest { Source = Bytes(source), Destination = Bytes(destination), Replace = replace } };
+
     public static Command DbSize() => new() { Id = NextId(), Dbsize = new DbSizeRequest() };
 
     public static string? BulkText(this Reply reply) => reply.ResultCase switch
