@@ -37,13 +37,17 @@ public interface IRaftLogReader
     SnapshotMetadata Snapshot { get; }
 }
 
-/// <summary>The durable Raft state as the host writes it. Every method returns only once its change is durable.</summary>
+/// <summary>The durable Raft state as the host writes it. Every method returns only once its change is durable (but see <see cref="Save"/> on the commit index).</summary>
 public interface IRaftStorage : IRaftLogReader, IDisposable
 {
     /// <summary>
     /// Makes a Ready's persistence durable in one commit: the snapshot (if any; the log before it is discarded,
     /// and the suffix after it kept only if the entry at its index has its term), then the entries (the first one
-    /// supersedes every stored entry at or after its index), then the hard state.
+    /// supersedes every stored entry at or after its index), then the hard state. The commit index may be the one
+    /// exception: saved with nothing else to write (<see cref="Ready.MustSync"/> false), it may become durable only
+    /// with the next save that writes entries or a snapshot, and a crash before that may lose it; except when it
+    /// commits a membership change, which must be durable at once (a node that applied a change must find it
+    /// committed after a restart, or it could count voters the operator has since shut down).
     /// </summary>
     void Save(HardState? hardState, IReadOnlyList<Entry> entries, SnapshotMetadata? snapshot);
 

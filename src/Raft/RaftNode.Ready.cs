@@ -59,6 +59,7 @@ public sealed partial class RaftNode
             Entries = entries,
             Snapshot = _log.UnstableSnapshot,
             CommittedEntries = _log.NextCommittedEntries(_options.MaxCommittedSizePerReady),
+            MustSync = entries.Count > 0 || _log.UnstableSnapshot is not null || hardState.Term != _lastHardState.Term || hardState.Vote != _lastHardState.Vote,
             MessagesBeforePersistence = beforePersistence,
             Messages = afterPersistence,
             ReadStates = _readStates,

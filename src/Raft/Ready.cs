@@ -20,7 +20,10 @@ public readonly record struct ReadState(ulong Context, ulong Index);
 /// <list type="number">
 /// <item>Persist, in one durable commit: <see cref="Snapshot"/> (if set: the host already holds its data), then
 /// <see cref="Entries"/> (an entry with index i supersedes every stored entry with index &gt;= i), then
-/// <see cref="HardState"/>. Nothing below may happen before this is durable.</item>
+/// <see cref="HardState"/>. Nothing below may happen before this is durable, with one exception: the commit index
+/// alone need not be (when <see cref="MustSync"/> is false it may be written lazily, made durable by a later save
+/// that writes entries or a snapshot; a restart may then find an older commit index, never a newer one, and learns
+/// the rest from the leader again).</item>
 /// <item>Send <see cref="Messages"/>. Votes and append acknowledgements in it promise durability of step 1.</item>
 /// <item>Apply <see cref="Snapshot"/> data (if set) to the state machine, then <see cref="CommittedEntries"/> in order.</item>
 /// <item>Serve each of <see cref="ReadStates"/> once the applied index reaches its Index; fail the requests in <see cref="DroppedReads"/>.</item>
@@ -60,6 +63,14 @@ public sealed class Ready
     /// <summary>Contexts of ReadIndex requests this node gave up on (it stopped leading, or knew no leader): fail them, do not answer them.</summary>
     public IReadOnlyList<ulong> DroppedReads { get; init; } = [];
 
-    /// <summary>True when step 1 has something to make durable.</summary>
+    /// <summary>True when step 1 has something to write.</summary>
     public bool MustPersist => HardState is not null || Entries.Count > 0 || Snapshot is not null;
+
+    /// <summary>
+    /// True when step 1 must be durable before anything else happens: it writes entries, a snapshot, or a new term or
+    /// vote (what acknowledgements and votes promise). False when only the commit index moved: a commit index is
+    /// never promised to anyone, and a lower one after a crash is learned again from the leader. (Storage still syncs
+    /// a commit of a membership change at once: see <see cref="IRaftStorage.Save"/>.)
+    /// </summary>
+    public bool MustSync { get; init; }
 }

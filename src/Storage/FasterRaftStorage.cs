@@ -235,6 +235,7 @@ public sealed class FasterRaftStorage : IRaftStorage
         }
 
         var newCommit = hardState is { } hs && hs.Commit != _state.Commit ? hs.Commit : (ulong?)null;
+        var commitsMembershipChange = newCommit is { } moved && CommitsConfChange(_state.Commit, moved);
         if (!installSnapshot && entries.Count == 0 && newCommit is null)
         {
             return;
@@ -256,7 +257,16 @@ public sealed class FasterRaftStorage : IRaftStorage
             _log.Enqueue(_writer.ForCommit(commit));
         }
 
-        FlushDurably();
+        if (installSnapshot || entries.Count > 0 || commitsMembershipChange)
+        {
+            // Also makes any commit record written lazily before durable.
+            FlushDurably();
+        }
+
+        // Otherwise a commit record alone stays in the log's memory until the next flush: nothing waits on it (see
+        // IRaftStorage.Save), and a crash that loses it costs a restart only the entries it learns again. Not so when
+        // it commits a membership change: a node that applied its removal of others, then restarted believing them
+        // voters still, could need their votes after the operator shut them down.
 
         if (installSnapshot)
         {
@@ -284,6 +294,21 @@ public sealed class FasterRaftStorage : IRaftStorage
         }
     }
 
+    /// <summary>True when an entry stored in (<paramref name="from"/>, <paramref name="to"/>] changes the membership.</summary>
+    private bool CommitsConfChange(ulong from, ulong to)
+    {
+        var last = Math.Min(to, _state.LastIndex);
+        for (var index = Math.Max(from, _state.CompactIndex) + 1; index <= last; index++)
+        {
+            if (_state.SlotAt(index).Type == EntryType.ConfChange)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     public void CreateSnapshot(SnapshotMetadata snapshot, ulong compactTo)
     {
         ThrowIfDisposed();
@@ -303,6 +328,19 @@ public sealed class FasterRaftStorage : IRaftStorage
         }
 
         _disposed = true;
+        if (_log.FlushedUntilAddress < _log.TailAddress && (_device.WriteFailure ?? _commitManager.WriteFailure) is null)
+        {
+            // A commit record saved alone (lazily) reaches the disk on a clean close, so that a restart replays it.
+            try
+            {
+                FlushDurably();
+            }
+            catch (StorageWriteException)
+            {
+                // The record is lost as in a crash; the write failure was or will be reported where it matters.
+            }
+        }
+
         _log.Dispose();
         _device.Dispose();
         _commitManager.Dispose();

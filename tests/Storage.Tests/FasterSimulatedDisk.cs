@@ -78,6 +78,10 @@ public sealed class FasterSimulatedDisk : ISimulatedDisk, IDisposable
         return OpenHandle(nodeId);
     }
 
+    /// <summary>A handle closed at a crash writes out what it saved lazily, as a clean close does: nothing can be dropped.</summary>
+    public void LoseUnsyncedCommit(ulong nodeId, ulong syncedCommit) =>
+        throw new NotSupportedException("a FASTER log closed at a simulated crash keeps its lazily saved commit index: run with LoseUnsyncedCommits off");
+
     public void Wipe(ulong nodeId)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

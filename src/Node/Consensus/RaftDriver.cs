@@ -920,11 +920,16 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         // 1. Persist: one durable commit for the snapshot marker, entries and hard state.
-        if (ready.MustPersist)
+        if (ready.MustSync)
         {
             var started = _clock.GetTimestamp();
             _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
             _metrics.DurableCommit(_clock.GetElapsedTime(started));
+        }
+        else if (ready.MustPersist)
+        {
+            // Only the commit index moved: written, not waited for.
+            _storage.Save(ready.HardState, ready.Entries, ready.Snapshot);
         }
 
         // 2. Send.

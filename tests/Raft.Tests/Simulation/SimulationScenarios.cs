@@ -50,6 +50,8 @@ internal static class SimulationScenarios
     {
         CommitPreviousTermByCounting => 3000,
         ReadIndexWithoutQuorum => 1500,
+        // About one seed in 650 catches it (most crashes miss the few milliseconds of a single voter's write).
+        AppendsAheadOfDurableCommit => 4000,
         _ => 1000,
     };
 
@@ -175,10 +177,11 @@ internal static class SimulationScenarios
                 ProtocolChecks = false,
                 MinMembershipIntervalMs = 40,
                 MaxMembershipIntervalMs = 200,
-                ShrinkChance = 0.6,
+                ShrinkChance = 0.9,
                 MinVoters = 1,
                 KeepRemovedUntilLastVoterApplied = true,
-                MaxDiskLatencyMs = 15,
+                NewLeaderFailureChance = 0.5,
+                MaxDiskLatencyMs = 30,
                 MinFaultIntervalMs = 10,
                 MaxFaultIntervalMs = 60,
                 MinDowntimeMs = 5,

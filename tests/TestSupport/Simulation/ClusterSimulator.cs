@@ -258,6 +258,7 @@ public sealed partial class ClusterSimulator
     {
         var snapshot = storage.Snapshot;
         node.Storage = storage;
+        node.SyncedCommit = storage.InitialState().HardState.Commit;
         node.Kv = snapshot.Index == 0 ? new KvStateMachine() : KvStateMachine.Deserialize(LoadSnapshotData(node, snapshot.Index));
         node.Applied = snapshot.Index;
         node.AppliedTerm = snapshot.Term;
@@ -314,6 +315,14 @@ public sealed partial class ClusterSimulator
         node.Generation++;
         node.Raft = null;
         node.ReadyInProgress = null;
+        if (_options.LoseUnsyncedCommits && status == NodeStatus.Crashed && node.Storage is not null && node.Durable.HardState.Commit > node.SyncedCommit
+            && _random.Next(2) == 0)
+        {
+            _disk.LoseUnsyncedCommit(node.Id, node.SyncedCommit);
+            _trace.Add(_now, "lost unsynced commit", node.Id, $"{node.Durable.HardState.Commit} -> {node.SyncedCommit}");
+            node.Durable.Save(node.Durable.HardState with { Commit = node.SyncedCommit }, [], null);
+        }
+
         node.Storage?.Dispose();
         node.Storage = null;
         node.Kv = new KvStateMachine();
@@ -429,7 +438,7 @@ public sealed partial class ClusterSimulator
         _stats.Readies++;
         _invariants.ObserveReady(node, ready);
         node.ReadyInProgress = ready;
-        var latency = ready.MustPersist ? (long)(_random.NextDouble() * _options.MaxDiskLatencyMs * MicrosPerMs) : 0;
+        var latency = ready.MustSync ? (long)(_random.NextDouble() * _options.MaxDiskLatencyMs * MicrosPerMs) : 0;
         if (_trace.IsFull || ready.MustPersist || ready.CommittedEntries.Count > 0)
         {
             _trace.Add(_now, "ready", node.Id, new ReadySummary(ready));
@@ -459,8 +468,15 @@ public sealed partial class ClusterSimulator
         var raft = node.Raft!;
 
         // 1. Persist (the latency has elapsed: now it is durable).
+        var commitBefore = node.Durable.HardState.Commit;
         node.Storage!.Save(ready.HardState, ready.Entries, ready.Snapshot);
         node.Durable.Save(ready.HardState, ready.Entries, ready.Snapshot);
+        if (ready.Entries.Count > 0 || ready.Snapshot is not null || CommitsConfChange(node.Durable, commitBefore, node.Durable.HardState.Commit))
+        {
+            // The log's sync also makes any commit index saved alone before durable; a commit of a membership change
+            // is synced at once (IRaftStorage.Save).
+            node.SyncedCommit = node.Durable.HardState.Commit;
+        }
         _invariants.ObserveDurable(node, _now, _nodeById);
         if (ready.Snapshot is not null)
         {
@@ -516,6 +532,20 @@ public sealed partial class ClusterSimulator
         UpdateLatestMembership(node);
         MaybeTakeSnapshot(node);
         Touch(node);
+    }
+
+    private static bool CommitsConfChange(MemoryStorage storage, ulong from, ulong to)
+    {
+        var first = Math.Max(from + 1, storage.FirstIndex);
+        var last = Math.Min(to, storage.LastIndex);
+        if (first > last)
+        {
+            return false;
+        }
+
+        var entries = new List<Entry>();
+        storage.TryGetEntries(first, last + 1, ulong.MaxValue, entries);
+        return entries.Exists(e => e.Type == EntryType.ConfChange);
     }
 
     private void Send(SimNode node, Message message)

@@ -57,6 +57,9 @@ internal sealed class SimNode(ulong id)
     /// </summary>
     public MemoryStorage Durable { get; set; } = new();
 
+    /// <summary>The commit index as of the last save that synced the log (entries or a snapshot): a later one saved alone may be lost in a crash.</summary>
+    public ulong SyncedCommit { get; set; }
+
     // --- membership bookkeeping of the operator ---
     public bool WasMember { get; set; }
     public bool ShutdownScheduled { get; set; }

@@ -19,6 +19,13 @@ public interface ISimulatedDisk
     /// <summary>Deletes everything a node stored (the node left the cluster for good).</summary>
     void Wipe(ulong nodeId);
 
+    /// <summary>
+    /// At a crash: drops a commit index the node saved without syncing (see <c>IRaftStorage.Save</c>), going back to
+    /// <paramref name="syncedCommit"/>, the last one a sync made durable. Called only with
+    /// <see cref="SimulationOptions.LoseUnsyncedCommits"/> on.
+    /// </summary>
+    void LoseUnsyncedCommit(ulong nodeId, ulong syncedCommit);
+
     /// <summary>Durably stores the serialized state machine covering entries up to <paramref name="index"/>.</summary>
     void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data);
 
@@ -56,6 +63,12 @@ public sealed class MemorySimulatedDisk : ISimulatedDisk
     {
         _storages.Remove(nodeId);
         _snapshots.Remove(nodeId);
+    }
+
+    public void LoseUnsyncedCommit(ulong nodeId, ulong syncedCommit)
+    {
+        var storage = _storages[nodeId];
+        storage.Save(storage.HardState with { Commit = syncedCommit }, [], null);
     }
 
     public void SaveSnapshotData(ulong nodeId, ulong index, ReadOnlyMemory<byte> data) => _snapshots.Save(nodeId, index, data);

@@ -173,6 +173,13 @@ public sealed record SimulationOptions
     public bool ProtocolChecks { get; init; } = true;
 
     /// <summary>
+    /// On (the default): a crash loses, half the time, a commit index the node saved without a sync (see
+    /// <c>Ready.MustSync</c>), so restarts also begin from an older commit index. Off for disks that keep it
+    /// (<see cref="ISimulatedDisk.LoseUnsyncedCommit"/>).
+    /// </summary>
+    public bool LoseUnsyncedCommits { get; init; } = true;
+
+    /// <summary>
     /// Writes whose client never saw the outcome are settled from the log at the end (etcd's robustness tests patch
     /// histories the same way): a write committed at its (index, term) returns when its commit was first observed; a
     /// write superseded at its index is dropped. Without it they stay open-ended ("may happen at any later time").
