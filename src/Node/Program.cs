@@ -36,6 +36,13 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.Listen(EndpointOf(nodeOptions.HttpUrl), listen => listen.Protocols = HttpProtocols.Http1);
     kestrel.Limits.MaxRequestBodySize = nodeOptions.MaxMessageBytes;
     kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
+    if (nodeOptions.KeepAlivePingDelaySeconds > 0)
+    {
+        // Without pings a client that vanished without closing its connection (no FIN, no RST) leaves its calls open
+        // here for good: a gateway's command streams with their replies queued, a peer's Raft stream.
+        kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(nodeOptions.KeepAlivePingDelaySeconds);
+        kestrel.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(nodeOptions.KeepAlivePingTimeoutSeconds);
+    }
 });
 
 builder.Services.AddSingleton<NodeMetrics>();

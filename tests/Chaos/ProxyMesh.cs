@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Dcache.Integration.Tests.Support;
+using Dcache.TestSupport.Network;
 
 namespace Dcache.Chaos;
 

@@ -30,7 +30,7 @@ public sealed class MetricsTests(ITestOutputHelper output)
             "dcache_raft_term", "dcache_raft_role", "dcache_raft_leader", "dcache_raft_commit_index", "dcache_raft_applied_index",
             "dcache_raft_log_entries", "dcache_raft_leader_changes_total", "dcache_raft_proposals_total{",
             "dcache_storage_durable_commit_duration_seconds_bucket{", "dcache_cache_keys", "dcache_cache_bytes", "dcache_cache_sessions",
-            "dcache_cache_hits_total", "dcache_cache_misses_total", "dcache_cache_evictions_total", "dcache_cache_expirations_total",
+            "dcache_cache_hits_total", "dcache_cache_misses_total", "dcache_cache_evictions_total", "dcache_cache_expirations_total", "dcache_node_command_streams",
             "service_name=\"dcache-node\"",
         ];
         var leaderMetrics = "";

@@ -22,6 +22,7 @@ public sealed class NodeMetrics : IDisposable
     private readonly Histogram<double> _durableCommit;
     private readonly Histogram<double> _snapshotDuration;
     private readonly Histogram<long> _snapshotSize;
+    private readonly UpDownCounter<long> _commandStreams;
     private Func<NodeStatusView>? _status;
     private Func<IReadOnlyDictionary<ulong, long>>? _clockOffsets;
 
@@ -34,6 +35,7 @@ public sealed class NodeMetrics : IDisposable
         _snapshotDuration = _meter.CreateHistogram("dcache.snapshot.duration", "s", "Time to write a snapshot of the cache",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
         _snapshotSize = _meter.CreateHistogram<long>("dcache.snapshot.size", "By", "Size of each snapshot written");
+        _commandStreams = _meter.CreateUpDownCounter<long>("dcache.node.command_streams", "{stream}", "Gateway command streams open on this node");
 
         _meter.CreateObservableGauge("dcache.raft.term", () => (long)(Status?.Term ?? 0), "{term}", "Current Raft term");
         _meter.CreateObservableGauge("dcache.raft.role", () => (int)(Status?.Role ?? Role.Follower), "{role}", "1 follower, 2 pre-candidate, 3 candidate, 4 leader");
@@ -62,6 +64,9 @@ public sealed class NodeMetrics : IDisposable
     private IEnumerable<Measurement<double>> ClockOffsets() =>
         _clockOffsets?.Invoke().Select(pair => new Measurement<double>(pair.Value / 1000.0, new KeyValuePair<string, object?>("peer", pair.Key.ToString(System.Globalization.CultureInfo.InvariantCulture))))
         ?? [];
+
+    /// <summary>A gateway's command stream opened (+1) or ended (-1).</summary>
+    public void CommandStreamsChanged(int delta) => _commandStreams.Add(delta);
 
     public void LeaderChanged() => _leaderChanges.Add(1);
 

@@ -70,6 +70,22 @@ public sealed class NodeOptions
     public int RequestTimeoutMilliseconds { get; set; } = 5000;
 
     /// <summary>
+    /// Seconds without any HTTP/2 frame from a client connection of the gRPC port (a gateway's, a peer node's,
+    /// dcachectl's) after which this node sends it a keepalive ping; 0 turns the node's pings off. Dcache's own clients
+    /// ping a silent connection every 5 s, so at the default a live one is never pinged: only a peer that vanished
+    /// without closing its connection (powered off, dropped by a NAT or load balancer) is.
+    /// </summary>
+    public int KeepAlivePingDelaySeconds { get; set; } = 10;
+
+    /// <summary>
+    /// Seconds a pinged connection has to send any frame before this node closes it, ending every call on it: a
+    /// vanished gateway's command streams end and their replies are dropped, a vanished peer's Raft stream ends. So a
+    /// peer that vanished is noticed within <see cref="KeepAlivePingDelaySeconds"/> plus this plus up to 4 s (Kestrel adds a
+    /// second of caution to each and checks its connections once a second).
+    /// </summary>
+    public int KeepAlivePingTimeoutSeconds { get; set; } = 20;
+
+    /// <summary>
     /// Largest gRPC message accepted and sent, in bytes. It also bounds a write's log entry (this less 64 KiB of header
     /// room): a larger one is refused, since no follower could receive it. Gateways must use the same value.
     /// </summary>
@@ -141,6 +157,12 @@ public sealed class NodeOptions
         if (TestOnlyClockOffset.Duration() > MaxTestOnlyClockOffset)
         {
             throw new InvalidOperationException($"TestOnlyClockOffset must be between -{MaxTestOnlyClockOffset} and {MaxTestOnlyClockOffset}, not {TestOnlyClockOffset}");
+        }
+
+        // Kestrel takes nothing under a second for either (it would flood or abort live connections).
+        if (KeepAlivePingDelaySeconds < 0 || KeepAlivePingTimeoutSeconds < 1)
+        {
+            throw new InvalidOperationException($"KeepAlivePingDelaySeconds must be 0 (off) or more and KeepAlivePingTimeoutSeconds 1 or more, not {KeepAlivePingDelaySeconds} and {KeepAlivePingTimeoutSeconds}");
         }
 
         if (TickMilliseconds <= 0 || ElectionTicks <= HeartbeatTicks || HeartbeatTicks <= 0)

@@ -5,7 +5,7 @@ using Proto = Dcache.Protocol.Cache;
 namespace Dcache.Node.Services;
 
 /// <summary>The gateway's entry point: runs commands through the Raft driver and reports who leads.</summary>
-public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options, Hosting.NodeRuntime runtime) : Proto.Cache.CacheBase
+public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosting.NodeOptions options, Hosting.NodeRuntime runtime, Hosting.NodeMetrics metrics) : Proto.Cache.CacheBase
 {
     public override Task<Proto.Reply> ExecuteOne(Proto.Command request, ServerCallContext context) =>
         ExecuteOneAsync(driver, request, context.Deadline, context.CancellationToken);
@@ -48,12 +48,23 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         public void Complete(Proto.Reply reply) => TrySetResult(reply);
     }
 
-    public override Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context) =>
-        ServeStreamAsync(driver, options.MaxMessageBytes, requestStream, responseStream, runtime.Closing, context.CancellationToken);
+    public override async Task Execute(IAsyncStreamReader<Proto.CommandBatch> requestStream, IServerStreamWriter<Proto.ReplyBatch> responseStream, ServerCallContext context)
+    {
+        metrics.CommandStreamsChanged(1);
+        try
+        {
+            await ServeStreamAsync(driver, options.MaxMessageBytes, requestStream, responseStream, runtime.Closing, context.CancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            metrics.CommandStreamsChanged(-1);
+        }
+    }
 
     /// <summary>
     /// One command stream: runs its commands as they come and writes their replies as they finish, until the gateway
-    /// hangs up (<paramref name="callEnded"/>) or this node closes (<paramref name="closing"/>).
+    /// hangs up (<paramref name="callEnded"/>) or this node closes (<paramref name="closing"/>). A gateway that vanished
+    /// without closing its connection is hung up on by the node's HTTP/2 keepalive (NodeOptions.KeepAlivePingDelaySeconds).
     /// </summary>
     internal static async Task ServeStreamAsync(
         RaftDriver driver,

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 
-namespace Dcache.Chaos;
+namespace Dcache.TestSupport.Network;
 
 /// <summary>
 /// A TCP proxy on one directed link: node From's connections to node To, or the gateway's. Node From lists To at this
@@ -10,10 +10,10 @@ namespace Dcache.Chaos;
 /// both directions of its connections are read and dropped, new connections are accepted and never forwarded, so
 /// the sender sees silence (timeouts), as on a partitioned network, not a refused connection. Healing closes the
 /// black-holed connections (they lost data) and the sender reconnects. A connection may belong to another link than
-/// the proxy's own: the mesh routes the gateway's connections to the gateway's link to <see cref="To"/>, and on the
+/// the proxy's own: the chaos suite's mesh routes the gateway's connections to the gateway's link to <see cref="To"/>, and on the
 /// proxy of a node reached at an address from the log, each node's connections to that node's link from it.
 /// </summary>
-internal sealed class LinkProxy : IAsyncDisposable
+public sealed class LinkProxy : IAsyncDisposable
 {
     private readonly TcpListener _listener;
     private readonly int _targetPort;

@@ -1,13 +1,13 @@
 using System.Net.Sockets;
 
-namespace Dcache.Chaos;
+namespace Dcache.TestSupport.Network;
 
 /// <summary>
 /// One directed link's state: cut or not, and the proxied connections that travel it, which a heal closes (they lost
 /// data while cut). Usually one <see cref="LinkProxy"/>'s own; the gateway's link to a node is shared by every proxy
-/// that leads to that node, since the gateway may reach it at any of their addresses (see <see cref="ProxyMesh"/>).
+/// that leads to that node, since the gateway may reach it at any of their addresses (see the chaos suite's ProxyMesh).
 /// </summary>
-internal sealed class Link
+public sealed class Link
 {
     private readonly Lock _lock = new();
     private readonly HashSet<Socket> _open = [];

@@ -1,4 +1,6 @@
-namespace Dcache.Chaos;
+using Dcache.TestSupport.Network;
+
+namespace Dcache.TestSupport.Tests.Network;
 
 /// <summary>A link two overlapping faults cut stays cut until both healed; the final heal ends every cut.</summary>
 public sealed class LinkTests
