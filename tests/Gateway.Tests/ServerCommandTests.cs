@@ -59,6 +59,19 @@ public sealed class ServerCommandTests
     }
 
     [Fact]
+    public async Task ConfigGetReportsTheConfiguredKeepAliveAndIdleTimeout()
+    {
+        await using var client = new TestServer(o =>
+        {
+            o.TcpKeepAliveSeconds = 60;
+            o.IdleTimeoutSeconds = 30;
+        }).Connect();
+        Assert.Equal("*[$tcp-keepalive, $60]", await Run(client, "CONFIG", "GET", "tcp-keepalive"));
+        Assert.Equal("*[$timeout, $30]", await Run(client, "CONFIG", "GET", "timeout"));
+        Assert.Equal("*[$tcp-keepalive, $60, $timeout, $30]", await Run(client, "CONFIG", "GET", "t*"));
+    }
+
+    [Fact]
     public async Task ConfigGetAnswersWhatClientsProbe()
     {
         await using var client = new TestServer(o => o.MaxClients = 123).Connect();
@@ -66,6 +79,7 @@ public sealed class ServerCommandTests
         Assert.Equal("*[$slave-read-only, $yes]", await Run(client, "CONFIG", "GET", "slave-read-only"));
         Assert.Equal("*[$replica-read-only, $yes]", await Run(client, "config", "get", "replica-read-only"));
         Assert.Equal("*[$timeout, $0]", await Run(client, "CONFIG", "GET", "timeout"));
+        Assert.Equal("*[$tcp-keepalive, $300]", await Run(client, "CONFIG", "GET", "tcp-keepalive"));
         Assert.Equal("*[$save, $]", await Run(client, "CONFIG", "GET", "save"));
         Assert.Equal("*[$appendonly, $no]", await Run(client, "CONFIG", "GET", "appendonly"));
         Assert.Equal("*[$maxclients, $123]", await Run(client, "CONFIG", "GET", "maxclients"));
@@ -76,7 +90,7 @@ public sealed class ServerCommandTests
         Assert.Equal("*[]", await Run(client, "CONFIG", "GET", "maxclients\0")); // a name does not
         Assert.Equal("*[$replica-read-only, $yes, $slave-read-only, $yes]", await Run(client, "CONFIG", "GET", "*read-only")); // aliases match patterns too
         Assert.Equal("*[$Databases, $1]", await Run(client, "CONFIG", "GET", "Databases", "databases", "data*"));
-        Assert.Equal(20, (await client.CommandAsync("CONFIG", "GET", "*")).Items!.Count);
+        Assert.Equal(22, (await client.CommandAsync("CONFIG", "GET", "*")).Items!.Count);
         Assert.Equal("-ERR wrong number of arguments for 'config|get' command", await Run(client, "CONFIG", "GET"));
         Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'timeout'", await Run(client, "CONFIG", "SET", "timeout", "5"));
         Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'time'", await Run(client, "CONFIG", "SET", "time\0out", "5"));

@@ -170,7 +170,8 @@ internal static class ServerCommands
         ("proto-max-bulk-len", null, static o => o.MaxBulkLength.ToString(CultureInfo.InvariantCulture)),
         ("replica-read-only", "slave-read-only", static _ => "yes"),
         ("save", null, static _ => ""),
-        ("timeout", null, static _ => "0"),
+        ("tcp-keepalive", null, static o => o.TcpKeepAliveSeconds.ToString(CultureInfo.InvariantCulture)),
+        ("timeout", null, static o => o.IdleTimeoutSeconds.ToString(CultureInfo.InvariantCulture)),
     ];
 
     /// <summary>

@@ -53,9 +53,35 @@ internal sealed class RespConnection
     /// <summary>Serves the connection until the client leaves, sends QUIT, breaks the protocol or exceeds a limit.</summary>
     public async Task RunAsync()
     {
+        using var idle = _options.IdleTimeoutSeconds > 0 ? new IdleTimeout(TimeSpan.FromSeconds(_options.IdleTimeoutSeconds), _context.Time) : null;
         while (true)
         {
-            var result = await _input.ReadAsync().ConfigureAwait(false);
+            ReadResult result;
+            if (idle is null || Client.SubscriptionCount > 0)
+            {
+                // As in Redis, a subscribed connection is never timed out: it is there to listen.
+                result = await _input.ReadAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                // Only this wait counts as idle: a connection whose commands are in flight, or whose replies the client
+                // is slow to take, is busy.
+                try
+                {
+                    result = await _input.ReadAsync(idle.Start()).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (idle.Expired)
+                {
+                    RespLog.IdleTimeout(_logger, _connectionId, Client.RemoteAddress, _options.IdleTimeoutSeconds);
+                    RespMetrics.ConnectionClosedByGateway("idle_timeout");
+                    return;
+                }
+                finally
+                {
+                    idle.Stop();
+                }
+            }
+
             var buffer = result.Buffer;
             var (protocolError, moreBuffered) = ParseBatch(ref buffer);
             if (moreBuffered)

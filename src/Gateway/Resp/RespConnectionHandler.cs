@@ -1,7 +1,9 @@
 using System.IO.Pipelines;
+using System.Net.Sockets;
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Commands;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -39,6 +41,11 @@ public sealed class RespConnectionHandler : ConnectionHandler
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
         var remoteAddress = connection.RemoteEndPoint?.ToString() ?? "?";
+        if (_options.TcpKeepAliveSeconds > 0 && connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket)
+        {
+            EnableKeepAlive(socket, _options.TcpKeepAliveSeconds, connection.ConnectionId, remoteAddress);
+        }
+
         if (!_clients.TryAcquireSlot(_options.MaxClients))
         {
             RespLog.MaxClientsReached(_logger, connection.ConnectionId, remoteAddress, _options.MaxClients);
@@ -81,6 +88,26 @@ public sealed class RespConnectionHandler : ConnectionHandler
             RespMetrics.ConnectionEnded();
             _clients.Remove(client);
             _clients.ReleaseSlot();
+        }
+    }
+
+    /// <summary>
+    /// Probes the client after <paramref name="seconds"/> of silence, then every third of it, and gives up after 3
+    /// unanswered probes: Redis's settings for its tcp-keepalive, so a vanished client does not hold its slot for ever.
+    /// </summary>
+    private void EnableKeepAlive(Socket socket, int seconds, string connectionId, string remoteAddress)
+    {
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive, true);
+            socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, seconds);
+            socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, Math.Max(1, seconds / 3));
+            socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount, 3);
+        }
+        catch (Exception exception) when (exception is SocketException or ObjectDisposedException)
+        {
+            // The client may already be gone (its reset races the accept); serving it will find out.
+            RespLog.KeepAliveNotSet(_logger, connectionId, remoteAddress, exception);
         }
     }
 

@@ -20,6 +20,12 @@ internal static partial class RespLog
     [LoggerMessage(EventId = 5005, Level = LogLevel.Warning, Message = "The cluster client threw for a {Command} command instead of replying")]
     public static partial void ClusterCallThrew(ILogger logger, string command, Exception exception);
 
+    [LoggerMessage(EventId = 5007, Level = LogLevel.Debug, Message = "Closed connection {ConnectionId} from {RemoteAddress}: idle for {IdleTimeoutSeconds} s")]
+    public static partial void IdleTimeout(ILogger logger, string connectionId, string remoteAddress, int idleTimeoutSeconds);
+
+    [LoggerMessage(EventId = 5008, Level = LogLevel.Debug, Message = "Could not set TCP keepalive on connection {ConnectionId} from {RemoteAddress}")]
+    public static partial void KeepAliveNotSet(ILogger logger, string connectionId, string remoteAddress, Exception exception);
+
     [LoggerMessage(EventId = 5006, Level = LogLevel.Debug, Message = "Connection {ConnectionId} from {RemoteAddress} closed: {Reason}")]
     public static partial void ConnectionClosed(ILogger logger, string connectionId, string remoteAddress, string reason);
 }

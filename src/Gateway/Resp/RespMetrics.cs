@@ -61,7 +61,7 @@ public static class RespMetrics
 
     internal static void ConnectionRejected() => ConnectionsRejected.Add(1);
 
-    /// <summary>Reasons: protocol_error, output_buffer_limit, failure.</summary>
+    /// <summary>Reasons: protocol_error, output_buffer_limit, idle_timeout, failure.</summary>
     internal static void ConnectionClosedByGateway(string reason) =>
         ConnectionsClosed.Add(1, new KeyValuePair<string, object?>("reason", reason));
 }

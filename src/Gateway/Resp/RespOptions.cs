@@ -35,6 +35,20 @@ public sealed class RespOptions
     /// <summary>Most commands of one connection in flight at once (one pipelined batch); the rest wait in the socket buffer.</summary>
     public int MaxPipelineDepth { get; set; } = 1024;
 
+    /// <summary>
+    /// Redis's tcp-keepalive: SO_KEEPALIVE on every client socket, the first probe after this many idle seconds, then one
+    /// every third of it, and the kernel drops the connection after 3 unanswered (as Redis sets them). A client whose host
+    /// vanished without closing its connection (powered off, cable pulled, state dropped by a NAT) is then closed in about
+    /// twice this time, and frees its slot against <see cref="MaxClients"/>. 0 = no keepalive.
+    /// </summary>
+    public int TcpKeepAliveSeconds { get; set; } = 300;
+
+    /// <summary>
+    /// Redis's timeout: a client that sent nothing for this many seconds, and has no command in flight and no reply
+    /// still being written, is closed; one subscribed to a channel or pattern never is. 0 = never.
+    /// </summary>
+    public int IdleTimeoutSeconds { get; set; }
+
     /// <summary>Password of the default user (Redis's requirepass); null or empty = no authentication.</summary>
     public string? RequirePass { get; set; }
 
@@ -52,6 +66,8 @@ public sealed class RespOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxClients, 1, nameof(MaxClients));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOutputBufferBytes, 1024, nameof(MaxOutputBufferBytes));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxPipelineDepth, 1, nameof(MaxPipelineDepth));
+        ArgumentOutOfRangeException.ThrowIfNegative(TcpKeepAliveSeconds, nameof(TcpKeepAliveSeconds));
+        ArgumentOutOfRangeException.ThrowIfNegative(IdleTimeoutSeconds, nameof(IdleTimeoutSeconds));
     }
 
     internal bool AuthenticationRequired => !string.IsNullOrEmpty(RequirePass);

@@ -1,8 +1,11 @@
+using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Sockets;
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Resp;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -21,12 +24,16 @@ internal sealed class KestrelGateway : IAsyncDisposable
 
     private readonly ICacheCluster _cluster;
 
-    private KestrelGateway(WebApplication app, ICacheCluster cluster, int port)
+    private KestrelGateway(WebApplication app, ICacheCluster cluster, int port, ConcurrentQueue<Socket> accepted)
     {
         _app = app;
         _cluster = cluster;
         Port = port;
+        AcceptedSockets = accepted;
     }
+
+    /// <summary>The server side of each accepted connection, in the order accepted: the socket the handler is given.</summary>
+    public IReadOnlyCollection<Socket> AcceptedSockets { get; }
 
     /// <summary>The in-memory cluster (not when the test gave its own).</summary>
     public FakeCacheCluster Cluster => (FakeCacheCluster)_cluster;
@@ -44,12 +51,23 @@ internal sealed class KestrelGateway : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<ICacheCluster>(cluster);
         builder.Services.AddRespFrontEnd(configure);
+        var accepted = new ConcurrentQueue<Socket>();
         builder.WebHost.ConfigureKestrel(kestrel =>
-            kestrel.Listen(IPAddress.Loopback, 0, listen => listen.UseConnectionHandler<RespConnectionHandler>()));
+            kestrel.Listen(IPAddress.Loopback, 0, listen => listen
+                .Use(next => connection =>
+                {
+                    if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket)
+                    {
+                        accepted.Enqueue(socket);
+                    }
+
+                    return next(connection);
+                })
+                .UseConnectionHandler<RespConnectionHandler>()));
         var app = builder.Build();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        return new KestrelGateway(app, cluster, new Uri(address).Port);
+        return new KestrelGateway(app, cluster, new Uri(address).Port, accepted);
     }
 
     public async ValueTask DisposeAsync()

@@ -2,9 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Dcache.Gateway.Tests.Support;
-
-namespace Dcache.Chaos;
+namespace Dcache.Gateway.Tests.Support;
 
 /// <summary>
 /// One RESP connection to the gateway, one command at a time. A command that gets no reply in time throws
@@ -68,6 +66,32 @@ internal sealed class GatewayConnection : IDisposable
         catch (OperationCanceledException) when (deadline.IsCancellationRequested)
         {
             throw new TimeoutException($"no reply within {timeout.TotalSeconds:F1} s");
+        }
+    }
+
+    /// <summary>
+    /// Waits until the gateway closes the connection, dropping whatever it sends meanwhile; false when it is still open
+    /// after <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<bool> WaitForCloseAsync(TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            while (await _socket.ReceiveAsync(_buffer, SocketFlags.None, deadline.Token).ConfigureAwait(false) > 0)
+            {
+            }
+
+            return true;
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            return false;
+        }
+        catch (SocketException)
+        {
+            // Reset rather than closed: closed all the same.
+            return true;
         }
     }
 

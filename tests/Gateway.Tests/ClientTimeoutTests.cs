@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Dcache.Gateway.Tests.Support;
+
+namespace Dcache.Gateway.Tests;
+
+/// <summary>Redis's tcp-keepalive and timeout: clients that vanished or went idle do not hold their slot for ever.</summary>
+public sealed class ClientTimeoutTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
+
+    [Theory]
+    [InlineData(300, 100)] // Redis's default
+    [InlineData(7, 2)]
+    [InlineData(2, 1)] // the interval is never 0
+    public async Task AcceptedSocketsProbeTheirClientAsRedisDoes(int keepAliveSeconds, int intervalSeconds)
+    {
+        await using var gateway = await KestrelGateway.StartAsync(o => o.TcpKeepAliveSeconds = keepAliveSeconds);
+        using var client = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        // Answered, so the handler has taken the connection (and set its socket up) by now.
+        Assert.Equal("+PONG", (await client.CommandAsync(Patience, "PING")).ToString());
+
+        var socket = Assert.Single(gateway.AcceptedSockets);
+        Assert.NotEqual(0, (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive)!);
+        Assert.Equal(keepAliveSeconds, (int)socket.GetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime)!);
+        Assert.Equal(intervalSeconds, (int)socket.GetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval)!);
+        Assert.Equal(3, (int)socket.GetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount)!);
+    }
+
+    [Fact]
+    public async Task NoKeepAliveWhenItIsOff()
+    {
+        await using var gateway = await KestrelGateway.StartAsync(o => o.TcpKeepAliveSeconds = 0);
+        using var client = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        Assert.Equal("+PONG", (await client.CommandAsync(Patience, "PING")).ToString());
+        Assert.Equal(0, (int)Assert.Single(gateway.AcceptedSockets).GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive)!);
+    }
+
+    [Fact]
+    public async Task AnIdleClientIsClosedAfterTheTimeoutWhileBusySubscribedAndWaitingOnesStay()
+    {
+        const int idleTimeoutSeconds = 1;
+        await using var gateway = await KestrelGateway.StartAsync(o => o.IdleTimeoutSeconds = idleTimeoutSeconds);
+
+        // Waiting for the cluster's reply for longer than the timeout is not idle.
+        using var waiting = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        gateway.Cluster.Hold();
+        var held = waiting.CommandAsync(Patience * 2, "GET", "k");
+        await gateway.Cluster.WaitForInFlightAsync(1, Patience);
+
+        // Subscribed: never timed out, as in Redis.
+        using var subscribed = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        Assert.Equal("*[$subscribe, $news, :1]", (await subscribed.CommandAsync(Patience, "SUBSCRIBE", "news")).ToString());
+
+        // Busy: a command every fifth of the timeout.
+        using var busy = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        using var stopBusy = new CancellationTokenSource();
+        var pinging = Task.Run(async () =>
+        {
+            for (var i = 0; i < 500 && !stopBusy.IsCancellationRequested; i++)
+            {
+                Assert.Equal("+PONG", (await busy.CommandAsync(Patience, "PING")).ToString());
+                await Task.Delay(TimeSpan.FromSeconds(idleTimeoutSeconds) / 5);
+            }
+        });
+
+        // Idle since its last reply: closed once the timeout has passed, not before.
+        using var idle = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+        Assert.Equal("+PONG", (await idle.CommandAsync(Patience, "PING")).ToString());
+        var clock = Stopwatch.StartNew();
+        Assert.True(await idle.WaitForCloseAsync(Patience), "the idle client was not closed");
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(idleTimeoutSeconds) - TimeSpan.FromMilliseconds(50), Patience);
+
+        // Every other client has been waiting, subscribed or busy for longer than the timeout by now.
+        await stopBusy.CancelAsync();
+        await pinging;
+        Assert.Equal("+PONG", (await busy.CommandAsync(Patience, "PING")).ToString());
+        Assert.Equal("*[$pong, $]", (await subscribed.CommandAsync(Patience, "PING")).ToString());
+        gateway.Cluster.Release();
+        Assert.Equal("$nil", (await held).ToString());
+        Assert.Equal(3, gateway.Clients.ConnectedClients);
+    }
+}
