@@ -6,10 +6,11 @@ namespace Dcache.Storage.CrashWriter;
 
 /// <summary>
 /// Writes to a FASTER Raft log like a Raft node would (appends, follower-style overwrites of an uncommitted
-/// suffix, term/vote changes, local snapshots, installed snapshots) until it is killed. Before each operation it
-/// prints the intent ("I ..."), after the operation returned (so is durable) it prints "D seq". The crash test
-/// kills it with SIGKILL and checks that the reopened log is the state after every "D" operation, plus possibly
-/// a prefix of the one in flight.
+/// suffix, term/vote changes, commit index moves alone, local snapshots, installed snapshots) until it is killed.
+/// Before each operation it prints the intent ("I ..."), after the operation returned it prints "D seq". The crash
+/// test kills it with SIGKILL and checks that the reopened log is the state after every "D" operation, plus possibly
+/// a prefix of the one in flight; except that a commit index saved alone is durable only once a later save syncs
+/// the log, or at once if it commits a membership change (every 17th entry is one: see IRaftStorage.Save).
 /// Usage: dotnet Dcache.Storage.CrashWriter.dll dataDir seed pageBits memoryBits segmentBits mix [nohints]
 /// (mix: "log" for mostly appends, "hardstate" for mostly term/vote changes; "nohints": skip the unsynced commit
 /// hints, as a power cut would lose them, so recovery must find the end of the log by reading past the hint).
@@ -56,6 +57,7 @@ public static class Program
         for (long seq = 1; ; seq++)
         {
             var roll = random.Next(100);
+            var idleAfterCommit = false;
             if (hardStateMix ? roll < 70 : roll < 8)
             {
                 // An election: a new term, a vote in it (or none).
@@ -64,6 +66,20 @@ public static class Program
                 output.WriteLine(Invariant($"I {seq} H {term} {vote}"));
                 output.Flush();
                 storage.Save(new HardState(term, vote, commit), [], null);
+            }
+            else if (!hardStateMix && roll < 30 && storage.LastIndex > commit)
+            {
+                // The commit index alone moves, as on a follower's heartbeat or a leader's acknowledgement round:
+                // mostly by a step or three (written lazily unless it reaches a membership change), else anywhere
+                // up to the last entry (often across one).
+                var newCommit = random.Next(3) != 0
+                    ? Math.Min(commit + (ulong)random.Next(1, 4), storage.LastIndex)
+                    : (ulong)random.NextInt64((long)commit + 1, (long)storage.LastIndex + 1);
+                output.WriteLine(Invariant($"I {seq} K {newCommit}"));
+                output.Flush();
+                storage.Save(new HardState(term, vote, newCommit), [], null);
+                commit = newCommit;
+                idleAfterCommit = random.Next(2) == 0;
             }
             else if (roll < 82 || storage.LastIndex == commit && roll < 90)
             {
@@ -83,7 +99,8 @@ public static class Program
 
                 var count = random.Next(1, 24);
                 var end = start + (ulong)count - 1;
-                var newCommit = random.Next(3) == 0 ? commit : (ulong)random.NextInt64((long)commit, (long)end + 1);
+                // Half the time the commit stays (a leader appends before its followers acknowledge; a K moves it later).
+                var newCommit = random.Next(2) == 0 ? commit : (ulong)random.NextInt64((long)commit, (long)end + 1);
                 var entries = new List<Entry>(count);
                 for (var i = start; i <= end; i++)
                 {
@@ -124,6 +141,12 @@ public static class Program
 
             output.WriteLine(Invariant($"D {seq}"));
             output.Flush();
+            if (idleAfterCommit)
+            {
+                // A node idles after a heartbeat's commit until the next one. Without the pause nearly every kill
+                // lands inside a syncing save (they take the time), hardly ever while a commit index waits unsynced.
+                Thread.Sleep(random.Next(1, 4));
+            }
         }
     }
 

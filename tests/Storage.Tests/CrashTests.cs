@@ -7,9 +7,12 @@ namespace Dcache.Storage.Tests;
 
 /// <summary>
 /// Kills a writer process with SIGKILL at random moments and checks, after every kill, that reopening the log
-/// finds exactly the state after every operation the writer reported durable, plus possibly a prefix of the
+/// finds exactly the state after every operation the writer reported done, plus possibly a prefix of the
 /// operation it was in (entries, then the commit index; term and vote first). The supersede rule is exercised
-/// by the writer's follower-style overwrites and checked by comparing the whole log with a model.
+/// by the writer's follower-style overwrites and checked by comparing the whole log with a model. The commit
+/// index is held to a range (IRaftStorage.Save): at least the one as of the last save that synced the log (entries
+/// or a snapshot, which also bring every commit record written before them; or a commit of a membership change,
+/// synced at once), at most the newest written, so a commit index saved alone may be lost but nothing else.
 /// Seeds: set DCACHE_STORAGE_SEED to replay a run's operation sequence (kill moments are timing, not seeded).
 /// </summary>
 public abstract class CrashTestBase(ITestOutputHelper output)
@@ -24,7 +27,7 @@ public abstract class CrashTestBase(ITestOutputHelper output)
         using var directory = new TempDirectory("dcache-crash");
         var options = new StorageOptions { DataDirectory = directory.Path, RaftLog = log };
         var model = new LogModel();
-        long totalAcks = 0, partial = 0;
+        var stats = new KillStats();
         for (var run = 0; run < kills; run++)
         {
             IReadOnlyList<string> lines;
@@ -40,17 +43,32 @@ public abstract class CrashTestBase(ITestOutputHelper output)
                 lines = writer.Kill();
             }
 
-            var (next, acked, inFlightApplied) = Verify(options, model, lines, $"seed {seed} run {run}");
-            model = next;
-            totalAcks += acked;
-            partial += inFlightApplied ? 1 : 0;
+            model = Verify(options, model, lines, $"seed {seed} run {run}", stats);
         }
 
-        output.WriteLine($"{kills} kills, {totalAcks} operations acknowledged, in-flight operation found (in full or part) after {partial} kills; final log [{model.FirstIndex}, {model.LastIndex}] commit {model.Commit} term {model.Term}");
+        output.WriteLine($"{kills} kills, {stats.Acknowledged} operations acknowledged, in-flight operation found (in full or part) after {stats.InFlightFound} kills; final log [{model.FirstIndex}, {model.LastIndex}] commit {model.Commit} term {model.Term}");
+        output.WriteLine($"commit index saved alone: {stats.CommitOnly} acknowledged, {stats.MembershipCommits} of them committing a membership change; "
+            + $"{stats.KillsAwaitingMembershipSync} kills came after such a one and before the next sync; {stats.KillsLosingCommit} kills lost a commit index saved lazily");
+    }
+
+    /// <summary>What the kills of a run exercised, printed so that a run shows it tested the lazy commit index.</summary>
+    private sealed class KillStats
+    {
+        public long Acknowledged { get; set; }
+
+        public int InFlightFound { get; set; }
+
+        public long CommitOnly { get; set; }
+
+        public long MembershipCommits { get; set; }
+
+        public int KillsAwaitingMembershipSync { get; set; }
+
+        public int KillsLosingCommit { get; set; }
     }
 
     /// <summary>Applies the acknowledged operations to the model and matches the reopened storage against the states the in-flight one may have left.</summary>
-    private static (LogModel Model, int Acked, bool InFlightApplied) Verify(StorageOptions options, LogModel model, IReadOnlyList<string> lines, string context)
+    private static LogModel Verify(StorageOptions options, LogModel model, IReadOnlyList<string> lines, string context, KillStats stats)
     {
         var intents = new List<string[]>();
         var done = new HashSet<string>();
@@ -67,15 +85,20 @@ public abstract class CrashTestBase(ITestOutputHelper output)
             }
         }
 
-        var acked = 0;
         string[]? inFlight = null;
         foreach (var intent in intents)
         {
             if (done.Contains(intent[1]))
             {
                 Assert.True(inFlight is null, $"{context}: operation {intent[1]} acknowledged after an unacknowledged one");
-                Apply(model, intent, Full);
-                acked++;
+                if (intent[2] == "K")
+                {
+                    stats.CommitOnly++;
+                    stats.MembershipCommits += model.CommitsConfChange(model.Commit, ulong.Parse(intent[3], CultureInfo.InvariantCulture)) ? 1 : 0;
+                }
+
+                Apply(model, intent, Acknowledged);
+                stats.Acknowledged++;
             }
             else
             {
@@ -96,17 +119,26 @@ public abstract class CrashTestBase(ITestOutputHelper output)
             var difference = candidates[i].Difference(storage, Writer.Payload);
             if (difference is null)
             {
-                return (candidates[i], acked, i > 0);
+                stats.InFlightFound += i > 0 ? 1 : 0;
+                // The acknowledged operations ended with a membership commit not yet followed by a sync, and the
+                // in-flight one (if any) left no record that makes it durable anyway.
+                var awaitingSync = model.DurableCommit > model.SyncedCommit
+                    && (candidates[i].DurableCommit, candidates[i].SyncedCommit) == (model.DurableCommit, model.SyncedCommit);
+                stats.KillsAwaitingMembershipSync += awaitingSync ? 1 : 0;
+                stats.KillsLosingCommit += storage.HardState.Commit < candidates[i].Commit ? 1 : 0;
+                candidates[i].Reopened(storage.HardState.Commit);
+                return candidates[i];
             }
 
             differences.Add($"candidate {i}: {difference}");
         }
 
         Assert.Fail($"{context}: reopened log matches no state the writer may have left (in flight: {(inFlight is null ? "none" : string.Join(' ', inFlight))}):\n{string.Join('\n', differences)}");
-        return default;
+        return model;
     }
 
-    private const int Full = int.MaxValue;
+    /// <summary>An operation that returned: all its records are written (a commit index alone is durable only later, unless it commits a membership change).</summary>
+    private const int Acknowledged = int.MaxValue;
 
     /// <summary>Every state a kill during <paramref name="intent"/> may leave, in write order (the full operation last).</summary>
     private static IEnumerable<LogModel> Outcomes(LogModel model, string[] intent)
@@ -115,12 +147,16 @@ public abstract class CrashTestBase(ITestOutputHelper output)
         for (var step = 1; step <= steps; step++)
         {
             var copy = model.Copy();
-            Apply(copy, intent, step == steps ? Full : step);
+            Apply(copy, intent, step);
             yield return copy;
         }
     }
 
-    /// <summary>Applies the first <paramref name="records"/> durable steps of an operation (all of them with <see cref="Full"/>).</summary>
+    /// <summary>
+    /// Applies an operation of which the first <paramref name="records"/> steps reached the disk (a kill in flight),
+    /// or all of it, returned (<see cref="Acknowledged"/>). The log is written in order, so a record found on disk
+    /// brings every record written before it: any lazily written commit index too.
+    /// </summary>
     private static void Apply(LogModel model, string[] intent, int records)
     {
         ulong N(int i) => ulong.Parse(intent[i], CultureInfo.InvariantCulture);
@@ -133,20 +169,41 @@ public abstract class CrashTestBase(ITestOutputHelper output)
                 var (start, count, term, commit) = (N(3), (int)N(4), N(5), N(6));
                 var written = Math.Min(count, records);
                 model.Append(start, Enumerable.Range(0, written).Select(i => (term, (start + (ulong)i) % 17 == 0 ? EntryType.ConfChange : EntryType.Normal)));
-                if (records == Full)
+                if (written > 0)
+                {
+                    model.Synced();
+                }
+
+                if (records > count)
                 {
                     model.Commit = commit;
+                    model.Synced();
+                }
+
+                break;
+            case "K":
+                var newCommit = N(3);
+                // Acknowledged, it is durable only if it commits a membership change; found on disk, it is the commit.
+                var durable = records != Acknowledged || model.CommitsConfChange(model.Commit, newCommit);
+                model.Commit = newCommit;
+                if (durable)
+                {
+                    model.DurableCommit = newCommit;
                 }
 
                 break;
             case "C":
+                // Compaction may make a lazily written commit index durable (the replay base records it, and moving
+                // the log's head commits the log): the commit stays within its range either way.
                 model.CreateSnapshot(N(3), N(4), N(5));
                 break;
             case "S":
+                model.Synced();
                 model.InstallSnapshot(N(3), N(4));
-                if (records == Full)
+                if (records >= 2)
                 {
                     model.Commit = N(3);
+                    model.Synced();
                 }
 
                 break;
