@@ -141,6 +141,60 @@ public sealed class FaultInjectionTests : IDisposable
         Assert.Equal(new HardState(2, 2, 3), reopened.HardState);
     }
 
+    [Fact]
+    public void A_commit_index_saved_alone_is_written_out_by_a_clean_close()
+    {
+        using var crashImage = new TempDirectory("dcache-crash-image");
+        using (var storage = FasterRaftStorage.Open(Options))
+        {
+            storage.Save(new HardState(1, 1, 3), Entries(1, 10, 1), null);
+            storage.Save(new HardState(1, 1, 7), [], null);
+            CopyDirectory(_directory.Path, crashImage.Path);
+        }
+
+        // A crash here would lose the commit index saved alone (it waits for the next sync), so it is the close that
+        // writes it out.
+        using (var crashed = FasterRaftStorage.Open(FasterStorageContractTests.SmallOptions(crashImage.Path)))
+        {
+            Assert.Equal(new HardState(1, 1, 3), crashed.HardState);
+        }
+
+        using var reopened = FasterRaftStorage.Open(Options);
+        Assert.Equal(new HardState(1, 1, 7), reopened.HardState);
+        Assert.Equal(10UL, reopened.LastIndex);
+    }
+
+    [Fact]
+    public void A_commit_index_saved_alone_survives_a_crash_once_synced_or_when_it_commits_a_membership_change()
+    {
+        using var afterMembershipCommit = new TempDirectory("dcache-crash-image");
+        using var afterAppend = new TempDirectory("dcache-crash-image");
+        var entries = Entries(1, 10, 1);
+        entries[7] = entries[7] with { Type = EntryType.ConfChange };
+        using (var storage = FasterRaftStorage.Open(Options))
+        {
+            storage.Save(new HardState(1, 1, 3), entries, null);
+            storage.Save(new HardState(1, 1, 7), [], null);
+            storage.Save(new HardState(1, 1, 8), [], null);
+            CopyDirectory(_directory.Path, afterMembershipCommit.Path);
+
+            // A lazily written commit index becomes durable with the next save that syncs the log, even one that
+            // does not move the commit index itself.
+            storage.Save(new HardState(1, 1, 9), [], null);
+            storage.Save(new HardState(1, 1, 9), Entries(11, 12, 1), null);
+            CopyDirectory(_directory.Path, afterAppend.Path);
+        }
+
+        using (var crashed = FasterRaftStorage.Open(FasterStorageContractTests.SmallOptions(afterMembershipCommit.Path)))
+        {
+            Assert.Equal(8UL, crashed.HardState.Commit);
+        }
+
+        using var appended = FasterRaftStorage.Open(FasterStorageContractTests.SmallOptions(afterAppend.Path));
+        Assert.Equal(9UL, appended.HardState.Commit);
+        Assert.Equal(12UL, appended.LastIndex);
+    }
+
     internal static void FlipByte(string path, long offset)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
