@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -192,41 +191,6 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
         {
             Assert.True(DateTime.UtcNow < deadline, describe());
             await Task.Delay(10);
-        }
-    }
-
-    /// <summary>The cluster client's gauge of what each node holds, read on demand.</summary>
-    private sealed class NodeCommandsGauge
-    {
-        public int Read(string node, string state)
-        {
-            var values = new ConcurrentBag<int>();
-            using var listener = new MeterListener();
-            listener.InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == CacheCluster.MeterName && instrument.Name == "dcache.gateway.node.commands")
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            };
-            listener.SetMeasurementEventCallback<int>((_, value, tags, _) =>
-            {
-                string? measuredNode = null;
-                string? measuredState = null;
-                foreach (var tag in tags)
-                {
-                    measuredNode = tag.Key == "node" ? (string?)tag.Value : measuredNode;
-                    measuredState = tag.Key == "state" ? (string?)tag.Value : measuredState;
-                }
-
-                if (measuredNode == node && measuredState == state)
-                {
-                    values.Add(value);
-                }
-            });
-            listener.Start();
-            listener.RecordObservableInstruments();
-            return values.Sum();
         }
     }
 

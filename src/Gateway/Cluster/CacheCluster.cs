@@ -17,7 +17,8 @@ namespace Dcache.Gateway.Cluster;
 /// breaker per node. Writes carry their session, so retrying one after a lost reply applies it at most once; only when
 /// every attempt failed and one may have reached a node is the outcome unknown.
 /// The configured nodes are where it starts: members added at runtime are learned from the leader's status (and
-/// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands.
+/// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands; those not
+/// configured are let go (connection closed, no more polls) once unlisted for <see cref="ClusterOptions.RemovedNodeGraceMilliseconds"/>.
 /// </summary>
 public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 {
@@ -34,7 +35,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private readonly ILogger<CacheCluster> _logger;
     private readonly Metadata _headers;
     private readonly Lock _nodesChanging = new();
-    // Copy-on-write: readers take the current array; a discovered member is added under _nodesChanging.
+    // Copy-on-write: readers take the current array; a discovered member is added, and a removed one let go, under _nodesChanging.
     private volatile NodeConnection[] _nodes;
     private readonly ResiliencePipeline<AttemptResult> _pipeline;
     private readonly CommandIds _ids = new();
@@ -55,7 +56,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         _options = options.Value;
         _logger = logger;
         _headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
-        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, _headers, _options, _ids, logger)).ToArray();
+        _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, isSeed: true, _headers, _options, _ids, logger)).ToArray();
         if (_nodes.Length == 0)
         {
             throw new InvalidOperationException($"{ClusterOptions.Section}:Nodes lists no node");
@@ -102,7 +103,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         {
             var leader = _leader;
             var nodes = _nodes;
-            // Removed members stay known (they may be added back at the same address) but are not the cluster's.
+            // Removed members stay known for a grace period (they may be added back at the same address) but are not the cluster's.
             return new ClusterView(leader?.NodeId ?? 0, leader?.Address, nodes.Count(n => n.IsMember), nodes.Count(n => n.IsMember && n.Healthy));
         }
     }
@@ -531,7 +532,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 return raced;
             }
 
-            var added = new NodeConnection(address.TrimEnd('/'), _headers, _options, _ids, _logger);
+            var added = new NodeConnection(address.TrimEnd('/'), isSeed: false, _headers, _options, _ids, _logger);
             _nodes = [.. _nodes, added];
             Log.NodeDiscovered(_logger, added.Address);
             return added;
@@ -554,7 +555,43 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
         foreach (var node in _nodes)
         {
-            node.IsMember = addresses.Contains(node.Address);
+            node.SetListed(addresses.Contains(node.Address));
+        }
+    }
+
+    /// <summary>
+    /// Lets go of the nodes left out of the membership for longer than the grace period (seeds excepted): they leave the
+    /// node list (so the polls and the per-node gauges), and their connections close, which fails the commands still in
+    /// flight on them over to other nodes as a broken stream would.
+    /// </summary>
+    private async Task DropRemovedNodesAsync()
+    {
+        var grace = TimeSpan.FromMilliseconds(_options.RemovedNodeGraceMilliseconds);
+        if (!Array.Exists(_nodes, node => node.RemovedFor(grace)))
+        {
+            return;
+        }
+
+        NodeConnection[] dropped;
+        lock (_nodesChanging)
+        {
+            dropped = Array.FindAll(_nodes, node => node.RemovedFor(grace));
+            _nodes = Array.FindAll(_nodes, node => !dropped.Contains(node));
+        }
+
+        foreach (var node in dropped)
+        {
+            Forget(node);
+            Log.NodeDropped(_logger, node.Address, _options.RemovedNodeGraceMilliseconds / 1000.0);
+            try
+            {
+                await node.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                // The poller runs this: whatever closing one connection throws must not end the status polls.
+                Log.DropFailed(_logger, node.Address, ex);
+            }
         }
     }
 
@@ -599,6 +636,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         {
             // All nodes at once: a dead node must not delay learning the leader from the others.
             await Task.WhenAll(_nodes.Select(node => PollAsync(node, token))).ConfigureAwait(false);
+            await DropRemovedNodesAsync().ConfigureAwait(false);
 
             try
             {
@@ -674,6 +712,12 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Discovered cluster member at {Address}")]
         public static partial void NodeDiscovered(ILogger logger, string address);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Let go of {Address}: not in the leader's membership for {GraceSeconds} s")]
+        public static partial void NodeDropped(ILogger logger, string address, double graceSeconds);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Closing the connection to {Address} (no longer a member) failed")]
+        public static partial void DropFailed(ILogger logger, string address, Exception exception);
 
         [LoggerMessage(Level = LogLevel.Debug, Message = "Status poll of {Address} failed: {Code}")]
         public static partial void StatusFailed(ILogger logger, string address, StatusCode code);

@@ -52,6 +52,14 @@ public sealed class ClusterOptions
     public int StatusPollMilliseconds { get; set; } = 1000;
 
     /// <summary>
+    /// How long a node the leader's membership no longer lists (removed, or a member's old address after a move) stays
+    /// known: then its connection is closed and it is no longer polled, unless it is one of <see cref="Nodes"/>. Long
+    /// enough that a node removed and added back at the same address, or a membership briefly out of date, keeps its
+    /// connection; a node listed again after it was let go is connected to anew.
+    /// </summary>
+    public int RemovedNodeGraceMilliseconds { get; set; } = 300_000;
+
+    /// <summary>
     /// A node whose attempts failed this often (a lost stream, or no answer within <see cref="AttemptTimeoutMilliseconds"/>),
     /// at least half of its attempts in the last max(2 s, (this + 1) attempt timeouts), is skipped for
     /// <see cref="BreakMilliseconds"/>.

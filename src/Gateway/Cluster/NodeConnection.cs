@@ -19,7 +19,7 @@ public sealed class CommandIds
     public ulong Next() => (ulong)Interlocked.Increment(ref _last);
 }
 
-/// <summary>The call could not be carried out at that node (connection lost, stream reset, shutting down).</summary>
+/// <summary>The call could not be carried out at that node (connection lost, stream reset, connection closed by the gateway).</summary>
 public sealed class NodeUnreachableException(string message, bool maybeDelivered, Exception? inner = null) : Exception(message, inner)
 {
     /// <summary>True when the command may have reached the node before the failure (its effect is unknown).</summary>
@@ -61,9 +61,10 @@ public sealed partial class NodeConnection : IAsyncDisposable
     private int _queued;
     private int _sent;
 
-    public NodeConnection(string address, Metadata headers, ClusterOptions options, CommandIds ids, ILogger logger)
+    public NodeConnection(string address, bool isSeed, Metadata headers, ClusterOptions options, CommandIds ids, ILogger logger)
     {
         Address = address;
+        IsSeed = isSeed;
         _headers = headers;
         _logger = logger;
         _maxBatch = options.MaxBatch;
@@ -120,14 +121,34 @@ public sealed partial class NodeConnection : IAsyncDisposable
     /// <summary>The node's id once a status reply named it (0 until then).</summary>
     public ulong NodeId { get; set; }
 
+    /// <summary>One of the configured <see cref="ClusterOptions.Nodes"/>: kept whatever the membership says, as the way back to the cluster.</summary>
+    public bool IsSeed { get; }
+
     /// <summary>False once the leader's membership no longer lists this node (removed): it then gets no commands.</summary>
-    public bool IsMember
+    public bool IsMember => Volatile.Read(ref _notListedSince) == 0;
+
+    // When the leader's membership stopped listing this node (a Stopwatch timestamp), 0 while it is listed.
+    private long _notListedSince;
+
+    /// <summary>Takes in whether the leader's latest membership lists this node.</summary>
+    public void SetListed(bool listed)
     {
-        get => Volatile.Read(ref _isMember);
-        set => Volatile.Write(ref _isMember, value);
+        if (listed)
+        {
+            Volatile.Write(ref _notListedSince, 0);
+        }
+        else
+        {
+            // The first time it is missing counts: a membership that keeps leaving it out does not restart the clock.
+            Interlocked.CompareExchange(ref _notListedSince, Math.Max(1, System.Diagnostics.Stopwatch.GetTimestamp()), 0);
+        }
     }
 
-    private bool _isMember = true;
+    /// <summary>
+    /// Not a seed, and left out of the membership for at least <paramref name="grace"/>: the gateway lets go of it.
+    /// </summary>
+    public bool RemovedFor(TimeSpan grace) =>
+        !IsSeed && Volatile.Read(ref _notListedSince) is var since and not 0 && System.Diagnostics.Stopwatch.GetElapsedTime(since) >= grace;
 
     public Cache.CacheClient Client { get; }
 
@@ -206,6 +227,10 @@ public sealed partial class NodeConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Closes the streams (the gateway stops, or lets go of a removed node): commands in flight on them fail with
+    /// <see cref="NodeUnreachableException"/> as on a broken stream, so their batches retry them elsewhere.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
@@ -410,7 +435,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 }
                 catch (Exception ex) when (token.IsCancellationRequested && ex is OperationCanceledException or RpcException)
                 {
-                    FailInFlight(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: true));
+                    FailInFlight(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: true));
                     return;
                 }
                 catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException)
@@ -531,7 +556,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
             while (_queue.Reader.TryRead(out var pending))
             {
                 Interlocked.Add(ref _node._queued, -pending.Count);
-                pending.TrySetException(new NodeUnreachableException("the gateway is shutting down", maybeDelivered: false));
+                pending.TrySetException(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: false));
             }
 
             try

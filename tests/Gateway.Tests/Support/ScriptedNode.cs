@@ -19,10 +19,12 @@ namespace Dcache.Gateway.Tests.Support;
 internal sealed class ScriptedNode : IAsyncDisposable
 {
     private readonly WebApplication _app;
+    private readonly Service _service;
 
     private ScriptedNode(WebApplication app, Service service)
     {
         _app = app;
+        _service = service;
         Received = service.Received;
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
         Address = $"http://127.0.0.1:{new Uri(address).Port}";
@@ -35,6 +37,12 @@ internal sealed class ScriptedNode : IAsyncDisposable
 
     public int CommandsReceived => Received.Sum(batch => batch.Length);
 
+    /// <summary>Command streams the gateway has open to this node now.</summary>
+    public int OpenStreams => Volatile.Read(ref _service.OpenStreams);
+
+    /// <summary>Status requests answered or refused so far.</summary>
+    public int StatusRequests => Volatile.Read(ref _service.StatusRequests);
+
     /// <summary>An answer that is never sent: the command goes unanswered and the stream stays open (a black hole).</summary>
     public static Reply Unanswered { get; } = new();
 
@@ -42,11 +50,12 @@ internal sealed class ScriptedNode : IAsyncDisposable
     /// Starts a node that answers each command with <paramref name="answer"/>; an answer of null ends the whole stream
     /// with an error at that command, after the replies before it in the batch were sent; <see cref="Unanswered"/>
     /// leaves the command without a reply. With <paramref name="delay"/>, a command's reply is sent that long after it
-    /// arrived (a reply of its own), while the stream goes on.
+    /// arrived (a reply of its own), while the stream goes on. With <paramref name="status"/>, a status request is
+    /// answered with what it returns (the node id, role, leader and membership a test scripts); without, refused.
     /// </summary>
-    public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay = null)
+    public static async Task<ScriptedNode> StartAsync(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay = null, Func<NodeStatus>? status = null)
     {
-        var service = new Service(answer, delay);
+        var service = new Service(answer, delay, status);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddGrpc();
@@ -65,11 +74,27 @@ internal sealed class ScriptedNode : IAsyncDisposable
         await _app.DisposeAsync();
     }
 
-    private sealed class Service(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay) : Cache.CacheBase
+    private sealed class Service(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay, Func<NodeStatus>? status) : Cache.CacheBase
     {
+        public int OpenStreams;
+        public int StatusRequests;
+
         public ConcurrentQueue<Command[]> Received { get; } = new();
 
         public override async Task Execute(IAsyncStreamReader<CommandBatch> requestStream, IServerStreamWriter<ReplyBatch> responseStream, ServerCallContext context)
+        {
+            Interlocked.Increment(ref OpenStreams);
+            try
+            {
+                await ServeAsync(requestStream, responseStream, context);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref OpenStreams);
+            }
+        }
+
+        private async Task ServeAsync(IAsyncStreamReader<CommandBatch> requestStream, IServerStreamWriter<ReplyBatch> responseStream, ServerCallContext context)
         {
             // Replies sent late go out one by one beside the stream's own; gRPC allows one write at a time. Not disposed:
             // late replies still waiting when the stream ends give up on their own.
@@ -144,7 +169,12 @@ internal sealed class ScriptedNode : IAsyncDisposable
             }
         }
 
-        public override Task<NodeStatus> Status(StatusRequest request, ServerCallContext context) =>
-            throw new RpcException(new Status(StatusCode.Unimplemented, "a scripted node does not report its status"));
+        public override Task<NodeStatus> Status(StatusRequest request, ServerCallContext context)
+        {
+            Interlocked.Increment(ref StatusRequests);
+            return status is null
+                ? throw new RpcException(new Status(StatusCode.Unimplemented, "a scripted node does not report its status"))
+                : Task.FromResult(status());
+        }
     }
 }
