@@ -14,6 +14,11 @@ namespace Dcache.Gateway.Tests;
 /// no more polls, no more per-node series), so that a cluster whose nodes are replaced over time does not leave the
 /// gateway holding every address it ever had. Configured nodes are kept; a node listed again is connected to anew.
 /// </summary>
+/// <remarks>
+/// Run alone: every cluster client's meter has the same name, so the OpenTelemetry reader here would take in other
+/// tests' clients too, and one disposed meanwhile ends the instrument's stream that they share in the reader.
+/// </remarks>
+[Collection(ClusterMeterCollection.Name)]
 public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
@@ -284,4 +289,11 @@ public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
             }
         }
     }
+}
+
+/// <summary>Tests that read the cluster client's meter through an OpenTelemetry reader run alone.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ClusterMeterCollection
+{
+    public const string Name = "ClusterMeter";
 }
