@@ -25,7 +25,7 @@ public sealed class LongReadDeadlineTests
     public async Task A_long_read_still_running_at_its_deadline_is_dropped_and_lets_go_of_its_walk(bool senderSaysHowLong)
     {
         var time = new SettableTime(Start);
-        // One key a slice: KEYS over 200,000 keys takes 200,000 loop rounds, far longer than the tick that finds it overdue.
+        // One key a slice: KEYS over 200,000 keys takes 200,000 loop rounds.
         await using var node = await SingleNode.StartAsync(time, requestTimeout: senderSaysHowLong ? TimeSpan.FromMinutes(10) : TimeSpan.FromSeconds(2), longReadSliceKeys: 1);
         await LoadAsync(node.Driver, 200_000);
 
@@ -36,12 +36,14 @@ public sealed class LongReadDeadlineTests
         }
 
         var reply = node.Driver.ExecuteAsync(keys);
+        // The deadline passes while the loop is held in the round the walk started in: it cannot finish first.
+        await using var held = await HeldWalk.StartAsync(node.Driver);
         time.Advance(3_000);
+        Assert.Equal(0, await held.ReleaseAndCountWalksAsync());
 
         var answer = await reply.WaitAsync(Patience);
         Assert.True(answer.ResultCase == Proto.Reply.ResultOneofCase.Failure, $"served in full after its deadline: {answer.Array?.Items.Count} keys");
         Assert.Equal(Proto.FailureKind.Unavailable, answer.Failure.Kind);
-        Assert.Equal(0, await node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount).WaitAsync(Patience));
     }
 
     [Fact]
@@ -83,43 +85,11 @@ public sealed class LongReadDeadlineTests
         // The loop is held right after it took the KEYS in, while the gateway hangs up. Once released, it goes on with
         // that round, then takes in the inputs posted from there: more than a round drains (4,096), so the last is
         // taken in a later round, after which the read, a key a round and 200,000 to go, is still walking unless dropped.
-        using var hold = new ManualResetEventSlim();
-        var held = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Task<int>? walksRoundsLater = null;
-        Task<int> WalksAfter(int inputs) => inputs == 0
-            ? node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount)
-            : node.Driver.RunOnLoopAsync(_ => WalksAfter(inputs - 1)).Unwrap();
-        var holding = Task.CompletedTask;
-        var until = DateTime.UtcNow + Patience;
-        while (true)
-        {
-            await Task.WhenAny(holding, held.Task).WaitAsync(Patience);
-            if (held.Task.IsCompleted)
-            {
-                break;
-            }
-
-            Assert.True(DateTime.UtcNow < until, "the KEYS never started");
-
-            holding = node.Driver.RunOnLoopAsync(_ =>
-            {
-                var walks = node.Driver.Cache.WalkCount;
-                if (walks == 1)
-                {
-                    held.TrySetResult(walks);
-                    hold.Wait(Patience);
-                    walksRoundsLater = WalksAfter(5_000);
-                }
-
-                return walks;
-            });
-        }
+        await using var held = await HeldWalk.StartAsync(node.Driver);
 
         await call.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving.WaitAsync(Patience));
-        hold.Set();
-        await holding.WaitAsync(Patience);
-        Assert.Equal(0, await walksRoundsLater!.WaitAsync(Patience));
+        Assert.Equal(0, await held.ReleaseAndCountWalksAsync());
     }
 
     [Fact]
@@ -131,12 +101,13 @@ public sealed class LongReadDeadlineTests
 
         var keys = new Proto.Command { Id = 1, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
         var reply = CacheService.ExecuteOneAsync(node.Driver, keys, DateTime.UtcNow.AddSeconds(1.5), CancellationToken.None);
+        await using var held = await HeldWalk.StartAsync(node.Driver);
         time.Advance(3_000);
+        Assert.Equal(0, await held.ReleaseAndCountWalksAsync());
 
         var answer = await reply.WaitAsync(Patience);
         Assert.True(answer.ResultCase == Proto.Reply.ResultOneofCase.Failure, $"served in full after the call's deadline: {answer.Array?.Items.Count} keys");
         Assert.Equal(Proto.FailureKind.Unavailable, answer.Failure.Kind);
-        Assert.Equal(0, await node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount).WaitAsync(Patience));
     }
 
     [Fact]
@@ -149,22 +120,13 @@ public sealed class LongReadDeadlineTests
 
         using var call = new CancellationTokenSource();
         var reply = CacheService.ExecuteOneAsync(node.Driver, keys, DateTime.MaxValue, call.Token);
-        // A key a round and 200,000 to go: once started, the walk is still on when the call is cancelled.
-        var until = DateTime.UtcNow + Patience;
-        while (await node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount).WaitAsync(Patience) == 0)
-        {
-            Assert.True(DateTime.UtcNow < until, "the KEYS never started");
-        }
+        // Held in the round the walk started in, the loop cannot finish it before the call is cancelled.
+        await using var held = await HeldWalk.StartAsync(node.Driver);
 
         await call.CancelAsync();
         var ended = await Assert.ThrowsAsync<RpcException>(() => reply.WaitAsync(Patience));
         Assert.Equal(StatusCode.Cancelled, ended.StatusCode);
-
-        // 5,000 rounds later a walk still on would be 195,000 keys from its end.
-        Task<int> WalksAfter(int rounds) => rounds == 0
-            ? node.Driver.RunOnLoopAsync(_ => node.Driver.Cache.WalkCount)
-            : node.Driver.RunOnLoopAsync(_ => WalksAfter(rounds - 1)).Unwrap();
-        Assert.Equal(0, await WalksAfter(5_000).WaitAsync(Patience));
+        Assert.Equal(0, await held.ReleaseAndCountWalksAsync());
     }
 
     [Fact]
@@ -193,6 +155,67 @@ public sealed class LongReadDeadlineTests
         Assert.Contains("may still apply", ended.Status.Detail, StringComparison.Ordinal);
         var get = await node.Driver.ExecuteAsync(new Proto.Command { Id = 2, Get = new Proto.GetRequest { Key = ByteString.CopyFromUtf8("k") } }).WaitAsync(Patience);
         Assert.Equal("v", get.Bulk.ToStringUtf8());
+    }
+
+    /// <summary>
+    /// The node's loop held in the round a walk started in (one key of many walked), so that a test can end the read's
+    /// call before the walk could finish, however slowly the test's thread runs.
+    /// </summary>
+    private sealed class HeldWalk : IAsyncDisposable
+    {
+        // Posted from the held round: after 5,000 more rounds a walk still on (a key a round) would be far from its end.
+        private const int RoundsAfterRelease = 5_000;
+        private readonly ManualResetEventSlim _release = new();
+        private Task<int> _holding = Task.FromResult(0);
+        private Task<int>? _walksLater;
+
+        public static async Task<HeldWalk> StartAsync(RaftDriver driver)
+        {
+            var held = new HeldWalk();
+            var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var until = DateTime.UtcNow + Patience;
+            while (true)
+            {
+                await Task.WhenAny(held._holding, started.Task).WaitAsync(Patience);
+                if (started.Task.IsCompleted)
+                {
+                    return held;
+                }
+
+                Assert.True(DateTime.UtcNow < until, "the walk never started");
+                held._holding = driver.RunOnLoopAsync(_ =>
+                {
+                    var walks = driver.Cache.WalkCount;
+                    if (walks == 1)
+                    {
+                        started.TrySetResult();
+                        held._release.Wait(Patience);
+                        held._walksLater = WalksAfter(driver, RoundsAfterRelease);
+                    }
+
+                    return walks;
+                });
+            }
+        }
+
+        /// <summary>Lets the loop go on and counts the walks still on some thousand rounds later.</summary>
+        public async Task<int> ReleaseAndCountWalksAsync()
+        {
+            _release.Set();
+            await _holding.WaitAsync(Patience);
+            return await _walksLater!.WaitAsync(Patience);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _release.Set();
+            await ((Task)_holding).WaitAsync(Patience).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            _release.Dispose();
+        }
+
+        private static Task<int> WalksAfter(RaftDriver driver, int rounds) => rounds == 0
+            ? driver.RunOnLoopAsync(_ => driver.Cache.WalkCount)
+            : driver.RunOnLoopAsync(_ => WalksAfter(driver, rounds - 1)).Unwrap();
     }
 
     /// <summary>A gateway's side of the command stream: batches sent by the test, until the call is cancelled.</summary>
