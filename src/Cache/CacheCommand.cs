@@ -8,8 +8,9 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 6 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
-/// Version 6 adds two kinds, <see cref="CacheCommandKind.SetRange"/> and <see cref="CacheCommandKind.Copy"/>
+/// Format, version 7 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 7 adds two kinds, <see cref="CacheCommandKind.Transaction"/> (MULTI/EXEC) and <see cref="CacheCommandKind.Read"/>,
+/// which exists only inside a transaction (<see cref="TransactionVersion"/>). Version 6 adds two kinds, <see cref="CacheCommandKind.SetRange"/> and <see cref="CacheCommandKind.Copy"/>
 /// (<see cref="SetRangeAndCopyVersion"/>), and one meaning: a value that would grow past the 512 MiB limit is refused with
 /// Redis 7.0's wording of the error (<see cref="UsesRedis7StringLimitText"/>). Version 5 adds one kind, <see cref="CacheCommandKind.PurgeExpiredThroughKey"/> (<see cref="PurgeThroughKeyVersion"/>),
 /// and one meaning: over the memory cap, expired keys are reclaimed only as far as the cap needs
@@ -19,7 +20,7 @@ namespace Dcache.Cache;
 /// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
 /// (<see cref="RequiresKnownSession"/>, <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=6) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=7) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -38,12 +39,18 @@ namespace Dcache.Cache;
 /// PurgeExpiredThroughKey (5) : i64 purge-up-to ms | bytes last key (every key before (ms, key) in expiry order, and it)
 /// SetRange (6)         : varint offset (at most long.MaxValue) | bytes key | bytes value
 /// Copy (6)             : u8 flags (bit 0 REPLACE, others 0) | bytes source | bytes destination
+/// Transaction (7)      : varint command count (>= 1) | command count x bytes (u8 kind | body): each command as its own
+///                        entry would carry it without version, client id, sequence and time (the transaction's apply to
+///                        it); any kind but Transaction, RegisterSession and the purges; no session-must-exist bit
+/// Read (7, only inside a Transaction) : u8 ReadKind | [i64 start | i64 end, GetRange only] | varint key count (0 for
+///                        KeyCount, 1 for the single-key reads, >= 1 for MultiGet and Exists) | key count x bytes key
 /// </code>
-/// The kinds marked (3) exist from version 3 on, the one marked (5) from version 5 and those marked (6) from version 6: in
+/// The kinds marked (3) exist from version 3 on, the one marked (5) from version 5, those marked (6) from version 6 and
+/// those marked (7) from version 7: in
 /// an older version their kind byte is unknown. Nothing may follow the body. A new field or command, or a new meaning,
 /// means a new version byte, so an old replica refuses an entry it does not understand instead of applying it differently.
 /// (Kinds 9 to 16 joined version 3 before any build that writes it was released; from now on, new kinds need a new
-/// version, 7 or later.)
+/// version, 8 or later.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {
@@ -52,9 +59,10 @@ public readonly ref struct CacheCommand
     /// differ only in meaning (see <see cref="RequiresKnownSession"/>) and in having no session-must-exist bit, 3, which
     /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>
     /// and reclaims every expired key at once over the memory cap, and 5, which lacks <see cref="CacheCommandKind.SetRange"/>
-    /// and <see cref="CacheCommandKind.Copy"/> and words the string length error differently; see <see cref="SetFormatVersion"/>.
+    /// and <see cref="CacheCommandKind.Copy"/> and words the string length error differently, and 6, which lacks
+    /// <see cref="CacheCommandKind.Transaction"/>; see <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 6;
+    public const byte FormatVersion = 7;
 
     /// <summary>
     /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
@@ -114,13 +122,17 @@ public readonly ref struct CacheCommand
     /// </summary>
     public const byte SetRangeAndCopyVersion = 6;
 
+    /// <summary>The first format version with <see cref="CacheCommandKind.Transaction"/> and <see cref="CacheCommandKind.Read"/> (MULTI/EXEC).</summary>
+    public const byte TransactionVersion = 7;
+
     /// <summary>
-    /// The oldest format version that has <paramref name="kind"/>: 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
+    /// The oldest format version that has <paramref name="kind"/>: 7 for Transaction and Read, 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
     /// 3 for <see cref="CacheCommandKind.RegisterSession"/> and the kinds after it up to RenameIfAbsent, 1 for the others. A
     /// leader must not propose such an entry while a member reads only an older version: that member would stop at it.
     /// </summary>
     public static byte MinimumFormatVersion(CacheCommandKind kind) => kind switch
     {
+        >= CacheCommandKind.Transaction => TransactionVersion,
         >= CacheCommandKind.SetRange => SetRangeAndCopyVersion,
         >= CacheCommandKind.PurgeExpiredThroughKey => PurgeThroughKeyVersion,
         >= CacheCommandKind.RegisterSession => SessionRegistrationVersion,
@@ -221,6 +233,21 @@ public readonly ref struct CacheCommand
     /// <summary>Copy's REPLACE: the destination may exist, and is overwritten.</summary>
     public bool Replace { get; private init; }
 
+    /// <summary>What a Read answers.</summary>
+    public ReadKind ReadKind { get; private init; }
+
+    /// <summary>A GetRange read's start offset, as the client gave it.</summary>
+    public long RangeStart => Kind == CacheCommandKind.Read ? _time : 0;
+
+    /// <summary>A GetRange read's end offset (inclusive), as the client gave it.</summary>
+    public long RangeEnd { get; private init; }
+
+    /// <summary>A Transaction's commands, in order, decoded as they are enumerated (<see cref="Decode"/> has checked them all).</summary>
+    public CommandList Commands => Kind == CacheCommandKind.Transaction ? new CommandList(_items, Count, Envelope, ReadVersion) : default;
+
+    // The format version the entry was read in: a transaction's commands are read in it too.
+    private byte ReadVersion { get; init; }
+
     /// <summary>IncrementByFloat's increment, as the client wrote it.</summary>
     public ReadOnlySpan<byte> FloatIncrement => Kind == CacheCommandKind.IncrementByFloat ? Value : default;
 
@@ -236,11 +263,11 @@ public readonly ref struct CacheCommand
     /// </summary>
     public long PurgeUpToMs => Kind is CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey ? _time : 0;
 
-    /// <summary>The number of keys of Delete, or of key/value pairs of MultiSet.</summary>
+    /// <summary>The number of keys of Delete and Read, of key/value pairs of MultiSet, or of commands of Transaction.</summary>
     public int Count { get; }
 
-    /// <summary>Delete's keys, in the order given.</summary>
-    public KeyList Keys => Kind == CacheCommandKind.Delete ? new KeyList(_items, Count) : default;
+    /// <summary>Delete's and Read's keys, in the order given.</summary>
+    public KeyList Keys => Kind is CacheCommandKind.Delete or CacheCommandKind.Read ? new KeyList(_items, Count) : default;
 
     /// <summary>MultiSet's and MultiSetIfNoneExist's pairs, in the order given (a later pair for the same key wins, as in Redis).</summary>
     public PairList Pairs => Kind is CacheCommandKind.MultiSet or CacheCommandKind.MultiSetIfNoneExist ? new PairList(_items, Count) : default;
@@ -269,7 +296,30 @@ public readonly ref struct CacheCommand
         var sequence = reader.ReadVarUInt64("sequence number");
         var nowMs = reader.ReadInt64("timestamp");
         var envelope = new CommandEnvelope(clientId, sequence, nowMs, sessionMustExist);
+        if ((CacheCommandKind)kindByte == CacheCommandKind.Read)
+        {
+            throw EntryReader.Malformed("a read outside a transaction", 1);
+        }
 
+        return DecodeBody(ref reader, version, kindByte, envelope);
+    }
+
+    /// <summary>A transaction's command: u8 kind | body, applied under the transaction's envelope and version.</summary>
+    private static CacheCommand DecodeNested(ReadOnlySpan<byte> nested, byte version, CommandEnvelope envelope)
+    {
+        var reader = new EntryReader(nested);
+        var kindByte = reader.ReadByte("transaction command kind");
+        if ((CacheCommandKind)kindByte is CacheCommandKind.Transaction or CacheCommandKind.RegisterSession
+            or CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey)
+        {
+            throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"command kind {kindByte} inside a transaction"), 0);
+        }
+
+        return DecodeBody(ref reader, version, kindByte, envelope);
+    }
+
+    private static CacheCommand DecodeBody(scoped ref EntryReader reader, byte version, byte kindByte, CommandEnvelope envelope)
+    {
         CacheCommand command;
         switch ((CacheCommandKind)kindByte)
         {
@@ -440,6 +490,67 @@ public readonly ref struct CacheCommand
                     break;
                 }
 
+            case CacheCommandKind.Transaction when version >= TransactionVersion:
+                {
+                    var count = ReadCount(ref reader, "transaction command count");
+                    var start = reader.Position;
+                    for (var i = 0; i < count; i++)
+                    {
+                        // Checked whole now, so that a malformed command applies none of the others.
+                        var nestedOffset = reader.Position;
+                        try
+                        {
+                            DecodeNested(reader.ReadBytes("transaction command"), version, envelope);
+                        }
+                        catch (FormatException e) when (e is not UnsupportedCommandVersionException)
+                        {
+                            // Its offsets count from the command's own start, which the transaction's offset locates.
+                            const string prefix = "Malformed cache command: ";
+                            var detail = e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..].TrimEnd('.') : e.Message;
+                            throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"transaction command {i + 1}: {detail}"), nestedOffset);
+                        }
+                    }
+
+                    command = new CacheCommand(envelope, CacheCommandKind.Transaction, count: count, items: reader.SliceFrom(start));
+                    break;
+                }
+
+            case CacheCommandKind.Read when version >= TransactionVersion:
+                {
+                    var readOffset = reader.Position;
+                    var readKind = (ReadKind)reader.ReadByte("read kind");
+                    if (readKind is < ReadKind.Get or > ReadKind.KeyCount)
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"invalid read kind {(byte)readKind}"), readOffset);
+                    }
+
+                    var rangeStart = readKind == ReadKind.GetRange ? reader.ReadInt64("GETRANGE start") : 0;
+                    var rangeEnd = readKind == ReadKind.GetRange ? reader.ReadInt64("GETRANGE end") : 0;
+                    var countOffset = reader.Position;
+                    var count = reader.ReadLength("read key count", 1);
+                    var expected = readKind switch
+                    {
+                        ReadKind.KeyCount => count == 0,
+                        ReadKind.MultiGet or ReadKind.Exists => count >= 1,
+                        _ => count == 1,
+                    };
+                    if (!expected)
+                    {
+                        throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"{count} keys for read kind {readKind}"), countOffset);
+                    }
+
+                    var start = reader.Position;
+                    for (var i = 0; i < count; i++)
+                    {
+                        reader.ReadBytes("read key");
+                    }
+
+                    var keys = reader.SliceFrom(start);
+                    var first = count > 0 ? new EntryReader(keys).ReadBytes("read key") : default;
+                    command = new CacheCommand(envelope, CacheCommandKind.Read, first, time: rangeStart, count: count, items: keys) { ReadKind = readKind, RangeEnd = rangeEnd };
+                    break;
+                }
+
             default:
                 throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"unknown command kind {kindByte}"), 1);
         }
@@ -450,6 +561,7 @@ public readonly ref struct CacheCommand
             RequiresKnownSession = version >= 2,
             ReclaimsExpiredOnlyAsNeeded = version >= PurgeThroughKeyVersion,
             UsesRedis7StringLimitText = version >= SetRangeAndCopyVersion,
+            ReadVersion = version,
         };
     }
 
@@ -685,6 +797,101 @@ public readonly ref struct CacheCommand
         EndEntry(output, writer, size, buffer);
     }
 
+    /// <summary>
+    /// A read answered at apply time, as a Read entry. Only a transaction may carry it (<see cref="EncodeTransaction"/>):
+    /// <see cref="Decode"/> refuses it alone. <paramref name="keys"/> as the read takes them (none for KeyCount).
+    /// </summary>
+    public static void EncodeRead(IBufferWriter<byte> output, CommandEnvelope envelope, ReadKind kind, ReadOnlySpan<ReadOnlyMemory<byte>> keys, long rangeStart = 0, long rangeEnd = 0)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        var keysAllowed = kind switch
+        {
+            ReadKind.KeyCount => keys.IsEmpty,
+            ReadKind.MultiGet or ReadKind.Exists => !keys.IsEmpty,
+            >= ReadKind.Get and <= ReadKind.KeyCount => keys.Length == 1,
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown read kind"),
+        };
+        if (!keysAllowed)
+        {
+            throw new ArgumentException($"{keys.Length} keys for a {kind} read", nameof(keys));
+        }
+
+        var size = HeaderSize(envelope) + 1 + (kind == ReadKind.GetRange ? 16 : 0) + EntryWriter.VarIntSize((ulong)keys.Length);
+        foreach (var key in keys)
+        {
+            size += EntryWriter.BytesSize(key.Length);
+        }
+
+        var writer = BeginEntry(output, size, CacheCommandKind.Read, envelope, out var buffer);
+        writer.WriteByte((byte)kind);
+        if (kind == ReadKind.GetRange)
+        {
+            writer.WriteInt64(rangeStart);
+            writer.WriteInt64(rangeEnd);
+        }
+
+        writer.WriteVarUInt64((ulong)keys.Length);
+        foreach (var key in keys)
+        {
+            writer.WriteBytes(key.Span);
+        }
+
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>
+    /// MULTI/EXEC: <paramref name="commands"/>, each encoded as its own entry by the encoders here (their envelopes are
+    /// dropped: the transaction's applies), in one Transaction entry.
+    /// </summary>
+    public static void EncodeTransaction(IBufferWriter<byte> output, CommandEnvelope envelope, IReadOnlyList<ReadOnlyMemory<byte>> commands)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(commands);
+        if (commands.Count == 0)
+        {
+            throw new ArgumentException("A transaction needs at least one command.", nameof(commands));
+        }
+
+        var size = HeaderSize(envelope) + EntryWriter.VarIntSize((ulong)commands.Count);
+        foreach (var command in commands)
+        {
+            size += EntryWriter.BytesSize(1 + BodyOf(command.Span, out _).Length);
+        }
+
+        var writer = BeginEntry(output, size, CacheCommandKind.Transaction, envelope, out var buffer);
+        writer.WriteVarUInt64((ulong)commands.Count);
+        foreach (var command in commands)
+        {
+            var body = BodyOf(command.Span, out var kind);
+            writer.WriteVarUInt64((ulong)(1 + body.Length));
+            writer.WriteByte((byte)kind);
+            writer.WriteRaw(body);
+        }
+
+        EndEntry(output, writer, size, buffer);
+    }
+
+    /// <summary>An encoded entry's body (what follows its envelope) and kind; the kinds a transaction cannot carry throw.</summary>
+    private static ReadOnlySpan<byte> BodyOf(ReadOnlySpan<byte> entry, out CacheCommandKind kind)
+    {
+        var reader = new EntryReader(entry);
+        if (reader.ReadByte("format version") != FormatVersion)
+        {
+            throw new ArgumentException("not an entry encoded by this build", nameof(entry));
+        }
+
+        kind = (CacheCommandKind)(reader.ReadByte("command kind") & ~SessionMustExistBit);
+        if (kind is CacheCommandKind.Transaction or CacheCommandKind.RegisterSession or CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey)
+        {
+            throw new ArgumentException($"a {kind} entry cannot go in a transaction", nameof(entry));
+        }
+
+        reader.ReadUInt64("client id");
+        reader.ReadVarUInt64("sequence number");
+        reader.ReadInt64("timestamp");
+        return entry[reader.Position..];
+    }
+
     /// <summary>FLUSHALL.</summary>
     public static void EncodeFlushAll(IBufferWriter<byte> output, CommandEnvelope envelope)
     {
@@ -789,6 +996,57 @@ public readonly ref struct CacheCommand
 
                 _left--;
                 Current = _reader.ReadBytes("DEL key");
+                return true;
+            }
+        }
+    }
+
+    /// <summary>A Transaction's commands as slices of the entry, decoded one at a time.</summary>
+    public readonly ref struct CommandList
+    {
+        private readonly ReadOnlySpan<byte> _encoded;
+        private readonly CommandEnvelope _envelope;
+        private readonly byte _version;
+
+        internal CommandList(ReadOnlySpan<byte> encoded, int count, CommandEnvelope envelope, byte version)
+        {
+            _encoded = encoded;
+            Count = count;
+            _envelope = envelope;
+            _version = version;
+        }
+
+        public int Count { get; }
+
+        public Enumerator GetEnumerator() => new(_encoded, Count, _envelope, _version);
+
+        public ref struct Enumerator
+        {
+            private readonly CommandEnvelope _envelope;
+            private readonly byte _version;
+            private EntryReader _reader;
+            private int _left;
+
+            internal Enumerator(ReadOnlySpan<byte> encoded, int count, CommandEnvelope envelope, byte version)
+            {
+                _reader = new EntryReader(encoded);
+                _left = count;
+                _envelope = envelope;
+                _version = version;
+                Current = default;
+            }
+
+            public CacheCommand Current { get; private set; }
+
+            public bool MoveNext()
+            {
+                if (_left == 0)
+                {
+                    return false;
+                }
+
+                _left--;
+                Current = DecodeNested(_reader.ReadBytes("transaction command"), _version, _envelope);
                 return true;
             }
         }

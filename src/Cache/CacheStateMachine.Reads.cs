@@ -104,6 +104,16 @@ public sealed partial class CacheStateMachine
     }
 
     /// <summary>
+    /// EXPIRETIME (seconds, rounded to the nearest as Redis's ttlGenericCommand rounds, but without adding 500 first, which
+    /// would overflow for the latest times) or PEXPIRETIME; -1 without expiry, -2 when absent.
+    /// </summary>
+    public long ExpireTime(ReadOnlySpan<byte> key, long nowMs, bool milliseconds)
+    {
+        var expireAtMs = ExpireTimeMs(key, nowMs);
+        return expireAtMs < 0 || milliseconds ? expireAtMs : RoundToSeconds(expireAtMs);
+    }
+
+    /// <summary>
     /// RANDOMKEY: a key alive at <paramref name="nowMs"/> (Bulk), or Nil when there is none. Not uniform, and O(log n) at
     /// most: a few draws among all keys, each taking a key without expiry as it is and one with an expiry if it is alive;
     /// should they all meet expired keys not yet purged, the key that expires last is alive if any key with an expiry is,

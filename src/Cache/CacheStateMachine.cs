@@ -210,11 +210,81 @@ public sealed partial class CacheStateMachine
             CacheCommandKind.PurgeExpiredThroughKey => CacheReply.FromInteger(command.PurgeUpToMs <= now
                 ? PurgeExpiredThrough(command.PurgeUpToMs, command.Key)
                 : PurgeExpiredUpTo(now)),
+            CacheCommandKind.Transaction => ApplyTransaction(command.Commands, now),
+            CacheCommandKind.Read => ApplyRead(command, now),
             _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
         };
 
         EnforceMemoryCap(now, command.ReclaimsExpiredOnlyAsNeeded);
         return reply;
+    }
+
+    /// <summary>
+    /// MULTI/EXEC: every command in order, in this one apply, so no other entry's effect lands between them on any
+    /// replica. Each keeps its own reply (an error stays in its slot and the others still apply, as in Redis), and the
+    /// memory cap is enforced after each as it would be after each command alone.
+    /// </summary>
+    private CacheReply ApplyTransaction(CacheCommand.CommandList commands, long now)
+    {
+        var replies = new CacheReply[commands.Count];
+        var i = 0;
+        foreach (var command in commands)
+        {
+            replies[i++] = Execute(command, now);
+        }
+
+        return CacheReply.FromArray(replies);
+    }
+
+    /// <summary>A read inside a transaction, answered as of the transaction's time, between its writes.</summary>
+    private CacheReply ApplyRead(in CacheCommand command, long now)
+    {
+        switch (command.ReadKind)
+        {
+            case ReadKind.Get:
+                return Get(command.Key, now);
+            case ReadKind.MultiGet:
+                {
+                    var items = new CacheReply[command.Count];
+                    var i = 0;
+                    foreach (var key in command.Keys)
+                    {
+                        items[i++] = Get(key, now);
+                    }
+
+                    return CacheReply.FromArray(items);
+                }
+
+            case ReadKind.Exists:
+                {
+                    long count = 0;
+                    foreach (var key in command.Keys)
+                    {
+                        count += ContainsKey(key, now) ? 1 : 0;
+                    }
+
+                    return CacheReply.FromInteger(count);
+                }
+
+            case ReadKind.TimeToLiveSeconds:
+                return CacheReply.FromInteger(TimeToLiveSeconds(command.Key, now));
+            case ReadKind.TimeToLiveMilliseconds:
+                return CacheReply.FromInteger(TimeToLiveMs(command.Key, now));
+            case ReadKind.ExpireTimeSeconds:
+                return CacheReply.FromInteger(ExpireTime(command.Key, now, milliseconds: false));
+            case ReadKind.ExpireTimeMilliseconds:
+                return CacheReply.FromInteger(ExpireTime(command.Key, now, milliseconds: true));
+            case ReadKind.StringLength:
+                return CacheReply.FromInteger(StringLength(command.Key, now));
+            case ReadKind.GetRange:
+                return GetRange(command.Key, command.RangeStart, command.RangeEnd, now);
+            case ReadKind.Type:
+                return CacheReply.FromBulk(ContainsKey(command.Key, now) ? "string"u8.ToArray() : "none"u8.ToArray());
+            case ReadKind.KeyCount:
+                return CacheReply.FromInteger(CountKeys(now));
+            default:
+                throw new InvalidOperationException("Decode admitted an unknown read kind.");
+        }
     }
 
     private CacheReply ApplySet(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, SetOptions options, long now)

@@ -58,6 +58,54 @@ public enum CacheCommandKind : byte
 
     /// <summary>COPY (same database): the value and expiry copied to the destination, which REPLACE lets it overwrite; 1 or 0.</summary>
     Copy = 19,
+
+    // Format version 7 and later: an older build must refuse them rather than skip them.
+
+    /// <summary>
+    /// MULTI/EXEC: several commands applied in one step, in order, nothing else between them; the reply is the array of
+    /// their replies (a command that fails gives its error in its slot and the others still apply, as in Redis).
+    /// </summary>
+    Transaction = 20,
+
+    /// <summary>A read (<see cref="ReadKind"/>) answered at apply time: only inside a <see cref="Transaction"/>.</summary>
+    Read = 21,
+}
+
+/// <summary>The reads a <see cref="CacheCommandKind.Read"/> entry carries. The byte values are part of the entry format.</summary>
+public enum ReadKind : byte
+{
+    /// <summary>GET: the value or nil.</summary>
+    Get = 1,
+
+    /// <summary>MGET: an array of values or nils.</summary>
+    MultiGet = 2,
+
+    /// <summary>EXISTS / TOUCH: how many of the keys exist (a key named twice counted twice).</summary>
+    Exists = 3,
+
+    /// <summary>TTL: seconds left, rounded; -1 without expiry, -2 without the key.</summary>
+    TimeToLiveSeconds = 4,
+
+    /// <summary>PTTL.</summary>
+    TimeToLiveMilliseconds = 5,
+
+    /// <summary>EXPIRETIME: the absolute expiry in unix seconds, rounded; -1 without expiry, -2 without the key.</summary>
+    ExpireTimeSeconds = 6,
+
+    /// <summary>PEXPIRETIME.</summary>
+    ExpireTimeMilliseconds = 7,
+
+    /// <summary>STRLEN.</summary>
+    StringLength = 8,
+
+    /// <summary>GETRANGE / SUBSTR with the client's offsets.</summary>
+    GetRange = 9,
+
+    /// <summary>TYPE: the bulk "string" or "none".</summary>
+    Type = 10,
+
+    /// <summary>DBSIZE: the live keys.</summary>
+    KeyCount = 11,
 }
 
 /// <summary>What GETEX does to the key's expiry. The byte values are part of the entry format.</summary>

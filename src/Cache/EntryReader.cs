@@ -157,6 +157,13 @@ internal ref struct EntryWriter
         _buffer[_position++] = (byte)value;
     }
 
+    /// <summary>Bytes as they are, without a length (the caller wrote one that covers them).</summary>
+    public void WriteRaw(ReadOnlySpan<byte> value)
+    {
+        value.CopyTo(_buffer[_position..]);
+        _position += value.Length;
+    }
+
     public void WriteBytes(ReadOnlySpan<byte> value)
     {
         WriteVarUInt64((ulong)value.Length);

@@ -10,5 +10,6 @@ public sealed partial class Command
     public bool IsWrite => OpCase is OpOneofCase.Set or OpOneofCase.Del or OpOneofCase.Mset or OpOneofCase.IncrBy
         or OpOneofCase.Expire or OpOneofCase.Persist or OpOneofCase.RegisterSession or OpOneofCase.Getdel
         or OpOneofCase.Getex or OpOneofCase.Append or OpOneofCase.IncrByFloat or OpOneofCase.Msetnx
-        or OpOneofCase.Flushall or OpOneofCase.Rename or OpOneofCase.Setrange or OpOneofCase.Copy;
+        or OpOneofCase.Flushall or OpOneofCase.Rename or OpOneofCase.Setrange or OpOneofCase.Copy
+        or OpOneofCase.Transaction;
 }

@@ -23,18 +23,12 @@ public static class ReadExecutor
         Proto.Command.OpOneofCase.Strlen => ReplyFactory.Integer(command.Id, cache.StringLength(command.Strlen.Key.Span, nowMs)),
         Proto.Command.OpOneofCase.Getrange => ReplyFactory.FromCache(command.Id, cache.GetRange(command.Getrange.Key.Span, command.Getrange.Start, command.Getrange.End, nowMs)),
         Proto.Command.OpOneofCase.Type => ReplyFactory.FromCache(command.Id, CacheReply.FromBulk(cache.ContainsKey(command.Type.Key.Span, nowMs) ? "string"u8.ToArray() : "none"u8.ToArray())),
-        Proto.Command.OpOneofCase.Expiretime => ReplyFactory.Integer(command.Id, ExpireTime(cache.ExpireTimeMs(command.Expiretime.Key.Span, nowMs), command.Expiretime.Milliseconds)),
+        Proto.Command.OpOneofCase.Expiretime => ReplyFactory.Integer(command.Id, cache.ExpireTime(command.Expiretime.Key.Span, nowMs, command.Expiretime.Milliseconds)),
         Proto.Command.OpOneofCase.Keys => ReplyFactory.FromCache(command.Id, Keys(cache, command.Keys.Pattern.Memory, nowMs)),
         Proto.Command.OpOneofCase.Scan => ReplyFactory.FromCache(command.Id, Scan(cache, command.Scan, nowMs)),
         Proto.Command.OpOneofCase.Randomkey => ReplyFactory.FromCache(command.Id, cache.RandomKey(nowMs, Random.Shared)),
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
-
-    /// <summary>
-    /// EXPIRETIME rounds to the nearest second, as Redis's ttlGenericCommand does; without adding 500 first, which would
-    /// overflow for the latest times (PEXPIREAT key 9223372036854775807 answered -9223372036854775).
-    /// </summary>
-    private static long ExpireTime(long expireAtMs, bool milliseconds) => expireAtMs < 0 || milliseconds ? expireAtMs : CacheStateMachine.RoundToSeconds(expireAtMs);
 
     /// <summary>KEYS's and SCAN's pattern as a filter: null for <c>*</c>, which accepts every key.</summary>
     public static KeyFilter? PatternFilter(ReadOnlyMemory<byte> pattern) =>

@@ -34,6 +34,7 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Rename => (CacheCommandKind.Rename, "RENAME"),
         Proto.Command.OpOneofCase.Setrange => (CacheCommandKind.SetRange, "SETRANGE"),
         Proto.Command.OpOneofCase.Copy => (CacheCommandKind.Copy, "COPY"),
+        Proto.Command.OpOneofCase.Transaction => (CacheCommandKind.Transaction, "MULTI/EXEC"),
         _ => throw new ArgumentException($"{command.OpCase} is not a write", nameof(command)),
     };
 
@@ -41,6 +42,7 @@ public static class WriteEncoder
     public static string? Validate(Proto.Command command) => command.OpCase switch
     {
         Proto.Command.OpOneofCase.None => "command without an operation",
+        Proto.Command.OpOneofCase.Transaction => ValidateTransaction(command.Transaction),
         Proto.Command.OpOneofCase.RegisterSession when command.ClientId == CommandEnvelope.NoSession || command.Sequence != 0 => "a session registration needs a client id and sequence 0",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.TtlMs && command.Set.TtlMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.ExpireAtMs && command.Set.ExpireAtMs <= 0 => "ERR invalid expire time in 'set' command",
@@ -61,9 +63,96 @@ public static class WriteEncoder
         _ => null,
     };
 
-    public static void Encode(Proto.Command command, long nowMs, IBufferWriter<byte> output)
+    /// <summary>The commands a transaction may carry: every write but a session registration, and the reads of one step.</summary>
+    public static bool MayGoInTransaction(Proto.Command command) => command.OpCase switch
     {
-        var envelope = new CommandEnvelope(command.ClientId, command.Sequence, nowMs, command.SessionMustExist);
+        Proto.Command.OpOneofCase.RegisterSession or Proto.Command.OpOneofCase.Transaction or Proto.Command.OpOneofCase.None => false,
+        _ when command.IsWrite => true,
+        _ => ReadKindOf(command) is not null,
+    };
+
+    private static string? ValidateTransaction(Proto.TransactionRequest transaction)
+    {
+        if (transaction.Commands.Count == 0)
+        {
+            return "a transaction without commands";
+        }
+
+        for (var i = 0; i < transaction.Commands.Count; i++)
+        {
+            var command = transaction.Commands[i];
+            if (!MayGoInTransaction(command))
+            {
+                return $"transaction command {i + 1}: {command.OpCase} cannot go in a transaction";
+            }
+
+            if (Validate(command) is { } invalid)
+            {
+                return invalid.StartsWith("ERR ", StringComparison.Ordinal) ? invalid : $"transaction command {i + 1}: {invalid}";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The read a transaction carries for <paramref name="command"/>; null for a write or a read it cannot carry.</summary>
+    private static ReadKind? ReadKindOf(Proto.Command command) => command.OpCase switch
+    {
+        Proto.Command.OpOneofCase.Get => ReadKind.Get,
+        Proto.Command.OpOneofCase.Mget => ReadKind.MultiGet,
+        Proto.Command.OpOneofCase.Exists => ReadKind.Exists,
+        Proto.Command.OpOneofCase.Ttl => command.Ttl.Milliseconds ? ReadKind.TimeToLiveMilliseconds : ReadKind.TimeToLiveSeconds,
+        Proto.Command.OpOneofCase.Expiretime => command.Expiretime.Milliseconds ? ReadKind.ExpireTimeMilliseconds : ReadKind.ExpireTimeSeconds,
+        Proto.Command.OpOneofCase.Strlen => ReadKind.StringLength,
+        Proto.Command.OpOneofCase.Getrange => ReadKind.GetRange,
+        Proto.Command.OpOneofCase.Type => ReadKind.Type,
+        Proto.Command.OpOneofCase.Dbsize => ReadKind.KeyCount,
+        _ => null,
+    };
+
+    private static void EncodeTransaction(Proto.TransactionRequest transaction, CommandEnvelope envelope, IBufferWriter<byte> output)
+    {
+        // Each command is encoded alone as it would be proposed, at the same time; the transaction's envelope replaces theirs.
+        var commands = new ReadOnlyMemory<byte>[transaction.Commands.Count];
+        var alone = new CommandEnvelope(CommandEnvelope.NoSession, 0, envelope.NowMs);
+        for (var i = 0; i < commands.Length; i++)
+        {
+            var command = transaction.Commands[i];
+            var buffer = new ArrayBufferWriter<byte>();
+            if (command.IsWrite)
+            {
+                Encode(command, alone, buffer);
+            }
+            else
+            {
+                CacheCommand.EncodeRead(buffer, alone, ReadKindOf(command)!.Value, ReadKeys(command), command.Getrange?.Start ?? 0, command.Getrange?.End ?? 0);
+            }
+
+            commands[i] = buffer.WrittenMemory;
+        }
+
+        CacheCommand.EncodeTransaction(output, envelope, commands);
+    }
+
+    private static ReadOnlyMemory<byte>[] ReadKeys(Proto.Command command) => command.OpCase switch
+    {
+        Proto.Command.OpOneofCase.Get => [command.Get.Key.Memory],
+        Proto.Command.OpOneofCase.Mget => ToMemories(command.Mget.Keys),
+        Proto.Command.OpOneofCase.Exists => ToMemories(command.Exists.Keys),
+        Proto.Command.OpOneofCase.Ttl => [command.Ttl.Key.Memory],
+        Proto.Command.OpOneofCase.Expiretime => [command.Expiretime.Key.Memory],
+        Proto.Command.OpOneofCase.Strlen => [command.Strlen.Key.Memory],
+        Proto.Command.OpOneofCase.Getrange => [command.Getrange.Key.Memory],
+        Proto.Command.OpOneofCase.Type => [command.Type.Key.Memory],
+        _ => [],
+    };
+
+    public static void Encode(Proto.Command command, long nowMs, IBufferWriter<byte> output) =>
+        Encode(command, new CommandEnvelope(command.ClientId, command.Sequence, nowMs, command.SessionMustExist), output);
+
+    private static void Encode(Proto.Command command, CommandEnvelope envelope, IBufferWriter<byte> output)
+    {
+        var nowMs = envelope.NowMs;
         switch (command.OpCase)
         {
             case Proto.Command.OpOneofCase.Set:
@@ -137,6 +226,9 @@ public static class WriteEncoder
                 break;
             case Proto.Command.OpOneofCase.Copy:
                 CacheCommand.EncodeCopy(output, envelope, command.Copy.Source.Span, command.Copy.Destination.Span, command.Copy.Replace);
+                break;
+            case Proto.Command.OpOneofCase.Transaction:
+                EncodeTransaction(command.Transaction, envelope, output);
                 break;
             default:
                 throw new ArgumentException($"{command.OpCase} is not a write", nameof(command));

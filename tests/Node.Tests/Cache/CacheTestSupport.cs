@@ -70,6 +70,17 @@ internal static class Entries
     public static byte[] Copy(CommandEnvelope envelope, string source, string destination, bool replace = false) =>
         Encode(w => CacheCommand.EncodeCopy(w, envelope, B(source), B(destination), replace));
 
+    /// <summary>A read for a transaction (no key for KeyCount).</summary>
+    public static byte[] Read(ReadKind kind, params string[] keys) =>
+        Encode(w => CacheCommand.EncodeRead(w, NoSession, kind, Keys(keys)));
+
+    public static byte[] GetRange(string key, long start, long end) =>
+        Encode(w => CacheCommand.EncodeRead(w, NoSession, ReadKind.GetRange, Keys(key), start, end));
+
+    /// <summary>MULTI/EXEC of entries encoded alone (their envelopes are dropped).</summary>
+    public static byte[] Transaction(CommandEnvelope envelope, params byte[][] commands) =>
+        Encode(w => CacheCommand.EncodeTransaction(w, envelope, Array.ConvertAll(commands, c => (ReadOnlyMemory<byte>)c)));
+
     public static byte[] Encode(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>();

@@ -38,6 +38,7 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         { "setrange empty", Entries.SetRange(Envelope, "", 0, "") },
         { "copy", Entries.Copy(Envelope, "from", "to") },
         { "copy replace", Entries.Copy(Envelope, "from", "to", replace: true) },
+        { "transaction", Entries.Transaction(Envelope, Entries.Set(Entries.NoSession, "k", "v"), Entries.Read(ReadKind.MultiGet, "k", "l"), Entries.GetRange("k", -3, 7), Entries.Read(ReadKind.KeyCount)) },
     };
 
     [Fact]
@@ -167,6 +168,7 @@ public sealed class CommandEncodingTests(ITestOutputHelper output)
         var minimum = CacheCommand.MinimumFormatVersion(kind);
         Assert.Equal(kind switch
         {
+            >= CacheCommandKind.Transaction => CacheCommand.TransactionVersion,
             >= CacheCommandKind.SetRange => CacheCommand.SetRangeAndCopyVersion,
             CacheCommandKind.PurgeExpiredThroughKey => CacheCommand.PurgeThroughKeyVersion,
             >= CacheCommandKind.RegisterSession => CacheCommand.SessionRegistrationVersion,
