@@ -49,6 +49,9 @@ internal sealed class ClientState
 
     public HashSet<string>? Patterns { get; set; }
 
+    /// <summary>The commands queued since MULTI; null outside MULTI.</summary>
+    public QueuedTransaction? Transaction { get; set; }
+
     public int SubscriptionCount => (Channels?.Count ?? 0) + (Patterns?.Count ?? 0);
 
     /// <summary>RESP2 connections with subscriptions accept only pub/sub commands, PING and QUIT, as in Redis.</summary>

@@ -9,6 +9,9 @@ internal sealed class CommandContext
 {
     private readonly List<ClusterCall> _queuedCalls = [];
 
+    // While EXEC runs the queued commands' handlers: their cluster commands, captured instead of sent.
+    private List<CapturedCommand>? _transaction;
+
     public CommandContext(
         ClientState client,
         ICacheCluster cluster,
@@ -48,6 +51,11 @@ internal sealed class CommandContext
     /// <summary>Sends a read: linearizable, or local when the connection sent READONLY.</summary>
     public PendingReply Read(Command command, ReplyShape shape = ReplyShape.Default)
     {
+        if (_transaction is not null)
+        {
+            return Capture(command, shape, isWrite: false);
+        }
+
         var mode = ReadMode;
         command.Consistency = mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;
         return new PendingReply(null, Start(command, mode), shape);
@@ -56,6 +64,11 @@ internal sealed class CommandContext
     /// <summary>Sends a write under a session of its own (see <see cref="WriteSessionPool"/>).</summary>
     public PendingReply Write(Command command)
     {
+        if (_transaction is not null)
+        {
+            return Capture(command, ReplyShape.Default, isWrite: true);
+        }
+
         var session = Sessions.Rent();
         command.ClientId = session.ClientId;
         command.Sequence = session.NextSequence();
@@ -65,6 +78,28 @@ internal sealed class CommandContext
             ? RegisterThenWriteAsync(session, command)
             : Start(command, ReadMode.Linearizable);
         return new PendingReply(null, reply, Session: session, IsWrite: true, SessionCommand: command);
+    }
+
+    /// <summary>
+    /// From now until <see cref="EndTransaction"/>, <see cref="Read"/> and <see cref="Write"/> capture their command for
+    /// EXEC's transaction instead of sending it; the reply each returns is answered from the command's slot of the
+    /// transaction's reply.
+    /// </summary>
+    public void BeginTransaction() => _transaction = [];
+
+    /// <summary>The commands captured since <see cref="BeginTransaction"/>, in order; sending goes back to normal.</summary>
+    public List<CapturedCommand> EndTransaction()
+    {
+        var captured = _transaction ?? [];
+        _transaction = null;
+        return captured;
+    }
+
+    private PendingReply Capture(Command command, ReplyShape shape, bool isWrite)
+    {
+        var slot = new TaskCompletionSource<Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _transaction!.Add(new CapturedCommand(command, slot));
+        return new PendingReply(null, slot.Task, shape, IsWrite: isWrite);
     }
 
     /// <summary>

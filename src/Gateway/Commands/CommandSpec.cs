@@ -75,7 +75,7 @@ internal sealed class CommandSpec
     /// <summary>The lookup of subcommands by bytes, without allocating; valid when <see cref="Subcommands"/> is set.</summary>
     public FrozenDictionary<string, CommandSpec>.AlternateLookup<ReadOnlySpan<char>> SubcommandLookup { get; init; }
 
-    public bool TouchesCluster => (Flags & (CommandFlags.Write | CommandFlags.Read | CommandFlags.ReadsKeyspace)) != 0;
+    public bool TouchesCluster => (Flags & (CommandFlags.Write | CommandFlags.Read | CommandFlags.ReadsKeyspace | CommandFlags.WritesKeyspace)) != 0;
 
     public bool ArityMatches(int count) => Arity >= 0 ? count == Arity : count >= -Arity;
 

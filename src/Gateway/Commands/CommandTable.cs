@@ -65,6 +65,14 @@ internal static class CommandTable
         new("copy", -3, WriteKey, KeyCommands.Copy, 1, 2, 1),
         new("randomkey", 1, CommandFlags.ReadsKeyspace, KeyCommands.RandomKey),
 
+        // EXEC sends the queued commands as one write; it orders like FLUSHALL in a pipeline, after every command before it
+        // and before every one after it, since its keys are those of the commands it carries.
+        new("multi", 1, Local, TransactionCommands.Multi),
+        new("exec", 1, CommandFlags.Connection | CommandFlags.WritesKeyspace, TransactionCommands.Exec),
+        new("discard", 1, Local, TransactionCommands.Discard),
+        new("watch", -2, Local, TransactionCommands.Watch, 1, -1, 1),
+        new("unwatch", 1, Local, TransactionCommands.Unwatch),
+
         // Connection and server commands, answered by the gateway.
         new("ping", -1, Local | CommandFlags.SubscriberContext, ConnectionCommands.Ping),
         new("echo", 2, Local, ConnectionCommands.Echo),

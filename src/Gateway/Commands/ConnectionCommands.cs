@@ -400,12 +400,12 @@ internal static class ConnectionCommands
 
     private static string DescribeClient(ClientState client, long nowMs)
     {
-        var flags = (client.ReadOnly ? "r" : "") + (client.SubscriptionCount > 0 ? "P" : "");
+        var flags = (client.ReadOnly ? "r" : "") + (client.SubscriptionCount > 0 ? "P" : "") + (client.Transaction is null ? "" : "x");
         return string.Create(
             CultureInfo.InvariantCulture,
             $"id={client.Id} addr={client.RemoteAddress} laddr={client.LocalAddress} fd=-1 name={client.Name} " +
             $"age={(nowMs - client.ConnectedAtMs) / 1000} idle={(nowMs - client.LastCommandAtMs) / 1000} flags={(flags.Length == 0 ? "N" : flags)} " +
-            $"db=0 sub={client.Channels?.Count ?? 0} psub={client.Patterns?.Count ?? 0} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 " +
+            $"db=0 sub={client.Channels?.Count ?? 0} psub={client.Patterns?.Count ?? 0} ssub=0 multi={client.Transaction?.Commands.Count ?? -1} qbuf=0 qbuf-free=0 argv-mem=0 " +
             $"multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={client.LastCommandName} user=default redir=-1 " +
             $"resp={(int)client.Protocol} lib-name={client.LibraryName} lib-ver={client.LibraryVersion}");
     }

@@ -37,7 +37,8 @@ internal enum ReplyShape : byte
 
 /// <summary>
 /// A command's reply, known now or still running in the cluster. Replies are written in request order, so a reply
-/// that is ready waits for the ones before it.
+/// that is ready waits for the ones before it. <see cref="ItemShapes"/>: EXEC's array, each item rendered as its own
+/// command renders it.
 /// </summary>
 internal readonly record struct PendingReply(
     Reply? Immediate,
@@ -46,7 +47,8 @@ internal readonly record struct PendingReply(
     WriteSession? Session = null,
     bool IsWrite = false,
     bool CloseAfterReply = false,
-    Command? SessionCommand = null)
+    Command? SessionCommand = null,
+    ReplyShape[]? ItemShapes = null)
 {
     public static PendingReply Of(Reply reply, ReplyShape shape = ReplyShape.Default) => new(reply, null, shape);
 

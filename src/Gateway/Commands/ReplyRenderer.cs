@@ -8,7 +8,8 @@ namespace Dcache.Gateway.Commands;
 /// <summary>Writes a reply (from the cluster or from the gateway itself) as RESP2 or RESP3.</summary>
 internal static class ReplyRenderer
 {
-    public static void Write(IBufferWriter<byte> output, Reply reply, ReplyShape shape, RespProtocol protocol, bool isWrite)
+    /// <param name="itemShapes">For an array (EXEC's), how each item renders; null when they render as <paramref name="shape"/> says.</param>
+    public static void Write(IBufferWriter<byte> output, Reply reply, ReplyShape shape, RespProtocol protocol, bool isWrite, ReplyShape[]? itemShapes = null)
     {
         switch (reply.ResultCase)
         {
@@ -39,6 +40,14 @@ internal static class ReplyRenderer
                     default:
                         RespWriter.WriteBulk(output, reply.Bulk.Span);
                         break;
+                }
+
+                break;
+            case Reply.ResultOneofCase.Array when itemShapes is not null && itemShapes.Length == reply.Array.Items.Count:
+                RespWriter.WriteArrayHeader(output, itemShapes.Length);
+                for (var i = 0; i < itemShapes.Length; i++)
+                {
+                    Write(output, reply.Array.Items[i], itemShapes[i], protocol, isWrite: false);
                 }
 
                 break;

@@ -160,6 +160,13 @@ internal sealed class RespConnection
             executed++;
             var startTimestamp = Stopwatch.GetTimestamp();
             var spec = CommandDispatcher.Resolve(_context, request, out var error);
+            if (TransactionCommands.Intercept(_context, spec, request, error) is { } intercepted)
+            {
+                // Queued inside MULTI (or refused there): it reaches the cluster, if at all, with EXEC.
+                _queue.Add(new QueuedReply(intercepted, Client.Protocol, spec?.Name ?? UnknownCommandName, startTimestamp));
+                continue;
+            }
+
             if (spec is null || error is not null)
             {
                 // Resolve names the error whenever it returns no command.
@@ -244,7 +251,7 @@ internal sealed class RespConnection
                     return false;
                 }
 
-                ReplyRenderer.Write(_output, reply, pending.Shape, queued.Protocol, pending.IsWrite);
+                ReplyRenderer.Write(_output, reply, pending.Shape, queued.Protocol, pending.IsWrite, pending.ItemShapes);
                 RespMetrics.CommandAnswered(queued.CommandName, ResultOf(reply, pending.IsWrite), queued.StartTimestamp);
                 if (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= FlushThreshold && !await FlushWithinLimitAsync(index + 1).ConfigureAwait(false))
                 {

@@ -359,6 +359,15 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
                 _data[Name(command.Copy.Destination)] = copied;
                 return Integer(1);
+            case Command.OpOneofCase.Transaction:
+                // Applied under the one lock, as the cluster applies it in one log entry.
+                var replies = new ArrayReply();
+                foreach (var queued in command.Transaction.Commands)
+                {
+                    replies.Items.Add(Apply(queued));
+                }
+
+                return new Reply { Array = replies };
             case Command.OpOneofCase.Randomkey:
                 var live = _data.Where(pair => !IsExpired(pair.Value)).Select(pair => pair.Key).Order(StringComparer.Ordinal).FirstOrDefault();
                 return live is null ? Nil() : Bulk(Encoding.Latin1.GetBytes(live));

@@ -1,0 +1,227 @@
+using Dcache.Gateway.Resp;
+using Dcache.Protocol.Cache;
+
+namespace Dcache.Gateway.Commands;
+
+/// <summary>
+/// MULTI, EXEC, DISCARD, WATCH and UNWATCH, and the queuing between MULTI and EXEC, with Redis 7.0's replies and error
+/// texts. EXEC sends the queued commands to the cluster as one write (a TransactionRequest), which the cluster applies in
+/// one log entry: no other command's effect lands between them on any replica. WATCH is refused: the cluster keeps no
+/// per-key revision to check a watched key against (docs/protocol.md).
+/// </summary>
+internal static class TransactionCommands
+{
+    public const string ExecAbort = "EXECABORT Transaction discarded because of previous errors.";
+    public const string NotAllowed = "ERR Command not allowed inside a transaction";
+    public const string Nested = "ERR MULTI calls can not be nested";
+    public const string ExecWithoutMulti = "ERR EXEC without MULTI";
+    public const string DiscardWithoutMulti = "ERR DISCARD without MULTI";
+    public const string WatchInsideMulti = "ERR WATCH inside MULTI is not allowed";
+    public const string WatchUnsupported = "ERR WATCH is not supported by this server: MULTI/EXEC is atomic, but there is no optimistic locking (see docs/protocol.md)";
+
+    private static readonly Reply QueuedReply = Replies.Bulk("QUEUED");
+
+    /// <summary>The connection commands a transaction may queue: they answer from the connection alone, at EXEC.</summary>
+    private static readonly HashSet<string> QueueableConnectionCommands = new(StringComparer.Ordinal)
+    {
+        "ping", "echo", "time", "select", "readonly", "readwrite", "unwatch",
+        "client|id", "client|getname", "client|setname", "client|info", "client|setinfo",
+    };
+
+    /// <summary>
+    /// What the connection answers at once for a request while the client is in MULTI (queued, refused, or its error), or
+    /// null when the request runs as usual: outside MULTI, and for MULTI, EXEC, DISCARD, WATCH and QUIT inside it.
+    /// <paramref name="error"/> is the dispatcher's refusal of the request, if any: inside MULTI it marks the transaction
+    /// failed, as Redis's rejectCommand does, and a refused EXEC ends the transaction with EXECABORT, in MULTI or not.
+    /// </summary>
+    public static PendingReply? Intercept(CommandContext context, CommandSpec? spec, RespRequest request, string? error)
+    {
+        var client = context.Client;
+        if (error is not null && spec?.Name == "exec")
+        {
+            client.Transaction = null;
+            return PendingReply.Error("EXECABORT Transaction discarded because of: " + (error.StartsWith("ERR ", StringComparison.Ordinal) ? error[4..] : error));
+        }
+
+        if (client.Transaction is not { } transaction)
+        {
+            return null;
+        }
+
+        if (error is not null)
+        {
+            transaction.Failed = true;
+            return PendingReply.Error(error);
+        }
+
+        if (spec!.Name is "multi" or "exec" or "discard" or "watch" or "quit")
+        {
+            return null;
+        }
+
+        if (!MayQueue(spec))
+        {
+            transaction.Failed = true;
+            return PendingReply.Error(NotAllowed);
+        }
+
+        if (!transaction.TryAdd(spec, request, context.Options.MaxRequestBytes))
+        {
+            transaction.Failed = true;
+            return PendingReply.Error($"ERR transaction too large: its queued commands exceed {context.Options.MaxRequestBytes} bytes (Resp:MaxRequestBytes)");
+        }
+
+        return PendingReply.Of(QueuedReply, ReplyShape.Status);
+    }
+
+    /// <summary>
+    /// True for the commands a transaction can carry: every cache command the cluster can apply in one step (the writes,
+    /// the key reads and DBSIZE), and the connection commands that need no cluster. KEYS, SCAN and RANDOMKEY (long or
+    /// node-local reads), INFO, HELLO, AUTH, the pub/sub commands and the server commands are refused.
+    /// </summary>
+    public static bool MayQueue(CommandSpec spec) =>
+        (spec.Flags & (CommandFlags.Write | CommandFlags.Read)) != 0
+        || spec.Name == "dbsize"
+        || QueueableConnectionCommands.Contains(spec.Name);
+
+    public static PendingReply Multi(CommandContext context, RespRequest request)
+    {
+        if (context.Client.Transaction is not null)
+        {
+            return PendingReply.Error(Nested);
+        }
+
+        context.Client.Transaction = new QueuedTransaction();
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    public static PendingReply Discard(CommandContext context, RespRequest request)
+    {
+        if (context.Client.Transaction is null)
+        {
+            return PendingReply.Error(DiscardWithoutMulti);
+        }
+
+        context.Client.Transaction = null;
+        return PendingReply.Of(Replies.Ok);
+    }
+
+    public static PendingReply Watch(CommandContext context, RespRequest request) =>
+        PendingReply.Error(context.Client.Transaction is null ? WatchUnsupported : WatchInsideMulti);
+
+    /// <summary>UNWATCH: no key is ever watched here, so there is nothing to forget.</summary>
+    public static PendingReply Unwatch(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Ok);
+
+    /// <summary>
+    /// EXEC: runs each queued command's handler now, as if it had just arrived, but with its cluster command captured
+    /// instead of sent (<see cref="CommandContext.BeginTransaction"/>); the captured commands go to the cluster as one
+    /// write, and each handler's reply is then answered from its slot of the transaction's reply. A handler that answers
+    /// by itself (a syntax error, PING) keeps its own reply in its slot, as Redis answers it when EXEC runs the command.
+    /// </summary>
+    public static PendingReply Exec(CommandContext context, RespRequest request)
+    {
+        var transaction = context.Client.Transaction;
+        if (transaction is null)
+        {
+            return PendingReply.Error(ExecWithoutMulti);
+        }
+
+        context.Client.Transaction = null;
+        if (transaction.Failed)
+        {
+            return PendingReply.Error(ExecAbort);
+        }
+
+        var slots = new PendingReply[transaction.Commands.Count];
+        var shapes = new ReplyShape[slots.Length];
+        context.BeginTransaction();
+        List<CapturedCommand> captured;
+        try
+        {
+            for (var i = 0; i < slots.Length; i++)
+            {
+                var (spec, queued) = transaction.Commands[i];
+                slots[i] = spec.Handler(context, queued);
+                shapes[i] = slots[i].Shape;
+            }
+        }
+        finally
+        {
+            captured = context.EndTransaction();
+        }
+
+        if (captured.Count == 0)
+        {
+            return new PendingReply(null, AssembleAsync(null, slots, captured), ItemShapes: shapes);
+        }
+
+        var write = new TransactionRequest();
+        foreach (var command in captured)
+        {
+            write.Commands.Add(command.Command);
+        }
+
+        var sent = context.Write(new Command { Transaction = write });
+        return sent with { Pending = AssembleAsync(sent.Pending, slots, captured), ItemShapes = shapes };
+    }
+
+    /// <summary>
+    /// The EXEC reply: the transaction's reply items handed to the captured commands in order, then every slot's reply.
+    /// When the cluster did not apply the transaction (or cannot say whether it did), that failure is the EXEC reply.
+    /// </summary>
+    private static async Task<Reply> AssembleAsync(Task<Reply>? transaction, PendingReply[] slots, List<CapturedCommand> captured)
+    {
+        if (transaction is not null)
+        {
+            var reply = await transaction.ConfigureAwait(false);
+            if (reply.ResultCase != Reply.ResultOneofCase.Array || reply.Array.Items.Count != captured.Count)
+            {
+                foreach (var command in captured)
+                {
+                    command.Reply.TrySetResult(reply);
+                }
+
+                return reply;
+            }
+
+            for (var i = 0; i < captured.Count; i++)
+            {
+                captured[i].Reply.TrySetResult(reply.Array.Items[i]);
+            }
+        }
+
+        var items = new List<Reply>(slots.Length);
+        foreach (var slot in slots)
+        {
+            items.Add(slot.Immediate ?? await slot.Pending!.ConfigureAwait(false));
+        }
+
+        return Replies.Array(items);
+    }
+}
+
+/// <summary>The commands a connection queued since MULTI, and whether one was refused (then EXEC answers EXECABORT).</summary>
+internal sealed class QueuedTransaction
+{
+    private long _bytes;
+
+    public List<(CommandSpec Spec, RespRequest Request)> Commands { get; } = [];
+
+    public bool Failed { get; set; }
+
+    /// <summary>Queues the request unless the queue would then hold more than <paramref name="maxBytes"/> of arguments.</summary>
+    public bool TryAdd(CommandSpec spec, RespRequest request, long maxBytes)
+    {
+        if (_bytes + request.TotalLength > maxBytes)
+        {
+            return false;
+        }
+
+        _bytes += request.TotalLength;
+        Commands.Add((spec, request));
+        return true;
+    }
+}
+
+/// <summary>A queued command's cluster command, captured at EXEC, and where its slot of the transaction's reply goes.</summary>
+internal sealed record CapturedCommand(Command Command, TaskCompletionSource<Reply> Reply);
