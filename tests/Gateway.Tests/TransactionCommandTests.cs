@@ -1,3 +1,4 @@
+using Dcache.Gateway.Commands;
 using Dcache.Gateway.Tests.Support;
 using Dcache.Protocol.Cache;
 
@@ -82,8 +83,8 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         Assert.Equal("-ERR EXEC without MULTI", await Run("EXEC"));
         Assert.Equal("-ERR DISCARD without MULTI", await Run("DISCARD"));
         Assert.Equal("-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command", await Run("EXEC", "x"));
-        Assert.Equal("+OK", await Run("UNWATCH"));
         Assert.StartsWith("-ERR WATCH is not supported", await Run("WATCH", "a"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("UNWATCH"));
 
         // Nested MULTI and WATCH inside MULTI are refused without failing the transaction, as in Redis.
         Assert.Equal("+OK", await Run("MULTI"));
@@ -98,6 +99,30 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         Assert.Equal("-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command", await Run("EXEC", "x"));
         Assert.Equal("-ERR EXEC without MULTI", await Run("EXEC"));
         Assert.Equal("$1", await Run("GET", "a"));
+    }
+
+    [Fact]
+    public async Task An_exec_after_a_refused_watch_is_refused_until_unwatch_exec_or_discard()
+    {
+        Assert.StartsWith("-ERR WATCH is not supported", await Run("WATCH", "a"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "b", "1"));
+        Assert.Equal("-" + TransactionCommands.ExecAfterWatch, await Run("EXEC"));
+        Assert.Equal("$nil", await Run("GET", "b"));
+
+        // The refusal lasts one EXEC, as a watch does; UNWATCH and DISCARD end it too.
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "b", "1"));
+        Assert.Equal("*[+OK]", await Run("EXEC"));
+        Assert.StartsWith("-ERR WATCH", await Run("WATCH", "a"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("UNWATCH"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("*[]", await Run("EXEC"));
+        Assert.StartsWith("-ERR WATCH", await Run("WATCH", "a"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+OK", await Run("DISCARD"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("*[]", await Run("EXEC"));
     }
 
     [Fact]

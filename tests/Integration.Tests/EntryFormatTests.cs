@@ -129,6 +129,44 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task WhileAMemberReadsOnlyFormat6TheLeaderRefusesTransactionsAndAppliesThemOnceEveryMemberReadsFormat7()
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 3 stands for a node of the previous build: it reads format 6 and would stop at a kind it does not know.
+        var leader = await StartWithNode3ReadingAsync(cluster, format: 6);
+        var lastBefore = (await cluster.StatusAsync(leader)).LastIndex;
+        var refused = await cluster.ExecuteAsync(leader, Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+        Assert.Equal("ERR MULTI/EXEC needs every node on a build that reads log format 7 (a rolling upgrade is in progress)", refused.Error);
+        Assert.Equal(lastBefore, (await cluster.StatusAsync(leader)).LastIndex);
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Get("n"))).Nil);
+
+        // Node 3 upgraded: once the leader has heard it, the transaction applies, on every node.
+        cluster[3].Kill();
+        cluster[3].Start();
+        Reply applied = null!;
+        await Eventually.WaitAsync(async () =>
+        {
+            leader = await cluster.WaitForLeaderAsync(Patience);
+            applied = await cluster.ExecuteAsync(leader, Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+            return applied.ResultCase == Reply.ResultOneofCase.Array;
+        }, Patience, "the leader to accept MULTI/EXEC once node 3 reads format 7");
+        Assert.Equal(1, applied.Array.Items[0].Integer);
+        Assert.Equal("1", applied.Array.Items[1].BulkText());
+        await Verify.CaughtUpAsync(cluster, Patience);
+        foreach (var node in cluster.Nodes.Keys)
+        {
+            Assert.Equal("1", (await cluster.ExecuteAsync(node, Commands.Get("n", ReadConsistency.Local))).BulkText());
+        }
+    }
+
+    private static Command Transaction(params Command[] commands)
+    {
+        var transaction = new TransactionRequest();
+        transaction.Commands.Add(commands);
+        return new Command { Transaction = transaction };
+    }
+
     /// <summary>
     /// Starts the cluster with node 3 telling its peers it reads only <paramref name="format"/>, makes sure another node
     /// leads, and returns the leader once it has heard node 3 (node 3 has acknowledged an entry).

@@ -49,6 +49,12 @@ internal sealed class ClientState
 
     public HashSet<string>? Patterns { get; set; }
 
+    /// <summary>
+    /// A WATCH was refused since the last EXEC, DISCARD or UNWATCH: the client counts on a check this gateway cannot make,
+    /// so its next EXEC is refused rather than applied unchecked.
+    /// </summary>
+    public bool WatchRefused { get; set; }
+
     /// <summary>The commands queued since MULTI; null outside MULTI.</summary>
     public QueuedTransaction? Transaction { get; set; }
 

@@ -18,6 +18,7 @@ internal static class TransactionCommands
     public const string DiscardWithoutMulti = "ERR DISCARD without MULTI";
     public const string WatchInsideMulti = "ERR WATCH inside MULTI is not allowed";
     public const string WatchUnsupported = "ERR WATCH is not supported by this server: MULTI/EXEC is atomic, but there is no optimistic locking (see docs/protocol.md)";
+    public const string ExecAfterWatch = "EXECABORT Transaction discarded because of: WATCH is not supported by this server, so the watched keys cannot be checked";
 
     private static readonly Reply QueuedReply = Replies.Bulk("QUEUED");
 
@@ -40,6 +41,7 @@ internal static class TransactionCommands
         if (error is not null && spec?.Name == "exec")
         {
             client.Transaction = null;
+            client.WatchRefused = false;
             return PendingReply.Error("EXECABORT Transaction discarded because of: " + (error.StartsWith("ERR ", StringComparison.Ordinal) ? error[4..] : error));
         }
 
@@ -103,14 +105,32 @@ internal static class TransactionCommands
         }
 
         context.Client.Transaction = null;
+        context.Client.WatchRefused = false;
         return PendingReply.Of(Replies.Ok);
     }
 
-    public static PendingReply Watch(CommandContext context, RespRequest request) =>
-        PendingReply.Error(context.Client.Transaction is null ? WatchUnsupported : WatchInsideMulti);
+    /// <summary>
+    /// WATCH: refused. Outside MULTI it also marks the connection, so that its next EXEC is refused: a client that goes
+    /// on to MULTI/EXEC after a failed WATCH (StackExchange.Redis does, for a transaction's conditions) would otherwise
+    /// have its transaction applied without the check it asked for.
+    /// </summary>
+    public static PendingReply Watch(CommandContext context, RespRequest request)
+    {
+        if (context.Client.Transaction is not null)
+        {
+            return PendingReply.Error(WatchInsideMulti);
+        }
 
-    /// <summary>UNWATCH: no key is ever watched here, so there is nothing to forget.</summary>
-    public static PendingReply Unwatch(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Ok);
+        context.Client.WatchRefused = true;
+        return PendingReply.Error(WatchUnsupported);
+    }
+
+    /// <summary>UNWATCH: no key is ever watched here; it forgets a refused WATCH.</summary>
+    public static PendingReply Unwatch(CommandContext context, RespRequest request)
+    {
+        context.Client.WatchRefused = false;
+        return PendingReply.Of(Replies.Ok);
+    }
 
     /// <summary>
     /// EXEC: runs each queued command's handler now, as if it had just arrived, but with its cluster command captured
@@ -127,9 +147,16 @@ internal static class TransactionCommands
         }
 
         context.Client.Transaction = null;
+        var watchRefused = context.Client.WatchRefused;
+        context.Client.WatchRefused = false;
         if (transaction.Failed)
         {
             return PendingReply.Error(ExecAbort);
+        }
+
+        if (watchRefused)
+        {
+            return PendingReply.Error(ExecAfterWatch);
         }
 
         var slots = new PendingReply[transaction.Commands.Count];
