@@ -67,5 +67,16 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.StartsWith("ERR reply too large", keysTooLarge.Message, StringComparison.Ordinal);
         Assert.Single((RedisResult[])(await db.ExecuteAsync("KEYS", "long-0-*"))!);
         Assert.Equal("committed", (await cluster.ExecuteAsync(leader, Commands.Get("after-direct"))).BulkText());
+
+        // A transaction whose commands fit one by one but not in one log entry: refused whole, none of it applied.
+        var transaction = db.CreateTransaction();
+        var first = transaction.StringSetAsync("tx-first", "1");
+        var pieces = Enumerable.Range(0, 4).Select(i => transaction.StringSetAsync($"tx-part-{i}", new string('t', 300_000))).ToArray();
+        var transactionRefused = await Assert.ThrowsAsync<RedisServerException>(() => transaction.ExecuteAsync());
+        Assert.StartsWith("ERR command too large", transactionRefused.Message, StringComparison.Ordinal);
+        Assert.False(await db.KeyExistsAsync("tx-first"));
+        Assert.Equal(0, await db.KeyExistsAsync([.. Enumerable.Range(0, 4).Select(i => (RedisKey)$"tx-part-{i}")]));
+        Assert.NotNull(first);
+        Assert.NotEmpty(pieces);
     }
 }
