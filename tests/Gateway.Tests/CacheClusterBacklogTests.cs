@@ -163,15 +163,17 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
             AttemptTimeoutMilliseconds = 60_000,
             DeadlineMilliseconds = 120_000,
         });
-        await using var gateway = await KestrelGateway.StartAsync(over: cluster);
+        const int commands = 1_000;
+        var pipeline = Enumerable.Range(0, commands).SelectMany(i => Encoding.ASCII.GetBytes($"*2\r\n$3\r\nGET\r\n${$"k-{i}".Length}\r\nk-{i}\r\n")).ToArray();
+        // The gateway reads the whole pipeline at once: taken in a few KB at a time (as Kestrel does), a first read of part
+        // of it would start only those commands and wait for their replies, which never come, before reading the rest.
+        await using var gateway = await KestrelGateway.StartAsync(over: cluster, firstReadBytes: pipeline.Length);
         var connection = Assert.Single(cluster.Nodes);
         var gauge = new NodeCommandsGauge();
 
-        const int commands = 1_000;
         using (var client = new TcpClient())
         {
             await client.ConnectAsync(IPAddress.Loopback, gateway.Port);
-            var pipeline = Enumerable.Range(0, commands).SelectMany(i => Encoding.ASCII.GetBytes($"*2\r\n$3\r\nGET\r\n${$"k-{i}".Length}\r\nk-{i}\r\n")).ToArray();
             await client.GetStream().WriteAsync(pipeline);
             await WaitUntilAsync(() => connection.CommandsSent == commands, () => $"{connection.CommandsSent} of {commands} commands sent");
             Assert.Equal(commands, gauge.Read(node.Address, "sent"));

@@ -44,7 +44,12 @@ internal sealed class KestrelGateway : IAsyncDisposable
 
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null, ICacheCluster? over = null)
+    /// <param name="firstReadBytes">
+    /// When above 0, each connection is served only once this many bytes from its client are in: the gateway's first read
+    /// then holds them all, as one pipeline, however the transport happened to take them in (a few KB at a time, with
+    /// the reader free to run between).
+    /// </param>
+    public static async Task<KestrelGateway> StartAsync(Action<RespOptions>? configure = null, ICacheCluster? over = null, int firstReadBytes = 0)
     {
         var cluster = over ?? new FakeCacheCluster { NowMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
         var builder = WebApplication.CreateSlimBuilder();
@@ -54,20 +59,38 @@ internal sealed class KestrelGateway : IAsyncDisposable
         var accepted = new ConcurrentQueue<Socket>();
         builder.WebHost.ConfigureKestrel(kestrel =>
             kestrel.Listen(IPAddress.Loopback, 0, listen => listen
-                .Use(next => connection =>
+                .Use(next => async connection =>
                 {
                     if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket)
                     {
                         accepted.Enqueue(socket);
                     }
 
-                    return next(connection);
+                    await BufferAsync(connection.Transport.Input, firstReadBytes);
+                    await next(connection);
                 })
                 .UseConnectionHandler<RespConnectionHandler>()));
         var app = builder.Build();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
         return new KestrelGateway(app, cluster, new Uri(address).Port, accepted);
+    }
+
+    /// <summary>Waits until <paramref name="bytes"/> are buffered in <paramref name="input"/>, consuming none of them.</summary>
+    private static async Task BufferAsync(System.IO.Pipelines.PipeReader input, int bytes)
+    {
+        while (bytes > 0)
+        {
+            var result = await input.ReadAsync();
+            if (result.Buffer.Length >= bytes || result.IsCompleted)
+            {
+                // Nothing examined: the handler's first read returns all of it at once.
+                input.AdvanceTo(result.Buffer.Start);
+                return;
+            }
+
+            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+        }
     }
 
     public async ValueTask DisposeAsync()
