@@ -97,8 +97,13 @@ public sealed class CacheClusterBreakerTests
     public async Task AProbeItsCallerGaveUpOnKeepsTheBreakerOpen()
     {
         // The stalled node leads (it answers writes) and reads go to the leader: so the read sent once the break is
-        // over is the probe.
-        await using var stalled = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Get ? ScriptedNode.Unanswered : Answer("leader")(command));
+        // over is the probe. Its reads break the stream until the breaker is open, and then go unanswered: no attempt
+        // times out here, so only the caller's giving up ends the probe. (With the breaker opened by 300 ms timeouts, a
+        // test thread descheduled for longer than that between seeing the probe arrive and cancelling it let the probe
+        // time out instead, and the read was then answered by the follower.)
+        var breaking = 1;
+        await using var stalled = await ScriptedNode.StartAsync(command => command.OpCase != Command.OpOneofCase.Get ? Answer("leader")(command)
+            : Volatile.Read(ref breaking) == 1 ? null : ScriptedNode.Unanswered);
         await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
             ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = stalled.Address, Message = "not the leader" } }
             : Answer("follower")(command));
@@ -106,14 +111,15 @@ public sealed class CacheClusterBreakerTests
         {
             Nodes = $"{stalled.Address},{follower.Address}",
             ReadRouting = ReadRouting.Leader,
-            AttemptTimeoutMilliseconds = 300,
-            DeadlineMilliseconds = 10_000,
+            AttemptTimeoutMilliseconds = 60_000,
+            DeadlineMilliseconds = 120_000,
             BreakAfterFailures = 3,
             BreakMilliseconds = 500,
         });
         Assert.True((await cluster.ExecuteAsync(Set("k", session: 1), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience)).Ok);
         Assert.Equal(stalled.Address, cluster.View.LeaderAddress);
         await ReadUntilOpenAsync(cluster, "follower", maxReads: 20);
+        Volatile.Write(ref breaking, 0);
 
         var until = DateTime.UtcNow + Patience;
         while (true)
