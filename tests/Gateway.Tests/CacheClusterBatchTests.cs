@@ -126,12 +126,14 @@ public sealed class CacheClusterBatchTests
         await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
             ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = leader.Address, Message = "not the leader" } }
             : Answer("follower")(command));
+        // The attempt at the leader must time out, and the retry at the follower must not: with 300 ms, a follower slow to
+        // answer under load (its stream perhaps not yet open) could time out too, and the read went back to the leader.
         await using var cluster = Connect(new ClusterOptions
         {
             Nodes = $"{leader.Address},{follower.Address}",
             ReadRouting = ReadRouting.Leader,
-            AttemptTimeoutMilliseconds = 300,
-            DeadlineMilliseconds = 10_000,
+            AttemptTimeoutMilliseconds = 2_000,
+            DeadlineMilliseconds = 20_000,
         });
         Assert.True((await cluster.ExecuteAsync(Set("k", session: 1), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience)).Ok);
         Assert.Equal(leader.Address, cluster.View.LeaderAddress);
