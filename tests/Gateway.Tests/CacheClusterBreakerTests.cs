@@ -158,7 +158,9 @@ public sealed class CacheClusterBreakerTests
         {
             Nodes = $"{stalled.Address},{follower.Address}",
             AttemptTimeoutMilliseconds = 300,
-            DeadlineMilliseconds = 2_500,
+            // Three timeouts of 300 ms open the breaker within the first write's deadline, with room for a loaded machine
+            // (2.5 s left 1.5 s for the retries' backoff, a cold first call and a descheduled thread).
+            DeadlineMilliseconds = 5_000,
             BreakAfterFailures = 3,
             BreakMilliseconds = 60_000,
         });
