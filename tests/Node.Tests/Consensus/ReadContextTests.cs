@@ -50,14 +50,20 @@ public sealed class ReadContextTests
     [Fact]
     public async Task AReadWhoseIndexThisNodeNeverAppliesFailsAtItsDeadline()
     {
-        // Long enough that the answer below arrives well before the deadline also on a loaded machine (with 200 ms, a CI
-        // run once saw the read fail while still waiting for its index); the read then waits this long for nothing.
-        await using var follower = Follower.Start(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), requestTimeout: TimeSpan.FromSeconds(2));
+        // The node's time stands still until the test moves it past the read's deadline, once the answer below is in: with a
+        // deadline in real time, a test thread slow to post the answer let the read fail while still waiting for its
+        // index (a CI run saw it at 200 ms; 2 s made it rarer, not impossible).
+        var time = new ReadClockTests.SettableTime(1_750_000_000_000);
+        await using var follower = Follower.Start(time);
         var read = follower.Driver.ExecuteAsync(Get("k"));
         var context = await follower.ForwardedContextAsync();
 
         // The leader answers with an index this follower will never reach: no entries follow, as when it is cut off.
         follower.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = 1_000 });
+        // Posted messages and loop work are taken in order: a round after the one that took the answer in, it was handled.
+        await follower.Driver.RunOnLoopAsync(_ => follower.Driver.RunOnLoopAsync(_ => 0)).Unwrap().WaitAsync(Patience);
+        Assert.False(read.IsCompleted, "the read ended before its deadline");
+        time.Advance((long)Follower.RequestTimeout.TotalMilliseconds + 1);
         var reply = await read.WaitAsync(Patience);
         Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
         Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
@@ -78,11 +84,11 @@ public sealed class ReadContextTests
         private readonly PeerTransport _transport;
         private readonly ulong _initialContext;
 
-        private Follower(MemoryStorage disk, TimeSpan requestTimeout, TimeProvider time)
+        private Follower(MemoryStorage disk, TimeProvider time)
         {
             Driver = new RaftDriver(
                 // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
-                new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), requestTimeout),
+                new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), RequestTimeout),
                 disk,
                 new NoSnapshots(),
                 new CacheStateMachine(new CacheStateMachineOptions()),
@@ -97,12 +103,15 @@ public sealed class ReadContextTests
             Post(new Message { Type = MessageType.Heartbeat, From = 1, To = 2, Term = 1 });
         }
 
+        /// <summary>How long a read waits, unless its sender says less.</summary>
+        public static TimeSpan RequestTimeout { get; } = TimeSpan.FromMinutes(1);
+
         public RaftDriver Driver { get; }
 
-        public static Follower Start(MemoryStorage disk, TimeSpan? requestTimeout = null) => new(disk, requestTimeout ?? TimeSpan.FromMinutes(1), TimeProvider.System);
+        public static Follower Start(MemoryStorage disk) => new(disk, TimeProvider.System);
 
         /// <summary>Node 2 of three on a fresh disk, reading <paramref name="time"/>.</summary>
-        public static Follower Start(TimeProvider time) => new(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), TimeSpan.FromMinutes(1), time);
+        public static Follower Start(TimeProvider time) => new(MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL])), time);
 
         public void Post(Message message) => Assert.True(((IRaftInbox)Driver).TryPost(message));
 
