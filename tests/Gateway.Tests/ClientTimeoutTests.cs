@@ -66,10 +66,12 @@ public sealed class ClientTimeoutTests
             }
         });
 
-        // Idle since its last reply: closed once the timeout has passed, not before.
+        // Idle since its last reply: closed once the timeout has passed, not before. Timed from before the command, so
+        // that the time measured is never shorter than the gateway's wait (which starts once it has replied): started on
+        // the reply's arrival, a test thread slow to take the reply in shortened it by as much.
         using var idle = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
-        Assert.Equal("+PONG", (await idle.CommandAsync(Patience, "PING")).ToString());
         var clock = Stopwatch.StartNew();
+        Assert.Equal("+PONG", (await idle.CommandAsync(Patience, "PING")).ToString());
         Assert.True(await idle.WaitForCloseAsync(Patience), "the idle client was not closed");
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(idleTimeoutSeconds) - TimeSpan.FromMilliseconds(50), Patience);
 
