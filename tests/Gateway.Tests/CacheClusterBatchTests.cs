@@ -91,16 +91,10 @@ public sealed class CacheClusterBatchTests
     {
         // Every stream breaks at the write: the read before it is answered, the write and the read after it never are.
         await using var node = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set ? null : Answer("node")(command));
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, DeadlineMilliseconds = 2000, AttemptTimeoutMilliseconds = 200 });
-
-        // The first call on a cold process (JIT, the HTTP/2 connection) can take longer than the 200 ms attempt, and
-        // the read would then be asked twice: warm up with a call of its own first. The deadline leaves room for the
-        // write to be resent on a new stream (600 ms did not, now and then, run alone).
-        var warmUntil = DateTime.UtcNow + Patience;
-        while ((await cluster.ExecuteAsync(Get("warm"), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience)).Bulk?.ToStringUtf8() != "node:warm")
-        {
-            Assert.True(DateTime.UtcNow < warmUntil, "the scripted node never answered the warm-up read");
-        }
+        // Only the stream's breaking and the deadline end attempts here: with attempts of 200 ms, one that ran out under
+        // load before the read's reply was taken in sent the answered read again. The deadline leaves room for the write
+        // to be resent on a new stream (600 ms did not, now and then, run alone).
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, DeadlineMilliseconds = 4_000, AttemptTimeoutMilliseconds = 60_000 });
 
         ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 0), ReadMode.Linearizable), new(Get("c"), ReadMode.Linearizable)];
         cluster.ExecuteAll(calls, CancellationToken.None);
