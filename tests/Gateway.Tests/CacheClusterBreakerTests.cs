@@ -157,10 +157,11 @@ public sealed class CacheClusterBreakerTests
         await using var cluster = Connect(new ClusterOptions
         {
             Nodes = $"{stalled.Address},{follower.Address}",
-            AttemptTimeoutMilliseconds = 300,
-            // Three timeouts of 300 ms open the breaker within the first write's deadline, with room for a loaded machine
-            // (2.5 s left 1.5 s for the retries' backoff, a cold first call and a descheduled thread).
-            DeadlineMilliseconds = 5_000,
+            // Each attempt at the follower must be answered (NotLeader) within the attempt timeout, or the write may have
+            // reached it and is an unknown outcome: at 300 ms a loaded machine made the second write's one. Three timeouts
+            // of a second at the leader open its breaker within the first write's deadline, with 3 s to spare.
+            AttemptTimeoutMilliseconds = 1_000,
+            DeadlineMilliseconds = 6_000,
             BreakAfterFailures = 3,
             BreakMilliseconds = 60_000,
         });
