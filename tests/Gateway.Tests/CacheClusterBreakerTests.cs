@@ -150,30 +150,29 @@ public sealed class CacheClusterBreakerTests
     [Fact]
     public async Task AWriteWhoseAttemptsTimedOutIsStillAnUnknownOutcomeAndOnceTheBreakerIsOpenAWriteIsNotSentThere()
     {
+        // The stalled node alone: with a follower beside it, each write also went to the follower (the open breaker
+        // keeps the leader out of the round), and an attempt there that the deadline cut short, or that a loaded machine
+        // let time out, may have delivered the write, which is then rightly an unknown outcome (seen for the second
+        // write in 3 of 16 runs of the class under CPU load). Three timeouts of a second open the breaker within the
+        // first write's deadline, with 3 s to spare.
         await using var stalled = await ScriptedNode.StartAsync(_ => ScriptedNode.Unanswered);
-        await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
-            ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = stalled.Address, Message = "not the leader" } }
-            : Answer("follower")(command));
         await using var cluster = Connect(new ClusterOptions
         {
-            Nodes = $"{stalled.Address},{follower.Address}",
-            // Each attempt at the follower must be answered (NotLeader) within the attempt timeout, or the write may have
-            // reached it and is an unknown outcome: at 300 ms a loaded machine made the second write's one. Three timeouts
-            // of a second at the leader open its breaker within the first write's deadline, with 3 s to spare.
+            Nodes = stalled.Address,
             AttemptTimeoutMilliseconds = 1_000,
             DeadlineMilliseconds = 6_000,
             BreakAfterFailures = 3,
             BreakMilliseconds = 60_000,
         });
 
-        // Sent to the leader, which may have applied it: unknown, whatever the breaker makes of the timeouts.
+        // Sent to the node, which may have applied it: unknown, whatever the breaker makes of the timeouts.
         var first = await cluster.ExecuteAsync(Set("a", session: 1), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
-        Assert.Equal(FailureKind.OutcomeUnknown, first.Failure?.Kind);
-        Assert.Equal(1, cluster.View.HealthyNodes);
+        Assert.True(first.Failure?.Kind == FailureKind.OutcomeUnknown, first.ToString());
+        Assert.Equal(0, cluster.View.HealthyNodes);
 
-        // The open breaker keeps the next write from the stalled leader: it surely never applied, and says so.
+        // The open breaker keeps the next write from the stalled node: it surely never applied, and says so.
         var second = await cluster.ExecuteAsync(Set("b", session: 2), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
-        Assert.Equal(FailureKind.Unavailable, second.Failure?.Kind);
+        Assert.True(second.Failure?.Kind == FailureKind.Unavailable, second.ToString());
         Assert.DoesNotContain(stalled.Received.SelectMany(batch => batch), command => command.ClientId == 2);
     }
 
