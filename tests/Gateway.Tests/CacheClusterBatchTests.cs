@@ -19,7 +19,7 @@ public sealed class CacheClusterBatchTests
     public async Task AWaveReachesTheNodeAsOneMessageAndEachCommandGetsItsOwnReply()
     {
         await using var node = await ScriptedNode.StartAsync(Answer("node"));
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, StreamsPerNode = 2 });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address, StreamsPerNode = 2 }));
 
         var calls = Enumerable.Range(0, 16)
             .Select(i => i % 2 == 0 ? new ClusterCall(Get($"key-{i}"), ReadMode.Linearizable) : new ClusterCall(Set($"key-{i}", session: (ulong)i), ReadMode.Linearizable))
@@ -70,7 +70,7 @@ public sealed class CacheClusterBatchTests
         await using var follower = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Set
             ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 2, LeaderAddress = leader.Address, Message = "not the leader" } }
             : Answer("follower")(command));
-        await using var cluster = Connect(new ClusterOptions { Nodes = follower.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = follower.Address }));
 
         ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 7), ReadMode.Linearizable), new(Get("c"), ReadMode.Linearizable)];
         cluster.ExecuteAll(calls, CancellationToken.None);
@@ -147,7 +147,7 @@ public sealed class CacheClusterBatchTests
         const int maxMessageBytes = 256 * 1024;
         var maxItemBytes = Dcache.Protocol.MessageLimits.MaxItemBytes(maxMessageBytes);
         await using var node = await ScriptedNode.StartAsync(Answer("node"));
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, MaxMessageBytes = maxMessageBytes });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address, MaxMessageBytes = maxMessageBytes }));
 
         var value = new string('v', 50_000);
         var calls = Enumerable.Range(0, 10).Select(i => new ClusterCall(Set($"key-{i}", session: (ulong)i + 1, value), ReadMode.Linearizable)).ToList();
@@ -168,7 +168,7 @@ public sealed class CacheClusterBatchTests
         await using var node = await ScriptedNode.StartAsync(command => command.Sequence > 1
             ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
             : new Reply { Ok = true });
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
 
         var write = Set("k", session: 42);
         write.Sequence = 5;
@@ -200,7 +200,7 @@ public sealed class CacheClusterBatchTests
             : command.SessionMustExist
                 ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
                 : new Reply { Integer = 2 });
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
 
         var write = Set("k", session: 42);
         write.SessionMustExist = true;
@@ -229,7 +229,7 @@ public sealed class CacheClusterBatchTests
                 ? new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } }
                 : new Reply { Integer = 2 },
         });
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
 
         var write = Set("k", session: 42);
         write.Sequence = 5;
@@ -252,7 +252,7 @@ public sealed class CacheClusterBatchTests
         await using var node = await ScriptedNode.StartAsync(_ => Interlocked.Increment(ref attempts) == 1
             ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
             : new Reply { Failure = new Failure { Kind = FailureKind.SessionExpired, Message = "session expired" } });
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
 
         var write = Set("k", session: 42);
         write.Sequence = 5;
@@ -271,7 +271,7 @@ public sealed class CacheClusterBatchTests
     public async Task ACallerThatGoesAwayCancelsItsCalls()
     {
         await using var node = await ScriptedNode.StartAsync(_ => new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "no leader" } });
-        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
         using var leaving = new CancellationTokenSource();
 
         ClusterCall[] calls = [new(Get("a"), ReadMode.Linearizable), new(Set("b", session: 3), ReadMode.Linearizable)];
@@ -283,6 +283,18 @@ public sealed class CacheClusterBatchTests
         {
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.Reply.WaitAsync(Patience));
         }
+    }
+
+    /// <summary>
+    /// For a test whose nodes answer every attempt: attempts and deadline far longer than a loaded machine stalls, so
+    /// that only the nodes' answers (or the caller) end them. With the defaults (1.5 s and 4 s), a cold first call under
+    /// CPU load ran out and was sent again, and a test counting what the node received found one too many.
+    /// </summary>
+    private static ClusterOptions Unhurried(ClusterOptions options)
+    {
+        options.AttemptTimeoutMilliseconds = 60_000;
+        options.DeadlineMilliseconds = 120_000;
+        return options;
     }
 
     internal static CacheCluster Connect(ClusterOptions options)
