@@ -84,4 +84,28 @@ public sealed class ClientTimeoutTests
         Assert.Equal("$nil", (await held).ToString());
         Assert.Equal(3, gateway.Clients.ConnectedClients);
     }
+
+    [Fact]
+    public async Task AClientThatStopsTakingItsRepliesIsClosedAfterTheTimeoutBelowTheOutputBufferLimit()
+    {
+        const int idleTimeoutSeconds = 1;
+        // The output buffer limit (512 MiB by default) is far off: only the timeout can close this client.
+        await using var gateway = await KestrelGateway.StartAsync(o => o.IdleTimeoutSeconds = idleTimeoutSeconds);
+        gateway.Cluster.Put("v", new string('x', 100_000));
+
+        // 30 MB of replies, far past what the kernel's socket buffers and Kestrel's take in, to a client that reads none.
+        using var client = new TcpClient { ReceiveBufferSize = 16 * 1024 };
+        await client.ConnectAsync(System.Net.IPAddress.Loopback, gateway.Port);
+        var clock = Stopwatch.StartNew();
+        await client.GetStream().WriteAsync(Enumerable.Range(0, 300).SelectMany(_ => TestConnection.Encode("GET", "v")).ToArray());
+
+        var deadline = clock.Elapsed + Patience;
+        while (gateway.Clients.ConnectedClients > 0)
+        {
+            Assert.True(clock.Elapsed < deadline, "the gateway kept a client that took none of its replies past the idle timeout");
+            await Task.Delay(20);
+        }
+
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(idleTimeoutSeconds) - TimeSpan.FromMilliseconds(50), deadline);
+    }
 }

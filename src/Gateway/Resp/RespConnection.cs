@@ -50,10 +50,13 @@ internal sealed class RespConnection
 
     private ClientState Client => _context.Client;
 
+    // Redis's `timeout`: null when off. Waits for the next request and flushes the client does not take count as idle.
+    private IdleTimeout? _idle;
+
     /// <summary>Serves the connection until the client leaves, sends QUIT, breaks the protocol or exceeds a limit.</summary>
     public async Task RunAsync()
     {
-        using var idle = _options.IdleTimeoutSeconds > 0 ? new IdleTimeout(TimeSpan.FromSeconds(_options.IdleTimeoutSeconds), _context.Time) : null;
+        using var idle = _idle = _options.IdleTimeoutSeconds > 0 ? new IdleTimeout(TimeSpan.FromSeconds(_options.IdleTimeoutSeconds), _context.Time) : null;
         while (true)
         {
             ReadResult result;
@@ -64,16 +67,16 @@ internal sealed class RespConnection
             }
             else
             {
-                // Only this wait counts as idle: a connection whose commands are in flight, or whose replies the client
-                // is slow to take, is busy.
+                // This wait counts as idle, and so does a flush the client takes nothing of for as long (FlushAsync); a
+                // connection whose commands are in flight, or whose replies the client is slow but not stopped to take,
+                // is busy.
                 try
                 {
                     result = await _input.ReadAsync(idle.Start()).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (idle.Expired)
                 {
-                    RespLog.IdleTimeout(_logger, _connectionId, Client.RemoteAddress, _options.IdleTimeoutSeconds);
-                    RespMetrics.ConnectionClosedByGateway("idle_timeout");
+                    CloseIdle();
                     return;
                 }
                 finally
@@ -101,7 +104,7 @@ internal sealed class RespConnection
                 _batch.Clear();
                 if (!keepOpen)
                 {
-                    await _output.FlushAsync().ConfigureAwait(false);
+                    await FlushAsync().ConfigureAwait(false);
                     return;
                 }
             }
@@ -111,11 +114,15 @@ internal sealed class RespConnection
                 RespLog.ProtocolError(_logger, _connectionId, Client.RemoteAddress, protocolError);
                 RespMetrics.ConnectionClosedByGateway("protocol_error");
                 RespWriter.WriteError(_output, protocolError);
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushAsync().ConfigureAwait(false);
                 return;
             }
 
-            var flush = await _output.FlushAsync().ConfigureAwait(false);
+            if (await FlushAsync().ConfigureAwait(false) is not { } flush)
+            {
+                return;
+            }
+
             if (flush.IsCompleted || flush.IsCanceled || ((result.IsCompleted || result.IsCanceled) && !moreBuffered))
             {
                 RespLog.ConnectionClosed(_logger, _connectionId, Client.RemoteAddress, "the client closed the connection");
@@ -277,8 +284,8 @@ internal sealed class RespConnection
     private async ValueTask<bool> FlushWithinLimitAsync(int nextReply)
     {
         var flushed = _output.CanGetUnflushedBytes ? _output.UnflushedBytes : 0;
-        var flushing = _output.FlushAsync();
-        FlushResult flush;
+        var flushing = FlushAsync();
+        FlushResult? flush;
         if (flushing.IsCompleted)
         {
             flush = flushing.Result;
@@ -292,14 +299,50 @@ internal sealed class RespConnection
             }
 
             flush = await flushing.ConfigureAwait(false);
-            if (held.Exceeded)
+            if (held.Exceeded && flush is not null)
             {
                 CloseOverOutputLimit();
                 return false;
             }
         }
 
-        return !flush.IsCompleted && !flush.IsCanceled;
+        return flush is { IsCompleted: false, IsCanceled: false };
+    }
+
+    /// <summary>
+    /// Flushes what is written; null when the connection was closed because the client took none of it for the idle
+    /// timeout. As in Redis, whose `timeout` counts from a client's last read or write: a client that stopped reading
+    /// its replies is idle, and without this it held its connection, and the replies below the output buffer limit,
+    /// for as long as it stayed connected.
+    /// </summary>
+    private async ValueTask<FlushResult?> FlushAsync()
+    {
+        var flushing = _output.FlushAsync();
+        if (flushing.IsCompleted || _idle is not { } idle || Client.SubscriptionCount > 0)
+        {
+            return await flushing.ConfigureAwait(false);
+        }
+
+        try
+        {
+            return await flushing.AsTask().WaitAsync(idle.Start()).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (idle.Expired)
+        {
+            CloseIdle();
+            _abort();
+            return null;
+        }
+        finally
+        {
+            idle.Stop();
+        }
+    }
+
+    private void CloseIdle()
+    {
+        RespLog.IdleTimeout(_logger, _connectionId, Client.RemoteAddress, _options.IdleTimeoutSeconds);
+        RespMetrics.ConnectionClosedByGateway("idle_timeout");
     }
 
     /// <summary>
