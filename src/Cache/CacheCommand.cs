@@ -8,7 +8,9 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 7 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Format, version 8 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 8 adds one kind, <see cref="CacheCommandKind.WatchedTransaction"/> (MULTI/EXEC after WATCH, <see cref="WatchVersion"/>),
+/// and one meaning: the first version 8 entry a replica applies sets its revision floor (CacheStateMachine.RevisionFloor).
 /// Version 7 adds two kinds, <see cref="CacheCommandKind.Transaction"/> (MULTI/EXEC) and <see cref="CacheCommandKind.Read"/>,
 /// which exists only inside a transaction (<see cref="TransactionVersion"/>). Version 6 adds two kinds, <see cref="CacheCommandKind.SetRange"/> and <see cref="CacheCommandKind.Copy"/>
 /// (<see cref="SetRangeAndCopyVersion"/>), and one meaning: a value that would grow past the 512 MiB limit is refused with
@@ -20,7 +22,7 @@ namespace Dcache.Cache;
 /// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
 /// (<see cref="RequiresKnownSession"/>, <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=7) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=8) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -42,15 +44,17 @@ namespace Dcache.Cache;
 /// Transaction (7)      : varint command count (>= 1) | command count x bytes (u8 kind | body): each command as its own
 ///                        entry would carry it without version, client id, sequence and time (the transaction's apply to
 ///                        it); any kind but Transaction, RegisterSession and the purges; no session-must-exist bit
+/// WatchedTransaction (8) : varint watch count | watch count x (varint applied index of its WATCH | u8 live then (0 or 1) |
+///                        bytes key) | varint command count (>= 0) | the commands as in Transaction
 /// Read (7, only inside a Transaction) : u8 ReadKind | [i64 start | i64 end, GetRange only] | varint key count (0 for
 ///                        KeyCount, 1 for the single-key reads, >= 1 for MultiGet and Exists) | key count x bytes key
 /// </code>
 /// The kinds marked (3) exist from version 3 on, the one marked (5) from version 5, those marked (6) from version 6 and
-/// those marked (7) from version 7: in
+/// those marked (7) from version 7 and the one marked (8) from version 8: in
 /// an older version their kind byte is unknown. Nothing may follow the body. A new field or command, or a new meaning,
 /// means a new version byte, so an old replica refuses an entry it does not understand instead of applying it differently.
 /// (Kinds 9 to 16 joined version 3 before any build that writes it was released; from now on, new kinds need a new
-/// version, 8 or later.)
+/// version, 9 or later.)
 /// </remarks>
 public readonly ref struct CacheCommand
 {
@@ -60,9 +64,10 @@ public readonly ref struct CacheCommand
     /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>
     /// and reclaims every expired key at once over the memory cap, and 5, which lacks <see cref="CacheCommandKind.SetRange"/>
     /// and <see cref="CacheCommandKind.Copy"/> and words the string length error differently, and 6, which lacks
-    /// <see cref="CacheCommandKind.Transaction"/>; see <see cref="SetFormatVersion"/>.
+    /// <see cref="CacheCommandKind.Transaction"/>, and 7, which lacks <see cref="CacheCommandKind.WatchedTransaction"/>; see
+    /// <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 7;
+    public const byte FormatVersion = 8;
 
     /// <summary>
     /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
@@ -126,12 +131,19 @@ public readonly ref struct CacheCommand
     public const byte TransactionVersion = 7;
 
     /// <summary>
-    /// The oldest format version that has <paramref name="kind"/>: 7 for Transaction and Read, 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
+    /// The first format version with <see cref="CacheCommandKind.WatchedTransaction"/> (WATCH). A replica that applies an
+    /// entry of this version or later knows every member runs a build that keeps key revisions.
+    /// </summary>
+    public const byte WatchVersion = 8;
+
+    /// <summary>
+    /// The oldest format version that has <paramref name="kind"/>: 8 for WatchedTransaction, 7 for Transaction and Read, 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
     /// 3 for <see cref="CacheCommandKind.RegisterSession"/> and the kinds after it up to RenameIfAbsent, 1 for the others. A
     /// leader must not propose such an entry while a member reads only an older version: that member would stop at it.
     /// </summary>
     public static byte MinimumFormatVersion(CacheCommandKind kind) => kind switch
     {
+        >= CacheCommandKind.WatchedTransaction => WatchVersion,
         >= CacheCommandKind.Transaction => TransactionVersion,
         >= CacheCommandKind.SetRange => SetRangeAndCopyVersion,
         >= CacheCommandKind.PurgeExpiredThroughKey => PurgeThroughKeyVersion,
@@ -243,10 +255,16 @@ public readonly ref struct CacheCommand
     public long RangeEnd { get; private init; }
 
     /// <summary>A Transaction's commands, in order, decoded as they are enumerated (<see cref="Decode"/> has checked them all).</summary>
-    public CommandList Commands => Kind == CacheCommandKind.Transaction ? new CommandList(_items, Count, Envelope, ReadVersion) : default;
+    public CommandList Commands => Kind is CacheCommandKind.Transaction or CacheCommandKind.WatchedTransaction ? new CommandList(_items, Count, Envelope, ReadVersion) : default;
 
-    // The format version the entry was read in: a transaction's commands are read in it too.
-    private byte ReadVersion { get; init; }
+    /// <summary>A WatchedTransaction's watched keys (<see cref="Decode"/> has checked them all).</summary>
+    public WatchList Watches => Kind == CacheCommandKind.WatchedTransaction ? new WatchList(Value, WatchCount) : default;
+
+    /// <summary>How many keys a WatchedTransaction watches.</summary>
+    public int WatchCount { get; private init; }
+
+    /// <summary>The format version the entry was read in (a transaction's commands are read in it too).</summary>
+    public byte ReadVersion { get; private init; }
 
     /// <summary>IncrementByFloat's increment, as the client wrote it.</summary>
     public ReadOnlySpan<byte> FloatIncrement => Kind == CacheCommandKind.IncrementByFloat ? Value : default;
@@ -309,13 +327,33 @@ public readonly ref struct CacheCommand
     {
         var reader = new EntryReader(nested);
         var kindByte = reader.ReadByte("transaction command kind");
-        if ((CacheCommandKind)kindByte is CacheCommandKind.Transaction or CacheCommandKind.RegisterSession
+        if ((CacheCommandKind)kindByte is CacheCommandKind.Transaction or CacheCommandKind.WatchedTransaction or CacheCommandKind.RegisterSession
             or CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey)
         {
             throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"command kind {kindByte} inside a transaction"), 0);
         }
 
         return DecodeBody(ref reader, version, kindByte, envelope);
+    }
+
+    /// <summary>A transaction's commands, checked whole now, so that a malformed command applies none of the others.</summary>
+    private static void DecodeNestedCommands(scoped ref EntryReader reader, int count, byte version, CommandEnvelope envelope)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var nestedOffset = reader.Position;
+            try
+            {
+                DecodeNested(reader.ReadBytes("transaction command"), version, envelope);
+            }
+            catch (FormatException e) when (e is not UnsupportedCommandVersionException)
+            {
+                // Its offsets count from the command's own start, which the transaction's offset locates.
+                const string prefix = "Malformed cache command: ";
+                var detail = e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..].TrimEnd('.') : e.Message;
+                throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"transaction command {i + 1}: {detail}"), nestedOffset);
+            }
+        }
     }
 
     private static CacheCommand DecodeBody(scoped ref EntryReader reader, byte version, byte kindByte, CommandEnvelope envelope)
@@ -490,27 +528,35 @@ public readonly ref struct CacheCommand
                     break;
                 }
 
+            case CacheCommandKind.WatchedTransaction when version >= WatchVersion:
+                {
+                    var watchCount = reader.ReadLength("watch count", 3);
+                    var watchStart = reader.Position;
+                    for (var i = 0; i < watchCount; i++)
+                    {
+                        reader.ReadVarUInt64("watch applied index");
+                        var liveOffset = reader.Position;
+                        if (reader.ReadByte("watch liveness") > 1)
+                        {
+                            throw EntryReader.Malformed("a watch's liveness is neither 0 nor 1", liveOffset);
+                        }
+
+                        reader.ReadBytes("watched key");
+                    }
+
+                    var watches = reader.SliceFrom(watchStart);
+                    var count = reader.ReadLength("transaction command count", 1);
+                    var start = reader.Position;
+                    DecodeNestedCommands(ref reader, count, version, envelope);
+                    command = new CacheCommand(envelope, CacheCommandKind.WatchedTransaction, value: watches, count: count, items: reader.SliceFrom(start)) { WatchCount = watchCount };
+                    break;
+                }
+
             case CacheCommandKind.Transaction when version >= TransactionVersion:
                 {
                     var count = ReadCount(ref reader, "transaction command count");
                     var start = reader.Position;
-                    for (var i = 0; i < count; i++)
-                    {
-                        // Checked whole now, so that a malformed command applies none of the others.
-                        var nestedOffset = reader.Position;
-                        try
-                        {
-                            DecodeNested(reader.ReadBytes("transaction command"), version, envelope);
-                        }
-                        catch (FormatException e) when (e is not UnsupportedCommandVersionException)
-                        {
-                            // Its offsets count from the command's own start, which the transaction's offset locates.
-                            const string prefix = "Malformed cache command: ";
-                            var detail = e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..].TrimEnd('.') : e.Message;
-                            throw EntryReader.Malformed(string.Create(CultureInfo.InvariantCulture, $"transaction command {i + 1}: {detail}"), nestedOffset);
-                        }
-                    }
-
+                    DecodeNestedCommands(ref reader, count, version, envelope);
                     command = new CacheCommand(envelope, CacheCommandKind.Transaction, count: count, items: reader.SliceFrom(start));
                     break;
                 }
@@ -871,6 +917,47 @@ public readonly ref struct CacheCommand
         EndEntry(output, writer, size, buffer);
     }
 
+    /// <summary>
+    /// MULTI/EXEC after WATCH: the <paramref name="watches"/> checked first, then <paramref name="commands"/> (none is
+    /// allowed) as <see cref="EncodeTransaction"/> carries them, in one WatchedTransaction entry.
+    /// </summary>
+    public static void EncodeWatchedTransaction(IBufferWriter<byte> output, CommandEnvelope envelope, IReadOnlyList<WatchedKey> watches, IReadOnlyList<ReadOnlyMemory<byte>> commands)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(watches);
+        ArgumentNullException.ThrowIfNull(commands);
+        var size = HeaderSize(envelope) + EntryWriter.VarIntSize((ulong)watches.Count) + EntryWriter.VarIntSize((ulong)commands.Count);
+        foreach (var watch in watches)
+        {
+            size += EntryWriter.VarIntSize(watch.WatchedAt) + 1 + EntryWriter.BytesSize(watch.Key.Length);
+        }
+
+        foreach (var command in commands)
+        {
+            size += EntryWriter.BytesSize(1 + BodyOf(command.Span, out _).Length);
+        }
+
+        var writer = BeginEntry(output, size, CacheCommandKind.WatchedTransaction, envelope, out var buffer);
+        writer.WriteVarUInt64((ulong)watches.Count);
+        foreach (var watch in watches)
+        {
+            writer.WriteVarUInt64(watch.WatchedAt);
+            writer.WriteByte(watch.WasLive ? (byte)1 : (byte)0);
+            writer.WriteBytes(watch.Key.Span);
+        }
+
+        writer.WriteVarUInt64((ulong)commands.Count);
+        foreach (var command in commands)
+        {
+            var body = BodyOf(command.Span, out var kind);
+            writer.WriteVarUInt64((ulong)(1 + body.Length));
+            writer.WriteByte((byte)kind);
+            writer.WriteRaw(body);
+        }
+
+        EndEntry(output, writer, size, buffer);
+    }
+
     /// <summary>An encoded entry's body (what follows its envelope) and kind; the kinds a transaction cannot carry throw.</summary>
     private static ReadOnlySpan<byte> BodyOf(ReadOnlySpan<byte> entry, out CacheCommandKind kind)
     {
@@ -881,7 +968,7 @@ public readonly ref struct CacheCommand
         }
 
         kind = (CacheCommandKind)(reader.ReadByte("command kind") & ~SessionMustExistBit);
-        if (kind is CacheCommandKind.Transaction or CacheCommandKind.RegisterSession or CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey)
+        if (kind is CacheCommandKind.Transaction or CacheCommandKind.WatchedTransaction or CacheCommandKind.RegisterSession or CacheCommandKind.PurgeExpired or CacheCommandKind.PurgeExpiredThroughKey)
         {
             throw new ArgumentException($"a {kind} entry cannot go in a transaction", nameof(entry));
         }
@@ -1050,6 +1137,68 @@ public readonly ref struct CacheCommand
                 return true;
             }
         }
+    }
+
+    /// <summary>A WatchedTransaction's watched keys as slices of the entry.</summary>
+    public readonly ref struct WatchList
+    {
+        private readonly ReadOnlySpan<byte> _encoded;
+
+        internal WatchList(ReadOnlySpan<byte> encoded, int count)
+        {
+            _encoded = encoded;
+            Count = count;
+        }
+
+        public int Count { get; }
+
+        public Enumerator GetEnumerator() => new(_encoded, Count);
+
+        public ref struct Enumerator
+        {
+            private EntryReader _reader;
+            private int _left;
+
+            internal Enumerator(ReadOnlySpan<byte> encoded, int count)
+            {
+                _reader = new EntryReader(encoded);
+                _left = count;
+                Current = default;
+            }
+
+            public Watch Current { get; private set; }
+
+            public bool MoveNext()
+            {
+                if (_left == 0)
+                {
+                    return false;
+                }
+
+                _left--;
+                var watchedAt = _reader.ReadVarUInt64("watch applied index");
+                var wasLive = _reader.ReadByte("watch liveness") == 1;
+                Current = new Watch(_reader.ReadBytes("watched key"), watchedAt, wasLive);
+                return true;
+            }
+        }
+    }
+
+    /// <summary>One watched key: the applied index its WATCH read it at, and whether it was live (present, unexpired) then.</summary>
+    public readonly ref struct Watch
+    {
+        internal Watch(ReadOnlySpan<byte> key, ulong watchedAt, bool wasLive)
+        {
+            Key = key;
+            WatchedAt = watchedAt;
+            WasLive = wasLive;
+        }
+
+        public ReadOnlySpan<byte> Key { get; }
+
+        public ulong WatchedAt { get; }
+
+        public bool WasLive { get; }
     }
 
     /// <summary>One MultiSet pair.</summary>

@@ -45,6 +45,13 @@ internal sealed class CacheEntry
     /// </summary>
     public long WriteSequence;
 
+    /// <summary>
+    /// Replicated: the index of the entry that last changed the key (created it, or changed its value or expiry), which
+    /// WATCH compares (<see cref="CacheStateMachine.RevisionFloor"/>). Not charged: <see cref="OverheadBytes"/> stays as
+    /// every build charges it.
+    /// </summary>
+    public ulong Revision;
+
     /// <summary>The key's slot in RANDOMKEY's sample (<see cref="RandomKeySample"/>): local, never replicated.</summary>
     public int RandomSlot;
 

@@ -9,7 +9,14 @@ namespace Dcache.Cache;
 /// </summary>
 public sealed partial class CacheStateMachine
 {
-    public const byte SnapshotFormatVersion = 1;
+    public const byte SnapshotFormatVersion = 2;
+
+    /// <summary>
+    /// The snapshot format without key revisions, still written while the revision floor is unset (revisions then mean
+    /// nothing yet, and a member on a build that reads only this format may still need the snapshot), and still read:
+    /// its keys and removals load with revision 0, which the floor set later lifts to the same value on every replica.
+    /// </summary>
+    public const byte SnapshotFormatWithoutRevisions = 1;
 
     /// <summary>Redis's limit for a key or value; anything longer in a snapshot can only be corruption.</summary>
     private const int MaxStringLength = 512 * 1024 * 1024;
@@ -28,10 +35,10 @@ public sealed partial class CacheStateMachine
         var i = 0;
         for (var entry = _oldestWritten; entry is not null; entry = entry.Newer)
         {
-            keys[i++] = new CacheSnapshot.StoredKey(entry.Key, entry.Value, entry.ExpireAtMs);
+            keys[i++] = new CacheSnapshot.StoredKey(entry.Key, entry.Value, entry.ExpireAtMs, entry.Revision);
         }
 
-        return new CacheSnapshot(_appliedIndex, _clockMs, [keys], keys.Length, CaptureSessions());
+        return new CacheSnapshot(_appliedIndex, _clockMs, [keys], keys.Length, CaptureSessions(), CaptureRevisions());
     }
 
     /// <summary>
@@ -41,7 +48,10 @@ public sealed partial class CacheStateMachine
     /// here, in O(sessions): sessions change in place and are as many as clients, not keys. Must run on the thread that
     /// applies writes.
     /// </summary>
-    public SnapshotCapture BeginSnapshotCapture() => new(this, BeginWalk(), _appliedIndex, _clockMs, CaptureSessions());
+    public SnapshotCapture BeginSnapshotCapture() => new(this, BeginWalk(), _appliedIndex, _clockMs, CaptureSessions(), CaptureRevisions());
+
+    /// <summary>The floors and a copy of the removal table (fixed size, so O(1)).</summary>
+    private CacheSnapshot.RevisionState CaptureRevisions() => new(_revisionFloor, _removalFloor, (ulong[])_removedRevisions.Clone());
 
     private CacheSnapshot.SessionRecord[] CaptureSessions()
     {
@@ -93,6 +103,9 @@ public sealed partial class CacheStateMachine
         _clockMs = loaded._clockMs;
         _appliedIndex = loaded._appliedIndex;
         _writeSequence = loaded._writeSequence;
+        _revisionFloor = loaded._revisionFloor;
+        _removalFloor = loaded._removalFloor;
+        _removedRevisions = loaded._removedRevisions;
         DropScanIndex();
         DetachWalks();
         _evictedKeys = 0;
@@ -121,13 +134,18 @@ public sealed partial class CacheStateMachine
         }
 
         var version = source.ReadByte("format version");
-        if (version != SnapshotFormatVersion)
+        if (version is not (SnapshotFormatVersion or SnapshotFormatWithoutRevisions))
         {
-            throw SnapshotSource.Corrupt(string.Create(CultureInfo.InvariantCulture, $"format version {version} is not supported (this build reads {SnapshotFormatVersion})"), 8);
+            throw SnapshotSource.Corrupt(string.Create(CultureInfo.InvariantCulture, $"format version {version} is not supported (this build reads {SnapshotFormatWithoutRevisions} and {SnapshotFormatVersion})"), 8);
         }
 
         machine._appliedIndex = source.ReadUInt64("applied index");
         machine._clockMs = source.ReadInt64("clock");
+        var withRevisions = version == SnapshotFormatVersion;
+        if (withRevisions)
+        {
+            ReadRevisionState(source, machine);
+        }
 
         var keyCount = source.ReadLength("key count", int.MaxValue);
         machine._entries.EnsureCapacity(Math.Min(keyCount, MaxPreallocatedKeys));
@@ -137,7 +155,12 @@ public sealed partial class CacheStateMachine
             var key = source.ReadBytes("key", MaxStringLength);
             var value = source.ReadBytes("value", MaxStringLength);
             var expireAt = source.ReadInt64("expiry time");
-            var entry = new CacheEntry(key, value);
+            var entry = new CacheEntry(key, value) { Revision = withRevisions ? source.ReadVarUInt64("key revision") : 0 };
+            if (withRevisions && (entry.Revision < machine._revisionFloor || entry.Revision > machine._appliedIndex))
+            {
+                throw SnapshotSource.Corrupt("a key's revision is outside the revision floor and the applied index", offset);
+            }
+
             if (!machine._entries.TryAdd(key, entry))
             {
                 throw SnapshotSource.Corrupt("a key appears twice", offset);
@@ -183,6 +206,33 @@ public sealed partial class CacheStateMachine
 
         source.VerifyTrailer();
         return machine;
+    }
+
+    private static void ReadRevisionState(SnapshotSource source, CacheStateMachine machine)
+    {
+        var offset = source.Position;
+        machine._revisionFloor = source.ReadUInt64("revision floor");
+        machine._removalFloor = source.ReadUInt64("removal floor");
+        if (machine._revisionFloor == 0 || machine._revisionFloor > machine._appliedIndex || machine._removalFloor > machine._appliedIndex)
+        {
+            throw SnapshotSource.Corrupt("the revision floors do not fit the applied index", offset);
+        }
+
+        var count = source.ReadLength("removal bucket count", RemovalBuckets);
+        var previous = -1;
+        for (var i = 0; i < count; i++)
+        {
+            offset = source.Position;
+            var bucket = source.ReadVarUInt64("removal bucket");
+            var revision = source.ReadVarUInt64("removal revision");
+            if (bucket >= RemovalBuckets || (long)bucket <= previous || revision <= machine._revisionFloor || revision > machine._appliedIndex)
+            {
+                throw SnapshotSource.Corrupt("the removal table is out of order or out of range", offset);
+            }
+
+            machine._removedRevisions[bucket] = revision;
+            previous = (int)bucket;
+        }
     }
 
     private static CacheReply ReadReply(SnapshotSource source, int depth)

@@ -108,6 +108,7 @@ public sealed partial class CacheStateMachine
         }
 
         _appliedIndex = index;
+        NoteRevisionFloor(index, command.ReadVersion);
         var envelope = command.Envelope;
         var now = Math.Max(_clockMs, envelope.NowMs);
         _clockMs = now;
@@ -211,6 +212,7 @@ public sealed partial class CacheStateMachine
                 ? PurgeExpiredThrough(command.PurgeUpToMs, command.Key)
                 : PurgeExpiredUpTo(now)),
             CacheCommandKind.Transaction => ApplyTransaction(command.Commands, now),
+            CacheCommandKind.WatchedTransaction => ApplyWatchedTransaction(command, now),
             CacheCommandKind.Read => ApplyRead(command, now),
             _ => throw new InvalidOperationException("Decode admitted an unknown command kind."),
         };
@@ -608,6 +610,8 @@ public sealed partial class CacheStateMachine
     /// <summary>Drops every key at once; sessions are not keys and stay, so retried writes still apply once.</summary>
     private CacheReply ApplyFlushAll()
     {
+        NoteFlushed();
+
         // New containers rather than Clear(), so that the memory of a large keyspace is given back.
         _entries = new Dictionary<byte[], CacheEntry>(_entries.Comparer);
         _entriesBySpan = _entries.GetAlternateLookup<ReadOnlySpan<byte>>();
@@ -683,7 +687,7 @@ public sealed partial class CacheStateMachine
     {
         if (existing is null)
         {
-            existing = new CacheEntry(key.ToArray(), value);
+            existing = new CacheEntry(key.ToArray(), value) { Revision = _appliedIndex };
             _entries.Add(existing.Key, existing);
             _usedBytes += existing.ChargedBytes;
             AppendNewest(existing);
@@ -733,6 +737,7 @@ public sealed partial class CacheStateMachine
     private void RemoveEntry(CacheEntry entry)
     {
         NoteChangingForWalks(entry);
+        NoteRemoved(entry);
         _entries.Remove(entry.Key);
         if (entry.HasExpiry)
         {
@@ -851,12 +856,14 @@ public sealed partial class CacheStateMachine
     }
 
     /// <summary>
-    /// Moves a key to the newest end of the write order: any change to its value or TTL counts as a write. Called before
-    /// the change, so that a walk in progress can keep the key as it was.
+    /// Moves a key to the newest end of the write order, and gives it this entry's index as its revision: any change to its
+    /// value or TTL counts as a write (and as a change to WATCH). Called before the change, so that a walk in progress can
+    /// keep the key as it was.
     /// </summary>
     private void MarkWritten(CacheEntry entry)
     {
         NoteChangingForWalks(entry);
+        entry.Revision = _appliedIndex;
         if (ReferenceEquals(entry, _newestWritten))
         {
             entry.WriteSequence = ++_writeSequence;

@@ -69,6 +69,16 @@ public enum CacheCommandKind : byte
 
     /// <summary>A read (<see cref="ReadKind"/>) answered at apply time: only inside a <see cref="Transaction"/>.</summary>
     Read = 21,
+
+    // Format version 8 and later.
+
+    /// <summary>
+    /// MULTI/EXEC after WATCH: the watched keys, each with the applied index its WATCH read it at and whether it was live
+    /// then, checked first; when any changed since, nothing applies and the reply is nil. Otherwise as
+    /// <see cref="Transaction"/>, but it may carry no command (an empty EXEC still checks its watches, and the first
+    /// WATCH of a cluster proposes one with neither to start the key revisions: see CacheStateMachine.RevisionFloor).
+    /// </summary>
+    WatchedTransaction = 22,
 }
 
 /// <summary>The reads a <see cref="CacheCommandKind.Read"/> entry carries. The byte values are part of the entry format.</summary>
@@ -107,6 +117,9 @@ public enum ReadKind : byte
     /// <summary>DBSIZE: the live keys.</summary>
     KeyCount = 11,
 }
+
+/// <summary>A key a WATCH read at applied index <paramref name="WatchedAt"/>, live (present, unexpired) then or not.</summary>
+public readonly record struct WatchedKey(ReadOnlyMemory<byte> Key, ulong WatchedAt, bool WasLive);
 
 /// <summary>What GETEX does to the key's expiry. The byte values are part of the entry format.</summary>
 public enum GetExpiry : byte

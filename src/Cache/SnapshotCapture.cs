@@ -5,7 +5,7 @@ namespace Dcache.Cache;
 /// on applying writes between slices (<see cref="CacheStateMachine.BeginSnapshotCapture"/>). The result is byte for byte
 /// the snapshot <see cref="CacheStateMachine.CaptureSnapshot"/> would have taken at that index: the keys come from a
 /// <see cref="WriteOrderWalk"/>, which yields each key of the instant with its value and expiry of the instant, and the
-/// rest of the state (applied index, clock, sessions) is copied when the capture begins.
+/// rest of the state (applied index, clock, sessions, the revision floors and removal table) is copied when the capture begins.
 /// </summary>
 public sealed class SnapshotCapture
 {
@@ -16,13 +16,15 @@ public sealed class SnapshotCapture
     private readonly CacheStateMachine _machine;
     private readonly WriteOrderWalk _walk;
     private readonly CacheSnapshot.SessionRecord[] _sessions;
+    private readonly CacheSnapshot.RevisionState _revisions;
     private readonly CacheSnapshot.StoredKey[][] _chunks;
     private readonly WriteOrderWalk.Visitor _collect;
     private int _collected;
     private bool _ended;
 
-    internal SnapshotCapture(CacheStateMachine machine, WriteOrderWalk walk, ulong appliedIndex, long clockMs, CacheSnapshot.SessionRecord[] sessions)
+    internal SnapshotCapture(CacheStateMachine machine, WriteOrderWalk walk, ulong appliedIndex, long clockMs, CacheSnapshot.SessionRecord[] sessions, CacheSnapshot.RevisionState revisions)
     {
+        _revisions = revisions;
         _machine = machine;
         _walk = walk;
         AppliedIndex = appliedIndex;
@@ -75,7 +77,7 @@ public sealed class SnapshotCapture
             throw new InvalidOperationException("The snapshot capture has not visited every key yet.");
         }
 
-        return new CacheSnapshot(AppliedIndex, ClockMs, _chunks, KeyCount, _sessions);
+        return new CacheSnapshot(AppliedIndex, ClockMs, _chunks, KeyCount, _sessions, _revisions);
     }
 
     private void End()
@@ -87,10 +89,10 @@ public sealed class SnapshotCapture
         }
     }
 
-    private void Collect(CacheEntry entry, byte[] value, long expireAtMs)
+    private void Collect(CacheEntry entry, byte[] value, long expireAtMs, ulong revision)
     {
         var (chunk, slot) = Math.DivRem(_collected++, ChunkKeys);
         var keys = _chunks[chunk] ??= new CacheSnapshot.StoredKey[Math.Min(ChunkKeys, KeyCount - (chunk * ChunkKeys))];
-        keys[slot] = new CacheSnapshot.StoredKey(entry.Key, value, expireAtMs);
+        keys[slot] = new CacheSnapshot.StoredKey(entry.Key, value, expireAtMs, revision);
     }
 }

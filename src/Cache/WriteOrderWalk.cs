@@ -19,11 +19,11 @@ namespace Dcache.Cache;
 /// </remarks>
 internal sealed class WriteOrderWalk : IKeyChangeObserver
 {
-    /// <summary>What a walk yields for each key: the entry (for its key and identity) and its value and expiry at the walk's instant.</summary>
-    internal delegate void Visitor(CacheEntry entry, byte[] value, long expireAtMs);
+    /// <summary>What a walk yields for each key: the entry (for its key and identity) and its value, expiry and revision at the walk's instant.</summary>
+    internal delegate void Visitor(CacheEntry entry, byte[] value, long expireAtMs, ulong revision);
 
     private readonly long _lastSequence;
-    private readonly PriorityQueue<(CacheEntry Entry, byte[] Value, long ExpireAtMs), long> _keptAside = new();
+    private readonly PriorityQueue<(CacheEntry Entry, byte[] Value, long ExpireAtMs, ulong Revision), long> _keptAside = new();
     private CacheEntry? _next;
     private bool _detached;
 
@@ -56,12 +56,12 @@ internal sealed class WriteOrderWalk : IKeyChangeObserver
             if (_keptAside.TryPeek(out var kept, out var keptSequence) && (fromList is null || keptSequence < fromList.WriteSequence))
             {
                 _keptAside.Dequeue();
-                visit(kept.Entry, kept.Value, kept.ExpireAtMs);
+                visit(kept.Entry, kept.Value, kept.ExpireAtMs, kept.Revision);
             }
             else if (fromList is not null)
             {
                 _next = fromList.Newer;
-                visit(fromList, fromList.Value, fromList.ExpireAtMs);
+                visit(fromList, fromList.Value, fromList.ExpireAtMs, fromList.Revision);
             }
             else
             {
@@ -86,7 +86,7 @@ internal sealed class WriteOrderWalk : IKeyChangeObserver
             return;
         }
 
-        _keptAside.Enqueue((entry, entry.Value, entry.ExpireAtMs), entry.WriteSequence);
+        _keptAside.Enqueue((entry, entry.Value, entry.ExpireAtMs, entry.Revision), entry.WriteSequence);
         if (ReferenceEquals(entry, _next))
         {
             _next = entry.Newer;

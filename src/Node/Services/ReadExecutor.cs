@@ -27,6 +27,7 @@ public static class ReadExecutor
         Proto.Command.OpOneofCase.Keys => ReplyFactory.FromCache(command.Id, Keys(cache, command.Keys.Pattern.Memory, nowMs)),
         Proto.Command.OpOneofCase.Scan => ReplyFactory.FromCache(command.Id, Scan(cache, command.Scan, nowMs)),
         Proto.Command.OpOneofCase.Randomkey => ReplyFactory.FromCache(command.Id, cache.RandomKey(nowMs, Random.Shared)),
+        Proto.Command.OpOneofCase.Watch => ReplyFactory.FromCache(command.Id, cache.Watch(Keys(command.Watch.Keys), nowMs)),
         _ => ReplyFactory.Failure(command.Id, Proto.FailureKind.InvalidRequest, $"{command.OpCase} is not a read"),
     };
 

@@ -34,6 +34,7 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.Rename => (CacheCommandKind.Rename, "RENAME"),
         Proto.Command.OpOneofCase.Setrange => (CacheCommandKind.SetRange, "SETRANGE"),
         Proto.Command.OpOneofCase.Copy => (CacheCommandKind.Copy, "COPY"),
+        Proto.Command.OpOneofCase.Transaction when command.Transaction.Watched => (CacheCommandKind.WatchedTransaction, "WATCH"),
         Proto.Command.OpOneofCase.Transaction => (CacheCommandKind.Transaction, "MULTI/EXEC"),
         _ => throw new ArgumentException($"{command.OpCase} is not a write", nameof(command)),
     };
@@ -66,16 +67,21 @@ public static class WriteEncoder
     /// <summary>The commands a transaction may carry: every write but a session registration, and the reads of one step.</summary>
     public static bool MayGoInTransaction(Proto.Command command) => command.OpCase switch
     {
-        Proto.Command.OpOneofCase.RegisterSession or Proto.Command.OpOneofCase.Transaction or Proto.Command.OpOneofCase.None => false,
+        Proto.Command.OpOneofCase.RegisterSession or Proto.Command.OpOneofCase.Transaction or Proto.Command.OpOneofCase.Watch or Proto.Command.OpOneofCase.None => false,
         _ when command.IsWrite => true,
         _ => ReadKindOf(command) is not null,
     };
 
     private static string? ValidateTransaction(Proto.TransactionRequest transaction)
     {
-        if (transaction.Commands.Count == 0)
+        if (transaction.Commands.Count == 0 && !transaction.Watched)
         {
             return "a transaction without commands";
+        }
+
+        if (transaction.Watches.Count > 0 && !transaction.Watched)
+        {
+            return "a transaction with watches must be marked watched";
         }
 
         for (var i = 0; i < transaction.Commands.Count; i++)
@@ -131,7 +137,20 @@ public static class WriteEncoder
             commands[i] = buffer.WrittenMemory;
         }
 
-        CacheCommand.EncodeTransaction(output, envelope, commands);
+        if (!transaction.Watched)
+        {
+            CacheCommand.EncodeTransaction(output, envelope, commands);
+            return;
+        }
+
+        var watches = new WatchedKey[transaction.Watches.Count];
+        for (var i = 0; i < watches.Length; i++)
+        {
+            var watch = transaction.Watches[i];
+            watches[i] = new WatchedKey(watch.Key.Memory, watch.WatchedAt, watch.Live);
+        }
+
+        CacheCommand.EncodeWatchedTransaction(output, envelope, watches, commands);
     }
 
     private static ReadOnlyMemory<byte>[] ReadKeys(Proto.Command command) => command.OpCase switch

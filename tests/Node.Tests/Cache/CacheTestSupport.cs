@@ -81,6 +81,10 @@ internal static class Entries
     public static byte[] Transaction(CommandEnvelope envelope, params byte[][] commands) =>
         Encode(w => CacheCommand.EncodeTransaction(w, envelope, Array.ConvertAll(commands, c => (ReadOnlyMemory<byte>)c)));
 
+    /// <summary>MULTI/EXEC after WATCH: the watches checked first, then the commands (none is allowed).</summary>
+    public static byte[] WatchedTransaction(CommandEnvelope envelope, WatchedKey[] watches, params byte[][] commands) =>
+        Encode(w => CacheCommand.EncodeWatchedTransaction(w, envelope, watches, Array.ConvertAll(commands, c => (ReadOnlyMemory<byte>)c)));
+
     public static byte[] Encode(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>();

@@ -194,8 +194,9 @@ public sealed class SnapshotTests
         cache.Set("a", "1");
         var bytes = Snapshot(cache.Machine);
 
-        // Header: magic 8 + version 1 + index 8 + clock 8; then the key count varint (1 byte), then the first key's length.
-        var keyLengthOffset = 8 + 1 + 8 + 8 + 1;
+        // Header: magic 8 + version 1 + index 8 + clock 8, revision floor 8 + removal floor 8 + removal bucket count (1
+        // byte, 0); then the key count varint (1 byte), then the first key's length.
+        var keyLengthOffset = 8 + 1 + 8 + 8 + 8 + 8 + 1 + 1;
         Assert.Equal(1, bytes[keyLengthOffset]);
         byte[] hugeLength = [0xFF, 0xFF, 0xFF, 0xFF, 0x01]; // 536,870,911 bytes: within the limit, past the end
         var damaged = bytes.Take(keyLengthOffset).Concat(hugeLength).Concat(bytes.Skip(keyLengthOffset + 1)).ToArray();
