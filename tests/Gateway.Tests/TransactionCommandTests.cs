@@ -1,3 +1,4 @@
+using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Commands;
 using Dcache.Gateway.Tests.Support;
 using Dcache.Protocol.Cache;
@@ -83,7 +84,7 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         Assert.Equal("-ERR EXEC without MULTI", await Run("EXEC"));
         Assert.Equal("-ERR DISCARD without MULTI", await Run("DISCARD"));
         Assert.Equal("-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command", await Run("EXEC", "x"));
-        Assert.StartsWith("-ERR WATCH is not supported", await Run("WATCH", "a"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("WATCH", "a"));
         Assert.Equal("+OK", await Run("UNWATCH"));
 
         // Nested MULTI and WATCH inside MULTI are refused without failing the transaction, as in Redis.
@@ -102,9 +103,154 @@ public sealed class TransactionCommandTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task An_exec_after_a_refused_watch_is_refused_until_unwatch_exec_or_discard()
+    public async Task Exec_carries_each_watched_key_with_the_index_and_liveness_its_watch_read_and_applies_when_none_changed()
     {
-        Assert.StartsWith("-ERR WATCH is not supported", await Run("WATCH", "a"), StringComparison.Ordinal);
+        _server.Cluster.Put("a", "1");
+        Assert.Equal("+OK", await Run("WATCH", "a", "absent"));
+        await using var other = _server.Connect();
+        await other.CommandAsync("SET", "b", "2");
+        Assert.Equal("+OK", await Run("WATCH", "b", "a"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("INCR", "a"));
+        Assert.Equal("*[:2]", await Run("EXEC"));
+
+        var reads = _server.Cluster.Executed.Where(executed => executed.Command.OpCase == Command.OpOneofCase.Watch).ToList();
+        Assert.Equal(2, reads.Count);
+        Assert.All(reads, read => Assert.Equal(ReadMode.Linearizable, read.Mode));
+        var exec = _server.Cluster.Executed.Last(executed => executed.Command.OpCase == Command.OpOneofCase.Transaction).Command.Transaction;
+        Assert.True(exec.Watched);
+
+        // The first WATCH of a key wins (a, read with absent before b's write); b was read after it.
+        Assert.Equal(["a", "absent", "b"], exec.Watches.Select(watch => watch.Key.ToStringUtf8()));
+        Assert.Equal([true, false, true], exec.Watches.Select(watch => watch.Live));
+        Assert.Equal(exec.Watches[0].WatchedAt, exec.Watches[1].WatchedAt);
+        Assert.True(exec.Watches[2].WatchedAt > exec.Watches[0].WatchedAt);
+
+        // EXEC forgot the watches: the next transaction carries none.
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("INCR", "a"));
+        Assert.Equal("*[:3]", await Run("EXEC"));
+        Assert.False(_server.Cluster.Executed.Last(executed => executed.Command.OpCase == Command.OpOneofCase.Transaction).Command.Transaction.Watched);
+    }
+
+    [Fact]
+    public async Task A_watched_key_changed_by_another_connection_or_this_one_makes_exec_answer_the_nil_array_and_apply_nothing()
+    {
+        _server.Cluster.Put("k", "1");
+        await using var other = _server.Connect();
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        await other.CommandAsync("SET", "k", "1");
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "x", "1"));
+        Assert.Equal("*nil", await Run("EXEC"));
+        Assert.Equal("$nil", await Run("GET", "x"));
+
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        Assert.Equal(":2", await Run("INCR", "k"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("*nil", await Run("EXEC"));
+
+        // RESP3: the null.
+        Assert.StartsWith("%", await Run("HELLO", "3"), StringComparison.Ordinal);
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        await other.CommandAsync("DEL", "k");
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "x", "1"));
+        Assert.Equal("_", await Run("EXEC"));
+    }
+
+    [Fact]
+    public async Task Unwatch_and_discard_forget_the_watches_and_an_empty_exec_still_checks_them()
+    {
+        _server.Cluster.Put("k", "1");
+        await using var other = _server.Connect();
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        await other.CommandAsync("SET", "k", "2");
+        Assert.Equal("+OK", await Run("UNWATCH"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("*[]", await Run("EXEC"));
+
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        await other.CommandAsync("SET", "k", "3");
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+OK", await Run("DISCARD"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "x", "1"));
+        Assert.Equal("*[+OK]", await Run("EXEC"));
+
+        // With watches, an EXEC with nothing for the cluster goes there all the same: nil when the key changed.
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        await other.CommandAsync("SET", "k", "4");
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("PING"));
+        Assert.Equal("*nil", await Run("EXEC"));
+        Assert.Equal("+OK", await Run("WATCH", "k"));
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("PING"));
+        Assert.Equal("*[+PONG]", await Run("EXEC"));
+    }
+
+    [Fact]
+    public async Task A_pipelined_watch_reads_after_the_writes_before_it_and_is_in_place_before_what_follows()
+    {
+        _server.Cluster.Put("k", "1");
+        string[][] pipeline =
+        [
+            ["SET", "k", "2"], ["WATCH", "k"], ["SET", "k", "3"], ["MULTI"], ["SET", "x", "1"], ["EXEC"],
+            ["WATCH", "k"], ["UNWATCH"], ["SET", "k", "4"], ["MULTI"], ["SET", "y", "1"], ["EXEC"],
+            ["WATCH", "k"], ["MULTI"], ["DISCARD"], ["SET", "k", "5"], ["MULTI"], ["SET", "z", "1"], ["EXEC"],
+        ];
+        await _client.SendAsync(pipeline.SelectMany(command => TestConnection.Encode(command)).ToArray());
+        var replies = new List<RespValue>();
+        foreach (var _ in pipeline)
+        {
+            replies.Add(await _client.ReadAsync());
+        }
+
+        Assert.Equal(
+            ["+OK", "+OK", "+OK", "+OK", "+QUEUED", "*nil", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]"],
+            replies.Select(reply => reply.ToString()));
+    }
+
+    [Fact]
+    public async Task A_pipelined_watch_is_sent_only_once_the_writes_before_it_answered()
+    {
+        _server.Cluster.Put("k", "1");
+        _server.Cluster.Hold();
+        await _client.SendAsync(TestConnection.Encode("SET", "k", "2").Concat(TestConnection.Encode("WATCH", "k"))
+            .Concat(TestConnection.Encode("MULTI")).Concat(TestConnection.Encode("SET", "x", "1")).Concat(TestConnection.Encode("EXEC")).ToArray());
+        await _server.Cluster.WaitForExecutedAsync(1, TestConnection.Timeout);
+        await _server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
+
+        // Only the SET reached the cluster while it is held: the WATCH reads after it (else the SET could land after
+        // the read and abort the transaction on the connection's own earlier write).
+        Assert.Single(_server.Cluster.Executed);
+        _server.Cluster.Release();
+        foreach (var expected in new[] { "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]" })
+        {
+            Assert.Equal(expected, (await _client.ReadAsync()).ToString());
+        }
+
+        Assert.Equal(
+            [Command.OpOneofCase.Set, Command.OpOneofCase.Watch, Command.OpOneofCase.Transaction],
+            _server.Cluster.Executed.Select(executed => executed.Command.OpCase));
+    }
+
+    [Fact]
+    public async Task The_first_watch_on_a_cluster_starts_its_revisions_and_one_still_at_format_7_refuses_watch_and_the_exec_after_it()
+    {
+        _server.Cluster.RevisionsStarted = false;
+        Assert.Equal("+OK", await Run("WATCH", "a"));
+        var sent = _server.Cluster.Executed.Select(executed => executed.Command).ToList();
+        Assert.Equal([Command.OpOneofCase.Watch, Command.OpOneofCase.Transaction, Command.OpOneofCase.Watch], sent.Select(command => command.OpCase));
+        Assert.True(sent[1].Transaction.Watched);
+        Assert.Empty(sent[1].Transaction.Commands);
+        Assert.Empty(sent[1].Transaction.Watches);
+        Assert.Equal("+OK", await Run("UNWATCH"));
+
+        _server.Cluster.RevisionsStarted = false;
+        _server.Cluster.AcceptsWatchedTransactions = false;
+        Assert.Equal("-ERR WATCH needs every node on a build that reads log format 8 (a rolling upgrade is in progress)", await Run("WATCH", "a"));
         Assert.Equal("+OK", await Run("MULTI"));
         Assert.Equal("+QUEUED", await Run("SET", "b", "1"));
         Assert.Equal("-" + TransactionCommands.ExecAfterWatch, await Run("EXEC"));
@@ -123,6 +269,27 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         Assert.Equal("+OK", await Run("DISCARD"));
         Assert.Equal("+OK", await Run("MULTI"));
         Assert.Equal("*[]", await Run("EXEC"));
+    }
+
+    [Fact]
+    public async Task A_watch_whose_read_fails_answers_the_failure_and_refuses_the_next_exec()
+    {
+        _server.Cluster.Script = command => command.OpCase == Command.OpOneofCase.Watch
+            ? new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "no leader" } }
+            : null;
+        Assert.StartsWith("-", await Run("WATCH", "a"), StringComparison.Ordinal);
+        _server.Cluster.Script = null;
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "b", "1"));
+        Assert.Equal("-" + TransactionCommands.ExecAfterWatch, await Run("EXEC"));
+    }
+
+    [Fact]
+    public async Task A_readonly_connection_watches_with_a_linearizable_read()
+    {
+        Assert.Equal("+OK", await Run("READONLY"));
+        Assert.Equal("+OK", await Run("WATCH", "a"));
+        Assert.Equal(ReadMode.Linearizable, Assert.Single(_server.Cluster.Executed, executed => executed.Command.OpCase == Command.OpOneofCase.Watch).Mode);
     }
 
     [Fact]

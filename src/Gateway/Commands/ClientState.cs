@@ -1,4 +1,6 @@
 using Dcache.Gateway.Resp;
+using Dcache.Protocol.Cache;
+using Google.Protobuf;
 
 namespace Dcache.Gateway.Commands;
 
@@ -50,10 +52,23 @@ internal sealed class ClientState
     public HashSet<string>? Patterns { get; set; }
 
     /// <summary>
-    /// A WATCH was refused since the last EXEC, DISCARD or UNWATCH: the client counts on a check this gateway cannot make,
-    /// so its next EXEC is refused rather than applied unchecked.
+    /// A WATCH failed since the last EXEC, DISCARD or UNWATCH (the cluster is still at log format 7, or the read failed):
+    /// the client counts on a check that was not set up, so its next EXEC is refused rather than applied unchecked.
     /// </summary>
     public bool WatchRefused { get; set; }
+
+    /// <summary>
+    /// The keys WATCHed since the last EXEC, DISCARD or UNWATCH, each as its first WATCH read it (a key watched again
+    /// keeps its first read, as in Redis); null when none. Set when the WATCH's reply arrives, before it is answered.
+    /// </summary>
+    public Dictionary<ByteString, WatchedKey>? Watches { get; set; }
+
+    /// <summary>Forgets the watches (EXEC, DISCARD, UNWATCH).</summary>
+    public void Unwatch()
+    {
+        Watches = null;
+        WatchRefused = false;
+    }
 
     /// <summary>The commands queued since MULTI; null outside MULTI.</summary>
     public QueuedTransaction? Transaction { get; set; }

@@ -66,12 +66,14 @@ internal static class CommandTable
         new("randomkey", 1, CommandFlags.ReadsKeyspace, KeyCommands.RandomKey),
 
         // EXEC sends the queued commands as one write; it orders like FLUSHALL in a pipeline, after every command before it
-        // and before every one after it, since its keys are those of the commands it carries.
+        // and before every one after it, since its keys are those of the commands it carries. WATCH reads its keys'
+        // revisions from the cluster, and it, UNWATCH and DISCARD order the same way, so that a pipelined WATCH reads
+        // after the connection's earlier writes and its watches are in place (or forgotten) before what follows runs.
         new("multi", 1, Local, TransactionCommands.Multi),
         new("exec", 1, CommandFlags.Connection | CommandFlags.WritesKeyspace, TransactionCommands.Exec),
-        new("discard", 1, Local, TransactionCommands.Discard),
-        new("watch", -2, Local, TransactionCommands.Watch, 1, -1, 1),
-        new("unwatch", 1, Local, TransactionCommands.Unwatch),
+        new("discard", 1, Local | CommandFlags.WritesKeyspace, TransactionCommands.Discard),
+        new("watch", -2, Local | CommandFlags.WritesKeyspace, TransactionCommands.Watch, 1, -1, 1),
+        new("unwatch", 1, Local | CommandFlags.WritesKeyspace, TransactionCommands.Unwatch),
 
         // Connection and server commands, answered by the gateway.
         new("ping", -1, Local | CommandFlags.SubscriberContext, ConnectionCommands.Ping),

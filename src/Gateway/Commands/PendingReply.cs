@@ -33,6 +33,9 @@ internal enum ReplyShape : byte
     /// subcommands as descriptions again.
     /// </summary>
     CommandDescriptions,
+
+    /// <summary>EXEC's array: its nil (a watched key changed, nothing applied) is the nil array, *-1 in RESP2.</summary>
+    NilArray,
 }
 
 /// <summary>

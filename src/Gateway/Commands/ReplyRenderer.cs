@@ -22,6 +22,9 @@ internal static class ReplyRenderer
             case Reply.ResultOneofCase.Ok:
                 RespWriter.WriteOk(output);
                 break;
+            case Reply.ResultOneofCase.Nil when shape == ReplyShape.NilArray:
+                RespWriter.WriteNullArray(output, protocol);
+                break;
             case Reply.ResultOneofCase.Nil:
                 RespWriter.WriteNull(output, protocol);
                 break;

@@ -1,3 +1,4 @@
+using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol.Cache;
 
@@ -6,8 +7,9 @@ namespace Dcache.Gateway.Commands;
 /// <summary>
 /// MULTI, EXEC, DISCARD, WATCH and UNWATCH, and the queuing between MULTI and EXEC, with Redis 7.0's replies and error
 /// texts. EXEC sends the queued commands to the cluster as one write (a TransactionRequest), which the cluster applies in
-/// one log entry: no other command's effect lands between them on any replica. WATCH is refused: the cluster keeps no
-/// per-key revision to check a watched key against (docs/protocol.md).
+/// one log entry: no other command's effect lands between them on any replica. WATCH reads its keys (linearizably) and
+/// remembers, per key, the applied index the read was served at and whether the key was live; EXEC's write carries those,
+/// and the cluster applies nothing and answers nil when one changed since (docs/protocol.md, docs/architecture.md).
 /// </summary>
 internal static class TransactionCommands
 {
@@ -17,8 +19,7 @@ internal static class TransactionCommands
     public const string ExecWithoutMulti = "ERR EXEC without MULTI";
     public const string DiscardWithoutMulti = "ERR DISCARD without MULTI";
     public const string WatchInsideMulti = "ERR WATCH inside MULTI is not allowed";
-    public const string WatchUnsupported = "ERR WATCH is not supported by this server: MULTI/EXEC is atomic, but there is no optimistic locking (see docs/protocol.md)";
-    public const string ExecAfterWatch = "EXECABORT Transaction discarded because of: WATCH is not supported by this server, so the watched keys cannot be checked";
+    public const string ExecAfterWatch = "EXECABORT Transaction discarded because of: a WATCH before it failed, so the watched keys cannot be checked";
 
     private static readonly Reply QueuedReply = Replies.Bulk("QUEUED");
 
@@ -41,7 +42,7 @@ internal static class TransactionCommands
         if (error is not null && spec?.Name == "exec")
         {
             client.Transaction = null;
-            client.WatchRefused = false;
+            client.Unwatch();
             return PendingReply.Error("EXECABORT Transaction discarded because of: " + (error.StartsWith("ERR ", StringComparison.Ordinal) ? error[4..] : error));
         }
 
@@ -105,14 +106,17 @@ internal static class TransactionCommands
         }
 
         context.Client.Transaction = null;
-        context.Client.WatchRefused = false;
+        context.Client.Unwatch();
         return PendingReply.Of(Replies.Ok);
     }
 
     /// <summary>
-    /// WATCH: refused. Outside MULTI it also marks the connection, so that its next EXEC is refused: a client that goes
-    /// on to MULTI/EXEC after a failed WATCH (StackExchange.Redis does, for a transaction's conditions) would otherwise
-    /// have its transaction applied without the check it asked for.
+    /// WATCH key [key ...]: reads the keys linearizably (whatever READONLY says: a stale read would only make EXEC abort
+    /// more) and, when the reply arrives and before it is answered, remembers each key not watched yet with the applied
+    /// index of the read and whether it was live. The first WATCH on a cluster whose key revisions have not started yet
+    /// starts them (a watched transaction with nothing in it) and reads again. A WATCH that fails marks the connection,
+    /// so that its next EXEC is refused: a client that goes on to MULTI/EXEC after a failed WATCH (StackExchange.Redis
+    /// does, for a transaction's conditions) would otherwise have its transaction applied without the check it asked for.
     /// </summary>
     public static PendingReply Watch(CommandContext context, RespRequest request)
     {
@@ -121,14 +125,59 @@ internal static class TransactionCommands
             return PendingReply.Error(WatchInsideMulti);
         }
 
-        context.Client.WatchRefused = true;
-        return PendingReply.Error(WatchUnsupported);
+        var read = new WatchRequest();
+        for (var i = 1; i < request.Count; i++)
+        {
+            read.Keys.Add(request.ByteString(i));
+        }
+
+        var command = new Command { Watch = read, Consistency = ReadConsistency.Linearizable };
+        return new PendingReply(null, WatchAsync(context, read, context.Start(command, ReadMode.Linearizable)));
     }
 
-    /// <summary>UNWATCH: no key is ever watched here; it forgets a refused WATCH.</summary>
+    private static async Task<Reply> WatchAsync(CommandContext context, WatchRequest read, Task<Reply> sent)
+    {
+        var reply = await sent.ConfigureAwait(false);
+        if (reply.ResultCase == Reply.ResultOneofCase.Nil)
+        {
+            // No format 8 entry applied yet: propose one (with no session; applying it twice changes nothing) and read again.
+            var start = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Transaction = new TransactionRequest { Watched = true } }, ReadMode.Linearizable);
+            context.Cluster.ExecuteAll([start], context.ConnectionClosed);
+            var started = await start.Reply.ConfigureAwait(false);
+            if (started.ResultCase != Reply.ResultOneofCase.Array)
+            {
+                context.Client.WatchRefused = true;
+                return started;
+            }
+
+            var again = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Watch = read }, ReadMode.Linearizable);
+            context.Cluster.ExecuteAll([again], context.ConnectionClosed);
+            reply = await again.Reply.ConfigureAwait(false);
+        }
+
+        if (reply.ResultCase != Reply.ResultOneofCase.Array || reply.Array.Items.Count != read.Keys.Count + 1)
+        {
+            context.Client.WatchRefused = true;
+            return reply.ResultCase is Reply.ResultOneofCase.Failure or Reply.ResultOneofCase.Error
+                ? reply
+                : Replies.Error("ERR WATCH got an unexpected reply from the cluster");
+        }
+
+        var watchedAt = (ulong)reply.Array.Items[0].Integer;
+        var watches = context.Client.Watches ??= [];
+        for (var i = 0; i < read.Keys.Count; i++)
+        {
+            var key = read.Keys[i];
+            watches.TryAdd(key, new WatchedKey { Key = key, WatchedAt = watchedAt, Live = reply.Array.Items[i + 1].Integer == 1 });
+        }
+
+        return Replies.Ok;
+    }
+
+    /// <summary>UNWATCH: forgets every watched key (and a failed WATCH).</summary>
     public static PendingReply Unwatch(CommandContext context, RespRequest request)
     {
-        context.Client.WatchRefused = false;
+        context.Client.Unwatch();
         return PendingReply.Of(Replies.Ok);
     }
 
@@ -148,7 +197,8 @@ internal static class TransactionCommands
 
         context.Client.Transaction = null;
         var watchRefused = context.Client.WatchRefused;
-        context.Client.WatchRefused = false;
+        var watches = context.Client.Watches;
+        context.Client.Unwatch();
         if (transaction.Failed)
         {
             return PendingReply.Error(ExecAbort);
@@ -177,24 +227,31 @@ internal static class TransactionCommands
             captured = context.EndTransaction();
         }
 
-        if (captured.Count == 0)
+        if (captured.Count == 0 && watches is null)
         {
             return new PendingReply(null, AssembleAsync(null, slots, captured), ItemShapes: shapes);
         }
 
-        var write = new TransactionRequest();
+        // With watches, even a transaction with nothing for the cluster goes there: its answer, nil or not, is decided there.
+        var write = new TransactionRequest { Watched = watches is not null };
+        if (watches is not null)
+        {
+            write.Watches.AddRange(watches.Values);
+        }
+
         foreach (var command in captured)
         {
             write.Commands.Add(command.Command);
         }
 
         var sent = context.Write(new Command { Transaction = write });
-        return sent with { Pending = AssembleAsync(sent.Pending, slots, captured), ItemShapes = shapes };
+        return sent with { Pending = AssembleAsync(sent.Pending, slots, captured), Shape = ReplyShape.NilArray, ItemShapes = shapes };
     }
 
     /// <summary>
     /// The EXEC reply: the transaction's reply items handed to the captured commands in order, then every slot's reply.
-    /// When the cluster did not apply the transaction (or cannot say whether it did), that failure is the EXEC reply.
+    /// When the cluster did not apply the transaction (or cannot say whether it did), that failure is the EXEC reply; when
+    /// a watched key changed, nil (rendered as the nil array).
     /// </summary>
     private static async Task<Reply> AssembleAsync(Task<Reply>? transaction, PendingReply[] slots, List<CapturedCommand> captured)
     {

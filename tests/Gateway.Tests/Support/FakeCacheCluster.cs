@@ -19,10 +19,18 @@ internal sealed class FakeCacheCluster : ICacheCluster
     private readonly Dictionary<ulong, ulong> _sessionsInFlight = [];
     private readonly Dictionary<ulong, ulong> _lastSequence = [];
     private readonly List<(Command Command, ReadMode Mode)> _executed = [];
+    private readonly Dictionary<(long Index, string Key), Entry?> _watchedEntries = [];
+    private long _appliedIndex = 1;
     private TaskCompletionSource _release = NewRelease();
     private bool _holding;
 
     public long NowMs { get; set; } = 1_700_000_000_000;
+
+    /// <summary>Whether a watched transaction has applied (WATCH reads nil before: the cluster's revisions have not started).</summary>
+    public bool RevisionsStarted { get; set; } = true;
+
+    /// <summary>False for a cluster still at log format 7: a watched transaction is refused until the revisions started.</summary>
+    public bool AcceptsWatchedTransactions { get; set; } = true;
 
     /// <summary>Returns a reply (or throws) instead of executing, when it returns non-null.</summary>
     public Func<Command, Reply?>? Script { get; set; }
@@ -178,6 +186,7 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
             lock (_gate)
             {
+                _appliedIndex += command.IsWrite ? 1 : 0;
                 return Apply(command);
             }
         }
@@ -359,8 +368,15 @@ internal sealed class FakeCacheCluster : ICacheCluster
 
                 _data[Name(command.Copy.Destination)] = copied;
                 return Integer(1);
+            case Command.OpOneofCase.Watch:
+                return ApplyWatch(command.Watch);
+            case Command.OpOneofCase.Transaction when command.Transaction.Watched && !RevisionsStarted && !AcceptsWatchedTransactions:
+                return new Reply { Error = "ERR WATCH needs every node on a build that reads log format 8 (a rolling upgrade is in progress)" };
+            case Command.OpOneofCase.Transaction when command.Transaction.Watched && command.Transaction.Watches.Any(WatchedKeyChanged):
+                return Nil();
             case Command.OpOneofCase.Transaction:
                 // Applied under the one lock, as the cluster applies it in one log entry.
+                RevisionsStarted |= command.Transaction.Watched;
                 var replies = new ArrayReply();
                 foreach (var queued in command.Transaction.Commands)
                 {
@@ -375,6 +391,34 @@ internal sealed class FakeCacheCluster : ICacheCluster
                 return new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "command without an operation" } };
         }
     }
+
+    /// <summary>
+    /// WATCH's read, as the cluster answers it: nil until a watched transaction started the revisions, then the applied
+    /// index (here a count of commands applied) and each key's liveness. What each key held is remembered per index, and
+    /// a watched transaction counts a key changed when it holds another entry than it did (every write here stores a new
+    /// entry object).
+    /// </summary>
+    private Reply ApplyWatch(WatchRequest watch)
+    {
+        if (!RevisionsStarted)
+        {
+            return Nil();
+        }
+
+        var array = new ArrayReply();
+        array.Items.Add(Integer(_appliedIndex));
+        foreach (var key in watch.Keys)
+        {
+            var entry = Find(key);
+            _watchedEntries[(_appliedIndex, Name(key))] = entry;
+            array.Items.Add(Integer(entry is null ? 0 : 1));
+        }
+
+        return new Reply { Array = array };
+    }
+
+    private bool WatchedKeyChanged(WatchedKey watch) =>
+        !_watchedEntries.TryGetValue(((long)watch.WatchedAt, Name(watch.Key)), out var then) || !ReferenceEquals(then, Find(watch.Key));
 
     private Reply ApplySet(SetRequest set)
     {
