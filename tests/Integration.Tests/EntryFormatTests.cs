@@ -160,6 +160,59 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task WhileAMemberReadsOnlyFormat7WatchCannotStartAndItStartsOnceEveryMemberReadsFormat8()
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 3 stands for a node of the previous build: it reads format 7, which has no watched transaction.
+        var leader = await StartWithNode3ReadingAsync(cluster, format: 7);
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("k", "v"))).Ok);
+
+        // Every entry so far is format 7: the revisions have not started, and nothing may start them.
+        Assert.True((await cluster.ExecuteAsync(leader, WatchRead("k"))).Nil);
+        var lastBefore = (await cluster.StatusAsync(leader)).LastIndex;
+        var refused = await cluster.ExecuteAsync(leader, WatchedTransaction());
+        Assert.Equal("ERR WATCH needs every node on a build that reads log format 8 (a rolling upgrade is in progress)", refused.Error);
+        Assert.Equal(lastBefore, (await cluster.StatusAsync(leader)).LastIndex);
+
+        // Node 3 upgraded: once the leader has heard it, the revisions start, and a watched transaction applies on every node.
+        cluster[3].Kill();
+        cluster[3].Start();
+        await Eventually.WaitAsync(async () =>
+        {
+            leader = await cluster.WaitForLeaderAsync(Patience);
+            return (await cluster.ExecuteAsync(leader, WatchedTransaction())).ResultCase == Reply.ResultOneofCase.Array;
+        }, Patience, "the leader to accept a watched transaction once node 3 reads format 8");
+        var read = await cluster.ExecuteAsync(leader, WatchRead("k"));
+        Assert.Equal(Reply.ResultOneofCase.Array, read.ResultCase);
+        Assert.Equal(1, read.Array.Items[1].Integer);
+        var watch = new WatchedKey { Key = Google.Protobuf.ByteString.CopyFromUtf8("k"), WatchedAt = (ulong)read.Array.Items[0].Integer, Live = true };
+        var applied = await cluster.ExecuteAsync(leader, WatchedTransaction([watch], Commands.Set("x", "1")));
+        Assert.Equal(Reply.ResultOneofCase.Array, applied.ResultCase);
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("k", "changed"))).Ok);
+        Assert.True((await cluster.ExecuteAsync(leader, WatchedTransaction([watch], Commands.Set("x", "2")))).Nil);
+        await Verify.CaughtUpAsync(cluster, Patience);
+        foreach (var node in cluster.Nodes.Keys)
+        {
+            Assert.Equal("1", (await cluster.ExecuteAsync(node, Commands.Get("x", ReadConsistency.Local))).BulkText());
+        }
+    }
+
+    private static Command WatchRead(params string[] keys)
+    {
+        var read = new WatchRequest();
+        read.Keys.Add(keys.Select(Google.Protobuf.ByteString.CopyFromUtf8));
+        return new Command { Watch = read };
+    }
+
+    private static Command WatchedTransaction(WatchedKey[]? watches = null, params Command[] commands)
+    {
+        var transaction = new TransactionRequest { Watched = true };
+        transaction.Watches.Add(watches ?? []);
+        transaction.Commands.Add(commands);
+        return new Command { Transaction = transaction };
+    }
+
     private static Command Transaction(params Command[] commands)
     {
         var transaction = new TransactionRequest();

@@ -33,19 +33,76 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
         Assert.Equal(6, await length);
         Assert.Equal("abcdef", (string?)await db.StringGetAsync("text"));
 
-        // A condition needs WATCH, which is refused, and so is the EXEC after it: the library sends WATCH, checks the
-        // condition and sends MULTI/EXEC whatever WATCH answered, and the transaction must not apply unchecked.
+        // Conditions: the library WATCHes their keys, checks them, and sends MULTI/EXEC (or UNWATCH when one fails).
         var conditional = db.CreateTransaction();
         conditional.AddCondition(Condition.KeyExists("a"));
-        _ = conditional.StringSetAsync("b", "never");
-        var refused = await Assert.ThrowsAnyAsync<RedisException>(() => conditional.ExecuteAsync());
-        output.WriteLine($"conditional transaction: {refused.Message}");
-        Assert.False(await db.KeyExistsAsync("b"));
+        conditional.AddCondition(Condition.StringEqual("a", "42"));
+        conditional.AddCondition(Condition.KeyNotExists("b"));
+        var conditionalSet = conditional.StringSetAsync("b", "set");
+        Assert.True(await conditional.ExecuteAsync());
+        Assert.True(await conditionalSet);
+        Assert.Equal("set", (string?)await db.StringGetAsync("b"));
+
+        var unmet = db.CreateTransaction();
+        unmet.AddCondition(Condition.StringEqual("a", "41"));
+        _ = unmet.StringSetAsync("b", "never");
+        Assert.False(await unmet.ExecuteAsync());
+        Assert.Equal("set", (string?)await db.StringGetAsync("b"));
 
         var (exit, cli) = await RedisTools.RedisCliScriptAsync(cluster.GatewayPort, "MULTI", "SET c 5", "INCRBY c 10", "GET c", "TTL c", "EXEC", "DISCARD", "GET c");
         Assert.Equal(0, exit);
         Assert.Equal("OK\nQUEUED\nQUEUED\nQUEUED\nQUEUED\nOK\n15\n15\n-1\nERR DISCARD without MULTI\n\n15\n", cli);
     }
+
+    [Fact]
+    public async Task CheckAndSetRacesNeverLoseAnIncrement()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+
+        // Each client: WATCH k, GET k, MULTI, SET k (v + 1), EXEC, again on nil. Every EXEC that applied must show in
+        // the final count, and only those: a missed change would apply an increment computed from a stale value.
+        const int Clients = 6;
+        const int IncrementsPerClient = 15;
+        var attempts = 0;
+        var clients = Enumerable.Range(0, Clients).Select(_ => Task.Run(async () =>
+        {
+            using var client = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+            var applied = 0;
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+            while (applied < IncrementsPerClient && DateTime.UtcNow < deadline)
+            {
+                Interlocked.Increment(ref attempts);
+                Assert.Equal("+OK", (await client.CommandAsync(Args("WATCH", "k"))).ToString());
+                var current = await client.CommandAsync(Args("GET", "k"));
+                var value = current.Bytes is null ? 0 : long.Parse(current.Text!, System.Globalization.CultureInfo.InvariantCulture);
+                Assert.Equal("+OK", (await client.CommandAsync(Args("MULTI"))).ToString());
+                Assert.Equal("+QUEUED", (await client.CommandAsync(Args("SET", "k", (value + 1).ToString(System.Globalization.CultureInfo.InvariantCulture)))).ToString());
+                var exec = (await client.CommandAsync(Args("EXEC"))).ToString();
+                if (exec == "*[+OK]")
+                {
+                    applied++;
+                }
+                else
+                {
+                    Assert.Equal("*nil", exec);
+                }
+            }
+
+            return applied;
+        })).ToArray();
+
+        var successes = (await Task.WhenAll(clients)).Sum();
+        await using var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}");
+        var final = (long)await redis.GetDatabase().StringGetAsync("k");
+        output.WriteLine($"{successes} EXECs applied in {attempts} attempts; final value {final}");
+        Assert.Equal(Clients * IncrementsPerClient, successes);
+        Assert.Equal(successes, final);
+        Assert.True(attempts > successes, "the clients never raced (no EXEC answered nil): the test proved nothing");
+    }
+
+    private static byte[][] Args(params string[] arguments) => arguments.Select(System.Text.Encoding.UTF8.GetBytes).ToArray();
 
     [Fact]
     public async Task ConcurrentTransactionsIncrementingTwoKeysNeverLetAReaderSeeThemDiffer()
