@@ -73,6 +73,16 @@ public sealed partial class CacheStateMachine
     }
 
     /// <summary>
+    /// A write Redis counts as touching an absent key that it leaves absent (SET with an expiry already past): as if the
+    /// key were created and removed in this entry.
+    /// </summary>
+    private void NoteTouchedWhileAbsent(ReadOnlySpan<byte> key)
+    {
+        ref var bucket = ref _removedRevisions[RemovalBucket(key)];
+        bucket = Math.Max(bucket, _appliedIndex);
+    }
+
+    /// <summary>
     /// FLUSHALL removes every key at once: the newest written are recorded one by one, and the revision of the newest
     /// left (the write order is the revision order) becomes the removal floor for the rest, in O(1) rather than O(keys).
     /// </summary>

@@ -316,6 +316,10 @@ public sealed partial class CacheStateMachine
                 RemoveEntry(existing);
                 _expiredKeys++;
             }
+            else
+            {
+                NoteTouchedWhileAbsent(key);
+            }
 
             return reply;
         }
