@@ -199,6 +199,9 @@ public sealed class TransactionCommandTests : IAsyncLifetime
             ["SET", "k", "2"], ["WATCH", "k"], ["SET", "k", "3"], ["MULTI"], ["SET", "x", "1"], ["EXEC"],
             ["WATCH", "k"], ["UNWATCH"], ["SET", "k", "4"], ["MULTI"], ["SET", "y", "1"], ["EXEC"],
             ["WATCH", "k"], ["MULTI"], ["DISCARD"], ["SET", "k", "5"], ["MULTI"], ["SET", "z", "1"], ["EXEC"],
+
+            // An EXEC refused at once (its arity) forgets the watches too, as in Redis, though the WATCH's reply comes later.
+            ["WATCH", "k"], ["EXEC", "x"], ["SET", "k", "6"], ["MULTI"], ["SET", "w", "1"], ["EXEC"],
         ];
         await _client.SendAsync(pipeline.SelectMany(command => TestConnection.Encode(command)).ToArray());
         var replies = new List<RespValue>();
@@ -208,7 +211,8 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         }
 
         Assert.Equal(
-            ["+OK", "+OK", "+OK", "+OK", "+QUEUED", "*nil", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]"],
+            ["+OK", "+OK", "+OK", "+OK", "+QUEUED", "*nil", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]", "+OK", "+OK", "+OK", "+OK", "+OK", "+QUEUED", "*[+OK]",
+             "+OK", "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command", "+OK", "+OK", "+QUEUED", "*[+OK]"],
             replies.Select(reply => reply.ToString()));
     }
 

@@ -55,19 +55,59 @@ internal sealed class ClientState
     /// A WATCH failed since the last EXEC, DISCARD or UNWATCH (the cluster is still at log format 7, or the read failed):
     /// the client counts on a check that was not set up, so its next EXEC is refused rather than applied unchecked.
     /// </summary>
-    public bool WatchRefused { get; set; }
+    public bool WatchRefused { get; private set; }
 
     /// <summary>
     /// The keys WATCHed since the last EXEC, DISCARD or UNWATCH, each as its first WATCH read it (a key watched again
     /// keeps its first read, as in Redis); null when none. Set when the WATCH's reply arrives, before it is answered.
     /// </summary>
-    public Dictionary<ByteString, WatchedKey>? Watches { get; set; }
+    public Dictionary<ByteString, WatchedKey>? Watches { get; private set; }
+
+    /// <summary>
+    /// Counts <see cref="Unwatch"/> calls: a WATCH whose reply arrives after one that came later on the connection (an
+    /// EXEC refused at once, which Redis makes forget the watches too) must not record its keys.
+    /// </summary>
+    public int WatchGeneration { get; private set; }
+
+    // WATCH records its keys on the reply's thread; the connection's own thread forgets them.
+    private readonly Lock _watchGate = new();
 
     /// <summary>Forgets the watches (EXEC, DISCARD, UNWATCH).</summary>
     public void Unwatch()
     {
-        Watches = null;
-        WatchRefused = false;
+        lock (_watchGate)
+        {
+            Watches = null;
+            WatchRefused = false;
+            WatchGeneration++;
+        }
+    }
+
+    /// <summary>
+    /// Records a WATCH's keys (or its failure, as <see cref="WatchRefused"/>) unless the watches were forgotten since the
+    /// WATCH was sent (<paramref name="generation"/>). A key already watched keeps its first read.
+    /// </summary>
+    public void RecordWatch(int generation, IEnumerable<WatchedKey>? watched)
+    {
+        lock (_watchGate)
+        {
+            if (generation != WatchGeneration)
+            {
+                return;
+            }
+
+            if (watched is null)
+            {
+                WatchRefused = true;
+                return;
+            }
+
+            Watches ??= [];
+            foreach (var watch in watched)
+            {
+                Watches.TryAdd(watch.Key, watch);
+            }
+        }
     }
 
     /// <summary>The commands queued since MULTI; null outside MULTI.</summary>

@@ -132,10 +132,10 @@ internal static class TransactionCommands
         }
 
         var command = new Command { Watch = read, Consistency = ReadConsistency.Linearizable };
-        return new PendingReply(null, WatchAsync(context, read, context.Start(command, ReadMode.Linearizable)));
+        return new PendingReply(null, WatchAsync(context, read, context.Client.WatchGeneration, context.Start(command, ReadMode.Linearizable)));
     }
 
-    private static async Task<Reply> WatchAsync(CommandContext context, WatchRequest read, Task<Reply> sent)
+    private static async Task<Reply> WatchAsync(CommandContext context, WatchRequest read, int generation, Task<Reply> sent)
     {
         var reply = await sent.ConfigureAwait(false);
         if (reply.ResultCase == Reply.ResultOneofCase.Nil)
@@ -146,7 +146,7 @@ internal static class TransactionCommands
             var started = await start.Reply.ConfigureAwait(false);
             if (started.ResultCase != Reply.ResultOneofCase.Array)
             {
-                context.Client.WatchRefused = true;
+                context.Client.RecordWatch(generation, null);
                 return started;
             }
 
@@ -157,20 +157,14 @@ internal static class TransactionCommands
 
         if (reply.ResultCase != Reply.ResultOneofCase.Array || reply.Array.Items.Count != read.Keys.Count + 1)
         {
-            context.Client.WatchRefused = true;
+            context.Client.RecordWatch(generation, null);
             return reply.ResultCase is Reply.ResultOneofCase.Failure or Reply.ResultOneofCase.Error
                 ? reply
                 : Replies.Error("ERR WATCH got an unexpected reply from the cluster");
         }
 
         var watchedAt = (ulong)reply.Array.Items[0].Integer;
-        var watches = context.Client.Watches ??= [];
-        for (var i = 0; i < read.Keys.Count; i++)
-        {
-            var key = read.Keys[i];
-            watches.TryAdd(key, new WatchedKey { Key = key, WatchedAt = watchedAt, Live = reply.Array.Items[i + 1].Integer == 1 });
-        }
-
+        context.Client.RecordWatch(generation, read.Keys.Select((key, i) => new WatchedKey { Key = key, WatchedAt = watchedAt, Live = reply.Array.Items[i + 1].Integer == 1 }));
         return Replies.Ok;
     }
 
