@@ -9,7 +9,7 @@ namespace Dcache.Integration.Tests;
 public sealed class GatewayFailoverTests(ITestOutputHelper output)
 {
     // The error prefixes docs/protocol.md documents for cluster-level failures.
-    private static readonly string[] DocumentedErrorPrefixes = ["TRYAGAIN ", "UNKNOWN "];
+    internal static readonly string[] DocumentedErrorPrefixes = ["TRYAGAIN ", "UNKNOWN "];
 
     [Fact]
     public async Task KillingTheLeaderUnder50StackExchangeRedisWritersLosesNothingAndAppliesNoIncrTwice()

@@ -1,3 +1,7 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Dcache.Gateway.Tests.Support;
 using Dcache.Integration.Tests.Support;
 using StackExchange.Redis;
 using Xunit.Abstractions;
@@ -146,4 +150,166 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
         Assert.Equal([Writers * TransactionsPerWriter, Writers * TransactionsPerWriter], (await db.StringGetAsync(["a", "b"])).Select(value => (long)value));
         Assert.True(reads > 0);
     }
+    [Fact]
+    public async Task KillingTheLeaderThriceUnder20TransactionClientsTearsNoPairAndAppliesNoExecTwice()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+        await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+
+        // Client c alone writes a:c and b:c, always as MULTI; INCR a:c; INCRBY b:c 2; EXEC, so b:c = 2 a:c whenever no
+        // transaction is torn, and a:c counts the EXECs that applied: each acknowledged one, and perhaps an UNKNOWN one.
+        const int Clients = 20;
+        var clock = Stopwatch.StartNew();
+        var acknowledged = new int[Clients];
+        var unknown = new int[Clients];
+        var acknowledgedAt = new ConcurrentQueue<TimeSpan>();
+        var errors = new ConcurrentQueue<string>();
+        var violations = new ConcurrentQueue<string>();
+        var pairsRead = 0;
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(4)); // bound, whatever happens
+
+        // A pair as MGET answered it; with bounds, a:c must also lie between the EXECs acknowledged and those plus the UNKNOWNs.
+        void CheckPair(string who, RespValue reply, (int Acknowledged, int Unknown)? bounds = null)
+        {
+            if (reply.IsError)
+            {
+                errors.Enqueue(reply.Text!);
+                return;
+            }
+
+            if (reply is not { Type: '*', Items: [var first, var second] })
+            {
+                violations.Enqueue($"{who}: MGET answered {reply}");
+                return;
+            }
+
+            var (a, b) = (Count(first), Count(second));
+            Interlocked.Increment(ref pairsRead);
+            if (b != 2 * a)
+            {
+                violations.Enqueue($"{who}: torn pair a = {a}, b = {b}");
+            }
+
+            if (bounds is var (low, unknowns) && (a < low || a > low + unknowns))
+            {
+                violations.Enqueue($"{who}: a = {a} after {low} acknowledged EXECs and {unknowns} UNKNOWN");
+            }
+        }
+
+        var writers = Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
+        {
+            using var client = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+            var (a, b) = ($"a:{c}", $"b:{c}");
+            RedisDifferentialTests.GeneratedCommand[] round = [Command("MULTI"), Command("INCR", a), Command("INCRBY", b, "2"), Command("EXEC"), Command("MGET", a, b)];
+            for (var n = 0; n < 100_000 && !stop.IsCancellationRequested; n++)
+            {
+                var replies = await client.PipelineAsync(round);
+                var queuing = string.Join(" ", replies.Take(3));
+                if (queuing != "+OK +QUEUED +QUEUED")
+                {
+                    violations.Enqueue($"client {c}: MULTI, INCR, INCRBY answered {queuing}");
+                }
+
+                switch (replies[3])
+                {
+                    case { Type: '*', Items: [{ Type: ':' } incremented, { Type: ':' } incrementedBy] }:
+                        acknowledged[c]++;
+                        acknowledgedAt.Enqueue(clock.Elapsed);
+                        if (incrementedBy.Integer != 2 * incremented.Integer)
+                        {
+                            violations.Enqueue($"client {c}: EXEC answered a torn pair {replies[3]}");
+                        }
+
+                        if (incremented.Integer < acknowledged[c] || incremented.Integer > acknowledged[c] + unknown[c])
+                        {
+                            violations.Enqueue($"client {c}: EXEC answered a = {incremented.Integer} as its EXEC number {acknowledged[c]}, with {unknown[c]} UNKNOWN before");
+                        }
+
+                        break;
+                    case { IsError: true } error:
+                        errors.Enqueue(error.Text!);
+                        if (error.Text!.StartsWith("UNKNOWN ", StringComparison.Ordinal))
+                        {
+                            unknown[c]++;
+                        }
+
+                        break;
+                    default:
+                        violations.Enqueue($"client {c}: EXEC answered {replies[3]}");
+                        break;
+                }
+
+                CheckPair($"client {c}", replies[4], (acknowledged[c], unknown[c]));
+            }
+        })).ToList();
+
+        // A reader on a connection of its own: each client's pair, read in a transaction of its own (which runs in the log).
+        var reader = Task.Run(async () =>
+        {
+            using var client = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+            for (var n = 0; n < 1_000_000 && !stop.IsCancellationRequested; n++)
+            {
+                var c = n % Clients;
+                var replies = await client.PipelineAsync([Command("MULTI"), Command("MGET", $"a:{c}", $"b:{c}"), Command("EXEC")]);
+                CheckPair($"reader of {c}", replies[2] is { Type: '*', Items: [var pair] } ? pair : replies[2]);
+            }
+        });
+
+        // Three leaders killed in turn, each restarted and caught up before the next kill: one kill alone lands in the
+        // window where an EXEC applied but its reply was lost (so the gateway retries it) in about one run in three.
+        const int Kills = 3;
+        try
+        {
+            for (var kill = 1; kill <= Kills; kill++)
+            {
+                var before = acknowledgedAt.Count;
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + 300, TimeSpan.FromSeconds(60), $"300 acknowledged EXECs before kill {kill}");
+                var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+                cluster[leader].Kill();
+                var killedAt = clock.Elapsed;
+                await Eventually.WaitAsync(() => acknowledgedAt.Any(t => t > killedAt), TimeSpan.FromSeconds(15), $"an EXEC acknowledged after kill {kill}");
+                var atKill = acknowledgedAt.Count;
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + 300, TimeSpan.FromSeconds(60), $"300 more acknowledged EXECs after kill {kill}");
+
+                // The pause the clients saw: the longest stretch without any acknowledged EXEC, from the kill on.
+                var after = acknowledgedAt.Where(t => t >= killedAt).Order().Prepend(killedAt).ToList();
+                var resumedAfter = after.Zip(after.Skip(1), (previous, next) => next - previous).Max();
+                output.WriteLine($"kill {kill} (node {leader}): longest pause in acknowledged EXECs after it: {resumedAfter.TotalMilliseconds:F0} ms");
+                Assert.True(resumedAfter < TimeSpan.FromSeconds(3), $"transactions resumed only {resumedAfter.TotalSeconds:F2} s after kill {kill}");
+
+                cluster[leader].Start();
+                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)))).CommitIndex;
+                await Eventually.WaitAsync(async () => (await cluster.StatusAsync(leader)).AppliedIndex >= commit, TimeSpan.FromSeconds(30), $"node {leader} restarted and caught up");
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+        }
+
+        await Task.WhenAll(writers.Append(reader));
+        output.WriteLine($"{acknowledged.Sum()} EXECs acknowledged, {unknown.Sum()} UNKNOWN, {pairsRead} pairs read; errors: "
+            + string.Join(", ", errors.GroupBy(e => e.Split(' ')[0]).Select(group => $"{group.Key} {group.Count()}")));
+        Assert.True(violations.IsEmpty, string.Join(Environment.NewLine, violations.Take(10)));
+        var undocumented = errors.Where(e => !GatewayFailoverTests.DocumentedErrorPrefixes.Any(p => e.StartsWith(p, StringComparison.Ordinal))).Distinct().ToList();
+        Assert.True(undocumented.Count == 0, "errors outside the documented ones: " + string.Join(" | ", undocumented.Take(5)));
+
+        // Exactly once: each client's a counts its acknowledged EXECs, plus at most its UNKNOWN ones, and b stayed 2a.
+        using var check = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+        for (var c = 0; c < Clients; c++)
+        {
+            var final = await check.CommandAsync(Args("MGET", $"a:{c}", $"b:{c}"));
+            Assert.True(final is { Type: '*', Items: [_, _] }, $"MGET of client {c}'s pair answered {final}");
+            var (a, b) = (Count(final.Items![0]), Count(final.Items[1]));
+            Assert.True(b == 2 * a, $"client {c}: torn pair a = {a}, b = {b}");
+            Assert.True(a >= acknowledged[c] && a <= acknowledged[c] + unknown[c], $"client {c}: a = {a} after {acknowledged[c]} acknowledged EXECs and {unknown[c]} UNKNOWN");
+        }
+    }
+
+    private static RedisDifferentialTests.GeneratedCommand Command(params string[] arguments) => new(Args(arguments));
+
+    /// <summary>A counter as a bulk reply holds it: nil (never written) is 0.</summary>
+    private static long Count(RespValue value) => value.Text is null ? 0 : long.Parse(value.Text, CultureInfo.InvariantCulture);
 }
