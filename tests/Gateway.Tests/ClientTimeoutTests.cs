@@ -94,10 +94,8 @@ public sealed class ClientTimeoutTests
         gateway.Cluster.Put("v", new string('x', 100_000));
 
         // 30 MB of replies, far past what the kernel's socket buffers and Kestrel's take in, to a client that reads none.
-        using var client = new TcpClient { ReceiveBufferSize = 16 * 1024 };
-        await client.ConnectAsync(System.Net.IPAddress.Loopback, gateway.Port);
         var clock = Stopwatch.StartNew();
-        await client.GetStream().WriteAsync(Enumerable.Range(0, 300).SelectMany(_ => TestConnection.Encode("GET", "v")).ToArray());
+        using var client = await NonReadingClient.OpenAsync(gateway, "v", gets: 300, Patience);
 
         var deadline = clock.Elapsed + Patience;
         while (gateway.Clients.ConnectedClients > 0)

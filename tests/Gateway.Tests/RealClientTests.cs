@@ -130,9 +130,7 @@ public sealed class RealClientTests
         gateway.Cluster.Put("v", new string('x', 100_000));
 
         // 30 MB of replies, far past what the kernel's socket buffers and Kestrel's take in, to a client that never reads.
-        using var client = new System.Net.Sockets.TcpClient { ReceiveBufferSize = 16 * 1024 };
-        await client.ConnectAsync(System.Net.IPAddress.Loopback, gateway.Port);
-        await client.GetStream().WriteAsync(Enumerable.Range(0, 300).SelectMany(_ => TestConnection.Encode("GET", "v")).ToArray());
+        using var client = await NonReadingClient.OpenAsync(gateway, "v", gets: 300, TestConnection.Timeout);
 
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
         while (gateway.Clients.ConnectedClients > 0)
