@@ -83,6 +83,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         var replies = new StreamReplies();
         var writer = WriteRepliesAsync(replies.Finished.Reader, responseStream, maxMessageBytes, lifetime.Token);
         var readToEnd = false;
+        var broken = false;
         try
         {
             while (await requestStream.MoveNext(lifetime.Token).ConfigureAwait(false))
@@ -100,6 +101,12 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
         {
             // This node closes: the call ends here, whatever is still in flight.
         }
+        catch (IOException)
+        {
+            // The gateway's connection broke (the gateway was killed, or gave up on a connection its keepalive found
+            // silent): it hung up, as far as this stream goes. Not an error of this node's, so not logged as one.
+            broken = true;
+        }
         finally
         {
             replies.ReadingDone();
@@ -111,12 +118,22 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
             }
         }
 
+        if (broken)
+        {
+            // Replies have no way back: the writer stops too.
+            await lifetime.CancelAsync().ConfigureAwait(false);
+        }
+
         try
         {
             await writer.ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (closing.IsCancellationRequested)
+        catch (OperationCanceledException) when (closing.IsCancellationRequested || broken)
         {
+        }
+        catch (IOException)
+        {
+            // The connection broke while replies were being written: they have no way back.
         }
         finally
         {

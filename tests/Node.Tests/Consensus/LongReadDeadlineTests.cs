@@ -93,6 +93,25 @@ public sealed class LongReadDeadlineTests
     }
 
     [Fact]
+    public async Task A_command_stream_whose_connection_breaks_ends_quietly_and_drops_its_long_read()
+    {
+        await using var node = await SingleNode.StartAsync(new SettableTime(Start), requestTimeout: TimeSpan.FromMinutes(10), longReadSliceKeys: 1);
+        await LoadAsync(node.Driver, 200_000);
+        var keysAll = new Proto.Command { Id = 1, Consistency = Proto.ReadConsistency.Local, Keys = new Proto.KeysRequest { Pattern = ByteString.CopyFromUtf8("*") } };
+
+        var requests = new BatchReader();
+        var serving = CacheService.ServeStreamAsync(node.Driver, 1 << 24, requests, new ReplyWriter(), CancellationToken.None, CancellationToken.None);
+        requests.Send(keysAll.Clone());
+        await using var held = await HeldWalk.StartAsync(node.Driver);
+
+        // What Kestrel reports when the gateway's socket is reset: the stream ends, and gRPC would log any exception
+        // that escapes the method as a failure of this node's.
+        requests.Break(new IOException("The request stream was aborted."));
+        await serving.WaitAsync(Patience);
+        Assert.Equal(0, await held.ReleaseAndCountWalksAsync());
+    }
+
+    [Fact]
     public async Task A_long_read_of_a_unary_call_is_dropped_at_the_calls_deadline()
     {
         var time = new SettableTime(Start);
@@ -222,13 +241,26 @@ public sealed class LongReadDeadlineTests
     private sealed class BatchReader : IAsyncStreamReader<Proto.CommandBatch>
     {
         private readonly Channel<Proto.CommandBatch> _batches = Channel.CreateUnbounded<Proto.CommandBatch>();
+        private Exception? _failure;
 
         public Proto.CommandBatch Current { get; private set; } = new();
 
         public void Send(Proto.Command command) => _batches.Writer.TryWrite(new Proto.CommandBatch { Commands = { command } });
 
+        /// <summary>The connection breaks: the next read of the stream fails with <paramref name="failure"/>.</summary>
+        public void Break(Exception failure)
+        {
+            _failure = failure;
+            _batches.Writer.TryComplete();
+        }
+
         public async Task<bool> MoveNext(CancellationToken cancellationToken)
         {
+            if (!await _batches.Reader.WaitToReadAsync(cancellationToken))
+            {
+                throw _failure ?? new InvalidOperationException("the test ended the stream without a failure");
+            }
+
             Current = await _batches.Reader.ReadAsync(cancellationToken);
             return true;
         }
