@@ -208,6 +208,25 @@ internal sealed class ProxyMesh : IAsyncDisposable
     public List<(ulong From, ulong To)> CutGateway(IEnumerable<ulong> nodes) => nodes.Select(node => Cut(Gateway, node)).ToList();
 
     /// <summary>
+    /// Stalls the gateway's links to <paramref name="nodes"/>, both directions, at whichever of their addresses it uses:
+    /// every byte held, no connection closed (<see cref="Link.Stall"/>); returns the links, for <see cref="Resume"/>.
+    /// </summary>
+    public List<(ulong From, ulong To)> StallGateway(IEnumerable<ulong> nodes) =>
+        nodes.Select(node => { LinkOf(Gateway, node).Stall(); return (Gateway, node); }).ToList();
+
+    /// <summary>Ends the stalls <see cref="StallGateway"/> made: what they held goes on.</summary>
+    public void Resume(IEnumerable<(ulong From, ulong To)> links)
+    {
+        foreach (var (from, to) in links)
+        {
+            LinkOf(from, to).Resume();
+        }
+    }
+
+    /// <summary>Connections the gateway has opened to <paramref name="node"/> so far, at any of its addresses.</summary>
+    public int GatewayConnections(ulong node) => LinkOf(Gateway, node).Connections;
+
+    /// <summary>
     /// Ends one fault's cuts (what <see cref="Cut"/>, <see cref="Partition"/>, <see cref="Isolate"/> or
     /// <see cref="CutGateway"/> returned): a link another fault also cut stays cut until that one heals too.
     /// </summary>
@@ -224,6 +243,7 @@ internal sealed class ProxyMesh : IAsyncDisposable
         foreach (var link in _links.Values)
         {
             link.Heal();
+            link.Resume();
         }
     }
 

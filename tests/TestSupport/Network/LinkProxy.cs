@@ -9,7 +9,8 @@ namespace Dcache.TestSupport.Network;
 /// To's traffic to From goes through the proxy of the opposite link. Cutting the link makes it a black hole: bytes in
 /// both directions of its connections are read and dropped, new connections are accepted and never forwarded, so
 /// the sender sees silence (timeouts), as on a partitioned network, not a refused connection. Healing closes the
-/// black-holed connections (they lost data) and the sender reconnects. A connection may belong to another link than
+/// black-holed connections (they lost data) and the sender reconnects. Stalling the link instead holds every byte and
+/// closes nothing, so that only the ends' own timeouts (HTTP/2 keepalive) can end its connections. A connection may belong to another link than
 /// the proxy's own: the chaos suite's mesh routes the gateway's connections to the gateway's link to <see cref="To"/>, and on the
 /// proxy of a node reached at an address from the log, each node's connections to that node's link from it.
 /// </summary>
@@ -53,6 +54,12 @@ public sealed class LinkProxy : IAsyncDisposable
     public void Cut() => _own.Cut();
 
     public void Heal() => _own.Heal();
+
+    /// <inheritdoc cref="Link.Stall"/>
+    public void Stall() => _own.Stall();
+
+    /// <inheritdoc cref="Link.Resume"/>
+    public void Resume() => _own.Resume();
 
     /// <summary>
     /// The address is abandoned (its node moved away): every connection, open or new, is closed at once. The proxy
@@ -112,6 +119,7 @@ public sealed class LinkProxy : IAsyncDisposable
         }
 
         link.Track(client);
+        link.CountConnection();
         Socket? server = null;
         try
         {
@@ -122,6 +130,8 @@ public sealed class LinkProxy : IAsyncDisposable
                 return;
             }
 
+            // Opened during a stall, the connection reaches the other end only when the stall ends.
+            await link.FlowingAsync(_stop.Token).ConfigureAwait(false);
             server = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             Track(server);
             link.Track(server);
@@ -143,7 +153,7 @@ public sealed class LinkProxy : IAsyncDisposable
         }
     }
 
-    /// <summary>Copies one direction; while the link is cut, reads and drops.</summary>
+    /// <summary>Copies one direction; while the link is cut, reads and drops; while it is stalled, holds what it read and reads no more.</summary>
     private async Task PumpAsync(Socket from, Socket to, Link link)
     {
         var buffer = new byte[64 * 1024];
@@ -157,6 +167,7 @@ public sealed class LinkProxy : IAsyncDisposable
                     return;
                 }
 
+                await link.FlowingAsync(_stop.Token).ConfigureAwait(false);
                 if (!link.IsCut)
                 {
                     await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token).ConfigureAwait(false);
