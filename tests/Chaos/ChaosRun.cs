@@ -262,7 +262,7 @@ internal sealed class ChaosRun
     {
         lock (_state)
         {
-            Problem(what);
+            _faultProblems.Add(what);
         }
     }
 
