@@ -19,7 +19,7 @@ internal static class ChaosChecks
         var operations = new List<Operation>();
         foreach (var op in history)
         {
-            if (op.Status == OpStatus.Failed || op.Kind is OpKind.GetExpiring or OpKind.SetExpiring or OpKind.SetUnique)
+            if (op.Status == OpStatus.Failed || op.Kind is not (OpKind.Set or OpKind.Get or OpKind.Del or OpKind.Incr))
             {
                 continue;
             }

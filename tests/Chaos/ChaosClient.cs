@@ -5,11 +5,19 @@ using Dcache.Gateway.Tests.Support;
 
 namespace Dcache.Chaos;
 
+/// <summary>A client of a chaos workload: a bounded loop of operations through the gateway, each recorded.</summary>
+internal interface IChaosClient
+{
+    List<ChaosOp> History { get; }
+
+    Task RunAsync(CancellationToken stop);
+}
+
 /// <summary>
 /// One client of the load: a loop of random operations through the gateway, one at a time, each recorded with its
 /// call time, return time and result. Bounded in count and in time.
 /// </summary>
-internal sealed class ChaosClient(int id, int gatewayPort, int seed)
+internal sealed class ChaosClient(int id, int gatewayPort, int seed) : IChaosClient
 {
     /// <summary>Longer than the gateway's own deadline (4 s), so a reply normally arrives, as an error if need be.</summary>
     public static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(6);

@@ -17,6 +17,15 @@ internal enum OpKind
     GetExpiring,
     /// <summary>SET of a key written exactly once (checked for loss after the whole-cluster restart).</summary>
     SetUnique,
+
+    /// <summary>The bank workload's transfer between two accounts: WATCH, MGET, MULTI, DECRBY, INCRBY, EXEC (<see cref="BankClient"/>).</summary>
+    Transfer,
+
+    /// <summary>The bank workload's read of every account with one MGET.</summary>
+    ReadAccounts,
+
+    /// <summary>The bank workload's read of every account with an MGET inside MULTI/EXEC.</summary>
+    ReadAccountsInTransaction,
 }
 
 internal enum OpStatus
@@ -55,7 +64,10 @@ internal sealed class ChaosOp(int client, OpKind kind, string key, string? input
     /// <summary>The error the client got, if any.</summary>
     public string? Error { get; set; }
 
-    public bool IsWrite => Kind is OpKind.Set or OpKind.Del or OpKind.Incr or OpKind.SetExpiring or OpKind.SetUnique;
+    /// <summary>For the bank workload's operations: the balances read and, for a transfer, what its EXEC answered.</summary>
+    public BankDetail? Bank { get; set; }
+
+    public bool IsWrite => Kind is OpKind.Set or OpKind.Del or OpKind.Incr or OpKind.SetExpiring or OpKind.SetUnique or OpKind.Transfer;
 
     public static double Milliseconds(long timestamp) => timestamp * 1000.0 / Stopwatch.Frequency;
 

@@ -2,6 +2,16 @@ using System.Globalization;
 
 namespace Dcache.Chaos;
 
+/// <summary>What the clients run during a schedule.</summary>
+internal enum ChaosWorkload
+{
+    /// <summary>Registers, counters, expiring and write-once keys, checked per key for linearizability (<see cref="ChaosClient"/>).</summary>
+    Registers,
+
+    /// <summary>Transfers between accounts in WATCH/MULTI/EXEC transactions, checked for a constant total (<see cref="BankClient"/>).</summary>
+    Bank,
+}
+
 /// <summary>What a chaos run does; the command line (Program.cs) and the tests fill it in.</summary>
 internal sealed class ChaosOptions
 {
@@ -18,6 +28,9 @@ internal sealed class ChaosOptions
     public IReadOnlyList<FaultKind> Faults { get; set; } = AllFaults;
 
     public int FaultsPerSchedule { get; set; } = 2;
+
+    /// <summary>The clients' workload. Not drawn from the seed: a seed makes the same fault schedule under either.</summary>
+    public ChaosWorkload Workload { get; set; } = ChaosWorkload.Registers;
 
     /// <summary>
     /// Steps may start a second fault while the first holds (<see cref="FaultSchedule.CanOverlap"/>). Off by default:
@@ -53,6 +66,11 @@ internal sealed class ChaosOptions
     public string ReplayCommand(int scheduleSeed)
     {
         var args = new List<string> { "dotnet run --project tests/Chaos -c Release --", "--seed", scheduleSeed.ToString(CultureInfo.InvariantCulture), "--schedules 1" };
+        if (Workload != ChaosWorkload.Registers)
+        {
+            args.Add("--workload " + Workload.ToString().ToLowerInvariant());
+        }
+
         if (Nodes is { } nodes)
         {
             args.Add($"--nodes {nodes}");

@@ -112,6 +112,10 @@ internal sealed class ChaosRun
     private readonly List<GatewayCutWindow> _gatewayCuts = [];
     private int _probes;
 
+    // The bank workload's clients (empty under the registers workload), whose acknowledged transfers the harness
+    // counts while the load runs.
+    private List<BankClient> _bankClients = [];
+
     private ChaosRun(FaultSchedule schedule, ChaosOptions options, ITestOutputHelper log)
     {
         _schedule = schedule;
@@ -152,6 +156,7 @@ internal sealed class ChaosRun
         var problems = new List<string>();
         var history = new List<ChaosOp>();
         CheckResult? linearizability = null;
+        BankTally? bank = null;
         string? artifacts = null;
         try
         {
@@ -163,7 +168,14 @@ internal sealed class ChaosRun
                 }
 
                 history = await DriveAsync();
-                linearizability = await CheckAsync(history, problems);
+                if (_options.Workload == ChaosWorkload.Bank)
+                {
+                    bank = await CheckBankAsync(history, problems);
+                }
+                else
+                {
+                    linearizability = await CheckAsync(history, problems);
+                }
             }
             catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or Grpc.Core.RpcException or IOException)
             {
@@ -175,8 +187,9 @@ internal sealed class ChaosRun
                 problems.InsertRange(0, _faultProblems);
             }
 
-            var verdict = problems.Count > 0 || linearizability is null ? ScheduleVerdict.Failed
-                : linearizability.Outcome == CheckOutcome.Linearizable ? ScheduleVerdict.Passed
+            // The bank's checks have no search that can run out of budget: they pass or fail.
+            var verdict = problems.Count > 0 || (linearizability is null && bank is null) ? ScheduleVerdict.Failed
+                : bank is not null || linearizability!.Outcome == CheckOutcome.Linearizable ? ScheduleVerdict.Passed
                 : ScheduleVerdict.Inconclusive;
             if (verdict != ScheduleVerdict.Passed)
             {
@@ -195,7 +208,8 @@ internal sealed class ChaosRun
                 _sessionExpiredRetries,
                 history.Count(op => op.Status == OpStatus.Unknown && op.Error is { } e && e.Contains("session expired", StringComparison.Ordinal)),
                 _clock.Elapsed,
-                artifacts);
+                artifacts,
+                bank);
         }
         finally
         {
@@ -323,14 +337,28 @@ internal sealed class ChaosRun
         _started = true;
         Note($"cluster of {_schedule.Nodes} up: {_schedule}");
 
-        var clients = Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i)).ToList();
+        List<IChaosClient> clients;
+        if (_options.Workload == ChaosWorkload.Bank)
+        {
+            await BankClient.OpenAccountsAsync(_cluster.GatewayPort, RecoveryTimeout);
+            Note($"bank: {BankClient.Accounts.Length} accounts opened with {BankClient.InitialBalance} each (total {BankClient.Total})");
+            _bankClients = [.. Enumerable.Range(0, _options.Clients).Select(i => new BankClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i))];
+            clients = [.. _bankClients];
+        }
+        else
+        {
+            clients = [.. Enumerable.Range(0, _options.Clients).Select(i => new ChaosClient(i, _cluster.GatewayPort, _schedule.Seed * 31 + i))];
+        }
+
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // a bound, whatever happens
         var running = clients.Select(c => Task.Run(() => c.RunAsync(stop.Token))).ToArray();
         try
         {
             await Task.Delay(_options.SteadyLoad);
-            foreach (var step in _schedule.Steps)
+            for (var i = 0; i < _schedule.Steps.Count; i++)
             {
+                var step = _schedule.Steps[i];
+                var transfersBefore = AcknowledgedTransfers();
                 if (step.With is { } second)
                 {
                     await OverlapAsync(step, second);
@@ -341,6 +369,11 @@ internal sealed class ChaosRun
                     await Task.Delay(step.HoldMs);
                     await heal();
                     await AfterHealAsync();
+                }
+
+                if (_bankClients.Count > 0)
+                {
+                    await TransfersResumeAsync(i + 1, AcknowledgedTransfers() - transfersBefore, stop.Token);
                 }
 
                 await Task.Delay(step.RecoverMs);
@@ -1371,6 +1404,78 @@ internal sealed class ChaosRun
         return statuses.Where(s => s is { Role: "Leader" }).OrderByDescending(s => s!.Term).FirstOrDefault()?.NodeId;
     }
 
+    private long AcknowledgedTransfers() => _bankClients.Sum(c => c.AcknowledgedTransfers);
+
+    /// <summary>
+    /// The bank's expectation of progress, the suite's own after a heal (the cluster answers again within the recovery
+    /// timeout): once a step's faults have healed, a transfer is acknowledged (one called before the heal counts if it
+    /// returns after it). Notes how many were acknowledged while the faults held, which nothing requires.
+    /// </summary>
+    private async Task TransfersResumeAsync(int step, long whileHeld, CancellationToken loadStopped)
+    {
+        var healed = Stopwatch.GetTimestamp();
+        try
+        {
+            var took = await Eventually.WaitAsync(
+                () => loadStopped.IsCancellationRequested || _bankClients.Any(c => c.LastAcknowledgedAt > healed), RecoveryTimeout, $"a transfer acknowledged after step {step} healed");
+            Note(loadStopped.IsCancellationRequested
+                ? $"bank: step {step}: {whileHeld} transfers acknowledged while it held; the load's time bound ended before the next"
+                : $"bank: step {step}: {whileHeld} transfers acknowledged while it held; the first after the heal {took.TotalMilliseconds:F0} ms later");
+        }
+        catch (TimeoutException ex)
+        {
+            Problem($"bank: no transfer acknowledged within {RecoveryTimeout.TotalSeconds:F0} s after step {step} healed ({whileHeld} while it held): {ex.Message}");
+        }
+    }
+
+    /// <summary>
+    /// The bank workload's checks: every read of every account and every transfer (<see cref="BankChecks.History"/>),
+    /// a read of every account after the whole-cluster restart that must hold the total, the replicas' digests, and
+    /// the errors clients got.
+    /// </summary>
+    private async Task<BankTally> CheckBankAsync(List<ChaosOp> history, List<string> problems)
+    {
+        var (reply, _, _) = await ChaosClient.UntilAnsweredAsync(_cluster.GatewayPort, RecoveryTimeout, ["MGET", .. BankClient.Accounts]);
+        if (reply.IsError || reply.Items is not { } items || items.Count != BankClient.Accounts.Length)
+        {
+            problems.Add($"MGET of the accounts after the restart answered {reply}");
+        }
+        else
+        {
+            var balances = items.Select(i => i.IsNull ? null : i.Text).ToList();
+            Note($"bank: after the restart the accounts hold {string.Join(" ", balances.Select(b => b ?? "nil"))}");
+            if (BankChecks.Snapshot(BankClient.Accounts, balances, BankClient.Total) is { } wrong)
+            {
+                problems.Add($"after the restart: {wrong}");
+            }
+        }
+
+        problems.AddRange(BankChecks.History(history, BankClient.Total));
+        problems.AddRange(ChaosChecks.UndocumentedErrors([.. history.Where(op => !BankChecks.IsFormatGateRefusal(op.Error))]));
+        await SameDigestAsync(problems);
+        var tally = BankTally.Of(history);
+        Note(tally.ToString());
+        if (tally.Acknowledged == 0)
+        {
+            problems.Add("bank: no transfer was acknowledged in the whole schedule");
+        }
+
+        return tally;
+    }
+
+    private async Task SameDigestAsync(List<string> problems)
+    {
+        try
+        {
+            var digest = await Verify.SameDigestAsync(_cluster, RecoveryTimeout);
+            Note($"every replica has digest {digest}");
+        }
+        catch (InvalidOperationException ex)
+        {
+            problems.Add(ex.Message);
+        }
+    }
+
     private async Task<CheckResult> CheckAsync(List<ChaosOp> history, List<string> problems)
     {
         // Read back every register and counter through the gateway; the reads join the history, so the
@@ -1414,16 +1519,7 @@ internal sealed class ChaosRun
         problems.AddRange(ChaosChecks.WriteOnceKeys(history, stored));
         problems.AddRange(ChaosChecks.Expiry(history));
         problems.AddRange(ChaosChecks.UndocumentedErrors(history));
-        try
-        {
-            var digest = await Verify.SameDigestAsync(_cluster, RecoveryTimeout);
-            Note($"every replica has digest {digest}");
-        }
-        catch (InvalidOperationException ex)
-        {
-            problems.Add(ex.Message);
-        }
-
+        await SameDigestAsync(problems);
         history.AddRange(finalReads);
         var clock = Stopwatch.StartNew();
         var result = LinearizabilityChecker.Check(ChaosChecks.ForChecker(history), new CheckOptions { TimeBudgetPerKey = _options.CheckBudgetPerKey });

@@ -8,7 +8,7 @@ internal static class ChaosSuite
 {
     public static async Task<IReadOnlyList<ScheduleResult>> RunAsync(ChaosOptions options, ITestOutputHelper log)
     {
-        log.WriteLine($"chaos: {options.Schedules} schedule(s) from seed {options.Seed}; faults {string.Join(",", options.Faults)}{(options.Overlap ? "; overlapping" : "")}{(options.UnsafeReads ? "; TEST-ONLY UNSAFE READS ON" : "")}");
+        log.WriteLine($"chaos: {options.Schedules} schedule(s) from seed {options.Seed}; workload {options.Workload.ToString().ToLowerInvariant()}; faults {string.Join(",", options.Faults)}{(options.Overlap ? "; overlapping" : "")}{(options.UnsafeReads ? "; TEST-ONLY UNSAFE READS ON" : "")}");
         var results = new List<ScheduleResult>();
         for (var i = 0; i < options.Schedules; i++)
         {
@@ -34,6 +34,12 @@ internal static class ChaosSuite
             string.Create(CultureInfo.InvariantCulture,
                 $"summary: {results.Count} schedules, {results.Count(r => r.Verdict == ScheduleVerdict.Passed)} passed, {results.Count(r => r.Verdict == ScheduleVerdict.Inconclusive)} inconclusive, {results.Count(r => r.Verdict == ScheduleVerdict.Failed)} failed; {results.Sum(r => r.Operations)} operations, {results.Sum(r => r.Unknown)} unknown; {results.Sum(r => r.SessionExpiredRetries)} session_expired retries, {results.Sum(r => r.SessionExpiredUnknown)} unknown for an expired session"),
         };
+        if (results.Any(r => r.Bank is not null))
+        {
+            lines.Add(string.Create(CultureInfo.InvariantCulture,
+                $"  bank: {results.Sum(r => r.Bank?.Acknowledged ?? 0)} transfers acknowledged, {results.Sum(r => r.Bank?.Unknown ?? 0)} unknown, {results.Sum(r => r.Bank?.Aborted ?? 0)} aborted by WATCH, {results.Sum(r => r.Bank?.FormatGated ?? 0)} refused by the log format gate; {results.Sum(r => r.Bank?.ReadsChecked ?? 0)} reads of every account checked"));
+        }
+
         foreach (var kind in ChaosOptions.AllFaults)
         {
             var with = results.Where(r => r.Schedule.AllSteps.Any(s => s.Kind == kind)).ToList();

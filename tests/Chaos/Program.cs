@@ -7,7 +7,7 @@ namespace Dcache.Chaos;
 /// <code>dotnet run --project tests/Chaos -c Release -- --schedules 200 --seed 1234</code>
 /// Options: --seed S, --schedules N, --nodes 3|5, --faults kill,pause,partition,isolateleader,asymmetric,slowdisk,
 /// memberreplace,gatewaykill,gatewaypause,clockjump,gatewaypartition,diskfull,memberupdate (default: all; diskfull needs root, to mount),
-/// --faults-per-schedule K, --overlap (a step may start a second fault while the first holds), --clients C, --read-routing leader|members (default: each schedule's seed chooses),
+/// --workload registers|bank (default registers), --faults-per-schedule K, --overlap (a step may start a second fault while the first holds), --clients C, --read-routing leader|members (default: each schedule's seed chooses),
 /// --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
 /// Exit code 0 when every schedule passed, 1 when one failed, 2 when none failed but some were inconclusive.
 /// </summary>
@@ -40,6 +40,13 @@ internal static class Program
         _ => throw new FormatException($"--read-routing takes leader or members, not '{value}'"),
     };
 
+    private static ChaosWorkload ParseWorkload(string value) => value switch
+    {
+        "registers" => ChaosWorkload.Registers,
+        "bank" => ChaosWorkload.Bank,
+        _ => throw new FormatException($"--workload takes registers or bank, not '{value}'"),
+    };
+
     private static (ChaosOptions Options, bool Verbose) Parse(string[] args)
     {
         var options = new ChaosOptions();
@@ -66,6 +73,7 @@ internal static class Program
                 case "--clients": options.Clients = Number(1, 64); break;
                 case "--faults": options.Faults = ParseFaults(Value()); break;
                 case "--read-routing": options.ReadsAtLeader = ParseReadRouting(Value()); break;
+                case "--workload": options.Workload = ParseWorkload(Value()); break;
                 case "--unsafe-reads": options.UnsafeReads = true; break;
                 case "--stop-on-failure": options.StopOnFailure = true; break;
                 case "--artifacts": options.ArtifactsRoot = Value(); break;

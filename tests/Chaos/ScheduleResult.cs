@@ -28,9 +28,10 @@ internal sealed record ScheduleResult(
     long SessionExpiredRetries,
     int SessionExpiredUnknown,
     TimeSpan Duration,
-    string? ArtifactsDirectory)
+    string? ArtifactsDirectory,
+    BankTally? Bank = null)
 {
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Verdict} [{Schedule}] {Operations} ops ({Acknowledged} answered, {Unknown} unknown, {NotApplied} not applied or not served; {SessionExpiredRetries} session_expired retries, {SessionExpiredUnknown} unknown for an expired session), linearizability {Linearizability}, {Duration.TotalSeconds:F1} s")
+        $"{Verdict} [{Schedule}] {Operations} ops ({Acknowledged} answered, {Unknown} unknown, {NotApplied} not applied or not served; {SessionExpiredRetries} session_expired retries, {SessionExpiredUnknown} unknown for an expired session), {(Bank is null ? $"linearizability {Linearizability}" : Bank.ToString())}, {Duration.TotalSeconds:F1} s")
         + (Problems.Count == 0 ? "" : Environment.NewLine + "  " + string.Join(Environment.NewLine + "  ", Problems));
 }
