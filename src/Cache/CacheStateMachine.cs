@@ -36,6 +36,7 @@ public sealed partial class CacheStateMachine
     private ClientSession? _mostRecentSession;
     private long _clockMs;
     private ulong _appliedIndex;
+    private byte _newestFormatApplied;
 
     // Local bookkeeping: never decides anything replicated.
     private long _evictedKeys;
@@ -75,6 +76,14 @@ public sealed partial class CacheStateMachine
     public int SessionCount => _sessions.Count;
 
     /// <summary>
+    /// The newest log entry format this replica knows the log to hold: the newest it applied since it started, or, from a
+    /// snapshot, format <see cref="CacheCommand.WatchVersion"/> once revisions had started. Every member reads it, since
+    /// one that does not cannot follow the log: a leader may count a member it has not heard from as reading it.
+    /// Not replicated state (replicas restarted from different snapshots may know different values).
+    /// </summary>
+    public byte NewestFormatApplied => Math.Max(_newestFormatApplied, _revisionFloor > 0 ? CacheCommand.WatchVersion : (byte)0);
+
+    /// <summary>
     /// Applies one committed entry and returns the reply for the client that proposed it.
     /// An empty entry (the leader's no-op) only advances the applied index.
     /// A malformed entry changes nothing but the applied index and returns an error reply — the same on every replica, since
@@ -109,6 +118,7 @@ public sealed partial class CacheStateMachine
 
         _appliedIndex = index;
         NoteRevisionFloor(index, command.ReadVersion);
+        _newestFormatApplied = Math.Max(_newestFormatApplied, command.ReadVersion);
         var envelope = command.Envelope;
         var now = Math.Max(_clockMs, envelope.NowMs);
         _clockMs = now;

@@ -89,6 +89,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private int _proposalFormatComputedAt = -1;
     private Membership? _proposalFormatMembership;
     private byte _proposalFormat;
+    private byte _proposalFormatUnheard;
     private readonly RaftNode _raft;
     private readonly LongReads _longReads;
     private readonly SnapshotCaptures _captures;
@@ -787,32 +788,42 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     /// <summary>
-    /// The newest format every member reads: a member not heard from since this node started, or whose build predates
-    /// the format header, counts as reading version 1. So during a rolling upgrade the leader keeps writing what the old
-    /// members apply, and moves to the new format once all of them run it.
+    /// The newest format every member reads: a member whose build predates the format header counts as reading version
+    /// 1, and one not heard from since this node started as reading the newest format this node knows the log to hold
+    /// (<see cref="UnheardMemberFormat"/>). So during a rolling upgrade the leader keeps writing what the old members
+    /// apply, and moves to the new format once all of them run it; and once it has, a member that is down does not take
+    /// the cluster back to an older format (and refuse what needs the newer one) after the leader restarts.
     /// </summary>
     private byte ProposalFormat()
     {
         var membership = _raft.Membership;
         var changes = Volatile.Read(ref _peerEntryFormatsChanged);
-        if (!ReferenceEquals(membership, _proposalFormatMembership) || changes != _proposalFormatComputedAt)
+        var unheard = UnheardMemberFormat();
+        if (!ReferenceEquals(membership, _proposalFormatMembership) || changes != _proposalFormatComputedAt || unheard != _proposalFormatUnheard)
         {
             _proposalFormatMembership = membership;
             _proposalFormatComputedAt = changes;
-            _proposalFormat = Math.Max(Math.Min(OldestReadFormat(membership.Voters), OldestReadFormat(membership.Learners)), CacheCommand.OldestFormatVersion);
+            _proposalFormatUnheard = unheard;
+            _proposalFormat = Math.Max(Math.Min(OldestReadFormat(membership.Voters, unheard), OldestReadFormat(membership.Learners, unheard)), CacheCommand.OldestFormatVersion);
         }
 
         return _proposalFormat;
     }
 
-    private byte OldestReadFormat(ImmutableSortedSet<ulong> members)
+    /// <summary>
+    /// What a member not heard from since this node started counts as reading: the newest format this node knows the
+    /// log to hold, since a member that reads less cannot follow the log whatever the leader writes next (at least 1).
+    /// </summary>
+    private byte UnheardMemberFormat() => Math.Max(_cache.NewestFormatApplied, CacheCommand.OldestFormatVersion);
+
+    private byte OldestReadFormat(ImmutableSortedSet<ulong> members, byte unheard)
     {
         var format = CacheCommand.FormatVersion;
         foreach (var member in members)
         {
             if (member != NodeId)
             {
-                format = Math.Min(format, _peerEntryFormats.TryGetValue(member, out var heard) ? heard : CacheCommand.OldestFormatVersion);
+                format = Math.Min(format, _peerEntryFormats.TryGetValue(member, out var heard) ? heard : unheard);
             }
         }
 
@@ -1293,10 +1304,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return null;
         }
 
+        var unheard = UnheardMemberFormat();
         var older = _raft.Membership.All
             .Where(member => member != NodeId)
             .Select(member => (Id: member, Heard: _peerEntryFormats.TryGetValue(member, out var format) ? format : (byte)0))
-            .Where(member => member.Heard < needed)
+            .Where(member => (member.Heard == 0 ? unheard : member.Heard) < needed)
             .Select(member => member.Heard == 0 ? $"node {member.Id} (not heard from since this node started)" : $"node {member.Id} (reads format {member.Heard})");
         return $"moving a member to a new address needs every member on a build that reads log format {needed} (a rolling upgrade is in progress); not yet: {string.Join(", ", older)}";
     }

@@ -1,0 +1,96 @@
+using Dcache.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Tests.Cache;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Proto = Dcache.Protocol.Cache;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>
+/// The format a leader writes when it has not heard from a member since it started: the newest the log already holds,
+/// which a member must read to follow the log at all (not format 1, which refused MULTI/EXEC and WATCH whenever a member
+/// was down and the leader had restarted since).
+/// </summary>
+public sealed class ProposalFormatTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [Theory]
+    [InlineData(CacheCommand.FormatVersion)]
+    [InlineData(CacheCommand.TransactionVersion)]
+    [InlineData(CacheCommand.OldestFormatVersion)]
+    public async Task A_leader_counts_a_member_it_has_not_heard_from_as_reading_the_newest_format_the_log_holds(byte logFormat)
+    {
+        // Node 1 of three (nodes 2 and 3 exist only as the messages the test makes up). Node 2, leading term 1, gives it
+        // an entry in logFormat; node 1 then leads term 2, having heard node 2's build read the newest format and nothing
+        // at all from node 3 (down since before node 1 started).
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        var inbox = (IRaftInbox)driver;
+        try
+        {
+            var previous = disk.LastIndex;
+            var entry = Entries.Set(Entries.NoSession, "k", "v");
+            CacheCommand.SetFormatVersion(entry, logFormat);
+            Assert.True(inbox.TryPost(new Message { Type = MessageType.Append, From = 2, To = 1, Term = 1, Index = previous, LogTerm = 1, Commit = previous + 1, Entries = [new Entry(previous + 1, 1, EntryType.Normal, entry)] }, 0));
+            await WaitForAsync(driver, _ => driver.Cache.AppliedIndex == previous + 1, "node 1 did not apply node 2's entry");
+
+            inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
+            await driver.RunOnLoopAsync(raft =>
+            {
+                raft.Campaign();
+                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 2, To = 1, Term = 2 });
+                raft.Step(new Message { Type = MessageType.VoteResponse, From = 2, To = 1, Term = 2 });
+                Assert.Equal(Role.Leader, raft.Role);
+                return raft.LastIndex;
+            }).WaitAsync(Patience);
+
+            // Its no-op, then the write: in the newest format every member reads, as far as node 1 knows.
+            _ = driver.ExecuteAsync(new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("w") } });
+            var written = previous + 3;
+            await WaitForAsync(driver, _ => disk.LastIndex >= written, $"no write written at {written}");
+            var format = await driver.RunOnLoopAsync(_ =>
+            {
+                var entries = new List<Entry>();
+                Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(written, written + 1, ulong.MaxValue, entries));
+                return entries[0].Data.Span[0];
+            }).WaitAsync(Patience);
+            Assert.Equal(logFormat, format);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+    }
+
+    private static async Task WaitForAsync(RaftDriver driver, Func<RaftNode, bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
+        {
+            Assert.True(DateTime.UtcNow < deadline, what);
+            await Task.Delay(10);
+        }
+    }
+
+    private sealed class NoSnapshots : INodeSnapshotStore
+    {
+        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
+
+        public StoredSnapshot? Find(ulong index) => null;
+
+        public IReadOnlyList<StoredSnapshot> All() => [];
+
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
+    }
+}
