@@ -207,14 +207,23 @@ internal sealed class ProxyMesh : IAsyncDisposable
     /// <summary>Cuts the gateway off from <paramref name="nodes"/>, both directions, at whichever of their addresses it uses.</summary>
     public List<(ulong From, ulong To)> CutGateway(IEnumerable<ulong> nodes) => nodes.Select(node => Cut(Gateway, node)).ToList();
 
-    /// <summary>
-    /// Stalls the gateway's links to <paramref name="nodes"/>, both directions, at whichever of their addresses it uses:
-    /// every byte held, no connection closed (<see cref="Link.Stall"/>); returns the links, for <see cref="Resume"/>.
-    /// </summary>
-    public List<(ulong From, ulong To)> StallGateway(IEnumerable<ulong> nodes) =>
-        nodes.Select(node => { LinkOf(Gateway, node).Stall(); return (Gateway, node); }).ToList();
+    /// <summary>The gateway's links to <paramref name="nodes"/> (at whichever of their addresses it uses).</summary>
+    public static List<(ulong From, ulong To)> GatewayLinks(params ulong[] nodes) => nodes.Select(node => (Gateway, node)).ToList();
 
-    /// <summary>Ends the stalls <see cref="StallGateway"/> made: what they held goes on.</summary>
+    /// <summary>The links between <paramref name="node"/> and each of <paramref name="others"/>, both directions.</summary>
+    public static List<(ulong From, ulong To)> LinksBetween(ulong node, IEnumerable<ulong> others) =>
+        others.Where(other => other != node).SelectMany(other => new[] { (node, other), (other, node) }).ToList();
+
+    /// <summary>Stalls <paramref name="links"/>: every byte held, no connection closed (<see cref="Link.Stall"/>), until <see cref="Resume"/>.</summary>
+    public void Stall(IEnumerable<(ulong From, ulong To)> links)
+    {
+        foreach (var (from, to) in links)
+        {
+            LinkOf(from, to).Stall();
+        }
+    }
+
+    /// <summary>Ends the stalls of <paramref name="links"/>: what they held goes on.</summary>
     public void Resume(IEnumerable<(ulong From, ulong To)> links)
     {
         foreach (var (from, to) in links)
@@ -223,8 +232,8 @@ internal sealed class ProxyMesh : IAsyncDisposable
         }
     }
 
-    /// <summary>Connections the gateway has opened to <paramref name="node"/> so far, at any of its addresses.</summary>
-    public int GatewayConnections(ulong node) => LinkOf(Gateway, node).Connections;
+    /// <summary>Connections opened over <paramref name="link"/> so far, at any of the addresses it is reached at.</summary>
+    public int Connections((ulong From, ulong To) link) => LinkOf(link.From, link.To).Connections;
 
     /// <summary>
     /// Ends one fault's cuts (what <see cref="Cut"/>, <see cref="Partition"/>, <see cref="Isolate"/> or
