@@ -63,7 +63,7 @@ public sealed class ExpiryPurgeTests
         var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
         var metrics = new NodeMetrics();
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new MemorySnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
         var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
         driver.Start(transport);
         const int Keys = 50_000;
@@ -139,7 +139,7 @@ public sealed class ExpiryPurgeTests
         var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
         var metrics = new NodeMetrics();
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new MemorySnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
         var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
         driver.Start(transport);
         void Post(Message message) => Assert.True(((IRaftInbox)driver).TryPost(message, 0));
@@ -224,7 +224,7 @@ public sealed class ExpiryPurgeTests
         var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
         var metrics = new NodeMetrics();
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new MemorySnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
         var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
         driver.Start(transport);
         var inbox = (IRaftInbox)driver;
@@ -240,7 +240,7 @@ public sealed class ExpiryPurgeTests
                 Assert.True(inbox.TryPost(new Message { Type = MessageType.Append, From = 2, To = 1, Term = 1, Index = previous, LogTerm = 1, Commit = last, Entries = entries }, 0));
             }
 
-            await WaitForAsync(driver, _ => driver.Cache.AppliedIndex == last && driver.Cache.StoredKeyCount == 2 * Wave, "node 1 did not apply node 2's writes");
+            await DriverWaits.UntilAsync(driver, _ => driver.Cache.AppliedIndex == last && driver.Cache.StoredKeyCount == 2 * Wave, "node 1 did not apply node 2's writes");
 
             inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
             inbox.PeerEntryFormatHeard(3, 4);
@@ -259,7 +259,7 @@ public sealed class ExpiryPurgeTests
             Assert.Equal(((byte)4, CacheCommandKind.PurgeExpired, t), (oldFormat, oldKind, oldHorizon));
             inbox.PeerEntryFormatHeard(3, CacheCommand.FormatVersion);
             Assert.True(inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = last + 2 }, 0));
-            await WaitForAsync(driver, _ => driver.Cache.AppliedIndex == last + 2, "the first purge did not apply");
+            await DriverWaits.UntilAsync(driver, _ => driver.Cache.AppliedIndex == last + 2, "the first purge did not apply");
             Assert.Equal(Wave, await driver.RunOnLoopAsync(_ => driver.Cache.StoredKeyCount).WaitAsync(Patience));
 
             // Every member reads format 5 now: the next purge stops inside the second wave's millisecond, at its 16,384th key.
@@ -267,7 +267,7 @@ public sealed class ExpiryPurgeTests
             var sorted = Enumerable.Range(Wave, Wave).Select(i => "wave:" + i).Order(StringComparer.Ordinal).ToArray();
             Assert.Equal((CacheCommand.FormatVersion, CacheCommandKind.PurgeExpiredThroughKey, t + 1, sorted[16_384 - 1]), (newFormat, newKind, newHorizon, lastKey));
             Assert.True(inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = last + 3 }, 0));
-            await WaitForAsync(driver, _ => driver.Cache.AppliedIndex >= last + 3, "the second purge did not apply");
+            await DriverWaits.UntilAsync(driver, _ => driver.Cache.AppliedIndex >= last + 3, "the second purge did not apply");
             Assert.Equal(Wave - 16_384, await driver.RunOnLoopAsync(_ => driver.Cache.StoredKeyCount).WaitAsync(Patience));
         }
         finally
@@ -281,7 +281,7 @@ public sealed class ExpiryPurgeTests
     /// <summary>The format, kind, horizon and last key (as text) of the purge entry the leader proposes at <paramref name="index"/>.</summary>
     private static async Task<(byte Format, CacheCommandKind Kind, long Horizon, string LastKey)> ProposedPurgeAsync(RaftDriver driver, MemoryStorage disk, ulong index)
     {
-        await WaitForAsync(driver, raft => raft.LastIndex >= index, $"no entry proposed at {index}");
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex >= index, $"no entry proposed at {index}");
         return await driver.RunOnLoopAsync(_ =>
         {
             var entries = new List<Entry>();
@@ -290,26 +290,5 @@ public sealed class ExpiryPurgeTests
             var purge = CacheCommand.Decode(data);
             return (data[0], purge.Kind, purge.PurgeUpToMs, System.Text.Encoding.UTF8.GetString(purge.Key));
         }).WaitAsync(Patience);
-    }
-
-    private static async Task WaitForAsync(RaftDriver driver, Func<RaftNode, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
-        {
-            Assert.True(DateTime.UtcNow < deadline, what);
-            await Task.Delay(10);
-        }
-    }
-
-    private sealed class MemorySnapshots : INodeSnapshotStore
-    {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
-
-        public StoredSnapshot? Find(ulong index) => null;
-
-        public IReadOnlyList<StoredSnapshot> All() => [];
-
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
     }
 }

@@ -225,17 +225,6 @@ public sealed class LeaderTimeReadTests
         }
     }
 
-    private sealed class NoSnapshots : INodeSnapshotStore
-    {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
-
-        public StoredSnapshot? Find(ulong index) => null;
-
-        public IReadOnlyList<StoredSnapshot> All() => [];
-
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
-    }
-
     /// <summary>A wall clock that stands still, and a monotonic clock that never advances: offsets measured once stay.</summary>
     private sealed class FixedTime(long nowMs) : TimeProvider
     {

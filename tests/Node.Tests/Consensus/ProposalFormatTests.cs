@@ -41,7 +41,7 @@ public sealed class ProposalFormatTests
             var entry = Entries.Set(Entries.NoSession, "k", "v");
             CacheCommand.SetFormatVersion(entry, logFormat);
             Assert.True(inbox.TryPost(new Message { Type = MessageType.Append, From = 2, To = 1, Term = 1, Index = previous, LogTerm = 1, Commit = previous + 1, Entries = [new Entry(previous + 1, 1, EntryType.Normal, entry)] }, 0));
-            await WaitForAsync(driver, _ => driver.Cache.AppliedIndex == previous + 1, "node 1 did not apply node 2's entry");
+            await DriverWaits.UntilAsync(driver, _ => driver.Cache.AppliedIndex == previous + 1, "node 1 did not apply node 2's entry");
 
             inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
             await driver.RunOnLoopAsync(raft =>
@@ -56,7 +56,7 @@ public sealed class ProposalFormatTests
             // Its no-op, then the write: in the newest format every member reads, as far as node 1 knows.
             _ = driver.ExecuteAsync(new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("w") } });
             var written = previous + 3;
-            await WaitForAsync(driver, _ => disk.LastIndex >= written, $"no write written at {written}");
+            await DriverWaits.UntilAsync(driver, _ => disk.LastIndex >= written, $"no write written at {written}");
             var format = await driver.RunOnLoopAsync(_ =>
             {
                 var entries = new List<Entry>();
@@ -71,26 +71,5 @@ public sealed class ProposalFormatTests
             await transport.DisposeAsync();
             metrics.Dispose();
         }
-    }
-
-    private static async Task WaitForAsync(RaftDriver driver, Func<RaftNode, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
-        {
-            Assert.True(DateTime.UtcNow < deadline, what);
-            await Task.Delay(10);
-        }
-    }
-
-    private sealed class NoSnapshots : INodeSnapshotStore
-    {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
-
-        public StoredSnapshot? Find(ulong index) => null;
-
-        public IReadOnlyList<StoredSnapshot> All() => [];
-
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
     }
 }

@@ -129,17 +129,6 @@ public sealed class ReadClockTests
         }
     }
 
-    private sealed class NoSnapshots : INodeSnapshotStore
-    {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
-
-        public StoredSnapshot? Find(ulong index) => null;
-
-        public IReadOnlyList<StoredSnapshot> All() => [];
-
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
-    }
-
     /// <summary>A wall clock that can be stepped, and a monotonic clock that only advances (with <see cref="Advance"/>).</summary>
     internal sealed class SettableTime(long nowMs) : TimeProvider
     {

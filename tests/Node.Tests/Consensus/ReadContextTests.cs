@@ -139,15 +139,4 @@ public sealed class ReadContextTests
             _metrics.Dispose();
         }
     }
-
-    private sealed class NoSnapshots : INodeSnapshotStore
-    {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
-
-        public StoredSnapshot? Find(ulong index) => null;
-
-        public IReadOnlyList<StoredSnapshot> All() => [];
-
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots in this test");
-    }
 }
