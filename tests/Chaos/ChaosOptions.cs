@@ -17,6 +17,12 @@ internal sealed class ChaosOptions
 {
     public static readonly IReadOnlyList<FaultKind> AllFaults = Enum.GetValues<FaultKind>();
 
+    /// <summary>
+    /// What a run injects unless told otherwise: every kind but <see cref="FaultKind.Stall"/>, which holds for 11-16 s
+    /// and is asked for by name, so that the seeds recorded with the default list replay as they ran.
+    /// </summary>
+    public static readonly IReadOnlyList<FaultKind> DefaultFaults = AllFaults.Except([FaultKind.Stall]).ToList();
+
     /// <summary>Seed of the first schedule; schedule i uses seed <c>Seed + i</c>.</summary>
     public int Seed { get; set; } = Random.Shared.Next(1, int.MaxValue / 2);
 
@@ -25,7 +31,7 @@ internal sealed class ChaosOptions
     /// <summary>Cluster size; null lets each schedule's seed choose 3 (three times in four) or 5.</summary>
     public int? Nodes { get; set; }
 
-    public IReadOnlyList<FaultKind> Faults { get; set; } = AllFaults;
+    public IReadOnlyList<FaultKind> Faults { get; set; } = DefaultFaults;
 
     public int FaultsPerSchedule { get; set; } = 2;
 
@@ -76,7 +82,7 @@ internal sealed class ChaosOptions
             args.Add($"--nodes {nodes}");
         }
 
-        if (!Faults.SequenceEqual(AllFaults))
+        if (!Faults.SequenceEqual(DefaultFaults))
         {
             args.Add("--faults " + string.Join(",", Faults).ToLowerInvariant());
         }

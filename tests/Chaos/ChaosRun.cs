@@ -569,6 +569,17 @@ internal sealed class ChaosRun
                 var split = _mesh.Partition(minority, majority);
                 Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
                 return Healed(() => HealLinks(split, "partition"));
+            case FaultKind.Stall:
+                var stalledSide = Minority(step, ids);
+                var otherSide = ids.Except(stalledSide).ToList();
+                var stalledLinks = stalledSide.SelectMany(node => ProxyMesh.LinksBetween(node, otherSide)).ToList();
+                _mesh.Stall(stalledLinks);
+                Note($"stall: [{string.Join(",", stalledSide)}] | [{string.Join(",", otherSide)}] (leader was {leader}): every byte held, nothing closed");
+                return Healed(() =>
+                {
+                    Note("resume the stalled links: what they held is delivered now");
+                    _mesh.Resume(stalledLinks);
+                });
             case FaultKind.IsolateLeader:
                 var isolated = _mesh.Partition([target], others);
                 Note($"isolate node {target} ({role}) from [{string.Join(",", others)}]");

@@ -75,6 +75,14 @@ internal enum FaultKind
     /// partition may hold (<see cref="MoveDisturbance"/>). Later faults aim at its new address.
     /// </summary>
     MemberUpdate,
+
+    /// <summary>
+    /// As <see cref="Partition"/> (a random minority and the rest), but the links between the two sides stall instead of
+    /// dropping: every byte held, no connection closed (Link.Stall), for 11-16 s, past the HTTP/2 keepalive (5 s of
+    /// silence plus a 5 s ping timeout), so only the processes' own timeouts can end their connections; when it ends,
+    /// whatever was held is delivered, late. Not in the default list (<see cref="ChaosOptions.DefaultFaults"/>).
+    /// </summary>
+    Stall,
 }
 
 /// <summary>What else holds while a <see cref="FaultKind.MemberUpdate"/> moves a member.</summary>
@@ -168,7 +176,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     {
         var target = Kind switch
         {
-            FaultKind.Partition => "random minority",
+            FaultKind.Partition or FaultKind.Stall => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
             FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}, leader killed",
             FaultKind.GatewayPartition => GatewayCut switch
@@ -250,6 +258,7 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
             // Up to past the gateway's 4 s deadline: a command it cannot deliver meanwhile ends as -UNKNOWN or
             // -TRYAGAIN, not only late.
             FaultKind.GatewayPartition => 2000 + random.Next(4000),
+            FaultKind.Stall => 11_000 + random.Next(5000),
             _ => 1000 + random.Next(2000),
         };
         return new FaultStep(

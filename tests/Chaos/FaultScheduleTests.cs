@@ -68,7 +68,7 @@ public sealed class FaultScheduleTests
     public void TheOlderKindsNamedMakeTheSchedulesTheyMadeBeforeTheNewKindsExisted()
     {
         // A seed recorded with the default list of ten kinds replays with those ten named: the new kinds take no draw.
-        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.GatewayPartition, FaultKind.DiskFull, FaultKind.MemberUpdate]).ToList() };
+        var older = new ChaosOptions { Faults = ChaosOptions.DefaultFaults.Except([FaultKind.GatewayPartition, FaultKind.DiskFull, FaultKind.MemberUpdate]).ToList() };
         var schedule = FaultSchedule.Generate(100_001, older);
 
         Assert.Equal(10, older.Faults.Count);
@@ -97,13 +97,27 @@ public sealed class FaultScheduleTests
     public void TheTwelveKindsBeforeMemberUpdateNamedMakeTheSchedulesTheyMadeBefore()
     {
         // Seeds recorded with the default list of twelve (session 8's runs) replay with those twelve named.
-        var older = new ChaosOptions { Faults = ChaosOptions.AllFaults.Except([FaultKind.MemberUpdate]).ToList() };
+        var older = new ChaosOptions { Faults = ChaosOptions.DefaultFaults.Except([FaultKind.MemberUpdate]).ToList() };
 
         Assert.Equal(12, older.Faults.Count);
         Assert.Equal(
             "seed 180000: 3 nodes, reads round the members; 1. Partition (random minority) for 2212 ms, then 664 ms healed; 2. DiskFull (node pick 447, 62 KiB left) for 1942 ms, then 1323 ms healed",
             FaultSchedule.Generate(180_000, older).ToString());
         Assert.NotEqual(FaultSchedule.Generate(180_000, older).ToString(), FaultSchedule.Generate(180_000, new ChaosOptions()).ToString());
+    }
+
+    [Fact]
+    public void AStallIsAskedForByNameAndOutlastsTheKeepalive()
+    {
+        Assert.DoesNotContain(FaultKind.Stall, new ChaosOptions().Faults);
+        Assert.Equal<FaultKind>([FaultKind.Stall, FaultKind.Kill], Program.ParseFaults("stall,kill"));
+        Assert.Contains("--faults stall", new ChaosOptions { Faults = [FaultKind.Stall] }.ReplayCommand(1), StringComparison.Ordinal);
+
+        // Past the HTTP/2 keepalive (a ping after 5 s of silence, given up 5 s later): only then must the processes
+        // find out by themselves that a connection is dead.
+        var steps = OneStepEach(FaultKind.Stall);
+        Assert.All(steps, step => Assert.InRange(step.HoldMs, 11_000, 15_999));
+        Assert.Contains("Stall (random minority) for ", steps[0].ToString(), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -115,7 +129,8 @@ public sealed class FaultScheduleTests
         Assert.Contains(FaultKind.GatewayPartition, options.Faults);
         Assert.Contains(FaultKind.DiskFull, options.Faults);
         Assert.Contains(FaultKind.MemberUpdate, options.Faults);
-        Assert.Equal(ChaosOptions.AllFaults, options.Faults);
+        Assert.Equal(ChaosOptions.DefaultFaults, options.Faults);
+        Assert.DoesNotContain(FaultKind.Stall, options.Faults);
         Assert.DoesNotContain("--faults", options.ReplayCommand(1), StringComparison.Ordinal);
         options.Faults = [FaultKind.ClockJump, FaultKind.Kill];
         Assert.Contains("--faults clockjump,kill", options.ReplayCommand(1), StringComparison.Ordinal);
@@ -181,7 +196,7 @@ public sealed class FaultScheduleTests
         var couldPair = steps.Count(s => !alone.Contains(s.Kind));
         Assert.InRange(pairs.Count, couldPair * 7 / 10, couldPair * 8 / 10);
         Assert.Equal(
-            ChaosOptions.AllFaults.Except(alone).Order(),
+            ChaosOptions.DefaultFaults.Except(alone).Order(),
             pairs.Select(s => s.With!.Step.Kind).Distinct().Order());
         Assert.Contains(pairs, s => s.Kind == FaultKind.MemberReplace && s.With!.Step.Kind == FaultKind.Kill);
         Assert.Contains(pairs, s => s.Kind == FaultKind.Kill && s.With!.Step.Kind == FaultKind.Partition);
