@@ -102,8 +102,10 @@ public sealed partial class CacheStateMachine
 
     /// <summary>
     /// Whether <paramref name="watch"/>'s key changed after its WATCH read at <c>WatchedAt</c>: live now and changed
-    /// since; absent now (missing, or expired by <paramref name="now"/>) but live then; or absent then and now, but
-    /// written since (an expired entry still stored, or one the removal table recorded).
+    /// since, or absent then; absent now (missing, or expired by <paramref name="now"/>) but live then; or absent then and
+    /// now, but written since (an expired entry still stored, or one the removal table recorded). Absent then and live now
+    /// without a write happens when the read judged expiry at a later time than this entry's stamp (a WATCH served by one
+    /// leader, the EXEC stamped by the next, whose clock is behind): the key the client saw gone is back, which counts.
     /// </summary>
     private bool WatchedKeyChanged(in CacheCommand.Watch watch, long now)
     {
@@ -111,7 +113,7 @@ public sealed partial class CacheStateMachine
         {
             if (!entry.IsExpiredAt(now))
             {
-                return Effective(entry.Revision) > watch.WatchedAt;
+                return !watch.WasLive || Effective(entry.Revision) > watch.WatchedAt;
             }
 
             if (Effective(entry.Revision) > watch.WatchedAt)

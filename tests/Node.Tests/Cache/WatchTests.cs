@@ -205,6 +205,25 @@ public sealed class WatchTests
     }
 
     [Fact]
+    public void A_key_the_watch_saw_expired_that_is_live_when_the_transaction_applies_aborts()
+    {
+        // A read's time can be ahead of the stamp of an entry applied after it: a WATCH served by one leader, its EXEC
+        // stamped by the next, whose clock is behind. The key was absent to the WATCH and is live again to the EXEC,
+        // with no write: what the client checked (absent) no longer holds, so the transaction must not apply.
+        var cache = new CacheHarness();
+        cache.SetExpiringIn("k", "1", 100);
+        var read = cache.Machine.Watch(Entries.Keys("k"), cache.NowMs + 200);
+        WatchedKey[] watches = [new(Entries.B("k"), (ulong)read.Items[0].Integer, read.Items[1].Integer == 1)];
+        Assert.False(watches[0].WasLive);
+        Assert.Equal("1", cache.Get("k"));
+        Assert.False(Exec(cache, watches));
+
+        // Once the apply's time passes the expiry too, it is the purge of a key already expired at the watch: no change.
+        cache.NowMs += 200;
+        Assert.True(Exec(cache, watches));
+    }
+
+    [Fact]
     public void Eviction_of_a_watched_key_aborts()
     {
         var cache = new CacheHarness(new CacheStateMachineOptions { MemoryCapBytes = 2_000 });
