@@ -52,6 +52,25 @@ public sealed partial class CacheStateMachine
         return CacheReply.FromArray(items);
     }
 
+    /// <summary>
+    /// WATCH's read as <see cref="Watch"/> answers it now, taken a slice at a time (<see cref="MultiKeyRead.Step"/>) while
+    /// writes go on applying between slices: the applied index of now and each key's liveness as it stands now. Null
+    /// before the revision floor is set (<see cref="Watch"/> then answers nil at once). Must run on the thread that applies
+    /// writes.
+    /// </summary>
+    public MultiKeyRead? BeginWatchRead(ReadOnlyMemory<byte>[] keys, long nowMs)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        if (_revisionFloor == 0)
+        {
+            return null;
+        }
+
+        var read = new MultiKeyRead(this, _entriesBySpan, _writeSequence, keys, values: false, nowMs, _appliedIndex);
+        _observers.Add(read);
+        return read;
+    }
+
     /// <summary>The revision as every replica agrees on it: at least the floor.</summary>
     private ulong Effective(ulong revision) => Math.Max(revision, _revisionFloor);
 

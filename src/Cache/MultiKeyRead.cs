@@ -1,10 +1,10 @@
 namespace Dcache.Cache;
 
 /// <summary>
-/// MGET or EXISTS over many keys taken a slice at a time: each key as it stood at the instant the read began, however many
-/// writes apply between slices, so the read is still one atomic read of that instant. What the driver loop uses for
-/// multi-key reads too large to serve in one round (a 16 MiB request holds about a million keys: a second or more of
-/// lookups).
+/// MGET, EXISTS or WATCH over many keys taken a slice at a time: each key as it stood at the instant the read began,
+/// however many writes apply between slices, so the read is still one atomic read of that instant. What the driver loop
+/// uses for multi-key reads too large to serve in one round (a 16 MiB request holds about a million keys: a second or
+/// more of lookups).
 /// </summary>
 /// <remarks>
 /// A key stored at the instant and not changed since has a <see cref="CacheEntry.WriteSequence"/> no greater than the
@@ -25,6 +25,9 @@ public sealed class MultiKeyRead : IKeyChangeObserver
     private readonly Dictionary<byte[], (byte[] Value, long ExpireAtMs)> _keptAside;
     private readonly Dictionary<byte[], (byte[] Value, long ExpireAtMs)>.AlternateLookup<ReadOnlySpan<byte>> _keptAsideBySpan;
     private readonly CacheReply[]? _values;
+
+    // WATCH: the applied index of the instant, answered first, then 1 or 0 per key (live or not), as CacheStateMachine.Watch.
+    private readonly ulong? _watchedAt;
     private long _existing;
     private int _next;
     private bool _detached;
@@ -35,14 +38,16 @@ public sealed class MultiKeyRead : IKeyChangeObserver
         long lastSequence,
         ReadOnlyMemory<byte>[] keys,
         bool values,
-        long nowMs)
+        long nowMs,
+        ulong? watchedAt = null)
     {
         _machine = machine;
         _keyspace = keyspace;
         _lastSequence = lastSequence;
         _keys = keys;
         _nowMs = nowMs;
-        _values = values ? new CacheReply[keys.Length] : null;
+        _watchedAt = watchedAt;
+        _values = watchedAt is not null ? new CacheReply[keys.Length + 1] : values ? new CacheReply[keys.Length] : null;
         _keptAside = new Dictionary<byte[], (byte[] Value, long ExpireAtMs)>(ByteKeyComparer.CreateRandomized());
         _keptAsideBySpan = _keptAside.GetAlternateLookup<ReadOnlySpan<byte>>();
     }
@@ -64,6 +69,13 @@ public sealed class MultiKeyRead : IKeyChangeObserver
         for (; _next < end; _next++)
         {
             var found = TryFindAtInstant(_keys[_next].Span, out var value);
+            if (_watchedAt is not null)
+            {
+                // Not a hit or a miss: WATCH reads no value, and in one call it counted none either.
+                _values![_next + 1] = CacheReply.FromInteger(found ? 1 : 0);
+                continue;
+            }
+
             _machine.CountRead(found);
             if (_values is not null)
             {
@@ -88,14 +100,19 @@ public sealed class MultiKeyRead : IKeyChangeObserver
     public void Abandon() => _machine.EndObserving(this);
 
     /// <summary>
-    /// The reply: MGET's array of values and nils, or EXISTS's count (a key named twice counted twice). Touches nothing of
-    /// the machine: call it on any thread once <see cref="IsDone"/>.
+    /// The reply: MGET's array of values and nils, EXISTS's count (a key named twice counted twice), or WATCH's applied
+    /// index then 1 or 0 per key. Touches nothing of the machine: call it on any thread once <see cref="IsDone"/>.
     /// </summary>
     public CacheReply ToReply()
     {
         if (!IsDone)
         {
             throw new InvalidOperationException("The read has not looked every key up yet.");
+        }
+
+        if (_watchedAt is { } watchedAt)
+        {
+            _values![0] = CacheReply.FromInteger((long)watchedAt);
         }
 
         return _values is null ? CacheReply.FromInteger(_existing) : CacheReply.FromArray(_values);

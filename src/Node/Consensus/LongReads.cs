@@ -7,7 +7,7 @@ namespace Dcache.Node.Consensus;
 
 /// <summary>
 /// Serves reads for the driver loop, taking those whose work grows with the cache (KEYS; SCAN while its index is built or
-/// catches up) or with the request (MGET and EXISTS of more keys than a slice) a slice at a time across loop rounds, so
+/// catches up) or with the request (MGET, EXISTS and WATCH of more keys than a slice) a slice at a time across loop rounds, so
 /// that no read holds the loop, and with it ticks, heartbeats and acknowledgements, for longer than one slice. Every
 /// method runs on the loop.
 /// </summary>
@@ -58,6 +58,7 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
                 break;
             case Proto.Command.OpOneofCase.Mget when command.Mget.Keys.Count > sliceKeys:
             case Proto.Command.OpOneofCase.Exists when command.Exists.Keys.Count > sliceKeys:
+            case Proto.Command.OpOneofCase.Watch when command.Watch.Keys.Count > sliceKeys:
                 _multiKeyWaiting.Enqueue(input);
                 if (_multiKey is null)
                 {
@@ -75,7 +76,7 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     public void RunSlice(long nowMs) => RunSlice(nowMs, nowMs);
 
     /// <summary>
-    /// One round's share of the long reads: a slice of SCAN's index work, then of the KEYS and of the MGET or EXISTS in
+    /// One round's share of the long reads: a slice of SCAN's index work, then of the KEYS and of the MGET, EXISTS or WATCH in
     /// progress. A read that starts
     /// or is answered in it judges expiry at <paramref name="nowMs"/>, or, a LOCAL read, at <paramref name="localNowMs"/>:
     /// the two run on different clocks (the leader's time, and a follower's own estimate of it).
@@ -227,13 +228,28 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
 
     private void StartNextMultiKey(long nowMs, long localNowMs)
     {
-        if (_multiKeyWaiting.TryDequeue(out var input))
+        while (_multiKey is null && _multiKeyWaiting.TryDequeue(out var input))
         {
             var command = input.Command;
+            var readNowMs = IsLocal(input) ? localNowMs : nowMs;
+            // The instant of this read: every write applied so far is in it, none applied from here on.
+            if (command.OpCase == Proto.Command.OpOneofCase.Watch)
+            {
+                if (cache.BeginWatchRead(ReadExecutor.Keys(command.Watch.Keys), readNowMs) is { } watch)
+                {
+                    _multiKey = (input, watch);
+                }
+                else
+                {
+                    input.Replies.Complete(ReadExecutor.Execute(command, cache, readNowMs)); // before the revision floor: nil
+                }
+
+                continue;
+            }
+
             var isGet = command.OpCase == Proto.Command.OpOneofCase.Mget;
             var keys = ReadExecutor.Keys(isGet ? command.Mget.Keys : command.Exists.Keys);
-            // The instant of this read: every write applied so far is in it, none applied from here on.
-            _multiKey = (input, cache.BeginMultiKeyRead(keys, values: isGet, IsLocal(input) ? localNowMs : nowMs));
+            _multiKey = (input, cache.BeginMultiKeyRead(keys, values: isGet, readNowMs));
         }
     }
 

@@ -101,6 +101,45 @@ public sealed class LongReadsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_large_watch_takes_a_slice_per_round_and_answers_the_index_and_liveness_of_its_instant()
+    {
+        // A WATCH names as many keys as an EXISTS (about a million in a 16 MiB request): in one call it held the loop, and
+        // with it heartbeats, for as long as a million lookups and their reply take.
+        var cache = new CacheHarness();
+        cache.Apply(Entries.WatchedTransaction(cache.Envelope(), [])); // the revision floor: WATCH answers from here on
+        for (var i = 0; i < 20_000; i++)
+        {
+            cache.Set("key:" + i, "v" + i);
+        }
+
+        var reads = new LongReads(cache.Machine, sliceKeys: 500);
+        var names = Enumerable.Range(0, 12_000).Select(i => ByteString.CopyFromUtf8("key:" + (i * 7 % 24_000))).ToList();
+        var expected = cache.Machine.Watch(ReadExecutor.Keys(new Google.Protobuf.Collections.RepeatedField<ByteString> { names }), cache.NowMs);
+        var watch = Serve(reads, cache, new Proto.Command { Id = 1, Watch = new Proto.WatchRequest { Keys = { names } } });
+        var rounds = 0;
+        while (reads.HasWork)
+        {
+            reads.RunSlice(cache.NowMs);
+            rounds++;
+            // Writes between rounds: removals of keys the read has not reached yet, and new keys it names.
+            cache.Delete("key:" + (9_999 - rounds));
+            cache.Set("key:" + (20_000 + rounds), "created");
+        }
+
+        Assert.Equal(24, rounds);
+        var reply = await watch.Task.WaitAsync(Deadline);
+        Assert.Equal(1UL, reply.Id);
+        Assert.Equal(expected.Items.Select(item => item.Integer), reply.Array.Items.Select(item => item.Integer));
+        Assert.NotEqual(cache.Machine.AppliedIndex, (ulong)reply.Array.Items[0].Integer);
+        Assert.Equal(0, cache.Machine.WalkCount);
+
+        // Before the revision floor, at once: nil.
+        var fresh = new CacheHarness();
+        var early = Serve(new LongReads(fresh.Machine, sliceKeys: 500), fresh, new Proto.Command { Id = 2, Watch = new Proto.WatchRequest { Keys = { names } } });
+        Assert.Equal(Proto.Reply.ResultOneofCase.Nil, (await early.Task.WaitAsync(Deadline)).ResultCase);
+    }
+
+    [Fact]
     public async Task A_large_read_in_progress_or_waiting_fails_when_the_loop_stops()
     {
         var cache = new CacheHarness();
