@@ -308,6 +308,113 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task KillingTheLeaderThriceUnderWatchCheckAndSetClientsLosesNoIncrementAndAnswersEachExecAsItApplied()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+        await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+
+        // 12 clients increment 3 counters by check-and-set: WATCH k; GET k; MULTI; SET k v+1; EXEC. An EXEC that answers
+        // [OK] wrote v+1 from v, so no two may answer for the same v+1 (a lost update), and the counter ends between the
+        // EXECs acknowledged and those plus the UNKNOWN ones. A retried EXEC (its first attempt's reply lost with the
+        // leader) must answer as its one apply did: nil for an aborted one, [OK] for one that applied.
+        const int Clients = 12;
+        const int Counters = 3;
+        var clock = Stopwatch.StartNew();
+        var acknowledged = new int[Counters];
+        var unknown = new int[Counters];
+        var written = new ConcurrentDictionary<(int Counter, long Value), int>();
+        var acknowledgedAt = new ConcurrentQueue<TimeSpan>();
+        var aborted = 0;
+        var errors = new ConcurrentQueue<string>();
+        var violations = new ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(4)); // bound, whatever happens
+
+        var clients = Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
+        {
+            using var client = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+            for (var n = 0; n < 100_000 && !stop.IsCancellationRequested; n++)
+            {
+                var counter = (c + n) % Counters;
+                var key = $"cas:{counter}";
+                var read = await client.PipelineAsync([Command("WATCH", key), Command("GET", key)]);
+                if (read[0].IsError || read[1].IsError)
+                {
+                    // The WATCH or the GET failed: the EXEC after it would be refused; start again.
+                    errors.Enqueue((read[0].IsError ? read[0] : read[1]).Text!);
+                    await client.CommandAsync(Args("UNWATCH"));
+                    continue;
+                }
+
+                var next = Count(read[1]) + 1;
+                var replies = await client.PipelineAsync([Command("MULTI"), Command("SET", key, next.ToString(CultureInfo.InvariantCulture)), Command("EXEC")]);
+                switch (replies[2])
+                {
+                    case { Type: '*', Items: null }:
+                        Interlocked.Increment(ref aborted);
+                        break;
+                    case { Type: '*', Items: [{ Type: '+', Text: "OK" }] }:
+                        Interlocked.Increment(ref acknowledged[counter]);
+                        acknowledgedAt.Enqueue(clock.Elapsed);
+                        if (!written.TryAdd((counter, next), c))
+                        {
+                            violations.Enqueue($"client {c}: EXEC set {key} to {next}, which client {written[(counter, next)]} had set from the same value (a lost update)");
+                        }
+
+                        break;
+                    case { IsError: true } error:
+                        errors.Enqueue(error.Text!);
+                        if (error.Text!.StartsWith("UNKNOWN ", StringComparison.Ordinal))
+                        {
+                            Interlocked.Increment(ref unknown[counter]);
+                        }
+
+                        break;
+                    default:
+                        violations.Enqueue($"client {c}: EXEC answered {replies[2]}");
+                        break;
+                }
+            }
+        })).ToList();
+
+        try
+        {
+            for (var kill = 1; kill <= 3; kill++)
+            {
+                var before = acknowledgedAt.Count;
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + 200, TimeSpan.FromSeconds(60), $"200 acknowledged EXECs before kill {kill}");
+                var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+                cluster[leader].Kill();
+                var atKill = acknowledgedAt.Count;
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + 200, TimeSpan.FromSeconds(60), $"200 more acknowledged EXECs after kill {kill}");
+                cluster[leader].Start();
+                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)))).CommitIndex;
+                await Eventually.WaitAsync(async () => (await cluster.StatusAsync(leader)).AppliedIndex >= commit, TimeSpan.FromSeconds(30), $"node {leader} restarted and caught up");
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+        }
+
+        await Task.WhenAll(clients);
+        output.WriteLine($"{acknowledged.Sum()} EXECs acknowledged, {aborted} nil, {unknown.Sum()} UNKNOWN; errors: "
+            + string.Join(", ", errors.GroupBy(e => e.Split(' ')[0]).Select(group => $"{group.Key} {group.Count()}")));
+        Assert.True(violations.IsEmpty, string.Join(Environment.NewLine, violations.Take(10)));
+        Assert.True(aborted > 0, "no EXEC was aborted: the clients did not contend");
+        var undocumented = errors.Where(e => !GatewayFailoverTests.DocumentedErrorPrefixes.Any(p => e.StartsWith(p, StringComparison.Ordinal))).Distinct().ToList();
+        Assert.True(undocumented.Count == 0, "errors outside the documented ones: " + string.Join(" | ", undocumented.Take(5)));
+
+        using var check = await RedisDifferentialTests.RespClient.OpenAsync(cluster.GatewayPort);
+        for (var counter = 0; counter < Counters; counter++)
+        {
+            var value = Count(await check.CommandAsync(Args("GET", $"cas:{counter}")));
+            Assert.True(value >= acknowledged[counter] && value <= acknowledged[counter] + unknown[counter], $"cas:{counter} = {value} after {acknowledged[counter]} acknowledged EXECs and {unknown[counter]} UNKNOWN");
+        }
+    }
+
     private static RedisDifferentialTests.GeneratedCommand Command(params string[] arguments) => new(Args(arguments));
 
     /// <summary>A counter as a bulk reply holds it: nil (never written) is 0.</summary>
