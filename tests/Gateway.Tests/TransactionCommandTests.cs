@@ -289,6 +289,30 @@ public sealed class TransactionCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Watched_keys_are_bounded_by_max_request_bytes_and_a_watch_past_it_refuses_the_next_exec()
+    {
+        var server = new TestServer(options => options.MaxRequestBytes = 100);
+        await using var client = server.Connect();
+        async Task<string> Run(params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+        string Key(char c) => new(c, 30);
+
+        Assert.Equal("+OK", await Run("WATCH", Key('a'), Key('b')));
+        Assert.Equal("+OK", await Run("WATCH", Key('c'), Key('a'))); // 90 bytes: a key watched again counts once
+        Assert.Equal("-" + TransactionCommands.WatchTooLarge(100), await Run("WATCH", Key('d')));
+        var watchReads = server.Cluster.Executed.Count(executed => executed.Command.OpCase == Command.OpOneofCase.Watch);
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "x", "1"));
+        Assert.Equal("-" + TransactionCommands.ExecAfterWatch, await Run("EXEC"));
+        Assert.Equal(2, watchReads); // the refused WATCH read nothing
+
+        // EXEC forgot the watches, and UNWATCH does too: the room is there again.
+        Assert.Equal("+OK", await Run("WATCH", Key('d'), Key('e')));
+        Assert.Equal("+OK", await Run("WATCH", Key('f')));
+        Assert.Equal("+OK", await Run("UNWATCH"));
+        Assert.Equal("+OK", await Run("WATCH", Key('g'), Key('h')));
+    }
+
+    [Fact]
     public async Task A_readonly_connection_watches_with_a_linearizable_read()
     {
         Assert.Equal("+OK", await Run("READONLY"));

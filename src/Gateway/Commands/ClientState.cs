@@ -78,8 +78,31 @@ internal sealed class ClientState
         lock (_watchGate)
         {
             Watches = null;
+            WatchedBytes = 0;
             WatchRefused = false;
             WatchGeneration++;
+        }
+    }
+
+    /// <summary>The bytes of the watched keys' names: bounded like a transaction's queued commands (Resp:MaxRequestBytes).</summary>
+    public long WatchedBytes { get; private set; }
+
+    /// <summary>The bytes <paramref name="keys"/> would add to <see cref="WatchedBytes"/>: those of keys not watched yet, once each.</summary>
+    public long WatchBytesToAdd(IEnumerable<ByteString> keys)
+    {
+        lock (_watchGate)
+        {
+            var added = new HashSet<ByteString>();
+            long bytes = 0;
+            foreach (var key in keys)
+            {
+                if (Watches?.ContainsKey(key) != true && added.Add(key))
+                {
+                    bytes += key.Length;
+                }
+            }
+
+            return bytes;
         }
     }
 
@@ -105,7 +128,10 @@ internal sealed class ClientState
             Watches ??= [];
             foreach (var watch in watched)
             {
-                Watches.TryAdd(watch.Key, watch);
+                if (Watches.TryAdd(watch.Key, watch))
+                {
+                    WatchedBytes += watch.Key.Length;
+                }
             }
         }
     }

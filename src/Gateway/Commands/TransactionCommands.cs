@@ -19,6 +19,9 @@ internal static class TransactionCommands
     public const string ExecWithoutMulti = "ERR EXEC without MULTI";
     public const string DiscardWithoutMulti = "ERR DISCARD without MULTI";
     public const string WatchInsideMulti = "ERR WATCH inside MULTI is not allowed";
+    public static string WatchTooLarge(long maxRequestBytes) =>
+        $"ERR too many watched keys: their names would exceed {maxRequestBytes} bytes on this connection (Resp:MaxRequestBytes); UNWATCH, EXEC or DISCARD forgets them";
+
     public const string ExecAfterWatch = "EXECABORT Transaction discarded because of: a WATCH before it failed, so the watched keys cannot be checked";
 
     private static readonly Reply QueuedReply = Replies.Bulk("QUEUED");
@@ -129,6 +132,15 @@ internal static class TransactionCommands
         for (var i = 1; i < request.Count; i++)
         {
             read.Keys.Add(request.ByteString(i));
+        }
+
+        var watchedBytes = context.Client.WatchedBytes + context.Client.WatchBytesToAdd(read.Keys);
+        if (watchedBytes > context.Options.MaxRequestBytes)
+        {
+            // Bounded as MULTI's queue is: a connection cannot make the gateway hold keys without end. Refused as a WATCH
+            // whose read failed, so that the EXEC after it cannot apply without the check its client asked for.
+            context.Client.RecordWatch(context.Client.WatchGeneration, null);
+            return PendingReply.Error(WatchTooLarge(context.Options.MaxRequestBytes));
         }
 
         var command = new Command { Watch = read, Consistency = ReadConsistency.Linearizable };
