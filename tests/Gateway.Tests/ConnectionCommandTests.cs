@@ -133,6 +133,36 @@ public sealed class ConnectionCommandTests
     }
 
     [Fact]
+    public async Task ResetLeavesTheConnectionAsANewOneFindsIt()
+    {
+        var server = new TestServer(o => o.RequirePass = "pw");
+        await using var client = server.Connect();
+        Assert.Equal("+RESET", await Run(client, "RESET")); // allowed before AUTH, as in Redis
+        await client.CommandAsync("HELLO", "3", "AUTH", "default", "pw", "SETNAME", "n");
+        Assert.Equal("+OK", await Run(client, "READONLY"));
+        Assert.Equal("+OK", await Run(client, "WATCH", "w"));
+        Assert.Equal("+OK", await Run(client, "MULTI"));
+        Assert.Equal("+QUEUED", await Run(client, "SET", "k", "v"));
+
+        // Inside MULTI it runs at once, and ends the transaction: nothing queued is sent.
+        Assert.Equal("+RESET", await Run(client, "RESET"));
+        Assert.Equal("-NOAUTH Authentication required.", await Run(client, "GET", "k"));
+        Assert.Equal("+OK", await Run(client, "AUTH", "pw"));
+        Assert.Equal("$nil", await Run(client, "GET", "k")); // RESP2 again ("_" in RESP3), and the SET never applied
+        Assert.Equal("$nil", await Run(client, "CLIENT", "GETNAME"));
+        Assert.Equal("-ERR EXEC without MULTI", await Run(client, "EXEC"));
+        Assert.DoesNotContain(server.Cluster.Executed, executed => executed.Command.OpCase is Protocol.Cache.Command.OpOneofCase.Set or Protocol.Cache.Command.OpOneofCase.Transaction);
+        Assert.Equal(Cluster.ReadMode.Linearizable, server.Cluster.Executed[^1].Mode); // READWRITE again
+
+        // A subscribed RESP2 connection may RESET, and is then an ordinary one.
+        Assert.StartsWith("*", (await client.CommandAsync("SUBSCRIBE", "c")).ToString(), StringComparison.Ordinal);
+        Assert.StartsWith("*", await Run(client, "PING"), StringComparison.Ordinal); // a subscriber's PING
+        Assert.Equal("+RESET", await Run(client, "RESET"));
+        Assert.Equal("+OK", await Run(client, "AUTH", "pw"));
+        Assert.Equal("+PONG", await Run(client, "PING"));
+    }
+
+    [Fact]
     public async Task HelloCanAuthenticate()
     {
         var server = new TestServer(o => o.RequirePass = "pw");

@@ -55,6 +55,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
             ("CLIENT GETNAME", ""), // each redis-cli run is a new connection, without a name
             ("READONLY", "OK"),
             ("READWRITE", "OK"),
+            ("RESET", "RESET"),
             ("CONFIG GET databases", "databases\n1"),
             ("CLUSTER NODES", "ERR This instance has cluster support disabled"),
             ("SETEX sx 100 v", "OK"),

@@ -84,6 +84,7 @@ internal static class CommandTable
         new("select", 2, Local, ConnectionCommands.Select),
         new("readonly", 1, Local, ConnectionCommands.ReadOnly),
         new("readwrite", 1, Local, ConnectionCommands.ReadWrite),
+        new("reset", 1, Local | CommandFlags.NoAuth | CommandFlags.SubscriberContext, ConnectionCommands.Reset),
         new("time", 1, Local, ConnectionCommands.Time),
         new("info", -1, CommandFlags.Connection | CommandFlags.ReadsKeyspace, ServerCommands.Info),
         Container("client", -2, WithoutSubcommand,

@@ -74,6 +74,27 @@ internal static class ConnectionCommands
         return PendingReply.Of(Replies.Ok);
     }
 
+    /// <summary>
+    /// RESET: the connection as a new one finds it, as Redis 7.0's RESET leaves it: no transaction, no watched keys, no
+    /// subscriptions, READWRITE, RESP2, database 0, no name, and not authenticated when a password is required. The
+    /// client library's name and version stay, as they describe the same client.
+    /// </summary>
+    public static PendingReply Reset(CommandContext context, RespRequest request)
+    {
+        var client = context.Client;
+        client.Transaction = null;
+        client.Unwatch();
+        client.Channels = null;
+        client.Patterns = null;
+        client.ReadOnly = false;
+        client.Protocol = RespProtocol.Resp2;
+        client.Name = null;
+        client.Authenticated = !context.Options.AuthenticationRequired;
+        return PendingReply.Of(ResetReply, ReplyShape.Status);
+    }
+
+    private static readonly Reply ResetReply = Replies.Bulk("RESET");
+
     /// <summary>AUTH [username] password, as Redis 7.0's authCommand with only the "default" user.</summary>
     public static PendingReply Auth(CommandContext context, RespRequest request)
     {

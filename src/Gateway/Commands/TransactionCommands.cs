@@ -35,7 +35,7 @@ internal static class TransactionCommands
 
     /// <summary>
     /// What the connection answers at once for a request while the client is in MULTI (queued, refused, or its error), or
-    /// null when the request runs as usual: outside MULTI, and for MULTI, EXEC, DISCARD, WATCH and QUIT inside it.
+    /// null when the request runs as usual: outside MULTI, and for MULTI, EXEC, DISCARD, WATCH, QUIT and RESET inside it.
     /// <paramref name="error"/> is the dispatcher's refusal of the request, if any: inside MULTI it marks the transaction
     /// failed, as Redis's rejectCommand does, and a refused EXEC ends the transaction with EXECABORT, in MULTI or not.
     /// </summary>
@@ -60,7 +60,7 @@ internal static class TransactionCommands
             return PendingReply.Error(error);
         }
 
-        if (spec!.Name is "multi" or "exec" or "discard" or "watch" or "quit")
+        if (spec!.Name is "multi" or "exec" or "discard" or "watch" or "quit" or "reset")
         {
             return null;
         }
