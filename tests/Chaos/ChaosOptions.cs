@@ -18,10 +18,11 @@ internal sealed class ChaosOptions
     public static readonly IReadOnlyList<FaultKind> AllFaults = Enum.GetValues<FaultKind>();
 
     /// <summary>
-    /// What a run injects unless told otherwise: every kind but <see cref="FaultKind.Stall"/>, which holds for 11-16 s
-    /// and is asked for by name, so that the seeds recorded with the default list replay as they ran.
+    /// What a run injects unless told otherwise: every kind but the stalls (<see cref="FaultKind.Stall"/>,
+    /// <see cref="FaultKind.GatewayStall"/>), which hold for up to 16 s and are asked for by name, so that the seeds
+    /// recorded with the default list replay as they ran.
     /// </summary>
-    public static readonly IReadOnlyList<FaultKind> DefaultFaults = AllFaults.Except([FaultKind.Stall]).ToList();
+    public static readonly IReadOnlyList<FaultKind> DefaultFaults = AllFaults.Except([FaultKind.Stall, FaultKind.GatewayStall]).ToList();
 
     /// <summary>Seed of the first schedule; schedule i uses seed <c>Seed + i</c>.</summary>
     public int Seed { get; set; } = Random.Shared.Next(1, int.MaxValue / 2);

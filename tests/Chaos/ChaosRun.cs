@@ -627,7 +627,7 @@ internal sealed class ChaosRun
                 });
             case FaultKind.ClockJump:
                 return Healed(await JumpClockAsync(step, ids, leader));
-            case FaultKind.GatewayPartition:
+            case FaultKind.GatewayPartition or FaultKind.GatewayStall:
                 return await CutGatewayAsync(step, ids, leader);
             case FaultKind.DiskFull:
                 return await FillDiskAsync(target, role, step.DiskFullFreeBytes);
@@ -660,8 +660,9 @@ internal sealed class ChaosRun
     };
 
     /// <summary>
-    /// Cuts the gateway off from some nodes (both directions; the nodes still reach each other). Returns what heals
-    /// the cut and then waits, with a bound, for the gateway to answer a write and a read again.
+    /// Cuts the gateway off from some nodes (both directions; the nodes still reach each other), or for a
+    /// <see cref="FaultKind.GatewayStall"/> stalls those links. Returns what heals the cut (or ends the stall) and then
+    /// waits, with a bound, for the gateway to answer a write and a read again.
     /// </summary>
     private async Task<Func<Task>> CutGatewayAsync(FaultStep step, List<ulong> ids, ulong? leader)
     {
@@ -680,9 +681,20 @@ internal sealed class ChaosRun
             (GatewayCut.RandomSubset, _) => (step.GatewayCutSubset(ids), "a random subset"),
             _ => ([ids[step.Pick % ids.Count]], "a node (no leader known)"),
         };
-        var links = _mesh.CutGateway(cut);
+        var stall = step.Kind == FaultKind.GatewayStall;
+        List<(ulong From, ulong To)> links;
+        if (stall)
+        {
+            links = ProxyMesh.GatewayLinks([.. cut]);
+            _mesh.Stall(links);
+        }
+        else
+        {
+            links = _mesh.CutGateway(cut);
+        }
+
         var from = Stopwatch.GetTimestamp();
-        Note($"gateway cut off from [{string.Join(",", cut)}] ({what}; leader {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}); it reaches [{string.Join(",", ids.Except(cut))}]");
+        Note($"gateway {(stall ? "stalled" : "cut off")} from [{string.Join(",", cut)}] ({what}; leader {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}); it reaches [{string.Join(",", ids.Except(cut))}]");
 
         // With reads round the members and only the leader out of reach, the followers serve reads (a read index
         // from the leader travels between the nodes): a read must get through, whichever node its attempts pick.
@@ -692,7 +704,16 @@ internal sealed class ChaosRun
         return async () =>
         {
             await readProbe;
-            HealLinks(links, "gateway partition");
+            if (stall)
+            {
+                Note("resume the gateway's stalled links: what they held is delivered now");
+                _mesh.Resume(links);
+            }
+            else
+            {
+                HealLinks(links, "gateway partition");
+            }
+
             _gatewayCuts.Add(new GatewayCutWindow(from, Stopwatch.GetTimestamp(), $"[{string.Join(",", cut)}] ({what})"));
             // Alone, right away; overlapped, once the other fault healed too (a node fault still holding may have
             // an election under way, which is no measure of the gateway).

@@ -83,6 +83,14 @@ internal enum FaultKind
     /// whatever was held is delivered, late. Not in the default list (<see cref="ChaosOptions.DefaultFaults"/>).
     /// </summary>
     Stall,
+
+    /// <summary>
+    /// As <see cref="GatewayPartition"/> (the gateway and the same choice of nodes), but the links stall instead of
+    /// dropping: every byte held, nothing closed, for 2-16 s, below and past the gateway's deadline (4 s) and its HTTP/2
+    /// keepalive (10 s). What the gateway sent meanwhile arrives late when the stall ends, after it answered its client
+    /// -UNKNOWN or retried: a write must still apply at most once. Not in the default list.
+    /// </summary>
+    GatewayStall,
 }
 
 /// <summary>What else holds while a <see cref="FaultKind.MemberUpdate"/> moves a member.</summary>
@@ -138,7 +146,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     /// <summary>For <see cref="FaultKind.ClockJump"/>: how far ahead the node's clock runs, past the 1 h session timeout.</summary>
     public TimeSpan ClockJumpOffset => TimeSpan.FromMinutes(61 + (Pick / 13 % 120));
 
-    /// <summary>For <see cref="FaultKind.GatewayPartition"/>: whom the gateway is cut off from.</summary>
+    /// <summary>For <see cref="FaultKind.GatewayPartition"/> and <see cref="FaultKind.GatewayStall"/>: whom the gateway is cut off from.</summary>
     public GatewayCut GatewayCut => (GatewayCut)(Pick / 17 % 3);
 
     /// <summary>
@@ -179,7 +187,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             FaultKind.Partition or FaultKind.Stall => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
             FaultKind.ClockJump => ClockJumpOnLeader ? "leader, leads again" : $"follower pick {Pick % 1000}, leader killed",
-            FaultKind.GatewayPartition => GatewayCut switch
+            FaultKind.GatewayPartition or FaultKind.GatewayStall => GatewayCut switch
             {
                 GatewayCut.Leader => "gateway from the leader",
                 GatewayCut.AllButOneFollower => $"gateway from all but follower pick {Pick % 1000}",
@@ -259,6 +267,7 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
             // -TRYAGAIN, not only late.
             FaultKind.GatewayPartition => 2000 + random.Next(4000),
             FaultKind.Stall => 11_000 + random.Next(5000),
+            FaultKind.GatewayStall => 2000 + random.Next(14_000),
             _ => 1000 + random.Next(2000),
         };
         return new FaultStep(
@@ -302,7 +311,7 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
         // One fault at a time on the gateway: a kill and a pause of one process do not add up, and a gateway
         // partition's probes (a read while it holds, a write and a read within 5 s of its heal) measure a gateway that
         // a kill or a pause has taken away.
-        FaultKind[] gateway = [FaultKind.GatewayKill, FaultKind.GatewayPause, FaultKind.GatewayPartition];
+        FaultKind[] gateway = [FaultKind.GatewayKill, FaultKind.GatewayPause, FaultKind.GatewayPartition, FaultKind.GatewayStall];
         return !(gateway.Contains(first) && gateway.Contains(second));
     }
 

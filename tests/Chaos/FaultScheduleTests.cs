@@ -110,7 +110,7 @@ public sealed class FaultScheduleTests
     public void AStallIsAskedForByNameAndOutlastsTheKeepalive()
     {
         Assert.DoesNotContain(FaultKind.Stall, new ChaosOptions().Faults);
-        Assert.Equal<FaultKind>([FaultKind.Stall, FaultKind.Kill], Program.ParseFaults("stall,kill"));
+        Assert.Equal<FaultKind>([FaultKind.Stall, FaultKind.Kill, FaultKind.GatewayStall], Program.ParseFaults("stall,kill,gatewaystall"));
         Assert.Contains("--faults stall", new ChaosOptions { Faults = [FaultKind.Stall] }.ReplayCommand(1), StringComparison.Ordinal);
 
         // Past the HTTP/2 keepalive (a ping after 5 s of silence, given up 5 s later): only then must the processes
@@ -118,6 +118,19 @@ public sealed class FaultScheduleTests
         var steps = OneStepEach(FaultKind.Stall);
         Assert.All(steps, step => Assert.InRange(step.HoldMs, 11_000, 15_999));
         Assert.Contains("Stall (random minority) for ", steps[0].ToString(), StringComparison.Ordinal);
+
+        // The gateway's stall: below and past its 4 s deadline and its 10 s keepalive, aimed as a gateway partition is.
+        Assert.DoesNotContain(FaultKind.GatewayStall, new ChaosOptions().Faults);
+        var gatewaySteps = OneStepEach(FaultKind.GatewayStall);
+        Assert.All(gatewaySteps, step => Assert.InRange(step.HoldMs, 2000, 15_999));
+        Assert.Contains(gatewaySteps, step => step.HoldMs < 4000);
+        Assert.Contains(gatewaySteps, step => step.HoldMs > 11_000);
+        foreach (var cut in Enum.GetValues<GatewayCut>())
+        {
+            Assert.Contains(gatewaySteps, step => step.GatewayCut == cut);
+        }
+
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.GatewayStall, FaultKind.GatewayKill));
     }
 
     [Fact]
