@@ -136,12 +136,8 @@ public sealed class ExpiryPurgeTests
         // term 2 it proposes a purge that never commits, behind two entries of its own; node 3 then leads term 3 with a
         // shorter log, which replaces that purge. Elected again in term 4, node 1 must purge again: its log never reaches
         // the lost purge's index without writes, so waiting for that index to apply would stop purges for good.
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
+        var node = PeerlessNode.Start();
+        var (disk, driver) = (node.Disk, node.Driver);
         void Post(Message message) => Assert.True(((IRaftInbox)driver).TryPost(message, 0));
         async Task WaitFor(Func<RaftNode, bool> condition, string what)
         {
@@ -208,9 +204,7 @@ public sealed class ExpiryPurgeTests
         }
         finally
         {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
+            await node.DisposeAsync();
         }
     }
 
@@ -221,13 +215,9 @@ public sealed class ExpiryPurgeTests
         // term 1, gives it two waves of keys long expired by any clock of today: 20,000 that expire in one millisecond and
         // 20,000 in the next. Node 1 then leads term 2 while node 3 says its build reads format 4 only.
         const int Wave = 20_000;
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        var inbox = (IRaftInbox)driver;
+        var node = PeerlessNode.Start();
+        var (disk, driver) = (node.Disk, node.Driver);
+        var inbox = node.Inbox;
         try
         {
             var t = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - 60_000;
@@ -272,9 +262,7 @@ public sealed class ExpiryPurgeTests
         }
         finally
         {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
+            await node.DisposeAsync();
         }
     }
 

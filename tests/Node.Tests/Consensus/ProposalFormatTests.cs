@@ -1,11 +1,7 @@
 using Dcache.Cache;
-using Dcache.Node.Consensus;
-using Dcache.Node.Hosting;
 using Dcache.Node.Tests.Cache;
-using Dcache.Node.Transport;
 using Dcache.Raft;
 using Google.Protobuf;
-using Microsoft.Extensions.Logging.Abstractions;
 using Proto = Dcache.Protocol.Cache;
 
 namespace Dcache.Node.Tests.Consensus;
@@ -28,13 +24,9 @@ public sealed class ProposalFormatTests
         // Node 1 of three (nodes 2 and 3 exist only as the messages the test makes up). Node 2, leading term 1, gives it
         // an entry in logFormat; node 1 then leads term 2, having heard node 2's build read the newest format and nothing
         // at all from node 3 (down since before node 1 started).
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        var inbox = (IRaftInbox)driver;
+        var node = PeerlessNode.Start();
+        var (disk, driver) = (node.Disk, node.Driver);
+        var inbox = node.Inbox;
         try
         {
             var previous = disk.LastIndex;
@@ -67,9 +59,7 @@ public sealed class ProposalFormatTests
         }
         finally
         {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
+            await node.DisposeAsync();
         }
     }
 }

@@ -1,0 +1,42 @@
+using Dcache.Cache;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Dcache.Node.Tests.Consensus;
+
+/// <summary>
+/// Node 1 of a cluster of nodes 1, 2 and 3 whose peers exist only as the messages a test posts (what node 1 sends goes
+/// nowhere): its driver over storage in memory, with elections far off (the test makes it campaign) and no snapshots.
+/// </summary>
+internal sealed class PeerlessNode : IAsyncDisposable
+{
+    private readonly NodeMetrics _metrics = new();
+    private readonly PeerTransport _transport;
+
+    private PeerlessNode()
+    {
+        Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
+        Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance);
+        _transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
+        Driver.Start(_transport);
+    }
+
+    public static PeerlessNode Start() => new();
+
+    public MemoryStorage Disk { get; }
+
+    public RaftDriver Driver { get; }
+
+    public IRaftInbox Inbox => Driver;
+
+    public async ValueTask DisposeAsync()
+    {
+        await Driver.DisposeAsync();
+        await _transport.DisposeAsync();
+        _metrics.Dispose();
+    }
+}
