@@ -234,14 +234,7 @@ public sealed class ExpiryPurgeTests
 
             inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
             inbox.PeerEntryFormatHeard(3, 4);
-            await driver.RunOnLoopAsync(raft =>
-            {
-                raft.Campaign();
-                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 2, To = 1, Term = 2 });
-                raft.Step(new Message { Type = MessageType.VoteResponse, From = 2, To = 1, Term = 2 });
-                Assert.Equal(Role.Leader, raft.Role);
-                return raft.LastIndex;
-            }).WaitAsync(Patience);
+            await node.LeadAsync(term: 2, voter: 2);
 
             // Its no-op, then a purge node 3 reads: format 4, up to the millisecond of the 16,384th key, which takes the
             // whole first wave.

@@ -33,6 +33,17 @@ internal sealed class PeerlessNode : IAsyncDisposable
 
     public IRaftInbox Inbox => Driver;
 
+    /// <summary>Node 1 campaigns and, with node <paramref name="voter"/>'s votes, leads term <paramref name="term"/>.</summary>
+    public Task LeadAsync(ulong term, ulong voter) =>
+        Driver.RunOnLoopAsync(raft =>
+        {
+            raft.Campaign();
+            raft.Step(new Message { Type = MessageType.PreVoteResponse, From = voter, To = 1, Term = term });
+            raft.Step(new Message { Type = MessageType.VoteResponse, From = voter, To = 1, Term = term });
+            Assert.Equal(Role.Leader, raft.Role);
+            return raft.LastIndex;
+        }).WaitAsync(TimeSpan.FromSeconds(60));
+
     public async ValueTask DisposeAsync()
     {
         await Driver.DisposeAsync();

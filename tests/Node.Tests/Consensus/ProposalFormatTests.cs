@@ -36,14 +36,7 @@ public sealed class ProposalFormatTests
             await DriverWaits.UntilAsync(driver, _ => driver.Cache.AppliedIndex == previous + 1, "node 1 did not apply node 2's entry");
 
             inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
-            await driver.RunOnLoopAsync(raft =>
-            {
-                raft.Campaign();
-                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 2, To = 1, Term = 2 });
-                raft.Step(new Message { Type = MessageType.VoteResponse, From = 2, To = 1, Term = 2 });
-                Assert.Equal(Role.Leader, raft.Role);
-                return raft.LastIndex;
-            }).WaitAsync(Patience);
+            await node.LeadAsync(term: 2, voter: 2);
 
             // Its no-op, then the write: in the newest format every member reads, as far as node 1 knows.
             _ = driver.ExecuteAsync(new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("w") } });
