@@ -34,8 +34,11 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
     /// <summary>True while a read waits for slices, or SCAN's index has work left (merges).</summary>
     public bool HasWork => _keys is not null || _keysWaiting.Count > 0 || _multiKey is not null || _multiKeyWaiting.Count > 0 || _scansWaiting.Count > 0 || cache.ScanHasWork;
 
-    /// <summary>Serves <paramref name="input"/>, a read, judging expiry at <paramref name="nowMs"/>: now, or over the next rounds.</summary>
-    public void Serve(CommandInput input, long nowMs)
+    /// <summary>
+    /// Serves <paramref name="input"/>, a read, judging expiry at <paramref name="nowMs"/>: returns its reply now, for the
+    /// caller to hand over, or null when it is taken over the next rounds (and answered by then).
+    /// </summary>
+    public Proto.Reply? Serve(CommandInput input, long nowMs)
     {
         var command = input.Command;
         switch (command.OpCase)
@@ -67,9 +70,10 @@ internal sealed class LongReads(CacheStateMachine cache, int sliceKeys)
 
                 break;
             default:
-                input.Replies.Complete(ReadExecutor.Execute(command, cache, nowMs));
-                break;
+                return ReadExecutor.Execute(command, cache, nowMs);
         }
+
+        return null;
     }
 
     /// <summary>One round's share of the long reads, all judging expiry at <paramref name="nowMs"/>.</summary>

@@ -71,6 +71,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Dictionary<ulong, PendingWrite> _writes = [];
+    private readonly DeferredReplies _deferredReplies = new();
     // Linearizable reads that arrive in one loop round share one ReadIndex request (and so, on a follower, one
     // message to the leader); the group waits for its read index, then for the apply to reach it.
     private readonly Dictionary<ulong, ReadGroup> _readsAwaitingIndex = [];
@@ -711,7 +712,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else if (command.Consistency == Proto.ReadConsistency.Local || _settings.TestOnlyUnsafeReads)
         {
-            _longReads.Serve(input, LocalReadTimeMs());
+            if (_longReads.Serve(input, LocalReadTimeMs()) is { } reply)
+            {
+                input.Replies.Complete(reply);
+            }
         }
         else
         {
@@ -916,6 +920,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _raft.Advance(ready);
             FollowMembership(asOf: _raft.AppliedIndex);
             ServeReadsUpTo(_raft.AppliedIndex);
+            _deferredReplies.Flush();
             MaybeTakeSnapshot();
         }
     }
@@ -990,7 +995,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (_writes.Remove(entry.Index, out var pending))
             {
                 var id = pending.Input.Command.Id;
-                pending.Input.Replies.Complete(pending.Term == entry.Term
+                _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term
                     ? ReplyFactory.FromCache(id, reply)
                     : ReplyFactory.Failure(id, Proto.FailureKind.Unavailable, "not applied: another leader's entry took its place; retry"));
             }
@@ -1010,7 +1015,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         while (_readsAwaitingApply.TryPeek(out var input, out var index) && index <= applied)
         {
             _readsAwaitingApply.Dequeue();
-            _longReads.Serve(input, now);
+            if (_longReads.Serve(input, now) is { } reply)
+            {
+                _deferredReplies.Add(input.Replies, reply);
+            }
         }
     }
 
@@ -1364,6 +1372,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void FailEverythingPending()
     {
+        // Replies of entries applied before the loop stopped are their real outcomes.
+        _deferredReplies.Flush();
         foreach (var (_, change) in _changesAwaitingApply)
         {
             change.Completion.TrySetException(new InvalidOperationException("the node stopped before the membership change was seen applied; it may still apply"));

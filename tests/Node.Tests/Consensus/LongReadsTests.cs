@@ -312,7 +312,11 @@ public sealed class LongReadsTests(ITestOutputHelper output)
     private static TaskReplySink Serve(LongReads reads, CacheHarness cache, Proto.Command command, long deadlineMs = long.MaxValue)
     {
         var replies = new TaskReplySink();
-        reads.Serve(new CommandInput(command, replies, deadlineMs), cache.NowMs);
+        if (reads.Serve(new CommandInput(command, replies, deadlineMs), cache.NowMs) is { } now)
+        {
+            replies.Complete(now); // a short read: the caller hands its reply over
+        }
+
         return replies;
     }
 

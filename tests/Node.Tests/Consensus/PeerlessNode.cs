@@ -33,8 +33,11 @@ internal sealed class PeerlessNode : IAsyncDisposable
 
     public IRaftInbox Inbox => Driver;
 
-    /// <summary>Node 1 campaigns and, with node <paramref name="voter"/>'s votes, leads term <paramref name="term"/>.</summary>
-    public Task LeadAsync(ulong term, ulong voter) =>
+    /// <summary>
+    /// Node 1 campaigns and, with node <paramref name="voter"/>'s votes, leads term <paramref name="term"/>; returns its
+    /// last index then (the empty entry that opens its term).
+    /// </summary>
+    public Task<ulong> LeadAsync(ulong term, ulong voter) =>
         Driver.RunOnLoopAsync(raft =>
         {
             raft.Campaign();
