@@ -81,6 +81,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     // the index is applied and the core has taken the change in (true), or another entry took its place (false).
     private readonly Dictionary<ulong, (ulong Term, TaskCompletionSource<bool> Completion)> _changesAwaitingApply = [];
     private readonly List<(TaskCompletionSource<bool> Completion, bool Applied)> _changesApplied = [];
+    // The membership in effect at the applied index. The core's own is ahead of it while a snapshot's state is built.
     private Membership _followedMembership = Membership.Empty;
     private readonly ArrayBufferWriter<byte> _encodeBuffer = new(256);
     // The newest entry format each peer's build reads, as its Raft stream said (written by transport threads), and
@@ -319,9 +320,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         var completion = new TaskCompletionSource<(SnapshotMetadata, CacheSnapshot)>(TaskCreationOptions.RunContinuationsAsynchronously);
         var input = new LoopWorkInput(
-            raft =>
+            _ =>
             {
-                var metadata = new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, raft.Membership);
+                // The followed membership, not the core's: while a snapshot's state is built, the core has taken that
+                // snapshot's membership already, but the state captured here is still the one before it.
+                var metadata = new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, _followedMembership);
                 _captures.Begin(state => completion.TrySetResult((metadata, state)), reason => completion.TrySetException(new InvalidOperationException(reason)));
             },
             ex => completion.TrySetException(ex));
@@ -1126,7 +1129,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         _snapshotInProgress = true;
         var started = _clock.GetTimestamp();
-        var metadata = new SnapshotMetadata(applied, _appliedTerm, _raft.Membership);
+        var metadata = new SnapshotMetadata(applied, _appliedTerm, _followedMembership);
         _automaticCapture = _captures.Begin(
             capture =>
             {

@@ -19,29 +19,11 @@ public sealed class SnapshotInstallTests
     [Fact]
     public async Task While_a_snapshots_state_is_built_the_loop_answers_and_applies_nothing_past_it_until_the_swap()
     {
-        var leaderState = new CacheHarness();
-        for (var i = 1; i <= 100; i++)
-        {
-            leaderState.Set("snap:" + i, "v" + i);
-        }
-
-        using var file = new MemoryStream();
-        leaderState.Machine.WriteSnapshot(file);
         var membership = Membership.Of([1UL, 2UL, 3UL]);
-        var metadata = new SnapshotMetadata(100, 1, membership);
-        var store = new GatedSnapshots(metadata, file.ToArray());
-
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, MemoryStorage.Bootstrap(membership), store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        try
+        await using var node = await FollowerInstalling.StartAsync(membership, new SnapshotMetadata(100, 1, membership));
+        var (driver, store) = (node.Driver, node.Store);
         {
             var inbox = (IRaftInbox)driver;
-            Assert.True(inbox.TryPost(new Message { Type = MessageType.Heartbeat, From = 1, To = 2, Term = 1 }));
-            Assert.True(inbox.TryPost(new Message { Type = MessageType.Snapshot, From = 1, To = 2, Term = 1, Snapshot = metadata }));
-            await store.Opened.WaitAsync(Patience);
 
             var envelope = new CommandEnvelope(CommandEnvelope.NoSession, 0, 2_000_000);
             Assert.True(inbox.TryPost(new Message
@@ -72,12 +54,72 @@ public sealed class SnapshotInstallTests
                 Keys: driver.Cache.StoredKeyCount)).WaitAsync(Patience);
             Assert.Equal((102UL, "x", "changed", "v2", 101), after);
         }
-        finally
+    }
+
+    [Fact]
+    public async Task A_state_captured_while_a_snapshot_is_installed_is_labelled_with_the_membership_at_its_own_index()
+    {
+        // The core takes the snapshot's membership when it accepts the snapshot; the state stays the old one until the
+        // swap. A backup or digest captured in between is of the old state, so it must carry the old membership.
+        var before = Membership.Of([1UL, 2UL, 3UL]);
+        var installed = Membership.Of([1UL, 2UL, 4UL]);
+        await using var node = await FollowerInstalling.StartAsync(before, new SnapshotMetadata(100, 1, installed));
+        var driver = node.Driver;
+
+        var core = await driver.RunOnLoopAsync(raft => raft.Membership).WaitAsync(Patience);
+        Assert.Equal(installed, core);
+        var (label, _) = await driver.CaptureStateAsync().WaitAsync(Patience);
+
+        Assert.True(label.Index < 100, $"captured at {label.Index}, the snapshot's index or past it, before the swap");
+        Assert.Equal(before, label.Membership);
+    }
+
+    /// <summary>
+    /// Node 2 of a cluster of <c>membership</c>, following node 1, which sends it a snapshot of 100 keys; building the
+    /// snapshot's state waits until the test releases it (StartAsync returns once the build has begun).
+    /// </summary>
+    private sealed class FollowerInstalling : IAsyncDisposable
+    {
+        private readonly NodeMetrics _metrics = new();
+        private readonly PeerTransport _transport;
+
+        private FollowerInstalling(Membership membership, SnapshotMetadata snapshot)
         {
-            store.Release();
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
+            var leaderState = new CacheHarness();
+            for (var i = 1; i <= 100; i++)
+            {
+                leaderState.Set("snap:" + i, "v" + i);
+            }
+
+            using var file = new MemoryStream();
+            leaderState.Machine.WriteSnapshot(file);
+            Store = new GatedSnapshots(snapshot, file.ToArray());
+            var settings = new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+            Driver = new RaftDriver(settings, MemoryStorage.Bootstrap(membership), Store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance);
+            _transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
+            Driver.Start(_transport);
+        }
+
+        public RaftDriver Driver { get; }
+
+        public GatedSnapshots Store { get; }
+
+        public static async Task<FollowerInstalling> StartAsync(Membership membership, SnapshotMetadata snapshot)
+        {
+            var node = new FollowerInstalling(membership, snapshot);
+            var inbox = (IRaftInbox)node.Driver;
+            Assert.True(inbox.TryPost(new Message { Type = MessageType.Heartbeat, From = 1, To = 2, Term = 1 }));
+            Assert.True(inbox.TryPost(new Message { Type = MessageType.Snapshot, From = 1, To = 2, Term = 1, Snapshot = snapshot }));
+            await node.Store.Opened.WaitAsync(Patience);
+            return node;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Store.Release();
+            await Driver.DisposeAsync();
+            await _transport.DisposeAsync();
+            _metrics.Dispose();
         }
     }
 
