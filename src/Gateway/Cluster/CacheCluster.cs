@@ -15,7 +15,9 @@ namespace Dcache.Gateway.Cluster;
 /// Commands handed over together (a pipeline wave) run as one batch in one Polly pipeline: a total deadline, retries
 /// (at once at a hinted leader; with exponential backoff and jitter otherwise), a per-attempt timeout, and a circuit
 /// breaker per node. Writes carry their session, so retrying one after a lost reply applies it at most once; only when
-/// every attempt failed and one may have reached a node is the outcome unknown.
+/// every attempt failed and one may have reached a node is the outcome unknown. While the leader's breaker is open
+/// (this gateway cannot reach it, though its peers may), writes go to another member, which forwards them to the
+/// leader; a write answered that way does not make that member the leader here.
 /// The configured nodes are where it starts: members added at runtime are learned from the leader's status (and
 /// from leader hints, which carry addresses), and nodes the leader no longer lists get no more commands; those not
 /// configured are let go (connection closed, no more polls) once unlisted for <see cref="ClusterOptions.RemovedNodeGraceMilliseconds"/>.
@@ -242,6 +244,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             var untilDeadline = options.DeadlineMilliseconds - (long)System.Diagnostics.Stopwatch.GetElapsedTime(_startedAt).TotalMilliseconds;
             var readTimeoutMs = (uint)Math.Clamp(Math.Min(options.AttemptTimeoutMilliseconds, untilDeadline), 1, uint.MaxValue);
             NodeConnection? writeNode = null;
+            var forwardWrites = false;
             NodeConnection? readNode = null;
             var groups = new List<Group>(2);
             for (var i = 0; i < _calls.Length; i++)
@@ -251,9 +254,30 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                     continue;
                 }
 
-                var node = hinted ?? (_isWrite[i]
-                    ? writeNode ??= _cluster.Choose(isWrite: true)
-                    : readNode ??= _cluster.Choose(isWrite: false, avoid: _unresponsive));
+                NodeConnection node;
+                if (hinted is not null)
+                {
+                    node = hinted;
+                }
+                else if (_isWrite[i])
+                {
+                    if (writeNode is null)
+                    {
+                        (writeNode, forwardWrites) = _cluster.ChooseForWrite();
+                    }
+
+                    node = writeNode;
+                }
+                else
+                {
+                    node = readNode ??= _cluster.Choose(isWrite: false, avoid: _unresponsive);
+                }
+
+                if (_isWrite[i])
+                {
+                    // Set again on every attempt: once the leader is ready again, its writes go straight to it.
+                    _calls[i].Command.ForwardToLeader = hinted is null && forwardWrites;
+                }
                 var group = GroupFor(groups, node);
                 if (group is null)
                 {
@@ -335,7 +359,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         /// <summary>Takes one reply in: completes its call, or keeps it for the next attempt and says why.</summary>
         private AttemptResult Take(int index, NodeConnection node, Reply reply)
         {
-            _cluster.Learn(node, reply, _isWrite[index]);
+            // A write a follower forwarded was applied by the leader, not by that follower.
+            _cluster.Learn(node, reply, answeredWrite: _isWrite[index] && !_calls[index].Command.ForwardToLeader);
             if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
             {
                 _hinted ??= _cluster.FindOrAdd(notLeader.LeaderAddress);
@@ -459,6 +484,18 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
             public Task? Sent;
         }
+    }
+
+    /// <summary>
+    /// The node for a write, and whether that node is to forward it to the leader: when the leader this gateway knows is
+    /// not ready for an attempt (its breaker is open: this gateway cannot reach it, though its peers may) and the write
+    /// goes to another member instead, which then forwards it (<c>Command.forward_to_leader</c>).
+    /// </summary>
+    private (NodeConnection Node, bool Forward) ChooseForWrite()
+    {
+        var leader = _leader;
+        var node = Choose(isWrite: true);
+        return (node, leader is { ReadyForAttempt: false } && !ReferenceEquals(node, leader));
     }
 
     /// <summary>
@@ -595,7 +632,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         }
     }
 
-    private void Learn(NodeConnection node, Reply reply, bool isWrite)
+    /// <summary>
+    /// Takes in what a reply says about the leader: a NotLeader hint names it, and a write <paramref name="node"/> itself
+    /// answered (<paramref name="answeredWrite"/>: not one it forwarded) shows that it leads.
+    /// </summary>
+    private void Learn(NodeConnection node, Reply reply, bool answeredWrite)
     {
         if (reply.Failure is { Kind: FailureKind.NotLeader } failure)
         {
@@ -610,7 +651,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 SetLeader(leader);
             }
         }
-        else if (isWrite && reply.ResultCase != Reply.ResultOneofCase.Failure)
+        else if (answeredWrite && reply.ResultCase != Reply.ResultOneofCase.Failure)
         {
             SetLeader(node); // only a leader applies writes
         }

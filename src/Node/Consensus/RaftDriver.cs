@@ -103,6 +103,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private Ready? _installing;
     private Ready? _installed;
     private PeerTransport? _transport;
+    private readonly LeaderForwarder? _forwarder;
     private Task? _loop;
     private Task? _ticker;
     private ulong _nextReadContext;
@@ -143,8 +144,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         Action<ulong, Membership> recordMembership,
         TimeProvider clock,
         NodeMetrics metrics,
-        ILogger<RaftDriver> logger)
+        ILogger<RaftDriver> logger,
+        LeaderForwarder? forwarder = null)
     {
+        _forwarder = forwarder;
         _settings = settings;
         _recordMembership = recordMembership;
         _metrics = metrics;
@@ -731,6 +734,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var command = input.Command;
         if (_raft.Role != Role.Leader)
         {
+            if (command.ForwardToLeader && _forwarder is not null && _raft.Leader is var leader and not 0 && leader != NodeId
+                && _addresses.Find(leader) is { } address && input.DeadlineMs > NowMs)
+            {
+                // The gateway cannot reach the leader: this follower sends the write on, once (the flag is cleared).
+                _forwarder.Forward(command, leader, address, TimeSpan.FromMilliseconds(input.DeadlineMs - NowMs), input.Replies);
+                return;
+            }
+
             input.Replies.Complete(NotLeader(command.Id));
             return;
         }
@@ -894,6 +905,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 {
                     _lastLeader = soft.Leader;
                     _metrics.LeaderChanged();
+                    _forwarder?.LeaderIs(soft.Leader == NodeId ? null : _addresses.Find(soft.Leader));
                 }
             }
 

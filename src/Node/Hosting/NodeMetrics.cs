@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using Dcache.Cache;
 using Dcache.Node.Consensus;
 using Dcache.Raft;
+using Proto = Dcache.Protocol.Cache;
 
 namespace Dcache.Node.Hosting;
 
@@ -23,6 +24,7 @@ public sealed class NodeMetrics : IDisposable
     private readonly Histogram<double> _snapshotDuration;
     private readonly Histogram<long> _snapshotSize;
     private readonly UpDownCounter<long> _commandStreams;
+    private readonly Counter<long> _forwardedWrites;
     private Func<NodeStatusView>? _status;
     private Func<IReadOnlyDictionary<ulong, long>>? _clockOffsets;
 
@@ -36,6 +38,8 @@ public sealed class NodeMetrics : IDisposable
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
         _snapshotSize = _meter.CreateHistogram<long>("dcache.snapshot.size", "By", "Size of each snapshot written");
         _commandStreams = _meter.CreateUpDownCounter<long>("dcache.node.command_streams", "{stream}", "Gateway command streams open on this node");
+        _forwardedWrites = _meter.CreateCounter<long>("dcache.node.forwarded_writes", "{write}",
+            "Writes this follower forwarded to its leader for a gateway that cannot reach it, by outcome: answered (the leader's reply), not_leader, unavailable (surely not applied), outcome_unknown, other");
 
         _meter.CreateObservableGauge("dcache.raft.term", () => (long)(Status?.Term ?? 0), "{term}", "Current Raft term");
         _meter.CreateObservableGauge("dcache.raft.role", () => (int)(Status?.Role ?? Role.Follower), "{role}", "1 follower, 2 pre-candidate, 3 candidate, 4 leader");
@@ -67,6 +71,16 @@ public sealed class NodeMetrics : IDisposable
 
     /// <summary>A gateway's command stream opened (+1) or ended (-1).</summary>
     public void CommandStreamsChanged(int delta) => _commandStreams.Add(delta);
+
+    /// <summary>A write forwarded to the leader ended with <paramref name="reply"/> (the leader's, or the failure to reach it).</summary>
+    public void Forwarded(Proto.Reply reply) => _forwardedWrites.Add(1, new KeyValuePair<string, object?>("outcome", reply.Failure?.Kind switch
+    {
+        null => "answered",
+        Proto.FailureKind.NotLeader => "not_leader",
+        Proto.FailureKind.Unavailable => "unavailable",
+        Proto.FailureKind.OutcomeUnknown => "outcome_unknown",
+        _ => "other",
+    }));
 
     public void LeaderChanged() => _leaderChanges.Add(1);
 

@@ -19,6 +19,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     private readonly NodeStorage _storage;
     private readonly SnapshotStoreAdapter _snapshots;
     private readonly PeerTransport _transport;
+    private readonly LeaderForwarder _forwarder;
     private readonly CancellationTokenSource _closing = new();
     private readonly IHostApplicationLifetime _lifetime;
     // Where shutdown is: what the 5 s bound on a failed node's shutdown reports when it cuts one short.
@@ -59,6 +60,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
         Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings);
         Addresses = new AddressBook(members);
+        _forwarder = new LeaderForwarder(Credentials, _options.MaxMessageBytes, metrics, loggers.CreateLogger<LeaderForwarder>());
 
         var raftOptions = new RaftOptions
         {
@@ -91,7 +93,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             (index, membership) => _storage.Metadata.SaveMembership(index, membership),
             clock,
             metrics,
-            loggers.CreateLogger<RaftDriver>());
+            loggers.CreateLogger<RaftDriver>(),
+            _forwarder);
         metrics.Observe(() => Driver.Status);
         metrics.ObserveClockOffsets(() => Driver.Clocks.Offsets);
         Driver.ClosingToken = _closing.Token;
@@ -181,6 +184,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         await Driver.DisposeAsync().ConfigureAwait(false);
         _shutdownStage = "closing the peer streams";
         await _transport.DisposeAsync().ConfigureAwait(false);
+        await _forwarder.DisposeAsync().ConfigureAwait(false);
         _shutdownStage = "stopping the host's other services";
     }
 
@@ -212,6 +216,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
     {
         await Driver.DisposeAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
+        await _forwarder.DisposeAsync().ConfigureAwait(false);
         _shutdownStage = "closing storage (the Raft log, snapshots, SQLite)";
         _storage.Dispose();
         _closing.Dispose();

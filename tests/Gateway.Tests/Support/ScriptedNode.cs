@@ -32,8 +32,11 @@ internal sealed class ScriptedNode : IAsyncDisposable
 
     public string Address { get; }
 
-    /// <summary>Every batch message received, in order, as the commands it held.</summary>
+    /// <summary>Every batch message received, in order, as the commands it held (a unary call's command as a batch of one).</summary>
     public ConcurrentQueue<Command[]> Received { get; }
+
+    /// <summary>The headers of every unary <c>ExecuteOne</c> call received, in order.</summary>
+    public ConcurrentQueue<Metadata> UnaryHeaders => _service.UnaryHeaders;
 
     public int CommandsReceived => Received.Sum(batch => batch.Length);
 
@@ -49,7 +52,8 @@ internal sealed class ScriptedNode : IAsyncDisposable
     /// <summary>
     /// Starts a node that answers each command with <paramref name="answer"/>; an answer of null ends the whole stream
     /// with an error at that command, after the replies before it in the batch were sent; <see cref="Unanswered"/>
-    /// leaves the command without a reply. With <paramref name="delay"/>, a command's reply is sent that long after it
+    /// leaves the command without a reply. A unary <c>ExecuteOne</c> call is answered the same way: an answer of null fails
+    /// the call (Unavailable), and <see cref="Unanswered"/> leaves it to its deadline. With <paramref name="delay"/>, a command's reply is sent that long after it
     /// arrived (a reply of its own), while the stream goes on. With <paramref name="status"/>, a status request is
     /// answered with what it returns (the node id, role, leader and membership a test scripts); without, refused.
     /// </summary>
@@ -74,12 +78,37 @@ internal sealed class ScriptedNode : IAsyncDisposable
         await _app.DisposeAsync();
     }
 
-    private sealed class Service(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay, Func<NodeStatus>? status) : Cache.CacheBase
+    private sealed class Service(Func<Command, Reply?> answer, Func<Command, TimeSpan>? delay, Func<NodeStatus>? status) : Dcache.Protocol.Cache.Cache.CacheBase
     {
         public int OpenStreams;
         public int StatusRequests;
 
         public ConcurrentQueue<Command[]> Received { get; } = new();
+
+        public ConcurrentQueue<Metadata> UnaryHeaders { get; } = new();
+
+        public override async Task<Reply> ExecuteOne(Command request, ServerCallContext context)
+        {
+            Received.Enqueue([request.Clone()]);
+            UnaryHeaders.Enqueue(context.RequestHeaders);
+            if (delay?.Invoke(request) is { } wait && wait > TimeSpan.Zero)
+            {
+                await Task.Delay(wait, context.CancellationToken);
+            }
+
+            if (answer(request) is not { } reply)
+            {
+                throw new RpcException(new Status(StatusCode.Unavailable, "scripted call failure"));
+            }
+
+            if (ReferenceEquals(reply, Unanswered))
+            {
+                await Task.Delay(Timeout.Infinite, context.CancellationToken);
+            }
+
+            reply.Id = request.Id;
+            return reply;
+        }
 
         public override async Task Execute(IAsyncStreamReader<CommandBatch> requestStream, IServerStreamWriter<ReplyBatch> responseStream, ServerCallContext context)
         {

@@ -10,22 +10,28 @@ namespace Dcache.Node.Tests.Consensus;
 /// <summary>
 /// Node 1 of a cluster of nodes 1, 2 and 3 whose peers exist only as the messages a test posts (what node 1 sends goes
 /// nowhere): its driver over storage in memory, with elections far off (the test makes it campaign) and no snapshots.
+/// Writes a gateway asks it to forward go to the address <paramref name="peers"/> gives for the leader, if any.
 /// </summary>
 internal sealed class PeerlessNode : IAsyncDisposable
 {
     private readonly NodeMetrics _metrics = new();
     private readonly PeerTransport _transport;
+    private readonly LeaderForwarder _forwarder;
 
-    private PeerlessNode()
+    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout)
     {
         Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(1));
-        Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance);
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout);
+        _forwarder = new LeaderForwarder(new ClusterCredentials("test", "secret"), 1 << 20, _metrics, NullLogger<LeaderForwarder>.Instance);
+        Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(peers), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance, _forwarder);
         _transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
         Driver.Start(_transport);
     }
 
-    public static PeerlessNode Start() => new();
+    /// <param name="peers">Node id -> address (none by default: the peers have no address).</param>
+    /// <param name="requestTimeout">How long a command may take (a minute by default).</param>
+    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null) =>
+        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1));
 
     public MemoryStorage Disk { get; }
 
@@ -47,10 +53,20 @@ internal sealed class PeerlessNode : IAsyncDisposable
             return raft.LastIndex;
         }).WaitAsync(TimeSpan.FromSeconds(60));
 
+    /// <summary>Node 1 follows node <paramref name="leader"/>, which leads term <paramref name="term"/> (a heartbeat from it arrives).</summary>
+    public Task FollowAsync(ulong leader, ulong term) =>
+        Driver.RunOnLoopAsync(raft =>
+        {
+            raft.Step(new Message { Type = MessageType.Heartbeat, From = leader, To = 1, Term = term });
+            Assert.Equal(leader, raft.Leader);
+            return true;
+        }).WaitAsync(TimeSpan.FromSeconds(60));
+
     public async ValueTask DisposeAsync()
     {
         await Driver.DisposeAsync();
         await _transport.DisposeAsync();
+        await _forwarder.DisposeAsync();
         _metrics.Dispose();
     }
 }
