@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Dcache.Integration.Tests.Support;
 
 namespace Dcache.Chaos;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Dcache.Chaos;
+namespace Dcache.Integration.Tests.Support;
 
 /// <summary>
 /// Which process opened a TCP connection on this machine, from /proc: the connecting socket is the one whose local

@@ -2,10 +2,9 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
-using Dcache.Integration.Tests.Support;
 using Dcache.TestSupport.Network;
 
-namespace Dcache.Chaos;
+namespace Dcache.Integration.Tests.Support;
 
 /// <summary>
 /// A <see cref="LinkProxy"/> on every directed link between the nodes of a <see cref="LocalCluster"/>, installed
@@ -53,7 +52,13 @@ internal sealed class ProxyMesh : IAsyncDisposable
     // InitialClusters are: a node that moves later is found through the leader's member list.
     private readonly Dictionary<ulong, string> _gatewayAddresses = [];
 
-    public ProxyMesh(LocalCluster cluster)
+    /// <param name="oneAddressPerNode">
+    /// Every node and the gateway reach each node at one address, as in a deployment, through its inbound proxy (which
+    /// still puts each connection on its opener's link): so the gateway knows each node under one address only. Without
+    /// it the gateway also learns the node-to-node proxies' addresses from the nodes, one connection (and one circuit
+    /// breaker) per address.
+    /// </param>
+    public ProxyMesh(LocalCluster cluster, bool oneAddressPerNode = false)
     {
         _cluster = cluster;
         _founders = [.. cluster.Nodes.Keys];
@@ -74,6 +79,20 @@ internal sealed class ProxyMesh : IAsyncDisposable
         {
             _initialCluster[self] = string.Join(",", _founders.Select(id =>
                 $"{id}={(id == self ? _configured[(Gateway, id)].Url : _configured[(self, id)].Url)}"));
+        }
+
+        if (oneAddressPerNode)
+        {
+            foreach (var to in _founders)
+            {
+                _inbound[to] = Inbound(to);
+                _gatewayAddresses[to] = _inbound[to].Url;
+            }
+
+            foreach (var self in _founders)
+            {
+                _initialCluster[self] = string.Join(",", _founders.Select(id => $"{id}={_inbound[id].Url}"));
+            }
         }
 
         cluster.InitialClusterOf = self => _initialCluster[self];
