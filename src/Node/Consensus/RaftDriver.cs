@@ -735,8 +735,16 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         if (_raft.Role != Role.Leader)
         {
             if (command.ForwardToLeader && _forwarder is not null && _raft.Leader is var leader and not 0 && leader != NodeId
-                && _addresses.Find(leader) is { } address && input.DeadlineMs > NowMs)
+                && input.DeadlineMs > NowMs)
             {
+                if (_addresses.Find(leader) is not { } address)
+                {
+                    // A NotLeader without an address would send the gateway straight back here, with no backoff.
+                    input.Replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable,
+                        $"not applied: node {leader} leads, but node {NodeId} knows no address for it to forward the write to"));
+                    return;
+                }
+
                 // The gateway cannot reach the leader: this follower sends the write on, once (the flag is cleared).
                 _forwarder.Forward(command, leader, address, TimeSpan.FromMilliseconds(input.DeadlineMs - NowMs), input.Replies);
                 return;

@@ -66,16 +66,10 @@ public sealed partial class LeaderForwarder(ClusterCredentials credentials, int 
         {
             try
             {
-                reply = await channel.Client.ExecuteOneAsync(command, _headers, deadline).ResponseAsync.ConfigureAwait(false);
-            }
-            catch (RpcException ex)
-            {
-                Log.ForwardFailed(logger, leaderId, leaderAddress, ex.StatusCode, ex.Status.Detail);
-                reply = NeverSent(ex)
-                    ? ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable,
-                        $"not applied: the write could not be forwarded to the leader, node {leaderId}: {ex.Status.Detail}")
-                    : ReplyFactory.Failure(command.Id, Proto.FailureKind.OutcomeUnknown,
-                        $"the write was forwarded to the leader, node {leaderId}, and may or may not have applied: {ex.StatusCode} {ex.Status.Detail}");
+                reply = StartCall(channel, command, deadline) is { } call
+                    ? await Answer(call, command.Id, leaderId, leaderAddress).ConfigureAwait(false)
+                    // The channel was let go before the call could start (this node is stopping): nothing was sent.
+                    : ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "not applied: the node is shutting down");
             }
             finally
             {
@@ -86,6 +80,47 @@ public sealed partial class LeaderForwarder(ClusterCredentials credentials, int 
         metrics.Forwarded(reply);
         replies.Complete(reply);
     }
+
+    private AsyncUnaryCall<Proto.Reply>? StartCall(LeaderChannel channel, Proto.Command command, DateTime deadline)
+    {
+        try
+        {
+            return channel.Client.ExecuteOneAsync(command, _headers, deadline);
+        }
+        catch (ObjectDisposedException)
+        {
+            return null; // gRPC refuses a call on a disposed channel at once, before sending anything
+        }
+    }
+
+    /// <summary>The leader's reply to <paramref name="call"/>, or what its failure means for the write: never left unanswered.</summary>
+    private async Task<Proto.Reply> Answer(AsyncUnaryCall<Proto.Reply> call, ulong id, ulong leaderId, string leaderAddress)
+    {
+        using (call)
+        {
+            try
+            {
+                return await call.ResponseAsync.ConfigureAwait(false);
+            }
+            catch (RpcException ex)
+            {
+                Log.ForwardFailed(logger, leaderId, leaderAddress, ex.StatusCode, ex.Status.Detail);
+                return NeverSent(ex)
+                    ? ReplyFactory.Failure(id, Proto.FailureKind.Unavailable,
+                        $"not applied: the write could not be forwarded to the leader, node {leaderId}: {ex.Status.Detail}")
+                    : Unknown(id, leaderId, $"{ex.StatusCode} {ex.Status.Detail}");
+            }
+            catch (Exception ex) when (ex is ObjectDisposedException or OperationCanceledException or HttpRequestException or IOException or InvalidOperationException)
+            {
+                // Not gRPC's own status (the channel went away mid-call, say): the write may have reached the leader.
+                Log.ForwardFailed(logger, leaderId, leaderAddress, StatusCode.Unknown, ex.Message);
+                return Unknown(id, leaderId, ex.Message);
+            }
+        }
+    }
+
+    private static Proto.Reply Unknown(ulong id, ulong leaderId, string detail) =>
+        ReplyFactory.Failure(id, Proto.FailureKind.OutcomeUnknown, $"the write was forwarded to the leader, node {leaderId}, and may or may not have applied: {detail}");
 
     /// <summary>
     /// True only when the call's connection could not be opened (refused, or no route to the host): then no byte of it

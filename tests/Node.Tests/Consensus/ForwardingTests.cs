@@ -1,8 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
 using Dcache.Gateway.Tests.Support;
+using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
+using Dcache.Node.Transport;
 using Dcache.Protocol.Cache;
 using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dcache.Node.Tests.Consensus;
 
@@ -100,6 +104,42 @@ public sealed class ForwardingTests
 
         Assert.True(reply.Failure is { Kind: FailureKind.Unavailable }, $"reply: {reply}");
         Assert.Empty(leader.Received);
+    }
+
+    [Fact]
+    public async Task AFlaggedWriteOnAFollowerThatKnowsNoAddressForItsLeaderIsUnavailable()
+    {
+        // Answered NotLeader without an address, the gateway would come straight back (a named leader gets no backoff).
+        await using var node = PeerlessNode.Start();
+        await node.FollowAsync(leader: 2, term: 1);
+
+        var reply = await node.Driver.ExecuteAsync(Incr(id: 17, forward: true)).WaitAsync(Patience);
+
+        Assert.True(reply.Failure is { Kind: FailureKind.Unavailable }, $"reply: {reply}");
+        Assert.Contains("knows no address for it", reply.Failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AForwardAfterTheForwarderStoppedIsAnsweredUnavailableNotLeftUnanswered()
+    {
+        await using var leader = await ScriptedNode.StartAsync(_ => new Reply { Integer = 42 });
+        var metrics = new NodeMetrics();
+        var forwarder = new LeaderForwarder(new ClusterCredentials("test", "secret"), 1 << 20, metrics, NullLogger<LeaderForwarder>.Instance);
+        try
+        {
+            await forwarder.DisposeAsync();
+            var replies = new TaskReplySink();
+
+            forwarder.Forward(Incr(id: 19, forward: true), 2, leader.Address, TimeSpan.FromSeconds(10), replies);
+
+            var reply = await replies.Task.WaitAsync(Patience);
+            Assert.True(reply.Failure is { Kind: FailureKind.Unavailable }, $"reply: {reply}");
+            Assert.Empty(leader.Received);
+        }
+        finally
+        {
+            metrics.Dispose();
+        }
     }
 
     private static Command Incr(ulong id, bool forward) => new()
