@@ -45,6 +45,13 @@ internal sealed class ChaosOptions
     /// </summary>
     public bool Overlap { get; set; }
 
+    /// <summary>
+    /// Every process reaches each node at one address, as in a deployment (ProxyMesh's oneAddressPerNode). Off by default:
+    /// the gateway then also learns the node-to-node proxies' addresses, one breaker per address, so a gateway cut off from
+    /// the leader seldom gets as far as having a follower forward its writes.
+    /// </summary>
+    public bool OneAddressPerNode { get; set; }
+
     /// <summary>Concurrent clients through the gateway (each key sees at most this many at once).</summary>
     public int Clients { get; set; } = 6;
 
@@ -96,6 +103,11 @@ internal sealed class ChaosOptions
         if (Overlap)
         {
             args.Add("--overlap");
+        }
+
+        if (OneAddressPerNode)
+        {
+            args.Add("--one-address");
         }
 
         if (Clients != 6)

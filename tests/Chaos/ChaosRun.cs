@@ -141,7 +141,7 @@ internal sealed class ChaosRun
 
         // LocalCluster reports to the test output on disposal; the command keeps its console for the summary.
         _cluster = new LocalCluster(_log, _schedule.Nodes, settings, clusterId: $"chaos-{Guid.NewGuid():N}");
-        _mesh = new ProxyMesh(_cluster);
+        _mesh = new ProxyMesh(_cluster, oneAddressPerNode: _options.OneAddressPerNode);
         _members.UnionWith(_cluster.Nodes.Keys);
         var nextId = _cluster.Nodes.Keys.Max();
         foreach (var _ in _schedule.AllSteps.Where(s => s.Kind == FaultKind.MemberReplace))

@@ -7,7 +7,7 @@ namespace Dcache.Chaos;
 /// <code>dotnet run --project tests/Chaos -c Release -- --schedules 200 --seed 1234</code>
 /// Options: --seed S, --schedules N, --nodes 3|5, --faults kill,pause,partition,isolateleader,asymmetric,slowdisk,
 /// memberreplace,gatewaykill,gatewaypause,clockjump,gatewaypartition,diskfull,memberupdate (default: all; diskfull needs root, to mount),
-/// --workload registers|bank (default registers), --faults-per-schedule K, --overlap (a step may start a second fault while the first holds), --clients C, --read-routing leader|members (default: each schedule's seed chooses),
+/// --workload registers|bank (default registers), --faults-per-schedule K, --overlap (a step may start a second fault while the first holds), --one-address (each node at one address, as deployed: a gateway cut off from the leader writes through a follower), --clients C, --read-routing leader|members (default: each schedule's seed chooses),
 /// --unsafe-reads (the planted bug), --stop-on-failure, --artifacts DIR, --verbose.
 /// Exit code 0 when every schedule passed, 1 when one failed, 2 when none failed but some were inconclusive.
 /// </summary>
@@ -70,6 +70,7 @@ internal static class Program
                 case "--nodes": options.Nodes = Number(3, 5) is var n && n is 3 or 5 ? n : throw new FormatException("--nodes takes 3 or 5"); break;
                 case "--faults-per-schedule": options.FaultsPerSchedule = Number(1, 20); break;
                 case "--overlap": options.Overlap = true; break;
+                case "--one-address": options.OneAddressPerNode = true; break;
                 case "--clients": options.Clients = Number(1, 64); break;
                 case "--faults": options.Faults = ParseFaults(Value()); break;
                 case "--read-routing": options.ReadsAtLeader = ParseReadRouting(Value()); break;
