@@ -162,13 +162,17 @@ internal sealed class ProxyMesh : IAsyncDisposable
         AddGatewayLink(id);
         _nodes.Add(id);
 
-        // It must be able to answer whichever member leads, so it lists every node that may be a member by then:
-        // the founders through its own links, earlier joiners through their inbound proxies.
-        var reachable = _founders.Select(f => $"{f}={_configured[(id, f)].Url}")
-            .Concat(_inbound.Select(j => $"{j.Key}={j.Value.Url}"))
-            .ToList();
+        // It must be able to answer whichever member leads, so it lists every node that may be a member by then, once
+        // each: the founders through its own links, and any node with an inbound proxy (a joiner, a node that moved, or
+        // every node when each has one address) through that.
+        var reachable = _founders.ToDictionary(founder => founder, founder => _configured[(id, founder)].Url);
+        foreach (var (node, proxy) in _inbound)
+        {
+            reachable[node] = proxy.Url;
+        }
+
         _inbound[id] = Inbound(id);
-        _cluster.SetReachable(id, string.Join(",", reachable));
+        _cluster.SetReachable(id, string.Join(",", reachable.Select(node => $"{node.Key}={node.Value}")));
         return _inbound[id].Url;
     }
 
