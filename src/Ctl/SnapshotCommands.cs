@@ -136,6 +136,8 @@ internal static class SnapshotCommands
         try
         {
             using var storage = NodeStorage.Open(new StorageOptions { DataDirectory = directory }, nodeId, clusterId);
+            // dcachectl ships with the node's build: the new cluster is founded with its format.
+            storage.Metadata.RecordFoundingEntryFormat(CacheCommand.FormatVersion);
             using (var reader = new SnapshotFileReader(file))
             using (var writer = storage.Snapshots.BeginSnapshot(metadata))
             {

@@ -144,6 +144,23 @@ public sealed class MetadataStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// Records the newest log entry format of the build that founded this node's log (bootstrapping a new cluster or
+    /// seeding one from a backup); a later founding of the same empty log, after a crash, replaces it.
+    /// </summary>
+    public void RecordFoundingEntryFormat(byte format)
+    {
+        lock (_gate)
+        {
+            using var command = Command("INSERT OR REPLACE INTO identity (key, value) VALUES ('founding_entry_format', $value)");
+            command.Parameters.AddWithValue("$value", format.ToString(CultureInfo.InvariantCulture));
+            command.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>The format <see cref="RecordFoundingEntryFormat"/> recorded; null for a node that joined, or one founded before it was recorded.</summary>
+    public byte? FoundingEntryFormat => LockedIdentity("founding_entry_format") is { } text ? byte.Parse(text, CultureInfo.InvariantCulture) : null;
+
     public ulong? NodeId => LockedIdentity("node_id") is { } text ? ulong.Parse(text, CultureInfo.InvariantCulture) : null;
 
     public string? ClusterId => LockedIdentity("cluster_id");

@@ -78,6 +78,35 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AClusterRestoredWithOneMemberNeverStartedAcceptsCopyAndTransactions()
+    {
+        // A backup of a cluster that never wrote: its state says nothing of the format the cluster writes.
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
+        Assert.True(save.Exit == 0, save.ToString());
+
+        // Node 3 of the new cluster never starts: nodes 1 and 2 never hear which format it reads.
+        await using var restored = new LocalCluster(output, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
+        foreach (var node in restored.Nodes.Values)
+        {
+            var restore = await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", node.DataDirectory, "--node-id", LocalCluster.Text((int)node.Id),
+                "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster);
+            Assert.True(restore.Exit == 0, restore.ToString());
+        }
+
+        restored[1].Start();
+        restored[2].Start();
+        var leader = await restored.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        Assert.True((await restored.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
+        var copy = await restored.ExecuteAsync(leader, Commands.Copy("first", "second"));
+        Assert.True(copy.Integer == 1, $"COPY on a restored cluster with a member down: {copy}");
+        var exec = await restored.ExecuteAsync(leader, Commands.Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+        Assert.True(exec.ResultCase == Reply.ResultOneofCase.Array, $"MULTI/EXEC on a restored cluster with a member down: {exec}");
+    }
+
+    [Fact]
     public async Task AfterLosingTwoOfThreeNodesTheRunbookBringsTheSurvivorsCommittedDataBackAsANewCluster()
     {
         await using var cluster = new LocalCluster(output);

@@ -136,7 +136,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         // Node 3 stands for a node of the previous build: it reads format 6 and would stop at a kind it does not know.
         var leader = await StartWithNode3ReadingAsync(cluster, format: 6);
         var lastBefore = (await cluster.StatusAsync(leader)).LastIndex;
-        var refused = await cluster.ExecuteAsync(leader, Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+        var refused = await cluster.ExecuteAsync(leader, Commands.Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
         Assert.Equal("ERR MULTI/EXEC needs every node on a build that reads log format 7 (a rolling upgrade is in progress)", refused.Error);
         Assert.Equal(lastBefore, (await cluster.StatusAsync(leader)).LastIndex);
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Get("n"))).Nil);
@@ -148,7 +148,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         await Eventually.WaitAsync(async () =>
         {
             leader = await cluster.WaitForLeaderAsync(Patience);
-            applied = await cluster.ExecuteAsync(leader, Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+            applied = await cluster.ExecuteAsync(leader, Commands.Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
             return applied.ResultCase == Reply.ResultOneofCase.Array;
         }, Patience, "the leader to accept MULTI/EXEC once node 3 reads format 7");
         Assert.Equal(1, applied.Array.Items[0].Integer);
@@ -213,11 +213,33 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         return new Command { Transaction = transaction };
     }
 
-    private static Command Transaction(params Command[] commands)
+    [Fact]
+    public async Task ANewClusterOneOfWhoseFoundersHasNeverComeUpAcceptsCopyAndTransactionsAlsoAfterARestart()
     {
-        var transaction = new TransactionRequest();
-        transaction.Commands.Add(commands);
-        return new Command { Transaction = transaction };
+        await using var cluster = new LocalCluster(output);
+        // Node 3 is down from the first start, so nodes 1 and 2 never hear which format it reads. Both are restarted
+        // before any write: what they know of the founding must come from their data directories.
+        cluster[1].Start();
+        cluster[2].Start();
+        await cluster.WaitForLeaderAsync(Patience);
+        cluster[1].Kill();
+        cluster[2].Kill();
+        cluster[1].Start();
+        cluster[2].Start();
+
+        var leader = await cluster.WaitForLeaderAsync(Patience);
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
+        var copy = await cluster.ExecuteAsync(leader, Commands.Copy("first", "second"));
+        Assert.True(copy.Integer == 1, $"COPY on a new cluster with a founder down: {copy}");
+        var transaction = await cluster.ExecuteAsync(leader, Commands.Transaction(Commands.IncrBy("n", 1), Commands.Get("n")));
+        Assert.True(transaction.ResultCase == Reply.ResultOneofCase.Array, $"MULTI/EXEC on a new cluster with a founder down: {transaction}");
+        Assert.Equal(1, transaction.Array.Items[0].Integer);
+
+        // Node 3 comes up at last and follows the log written meanwhile.
+        cluster[3].Start();
+        await Verify.CaughtUpAsync(cluster, Patience);
+        Assert.Equal("1", (await cluster.ExecuteAsync(3, Commands.Get("second", ReadConsistency.Local))).BulkText());
+        Assert.Equal("1", (await cluster.ExecuteAsync(3, Commands.Get("n", ReadConsistency.Local))).BulkText());
     }
 
     /// <summary>

@@ -177,6 +177,22 @@ public sealed class MetadataStoreTests : IDisposable
     }
 
     [Fact]
+    public void The_founding_entry_format_is_absent_until_recorded_then_kept_and_replaced_by_a_later_founding()
+    {
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        {
+            metadata.EnsureIdentity(1, "cluster-a");
+            Assert.Null(metadata.FoundingEntryFormat);
+            metadata.RecordFoundingEntryFormat(7);
+            metadata.RecordFoundingEntryFormat(8);
+        }
+
+        using var reopened = MetadataStore.Open(_directory.Path);
+        Assert.Equal((byte)8, reopened.FoundingEntryFormat);
+        Assert.Equal(1UL, reopened.NodeId);
+    }
+
+    [Fact]
     public void A_database_written_before_addresses_travelled_is_migrated_and_keeps_its_membership()
     {
         var path = Path.Combine(_directory.Path, MetadataStore.FileName);

@@ -48,6 +48,12 @@ public sealed record RaftDriverSettings(
 
     /// <summary>TEST ONLY, breaks linearizability: linearizable reads are served locally (see NodeOptions.TestOnlyUnsafeReads).</summary>
     public bool TestOnlyUnsafeReads { get; init; }
+
+    /// <summary>
+    /// The newest entry format of the build that founded this node's log (MetadataStore.FoundingEntryFormat), 0 if
+    /// unknown: the founders of a cluster run one build, so a member not heard from reads at least that.
+    /// </summary>
+    public byte FoundingEntryFormat { get; init; }
 }
 
 /// <summary>
@@ -838,9 +844,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>
     /// What a member not heard from since this node started counts as reading: the newest format this node knows the
-    /// log to hold, since a member that reads less cannot follow the log whatever the leader writes next (at least 1).
+    /// log to hold, since a member that reads less cannot follow the log whatever the leader writes next; and at least
+    /// the format the cluster was founded with, so that a new cluster one of whose founders has never come up does not
+    /// write format 1 (and refuse MULTI/EXEC, WATCH, COPY ...) for ever (at least 1).
     /// </summary>
-    private byte UnheardMemberFormat() => Math.Max(_cache.NewestFormatApplied, CacheCommand.OldestFormatVersion);
+    private byte UnheardMemberFormat() =>
+        Math.Max(Math.Max(_cache.NewestFormatApplied, Math.Min(_settings.FoundingEntryFormat, CacheCommand.FormatVersion)), CacheCommand.OldestFormatVersion);
 
     private byte OldestReadFormat(ImmutableSortedSet<ulong> members, byte unheard)
     {

@@ -110,6 +110,9 @@ public sealed class NodeOptions
     /// </summary>
     public int TestOnlyAdvertisedEntryFormat { get; set; }
 
+    /// <summary>The log entry format this node says it reads: its build's newest, or <see cref="TestOnlyAdvertisedEntryFormat"/>.</summary>
+    public byte AdvertisedEntryFormat => TestOnlyAdvertisedEntryFormat > 0 ? (byte)TestOnlyAdvertisedEntryFormat : Cache.CacheCommand.FormatVersion;
+
     /// <summary>
     /// TEST ONLY (a wrong clock): added to this node's wall-clock time, e.g. "01:30:00" or "-00:10:00"; zero (the
     /// default) turns it off. A leader stamps its proposals with that time, so a node set ahead moves the cache's clock

@@ -36,6 +36,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         var log = _storage.RaftLog;
         if (!_options.Join && log.LastIndex == 0 && log.Snapshot.Membership.Voters.Count == 0)
         {
+            // Recorded first: a crash before the log is written founds it again, and records it again.
+            _storage.Metadata.RecordFoundingEntryFormat(_options.AdvertisedEntryFormat);
             // Each founding entry carries its member's address, so every member's address is in the log.
             log.Bootstrap(Membership.Of(members.Keys, contexts: members));
             var voters = string.Join(",", members.Keys);
@@ -84,6 +86,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
                 TimeSpan.FromMilliseconds(_options.RequestTimeoutMilliseconds))
             {
                 TestOnlyUnsafeReads = _options.TestOnlyUnsafeReads,
+                FoundingEntryFormat = _storage.Metadata.FoundingEntryFormat ?? 0,
                 MaxEntryBytes = MessageLimits.MaxItemBytes(_options.MaxMessageBytes),
             },
             _storage.RaftLog,
@@ -98,8 +101,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         metrics.Observe(() => Driver.Status);
         metrics.ObserveClockOffsets(() => Driver.Clocks.Offsets);
         Driver.ClosingToken = _closing.Token;
-        var entryFormat = _options.TestOnlyAdvertisedEntryFormat > 0 ? (byte)_options.TestOnlyAdvertisedEntryFormat : CacheCommand.FormatVersion;
-        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, entryFormat, Driver.Clocks, Driver, loggers.CreateLogger<PeerTransport>());
+        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, _options.AdvertisedEntryFormat, Driver.Clocks, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
     }

@@ -39,6 +39,14 @@ internal static class Commands
     public static Command Copy(string source, string destination, bool replace = false) =>
         new() { Id = NextId(), Copy = new CopyRequest { Source = Bytes(source), Destination = Bytes(destination), Replace = replace } };
 
+    /// <summary>MULTI ... EXEC of <paramref name="commands"/>.</summary>
+    public static Command Transaction(params Command[] commands)
+    {
+        var transaction = new TransactionRequest();
+        transaction.Commands.Add(commands);
+        return new Command { Id = NextId(), Transaction = transaction };
+    }
+
     public static Command DbSize() => new() { Id = NextId(), Dbsize = new DbSizeRequest() };
 
     public static string? BulkText(this Reply reply) => reply.ResultCase switch

@@ -18,10 +18,13 @@ internal sealed class PeerlessNode : IAsyncDisposable
     private readonly PeerTransport _transport;
     private readonly LeaderForwarder _forwarder;
 
-    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout)
+    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat)
     {
         Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout);
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout)
+        {
+            FoundingEntryFormat = foundingEntryFormat,
+        };
         _forwarder = new LeaderForwarder(new ClusterCredentials("test", "secret"), 1 << 20, _metrics, NullLogger<LeaderForwarder>.Instance);
         Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(peers), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance, _forwarder);
         _transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
@@ -30,8 +33,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
 
     /// <param name="peers">Node id -> address (none by default: the peers have no address).</param>
     /// <param name="requestTimeout">How long a command may take (a minute by default).</param>
-    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null) =>
-        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1));
+    /// <param name="foundingEntryFormat">The format the cluster was founded with (unknown by default).</param>
+    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0) =>
+        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat);
 
     public MemoryStorage Disk { get; }
 

@@ -55,4 +55,46 @@ public sealed class ProposalFormatTests
             await node.DisposeAsync();
         }
     }
+    [Theory]
+    [InlineData(CacheCommand.FormatVersion, CacheCommand.FormatVersion)]
+    [InlineData(0, CacheCommand.OldestFormatVersion)]
+    public async Task On_a_new_cluster_a_founder_never_heard_from_counts_as_reading_the_format_the_cluster_was_founded_with(byte foundingFormat, byte expected)
+    {
+        // Node 1's log holds only the founding membership (no entry in any format yet); node 2 reads the newest format,
+        // node 3 has never come up. 0 stands for a log founded before the founding format was recorded.
+        var node = PeerlessNode.Start(foundingEntryFormat: foundingFormat);
+        var (disk, driver) = (node.Disk, node.Driver);
+        try
+        {
+            node.Inbox.PeerEntryFormatHeard(2, CacheCommand.FormatVersion);
+            var opened = await node.LeadAsync(term: 2, voter: 2);
+
+            // COPY needs format 6: proposed only if node 3 counts as reading it; otherwise refused at once.
+            var reply = driver.ExecuteAsync(new Proto.Command { Id = 1, Copy = new Proto.CopyRequest { Source = ByteString.CopyFromUtf8("a"), Destination = ByteString.CopyFromUtf8("b") } });
+            var written = opened + 1;
+            await DriverWaits.UntilAsync(driver, _ => reply.IsCompleted || disk.LastIndex >= written, "COPY neither written nor refused");
+            if (expected < CacheCommand.SetRangeAndCopyVersion)
+            {
+                Assert.Equal("ERR COPY needs every node on a build that reads log format 6 (a rolling upgrade is in progress)", (await reply).Error);
+                return;
+            }
+
+            if (reply.IsCompleted)
+            {
+                Assert.Fail($"COPY refused: {await reply}");
+            }
+
+            var format = await driver.RunOnLoopAsync(_ =>
+            {
+                var entries = new List<Entry>();
+                Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(written, written + 1, ulong.MaxValue, entries));
+                return entries[0].Data.Span[0];
+            }).WaitAsync(Patience);
+            Assert.Equal(expected, format);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+    }
 }
