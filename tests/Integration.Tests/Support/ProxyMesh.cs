@@ -52,6 +52,17 @@ internal sealed class ProxyMesh : IAsyncDisposable
     // InitialClusters are: a node that moves later is found through the leader's member list.
     private readonly Dictionary<ulong, string> _gatewayAddresses = [];
 
+    /// <summary>
+    /// Thread-pool workers this process starts on demand without delay. Every link of the cluster is relayed by this
+    /// process's pool (two pumps per connection), so a pool that stands still is a network that stops everywhere at
+    /// once. With the default minimum (one worker per core), on two cores that the nodes saturate, the pool stood still
+    /// for 0.5-1.0 s at a time with work queued while this process used almost no CPU: the leader's heartbeats reached
+    /// both followers together up to a second late, and the leader, hearing no follower for that long, stepped down
+    /// (docs/robustness.md, StalledLinkTests). With this minimum it never stood still for more than 160 ms; runs used up
+    /// to 18 workers.
+    /// </summary>
+    private const int RelayWorkers = 64;
+
     /// <param name="oneAddressPerNode">
     /// Every node and the gateway reach each node at one address, as in a deployment, through its inbound proxy (which
     /// still puts each connection on its opener's link): so the gateway knows each node under one address only. Without
@@ -60,6 +71,8 @@ internal sealed class ProxyMesh : IAsyncDisposable
     /// </param>
     public ProxyMesh(LocalCluster cluster, bool oneAddressPerNode = false)
     {
+        ThreadPool.GetMinThreads(out var workers, out var completionPorts);
+        ThreadPool.SetMinThreads(Math.Max(workers, RelayWorkers), completionPorts);
         _cluster = cluster;
         _founders = [.. cluster.Nodes.Keys];
         _nodes.AddRange(_founders);
