@@ -40,6 +40,7 @@ for warm in "set 1" "get 1" "set 16" "get 16"; do
 done
 
 ticks() { for p in $(pgrep -P "$dev"); do awk '{printf "%d ", $14+$15}' "/proc/$p/stat"; done; }
+rss() { for p in $(pgrep -P "$dev"); do awk '/^VmRSS/ {printf "%d ", $2 / 1024}' "/proc/$p/status"; done; }
 switches() { for p in $(pgrep -P "$dev"); do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/ctxt_switches/ {n+=$2} END {print n+0}'; }
 hz=$(getconf CLK_TCK)
 # Each process's /metrics, in the order leader, followers (by id), gateway: "port:allocated-bytes:gc-pause-seconds".
@@ -67,15 +68,19 @@ for test in "${tests[@]}"; do
   csv=$(redis-benchmark -h 127.0.0.1 -p "$gateway" -c "${CLIENTS:-50}" -n "$n" -d 100 -r 100000 -P "$pipeline" -t "$command" --csv -q 2>&1 | grep -v '"test"' | tail -1)
   t1=$(ticks); s1=$(switches)
   sleep 0.5; g1=$(gc_stats)
+  echo "$label ${command^^} -P $pipeline resident MiB per process (nodes, gateway): $(rss)"
   python3 - "$label" "$command" "$pipeline" "$n" "$hz" "$csv" "$t0" "$t1" "$s0" "$s1" "$g0" "$g1" <<'PY'
 import sys
 label, command, pipeline, n, hz, csv, t0, t1, s0, s1, g0, g1 = sys.argv[1:]
 n, hz = int(n), int(hz)
-rps = float(csv.split(",")[1].strip('"'))
+fields = [f.strip('"') for f in csv.split(",")]
+rps = float(fields[1])
+# Newer redis-benchmark CSVs carry latency columns: avg, min, p50, p95, p99, max (ms).
+tail = f"  p50 {fields[4]} p99 {fields[6]} max {fields[7]} ms" if len(fields) >= 8 else ""
 per = [b - a for a, b in zip(map(int, t0.split()), map(int, t1.split()))]
 cpu_us = sum(per) / hz * 1e6 / n
 print(f"{label} {command.upper():3} -P {pipeline:>2} {rps:9.0f} ops/s  cpu {cpu_us:6.1f} us/command  "
-      f"context switches {(int(s1) - int(s0)) / n:5.1f}/command  ticks per process (nodes, gateway): {' '.join(map(str, per))}")
+      f"context switches {(int(s1) - int(s0)) / n:5.1f}/command  ticks per process (nodes, gateway): {' '.join(map(str, per))}{tail}")
 # The leader is looked up before and after: a process whose role changed during the test is marked with "?".
 before = [x.split(":") for x in g0.split()]
 after = {port: (a, p) for port, a, p in (x.split(":") for x in g1.split())}
