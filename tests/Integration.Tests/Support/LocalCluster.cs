@@ -254,6 +254,34 @@ internal sealed class LocalCluster : IAsyncDisposable
         return leader;
     }
 
+    /// <summary>
+    /// Runs an idempotent <paramref name="command"/> (a retry must not change its effect: SET, not INCR) at
+    /// <paramref name="leader"/>, following the leader's hint if leadership has moved (a pause of a loaded machine can
+    /// outlast the election timeout); returns the first reply that is not NotLeader, and the node that gave it.
+    /// </summary>
+    public async Task<(ulong Node, Reply Reply)> ExecuteIdempotentAtLeaderAsync(ulong leader, Command command, TimeSpan patience)
+    {
+        var deadline = DateTime.UtcNow + patience;
+        while (true)
+        {
+            var reply = await ExecuteAsync(leader, command).ConfigureAwait(false);
+            if (reply.Failure is not { Kind: FailureKind.NotLeader } failure || DateTime.UtcNow >= deadline)
+            {
+                return (leader, reply);
+            }
+
+            if (failure.LeaderId != 0)
+            {
+                leader = failure.LeaderId;
+            }
+            else
+            {
+                // An election is under way: ask again shortly.
+                await Task.Delay(50).ConfigureAwait(false);
+            }
+        }
+    }
+
     public async Task<Reply> ExecuteAsync(ulong node, Command command, TimeSpan? timeout = null) =>
         await Client(node).ExecuteOneAsync(command, Auth, DateTime.UtcNow.Add(timeout ?? TimeSpan.FromSeconds(10))).ConfigureAwait(false);
 
