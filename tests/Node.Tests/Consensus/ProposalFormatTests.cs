@@ -42,19 +42,14 @@ public sealed class ProposalFormatTests
             _ = driver.ExecuteAsync(new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("w") } });
             var written = previous + 3;
             await DriverWaits.UntilAsync(driver, _ => disk.LastIndex >= written, $"no write written at {written}");
-            var format = await driver.RunOnLoopAsync(_ =>
-            {
-                var entries = new List<Entry>();
-                Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(written, written + 1, ulong.MaxValue, entries));
-                return entries[0].Data.Span[0];
-            }).WaitAsync(Patience);
-            Assert.Equal(logFormat, format);
+            Assert.Equal(logFormat, await EntryFormatAsync(node, written));
         }
         finally
         {
             await node.DisposeAsync();
         }
     }
+
     [Theory]
     [InlineData(CacheCommand.FormatVersion, CacheCommand.FormatVersion)]
     [InlineData(0, CacheCommand.OldestFormatVersion)]
@@ -84,17 +79,20 @@ public sealed class ProposalFormatTests
                 Assert.Fail($"COPY refused: {await reply}");
             }
 
-            var format = await driver.RunOnLoopAsync(_ =>
-            {
-                var entries = new List<Entry>();
-                Assert.Equal(LogReadStatus.Ok, disk.TryGetEntries(written, written + 1, ulong.MaxValue, entries));
-                return entries[0].Data.Span[0];
-            }).WaitAsync(Patience);
-            Assert.Equal(expected, format);
+            Assert.Equal(expected, await EntryFormatAsync(node, written));
         }
         finally
         {
             await node.DisposeAsync();
         }
     }
+
+    /// <summary>The format byte of the entry node 1's log holds at <paramref name="index"/> (read on its loop).</summary>
+    private static Task<byte> EntryFormatAsync(PeerlessNode node, ulong index) =>
+        node.Driver.RunOnLoopAsync(_ =>
+        {
+            var entries = new List<Entry>();
+            Assert.Equal(LogReadStatus.Ok, node.Disk.TryGetEntries(index, index + 1, ulong.MaxValue, entries));
+            return entries[0].Data.Span[0];
+        }).WaitAsync(Patience);
 }
