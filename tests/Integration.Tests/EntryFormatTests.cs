@@ -243,14 +243,28 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Starts the cluster with node 3 telling its peers it reads only <paramref name="format"/>, makes sure another node
-    /// leads, and returns the leader once it has heard node 3 (node 3 has acknowledged an entry).
+    /// Founds the cluster on the previous build (every node telling its peers it reads only <paramref name="format"/>),
+    /// upgrades nodes 1 and 2, makes sure one of them leads, and returns the leader once it has heard node 3 (node 3 has
+    /// acknowledged an entry).
     /// </summary>
+    /// <remarks>
+    /// Founders run one build (operations.md): a cluster founded with only node 3 on the previous build would count
+    /// node 3, until heard, as reading the newest format, and a node 3 slow to start would see the first write in it.
+    /// </remarks>
     private async Task<ulong> StartWithNode3ReadingAsync(LocalCluster cluster, int format)
     {
+        var previousBuild = $"--Dcache:Node:TestOnlyAdvertisedEntryFormat={format}";
+        foreach (var node in cluster.Nodes.Values)
+        {
+            node.Start(previousBuild);
+        }
+
+        // Every node answers with the leader it follows: each has founded its data directory on the previous build.
+        await cluster.WaitForLeaderAsync(Patience);
+        cluster[1].Kill();
+        cluster[2].Kill();
         cluster[1].Start();
         cluster[2].Start();
-        cluster[3].Start($"--Dcache:Node:TestOnlyAdvertisedEntryFormat={format}");
         var leader = await cluster.WaitForLeaderAsync(Patience);
         if (leader == 3)
         {
