@@ -844,12 +844,18 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>
     /// What a member not heard from since this node started counts as reading: the newest format this node knows the
-    /// log to hold, since a member that reads less cannot follow the log whatever the leader writes next; and at least
-    /// the format the cluster was founded with, so that a new cluster one of whose founders has never come up does not
-    /// write format 1 (and refuse MULTI/EXEC, WATCH, COPY ...) for ever (at least 1).
+    /// log to hold, since a member that reads less cannot follow the log whatever the leader writes next; while it knows
+    /// of none, the format its data directory was founded with, so that a new cluster one of whose founders has never
+    /// come up does not write format 1 (and refuse MULTI/EXEC, WATCH, COPY ...) for ever. The log, once it says
+    /// anything, wins: a founder first started on a newer build than the cluster's founded its directory with that
+    /// build's format, which the others may not read (at least 1).
     /// </summary>
-    private byte UnheardMemberFormat() =>
-        Math.Max(Math.Max(_cache.NewestFormatApplied, Math.Min(_settings.FoundingEntryFormat, CacheCommand.FormatVersion)), CacheCommand.OldestFormatVersion);
+    private byte UnheardMemberFormat()
+    {
+        var known = _cache.NewestFormatApplied;
+        var assumed = known > 0 ? known : Math.Min(_settings.FoundingEntryFormat, CacheCommand.FormatVersion);
+        return Math.Max(assumed, CacheCommand.OldestFormatVersion);
+    }
 
     private byte OldestReadFormat(ImmutableSortedSet<ulong> members, byte unheard)
     {

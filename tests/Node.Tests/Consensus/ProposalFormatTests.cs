@@ -16,15 +16,18 @@ public sealed class ProposalFormatTests
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
     [Theory]
-    [InlineData(CacheCommand.FormatVersion)]
-    [InlineData(CacheCommand.TransactionVersion)]
-    [InlineData(CacheCommand.OldestFormatVersion)]
-    public async Task A_leader_counts_a_member_it_has_not_heard_from_as_reading_the_newest_format_the_log_holds(byte logFormat)
+    [InlineData(CacheCommand.FormatVersion, 0)]
+    [InlineData(CacheCommand.TransactionVersion, 0)]
+    [InlineData(CacheCommand.OldestFormatVersion, 0)]
+    [InlineData(CacheCommand.TransactionVersion, CacheCommand.FormatVersion)]
+    [InlineData(CacheCommand.OldestFormatVersion, CacheCommand.FormatVersion)]
+    public async Task A_leader_counts_a_member_it_has_not_heard_from_as_reading_the_newest_format_the_log_holds(byte logFormat, byte foundingFormat)
     {
         // Node 1 of three (nodes 2 and 3 exist only as the messages the test makes up). Node 2, leading term 1, gives it
         // an entry in logFormat; node 1 then leads term 2, having heard node 2's build read the newest format and nothing
-        // at all from node 3 (down since before node 1 started).
-        var node = PeerlessNode.Start();
+        // at all from node 3 (down since before node 1 started). A founding format newer than what the log holds (a
+        // founder first started on a newer build than the cluster's) does not count once the log says otherwise.
+        var node = PeerlessNode.Start(foundingEntryFormat: foundingFormat);
         var (disk, driver) = (node.Disk, node.Driver);
         var inbox = node.Inbox;
         try
