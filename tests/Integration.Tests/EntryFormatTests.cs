@@ -222,12 +222,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         cluster[1].Start();
         cluster[2].Start();
         await cluster.WaitForLeaderAsync(Patience);
-        cluster[1].Kill();
-        cluster[2].Kill();
-        cluster[1].Start();
-        cluster[2].Start();
-
-        var leader = await cluster.WaitForLeaderAsync(Patience);
+        var leader = await RestartNodes1And2Async(cluster);
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
         var copy = await cluster.ExecuteAsync(leader, Commands.Copy("first", "second"));
         Assert.True(copy.Integer == 1, $"COPY on a new cluster with a founder down: {copy}");
@@ -261,11 +256,7 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
 
         // Every node answers with the leader it follows: each has founded its data directory on the previous build.
         await cluster.WaitForLeaderAsync(Patience);
-        cluster[1].Kill();
-        cluster[2].Kill();
-        cluster[1].Start();
-        cluster[2].Start();
-        var leader = await cluster.WaitForLeaderAsync(Patience);
+        var leader = await RestartNodes1And2Async(cluster);
         if (leader == 3)
         {
             var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
@@ -276,6 +267,16 @@ public sealed class EntryFormatTests(ITestOutputHelper output)
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("first", "1"))).Ok);
         await Verify.CaughtUpAsync(cluster, Patience);
         return leader;
+    }
+
+    /// <summary>Kills nodes 1 and 2 and starts them again with no extra settings; returns the leader then.</summary>
+    private static async Task<ulong> RestartNodes1And2Async(LocalCluster cluster)
+    {
+        cluster[1].Kill();
+        cluster[2].Kill();
+        cluster[1].Start();
+        cluster[2].Start();
+        return await cluster.WaitForLeaderAsync(Patience);
     }
 
     private static Command RegisterSession(ulong clientId) => new() { Id = clientId, ClientId = clientId, RegisterSession = new RegisterSessionRequest() };
