@@ -692,6 +692,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         var proposed = _raft.Propose(EncodedEntry(format));
         if (proposed.Accepted)
         {
+            ProposedAt(proposed.Index);
             _lastPurgeIndex = proposed.Index;
             _lastPurgeTerm = proposed.Term;
             _purgeBehind = more;
@@ -800,6 +801,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         switch (result.Status)
         {
             case ProposeStatus.Accepted:
+                ProposedAt(result.Index);
                 _writes[result.Index] = new PendingWrite(result.Term, input);
                 break;
             case ProposeStatus.NotLeader:
@@ -1033,13 +1035,33 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (_writes.Remove(entry.Index, out var pending))
             {
                 var id = pending.Input.Command.Id;
-                _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term
-                    ? ReplyFactory.FromCache(id, reply)
-                    : ReplyFactory.Failure(id, Proto.FailureKind.Unavailable, "not applied: another leader's entry took its place; retry"));
+                _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term ? ReplyFactory.FromCache(id, reply) : Superseded(id));
             }
         }
 
         _appliedTerm = entry.Term;
+    }
+
+    private static Proto.Reply Superseded(ulong id) =>
+        ReplyFactory.Failure(id, Proto.FailureKind.Unavailable, "not applied: another leader's entry took its place; retry");
+
+    /// <summary>
+    /// This node, leading, has just proposed an entry at <paramref name="index"/>. A write or membership change it
+    /// proposed at that index in an earlier term is no longer in its log (another leader's entries replaced it), so it
+    /// never applies: it is answered now. A node that leads again before applying that far (the other leader's log was
+    /// shorter) otherwise replaced its waiter unanswered, and the command waited for its deadline.
+    /// </summary>
+    private void ProposedAt(ulong index)
+    {
+        if (_writes.Remove(index, out var write))
+        {
+            write.Input.Replies.Complete(Superseded(write.Input.Command.Id));
+        }
+
+        if (_changesAwaitingApply.Remove(index, out var change))
+        {
+            change.Completion.TrySetResult(false);
+        }
     }
 
     private void ServeReadsUpTo(ulong applied)
@@ -1332,6 +1354,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 return (result, result.Reason, null);
             }
 
+            ProposedAt(result.Index);
             var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
             _changesAwaitingApply[result.Index] = (result.Term, completion);
             return (result, null, completion.Task);
