@@ -1016,6 +1016,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             _changesApplied.Add((proposed.Completion, proposed.Term == entry.Term));
         }
 
+        CacheReply? reply = null;
         if (entry.Type == EntryType.ConfChange)
         {
             _cache.SkipEntry(entry.Index);
@@ -1031,12 +1032,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         else
         {
-            var reply = _cache.Apply(entry.Index, entry.Data.Span);
-            if (_writes.Remove(entry.Index, out var pending))
-            {
-                var id = pending.Input.Command.Id;
-                _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term ? ReplyFactory.FromCache(id, reply) : Superseded(id));
-            }
+            reply = _cache.Apply(entry.Index, entry.Data.Span);
+        }
+
+        // A write's own entry is never a membership change: another leader's change took its place.
+        if (_writes.Remove(entry.Index, out var pending))
+        {
+            var id = pending.Input.Command.Id;
+            _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term && reply is { } applied ? ReplyFactory.FromCache(id, applied) : Superseded(id));
         }
 
         _appliedTerm = entry.Term;

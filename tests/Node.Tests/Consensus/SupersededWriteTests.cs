@@ -51,6 +51,35 @@ public sealed class SupersededWriteTests
     }
 
     [Fact]
+    public async Task A_write_whose_index_another_leaders_membership_change_takes_is_answered()
+    {
+        // Node 1 leads term 2 and proposes two writes that reach no one; node 2, elected in term 3, puts its no-op and
+        // then a membership change at their indexes and commits both. Node 1 applies them: neither write applied.
+        await using var node = PeerlessNode.Start();
+        var driver = node.Driver;
+        var noOp = await node.LeadAsync(term: 2, voter: 2);
+        var first = driver.ExecuteAsync(Set(1, "a"));
+        var second = driver.ExecuteAsync(Set(2, "b"));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 2, "the two writes were not appended");
+
+        var change = new ConfChange(ConfChangeType.AddLearner, 4, "http://127.0.0.1:4").Encode();
+        Assert.True(node.Inbox.TryPost(new Message
+        {
+            Type = MessageType.Append, From = 2, To = 1, Term = 3, Index = noOp, LogTerm = 2, Commit = noOp + 2,
+            Entries = [new Entry(noOp + 1, 3, EntryType.Normal, ReadOnlyMemory<byte>.Empty), new Entry(noOp + 2, 3, EntryType.ConfChange, change)],
+        }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp + 2, "node 1 did not apply node 2's entries");
+
+        foreach (var (superseded, name) in new[] { (first, "first"), (second, "second") })
+        {
+            Assert.True(await Task.WhenAny(superseded, Task.Delay(Patience)) == superseded, $"the {name} write was not answered");
+            var reply = await superseded;
+            Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
+            Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
+        }
+    }
+
+    [Fact]
     public async Task A_membership_change_whose_index_the_node_reuses_when_it_leads_again_completes_as_not_applied()
     {
         // As the first case, with a membership change where the third write was: node 1 leads again in term 4 and its
