@@ -45,6 +45,8 @@ public static class WriteEncoder
         Proto.Command.OpOneofCase.None => "command without an operation",
         Proto.Command.OpOneofCase.Transaction => ValidateTransaction(command.Transaction),
         Proto.Command.OpOneofCase.RegisterSession when command.ClientId == CommandEnvelope.NoSession || command.Sequence != 0 => "a session registration needs a client id and sequence 0",
+        // Protobuf enums are open: a value the protocol does not define would make the encoder throw on the driver loop.
+        Proto.Command.OpOneofCase.Set when !Enum.IsDefined(command.Set.Condition) => $"unknown set condition {(int)command.Set.Condition}",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.TtlMs && command.Set.TtlMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Set when command.Set.ExpiryCase == Proto.SetRequest.ExpiryOneofCase.ExpireAtMs && command.Set.ExpireAtMs <= 0 => "ERR invalid expire time in 'set' command",
         Proto.Command.OpOneofCase.Del when command.Del.Keys.Count == 0 => "ERR wrong number of arguments for 'del' command",
