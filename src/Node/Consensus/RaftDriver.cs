@@ -1298,9 +1298,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _lastSnapshotIndex = built.Metadata.Index;
         _appliedTerm = built.Metadata.Term;
         Log.SnapshotInstalled(_logger, built.Metadata.Index, built.Metadata.Term, _cache.StoredKeyCount);
-        // The rest of the Ready that brought it is applied and advanced in this round's ProcessReady.
+        // The rest of the Ready that brought it is applied and advanced now, before any other input: until then the
+        // followed membership and the status are still the old state's, and a capture would label this state with them.
         _installed = _installing;
         _installing = null;
+        ProcessReady();
     }
 
     /// <summary>Keeps the address book on the applied membership (addresses travel in it), and completes the membership changes just applied.</summary>

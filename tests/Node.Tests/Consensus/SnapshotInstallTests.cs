@@ -74,6 +74,36 @@ public sealed class SnapshotInstallTests
         Assert.Equal(before, label.Membership);
     }
 
+    [Fact]
+    public async Task A_state_captured_right_after_the_swap_is_labelled_with_the_membership_at_its_own_index()
+    {
+        // The swap and the rest of the Ready that brought the snapshot (which moves the followed membership to the
+        // snapshot's) must not be split by other work: a capture taken between them is of the snapshot's state.
+        var before = Membership.Of([1UL, 2UL, 3UL]);
+        var installed = Membership.Of([1UL, 2UL, 4UL]);
+        await using var node = await FollowerInstalling.StartAsync(before, new SnapshotMetadata(100, 1, installed));
+        var (driver, store) = (node.Driver, node.Store);
+
+        // Hold the loop while the state is built and handed to it, so that the capture below is taken in the same round.
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = driver.RunOnLoopAsync(_ =>
+        {
+            holding.SetResult();
+            return release.Task.Wait(Patience);
+        });
+        await holding.Task.WaitAsync(Patience);
+        store.Release();
+        // The stream is closed once the built state is handed to the loop.
+        await store.Closed.WaitAsync(Patience);
+        var capture = driver.CaptureStateAsync();
+        release.SetResult();
+        Assert.True(await held.WaitAsync(Patience));
+
+        var (label, _) = await capture.WaitAsync(Patience);
+        Assert.Equal(label.Index >= 100 ? installed : before, label.Membership);
+    }
+
     /// <summary>
     /// Node 2 of a cluster of <c>membership</c>, following node 1, which sends it a snapshot of 100 keys; building the
     /// snapshot's state waits until the test releases it (StartAsync returns once the build has begun).
@@ -131,8 +161,12 @@ public sealed class SnapshotInstallTests
     {
         private readonly TaskCompletionSource _opened = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Task Opened => _opened.Task;
+
+        /// <summary>Completes when the stream read is closed: after the state built from it was handed to the loop.</summary>
+        public Task Closed => _closed.Task;
 
         public void Release() => _released.TrySetResult();
 
@@ -144,12 +178,21 @@ public sealed class SnapshotInstallTests
 
         public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata received) => throw new InvalidOperationException("the snapshot is stored already");
 
-        private MemoryStream Open()
+        private ClosingStream Open()
         {
             _opened.TrySetResult();
             // Runs on the thread pool task that builds the state: it waits for the test, not the loop.
             _released.Task.Wait();
-            return new MemoryStream(data, writable: false);
+            return new ClosingStream(data, _closed);
+        }
+
+        private sealed class ClosingStream(byte[] data, TaskCompletionSource closed) : MemoryStream(data, writable: false)
+        {
+            protected override void Dispose(bool disposing)
+            {
+                base.Dispose(disposing);
+                closed.TrySetResult();
+            }
         }
     }
 }
