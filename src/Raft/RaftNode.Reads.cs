@@ -186,6 +186,16 @@ public sealed partial class RaftNode
         }
     }
 
+    /// <summary>
+    /// The host gave up on the read-index request <paramref name="context"/> (its reads timed out): a follower forgets it,
+    /// and ignores an answer that still comes. It keeps every request it forwarded until the answer or a change of role
+    /// or leader, so each request or answer lost on the way would otherwise stay for as long as the leader leads.
+    /// </summary>
+    public void AbandonRead(ulong context) => _forwardedReads.Remove(context);
+
+    /// <summary>Read-index requests this follower forwarded and has not had answered (test inspection).</summary>
+    internal int ForwardedReadCount => _forwardedReads.Count;
+
     private void HandleReadIndexResponse(Message message)
     {
         if (!_forwardedReads.Remove(message.Context))

@@ -1130,6 +1130,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             foreach (var context in emptied ?? [])
             {
                 _readsAwaitingIndex.Remove(context);
+                _raft.AbandonRead(context);
             }
         }
 

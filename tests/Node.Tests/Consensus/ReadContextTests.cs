@@ -70,6 +70,22 @@ public sealed class ReadContextTests
         Assert.Contains("read index 1000", reply.Failure.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_read_index_request_whose_answer_never_comes_is_forgotten_once_its_reads_time_out()
+    {
+        // The request or its answer was lost (a full send queue, a broken stream): the core would keep the request for as
+        // long as the leader leads, one more with every such loss.
+        var time = new ReadClockTests.SettableTime(1_750_000_000_000);
+        await using var follower = Follower.Start(time);
+        var read = follower.Driver.ExecuteAsync(Get("k"));
+        await follower.ForwardedContextAsync();
+        Assert.Equal(1, await follower.Driver.RunOnLoopAsync(raft => raft.ForwardedReadCount).WaitAsync(Patience));
+
+        time.Advance((long)Follower.RequestTimeout.TotalMilliseconds + 1);
+        Assert.Equal(Proto.FailureKind.Unavailable, (await read.WaitAsync(Patience)).Failure.Kind);
+        Assert.Equal(0, await follower.Driver.RunOnLoopAsync(raft => raft.ForwardedReadCount).WaitAsync(Patience));
+    }
+
     private static Proto.Command Get(string key) => new()
     {
         Id = 1,
