@@ -1296,6 +1296,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         _cache.ReplaceState(built.Cache);
+        AnswerProposalsCoveredBy(built.Metadata.Index);
         _lastSnapshotIndex = built.Metadata.Index;
         _appliedTerm = built.Metadata.Term;
         Log.SnapshotInstalled(_logger, built.Metadata.Index, built.Metadata.Term, _cache.StoredKeyCount);
@@ -1304,6 +1305,29 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _installed = _installing;
         _installing = null;
         ProcessReady();
+    }
+
+    /// <summary>
+    /// A snapshot from the leader, up to <paramref name="snapshotIndex"/>, has replaced the state: the entries it covers are
+    /// never applied here one by one, so a write or membership change this node proposed at one of them (leading an
+    /// earlier term) is answered now, as of unknown outcome: it may or may not be in the snapshot. Otherwise the write
+    /// waited for its deadline, and the change, which has none on the loop, stayed waiting for good.
+    /// </summary>
+    private void AnswerProposalsCoveredBy(ulong snapshotIndex)
+    {
+        foreach (var (index, pending) in _writes.Where(write => write.Key <= snapshotIndex).ToList())
+        {
+            _writes.Remove(index);
+            pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
+                $"outcome unknown: proposed at index {index}, which a snapshot from the leader (up to index {snapshotIndex}) replaced here; it may have applied"));
+        }
+
+        foreach (var (index, change) in _changesAwaitingApply.Where(change => change.Key <= snapshotIndex).ToList())
+        {
+            _changesAwaitingApply.Remove(index);
+            change.Completion.TrySetException(new InvalidOperationException(
+                $"the change was proposed at index {index}, which a snapshot from the leader (up to index {snapshotIndex}) replaced on this node; it may have applied"));
+        }
     }
 
     /// <summary>Keeps the address book on the applied membership (addresses travel in it), and completes the membership changes just applied.</summary>

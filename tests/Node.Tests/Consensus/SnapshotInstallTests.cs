@@ -104,6 +104,49 @@ public sealed class SnapshotInstallTests
         Assert.Equal(label.Index >= 100 ? installed : before, label.Membership);
     }
 
+    [Fact]
+    public async Task A_write_and_a_membership_change_a_snapshot_from_the_leader_covers_are_answered_when_it_is_installed()
+    {
+        // Node 2 leads term 2 and proposes a write and a membership change that reach no one; node 1, elected in term 3,
+        // sends a snapshot at index 100, past both. Their entries are never applied here one by one, and node 2 cannot
+        // tell whether they are in the snapshot: both are answered as of unknown outcome then, not left waiting (the
+        // write for its deadline, a minute here; the change, which has none on the loop, for good).
+        var membership = Membership.Of([1UL, 2UL, 3UL]);
+        await using var node = FollowerInstalling.Create(membership, new SnapshotMetadata(100, 3, membership));
+        var driver = node.Driver;
+        var inbox = (IRaftInbox)driver;
+        node.Store.Release();
+        var noOp = await driver.RunOnLoopAsync(raft =>
+        {
+            raft.Campaign();
+            raft.Step(new Message { Type = MessageType.PreVoteResponse, From = 3, To = 2, Term = 2 });
+            raft.Step(new Message { Type = MessageType.VoteResponse, From = 3, To = 2, Term = 2 });
+            Assert.Equal(Role.Leader, raft.Role);
+            return raft.LastIndex;
+        }).WaitAsync(Patience);
+        Assert.True(inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 3, To = 2, Term = 2, Index = noOp }));
+        await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
+
+        var write = driver.ExecuteAsync(new Dcache.Protocol.Cache.Command
+        {
+            Id = 1,
+            Set = new Dcache.Protocol.Cache.SetRequest { Key = Google.Protobuf.ByteString.CopyFromUtf8("k"), Value = Google.Protobuf.ByteString.CopyFromUtf8("v") },
+        });
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 1, "the write was not appended");
+        var (proposal, refusal, applied) = await driver.ProposeConfChangeAsync(new ConfChange(ConfChangeType.AddLearner, 4, "http://127.0.0.1:4"), _ => null).WaitAsync(Patience);
+        Assert.Null(refusal);
+        Assert.Equal(noOp + 2, proposal.Index);
+
+        Assert.True(inbox.TryPost(new Message { Type = MessageType.Snapshot, From = 1, To = 2, Term = 3, Snapshot = new SnapshotMetadata(100, 3, membership) }));
+        Assert.True(await driver.WaitForStatusAsync(status => status.AppliedIndex >= 100, Patience, CancellationToken.None), "the snapshot was not installed");
+
+        Assert.True(await Task.WhenAny(write, Task.Delay(Patience)) == write, "the write was not answered");
+        Assert.Equal(Dcache.Protocol.Cache.FailureKind.OutcomeUnknown, (await write).Failure?.Kind);
+        Assert.True(await Task.WhenAny(applied!, Task.Delay(Patience)) == applied, "the membership change was not answered");
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => applied!);
+        Assert.Contains("may have applied", failure.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>
     /// Node 2 of a cluster of <c>membership</c>, following node 1, which sends it a snapshot of 100 keys; building the
     /// snapshot's state waits until the test releases it (StartAsync returns once the build has begun).
@@ -133,6 +176,9 @@ public sealed class SnapshotInstallTests
         public RaftDriver Driver { get; }
 
         public GatedSnapshots Store { get; }
+
+        /// <summary>The node, before any message reaches it: the snapshot is sent only if the test sends it.</summary>
+        public static FollowerInstalling Create(Membership membership, SnapshotMetadata snapshot) => new(membership, snapshot);
 
         public static async Task<FollowerInstalling> StartAsync(Membership membership, SnapshotMetadata snapshot)
         {
