@@ -458,6 +458,10 @@ public sealed class FasterRaftStorage : IRaftStorage
     /// <summary>Rebuilds the state from the records on open, with the live path's rules.</summary>
     internal sealed class ReplayVisitor(RaftLogState state, LogGeometry geometry) : ILogRecordVisitor
     {
+        // The term of the entry at the compaction point as the records read so far left it; null when none was read
+        // since the point last moved, or a later record superseded it.
+        private ulong? _termAtCompactIndex;
+
         public void Visit(long address, ReadOnlySpan<byte> record, bool committed)
         {
             switch (RaftRecordReader.Kind(record))
@@ -469,6 +473,7 @@ public sealed class FasterRaftStorage : IRaftStorage
                         // Written before the compaction recorded in the replay base: everything after it was
                         // superseded too, and is rewritten by the records that follow.
                         state.TruncateFrom(state.CompactIndex + 1);
+                        _termAtCompactIndex = index == state.CompactIndex ? RaftRecordReader.Second(record) : null;
                         return;
                     }
 
@@ -484,7 +489,22 @@ public sealed class FasterRaftStorage : IRaftStorage
                     state.Commit = Math.Max(state.Commit, RaftRecordReader.First(record));
                     break;
                 case RaftRecordKind.SnapshotInstalled:
-                    state.ApplySnapshot(RaftRecordReader.Snapshot(record));
+                    var snapshot = RaftRecordReader.Snapshot(record);
+                    if (snapshot.Index == state.Snapshot.Index && snapshot.Term == state.Snapshot.Term && snapshot.Index == state.CompactIndex)
+                    {
+                        // The install the replay base already records: its record lies past the log's begin only when
+                        // a crash came before the head moved. Replay then read the suffix the install found, and keeps
+                        // it only as the install did: when the entry at the snapshot's index had the snapshot's term.
+                        if (_termAtCompactIndex is { } term && term != snapshot.Term)
+                        {
+                            state.TruncateFrom(state.CompactIndex + 1);
+                        }
+                    }
+                    else if (state.ApplySnapshot(snapshot))
+                    {
+                        _termAtCompactIndex = null;
+                    }
+
                     break;
                 default:
                     throw LogScanner.Corrupt(geometry, address, $"unknown record kind {RecordFrame.Kind(record)}");

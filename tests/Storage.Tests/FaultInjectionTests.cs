@@ -195,6 +195,48 @@ public sealed class FaultInjectionTests : IDisposable
         Assert.Equal(12UL, appended.LastIndex);
     }
 
+    [Theory]
+    [InlineData(2UL, 15UL)]
+    [InlineData(1UL, 20UL)]
+    public void A_snapshot_install_keeps_or_drops_the_suffix_as_before_when_the_head_move_is_torn(ulong snapshotTerm, ulong lastIndex)
+    {
+        // Entries 11-20 of term 1 are not committed. A leader's snapshot at 15 of term 2 does not match entry 15, so
+        // the install drops them; one of term 1 matches, and they stay. The install persists the new replay base
+        // (compaction point 15) in one commit slot, then moves the log's head in the next: a crash that tears that
+        // second slot write leaves the new replay base with the old head, and replay reads the suffix again.
+        using var crashImage = new TempDirectory("dcache-crash-image");
+        var snapshot = new SnapshotMetadata(15, snapshotTerm, Membership.Of([1UL, 2, 3]));
+        string commitFile;
+        using (var storage = FasterRaftStorage.Open(Options))
+        {
+            storage.Save(new HardState(1, 1, 10), Entries(1, 20, 1), null);
+            storage.Save(new HardState(2, 2, 15), [], snapshot);
+            Assert.Equal(lastIndex, storage.LastIndex);
+            CopyDirectory(_directory.Path, crashImage.Path);
+            commitFile = Path.Combine(crashImage.Path, Path.GetRelativePath(_directory.Path, DurableLogCommitManager.MetadataPath(storage.Geometry)));
+        }
+
+        TearNewestCommitSlot(commitFile);
+
+        using var reopened = FasterRaftStorage.Open(FasterStorageContractTests.SmallOptions(crashImage.Path));
+        Assert.Equal(snapshot.Index, reopened.Snapshot.Index);
+        Assert.Equal(snapshot.Term, reopened.Snapshot.Term);
+        Assert.Equal(16UL, reopened.FirstIndex);
+        Assert.Equal(lastIndex, reopened.LastIndex);
+        Assert.Equal(LogReadStatus.Ok, reopened.TryGetTerm(15, out var term));
+        Assert.Equal(snapshotTerm, term);
+        Assert.True(StorageVerifier.Verify(FasterStorageContractTests.SmallOptions(crashImage.Path)).IsHealthy);
+    }
+
+    /// <summary>Damages the commit metadata slot with the highest sequence number, as a write of it cut short would.</summary>
+    private static void TearNewestCommitSlot(string path)
+    {
+        const int slotSize = 4096;
+        var slots = File.ReadAllBytes(path);
+        var sequences = Enumerable.Range(0, 2).Select(i => BitConverter.ToInt64(slots, (i * slotSize) + 8)).ToArray();
+        FlipByte(path, (sequences[0] > sequences[1] ? 0 : slotSize) + 40);
+    }
+
     internal static void FlipByte(string path, long offset)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
