@@ -6,7 +6,7 @@ namespace Dcache.Node.Tests.Cache;
 
 /// <summary>
 /// A replica restored from a snapshot behaves exactly like one that applied every entry: a seeded stream of every
-/// command kind (all format versions, registered and unregistered sessions with retries, stale and marked writes,
+/// command kind (transactions with reads between their writes too; all format versions, registered and unregistered sessions with retries, stale and marked writes,
 /// session expiry, clocks that jump back, malformed entries, membership changes skipped) runs under a memory cap small
 /// enough that nearly every write evicts, against one replica that also serves reads of every kind (GET, TTL, KEYS and
 /// SCAN, some taken in slices between writes, snapshot captures begun and abandoned), one that serves none, and
@@ -120,7 +120,7 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
         Assert.True(restores >= 10, $"seed {seed}: only {restores} replicas were restored");
         var tally = replies.GroupBy(Category).OrderBy(group => group.Key, StringComparer.Ordinal).ToDictionary(group => group.Key, group => group.Count());
         output.WriteLine(string.Join(", ", tally.Select(pair => pair.Key + " " + pair.Value.ToString(CultureInfo.InvariantCulture))));
-        foreach (var wanted in new[] { CacheErrors.SessionExpired, CacheErrors.StaleSessionSequence, CacheErrors.OutOfMemory, CacheErrors.NotAFloat, CacheErrors.NoSuchKey, "bulk", "integer" })
+        foreach (var wanted in new[] { CacheErrors.SessionExpired, CacheErrors.StaleSessionSequence, CacheErrors.OutOfMemory, CacheErrors.NotAFloat, CacheErrors.NoSuchKey, "bulk", "integer", "array" })
         {
             Assert.True(tally.GetValueOrDefault(wanted) > 0, $"seed {seed}: no reply of kind {wanted}");
         }
@@ -409,11 +409,11 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
             return entry;
         }
 
-        private byte[] Command(CommandEnvelope envelope)
+        private byte[] Command(CommandEnvelope envelope, bool inTransaction = false)
         {
             var key = Key();
             var other = Key();
-            return random.Next(100) switch
+            return random.Next(inTransaction ? 97 : 102) switch
             {
                 < 25 => Entries.Encode(w => CacheCommand.EncodeSet(w, envelope, key, Value(), RandomSetOptions())),
                 < 31 => Entries.Encode(w => CacheCommand.EncodeDelete(w, envelope, [key, other])),
@@ -429,8 +429,30 @@ public sealed class RestoredReplicaTests(ITestOutputHelper output)
                 < 91 when random.Next(4) == 0 => Entries.Encode(w => CacheCommand.EncodeFlushAll(w, envelope)),
                 < 94 => Entries.Encode(w => CacheCommand.EncodeSetRange(w, envelope, key, SetRangeOffset(), random.Next(6) == 0 ? [] : Value())),
                 < 97 => Entries.Encode(w => CacheCommand.EncodeCopy(w, envelope, key, random.Next(8) == 0 ? key : other, replace: random.Next(2) == 0)),
+                < 100 => Transaction(envelope),
                 _ => Entries.Encode(w => CacheCommand.EncodeSet(w, envelope, key, Value(), default)),
             };
+        }
+
+        /// <summary>MULTI/EXEC: writes of every kind with reads of every kind between them, under the cap.</summary>
+        private byte[] Transaction(CommandEnvelope envelope)
+        {
+            var commands = Enumerable.Range(0, random.Next(1, 5))
+                .Select(_ => (ReadOnlyMemory<byte>)(random.Next(3) == 0 ? TransactionRead() : Command(new CommandEnvelope(CommandEnvelope.NoSession, 0, NowMs), inTransaction: true)))
+                .ToArray();
+            return Entries.Encode(w => CacheCommand.EncodeTransaction(w, envelope, commands));
+        }
+
+        private byte[] TransactionRead()
+        {
+            var kind = (ReadKind)random.Next(1, (int)ReadKind.KeyCount + 1);
+            ReadOnlyMemory<byte>[] keys = kind switch
+            {
+                ReadKind.KeyCount => [],
+                ReadKind.MultiGet or ReadKind.Exists => [Key(), Key(), Key()],
+                _ => [Key()],
+            };
+            return Entries.Encode(w => CacheCommand.EncodeRead(w, Entries.NoSession, kind, keys, random.Next(-5, 5), random.Next(-5, 500)));
         }
 
         private byte[] Key() => KeySpace[random.Next(KeySpace.Length)];
