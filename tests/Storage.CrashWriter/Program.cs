@@ -128,8 +128,12 @@ public static class Program
             }
             else
             {
-                // A snapshot from the leader, beyond our log: replaces it.
-                var index = storage.LastIndex + (ulong)random.Next(1, 10);
+                // A snapshot from the leader, of a newer term: beyond our log, or inside its uncommitted suffix, which it
+                // then drops (the entry at its index is of an older term).
+                var firstUncommitted = Math.Max(commit, storage.Snapshot.Index) + 1;
+                var index = random.Next(2) == 0 && storage.LastIndex >= firstUncommitted
+                    ? (ulong)random.NextInt64((long)firstUncommitted, (long)storage.LastIndex + 1)
+                    : storage.LastIndex + (ulong)random.Next(1, 10);
                 term++;
                 output.WriteLine(Invariant($"I {seq} H {term} {vote}"));
                 output.Flush();
