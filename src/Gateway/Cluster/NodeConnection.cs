@@ -427,9 +427,16 @@ public sealed partial class NodeConnection : IAsyncDisposable
                     }
 
                     using var call = _node.Client.Execute(_node._headers, cancellationToken: token);
-                    var reader = ReadRepliesAsync(call.ResponseStream, token);
-                    var writer = WriteCommandsAsync(call.RequestStream, token);
+                    using var streamOver = CancellationTokenSource.CreateLinkedTokenSource(token);
+                    var reader = ReadRepliesAsync(call.ResponseStream, streamOver.Token);
+                    var writer = WriteCommandsAsync(call.RequestStream, streamOver.Token);
                     var finished = await Task.WhenAny(reader, writer).ConfigureAwait(false);
+
+                    // The other half ends before the stream is given up: a writer left waiting on the queue would take
+                    // the next stream's commands and write them to this dead call, where no reply can ever come.
+                    await streamOver.CancelAsync().ConfigureAwait(false);
+                    call.Dispose();
+                    await Task.WhenAll(reader, writer).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                     await finished.ConfigureAwait(false); // surfaces the failure that ended the stream
                     throw new IOException("the command stream ended");
                 }
