@@ -196,6 +196,19 @@ public sealed class ConnectionCommandTests
     }
 
     [Fact]
+    public async Task PipelinedResetBringsBackTheUnauthenticatedLimitsForTheRequestsAfterIt()
+    {
+        // Redis parses each request after the one before it ran: after RESET, the next is read as an unauthenticated one.
+        var server = new TestServer(o => o.RequirePass = "pw");
+        await using var client = server.Connect();
+        Assert.Equal("+OK", await Run(client, "AUTH", "pw"));
+        await client.SendAsync(TestConnection.Encode("RESET").Concat(TestConnection.Encode("SET", "k", new string('v', 20_000))).ToArray());
+        Assert.Equal("+RESET", (await client.ReadAsync()).ToString());
+        Assert.Equal("-ERR Protocol error: unauthenticated bulk length", (await client.ReadAsync()).ToString());
+        Assert.True(await client.IsClosedAsync());
+    }
+
+    [Fact]
     public async Task UnauthenticatedLargeRequestIsAProtocolError()
     {
         var server = new TestServer(o => o.RequirePass = "pw");

@@ -145,6 +145,13 @@ internal sealed class RespConnection
             {
                 case RespParseStatus.Request:
                     _batch.Add(request!);
+                    if (_options.AuthenticationRequired && request!.Count == 1 && CommandTable.Find(request[0]) is { Name: "reset" })
+                    {
+                        // RESET makes the connection unauthenticated again: the requests after it are parsed once it ran,
+                        // under the unauthenticated limits, as in Redis.
+                        return (null, !buffer.IsEmpty);
+                    }
+
                     break;
                 case RespParseStatus.ProtocolError:
                     return (_parser.Error, false);
