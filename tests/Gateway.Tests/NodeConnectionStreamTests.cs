@@ -29,8 +29,9 @@ public sealed class NodeConnectionStreamTests
         };
         await using var connection = new NodeConnection(node.Address, isSeed: true, new Metadata(), options, new CommandIds(), NullLogger.Instance);
 
-        // Each break makes the connection wait a little longer before it reopens the stream (up to 0.5 s): the command
-        // sent right after a break arrives while it waits, the case where it was taken by the broken stream's writer.
+        // After each break the connection waits before it reopens the stream (10 ms, doubling while breaks follow each
+        // other with no reply between them): the command sent right after a break arrives while it waits, the case
+        // where it was taken by the broken stream's writer.
         for (var round = 0; round < 8; round++)
         {
             var broken = new Reply?[1];
@@ -44,5 +45,9 @@ public sealed class NodeConnectionStreamTests
 
         Assert.Equal(0, connection.CommandsSent);
         Assert.Equal(0, connection.CommandsQueued);
+
+        // Every stream but the first answered a command before it broke: each break was a new one, so the connection
+        // reopened after the first delay every time, not after the longest one (10 ms doubled seven times, capped at 0.5 s).
+        Assert.Equal(TimeSpan.FromMilliseconds(10), connection.LongestLastReconnectDelay);
     }
 }

@@ -185,6 +185,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
     /// <summary>Commands written to this node's streams whose reply is still awaited.</summary>
     internal int CommandsSent => Volatile.Read(ref _sent);
 
+    /// <summary>The longest delay any of this node's streams waited before it last reopened.</summary>
+    internal TimeSpan LongestLastReconnectDelay => _streams.Max(stream => stream.LastReconnectDelay);
+
     /// <summary>
     /// One attempt at this node, through its <see cref="Breaker"/>: sends the commands and completes when every reply
     /// is in <paramref name="replies"/> (same order). It fails with <see cref="NodeUnreachableException"/> when the
@@ -369,6 +372,8 @@ public sealed partial class NodeConnection : IAsyncDisposable
     /// <summary>One bidirectional stream with its own queue, writer loop and reader loop.</summary>
     private sealed class CommandStream : IAsyncDisposable
     {
+        private static readonly TimeSpan FirstReconnectDelay = TimeSpan.FromMilliseconds(10);
+
         private readonly NodeConnection _node;
         private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
         private readonly ConcurrentDictionary<ulong, InFlight> _inFlight = new();
@@ -377,11 +382,17 @@ public sealed partial class NodeConnection : IAsyncDisposable
         // A batch too large for one message, with only part of it written (the writer loop's alone).
         private Pending? _partlySent;
 
+        // Set by the reply reader when the open stream delivers a reply: a stream that worked restarts the backoff.
+        private int _answeredSinceOpen;
+
         public CommandStream(NodeConnection node)
         {
             _node = node;
             _pump = Task.Run(PumpAsync);
         }
+
+        /// <summary>How long the stream waited before it last reopened (zero until it broke once).</summary>
+        internal TimeSpan LastReconnectDelay { get; private set; }
 
         public async Task SendAsync(Pending pending, CancellationToken cancellationToken)
         {
@@ -416,7 +427,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
         private async Task PumpAsync()
         {
             var token = _node._stopping.Token;
-            var backoff = TimeSpan.FromMilliseconds(10);
+            var backoff = FirstReconnectDelay;
             while (!token.IsCancellationRequested)
             {
                 try
@@ -449,6 +460,14 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 {
                     Log.StreamFailed(_node._logger, _node.Address, ex.Message);
                     FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
+                    if (Interlocked.Exchange(ref _answeredSinceOpen, 0) != 0)
+                    {
+                        // It answered before it broke: a new failure, not the same one again. Without this, a gateway
+                        // that had seen a few breaks in its life waited the longest delay after every later one.
+                        backoff = FirstReconnectDelay;
+                    }
+
+                    LastReconnectDelay = backoff;
                     try
                     {
                         await Task.Delay(backoff, token).ConfigureAwait(false);
@@ -539,6 +558,10 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 }
 
                 Interlocked.Add(ref _node._sent, -answered);
+                if (answered > 0)
+                {
+                    Volatile.Write(ref _answeredSinceOpen, 1);
+                }
             }
         }
 
