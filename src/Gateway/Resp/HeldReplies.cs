@@ -7,7 +7,8 @@ namespace Dcache.Gateway.Resp;
 /// <summary>
 /// While a connection's flush waits for its client to take replies: the bytes it holds for that client, the flush's
 /// own and those of the batch's later replies as they arrive. Past the limit the flush is cancelled, so that the
-/// connection can be closed; watching stops at disposal (a reply arriving later counts for nothing).
+/// connection can be closed; watching stops at <see cref="StopWatching"/> or disposal (a reply arriving later counts for
+/// nothing).
 /// </summary>
 internal sealed class HeldReplies : IDisposable
 {
@@ -68,5 +69,17 @@ internal sealed class HeldReplies : IDisposable
         }
     }
 
-    public void Dispose() => Interlocked.CompareExchange(ref _state, Stopped, Watching);
+    /// <summary>
+    /// Stops watching; false when what is held had already gone past the limit (the flush was cancelled, or the
+    /// cancellation falls on the next one), so the connection must close. Deciding on <see cref="Exceeded"/> and then
+    /// stopping left a window: a reply arriving in between cancelled the next flush of a connection judged within the
+    /// limit, which then closed as if its client had gone.
+    /// </summary>
+    public bool StopWatching()
+    {
+        var state = Interlocked.CompareExchange(ref _state, Stopped, Watching);
+        return state != Over;
+    }
+
+    public void Dispose() => StopWatching();
 }

@@ -306,7 +306,7 @@ internal sealed class RespConnection
             }
 
             flush = await flushing.ConfigureAwait(false);
-            if (held.Exceeded && flush is not null)
+            if (!held.StopWatching() && flush is not null)
             {
                 CloseOverOutputLimit();
                 return false;
