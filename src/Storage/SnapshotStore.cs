@@ -26,6 +26,11 @@ public sealed class SnapshotStore : IDisposable
     private readonly IDevice _device;
     private readonly FasterLog _log;
     private readonly Lock _gate = new();
+    // Held shared by every use of the FasterLog (a writer's chunks among them, which run outside _gate) and exclusively
+    // by Dispose: a snapshot being written while the node stops ends at its next use with ObjectDisposedException, and
+    // the log is never disposed under a thread inside it (that thread would spin or wait on it for good). Taken
+    // before _gate.
+    private readonly ReaderWriterLockSlim _logInUse = new();
     private readonly SnapshotRecordWriter _recordWriter = new();
     private readonly Dictionary<long, int> _openReaders = [];
     private readonly Dictionary<long, long> _readerBegins = [];
@@ -103,9 +108,9 @@ public sealed class SnapshotStore : IDisposable
     /// <summary>Starts a snapshot; only one may be written at a time. Dispose the writer without <see cref="SnapshotWriter.Complete"/> to abandon it.</summary>
     public SnapshotWriter BeginSnapshot(SnapshotMetadata metadata)
     {
+        using var _ = UseLog();
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_writing)
             {
                 throw new InvalidOperationException("a snapshot is already being written");
@@ -142,19 +147,45 @@ public sealed class SnapshotStore : IDisposable
 
     public void Dispose()
     {
-        lock (_gate)
+        _logInUse.EnterWriteLock();
+        try
         {
-            if (_disposed)
+            lock (_gate)
             {
-                return;
+                if (_disposed)
+                {
+                    return;
+                }
+
+                _disposed = true;
             }
 
-            _disposed = true;
+            _log.Dispose();
+            _device.Dispose();
+            _commitManager.Dispose();
+        }
+        finally
+        {
+            _logInUse.ExitWriteLock();
+        }
+    }
+
+    /// <summary>Holds the log open until the returned scope ends; throws once the store is disposed.</summary>
+    private LogUse UseLog()
+    {
+        _logInUse.EnterReadLock();
+        if (_disposed)
+        {
+            _logInUse.ExitReadLock();
+            throw new ObjectDisposedException(nameof(SnapshotStore), "the snapshot store is closed (the node is stopping)");
         }
 
-        _log.Dispose();
-        _device.Dispose();
-        _commitManager.Dispose();
+        return new LogUse(_logInUse);
+    }
+
+    private readonly struct LogUse(ReaderWriterLockSlim lockHeld) : IDisposable
+    {
+        public void Dispose() => lockHeld.ExitReadLock();
     }
 
     private void ThrowIfWriteFailed()
@@ -209,6 +240,7 @@ public sealed class SnapshotStore : IDisposable
     {
         // FasterLog blocks here (yielding) while its memory is full of pages still being flushed: that is the
         // back-pressure that keeps a large snapshot from accumulating in memory. Once a flush failed, it throws.
+        using var _ = UseLog();
         try
         {
             _log.Enqueue(_recordWriter.ForChunk(id, sequence, data));
@@ -221,9 +253,10 @@ public sealed class SnapshotStore : IDisposable
 
     internal SnapshotCatalogueEntry Complete(long id, SnapshotMetadata metadata, long begin, long size, uint crc, int chunks)
     {
-        lock (_gate)
+        try
         {
-            try
+            using var _ = UseLog();
+            lock (_gate)
             {
                 _log.Enqueue(_recordWriter.ForEnd(id, size, crc, chunks));
                 FasterLogCommits.CommitAndWait(_log, ThrowIfWriteFailed);
@@ -233,15 +266,15 @@ public sealed class SnapshotStore : IDisposable
                 Prune();
                 return entry;
             }
-            catch (CommitFailureException ex)
-            {
-                throw WriteFailed(ex);
-            }
-            finally
-            {
-                // Also when it failed: an uncatalogued snapshot is abandoned, and the next may be begun.
-                _writing = false;
-            }
+        }
+        catch (CommitFailureException ex)
+        {
+            throw WriteFailed(ex);
+        }
+        finally
+        {
+            // Also when it failed, or the store closed: an uncatalogued snapshot is abandoned, and the next may be begun.
+            Abandon();
         }
     }
 

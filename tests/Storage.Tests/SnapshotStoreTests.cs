@@ -61,6 +61,54 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task A_snapshot_being_written_when_the_store_closes_ends_with_ObjectDisposedException_and_is_not_kept()
+    {
+        // What a node stopping during an automatic snapshot does: the store closes under a writer still sending chunks.
+        // Closing FasterLog under it once left the writer spinning inside FasterLog for good.
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        {
+            var store = SnapshotStore.Open(Options, metadata);
+            var writing = new ManualResetEventSlim();
+            Exception? failure = null;
+            var writes = 0;
+            var writer = new Thread(() =>
+            {
+                try
+                {
+                    using var snapshot = store.BeginSnapshot(new SnapshotMetadata(100, 2, Members));
+                    var buffer = new byte[10_000];
+                    // Far more than is written before the store closes (a bound, not a size that matters).
+                    for (; writes < 200_000; writes++)
+                    {
+                        snapshot.Write(buffer);
+                        writing.Set();
+                    }
+
+                    snapshot.Complete();
+                }
+                catch (Exception ex)
+                {
+                    failure = ex;
+                }
+            }) { IsBackground = true };
+            writer.Start();
+            Assert.True(writing.Wait(TimeSpan.FromSeconds(30)), "the writer did not start");
+            await Task.Run(store.Dispose).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(writer.Join(TimeSpan.FromSeconds(30)), $"the writer is still inside the closed store after {writes} writes");
+            Assert.IsType<ObjectDisposedException>(failure);
+            Assert.True(writes < 200_000, "the writer finished before the store closed: the race was not exercised");
+        }
+
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            Assert.Empty(store.List());
+            var entry = WriteSnapshot(store, 200, 50_000, 7, new Random(7));
+            AssertContent(store, entry, 50_000, 7);
+        }
+    }
+
+    [Fact]
     public void Snapshots_stream_in_and_out_in_chunks_survive_reopen_and_only_the_newest_two_are_kept()
     {
         var seed = Random.Shared.Next();
