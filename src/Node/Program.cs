@@ -63,6 +63,7 @@ builder.Services.AddSingleton<ClusterAuthInterceptor>();
 builder.Services.AddGrpc(grpc =>
 {
     grpc.Interceptors.Add<ClusterAuthInterceptor>();
+    grpc.Interceptors.Add<NodeStoppedInterceptor>();
     grpc.MaxReceiveMessageSize = nodeOptions.MaxMessageBytes;
     grpc.MaxSendMessageSize = nodeOptions.MaxMessageBytes;
     grpc.EnableDetailedErrors = false;

@@ -304,7 +304,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             ex => completion.TrySetException(ex));
         if (!_inputs.Writer.TryWrite(input))
         {
-            completion.SetException(new InvalidOperationException("the node is shutting down"));
+            completion.SetException(new NodeStoppedException("the node is shutting down"));
         }
 
         return completion.Task;
@@ -339,7 +339,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             ex => completion.TrySetException(ex));
         if (!_inputs.Writer.TryWrite(input))
         {
-            completion.SetException(new InvalidOperationException("the node is shutting down"));
+            completion.SetException(new NodeStoppedException("the node is shutting down"));
         }
 
         return completion.Task;
@@ -1497,7 +1497,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                     command.Replies.Complete(ReplyFactory.Failure(command.Command.Id, Proto.FailureKind.Unavailable, "not applied: the node stopped"));
                     break;
                 case LoopWorkInput work:
-                    work.Fail(new InvalidOperationException("the node stopped"));
+                    work.Fail(new NodeStoppedException("the node stopped"));
                     break;
             }
         }
