@@ -119,6 +119,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     // committed entries reaches it, so no snapshot is taken before then (its membership would be ahead of its index).
     private readonly ulong _replayedMembershipIndex;
     private bool _snapshotInProgress;
+    // Snapshot work on the thread pool (an automatic snapshot being written, a leader's snapshot being built), started
+    // on the loop: disposal waits for it, bounded, so the host does not close storage under it.
+    private Task _persisting = Task.CompletedTask;
+    private Task _building = Task.CompletedTask;
+
+    /// <summary>How long disposal waits for snapshot work in progress before it lets storage close under it (which then refuses it).</summary>
+    private static readonly TimeSpan SnapshotWorkStopBound = TimeSpan.FromSeconds(5);
     private ulong _appliedTerm;
     private long _lastPurgeProposalMs;
 
@@ -1195,7 +1202,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             capture =>
             {
                 _automaticCapture = null;
-                _ = Task.Run(() => PersistSnapshot(metadata, capture, started));
+                _persisting = Task.Run(() => PersistSnapshot(metadata, capture, started));
             },
             reason => Log.SnapshotFailed(_logger, metadata.Index, reason));
     }
@@ -1273,7 +1280,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         _installing = ready;
         var options = _cache.Options;
-        _ = Task.Run(() =>
+        _building = Task.Run(() =>
         {
             try
             {
@@ -1541,6 +1548,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
         }
 
+        // The loop has ended, so no more is started. Both catch what they meet; a snapshot not done by then is cut short
+        // when storage closes (it is never catalogued, and the next start replays the log instead).
+        var snapshotWork = Task.WhenAll(_persisting, _building);
+        if (await Task.WhenAny(snapshotWork, Task.Delay(SnapshotWorkStopBound, _clock)).ConfigureAwait(false) != snapshotWork)
+        {
+            Log.SnapshotWorkOutlivedStop(_logger, SnapshotWorkStopBound);
+        }
+
         _stopping.Dispose();
     }
 
@@ -1636,6 +1651,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} was removed from the cluster ({Membership}); the members refuse its traffic from now on. Stop it and delete its data directory; to bring the machine back, add it as a new member with a new id and an empty data directory")]
         public static partial void RemovedFromCluster(ILogger logger, ulong nodeId, string membership);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot work was still in progress {Bound} after the node began to stop; storage closes under it and the snapshot is not kept")]
+        public static partial void SnapshotWorkOutlivedStop(ILogger logger, TimeSpan bound);
 
         [LoggerMessage(Level = LogLevel.Critical, Message = "The Raft driver loop failed; the node stops")]
         public static partial void LoopFailed(ILogger logger, Exception exception);
