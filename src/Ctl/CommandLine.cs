@@ -39,7 +39,8 @@ internal static class CommandLine
                                     find the leader from any of them
           --cluster-id ID  --secret S  (default the dev cluster's)
 
-        exit codes: 0 done, 1 failed (the message says why), 2 usage error
+        exit codes: 0 done, 1 failed (the message says why), 2 usage error (an option the command does not
+        take, or one given twice, is one)
         """;
 
     public static async Task<int> RunAsync(string[] args)
@@ -69,7 +70,7 @@ internal static class CommandLine
                 throw new FormatException($"'{args[0]}' needs a verb: {(args[0] == "member" ? "list, add, promote, remove or update" : "transfer")}");
             }
 
-            options = Options.Parse(args.AsSpan(verb is null ? 1 : 2));
+            options = Options.Parse(args.AsSpan(verb is null ? 1 : 2), KnownOptions(args[0], verb));
         }
         catch (FormatException ex)
         {
@@ -94,6 +95,16 @@ internal static class CommandLine
         }
     }
 
+    /// <summary>The options each command takes; an unknown command or verb takes the connection options, and is reported as unknown afterwards.</summary>
+    private static string[] KnownOptions(string command, string? verb) => (command, verb) switch
+    {
+        ("dev", _) => ["nodes", "data", "base-port", "gateway-port", "read-routing", "node-dll", "gateway-dll"],
+        ("member", "add" or "update") => [.. Options.Connection, "id", "address"],
+        ("member", "promote" or "remove") => [.. Options.Connection, "id"],
+        ("leader", "transfer") => [.. Options.Connection, "to"],
+        _ => Options.Connection,
+    };
+
     private static async Task<int> RunOrUsageErrorAsync(Func<Task<int>> command)
     {
         try
@@ -113,7 +124,14 @@ internal sealed class Options
 {
     private readonly Dictionary<string, string> _values = [];
 
-    public static Options Parse(ReadOnlySpan<string> args)
+    /// <summary>The options of the commands that reach a cluster.</summary>
+    public static readonly string[] Connection = ["endpoints", "cluster-id", "secret"];
+
+    /// <summary>
+    /// Parses --name value pairs. A name not in <paramref name="known"/>, or one given twice, is a usage error: a
+    /// misspelt option must not fall back to a default (another node, the dev cluster's endpoints) and act on it.
+    /// </summary>
+    public static Options Parse(ReadOnlySpan<string> args, IReadOnlyCollection<string> known)
     {
         var options = new Options();
         for (var i = 0; i < args.Length; i++)
@@ -123,7 +141,18 @@ internal sealed class Options
                 throw new FormatException($"expected --name value, got '{args[i]}'");
             }
 
-            options._values[args[i][2..]] = args[++i];
+            var name = args[i][2..];
+            if (!known.Contains(name))
+            {
+                throw new FormatException(known.Count == 0
+                    ? $"unknown option --{name} (this command takes none)"
+                    : $"unknown option --{name} (this command takes {string.Join(", ", known.Select(k => $"--{k}"))})");
+            }
+
+            if (!options._values.TryAdd(name, args[++i]))
+            {
+                throw new FormatException($"--{name} is given twice");
+            }
         }
 
         return options;

@@ -20,7 +20,7 @@ internal static class RecoverCommands
 
         return await CommandFailures.ReportAsync($"recover {sub}", () =>
         {
-            var options = Options.Parse(rest);
+            var options = Options.Parse(rest, sub == "force-new-cluster" ? ["data", "cluster-id"] : ["data"]);
             return Task.FromResult(sub switch
             {
                 "inspect" => Inspect(options),

@@ -22,7 +22,12 @@ internal static class SnapshotCommands
 
         return await CommandFailures.ReportAsync($"snapshot {sub}", async () =>
         {
-            var options = Options.Parse(rest);
+            var options = Options.Parse(rest, sub switch
+            {
+                "save" => Options.Connection,
+                "restore" => ["data", "node-id", "cluster-id", "initial-cluster"],
+                _ => [],
+            });
             return sub switch
             {
                 "save" => await SaveAsync(file, options).ConfigureAwait(false),

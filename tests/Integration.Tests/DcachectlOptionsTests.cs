@@ -1,0 +1,44 @@
+using Dcache.Integration.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>
+/// An option dcachectl does not take, or one given twice, is a usage error (exit 2) before anything is done: a
+/// misspelt `--to` must not hand leadership to another node, a misspelt `--endpoints` must not reach the dev cluster's.
+/// </summary>
+public sealed class DcachectlOptionsTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task AnOptionACommandDoesNotTakeOrOneGivenTwiceIsAUsageErrorBeforeAnythingIsDone()
+    {
+        var root = Directory.CreateTempSubdirectory("dcachectl-options-");
+        try
+        {
+            var unused = $"http://127.0.0.1:{FreePorts.Allocate(1)[0]}";
+            string[] cluster = ["--endpoints", unused, "--cluster-id", "c", "--secret", "s"];
+
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["leader", "transfer", "--target", "2", .. cluster]), 2, "unknown option --target");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "remove", "--id", "2", "--id", "3", .. cluster]), 2, "--id is given twice");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "add", "--id", "4", "--adress", "http://127.0.0.1:1", .. cluster]), 2, "unknown option --adress");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--clusterid", "c", .. cluster]), 2, "unknown option --clusterid");
+
+            var backup = Path.Combine(root.FullName, "backup.dcsnap");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, "--secrett", "s", .. cluster]), 2, "unknown option --secrett");
+            Assert.False(File.Exists(backup));
+
+            await File.WriteAllTextAsync(backup, "not a snapshot");
+            var target = Path.Combine(root.FullName, "node1");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", target, "--node-id", "1", "--cluster-id", "new",
+                "--initial-cluster", "1=http://127.0.0.1:1", "--node", "2"), 2, "unknown option --node");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", backup, "--data", target), 2, "unknown option --data");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", target, "--cluster-id", "new", "--force", "yes"), 2, "unknown option --force");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "inspect", "--data", target, "--cluster-id", "new"), 2, "unknown option --cluster-id");
+            Assert.False(Directory.Exists(target));
+        }
+        finally
+        {
+            root.Delete(recursive: true);
+        }
+    }
+}
