@@ -140,7 +140,7 @@ internal static class SnapshotCommands
         var created = !Directory.Exists(directory);
         try
         {
-            using var storage = NodeStorage.Open(new StorageOptions { DataDirectory = directory }, nodeId, clusterId);
+            using var storage = NodeStorage.OpenForRestore(new StorageOptions { DataDirectory = directory }, nodeId, clusterId);
             // dcachectl ships with the node's build: the new cluster is founded with its format.
             storage.Metadata.RecordFoundingEntryFormat(CacheCommand.FormatVersion);
             using (var reader = new SnapshotFileReader(file))
@@ -158,6 +158,7 @@ internal static class SnapshotCommands
 
             // The log starts at the snapshot, committed up to it: the node loads it on start and continues after it.
             storage.RaftLog.Save(new HardState(metadata.Term, 0, metadata.Index), [], metadata);
+            storage.FinishRestore();
         }
         catch
         {

@@ -13,11 +13,20 @@ public sealed class NodeStorage : IDisposable
 {
     public const string LockFileName = "LOCK";
 
-    private readonly FileStream _lock;
+    /// <summary>
+    /// Present while `dcachectl snapshot restore` seeds the directory, removed once the restore is durable. A restore
+    /// cut short (Ctrl-C, a lost session, power loss) leaves a directory with an identity but no log, which a node
+    /// would take for a new one and found a new, empty cluster in; while this file exists, nothing opens it.
+    /// </summary>
+    public const string RestoreMarkerFileName = "RESTORING";
 
-    private NodeStorage(FileStream directoryLock, MetadataStore metadata, FasterRaftStorage raftLog, SnapshotStore snapshots)
+    private readonly FileStream _lock;
+    private readonly string _directory;
+
+    private NodeStorage(FileStream directoryLock, string directory, MetadataStore metadata, FasterRaftStorage raftLog, SnapshotStore snapshots)
     {
         _lock = directoryLock;
+        _directory = directory;
         Metadata = metadata;
         RaftLog = raftLog;
         Snapshots = snapshots;
@@ -29,20 +38,51 @@ public sealed class NodeStorage : IDisposable
 
     public SnapshotStore Snapshots { get; }
 
-    /// <summary>Opens (or creates) a node's storage; refuses a directory that belongs to another node or cluster.</summary>
-    public static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory = null)
+    /// <summary>Opens (or creates) a node's storage; refuses a directory that belongs to another node or cluster, or that a restore left unfinished.</summary>
+    public static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory = null) =>
+        Open(options, nodeId, clusterId, loggerFactory, restoring: false);
+
+    /// <summary>Opens a new data directory to restore into: it is marked as a restore in progress until <see cref="FinishRestore"/>.</summary>
+    public static NodeStorage OpenForRestore(StorageOptions options, ulong nodeId, string clusterId) =>
+        Open(options, nodeId, clusterId, loggerFactory: null, restoring: true);
+
+    /// <summary>Ends a restore once the snapshot and the log that starts at it are durable: the directory is a node's from now on.</summary>
+    public void FinishRestore()
+    {
+        File.Delete(Path.Combine(_directory, RestoreMarkerFileName));
+        NativeFileSync.SyncDirectory(_directory);
+    }
+
+    private static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory, bool restoring)
     {
         loggerFactory ??= NullLoggerFactory.Instance;
         var directoryLock = Lock(options.DataDirectory);
+        var directory = Path.GetFullPath(options.DataDirectory);
         MetadataStore? metadata = null;
         FasterRaftStorage? raftLog = null;
         try
         {
+            var marker = Path.Combine(directory, RestoreMarkerFileName);
+            if (restoring)
+            {
+                using (var file = new FileStream(marker, FileMode.CreateNew, FileAccess.Write))
+                {
+                    file.Flush(flushToDisk: true);
+                }
+
+                NativeFileSync.SyncDirectory(directory);
+            }
+            else if (File.Exists(marker))
+            {
+                throw new InvalidOperationException(
+                    $"{directory} holds a snapshot restore that did not finish ({RestoreMarkerFileName} is there): delete the directory and restore again");
+            }
+
             metadata = MetadataStore.Open(options.DataDirectory);
             metadata.EnsureIdentity(nodeId, clusterId);
             raftLog = FasterRaftStorage.Open(options, metadata, loggerFactory.CreateLogger<FasterRaftStorage>());
             var snapshots = SnapshotStore.Open(options, metadata, loggerFactory.CreateLogger<SnapshotStore>());
-            return new NodeStorage(directoryLock, metadata, raftLog, snapshots);
+            return new NodeStorage(directoryLock, directory, metadata, raftLog, snapshots);
         }
         catch
         {

@@ -267,6 +267,72 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Assert.Equal(values, int.Parse(KeysLine().Match(verify.Output).Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
+    [Fact]
+    public async Task ARestoreCutShortLeavesADirectoryThatNoNodeStartsFrom()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        var value = new string('v', 1 << 20);
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
+        }
+
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
+        Assert.True(save.Exit == 0, save.ToString());
+
+        // The kernel stops dcachectl (SIGXFSZ) once a file it writes passes 2 MiB: midway through copying 8 MiB of
+        // state, as a Ctrl-C, a lost SSH session or a power cut would.
+        await using var restored = new LocalCluster(output, size: 1, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
+        var data = restored[1].DataDirectory;
+        var cut = await RunDcachectlUnderFileSizeLimitAsync(2048,
+            "snapshot", "restore", backup, "--data", data, "--node-id", "1", "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster);
+        Assert.True(cut.ExitCode != 0, $"the restore was to be cut short: {cut.Output}");
+
+        // What is left must not pass for a node's data: started on it, a node that found no log would found a new,
+        // empty cluster under the new id in the backup's place.
+        Assert.True(Directory.Exists(data), "the restore was to be cut short once it had begun writing the data directory");
+        restored[1].Start();
+        await Eventually.WaitAsync(() => Task.FromResult(!restored[1].IsRunning), TimeSpan.FromSeconds(30), "the node on a cut-short restore to refuse to start");
+        Assert.Contains("restore", restored[1].RecentOutput(), StringComparison.Ordinal);
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", backup, "--data", data, "--node-id", "1",
+            "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster), 1, "is not empty");
+    }
+
+    private async Task<(int ExitCode, string Output)> RunDcachectlUnderFileSizeLimitAsync(int kib, params string[] arguments)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"ulimit -f {kib.ToString(CultureInfo.InvariantCulture)} && exec \"$0\" \"$@\"");
+        info.ArgumentList.Add("dotnet");
+        info.ArgumentList.Add(RepoPaths.CtlDll);
+        foreach (var argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        // The runtime's W^X double mapping sizes a shared-memory file past the limit; without it, only dcachectl's files count.
+        info.Environment["DOTNET_EnableWriteXorExecute"] = "0";
+        using var process = System.Diagnostics.Process.Start(info) ?? throw new InvalidOperationException("cannot start dcachectl");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await process.WaitForExitAsync(deadline.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException("dcachectl under a file size limit did not finish in 60 s");
+        }
+
+        var result = (process.ExitCode, $"exit {process.ExitCode}\nstdout:\n{await stdout}\nstderr:\n{await stderr}");
+        output.WriteLine($"$ ulimit -f {kib}; dcachectl {string.Join(' ', arguments)}\n{result.Item2}");
+        return result;
+    }
+
     private async Task RejectsDamagedCopiesAsync(string backup)
     {
         var original = await File.ReadAllBytesAsync(backup);
