@@ -107,10 +107,17 @@ internal sealed class SnapshotFileWriter : IDisposable
 
     public void Dispose()
     {
-        _file.Dispose();
-        if (!_finished)
+        try
         {
-            File.Delete(_tempPath);
+            // Flushes what is buffered: after a failed write (a full disk) this fails again.
+            _file.Dispose();
+        }
+        finally
+        {
+            if (!_finished)
+            {
+                File.Delete(_tempPath);
+            }
         }
     }
 

@@ -300,6 +300,25 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
             "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster), 1, "is not empty");
     }
 
+    [Fact]
+    public async Task ASaveWhoseWritesFailLeavesNoPartialFile()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        var value = new string('v', 1 << 20);
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
+        }
+
+        // The file being written is a device every write to fails on with "No space left on device", as a full disk does.
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+        File.CreateSymbolicLink(backup + ".tmp", "/dev/full");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]), 1, "No space left on device");
+        Assert.False(File.Exists(backup));
+        Assert.False(File.Exists(backup + ".tmp") || new FileInfo(backup + ".tmp").LinkTarget is not null, "the save left its temporary file behind");
+    }
+
     private async Task<(int ExitCode, string Output)> RunDcachectlUnderFileSizeLimitAsync(int kib, params string[] arguments)
     {
         var info = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
