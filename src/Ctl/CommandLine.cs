@@ -83,7 +83,7 @@ internal static class CommandLine
             case "dev":
                 return await DevCluster.RunAsync(options).ConfigureAwait(false);
             case "status":
-                return await StatusCommand.RunAsync(options).ConfigureAwait(false);
+                return await RunOrUsageErrorAsync(() => StatusCommand.RunAsync(options)).ConfigureAwait(false);
             case "member":
                 return await RunOrUsageErrorAsync(() => MemberCommands.RunMemberAsync(verb!, options)).ConfigureAwait(false);
             case "leader":
@@ -177,9 +177,24 @@ internal sealed class Options
             : throw new FormatException($"--{name} must be a node id (a positive number), got '{_values[name]}'");
 
     /// <summary>The nodes' gRPC URLs: --endpoints, else the dev cluster's.</summary>
-    public string[] Endpoints =>
-        Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    public string[] Endpoints
+    {
+        get
+        {
+            var endpoints = Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
+                .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            // "localhost:7001" is a URI of scheme "localhost": the gRPC channel would throw at it, not refuse it.
+            foreach (var endpoint in endpoints)
+            {
+                if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+                {
+                    throw new FormatException($"--endpoints: '{endpoint}' is not an http:// URL");
+                }
+            }
+
+            return endpoints;
+        }
+    }
 
     public string ClusterId => Get("cluster-id", DevCluster.ClusterId);
 
