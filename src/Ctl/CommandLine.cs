@@ -183,6 +183,11 @@ internal sealed class Options
         {
             var endpoints = Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (endpoints.Length == 0)
+            {
+                throw new FormatException("--endpoints lists no endpoint");
+            }
+
             // "localhost:7001" is a URI of scheme "localhost": the gRPC channel would throw at it, not refuse it.
             foreach (var endpoint in endpoints)
             {

@@ -43,13 +43,16 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task AnEndpointThatIsNotAnHttpUrlIsAUsageErrorNotACrash()
+    public async Task AnEndpointThatIsNotAnHttpUrlOrNoEndpointAtAllIsAUsageError()
     {
         // Without a scheme, "localhost:7001" parses as a URI of scheme "localhost", which no gRPC channel takes.
         string[] credentials = ["--cluster-id", "c", "--secret", "s"];
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "list", "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["leader", "transfer", "--endpoints", "http://127.0.0.1:1,ftp://127.0.0.1:7001", .. credentials]), 2, "'ftp://127.0.0.1:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
+        // An unset variable in `--endpoints "$NODES"`: status asked nobody, and said all was well.
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "", .. credentials]), 2, "--endpoints lists no endpoint");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", " , ", .. credentials]), 2, "--endpoints lists no endpoint");
         var backup = Path.Combine(Path.GetTempPath(), $"dcachectl-endpoints-{Guid.NewGuid():N}.dcsnap");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
         Assert.False(File.Exists(backup));
