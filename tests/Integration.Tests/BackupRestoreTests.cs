@@ -286,9 +286,9 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         // state, as a Ctrl-C, a lost SSH session or a power cut would.
         await using var restored = new LocalCluster(output, size: 1, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
         var data = restored[1].DataDirectory;
-        var cut = await RunDcachectlUnderFileSizeLimitAsync(2048,
+        var cut = await Dcachectl.RunUnderFileSizeLimitAsync(output, 2048,
             "snapshot", "restore", backup, "--data", data, "--node-id", "1", "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster);
-        Assert.True(cut.ExitCode != 0, $"the restore was to be cut short: {cut.Output}");
+        Assert.True(cut.Exit != 0, $"the restore was to be cut short: {cut}");
 
         // What is left must not pass for a node's data: started on it, a node that found no log would found a new,
         // empty cluster under the new id in the backup's place.
@@ -317,39 +317,6 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]), 1, "No space left on device");
         Assert.False(File.Exists(backup));
         Assert.False(File.Exists(backup + ".tmp") || new FileInfo(backup + ".tmp").LinkTarget is not null, "the save left its temporary file behind");
-    }
-
-    private async Task<(int ExitCode, string Output)> RunDcachectlUnderFileSizeLimitAsync(int kib, params string[] arguments)
-    {
-        var info = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add("-c");
-        info.ArgumentList.Add($"ulimit -f {kib.ToString(CultureInfo.InvariantCulture)} && exec \"$0\" \"$@\"");
-        info.ArgumentList.Add("dotnet");
-        info.ArgumentList.Add(RepoPaths.CtlDll);
-        foreach (var argument in arguments)
-        {
-            info.ArgumentList.Add(argument);
-        }
-
-        // The runtime's W^X double mapping sizes a shared-memory file past the limit; without it, only dcachectl's files count.
-        info.Environment["DOTNET_EnableWriteXorExecute"] = "0";
-        using var process = System.Diagnostics.Process.Start(info) ?? throw new InvalidOperationException("cannot start dcachectl");
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await process.WaitForExitAsync(deadline.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException("dcachectl under a file size limit did not finish in 60 s");
-        }
-
-        var result = (process.ExitCode, $"exit {process.ExitCode}\nstdout:\n{await stdout}\nstderr:\n{await stderr}");
-        output.WriteLine($"$ ulimit -f {kib}; dcachectl {string.Join(' ', arguments)}\n{result.Item2}");
-        return result;
     }
 
     private async Task RejectsDamagedCopiesAsync(string backup)

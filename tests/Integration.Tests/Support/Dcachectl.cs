@@ -14,7 +14,7 @@ internal static class Dcachectl
     public static Task<Result> RunAsync(ITestOutputHelper log, params string[] arguments) =>
         RunWithEnvironmentAsync(log, new Dictionary<string, string>(), arguments);
 
-    public static async Task<Result> RunWithEnvironmentAsync(ITestOutputHelper log, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    public static Task<Result> RunWithEnvironmentAsync(ITestOutputHelper log, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(RepoPaths.CtlDll);
@@ -29,6 +29,29 @@ internal static class Dcachectl
             info.Environment[name] = value;
         }
 
+        return RunAsync(log, info, $"dcachectl {string.Join(' ', arguments)}");
+    }
+
+    /// <summary>Runs dcachectl with its files limited to <paramref name="kib"/> KiB (`ulimit -f`): the kernel stops it as its writes pass that.</summary>
+    public static Task<Result> RunUnderFileSizeLimitAsync(ITestOutputHelper log, int kib, params string[] arguments)
+    {
+        var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"ulimit -f {kib.ToString(System.Globalization.CultureInfo.InvariantCulture)} && exec \"$0\" \"$@\"");
+        info.ArgumentList.Add("dotnet");
+        info.ArgumentList.Add(RepoPaths.CtlDll);
+        foreach (var argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        // The runtime's W^X double mapping sizes a shared-memory file past the limit; without it, only dcachectl's files count.
+        info.Environment["DOTNET_EnableWriteXorExecute"] = "0";
+        return RunAsync(log, info, $"ulimit -f {kib}; dcachectl {string.Join(' ', arguments)}");
+    }
+
+    private static async Task<Result> RunAsync(ITestOutputHelper log, ProcessStartInfo info, string shown)
+    {
         using var process = Process.Start(info) ?? throw new InvalidOperationException("cannot start dcachectl");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -40,11 +63,11 @@ internal static class Dcachectl
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"dcachectl {string.Join(' ', arguments)} did not finish in 60 s");
+            throw new TimeoutException($"{shown} did not finish in 60 s");
         }
 
         var result = new Result(process.ExitCode, await stdout, await stderr);
-        log.WriteLine($"$ dcachectl {string.Join(' ', arguments)}\n{result}");
+        log.WriteLine($"$ {shown}\n{result}");
         return result;
     }
 

@@ -41,13 +41,7 @@ public sealed class SupersededWriteTests
         Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 3, To = 1, Term = 4, Index = noOp + 3 }, 0));
 
         Assert.True((await fourth.WaitAsync(Patience)).Ok);
-        foreach (var (superseded, name) in new[] { (first, "first"), (second, "second"), (third, "third") })
-        {
-            Assert.True(await Task.WhenAny(superseded, Task.Delay(Patience)) == superseded, $"the {name} write was not answered");
-            var reply = await superseded;
-            Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
-            Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
-        }
+        await AssertAnsweredNotAppliedAsync((first, "first"), (second, "second"), (third, "third"));
     }
 
     [Fact]
@@ -70,13 +64,7 @@ public sealed class SupersededWriteTests
         }, 0));
         await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp + 2, "node 1 did not apply node 2's entries");
 
-        foreach (var (superseded, name) in new[] { (first, "first"), (second, "second") })
-        {
-            Assert.True(await Task.WhenAny(superseded, Task.Delay(Patience)) == superseded, $"the {name} write was not answered");
-            var reply = await superseded;
-            Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
-            Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
-        }
+        await AssertAnsweredNotAppliedAsync((first, "first"), (second, "second"));
     }
 
     [Fact]
@@ -111,6 +99,17 @@ public sealed class SupersededWriteTests
 
         Assert.True(await Task.WhenAny(applied!, Task.Delay(Patience)) == applied, "the superseded membership change never completed");
         Assert.False(await applied!);
+    }
+
+    private static async Task AssertAnsweredNotAppliedAsync(params (Task<Proto.Reply> Write, string Name)[] writes)
+    {
+        foreach (var (superseded, name) in writes)
+        {
+            Assert.True(await Task.WhenAny(superseded, Task.Delay(Patience)) == superseded, $"the {name} write was not answered");
+            var reply = await superseded;
+            Assert.Equal(Proto.Reply.ResultOneofCase.Failure, reply.ResultCase);
+            Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
+        }
     }
 
     private static Proto.Command Set(ulong id, string key) =>
