@@ -336,6 +336,36 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void AStaleAppendOfEntriesNotYetCommittedThatMatchesDoesNotTruncateTheEntriesAfterThem()
+    {
+        // The test above re-delivers an Append below the follower's commit index, which is answered before the log is
+        // looked at. Here nothing commits (node 3 is cut off and node 2's acknowledgements are lost), so the stale
+        // Append reaches the log, whose entries after it were acknowledged and must stay.
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Isolate(3);
+        cluster.Cut(2, 1);
+        Assert.True(leader.Propose("a").Accepted);
+        cluster.Stabilize();
+        var firstAppend = cluster.Delivered.Last(m => m.Type == MessageType.Append && m.To == 2 && m.Entries.Count > 0);
+        Assert.True(leader.Propose("b").Accepted);
+        Assert.True(leader.Propose("c").Accepted);
+        cluster.Stabilize();
+        var follower = cluster[2].Raft!;
+        var lastBefore = follower.LastIndex;
+        Assert.True(follower.CommitIndex <= firstAppend.Index, "the follower must not know the stale Append's entries committed");
+        Assert.True(lastBefore > firstAppend.Index + (ulong)firstAppend.Entries.Count);
+
+        follower.Step(firstAppend);
+        cluster.Stabilize();
+
+        Assert.Equal(lastBefore, follower.LastIndex);
+        Assert.Equal(["a", "b", "c"], follower.GetLogEntries(firstAppend.Index + 1, lastBefore)
+            .Where(e => e.Type == EntryType.Normal && e.Data.Length > 0)
+            .Select(e => System.Text.Encoding.UTF8.GetString(e.Data.Span)));
+    }
+
+    [Fact]
     public void RestartRecoversMembershipFromCommittedLogAfterTheSnapshot()
     {
         var cluster = new TestCluster(3);
