@@ -44,6 +44,52 @@ public sealed class MembershipSafetyTests
     }
 
     [Fact]
+    public void ARemovedLeaderLeadingOnUntilItsSuccessorCatchesUpDoesNotCountItselfTowardsACommit()
+    {
+        // Five voters; node 1 removes itself and proposes "x" right after. Nodes 4 and 5 are cut off. Once the removal
+        // has applied, "x" reaches nodes 3 and 2: three copies with node 1's, a majority of the five, but only two of
+        // the four voters left, so not committed. Counted as committed, it could be lost: 2, 3 and 4 (or 5) are enough
+        // to elect a leader without it.
+        var cluster = new TestCluster(5);
+        var leader = cluster.ElectLeader(1);
+        cluster.Stabilize();
+        cluster.Isolate(4);
+        cluster.Isolate(5);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 1)).Accepted);
+        leader.ProcessReady(); // the Append carrying the removal, to 2 and 3
+        cluster.DeliverPending();
+        var x = leader.Propose("x");
+        Assert.True(x.Accepted);
+
+        cluster.Cut(1, 2);
+        cluster.Cut(1, 3);
+        cluster.Stabilize(); // the removal commits and applies; the Appends carrying "x" are lost
+        Assert.Equal(Role.Leader, leader.Raft.Role);
+        Assert.False(leader.Raft.Membership.IsVoter(1));
+        Assert.True(leader.Raft.CommitIndex < x.Index);
+
+        void ReachOnly(ulong follower)
+        {
+            cluster.Heal();
+            foreach (var cut in new ulong[] { 2, 3 }.Where(id => id != follower))
+            {
+                cluster.Cut(1, cut);
+            }
+
+            cluster.Isolate(4);
+            cluster.Isolate(5);
+            cluster.Tick(1, only: 1); // a heartbeat, answered: the leader resends what the follower lacks
+        }
+
+        ReachOnly(3);
+        ReachOnly(2);
+        cluster.Stabilize();
+
+        Assert.True(cluster[2].Raft!.LastIndex >= x.Index && cluster[3].Raft!.LastIndex >= x.Index, "x did not reach nodes 2 and 3");
+        Assert.All(cluster.Nodes, n => Assert.True(n.Raft!.CommitIndex < x.Index, $"node {n.Id} counts x as committed"));
+    }
+
+    [Fact]
     public void ALeaderRemovingItselfFromTwoVotersCatchesTheOtherUpBeforeSteppingDownSoItCanLeadAlone()
     {
         var cluster = new TestCluster(2);
