@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net.Http;
 using Dcache.Integration.Tests.Support;
 using StackExchange.Redis;
@@ -54,5 +55,52 @@ public sealed class MetricsTests(ITestOutputHelper output)
 
         // The gRPC (h2c) port serves no metrics: Prometheus scrapes HTTP/1.1 only.
         await Assert.ThrowsAnyAsync<HttpRequestException>(() => http.GetStringAsync($"{cluster[leader].GrpcUrl}/metrics"));
+    }
+
+    /// <summary>
+    /// An election passes through "no leader" on every node: dcache_raft_leader_changes_total must count the leader it
+    /// ends with, once, not the step through none as well (it did, and the dashboard showed each election twice).
+    /// </summary>
+    [Fact]
+    public async Task ALeaderTransferCountsOneLeaderChangePerTermOnEveryNode()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        using var http = new HttpClient();
+        var before = await ScrapeLeaderCountersAsync(cluster, http);
+
+        var target = cluster.Nodes.Keys.First(id => id != leader);
+        var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", target.ToString(CultureInfo.InvariantCulture), .. cluster.CtlOptions()]);
+        Assert.True(moved.Exit == 0, moved.ToString());
+        Assert.Equal(target, await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)));
+
+        var after = await ScrapeLeaderCountersAsync(cluster, http);
+        foreach (var (id, (changes, term)) in after)
+        {
+            var termsPassed = term - before[id].Term;
+            Assert.True(termsPassed >= 1, $"node {id}: term {before[id].Term} -> {term}");
+            // One leader per term, each learnt of once: a count above the terms passed counts something else.
+            Assert.True(changes - before[id].Changes == termsPassed,
+                $"node {id}: leader changes {before[id].Changes} -> {changes} while the term went {before[id].Term} -> {term}");
+        }
+    }
+
+    private static async Task<Dictionary<ulong, (double Changes, double Term)>> ScrapeLeaderCountersAsync(LocalCluster cluster, HttpClient http)
+    {
+        var counters = new Dictionary<ulong, (double Changes, double Term)>();
+        foreach (var node in cluster.Nodes.Values)
+        {
+            var text = await http.GetStringAsync($"http://127.0.0.1:{node.HttpPort}/metrics");
+            counters[node.Id] = (SampleValue(text, "dcache_raft_leader_changes_total"), SampleValue(text, "dcache_raft_term"));
+        }
+
+        return counters;
+    }
+
+    private static double SampleValue(string metrics, string name)
+    {
+        var line = metrics.Split('\n').Single(l => l.StartsWith(name + "{", StringComparison.Ordinal) || l.StartsWith(name + " ", StringComparison.Ordinal));
+        return double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
     }
 }

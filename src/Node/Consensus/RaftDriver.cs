@@ -936,7 +936,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 if (soft.Leader != _lastLeader)
                 {
                     _lastLeader = soft.Leader;
-                    _metrics.LeaderChanged();
+                    // An election passes through "no leader" (0) on its way to the next one: counting that step too
+                    // would show every leader change twice.
+                    if (soft.Leader != 0)
+                    {
+                        _metrics.LeaderChanged();
+                    }
+
                     _forwarder?.LeaderIs(soft.Leader == NodeId ? null : _addresses.Find(soft.Leader));
                 }
             }
