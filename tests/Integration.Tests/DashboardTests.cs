@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Dcache.Integration.Tests.Support;
 using StackExchange.Redis;
 using Xunit.Abstractions;
@@ -100,6 +101,87 @@ public sealed class DashboardTests(ITestOutputHelper output)
             prometheus.Kill(entireProcessTree: true);
             await prometheus.WaitForExitAsync();
         }
+    }
+
+    /// <summary>
+    /// Grafana shows every series of a panel in the panel's unit unless an override for its query (refId) says
+    /// otherwise: a snapshot's size in bytes drawn in seconds reads as days. Each query's unit must fit what it
+    /// computes: seconds for a latency (a quantile, or a mean of a _seconds histogram), bytes for a _bytes metric,
+    /// and neither for a count or a rate of one.
+    /// </summary>
+    [Fact]
+    public void EveryDashboardQueryIsDrawnInTheUnitOfWhatItComputes()
+    {
+        var mismatches = new List<string>();
+        var checkedQueries = 0;
+        foreach (var file in Directory.GetFiles(Path.Combine(RepoPaths.Root, "ops", "grafana", "dashboards"), "*.json"))
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(file));
+            foreach (var panel in doc.RootElement.GetProperty("panels").EnumerateArray())
+            {
+                if (!panel.TryGetProperty("targets", out var targets))
+                {
+                    continue;
+                }
+
+                var title = panel.GetProperty("title").GetString();
+                var fieldConfig = panel.GetProperty("fieldConfig");
+                var panelUnit = fieldConfig.GetProperty("defaults").TryGetProperty("unit", out var u) ? u.GetString() ?? "none" : "none";
+                foreach (var target in targets.EnumerateArray())
+                {
+                    var expr = target.GetProperty("expr").GetString() ?? "";
+                    var unit = UnitOverride(fieldConfig, target.GetProperty("refId").GetString() ?? "") ?? panelUnit;
+                    var expected = ExpectedUnit(expr);
+                    checkedQueries++;
+                    if (expected is null ? unit is "s" or "bytes" : unit != expected)
+                    {
+                        mismatches.Add($"{Path.GetFileName(file)}, '{title}': {expr} is drawn in '{unit}', expected {expected ?? "neither s nor bytes"}");
+                    }
+                }
+            }
+        }
+
+        Assert.True(checkedQueries > 0, "no dashboard queries found");
+        Assert.True(mismatches.Count == 0, string.Join(Environment.NewLine, mismatches));
+    }
+
+    /// <summary>The unit a query's value is in; null for a count, a rate or a dimensionless gauge.</summary>
+    private static string? ExpectedUnit(string expr)
+    {
+        if (Regex.IsMatch(expr, @"\b(rate|increase)\(\s*\w+_(count|total)\b"))
+        {
+            return null;
+        }
+
+        var metrics = Regex.Matches(expr, @"\bdcache_\w+").Select(m => Regex.Replace(m.Value, "_(bucket|sum|count|total)$", "")).Distinct().ToList();
+        return metrics.Count > 0 && metrics.All(m => m.EndsWith("_seconds", StringComparison.Ordinal)) ? "s"
+            : metrics.Count > 0 && metrics.All(m => m.EndsWith("_bytes", StringComparison.Ordinal)) ? "bytes"
+            : null;
+    }
+
+    private static string? UnitOverride(JsonElement fieldConfig, string refId)
+    {
+        if (!fieldConfig.TryGetProperty("overrides", out var overrides))
+        {
+            return null;
+        }
+
+        foreach (var o in overrides.EnumerateArray())
+        {
+            var matcher = o.GetProperty("matcher");
+            if (matcher.GetProperty("id").GetString() == "byFrameRefID" && matcher.GetProperty("options").GetString() == refId)
+            {
+                foreach (var property in o.GetProperty("properties").EnumerateArray())
+                {
+                    if (property.GetProperty("id").GetString() == "unit")
+                    {
+                        return property.GetProperty("value").GetString();
+                    }
+                }
+            }
+        }
+
+        return null;
     }
 
     private static IEnumerable<(string File, string Title, string Expr)> DashboardExpressions()
