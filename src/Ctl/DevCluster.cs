@@ -36,6 +36,7 @@ internal static class DevCluster
         var gatewayPort = options.GetInt("gateway-port", 6379);
         var gatewayDll = options.Get("gateway-dll", FindProgram("Gateway", "Dcache.Gateway.dll"));
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
+        var nodeUrls = string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"));
         var processes = new List<Process>();
         using var stopping = new CancellationTokenSource();
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
@@ -66,7 +67,7 @@ internal static class DevCluster
         gateway.ArgumentList.Add(gatewayDll);
         gateway.ArgumentList.Add($"--Dcache:Gateway:Port={gatewayPort}");
         gateway.ArgumentList.Add($"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{basePort + 2000}");
-        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:Nodes={string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"))}");
+        gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:Nodes={nodeUrls}");
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterId={ClusterId}");
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ClusterSecret={Secret}");
         // Every node shares this machine's cores: reads spread over followers would cost about twice the CPU of
@@ -81,7 +82,9 @@ internal static class DevCluster
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  node {id}: gRPC http://127.0.0.1:{basePort + id - 1}, health http://127.0.0.1:{basePort + 1000 + id - 1}/health"));
         }
 
-        Console.WriteLine("Status: dotnet run --project src/Ctl -- status    Stop: Ctrl-C");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  gateway: health and metrics http://127.0.0.1:{basePort + 2000}/health, /metrics"));
+        // status's default endpoints are the default base port's: name this cluster's, so the line works as printed.
+        Console.WriteLine($"Status: dotnet run --project src/Ctl -c Release -- status --endpoints {nodeUrls}    Stop: Ctrl-C");
 
         // Nodes may be killed and restarted by hand to watch failover; the cluster runs until Ctrl-C.
         try

@@ -36,6 +36,10 @@ public sealed class DevClusterTests(ITestOutputHelper output)
                 Assert.True(Directory.Exists(Path.Combine(data.FullName, node)), $"{node}'s data directory under --data");
             }
 
+            // The status command dev prints must reach this cluster as printed, whatever --base-port says.
+            var printed = dev.RecentOutput(lines: 2000);
+            Assert.Contains($"-- status --endpoints http://127.0.0.1:{basePort},http://127.0.0.1:{basePort + 1},http://127.0.0.1:{basePort + 2} ", printed, StringComparison.Ordinal);
+
             var children = ChildrenOf(dev.ProcessId!.Value);
             Assert.Equal(4, children.Length); // three nodes and the gateway
             await dev.StopAsync(TimeSpan.FromSeconds(30));

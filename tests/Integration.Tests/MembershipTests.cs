@@ -53,7 +53,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var sameAddress = await Ctl(["member", "add", "--id", "5", "--address", node4.GrpcUrl], all);
         Dcachectl.AssertFails(sameAddress, 1, $"address {node4.GrpcUrl} already belongs to node 4");
         var early = await Ctl(["member", "promote", "--id", "4"], all);
-        Dcachectl.AssertFails(early, 1, "node 4 has not caught up");
+        Dcachectl.AssertFails(early, 1, $"node 4 has not caught up: it has received none of the leader's log yet (is it running at {node4.GrpcUrl}, started with Join=true?)");
 
         node4.Start();
         await WaitCaughtUpAsync(cluster, 4);

@@ -75,7 +75,13 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             var progress = status.Progress.FirstOrDefault(p => p.Id == request.Id);
             var behind = status.LastIndex - Math.Min(status.LastIndex, progress.Match);
             // (Not RecentActive: the leader clears it at every quorum check, so a healthy learner is briefly "inactive".)
-            if (progress.Match == 0 || behind > options.PromoteMaxLagEntries)
+            if (progress.Match == 0)
+            {
+                // "N behind; the limit is 1000" with N under the limit would leave the operator wondering why.
+                refuse(StatusCode.FailedPrecondition,
+                    $"node {request.Id} has not caught up: it has received none of the leader's log yet (is it running at {addresses.Find(request.Id) ?? "the address it was added with"}, started with Join=true?); wait and retry");
+            }
+            else if (behind > options.PromoteMaxLagEntries)
             {
                 refuse(StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
                     $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}); wait and retry"));
