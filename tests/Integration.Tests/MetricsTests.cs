@@ -86,6 +86,50 @@ public sealed class MetricsTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Snapshot sizes land in finite buckets: with the exporter's default boundaries (up to 10,000) every snapshot fell
+    /// in +Inf, and no quantile of their size could be read.
+    /// </summary>
+    [Fact]
+    public async Task SnapshotSizesFallInFiniteBuckets()
+    {
+        await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["SnapshotEntries"] = "100" });
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+        await using (var redis = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{cluster.GatewayPort}"))
+        {
+            var db = redis.GetDatabase();
+            // Random bytes: snapshots are compressed.
+            var random = new Random(300);
+            await Task.WhenAll(Enumerable.Range(0, 300).Select(i =>
+            {
+                var value = new byte[1024];
+                random.NextBytes(value);
+                return db.StringSetAsync($"snap{i}", value);
+            }));
+        }
+
+        using var http = new HttpClient();
+        var text = "";
+        await Eventually.WaitAsync(async () =>
+        {
+            text = await http.GetStringAsync($"http://127.0.0.1:{cluster[leader].HttpPort}/metrics");
+            return text.Contains("dcache_snapshot_size_bytes_count", StringComparison.Ordinal);
+        }, TimeSpan.FromSeconds(30), "a snapshot written by the leader");
+
+        var count = SampleValue(text, "dcache_snapshot_size_bytes_count");
+        var mean = SampleValue(text, "dcache_snapshot_size_bytes_sum") / count;
+        Assert.True(mean > 10_000, $"snapshots of up to 300 keys of 1 KiB: mean size {mean} B");
+        var finiteBuckets = text.Split('\n')
+            .Where(l => l.StartsWith("dcache_snapshot_size_bytes_bucket{", StringComparison.Ordinal) && !l.Contains("le=\"+Inf\"", StringComparison.Ordinal))
+            .Select(l => l[(l.LastIndexOf(' ') + 1)..])
+            .Select(v => double.Parse(v, CultureInfo.InvariantCulture))
+            .ToList();
+        Assert.NotEmpty(finiteBuckets);
+        Assert.True(finiteBuckets.Max() == count, $"{count} snapshots, {finiteBuckets.Max()} of them in a finite bucket:\n{text}");
+    }
+
     private static async Task<Dictionary<ulong, (double Changes, double Term)>> ScrapeLeaderCountersAsync(LocalCluster cluster, HttpClient http)
     {
         var counters = new Dictionary<ulong, (double Changes, double Term)>();

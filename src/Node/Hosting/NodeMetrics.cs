@@ -15,6 +15,9 @@ public sealed class NodeMetrics : IDisposable
     public const string MeterName = "Dcache.Node";
 
     /// <summary>Seconds, fine-grained below a millisecond where durable commits and reads live.</summary>
+    /// <summary>64 KiB to 16 GiB, by fours.</summary>
+    public static readonly long[] SnapshotSizeBuckets = [1L << 16, 1L << 18, 1L << 20, 1L << 22, 1L << 24, 1L << 26, 1L << 28, 1L << 30, 1L << 32, 1L << 34];
+
     public static readonly double[] LatencyBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
     private readonly Meter _meter = new(MeterName);
@@ -36,7 +39,9 @@ public sealed class NodeMetrics : IDisposable
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _snapshotDuration = _meter.CreateHistogram("dcache.snapshot.duration", "s", "Time to write a snapshot of the cache",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
-        _snapshotSize = _meter.CreateHistogram<long>("dcache.snapshot.size", "By", "Size of each snapshot written");
+        // The default boundaries stop at 10,000, which puts every real snapshot in +Inf.
+        _snapshotSize = _meter.CreateHistogram<long>("dcache.snapshot.size", "By", "Size of each snapshot written",
+            tags: null, advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = SnapshotSizeBuckets });
         _commandStreams = _meter.CreateUpDownCounter<long>("dcache.node.command_streams", "{stream}", "Gateway command streams open on this node");
         _forwardedWrites = _meter.CreateCounter<long>("dcache.node.forwarded_writes", "{write}",
             "Writes this follower forwarded to its leader for a gateway that cannot reach it, by outcome: answered (the leader's reply), not_leader, unavailable (surely not applied), outcome_unknown, other");
