@@ -255,6 +255,57 @@ public sealed class ConnectionCommandTests
     }
 
     [Fact]
+    public async Task ClientListShowsEveryRequestAndTheFlagsAsRedisSevenDoes()
+    {
+        var server = new TestServer();
+        await using var watched = server.Connect();
+        await using var observer = server.Connect();
+        Assert.Equal("+OK", await Run(watched, "CLIENT", "SETNAME", "watched"));
+
+        async Task<string> Fields()
+        {
+            var line = (await observer.CommandAsync("CLIENT", "LIST")).Text!.Split('\n').Single(l => l.Contains(" name=watched ", StringComparison.Ordinal));
+            string Field(string name) => line.Split(' ').Single(f => f.StartsWith(name + "=", StringComparison.Ordinal));
+            return $"{Field("idle")} {Field("flags")} {Field("multi")} {Field("cmd")}";
+        }
+
+        // Redis records the command a request names as it looks it up, before any check: queued by MULTI, refused for its
+        // arity or subscriber context, or unknown ("NULL", a subcommand too). Each request also resets idle.
+        Assert.Equal("+OK", await Run(watched, "MULTI"));
+        server.Cluster.NowMs += 5_000;
+        Assert.Equal("+QUEUED", await Run(watched, "SET", "k", "v"));
+        Assert.Equal("idle=0 flags=x multi=1 cmd=set", await Fields());
+        Assert.Equal("+QUEUED", await Run(watched, "GET", "k"));
+        Assert.Equal("idle=0 flags=x multi=2 cmd=get", await Fields());
+        Assert.StartsWith("-ERR unknown command", await Run(watched, "NOPE"), StringComparison.Ordinal);
+        Assert.Equal("idle=0 flags=x multi=2 cmd=NULL", await Fields());
+        Assert.Equal("+OK", await Run(watched, "DISCARD"));
+        Assert.StartsWith("-ERR unknown subcommand", await Run(watched, "CLIENT", "NOPE"), StringComparison.Ordinal);
+        Assert.Equal("idle=0 flags=N multi=-1 cmd=NULL", await Fields());
+        Assert.StartsWith("-ERR wrong number of arguments", await Run(watched, "GET"), StringComparison.Ordinal);
+        Assert.Equal("idle=0 flags=N multi=-1 cmd=get", await Fields());
+        server.Cluster.NowMs += 3_000;
+        Assert.Equal("idle=3 flags=N multi=-1 cmd=get", await Fields());
+
+        // Flags in Redis's order: P before r.
+        Assert.Equal("+OK", await Run(watched, "READONLY"));
+        await watched.SendCommandAsync("SUBSCRIBE", "channel");
+        await watched.ReadAsync();
+        Assert.StartsWith("-ERR Can't execute 'get'", await Run(watched, "GET", "k"), StringComparison.Ordinal);
+        Assert.Equal("idle=0 flags=Pr multi=-1 cmd=get", await Fields());
+        Assert.Equal("+RESET", await Run(watched, "RESET"));
+        Assert.Equal("+OK", await Run(watched, "CLIENT", "SETNAME", "watched"));
+
+        // While EXEC runs its commands the connection is still in the transaction.
+        Assert.Equal("+OK", await Run(watched, "MULTI"));
+        Assert.Equal("+QUEUED", await Run(watched, "CLIENT", "INFO"));
+        var inExec = (await watched.CommandAsync("EXEC")).Items!.Single().Text!;
+        Assert.Contains(" flags=x db=0 sub=0 psub=0 ssub=0 multi=1 ", inExec, StringComparison.Ordinal);
+        Assert.Contains(" cmd=exec ", inExec, StringComparison.Ordinal);
+        Assert.Equal("idle=0 flags=N multi=-1 cmd=exec", await Fields());
+    }
+
+    [Fact]
     public async Task ClientListTakesItsOptionsAsRedisSevenDoes()
     {
         var server = new TestServer();

@@ -25,8 +25,10 @@ internal sealed class ClientState
 
     public long ConnectedAtMs { get; }
 
+    /// <summary>When the connection's last request arrived (CLIENT LIST's idle).</summary>
     public long LastCommandAtMs { get; set; }
 
+    /// <summary>The command the last request named, "NULL" when none it knows (CLIENT LIST's cmd).</summary>
     public string LastCommandName { get; set; } = "NULL";
 
     public RespProtocol Protocol { get; set; } = RespProtocol.Resp2;

@@ -8,13 +8,21 @@ namespace Dcache.Gateway.Commands;
 /// </summary>
 internal static class CommandDispatcher
 {
+    // What Redis's CLIENT LIST shows as cmd for a request that names no command it knows.
+    private const string UnknownCommandName = "NULL";
+
     /// <summary>
     /// The command a request names (null when unknown) and, when it must not run, the error that refuses it (null
-    /// when it may run).
+    /// when it may run). Every request counts as the connection's last command (CLIENT LIST's cmd and idle), whether it
+    /// then runs, is queued by MULTI or is refused, as Redis records it at lookup: an unknown command or subcommand as
+    /// "NULL".
     /// </summary>
     public static CommandSpec? Resolve(CommandContext context, RespRequest request, out string? error)
     {
         error = null;
+        var client = context.Client;
+        client.LastCommandAtMs = context.NowMs;
+        client.LastCommandName = UnknownCommandName;
         var spec = CommandTable.Find(request[0]);
         if (spec is null)
         {
@@ -34,7 +42,7 @@ internal static class CommandDispatcher
             spec = subcommand;
         }
 
-        var client = context.Client;
+        client.LastCommandName = spec.Name;
         if (!spec.ArityMatches(request.Count))
         {
             error = RedisErrors.WrongArity(spec.Name);
@@ -51,10 +59,5 @@ internal static class CommandDispatcher
         return spec;
     }
 
-    public static PendingReply Execute(CommandContext context, CommandSpec spec, RespRequest request)
-    {
-        context.Client.LastCommandName = spec.Name;
-        context.Client.LastCommandAtMs = context.NowMs;
-        return spec.Handler(context, request);
-    }
+    public static PendingReply Execute(CommandContext context, CommandSpec spec, RespRequest request) => spec.Handler(context, request);
 }

@@ -421,7 +421,8 @@ internal static class ConnectionCommands
 
     private static string DescribeClient(ClientState client, long nowMs)
     {
-        var flags = (client.ReadOnly ? "r" : "") + (client.SubscriptionCount > 0 ? "P" : "") + (client.Transaction is null ? "" : "x");
+        // In Redis's order: P, x, then r.
+        var flags = (client.SubscriptionCount > 0 ? "P" : "") + (client.Transaction is null ? "" : "x") + (client.ReadOnly ? "r" : "");
         return string.Create(
             CultureInfo.InvariantCulture,
             $"id={client.Id} addr={client.RemoteAddress} laddr={client.LocalAddress} fd=-1 name={client.Name} " +

@@ -201,7 +201,20 @@ internal static class TransactionCommands
             return PendingReply.Error(ExecWithoutMulti);
         }
 
-        context.Client.Transaction = null;
+        try
+        {
+            return RunQueued(context, transaction);
+        }
+        finally
+        {
+            // Only now: while EXEC runs its commands the connection is still in the transaction, as in Redis, where a
+            // queued CLIENT INFO shows flags=x and multi=N.
+            context.Client.Transaction = null;
+        }
+    }
+
+    private static PendingReply RunQueued(CommandContext context, QueuedTransaction transaction)
+    {
         var watchRefused = context.Client.WatchRefused;
         var watches = context.Client.Watches;
         context.Client.Unwatch();
