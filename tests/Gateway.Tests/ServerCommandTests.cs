@@ -49,6 +49,41 @@ public sealed class ServerCommandTests
     }
 
     [Fact]
+    public async Task InfoStatsCountWhatRedisCounts()
+    {
+        var server = new TestServer(o => o.MaxClients = 1);
+        await using var client = server.Connect();
+
+        async Task<long> Stat(string name)
+        {
+            var stats = (await client.CommandAsync("INFO", "stats")).Text!;
+            var line = stats.Split("\r\n").Single(l => l.StartsWith(name + ":", StringComparison.Ordinal));
+            return long.Parse(line[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        // Redis counts the commands that ran (call()): not an unknown command, not one refused for its arity, not one
+        // queued by MULTI until EXEC runs it, and an EXEC that aborts runs nothing but itself. Measured against Redis
+        // 7.0.15: this sequence, after an INFO, adds 8 (that INFO, MULTI, EXEC with its two PINGs, MULTI, EXEC, PING).
+        var commands = await Stat("total_commands_processed");
+        await client.SendAsync("NOPE\r\nGET\r\nMULTI\r\nPING\r\nPING\r\nEXEC\r\nMULTI\r\nNOPE\r\nEXEC\r\nPING\r\n");
+        for (var i = 0; i < 10; i++)
+        {
+            await client.ReadAsync();
+        }
+
+        Assert.Equal(commands + 8, await Stat("total_commands_processed"));
+
+        // A connection refused at maxclients counts as rejected, not as received.
+        await using (var refused = server.Connect())
+        {
+            Assert.Equal("-ERR max number of clients reached", (await refused.ReadAsync()).ToString());
+        }
+
+        Assert.Equal(1, await Stat("rejected_connections"));
+        Assert.Equal(1, await Stat("total_connections_received"));
+    }
+
+    [Fact]
     public async Task InfoAnswersWhenTheClusterCannotCountKeys()
     {
         var server = new TestServer();

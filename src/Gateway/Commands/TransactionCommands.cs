@@ -246,6 +246,8 @@ internal static class TransactionCommands
             captured = context.EndTransaction();
         }
 
+        context.Registry.CountCommands(slots.Length);
+
         if (captured.Count == 0 && watches is null)
         {
             return new PendingReply(null, AssembleAsync(null, slots, captured), ItemShapes: shapes);

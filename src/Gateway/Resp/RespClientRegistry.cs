@@ -27,7 +27,6 @@ public sealed class RespClientRegistry
     /// <summary>Takes a client slot; false (and no slot) when <paramref name="maxClients"/> are already connected.</summary>
     internal bool TryAcquireSlot(int maxClients)
     {
-        Interlocked.Increment(ref _connectionsReceived);
         if (Interlocked.Increment(ref _connected) > maxClients)
         {
             Interlocked.Decrement(ref _connected);
@@ -35,6 +34,8 @@ public sealed class RespClientRegistry
             return false;
         }
 
+        // As Redis's total_connections_received: accepted connections only; refused ones count as rejected.
+        Interlocked.Increment(ref _connectionsReceived);
         return true;
     }
 

@@ -171,7 +171,6 @@ internal sealed class RespConnection
         var executed = 0;
         foreach (var request in _batch)
         {
-            executed++;
             var startTimestamp = Stopwatch.GetTimestamp();
             var spec = CommandDispatcher.Resolve(_context, request, out var error);
             if (TransactionCommands.Intercept(_context, spec, request, error) is { } intercepted)
@@ -203,6 +202,9 @@ internal sealed class RespConnection
                 _wave.Add(spec, request);
             }
 
+            // As Redis's total_commands_processed: the commands that ran, not those refused or queued by MULTI (EXEC counts
+            // those as it runs them).
+            executed++;
             var reply = CommandDispatcher.Execute(_context, spec, request);
 
             // Captured after the command ran: HELLO 3 answers in RESP3 already.
