@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net.Sockets;
 using Dcache.Protocol;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -39,7 +40,24 @@ internal sealed class ClusterConnection(Options options)
     public async Task<T?> OnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call, string failure = "no leader could be reached")
         where T : class
     {
+        var answer = await TryOnLeaderAsync(call).ConfigureAwait(false);
+        if (answer.Reply is null)
+        {
+            answer.PrintFailure(failure);
+        }
+
+        return answer.Reply;
+    }
+
+    /// <summary>
+    /// <see cref="OnLeaderAsync"/> without the printing: the reply, or why each endpoint could not give it. A refusal of
+    /// the request itself is thrown, as there.
+    /// </summary>
+    public async Task<LeaderAnswer<T>> TryOnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call)
+        where T : class
+    {
         var tried = new List<string>();
+        var outcomeUnknown = false;
         var queue = new Queue<string>(Endpoints);
         var hops = 0;
         while (queue.TryDequeue(out var endpoint) && hops++ < 10)
@@ -47,7 +65,7 @@ internal sealed class ClusterConnection(Options options)
             try
             {
                 using var channel = Open(endpoint);
-                return await call(channel, Headers).ConfigureAwait(false);
+                return new LeaderAnswer<T>(await call(channel, Headers).ConfigureAwait(false), tried, outcomeUnknown);
             }
             catch (RpcException ex) when (ex.StatusCode == StatusCode.FailedPrecondition && ex.Trailers.GetValue(LeaderAddressTrailer) is { } leader)
             {
@@ -64,6 +82,7 @@ internal sealed class ClusterConnection(Options options)
             }
             catch (RpcException ex) when (IsAboutThisNode(ex))
             {
+                outcomeUnknown |= IsOutcomeUnknown(ex);
                 tried.Add($"{endpoint}: {Describe(ex)}");
             }
             catch (UriFormatException ex)
@@ -72,14 +91,20 @@ internal sealed class ClusterConnection(Options options)
             }
         }
 
-        Console.Error.WriteLine($"dcachectl: {failure}:");
-        foreach (var line in tried)
-        {
-            Console.Error.WriteLine($"  {line}");
-        }
-
-        return null;
+        return new LeaderAnswer<T>(null, tried, outcomeUnknown);
     }
+
+    /// <summary>
+    /// Whether a failed call may have done what it asked all the same: it reached a node and broke or timed out before
+    /// the answer, or the node itself says the outcome is unknown. A node that refused the connection did nothing.
+    /// </summary>
+    public static bool IsOutcomeUnknown(RpcException ex) => ex.StatusCode switch
+    {
+        StatusCode.DeadlineExceeded or StatusCode.Cancelled or StatusCode.Unknown or StatusCode.Internal => true,
+        StatusCode.Unavailable when ex.Status.DebugException is { } cause => Innermost(cause) is not SocketException { SocketErrorCode: SocketError.ConnectionRefused },
+        StatusCode.Unavailable => ex.Status.Detail.StartsWith("outcome unknown", StringComparison.Ordinal),
+        _ => false,
+    };
 
     /// <summary>
     /// Failures that say something about the node asked (down, wrong credentials, not the leader and no hint), so
@@ -101,4 +126,19 @@ internal sealed class ClusterConnection(Options options)
     }
 
     public static string Text(ulong value) => value.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>What <see cref="ClusterConnection.TryOnLeaderAsync"/> got: the leader's reply, or why each endpoint gave none.</summary>
+/// <param name="OutcomeUnknown">Some endpoint may have done what was asked before its call failed.</param>
+internal sealed record LeaderAnswer<T>(T? Reply, IReadOnlyList<string> Tried, bool OutcomeUnknown)
+    where T : class
+{
+    public void PrintFailure(string failure)
+    {
+        Console.Error.WriteLine($"dcachectl: {failure}:");
+        foreach (var line in Tried)
+        {
+            Console.Error.WriteLine($"  {line}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Dcache.Protocol;
 using Dcache.Protocol.Admin;
 using Grpc.Core;
 
@@ -11,6 +12,14 @@ namespace Dcache.Ctl;
 internal static class MemberCommands
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a membership change keeps trying to make or find it in effect: a leader election and a node's own 15 s wait for an apply fit.</summary>
+    private static readonly TimeSpan ChangePatience = TimeSpan.FromSeconds(45);
+
+    /// <summary>A leader election, or the apply of a pending change, normally takes well under this.</summary>
+    private static readonly TimeSpan RetryPause = TimeSpan.FromSeconds(1);
+
+    private const int MaxChangeAttempts = 30;
 
     public static async Task<int> RunMemberAsync(string verb, Options options)
     {
@@ -35,30 +44,34 @@ internal static class MemberCommands
                     {
                         var id = options.GetId("id");
                         var address = options.Require("address");
-                        var reply = await cluster.OnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberAddAsync(new MemberAddRequest { Id = id, Address = address }, headers, Deadline).ResponseAsync).ConfigureAwait(false);
-                        return Report(reply, $"Added node {id} ({address}) as a learner");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberAddAsync(new MemberAddRequest { Id = id, Address = address }, headers, deadline),
+                            members => Find(members, id) is { Voter: false } member && SameAddress(id, member.Address, address) ? $"node {id} is a learner at {member.Address}" : null,
+                            $"Added node {id} ({address}) as a learner").ConfigureAwait(false);
                     }
 
                 case "promote":
                     {
                         var id = options.GetId("id");
-                        var reply = await cluster.OnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberPromoteAsync(new MemberPromoteRequest { Id = id }, headers, Deadline).ResponseAsync).ConfigureAwait(false);
-                        return Report(reply, $"Promoted node {id} to voter");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = id }, headers, deadline),
+                            members => Find(members, id) is { Voter: true } ? $"node {id} is a voter" : null,
+                            $"Promoted node {id} to voter").ConfigureAwait(false);
                     }
 
                 case "remove":
                     {
                         var id = options.GetId("id");
-                        var reply = await cluster.OnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberRemoveAsync(new MemberRemoveRequest { Id = id }, headers, Deadline).ResponseAsync).ConfigureAwait(false);
-                        return Report(reply, $"Removed node {id}");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = id }, headers, deadline),
+                            members => Find(members, id) is null ? $"node {id} is not a member" : null,
+                            $"Removed node {id}").ConfigureAwait(false);
                     }
 
                 case "update":
                     {
                         var id = options.GetId("id");
                         var address = options.Require("address");
-                        var reply = await cluster.OnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, headers, Deadline).ResponseAsync).ConfigureAwait(false);
-                        return Report(reply, $"Moved node {id} to {address}");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, headers, deadline),
+                            members => Find(members, id) is { } member && SameAddress(id, member.Address, address) ? $"node {id} is at {member.Address}" : null,
+                            $"Moved node {id} to {address}").ConfigureAwait(false);
                     }
 
                 default:
@@ -105,16 +118,78 @@ internal static class MemberCommands
 
     private static DateTime Deadline => DateTime.UtcNow.Add(CallTimeout);
 
-    private static int Report(MembershipReply? reply, string done)
+    /// <summary>
+    /// Runs a membership change on the leader and reports whether the membership asked for is in effect. A change whose
+    /// call failed may be in effect all the same: made by a call whose outcome was unknown (its leader lost leadership
+    /// or stopped after proposing it) and then refused as a duplicate by the next leader, or made before this command.
+    /// So after any failure the leader's membership decides: the state asked for (<paramref name="inEffect"/> says what
+    /// it found) is success, "already in effect"; otherwise a change refused while another is pending, or whose outcome
+    /// is unknown, is tried again until <see cref="ChangePatience"/> runs out, and anything else fails with the refusal.
+    /// </summary>
+    private static async Task<int> ChangeAsync(ClusterConnection cluster, string verb, Func<Admin.AdminClient, Metadata, DateTime, AsyncUnaryCall<MembershipReply>> change,
+        Func<MemberListReply, string?> inEffect, string done)
     {
-        if (reply is null)
+        var patience = DateTime.UtcNow.Add(ChangePatience);
+        var outcomeUnknown = false;
+        for (var attempt = 1; ; attempt++)
         {
-            return 1;
-        }
+            Action reportFailure;
+            bool worthRetrying;
+            try
+            {
+                var answer = await cluster.TryOnLeaderAsync((channel, headers) => change(new Admin.AdminClient(channel), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
+                if (answer.Reply is { } reply)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
+                    Print(reply.Members);
+                    return 0;
+                }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
-        Print(reply.Members);
-        return 0;
+                outcomeUnknown |= answer.OutcomeUnknown;
+                reportFailure = () => answer.PrintFailure("no leader could be reached");
+                worthRetrying = outcomeUnknown;
+            }
+            catch (RpcException ex)
+            {
+                outcomeUnknown |= ClusterConnection.IsOutcomeUnknown(ex);
+                reportFailure = () => Console.Error.WriteLine($"dcachectl member {verb}: {ClusterConnection.Describe(ex)}");
+                // Aborted: another change was pending, or a new leader's entry took the change's place; neither made it.
+                worthRetrying = ex.StatusCode == StatusCode.Aborted || ClusterConnection.IsOutcomeUnknown(ex);
+            }
+
+            var members = await cluster.TryOnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
+            if (members.Reply is { } list && inEffect(list) is { } found)
+            {
+                Console.WriteLine($"{done}: already in effect ({found}{(outcomeUnknown ? ", after an attempt whose outcome was unknown" : "")}).");
+                Print(list);
+                return 0;
+            }
+
+            if (!worthRetrying || attempt >= MaxChangeAttempts || DateTime.UtcNow.Add(RetryPause) >= patience)
+            {
+                reportFailure();
+                return 1;
+            }
+
+            await Task.Delay(RetryPause).ConfigureAwait(false);
+        }
+    }
+
+    private static DateTime CallDeadline(DateTime patience) => DateTime.UtcNow.Add(CallTimeout) < patience ? DateTime.UtcNow.Add(CallTimeout) : patience;
+
+    private static MemberInfo? Find(MemberListReply list, ulong id) => list.Members.FirstOrDefault(member => member.Id == id);
+
+    /// <summary>Whether a member's address is the one asked for, as the node would have written it (ClusterMembers' form).</summary>
+    private static bool SameAddress(ulong id, string memberAddress, string asked)
+    {
+        try
+        {
+            return ClusterMembers.Parse($"{ClusterConnection.Text(id)}={asked}")[id] == memberAddress;
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
     }
 
     private static void Print(MemberListReply list)
