@@ -372,7 +372,6 @@ public sealed partial class NodeConnection : IAsyncDisposable
     /// <summary>One bidirectional stream with its own queue, writer loop and reader loop.</summary>
     private sealed class CommandStream : IAsyncDisposable
     {
-        private static readonly TimeSpan FirstReconnectDelay = TimeSpan.FromMilliseconds(10);
 
         private readonly NodeConnection _node;
         private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
@@ -385,6 +384,10 @@ public sealed partial class NodeConnection : IAsyncDisposable
         // Set by the reply reader when the open stream delivers a reply: a stream that worked restarts the backoff.
         private int _answeredSinceOpen;
 
+        // Only the pump uses it. Without the restart on an answer, a gateway that had seen a few breaks in its life
+        // waited the longest delay after every later one.
+        private readonly ReconnectBackoff _backoff = new(TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(500));
+
         public CommandStream(NodeConnection node)
         {
             _node = node;
@@ -392,7 +395,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
         }
 
         /// <summary>How long the stream waited before it last reopened (zero until it broke once).</summary>
-        internal TimeSpan LastReconnectDelay { get; private set; }
+        internal TimeSpan LastReconnectDelay => _backoff.Last;
 
         public async Task SendAsync(Pending pending, CancellationToken cancellationToken)
         {
@@ -427,7 +430,6 @@ public sealed partial class NodeConnection : IAsyncDisposable
         private async Task PumpAsync()
         {
             var token = _node._stopping.Token;
-            var backoff = FirstReconnectDelay;
             while (!token.IsCancellationRequested)
             {
                 try
@@ -460,24 +462,14 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 {
                     Log.StreamFailed(_node._logger, _node.Address, ex.Message);
                     FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
-                    if (Interlocked.Exchange(ref _answeredSinceOpen, 0) != 0)
-                    {
-                        // It answered before it broke: a new failure, not the same one again. Without this, a gateway
-                        // that had seen a few breaks in its life waited the longest delay after every later one.
-                        backoff = FirstReconnectDelay;
-                    }
-
-                    LastReconnectDelay = backoff;
                     try
                     {
-                        await Task.Delay(backoff, token).ConfigureAwait(false);
+                        await Task.Delay(_backoff.AfterBreak(answered: Interlocked.Exchange(ref _answeredSinceOpen, 0) != 0), token).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
                         return;
                     }
-
-                    backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 500));
                 }
             }
         }

@@ -130,6 +130,15 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
     private static readonly TimeSpan RetireDrainTime = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long the link to <paramref name="peer"/> waited before it last dialled again (zero until it broke once, or for an unknown peer).</summary>
+    internal TimeSpan LastReconnectDelay(ulong peer)
+    {
+        lock (_lock)
+        {
+            return _peers.TryGetValue(peer, out var sender) ? sender.LastReconnectDelay : TimeSpan.Zero;
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -164,6 +173,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         private readonly CancellationTokenSource _stop = new();
         private readonly Task _pump;
 
+        // Only the pump uses it.
+        private readonly ReconnectBackoff _backoff = new(TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(1));
+
         public PeerSender(PeerTransport owner, ulong peer, string address)
         {
             _owner = owner;
@@ -176,14 +188,18 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
         public string Address { get; }
 
+        internal TimeSpan LastReconnectDelay => _backoff.Last;
+
         public bool TryEnqueue(Wire.RaftMessage message) => _queue.Writer.TryWrite(message);
 
         private async Task PumpAsync()
         {
-            var backoff = TimeSpan.FromMilliseconds(20);
             var token = _stop.Token;
             while (!token.IsCancellationRequested)
             {
+                // The peer's headers, sent once it has taken the stream: the one sign, on a send-only stream, that the
+                // peer is there (what this node writes may only have reached its own socket buffer).
+                Task<Metadata>? accepted = null;
                 try
                 {
                     // Wait for traffic before dialling, so an idle or absent peer costs nothing.
@@ -193,6 +209,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     }
 
                     using var call = _client.Send(_owner.Headers, cancellationToken: token);
+                    accepted = call.ResponseHeadersAsync;
                     while (true)
                     {
                         while (_queue.Reader.TryRead(out var message))
@@ -210,7 +227,6 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                             await call.RequestStream.WriteAsync(message, token).ConfigureAwait(false);
                         }
 
-                        backoff = TimeSpan.FromMilliseconds(20);
                         if (!await _queue.Reader.WaitToReadAsync(token).ConfigureAwait(false))
                         {
                             await call.RequestStream.CompleteAsync().ConfigureAwait(false);
@@ -231,16 +247,15 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     }
 
                     _owner.Events.PeerUnreachable(_peer);
+                    var answered = accepted is { IsCompletedSuccessfully: true } && accepted.Result.GetValue(RaftTransportService.StreamTakenHeader) is not null;
                     try
                     {
-                        await Task.Delay(backoff, token).ConfigureAwait(false);
+                        await Task.Delay(_backoff.AfterBreak(answered), token).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
                         return;
                     }
-
-                    backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
                 }
             }
         }

@@ -53,9 +53,17 @@ public interface IIncomingSnapshot : IAsyncDisposable
 /// <summary>Receives Raft messages and snapshots from peers, after checking who sends them.</summary>
 public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCredentials credentials, ILogger<RaftTransportService> logger) : Wire.RaftTransport.RaftTransportBase
 {
+    /// <summary>
+    /// Sent at once in the headers of a <c>Send</c> stream this node takes (its sender and credentials checked): the
+    /// peer learns its stream reached a working node, which nothing else on a send-only stream tells it. A peer that
+    /// keeps getting streams broken without it backs off further (<see cref="PeerTransport"/>).
+    /// </summary>
+    public const string StreamTakenHeader = "dcache-stream-taken";
+
     public override async Task<Wire.SendSummary> Send(IAsyncStreamReader<Wire.RaftMessage> requestStream, ServerCallContext context)
     {
         var from = Sender(context);
+        await context.WriteResponseHeadersAsync(new Metadata { { StreamTakenHeader, "1" } }).ConfigureAwait(false);
         ulong received = 0;
         // The stream lives as long as the peer keeps it open, or until this node closes on shutdown.
         using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
