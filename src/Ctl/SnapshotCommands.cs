@@ -123,7 +123,8 @@ internal static class SnapshotCommands
             throw new FormatException($"--initial-cluster must list --node-id {nodeId}");
         }
 
-        if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any())
+        // A first look, before the long check of FILE; the one that counts is made under the directory's lock.
+        if (!NodeStorage.IsEmptyForRestore(directory))
         {
             Console.Error.WriteLine($"dcachectl snapshot restore: {directory} is not empty; restore only seeds a new, empty data directory");
             return 1;
@@ -160,8 +161,9 @@ internal static class SnapshotCommands
             storage.RaftLog.Save(new HardState(metadata.Term, 0, metadata.Index), [], metadata);
             storage.FinishRestore();
         }
-        catch
+        catch (Exception ex) when (ex is not RestoreRefusedException)
         {
+            // The directory was claimed (empty, under its lock): what is in it now is this restore's.
             if (created && Directory.Exists(directory))
             {
                 Directory.Delete(directory, recursive: true);

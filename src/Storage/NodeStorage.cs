@@ -42,7 +42,10 @@ public sealed class NodeStorage : IDisposable
     public static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory = null) =>
         Open(options, nodeId, clusterId, loggerFactory, restoring: false);
 
-    /// <summary>Opens a new data directory to restore into: it is marked as a restore in progress until <see cref="FinishRestore"/>.</summary>
+    /// <summary>
+    /// Opens a new data directory to restore into: it is marked as a restore in progress until <see cref="FinishRestore"/>.
+    /// A directory in use or not empty is refused (<see cref="RestoreRefusedException"/>) before anything is written.
+    /// </summary>
     public static NodeStorage OpenForRestore(StorageOptions options, ulong nodeId, string clusterId) =>
         Open(options, nodeId, clusterId, loggerFactory: null, restoring: true);
 
@@ -56,7 +59,16 @@ public sealed class NodeStorage : IDisposable
     private static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory, bool restoring)
     {
         loggerFactory ??= NullLoggerFactory.Instance;
-        var directoryLock = Lock(options.DataDirectory);
+        FileStream directoryLock;
+        try
+        {
+            directoryLock = Lock(options.DataDirectory);
+        }
+        catch (InvalidOperationException ex) when (restoring)
+        {
+            throw new RestoreRefusedException(ex.Message, ex);
+        }
+
         var directory = Path.GetFullPath(options.DataDirectory);
         MetadataStore? metadata = null;
         FasterRaftStorage? raftLog = null;
@@ -65,6 +77,13 @@ public sealed class NodeStorage : IDisposable
             var marker = Path.Combine(directory, RestoreMarkerFileName);
             if (restoring)
             {
+                // Decided under the lock, so two restores cannot both find the directory free: the other one holds the
+                // lock (refused above) or has left its files here (refused now).
+                if (!IsEmptyForRestore(directory))
+                {
+                    throw new RestoreRefusedException($"{directory} is not empty; restore only seeds a new, empty data directory");
+                }
+
                 using (var file = new FileStream(marker, FileMode.CreateNew, FileAccess.Write))
                 {
                     file.Flush(flushToDisk: true);
@@ -92,6 +111,10 @@ public sealed class NodeStorage : IDisposable
             throw;
         }
     }
+
+    /// <summary>Whether <paramref name="directory"/> is absent or holds nothing but a lock file: a restore may seed it.</summary>
+    public static bool IsEmptyForRestore(string directory) =>
+        !Directory.Exists(directory) || Directory.EnumerateFileSystemEntries(directory).All(entry => Path.GetFileName(entry) == LockFileName);
 
     public void Dispose()
     {

@@ -300,6 +300,84 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
             "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster), 1, "is not empty");
     }
 
+    /// <summary>
+    /// Two restores into one new directory at once: the first is paused (SIGSTOP) while it verifies the backup, after
+    /// it found the directory absent; the second restores in full meanwhile; then the first goes on. Exactly one may
+    /// succeed, and the loser must leave the winner's directory as it was. Before, the first found the directory free by
+    /// its earlier look and restored over the winner's (exit 0 twice); with other ids it failed and left its RESTORING
+    /// marker in the winner's directory, or, having found no directory at all, deleted the winner's files.
+    /// </summary>
+    [Fact]
+    public async Task OfTwoRestoresIntoOneNewDirectoryOneSucceedsAndTheOtherTouchesNothing()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        var value = new string('v', 1 << 20);
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
+        }
+
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
+        Assert.True(save.Exit == 0, save.ToString());
+
+        await using var restored = new LocalCluster(output, size: 1, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
+        var data = restored[1].DataDirectory;
+        string[] restore = ["snapshot", "restore", backup, "--data", data, "--node-id", "1", "--cluster-id", restored.ClusterId, "--initial-cluster", restored.InitialCluster];
+        Dcachectl.Result? winner = null;
+        Dictionary<string, long>? winnersFiles = null;
+        var loser = await Dcachectl.RunAlongsideAsync(output, async first =>
+        {
+            await Eventually.WaitAsync(() => Reads(first.Id, backup), TimeSpan.FromSeconds(30), "the first restore to open the backup");
+            Signal(first.Id, "STOP");
+            try
+            {
+                Assert.True(Reads(first.Id, backup), "the first restore was to be paused while it reads the backup, before it claims the directory");
+                Assert.False(Directory.Exists(data), "the directory was to be absent when the second restore starts");
+                winner = await Dcachectl.RunAsync(output, restore);
+                winnersFiles = Listing(data);
+            }
+            finally
+            {
+                Signal(first.Id, "CONT");
+            }
+        }, restore);
+
+        Assert.True(winner!.Exit == 0, winner.ToString());
+        Dcachectl.AssertFails(loser, 1, "is not empty");
+        Assert.Equal(winnersFiles!, Listing(data));
+        Assert.False(File.Exists(Path.Combine(data, "RESTORING")));
+        restored[1].Start();
+        await restored.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(value, (await restored.ExecuteAsync(1, Commands.Get("big-7", ReadConsistency.Local))).BulkText());
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> has <paramref name="file"/> open.</summary>
+    private static bool Reads(int pid, string file)
+    {
+        try
+        {
+            return new DirectoryInfo($"/proc/{pid}/fd").EnumerateFileSystemInfos().Any(fd => fd.LinkTarget == file);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false; // it exited, or a descriptor closed while being read
+        }
+    }
+
+    private static void Signal(int pid, string signal)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", $"-{signal} {pid}");
+        kill.WaitForExit();
+    }
+
+    /// <summary>Every file under <paramref name="directory"/> (but the lock file, which a refused opener may touch) and its size.</summary>
+    private static Dictionary<string, long> Listing(string directory) =>
+        Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories)
+            .Where(path => Path.GetFileName(path) != "LOCK")
+            .ToDictionary(path => Path.GetRelativePath(directory, path), path => new FileInfo(path).Length);
+
     [Fact]
     public async Task ASaveWhoseWritesFailLeavesNoPartialFile()
     {

@@ -16,6 +16,24 @@ internal static class Dcachectl
 
     public static Task<Result> RunWithEnvironmentAsync(ITestOutputHelper log, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
+        var info = StartInfo(arguments);
+        foreach (var (name, value) in environment)
+        {
+            info.Environment[name] = value;
+        }
+
+        return RunAsync(log, info, $"dcachectl {string.Join(' ', arguments)}");
+    }
+
+    /// <summary>
+    /// Runs dcachectl and, while it runs, <paramref name="whileRunning"/> with it (to pause it with a signal, say); the
+    /// result once both are done.
+    /// </summary>
+    public static Task<Result> RunAlongsideAsync(ITestOutputHelper log, Func<Process, Task> whileRunning, params string[] arguments) =>
+        RunAsync(log, StartInfo(arguments), $"dcachectl {string.Join(' ', arguments)}", whileRunning);
+
+    private static ProcessStartInfo StartInfo(string[] arguments)
+    {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(RepoPaths.CtlDll);
         foreach (var argument in arguments)
@@ -24,12 +42,7 @@ internal static class Dcachectl
         }
 
         info.Environment["DOTNET_gcServer"] = "0";
-        foreach (var (name, value) in environment)
-        {
-            info.Environment[name] = value;
-        }
-
-        return RunAsync(log, info, $"dcachectl {string.Join(' ', arguments)}");
+        return info;
     }
 
     /// <summary>Runs dcachectl with its files limited to <paramref name="kib"/> KiB (`ulimit -f`): the kernel stops it as its writes pass that.</summary>
@@ -50,7 +63,7 @@ internal static class Dcachectl
         return RunAsync(log, info, $"ulimit -f {kib}; dcachectl {string.Join(' ', arguments)}");
     }
 
-    private static async Task<Result> RunAsync(ITestOutputHelper log, ProcessStartInfo info, string shown)
+    private static async Task<Result> RunAsync(ITestOutputHelper log, ProcessStartInfo info, string shown, Func<Process, Task>? whileRunning = null)
     {
         using var process = Process.Start(info) ?? throw new InvalidOperationException("cannot start dcachectl");
         var stdout = process.StandardOutput.ReadToEndAsync();
@@ -58,12 +71,22 @@ internal static class Dcachectl
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         try
         {
+            if (whileRunning is not null)
+            {
+                await whileRunning(process).WaitAsync(deadline.Token);
+            }
+
             await process.WaitForExitAsync(deadline.Token);
         }
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
             throw new TimeoutException($"{shown} did not finish in 60 s");
+        }
+        catch
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
         }
 
         var result = new Result(process.ExitCode, await stdout, await stderr);
