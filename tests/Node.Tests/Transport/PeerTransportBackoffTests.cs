@@ -2,8 +2,16 @@ using System.Net;
 using System.Net.Sockets;
 using Dcache.Cache;
 using Dcache.Node.Consensus;
+using Dcache.Node.Hosting;
 using Dcache.Node.Transport;
 using Dcache.Raft;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dcache.Node.Tests.Transport;
@@ -15,6 +23,9 @@ public sealed class PeerTransportBackoffTests
 
     /// <summary>How long the broken peer keeps each connection open: the link's first waits are shorter.</summary>
     private static readonly TimeSpan HeldFor = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>How long the relay to a working peer keeps each connection: long enough for the peer's answer under load.</summary>
+    private static readonly TimeSpan WorkingPeerHeldFor = TimeSpan.FromMilliseconds(500);
 
     /// <summary>An HTTP/2 SETTINGS frame with no settings: the server's half of the connection preface.</summary>
     private static readonly byte[] EmptySettingsFrame = [0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -65,6 +76,111 @@ public sealed class PeerTransportBackoffTests
 
         await stop.CancelAsync();
         await acceptor.ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// A real peer's transport service tells the sender it took the stream, so a link to a working node that keeps
+    /// breaking (here a relay that cuts every connection after a moment) dials again at the shortest wait each time:
+    /// without that header every break would count as one more against an absent peer, up to 1 s between dials.
+    /// </summary>
+    [Fact]
+    public async Task ALinkToAWorkingPeerThatKeepsBreakingRedialsAtTheShortestWait()
+    {
+        var credentials = new ClusterCredentials("test", "secret");
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton<IRaftInbox>(new AcceptingInbox(Peer));
+        builder.Services.AddSingleton(credentials);
+        builder.Services.AddSingleton<ClusterAuthInterceptor>();
+        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
+        await using var app = builder.Build();
+        app.MapGrpcService<RaftTransportService>();
+        await app.StartAsync();
+
+        using var relay = new TcpListener(IPAddress.Loopback, 0);
+        relay.Start();
+        var servicePort = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;
+        using var stop = new CancellationTokenSource();
+        var relaying = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var inbound = await relay.AcceptSocketAsync(stop.Token);
+                using var outbound = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                await outbound.ConnectAsync(IPAddress.Loopback, servicePort, stop.Token);
+                using var held = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+                held.CancelAfter(WorkingPeerHeldFor);
+                await Task.WhenAll(CopyAsync(inbound, outbound, held.Token), CopyAsync(outbound, inbound, held.Token));
+            }
+        });
+
+        var events = new CountingEvents();
+        try
+        {
+            await using var transport = new PeerTransport(1, "http://127.0.0.1:1", credentials, 1 << 20, CacheCommand.FormatVersion,
+                new PeerClocks(TimeProvider.System), events, NullLogger<PeerTransport>.Instance);
+            transport.SetPeers(new Dictionary<ulong, string> { [Peer] = $"http://127.0.0.1:{((IPEndPoint)relay.LocalEndpoint).Port}" });
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (events.Unreachable < 7)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in 60 s");
+                transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
+                await Task.Delay(5);
+            }
+
+            Assert.True(transport.LastReconnectDelay(Peer) == TimeSpan.FromMilliseconds(20),
+                $"last reconnect delay {transport.LastReconnectDelay(Peer).TotalMilliseconds} ms after {events.Unreachable} breaks of streams the peer took");
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await relaying.ContinueWith(_ => { }, TaskScheduler.Default);
+            await app.StopAsync();
+        }
+    }
+
+    private static async Task CopyAsync(Socket from, Socket to, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[16 * 1024];
+        try
+        {
+            int read;
+            while ((read = await from.ReceiveAsync(buffer, cancellationToken)) > 0)
+            {
+                await to.SendAsync(buffer.AsMemory(0, read), cancellationToken);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or SocketException)
+        {
+            // The relay cut the connection, or one end closed it.
+        }
+    }
+
+    /// <summary>A node that takes every message and knows of no removed peer.</summary>
+    private sealed class AcceptingInbox(ulong nodeId) : IRaftInbox
+    {
+        public ulong NodeId => nodeId;
+
+        public CancellationToken Closing => CancellationToken.None;
+
+        public bool WasRemoved(ulong peer) => false;
+
+        public void PeerAddressHeard(ulong peer, string address)
+        {
+        }
+
+        public void PeerEntryFormatHeard(ulong peer, byte format)
+        {
+        }
+
+        public void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs)
+        {
+        }
+
+        public bool TryPost(Message message, long readTimeMs = 0) => true;
+
+        public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => throw new NotSupportedException("no snapshots in this test");
     }
 
     private sealed class CountingEvents : ITransportEvents
