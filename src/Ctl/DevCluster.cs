@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Text.Json;
 
 namespace Dcache.Ctl;
 
@@ -89,6 +90,7 @@ internal static class DevCluster
         // Nodes may be killed and restarted by hand to watch failover; the cluster runs until Ctrl-C.
         try
         {
+            await ReportReadinessAsync(new Uri($"http://127.0.0.1:{basePort + 2000}/health"), gatewayPort, processes, stopping.Token).ConfigureAwait(false);
             await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
@@ -130,6 +132,50 @@ internal static class DevCluster
         {
             context.Cancel = true;
             stopping.Cancel();
+        }
+    }
+
+    private static readonly TimeSpan ReadinessPatience = TimeSpan.FromSeconds(120);
+
+    /// <summary>
+    /// Says when the gateway knows a leader: until then every command answers -TRYAGAIN, which a first-time user would
+    /// take for a broken cluster. The gateway's /health names the leader it found.
+    /// </summary>
+    private static async Task ReportReadinessAsync(Uri gatewayHealth, int gatewayPort, IReadOnlyList<Process> processes, CancellationToken cancellationToken)
+    {
+        Console.WriteLine("Waiting for the nodes to elect a leader...");
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow.Add(ReadinessPatience);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (processes.FirstOrDefault(p => p.HasExited) is { } exited)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {exited.Id} exited with code {exited.ExitCode} before the cluster was ready; see its output above."));
+                return;
+            }
+
+            if (await GatewayLeaderAsync(http, gatewayHealth, cancellationToken).ConfigureAwait(false) is { } leader)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Ready: node {leader} leads. Try: redis-cli -p {gatewayPort} SET greeting hello"));
+                return;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"No leader after {ReadinessPatience.TotalSeconds:0} s; the nodes keep trying (see their output above)."));
+    }
+
+    private static async Task<ulong?> GatewayLeaderAsync(HttpClient http, Uri gatewayHealth, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var health = JsonDocument.Parse(await http.GetStringAsync(gatewayHealth, cancellationToken).ConfigureAwait(false));
+            return health.RootElement.TryGetProperty("leaderId", out var leader) && leader.TryGetUInt64(out var id) && id != 0 ? id : null;
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested && ex is HttpRequestException or TaskCanceledException or JsonException)
+        {
+            return null; // the gateway is not listening yet, or answered mid-start
         }
     }
 

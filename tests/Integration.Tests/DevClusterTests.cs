@@ -20,8 +20,12 @@ public sealed class DevClusterTests(ITestOutputHelper output)
             var gatewayPort = FreePorts.Allocate(1)[0];
             dev.Start(["dev", "--data", data.FullName, "--base-port", Text(basePort), "--gateway-port", Text(gatewayPort)]);
 
-            await Eventually.WaitAsync(async () => (await RedisTools.RedisCliAsync(gatewayPort, "SET greeting hello EX 60")).Output.Trim() == "OK",
-                TimeSpan.FromSeconds(60), "the dev cluster's gateway to take a SET");
+            // dev says when the cluster is ready; from then on a command works the first time (before, it answered
+            // -TRYAGAIN while the nodes had not yet elected a leader).
+            await Eventually.WaitAsync(() => dev.RecentOutput(lines: 2000).Contains("Ready: node ", StringComparison.Ordinal),
+                TimeSpan.FromSeconds(90), "dev to say its cluster is ready");
+            var set = await RedisTools.RedisCliAsync(gatewayPort, "SET greeting hello EX 60");
+            Assert.True(set.Output.Trim() == "OK", $"the first SET after dev said ready: {set.Output}\n{dev.RecentOutput(lines: 2000)}");
             Assert.Equal("hello", (await RedisTools.RedisCliAsync(gatewayPort, "GET greeting")).Output.Trim());
 
             // One endpoint is enough: status also asks every member that node's membership names, and does not ask
