@@ -36,6 +36,23 @@ public sealed class CommitLearningTests
         Assert.True(node.CommitIndex < index, $"commit {node.CommitIndex} covers index {index}, whose entry is of term {term}, not {term + 1}");
     }
 
+    [Fact]
+    public void AnAppendCommitsNoEntryPastTheLastOneItMatched()
+    {
+        var (cluster, node, index, term) = FollowerWithAnUncommittedEntry();
+        Assert.True(node.TryGetLogTerm(index - 1, out var previousTerm));
+
+        // The new leader's probe matches at the entry before; it carries no entries and a commit index covering index,
+        // where the leader's entry is of its own term. The follower's entry there is another one, unvouched for.
+        node.Step(new Message
+        {
+            Type = MessageType.Append, From = 2, To = 1, Term = node.Term, Index = index - 1, LogTerm = previousTerm, Commit = index,
+        });
+        cluster.Stabilize();
+
+        Assert.True(node.CommitIndex < index, $"commit {node.CommitIndex} covers index {index}, whose entry of term {term} the Append did not match");
+    }
+
     /// <summary>Node 1 led, appended an entry nobody else got, and follows node 2 in the next term.</summary>
     private static (TestCluster Cluster, RaftNode Node, ulong Index, ulong Term) FollowerWithAnUncommittedEntry()
     {

@@ -79,6 +79,29 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void CheckQuorumCountsVotersOnlySoALeaderHeardOnlyByALearnerStepsDown()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        cluster.AddNode(4);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(1);
+        Assert.True(leader.Raft.Membership.IsLearner(4));
+
+        // The leader and the learner hear each other, and nobody else: the learner must not keep the leader in office.
+        foreach (var (a, b) in new (ulong, ulong)[] { (1, 2), (1, 3), (4, 2), (4, 3) })
+        {
+            cluster.Cut(a, b);
+            cluster.Cut(b, a);
+        }
+
+        var ticks = cluster.TickUntil(() => leader.Raft.Role != Role.Leader, 100);
+        Assert.InRange(ticks, 1, 2 * 10);
+    }
+
+    [Fact]
     public void LeadershipTransferToALaggingFollowerCatchesItUpFirst()
     {
         var cluster = new TestCluster(3);
@@ -278,6 +301,46 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void ASnapshotOlderThanTheCommitIndexIsNotInstalled()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.True(leader.Propose($"a{i}").Accepted);
+        }
+
+        cluster.Stabilize();
+        leader.TakeSnapshot();
+        var stale = new Message { Type = MessageType.Snapshot, From = 1, To = 2, Term = leader.Raft!.Term, Snapshot = leader.Storage.Snapshot };
+        var staleData = leader.SnapshotData;
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.True(leader.Propose($"b{i}").Accepted);
+        }
+
+        cluster.Stabilize();
+        cluster.Tick(1);
+
+        // The follower compacted past the snapshot's index, so no entry of its log can match it: only the commit index
+        // tells that the snapshot is behind. Installed, it would roll the follower's state back.
+        var follower = cluster[2];
+        follower.TakeSnapshot();
+        var (commit, last, applied) = (follower.Raft!.CommitIndex, follower.Raft.LastIndex, follower.Applied.ToList());
+        Assert.True(stale.Snapshot.Index < commit);
+        Assert.True(stale.Snapshot.Index < follower.Raft.FirstLogIndex - 1);
+
+        follower.IncomingSnapshot = staleData; // the delayed snapshot message arrives
+        follower.Raft.Step(stale);
+        cluster.Stabilize();
+
+        Assert.Equal(commit, follower.Raft.CommitIndex);
+        Assert.Equal(last, follower.Raft.LastIndex);
+        Assert.Equal(applied, follower.Applied);
+        Assert.Equal(10, applied.Count);
+    }
+
+    [Fact]
     public void AFollowerWithAConflictingUncommittedSuffixIsOverwritten()
     {
         var cluster = new TestCluster(3);
@@ -363,6 +426,49 @@ public sealed class EdgeCaseTests
         Assert.Equal(["a", "b", "c"], follower.GetLogEntries(firstAppend.Index + 1, lastBefore)
             .Where(e => e.Type == EntryType.Normal && e.Data.Length > 0)
             .Select(e => System.Text.Encoding.UTF8.GetString(e.Data.Span)));
+    }
+
+    [Fact]
+    public void ANewLeaderCountsOnlyAcknowledgementsMadeInItsOwnTerm()
+    {
+        // Node 2 acknowledged two entries to node 1 in an earlier term; a later leader cut them off node 2's log. When
+        // node 1 leads again, that acknowledgement tells nothing about node 2's log: counted, it would make node 1's
+        // next entry look held by three of five when only nodes 1 and 3 hold it.
+        var cluster = new TestCluster(5, configure: o => o.CheckQuorum = false);
+        var first = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        var agreed = first.Raft!.LastIndex;
+        foreach (var other in new ulong[] { 3, 4, 5 })
+        {
+            cluster.Cut(1, other);
+            cluster.Cut(other, 1);
+        }
+
+        Assert.True(first.Propose("x1").Accepted);
+        Assert.True(first.Propose("x2").Accepted);
+        cluster.Stabilize();
+        Assert.Equal(agreed + 2, cluster[2].Raft!.LastIndex);
+        Assert.Equal(agreed, first.Raft.CommitIndex);
+
+        cluster.Isolate(1);
+        var second = cluster.ElectLeader(3); // with nodes 4 and 5; its no-op replaces x1 and x2 on node 2
+        cluster.Heal();
+        cluster.Tick(1);
+        Assert.Equal(agreed + 1, cluster[2].Raft!.LastIndex);
+        Assert.Equal(Role.Follower, first.Raft.Role);
+        Assert.Equal(second.Raft!.LastIndex, first.Raft.LastIndex);
+
+        // Node 1 wins again, but only node 3 gets its Appends.
+        cluster.Drop = m => m is { From: 1, To: 2 or 4 or 5, Type: MessageType.Append or MessageType.Heartbeat };
+        cluster.ElectLeader(1);
+        var noOp = first.Raft.LastIndex;
+        Assert.Equal(agreed + 2, noOp);
+        Assert.True(cluster[3].Raft!.LastIndex >= noOp);
+        Assert.True(first.Raft.CommitIndex < noOp, $"commit {first.Raft.CommitIndex} covers the no-op at {noOp}, held by two of five");
+
+        cluster.Drop = null;
+        cluster.Tick(1);
+        Assert.True(first.Raft.CommitIndex >= noOp);
     }
 
     [Fact]

@@ -269,6 +269,66 @@ public sealed class MembershipSafetyTests
     }
 
     [Fact]
+    public void AVoterDoesNotCampaignWhileACommittedChangeIsUnappliedAndDoesOnceItIsApplied()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster[3].ProcessReady();
+        cluster.DeliverPending();
+        leader.ProcessReady(); // sends the commit
+        cluster.DeliverPending(); // node 2 knows the change committed, has not applied it
+        var node2 = cluster[2].Raft!;
+        Assert.True(node2.CommitIndex > node2.AppliedIndex);
+
+        // Node 2's host is slow to apply and hears nothing more: its election timer runs out under a configuration
+        // that is about to change, and it must wait (as etcd's raft does).
+        for (var i = 0; i < 2 * 10; i++)
+        {
+            node2.Tick();
+        }
+
+        Assert.Equal(Role.Follower, node2.Role);
+
+        // Once applied, the next election timeout (the refused one restarted the timer) starts a campaign.
+        cluster[2].ProcessReady();
+        Assert.True(node2.Membership.IsLearner(4));
+        for (var i = 0; i < 2 * 10 && node2.Role == Role.Follower; i++)
+        {
+            node2.Tick();
+        }
+
+        Assert.Equal(Role.PreCandidate, node2.Role);
+    }
+
+    [Fact]
+    public void ASecondChangeIsRefusedUntilTheFirstIsAppliedOnTheLeaderNotMerelyCommitted()
+    {
+        var cluster = new TestCluster(2);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 2)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster.DeliverPending(); // committed on the leader, not applied yet
+        Assert.True(leader.Raft.CommitIndex > leader.Raft.AppliedIndex);
+        Assert.Equal([1UL, 2UL], leader.Raft.Membership.Voters);
+
+        // Judged against {1, 2}, still in effect, removing node 1 looks valid; applied after the first removal it would
+        // leave no voter at all.
+        Assert.Equal(ProposeStatus.ConfChangePending, leader.Raft.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 1)).Status);
+
+        cluster.Stabilize();
+        Assert.Equal([1UL], leader.Raft.Membership.Voters);
+        Assert.Equal(ProposeStatus.InvalidConfChange, leader.Raft.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 1)).Status);
+    }
+
+    [Fact]
     public void ANewLeaderProposesNoChangeBeforeItsNoOpIsAppliedAndAnEarlierTermsChangeInItsLogTakesEffectFirst()
     {
         // Without CheckQuorum, followers answer a (pre-)vote at once instead of waiting out the old leader's lease.

@@ -66,4 +66,53 @@ public sealed class VoteRulesTests
         Assert.True(response.Reject);
         Assert.Equal(0UL, ready.HardState?.Vote ?? voter.GetStatus().Vote);
     }
+
+    [Fact]
+    public void OnlyVotersOfTheCandidatesConfigurationCountTowardsItsElection()
+    {
+        var cluster = new TestCluster(3, configure: o => o.PreVote = false);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        cluster.AddNode(4);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(1);
+        var candidate = cluster[2].Raft!;
+        Assert.True(candidate.Membership.IsLearner(4));
+
+        candidate.Campaign();
+        Assert.Equal(Role.Candidate, candidate.Role);
+
+        // With its own vote, a grant from the learner or from a node outside the configuration would make two: a
+        // quorum of three voters, were they counted.
+        foreach (var from in new ulong[] { 4, 9 })
+        {
+            candidate.Step(new Message { Type = MessageType.VoteResponse, From = from, To = 2, Term = candidate.Term });
+        }
+
+        Assert.Equal(Role.Candidate, candidate.Role);
+
+        candidate.Step(new Message { Type = MessageType.VoteResponse, From = 3, To = 2, Term = candidate.Term });
+        Assert.Equal(Role.Leader, candidate.Role);
+    }
+
+    [Fact]
+    public void AVoteGrantedInAnEarlierElectionDoesNotCountInTheNext()
+    {
+        // The voter promised nothing about the later term: it may grant that one to another candidate.
+        var cluster = new TestCluster(3, configure: o => o.PreVote = false);
+        cluster.ElectLeader(1);
+        cluster.Tick(1);
+        var candidate = cluster[2].Raft!;
+        candidate.Campaign();
+        var firstTerm = candidate.Term;
+        candidate.Campaign(); // the first election went unanswered: it runs again
+        Assert.Equal(firstTerm + 1, candidate.Term);
+
+        candidate.Step(new Message { Type = MessageType.VoteResponse, From = 3, To = 2, Term = firstTerm });
+        Assert.Equal(Role.Candidate, candidate.Role);
+
+        candidate.Step(new Message { Type = MessageType.VoteResponse, From = 3, To = 2, Term = candidate.Term });
+        Assert.Equal(Role.Leader, candidate.Role);
+    }
 }
