@@ -128,21 +128,29 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
         // 15,000 commands over about a second and a half, with keys long enough to fill a flow-control window soon.
         var calls = new List<ClusterCall>();
         var padding = new string('k', 200);
-        for (var round = 0; round < 60; round++)
+        Reply[] replies;
+        try
         {
-            for (var w = 0; w < 5; w++)
+            for (var round = 0; round < 60; round++)
             {
-                var batch = Enumerable.Range(0, wave).Select(i => new ClusterCall(Get($"{padding}-{round}-{w}-{i}"), ReadMode.Linearizable)).ToArray();
-                calls.AddRange(batch);
-                cluster.ExecuteAll(batch, CancellationToken.None);
+                for (var w = 0; w < 5; w++)
+                {
+                    var batch = Enumerable.Range(0, wave).Select(i => new ClusterCall(Get($"{padding}-{round}-{w}-{i}"), ReadMode.Linearizable)).ToArray();
+                    calls.AddRange(batch);
+                    cluster.ExecuteAll(batch, CancellationToken.None);
+                }
+
+                await Task.Delay(20); // pacing, as a client's load arrives
             }
 
-            await Task.Delay(20);
+            replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
         }
-
-        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
-        await stop.CancelAsync();
-        await sampler;
+        finally
+        {
+            // Also when the replies never come: the sampler must not outlive the test.
+            await stop.CancelAsync();
+            await sampler;
+        }
 
         output.WriteLine($"peak held {peak}, of which sent {peakSent}");
         Assert.All(replies, reply => Assert.Equal(FailureKind.Unavailable, reply.Failure?.Kind));

@@ -53,8 +53,16 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
         // An unset variable in `--endpoints "$NODES"`: status asked nobody, and said all was well.
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "", .. credentials]), 2, "--endpoints lists no endpoint");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", " , ", .. credentials]), 2, "--endpoints lists no endpoint");
-        var backup = Path.Combine(Path.GetTempPath(), $"dcachectl-endpoints-{Guid.NewGuid():N}.dcsnap");
-        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
-        Assert.False(File.Exists(backup));
+        var root = Directory.CreateTempSubdirectory("dcachectl-endpoints-");
+        try
+        {
+            var backup = Path.Combine(root.FullName, "backup.dcsnap");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
+            Assert.False(File.Exists(backup));
+        }
+        finally
+        {
+            root.Delete(recursive: true);
+        }
     }
 }
