@@ -63,7 +63,7 @@ public sealed class RespWriterTests
     public void LargeBulkIsWrittenInChunks()
     {
         var value = new byte[100_000];
-        Random.Shared.NextBytes(value);
+        new Random(100_000).NextBytes(value);
         var output = new ArrayBufferWriter<byte>();
         RespWriter.WriteBulk(output, value);
         var expected = Encoding.ASCII.GetBytes("$100000\r\n").Concat(value).Concat("\r\n"u8.ToArray()).ToArray();

@@ -400,8 +400,8 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
     private async Task RejectsDamagedCopiesAsync(string backup)
     {
         var original = await File.ReadAllBytesAsync(backup);
-        var seed = Environment.TickCount;
-        output.WriteLine($"damage seed {seed}");
+        var seed = int.TryParse(Environment.GetEnvironmentVariable("DCACHE_DAMAGE_SEED"), CultureInfo.InvariantCulture, out var fixedSeed) ? fixedSeed : Random.Shared.Next();
+        output.WriteLine($"damage seed {seed} (replay with DCACHE_DAMAGE_SEED={seed})");
         var random = new Random(seed);
         // The magic, the version, the header, random places in the data, the trailer's size and the checksum itself.
         var offsets = new[] { 0, 9, 20, original.Length - 5, original.Length - 1 }

@@ -111,8 +111,10 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Snapshots_stream_in_and_out_in_chunks_survive_reopen_and_only_the_newest_two_are_kept()
     {
-        var seed = Random.Shared.Next();
-        output.WriteLine($"seed {seed}");
+        var seed = Environment.GetEnvironmentVariable("DCACHE_SNAPSHOT_STORE_SEED") is { Length: > 0 } text
+            ? int.Parse(text, System.Globalization.CultureInfo.InvariantCulture)
+            : Random.Shared.Next();
+        output.WriteLine($"seed {seed} (replay with DCACHE_SNAPSHOT_STORE_SEED={seed})");
         var random = new Random(seed);
         var sizes = new List<long>();
         var entries = new List<SnapshotCatalogueEntry>();
