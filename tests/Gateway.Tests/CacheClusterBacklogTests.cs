@@ -194,15 +194,7 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
 
     private static int KeyIndex(Command command) => int.Parse(command.Get.Key.ToStringUtf8().AsSpan("key-".Length), System.Globalization.CultureInfo.InvariantCulture);
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> describe)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, describe());
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, Func<string> describe) => Eventually.WaitAsync(condition, Patience, describe);
 
     /// <summary>A TCP listener on 127.0.0.1 that accepts connections and never reads from them.</summary>
     private sealed class SilentListener : IDisposable

@@ -90,13 +90,5 @@ public sealed class CacheClusterForwardingTests
     private static List<Command> Received(ScriptedNode node) =>
         [.. node.Received.SelectMany(batch => batch).Where(command => command.OpCase == Command.OpOneofCase.Set)];
 
-    private static async Task WaitForAsync(Func<bool> condition, string what)
-    {
-        var until = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < until, $"timed out waiting until {what}");
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitForAsync(Func<bool> condition, string what) => Eventually.WaitAsync(condition, Patience, what);
 }

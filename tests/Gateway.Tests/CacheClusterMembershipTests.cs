@@ -148,21 +148,8 @@ public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
     private static Task<T> WaitForAsync<T>(Func<T?> found, string failure)
         where T : class => WaitForAsync(found, () => failure);
 
-    private static async Task<T> WaitForAsync<T>(Func<T?> found, Func<string> failure)
-        where T : class
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (true)
-        {
-            if (found() is { } value)
-            {
-                return value;
-            }
-
-            Assert.True(DateTime.UtcNow < deadline, failure());
-            await Task.Delay(10);
-        }
-    }
+    private static Task<T> WaitForAsync<T>(Func<T?> found, Func<string> failure)
+        where T : class => Eventually.ValueAsync(found, Patience, failure);
 
     /// <summary>
     /// Three scripted nodes: node 1 leads and reports the membership a test sets; nodes 2 (the seed) and 3 (the one
