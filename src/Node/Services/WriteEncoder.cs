@@ -94,7 +94,8 @@ public static class WriteEncoder
                 return $"transaction command {i + 1}: {command.OpCase} cannot go in a transaction";
             }
 
-            if (Validate(command) is { } invalid)
+            // An increment that is not a float is the slot's error, not the transaction's (see EncodeTransaction).
+            if (command.OpCase != Proto.Command.OpOneofCase.IncrByFloat && Validate(command) is { } invalid)
             {
                 return invalid.StartsWith("ERR ", StringComparison.Ordinal) ? invalid : $"transaction command {i + 1}: {invalid}";
             }
@@ -127,7 +128,15 @@ public static class WriteEncoder
         {
             var command = transaction.Commands[i];
             var buffer = new ArrayBufferWriter<byte>();
-            if (command.IsWrite)
+            if (command.OpCase == Proto.Command.OpOneofCase.IncrByFloat && !CacheCommand.IsValidFloat(command.IncrByFloat.Increment.Span))
+            {
+                // Redis queues an INCRBYFLOAT whose increment is not a float and answers the error in its slot, running
+                // the rest of the transaction. The increment itself cannot go in the log, since replicas read some that
+                // Redis refuses ("1\0") as numbers when they apply; an empty one every build since log format 3 applies
+                // as exactly that error, leaving the key (and its WATCH revision) alone.
+                CacheCommand.EncodeIncrementByFloat(buffer, alone, command.IncrByFloat.Key.Span, []);
+            }
+            else if (command.IsWrite)
             {
                 Encode(command, alone, buffer);
             }
