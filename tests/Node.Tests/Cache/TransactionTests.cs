@@ -1,5 +1,9 @@
+using System.Buffers;
 using System.Text;
 using Dcache.Cache;
+using Dcache.Node.Services;
+using Google.Protobuf;
+using Proto = Dcache.Protocol.Cache;
 using static Dcache.Node.Tests.Cache.Replies;
 
 namespace Dcache.Node.Tests.Cache;
@@ -165,5 +169,31 @@ public sealed class TransactionTests
         byte[] forged = [.. nested[..19], 1, (byte)(body.Length + 1), (byte)CacheCommandKind.Transaction, .. body];
         Assert.Contains("inside a transaction", Assert.Throws<FormatException>(() => CacheCommand.Decode(forged)).Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => Entries.Encode(w => CacheCommand.EncodeRead(w, Alone, ReadKind.Get, Entries.Keys("a", "b"))));
+    }
+
+    [Fact]
+    public void An_increment_that_is_not_a_float_is_its_slots_error_as_the_leader_writes_it()
+    {
+        // "1\0" and "1e5000" the state machine would read as numbers (1 and infinity): the leader must not log them as sent.
+        var cache = new CacheHarness();
+        cache.Set("f", "1.5");
+        Proto.Command IncrByFloat(string increment) => new() { IncrByFloat = new Proto.IncrByFloatRequest { Key = ByteString.CopyFromUtf8("f"), Increment = ByteString.CopyFromUtf8(increment) } };
+        var transaction = new Proto.Command { Transaction = new Proto.TransactionRequest() };
+        transaction.Transaction.Commands.Add(new Proto.Command { Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("a"), Value = ByteString.CopyFromUtf8("1") } });
+        foreach (var increment in new[] { "abc", "1\0", "1e5000", "nan", "", "0.25" })
+        {
+            transaction.Transaction.Commands.Add(IncrByFloat(increment));
+        }
+
+        Assert.Null(WriteEncoder.Validate(transaction));
+        var entry = new ArrayBufferWriter<byte>();
+        WriteEncoder.Encode(transaction, cache.NowMs, entry);
+        var reply = cache.Apply(entry.WrittenSpan.ToArray());
+
+        var notAFloat = Error(CacheErrors.NotAFloat);
+        Assert.Equal(Array(CacheReply.Ok, notAFloat, notAFloat, notAFloat, notAFloat, notAFloat, Bulk("1.75")), reply);
+        Assert.Equal(("1", "1.75"), (cache.Get("a"), cache.Get("f")));
+        // Alone, the command is still refused before it is proposed.
+        Assert.Equal(CacheErrors.NotAFloat, WriteEncoder.Validate(IncrByFloat("1\0")));
     }
 }
