@@ -81,6 +81,17 @@ internal sealed class ChaosRun
     // While an overlapping step runs: what a fault expects of the cluster while it holds (a read served around a cut
     // leader) is noted then, not judged, since the other fault may take away what it relies on.
     private volatile bool _overlapping;
+
+    // Both faults of the running step are membership changes: two operators, each making a plain change (no disturbance
+    // or kill of its own), each retrying while the product refuses it for the other's.
+    private volatile bool _twoOperators;
+
+    // Members a member update has stopped and whose new address is not yet committed: operations.md's precondition for
+    // moving another member (the other voters up) does not hold while one is in this set.
+    private readonly HashSet<ulong> _moving = [];
+
+    // Refusals of a change because another was in progress (two operators at once), counted for the timeline.
+    private int _pendingRefusals;
     private bool _started;
 
     // The node running with its clock ahead (a clock jump not yet healed), and when each such fault began and ended
@@ -144,11 +155,15 @@ internal sealed class ChaosRun
         _mesh = new ProxyMesh(_cluster, oneAddressPerNode: _options.OneAddressPerNode);
         _members.UnionWith(_cluster.Nodes.Keys);
         var nextId = _cluster.Nodes.Keys.Max();
-        foreach (var _ in _schedule.AllSteps.Where(s => s.Kind == FaultKind.MemberReplace))
+        // One joiner per replacement, and a second for one whose joiner is lost halfway (a fresh node takes its place).
+        foreach (var step in _schedule.AllSteps.Where(s => s.Kind == FaultKind.MemberReplace))
         {
-            var id = ++nextId;
-            _cluster.AddJoiningNode(id);
-            _joiners.Enqueue((id, _mesh.AddJoiner(id)));
+            for (var n = step.ReplaceMidChange == MidChangeKill.JoinerLearnerLost ? 2 : 1; n > 0; n--)
+            {
+                var id = ++nextId;
+                _cluster.AddJoiningNode(id);
+                _joiners.Enqueue((id, _mesh.AddJoiner(id)));
+            }
         }
 
         _allNodes = [.. _cluster.Nodes.Keys];
@@ -371,6 +386,11 @@ internal sealed class ChaosRun
                     await AfterHealAsync();
                 }
 
+                if (IsMembershipChange(step.Kind) || (step.With is { } paired && IsMembershipChange(paired.Step.Kind)))
+                {
+                    await MembershipAgreesAsync();
+                }
+
                 if (_bankClients.Count > 0)
                 {
                     await TransfersResumeAsync(i + 1, AcknowledgedTransfers() - transfersBefore, stop.Token);
@@ -414,6 +434,34 @@ internal sealed class ChaosRun
         return history;
     }
 
+    private static bool IsMembershipChange(FaultKind kind) => kind is FaultKind.MemberReplace or FaultKind.MemberUpdate;
+
+    /// <summary>
+    /// After a step with a membership change, every running member has the configuration the changes made: the members
+    /// the harness counts as voters, each at its last address, and no learner (a half-joined node removed, the second
+    /// of two operators' changes refused or applied, never a mixture).
+    /// </summary>
+    private async Task MembershipAgreesAsync()
+    {
+        var expected = Members();
+        var running = expected.Where(id => _cluster[id].IsRunning).ToList();
+        var last = "";
+        try
+        {
+            await Eventually.WaitAsync(async () =>
+            {
+                var statuses = await Task.WhenAll(running.Select(id => _cluster.StatusAsync(id)));
+                var views = statuses.Select(s => string.Join(",", s.Members.OrderBy(m => m.Id).Select(m => $"{m.Id}{(m.Voter ? "" : " learner")}{(_movedTo.TryGetValue(m.Id, out var moved) && m.Address != moved ? " at its old address" : "")}"))).ToList();
+                last = string.Join("; ", running.Zip(views, (id, view) => $"node {id}: [{view}]"));
+                return views.All(view => view == string.Join(",", expected));
+            }, RecoveryTimeout, $"every running member to list exactly [{string.Join(",", expected)}] as voters");
+        }
+        catch (Exception ex) when (ex is TimeoutException or Grpc.Core.RpcException)
+        {
+            Problem($"the membership did not settle after the step: {ex.Message}; last seen: {last}");
+        }
+    }
+
     /// <summary>After the whole-cluster restart, every member lists each moved member at its new address (from its own log or snapshot).</summary>
     private async Task MovedMembersListedAsync()
     {
@@ -446,6 +494,8 @@ internal sealed class ChaosRun
         var inPlace = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var startSecond = Task.Delay(second.StartAfterMs);
         _overlapping = true;
+        _twoOperators = IsMembershipChange(first.Kind) && IsMembershipChange(second.Step.Kind);
+        _pendingRefusals = 0;
         try
         {
             await Task.WhenAll(LaneAsync(first, inPlace), SecondLaneAsync());
@@ -453,6 +503,12 @@ internal sealed class ChaosRun
         finally
         {
             _overlapping = false;
+            _twoOperators = false;
+        }
+
+        if (IsMembershipChange(first.Kind) && IsMembershipChange(second.Step.Kind))
+        {
+            Note($"two operators: both changes done; {_pendingRefusals} refusals because the other change was in progress");
         }
 
         await AfterHealAsync();
@@ -599,14 +655,11 @@ internal sealed class ChaosRun
                     Release(target);
                 });
             case FaultKind.MemberReplace:
-                // Three times in four the change runs while another member is down throughout: paused, killed, or
-                // cut off from the other members.
-                var disturbance = (BystanderFault)((step.Pick / 7) % 4);
-                // With no bystander down, two times in three a node of the change itself is killed halfway: the
-                // joiner right after its promotion (restarted after the hold), or the leaving member before its
-                // removal. (With a bystander down as well, four voters would have two down: no quorum by design.)
-                var midChange = disturbance == BystanderFault.None ? (MidChangeKill)((step.Pick / 112) % 3) : MidChangeKill.None;
-                await ReplaceMemberAsync(target, role, freeOthers[(step.Pick / 28) % freeOthers.Count], disturbance, midChange, step.HoldMs, inPlace);
+                // Two operators' changes run plain: a disturbance held until one change is done would hold the other's
+                // quorum too, and each waits for the other (the one-at-a-time rule is what they meet).
+                var twoOperators = _twoOperators;
+                await ReplaceMemberAsync(target, role, freeOthers[(step.Pick / 28) % freeOthers.Count],
+                    twoOperators ? BystanderFault.None : step.ReplaceBystander, twoOperators ? MidChangeKill.None : step.ReplaceMidChange, step, inPlace);
                 return () => Task.CompletedTask;
             case FaultKind.GatewayKill:
                 await CountGatewayRetriesAsync();
@@ -626,13 +679,13 @@ internal sealed class ChaosRun
                     _cluster.Gateway!.Resume();
                 });
             case FaultKind.ClockJump:
-                return Healed(await JumpClockAsync(step, ids, leader));
+                return Healed(await JumpClockAsync(step, free, leader, inPlace));
             case FaultKind.GatewayPartition or FaultKind.GatewayStall:
                 return await CutGatewayAsync(step, ids, leader);
             case FaultKind.DiskFull:
-                return await FillDiskAsync(target, role, step.DiskFullFreeBytes);
+                return await FillDiskAsync(target, role, step.DiskFullFreeBytes, inPlace);
             case FaultKind.MemberUpdate:
-                await MoveMemberAsync(step, target, role, ids, freeOthers, inPlace);
+                await MoveMemberAsync(step, _twoOperators ? MoveDisturbance.None : step.MoveDisturbance, target, role, ids, freeOthers, inPlace);
                 return () => Task.CompletedTask;
             default:
                 throw new ArgumentOutOfRangeException(nameof(step));
@@ -776,12 +829,15 @@ internal sealed class ChaosRun
     /// Leaves a few KiB on <paramref name="target"/>'s disk and waits for the node to fill it and stop; checks that it
     /// stopped as documented. Returns what gives the disk room again, restarts the node and waits for it to catch up.
     /// </summary>
-    private async Task<Func<Task>> FillDiskAsync(ulong target, string role, int freeBytes)
+    private async Task<Func<Task>> FillDiskAsync(ulong target, string role, int freeBytes, Action? inPlace)
     {
+        Hold(target);
         var disk = _disks[target];
         var used = await disk.LeaveFreeAsync(freeBytes);
         _full.Add(target);
         Note($"disk full: node {target} ({role}) has {freeBytes / 1024} KiB left on its data directory ({used / 1024} KiB used)");
+        // A membership change beside it starts while the disk fills, not once the node has stopped.
+        inPlace?.Invoke();
         var clock = Stopwatch.StartNew();
         TimeSpan? stopLogged = null;
         while (_cluster[target].IsRunning && clock.Elapsed < DiskFullStopTimeout)
@@ -801,7 +857,9 @@ internal sealed class ChaosRun
 
         if (_cluster[target].IsRunning)
         {
-            Problem($"node {target} still ran {DiskFullStopTimeout.TotalSeconds:F0} s after its disk was left {freeBytes / 1024} KiB: not the fail-stop of operations.md (exit code 3)");
+            // Beside a membership change the load may not reach the node for a while (no quorum while a bystander and
+            // a change's node are down): then a node that has not filled its disk yet has broken no promise.
+            Judge($"node {target} still ran {DiskFullStopTimeout.TotalSeconds:F0} s after its disk was left {freeBytes / 1024} KiB: not the fail-stop of operations.md (exit code 3)");
         }
         else
         {
@@ -828,6 +886,7 @@ internal sealed class ChaosRun
             }
 
             await CatchesUpAsync(target, "after its disk had room again");
+            Release(target);
         };
     }
 
@@ -863,7 +922,7 @@ internal sealed class ChaosRun
     /// Restarts a node with its clock ahead; when it is the leader, hands leadership back to it so that it stamps the
     /// writes. Returns what restarts it with its clock right.
     /// </summary>
-    private async Task<Action> JumpClockAsync(FaultStep step, List<ulong> ids, ulong? leader)
+    private async Task<Action> JumpClockAsync(FaultStep step, List<ulong> free, ulong? leader, Action? inPlace)
     {
         if (step.ClockJumpOnLeader && leader is null)
         {
@@ -872,13 +931,17 @@ internal sealed class ChaosRun
             leader = await LeaderAsync();
         }
 
-        var followers = ids.Where(id => id != leader).ToList();
-        var target = step.ClockJumpOnLeader && leader is { } l ? l : followers[step.Pick % followers.Count];
+        // Beside a membership change, the leader may be a node of the change (its leaving member, say): the jump then
+        // takes a free follower. Alone every node is free and the choice is what it always was.
+        var followers = free.Where(id => id != leader).ToList() is { Count: > 0 } rest ? rest : free;
+        var target = step.ClockJumpOnLeader && leader is { } l && free.Contains(l) ? l : followers[step.Pick % followers.Count];
         var role = target == leader ? "leader" : "follower";
+        Hold(target);
         Note($"clock jump: SIGKILL node {target} ({role}), restart it with its clock {step.ClockJumpOffset.TotalMinutes:F0} min ahead");
         _skewed = target;
         _cluster[target].Kill();
         StartNode(target, step.ClockJumpOffset);
+        inPlace?.Invoke();
         if (target == leader)
         {
             await HandLeadershipToAsync(target);
@@ -886,6 +949,7 @@ internal sealed class ChaosRun
             {
                 Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
                 RestoreClock(target);
+                Release(target);
             };
         }
 
@@ -893,16 +957,18 @@ internal sealed class ChaosRun
         // dead leader's uncommitted writes and their retries (a retry stamped by its clock finds its session expired).
         await WaitUntilFollowingAsync(target);
         var leading = await LeaderAsync();
-        if (leading is not { } current || current == target)
+        if (leading is not { } current || current == target || !Free(Members()).Contains(current))
         {
-            Note($"clock jump: {(leading is null ? "no leader known" : $"node {target} leads already")}, nobody killed");
+            Note($"clock jump: {(leading is null ? "no leader known" : leading == target ? $"node {target} leads already" : $"node {leading} leads, held by the other fault")}, nobody killed");
             return () =>
             {
                 Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right");
                 RestoreClock(target);
+                Release(target);
             };
         }
 
+        Hold(current);
         Note($"clock jump: SIGKILL node {current} (leader), so that node {target} may win");
         _cluster[current].Kill();
         await NoteElectionAsync(target);
@@ -911,6 +977,7 @@ internal sealed class ChaosRun
             Note($"clock jump healed: SIGKILL node {target}, restart it with its clock right; restart node {current}");
             RestoreClock(target);
             StartNode(current);
+            Release(target, current);
         };
     }
 
@@ -1036,16 +1103,19 @@ internal sealed class ChaosRun
     /// Adds the next joiner as a learner, promotes it, removes <paramref name="leaving"/> and kills it, while
     /// <paramref name="bystander"/> suffers <paramref name="disturbance"/> from before the first change until after the last.
     /// </summary>
-    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, int holdMs, Action? inPlace)
+    private async Task ReplaceMemberAsync(ulong leaving, string role, ulong bystander, BystanderFault disturbance, MidChangeKill midChange, FaultStep step, Action? inPlace)
     {
-        var (joiner, address) = _joiners.Dequeue();
+        var (joiner, address) = NextJoiner();
         // The bystander only when it is disturbed: otherwise an overlapping fault may take it.
         ulong[] held = disturbance == BystanderFault.None ? [leaving, joiner] : [leaving, joiner, bystander];
         Hold(held);
         var meanwhile = (disturbance, midChange) switch
         {
-            (BystanderFault.None, MidChangeKill.Joiner) => $", node {joiner} killed after its promotion",
-            (BystanderFault.None, MidChangeKill.Leaving) => $", node {leaving} killed before its removal",
+            (BystanderFault.None, MidChangeKill.JoinerPromoted) => $", node {joiner} killed after its promotion",
+            (BystanderFault.None, MidChangeKill.LeavingBeforeRemoval) => $", node {leaving} killed before its removal",
+            (BystanderFault.None, MidChangeKill.JoinerLearnerRestarted) => $", node {joiner} killed while a learner, then restarted",
+            (BystanderFault.None, MidChangeKill.JoinerLearnerLost) => $", node {joiner} killed while a learner and lost",
+            (BystanderFault.None, MidChangeKill.LeavingDuringRemoval) => $", node {leaving} killed while its removal is in flight",
             (BystanderFault.None, _) => "",
             _ => $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile",
         };
@@ -1067,7 +1137,7 @@ internal sealed class ChaosRun
         try
         {
             inPlace?.Invoke();
-            await ChangeMembersAsync(joiner, address, leaving, midChange, holdMs);
+            await ChangeMembersAsync(joiner, address, leaving, midChange, step);
         }
         finally
         {
@@ -1090,28 +1160,44 @@ internal sealed class ChaosRun
         Note($"membership: node {leaving} removed and killed; members [{string.Join(",", Members())}]{(disturbance == BystanderFault.None ? "" : $"; node {bystander} back")}");
     }
 
-    /// <summary>Which node of the change itself is killed halfway through it.</summary>
-    private enum MidChangeKill
+    private (ulong Id, string Address) NextJoiner()
     {
-        None,
-        Joiner,
-        Leaving,
+        lock (_state)
+        {
+            return _joiners.Dequeue();
+        }
     }
 
-    /// <summary>What happens to another member while a membership change runs.</summary>
-    private enum BystanderFault
-    {
-        None,
-        Paused,
-        Killed,
-        Isolated,
-    }
-
-    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving, MidChangeKill midChange, int holdMs)
+    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving, MidChangeKill midChange, FaultStep step)
     {
         StartNode(joiner);
-        await ChangeMembershipAsync(admin => admin.MemberAddAsync(new MemberAddRequest { Id = joiner, Address = address }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
-            list => list.Members.Any(m => m.Id == joiner), $"node {joiner} to be added as a learner");
+        await AddLearnerAsync(joiner, address);
+        switch (midChange)
+        {
+            case MidChangeKill.JoinerLearnerRestarted:
+                // A learner that crashed comes back from its own data, still a learner; the promotion is retried
+                // ("not caught up" or "received none of the leader's log yet" meanwhile), as operations.md says.
+                Note($"membership: SIGKILL node {joiner} (a learner, not yet promoted)");
+                _cluster[joiner].Kill();
+                await Task.Delay(step.HoldMs);
+                Note($"membership: restart node {joiner}");
+                StartNode(joiner);
+                break;
+            case MidChangeKill.JoinerLearnerLost:
+                // Its machine is gone: the operator removes the half-joined learner and adds a fresh node (a new id,
+                // an empty data directory) in its place, as operations.md says.
+                Note($"membership: SIGKILL node {joiner} (a learner, not yet promoted); it is lost");
+                _cluster[joiner].Kill();
+                await Task.Delay(step.HoldMs);
+                await ChangeMembershipAsync(RemoveMember(joiner), list => list.Members.All(m => m.Id != joiner), $"the half-joined node {joiner} to be removed");
+                var lost = joiner;
+                (joiner, address) = NextJoiner();
+                Note($"membership: half-joined node {lost} removed; node {joiner} joins in its place");
+                StartNode(joiner);
+                await AddLearnerAsync(joiner, address);
+                break;
+        }
+
         await ChangeMembershipAsync(admin => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = joiner }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
             list => list.Members.Any(m => m.Id == joiner && m.Voter), $"node {joiner} to be promoted");
         lock (_state)
@@ -1121,29 +1207,69 @@ internal sealed class ChaosRun
 
         switch (midChange)
         {
-            case MidChangeKill.Joiner:
+            case MidChangeKill.JoinerPromoted:
                 // The new voter must come back knowing it is one: from its own log, not from the configuration it
                 // was started with (which made it a joiner).
                 Note($"membership: SIGKILL node {joiner} (just promoted)");
                 _cluster[joiner].Kill();
-                await Task.Delay(holdMs); // the fault's hold, as for any killed node
+                await Task.Delay(step.HoldMs); // the fault's hold, as for any killed node
                 Note($"membership: restart node {joiner}");
                 StartNode(joiner);
                 break;
-            case MidChangeKill.Leaving:
+            case MidChangeKill.LeavingBeforeRemoval:
                 Note($"membership: SIGKILL node {leaving} (about to be removed)");
                 _cluster[leaving].Kill();
                 break;
+            case MidChangeKill.LeavingDuringRemoval:
+                await KillDuringRemovalAsync(leaving, step);
+                break;
         }
 
-        await ChangeMembershipAsync(admin => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = leaving }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
-            list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
+        await ChangeMembershipAsync(RemoveMember(leaving), list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
         lock (_state)
         {
             _members.Remove(leaving);
         }
 
         _cluster[leaving].Kill();
+    }
+
+    private Task AddLearnerAsync(ulong joiner, string address) =>
+        ChangeMembershipAsync(admin => admin.MemberAddAsync(new MemberAddRequest { Id = joiner, Address = address }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync,
+            list => list.Members.Any(m => m.Id == joiner), $"node {joiner} to be added as a learner");
+
+    private Func<Admin.AdminClient, Task<MembershipReply>> RemoveMember(ulong id) =>
+        admin => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = id }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
+
+    /// <summary>
+    /// Asks the leader to remove <paramref name="leaving"/> and SIGKILLs that node 0-49 ms later, while the change is in
+    /// flight (when it leads, before the change can commit or be handed over); the operator then retries the removal
+    /// until the member list no longer shows it, whatever became of the first request.
+    /// </summary>
+    private async Task KillDuringRemovalAsync(ulong leaving, FaultStep step)
+    {
+        if (await LeaderAsync() is not { } leader)
+        {
+            Note($"membership: no node leads; SIGKILL node {leaving} before its removal instead");
+            _cluster[leaving].Kill();
+            return;
+        }
+
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[leader].GrpcUrl);
+        var removal = RemoveMember(leaving)(new Admin.AdminClient(channel));
+        var delayMs = step.Pick % 50;
+        await Task.Delay(delayMs);
+        Note($"membership: SIGKILL node {leaving} ({(leader == leaving ? "the leader, " : "")}its removal asked of node {leader} {delayMs} ms ago)");
+        _cluster[leaving].Kill();
+        try
+        {
+            var reply = await removal;
+            Note($"membership: the removal in flight was applied at index {reply.Index}");
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            Note($"membership: the removal in flight ended {ex.StatusCode}: {ex.Status.Detail}; the operator retries it");
+        }
     }
 
     /// <summary>What must happen to a member update while its disturbance holds.</summary>
@@ -1166,29 +1292,73 @@ internal sealed class ChaosRun
     /// hold. Until the update commits the others dial the old address, so the moving node takes no part: the update
     /// needs a quorum of the other voters, and the leader must reach the node at its new address (it probes it first).
     /// </summary>
-    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, List<ulong> others, Action? inPlace)
+    private async Task MoveMemberAsync(FaultStep step, MoveDisturbance disturbance, ulong target, string role, List<ulong> ids, List<ulong> others, Action? inPlace)
     {
         var bystander = others[step.Pick / 31 % others.Count];
         // The bystander only when it is paused or isolated: otherwise an overlapping fault may take it.
-        ulong[] held = step.MoveDisturbance is MoveDisturbance.BystanderPaused or MoveDisturbance.BystanderIsolated ? [target, bystander] : [target];
+        ulong[] held = disturbance is MoveDisturbance.BystanderPaused or MoveDisturbance.BystanderIsolated ? [target, bystander] : [target];
         Hold(held);
         try
         {
-            await MoveMemberAsync(step, target, role, ids, bystander, inPlace);
+            if (_twoOperators)
+            {
+                await OtherMovesDoneAsync(target);
+                ids = Members();
+            }
+
+            await MoveMemberAsync(step, disturbance, target, role, ids, bystander, inPlace);
         }
         finally
         {
+            lock (_state)
+            {
+                _moving.Remove(target);
+            }
+
             Release(held);
         }
     }
 
-    private async Task MoveMemberAsync(FaultStep step, ulong target, string role, List<ulong> ids, ulong bystander, Action? inPlace)
+    /// <summary>
+    /// operations.md moves a member only with the other voters up: a second operator waits until no other member is
+    /// stopped for a move of its own (two members of three stopped at once leave no quorum to commit either update).
+    /// </summary>
+    private async Task OtherMovesDoneAsync(ulong target)
+    {
+        List<ulong> stopped;
+        lock (_state)
+        {
+            stopped = [.. _moving];
+            if (stopped.Count == 0)
+            {
+                _moving.Add(target);
+                return;
+            }
+        }
+
+        Note($"member update: node {target} waits: node {string.Join(",", stopped)} is moving (operations.md: the other voters up first)");
+        await Eventually.WaitAsync(() =>
+        {
+            lock (_state)
+            {
+                if (_moving.Count > 0)
+                {
+                    return false;
+                }
+
+                _moving.Add(target);
+                return true;
+            }
+        }, RecoveryTimeout * 2, $"node {string.Join(",", stopped)} to have moved before node {target} moves");
+    }
+
+    private async Task MoveMemberAsync(FaultStep step, MoveDisturbance disturbance, ulong target, string role, List<ulong> ids, ulong bystander, Action? inPlace)
     {
         List<(ulong From, ulong To)> cuts = [];
         var quorumSide = ids;
         var cutOff = false;
         var meanwhile = "";
-        switch (step.MoveDisturbance)
+        switch (disturbance)
         {
             case MoveDisturbance.BystanderPaused:
                 PauseNode(bystander);
@@ -1248,7 +1418,7 @@ internal sealed class ChaosRun
         }
         finally
         {
-            switch (step.MoveDisturbance)
+            switch (disturbance)
             {
                 case MoveDisturbance.BystanderPaused:
                     ResumeNode(bystander);
@@ -1360,6 +1530,11 @@ internal sealed class ChaosRun
         {
             // Not caught up yet, another change pending, leadership moving: ask again.
             refused($"{ex.Status.StatusCode} {ex.Status.Detail}");
+            if (ex.Status.Detail.Contains("another membership change is in progress", StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref _pendingRefusals);
+            }
+
             return false;
         }
 

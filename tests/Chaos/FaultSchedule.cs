@@ -109,6 +109,36 @@ internal enum MoveDisturbance
     MinorityPartition,
 }
 
+/// <summary>What happens to another member while a <see cref="FaultKind.MemberReplace"/> runs.</summary>
+internal enum BystanderFault
+{
+    None,
+    Paused,
+    Killed,
+    Isolated,
+}
+
+/// <summary>Which node of a <see cref="FaultKind.MemberReplace"/> is killed (SIGKILL) halfway through it, and when.</summary>
+internal enum MidChangeKill
+{
+    None,
+
+    /// <summary>The joiner right after its promotion, restarted after the hold: it must come back a voter from its own log.</summary>
+    JoinerPromoted,
+
+    /// <summary>The leaving member before its removal is asked for: it is removed while dead.</summary>
+    LeavingBeforeRemoval,
+
+    /// <summary>The joiner while a learner (added, not promoted), restarted after the hold; the promotion is retried.</summary>
+    JoinerLearnerRestarted,
+
+    /// <summary>The joiner while a learner, never to come back (its machine lost): the half-joined learner is removed and a fresh node joins in its place.</summary>
+    JoinerLearnerLost,
+
+    /// <summary>The leaving member (the leader half the time) while its removal is in flight; the removal is retried until the member list shows it.</summary>
+    LeavingDuringRemoval,
+}
+
 /// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
 internal enum GatewayCut
 {
@@ -170,6 +200,27 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
 
     /// <summary>For <see cref="FaultKind.MemberUpdate"/>: what else holds while the member moves.</summary>
     public MoveDisturbance MoveDisturbance => (MoveDisturbance)(Pick / 29 % 4);
+
+    /// <summary>For <see cref="FaultKind.MemberReplace"/>: three times in four another member is down throughout the change.</summary>
+    public BystanderFault ReplaceBystander => (BystanderFault)(Pick / 7 % 4);
+
+    /// <summary>
+    /// For <see cref="FaultKind.MemberReplace"/> with no bystander down (with one down as well, four voters would have two
+    /// down: no quorum by design): two times in three a node of the change itself is killed halfway. The joiner and the
+    /// leaving member each a third of the time, as before session 19; half of those now at the newer halfway points
+    /// (a joiner killed as a learner, a removal in flight).
+    /// </summary>
+    public MidChangeKill ReplaceMidChange => ReplaceBystander != BystanderFault.None ? MidChangeKill.None : (Pick / 112 % 3) switch
+    {
+        0 => MidChangeKill.None,
+        1 => (Pick / 336 % 4) switch
+        {
+            0 or 1 => MidChangeKill.JoinerPromoted,
+            2 => MidChangeKill.JoinerLearnerRestarted,
+            _ => MidChangeKill.JoinerLearnerLost,
+        },
+        _ => Pick / 336 % 2 == 0 ? MidChangeKill.LeavingBeforeRemoval : MidChangeKill.LeavingDuringRemoval,
+    };
 
     public override string ToString()
     {
@@ -284,29 +335,29 @@ internal sealed record FaultSchedule(int Seed, int Nodes, IReadOnlyList<FaultSte
     /// Whether two faults may hold at once (in either order). During the overlap the cluster may lose more than a
     /// quorum can spare (two kills of three, a partition and a pause): nothing is required of it meanwhile but
     /// safety, and once both healed it must answer again (<see cref="ChaosRun"/>). The second fault never aims its
-    /// process faults (kill, pause, slow disk, a membership change's nodes) at a node the first one holds.
+    /// process faults (kill, pause, slow disk, full disk, clock jump, a membership change's nodes) at a node the first
+    /// one holds.
     /// </summary>
     public static bool CanOverlap(FaultKind first, FaultKind second)
     {
+        FaultKind[] membership = [FaultKind.MemberReplace, FaultKind.MemberUpdate];
+
         // A full disk needs the load to reach its node (it must fill the disk and stop within 30 s, a check of its
         // own), which a second fault that cuts the node off or takes the quorum away stops; and it holds for as long
         // as the disk takes to fill, not for a hold. A clock jump is a sequence of its own (kill, restart with the
         // clock ahead, leadership handed back or the leader killed) whose steps wait for elections a second fault
         // would steer; its leader kill with a second node down takes the quorum of three away for up to 30 s.
-        // Neither says anything new beside another fault that kills or cuts off a node, which they already do.
+        // Neither says anything new beside another fault that kills or cuts off a node, which they already do. Beside
+        // a membership change they do: an operator's change is refused, retried and committed while a node stops on a
+        // full disk, or while a node whose clock ran ahead takes leadership and stamps the change.
         FaultKind[] alone = [FaultKind.DiskFull, FaultKind.ClockJump];
         if (alone.Contains(first) || alone.Contains(second))
         {
-            return false;
+            return membership.Contains(first) || membership.Contains(second);
         }
 
-        // One membership change at a time: the product refuses a second while one is pending, and each change's
-        // expectations (which update must complete, which must wait) are worked out for it alone.
-        FaultKind[] membership = [FaultKind.MemberReplace, FaultKind.MemberUpdate];
-        if (membership.Contains(first) && membership.Contains(second))
-        {
-            return false;
-        }
+        // Two membership changes at once are two operators: the product takes one at a time and refuses the other
+        // until the first is applied, which each retries (ChaosRun runs both without disturbances of their own).
 
         // One fault at a time on the gateway: a kill and a pause of one process do not add up, and a gateway
         // partition's probes (a read while it holds, a write and a read within 5 s of its heal) measure a gateway that

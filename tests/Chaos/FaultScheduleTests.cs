@@ -201,18 +201,29 @@ public sealed class FaultScheduleTests
             Assert.Contains(" overlapped ", s.ToString(), StringComparison.Ordinal);
         });
         FaultKind[] alone = [FaultKind.DiskFull, FaultKind.ClockJump];
-        Assert.DoesNotContain(pairs, s => alone.Contains(s.Kind) || alone.Contains(s.With!.Step.Kind));
-        Assert.DoesNotContain(pairs, s => s.Kind is FaultKind.MemberReplace or FaultKind.MemberUpdate && s.With!.Step.Kind is FaultKind.MemberReplace or FaultKind.MemberUpdate);
+        FaultKind[] membership = [FaultKind.MemberReplace, FaultKind.MemberUpdate];
+        // A full disk or a clock jump overlaps a membership change only, never another fault.
+        Assert.All(pairs.Where(s => alone.Contains(s.Kind) || alone.Contains(s.With!.Step.Kind)), s =>
+            Assert.True(membership.Contains(s.Kind) || membership.Contains(s.With!.Step.Kind), s.ToString()));
         Assert.DoesNotContain(pairs, s => s.Kind.ToString().StartsWith("Gateway", StringComparison.Ordinal) && s.With!.Step.Kind.ToString().StartsWith("Gateway", StringComparison.Ordinal));
 
-        // Three in four of the steps that have a partner get one; every allowed kind shows up as a second fault.
-        var couldPair = steps.Count(s => !alone.Contains(s.Kind));
-        Assert.InRange(pairs.Count, couldPair * 7 / 10, couldPair * 8 / 10);
-        Assert.Equal(
-            ChaosOptions.DefaultFaults.Except(alone).Order(),
-            pairs.Select(s => s.With!.Step.Kind).Distinct().Order());
+        // Three in four of the steps get a partner (every kind has one in the default list); every kind shows up as a second fault.
+        Assert.InRange(pairs.Count, steps.Count * 7 / 10, steps.Count * 8 / 10);
+        Assert.Equal(ChaosOptions.DefaultFaults.Order(), pairs.Select(s => s.With!.Step.Kind).Distinct().Order());
         Assert.Contains(pairs, s => s.Kind == FaultKind.MemberReplace && s.With!.Step.Kind == FaultKind.Kill);
         Assert.Contains(pairs, s => s.Kind == FaultKind.Kill && s.With!.Step.Kind == FaultKind.Partition);
+
+        // The combinations session 19 added, in both orders.
+        foreach (var (a, b) in new[]
+        {
+            (FaultKind.MemberReplace, FaultKind.DiskFull), (FaultKind.DiskFull, FaultKind.MemberUpdate),
+            (FaultKind.MemberUpdate, FaultKind.ClockJump), (FaultKind.ClockJump, FaultKind.MemberReplace),
+            (FaultKind.MemberReplace, FaultKind.MemberUpdate), (FaultKind.MemberUpdate, FaultKind.MemberReplace),
+            (FaultKind.MemberReplace, FaultKind.MemberReplace), (FaultKind.MemberUpdate, FaultKind.MemberUpdate),
+        })
+        {
+            Assert.Contains(pairs, s => s.Kind == a && s.With!.Step.Kind == b);
+        }
     }
 
     [Fact]
@@ -226,7 +237,38 @@ public sealed class FaultScheduleTests
         Assert.True(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.GatewayPartition));
         Assert.False(FaultSchedule.CanOverlap(FaultKind.Kill, FaultKind.DiskFull));
         Assert.False(FaultSchedule.CanOverlap(FaultKind.ClockJump, FaultKind.Pause));
-        Assert.False(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.MemberReplace));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.DiskFull, FaultKind.ClockJump));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.DiskFull, FaultKind.DiskFull));
+        Assert.False(FaultSchedule.CanOverlap(FaultKind.ClockJump, FaultKind.GatewayKill));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.MemberReplace));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.MemberReplace, FaultKind.MemberReplace));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.DiskFull, FaultKind.MemberReplace));
+        Assert.True(FaultSchedule.CanOverlap(FaultKind.MemberUpdate, FaultKind.ClockJump));
         Assert.False(FaultSchedule.CanOverlap(FaultKind.GatewayPartition, FaultKind.GatewayKill));
+    }
+
+    [Fact]
+    public void AReplacementKillsANodeOfTheChangeHalfwayOnlyWithNoBystanderDownAndAtEveryHalfwayPoint()
+    {
+        var steps = OneStepEach(FaultKind.MemberReplace, 4000);
+
+        Assert.All(steps.Where(s => s.ReplaceBystander != BystanderFault.None), s => Assert.Equal(MidChangeKill.None, s.ReplaceMidChange));
+        foreach (var bystander in Enum.GetValues<BystanderFault>())
+        {
+            Assert.InRange(steps.Count(s => s.ReplaceBystander == bystander), 850, 1150);
+        }
+
+        // With no bystander down (a quarter): a third untouched, a third the joiner, a third the leaving member; the
+        // points before session 19 (after the promotion, before the removal) keep half of theirs.
+        var undisturbed = steps.Where(s => s.ReplaceBystander == BystanderFault.None).ToList();
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.None), 250, 420);
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.JoinerPromoted), 120, 220);
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingBeforeRemoval), 120, 220);
+        foreach (var newer in new[] { MidChangeKill.JoinerLearnerRestarted, MidChangeKill.JoinerLearnerLost })
+        {
+            Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == newer), 55, 120);
+        }
+
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingDuringRemoval), 120, 220);
     }
 }
