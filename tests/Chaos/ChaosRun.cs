@@ -448,13 +448,14 @@ internal sealed class ChaosRun
         var last = "";
         try
         {
-            await Eventually.WaitAsync(async () =>
+            var took = await Eventually.WaitAsync(async () =>
             {
                 var statuses = await Task.WhenAll(running.Select(id => _cluster.StatusAsync(id)));
                 var views = statuses.Select(s => string.Join(",", s.Members.OrderBy(m => m.Id).Select(m => $"{m.Id}{(m.Voter ? "" : " learner")}{(_movedTo.TryGetValue(m.Id, out var moved) && m.Address != moved ? " at its old address" : "")}"))).ToList();
                 last = string.Join("; ", running.Zip(views, (id, view) => $"node {id}: [{view}]"));
                 return views.All(view => view == string.Join(",", expected));
             }, RecoveryTimeout, $"every running member to list exactly [{string.Join(",", expected)}] as voters");
+            Note($"membership: every running member lists exactly [{string.Join(",", expected)}] as voters ({took.TotalMilliseconds:F0} ms)");
         }
         catch (Exception ex) when (ex is TimeoutException or Grpc.Core.RpcException)
         {
