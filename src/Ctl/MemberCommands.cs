@@ -119,12 +119,12 @@ internal static class MemberCommands
     private static DateTime Deadline => DateTime.UtcNow.Add(CallTimeout);
 
     /// <summary>
-    /// Runs a membership change on the leader and reports whether the membership asked for is in effect. A change whose
-    /// call failed may be in effect all the same: made by a call whose outcome was unknown (its leader lost leadership
-    /// or stopped after proposing it) and then refused as a duplicate by the next leader, or made before this command.
-    /// So after any failure the leader's membership decides: the state asked for (<paramref name="inEffect"/> says what
-    /// it found) is success, "already in effect"; otherwise a change refused while another is pending, or whose outcome
-    /// is unknown, is tried again until <see cref="ChangePatience"/> runs out, and anything else fails with the refusal.
+    /// Runs a membership change on the leader and reports whether it was made. A call whose outcome was unknown (its
+    /// leader lost leadership or stopped after proposing it) may have made the change, and the next leader then refuses
+    /// it as a duplicate: after such a call the leader's membership decides, and the state asked for
+    /// (<paramref name="inEffect"/> says what it found) is success, "already in effect". A change refused while another
+    /// is pending, or whose outcome is unknown, is tried again until <see cref="ChangePatience"/> runs out; any other
+    /// refusal is the answer.
     /// </summary>
     private static async Task<int> ChangeAsync(ClusterConnection cluster, string verb, Func<Admin.AdminClient, Metadata, DateTime, AsyncUnaryCall<MembershipReply>> change,
         Func<MemberListReply, string?> inEffect, string done)
@@ -157,12 +157,19 @@ internal static class MemberCommands
                 worthRetrying = ex.StatusCode == StatusCode.Aborted || ClusterConnection.IsOutcomeUnknown(ex);
             }
 
-            var members = await cluster.TryOnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
-            if (members.Reply is { } list && inEffect(list) is { } found)
+            // Only a call whose outcome was unknown may have made the change that a later attempt was refused as a
+            // duplicate of. Without one, the leader's refusal is the answer: a membership that looks as asked does not
+            // mean the change was made (an update to the address a member already has still pins that address; the
+            // leader may have refused it during a rolling upgrade).
+            if (outcomeUnknown)
             {
-                Console.WriteLine($"{done}: already in effect ({found}{(outcomeUnknown ? ", after an attempt whose outcome was unknown" : "")}).");
-                Print(list);
-                return 0;
+                var members = await cluster.TryOnLeaderAsync((channel, headers) => new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
+                if (members.Reply is { } list && inEffect(list) is { } found)
+                {
+                    Console.WriteLine($"{done}: already in effect ({found}, after an attempt whose outcome was unknown).");
+                    Print(list);
+                    return 0;
+                }
             }
 
             if (!worthRetrying || attempt >= MaxChangeAttempts || DateTime.UtcNow.Add(RetryPause) >= patience)

@@ -255,11 +255,12 @@ internal sealed class LocalCluster : IAsyncDisposable
     }
 
     /// <summary>
-    /// Runs an idempotent <paramref name="command"/> (a retry must not change its effect: SET, not INCR) at
-    /// <paramref name="leader"/>, following the leader's hint if leadership has moved (a pause of a loaded machine can
-    /// outlast the election timeout); returns the first reply that is not NotLeader, and the node that gave it.
+    /// Runs <paramref name="command"/> at <paramref name="leader"/>, following the leader's hint if leadership has moved
+    /// (a pause of a loaded machine can outlast the election timeout); returns the first reply that is not NotLeader,
+    /// and the node that gave it. Only NotLeader, which says the command was not applied, is retried: any command, INCR
+    /// included, applies at most once.
     /// </summary>
-    public async Task<(ulong Node, Reply Reply)> ExecuteIdempotentAtLeaderAsync(ulong leader, Command command, TimeSpan patience)
+    public async Task<(ulong Node, Reply Reply)> ExecuteFollowingTheLeaderAsync(ulong leader, Command command, TimeSpan patience)
     {
         var deadline = DateTime.UtcNow + patience;
         while (true)

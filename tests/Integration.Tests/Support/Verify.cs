@@ -13,7 +13,15 @@ internal static class Verify
         {
             var mget = new MGetRequest();
             mget.Keys.AddRange(batch.Select(ByteString.CopyFromUtf8));
+            // A read that met an election (a cluster just started, a loaded machine) is refused as Unavailable: retried.
+            var deadline = DateTime.UtcNow.AddSeconds(30);
             var reply = await cluster.ExecuteAsync(node, new Command { Id = 1, Mget = mget });
+            while (reply.Failure is { Kind: FailureKind.Unavailable } && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+                reply = await cluster.ExecuteAsync(node, new Command { Id = 1, Mget = mget });
+            }
+
             if (reply.ResultCase != Reply.ResultOneofCase.Array)
             {
                 throw new InvalidOperationException($"MGET on node {node} failed: {reply}");
