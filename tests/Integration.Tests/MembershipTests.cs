@@ -325,8 +325,9 @@ public sealed class MembershipTests(ITestOutputHelper output)
     public async Task AChangeWhoseLeaderStopsBeforeSeeingItCommittedIsReportedInEffect()
     {
         await using var cluster = new LocalCluster(output);
-        // Node 1, hearing no follower, steps down only after 6-12 s (CheckQuorum): time for dcachectl to reach it.
-        cluster.SetNodeSetting(1, "ElectionTicks", "120");
+        // Node 1, hearing no follower, steps down only after 30-60 s (CheckQuorum): time for dcachectl to start and
+        // reach it on a loaded machine (with 6-12 s, under a full test run, node 1 stepped down first).
+        cluster.SetNodeSetting(1, "ElectionTicks", "600");
         await using var mesh = new ProxyMesh(cluster);
         await cluster.StartAsync();
         if (await cluster.WaitForLeaderAsync(CatchUp) != 1)
@@ -342,7 +343,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var node4 = cluster.AddJoiningNode(4);
         var add = Ctl(["member", "add", "--id", "4", "--address", node4.GrpcUrl], cluster.CtlOptions());
         await Eventually.WaitAsync(() => cluster[1].RecentOutput(400).Contains("membership change proposed: AddLearner node 4", StringComparison.Ordinal),
-            CatchUp, "node 1 proposing the change");
+            TimeSpan.FromSeconds(60), "node 1 proposing the change");
         var proposedUpTo = (await cluster.StatusAsync(1)).LastIndex;
         await Eventually.WaitAsync(async () => (await Task.WhenAll(cluster.StatusAsync(2), cluster.StatusAsync(3))).All(s => s.LastIndex >= proposedUpTo),
             CatchUp, $"nodes 2 and 3 to hold node 1's log up to index {proposedUpTo}");
