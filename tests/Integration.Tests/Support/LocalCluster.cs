@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using Dcache.Protocol.Cache;
 using Grpc.Core;
@@ -21,8 +22,9 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly Lock _channelsLock = new();
     private readonly Dictionary<string, string> _settings;
     private readonly Dictionary<ulong, Dictionary<string, string>> _nodeSettings = [];
-    // Nodes started to join the running cluster, and the InitialCluster each is started with.
-    private readonly Dictionary<ulong, string> _joiners = [];
+    // Nodes started to join the running cluster, and the InitialCluster each is started with. Concurrent: the chaos
+    // suite changes a joiner's list when a node moves (ProxyMesh.Move) while another task may be starting a node.
+    private readonly ConcurrentDictionary<ulong, string> _joiners = new();
     private List<string>? _gatewayArguments;
 
     public LocalCluster(ITestOutputHelper output, int size = 3, IReadOnlyDictionary<string, string>? settings = null, string? clusterId = null)
@@ -68,6 +70,10 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public NodeProcess this[ulong id] => Nodes[id];
 
+    /// <summary>The InitialCluster node <paramref name="id"/> is given when it starts next.</summary>
+    public string InitialClusterAtStart(ulong id) =>
+        _joiners.TryGetValue(id, out var reachable) ? reachable : InitialClusterOf?.Invoke(id) ?? InitialCluster;
+
     private IReadOnlyList<string> Arguments(ulong id)
     {
         var node = Nodes[id];
@@ -79,7 +85,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             $"--Dcache:Node:DataDirectory={node.DataDirectory}",
             $"--Dcache:Node:GrpcUrl={node.GrpcUrl}",
             $"--Dcache:Node:HttpUrl=http://127.0.0.1:{node.HttpPort}",
-            $"--Dcache:Node:InitialCluster={(_joiners.TryGetValue(id, out var reachable) ? reachable : InitialClusterOf?.Invoke(id) ?? InitialCluster)}",
+            $"--Dcache:Node:InitialCluster={InitialClusterAtStart(id)}",
         };
         if (_joiners.ContainsKey(id))
         {

@@ -46,6 +46,8 @@ internal sealed class ProxyMesh : IAsyncDisposable
 
     // Every node of the run, founders and joiners, all defined before any node starts (the proxies' threads read it).
     private readonly List<ulong> _nodes = [];
+    private readonly List<ulong> _joiners = [];
+    private readonly Lock _moving = new();
     private readonly Dictionary<ulong, string> _initialCluster = [];
 
     // The address the gateway is configured with for each node, joiners too (defined before it starts), fixed as the
@@ -174,29 +176,53 @@ internal sealed class ProxyMesh : IAsyncDisposable
 
         AddGatewayLink(id);
         _nodes.Add(id);
-
-        // It must be able to answer whichever member leads, so it lists every node that may be a member by then, once
-        // each: the founders through its own links, and any node with an inbound proxy (a joiner, a node that moved, or
-        // every node when each has one address) through that.
-        var reachable = _founders.ToDictionary(founder => founder, founder => _configured[(id, founder)].Url);
-        foreach (var (node, proxy) in _inbound)
-        {
-            reachable[node] = proxy.Url;
-        }
-
+        _joiners.Add(id);
         _inbound[id] = Inbound(id);
-        _cluster.SetReachable(id, string.Join(",", reachable.Select(node => $"{node.Key}={node.Value}")));
+        SetJoinersReachable();
         return _inbound[id].Url;
+    }
+
+    /// <summary>
+    /// Gives every joiner the InitialCluster an operator would write when starting it now. It must be able to answer
+    /// whichever member leads, so it lists every node that may be a member by then, once each, where that node is now:
+    /// the founders that never moved through its own links, and any node with an inbound proxy (a joiner, a node that
+    /// moved, or every node when each has one address) through that. Joiners are defined when the run begins, before
+    /// any node moves, so a move brings them up to date: a joiner listing a moved node at its abandoned proxy could
+    /// never answer it before learning the move from the log it cannot receive without answering (seed 758302, whose
+    /// joiner's replies to the moved leader went to a retired proxy for 60 s).
+    /// </summary>
+    private void SetJoinersReachable()
+    {
+        foreach (var joiner in _joiners)
+        {
+            var reachable = new SortedDictionary<ulong, string>();
+            foreach (var founder in _founders)
+            {
+                if (_configured.TryGetValue((joiner, founder), out var own))
+                {
+                    reachable[founder] = own.Url;
+                }
+            }
+
+            foreach (var (node, proxy) in _inbound.Where(inbound => inbound.Key != joiner))
+            {
+                reachable[node] = proxy.Url;
+            }
+
+            _cluster.SetReachable(joiner, string.Join(",", reachable.Select(node => $"{node.Key}={node.Value}")));
+        }
     }
 
     /// <summary>
     /// After node <paramref name="id"/> moved to new ports (<see cref="LocalCluster.MoveNodeAsync"/>): the addresses
     /// the others' configuration and the gateway's list give for it are abandoned, and it gets a proxy at a new
-    /// address, the one the cluster is to be told. Its links keep their state: a cut towards it still holds there.
-    /// Returns the new address.
+    /// address, the one the cluster is to be told and every joiner lists from its next start on. Its links keep their
+    /// state: a cut towards it still holds there. Returns the new address.
     /// </summary>
     public string Move(ulong id)
     {
+        // Two operators may move two nodes at once.
+        using var moving = _moving.EnterScope();
         foreach (var key in _configured.Keys.Where(key => key.To == id).ToList())
         {
             _configured.Remove(key, out var abandoned);
@@ -211,6 +237,7 @@ internal sealed class ProxyMesh : IAsyncDisposable
         }
 
         _inbound[id] = Inbound(id);
+        SetJoinersReachable();
         return _inbound[id].Url;
     }
 
