@@ -271,16 +271,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
     public async Task ARestoreCutShortLeavesADirectoryThatNoNodeStartsFrom()
     {
         await using var cluster = new LocalCluster(output, size: 1);
-        await cluster.StartAsync();
-        var value = new string('v', 1 << 20);
-        for (var i = 0; i < 8; i++)
-        {
-            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
-        }
-
-        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
-        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
-        Assert.True(save.Exit == 0, save.ToString());
+        var backup = await SaveBackupOfEightMiBAsync(cluster);
 
         // The kernel stops dcachectl (SIGXFSZ) once a file it writes passes 2 MiB: midway through copying 8 MiB of
         // state, as a Ctrl-C, a lost SSH session or a power cut would.
@@ -311,16 +302,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
     public async Task OfTwoRestoresIntoOneNewDirectoryOneSucceedsAndTheOtherTouchesNothing()
     {
         await using var cluster = new LocalCluster(output, size: 1);
-        await cluster.StartAsync();
-        var value = new string('v', 1 << 20);
-        for (var i = 0; i < 8; i++)
-        {
-            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", value))).Ok);
-        }
-
-        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
-        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
-        Assert.True(save.Exit == 0, save.ToString());
+        var backup = await SaveBackupOfEightMiBAsync(cluster);
 
         await using var restored = new LocalCluster(output, size: 1, clusterId: $"restored-cluster-{Guid.NewGuid():N}");
         var data = restored[1].DataDirectory;
@@ -350,7 +332,7 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Assert.False(File.Exists(Path.Combine(data, "RESTORING")));
         restored[1].Start();
         await restored.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
-        Assert.Equal(value, (await restored.ExecuteAsync(1, Commands.Get("big-7", ReadConsistency.Local))).BulkText());
+        Assert.Equal(BigValue, (await restored.ExecuteAsync(1, Commands.Get("big-7", ReadConsistency.Local))).BulkText());
     }
 
     /// <summary>Whether process <paramref name="pid"/> has <paramref name="file"/> open.</summary>
@@ -463,4 +445,21 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
 
     [GeneratedRegex(@"keys:\s+(\d+)")]
     private static partial Regex KeysLine();
+
+    private static readonly string BigValue = new('v', 1 << 20);
+
+    /// <summary>Starts the one-node <paramref name="cluster"/>, writes 8 values of 1 MiB, and saves a backup of it: large enough to cut a restore short.</summary>
+    private async Task<string> SaveBackupOfEightMiBAsync(LocalCluster cluster)
+    {
+        await cluster.StartAsync();
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.True((await cluster.ExecuteAsync(1, Commands.Set($"big-{i}", BigValue))).Ok);
+        }
+
+        var backup = Path.Combine(cluster.Root, "backup.dcsnap");
+        var save = await Dcachectl.RunAsync(output, ["snapshot", "save", backup, .. cluster.CtlOptions()]);
+        Assert.True(save.Exit == 0, save.ToString());
+        return backup;
+    }
 }

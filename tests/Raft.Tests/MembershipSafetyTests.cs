@@ -240,19 +240,9 @@ public sealed class MembershipSafetyTests
     [Fact]
     public void AHandoverHeldBackByAnUnappliedChangeIsDroppedOnceTheLeaderWouldHaveAbandonedIt()
     {
-        var cluster = new TestCluster(3);
-        var leader = cluster.ElectLeader(1);
-        cluster.Tick(1);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
-        leader.ProcessReady();
-        cluster.DeliverPending();
-        cluster[2].ProcessReady();
-        cluster[3].ProcessReady();
-        cluster.DeliverPending();
-        leader.ProcessReady(); // sends the commit
-        cluster.DeliverPending(); // node 2 knows the change committed, has not applied it
+        var (cluster, leader) = ChangeCommittedButUnappliedOnNode2();
 
-        var term = leader.Raft.Term;
+        var term = leader.Raft!.Term;
         var node2 = cluster[2].Raft!;
         node2.Step(new Message { Type = MessageType.TimeoutNow, From = 1, To = 2, Term = term });
         Assert.Equal(Role.Follower, node2.Role);
@@ -271,17 +261,7 @@ public sealed class MembershipSafetyTests
     [Fact]
     public void AVoterDoesNotCampaignWhileACommittedChangeIsUnappliedAndDoesOnceItIsApplied()
     {
-        var cluster = new TestCluster(3);
-        var leader = cluster.ElectLeader(1);
-        cluster.Tick(1);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
-        leader.ProcessReady();
-        cluster.DeliverPending();
-        cluster[2].ProcessReady();
-        cluster[3].ProcessReady();
-        cluster.DeliverPending();
-        leader.ProcessReady(); // sends the commit
-        cluster.DeliverPending(); // node 2 knows the change committed, has not applied it
+        var (cluster, leader) = ChangeCommittedButUnappliedOnNode2();
         var node2 = cluster[2].Raft!;
         Assert.True(node2.CommitIndex > node2.AppliedIndex);
 
@@ -551,5 +531,22 @@ public sealed class MembershipSafetyTests
         Assert.False(leader.Raft.Membership.Contains(3));
         Assert.Equal(Role.Leader, leader.Raft.Role);
         Assert.True(leader.Propose("after").Accepted);
+    }
+
+    /// <summary>Node 1 leads three voters and commits adding learner 4; node 2 has heard of the commit and not applied it.</summary>
+    private static (TestCluster Cluster, TestNode Leader) ChangeCommittedButUnappliedOnNode2()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 4)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster[3].ProcessReady();
+        cluster.DeliverPending();
+        leader.ProcessReady(); // sends the commit
+        cluster.DeliverPending(); // node 2 knows the change committed, has not applied it
+        return (cluster, leader);
     }
 }
