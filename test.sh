@@ -46,7 +46,8 @@ for trx in "$results"/*.trx; do
   skipped=$((skipped + $(get notExecuted)))
 done
 
-# CI shows the end of the output: name the failed tests there, with the first line of each one's message.
+# CI shows the end of the output: name the failed tests there, with the start of each one's message (an assertion's
+# expected and actual values) and any seed the test printed, so that a failure seen only in CI can be replayed.
 for trx in "$results"/*.trx; do
   [ -f "$trx" ] || continue
   python3 - "$trx" <<'PY' 2>/dev/null || grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" | sed -n 's/.*testName="\([^"]*\)".*/FAILED: \1/p'
@@ -56,6 +57,11 @@ for result in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult", ns
     if result.get("outcome") == "Failed":
         message = result.findtext(".//t:Message", default="", namespaces=ns).strip().splitlines()
         print(f"FAILED: {result.get('testName')}: {message[0] if message else ''}"[:400])
+        for line in message[1:8]:
+            print(f"  {line}"[:400])
+        output = result.findtext(".//t:StdOut", default="", namespaces=ns).splitlines()
+        for line in [line for line in output if "seed" in line.lower()][:3]:
+            print(f"  output: {line.strip()}"[:400])
 PY
 done
 
