@@ -97,8 +97,11 @@ public sealed class FuzzTests(ITestOutputHelper output)
             }
         }
 
-        // One real million-argument request, then a protocol error in the same connection.
-        await using (var client = server.Connect())
+        // One real million-argument request, then a protocol error in the same connection. On a server of its own, so
+        // that nothing the frames above left behind (keys, write sessions) can change its replies.
+        var fresh = new TestServer(o => o.MaxRequestBytes = 8 * 1024 * 1024);
+        fresh.Cluster.RecordExecuted = false;
+        await using (var client = fresh.Connect())
         {
             var replies = client.DrainUntilClosedAsync();
             var million = new StringBuilder("*1000001\r\n$3\r\nDEL\r\n");
@@ -112,7 +115,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"{sent} frames over {connections} connections; retained managed heap peaked at {peakRetained / (1024 * 1024)} MiB (baseline {baseline / (1024 * 1024)} MiB)");
-        Assert.Empty(server.Log.Errors);
+        Assert.Empty(server.Log.Errors.Concat(fresh.Log.Errors));
         Assert.Empty(server.Cluster.SessionViolations);
         Assert.Equal("+PONG", (await wellBehaved.CommandAsync("PING")).ToString());
         Assert.Equal(1, server.Clients.ConnectedClients);
