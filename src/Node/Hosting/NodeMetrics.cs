@@ -34,7 +34,7 @@ public sealed class NodeMetrics : IDisposable
     public NodeMetrics()
     {
         _leaderChanges = _meter.CreateCounter<long>("dcache.raft.leader_changes", "{change}", "Times this node came to know a leader: a new one, or the same one again after a spell with none (an election it won again)");
-        _proposals = _meter.CreateCounter<long>("dcache.raft.proposals", "{proposal}", "Proposals by result (accepted, not_leader, transfer_in_progress, overloaded, ...)");
+        _proposals = _meter.CreateCounter<long>("dcache.raft.proposals", "{proposal}", "Proposals by result: accepted, not_leader, transfer_in_progress, conf_change_pending, invalid_conf_change, overloaded");
         _durableCommit = _meter.CreateHistogram("dcache.storage.durable_commit.duration", "s", "Time to make one Ready durable (one Save: one sync)",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _snapshotDuration = _meter.CreateHistogram("dcache.snapshot.duration", "s", "Time to write a snapshot of the cache",
