@@ -8,10 +8,14 @@
 #   4. the same cluster through a gateway whose reads are READONLY (local, possibly stale), also routed to the leader,
 #   5. the same cluster through a gateway with the default read routing (linearizable reads spread over the members).
 # Prints ops/s, p50 and p99 for each, then the Dcache/Redis ratios the issue sets targets for.
-# Usage: bench/redis-compare.sh [requests per test, default 200000]
+# Usage: bench/redis-compare.sh [requests per -P 1 test, default 200000]
+#        A -P 16 test sends PIPELINED_FACTOR (default 10) times as many, so that it too lasts seconds: Dcache needs
+#        about a second of load to reach its steady rate (connections, thread pool, GC budgets), and a -P 16 test of
+#        the -P 1 count lasted a quarter of a second, mostly that ramp. Each test's duration is printed beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-200000}
+pipelined_requests=$(( requests * ${PIPELINED_FACTOR:-10} ))
 clients=50; size=100; keyspace=100000
 
 for tool in redis-server redis-benchmark redis-cli; do
@@ -31,13 +35,15 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_ping() { for _ in $(seq 1 200); do redis-cli -p "$1" PING 2>/dev/null | grep -q PONG && return 0; sleep 0.1; done; echo "port $1 does not answer PING" >&2; return 1; }
 
-declare -A rps p50 p99
+declare -A rps p50 p99 seconds
 run() { # label port pipeline [tests, default set,get]
-  local label=$1 port=$2 pipeline=$3 tests=${4:-set,get} out
-  out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n "$requests" -d $size -r $keyspace -P "$pipeline" -t "$tests" --csv -q 2>&1)
+  local label=$1 port=$2 pipeline=$3 tests=${4:-set,get} out n
+  n=$([ "$pipeline" -gt 1 ] && echo "$pipelined_requests" || echo "$requests")
+  out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n "$n" -d $size -r $keyspace -P "$pipeline" -t "$tests" --csv -q 2>&1)
   while IFS=, read -r test r _avg _min p50v _p95 p99v _max; do
     test=${test//\"/}; [ "$test" = "SET" ] || [ "$test" = "GET" ] || continue
     rps["$label $test P$pipeline"]=${r//\"/}; p50["$label $test P$pipeline"]=${p50v//\"/}; p99["$label $test P$pipeline"]=${p99v//\"/}
+    seconds["$label $test P$pipeline"]=$(python3 -c "print(f'{$n / float(${r//\"/}):.1f}')")
   done <<< "$out"
 }
 
@@ -70,17 +76,21 @@ gateway() { # port http-port extra settings...
 }
 gateway "$gw_local" $((base + 2001)) --Dcache:Gateway:LocalReads=true --Dcache:Gateway:Cluster:ReadRouting=Leader
 gateway "$gw_spread" $((base + 2002)) --Dcache:Gateway:Cluster:ReadRouting=Members
-# Warm the gateways and the cluster up (JIT tiering, connections, the log's first pages) before measuring.
-for port in "$gw" "$gw_local" "$gw_spread"; do redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n 20000 -d $size -r $keyspace -t set,get -q >/dev/null 2>&1; done
+# Warm the gateways and the cluster up (JIT tiering, connections, the log's first pages) before measuring, at both
+# pipeline depths.
+for port in "$gw" "$gw_local" "$gw_spread"; do
+  redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n 20000 -d $size -r $keyspace -t set,get -q >/dev/null 2>&1
+  redis-benchmark -h 127.0.0.1 -p "$port" -c $clients -n 200000 -d $size -r $keyspace -P 16 -t set,get -q >/dev/null 2>&1
+done
 run dcache "$gw" 1; run dcache "$gw" 16
 run dcache-readonly "$gw_local" 1; run dcache-readonly "$gw_local" 16
 run dcache-spread "$gw_spread" 1 get; run dcache-spread "$gw_spread" 16 get
 
 echo
-printf '%-18s %-4s %4s %12s %9s %9s\n' system test P ops/s p50_ms p99_ms
+printf '%-18s %-4s %4s %12s %9s %9s %9s\n' system test P ops/s p50_ms p99_ms seconds
 for label in redis redis-aof dcache dcache-readonly dcache-spread; do
   for p in 1 16; do for t in SET GET; do
-    k="$label $t P$p"; [ -n "${rps[$k]:-}" ] && printf '%-18s %-4s %4s %12s %9s %9s\n' "$label" "$t" "$p" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}"
+    k="$label $t P$p"; [ -n "${rps[$k]:-}" ] && printf '%-18s %-4s %4s %12s %9s %9s %9s\n' "$label" "$t" "$p" "${rps[$k]}" "${p50[$k]}" "${p99[$k]}" "${seconds[$k]}"
   done; done
 done
 
