@@ -145,10 +145,13 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.True(mismatches.Count == 0, string.Join(Environment.NewLine, mismatches));
     }
 
-    /// <summary>The unit a query's value is in; null for a count, a rate or a dimensionless gauge.</summary>
+    /// <summary>
+    /// The unit a query's value is in; null for a count, a rate or a dimensionless gauge. A query that reads a
+    /// histogram's _sum or _bucket series (a mean or a quantile, even of rates) is in the histogram's unit.
+    /// </summary>
     private static string? ExpectedUnit(string expr)
     {
-        if (Regex.IsMatch(expr, @"\b(rate|increase)\(\s*\w+_(count|total)\b"))
+        if (!Regex.IsMatch(expr, @"\b\w+_(sum|bucket)\b") && Regex.IsMatch(expr, @"\b(rate|increase)\(\s*\w+_(count|total)\b"))
         {
             return null;
         }
