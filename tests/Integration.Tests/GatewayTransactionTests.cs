@@ -280,7 +280,7 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
                 Assert.True(resumedAfter < TimeSpan.FromSeconds(3), $"transactions resumed only {resumedAfter.TotalSeconds:F2} s after kill {kill}");
 
                 cluster[leader].Start();
-                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)))).CommitIndex;
+                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30)))).CommitIndex;
                 await Eventually.WaitAsync(async () => (await cluster.StatusAsync(leader)).AppliedIndex >= commit, TimeSpan.FromSeconds(30), $"node {leader} restarted and caught up");
             }
         }
@@ -390,7 +390,7 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
                 var atKill = acknowledgedAt.Count;
                 await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + 200, TimeSpan.FromSeconds(60), $"200 more acknowledged EXECs after kill {kill}");
                 cluster[leader].Start();
-                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10)))).CommitIndex;
+                var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30)))).CommitIndex;
                 await Eventually.WaitAsync(async () => (await cluster.StatusAsync(leader)).AppliedIndex >= commit, TimeSpan.FromSeconds(30), $"node {leader} restarted and caught up");
             }
         }

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 
@@ -14,11 +15,17 @@ namespace Dcache.Integration.Tests.Support;
 /// released until its node binds it is never chosen by the other meanwhile (seen in CI: node 3 of a transaction test
 /// failed to bind, and the test timed out waiting for its first 300 EXECs).
 /// </summary>
+/// <remarks>
+/// Within one test process, tests run in parallel: a port handed to one test is free again until its node binds it, so
+/// it is not handed to another test for <see cref="Reissue"/>.
+/// </remarks>
 internal static class FreePorts
 {
     private static readonly bool ChaosHalf = typeof(FreePorts).Assembly.GetName().Name?.Contains("Chaos", StringComparison.Ordinal) == true;
     private static readonly int First = ChaosHalf ? 15_000 : 10_000;
     private static readonly int Last = ChaosHalf ? 19_999 : 14_999;
+    private static readonly TimeSpan Reissue = TimeSpan.FromMinutes(5);
+    private static readonly ConcurrentDictionary<int, long> HandedOutAt = new();
 
     public static int[] Allocate(int count)
     {
@@ -33,11 +40,19 @@ internal static class FreePorts
                     throw new InvalidOperationException($"no {count} free ports between {First} and {Last} on 127.0.0.1");
                 }
 
-                var listener = new TcpListener(IPAddress.Loopback, Random.Shared.Next(First, Last + 1));
+                var port = Random.Shared.Next(First, Last + 1);
+                var now = Environment.TickCount64;
+                if (HandedOutAt.TryGetValue(port, out var at) && now - at < Reissue.TotalMilliseconds)
+                {
+                    continue;
+                }
+
+                var listener = new TcpListener(IPAddress.Loopback, port);
                 try
                 {
                     listener.Start();
                     listeners.Add(listener);
+                    HandedOutAt[port] = now;
                 }
                 catch (SocketException)
                 {
