@@ -594,7 +594,12 @@ internal sealed class ChaosRun
         var leader = await LeaderAsync();
         // Alone, every member is free and the choice is what it always was.
         var free = Free(ids);
-        var target = (step.OnLeader || step.Kind == FaultKind.IsolateLeader) && leader is { } l && free.Contains(l) ? l : free[step.Pick % free.Count];
+        var target = AimsAtLeader(step) && leader is { } l && free.Contains(l) ? l : free[step.Pick % free.Count];
+        if (step.Kind == FaultKind.MemberReplace && step.ReplaceLeavesFollower && !_twoOperators && target == leader && free.Where(id => id != leader).ToList() is { Count: > 0 } followers)
+        {
+            target = followers[step.Pick % followers.Count];
+        }
+
         var others = ids.Where(id => id != target).ToList();
         var freeOthers = free.Where(id => id != target).ToList() is { Count: > 0 } rest ? rest : others;
         var role = target == leader ? "leader" : "follower";
@@ -692,6 +697,10 @@ internal sealed class ChaosRun
                 throw new ArgumentOutOfRangeException(nameof(step));
         }
     }
+
+    /// <summary>Whether the step's target is whichever node leads when it starts (if no other fault holds that node).</summary>
+    private bool AimsAtLeader(FaultStep step) =>
+        step.OnLeader || step.Kind == FaultKind.IsolateLeader || (step.Kind == FaultKind.MemberReplace && step.ReplaceLeavesLeader && !_twoOperators);
 
     /// <summary>A random minority of <paramref name="ids"/> (1 of 3; 1 or 2 of 5), as the seed chooses.</summary>
     private static List<ulong> Minority(FaultStep step, List<ulong> ids) =>
@@ -1117,6 +1126,7 @@ internal sealed class ChaosRun
             (BystanderFault.None, MidChangeKill.JoinerLearnerRestarted) => $", node {joiner} killed while a learner, then restarted",
             (BystanderFault.None, MidChangeKill.JoinerLearnerLost) => $", node {joiner} killed while a learner and lost",
             (BystanderFault.None, MidChangeKill.LeavingDuringRemoval) => $", node {leaving} killed while its removal is in flight",
+            (BystanderFault.None, MidChangeKill.LeaderRemovingItself) => $", node {leaving} asked to remove itself as the leader and killed with its removal in flight",
             (BystanderFault.None, _) => "",
             _ => $", node {bystander} {disturbance.ToString().ToLowerInvariant()} meanwhile",
         };
@@ -1224,6 +1234,9 @@ internal sealed class ChaosRun
             case MidChangeKill.LeavingDuringRemoval:
                 await KillDuringRemovalAsync(leaving, step);
                 break;
+            case MidChangeKill.LeaderRemovingItself:
+                await KillLeaderRemovingItselfAsync(leaving, step);
+                break;
         }
 
         await ChangeMembershipAsync(RemoveMember(leaving), list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
@@ -1270,6 +1283,61 @@ internal sealed class ChaosRun
         catch (Grpc.Core.RpcException ex)
         {
             Note($"membership: the removal in flight ended {ex.StatusCode}: {ex.Status.Detail}; the operator retries it");
+        }
+    }
+
+    /// <summary>
+    /// The leader asked to remove itself and killed with the removal in flight. The joiner's add and promotion may have
+    /// moved leadership (an election meanwhile); then it is handed back to <paramref name="leaving"/> first, as an
+    /// operator removing the leader would find it leading. Once it is dead, the others must elect a leader within the
+    /// recovery timeout, and that leader's membership tells whether the removal took (it is retried if not).
+    /// </summary>
+    private async Task KillLeaderRemovingItselfAsync(ulong leaving, FaultStep step)
+    {
+        if (await LeaderAsync() is { } leader && leader != leaving)
+        {
+            Note($"membership: node {leader} leads, not node {leaving}; hand leadership to node {leaving} so that it removes itself");
+            try
+            {
+                using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[leader].GrpcUrl);
+                await new Admin.AdminClient(channel).LeaderTransferAsync(new LeaderTransferRequest { TargetId = leaving }, _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+            }
+            catch (Grpc.Core.RpcException ex)
+            {
+                Note($"membership: leadership transfer to node {leaving} refused: {ex.StatusCode} {ex.Status.Detail}");
+            }
+        }
+
+        if (await LeaderAsync() != leaving)
+        {
+            Note($"membership: node {leaving} does not lead; its removal is asked of the leader instead");
+        }
+
+        await KillDuringRemovalAsync(leaving, step);
+        var survivors = Members().Where(id => id != leaving).ToList();
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            await Eventually.WaitAsync(async () => await LeaderAsync() is { } elected && survivors.Contains(elected), RecoveryTimeout, $"one of nodes {string.Join(",", survivors)} to lead after node {leaving} died");
+        }
+        catch (TimeoutException ex)
+        {
+            Judge($"with node {leaving} killed while removing itself, no other member led within {RecoveryTimeout.TotalSeconds:F0} s: {ex.Message}");
+            return;
+        }
+
+        var newLeader = await LeaderAsync();
+        try
+        {
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[newLeader!.Value].GrpcUrl);
+            var list = await new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+            var removed = list.Members.All(m => m.Id != leaving);
+            Note($"membership: node {newLeader} leads {clock.ElapsedMilliseconds} ms after node {leaving} died; its membership [{string.Join(",", list.Members.Select(m => m.Id))}]: the removal in flight {(removed ? "is in effect" : "is not, so it is asked again")}");
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            // Leadership moved again meanwhile: the retried removal below reads the membership of whoever leads.
+            Note($"membership: node {newLeader}'s member list failed ({ex.StatusCode} {ex.Status.Detail}); the removal is retried until the list shows it");
         }
     }
 

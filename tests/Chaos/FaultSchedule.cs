@@ -135,8 +135,15 @@ internal enum MidChangeKill
     /// <summary>The joiner while a learner, never to come back (its machine lost): the half-joined learner is removed and a fresh node joins in its place.</summary>
     JoinerLearnerLost,
 
-    /// <summary>The leaving member (the leader half the time) while its removal is in flight; the removal is retried until the member list shows it.</summary>
+    /// <summary>The leaving member, a follower, while its removal is in flight; the removal is retried until the member list shows it.</summary>
     LeavingDuringRemoval,
+
+    /// <summary>
+    /// The leaving member is the leader, asked to remove itself, and killed 0-49 ms later, before the change can commit
+    /// or be handed over: the others elect a leader, whose membership says whether the removal took; it is retried until
+    /// the member list shows it.
+    /// </summary>
+    LeaderRemovingItself,
 }
 
 /// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
@@ -207,8 +214,10 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     /// <summary>
     /// For <see cref="FaultKind.MemberReplace"/> with no bystander down (with one down as well, four voters would have two
     /// down: no quorum by design): two times in three a node of the change itself is killed halfway. The joiner and the
-    /// leaving member each a third of the time, as before session 19; half of those now at the newer halfway points
-    /// (a joiner killed as a learner, a removal in flight).
+    /// leaving member each a third of the time, as before session 19; half of the joiner's at the newer halfway points
+    /// (killed as a learner). The leaving member's: half of them the leader removing itself, killed with its removal in
+    /// flight (session 20: until then a removal in flight happened to be a follower's in every run); a quarter the
+    /// leaving member (as the step aims) killed before its removal is asked; a quarter a follower killed while it is in flight.
     /// </summary>
     public MidChangeKill ReplaceMidChange => ReplaceBystander != BystanderFault.None ? MidChangeKill.None : (Pick / 112 % 3) switch
     {
@@ -219,8 +228,19 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
             2 => MidChangeKill.JoinerLearnerRestarted,
             _ => MidChangeKill.JoinerLearnerLost,
         },
-        _ => Pick / 336 % 2 == 0 ? MidChangeKill.LeavingBeforeRemoval : MidChangeKill.LeavingDuringRemoval,
+        _ => (Pick / 336 % 4) switch
+        {
+            0 => MidChangeKill.LeavingBeforeRemoval,
+            1 => MidChangeKill.LeavingDuringRemoval,
+            _ => MidChangeKill.LeaderRemovingItself,
+        },
     };
+
+    /// <summary>For <see cref="FaultKind.MemberReplace"/>: the leaving member is the leader (else as <see cref="OnLeader"/> and <see cref="Pick"/> choose).</summary>
+    public bool ReplaceLeavesLeader => ReplaceMidChange == MidChangeKill.LeaderRemovingItself;
+
+    /// <summary>For <see cref="FaultKind.MemberReplace"/>: the leaving member is a follower, whatever <see cref="OnLeader"/> says.</summary>
+    public bool ReplaceLeavesFollower => ReplaceMidChange == MidChangeKill.LeavingDuringRemoval;
 
     public override string ToString()
     {
@@ -244,6 +264,7 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
                 GatewayCut.AllButOneFollower => $"gateway from all but follower pick {Pick % 1000}",
                 _ => $"gateway from subset pick {Pick % 1000}",
             },
+            FaultKind.MemberReplace when ReplaceLeavesLeader => "leader, killed with its own removal in flight",
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
         var detail = Kind switch

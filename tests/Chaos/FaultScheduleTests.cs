@@ -259,16 +259,23 @@ public sealed class FaultScheduleTests
         }
 
         // With no bystander down (a quarter): a third untouched, a third the joiner, a third the leaving member; the
-        // points before session 19 (after the promotion, before the removal) keep half of theirs.
+        // joiner's point before session 19 (after the promotion) keeps half of its third.
         var undisturbed = steps.Where(s => s.ReplaceBystander == BystanderFault.None).ToList();
         Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.None), 250, 420);
         Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.JoinerPromoted), 120, 220);
-        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingBeforeRemoval), 120, 220);
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingBeforeRemoval), 55, 120);
         foreach (var newer in new[] { MidChangeKill.JoinerLearnerRestarted, MidChangeKill.JoinerLearnerLost })
         {
             Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == newer), 55, 120);
         }
 
-        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingDuringRemoval), 120, 220);
+        // The leaving member's third: half of it the leader removing itself (session 20), a quarter each the older two.
+        Assert.InRange(undisturbed.Count(s => s.ReplaceMidChange == MidChangeKill.LeavingDuringRemoval), 55, 120);
+        var selfRemovals = undisturbed.Where(s => s.ReplaceMidChange == MidChangeKill.LeaderRemovingItself).ToList();
+        Assert.InRange(selfRemovals.Count, 120, 220);
+        Assert.All(selfRemovals, s => Assert.True(s.ReplaceLeavesLeader && !s.ReplaceLeavesFollower));
+        Assert.All(selfRemovals, s => Assert.Contains("MemberReplace (leader, killed with its own removal in flight)", s.ToString(), StringComparison.Ordinal));
+        Assert.All(steps.Where(s => s.ReplaceMidChange == MidChangeKill.LeavingDuringRemoval), s => Assert.True(s.ReplaceLeavesFollower && !s.ReplaceLeavesLeader));
+        Assert.Equal(selfRemovals.Count, steps.Count(s => s.ReplaceLeavesLeader));
     }
 }
