@@ -355,6 +355,86 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Assert.Matches($@"(?m)^\s+4\s+learner\s+{node4.GrpcUrl}", result.Output);
     }
 
+    /// <summary>
+    /// The leader asked to remove itself (dcachectl member remove) and SIGKILLed as soon as its log shows the change
+    /// proposed, before it can see it committed: the other two must elect a leader, agree on the membership, keep every
+    /// acknowledged write, and dcachectl (whose call broke with the leader) must say truthfully that node 1 is gone.
+    /// Which way the removal goes is made certain, not left to timing: either both followers hold the proposal but the
+    /// leader never hears so (their replies to it cut), and the new leader commits it; or both followers are paused
+    /// (SIGSTOP) and cut off from node 1, so no one else ever holds it, and dcachectl's retry at the new leader removes node 1.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task TheLeaderKilledWithItsOwnRemovalInFlightIsRemovedOnceTheOthersElectALeader(bool followersHoldTheRemoval)
+    {
+        await using var cluster = new LocalCluster(output);
+        // Node 1, hearing no follower, steps down only after 30-60 s (CheckQuorum): it still leads when dcachectl reaches it.
+        cluster.SetNodeSetting(1, "ElectionTicks", "600");
+        await using var mesh = new ProxyMesh(cluster);
+        await cluster.StartAsync();
+        if (await cluster.WaitForLeaderAsync(CatchUp) != 1)
+        {
+            var transfer = await Ctl(["leader", "transfer", "--to", "1"], cluster.CtlOptions());
+            Assert.True(transfer.Exit == 0, transfer.ToString());
+        }
+
+        Assert.Equal(1UL, await cluster.WaitForLeaderAsync(CatchUp));
+        await using var load = new WriteLoad(cluster, writers: 3, maxWritesPerWriter: 20_000, maxDuration: TimeSpan.FromMinutes(3));
+        await load.WaitForAcknowledgedAsync(200, CatchUp);
+
+        if (followersHoldTheRemoval)
+        {
+            // The followers still receive node 1's appends and persist them; node 1 never hears that they did.
+            mesh.Cut(2, 1);
+            mesh.Cut(3, 1);
+        }
+        else
+        {
+            // Paused, they do not time out and elect a leader of their own meanwhile; cut off from node 1, they never
+            // receive the proposal (a pause alone is not enough: what node 1 sent meanwhile waits in their sockets and
+            // is read on SIGCONT, and then the new leader commits the removal).
+            cluster[2].Pause();
+            cluster[3].Pause();
+            mesh.Isolate(1, [2, 3]);
+        }
+
+        var remove = Ctl(["member", "remove", "--id", "1"], cluster.CtlOptions([1, 2, 3]));
+        var proposal = await Eventually.ValueAsync(() => System.Text.RegularExpressions.Regex.Match(cluster[1].RecentOutput(400), @"membership change proposed: Remove node 1 at index (\d+)") is { Success: true } found ? found : null,
+            TimeSpan.FromSeconds(60), () => "node 1 proposing its own removal");
+        var proposedAt = ulong.Parse(proposal.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        if (followersHoldTheRemoval)
+        {
+            await Eventually.WaitAsync(async () => (await Task.WhenAll(cluster.StatusAsync(2), cluster.StatusAsync(3))).All(s => s.LastIndex >= proposedAt),
+                CatchUp, $"nodes 2 and 3 to hold node 1's log up to its removal at index {proposedAt}");
+        }
+
+        cluster[1].Kill();
+        var killedAt = load.Elapsed;
+        if (!followersHoldTheRemoval)
+        {
+            cluster[2].Resume();
+            cluster[3].Resume();
+        }
+
+        var newLeader = await WaitForLeaderAmongAsync(cluster, [2, 3]);
+        output.WriteLine($"node {newLeader} leads {(load.Elapsed - killedAt).TotalMilliseconds:F0} ms after node 1 was killed with its removal proposed at index {proposedAt}");
+        var result = await remove;
+        Assert.True(result.Exit == 0, result.ToString());
+        Assert.Contains(followersHoldTheRemoval
+            ? "Removed node 1: already in effect (node 1 is not a member, after an attempt whose outcome was unknown)"
+            : "Removed node 1 (applied at index", result.Output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(@"(?m)^\s+1\s", result.Output);
+        await WaitVotersEverywhereAsync(cluster, [2, 3], [2, 3]);
+
+        var before = load.Acknowledged.Count;
+        await load.WaitForAcknowledgedAsync(before + 100, CatchUp);
+        await load.StopAsync();
+        output.WriteLine($"{load.Acknowledged.Count} writes acknowledged in {load.Elapsed.TotalSeconds:F1} s; {load.Errors.Count} retried errors");
+        Assert.Empty(await Verify.MissingAsync(cluster, await WaitForLeaderAmongAsync(cluster, [2, 3]), load.Acknowledged));
+        await Verify.SameDigestAsync(cluster, CatchUp);
+    }
+
     private static Task WaitAddressEverywhereAsync(LocalCluster cluster, ulong id, string address) =>
         Eventually.WaitAsync(async () =>
         {
