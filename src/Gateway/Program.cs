@@ -1,4 +1,3 @@
-using System.Net;
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Hosting;
 using Dcache.Gateway.Resp;
@@ -11,6 +10,7 @@ using OpenTelemetry.Resources;
 // Settings next to the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
+const string RespSection = $"{GatewayOptions.Section}:{RespOptions.SectionName}";
 GatewayOptions gatewayOptions;
 ClusterOptions clusterOptions;
 try
@@ -18,11 +18,9 @@ try
     // A value the binder cannot convert (a misspelt ReadRouting, a port that is not a number) fails here too.
     gatewayOptions = builder.Configuration.GetSection(GatewayOptions.Section).Get<GatewayOptions>() ?? new GatewayOptions();
     clusterOptions = builder.Configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
-    _ = clusterOptions.NodeAddresses();
-    if (string.IsNullOrEmpty(clusterOptions.ClusterSecret))
-    {
-        throw new InvalidOperationException($"{ClusterOptions.Section}:ClusterSecret must be set");
-    }
+    gatewayOptions.Validate();
+    clusterOptions.Validate();
+    ValidateResp(builder.Configuration.GetSection(RespSection));
 }
 catch (Exception ex) when (ex is InvalidOperationException or FormatException)
 {
@@ -36,7 +34,7 @@ builder.Services.AddSingleton<CacheCluster>();
 builder.Services.AddSingleton<ICacheCluster>(sp => gatewayOptions.LocalReads
     ? new LocalReadsCluster(sp.GetRequiredService<CacheCluster>())
     : sp.GetRequiredService<CacheCluster>());
-builder.Services.AddRespFrontEnd(resp => builder.Configuration.GetSection($"{GatewayOptions.Section}:{RespOptions.SectionName}").Bind(resp));
+builder.Services.AddRespFrontEnd(resp => builder.Configuration.GetSection(RespSection).Bind(resp));
 builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(5));
 builder.Services.AddOpenTelemetry()
     .ConfigureResource(resource => resource.AddService("dcache-gateway"))
@@ -49,13 +47,12 @@ builder.Services.AddOpenTelemetry()
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     // Redis protocol on raw TCP, through Kestrel's connection pipeline (System.IO.Pipelines).
-    kestrel.Listen(new IPEndPoint(IPAddress.Parse(gatewayOptions.Bind), gatewayOptions.Port), listen => listen.UseConnectionHandler<RespConnectionHandler>());
-    var http = new Uri(gatewayOptions.HttpUrl);
-    kestrel.Listen(new IPEndPoint(http.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(http.Host), http.Port), listen => listen.Protocols = HttpProtocols.Http1);
+    kestrel.Listen(gatewayOptions.RespEndpoint(), listen => listen.UseConnectionHandler<RespConnectionHandler>());
+    kestrel.Listen(gatewayOptions.HttpEndpoint(), listen => listen.Protocols = HttpProtocols.Http1);
 });
 
 var app = builder.Build();
-app.MapPrometheusScrapingEndpoint().RequireHost($"*:{new Uri(gatewayOptions.HttpUrl).Port}");
+app.MapPrometheusScrapingEndpoint().RequireHost($"*:{gatewayOptions.HttpEndpoint().Port}");
 app.MapGet("/health", (ICacheCluster cluster) =>
 {
     var view = cluster.View;
@@ -64,3 +61,18 @@ app.MapGet("/health", (ICacheCluster cluster) =>
 
 await app.RunAsync().ConfigureAwait(false);
 return 0;
+
+// The front end validates its options again when it starts; checked here first, a bad value is a one-line error.
+static void ValidateResp(IConfigurationSection section)
+{
+    var resp = new RespOptions();
+    section.Bind(resp);
+    try
+    {
+        resp.Validate();
+    }
+    catch (ArgumentException ex)
+    {
+        throw new InvalidOperationException($"{section.Path}: {ex.Message.ReplaceLineEndings(" ")}", ex);
+    }
+}

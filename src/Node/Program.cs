@@ -1,8 +1,8 @@
-using System.Net;
 using Dcache.Node.Consensus;
 using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
+using Dcache.Protocol;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
@@ -11,9 +11,11 @@ using OpenTelemetry.Resources;
 // Settings next to the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
-var nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
+NodeOptions nodeOptions;
 try
 {
+    // A value the binder cannot convert (a NodeId that is not a number) fails here too.
+    nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
     nodeOptions.Validate();
 }
 catch (Exception ex) when (ex is InvalidOperationException or FormatException)
@@ -31,9 +33,9 @@ builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     // gRPC needs an HTTP/2-only endpoint: without TLS, Http1AndHttp2 silently falls back to HTTP/1.1.
-    kestrel.Listen(EndpointOf(nodeOptions.GrpcUrl), listen => listen.Protocols = HttpProtocols.Http2);
+    kestrel.Listen(ConfigurationChecks.ListenEndpoint(nodeOptions.GrpcUrl, $"{NodeOptions.Section}:GrpcUrl"), listen => listen.Protocols = HttpProtocols.Http2);
     // Health and metrics are scraped over HTTP/1.1.
-    kestrel.Listen(EndpointOf(nodeOptions.HttpUrl), listen => listen.Protocols = HttpProtocols.Http1);
+    kestrel.Listen(ConfigurationChecks.ListenEndpoint(nodeOptions.HttpUrl, $"{NodeOptions.Section}:HttpUrl"), listen => listen.Protocols = HttpProtocols.Http1);
     kestrel.Limits.MaxRequestBodySize = nodeOptions.MaxMessageBytes;
     kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
     if (nodeOptions.KeepAlivePingDelaySeconds > 0)
@@ -107,10 +109,3 @@ runtime.NoteHostEnded();
 
 // Non-zero when the node stopped on its own because its Raft loop failed (e.g. a full disk): supervisors see it.
 return runtime.ExitCode;
-
-static IPEndPoint EndpointOf(string url)
-{
-    var uri = new Uri(url);
-    var address = uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host);
-    return new IPEndPoint(address, uri.Port);
-}

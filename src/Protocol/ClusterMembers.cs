@@ -23,6 +23,12 @@ public static class ClusterMembers
                 throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
             }
 
+            if (uri.Port == 0)
+            {
+                // Port 0 only means "any free port" to a listener: nothing can be reached there.
+                throw new FormatException($"'{url}' (node {id}) has port 0");
+            }
+
             if (!members.TryAdd(id, url.TrimEnd('/')))
             {
                 throw new FormatException($"node {id} is listed twice");

@@ -15,6 +15,12 @@ public static class MessageLimits
     /// <summary>Room kept for what a message carries besides its items (Raft message fields, batch framing).</summary>
     public const int HeaderRoomBytes = 64 * 1024;
 
+    /// <summary>
+    /// The smallest limit a node or gateway accepts: twice the header room, so that an item may be as large as the
+    /// headers. Below the header room no message could carry anything.
+    /// </summary>
+    public const int MinMaxMessageBytes = 2 * HeaderRoomBytes;
+
     /// <summary>The largest single item (a command, a reply, a log entry) that still fits in one message.</summary>
     public static int MaxItemBytes(int maxMessageBytes) => Math.Max(1, maxMessageBytes - HeaderRoomBytes);
 

@@ -1,3 +1,5 @@
+using Dcache.Protocol;
+
 namespace Dcache.Gateway.Cluster;
 
 /// <summary>How the gateway reaches the cluster (section "Dcache:Gateway:Cluster").</summary>
@@ -71,8 +73,46 @@ public sealed class ClusterOptions
 
     public IReadOnlyList<string> NodeAddresses() =>
         Nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(address => Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp
+            .Select(address => Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp && uri.Port != 0
                 ? address.TrimEnd('/')
-                : throw new FormatException($"'{address}' is not an http:// node address"))
+                : throw new FormatException($"'{address}' is not an http:// node address with a port 1-65535"))
             .ToList();
+
+    /// <summary>
+    /// Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range. The timeout and
+    /// breaker ranges are the ones Polly accepts; outside them the first command would fail instead of the start.
+    /// </summary>
+    public void Validate()
+    {
+        IReadOnlyList<string> nodes;
+        try
+        {
+            nodes = NodeAddresses();
+        }
+        catch (FormatException ex)
+        {
+            throw new InvalidOperationException($"{Section}:Nodes: {ex.Message}", ex);
+        }
+
+        if (nodes.Count == 0)
+        {
+            throw new InvalidOperationException($"{Section}:Nodes lists no node");
+        }
+
+        ConfigurationChecks.HeaderValue(ClusterId, $"{Section}:ClusterId");
+        ConfigurationChecks.HeaderValue(ClusterSecret, $"{Section}:ClusterSecret");
+        ConfigurationChecks.AtLeast(StreamsPerNode, 1, $"{Section}:StreamsPerNode");
+        ConfigurationChecks.AtLeast(MaxBatch, 1, $"{Section}:MaxBatch");
+        ConfigurationChecks.AtLeast(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, $"{Section}:MaxMessageBytes");
+        ConfigurationChecks.AtLeast(MaxCommandsPerNode, 1, $"{Section}:MaxCommandsPerNode");
+        ConfigurationChecks.InRange(AttemptTimeoutMilliseconds, 10, MaxTimeoutMilliseconds, $"{Section}:AttemptTimeoutMilliseconds");
+        ConfigurationChecks.InRange(DeadlineMilliseconds, 10, MaxTimeoutMilliseconds, $"{Section}:DeadlineMilliseconds");
+        // Zero or less: the poll that finds the leader would never run, and no write would reach one.
+        ConfigurationChecks.AtLeast(StatusPollMilliseconds, 1, $"{Section}:StatusPollMilliseconds");
+        ConfigurationChecks.AtLeast(RemovedNodeGraceMilliseconds, 0, $"{Section}:RemovedNodeGraceMilliseconds");
+        ConfigurationChecks.AtLeast(BreakAfterFailures, 2, $"{Section}:BreakAfterFailures");
+        ConfigurationChecks.InRange(BreakMilliseconds, 500, MaxTimeoutMilliseconds, $"{Section}:BreakMilliseconds");
+    }
+
+    private const long MaxTimeoutMilliseconds = 24L * 60 * 60 * 1000;
 }

@@ -1,3 +1,6 @@
+using System.Net;
+using Dcache.Protocol;
+
 namespace Dcache.Gateway.Hosting;
 
 /// <summary>Where the gateway listens (section "Dcache:Gateway"); how it reaches the cluster is in "Dcache:Gateway:Cluster".</summary>
@@ -16,4 +19,26 @@ public sealed class GatewayOptions
 
     /// <summary>Serve every read locally (as if each connection had sent READONLY): for benchmarks and read-mostly tiers.</summary>
     public bool LocalReads { get; set; }
+
+    /// <summary>The Redis-protocol listener's address.</summary>
+    public IPEndPoint RespEndpoint() => new(IPAddress.Parse(Bind), Port);
+
+    /// <summary>The /health and /metrics listener's address.</summary>
+    public IPEndPoint HttpEndpoint() => ConfigurationChecks.ListenEndpoint(HttpUrl, $"{Section}:HttpUrl");
+
+    /// <summary>Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range.</summary>
+    public void Validate()
+    {
+        if (!IPAddress.TryParse(Bind, out _))
+        {
+            throw new InvalidOperationException($"{Section}:Bind must be an IP address (0.0.0.0 for every interface), not '{Bind}'");
+        }
+
+        // Port 0 would listen on a port chosen at random, where no client would look.
+        ConfigurationChecks.InRange(Port, 1, 65535, $"{Section}:Port");
+        if (HttpEndpoint().Port == Port)
+        {
+            throw new InvalidOperationException($"{Section}:Port and {Section}:HttpUrl must use different ports, not both {Port}");
+        }
+    }
 }

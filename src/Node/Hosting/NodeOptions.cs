@@ -134,22 +134,53 @@ public sealed class NodeOptions
 
     public static IReadOnlyDictionary<ulong, string> ParseMembers(string text) => Protocol.ClusterMembers.Parse(text);
 
+    /// <summary>
+    /// Bound of <see cref="ElectionTimeout"/>: a leader that died is replaced only after it, and gateways give up on a
+    /// command after 4 s by default, so a minute already means a long outage for every write.
+    /// </summary>
+    public static readonly TimeSpan MaxElectionTimeout = TimeSpan.FromMinutes(1);
+
+    /// <summary>Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range.</summary>
     public void Validate()
     {
         if (NodeId == 0)
         {
-            throw new InvalidOperationException("Dcache:Node:NodeId must be set to a positive number");
+            throw new InvalidOperationException($"{Section}:NodeId must be set to a positive number");
         }
 
-        if (string.IsNullOrEmpty(ClusterSecret))
+        ConfigurationChecks.HeaderValue(ClusterId, $"{Section}:ClusterId");
+        ConfigurationChecks.HeaderValue(ClusterSecret, $"{Section}:ClusterSecret");
+
+        if (string.IsNullOrWhiteSpace(DataDirectory))
         {
-            throw new InvalidOperationException("Dcache:Node:ClusterSecret must be set");
+            throw new InvalidOperationException($"{Section}:DataDirectory must be set");
         }
 
-        var members = ParseInitialCluster();
+        if (File.Exists(DataDirectory))
+        {
+            throw new InvalidOperationException($"{Section}:DataDirectory '{DataDirectory}' is a file, not a directory");
+        }
+
+        var grpc = ConfigurationChecks.ListenEndpoint(GrpcUrl, $"{Section}:GrpcUrl");
+        var http = ConfigurationChecks.ListenEndpoint(HttpUrl, $"{Section}:HttpUrl");
+        if (grpc.Port == http.Port)
+        {
+            throw new InvalidOperationException($"{Section}:GrpcUrl and {Section}:HttpUrl must use different ports, not both {grpc.Port}");
+        }
+
+        IReadOnlyDictionary<ulong, string> members;
+        try
+        {
+            members = ParseInitialCluster();
+        }
+        catch (FormatException ex)
+        {
+            throw new InvalidOperationException($"{Section}:InitialCluster: {ex.Message}", ex);
+        }
+
         if (!Join && !members.ContainsKey(NodeId))
         {
-            throw new InvalidOperationException($"Dcache:Node:InitialCluster must list this node ({NodeId}) unless Join is set");
+            throw new InvalidOperationException($"{Section}:InitialCluster must list this node ({NodeId}) unless Join is set");
         }
 
         if (TestOnlyAdvertisedEntryFormat != 0 && TestOnlyAdvertisedEntryFormat is < Cache.CacheCommand.OldestFormatVersion or > Cache.CacheCommand.FormatVersion)
@@ -168,9 +199,30 @@ public sealed class NodeOptions
             throw new InvalidOperationException($"KeepAlivePingDelaySeconds must be 0 (off) or more and KeepAlivePingTimeoutSeconds 1 or more, not {KeepAlivePingDelaySeconds} and {KeepAlivePingTimeoutSeconds}");
         }
 
-        if (TickMilliseconds <= 0 || ElectionTicks <= HeartbeatTicks || HeartbeatTicks <= 0)
+        ConfigurationChecks.AtLeast(TickMilliseconds, 1, $"{Section}:TickMilliseconds");
+        ConfigurationChecks.AtLeast(HeartbeatTicks, 1, $"{Section}:HeartbeatTicks");
+        if (ElectionTicks <= HeartbeatTicks)
         {
-            throw new InvalidOperationException("tick settings must satisfy TickMilliseconds > 0 and ElectionTicks > HeartbeatTicks > 0");
+            throw new InvalidOperationException($"{Section}:ElectionTicks must be greater than HeartbeatTicks ({HeartbeatTicks}), not {ElectionTicks}");
+        }
+
+        if (ElectionTimeout > MaxElectionTimeout)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"{Section}:ElectionTicks times TickMilliseconds (the election timeout) must be at most {MaxElectionTimeout.TotalMilliseconds} ms, not {ElectionTicks} x {TickMilliseconds} ms"));
+        }
+
+        // Zero or less: every write and linearizable read would time out at once.
+        ConfigurationChecks.AtLeast(RequestTimeoutMilliseconds, 1, $"{Section}:RequestTimeoutMilliseconds");
+        // Zero or less: the leader would propose a purge at every tick.
+        ConfigurationChecks.AtLeast(ExpiryPurgeMilliseconds, 1, $"{Section}:ExpiryPurgeMilliseconds");
+        ConfigurationChecks.AtLeast(SessionTimeoutSeconds, 1, $"{Section}:SessionTimeoutSeconds");
+        ConfigurationChecks.AtLeast(MaxMemoryBytes, 0, $"{Section}:MaxMemoryBytes");
+        ConfigurationChecks.AtLeast(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, $"{Section}:MaxMessageBytes");
+        if (SnapshotEntries == 0)
+        {
+            // Zero: a snapshot after every applied entry, one after the other.
+            throw new InvalidOperationException($"{Section}:SnapshotEntries must be at least 1");
         }
     }
 }
