@@ -1,0 +1,93 @@
+using Dcache.Node.Hosting;
+using Microsoft.Extensions.Configuration;
+
+namespace Dcache.Node.Tests.Hosting;
+
+/// <summary>A node refuses settings an operator could mistype with one line naming the setting, before it touches its data directory.</summary>
+public sealed class NodeOptionsValidationTests
+{
+    private static NodeOptions Bind(params (string Key, string Value)[] overrides)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            [$"{NodeOptions.Section}:NodeId"] = "1",
+            [$"{NodeOptions.Section}:ClusterSecret"] = "secret",
+            [$"{NodeOptions.Section}:InitialCluster"] = "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002",
+        };
+        foreach (var (key, value) in overrides)
+        {
+            settings[$"{NodeOptions.Section}:{key}"] = value;
+        }
+
+        return new ConfigurationBuilder().AddInMemoryCollection(settings).Build().GetSection(NodeOptions.Section).Get<NodeOptions>()!;
+    }
+
+    private static void AssertRefused(NodeOptions options, string key)
+    {
+        var message = Assert.Throws<InvalidOperationException>(options.Validate).Message;
+        Assert.Contains($"{NodeOptions.Section}:{key}", message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', message);
+    }
+
+    [Fact]
+    public void TheDefaultsWithAnIdASecretAndAMemberListPass() => Bind().Validate();
+
+    [Theory]
+    [InlineData("TickMilliseconds", "0", "TickMilliseconds")]
+    [InlineData("TickMilliseconds", "-50", "TickMilliseconds")]
+    [InlineData("HeartbeatTicks", "0", "HeartbeatTicks")]
+    [InlineData("HeartbeatTicks", "10", "ElectionTicks")]
+    [InlineData("ElectionTicks", "1", "ElectionTicks")]
+    // 2147483647 ticks: twice it overflows into elections at every tick; a 2147483647 ms tick never ticks.
+    [InlineData("ElectionTicks", "2147483647", "ElectionTicks")]
+    [InlineData("TickMilliseconds", "2147483647", "ElectionTicks")]
+    [InlineData("ElectionTicks", "1201", "ElectionTicks")]
+    [InlineData("RequestTimeoutMilliseconds", "0", "RequestTimeoutMilliseconds")]
+    [InlineData("ExpiryPurgeMilliseconds", "-1", "ExpiryPurgeMilliseconds")]
+    [InlineData("SessionTimeoutSeconds", "0", "SessionTimeoutSeconds")]
+    [InlineData("MaxMemoryBytes", "-1", "MaxMemoryBytes")]
+    [InlineData("MaxMessageBytes", "0", "MaxMessageBytes")]
+    [InlineData("MaxMessageBytes", "65536", "MaxMessageBytes")]
+    [InlineData("SnapshotEntries", "0", "SnapshotEntries")]
+    [InlineData("ClusterId", "", "ClusterId")]
+    [InlineData("ClusterSecret", "", "ClusterSecret")]
+    [InlineData("ClusterSecret", " secret", "ClusterSecret")]
+    [InlineData("ClusterSecret", "s\u00e9cret", "ClusterSecret")]
+    [InlineData("DataDirectory", " ", "DataDirectory")]
+    [InlineData("GrpcUrl", "", "GrpcUrl")]
+    [InlineData("GrpcUrl", "127.0.0.1:7001", "GrpcUrl")]
+    [InlineData("GrpcUrl", "https://127.0.0.1:7001", "GrpcUrl")]
+    [InlineData("GrpcUrl", "http://node1.example:7001", "GrpcUrl")]
+    [InlineData("HttpUrl", "http://127.0.0.1:0", "HttpUrl")]
+    [InlineData("HttpUrl", "http://127.0.0.1:7001", "GrpcUrl")]
+    [InlineData("InitialCluster", "1=127.0.0.1:7001", "InitialCluster")]
+    [InlineData("InitialCluster", "1=http://127.0.0.1:7001,1=http://127.0.0.1:7002", "InitialCluster")]
+    [InlineData("InitialCluster", "1=http://127.0.0.1:0", "InitialCluster")]
+    [InlineData("InitialCluster", "", "InitialCluster")]
+    public void AMistypedSettingIsRefusedByName(string key, string value, string named) => AssertRefused(Bind((key, value)), named);
+
+    [Theory]
+    [InlineData("TickMilliseconds", "1")]
+    [InlineData("ElectionTicks", "1200")]
+    [InlineData("MaxMessageBytes", "131072")]
+    [InlineData("MaxMemoryBytes", "0")]
+    [InlineData("SnapshotCatchUpEntries", "0")]
+    [InlineData("GrpcUrl", "http://localhost:7001")]
+    [InlineData("GrpcUrl", "http://0.0.0.0:7001")]
+    [InlineData("HttpUrl", "http://[::1]:8001")]
+    public void TheEdgesOfEachRangeAreAccepted(string key, string value) => Bind((key, value)).Validate();
+
+    [Fact]
+    public void ADataDirectoryThatIsAFileIsRefused()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            AssertRefused(Bind(("DataDirectory", file)), "DataDirectory");
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+}
