@@ -1,0 +1,56 @@
+using Dcache.Integration.Tests.Support;
+using Xunit.Abstractions;
+
+namespace Dcache.Integration.Tests;
+
+/// <summary>
+/// A mistyped setting stops a node or a gateway at start with exit code 2 and one line naming it, rather than a stack
+/// trace or a process that runs but can never work.
+/// </summary>
+public sealed class BadConfigurationTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan ExitPatience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task ANodeAndAGatewayWithABadSettingEachExitWithCode2AndALineNamingIt()
+    {
+        var data = Directory.CreateTempSubdirectory("bad-configuration-");
+        var ports = FreePorts.Allocate(4);
+        await using var node = new ChildProcess("node", RepoPaths.NodeDll);
+        await using var gateway = new ChildProcess("gateway", RepoPaths.GatewayDll);
+        try
+        {
+            // A host name where the listener needs an address: it used to end in an unhandled FormatException.
+            node.Start([
+                "--Dcache:Node:NodeId=1", "--Dcache:Node:ClusterSecret=s",
+                $"--Dcache:Node:InitialCluster=1=http://127.0.0.1:{ports[0]}",
+                $"--Dcache:Node:GrpcUrl=http://node1.invalid:{ports[0]}", $"--Dcache:Node:HttpUrl=http://127.0.0.1:{ports[1]}",
+                $"--Dcache:Node:DataDirectory={Path.Combine(data.FullName, "node1")}",
+            ]);
+            // No status poll: the gateway used to start and never learn of a leader, so every write failed.
+            gateway.Start([
+                $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
+                $"--Dcache:Gateway:Port={ports[2]}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[3]}",
+                "--Dcache:Gateway:Cluster:StatusPollMilliseconds=0",
+            ]);
+
+            await AssertRefusedAsync(node, "dcache-node: invalid configuration: Dcache:Node:GrpcUrl must be http://<IP address or localhost>:<port 1-65535>, not 'http://node1.invalid:");
+            await AssertRefusedAsync(gateway, "dcache-gateway: invalid configuration: Dcache:Gateway:Cluster:StatusPollMilliseconds must be at least 1, not 0");
+            Assert.False(Directory.Exists(Path.Combine(data.FullName, "node1")), "the refused node created its data directory");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    private async Task AssertRefusedAsync(ChildProcess process, string message)
+    {
+        await Eventually.WaitAsync(() => process.ExitCode is not null, ExitPatience, () => $"{process.Name} still running:\n{process.RecentOutput()}");
+        var printed = process.RecentOutput();
+        output.WriteLine(printed);
+        Assert.Equal(2, process.ExitCode);
+        Assert.Contains(message, printed, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", printed, StringComparison.Ordinal);
+    }
+}
