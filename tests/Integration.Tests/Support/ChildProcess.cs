@@ -8,15 +8,35 @@ internal sealed class ChildProcess(string name, string dll) : IAsyncDisposable
 {
     private readonly ConcurrentQueue<string> _output = new();
     private Process? _process;
+    private TaskCompletionSource _outputEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource _errorEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public string Name { get; } = name;
 
-    public bool IsRunning => _process is { HasExited: false };
+    /// <summary>False once the process has exited and everything it printed has been captured.</summary>
+    public bool IsRunning => _process is { } process && !ExitedWithOutputCaptured(process);
 
     public int? ProcessId => _process?.Id;
 
-    /// <summary>The exit code once the process has exited on its own (or was killed), else null.</summary>
-    public int? ExitCode => _process is { HasExited: true } exited ? exited.ExitCode : null;
+    /// <summary>The exit code once the process has exited on its own (or was killed) and its output is captured, else null.</summary>
+    public int? ExitCode => _process is { } process && ExitedWithOutputCaptured(process) ? process.ExitCode : null;
+
+    /// <summary>
+    /// HasExited turns true before the readers of the redirected output have delivered the last lines: a test that
+    /// saw the exit and then read the output missed the message it looked for (seen twice in one full run). So an exit
+    /// counts once both streams have ended too, which the closed pipes bring at once; a child of the process that
+    /// still holds them (dcachectl dev's nodes) is waited for only briefly.
+    /// </summary>
+    private bool ExitedWithOutputCaptured(Process process)
+    {
+        if (!process.HasExited)
+        {
+            return false;
+        }
+
+        Task.WaitAll([_outputEnded.Task, _errorEnded.Task], TimeSpan.FromSeconds(5));
+        return true;
+    }
 
     public void Start(IEnumerable<string> arguments)
     {
@@ -39,8 +59,10 @@ internal sealed class ChildProcess(string name, string dll) : IAsyncDisposable
 
         info.Environment["DOTNET_gcServer"] = "0"; // several processes share two cores in tests
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
-        process.OutputDataReceived += (_, e) => Capture(e.Data);
-        process.ErrorDataReceived += (_, e) => Capture(e.Data);
+        var outputEnded = _outputEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var errorEnded = _errorEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) => Received(e.Data, outputEnded);
+        process.ErrorDataReceived += (_, e) => Received(e.Data, errorEnded);
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -111,6 +133,18 @@ internal sealed class ChildProcess(string name, string dll) : IAsyncDisposable
             using var kill = Process.Start("kill", $"-{signal} {process.Id}");
             kill.WaitForExit();
         }
+    }
+
+    /// <summary>A line of the process's output, or (null) the end of that stream.</summary>
+    private void Received(string? line, TaskCompletionSource ended)
+    {
+        if (line is null)
+        {
+            ended.TrySetResult();
+            return;
+        }
+
+        Capture(line);
     }
 
     private void Capture(string? line)
