@@ -330,13 +330,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         cluster.SetNodeSetting(1, "ElectionTicks", "600");
         await using var mesh = new ProxyMesh(cluster);
         await cluster.StartAsync();
-        if (await cluster.WaitForLeaderAsync(CatchUp) != 1)
-        {
-            var transfer = await Ctl(["leader", "transfer", "--to", "1"], cluster.CtlOptions());
-            Assert.True(transfer.Exit == 0, transfer.ToString());
-        }
-
-        Assert.Equal(1UL, await cluster.WaitForLeaderAsync(CatchUp));
+        await MakeNode1LeadAsync(cluster);
         // The followers still receive node 1's appends and persist them; node 1 never hears that they did.
         mesh.Cut(2, 1);
         mesh.Cut(3, 1);
@@ -373,13 +367,7 @@ public sealed class MembershipTests(ITestOutputHelper output)
         cluster.SetNodeSetting(1, "ElectionTicks", "600");
         await using var mesh = new ProxyMesh(cluster);
         await cluster.StartAsync();
-        if (await cluster.WaitForLeaderAsync(CatchUp) != 1)
-        {
-            var transfer = await Ctl(["leader", "transfer", "--to", "1"], cluster.CtlOptions());
-            Assert.True(transfer.Exit == 0, transfer.ToString());
-        }
-
-        Assert.Equal(1UL, await cluster.WaitForLeaderAsync(CatchUp));
+        await MakeNode1LeadAsync(cluster);
         await using var load = new WriteLoad(cluster, writers: 3, maxWritesPerWriter: 20_000, maxDuration: TimeSpan.FromMinutes(3));
         await load.WaitForAcknowledgedAsync(200, CatchUp);
 
@@ -433,6 +421,18 @@ public sealed class MembershipTests(ITestOutputHelper output)
         output.WriteLine($"{load.Acknowledged.Count} writes acknowledged in {load.Elapsed.TotalSeconds:F1} s; {load.Errors.Count} retried errors");
         Assert.Empty(await Verify.MissingAsync(cluster, await WaitForLeaderAmongAsync(cluster, [2, 3]), load.Acknowledged));
         await Verify.SameDigestAsync(cluster, CatchUp);
+    }
+
+    /// <summary>Moves leadership to node 1 if another node won the first election.</summary>
+    private async Task MakeNode1LeadAsync(LocalCluster cluster)
+    {
+        if (await cluster.WaitForLeaderAsync(CatchUp) != 1)
+        {
+            var transfer = await Ctl(["leader", "transfer", "--to", "1"], cluster.CtlOptions());
+            Assert.True(transfer.Exit == 0, transfer.ToString());
+        }
+
+        Assert.Equal(1UL, await cluster.WaitForLeaderAsync(CatchUp));
     }
 
     private static Task WaitAddressEverywhereAsync(LocalCluster cluster, ulong id, string address) =>
