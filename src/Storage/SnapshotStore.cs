@@ -105,8 +105,12 @@ public sealed class SnapshotStore : IDisposable
 
     public SnapshotCatalogueEntry? Latest => List() is [var newest, ..] ? newest : null;
 
-    /// <summary>Starts a snapshot; only one may be written at a time. Dispose the writer without <see cref="SnapshotWriter.Complete"/> to abandon it.</summary>
-    public SnapshotWriter BeginSnapshot(SnapshotMetadata metadata)
+    /// <summary>
+    /// Starts a snapshot; only one may be written at a time. Dispose the writer without <see cref="SnapshotWriter.Complete"/>
+    /// to abandon it. Once <paramref name="cancellationToken"/> is cancelled (the node stops), the writer's next chunk or
+    /// its completion throws <see cref="OperationCanceledException"/> instead of writing: the snapshot is then abandoned.
+    /// </summary>
+    public SnapshotWriter BeginSnapshot(SnapshotMetadata metadata, CancellationToken cancellationToken = default)
     {
         using var _ = UseLog();
         lock (_gate)
@@ -128,7 +132,7 @@ public sealed class SnapshotStore : IDisposable
             }
 
             _writing = true;
-            return new SnapshotWriter(this, id, metadata, begin, _options.SnapshotChunkBytes);
+            return new SnapshotWriter(this, id, metadata, begin, _options.SnapshotChunkBytes, cancellationToken);
         }
     }
 
@@ -423,7 +427,10 @@ internal sealed class SnapshotRecordWriter : ILogEnqueueEntry
 /// <summary>
 /// Feeds a snapshot into the store: <see cref="Write"/> as many times as needed (data is cut into chunks of at
 /// most <see cref="StorageOptions.SnapshotChunkBytes"/>; at most one chunk is buffered), then
-/// <see cref="Complete"/>. Disposing without completing abandons the snapshot (it is never catalogued).
+/// <see cref="Complete"/>. Disposing without completing abandons the snapshot (it is never catalogued); so does a
+/// cancellation, seen before each chunk and before the End record. An abandoned snapshot's chunks are never committed
+/// on their own: the next start discards them (<see cref="LogScanner.DiscardAfter"/>), as after a crash mid-snapshot,
+/// and a later snapshot's commit in the same process leaves them uncatalogued below it, truncated with older snapshots.
 /// </summary>
 public sealed class SnapshotWriter : IDisposable
 {
@@ -432,15 +439,16 @@ public sealed class SnapshotWriter : IDisposable
     private readonly SnapshotMetadata _metadata;
     private readonly long _begin;
     private readonly byte[] _chunk;
+    private readonly CancellationToken _cancellation;
     private int _filled;
     private int _chunks;
     private long _size;
     private uint _crc;
     private bool _finished;
 
-    internal SnapshotWriter(SnapshotStore store, long id, SnapshotMetadata metadata, long begin, int chunkBytes)
+    internal SnapshotWriter(SnapshotStore store, long id, SnapshotMetadata metadata, long begin, int chunkBytes, CancellationToken cancellation)
     {
-        (_store, _id, _metadata, _begin) = (store, id, metadata, begin);
+        (_store, _id, _metadata, _begin, _cancellation) = (store, id, metadata, begin, cancellation);
         _chunk = new byte[chunkBytes];
     }
 
@@ -467,6 +475,7 @@ public sealed class SnapshotWriter : IDisposable
     {
         ObjectDisposedException.ThrowIf(_finished, this);
         FlushChunk();
+        _cancellation.ThrowIfCancellationRequested();
         _finished = true;
         return _store.Complete(_id, _metadata, _begin, _size, _crc, _chunks);
     }
@@ -487,6 +496,7 @@ public sealed class SnapshotWriter : IDisposable
             return;
         }
 
+        _cancellation.ThrowIfCancellationRequested();
         var data = _chunk.AsMemory(0, _filled);
         _crc = Crc32C.Append(_crc, data.Span);
         _size += _filled;

@@ -174,6 +174,39 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void A_cancelled_snapshot_stops_at_its_next_chunk_is_never_catalogued_and_is_discarded_on_reopen()
+    {
+        var random = new Random(11);
+        using var metadata = MetadataStore.Open(_directory.Path);
+        SnapshotCatalogueEntry kept;
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            kept = WriteSnapshot(store, 6, 20_000, 3, random);
+            using var stop = new CancellationTokenSource();
+            using (var writer = store.BeginSnapshot(new SnapshotMetadata(9, 2, Members), stop.Token))
+            {
+                writer.Write(new byte[50_000]);
+                stop.Cancel();
+                // Within the chunk buffered: nothing is stored, and the next chunk is refused.
+                writer.Write(new byte[100]);
+                Assert.Throws<OperationCanceledException>(() => writer.Write(new byte[4_000]));
+                Assert.Throws<OperationCanceledException>(() => writer.Complete());
+            }
+
+            Assert.Equal(kept.Id, Assert.Single(store.List()).Id);
+        }
+
+        using var reopened = SnapshotStore.Open(Options, metadata);
+        Assert.Equal(kept.Id, Assert.Single(reopened.List()).Id);
+        AssertContent(reopened, reopened.List()[0], 20_000, 3);
+        var next = WriteSnapshot(reopened, 12, 30_000, 5, random);
+        // The next snapshot is written where the cancelled one's chunks were: the reopened log ended at the kept one.
+        Assert.Equal(kept.EndAddress, next.BeginAddress);
+        AssertContent(reopened, next, 30_000, 5);
+        Assert.True(StorageVerifier.Verify(Options).IsHealthy, StorageVerifier.Verify(Options).ToString());
+    }
+
+    [Fact]
     public void A_corrupt_chunk_is_reported_when_read_and_by_verify()
     {
         SnapshotCatalogueEntry entry;

@@ -5,8 +5,12 @@ namespace Dcache.Node.Consensus;
 /// <summary>What the Raft driver needs from snapshot storage: save local snapshots, read them back, receive them from a leader.</summary>
 public interface INodeSnapshotStore
 {
-    /// <summary>Durably stores a snapshot whose data <paramref name="write"/> streams; returns once it is durable. Thread-safe; one snapshot is written at a time.</summary>
-    void Save(SnapshotMetadata metadata, Action<Stream> write);
+    /// <summary>
+    /// Durably stores a snapshot whose data <paramref name="write"/> streams; returns once it is durable. Thread-safe; one
+    /// snapshot is written at a time. Once <paramref name="cancellationToken"/> is cancelled (the node stops) it throws
+    /// <see cref="OperationCanceledException"/> within a chunk or so, and keeps nothing of the snapshot.
+    /// </summary>
+    void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken);
 
     /// <summary>The stored snapshot at exactly <paramref name="index"/>, or null.</summary>
     StoredSnapshot? Find(ulong index);

@@ -1208,21 +1208,31 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             capture =>
             {
                 _automaticCapture = null;
-                _persisting = Task.Run(() => PersistSnapshot(metadata, capture, started));
+                var stopping = _stopping.Token;
+                _persisting = Task.Run(() => PersistSnapshot(metadata, capture, started, stopping));
             },
             reason => Log.SnapshotFailed(_logger, metadata.Index, reason));
     }
 
-    /// <summary>Writes a captured snapshot to the store (on the thread pool), then tells the loop.</summary>
-    private void PersistSnapshot(SnapshotMetadata metadata, CacheSnapshot capture, long started)
+    /// <summary>
+    /// Writes a captured snapshot to the store (on the thread pool), then tells the loop. A stop abandons it at the next
+    /// chunk (<paramref name="stopping"/>): writing a few million keys takes seconds, and the node's stop would wait for
+    /// them, while the next start needs nothing of it (it loads the previous snapshot and replays the log after it).
+    /// </summary>
+    private void PersistSnapshot(SnapshotMetadata metadata, CacheSnapshot capture, long started, CancellationToken stopping)
     {
         try
         {
-            _snapshots.Save(metadata, stream => capture.WriteTo(stream));
+            _snapshots.Save(metadata, stream => capture.WriteTo(stream), stopping);
             var elapsed = _clock.GetElapsedTime(started);
             _metrics.SnapshotWritten(elapsed, _snapshots.Find(metadata.Index)?.Length ?? 0);
             Log.SnapshotTaken(_logger, metadata.Index, metadata.Term, capture.KeyCount, elapsed);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(metadata));
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // The loop has stopped: nobody waits for this snapshot, and the log behind it was not compacted.
+            Log.SnapshotAbandonedOnStop(_logger, metadata.Index);
         }
         catch (StorageWriteException ex)
         {
@@ -1554,8 +1564,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
         }
 
-        // The loop has ended, so no more is started. Both catch what they meet; a snapshot not done by then is cut short
-        // when storage closes (it is never catalogued, and the next start replays the log instead).
+        // The loop has ended, so no more is started, and the snapshot being written saw _stopping at its next chunk and
+        // is abandoned. Both catch what they meet. The bound is a last resort (a disk that takes seconds for one chunk or
+        // commit): a snapshot not done by then is cut short when storage closes (it is never catalogued, and the next
+        // start replays the log instead).
         var snapshotWork = Task.WhenAll(_persisting, _building);
         if (await Task.WhenAny(snapshotWork, Task.Delay(SnapshotWorkStopBound, _clock)).ConfigureAwait(false) != snapshotWork)
         {
@@ -1572,6 +1584,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             try
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 writer.Write(chunk.Span);
             }
             catch (StorageWriteException ex)
@@ -1586,6 +1599,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             try
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 writer.Commit(checksum);
             }
             catch (StorageWriteException ex)
@@ -1657,6 +1671,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} was removed from the cluster ({Membership}); the members refuse its traffic from now on. Stop it and delete its data directory; to bring the machine back, add it as a new member with a new id and an empty data directory")]
         public static partial void RemovedFromCluster(ILogger logger, ulong nodeId, string membership);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot at index {Index} abandoned: the node is stopping (the next start loads the previous snapshot and replays the log after it)")]
+        public static partial void SnapshotAbandonedOnStop(ILogger logger, ulong index);
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot work was still in progress {Bound} after the node began to stop; storage closes under it and the snapshot is not kept")]
         public static partial void SnapshotWorkOutlivedStop(ILogger logger, TimeSpan bound);

@@ -7,9 +7,9 @@ namespace Dcache.Node.Hosting;
 /// <summary>The node's view of <see cref="SnapshotStore"/>: snapshots as streams, received ones checked by CRC-32C before they are kept.</summary>
 public sealed class SnapshotStoreAdapter(SnapshotStore store) : INodeSnapshotStore
 {
-    public void Save(SnapshotMetadata metadata, Action<Stream> write)
+    public void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken)
     {
-        using var writer = store.BeginSnapshot(metadata);
+        using var writer = store.BeginSnapshot(metadata, cancellationToken);
         using (var stream = new SnapshotWriterStream(writer))
         {
             write(stream);

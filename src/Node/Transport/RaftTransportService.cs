@@ -119,6 +119,9 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             throw new RpcException(new Status(StatusCode.InvalidArgument, "the first snapshot chunk must carry a Snapshot message"));
         }
 
+        // A node that stops abandons a snapshot it is receiving, as it does one it is writing itself: the server's stop
+        // would otherwise wait for the leader to send the rest (seconds for a few million keys). The leader retries later.
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
         await using var incoming = inbox.BeginSnapshot(from, message);
         ulong offset = 0;
         var chunk = first;
@@ -131,7 +134,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
 
             if (chunk.Data.Length > 0)
             {
-                await incoming.WriteAsync(chunk.Data.Memory, context.CancellationToken).ConfigureAwait(false);
+                await incoming.WriteAsync(chunk.Data.Memory, lifetime.Token).ConfigureAwait(false);
                 offset += (ulong)chunk.Data.Length;
             }
 
@@ -139,7 +142,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             {
                 try
                 {
-                    await incoming.CompleteAsync(chunk.Checksum, context.CancellationToken).ConfigureAwait(false);
+                    await incoming.CompleteAsync(chunk.Checksum, lifetime.Token).ConfigureAwait(false);
                 }
                 catch (InvalidDataException ex)
                 {
@@ -150,7 +153,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
                 return new Wire.InstallSnapshotReply { Accepted = true };
             }
 
-            if (!await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            if (!await requestStream.MoveNext(lifetime.Token).ConfigureAwait(false))
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshot stream ended without its last chunk"));
             }

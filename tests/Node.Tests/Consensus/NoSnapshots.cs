@@ -6,7 +6,7 @@ namespace Dcache.Node.Tests.Consensus;
 /// <summary>A snapshot store for drivers whose tests never snapshot: any attempt to is a failure of the test.</summary>
 internal sealed class NoSnapshots : INodeSnapshotStore
 {
-    public void Save(SnapshotMetadata metadata, Action<Stream> write) => throw new InvalidOperationException("no snapshots in this test");
+    public void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken) => throw new InvalidOperationException("no snapshots in this test");
 
     public StoredSnapshot? Find(ulong index) => null;
 

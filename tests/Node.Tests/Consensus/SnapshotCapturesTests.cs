@@ -298,7 +298,7 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
         public Task FirstSaved => _firstSaved.Task;
 
-        public void Save(SnapshotMetadata metadata, Action<Stream> write)
+        public void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken)
         {
             using var buffer = new MemoryStream();
             write(buffer);
@@ -321,7 +321,7 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
         public Task Saved => _saved.Task;
 
-        public void Save(SnapshotMetadata metadata, Action<Stream> write)
+        public void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken)
         {
             if (Interlocked.Increment(ref _attempts) == 1)
             {
@@ -341,7 +341,7 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
     private sealed class FullDiskSnapshots : INodeSnapshotStore
     {
-        public void Save(SnapshotMetadata metadata, Action<Stream> write) =>
+        public void Save(SnapshotMetadata metadata, Action<Stream> write, CancellationToken cancellationToken) =>
             throw new StorageWriteException("the snapshot store in /data/snapshots could not be written durably (No space left on device: 0 bytes free on its file system): Commit failed");
 
         public StoredSnapshot? Find(ulong index) => null;

@@ -216,7 +216,7 @@ public sealed class SnapshotInstallTests
 
         public void Release() => _released.TrySetResult();
 
-        public void Save(SnapshotMetadata saved, Action<Stream> write) => throw new InvalidOperationException("no local snapshots in this test");
+        public void Save(SnapshotMetadata saved, Action<Stream> write, CancellationToken cancellationToken) => throw new InvalidOperationException("no local snapshots in this test");
 
         public StoredSnapshot? Find(ulong index) => index == metadata.Index ? new StoredSnapshot(metadata, 0, data.Length, Open) : null;
 
