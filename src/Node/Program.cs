@@ -17,6 +17,7 @@ try
     // A value the binder cannot convert (a NodeId that is not a number) fails here too.
     nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
     nodeOptions.Validate();
+    nodeOptions.CheckDataDirectoryWritable();
 }
 catch (Exception ex) when (ex is InvalidOperationException or FormatException)
 {

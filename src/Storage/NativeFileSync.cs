@@ -12,6 +12,11 @@ namespace Dcache.Storage;
 internal static partial class NativeFileSync
 {
     private const int ReadOnlyDirectoryFlags = 0x10000; // O_DIRECTORY (O_RDONLY is 0) on Linux x64 and arm64
+    private const int CreateNewWriteOnlyFlags = 0x1 | 0x40 | 0x80 | 0x80000; // O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC on Linux x64 and arm64
+    private const int FileExists = 17; // EEXIST
+    private const int NoSuchEntry = 2; // ENOENT
+    private const int OwnerReadWrite = 0x180; // 0600
+    private const int EveryoneAll = 0x1FF; // 0777, less the umask, as Directory.CreateDirectory
 
     public static void DataSync(SafeFileHandle handle)
     {
@@ -90,6 +95,114 @@ internal static partial class NativeFileSync
         }
     }
 
+    /// <summary>
+    /// Why <paramref name="directory"/> cannot hold a node's files, in the operating system's words ("Read-only file
+    /// system", "Permission denied", "Not a directory"), or null when it can: it is created if missing (durably), and a
+    /// file is created, written, flushed to disk and deleted in it. The system calls are made directly because .NET
+    /// replaces some of their errors with its own wording (ENOTDIR becomes "Could not find a part of the path").
+    /// </summary>
+    public static string? WhyNotWritable(string directory)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return WhyNotWritableManaged(directory);
+        }
+
+        var full = Path.GetFullPath(directory);
+        if (WhyNoDirectory(full) is { } noDirectory)
+        {
+            return noDirectory;
+        }
+
+        var probe = Path.Combine(full, $".write-check-{Environment.ProcessId}");
+        var fd = Open(probe, CreateNewWriteOnlyFlags, OwnerReadWrite);
+        if (fd < 0)
+        {
+            return $"creating file {probe} failed: {LastError()}";
+        }
+
+        string? failure = null;
+        ReadOnlySpan<byte> oneByte = [1];
+        if (Write(fd, oneByte, 1) != 1)
+        {
+            failure = $"writing file {probe} failed: {LastError()}";
+        }
+        else if (Fsync(fd) != 0)
+        {
+            failure = $"flushing file {probe} to disk failed: {LastError()}";
+        }
+
+        _ = Close(fd);
+        if (Unlink(probe) != 0)
+        {
+            failure ??= $"deleting file {probe} failed: {LastError()}";
+        }
+
+        return failure;
+    }
+
+    /// <summary>As mkdir -p, but durable, and saying why not in the operating system's words.</summary>
+    private static string? WhyNoDirectory(string full)
+    {
+        if (Mkdir(full, EveryoneAll) != 0)
+        {
+            var error = Marshal.GetLastPInvokeError();
+            if (error == FileExists && Directory.Exists(full))
+            {
+                return null;
+            }
+
+            var parent = Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar));
+            if (error != NoSuchEntry || parent is null)
+            {
+                return $"creating directory {full} failed: {Marshal.GetPInvokeErrorMessage(error)}";
+            }
+
+            if (WhyNoDirectory(parent) is { } noParent)
+            {
+                return noParent;
+            }
+
+            if (Mkdir(full, EveryoneAll) != 0)
+            {
+                return $"creating directory {full} failed: {LastError()}";
+            }
+        }
+
+        try
+        {
+            SyncDirectory(Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar)) ?? full);
+            return null;
+        }
+        catch (IOException ex)
+        {
+            return ex.Message;
+        }
+    }
+
+    private static string? WhyNotWritableManaged(string directory)
+    {
+        try
+        {
+            CreateDirectoryDurably(directory);
+            var probe = Path.Combine(Path.GetFullPath(directory), $".write-check-{Environment.ProcessId}");
+            using (var file = new FileStream(probe, FileMode.CreateNew, FileAccess.Write))
+            {
+                file.WriteByte(1);
+                file.Flush(flushToDisk: true);
+            }
+
+            File.Delete(probe);
+            return null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return ex.Message;
+        }
+    }
+
+    private static string LastError() => Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());
+
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     private static partial int Fdatasync(int fd);
 
@@ -101,4 +214,16 @@ internal static partial class NativeFileSync
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static partial nint Write(int fd, ReadOnlySpan<byte> buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Unlink(string path);
+
+    [LibraryImport("libc", EntryPoint = "mkdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Mkdir(string path, int mode);
 }

@@ -112,6 +112,17 @@ public sealed class NodeStorage : IDisposable
         }
     }
 
+    /// <summary>
+    /// Why a node could not keep its files under <see cref="StorageOptions.DataDirectory"/>, in the operating system's
+    /// words, or null when it can: the data directory and each subdirectory the storage uses are created if missing, and
+    /// a file is created, written, flushed and deleted in each. Checked before opening, so that a read-only disk or a
+    /// path under a file is reported as such, not as whatever step of opening first tripped on it.
+    /// </summary>
+    public static string? WhyNotWritable(StorageOptions options) =>
+        new[] { options.DataDirectory, options.RaftLogDirectory, options.SnapshotDirectory }
+            .Select(NativeFileSync.WhyNotWritable)
+            .FirstOrDefault(reason => reason is not null);
+
     /// <summary>Whether <paramref name="directory"/> is absent or holds nothing but a lock file: a restore may seed it.</summary>
     public static bool IsEmptyForRestore(string directory) =>
         !Directory.Exists(directory) || Directory.EnumerateFileSystemEntries(directory).All(entry => Path.GetFileName(entry) == LockFileName);

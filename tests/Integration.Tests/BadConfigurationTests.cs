@@ -44,6 +44,43 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task ANodeWhoseDataDirectoryCannotBeWrittenExitsWithCode2AndALineNamingItAndTheSystemsReason()
+    {
+        var root = Directory.CreateTempSubdirectory("unwritable-data-");
+        var ports = FreePorts.Allocate(4);
+        await using var onReadOnlyDisk = new ChildProcess("node on a read-only disk", RepoPaths.NodeDll);
+        await using var underAFile = new ChildProcess("node under a file", RepoPaths.NodeDll);
+        try
+        {
+            using var disk = await SmallDisk.MountAsync(Path.Combine(root.FullName, "read-only"), megabytes: 1);
+            await disk.MakeReadOnlyAsync();
+            var readOnlyData = Path.Combine(disk.Path, "node1");
+            var file = Path.Combine(root.FullName, "file");
+            await File.WriteAllTextAsync(file, "");
+            var fileData = Path.Combine(file, "node2");
+
+            // Both used to end in an unhandled exception and its stack trace, once storage began to open.
+            onReadOnlyDisk.Start(NodeArguments(1, ports[0], ports[1], readOnlyData));
+            underAFile.Start(NodeArguments(2, ports[2], ports[3], fileData));
+
+            await AssertRefusedAsync(onReadOnlyDisk, $"dcache-node: invalid configuration: Dcache:Node:DataDirectory '{readOnlyData}' cannot be written: creating directory {readOnlyData} failed: Read-only file system");
+            await AssertRefusedAsync(underAFile, $"dcache-node: invalid configuration: Dcache:Node:DataDirectory '{fileData}' cannot be written: creating directory {fileData} failed: Not a directory");
+        }
+        finally
+        {
+            root.Delete(recursive: true);
+        }
+    }
+
+    private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>
+    [
+        $"--Dcache:Node:NodeId={id}", "--Dcache:Node:ClusterSecret=s",
+        $"--Dcache:Node:InitialCluster={id}=http://127.0.0.1:{grpcPort}",
+        $"--Dcache:Node:GrpcUrl=http://127.0.0.1:{grpcPort}", $"--Dcache:Node:HttpUrl=http://127.0.0.1:{httpPort}",
+        $"--Dcache:Node:DataDirectory={dataDirectory}",
+    ];
+
     private async Task AssertRefusedAsync(ChildProcess process, string message)
     {
         await Eventually.WaitAsync(() => process.ExitCode is not null, ExitPatience, () => $"{process.Name} still running:\n{process.RecentOutput()}");

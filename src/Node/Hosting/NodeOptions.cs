@@ -1,5 +1,6 @@
 using System.Globalization;
 using Dcache.Protocol;
+using Dcache.Storage;
 
 namespace Dcache.Node.Hosting;
 
@@ -139,6 +140,19 @@ public sealed class NodeOptions
     /// command after 4 s by default, so a minute already means a long outage for every write.
     /// </summary>
     public static readonly TimeSpan MaxElectionTimeout = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// Throws <see cref="InvalidOperationException"/> naming <see cref="DataDirectory"/>, its full path and the
+    /// operating system's reason when the node could not keep its files there (a read-only disk, a path under a file,
+    /// no permission). Creates the directory if missing; run after <see cref="Validate"/>, which touches no disk.
+    /// </summary>
+    public void CheckDataDirectoryWritable()
+    {
+        if (NodeStorage.WhyNotWritable(new StorageOptions { DataDirectory = DataDirectory }) is { } reason)
+        {
+            throw new InvalidOperationException($"{Section}:DataDirectory '{Path.GetFullPath(DataDirectory)}' cannot be written: {reason}");
+        }
+    }
 
     /// <summary>Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range.</summary>
     public void Validate()

@@ -33,6 +33,16 @@ internal sealed class SmallDisk : IDisposable
         }
     }
 
+    /// <summary>Makes the disk read-only, keeping its files: a read-only mount, or one the kernel remounted so after errors.</summary>
+    public async Task MakeReadOnlyAsync()
+    {
+        var (exit, output) = await RedisTools.RunAsync("mount", $"-o remount,ro {Path}");
+        if (exit != 0)
+        {
+            throw new InvalidOperationException($"cannot remount the tmpfs on {Path} read-only: {output}");
+        }
+    }
+
     /// <summary>
     /// Leaves only about <paramref name="freeBytes"/> free (the size becomes what is used now plus that, in whole pages),
     /// so the next writes to it fill it for real; never makes it larger. Returns the bytes in use when it was shrunk.

@@ -3,7 +3,7 @@ using Microsoft.Extensions.Configuration;
 
 namespace Dcache.Node.Tests.Hosting;
 
-/// <summary>A node refuses settings an operator could mistype with one line naming the setting, before it touches its data directory.</summary>
+/// <summary>A node refuses settings an operator could mistype, and a data directory it cannot write, with one line naming the setting, before it opens its storage.</summary>
 public sealed class NodeOptionsValidationTests
 {
     private static NodeOptions Bind(params (string Key, string Value)[] overrides)
@@ -22,11 +22,14 @@ public sealed class NodeOptionsValidationTests
         return new ConfigurationBuilder().AddInMemoryCollection(settings).Build().GetSection(NodeOptions.Section).Get<NodeOptions>()!;
     }
 
-    private static void AssertRefused(NodeOptions options, string key)
+    private static void AssertRefused(NodeOptions options, string key) => AssertRefused(options.Validate, key);
+
+    private static string AssertRefused(Action check, string key)
     {
-        var message = Assert.Throws<InvalidOperationException>(options.Validate).Message;
+        var message = Assert.Throws<InvalidOperationException>(check).Message;
         Assert.Contains($"{NodeOptions.Section}:{key}", message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', message);
+        return message;
     }
 
     [Fact]
@@ -88,6 +91,62 @@ public sealed class NodeOptionsValidationTests
         finally
         {
             File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public void ADataDirectoryUnderAFileIsRefusedWithItsPathAndTheSystemsReason()
+    {
+        var root = Directory.CreateTempSubdirectory("node-options-");
+        try
+        {
+            var file = Path.Combine(root.FullName, "file");
+            File.WriteAllText(file, "");
+            var data = Path.Combine(file, "node1");
+            var options = Bind(("DataDirectory", data));
+            options.Validate();
+
+            var message = AssertRefused(options.CheckDataDirectoryWritable, "DataDirectory");
+            Assert.Contains($"'{data}'", message, StringComparison.Ordinal);
+            Assert.EndsWith($"creating directory {data} failed: Not a directory", message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            root.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ADataDirectoryWhoseLogSubdirectoryIsAFileIsRefused()
+    {
+        var data = Directory.CreateTempSubdirectory("node-options-");
+        try
+        {
+            File.WriteAllText(Path.Combine(data.FullName, "raft-log"), "");
+            var message = AssertRefused(Bind(("DataDirectory", data.FullName)).CheckDataDirectoryWritable, "DataDirectory");
+            Assert.EndsWith($"creating directory {Path.Combine(data.FullName, "raft-log")} failed: File exists", message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AMissingDataDirectoryIsCreatedWithItsSubdirectoriesAndNoProbeLeftBehind()
+    {
+        var root = Directory.CreateTempSubdirectory("node-options-");
+        try
+        {
+            var data = Path.Combine(root.FullName, "a", "node1");
+            Bind(("DataDirectory", data)).CheckDataDirectoryWritable();
+
+            Assert.Equal(["raft-log", "snapshots"], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Assert.Empty(Directory.EnumerateFiles(data, "*", SearchOption.AllDirectories));
+        }
+        finally
+        {
+            root.Delete(recursive: true);
         }
     }
 }
