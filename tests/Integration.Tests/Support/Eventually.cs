@@ -4,7 +4,7 @@ namespace Dcache.Integration.Tests.Support;
 
 /// <summary>
 /// Waits for a condition with a deadline (never a bare sleep standing in for synchronisation). Shared by linking with
-/// the chaos suite and the gateway's tests.
+/// the chaos suite, the gateway's and the node's tests.
 /// </summary>
 internal static class Eventually
 {

@@ -88,12 +88,7 @@ public sealed class ExpiryPurgeTests
                 return false;
             }
 
-            var deadline = DateTime.UtcNow + Patience;
-            while (await driver.RunOnLoopAsync(_ => driver.Cache.StoredKeyCount).WaitAsync(Patience) > 0)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the expired keys were not all purged in time");
-                await Task.Delay(50);
-            }
+            await Eventually.WaitAsync(async () => await driver.RunOnLoopAsync(_ => driver.Cache.StoredKeyCount).WaitAsync(Patience) == 0, Patience, "the expired keys to be all purged");
         }
         finally
         {
@@ -139,15 +134,8 @@ public sealed class ExpiryPurgeTests
         var node = PeerlessNode.Start();
         var (disk, driver) = (node.Disk, node.Driver);
         void Post(Message message) => Assert.True(((IRaftInbox)driver).TryPost(message, 0));
-        async Task WaitFor(Func<RaftNode, bool> condition, string what)
-        {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-            while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
-            {
-                Assert.True(DateTime.UtcNow < deadline, what);
-                await Task.Delay(10);
-            }
-        }
+        Task WaitFor(Func<RaftNode, bool> condition, string what) =>
+            Eventually.WaitAsync(() => driver.RunOnLoopAsync(condition).WaitAsync(Patience), TimeSpan.FromSeconds(5), what);
 
         try
         {

@@ -161,12 +161,10 @@ public sealed class LeaderTimeReadTests
                 Type = MessageType.Append, From = 1, To = 2, Term = 1, Index = WriteIndex - 1, LogTerm = 1, Commit = WriteIndex,
                 Entries = [new Entry(WriteIndex, 1, EntryType.Normal, data)],
             });
-            var deadline = DateTime.UtcNow + Patience;
-            while (follower.Driver.Status.AppliedIndex < WriteIndex || follower.Driver.Status.LeaderId != 1)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the follower did not apply the leader's write");
-                await Task.Delay(10);
-            }
+            await Eventually.WaitAsync(
+                () => follower.Driver.Status.AppliedIndex >= WriteIndex && follower.Driver.Status.LeaderId == 1,
+                Patience,
+                "the follower to apply the leader's write");
 
             return follower;
         }
@@ -190,31 +188,17 @@ public sealed class LeaderTimeReadTests
             });
             Post(new Message { Type = MessageType.PreVoteResponse, From = 1, To = 2, Term = 2 });
             Post(new Message { Type = MessageType.VoteResponse, From = 1, To = 2, Term = 2 });
-            var deadline = DateTime.UtcNow + Patience;
-            while (Driver.Status.Role != Role.Leader)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the node did not become leader");
-                await Task.Delay(10);
-            }
+            await Eventually.WaitAsync(() => Driver.Status.Role == Role.Leader, Patience, "the node to become leader");
         }
 
         private void Post(Message message, long readTimeMs = 0) => Assert.True(((IRaftInbox)Driver).TryPost(message, readTimeMs));
 
         private async Task<ulong> NextForwardedContextAsync()
         {
-            var deadline = DateTime.UtcNow + Patience;
-            while (true)
-            {
-                var context = await Driver.RunOnLoopAsync(_ => Driver.LastReadContext);
-                if (context != _lastContext)
-                {
-                    _lastContext = context;
-                    return context;
-                }
-
-                Assert.True(DateTime.UtcNow < deadline, "the read never became a read-index request");
-                await Task.Delay(10);
-            }
+            ulong context = 0;
+            await Eventually.WaitAsync(async () => (context = await Driver.RunOnLoopAsync(_ => Driver.LastReadContext)) != _lastContext, Patience, "the read to become a read-index request");
+            _lastContext = context;
+            return context;
         }
 
         public async ValueTask DisposeAsync()

@@ -21,13 +21,6 @@ internal static class DriverWaits
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
     /// <summary>Asks <paramref name="condition"/> on the loop until it holds, failing with <paramref name="what"/> after 20 s.</summary>
-    public static async Task UntilAsync(RaftDriver driver, Func<RaftNode, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (!await driver.RunOnLoopAsync(condition).WaitAsync(Patience))
-        {
-            Assert.True(DateTime.UtcNow < deadline, what);
-            await Task.Delay(10);
-        }
-    }
+    public static Task UntilAsync(RaftDriver driver, Func<RaftNode, bool> condition, string what) =>
+        Eventually.WaitAsync(() => driver.RunOnLoopAsync(condition).WaitAsync(Patience), TimeSpan.FromSeconds(20), what);
 }

@@ -107,12 +107,10 @@ public sealed class ReadClockTests
             var node = new SingleNode(time, requestTimeout ?? TimeSpan.FromSeconds(10), longReadSliceKeys);
             node._transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, node.Driver.Clocks, node.Driver, NullLogger<PeerTransport>.Instance);
             node.Driver.Start(node._transport);
-            var deadline = DateTime.UtcNow.AddSeconds(10);
-            while (node.Driver.Status.Role != Role.Leader || node.Driver.Status.AppliedIndex < node.Driver.Status.CommitIndex)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the single node did not take leadership");
-                await Task.Delay(10);
-            }
+            await Eventually.WaitAsync(
+                () => node.Driver.Status.Role == Role.Leader && node.Driver.Status.AppliedIndex >= node.Driver.Status.CommitIndex,
+                TimeSpan.FromSeconds(10),
+                "the single node to take leadership");
 
             return node;
         }

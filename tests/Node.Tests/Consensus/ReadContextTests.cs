@@ -134,18 +134,9 @@ public sealed class ReadContextTests
         /// <summary>The context of the read-index request the driver made for the read just sent (the first it made).</summary>
         public async Task<ulong> ForwardedContextAsync()
         {
-            var deadline = DateTime.UtcNow + Patience;
-            while (true)
-            {
-                var context = await Driver.RunOnLoopAsync(_ => Driver.LastReadContext);
-                if (context != _initialContext)
-                {
-                    return context;
-                }
-
-                Assert.True(DateTime.UtcNow < deadline, "the read never became a read-index request");
-                await Task.Delay(10);
-            }
+            ulong context = 0;
+            await Eventually.WaitAsync(async () => (context = await Driver.RunOnLoopAsync(_ => Driver.LastReadContext)) != _initialContext, Patience, "the read to become a read-index request");
+            return context;
         }
 
         public async ValueTask DisposeAsync()
