@@ -21,12 +21,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         try
         {
             // A host name where the listener needs an address: it used to end in an unhandled FormatException.
-            node.Start([
-                "--Dcache:Node:NodeId=1", "--Dcache:Node:ClusterSecret=s",
-                $"--Dcache:Node:InitialCluster=1=http://127.0.0.1:{ports[0]}",
-                $"--Dcache:Node:GrpcUrl=http://node1.invalid:{ports[0]}", $"--Dcache:Node:HttpUrl=http://127.0.0.1:{ports[1]}",
-                $"--Dcache:Node:DataDirectory={Path.Combine(data.FullName, "node1")}",
-            ]);
+            node.Start([.. NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1")), $"--Dcache:Node:GrpcUrl=http://node1.invalid:{ports[0]}"]);
             // No status poll: the gateway used to start and never learn of a leader, so every write failed.
             gateway.Start([
                 $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",

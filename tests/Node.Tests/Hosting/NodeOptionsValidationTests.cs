@@ -1,4 +1,5 @@
 using Dcache.Node.Hosting;
+using Dcache.Storage.Tests;
 using Microsoft.Extensions.Configuration;
 
 namespace Dcache.Node.Tests.Hosting;
@@ -97,56 +98,35 @@ public sealed class NodeOptionsValidationTests
     [Fact]
     public void ADataDirectoryUnderAFileIsRefusedWithItsPathAndTheSystemsReason()
     {
-        var root = Directory.CreateTempSubdirectory("node-options-");
-        try
-        {
-            var file = Path.Combine(root.FullName, "file");
-            File.WriteAllText(file, "");
-            var data = Path.Combine(file, "node1");
-            var options = Bind(("DataDirectory", data));
-            options.Validate();
+        using var root = new TempDirectory("node-options");
+        var file = Path.Combine(root.Path, "file");
+        File.WriteAllText(file, "");
+        var data = Path.Combine(file, "node1");
+        var options = Bind(("DataDirectory", data));
+        options.Validate();
 
-            var message = AssertRefused(options.CheckDataDirectoryWritable, "DataDirectory");
-            Assert.Contains($"'{data}'", message, StringComparison.Ordinal);
-            Assert.EndsWith($"creating directory {data} failed: Not a directory", message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            root.Delete(recursive: true);
-        }
+        var message = AssertRefused(options.CheckDataDirectoryWritable, "DataDirectory");
+        Assert.Contains($"'{data}'", message, StringComparison.Ordinal);
+        Assert.EndsWith($"creating directory {data} failed: Not a directory", message, StringComparison.Ordinal);
     }
 
     [Fact]
     public void ADataDirectoryWhoseLogSubdirectoryIsAFileIsRefused()
     {
-        var data = Directory.CreateTempSubdirectory("node-options-");
-        try
-        {
-            File.WriteAllText(Path.Combine(data.FullName, "raft-log"), "");
-            var message = AssertRefused(Bind(("DataDirectory", data.FullName)).CheckDataDirectoryWritable, "DataDirectory");
-            Assert.EndsWith($"creating directory {Path.Combine(data.FullName, "raft-log")} failed: File exists", message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            data.Delete(recursive: true);
-        }
+        using var data = new TempDirectory("node-options");
+        File.WriteAllText(Path.Combine(data.Path, "raft-log"), "");
+        var message = AssertRefused(Bind(("DataDirectory", data.Path)).CheckDataDirectoryWritable, "DataDirectory");
+        Assert.EndsWith($"creating directory {Path.Combine(data.Path, "raft-log")} failed: File exists", message, StringComparison.Ordinal);
     }
 
     [Fact]
     public void AMissingDataDirectoryIsCreatedWithItsSubdirectoriesAndNoProbeLeftBehind()
     {
-        var root = Directory.CreateTempSubdirectory("node-options-");
-        try
-        {
-            var data = Path.Combine(root.FullName, "a", "node1");
-            Bind(("DataDirectory", data)).CheckDataDirectoryWritable();
+        using var root = new TempDirectory("node-options");
+        var data = Path.Combine(root.Path, "a", "node1");
+        Bind(("DataDirectory", data)).CheckDataDirectoryWritable();
 
-            Assert.Equal(["raft-log", "snapshots"], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName).Order(StringComparer.Ordinal));
-            Assert.Empty(Directory.EnumerateFiles(data, "*", SearchOption.AllDirectories));
-        }
-        finally
-        {
-            root.Delete(recursive: true);
-        }
+        Assert.Equal(["raft-log", "snapshots"], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Empty(Directory.EnumerateFiles(data, "*", SearchOption.AllDirectories));
     }
 }
