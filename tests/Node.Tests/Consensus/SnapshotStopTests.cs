@@ -74,7 +74,7 @@ public sealed class SnapshotStopTests
 
                 await node.WriteAsync(SnapshotEntries, SnapshotEntries);
                 await snapshots.SecondHeld.WaitAsync(Patience);
-                await WaitUntilAsync(() => SnapshotFileBytes(options) > bytesAfterTaken, "the held snapshot's first pages on disk");
+                await Eventually.WaitAsync(() => SnapshotFileBytes(options) > bytesAfterTaken, Patience, "the held snapshot's first pages on disk");
                 events.Enqueue("disposal began");
                 await node.DisposeAsync();
                 events.Enqueue("disposal returned");
@@ -104,16 +104,6 @@ public sealed class SnapshotStopTests
             {
                 Directory.Delete(directory, recursive: true);
             }
-        }
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
-            await Task.Delay(10);
         }
     }
 
