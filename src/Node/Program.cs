@@ -3,6 +3,7 @@ using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Dcache.Protocol;
+using Dcache.Storage;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
@@ -96,7 +97,18 @@ app.MapGet("/health", (RaftDriver driver) =>
     });
 });
 
-var runtime = app.Services.GetRequiredService<NodeRuntime>();
+NodeRuntime runtime;
+try
+{
+    // Opens storage, whose lock keeps a second process off a directory a node (or a restore) already holds.
+    runtime = app.Services.GetRequiredService<NodeRuntime>();
+}
+catch (DataDirectoryInUseException ex)
+{
+    Console.Error.WriteLine($"dcache-node: data directory {ex.Message}");
+    return 2;
+}
+
 try
 {
     await app.RunAsync().ConfigureAwait(false);

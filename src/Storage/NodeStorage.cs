@@ -146,7 +146,7 @@ public sealed class NodeStorage : IDisposable
         }
         catch (IOException ex)
         {
-            throw new InvalidOperationException($"{Path.GetFullPath(directory)} is in use by another process (a running node?): stop it first ({ex.Message})", ex);
+            throw new DataDirectoryInUseException($"{Path.GetFullPath(directory)} is in use by another process (a running node?): stop it first ({ex.Message})", ex);
         }
     }
 }

@@ -68,6 +68,32 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task ASecondNodeOnADataDirectoryARunningNodeHoldsExitsWithCode2AndALineSayingSo()
+    {
+        var data = Directory.CreateTempSubdirectory("data-in-use-");
+        var ports = FreePorts.Allocate(4);
+        await using var running = new ChildProcess("running node", RepoPaths.NodeDll);
+        await using var second = new ChildProcess("second node", RepoPaths.NodeDll);
+        try
+        {
+            var directory = Path.Combine(data.FullName, "node1");
+            running.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await Eventually.WaitAsync(() => running.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"the running node never led:\n{running.RecentOutput()}");
+
+            // It used to end in an unhandled InvalidOperationException and its stack trace.
+            second.Start(NodeArguments(1, ports[2], ports[3], directory));
+
+            await AssertRefusedAsync(second, $"dcache-node: data directory {directory} is in use by another process (a running node?): stop it first");
+            Assert.True(running.IsRunning, $"the running node stopped:\n{running.RecentOutput()}");
+        }
+        finally
+        {
+            await running.StopAsync(ExitPatience);
+            data.Delete(recursive: true);
+        }
+    }
+
     private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>
     [
         $"--Dcache:Node:NodeId={id}", "--Dcache:Node:ClusterSecret=s",
