@@ -90,6 +90,14 @@ internal sealed class ChaosRun
     // moving another member (the other voters up) does not hold while one is in this set.
     private readonly HashSet<ulong> _moving = [];
 
+    // While a step's second fault disturbs the survivors of a leader killed removing itself (Overlap.AfterLeaderKill):
+    // done once that fault healed, when the survivors must elect a leader within the recovery timeout. Null otherwise.
+    private Task? _survivorsDisturbed;
+
+    // The leader killed with its own removal in flight, until the removal is seen applied: dead, and on neither side
+    // of a partition among the survivors.
+    private ulong? _removingItself;
+
     // Refusals of a change because another was in progress (two operators at once), counted for the timeline.
     private int _pendingRefusals;
     private bool _started;
@@ -497,14 +505,17 @@ internal sealed class ChaosRun
         _overlapping = true;
         _twoOperators = IsMembershipChange(first.Kind) && IsMembershipChange(second.Step.Kind);
         _pendingRefusals = 0;
+        var secondLane = SecondLaneAsync();
+        _survivorsDisturbed = second.AfterLeaderKill ? secondLane : null;
         try
         {
-            await Task.WhenAll(LaneAsync(first, inPlace), SecondLaneAsync());
+            await Task.WhenAll(LaneAsync(first, inPlace), secondLane);
         }
         finally
         {
             _overlapping = false;
             _twoOperators = false;
+            _survivorsDisturbed = null;
         }
 
         if (IsMembershipChange(first.Kind) && IsMembershipChange(second.Step.Kind))
@@ -517,10 +528,21 @@ internal sealed class ChaosRun
 
         async Task SecondLaneAsync()
         {
-            await startSecond;
             // A first fault that failed to start fails the step; the second does not start then.
-            await inPlace.Task;
-            Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after {first.Kind} began");
+            if (second.AfterLeaderKill)
+            {
+                // In place once the leader removing itself is dead (ReplaceMemberAsync).
+                await inPlace.Task;
+                await Task.Delay(second.StartAfterMs);
+                Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after the leader removing itself was killed, among the survivors");
+            }
+            else
+            {
+                await startSecond;
+                await inPlace.Task;
+                Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after {first.Kind} began");
+            }
+
             await LaneAsync(second.Step, null);
         }
     }
@@ -626,10 +648,12 @@ internal sealed class ChaosRun
                     Release(target);
                 });
             case FaultKind.Partition:
-                var minority = Minority(step, ids);
-                var majority = ids.Except(minority).ToList();
+                // Beside a leader killed removing itself, the survivors are split: the dead node is on neither side.
+                var sides = ids.Where(id => id != _removingItself).ToList();
+                var minority = Minority(step, sides);
+                var majority = sides.Except(minority).ToList();
                 var split = _mesh.Partition(minority, majority);
-                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader})");
+                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader}{(_removingItself is { } dead ? $"; node {dead}, killed removing itself, on neither side" : "")})");
                 return Healed(() => HealLinks(split, "partition"));
             case FaultKind.Stall:
                 var stalledSide = Minority(step, ids);
@@ -1145,10 +1169,17 @@ internal sealed class ChaosRun
                 break;
         }
 
+        // With its overlapping fault aimed at the survivors of the leader removing itself, the step is in place (the
+        // second fault may start) once that leader is dead; otherwise as soon as the disturbance holds.
+        var inPlaceAtLeaderKill = midChange == MidChangeKill.LeaderRemovingItself && step.With is { AfterLeaderKill: true };
         try
         {
-            inPlace?.Invoke();
-            await ChangeMembersAsync(joiner, address, leaving, midChange, step);
+            if (!inPlaceAtLeaderKill)
+            {
+                inPlace?.Invoke();
+            }
+
+            await ChangeMembersAsync(joiner, address, leaving, midChange, step, inPlaceAtLeaderKill ? inPlace : null);
         }
         finally
         {
@@ -1179,7 +1210,7 @@ internal sealed class ChaosRun
         }
     }
 
-    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving, MidChangeKill midChange, FaultStep step)
+    private async Task ChangeMembersAsync(ulong joiner, string address, ulong leaving, MidChangeKill midChange, FaultStep step, Action? leaderKilled)
     {
         StartNode(joiner);
         await AddLearnerAsync(joiner, address);
@@ -1235,7 +1266,7 @@ internal sealed class ChaosRun
                 await KillDuringRemovalAsync(leaving, step);
                 break;
             case MidChangeKill.LeaderRemovingItself:
-                await KillLeaderRemovingItselfAsync(leaving, step);
+                await KillLeaderRemovingItselfAsync(leaving, step, leaderKilled);
                 break;
         }
 
@@ -1243,6 +1274,7 @@ internal sealed class ChaosRun
         lock (_state)
         {
             _members.Remove(leaving);
+            _removingItself = null;
         }
 
         _cluster[leaving].Kill();
@@ -1260,12 +1292,13 @@ internal sealed class ChaosRun
     /// flight (when it leads, before the change can commit or be handed over); the operator then retries the removal
     /// until the member list no longer shows it, whatever became of the first request.
     /// </summary>
-    private async Task KillDuringRemovalAsync(ulong leaving, FaultStep step)
+    private async Task KillDuringRemovalAsync(ulong leaving, FaultStep step, Action? killed = null)
     {
         if (await LeaderAsync() is not { } leader)
         {
             Note($"membership: no node leads; SIGKILL node {leaving} before its removal instead");
             _cluster[leaving].Kill();
+            killed?.Invoke();
             return;
         }
 
@@ -1275,6 +1308,7 @@ internal sealed class ChaosRun
         await Task.Delay(delayMs);
         Note($"membership: SIGKILL node {leaving} ({(leader == leaving ? "the leader, " : "")}its removal asked of node {leader} {delayMs} ms ago)");
         _cluster[leaving].Kill();
+        killed?.Invoke();
         try
         {
             var reply = await removal;
@@ -1290,9 +1324,12 @@ internal sealed class ChaosRun
     /// The leader asked to remove itself and killed with the removal in flight. The joiner's add and promotion may have
     /// moved leadership (an election meanwhile); then it is handed back to <paramref name="leaving"/> first, as an
     /// operator removing the leader would find it leading. Once it is dead, the others must elect a leader within the
-    /// recovery timeout, and that leader's membership tells whether the removal took (it is retried if not).
+    /// recovery timeout, and that leader's membership tells whether the removal took (it is retried if not). With a
+    /// second fault aimed at the survivors (<see cref="Overlap.AfterLeaderKill"/>), <paramref name="killed"/> starts it,
+    /// and the recovery timeout runs from its heal (a killed survivor restarted): while it holds, the survivors may have
+    /// no quorum (four voters, two down, when the removal did not commit), which breaks no promise.
     /// </summary>
-    private async Task KillLeaderRemovingItselfAsync(ulong leaving, FaultStep step)
+    private async Task KillLeaderRemovingItselfAsync(ulong leaving, FaultStep step, Action? killed)
     {
         if (await LeaderAsync() is { } leader && leader != leaving)
         {
@@ -1313,16 +1350,43 @@ internal sealed class ChaosRun
             Note($"membership: node {leaving} does not lead; its removal is asked of the leader instead");
         }
 
-        await KillDuringRemovalAsync(leaving, step);
+        var disturbed = _survivorsDisturbed;
+        await KillDuringRemovalAsync(leaving, step, () =>
+        {
+            lock (_state)
+            {
+                _removingItself = leaving;
+            }
+
+            killed?.Invoke();
+        });
         var survivors = Members().Where(id => id != leaving).ToList();
         var clock = Stopwatch.StartNew();
+        var healedAfter = "";
+        if (disturbed is not null)
+        {
+            // Its failure, if any, is the step's (the lane rethrows it); here only its end matters.
+            await Task.WhenAny(disturbed);
+            healedAfter = $" (the survivors' disturbance healed {clock.ElapsedMilliseconds} ms after the kill)";
+        }
+
         try
         {
-            await Eventually.WaitAsync(async () => await LeaderAsync() is { } elected && survivors.Contains(elected), RecoveryTimeout, $"one of nodes {string.Join(",", survivors)} to lead after node {leaving} died");
+            await Eventually.WaitAsync(async () => await LeaderAsync() is { } elected && survivors.Contains(elected), RecoveryTimeout, $"one of nodes {string.Join(",", survivors)} to lead after node {leaving} died{(disturbed is null ? "" : " and the survivors' disturbance healed")}");
         }
         catch (TimeoutException ex)
         {
-            Judge($"with node {leaving} killed while removing itself, no other member led within {RecoveryTimeout.TotalSeconds:F0} s: {ex.Message}");
+            var what = $"with node {leaving} killed while removing itself, no other member led within {RecoveryTimeout.TotalSeconds:F0} s{(disturbed is null ? "" : " of the survivors' disturbance healing")}: {ex.Message}";
+            // Nothing else holds once the survivors' own disturbance healed: a problem then, as when the kill is alone.
+            if (disturbed is null)
+            {
+                Judge(what);
+            }
+            else
+            {
+                Problem(what);
+            }
+
             return;
         }
 
@@ -1332,7 +1396,7 @@ internal sealed class ChaosRun
             using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[newLeader!.Value].GrpcUrl);
             var list = await new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
             var removed = list.Members.All(m => m.Id != leaving);
-            Note($"membership: node {newLeader} leads {clock.ElapsedMilliseconds} ms after node {leaving} died; its membership [{string.Join(",", list.Members.Select(m => m.Id))}]: the removal in flight {(removed ? "is in effect" : "is not, so it is asked again")}");
+            Note($"membership: node {newLeader} leads {clock.ElapsedMilliseconds} ms after node {leaving} died{healedAfter}; its membership [{string.Join(",", list.Members.Select(m => m.Id))}]: the removal in flight {(removed ? "is in effect" : "is not, so it is asked again")}");
         }
         catch (Grpc.Core.RpcException ex)
         {

@@ -278,4 +278,52 @@ public sealed class FaultScheduleTests
         Assert.All(steps.Where(s => s.ReplaceMidChange == MidChangeKill.LeavingDuringRemoval), s => Assert.True(s.ReplaceLeavesFollower && !s.ReplaceLeavesLeader));
         Assert.Equal(selfRemovals.Count, steps.Count(s => s.ReplaceLeavesLeader));
     }
+
+    [Fact]
+    public void WithOverlapTheLeaderRemovingItselfMeetsAPartitionAKillOrAPauseOfTheSurvivorsRightAfterItsKill()
+    {
+        var options = new ChaosOptions { Overlap = true, Faults = Program.ParseFaults("memberreplace,partition,kill,pause") };
+        var schedules = Enumerable.Range(758_800, 2000).Select(seed => FaultSchedule.Generate(seed, options)).ToList();
+        var steps = schedules.SelectMany(s => s.Steps).ToList();
+        var paired = steps.Where(s => s.With is { AfterLeaderKill: true }).ToList();
+
+        // Half of the replacements overlapped by a partition, a kill or a pause; each of the three meets it.
+        var candidates = steps.Count(s => s is { Kind: FaultKind.MemberReplace, With.Step.Kind: FaultKind.Partition or FaultKind.Kill or FaultKind.Pause });
+        Assert.InRange(paired.Count, candidates * 4 / 10, candidates * 6 / 10);
+        foreach (var kind in new[] { FaultKind.Partition, FaultKind.Kill, FaultKind.Pause })
+        {
+            Assert.InRange(paired.Count(s => s.With!.Step.Kind == kind), paired.Count / 5, paired.Count / 2);
+        }
+
+        // Always the leader removing itself, with no bystander down (that would be a third voter of four down by
+        // design), and the survivors disturbed within their election or just after it.
+        Assert.All(paired, s =>
+        {
+            Assert.Equal(FaultKind.MemberReplace, s.Kind);
+            Assert.Equal(MidChangeKill.LeaderRemovingItself, s.ReplaceMidChange);
+            Assert.Equal(BystanderFault.None, s.ReplaceBystander);
+            Assert.True(s.ReplaceLeavesLeader && !s.ReplaceLeavesFollower);
+            Assert.InRange(s.With!.StartAfterMs, 0, FaultSchedule.SurvivorDisturbanceMaxStartMs - 1);
+            Assert.Contains("MemberReplace (leader, killed with its own removal in flight)", s.ToString(), StringComparison.Ordinal);
+            Assert.Contains("ms after the leader's kill, among the survivors, by ", s.ToString(), StringComparison.Ordinal);
+        });
+        Assert.Contains(schedules.Take(6), s => s.Steps.Any(step => step.With is { AfterLeaderKill: true }));
+
+        // As robustness.md's session 21 runs record it: the second step's kill of a survivor 649 ms after the leader's.
+        Assert.Equal(
+            "seed 758800: 5 nodes, reads at the leader; 1. Pause (leader) for 2782 ms, overlapped 1211 ms in by Partition (random minority) for 2372 ms, then 714 ms healed; 2. MemberReplace (leader, killed with its own removal in flight) for 2213 ms, overlapped 649 ms after the leader's kill, among the survivors, by Kill (node pick 539) for 1414 ms, then 996 ms healed",
+            schedules[0].ToString());
+
+        // Replayable, and its lone schedule is the same: only the overlap's start and what the replacement kills change.
+        foreach (var schedule in schedules.Where(s => s.Steps.Any(step => step.With is { AfterLeaderKill: true })).Take(50))
+        {
+            Assert.Equal(schedule.ToString(), FaultSchedule.Generate(schedule.Seed, options).ToString());
+            var lone = FaultSchedule.Generate(schedule.Seed, new ChaosOptions { Faults = options.Faults });
+            Assert.Equal(lone.Steps, schedule.Steps.Select(step => step with { With = null }));
+        }
+
+        // Without --overlap, never.
+        var alone = new ChaosOptions { Faults = options.Faults };
+        Assert.DoesNotContain(Enumerable.Range(758_800, 2000).SelectMany(seed => FaultSchedule.Generate(seed, alone).Steps), s => s.With is not null);
+    }
 }
