@@ -493,7 +493,8 @@ internal sealed class ChaosRun
 
     /// <summary>
     /// Runs a step whose second fault starts <see cref="Overlap.StartAfterMs"/> after the first began to be injected
-    /// (and not before the first is in place): each holds for its own hold from when it was in place and heals at
+    /// (and not before the first is in place; with <see cref="Overlap.AfterLeaderKill"/>, after the leader removing
+    /// itself is dead): each holds for its own hold from when it was in place and heals at
     /// its end, so the second heals first when it ends first. Nothing is required of the cluster while both hold
     /// beyond what each fault checks itself; once both healed, it must answer a write again within the recovery
     /// timeout.
