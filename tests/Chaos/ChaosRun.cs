@@ -1346,9 +1346,17 @@ internal sealed class ChaosRun
             }
         }
 
+        List<(ulong From, ulong To)> unreplicated = [];
         if (await LeaderAsync() != leaving)
         {
             Note($"membership: node {leaving} does not lead; its removal is asked of the leader instead");
+        }
+        else if (step.SelfRemovalUnreplicated)
+        {
+            // Its AppendEntries travel the connections it opens to the others: with those cut, the removal stays in its
+            // own log only, and dies with it.
+            unreplicated = Members().Where(id => id != leaving).Select(other => _mesh.Cut(leaving, other)).ToList();
+            Note($"membership: node {leaving}'s links to the others cut, so that its removal cannot reach them before it dies");
         }
 
         var disturbed = _survivorsDisturbed;
@@ -1357,6 +1365,11 @@ internal sealed class ChaosRun
             lock (_state)
             {
                 _removingItself = leaving;
+            }
+
+            if (unreplicated.Count > 0)
+            {
+                HealLinks(unreplicated, $"cut of the dead node {leaving}");
             }
 
             killed?.Invoke();

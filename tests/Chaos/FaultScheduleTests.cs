@@ -304,10 +304,15 @@ public sealed class FaultScheduleTests
             Assert.Equal(BystanderFault.None, s.ReplaceBystander);
             Assert.True(s.ReplaceLeavesLeader && !s.ReplaceLeavesFollower);
             Assert.InRange(s.With!.StartAfterMs, 0, FaultSchedule.SurvivorDisturbanceMaxStartMs - 1);
-            Assert.Contains("MemberReplace (leader, killed with its own removal in flight)", s.ToString(), StringComparison.Ordinal);
+            Assert.Contains("MemberReplace (leader, killed with its own removal in flight", s.ToString(), StringComparison.Ordinal);
             Assert.Contains("ms after the leader's kill, among the survivors, by ", s.ToString(), StringComparison.Ordinal);
         });
         Assert.Contains(schedules.Take(6), s => s.Steps.Any(step => step.With is { AfterLeaderKill: true }));
+
+        // Half of them cut the leader off first, so that the removal does not take; only those.
+        Assert.InRange(paired.Count(s => s.SelfRemovalUnreplicated), paired.Count * 4 / 10, paired.Count * 6 / 10);
+        Assert.All(paired.Where(s => s.SelfRemovalUnreplicated), s => Assert.Contains("killed with its own removal in flight, cut off from the others first)", s.ToString(), StringComparison.Ordinal));
+        Assert.DoesNotContain(steps.Concat(steps.Where(s => s.With is not null).Select(s => s.With!.Step)), s => s.SelfRemovalUnreplicated && s.With is not { AfterLeaderKill: true });
 
         // As robustness.md's session 21 runs record it: the second step's kill of a survivor 649 ms after the leader's.
         Assert.Equal(
