@@ -654,7 +654,7 @@ internal sealed class ChaosRun
                 var minority = Minority(step, sides);
                 var majority = sides.Except(minority).ToList();
                 var split = _mesh.Partition(minority, majority);
-                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader}{(_removingItself is { } dead ? $"; node {dead}, killed removing itself, on neither side" : "")})");
+                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(_removingItself is { } dead ? $"; node {dead}, killed removing itself, on neither side" : "")})");
                 return Healed(() => HealLinks(split, "partition"));
             case FaultKind.Stall:
                 var stalledSide = Minority(step, ids);
