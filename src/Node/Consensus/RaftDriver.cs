@@ -1296,12 +1296,18 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         _installing = ready;
         var options = _cache.Options;
+        var stopping = _stopping.Token;
         _building = Task.Run(() =>
         {
             try
             {
                 using var stream = stored.OpenRead();
-                _inputs.Writer.TryWrite(new SnapshotBuiltInput(metadata, CacheStateMachine.FromSnapshot(stream, options), null));
+                _inputs.Writer.TryWrite(new SnapshotBuiltInput(metadata, CacheStateMachine.FromSnapshot(stream, options, stopping), null));
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                // The loop has stopped and nobody takes the state; the next start loads the stored snapshot again.
+                Log.SnapshotBuildAbandonedOnStop(_logger, metadata.Index);
             }
             catch (Exception ex)
             {
@@ -1674,6 +1680,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot at index {Index} abandoned: the node is stopping (the next start loads the previous snapshot and replays the log after it)")]
         public static partial void SnapshotAbandonedOnStop(ILogger logger, ulong index);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Loading snapshot {Index} from the leader abandoned: the node is stopping (the next start loads it from the snapshot store)")]
+        public static partial void SnapshotBuildAbandonedOnStop(ILogger logger, ulong index);
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot work was still in progress {Bound} after the node began to stop; storage closes under it and the snapshot is not kept")]
         public static partial void SnapshotWorkOutlivedStop(ILogger logger, TimeSpan bound);

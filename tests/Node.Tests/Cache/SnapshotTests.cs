@@ -104,6 +104,41 @@ public sealed class SnapshotTests
     }
 
     [Fact]
+    public void A_stop_ends_the_building_of_a_large_snapshot_partway_through_its_keys()
+    {
+        var cache = new CacheHarness();
+        var keys = CacheStateMachine.KeysPerCancellationCheck * 8;
+        for (var i = 0; i < keys; i++)
+        {
+            cache.Set("key" + i, "value");
+        }
+
+        var bytes = Snapshot(cache.Machine);
+        using var stopping = new CancellationTokenSource();
+        // The stop comes with the second chunk read, a few thousand keys in.
+        var input = new StopAfterStream(bytes, stopAfterBytes: SnapshotSink.ChunkSize, stopping);
+
+        Assert.Throws<OperationCanceledException>(() => CacheStateMachine.FromSnapshot(input, cancellationToken: stopping.Token));
+        Assert.True(input.Position < bytes.Length, $"the whole snapshot ({bytes.Length} bytes) was read before the stop was seen");
+        Assert.Equal(cache.Machine.Digest(), CacheStateMachine.FromSnapshot(new MemoryStream(bytes)).Digest());
+    }
+
+    /// <summary>Cancels <paramref name="stopping"/> once <paramref name="stopAfterBytes"/> have been read: a stop arriving mid-build.</summary>
+    private sealed class StopAfterStream(byte[] bytes, int stopAfterBytes, CancellationTokenSource stopping) : MemoryStream(bytes, writable: false)
+    {
+        // MemoryStream's span overload defers to this one in a derived type.
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            if (Position >= stopAfterBytes)
+            {
+                stopping.Cancel();
+            }
+
+            return base.Read(buffer, offset, count);
+        }
+    }
+
+    [Fact]
     public void Load_into_an_existing_machine_replaces_its_state()
     {
         var source = Populated();
