@@ -32,9 +32,11 @@ public sealed class DiskFullTests(ITestOutputHelper output)
 
         var acknowledged = new Dictionary<string, string>();
         var value = new string('v', 8 * 1024);
-        var deadline = DateTime.UtcNow.AddSeconds(90);
+        // Alone the fill takes about 15 s; beside the rest of the suite on a slow 2-core machine it took over 90 s.
+        var deadline = DateTime.UtcNow.AddSeconds(300);
+        var attempted = 0;
         // 16 MiB holds about 2,000 entries of 8 KiB: the node must have stopped well before 6,000 writes.
-        for (var i = 0; i < 6_000 && cluster[full].IsRunning && DateTime.UtcNow < deadline; i++)
+        for (var i = 0; i < 6_000 && cluster[full].IsRunning && DateTime.UtcNow < deadline; i++, attempted++)
         {
             var key = $"fill-{i}";
             var reply = await TryWriteAsync(cluster, key, $"{i}:{value}");
@@ -44,7 +46,7 @@ public sealed class DiskFullTests(ITestOutputHelper output)
             }
         }
 
-        await Eventually.WaitAsync(() => !cluster[full].IsRunning, TimeSpan.FromSeconds(30), $"node {full} to stop once its disk is full");
+        await Eventually.WaitAsync(() => !cluster[full].IsRunning, TimeSpan.FromSeconds(30), $"node {full} to stop once its disk is full ({attempted} writes tried, {acknowledged.Count} acknowledged)");
         var stoppedOutput = cluster[full].RecentOutput(200);
         Assert.True(cluster[full].ExitCode == FailedExitCode, $"node {full} exited with {cluster[full].ExitCode}, not {FailedExitCode}:{Environment.NewLine}{stoppedOutput}");
         // The log's write names ENOSPC; should an election's term write reach SQLite first, its words are these.
