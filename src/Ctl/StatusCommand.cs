@@ -10,6 +10,11 @@ namespace Dcache.Ctl;
 /// </summary>
 internal static class StatusCommand
 {
+    // A node's answer includes connecting to it (and, for `localhost`, trying ::1 first) from a process that has just
+    // started: 3 s ran out on a machine with a load average of 65 while the node was healthy. A node that is down is
+    // refused at once; only a hung or paused one waits this long.
+    private static readonly TimeSpan AnswerPatience = TimeSpan.FromSeconds(6);
+
     public static async Task<int> RunAsync(Options options)
     {
         var cluster = new ClusterConnection(options);
@@ -34,7 +39,7 @@ internal static class StatusCommand
             try
             {
                 using var channel = ClusterConnection.Open(endpoint);
-                var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
+                var status = await new Protocol.Cache.Cache.CacheClient(channel).StatusAsync(new StatusRequest(), headers, DateTime.UtcNow.Add(AnswerPatience)).ConfigureAwait(false);
                 statuses.Add((endpoint, status, null));
                 answered.Add(status.NodeId);
                 foreach (var member in status.Members.Where(m => m.Address.Length > 0 && !answered.Contains(m.Id) && asked.Add(Normalize(m.Address))))

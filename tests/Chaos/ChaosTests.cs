@@ -10,10 +10,15 @@ public sealed class ChaosTests(ITestOutputHelper output)
     private static int Seed() =>
         int.TryParse(Environment.GetEnvironmentVariable("DCACHE_CHAOS_SEED"), out var seed) ? seed : Random.Shared.Next(1, int.MaxValue / 2);
 
+    /// <summary>
+    /// Two schedules (three until session 22): on the 2-core CI machine the whole chaos project runs beside the
+    /// integration tests and a schedule there takes about a minute, most of it starting and restarting the cluster.
+    /// The long runs of the command are where schedules are explored; this pass catches a regression on every landing.
+    /// </summary>
     [Fact]
     public async Task ShortChaosPassFindsNoViolation()
     {
-        var options = new ChaosOptions { Seed = Seed(), Schedules = 3 };
+        var options = new ChaosOptions { Seed = Seed(), Schedules = 2 };
         var results = await ChaosSuite.RunAsync(options, output);
 
         Assert.All(results, r => Assert.True(r.Verdict == ScheduleVerdict.Passed, $"{r}{Environment.NewLine}replay: {options.ReplayCommand(r.Schedule.Seed)}"));

@@ -260,23 +260,25 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
         // Three leaders killed in turn, each restarted and caught up before the next kill: one kill alone lands in the
         // window where an EXEC applied but its reply was lost (so the gateway retries it) in about one run in three.
         const int Kills = 3;
+        // Enough for the clients to be at full rate around each kill; more only made the test longer.
+        const int ExecsPerPhase = 150;
         try
         {
             for (var kill = 1; kill <= Kills; kill++)
             {
                 var before = acknowledgedAt.Count;
-                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + 300, TimeSpan.FromSeconds(60), $"300 acknowledged EXECs before kill {kill}");
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + ExecsPerPhase, TimeSpan.FromSeconds(60), $"{ExecsPerPhase} acknowledged EXECs before kill {kill}");
                 var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
                 cluster[leader].Kill();
                 var killedAt = clock.Elapsed;
                 await Eventually.WaitAsync(() => acknowledgedAt.Any(t => t > killedAt), TimeSpan.FromSeconds(15), $"an EXEC acknowledged after kill {kill}");
                 var atKill = acknowledgedAt.Count;
-                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + 300, TimeSpan.FromSeconds(60), $"300 more acknowledged EXECs after kill {kill}");
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + ExecsPerPhase, TimeSpan.FromSeconds(60), $"{ExecsPerPhase} more acknowledged EXECs after kill {kill}");
 
                 // The pause the clients saw: the longest stretch without any acknowledged EXEC, from the kill on.
                 var after = acknowledgedAt.Where(t => t >= killedAt).Order().Prepend(killedAt).ToList();
                 var resumedAfter = after.Zip(after.Skip(1), (previous, next) => next - previous).Max();
-                output.WriteLine($"kill {kill} (node {leader}): longest pause in acknowledged EXECs after it: {resumedAfter.TotalMilliseconds:F0} ms");
+                output.WriteLine($"kill {kill} (node {leader}) at {killedAt.TotalSeconds:F1} s: longest pause in acknowledged EXECs after it: {resumedAfter.TotalMilliseconds:F0} ms; {ExecsPerPhase} more by {clock.Elapsed.TotalSeconds:F1} s");
                 Assert.True(resumedAfter < TimeSpan.FromSeconds(3), $"transactions resumed only {resumedAfter.TotalSeconds:F2} s after kill {kill}");
 
                 cluster[leader].Start();
@@ -381,14 +383,15 @@ public sealed class GatewayTransactionTests(ITestOutputHelper output)
 
         try
         {
+            const int ExecsPerPhase = 100;
             for (var kill = 1; kill <= 3; kill++)
             {
                 var before = acknowledgedAt.Count;
-                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + 200, TimeSpan.FromSeconds(60), $"200 acknowledged EXECs before kill {kill}");
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= before + ExecsPerPhase, TimeSpan.FromSeconds(60), $"{ExecsPerPhase} acknowledged EXECs before kill {kill}");
                 var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
                 cluster[leader].Kill();
                 var atKill = acknowledgedAt.Count;
-                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + 200, TimeSpan.FromSeconds(60), $"200 more acknowledged EXECs after kill {kill}");
+                await Eventually.WaitAsync(() => acknowledgedAt.Count >= atKill + ExecsPerPhase, TimeSpan.FromSeconds(60), $"{ExecsPerPhase} more acknowledged EXECs after kill {kill}");
                 cluster[leader].Start();
                 var commit = (await cluster.StatusAsync(await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30)))).CommitIndex;
                 await Eventually.WaitAsync(async () => (await cluster.StatusAsync(leader)).AppliedIndex >= commit, TimeSpan.FromSeconds(30), $"node {leader} restarted and caught up");
