@@ -95,8 +95,9 @@ internal sealed class ChaosRun
     private Task? _survivorsDisturbed;
 
     // The leader killed with its own removal in flight, until the removal is seen applied: dead, and on neither side
-    // of a partition among the survivors.
-    private ulong? _removingItself;
+    // of a partition among the survivors; with the joiner of its replacement, at whom the survivors' disturbance may aim
+    // (Overlap.AimsAtJoiner).
+    private (ulong Leaving, ulong Joiner)? _removingItself;
 
     // Refusals of a change because another was in progress (two operators at once), counted for the timeline.
     private int _pendingRefusals;
@@ -300,6 +301,14 @@ internal sealed class ChaosRun
         lock (_state)
         {
             _faultProblems.Add(what);
+        }
+    }
+
+    private (ulong Leaving, ulong Joiner)? RemovingItself()
+    {
+        lock (_state)
+        {
+            return _removingItself;
         }
     }
 
@@ -530,12 +539,15 @@ internal sealed class ChaosRun
         async Task SecondLaneAsync()
         {
             // A first fault that failed to start fails the step; the second does not start then.
+            ulong? joiner = null;
             if (second.AfterLeaderKill)
             {
-                // In place once the leader removing itself is dead (ReplaceMemberAsync).
+                // In place once the leader removing itself is dead (ReplaceMemberAsync); it stays recorded as such until
+                // the removal is seen in effect, which waits for this lane's heal.
                 await inPlace.Task;
                 await Task.Delay(second.StartAfterMs);
-                Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after the leader removing itself was killed, among the survivors");
+                joiner = second.AimsAtJoiner ? RemovingItself()?.Joiner : null;
+                Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after the leader removing itself was killed, among the survivors{(joiner is { } j ? $", aimed at the joiner, node {j}" : "")}");
             }
             else
             {
@@ -544,16 +556,19 @@ internal sealed class ChaosRun
                 Note($"overlap: {second.Step.Kind} starts {second.StartAfterMs} ms after {first.Kind} began");
             }
 
-            await LaneAsync(second.Step, null);
+            await LaneAsync(second.Step, null, joiner);
         }
     }
 
-    /// <summary>One fault of an overlapping step: inject, hold, heal. Says when its fault is in place (for the second fault's start).</summary>
-    private async Task LaneAsync(FaultStep step, TaskCompletionSource? inPlace)
+    /// <summary>
+    /// One fault of an overlapping step: inject, hold, heal. Says when its fault is in place (for the second fault's
+    /// start). <paramref name="aimAt"/>: the node it aims at, when chosen for it (<see cref="InjectAsync"/>).
+    /// </summary>
+    private async Task LaneAsync(FaultStep step, TaskCompletionSource? inPlace, ulong? aimAt = null)
     {
         try
         {
-            var heal = await InjectAsync(step, () => inPlace?.TrySetResult());
+            var heal = await InjectAsync(step, () => inPlace?.TrySetResult(), aimAt);
             inPlace?.TrySetResult();
             await Task.Delay(step.HoldMs);
             await heal();
@@ -609,15 +624,17 @@ internal sealed class ChaosRun
     /// <summary>
     /// Starts one fault; returns what ends it. <paramref name="inPlace"/> is told, by a fault that takes long to
     /// inject (a membership change), once its nodes are chosen and its disturbance holds, so that an overlapping
-    /// fault may start during the rest of it.
+    /// fault may start during the rest of it. <paramref name="aimAt"/>: the node the fault aims at, chosen by the step
+    /// it overlaps (the joiner of a replacement, which holds it, <see cref="Overlap.AimsAtJoiner"/>), instead of the
+    /// leader or a free node.
     /// </summary>
-    private async Task<Func<Task>> InjectAsync(FaultStep step, Action? inPlace = null)
+    private async Task<Func<Task>> InjectAsync(FaultStep step, Action? inPlace = null, ulong? aimAt = null)
     {
         var ids = Members();
         var leader = await LeaderAsync();
         // Alone, every member is free and the choice is what it always was.
         var free = Free(ids);
-        var target = AimsAtLeader(step) && leader is { } l && free.Contains(l) ? l : free[step.Pick % free.Count];
+        var target = aimAt ?? (AimsAtLeader(step) && leader is { } l && free.Contains(l) ? l : free[step.Pick % free.Count]);
         if (step.Kind == FaultKind.MemberReplace && step.ReplaceLeavesFollower && !_twoOperators && target == leader && free.Where(id => id != leader).ToList() is { Count: > 0 } followers)
         {
             target = followers[step.Pick % followers.Count];
@@ -650,11 +667,11 @@ internal sealed class ChaosRun
                 });
             case FaultKind.Partition:
                 // Beside a leader killed removing itself, the survivors are split: the dead node is on neither side.
-                var sides = ids.Where(id => id != _removingItself).ToList();
+                var sides = ids.Where(id => id != _removingItself?.Leaving).ToList();
                 var minority = Minority(step, sides);
                 var majority = sides.Except(minority).ToList();
                 var split = _mesh.Partition(minority, majority);
-                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(_removingItself is { } dead ? $"; node {dead}, killed removing itself, on neither side" : "")})");
+                Note($"partition: [{string.Join(",", minority)}] | [{string.Join(",", majority)}] (leader was {leader?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(_removingItself is { Leaving: var dead } ? $"; node {dead}, killed removing itself, on neither side" : "")})");
                 return Healed(() => HealLinks(split, "partition"));
             case FaultKind.Stall:
                 var stalledSide = Minority(step, ids);
@@ -1248,6 +1265,7 @@ internal sealed class ChaosRun
             _members.Add(joiner);
         }
 
+        SelfRemovalSurvey? survey = null;
         switch (midChange)
         {
             case MidChangeKill.JoinerPromoted:
@@ -1267,11 +1285,16 @@ internal sealed class ChaosRun
                 await KillDuringRemovalAsync(leaving, step);
                 break;
             case MidChangeKill.LeaderRemovingItself:
-                await KillLeaderRemovingItselfAsync(leaving, step, leaderKilled);
+                survey = await KillLeaderRemovingItselfAsync(leaving, joiner, step, leaderKilled);
                 break;
         }
 
         await ChangeMembershipAsync(RemoveMember(leaving), list => list.Members.All(m => m.Id != leaving), $"node {leaving} to be removed");
+        if (survey is not null)
+        {
+            await JudgeSelfRemovalAsync(survey);
+        }
+
         lock (_state)
         {
             _members.Remove(leaving);
@@ -1328,9 +1351,11 @@ internal sealed class ChaosRun
     /// recovery timeout, and that leader's membership tells whether the removal took (it is retried if not). With a
     /// second fault aimed at the survivors (<see cref="Overlap.AfterLeaderKill"/>), <paramref name="killed"/> starts it,
     /// and the recovery timeout runs from its heal (a killed survivor restarted): while it holds, the survivors may have
-    /// no quorum (four voters, two down, when the removal did not commit), which breaks no promise.
+    /// no quorum (four voters, two down, when the removal did not commit), which breaks no promise. The step's
+    /// <see cref="FaultStep.SelfRemovalCut"/> says which of the leader's links are cut as its removal is asked. Returns
+    /// how far the removal had got at the kill, for <see cref="JudgeSelfRemovalAsync"/> once it is in effect.
     /// </summary>
-    private async Task KillLeaderRemovingItselfAsync(ulong leaving, FaultStep step, Action? killed)
+    private async Task<SelfRemovalSurvey?> KillLeaderRemovingItselfAsync(ulong leaving, ulong joiner, FaultStep step, Action? killed)
     {
         if (await LeaderAsync() is { } leader && leader != leaving)
         {
@@ -1346,27 +1371,34 @@ internal sealed class ChaosRun
             }
         }
 
+        var survivors = Members().Where(id => id != leaving).ToList();
         List<(ulong From, ulong To)> unreplicated = [];
         if (await LeaderAsync() != leaving)
         {
             Note($"membership: node {leaving} does not lead; its removal is asked of the leader instead");
         }
-        else if (step.SelfRemovalUnreplicated)
+        else if (step.SelfRemovalCut != SelfRemovalCut.None)
         {
             // Its AppendEntries travel the connections it opens to the others: with those cut, the removal stays in its
-            // own log only, and dies with it.
-            unreplicated = Members().Where(id => id != leaving).Select(other => _mesh.Cut(leaving, other)).ToList();
-            Note($"membership: node {leaving}'s links to the others cut, so that its removal cannot reach them before it dies");
+            // own log, and dies with it, or reaches the one survivor whose link stays up.
+            ulong? reached = step.SelfRemovalCut == SelfRemovalCut.AllButOne ? step.SelfRemovalReachedSurvivor(survivors) : null;
+            unreplicated = survivors.Where(id => id != reached).Select(other => _mesh.Cut(leaving, other)).ToList();
+            Note(reached is { } one
+                ? $"membership: node {leaving}'s links to the others but node {one} cut, so that its removal can reach node {one} alone before it dies"
+                : $"membership: node {leaving}'s links to the others cut, so that its removal cannot reach them before it dies");
         }
 
         var disturbed = _survivorsDisturbed;
+        Task<SelfRemovalSurvey>? survey = null;
         await KillDuringRemovalAsync(leaving, step, () =>
         {
             lock (_state)
             {
-                _removingItself = leaving;
+                _removingItself = (leaving, joiner);
             }
 
+            // Before the survivors can elect a leader (an election timeout, 500-1000 ms, after they last heard the dead one).
+            survey = SurveySelfRemovalAsync(leaving, survivors);
             if (unreplicated.Count > 0)
             {
                 HealLinks(unreplicated, $"cut of the dead node {leaving}");
@@ -1374,7 +1406,12 @@ internal sealed class ChaosRun
 
             killed?.Invoke();
         });
-        var survivors = Members().Where(id => id != leaving).ToList();
+        var surveyed = survey is null ? null : await survey;
+        if (surveyed is not null)
+        {
+            Note($"membership: at its kill, {surveyed}");
+        }
+
         var clock = Stopwatch.StartNew();
         var healedAfter = "";
         if (disturbed is not null)
@@ -1401,7 +1438,7 @@ internal sealed class ChaosRun
                 Problem(what);
             }
 
-            return;
+            return surveyed;
         }
 
         var newLeader = await LeaderAsync();
@@ -1416,6 +1453,73 @@ internal sealed class ChaosRun
         {
             // Leadership moved again meanwhile: the retried removal below reads the membership of whoever leads.
             Note($"membership: node {newLeader}'s member list failed ({ex.StatusCode} {ex.Status.Detail}); the removal is retried until the list shows it");
+        }
+
+        return surveyed;
+    }
+
+    /// <summary>
+    /// Right after the leader removing itself was killed: the index it proposed its removal at (its log) and each
+    /// running survivor's last log index, with the process each answered from, so that a restart since is seen.
+    /// </summary>
+    private async Task<SelfRemovalSurvey> SurveySelfRemovalAsync(ulong leaving, List<ulong> survivors)
+    {
+        // Once it counts as not running, everything it printed has been captured (ChildProcess.IsRunning).
+        var proposed = _cluster[leaving].IsRunning ? null : SelfRemovalSurvey.ProposedRemovalIndex(_cluster[leaving].RecentOutput(2000), leaving);
+        List<ulong> asked;
+        lock (_state)
+        {
+            asked = survivors.Where(id => !_paused.Contains(id)).ToList();
+        }
+
+        var answers = await Task.WhenAll(asked.Select(async id =>
+        {
+            var process = _cluster[id].ProcessId;
+            try
+            {
+                var status = await _cluster.Client(id).StatusAsync(new Protocol.Cache.StatusRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(1));
+                return (Id: id, Process: process, Status: (Protocol.Cache.NodeStatus?)status);
+            }
+            catch (Grpc.Core.RpcException)
+            {
+                return (Id: id, Process: process, Status: (Protocol.Cache.NodeStatus?)null);
+            }
+        }));
+        var answered = answers.Where(a => a.Status is not null).ToList();
+        return new SelfRemovalSurvey(leaving, proposed, survivors, answered.ToDictionary(a => a.Id, a => a.Status!.LastIndex), answered.Any(a => a.Status!.Role == "Leader"))
+        {
+            Processes = answered.ToDictionary(a => a.Id, a => a.Process),
+        };
+    }
+
+    /// <summary>
+    /// Once the leader removing itself is no longer a member: the index the survivors applied its removal at, and
+    /// whether that was legal given how far the removal had got at its kill (<see cref="SelfRemovalSurvey"/>).
+    /// </summary>
+    private async Task JudgeSelfRemovalAsync(SelfRemovalSurvey survey)
+    {
+        HashSet<ulong> applied = [];
+        try
+        {
+            // The leader's member list shows the removal as soon as it applied it; its line may still be on the way.
+            await Eventually.WaitAsync(() =>
+            {
+                applied = survey.Survivors.SelectMany(id => SelfRemovalSurvey.AppliedRemovalIndexes(_cluster[id].RecentOutput(2000), survey.Leaving)).ToHashSet();
+                return Task.FromResult(applied.Count > 0);
+            }, TimeSpan.FromSeconds(5), $"a survivor's log to show the removal of node {survey.Leaving} applied");
+        }
+        catch (TimeoutException)
+        {
+            Note($"membership: no survivor's recent log shows at which index the removal of node {survey.Leaving} applied; not judged");
+            return;
+        }
+
+        var restarted = survey.Processes.Where(p => _cluster[p.Key].ProcessId != p.Value).Select(p => p.Key).ToList();
+        var must = survey.MustTakeAtProposedIndex(restarted);
+        Note($"membership: the removal of node {survey.Leaving} applied at index {string.Join(",", applied.Order())}: {(applied.Contains(survey.ProposedIndex ?? 0) ? "the dead leader's entry took" : "a later entry, the dead leader's did not take")}; {(must ? "required: the dead leader's" : "either was legal")}{(restarted.Count > 0 ? $" (restarted since the kill: [{string.Join(",", restarted)}])" : "")}");
+        if (survey.Judge(applied, restarted) is { } problem)
+        {
+            Problem(problem);
         }
     }
 

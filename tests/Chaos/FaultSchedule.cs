@@ -146,6 +146,22 @@ internal enum MidChangeKill
     LeaderRemovingItself,
 }
 
+/// <summary>
+/// Which of a self-removing leader's links to the survivors are cut just before its removal is asked
+/// (<see cref="FaultStep.SelfRemovalCut"/>), and so how far the removal's entry can travel before the leader dies.
+/// </summary>
+internal enum SelfRemovalCut
+{
+    /// <summary>None: the entry may reach every survivor (it reached them in every run of session 21).</summary>
+    None,
+
+    /// <summary>Every link but the one to a single survivor: the entry reaches that survivor alone, or nobody.</summary>
+    AllButOne,
+
+    /// <summary>Every link: the entry stays in the leader's own log and dies with it.</summary>
+    All,
+}
+
 /// <summary>Whom a <see cref="FaultKind.GatewayPartition"/> cuts the gateway off from.</summary>
 internal enum GatewayCut
 {
@@ -215,13 +231,30 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     private bool SelfRemovalDisturbed => Kind == FaultKind.MemberReplace && With is { AfterLeaderKill: true };
 
     /// <summary>
-    /// For a <see cref="SelfRemovalDisturbed"/> replacement, half of them: the leader's links to the others are cut as
-    /// its removal is asked, so the removal cannot reach them before it dies and does not take. The survivors are then
-    /// four voters with the dead one among them (six of five founders), and their disturbance leaves them no quorum
-    /// until it heals: without the cut, the entry left the leader before the SIGKILL in every run (session 21).
-    /// Drawn from the bits of <see cref="Pick"/> that choose a bystander, which such a replacement has none of.
+    /// For a <see cref="SelfRemovalDisturbed"/> replacement: which of the leader's links to the survivors are cut as its
+    /// removal is asked (and healed once it is dead). Half of them every link (session 21): the removal cannot reach
+    /// the survivors and does not take; they are four voters with the dead one among them (six of five founders), and
+    /// their disturbance leaves them no quorum until it heals (without a cut the entry left the leader before the
+    /// SIGKILL in every run). A quarter every link but one (session 22), to the survivor
+    /// <see cref="SelfRemovalReachedSurvivor"/> picks: the entry reaches it alone, and a quarter none. Drawn from the
+    /// bits of <see cref="Pick"/> that choose a bystander, which such a replacement has none of; the halves of session 21
+    /// keep their seeds (its "not cut" half is split in two).
     /// </summary>
-    public bool SelfRemovalUnreplicated => SelfRemovalDisturbed && Pick / 7 % 2 == 0;
+    public SelfRemovalCut SelfRemovalCut => !SelfRemovalDisturbed ? SelfRemovalCut.None : (Pick / 7 % 4) switch
+    {
+        0 or 2 => SelfRemovalCut.All,
+        1 => SelfRemovalCut.None,
+        _ => SelfRemovalCut.AllButOne,
+    };
+
+    /// <summary>
+    /// For <see cref="SelfRemovalCut.AllButOne"/>: the survivor whose link from the leader stays up, among
+    /// <paramref name="survivors"/> (the members but the leader, in id order; the joiner among them).
+    /// </summary>
+    public ulong SelfRemovalReachedSurvivor(IReadOnlyList<ulong> survivors) => survivors[SelfRemovalSurvivorPick % survivors.Count];
+
+    // Bits of Pick above the cut's, which nothing else of such a step reads.
+    private int SelfRemovalSurvivorPick => Pick / 28;
 
     /// <summary>For <see cref="FaultKind.MemberReplace"/>: three times in four another member is down throughout the change.</summary>
     public BystanderFault ReplaceBystander => SelfRemovalDisturbed ? BystanderFault.None : (BystanderFault)(Pick / 7 % 4);
@@ -261,14 +294,15 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
     {
         // A lone step reads as it did before overlaps existed: runs compare schedules by this text.
         return With is { } with
-            ? string.Create(CultureInfo.InvariantCulture, $"{Describe()}, overlapped {with.StartAfterMs} ms {(with.AfterLeaderKill ? "after the leader's kill, among the survivors," : "in")} by {with.Step.Describe()}, then {RecoverMs} ms healed")
+            ? string.Create(CultureInfo.InvariantCulture, $"{Describe()}, overlapped {with.StartAfterMs} ms {(with.AfterLeaderKill ? "after the leader's kill, among the survivors," : "in")} by {with.Step.Describe(with.AimsAtJoiner ? "the joiner" : null)}, then {RecoverMs} ms healed")
             : string.Create(CultureInfo.InvariantCulture, $"{Describe()}, then {RecoverMs} ms healed");
     }
 
     /// <summary>The fault without what follows it: kind, target, details and hold.</summary>
-    private string Describe()
+    /// <param name="target">Whom the fault aims at, when something other than the step itself chose it.</param>
+    private string Describe(string? target = null)
     {
-        var target = Kind switch
+        target ??= Kind switch
         {
             FaultKind.Partition or FaultKind.Stall => "random minority",
             FaultKind.GatewayKill or FaultKind.GatewayPause => "gateway",
@@ -279,7 +313,8 @@ internal sealed record FaultStep(FaultKind Kind, bool OnLeader, int Pick, int Ho
                 GatewayCut.AllButOneFollower => $"gateway from all but follower pick {Pick % 1000}",
                 _ => $"gateway from subset pick {Pick % 1000}",
             },
-            FaultKind.MemberReplace when SelfRemovalUnreplicated => "leader, killed with its own removal in flight, cut off from the others first",
+            FaultKind.MemberReplace when SelfRemovalCut == SelfRemovalCut.All => "leader, killed with its own removal in flight, cut off from the others first",
+            FaultKind.MemberReplace when SelfRemovalCut == SelfRemovalCut.AllButOne => $"leader, killed with its own removal in flight, cut off from all the others but survivor pick {SelfRemovalSurvivorPick % 1000} first",
             FaultKind.MemberReplace when ReplaceLeavesLeader => "leader, killed with its own removal in flight",
             _ => OnLeader || Kind == FaultKind.IsolateLeader ? "leader" : $"node pick {Pick % 1000}",
         };
@@ -314,6 +349,15 @@ internal sealed record Overlap(FaultStep Step, int StartAfterMs)
     /// it ends.
     /// </summary>
     public bool AfterLeaderKill { get; init; }
+
+    /// <summary>
+    /// With <see cref="AfterLeaderKill"/>, a third of the kills and pauses: the survivor killed or paused is the
+    /// replacement's joiner, a voter since its promotion, whatever <see cref="FaultStep.OnLeader"/> and
+    /// <see cref="FaultStep.Pick"/> say (the change holds the joiner otherwise, so that no other fault takes it). Until
+    /// session 22 it never was. Drawn from bits of the second fault's <see cref="FaultStep.Pick"/> that a kill or a pause
+    /// does not read, so the other steps' choices stay as they were.
+    /// </summary>
+    public bool AimsAtJoiner => AfterLeaderKill && Step.Kind is FaultKind.Kill or FaultKind.Pause && Step.Pick / 7 % 3 == 0;
 }
 
 /// <summary>A fault schedule, entirely determined by its seed and the options it was made with.</summary>

@@ -310,9 +310,9 @@ public sealed class FaultScheduleTests
         Assert.Contains(schedules.Take(6), s => s.Steps.Any(step => step.With is { AfterLeaderKill: true }));
 
         // Half of them cut the leader off first, so that the removal does not take; only those.
-        Assert.InRange(paired.Count(s => s.SelfRemovalUnreplicated), paired.Count * 4 / 10, paired.Count * 6 / 10);
-        Assert.All(paired.Where(s => s.SelfRemovalUnreplicated), s => Assert.Contains("killed with its own removal in flight, cut off from the others first)", s.ToString(), StringComparison.Ordinal));
-        Assert.DoesNotContain(steps.Concat(steps.Where(s => s.With is not null).Select(s => s.With!.Step)), s => s.SelfRemovalUnreplicated && s.With is not { AfterLeaderKill: true });
+        Assert.InRange(paired.Count(s => s.SelfRemovalCut == SelfRemovalCut.All), paired.Count * 4 / 10, paired.Count * 6 / 10);
+        Assert.All(paired.Where(s => s.SelfRemovalCut == SelfRemovalCut.All), s => Assert.Contains("killed with its own removal in flight, cut off from the others first)", s.ToString(), StringComparison.Ordinal));
+        Assert.DoesNotContain(steps.Concat(steps.Where(s => s.With is not null).Select(s => s.With!.Step)), s => s.SelfRemovalCut != SelfRemovalCut.None && s.With is not { AfterLeaderKill: true });
 
         // As robustness.md's session 21 runs record it: the second step's kill of a survivor 649 ms after the leader's.
         Assert.Equal(
@@ -330,5 +330,88 @@ public sealed class FaultScheduleTests
         // Without --overlap, never.
         var alone = new ChaosOptions { Faults = options.Faults };
         Assert.DoesNotContain(Enumerable.Range(758_800, 2000).SelectMany(seed => FaultSchedule.Generate(seed, alone).Steps), s => s.With is not null);
+    }
+
+    private static readonly ChaosOptions SelfRemovalOptions = new() { Overlap = true, Faults = Program.ParseFaults("memberreplace,partition,kill,pause") };
+
+    private static List<FaultSchedule> SelfRemovalSchedules(int first, int count, int? nodes = null) =>
+        Enumerable.Range(first, count).Select(seed => FaultSchedule.Generate(seed, new ChaosOptions { Overlap = true, Nodes = nodes, Faults = SelfRemovalOptions.Faults })).ToList();
+
+    [Fact]
+    public void AQuarterOfTheDisturbedSelfRemovalsReachOneSurvivorOnlyTheOneTheSeedPicks()
+    {
+        var schedules = SelfRemovalSchedules(760_000, 2000);
+        var paired = schedules.SelectMany(s => s.Steps).Where(s => s.With is { AfterLeaderKill: true }).ToList();
+        var oneSurvivor = paired.Where(s => s.SelfRemovalCut == SelfRemovalCut.AllButOne).ToList();
+
+        // Session 21's halves: every link cut (unchanged), and no cut, now split with the new variant.
+        Assert.InRange(paired.Count(s => s.SelfRemovalCut == SelfRemovalCut.All), paired.Count * 4 / 10, paired.Count * 6 / 10);
+        Assert.InRange(oneSurvivor.Count, paired.Count * 15 / 100, paired.Count * 35 / 100);
+        Assert.InRange(paired.Count(s => s.SelfRemovalCut == SelfRemovalCut.None), paired.Count * 15 / 100, paired.Count * 35 / 100);
+        foreach (var kind in new[] { FaultKind.Partition, FaultKind.Kill, FaultKind.Pause })
+        {
+            Assert.Contains(oneSurvivor, s => s.With!.Step.Kind == kind);
+        }
+
+        // The text names the variant and the pick, and the pick lands on each survivor, the joiner among them.
+        Assert.All(oneSurvivor, s => Assert.Matches(@"^MemberReplace \(leader, killed with its own removal in flight, cut off from all the others but survivor pick \d+ first\) for \d+ ms, overlapped \d+ ms after the leader's kill, among the survivors, by ", s.ToString()));
+        ulong[] survivors = [2, 3, 4];
+        foreach (var survivor in survivors)
+        {
+            Assert.InRange(oneSurvivor.Count(s => s.SelfRemovalReachedSurvivor(survivors) == survivor), oneSurvivor.Count / 5, oneSurvivor.Count / 2);
+        }
+
+        ulong[] fiveSurvivors = [2, 3, 4, 5, 6];
+        Assert.Equal(fiveSurvivors, oneSurvivor.Select(s => s.SelfRemovalReachedSurvivor(fiveSurvivors)).Distinct().Order());
+
+        // Replayable: a seed makes the same step and the same pick.
+        foreach (var schedule in schedules.Where(s => s.Steps.Any(step => step.SelfRemovalCut == SelfRemovalCut.AllButOne)).Take(50))
+        {
+            var again = FaultSchedule.Generate(schedule.Seed, SelfRemovalOptions);
+            Assert.Equal(schedule.ToString(), again.ToString());
+            Assert.Equal(schedule.Steps.Select(s => s.SelfRemovalReachedSurvivor(survivors)), again.Steps.Select(s => s.SelfRemovalReachedSurvivor(survivors)));
+        }
+
+        // Seeds session 21 recorded with every link cut still cut every link; its uncut seed stays uncut.
+        foreach (var seed in new[] { 758_903, 758_904, 758_905 })
+        {
+            Assert.Contains(FaultSchedule.Generate(seed, SelfRemovalOptions).Steps, s => s.SelfRemovalCut == SelfRemovalCut.All);
+        }
+
+        Assert.DoesNotContain(FaultSchedule.Generate(758_800, SelfRemovalOptions).Steps, s => s.SelfRemovalCut != SelfRemovalCut.None);
+
+        // As robustness.md's session 22 runs record it.
+        Assert.Equal(
+            "seed 760011: 3 nodes, reads round the members; 1. MemberReplace (leader, killed with its own removal in flight, cut off from all the others but survivor pick 949 first) for 1659 ms, overlapped 132 ms after the leader's kill, among the survivors, by Partition (random minority) for 1937 ms, then 1004 ms healed; 2. MemberReplace (node pick 510) for 1328 ms, overlapped 1245 ms in by Pause (leader) for 2329 ms, then 1499 ms healed",
+            schedules[11].ToString());
+    }
+
+    [Fact]
+    public void AThirdOfTheSurvivorsKilledOrPausedAfterTheSelfRemovingLeadersKillAreTheJoiner()
+    {
+        var schedules = SelfRemovalSchedules(760_000, 2000).Concat(SelfRemovalSchedules(760_000, 2000, nodes: 5)).ToList();
+        var steps = schedules.SelectMany(s => s.Steps).ToList();
+        var killsAndPauses = steps.Where(s => s.With is { AfterLeaderKill: true, Step.Kind: FaultKind.Kill or FaultKind.Pause }).ToList();
+        var onJoiner = killsAndPauses.Where(s => s.With!.AimsAtJoiner).ToList();
+
+        Assert.InRange(onJoiner.Count, killsAndPauses.Count / 5, killsAndPauses.Count * 45 / 100);
+        Assert.Contains(onJoiner, s => s.With!.Step.Kind == FaultKind.Kill);
+        Assert.Contains(onJoiner, s => s.With!.Step.Kind == FaultKind.Pause);
+        // With the leader's links cut to everyone, to all but one, or none.
+        Assert.Equal(Enum.GetValues<SelfRemovalCut>().Order(), onJoiner.Select(s => s.SelfRemovalCut).Distinct().Order());
+
+        // Named in the text, replayable; only beside the leader removing itself, and only a kill or a pause.
+        Assert.All(onJoiner, s => Assert.Matches(@" ms after the leader's kill, among the survivors, by (Kill|Pause) \(the joiner\) for ", s.ToString()));
+        Assert.All(killsAndPauses.Except(onJoiner), s => Assert.DoesNotContain("(the joiner)", s.ToString(), StringComparison.Ordinal));
+        Assert.DoesNotContain(steps, s => s.With is { AimsAtJoiner: true } and not { AfterLeaderKill: true, Step.Kind: FaultKind.Kill or FaultKind.Pause });
+        foreach (var schedule in schedules.Take(2000).Where(s => s.Steps.Any(step => step.With is { AimsAtJoiner: true })).Take(50))
+        {
+            Assert.Equal(schedule.ToString(), FaultSchedule.Generate(schedule.Seed, SelfRemovalOptions).ToString());
+        }
+
+        // As robustness.md's session 22 runs record it.
+        Assert.Equal(
+            "seed 760019: 3 nodes, reads round the members; 1. Kill (leader) for 2843 ms, overlapped 2570 ms in by Partition (random minority) for 2370 ms, then 996 ms healed; 2. MemberReplace (leader, killed with its own removal in flight) for 1228 ms, overlapped 479 ms after the leader's kill, among the survivors, by Kill (the joiner) for 2019 ms, then 998 ms healed",
+            FaultSchedule.Generate(760_019, SelfRemovalOptions).ToString());
     }
 }
