@@ -1447,7 +1447,7 @@ internal sealed class ChaosRun
             using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(_cluster[newLeader!.Value].GrpcUrl);
             var list = await new Admin.AdminClient(channel).MemberListAsync(new MemberListRequest(), _cluster.Auth, DateTime.UtcNow.AddSeconds(5));
             var removed = list.Members.All(m => m.Id != leaving);
-            Note($"membership: node {newLeader} leads {clock.ElapsedMilliseconds} ms after node {leaving} died{healedAfter}; its membership [{string.Join(",", list.Members.Select(m => m.Id))}]: the removal in flight {(removed ? "is in effect" : "is not, so it is asked again")}");
+            Note($"membership: node {newLeader} leads {clock.ElapsedMilliseconds} ms after node {leaving} died{healedAfter}; its membership [{string.Join(",", list.Members.Select(m => m.Id))}]: the removal in flight {(removed ? "is in effect" : "is not in effect yet, so it is asked until it is")}");
         }
         catch (Grpc.Core.RpcException ex)
         {

@@ -49,7 +49,9 @@ internal static class ChaosSuite
             }
         }
 
-        var pairs = results.SelectMany(r => r.Schedule.Steps.Where(s => s.With is not null).Select(s => $"{s.Kind}{(s.With!.AfterLeaderKill ? "(leader removing itself)" : "")}+{s.With.Step.Kind}")).ToList();
+        var pairs = results.SelectMany(r => r.Schedule.Steps.Where(s => s.With is not null).Select(s => s.With!.AfterLeaderKill
+            ? $"{s.Kind}(leader removing itself{s.SelfRemovalCut switch { SelfRemovalCut.All => ", cut off", SelfRemovalCut.AllButOne => ", reaching one survivor", _ => "" }})+{s.With.Step.Kind}{(s.With.AimsAtJoiner ? "(joiner)" : "")}"
+            : $"{s.Kind}+{s.With.Step.Kind}")).ToList();
         if (pairs.Count > 0)
         {
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"  overlapping steps: {pairs.Count} ({string.Join(", ", pairs.GroupBy(p => p).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}"))})"));
