@@ -1388,6 +1388,16 @@ internal sealed class ChaosRun
                 : $"membership: node {leaving}'s links to the others cut, so that its removal cannot reach them before it dies");
         }
 
+        // Its term, so that the survey tells whether the survivors had begun to elect another when asked.
+        ulong? term = null;
+        try
+        {
+            term = (await _cluster.StatusAsync(leaving)).Term;
+        }
+        catch (Grpc.Core.RpcException)
+        {
+        }
+
         var disturbed = _survivorsDisturbed;
         Task<SelfRemovalSurvey>? survey = null;
         await KillDuringRemovalAsync(leaving, step, () =>
@@ -1398,7 +1408,7 @@ internal sealed class ChaosRun
             }
 
             // Before the survivors can elect a leader (an election timeout, 500-1000 ms, after they last heard the dead one).
-            survey = SurveySelfRemovalAsync(leaving, survivors);
+            survey = SurveySelfRemovalAsync(leaving, term, survivors);
             if (unreplicated.Count > 0)
             {
                 HealLinks(unreplicated, $"cut of the dead node {leaving}");
@@ -1462,10 +1472,8 @@ internal sealed class ChaosRun
     /// Right after the leader removing itself was killed: the index it proposed its removal at (its log) and each
     /// running survivor's last log index, with the process each answered from, so that a restart since is seen.
     /// </summary>
-    private async Task<SelfRemovalSurvey> SurveySelfRemovalAsync(ulong leaving, List<ulong> survivors)
+    private async Task<SelfRemovalSurvey> SurveySelfRemovalAsync(ulong leaving, ulong? term, List<ulong> survivors)
     {
-        // Once it counts as not running, everything it printed has been captured (ChildProcess.IsRunning).
-        var proposed = _cluster[leaving].IsRunning ? null : SelfRemovalSurvey.ProposedRemovalIndex(_cluster[leaving].RecentOutput(2000), leaving);
         List<ulong> asked;
         lock (_state)
         {
@@ -1486,7 +1494,10 @@ internal sealed class ChaosRun
             }
         }));
         var answered = answers.Where(a => a.Status is not null).ToList();
-        return new SelfRemovalSurvey(leaving, proposed, survivors, answered.ToDictionary(a => a.Id, a => a.Status!.LastIndex), answered.Any(a => a.Status!.Role == "Leader"))
+        // Read after the survivors (their election may be near): once it counts as not running, everything it
+        // printed has been captured (ChildProcess.IsRunning).
+        var proposed = _cluster[leaving].IsRunning ? null : SelfRemovalSurvey.ProposedRemovalIndex(_cluster[leaving].RecentOutput(2000), leaving);
+        return new SelfRemovalSurvey(leaving, proposed, survivors, answered.ToDictionary(a => a.Id, a => a.Status!.LastIndex), term is null || answered.Any(a => a.Status!.Term != term))
         {
             Processes = answered.ToDictionary(a => a.Id, a => a.Process),
         };
@@ -1516,7 +1527,7 @@ internal sealed class ChaosRun
 
         var restarted = survey.Processes.Where(p => _cluster[p.Key].ProcessId != p.Value).Select(p => p.Key).ToList();
         var must = survey.MustTakeAtProposedIndex(restarted);
-        Note($"membership: the removal of node {survey.Leaving} applied at index {string.Join(",", applied.Order())}: {(applied.Contains(survey.ProposedIndex ?? 0) ? "the dead leader's entry took" : "a later entry, the dead leader's did not take")}; {(must ? "required: the dead leader's" : "either was legal")}{(restarted.Count > 0 ? $" (restarted since the kill: [{string.Join(",", restarted)}])" : "")}");
+        Note($"membership: the removal of node {survey.Leaving} applied at index {string.Join(",", applied.Order())}: {(applied.Contains(survey.ProposedIndex ?? 0) ? "the dead leader's entry took" : "another entry, the dead leader's did not take")}; {(must ? "required: the dead leader's" : "either was legal")}{(restarted.Count > 0 ? $" (restarted since the kill: [{string.Join(",", restarted)}])" : "")}");
         if (survey.Judge(applied, restarted) is { } problem)
         {
             Problem(problem);

@@ -27,14 +27,18 @@ namespace Dcache.Chaos;
 /// </list>
 /// A survivor's status counts entries not yet on its disk, so a survivor restarted since the survey may have lost E: it,
 /// and any survivor not asked (paused, or not answering), counts as without E, which can only make the rule above
-/// demand less.
+/// demand less. The removal is told from another entry by its index alone (the log line of its application names no
+/// term): a retried removal that happened to land at the same index would pass for it.
 /// </remarks>
 /// <param name="Leaving">The leader killed removing itself.</param>
 /// <param name="ProposedIndex">The index its log says it proposed the removal at; null when no such line was captured (killed before it proposed, or before the line was written).</param>
 /// <param name="Survivors">The members but it, when it was killed.</param>
 /// <param name="LastIndexes">Each survivor's last log index, as its status said right after the kill (survivors that did not answer are missing).</param>
-/// <param name="ElectedMeanwhile">A survivor already led when asked, so its log may hold entries of its own past the dead leader's.</param>
-internal sealed record SelfRemovalSurvey(ulong Leaving, ulong? ProposedIndex, IReadOnlyList<ulong> Survivors, IReadOnlyDictionary<ulong, ulong> LastIndexes, bool ElectedMeanwhile)
+/// <param name="ElectionBegun">
+/// A survivor's term had moved past the dead leader's when asked (or that term is unknown): a new leader may already
+/// have written entries of its own at the removal's index, which a last index cannot tell from the removal.
+/// </param>
+internal sealed record SelfRemovalSurvey(ulong Leaving, ulong? ProposedIndex, IReadOnlyList<ulong> Survivors, IReadOnlyDictionary<ulong, ulong> LastIndexes, bool ElectionBegun)
 {
     /// <summary>The process each survivor answered from (its pid), so that a survivor restarted since is seen.</summary>
     public IReadOnlyDictionary<ulong, int?> Processes { get; init; } = new Dictionary<ulong, int?>();
@@ -48,7 +52,7 @@ internal sealed record SelfRemovalSurvey(ulong Leaving, ulong? ProposedIndex, IR
     /// </summary>
     public bool MustTakeAtProposedIndex(IReadOnlyCollection<ulong> restarted)
     {
-        if (Holders is not { } holders || ElectedMeanwhile)
+        if (Holders is not { } holders || ElectionBegun)
         {
             return false;
         }
@@ -80,7 +84,7 @@ internal sealed record SelfRemovalSurvey(ulong Leaving, ulong? ProposedIndex, IR
         var lasts = string.Join(", ", Survivors.Select(id => LastIndexes.TryGetValue(id, out var last) ? $"{id}: {last}" : $"{id}: not asked"));
         return ProposedIndex is not { } index
             ? $"node {Leaving}'s log shows no proposal of its removal; survivors' last indexes {lasts}"
-            : $"node {Leaving} proposed its removal at index {index}; survivors' last indexes {lasts}: held by [{string.Join(",", Holders!)}]{(ElectedMeanwhile ? " (a survivor led already)" : "")}";
+            : $"node {Leaving} proposed its removal at index {index}; survivors' last indexes {lasts}: held by [{string.Join(",", Holders!)}]{(ElectionBegun ? " (an election had begun: not judged)" : "")}";
     }
 
     /// <summary>The index the leader's log says it proposed the removal of <paramref name="leaving"/> at, the last such line (AdminService's log).</summary>

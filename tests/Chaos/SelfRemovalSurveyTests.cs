@@ -3,8 +3,8 @@ namespace Dcache.Chaos;
 /// <summary>What a self-removing leader's removal had to become, given how far it got before the leader's kill.</summary>
 public sealed class SelfRemovalSurveyTests
 {
-    private static SelfRemovalSurvey Survey(ulong[] survivors, ulong[] holders, bool electedMeanwhile = false) =>
-        new(1, 500, survivors, survivors.ToDictionary(id => id, id => holders.Contains(id) ? 503UL : 499UL), electedMeanwhile);
+    private static SelfRemovalSurvey Survey(ulong[] survivors, ulong[] holders, bool electionBegun = false) =>
+        new(1, 500, survivors, survivors.ToDictionary(id => id, id => holders.Contains(id) ? 503UL : 499UL), electionBegun);
 
     [Fact]
     public void WithFourVotersAnEntryOnOneSurvivorMustTakeAtItsIndex()
@@ -58,14 +58,14 @@ public sealed class SelfRemovalSurveyTests
     }
 
     [Fact]
-    public void WithoutTheProposalsIndexOrOnceASurvivorLedNothingIsRequired()
+    public void WithoutTheProposalsIndexOrOnceAnElectionBeganNothingIsRequired()
     {
         var unknown = new SelfRemovalSurvey(1, null, [2, 3, 4], new Dictionary<ulong, ulong> { [2] = 503, [3] = 499, [4] = 499 }, false);
         Assert.Null(unknown.Holders);
         Assert.False(unknown.MustTakeAtProposedIndex([]));
         Assert.Contains("shows no proposal", unknown.ToString(), StringComparison.Ordinal);
 
-        Assert.False(Survey([2, 3, 4], holders: [3], electedMeanwhile: true).MustTakeAtProposedIndex([]));
+        Assert.False(Survey([2, 3, 4], holders: [3], electionBegun: true).MustTakeAtProposedIndex([]));
     }
 
     [Fact]
