@@ -41,6 +41,11 @@ internal sealed class ClusterConnection(Options options)
         where T : class
     {
         var answer = await TryOnLeaderAsync(call).ConfigureAwait(false);
+        if (answer.Refusal is { } refusal)
+        {
+            throw refusal;
+        }
+
         if (answer.Reply is null)
         {
             answer.PrintFailure(failure);
@@ -50,8 +55,10 @@ internal sealed class ClusterConnection(Options options)
     }
 
     /// <summary>
-    /// <see cref="OnLeaderAsync"/> without the printing: the reply, or why each endpoint could not give it. A refusal of
-    /// the request itself is thrown, as there.
+    /// <see cref="OnLeaderAsync"/> without the printing: the reply, or why each endpoint could not give it, or the
+    /// failure of the request itself (<see cref="LeaderAnswer{T}.Refusal"/>) together with whether an endpoint tried
+    /// before it may have done what was asked: a change whose first call broke on a node that died may be refused by
+    /// the next one as already made.
     /// </summary>
     public async Task<LeaderAnswer<T>> TryOnLeaderAsync<T>(Func<GrpcChannel, Metadata, Task<T>> call)
         where T : class
@@ -88,6 +95,10 @@ internal sealed class ClusterConnection(Options options)
             catch (UriFormatException ex)
             {
                 tried.Add($"{endpoint}: {ex.Message}");
+            }
+            catch (RpcException ex)
+            {
+                return new LeaderAnswer<T>(null, tried, outcomeUnknown || IsOutcomeUnknown(ex), ex);
             }
         }
 
@@ -130,7 +141,8 @@ internal sealed class ClusterConnection(Options options)
 
 /// <summary>What <see cref="ClusterConnection.TryOnLeaderAsync"/> got: the leader's reply, or why each endpoint gave none.</summary>
 /// <param name="OutcomeUnknown">Some endpoint may have done what was asked before its call failed.</param>
-internal sealed record LeaderAnswer<T>(T? Reply, IReadOnlyList<string> Tried, bool OutcomeUnknown)
+/// <param name="Refusal">The failure of the request itself, where a node answered it with one (not a failure of that node).</param>
+internal sealed record LeaderAnswer<T>(T? Reply, IReadOnlyList<string> Tried, bool OutcomeUnknown, RpcException? Refusal = null)
     where T : class
 {
     public void PrintFailure(string failure)

@@ -135,26 +135,25 @@ internal static class MemberCommands
         {
             Action reportFailure;
             bool worthRetrying;
-            try
+            var answer = await cluster.TryOnLeaderAsync((channel, headers) => change(new Admin.AdminClient(channel), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
+            if (answer.Reply is { } reply)
             {
-                var answer = await cluster.TryOnLeaderAsync((channel, headers) => change(new Admin.AdminClient(channel), headers, CallDeadline(patience)).ResponseAsync).ConfigureAwait(false);
-                if (answer.Reply is { } reply)
-                {
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
-                    Print(reply.Members);
-                    return 0;
-                }
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
+                Print(reply.Members);
+                return 0;
+            }
 
-                outcomeUnknown |= answer.OutcomeUnknown;
+            outcomeUnknown |= answer.OutcomeUnknown;
+            if (answer.Refusal is { } refusal)
+            {
+                reportFailure = () => Console.Error.WriteLine($"dcachectl member {verb}: {ClusterConnection.Describe(refusal)}");
+                // Aborted: another change was pending, or a new leader's entry took the change's place; neither made it.
+                worthRetrying = refusal.StatusCode == StatusCode.Aborted || ClusterConnection.IsOutcomeUnknown(refusal);
+            }
+            else
+            {
                 reportFailure = () => answer.PrintFailure("no leader could be reached");
                 worthRetrying = outcomeUnknown;
-            }
-            catch (RpcException ex)
-            {
-                outcomeUnknown |= ClusterConnection.IsOutcomeUnknown(ex);
-                reportFailure = () => Console.Error.WriteLine($"dcachectl member {verb}: {ClusterConnection.Describe(ex)}");
-                // Aborted: another change was pending, or a new leader's entry took the change's place; neither made it.
-                worthRetrying = ex.StatusCode == StatusCode.Aborted || ClusterConnection.IsOutcomeUnknown(ex);
             }
 
             // Only a call whose outcome was unknown may have made the change that a later attempt was refused as a
@@ -170,6 +169,9 @@ internal static class MemberCommands
                     Print(list);
                     return 0;
                 }
+
+                // Unread (a leader just elected, say), the membership may yet show a refusal to be the change made.
+                worthRetrying |= members.Reply is null;
             }
 
             if (!worthRetrying || attempt >= MaxChangeAttempts || DateTime.UtcNow.Add(RetryPause) >= patience)

@@ -423,6 +423,40 @@ public sealed class MembershipTests(ITestOutputHelper output)
         await Verify.SameDigestAsync(cluster, CatchUp);
     }
 
+    /// <summary>
+    /// An endpoint that took the request and broke the connection (a node killed with the change in flight) leaves its
+    /// outcome unknown; when the next endpoint of the same round is the leader and refuses the change as already made,
+    /// dcachectl must check the membership, not report the refusal as a failure. Seen in CI: a leader killed with its
+    /// own removal in flight, the new leader reached within the same round, and `member remove` exiting 1 with "node 1
+    /// is not a member".
+    /// </summary>
+    [Fact]
+    public async Task ARefusalAfterAnEndpointWhoseOutcomeIsUnknownIsCheckedAgainstTheMembership()
+    {
+        await using var cluster = new LocalCluster(output, size: 1);
+        await cluster.StartAsync();
+        using var breaksEveryCall = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        breaksEveryCall.Start();
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var breaking = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var connection = await breaksEveryCall.AcceptTcpClientAsync(stop.Token);
+                // Read the request's first bytes, then go away without an answer, as a killed process does.
+                _ = await connection.GetStream().ReadAsync(new byte[4096], stop.Token);
+                connection.Client.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+            }
+        });
+
+        var broken = $"http://127.0.0.1:{((System.Net.IPEndPoint)breaksEveryCall.LocalEndpoint).Port}";
+        var remove = await Ctl(["member", "remove", "--id", "9", "--endpoints", $"{broken},{cluster[1].GrpcUrl}", "--cluster-id", cluster.ClusterId, "--secret", LocalCluster.Secret], []);
+        await stop.CancelAsync();
+        await Task.WhenAny(breaking);
+        Assert.True(remove.Exit == 0, remove.ToString());
+        Assert.Contains("Removed node 9: already in effect (node 9 is not a member, after an attempt whose outcome was unknown)", remove.Output, StringComparison.Ordinal);
+    }
+
     /// <summary>Moves leadership to node 1 if another node won the first election.</summary>
     private async Task MakeNode1LeadAsync(LocalCluster cluster)
     {
