@@ -30,21 +30,33 @@ public sealed class DiskFullTests(ITestOutputHelper output)
             Assert.True(moved.Exit == 0, $"leader transfer failed: {moved}");
         }
 
-        var acknowledged = new Dictionary<string, string>();
+        var acknowledged = new System.Collections.Concurrent.ConcurrentDictionary<string, string>();
         var value = new string('v', 8 * 1024);
-        // Alone the fill takes about 15 s; beside the rest of the suite on a slow 2-core machine it took over 90 s.
+        // Eight writers at once, so that the leader's and the follower's synced writes carry several entries each: one
+        // writer alone took about 15 s on a quiet machine, and over 90 s beside the rest of the suite on a slow one.
+        const int FillWriters = 8;
         var deadline = DateTime.UtcNow.AddSeconds(300);
         var attempted = 0;
+        var next = -1;
+        var writeTo = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20));
         // 16 MiB holds about 2,000 entries of 8 KiB: the node must have stopped well before 6,000 writes.
-        for (var i = 0; i < 6_000 && cluster[full].IsRunning && DateTime.UtcNow < deadline; i++, attempted++)
+        await Task.WhenAll(Enumerable.Range(0, FillWriters).Select(_ => Task.Run(async () =>
         {
-            var key = $"fill-{i}";
-            var reply = await TryWriteAsync(cluster, key, $"{i}:{value}");
-            if (reply is { Ok: true })
+            for (var i = Interlocked.Increment(ref next); i < 6_000 && cluster[full].IsRunning && DateTime.UtcNow < deadline; i = Interlocked.Increment(ref next))
             {
-                acknowledged[key] = $"{i}:{value}";
+                Interlocked.Increment(ref attempted);
+                var key = $"fill-{i}";
+                var reply = await TryWriteAsync(cluster, Volatile.Read(ref writeTo), key, $"{i}:{value}");
+                if (reply is { Ok: true })
+                {
+                    acknowledged[key] = $"{i}:{value}";
+                }
+                else
+                {
+                    Volatile.Write(ref writeTo, await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20)));
+                }
             }
-        }
+        })));
 
         await Eventually.WaitAsync(() => !cluster[full].IsRunning, TimeSpan.FromSeconds(30), $"node {full} to stop once its disk is full ({attempted} writes tried, {acknowledged.Count} acknowledged)");
         var stoppedOutput = cluster[full].RecentOutput(200);
@@ -60,7 +72,7 @@ public sealed class DiskFullTests(ITestOutputHelper output)
         for (var i = 0; i < 50; i++)
         {
             var key = $"after-{i}";
-            var reply = await TryWriteAsync(cluster, key, $"after {i}");
+            var reply = await TryWriteAsync(cluster, await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20)), key, $"after {i}");
             Assert.True(reply is { Ok: true }, $"a write with node {full} stopped failed: {reply?.ToString() ?? "no reply"}");
             acknowledged[key] = $"after {i}";
         }
@@ -73,10 +85,9 @@ public sealed class DiskFullTests(ITestOutputHelper output)
         await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(30));
     }
 
-    /// <summary>A write at the node that leads now; null when the call itself failed (e.g. that node just stopped).</summary>
-    private static async Task<Reply?> TryWriteAsync(LocalCluster cluster, string key, string value)
+    /// <summary>A write at <paramref name="leader"/>; null when the call itself failed (e.g. that node just stopped).</summary>
+    private static async Task<Reply?> TryWriteAsync(LocalCluster cluster, ulong leader, string key, string value)
     {
-        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20));
         try
         {
             return await cluster.ExecuteAsync(leader, Commands.Set(key, value));
