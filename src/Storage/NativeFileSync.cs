@@ -12,7 +12,7 @@ namespace Dcache.Storage;
 internal static partial class NativeFileSync
 {
     private const int ReadOnlyDirectoryFlags = 0x10000; // O_DIRECTORY (O_RDONLY is 0) on Linux x64 and arm64
-    private const int CreateNewWriteOnlyFlags = 0x1 | 0x40 | 0x80 | 0x80000; // O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC on Linux x64 and arm64
+    private const int CreateWriteOnlyFlags = 0x1 | 0x40 | 0x200 | 0x80000; // O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC on Linux x64 and arm64
     private const int FileExists = 17; // EEXIST
     private const int NoSuchEntry = 2; // ENOENT
     private const int OwnerReadWrite = 0x180; // 0600
@@ -114,8 +114,8 @@ internal static partial class NativeFileSync
             return noDirectory;
         }
 
-        var probe = Path.Combine(full, $".write-check-{Environment.ProcessId}");
-        var fd = Open(probe, CreateNewWriteOnlyFlags, OwnerReadWrite);
+        var probe = ProbePath(full);
+        var fd = Open(probe, CreateWriteOnlyFlags, OwnerReadWrite);
         if (fd < 0)
         {
             return $"creating file {probe} failed: {LastError()}";
@@ -185,8 +185,8 @@ internal static partial class NativeFileSync
         try
         {
             CreateDirectoryDurably(directory);
-            var probe = Path.Combine(Path.GetFullPath(directory), $".write-check-{Environment.ProcessId}");
-            using (var file = new FileStream(probe, FileMode.CreateNew, FileAccess.Write))
+            var probe = ProbePath(Path.GetFullPath(directory));
+            using (var file = new FileStream(probe, FileMode.Create, FileAccess.Write))
             {
                 file.WriteByte(1);
                 file.Flush(flushToDisk: true);
@@ -200,6 +200,13 @@ internal static partial class NativeFileSync
             return ex.Message;
         }
     }
+
+    /// <summary>
+    /// The probe's name carries the process id, so that two processes checking one directory do not share a file. A
+    /// probe of that name already there was left by a process killed mid-check that had this id (in a container, a node
+    /// is process 1 at every start): it is overwritten, not taken for another process's.
+    /// </summary>
+    private static string ProbePath(string directory) => Path.Combine(directory, $".write-check-{Environment.ProcessId}");
 
     private static string LastError() => Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());
 

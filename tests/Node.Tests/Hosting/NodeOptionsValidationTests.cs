@@ -129,4 +129,26 @@ public sealed class NodeOptionsValidationTests
         Assert.Equal(["raft-log", "snapshots"], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName).Order(StringComparer.Ordinal));
         Assert.Empty(Directory.EnumerateFiles(data, "*", SearchOption.AllDirectories));
     }
+
+    /// <summary>
+    /// Review 22: a process killed between creating its probe and deleting it leaves the probe behind, and a node in a
+    /// container has the same process id (1) at every start: the next start's probe found the name taken and the node
+    /// refused to start ("File exists") until someone deleted the file.
+    /// </summary>
+    [Fact]
+    public void AProbeLeftBehindByAProcessWithThisIdDoesNotStopTheNextStart()
+    {
+        using var data = new TempDirectory("node-options");
+        var snapshots = Path.Combine(data.Path, "snapshots");
+        Directory.CreateDirectory(snapshots);
+        var leftovers = new[] { data.Path, snapshots }.Select(directory => Path.Combine(directory, $".write-check-{Environment.ProcessId}")).ToList();
+        foreach (var leftover in leftovers)
+        {
+            File.WriteAllText(leftover, "left by a crash");
+        }
+
+        Bind(("DataDirectory", data.Path)).CheckDataDirectoryWritable();
+
+        Assert.All(leftovers, leftover => Assert.False(File.Exists(leftover), leftover));
+    }
 }
