@@ -1,6 +1,10 @@
 using Dcache.Gateway.Cluster;
+using System.Net.Sockets;
 using Dcache.Gateway.Hosting;
+using Dcache.Gateway.Resp;
+using Grpc.Core;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dcache.Gateway.Tests;
 
@@ -27,6 +31,8 @@ public sealed class ConfigurationValidationTests
     [Theory]
     [InlineData("Bind", "", "Bind")]
     [InlineData("Bind", "gateway.example", "Bind")]
+    // Review 22: a port in Bind parsed as an IPv4 address (6379 is 0.0.24.235), and the listener failed to bind.
+    [InlineData("Bind", "6379", "Bind")]
     [InlineData("Port", "0", "Port")]
     [InlineData("Port", "65536", "Port")]
     [InlineData("HttpUrl", "127.0.0.1:9121", "HttpUrl")]
@@ -65,4 +71,90 @@ public sealed class ConfigurationValidationTests
     [InlineData("Cluster:RemovedNodeGraceMilliseconds", "0")]
     [InlineData("Cluster:MaxMessageBytes", "131072")]
     public void TheEdgesOfEachRangeAreAccepted(string key, string value) => Validate(Configuration(key, value));
+
+    /// <summary>
+    /// Review 22: the breaker looks back (BreakAfterFailures + 1) attempt timeouts, and Polly refuses a window over a
+    /// day when the first node connection is built: each factor in range, their product was not checked at start.
+    /// </summary>
+    [Theory]
+    [InlineData("100000", "1500")]
+    [InlineData("5", "20000000")]
+    [InlineData("2147483647", "10")]
+    [InlineData("5", "14400000")]
+    public async Task WhatStartAcceptsBuildsANodeConnection(string breakAfterFailures, string attemptTimeoutMilliseconds)
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                [$"{ClusterOptions.Section}:ClusterSecret"] = "secret",
+                [$"{ClusterOptions.Section}:BreakAfterFailures"] = breakAfterFailures,
+                [$"{ClusterOptions.Section}:AttemptTimeoutMilliseconds"] = attemptTimeoutMilliseconds,
+            })
+            .Build();
+        var options = configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>()!;
+        try
+        {
+            options.Validate();
+        }
+        catch (InvalidOperationException ex)
+        {
+            Assert.Contains($"{ClusterOptions.Section}:BreakAfterFailures", ex.Message, StringComparison.Ordinal);
+            Assert.Contains($"{ClusterOptions.Section}:AttemptTimeoutMilliseconds", ex.Message, StringComparison.Ordinal);
+            return;
+        }
+
+        await using var connection = new NodeConnection(options.NodeAddresses()[0], isSeed: true, new Metadata(), options, new CommandIds(), NullLogger.Instance);
+    }
+
+    /// <summary>
+    /// Review 22: Linux takes at most 32,767 s for TCP_KEEPIDLE. A larger Resp:TcpKeepAliveSeconds passed the start
+    /// check, then failed on every connection (logged at Debug only): clients got the kernel's 2-hour default while
+    /// CONFIG GET tcp-keepalive showed the setting.
+    /// </summary>
+    [Theory]
+    [InlineData(32_767)]
+    [InlineData(32_768)]
+    [InlineData(int.MaxValue)]
+    public void AKeepAliveTheStartAcceptsIsOneTheKernelTakes(int seconds)
+    {
+        var options = new RespOptions { TcpKeepAliveSeconds = seconds };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            Assert.Contains(nameof(RespOptions.TcpKeepAliveSeconds), ex.Message, StringComparison.Ordinal);
+            return;
+        }
+
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, seconds);
+        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, Math.Max(1, seconds / 3));
+    }
+
+    /// <summary>
+    /// Review 22: a timer runs at most 4,294,967,294 ms (49.7 days). A larger Resp:IdleTimeoutSeconds passed the start
+    /// check, then threw when each connection first waited for a request.
+    /// </summary>
+    [Theory]
+    [InlineData(4_294_967)]
+    [InlineData(4_294_968)]
+    [InlineData(int.MaxValue)]
+    public void AnIdleTimeoutTheStartAcceptsIsOneAConnectionCanArm(int seconds)
+    {
+        var options = new RespOptions { IdleTimeoutSeconds = seconds };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            Assert.Contains(nameof(RespOptions.IdleTimeoutSeconds), ex.Message, StringComparison.Ordinal);
+            return;
+        }
+
+        using var idle = new IdleTimeout(TimeSpan.FromSeconds(seconds), TimeProvider.System);
+        Assert.False(idle.Start().IsCancellationRequested);
+    }
 }

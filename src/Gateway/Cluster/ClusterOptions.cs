@@ -1,3 +1,4 @@
+using System.Globalization;
 using Dcache.Protocol;
 
 namespace Dcache.Gateway.Cluster;
@@ -111,8 +112,21 @@ public sealed class ClusterOptions
         ConfigurationChecks.AtLeast(StatusPollMilliseconds, 1, $"{Section}:StatusPollMilliseconds");
         ConfigurationChecks.AtLeast(RemovedNodeGraceMilliseconds, 0, $"{Section}:RemovedNodeGraceMilliseconds");
         ConfigurationChecks.AtLeast(BreakAfterFailures, 2, $"{Section}:BreakAfterFailures");
+        if (BreakerSamplingMilliseconds > MaxTimeoutMilliseconds)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"({Section}:BreakAfterFailures + 1) x {Section}:AttemptTimeoutMilliseconds (how far back the breaker looks) must be at most {MaxTimeoutMilliseconds} ms, not ({BreakAfterFailures} + 1) x {AttemptTimeoutMilliseconds} ms"));
+        }
+
         ConfigurationChecks.InRange(BreakMilliseconds, 500, MaxTimeoutMilliseconds, $"{Section}:BreakMilliseconds");
     }
+
+    /// <summary>
+    /// How far back a node's breaker looks: at least 2 s, and long enough to hold <see cref="BreakAfterFailures"/>
+    /// attempt timeouts in a row, which is how a stalled node looks to a lone client sending one command at a time (with
+    /// 2 s, the 1.5 s attempt timeout let no more than two in, and the breaker never opened).
+    /// </summary>
+    internal long BreakerSamplingMilliseconds => Math.Max(2000L, (BreakAfterFailures + 1L) * AttemptTimeoutMilliseconds);
 
     private const long MaxTimeoutMilliseconds = 24L * 60 * 60 * 1000;
 }

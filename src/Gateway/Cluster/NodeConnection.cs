@@ -108,13 +108,8 @@ public sealed partial class NodeConnection : IAsyncDisposable
             .Build();
     }
 
-    /// <summary>
-    /// How far back the breaker looks: at least 2 s, and long enough to hold <see cref="ClusterOptions.BreakAfterFailures"/>
-    /// attempt timeouts in a row, which is how a stalled node looks to a lone client sending one command at a time (with
-    /// 2 s, the 1.5 s attempt timeout let no more than two in, and the breaker never opened).
-    /// </summary>
-    internal static TimeSpan SamplingDuration(ClusterOptions options) => TimeSpan.FromMilliseconds(
-        Math.Max(2000L, (options.BreakAfterFailures + 1L) * options.AttemptTimeoutMilliseconds));
+    /// <summary>See <see cref="ClusterOptions.BreakerSamplingMilliseconds"/>.</summary>
+    internal static TimeSpan SamplingDuration(ClusterOptions options) => TimeSpan.FromMilliseconds(options.BreakerSamplingMilliseconds);
 
     public string Address { get; }
 

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using Dcache.Protocol;
 
 namespace Dcache.Gateway.Hosting;
@@ -29,7 +30,9 @@ public sealed class GatewayOptions
     /// <summary>Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range.</summary>
     public void Validate()
     {
-        if (!IPAddress.TryParse(Bind, out _))
+        // TryParse also takes inet_aton's forms, read as no operator means them: "6379" (a port put here) is 0.0.24.235,
+        // "010.0.0.1" is 8.0.0.1. An IPv4 address must be written as it is printed.
+        if (!IPAddress.TryParse(Bind, out var address) || (address.AddressFamily == AddressFamily.InterNetwork && address.ToString() != Bind))
         {
             throw new InvalidOperationException($"{Section}:Bind must be an IP address (0.0.0.0 for every interface), not '{Bind}'");
         }

@@ -67,8 +67,18 @@ public sealed class RespOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOutputBufferBytes, 1024, nameof(MaxOutputBufferBytes));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxPipelineDepth, 1, nameof(MaxPipelineDepth));
         ArgumentOutOfRangeException.ThrowIfNegative(TcpKeepAliveSeconds, nameof(TcpKeepAliveSeconds));
+        // Past it the kernel refuses TCP_KEEPIDLE on every connection, and clients would get its 2-hour default.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(TcpKeepAliveSeconds, MaxTcpKeepAliveSeconds, nameof(TcpKeepAliveSeconds));
         ArgumentOutOfRangeException.ThrowIfNegative(IdleTimeoutSeconds, nameof(IdleTimeoutSeconds));
+        // Past it each connection's timer could not be armed, and every connection would fail at its first wait.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(IdleTimeoutSeconds, MaxIdleTimeoutSeconds, nameof(IdleTimeoutSeconds));
     }
+
+    /// <summary>Linux's largest TCP_KEEPIDLE (MAX_TCP_KEEPIDLE).</summary>
+    public const int MaxTcpKeepAliveSeconds = 32_767;
+
+    /// <summary>The longest a .NET timer runs, 4,294,967,294 ms (49.7 days), in whole seconds.</summary>
+    public const int MaxIdleTimeoutSeconds = 4_294_967;
 
     internal bool AuthenticationRequired => !string.IsNullOrEmpty(RequirePass);
 }
