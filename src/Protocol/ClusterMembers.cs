@@ -9,6 +9,7 @@ public static class ClusterMembers
     public static IReadOnlyDictionary<ulong, string> Parse(string text)
     {
         var members = new SortedDictionary<ulong, string>();
+        var addresses = new Dictionary<string, ulong>(StringComparer.OrdinalIgnoreCase);
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var eq = part.IndexOf('=', StringComparison.Ordinal);
@@ -32,6 +33,14 @@ public static class ClusterMembers
             if (!members.TryAdd(id, url.TrimEnd('/')))
             {
                 throw new FormatException($"node {id} is listed twice");
+            }
+
+            // One address is one node: a second member there would never be reached, and the node that is there refuses
+            // every message meant for the other.
+            var authority = uri.GetLeftPart(UriPartial.Authority);
+            if (!addresses.TryAdd(authority, id))
+            {
+                throw new FormatException($"nodes {addresses[authority]} and {id} are both listed at {authority}");
             }
         }
 

@@ -199,19 +199,17 @@ public sealed class NodeOptions
 
         if (TestOnlyAdvertisedEntryFormat != 0 && TestOnlyAdvertisedEntryFormat is < Cache.CacheCommand.OldestFormatVersion or > Cache.CacheCommand.FormatVersion)
         {
-            throw new InvalidOperationException($"TestOnlyAdvertisedEntryFormat must be 0 or between {Cache.CacheCommand.OldestFormatVersion} and {Cache.CacheCommand.FormatVersion}");
+            throw new InvalidOperationException($"{Section}:TestOnlyAdvertisedEntryFormat must be 0 or between {Cache.CacheCommand.OldestFormatVersion} and {Cache.CacheCommand.FormatVersion}");
         }
 
         if (TestOnlyClockOffset.Duration() > MaxTestOnlyClockOffset)
         {
-            throw new InvalidOperationException($"TestOnlyClockOffset must be between -{MaxTestOnlyClockOffset} and {MaxTestOnlyClockOffset}, not {TestOnlyClockOffset}");
+            throw new InvalidOperationException($"{Section}:TestOnlyClockOffset must be between -{MaxTestOnlyClockOffset} and {MaxTestOnlyClockOffset}, not {TestOnlyClockOffset}");
         }
 
-        // Kestrel takes nothing under a second for either (it would flood or abort live connections).
-        if (KeepAlivePingDelaySeconds < 0 || KeepAlivePingTimeoutSeconds < 1)
-        {
-            throw new InvalidOperationException($"KeepAlivePingDelaySeconds must be 0 (off) or more and KeepAlivePingTimeoutSeconds 1 or more, not {KeepAlivePingDelaySeconds} and {KeepAlivePingTimeoutSeconds}");
-        }
+        // Kestrel takes nothing under a second for either (it would flood or abort live connections); a delay of 0 is off.
+        ConfigurationChecks.AtLeast(KeepAlivePingDelaySeconds, 0, $"{Section}:KeepAlivePingDelaySeconds");
+        ConfigurationChecks.AtLeast(KeepAlivePingTimeoutSeconds, 1, $"{Section}:KeepAlivePingTimeoutSeconds");
 
         ConfigurationChecks.AtLeast(TickMilliseconds, 1, $"{Section}:TickMilliseconds");
         ConfigurationChecks.AtLeast(HeartbeatTicks, 1, $"{Section}:HeartbeatTicks");

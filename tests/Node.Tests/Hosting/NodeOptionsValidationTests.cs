@@ -68,6 +68,14 @@ public sealed class NodeOptionsValidationTests
     [InlineData("InitialCluster", "1=http://127.0.0.1:7001,1=http://127.0.0.1:7002", "InitialCluster")]
     [InlineData("InitialCluster", "1=http://127.0.0.1:0", "InitialCluster")]
     [InlineData("InitialCluster", "", "InitialCluster")]
+    // Review 22: two members at one address (a copied line): the second was never reached, and the node at that
+    // address refused every message meant for it ("message for node 3 sent to node 2").
+    [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,3=http://127.0.0.1:7002/", "InitialCluster")]
+    // Review 22: these named the setting without its section, unlike every other start-up check.
+    [InlineData("KeepAlivePingDelaySeconds", "-1", "KeepAlivePingDelaySeconds")]
+    [InlineData("KeepAlivePingTimeoutSeconds", "0", "KeepAlivePingTimeoutSeconds")]
+    [InlineData("TestOnlyAdvertisedEntryFormat", "99", "TestOnlyAdvertisedEntryFormat")]
+    [InlineData("TestOnlyClockOffset", "2.00:00:00", "TestOnlyClockOffset")]
     public void AMistypedSettingIsRefusedByName(string key, string value, string named) => AssertRefused(Bind((key, value)), named);
 
     [Theory]
