@@ -100,10 +100,11 @@ app.MapGet("/health", (RaftDriver driver) =>
 NodeRuntime runtime;
 try
 {
-    // Opens storage, whose lock keeps a second process off a directory a node (or a restore) already holds.
+    // Opens storage, which refuses a directory another process holds (a node, or a restore), another node's or cluster's,
+    // or one a restore left unfinished.
     runtime = app.Services.GetRequiredService<NodeRuntime>();
 }
-catch (DataDirectoryInUseException ex)
+catch (DataDirectoryRefusedException ex)
 {
     Console.Error.WriteLine($"dcache-node: data directory {ex.Message}");
     return 2;

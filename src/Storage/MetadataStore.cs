@@ -124,7 +124,7 @@ public sealed class MetadataStore : IDisposable
 
             if (storedNode != node || storedCluster != clusterId)
             {
-                throw new InvalidOperationException(
+                throw new DataDirectoryRefusedException(
                     $"{FilePath} belongs to node {storedNode} of cluster {storedCluster}, not node {node} of cluster {clusterId}");
             }
         }

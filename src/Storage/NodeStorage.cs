@@ -93,7 +93,7 @@ public sealed class NodeStorage : IDisposable
             }
             else if (File.Exists(marker))
             {
-                throw new InvalidOperationException(
+                throw new DataDirectoryRefusedException(
                     $"{directory} holds a snapshot restore that did not finish ({RestoreMarkerFileName} is there): delete the directory and restore again");
             }
 
@@ -146,7 +146,7 @@ public sealed class NodeStorage : IDisposable
         }
         catch (IOException ex)
         {
-            throw new DataDirectoryInUseException($"{Path.GetFullPath(directory)} is in use by another process (a running node?): stop it first ({ex.Message})", ex);
+            throw new DataDirectoryRefusedException($"{Path.GetFullPath(directory)} is in use by another process (a running node?): stop it first ({ex.Message})", ex);
         }
     }
 }

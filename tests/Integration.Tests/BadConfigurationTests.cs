@@ -94,6 +94,34 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Review 22: of the three refusals opening a data directory makes, only "in use" was answered with exit code 2 and
+    /// a line; a directory of another node (a wrong NodeId) ended in an unhandled exception, exit code 134.
+    /// </summary>
+    [Fact]
+    public async Task ANodeStartedOnAnotherNodesDataDirectoryExitsWithCode2AndALineSayingWhose()
+    {
+        var data = Directory.CreateTempSubdirectory("data-of-another-node-");
+        var ports = FreePorts.Allocate(2);
+        await using var first = new ChildProcess("node 1", RepoPaths.NodeDll);
+        await using var wrongId = new ChildProcess("node 2 on node 1's directory", RepoPaths.NodeDll);
+        try
+        {
+            var directory = Path.Combine(data.FullName, "node1");
+            first.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
+            await first.StopAsync(ExitPatience);
+
+            wrongId.Start(NodeArguments(2, ports[0], ports[1], directory));
+
+            await AssertRefusedAsync(wrongId, $"dcache-node: data directory {Path.Combine(directory, "meta.db")} belongs to node 1 of cluster dcache, not node 2 of cluster dcache");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
     private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>
     [
         $"--Dcache:Node:NodeId={id}", "--Dcache:Node:ClusterSecret=s",

@@ -255,8 +255,8 @@ public sealed class MetadataStoreTests : IDisposable
         Assert.Equal((40UL, Membership.Of([1UL, 2UL, 3UL], [4UL], [KeyValuePair.Create(4UL, "http://127.0.0.1:7004")])), reopened.LoadMembership());
         Assert.Null(reopened.CheckIntegrity());
         reopened.EnsureIdentity(3, "cluster-a");
-        Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(4, "cluster-a"));
-        Assert.Throws<InvalidOperationException>(() => reopened.EnsureIdentity(3, "cluster-b"));
+        Assert.Throws<DataDirectoryRefusedException>(() => reopened.EnsureIdentity(4, "cluster-a"));
+        Assert.Throws<DataDirectoryRefusedException>(() => reopened.EnsureIdentity(3, "cluster-b"));
     }
 
     [Fact]
@@ -375,6 +375,26 @@ public sealed class MetadataStoreTests : IDisposable
 
     private static readonly Membership Founders = Membership.Of([1UL, 2UL, 3UL], contexts: new[] { 1UL, 2UL, 3UL }.Select(id => KeyValuePair.Create(id, $"http://127.0.0.1:700{id}")));
 
+    /// <summary>
+    /// The directory's lock is an flock, held per open file, not per process: a second open in the process that holds
+    /// it (a test host, an in-process tool) is refused as one from another process is, and the directory opens again
+    /// once the first lets go.
+    /// </summary>
+    [Fact]
+    public void Node_storage_refuses_a_second_open_in_the_same_process()
+    {
+        var options = new StorageOptions { DataDirectory = _directory.Path, RaftLog = new LogFileOptions { PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 16 } };
+        using (NodeStorage.Open(options, 1, "c1"))
+        {
+            var refused = Assert.Throws<DataDirectoryRefusedException>(() => NodeStorage.Open(options, 1, "c1"));
+            Assert.Contains("is in use by another process", refused.Message, StringComparison.Ordinal);
+        }
+
+        using (NodeStorage.Open(options, 1, "c1"))
+        {
+        }
+    }
+
     [Fact]
     public void Node_storage_opens_all_three_parts_and_checks_identity()
     {
@@ -405,7 +425,7 @@ public sealed class MetadataStoreTests : IDisposable
             Assert.Equal(Founders, node.RaftLog.Snapshot.Membership);
         }
 
-        Assert.Throws<InvalidOperationException>(() => NodeStorage.Open(options, 2, "c1"));
+        Assert.Throws<DataDirectoryRefusedException>(() => NodeStorage.Open(options, 2, "c1"));
         Assert.True(StorageVerifier.Verify(options).IsHealthy);
     }
 }
