@@ -170,6 +170,12 @@ public sealed class NodeOptions
             throw new InvalidOperationException($"{Section}:DataDirectory must be set");
         }
 
+        if (DataDirectory.Contains('\0', StringComparison.Ordinal))
+        {
+            // No path holds one; the data directory check would fail on it with an exception rather than a line.
+            throw new InvalidOperationException($"{Section}:DataDirectory must not contain a NUL character");
+        }
+
         if (File.Exists(DataDirectory))
         {
             throw new InvalidOperationException($"{Section}:DataDirectory '{DataDirectory}' is a file, not a directory");

@@ -58,6 +58,9 @@ public sealed class NodeOptionsValidationTests
     [InlineData("ClusterSecret", " secret", "ClusterSecret")]
     [InlineData("ClusterSecret", "s\u00e9cret", "ClusterSecret")]
     [InlineData("DataDirectory", " ", "DataDirectory")]
+    // Review 22: a NUL (possible in appsettings.json as \u0000) passed, and the data directory check then threw an
+    // ArgumentException the program does not catch: exit code 134 and a stack trace.
+    [InlineData("DataDirectory", "data\u0000node1", "DataDirectory")]
     [InlineData("GrpcUrl", "", "GrpcUrl")]
     [InlineData("GrpcUrl", "127.0.0.1:7001", "GrpcUrl")]
     [InlineData("GrpcUrl", "https://127.0.0.1:7001", "GrpcUrl")]
