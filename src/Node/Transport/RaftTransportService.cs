@@ -122,6 +122,19 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         // A node that stops abandons a snapshot it is receiving, as it does one it is writing itself: the server's stop
         // would otherwise wait for the leader to send the rest (seconds for a few million keys). The leader retries later.
         using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
+        try
+        {
+            return await ReceiveSnapshotAsync(requestStream, first, from, message, lifetime.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (inbox.Closing.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            // Not an error of this node's: the leader is told, as any caller of a stopping node is, and sends it again later.
+            throw new RpcException(new Status(StatusCode.Unavailable, "the node is stopping: the snapshot being received was abandoned"));
+        }
+    }
+
+    private async Task<Wire.InstallSnapshotReply> ReceiveSnapshotAsync(IAsyncStreamReader<Wire.SnapshotChunk> requestStream, Wire.SnapshotChunk first, ulong from, Message message, CancellationToken lifetime)
+    {
         await using var incoming = inbox.BeginSnapshot(from, message);
         ulong offset = 0;
         var chunk = first;
@@ -134,7 +147,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
 
             if (chunk.Data.Length > 0)
             {
-                await incoming.WriteAsync(chunk.Data.Memory, lifetime.Token).ConfigureAwait(false);
+                await incoming.WriteAsync(chunk.Data.Memory, lifetime).ConfigureAwait(false);
                 offset += (ulong)chunk.Data.Length;
             }
 
@@ -142,7 +155,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             {
                 try
                 {
-                    await incoming.CompleteAsync(chunk.Checksum, lifetime.Token).ConfigureAwait(false);
+                    await incoming.CompleteAsync(chunk.Checksum, lifetime).ConfigureAwait(false);
                 }
                 catch (InvalidDataException ex)
                 {
@@ -153,7 +166,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
                 return new Wire.InstallSnapshotReply { Accepted = true };
             }
 
-            if (!await requestStream.MoveNext(lifetime.Token).ConfigureAwait(false))
+            if (!await requestStream.MoveNext(lifetime).ConfigureAwait(false))
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshot stream ended without its last chunk"));
             }
