@@ -162,4 +162,20 @@ public sealed class NodeOptionsValidationTests
 
         Assert.All(leftovers, leftover => Assert.False(File.Exists(leftover), leftover));
     }
+
+    /// <summary>Review 22, no finding: the check's system calls take paths as UTF-8, and mkdir on a symlink to a directory is that directory.</summary>
+    [Fact]
+    public void ADataDirectoryWithSpacesAndNonAsciiBehindASymlinkIsCheckedAndKeepsNoProbe()
+    {
+        using var root = new TempDirectory("node-options");
+        var target = Path.Combine(root.Path, "d\u00e9p\u00f4t n\u0153ud 1");
+        var link = Path.Combine(root.Path, "data link");
+        Directory.CreateDirectory(target);
+        Directory.CreateSymbolicLink(link, target);
+
+        Bind(("DataDirectory", link)).CheckDataDirectoryWritable();
+
+        Assert.Equal(["raft-log", "snapshots"], Directory.EnumerateFileSystemEntries(target).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Empty(Directory.EnumerateFiles(target, "*", SearchOption.AllDirectories));
+    }
 }
