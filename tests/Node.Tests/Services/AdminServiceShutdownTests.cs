@@ -1,18 +1,13 @@
-using System.Net;
 using Dcache.Node.Consensus;
 using Dcache.Node.Hosting;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Dcache.Node.Tests.Consensus;
+using Dcache.Node.Tests.Transport;
 using Dcache.Protocol;
 using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Proto = Dcache.Protocol.Admin;
 
 namespace Dcache.Node.Tests.Services;
@@ -28,8 +23,7 @@ public sealed class AdminServiceShutdownTests
     {
         await using var node = PeerlessNode.Start();
         var credentials = new ClusterCredentials("test", "secret");
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
+        var builder = GrpcTestServer.CreateBuilder();
         builder.Services.AddSingleton(node.Driver);
         builder.Services.AddSingleton(new AddressBook(new Dictionary<ulong, string>()));
         builder.Services.AddSingleton(new NodeOptions());
@@ -41,14 +35,12 @@ public sealed class AdminServiceShutdownTests
             grpc.Interceptors.Add<ClusterAuthInterceptor>();
             grpc.Interceptors.Add<NodeStoppedInterceptor>();
         });
-        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
         await using var app = builder.Build();
         app.MapGrpcService<AdminService>();
         await app.StartAsync();
         try
         {
-            var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;
-            using var channel = GrpcChannels.ForNode($"http://127.0.0.1:{port}");
+            using var channel = GrpcChannels.ForNode($"http://127.0.0.1:{GrpcTestServer.PortOf(app)}");
             var admin = new Proto.Admin.AdminClient(channel);
 
             await node.Driver.DisposeAsync();

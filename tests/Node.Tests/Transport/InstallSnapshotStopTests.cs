@@ -1,14 +1,9 @@
-using System.Net;
 using Dcache.Node.Services;
 using Dcache.Node.Transport;
 using Dcache.Raft;
 using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Wire = Dcache.Protocol.Raft;
@@ -29,23 +24,20 @@ public sealed class InstallSnapshotStopTests
     public async Task A_snapshot_being_received_when_the_node_closes_ends_unavailable_without_an_error_logged()
     {
         using var closing = new CancellationTokenSource();
-        var inbox = new ClosingInbox(closing.Token);
+        var inbox = new AcceptingInbox(1, closing.Token);
         var credentials = new ClusterCredentials("test", "secret");
         var errors = new ErrorLog();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
+        var builder = GrpcTestServer.CreateBuilder();
         builder.Logging.AddProvider(errors);
         builder.Services.AddSingleton<IRaftInbox>(inbox);
         builder.Services.AddSingleton(credentials);
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<NodeStoppedInterceptor>());
-        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
         await using var app = builder.Build();
         app.MapGrpcService<RaftTransportService>();
         await app.StartAsync();
         try
         {
-            var port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;
-            using var channel = Protocol.GrpcChannels.ForNode($"http://127.0.0.1:{port}");
+            using var channel = Protocol.GrpcChannels.ForNode($"http://127.0.0.1:{GrpcTestServer.PortOf(app)}");
             var client = new Wire.RaftTransport.RaftTransportClient(channel);
             using var call = client.InstallSnapshot(credentials.ToHeaders(from: 2), DateTime.UtcNow.Add(Patience));
             var snapshot = new Message { Type = MessageType.Snapshot, From = 2, To = 1, Term = 1, Snapshot = new SnapshotMetadata(100, 1, Membership.Of([1UL, 2UL])) };
@@ -62,51 +54,6 @@ public sealed class InstallSnapshotStopTests
         finally
         {
             await app.StopAsync();
-        }
-    }
-
-    private sealed class ClosingInbox(CancellationToken closing) : IRaftInbox, IIncomingSnapshot
-    {
-        private readonly TaskCompletionSource _firstChunk = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task FirstChunk => _firstChunk.Task;
-
-        public bool Disposed { get; private set; }
-
-        public ulong NodeId => 1;
-
-        public CancellationToken Closing => closing;
-
-        public bool WasRemoved(ulong peer) => false;
-
-        public void PeerAddressHeard(ulong peer, string address)
-        {
-        }
-
-        public void PeerEntryFormatHeard(ulong peer, byte format)
-        {
-        }
-
-        public void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs)
-        {
-        }
-
-        public bool TryPost(Message message, long readTimeMs = 0) => true;
-
-        public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => this;
-
-        public ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
-        {
-            _firstChunk.TrySetResult();
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask DisposeAsync()
-        {
-            Disposed = true;
-            return ValueTask.CompletedTask;
         }
     }
 

@@ -6,12 +6,7 @@ using Dcache.Node.Hosting;
 using Dcache.Node.Transport;
 using Dcache.Raft;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dcache.Node.Tests.Transport;
@@ -87,20 +82,18 @@ public sealed class PeerTransportBackoffTests
     public async Task ALinkToAWorkingPeerThatKeepsBreakingRedialsAtTheShortestWait()
     {
         var credentials = new ClusterCredentials("test", "secret");
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
+        var builder = GrpcTestServer.CreateBuilder();
         builder.Services.AddSingleton<IRaftInbox>(new AcceptingInbox(Peer));
         builder.Services.AddSingleton(credentials);
         builder.Services.AddSingleton<ClusterAuthInterceptor>();
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
-        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
         await using var app = builder.Build();
         app.MapGrpcService<RaftTransportService>();
         await app.StartAsync();
 
         using var relay = new TcpListener(IPAddress.Loopback, 0);
         relay.Start();
-        var servicePort = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;
+        var servicePort = GrpcTestServer.PortOf(app);
         using var stop = new CancellationTokenSource();
         var relaying = Task.Run(async () =>
         {
@@ -158,31 +151,6 @@ public sealed class PeerTransportBackoffTests
     }
 
     /// <summary>A node that takes every message and knows of no removed peer.</summary>
-    private sealed class AcceptingInbox(ulong nodeId) : IRaftInbox
-    {
-        public ulong NodeId => nodeId;
-
-        public CancellationToken Closing => CancellationToken.None;
-
-        public bool WasRemoved(ulong peer) => false;
-
-        public void PeerAddressHeard(ulong peer, string address)
-        {
-        }
-
-        public void PeerEntryFormatHeard(ulong peer, byte format)
-        {
-        }
-
-        public void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs)
-        {
-        }
-
-        public bool TryPost(Message message, long readTimeMs = 0) => true;
-
-        public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => throw new NotSupportedException("no snapshots in this test");
-    }
-
     private sealed class CountingEvents : ITransportEvents
     {
         private int _unreachable;

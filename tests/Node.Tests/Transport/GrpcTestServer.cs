@@ -1,0 +1,79 @@
+using System.Net;
+using Dcache.Node.Transport;
+using Dcache.Raft;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Dcache.Node.Tests.Transport;
+
+/// <summary>An in-process server for the node's gRPC services: h2c on an ephemeral 127.0.0.1 port, no log output.</summary>
+internal static class GrpcTestServer
+{
+    public static WebApplicationBuilder CreateBuilder()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
+        return builder;
+    }
+
+    /// <summary>The port a started server listens on.</summary>
+    public static int PortOf(WebApplication app) =>
+        new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;
+}
+
+/// <summary>
+/// A Raft inbox that takes every message and every snapshot, and closes when <paramref name="closing"/> is cancelled:
+/// <see cref="RaftTransportService"/> on its own, without a driver.
+/// </summary>
+internal sealed class AcceptingInbox(ulong nodeId, CancellationToken closing = default) : IRaftInbox, IIncomingSnapshot
+{
+    private readonly TaskCompletionSource _firstChunk = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completed once a snapshot's first chunk has arrived.</summary>
+    public Task FirstChunk => _firstChunk.Task;
+
+    /// <summary>Whether the snapshot being received was let go of.</summary>
+    public bool Disposed { get; private set; }
+
+    public ulong NodeId => nodeId;
+
+    public CancellationToken Closing => closing;
+
+    public bool WasRemoved(ulong peer) => false;
+
+    public void PeerAddressHeard(ulong peer, string address)
+    {
+    }
+
+    public void PeerEntryFormatHeard(ulong peer, byte format)
+    {
+    }
+
+    public void PeerClockHeard(ulong peer, long readingMs, long echoMs, long echoHeldMs, long? clusterOffsetMs)
+    {
+    }
+
+    public bool TryPost(Message message, long readTimeMs = 0) => true;
+
+    public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => this;
+
+    public ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
+    {
+        _firstChunk.TrySetResult();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask DisposeAsync()
+    {
+        Disposed = true;
+        return ValueTask.CompletedTask;
+    }
+}
