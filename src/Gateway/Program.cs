@@ -59,7 +59,17 @@ app.MapGet("/health", (ICacheCluster cluster) =>
     return Results.Json(new { leaderId = view.LeaderId, leaderAddress = view.LeaderAddress, nodes = view.Nodes, healthyNodes = view.HealthyNodes });
 });
 
-await app.RunAsync().ConfigureAwait(false);
+try
+{
+    await app.RunAsync().ConfigureAwait(false);
+}
+catch (IOException ex)
+{
+    // Kestrel could not open a listener: a port another process holds (a Redis server on 6379, another gateway).
+    Console.Error.WriteLine($"dcache-gateway: cannot listen: {ex.Message}");
+    return 2;
+}
+
 return 0;
 
 // The front end validates its options again when it starts; checked here first, a bad value is a one-line error.

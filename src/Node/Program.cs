@@ -118,6 +118,13 @@ catch (Exception) when (runtime.ExitCode != 0)
 {
     // The loop failed while the host was still starting (e.g. replay met a bad entry): stopping cut the start short.
 }
+catch (IOException ex)
+{
+    // Kestrel could not open a listener: a port another process holds (a node already running there), an address this
+    // host does not have.
+    Console.Error.WriteLine($"dcache-node: cannot listen: {ex.Message}");
+    return 2;
+}
 
 runtime.NoteHostEnded();
 

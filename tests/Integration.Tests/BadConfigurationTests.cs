@@ -122,6 +122,38 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A port another process holds (a second node on the same ports, a Redis server on the gateway's 6379): both ended
+    /// in an unhandled IOException and its stack trace, exit code 134 (review 22).
+    /// </summary>
+    [Fact]
+    public async Task ANodeAndAGatewayWhosePortIsTakenEachExitWithCode2AndALineNamingTheAddress()
+    {
+        var data = Directory.CreateTempSubdirectory("port-taken-");
+        var ports = FreePorts.Allocate(4);
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, ports[0]);
+        using var takenToo = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, ports[2]);
+        taken.Start();
+        takenToo.Start();
+        await using var node = new ChildProcess("node", RepoPaths.NodeDll);
+        await using var gateway = new ChildProcess("gateway", RepoPaths.GatewayDll);
+        try
+        {
+            node.Start(NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1")));
+            gateway.Start([
+                $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
+                $"--Dcache:Gateway:Port={ports[2]}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[3]}",
+            ]);
+
+            await AssertRefusedAsync(node, $"dcache-node: cannot listen: Failed to bind to address http://127.0.0.1:{ports[0]}: address already in use");
+            await AssertRefusedAsync(gateway, $"dcache-gateway: cannot listen: Failed to bind to address http://127.0.0.1:{ports[2]}: address already in use");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
     private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>
     [
         $"--Dcache:Node:NodeId={id}", "--Dcache:Node:ClusterSecret=s",
