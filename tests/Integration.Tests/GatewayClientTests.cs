@@ -162,7 +162,7 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
         Assert.Equal(0, infoExit);
         Assert.Contains("redis_version:", info, StringComparison.Ordinal);
 
-        var (benchExit, bench) = await RedisTools.RunAsync("redis-benchmark", $"-p {cluster.GatewayPort} -t set,get -n 2000 -c 10 -d 100 -r 1000 -q");
+        var (benchExit, bench) = await RedisTools.RunAsync("redis-benchmark", $"-p {cluster.GatewayPort} -t set,get -n 1000 -c 10 -d 100 -r 1000 -q");
         output.WriteLine(bench);
         Assert.Equal(0, benchExit);
         Assert.Contains("SET:", bench, StringComparison.Ordinal);
