@@ -28,6 +28,24 @@ public sealed class ServerCommandTests
     }
 
     [Fact]
+    public async Task InfoNamesTheReadModeTheConnectionGets()
+    {
+        async Task<string> ReadMode(TestConnection client) =>
+            (await client.CommandAsync("INFO", "dcache")).Text!.Split("\r\n").Single(line => line.StartsWith("dcache_read_mode:", StringComparison.Ordinal));
+
+        await using var client = new TestServer().Connect();
+        Assert.Equal("dcache_read_mode:linearizable", await ReadMode(client));
+        Assert.Equal("+OK", await Run(client, "READONLY"));
+        Assert.Equal("dcache_read_mode:local", await ReadMode(client));
+
+        // A gateway started with LocalReads serves every connection's reads locally, READWRITE or not.
+        await using var onLocalReads = new TestServer(localReads: true).Connect();
+        Assert.Equal("dcache_read_mode:local", await ReadMode(onLocalReads));
+        Assert.Equal("+OK", await Run(onLocalReads, "READWRITE"));
+        Assert.Equal("dcache_read_mode:local", await ReadMode(onLocalReads));
+    }
+
+    [Fact]
     public async Task InfoSections()
     {
         var server = new TestServer();

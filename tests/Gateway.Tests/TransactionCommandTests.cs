@@ -321,6 +321,17 @@ public sealed class TransactionCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_gateway_serving_reads_locally_still_watches_with_a_linearizable_read()
+    {
+        var server = new TestServer(localReads: true);
+        await using var client = server.Connect();
+        Assert.Equal("$nil", (await client.CommandAsync("GET", "a")).ToString());
+        Assert.Equal("+OK", (await client.CommandAsync("WATCH", "a")).ToString());
+        Assert.Equal(ReadMode.Local, Assert.Single(server.Cluster.Executed, executed => executed.Command.OpCase == Command.OpOneofCase.Get).Mode);
+        Assert.Equal(ReadMode.Linearizable, Assert.Single(server.Cluster.Executed, executed => executed.Command.OpCase == Command.OpOneofCase.Watch).Mode);
+    }
+
+    [Fact]
     public async Task Discard_drops_the_queue_and_an_empty_exec_answers_an_empty_array()
     {
         Assert.Equal("+OK", await Run("MULTI"));

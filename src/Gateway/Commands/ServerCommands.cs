@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
+using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol;
 using Dcache.Protocol.Cache;
@@ -148,7 +149,9 @@ internal static class ServerCommands
                     // The view is informational; INFO must answer even if the cluster client cannot describe itself.
                 }
 
-                text.Append(invariant, $"dcache_read_mode:{(context.Client.ReadOnly ? "local" : "linearizable")}\r\n");
+                // A gateway started with LocalReads serves this connection's reads locally whatever it asked for.
+                var local = context.Client.ReadOnly || context.Cluster is LocalReadsCluster;
+                text.Append(invariant, $"dcache_read_mode:{(local ? "local" : "linearizable")}\r\n");
                 break;
         }
     }
@@ -233,8 +236,12 @@ internal static class ServerCommands
         "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
         "GET <pattern>",
         "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>",
+        "    Refused: nothing is settable at run time (set options in the gateway's configuration and restart it).",
         "RESETSTAT",
         "    Reset statistics reported by the INFO command.",
+        "REWRITE",
+        "    Refused: the gateway has no config file to rewrite.",
         "HELP",
         "    Print this help.");
 

@@ -7,12 +7,13 @@ namespace Dcache.Gateway.Tests.Support;
 /// <summary>A <see cref="RespConnectionHandler"/> over a <see cref="FakeCacheCluster"/>, with a clock and a log the test can see.</summary>
 internal sealed class TestServer
 {
-    public TestServer(Action<RespOptions>? configure = null)
+    /// <param name="localReads">as a gateway started with LocalReads: the handler sees the cluster through a <see cref="Cluster.LocalReadsCluster"/></param>
+    public TestServer(Action<RespOptions>? configure = null, bool localReads = false)
     {
         Options = new RespOptions();
         configure?.Invoke(Options);
         Time = new ManualTime(Cluster);
-        Handler = new RespConnectionHandler(Cluster, Options, Clients, Log, Time);
+        Handler = new RespConnectionHandler(localReads ? new Cluster.LocalReadsCluster(Cluster) : Cluster, Options, Clients, Log, Time);
     }
 
     public FakeCacheCluster Cluster { get; } = new();
