@@ -41,6 +41,8 @@ public sealed class ConfigurationValidationTests
     [InlineData("Cluster:Nodes", ",", "Cluster:Nodes")]
     [InlineData("Cluster:Nodes", "127.0.0.1:7001", "Cluster:Nodes")]
     [InlineData("Cluster:Nodes", "http://127.0.0.1:0", "Cluster:Nodes")]
+    [InlineData("Cluster:Nodes", "http://127.0.0.1:7001,http://127.0.0.1:7001/", "Cluster:Nodes")]
+    [InlineData("Cluster:Nodes", "http://127.0.0.1:7001,HTTP://127.0.0.1:7001/path", "Cluster:Nodes")]
     [InlineData("Cluster:ClusterId", "", "Cluster:ClusterId")]
     [InlineData("Cluster:ClusterSecret", "secret ", "Cluster:ClusterSecret")]
     [InlineData("Cluster:StreamsPerNode", "0", "Cluster:StreamsPerNode")]

@@ -72,12 +72,28 @@ public sealed class ClusterOptions
     /// <summary>How long a node's open breaker skips it; then one attempt probes it, and an answer lets it back in.</summary>
     public int BreakMilliseconds { get; set; } = 1000;
 
-    public IReadOnlyList<string> NodeAddresses() =>
-        Nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(address => Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp && uri.Port != 0
-                ? address.TrimEnd('/')
-                : throw new FormatException($"'{address}' is not an http:// node address with a port 1-65535"))
-            .ToList();
+    public IReadOnlyList<string> NodeAddresses()
+    {
+        var addresses = new List<string>();
+        var authorities = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var address in Nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp || uri.Port == 0)
+            {
+                throw new FormatException($"'{address}' is not an http:// node address with a port 1-65535");
+            }
+
+            // One address is one node: listed twice, it would be polled twice and get twice its share of the reads.
+            if (!authorities.Add(uri.GetLeftPart(UriPartial.Authority)))
+            {
+                throw new FormatException($"'{address}' is listed twice");
+            }
+
+            addresses.Add(address.TrimEnd('/'));
+        }
+
+        return addresses;
+    }
 
     /// <summary>
     /// Throws <see cref="InvalidOperationException"/> naming the first setting that is out of range. The timeout and
