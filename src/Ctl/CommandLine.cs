@@ -9,7 +9,7 @@ internal static class CommandLine
         commands:
           dev      start a local cluster (3 nodes and a gateway on 127.0.0.1:6379, data under ./data) until Ctrl-C
                    options: --nodes N (default 3)  --data DIR (default ./data)  --base-port P (default 7001)
-                            --gateway-port P (default 6379)
+                            --gateway-port P (default 6379)  --node-dll PATH  --gateway-dll PATH (default: the built ones)
                             --read-routing leader|members (default leader: the nodes share this machine's cores)
           status   show every node's role, term, commit and applied index, voters and learners: the
                    endpoints given and every member their membership names

@@ -33,7 +33,7 @@ public enum CommitWaitMode
     Spin,
 }
 
-/// <summary>Configuration of a node's storage (bind from the "Storage" section).</summary>
+/// <summary>Configuration of a node's storage: the node sets its data directory; the rest are storage's own defaults, set by tests and benchmarks.</summary>
 public sealed class StorageOptions
 {
     /// <summary>The node's data directory: meta.db, raft-log/, snapshots/.</summary>
