@@ -30,6 +30,7 @@ public sealed class PeerClocks(TimeProvider clock)
     private readonly ConcurrentDictionary<ulong, Measurement> _peers = new();
     private readonly ConcurrentDictionary<ulong, Correction> _reportedCorrections = new();
     private Correction? _published;
+    private Correction? _lastFromMajority;
 
     public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -98,9 +99,13 @@ public sealed class PeerClocks(TimeProvider clock)
 
     /// <summary>
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
-    /// own counts 0), so a minority of wrong clocks, its own included, does not move it.
+    /// own counts 0), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
+    /// few voters for their clocks and its own to be a majority (the voters changed, or a voter's readings aged out),
+    /// the last offset that such a majority gave, if recent, rather than the median of the few: alone, a node whose
+    /// clock is hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours
+    /// ahead (chaos seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster).
     /// </summary>
-    public long StampOffsetMs(IEnumerable<ulong> voters, ulong self)
+    public long StampOffsetMs(IReadOnlyCollection<ulong> voters, ulong self)
     {
         var now = NowMs;
         var timestamp = clock.GetTimestamp();
@@ -114,7 +119,14 @@ public sealed class PeerClocks(TimeProvider clock)
         }
 
         offsets.Sort();
-        return offsets[(offsets.Count - 1) / 2];
+        var median = offsets[(offsets.Count - 1) / 2];
+        if (offsets.Count >= (voters.Count / 2) + 1)
+        {
+            Volatile.Write(ref _lastFromMajority, new Correction(median, timestamp));
+            return median;
+        }
+
+        return Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MaxAge ? last.OffsetMs : median;
     }
 
     /// <summary>

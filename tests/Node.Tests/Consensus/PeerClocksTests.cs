@@ -89,6 +89,28 @@ public sealed class PeerClocksTests
     }
 
     [Fact]
+    public void WithTooFewVotersReadTheLastOffsetAMajorityGaveStays()
+    {
+        // Chaos seed 760340: this node leads with its clock two hours ahead and has read voter 3 only; voter 3 is
+        // replaced by 4, and voter 2 was cut off. Alone, its own clock would be the median and every stamp two hours
+        // ahead, for good.
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (3, -Hours2));
+        Assert.Equal(-Hours2, clocks.StampOffsetMs([1, 2, 3], Self));
+        time.Advance(100);
+        Assert.Equal(-Hours2, clocks.StampOffsetMs([1, 2, 4], Self));
+
+        // Once voters' readings make a majority again, they rule.
+        var (sent, _, _) = clocks.ForMessageTo(4);
+        clocks.Heard(4, sent - Hours2 + 7, sent);
+        Assert.Equal(-Hours2 + 7, clocks.StampOffsetMs([1, 2, 4], Self));
+
+        // The last majority's offset is kept only as long as a reading would be.
+        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
+        Assert.Equal(0, clocks.StampOffsetMs([1, 2, 4], Self));
+    }
+
+    [Fact]
     public void WhenThisNodesWallClockStepsTheMedianFollowsThePeersNotTheStep()
     {
         // Measured while all three clocks agreed; then this node's clock is stepped an hour back (and later forward)
