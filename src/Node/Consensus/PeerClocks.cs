@@ -101,7 +101,7 @@ public sealed class PeerClocks(TimeProvider clock)
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
     /// own counts 0), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
     /// few voters for their clocks and its own to be a majority (the voters changed, or a voter's readings aged out),
-    /// the last offset that such a majority gave, if recent, rather than the median of the few: alone, a node whose
+    /// the last offset that such a majority gave, if recent and earlier, rather than the median of the few: alone, a node whose
     /// clock is hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours
     /// ahead (chaos seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster).
     /// </summary>
@@ -126,7 +126,9 @@ public sealed class PeerClocks(TimeProvider clock)
             return median;
         }
 
-        return Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MaxAge ? last.OffsetMs : median;
+        // Never later than what the few readings say: the last majority may have counted a reading of a peer that has
+        // since restarted with another clock, and stamping ahead is the harmful error.
+        return Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MaxAge ? Math.Min(last.OffsetMs, median) : median;
     }
 
     /// <summary>

@@ -108,6 +108,12 @@ public sealed class PeerClocksTests
         // The last majority's offset is kept only as long as a reading would be.
         time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
         Assert.Equal(0, clocks.StampOffsetMs([1, 2, 4], Self));
+
+        // And never when it is later than what the few readings say (chaos seed 760403: a majority counted a peer's
+        // reading from before it restarted with another clock): stamping ahead is the harmful error.
+        var ahead = Measured(time, (2, Hours2), (3, Hours2));
+        Assert.Equal(Hours2, ahead.StampOffsetMs([1, 2, 3], Self)); // two wrong clocks of three: the median is wrong
+        Assert.Equal(0, ahead.StampOffsetMs([1, 4, 5], Self)); // too few readings: not later than its own clock
     }
 
     [Fact]
