@@ -18,19 +18,38 @@ namespace Dcache.Node.Consensus;
 /// whose clock is behind on its own time, serving keys past their expiry; so a leader publishes its correction (the
 /// cluster's time minus its own clock) on its messages, and a follower reads by the leader's clock plus that.
 /// </remarks>
-public sealed class PeerClocks(TimeProvider clock)
+public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
 {
     /// <summary>A round trip longer than this gives no reading: the echo is too old to bound the error usefully.</summary>
     public static readonly TimeSpan MaxRoundTrip = TimeSpan.FromSeconds(1);
 
-    /// <summary>An offset measured longer ago than this is not used for stamping (the peer may be gone).</summary>
-    public static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// How long a reading counts, at least: a leader hears every reachable voter each heartbeat, so an older reading is
+    /// of a peer that stopped answering, which may since have restarted with another clock (chaos seed 760403: a
+    /// reading 7 s old of a peer that had run 86 min ahead until it restarted with its clock right).
+    /// </summary>
+    public static readonly TimeSpan DefaultReadingsUsableFor = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// How long the cluster's time that a majority of voters' clocks last gave is carried forward on the monotonic
+    /// clock while fewer voters answer in time to give readings (round trips over <see cref="MaxRoundTrip"/>, a voter
+    /// replaced).
+    /// </summary>
+    public static readonly TimeSpan MajorityTimeUsableFor = TimeSpan.FromSeconds(30);
+
+    public PeerClocks(TimeProvider clock)
+        : this(clock, DefaultReadingsUsableFor)
+    {
+    }
+
+    /// <summary>How long a reading counts toward the cluster's time.</summary>
+    public TimeSpan ReadingsUsableFor { get; } = readingsUsableFor;
 
     private readonly ConcurrentDictionary<ulong, Reading> _lastHeardReading = new();
     private readonly ConcurrentDictionary<ulong, Measurement> _peers = new();
     private readonly ConcurrentDictionary<ulong, Correction> _reportedCorrections = new();
     private Correction? _published;
-    private Correction? _lastFromMajority;
+    private ClusterTime? _lastFromMajority;
 
     public long NowMs => clock.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -86,6 +105,17 @@ public sealed class PeerClocks(TimeProvider clock)
         }
     }
 
+    /// <summary>
+    /// The stream to <paramref name="peer"/> broke: drop what was heard from it. A peer that restarts breaks its streams,
+    /// and its new process may run another clock; an old reading kept until it ages out would be counted as its clock.
+    /// </summary>
+    public void Forget(ulong peer)
+    {
+        _peers.TryRemove(peer, out _);
+        _lastHeardReading.TryRemove(peer, out _);
+        _reportedCorrections.TryRemove(peer, out _);
+    }
+
     /// <summary>Each peer's clock minus this node's, in ms, by its last reading.</summary>
     public IReadOnlyDictionary<ulong, long> Offsets
     {
@@ -100,10 +130,13 @@ public sealed class PeerClocks(TimeProvider clock)
     /// <summary>
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
     /// own counts 0), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
-    /// few voters for their clocks and its own to be a majority (the voters changed, or a voter's readings aged out),
-    /// the last offset that such a majority gave, if recent and earlier, rather than the median of the few: alone, a node whose
-    /// clock is hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours
-    /// ahead (chaos seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster).
+    /// few voters for their clocks and its own to be a majority (the voters changed, a voter stopped answering), the
+    /// cluster's time the last such majority gave, carried forward on the monotonic clock for
+    /// <see cref="MajorityTimeUsableFor"/>, or the median of the few if that is earlier. Alone, a node whose clock is
+    /// hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours ahead (chaos
+    /// seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster). Without
+    /// either, the median of the few: holding time still instead would expire every key written meanwhile with a
+    /// shorter TTL as soon as time moves on.
     /// </summary>
     public long StampOffsetMs(IReadOnlyCollection<ulong> voters, ulong self)
     {
@@ -112,7 +145,7 @@ public sealed class PeerClocks(TimeProvider clock)
         var offsets = new List<long>(8) { 0 };
         foreach (var voter in voters)
         {
-            if (voter != self && _peers.TryGetValue(voter, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= MaxAge)
+            if (voter != self && _peers.TryGetValue(voter, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= ReadingsUsableFor)
             {
                 offsets.Add(measured.PeerNowMs(clock, timestamp) - now);
             }
@@ -122,13 +155,17 @@ public sealed class PeerClocks(TimeProvider clock)
         var median = offsets[(offsets.Count - 1) / 2];
         if (offsets.Count >= (voters.Count / 2) + 1)
         {
-            Volatile.Write(ref _lastFromMajority, new Correction(median, timestamp));
+            Volatile.Write(ref _lastFromMajority, new ClusterTime(now + median, timestamp));
             return median;
         }
 
-        // Never later than what the few readings say: the last majority may have counted a reading of a peer that has
-        // since restarted with another clock, and stamping ahead is the harmful error.
-        return Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MaxAge ? Math.Min(last.OffsetMs, median) : median;
+        if (Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MajorityTimeUsableFor)
+        {
+            // Never later than what the few readings say: stamping ahead is the harmful error.
+            return Math.Min(last.ClusterNowMs(clock, timestamp) - now, median);
+        }
+
+        return median;
     }
 
     /// <summary>
@@ -138,8 +175,8 @@ public sealed class PeerClocks(TimeProvider clock)
     public bool TryClusterOffsetVia(ulong leader, out long offsetMs)
     {
         var timestamp = clock.GetTimestamp();
-        if (_peers.TryGetValue(leader, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= MaxAge
-            && _reportedCorrections.TryGetValue(leader, out var reported) && clock.GetElapsedTime(reported.AtTimestamp, timestamp) <= MaxAge)
+        if (_peers.TryGetValue(leader, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= ReadingsUsableFor
+            && _reportedCorrections.TryGetValue(leader, out var reported) && clock.GetElapsedTime(reported.AtTimestamp, timestamp) <= ReadingsUsableFor)
         {
             offsetMs = measured.PeerNowMs(clock, timestamp) - NowMs + reported.OffsetMs;
             return true;
@@ -156,6 +193,12 @@ public sealed class PeerClocks(TimeProvider clock)
     private readonly record struct Measurement(long PeerMs, long AtTimestamp)
     {
         public long PeerNowMs(TimeProvider clock, long timestamp) => PeerMs + (long)clock.GetElapsedTime(AtTimestamp, timestamp).TotalMilliseconds;
+    }
+
+    /// <summary>The cluster's time a majority of voters' clocks gave, and this node's monotonic time then.</summary>
+    private sealed record ClusterTime(long ClusterMs, long AtTimestamp)
+    {
+        public long ClusterNowMs(TimeProvider clock, long timestamp) => ClusterMs + (long)clock.GetElapsedTime(AtTimestamp, timestamp).TotalMilliseconds;
     }
 
     /// <summary>A leader's correction to the cluster's time, and this node's monotonic time when it was made or heard.</summary>

@@ -172,7 +172,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _addresses = addresses;
         _clock = clock;
         _logger = logger;
-        Clocks = new PeerClocks(clock);
+        // A leader hears each reachable voter every heartbeat; a reading counts for a few of them at least.
+        Clocks = new PeerClocks(clock, TimeSpan.FromTicks(Math.Max(PeerClocks.DefaultReadingsUsableFor.Ticks, 3 * settings.Tick.Ticks * settings.Raft.HeartbeatTicks)));
 
         // Restart: load the newest snapshot the log can continue from — at or after the log's own snapshot point and
         // within what is known committed (a snapshot received from a leader but not yet recorded in the log is not) —

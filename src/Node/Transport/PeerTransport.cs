@@ -246,6 +246,8 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     {
                     }
 
+                    // A peer that restarted broke the stream, and its new process may run another clock.
+                    _owner.Clocks.Forget(_peer);
                     _owner.Events.PeerUnreachable(_peer);
                     var answered = accepted is { IsCompletedSuccessfully: true } && accepted.Result.GetValue(RaftTransportService.StreamTakenHeader) is not null;
                     try

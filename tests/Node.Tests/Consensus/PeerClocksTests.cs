@@ -82,14 +82,38 @@ public sealed class PeerClocksTests
     public void OnlyRecentReadingsOfVotersCount()
     {
         var time = new SettableTime(10_000_000);
-        var clocks = Measured(time, (2, -Hours2), (3, -Hours2), (4, -Hours2));
-        Assert.Equal(0, clocks.StampOffsetMs([1], Self)); // 2, 3 and 4 are not voters
-        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
+        Assert.Equal(0, Measured(time, (2, -Hours2), (3, -Hours2), (4, -Hours2)).StampOffsetMs([1], Self)); // 2, 3 and 4 are not voters
+
+        var clocks = Measured(time, (2, -Hours2), (3, -Hours2));
+        time.Advance((long)clocks.ReadingsUsableFor.TotalMilliseconds + 1);
         Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
     }
 
     [Fact]
-    public void WithTooFewVotersReadTheLastOffsetAMajorityGaveStays()
+    public void AReadingTakenBeforeAPeerRestartedIsNotCountedAsItsClock()
+    {
+        // Chaos seed 760403: this node's clock is right. Peer 1 ran 86 min ahead, then restarted with its clock right
+        // at an address this node could not reach yet; peer 3 restarted 97 min ahead. Counting peer 1's old reading,
+        // two clocks of three were wrong and the stamps 86 min ahead.
+        const long Minutes86 = 86 * 60_000;
+        const long Minutes97 = 97 * 60_000;
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (1, Minutes86));
+        time.Advance(7_000);
+        Hear(clocks, 3, Minutes97);
+        Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], 2)); // 7 s old: past ReadingsUsableFor
+
+        // Within ReadingsUsableFor, the broken stream is what tells: a restart breaks it.
+        var fresh = Measured(time, (1, Minutes86), (3, Minutes97));
+        Assert.Equal(Minutes86, fresh.StampOffsetMs([1, 2, 3], 2));
+        fresh.Forget(1);
+        Assert.DoesNotContain(1UL, fresh.Offsets.Keys);
+        Assert.False(fresh.TryClusterOffsetVia(1, out _));
+        Assert.Equal(0, fresh.StampOffsetMs([1, 2, 3], 2));
+    }
+
+    [Fact]
+    public void WithTooFewVotersReadTheLastTimeAMajorityGaveStays()
     {
         // Chaos seed 760340: this node leads with its clock two hours ahead and has read voter 3 only; voter 3 is
         // replaced by 4, and voter 2 was cut off. Alone, its own clock would be the median and every stamp two hours
@@ -100,17 +124,21 @@ public sealed class PeerClocksTests
         time.Advance(100);
         Assert.Equal(-Hours2, clocks.StampOffsetMs([1, 2, 4], Self));
 
+        // Carried forward on the monotonic clock, past the readings' own life and across a step of this node's clock.
+        time.Advance((long)clocks.ReadingsUsableFor.TotalMilliseconds + 1);
+        time.NowMs += 3_600_000;
+        Assert.Equal(-Hours2 - 3_600_000, clocks.StampOffsetMs([1, 2, 4], Self));
+        time.NowMs -= 3_600_000;
+
         // Once voters' readings make a majority again, they rule.
-        var (sent, _, _) = clocks.ForMessageTo(4);
-        clocks.Heard(4, sent - Hours2 + 7, sent);
+        Hear(clocks, 4, -Hours2 + 7);
         Assert.Equal(-Hours2 + 7, clocks.StampOffsetMs([1, 2, 4], Self));
 
-        // The last majority's offset is kept only as long as a reading would be.
-        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
+        // The last majority's time is kept for MajorityTimeUsableFor only.
+        time.Advance((long)PeerClocks.MajorityTimeUsableFor.TotalMilliseconds + 1);
         Assert.Equal(0, clocks.StampOffsetMs([1, 2, 4], Self));
 
-        // And never when it is later than what the few readings say (chaos seed 760403: a majority counted a peer's
-        // reading from before it restarted with another clock): stamping ahead is the harmful error.
+        // And never when it is later than what the few readings say: stamping ahead is the harmful error.
         var ahead = Measured(time, (2, Hours2), (3, Hours2));
         Assert.Equal(Hours2, ahead.StampOffsetMs([1, 2, 3], Self)); // two wrong clocks of three: the median is wrong
         Assert.Equal(0, ahead.StampOffsetMs([1, 4, 5], Self)); // too few readings: not later than its own clock
@@ -148,7 +176,7 @@ public sealed class PeerClocksTests
         clocks.Heard(2, time.NowMs + 3_600_000, time.NowMs); // no longer leading: publishes nothing
         Assert.False(clocks.TryClusterOffsetVia(2, out _));
         clocks.Heard(2, time.NowMs + 3_600_000, time.NowMs, clusterOffsetMs: 0);
-        time.Advance((long)PeerClocks.MaxAge.TotalMilliseconds + 1);
+        time.Advance((long)clocks.ReadingsUsableFor.TotalMilliseconds + 1);
         Assert.False(clocks.TryClusterOffsetVia(2, out _)); // too old
     }
 
@@ -168,11 +196,17 @@ public sealed class PeerClocksTests
         var clocks = new PeerClocks(time);
         foreach (var (peer, offset) in peers)
         {
-            var (sent, _, _) = clocks.ForMessageTo(peer);
-            clocks.Heard(peer, sent + offset, sent); // an instant round trip
+            Hear(clocks, peer, offset);
         }
 
         return clocks;
+    }
+
+    /// <summary>A reading of <paramref name="peer"/>, running <paramref name="offsetMs"/> from this node, over an instant round trip.</summary>
+    private static void Hear(PeerClocks clocks, ulong peer, long offsetMs)
+    {
+        var (sent, _, _) = clocks.ForMessageTo(peer);
+        clocks.Heard(peer, sent + offsetMs, sent);
     }
 
     private sealed class SettableTime(long nowMs) : TimeProvider
