@@ -70,7 +70,9 @@ internal static class MemberCommands
                         var id = options.GetId("id");
                         var address = options.Require("address");
                         return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, headers, deadline),
-                            members => Find(members, id) is { } member && SameAddress(id, member.Address, address) ? $"node {id} is at {member.Address}" : null,
+                            // The log's record, not the address the leader dials: a leader started with the new
+                            // address in its InitialCluster dials it before any update commits.
+                            members => Find(members, id) is { } member && SameAddress(id, member.MovedTo, address) ? $"node {id} was moved to {member.MovedTo}" : null,
                             $"Moved node {id} to {address}").ConfigureAwait(false);
                     }
 

@@ -272,8 +272,10 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "member", "update", "--id", $"{moving}", "--address", moved.GrpcUrl, "--endpoints", $"http://127.0.0.1:{closedPort}", "--cluster-id", cluster.ClusterId, "--secret", LocalCluster.Secret),
             1, $"http://127.0.0.1:{closedPort}: cannot reach the node (Connection refused");
 
+        Assert.Equal("", (await MemberOnLeaderAsync(cluster, other, moving)).MovedTo);
         var update = await Ctl(["member", "update", "--id", $"{moving}", "--address", moved.GrpcUrl], survivors);
         Assert.True(update.Exit == 0, update.ToString());
+        Assert.Equal(moved.GrpcUrl, (await MemberOnLeaderAsync(cluster, other, moving)).MovedTo);
         Assert.Contains($"Moved node {moving} to {moved.GrpcUrl}", update.Output, StringComparison.Ordinal);
         Assert.Matches($@"(?m)^\s+{moving}\s+voter\s+{moved.GrpcUrl}", update.Output);
 
@@ -565,6 +567,15 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
         Assert.Empty(await Verify.MissingAsync(cluster, leader, load.Acknowledged));
         await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>Member <paramref name="id"/> as the member list of the leader node <paramref name="asked"/> follows shows it.</summary>
+    private static async Task<Dcache.Protocol.Admin.MemberInfo> MemberOnLeaderAsync(LocalCluster cluster, ulong asked, ulong id)
+    {
+        var leader = (await cluster.StatusAsync(asked)).LeaderId;
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(cluster[leader].GrpcUrl);
+        var members = await new Dcache.Protocol.Admin.Admin.AdminClient(channel).MemberListAsync(new Dcache.Protocol.Admin.MemberListRequest(), cluster.Auth, DateTime.UtcNow.AddSeconds(5));
+        return members.Members.Single(m => m.Id == id);
     }
 
     /// <summary>Waits until the leader reports learner <paramref name="id"/> within 100 entries of its log.</summary>
