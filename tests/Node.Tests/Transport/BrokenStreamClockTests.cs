@@ -29,7 +29,7 @@ public sealed class BrokenStreamClockTests
         clocks.Heard(Peer, sent + 5_000, sent);
         Assert.Contains(Peer, clocks.Offsets.Keys);
 
-        var events = new BreakCounter();
+        var events = new CountingEvents();
         await using var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion,
             clocks, events, NullLogger<PeerTransport>.Instance);
         transport.SetPeers(new Dictionary<ulong, string> { [Peer] = $"http://127.0.0.1:{port}" });
@@ -37,18 +37,5 @@ public sealed class BrokenStreamClockTests
 
         await Eventually.WaitAsync(() => events.Unreachable > 0, TimeSpan.FromSeconds(30), "the stream to the peer to break");
         Assert.DoesNotContain(Peer, clocks.Offsets.Keys);
-    }
-
-    private sealed class BreakCounter : ITransportEvents
-    {
-        private int _unreachable;
-
-        public int Unreachable => Volatile.Read(ref _unreachable);
-
-        public void PeerUnreachable(ulong peer) => Interlocked.Increment(ref _unreachable);
-
-        public void SnapshotSent(ulong peer, bool succeeded)
-        {
-        }
     }
 }

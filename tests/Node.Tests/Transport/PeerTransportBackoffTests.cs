@@ -149,18 +149,4 @@ public sealed class PeerTransportBackoffTests
             // The relay cut the connection, or one end closed it.
         }
     }
-
-    /// <summary>A node that takes every message and knows of no removed peer.</summary>
-    private sealed class CountingEvents : ITransportEvents
-    {
-        private int _unreachable;
-
-        public int Unreachable => Volatile.Read(ref _unreachable);
-
-        public void PeerUnreachable(ulong peer) => Interlocked.Increment(ref _unreachable);
-
-        public void SnapshotSent(ulong peer, bool succeeded)
-        {
-        }
-    }
 }
