@@ -131,12 +131,13 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
     /// own counts 0), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
     /// few voters for their clocks and its own to be a majority (the voters changed, a voter stopped answering), the
-    /// cluster's time the last such majority gave, carried forward on the monotonic clock for
-    /// <see cref="MajorityTimeUsableFor"/>, or the median of the few if that is earlier. Alone, a node whose clock is
-    /// hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours ahead (chaos
-    /// seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster). Without
-    /// either, the median of the few: holding time still instead would expire every key written meanwhile with a
-    /// shorter TTL as soon as time moves on.
+    /// cluster's time the last such majority (or, on a follower, its leader) gave, carried forward on the monotonic
+    /// clock for <see cref="MajorityTimeUsableFor"/>, or the median of the few if that is earlier. Alone, a node whose
+    /// clock is hours ahead would stamp its own time, and the cache's clock, which never goes back, would stay hours
+    /// ahead (chaos seed 760340: a leader with a clock 166 min ahead, the voter it had read removed from the cluster);
+    /// a follower, which hears no voter but its leader, would judge its READONLY reads by its own clock as soon as its
+    /// leader fell silent. Without either, the median of the few: holding time still instead would expire every key
+    /// written meanwhile with a shorter TTL as soon as time moves on.
     /// </summary>
     public long StampOffsetMs(IReadOnlyCollection<ulong> voters, ulong self)
     {
@@ -170,7 +171,9 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
 
     /// <summary>
     /// What this node adds to its clock to get the cluster's time by way of <paramref name="leader"/>: the leader's
-    /// offset plus the correction it published; false without a recent reading of both.
+    /// offset plus the correction it published; false without a recent reading of both. The time so given is kept as
+    /// the last a majority gave (the leader's voters), for <see cref="StampOffsetMs"/> once the leader's word stops: a
+    /// follower hears no voter but its leader, so without it its own clock alone would be the median.
     /// </summary>
     public bool TryClusterOffsetVia(ulong leader, out long offsetMs)
     {
@@ -178,7 +181,9 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
         if (_peers.TryGetValue(leader, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= ReadingsUsableFor
             && _reportedCorrections.TryGetValue(leader, out var reported) && clock.GetElapsedTime(reported.AtTimestamp, timestamp) <= ReadingsUsableFor)
         {
-            offsetMs = measured.PeerNowMs(clock, timestamp) - NowMs + reported.OffsetMs;
+            var now = NowMs;
+            offsetMs = measured.PeerNowMs(clock, timestamp) - now + reported.OffsetMs;
+            Volatile.Write(ref _lastFromMajority, new ClusterTime(now + offsetMs, timestamp));
             return true;
         }
 

@@ -93,6 +93,22 @@ public sealed class LeaderTimeReadTests
         Assert.True(after.ResultCase == Proto.Reply.ResultOneofCase.Nil, $"a key a LOCAL read here saw expired is served again: {after}");
     }
 
+    [Fact]
+    public async Task AFollowerWhoseClockIsAheadKeepsTheLeadersTimeForLocalReadsOnceTheLeaderFallsSilent()
+    {
+        // The follower's own clock is a minute ahead of its leader's, the cluster's time: by that time the key has 10 s
+        // left. The leader's process dies: the stream to it breaks (the transport forgets its readings) and the follower
+        // campaigns. Its own clock alone would say the key expired 50 s ago, and since a LOCAL read here never judges
+        // earlier than an earlier one, the key would stay expired for its READONLY reads until real time caught up.
+        await using var follower = await Follower.StartAsync(estimateAheadMs: -60_000, ownClockMs: Start + 60_000);
+        Assert.Equal(KeyTtlMs, (await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience)).Integer);
+
+        follower.Driver.Clocks.Forget(1);
+        await follower.CampaignAsync();
+        var ttl = await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience);
+        Assert.Equal(KeyTtlMs, ttl.Integer);
+    }
+
     private static ulong s_nextId;
 
     private static Proto.Command Get(string key, Proto.ReadConsistency consistency = Proto.ReadConsistency.Linearizable) => new()
@@ -102,17 +118,18 @@ public sealed class LeaderTimeReadTests
         Get = new Proto.GetRequest { Key = ByteString.CopyFromUtf8(key) },
     };
 
-    private static Proto.Command Pttl(string key) => new()
+    private static Proto.Command Pttl(string key, Proto.ReadConsistency consistency = Proto.ReadConsistency.Linearizable) => new()
     {
         Id = Interlocked.Increment(ref s_nextId),
-        Consistency = Proto.ReadConsistency.Linearizable,
+        Consistency = consistency,
         Ttl = new Proto.TtlRequest { Key = ByteString.CopyFromUtf8(key), Milliseconds = true },
     };
 
     /// <summary>
     /// Node 2 of three, following node 1 (which exists only as the messages the test posts); it sends nowhere. Its wall
-    /// clock reads <see cref="Start"/>; it has applied one write the leader stamped at <see cref="Start"/>: key k, expiring
-    /// <see cref="KeyTtlMs"/> later; and it estimates the cluster's time as its own clock plus the given error.
+    /// clock reads <see cref="Start"/> unless given; it has applied one write the leader stamped at <see cref="Start"/>:
+    /// key k, expiring <see cref="KeyTtlMs"/> later; and it estimates the cluster's time as its own clock plus the given
+    /// error.
     /// </summary>
     private sealed class Follower : IAsyncDisposable
     {
@@ -121,9 +138,9 @@ public sealed class LeaderTimeReadTests
         private readonly PeerTransport _transport;
         private ulong _lastContext;
 
-        private Follower(long estimateAheadMs)
+        private Follower(long estimateAheadMs, long ownClockMs)
         {
-            var time = new FixedTime(Start);
+            var time = new FixedTime(ownClockMs);
             Driver = new RaftDriver(
                 // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
                 new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1)),
@@ -138,16 +155,16 @@ public sealed class LeaderTimeReadTests
             _lastContext = Driver.LastReadContext;
             // The leader's clock as the follower measures it (no time on the wire), and its correction of 0: the
             // follower's estimate of the cluster's time is its own clock plus the error.
-            ((IRaftInbox)Driver).PeerClockHeard(1, Start + estimateAheadMs, echoMs: Start, echoHeldMs: 0, clusterOffsetMs: 0);
+            ((IRaftInbox)Driver).PeerClockHeard(1, ownClockMs + estimateAheadMs, echoMs: ownClockMs, echoHeldMs: 0, clusterOffsetMs: 0);
             _transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
             Driver.Start(_transport);
         }
 
         public RaftDriver Driver { get; }
 
-        public static async Task<Follower> StartAsync(long estimateAheadMs)
+        public static async Task<Follower> StartAsync(long estimateAheadMs, long ownClockMs = Start)
         {
-            var follower = new Follower(estimateAheadMs);
+            var follower = new Follower(estimateAheadMs, ownClockMs);
             var buffer = new ArrayBufferWriter<byte>();
             WriteEncoder.Encode(new Proto.Command
             {
@@ -178,14 +195,21 @@ public sealed class LeaderTimeReadTests
             return await read.WaitAsync(Patience);
         }
 
-        /// <summary>Wins an election at term 2 with node 1's vote (pre-vote, then vote).</summary>
-        public async Task BecomeLeaderAsync()
+        /// <summary>Starts an election (its pre-vote): the node stops following.</summary>
+        public async Task CampaignAsync()
         {
             await Driver.RunOnLoopAsync(raft =>
             {
                 raft.Campaign();
                 return raft.Term;
             });
+            await Eventually.WaitAsync(() => Driver.Status.Role != Role.Follower, Patience, "the node to campaign");
+        }
+
+        /// <summary>Wins an election at term 2 with node 1's vote (pre-vote, then vote).</summary>
+        public async Task BecomeLeaderAsync()
+        {
+            await CampaignAsync();
             Post(new Message { Type = MessageType.PreVoteResponse, From = 1, To = 2, Term = 2 });
             Post(new Message { Type = MessageType.VoteResponse, From = 1, To = 2, Term = 2 });
             await Eventually.WaitAsync(() => Driver.Status.Role == Role.Leader, Patience, "the node to become leader");

@@ -181,6 +181,28 @@ public sealed class PeerClocksTests
     }
 
     [Fact]
+    public void AFollowerThatLosesItsLeadersWordKeepsTheTimeTheLeaderGave()
+    {
+        // This follower runs two hours ahead; its leader (2) is right and stamps by its own clock. The follower hears no
+        // voter but its leader: once the stream to the leader breaks (or its readings age out, or an election starts),
+        // its own clock alone would be the median, and its READONLY reads, which never judge earlier than an earlier
+        // one there, would see every key with less than two hours left expired, until real time caught up.
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (2, -Hours2));
+        clocks.Heard(2, time.NowMs - Hours2, time.NowMs, clusterOffsetMs: 0);
+        Assert.True(clocks.TryClusterOffsetVia(2, out var viaLeader));
+        Assert.Equal(-Hours2, viaLeader);
+
+        clocks.Forget(2);
+        time.Advance(500);
+        Assert.Equal(-Hours2, clocks.StampOffsetMs([1, 2, 3], Self));
+
+        // For MajorityTimeUsableFor, as a leader's carried time.
+        time.Advance((long)PeerClocks.MajorityTimeUsableFor.TotalMilliseconds);
+        Assert.Equal(0, clocks.StampOffsetMs([1, 2, 3], Self));
+    }
+
+    [Fact]
     public void OnlyWhatALeaderPublishesIsSent()
     {
         var clocks = new PeerClocks(new SettableTime(10_000_000));
