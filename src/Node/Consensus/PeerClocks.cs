@@ -116,20 +116,23 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
         _reportedCorrections.TryRemove(peer, out _);
     }
 
-    /// <summary>Each peer's clock minus this node's, in ms, by its last reading.</summary>
+    /// <summary>
+    /// Each peer's clock minus this node's, in ms, by its last reading that still counts: what the cluster's time is
+    /// made of, so an operator sees no reading the node no longer uses (a removed peer's would stay for good).
+    /// </summary>
     public IReadOnlyDictionary<ulong, long> Offsets
     {
         get
         {
             var now = NowMs;
             var timestamp = clock.GetTimestamp();
-            return _peers.ToDictionary(pair => pair.Key, pair => pair.Value.PeerNowMs(clock, timestamp) - now);
+            return _peers.Where(pair => StillCounts(pair.Value.AtTimestamp, timestamp)).ToDictionary(pair => pair.Key, pair => pair.Value.PeerNowMs(clock, timestamp) - now);
         }
     }
 
     /// <summary>
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
-    /// own counts 0), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
+    /// own counts 0 if it is a voter), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
     /// few voters for their clocks and its own to be a majority (the voters changed, a voter stopped answering), the
     /// cluster's time the last such majority (or, on a follower, its leader) gave, carried forward on the monotonic
     /// clock for <see cref="MajorityTimeUsableFor"/>, or the median of the few if that is earlier. Alone, a node whose
@@ -143,23 +146,33 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
     {
         var now = NowMs;
         var timestamp = clock.GetTimestamp();
-        var offsets = new List<long>(8) { 0 };
+        var offsets = new List<long>(8);
         foreach (var voter in voters)
         {
-            if (voter != self && _peers.TryGetValue(voter, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= ReadingsUsableFor)
+            if (voter != self && _peers.TryGetValue(voter, out var measured) && StillCounts(measured.AtTimestamp, timestamp))
             {
                 offsets.Add(measured.PeerNowMs(clock, timestamp) - now);
             }
         }
 
-        offsets.Sort();
-        var median = offsets[(offsets.Count - 1) / 2];
-        if (offsets.Count >= (voters.Count / 2) + 1)
+        // Only a voter's own clock is one of the voters' clocks. A learner or a removed leader that counted its own
+        // would make "a majority" of itself and one wrong voter, and carry that time forward as the majority's.
+        var selfVotes = voters.Contains(self);
+        if (offsets.Count + (selfVotes ? 1 : 0) >= (voters.Count / 2) + 1)
         {
-            Volatile.Write(ref _lastFromMajority, new ClusterTime(now + median, timestamp));
-            return median;
+            if (selfVotes)
+            {
+                offsets.Add(0);
+            }
+
+            var majorityMedian = LowerMedian(offsets);
+            Volatile.Write(ref _lastFromMajority, new ClusterTime(now + majorityMedian, timestamp));
+            return majorityMedian;
         }
 
+        // Too few: this node's own clock joins them, voter or not, so that one reading ahead cannot move the time ahead.
+        offsets.Add(0);
+        var median = LowerMedian(offsets);
         if (Volatile.Read(ref _lastFromMajority) is { } last && clock.GetElapsedTime(last.AtTimestamp, timestamp) <= MajorityTimeUsableFor)
         {
             // Never later than what the few readings say: stamping ahead is the harmful error.
@@ -178,8 +191,8 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
     public bool TryClusterOffsetVia(ulong leader, out long offsetMs)
     {
         var timestamp = clock.GetTimestamp();
-        if (_peers.TryGetValue(leader, out var measured) && clock.GetElapsedTime(measured.AtTimestamp, timestamp) <= ReadingsUsableFor
-            && _reportedCorrections.TryGetValue(leader, out var reported) && clock.GetElapsedTime(reported.AtTimestamp, timestamp) <= ReadingsUsableFor)
+        if (_peers.TryGetValue(leader, out var measured) && StillCounts(measured.AtTimestamp, timestamp)
+            && _reportedCorrections.TryGetValue(leader, out var reported) && StillCounts(reported.AtTimestamp, timestamp))
         {
             var now = NowMs;
             offsetMs = measured.PeerNowMs(clock, timestamp) - now + reported.OffsetMs;
@@ -190,6 +203,14 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
         offsetMs = 0;
         return false;
     }
+
+    private static long LowerMedian(List<long> offsets)
+    {
+        offsets.Sort();
+        return offsets[(offsets.Count - 1) / 2];
+    }
+
+    private bool StillCounts(long heardAtTimestamp, long nowTimestamp) => clock.GetElapsedTime(heardAtTimestamp, nowTimestamp) <= ReadingsUsableFor;
 
     /// <summary>A peer's clock reading as it arrived, and this node's monotonic time then.</summary>
     private readonly record struct Reading(long PeerMs, long AtTimestamp);

@@ -203,6 +203,51 @@ public sealed class PeerClocksTests
     }
 
     [Fact]
+    public void TheOffsetsOperatorsSeeAreOnlyReadingsThatStillCount()
+    {
+        // Peer 2 was removed (or stopped): its last reading no longer counts toward the cluster's time, and the metric
+        // built from these offsets must not go on showing it.
+        var time = new SettableTime(10_000_000);
+        var clocks = Measured(time, (2, Hours2), (3, 5));
+        time.Advance((long)clocks.ReadingsUsableFor.TotalMilliseconds);
+        Hear(clocks, 3, 5);
+        Assert.Equal([2UL, 3UL], clocks.Offsets.Keys.Order());
+
+        time.Advance(1);
+        Assert.Equal([3UL], clocks.Offsets.Keys);
+        Assert.Equal(5, clocks.Offsets[3]);
+    }
+
+    [Fact]
+    public void ANonVoterDoesNotCountItsOwnClockAsAVotersClock()
+    {
+        // Learner 4 runs two hours ahead, as voter 3 does; voter 2 is right. Counted as a voter's, the learner's own
+        // clock would make the wrong clocks two of three and move the time two hours ahead: keys expire early.
+        var time = new SettableTime(10_000_000);
+        var learner = Measured(time, (2, -Hours2), (3, 0));
+        Assert.Equal(-Hours2, learner.StampOffsetMs([1, 2, 3], 4)); // the lower median of voters 2 and 3
+
+        // A voter in the same place is one of three clocks, two of them agreeing.
+        Assert.Equal(0, Measured(time, (2, -Hours2), (3, 0)).StampOffsetMs([1, 2, 3], Self));
+    }
+
+    [Fact]
+    public void ANonVoterWithTooFewReadingsIsNotMovedAheadByOneVoter()
+    {
+        // Learner 4's clock is right; the one voter it has read runs two hours ahead. Too few readings for a majority:
+        // its own clock joins them, and the lower median keeps it from stamping ahead.
+        var time = new SettableTime(10_000_000);
+        var learner = Measured(time, (2, Hours2));
+        Assert.Equal(0, learner.StampOffsetMs([1, 2, 3], 4));
+
+        // And that was no majority's time to carry forward: once voter 2 is read back in line, its reading is what counts.
+        learner.Forget(2);
+        Hear(learner, 2, -5);
+        Assert.Equal(-5, learner.StampOffsetMs([1, 2, 3], 4));
+        Assert.Equal(0, new PeerClocks(time).StampOffsetMs([1, 2, 3], 4)); // nothing read: its own clock
+    }
+
+    [Fact]
     public void OnlyWhatALeaderPublishesIsSent()
     {
         var clocks = new PeerClocks(new SettableTime(10_000_000));
