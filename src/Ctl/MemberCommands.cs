@@ -141,7 +141,15 @@ internal static class MemberCommands
             if (answer.Reply is { } reply)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
-                Print(reply.Members);
+                if (reply.Members is { } members)
+                {
+                    Print(members);
+                }
+                else
+                {
+                    Console.WriteLine("The leader stopped as it applied the change; `dcachectl member list` shows the members.");
+                }
+
                 return 0;
             }
 

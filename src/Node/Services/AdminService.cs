@@ -268,7 +268,18 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             throw new RpcException(new Status(StatusCode.Aborted, $"not applied: leadership changed and another entry took index {proposal.Index}; retry"));
         }
 
-        var members = await driver.RunOnLoopAsync(Describe).ConfigureAwait(false);
+        Proto.MemberListReply? members;
+        try
+        {
+            members = await driver.RunOnLoopAsync(Describe).ConfigureAwait(false);
+        }
+        catch (NodeStoppedException)
+        {
+            // The change is made; only the member list went with the loop. UNAVAILABLE here would tell the operator it
+            // failed, and a retry would then be refused as already in effect.
+            members = null;
+        }
+
         return new Proto.MembershipReply { Index = proposal.Index, Members = members };
     }
 

@@ -26,7 +26,8 @@ internal sealed class PeerlessNode : IAsyncDisposable
             FoundingEntryFormat = foundingEntryFormat,
         };
         _forwarder = new LeaderForwarder(new ClusterCredentials("test", "secret"), 1 << 20, _metrics, NullLogger<LeaderForwarder>.Instance);
-        Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), new AddressBook(peers), (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance, _forwarder);
+        Addresses = new AddressBook(peers);
+        Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), Addresses, (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance, _forwarder);
         _transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
         Driver.Start(_transport);
     }
@@ -38,6 +39,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
         new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat);
 
     public MemoryStorage Disk { get; }
+
+    /// <summary>The node's address book, which its driver keeps following the applied membership.</summary>
+    public AddressBook Addresses { get; }
 
     public RaftDriver Driver { get; }
 
