@@ -37,7 +37,7 @@ public static class ClusterMembers
 
             // One address is one node: a second member there would never be reached, and the node that is there refuses
             // every message meant for the other.
-            var authority = uri.GetLeftPart(UriPartial.Authority);
+            var authority = NodeOf(uri);
             if (!addresses.TryAdd(authority, id))
             {
                 throw new FormatException($"nodes {addresses[authority]} and {id} are both listed at {authority}");
@@ -46,4 +46,14 @@ public static class ClusterMembers
 
         return members;
     }
+
+    /// <summary>
+    /// Whether two member URLs name one node: the same scheme, host and port however they are written (letter case, a
+    /// path, the default port spelled out or not). False when either is not an absolute URL.
+    /// </summary>
+    public static bool SameNode(string first, string second) =>
+        Uri.TryCreate(first, UriKind.Absolute, out var a) && Uri.TryCreate(second, UriKind.Absolute, out var b)
+        && string.Equals(NodeOf(a), NodeOf(b), StringComparison.OrdinalIgnoreCase);
+
+    private static string NodeOf(Uri uri) => uri.GetLeftPart(UriPartial.Authority);
 }

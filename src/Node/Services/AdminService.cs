@@ -45,7 +45,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             {
                 refuse(StatusCode.AlreadyExists, $"node {request.Id} is already a {(membership.IsVoter(request.Id) ? "voter" : "learner")} (at {addresses.Find(request.Id) ?? "an unknown address"})");
             }
-            else if (membership.All.FirstOrDefault(id => addresses.Find(id) == address) is var owner and not 0)
+            else if (OwnerOf(membership, address, except: 0) is var owner and not 0)
             {
                 refuse(StatusCode.AlreadyExists, $"address {address} already belongs to node {owner}");
             }
@@ -112,7 +112,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             {
                 refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
             }
-            else if (membership.All.FirstOrDefault(id => id != request.Id && addresses.Find(id) == address) is var owner and not 0)
+            else if (OwnerOf(membership, address, except: request.Id) is var owner and not 0)
             {
                 refuse(StatusCode.AlreadyExists, $"address {address} already belongs to node {owner}");
             }
@@ -304,6 +304,13 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
 
         return reply;
     }
+
+    /// <summary>
+    /// The member other than <paramref name="except"/> at <paramref name="address"/> however either is written (0:
+    /// none): the node there would refuse all traffic meant for a second member, which could then never be reached.
+    /// </summary>
+    private ulong OwnerOf(Membership membership, string address, ulong except) =>
+        membership.All.FirstOrDefault(id => id != except && addresses.Find(id) is { } known && ClusterMembers.SameNode(known, address));
 
     private static string ParseAddress(ulong id, string address)
     {

@@ -1,0 +1,74 @@
+using Dcache.Node.Tests.Consensus;
+using Dcache.Raft;
+using Grpc.Core;
+using Proto = Dcache.Protocol.Admin;
+
+namespace Dcache.Node.Tests.Services;
+
+/// <summary>
+/// One address is one node: the node there refuses all traffic meant for another member, so `member add` and
+/// `member update` refuse another member's address, however it is written. They compared the text: a learner could be
+/// added at node 2's address in capitals, and node 2 then refused its traffic.
+/// </summary>
+public sealed class AdminServiceAddressTests
+{
+    private static readonly Dictionary<ulong, string> Peers = new()
+    {
+        [2] = "http://localhost:7002",
+        [3] = "http://127.0.0.1", // port 80, not written
+    };
+
+    [Theory]
+    [InlineData("http://LOCALHOST:7002", 2)]
+    [InlineData("HTTP://localhost:7002", 2)]
+    [InlineData("http://localhost:7002/raft", 2)]
+    [InlineData("http://127.0.0.1:80", 3)]
+    [InlineData("http://127.0.0.1:80/", 3)]
+    public async Task Adding_a_member_at_another_members_address_written_differently_is_refused(string address, ulong owner)
+    {
+        await using var node = await LeadingNodeAsync();
+        await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
+
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberAddAsync(
+            new Proto.MemberAddRequest { Id = 4, Address = address }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
+        Assert.Equal(StatusCode.AlreadyExists, refused.StatusCode);
+        Assert.EndsWith($"already belongs to node {owner}", refused.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Moving_a_member_to_another_members_address_written_differently_is_refused_and_its_own_is_not()
+    {
+        await using var node = await LeadingNodeAsync();
+        await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
+
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberUpdateAsync(
+            new Proto.MemberUpdateRequest { Id = 3, Address = "http://LocalHost:7002/" }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
+        Assert.Equal(StatusCode.AlreadyExists, refused.StatusCode);
+        Assert.EndsWith("already belongs to node 2", refused.Status.Detail, StringComparison.Ordinal);
+
+        // Node 3's own address, written differently, is no other member's: the update goes on to probe it (nobody
+        // listens there in this test).
+        refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberUpdateAsync(
+            new Proto.MemberUpdateRequest { Id = 3, Address = "http://127.0.0.1:80" }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
+        Assert.StartsWith("cannot reach node 3 at http://127.0.0.1:80", refused.Status.Detail, StringComparison.Ordinal);
+    }
+
+    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied.</summary>
+    private static async Task<PeerlessNode> LeadingNodeAsync()
+    {
+        var node = PeerlessNode.Start(Peers);
+        try
+        {
+            var noOp = await node.LeadAsync(term: 2, voter: 2);
+            Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = noOp }, 0));
+            await DriverWaits.UntilAsync(node.Driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
+            return node;
+        }
+        catch
+        {
+            await node.DisposeAsync();
+            throw;
+        }
+    }
+}
