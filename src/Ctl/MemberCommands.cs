@@ -45,7 +45,7 @@ internal static class MemberCommands
                         var id = options.GetId("id");
                         var address = options.Require("address");
                         return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberAddAsync(new MemberAddRequest { Id = id, Address = address }, headers, deadline),
-                            members => Find(members, id) is { Voter: false } member && SameAddress(id, member.Address, address) ? $"node {id} is a learner at {member.Address}" : null,
+                            members => MemberStates.LearnerAt(members, id, address),
                             $"Added node {id} ({address}) as a learner").ConfigureAwait(false);
                     }
 
@@ -53,7 +53,7 @@ internal static class MemberCommands
                     {
                         var id = options.GetId("id");
                         return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = id }, headers, deadline),
-                            members => Find(members, id) is { Voter: true } ? $"node {id} is a voter" : null,
+                            members => MemberStates.Voter(members, id),
                             $"Promoted node {id} to voter").ConfigureAwait(false);
                     }
 
@@ -61,7 +61,7 @@ internal static class MemberCommands
                     {
                         var id = options.GetId("id");
                         return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = id }, headers, deadline),
-                            members => Find(members, id) is null ? $"node {id} is not a member" : null,
+                            members => MemberStates.NotMember(members, id),
                             $"Removed node {id}").ConfigureAwait(false);
                     }
 
@@ -70,9 +70,7 @@ internal static class MemberCommands
                         var id = options.GetId("id");
                         var address = options.Require("address");
                         return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberUpdateAsync(new MemberUpdateRequest { Id = id, Address = address }, headers, deadline),
-                            // The log's record, not the address the leader dials: a leader started with the new
-                            // address in its InitialCluster dials it before any update commits.
-                            members => Find(members, id) is { } member && SameAddress(id, member.MovedTo, address) ? $"node {id} was moved to {member.MovedTo}" : null,
+                            members => MemberStates.MovedTo(members, id, address),
                             $"Moved node {id} to {address}").ConfigureAwait(false);
                     }
 
@@ -195,21 +193,6 @@ internal static class MemberCommands
     }
 
     private static DateTime CallDeadline(DateTime patience) => DateTime.UtcNow.Add(CallTimeout) < patience ? DateTime.UtcNow.Add(CallTimeout) : patience;
-
-    private static MemberInfo? Find(MemberListReply list, ulong id) => list.Members.FirstOrDefault(member => member.Id == id);
-
-    /// <summary>Whether a member's address is the one asked for, as the node would have written it (ClusterMembers' form).</summary>
-    private static bool SameAddress(ulong id, string memberAddress, string asked)
-    {
-        try
-        {
-            return ClusterMembers.Parse($"{ClusterConnection.Text(id)}={asked}")[id] == memberAddress;
-        }
-        catch (FormatException)
-        {
-            return false;
-        }
-    }
 
     private static void Print(MemberListReply list)
     {

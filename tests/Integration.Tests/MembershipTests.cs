@@ -275,7 +275,9 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Assert.Equal("", (await MemberOnLeaderAsync(cluster, other, moving)).MovedTo);
         var update = await Ctl(["member", "update", "--id", $"{moving}", "--address", moved.GrpcUrl], survivors);
         Assert.True(update.Exit == 0, update.ToString());
-        Assert.Equal(moved.GrpcUrl, (await MemberOnLeaderAsync(cluster, other, moving)).MovedTo);
+        var movedMember = await MemberOnLeaderAsync(cluster, other, moving);
+        Assert.Equal(moved.GrpcUrl, movedMember.MovedTo);
+        Assert.Equal(moved.GrpcUrl, movedMember.RecordedAddress);
         Assert.Contains($"Moved node {moving} to {moved.GrpcUrl}", update.Output, StringComparison.Ordinal);
         Assert.Matches($@"(?m)^\s+{moving}\s+voter\s+{moved.GrpcUrl}", update.Output);
 

@@ -299,6 +299,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 MatchIndex = id == raft.Id ? status.LastIndex : known ? p.Match : 0,
                 RecentlyActive = id == raft.Id || (known && p.RecentActive),
                 MovedTo = status.Membership.UpdatedContexts.Contains(id) ? status.Membership.ContextOf(id) ?? "" : "",
+                RecordedAddress = status.Membership.ContextOf(id) ?? "",
             });
         }
 
