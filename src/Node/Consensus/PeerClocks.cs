@@ -131,6 +131,12 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
     }
 
     /// <summary>
+    /// Whether a majority of voters, or a leader, has given this node the cluster's time since it started. Until then
+    /// (a restart: no readings yet) its estimate is its own clock, or the median of a minority's, which may be hours off.
+    /// </summary>
+    public bool HasHeardClusterTime => Volatile.Read(ref _lastFromMajority) is not null;
+
+    /// <summary>
     /// What this node adds to its clock to get the cluster's time: the lower median of its voters' recent offsets (its
     /// own counts 0 if it is a voter), so a minority of wrong clocks, its own included, does not move it. With recent readings of too
     /// few voters for their clocks and its own to be a majority (the voters changed, a voter stopped answering), the

@@ -502,7 +502,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>
     /// The time a LOCAL read judges expiry by: on the leader its <see cref="LeaderTimeMs"/>; on a follower, its own
-    /// estimate of the cluster's time (no round trip to ask the leader for its), never earlier than the state machine's
+    /// estimate of the cluster's time (no round trip to ask the leader for its) once it has one, never earlier than the state machine's
     /// clock, a linearizable read here or an earlier local read here. It does not move the linearizable reads' time:
     /// an estimate ahead of the leader's would otherwise make later linearizable reads here judge by it. Never earlier
     /// than an earlier local read here in either role: a follower's estimate can be ahead of the time the same node
@@ -516,7 +516,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return _localReadMs;
         }
 
-        _localReadMs = Math.Max(ClusterNowMs(), Math.Max(_localReadMs, Math.Max(_timelineMs, _cache.ClockMs)));
+        // Until the cluster has given this node its time (just restarted, its leader not yet heard), the estimate is its
+        // own clock: one hours ahead would expire keys here for good, as a local read never judges earlier than one
+        // before it. It judges by the times it knows the cluster had (the last stamp applied): stale, as a LOCAL read may
+        // be, and caught up as soon as its leader is heard.
+        var estimate = ClusterNowMs();
+        var known = Math.Max(_localReadMs, Math.Max(_timelineMs, _cache.ClockMs));
+        _localReadMs = Clocks.HasHeardClusterTime ? Math.Max(estimate, known) : known;
         return _localReadMs;
     }
 

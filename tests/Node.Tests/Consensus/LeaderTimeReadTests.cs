@@ -109,6 +109,22 @@ public sealed class LeaderTimeReadTests
         Assert.Equal(KeyTtlMs, ttl.Integer);
     }
 
+    [Fact]
+    public async Task AFollowerThatHasNotYetHeardTheClustersTimeReadsLocallyByTheLastStampNotItsOwnClock()
+    {
+        // Just restarted on a host whose clock is an hour ahead, it has applied the leader's write but measured no clock
+        // yet: by its own clock the key expired 50 min ago, and judged so once, it would stay expired for READONLY reads
+        // here (a LOCAL read never judges earlier than one before it) until real time caught up.
+        await using var follower = await Follower.StartAsync(estimateAheadMs: 0, ownClockMs: Start + 3_600_000, leaderHeard: false);
+        Assert.Equal(KeyTtlMs, (await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience)).Integer);
+
+        // The leader's clock and correction are heard (its clock is the cluster's time): 200 ms later on the monotonic
+        // clock, the follower reads by the leader's time.
+        follower.HearLeader(leaderClockMs: Start);
+        follower.Time.Advance(TimeSpan.FromMilliseconds(200));
+        Assert.Equal(KeyTtlMs - 200, (await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience)).Integer);
+    }
+
     private static ulong s_nextId;
 
     private static Proto.Command Get(string key, Proto.ReadConsistency consistency = Proto.ReadConsistency.Linearizable) => new()
@@ -138,9 +154,12 @@ public sealed class LeaderTimeReadTests
         private readonly PeerTransport _transport;
         private ulong _lastContext;
 
-        private Follower(long estimateAheadMs, long ownClockMs)
+        private readonly long _ownClockMs;
+
+        private Follower(long estimateAheadMs, long ownClockMs, bool leaderHeard)
         {
-            var time = new FixedTime(ownClockMs);
+            _ownClockMs = ownClockMs;
+            Time = new FixedTime(ownClockMs);
             Driver = new RaftDriver(
                 // Elections far off: the follower keeps its leader (and its pending reads) for the whole test.
                 new RaftDriverSettings(2, new RaftOptions { Id = 2, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 100_000, 1_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1)),
@@ -149,22 +168,27 @@ public sealed class LeaderTimeReadTests
                 new CacheStateMachine(new CacheStateMachineOptions()),
                 new AddressBook(new Dictionary<ulong, string>()),
                 (_, _) => { },
-                time,
+                Time,
                 _metrics,
                 NullLogger<RaftDriver>.Instance);
             _lastContext = Driver.LastReadContext;
-            // The leader's clock as the follower measures it (no time on the wire), and its correction of 0: the
-            // follower's estimate of the cluster's time is its own clock plus the error.
-            ((IRaftInbox)Driver).PeerClockHeard(1, ownClockMs + estimateAheadMs, echoMs: ownClockMs, echoHeldMs: 0, clusterOffsetMs: 0);
+            // The follower's estimate of the cluster's time is its own clock plus the error.
+            if (leaderHeard)
+            {
+                HearLeader(ownClockMs + estimateAheadMs);
+            }
+
             _transport = new PeerTransport(2, "http://127.0.0.1:2", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
             Driver.Start(_transport);
         }
 
         public RaftDriver Driver { get; }
 
-        public static async Task<Follower> StartAsync(long estimateAheadMs, long ownClockMs = Start)
+        public FixedTime Time { get; }
+
+        public static async Task<Follower> StartAsync(long estimateAheadMs, long ownClockMs = Start, bool leaderHeard = true)
         {
-            var follower = new Follower(estimateAheadMs, ownClockMs);
+            var follower = new Follower(estimateAheadMs, ownClockMs, leaderHeard);
             var buffer = new ArrayBufferWriter<byte>();
             WriteEncoder.Encode(new Proto.Command
             {
@@ -194,6 +218,13 @@ public sealed class LeaderTimeReadTests
             Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = WriteIndex }, leaderTimeMs);
             return await read.WaitAsync(Patience);
         }
+
+        /// <summary>
+        /// The leader's clock reading as the follower measures it (no time on the wire, as the monotonic clock now
+        /// stands), with a correction of 0: the follower's estimate of the cluster's time becomes the leader's clock.
+        /// </summary>
+        public void HearLeader(long leaderClockMs) =>
+            ((IRaftInbox)Driver).PeerClockHeard(1, leaderClockMs, echoMs: _ownClockMs, echoHeldMs: 0, clusterOffsetMs: 0);
 
         /// <summary>Starts an election (its pre-vote): the node stops following.</summary>
         public async Task CampaignAsync()
@@ -233,13 +264,20 @@ public sealed class LeaderTimeReadTests
         }
     }
 
-    /// <summary>A wall clock that stands still, and a monotonic clock that never advances: offsets measured once stay.</summary>
+    /// <summary>
+    /// A wall clock that stands still, and a monotonic clock that advances only when told: offsets measured once stay,
+    /// and a peer's clock moves on by what the monotonic clock has advanced since it was read.
+    /// </summary>
     private sealed class FixedTime(long nowMs) : TimeProvider
     {
+        private long _timestampMs;
+
         public override DateTimeOffset GetUtcNow() => DateTimeOffset.FromUnixTimeMilliseconds(nowMs);
 
         public override long TimestampFrequency => 1000;
 
-        public override long GetTimestamp() => 0;
+        public override long GetTimestamp() => Volatile.Read(ref _timestampMs);
+
+        public void Advance(TimeSpan by) => Interlocked.Add(ref _timestampMs, (long)by.TotalMilliseconds);
     }
 }
