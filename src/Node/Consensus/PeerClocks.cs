@@ -117,8 +117,8 @@ public sealed class PeerClocks(TimeProvider clock, TimeSpan readingsUsableFor)
     }
 
     /// <summary>
-    /// Each peer's clock minus this node's, in ms, by its last reading that still counts: what the cluster's time is
-    /// made of, so an operator sees no reading the node no longer uses (a removed peer's would stay for good).
+    /// Each peer's clock minus this node's, in ms, by its last reading that still counts (those of voters are what the
+    /// cluster's time is made of), so an operator sees no reading too old to use (a removed peer's would stay for good).
     /// </summary>
     public IReadOnlyDictionary<ulong, long> Offsets
     {

@@ -497,8 +497,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// estimate of the cluster's time, as builds before it did, which can differ from the leader's by the estimate's
     /// error.
     /// </summary>
-    private void ReadIndexAnswered(long readTimeMs) =>
-        _timelineMs = Math.Max(_timelineMs, readTimeMs > 0 ? readTimeMs : ClusterNowMs());
+    private void ReadIndexAnswered(long readTimeMs)
+    {
+        // Not the estimate before the cluster has given this node its time: that is its own clock (see LocalReadTimeMs).
+        var estimate = ClusterNowMs();
+        _timelineMs = Math.Max(_timelineMs, readTimeMs > 0 ? readTimeMs : Clocks.HasHeardClusterTime ? estimate : _cache.ClockMs);
+    }
 
     /// <summary>
     /// The time a LOCAL read judges expiry by: on the leader its <see cref="LeaderTimeMs"/>; on a follower, its own

@@ -125,6 +125,17 @@ public sealed class LeaderTimeReadTests
         Assert.Equal(KeyTtlMs - 200, (await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience)).Integer);
     }
 
+    [Fact]
+    public async Task AFollowerThatHasNotYetHeardTheClustersTimeDoesNotTakeItsOwnClockForAnOldLeadersReadTime()
+    {
+        // A leader on a build older than read_time_ms answers without its time; the follower then reads by its
+        // estimate, which before it has heard the cluster's time is its own clock, an hour ahead: not that, but the
+        // last stamp it applied.
+        await using var follower = await Follower.StartAsync(estimateAheadMs: 0, ownClockMs: Start + 3_600_000, leaderHeard: false);
+        Assert.Equal(KeyTtlMs, (await follower.ReadAsync(Pttl("k"), leaderTimeMs: 0)).Integer);
+        Assert.Equal(KeyTtlMs, (await follower.Driver.ExecuteAsync(Pttl("k", Proto.ReadConsistency.Local)).WaitAsync(Patience)).Integer);
+    }
+
     private static ulong s_nextId;
 
     private static Proto.Command Get(string key, Proto.ReadConsistency consistency = Proto.ReadConsistency.Linearizable) => new()

@@ -239,6 +239,7 @@ public sealed class PeerClocksTests
         var time = new SettableTime(10_000_000);
         var learner = Measured(time, (2, Hours2));
         Assert.Equal(0, learner.StampOffsetMs([1, 2, 3], 4));
+        Assert.False(learner.HasHeardClusterTime);
 
         // And that was no majority's time to carry forward: once voter 2 is read back in line, its reading is what counts.
         learner.Forget(2);
