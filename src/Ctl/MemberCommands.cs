@@ -139,7 +139,7 @@ internal static class MemberCommands
             if (answer.Reply is { } reply)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{done} (applied at index {reply.Index})."));
-                if (reply.Members is { } members)
+                if (reply.Members is { Members.Count: > 0 } members)
                 {
                     Print(members);
                 }

@@ -49,11 +49,11 @@ public static class ClusterMembers
 
     /// <summary>
     /// Whether two member URLs name one node: the same scheme, host and port however they are written (letter case, a
-    /// path, the default port spelled out or not). False when either is not an absolute URL.
+    /// path or user name, the default port spelled out or not). False when either is not an absolute URL.
     /// </summary>
     public static bool SameNode(string first, string second) =>
         Uri.TryCreate(first, UriKind.Absolute, out var a) && Uri.TryCreate(second, UriKind.Absolute, out var b)
         && string.Equals(NodeOf(a), NodeOf(b), StringComparison.OrdinalIgnoreCase);
 
-    private static string NodeOf(Uri uri) => uri.GetLeftPart(UriPartial.Authority);
+    private static string NodeOf(Uri uri) => string.Create(CultureInfo.InvariantCulture, $"{uri.Scheme}://{uri.Host}:{uri.Port}");
 }

@@ -268,7 +268,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             throw new RpcException(new Status(StatusCode.Aborted, $"not applied: leadership changed and another entry took index {proposal.Index}; retry"));
         }
 
-        Proto.MemberListReply? members;
+        Proto.MemberListReply members;
         try
         {
             members = await driver.RunOnLoopAsync(Describe).ConfigureAwait(false);
@@ -276,8 +276,9 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
         catch (NodeStoppedException)
         {
             // The change is made; only the member list went with the loop. UNAVAILABLE here would tell the operator it
-            // failed, and a retry would then be refused as already in effect.
-            members = null;
+            // failed, and a retry would then be refused as already in effect. An empty list with no leader, rather than
+            // none: a dcachectl older than this answer prints it as a list from a leader that stepped down.
+            members = new Proto.MemberListReply();
         }
 
         return new Proto.MembershipReply { Index = proposal.Index, Members = members };
@@ -308,10 +309,13 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
 
     /// <summary>
     /// The member other than <paramref name="except"/> at <paramref name="address"/> however either is written (0:
-    /// none): the node there would refuse all traffic meant for a second member, which could then never be reached.
+    /// none), where this node dials it or where the log records it (a proxy in this node's InitialCluster may stand
+    /// between): the node there would refuse all traffic meant for a second member, which could then never be reached.
     /// </summary>
     private ulong OwnerOf(Membership membership, string address, ulong except) =>
-        membership.All.FirstOrDefault(id => id != except && addresses.Find(id) is { } known && ClusterMembers.SameNode(known, address));
+        membership.All.FirstOrDefault(id => id != except
+            && ((addresses.Find(id) is { } dialled && ClusterMembers.SameNode(dialled, address))
+                || (membership.ContextOf(id) is { } recorded && ClusterMembers.SameNode(recorded, address))));
 
     private static string ParseAddress(ulong id, string address)
     {

@@ -18,9 +18,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
     private readonly PeerTransport _transport;
     private readonly LeaderForwarder _forwarder;
 
-    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat)
+    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat, IReadOnlyDictionary<ulong, string>? recordedAddresses)
     {
-        Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL]));
+        Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL], contexts: recordedAddresses));
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout)
         {
             FoundingEntryFormat = foundingEntryFormat,
@@ -35,8 +35,10 @@ internal sealed class PeerlessNode : IAsyncDisposable
     /// <param name="peers">Node id -> address (none by default: the peers have no address).</param>
     /// <param name="requestTimeout">How long a command may take (a minute by default).</param>
     /// <param name="foundingEntryFormat">The format the cluster was founded with (unknown by default).</param>
-    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0) =>
-        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat);
+    /// <param name="peers">Where this node's configuration (its InitialCluster) says each peer is.</param>
+    /// <param name="recordedAddresses">The addresses the founding entries of the log record (none if null).</param>
+    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null) =>
+        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses);
 
     public MemoryStorage Disk { get; }
 

@@ -24,6 +24,7 @@ public sealed class AdminServiceAddressTests
     [InlineData("http://localhost:7002/raft", 2)]
     [InlineData("http://127.0.0.1:80", 3)]
     [InlineData("http://127.0.0.1:80/", 3)]
+    [InlineData("http://someone@localhost:7002", 2)]
     public async Task Adding_a_member_at_another_members_address_written_differently_is_refused(string address, ulong owner)
     {
         await using var node = await LeadingNodeAsync();
@@ -54,10 +55,24 @@ public sealed class AdminServiceAddressTests
         Assert.Contains("node 3", refused.Status.Detail, StringComparison.Ordinal);
     }
 
-    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied.</summary>
-    private static async Task<PeerlessNode> LeadingNodeAsync()
+    [Fact]
+    public async Task Adding_a_member_where_the_log_records_another_member_is_refused_though_this_node_dials_it_elsewhere()
     {
-        var node = PeerlessNode.Start(Peers);
+        // This node's configuration lists node 2 at a proxy; the log records node 2 where it listens.
+        await using var node = await LeadingNodeAsync(recordedAddresses: new Dictionary<ulong, string> { [2] = "http://127.0.0.1:7102" });
+        await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
+        Assert.Equal("http://localhost:7002", node.Addresses.Find(2));
+
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberAddAsync(
+            new Proto.MemberAddRequest { Id = 4, Address = "http://127.0.0.1:7102" }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
+        Assert.Equal(StatusCode.AlreadyExists, refused.StatusCode);
+        Assert.EndsWith("already belongs to node 2", refused.Status.Detail, StringComparison.Ordinal);
+    }
+
+    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied.</summary>
+    private static async Task<PeerlessNode> LeadingNodeAsync(IReadOnlyDictionary<ulong, string>? recordedAddresses = null)
+    {
+        var node = PeerlessNode.Start(Peers, recordedAddresses: recordedAddresses);
         try
         {
             var noOp = await node.LeadAsync(term: 2, voter: 2);

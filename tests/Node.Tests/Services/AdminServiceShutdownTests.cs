@@ -60,7 +60,8 @@ public sealed class AdminServiceShutdownTests
 
         var reply = await added.WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(noOp + 1, reply.Index);
-        Assert.Null(reply.Members);
+        Assert.Empty(reply.Members.Members);
+        Assert.Equal(0UL, reply.Members.LeaderId);
         Assert.NotNull(stopping);
         await stopping.WaitAsync(TimeSpan.FromSeconds(60));
     }
