@@ -118,15 +118,7 @@ internal static class RecoverCommands
             throw new InvalidOperationException($"{full} holds no node data (no {MetadataStore.FileName})");
         }
 
-        ulong nodeId;
-        string clusterId;
-        using (var metadata = MetadataStore.Open(full))
-        {
-            nodeId = metadata.NodeId ?? throw new InvalidOperationException($"{full} records no node id");
-            clusterId = metadata.ClusterId ?? throw new InvalidOperationException($"{full} records no cluster id");
-        }
-
-        return NodeStorage.Open(new StorageOptions { DataDirectory = full }, nodeId, clusterId);
+        return NodeStorage.OpenExisting(new StorageOptions { DataDirectory = full });
     }
 
     private static ulong LastTerm(FasterRaftStorage log) => log.TryGetTerm(log.LastIndex, out var term) == LogReadStatus.Ok ? term : log.Snapshot.Term;
@@ -147,7 +139,15 @@ internal static class RecoverCommands
 
             foreach (var entry in entries.Where(e => e.Type == EntryType.ConfChange))
             {
-                membership = membership.Apply(ConfChange.Decode(entry.Data.Span));
+                try
+                {
+                    membership = membership.Apply(ConfChange.Decode(entry.Data.Span));
+                }
+                catch (FormatException ex)
+                {
+                    // The log's fault or a newer build's entry, not the operator's usage: exit 1, not 2.
+                    throw new InvalidOperationException($"the membership change at index {entry.Index} cannot be read ({ex.Message}); is this dcachectl older than the node that wrote it?", ex);
+                }
             }
         }
 

@@ -61,14 +61,14 @@ internal static class SnapshotCommands
         {
             switch (part.PartCase)
             {
-                case SnapshotPart.PartOneofCase.Header:
+                case SnapshotPart.PartOneofCase.Header when header is null:
                     header = part.Header;
                     writer.WriteHeader(header);
                     break;
                 case SnapshotPart.PartOneofCase.Data when header is not null && trailer is null:
                     writer.WriteData(part.Data.Span);
                     break;
-                case SnapshotPart.PartOneofCase.Trailer when header is not null:
+                case SnapshotPart.PartOneofCase.Trailer when header is not null && trailer is null:
                     trailer = part.Trailer;
                     break;
                 default:

@@ -18,6 +18,10 @@ namespace Dcache.Ctl;
 /// </summary>
 internal static class SnapshotFile
 {
+    /// <summary>FILE's full path; an empty FILE (an unset variable) is a usage error, not a path.</summary>
+    public static string FullPath(string file) =>
+        string.IsNullOrWhiteSpace(file) ? throw new FormatException("FILE is empty: give the snapshot file's path") : Path.GetFullPath(file);
+
     public const uint FormatVersion = 1;
     public const int MaxHeaderBytes = 1 << 20;
     public const int MaxFrameBytes = 4 << 20;
@@ -43,7 +47,7 @@ internal sealed class SnapshotFileWriter : IDisposable
 
     public SnapshotFileWriter(string path)
     {
-        _path = Path.GetFullPath(path);
+        _path = SnapshotFile.FullPath(path);
         if (File.Exists(_path))
         {
             throw new SnapshotFileException($"{_path} already exists; a backup never overwrites a file");
@@ -141,7 +145,7 @@ internal sealed class SnapshotFileReader : IDisposable
 
     public SnapshotFileReader(string path)
     {
-        _path = Path.GetFullPath(path);
+        _path = SnapshotFile.FullPath(path);
         try
         {
             _file = new FileStream(_path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
@@ -149,6 +153,13 @@ internal sealed class SnapshotFileReader : IDisposable
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new SnapshotFileException($"cannot open {_path}: {ex.Message}");
+        }
+
+        if (!_file.CanSeek)
+        {
+            // Verify and restore read a file more than once (its checksum, then what it holds).
+            _file.Dispose();
+            throw new SnapshotFileException($"{_path} is not a regular file (a pipe?): copy it to a file first");
         }
 
         Span<byte> prefix = stackalloc byte[16];

@@ -56,7 +56,14 @@ public sealed class NodeStorage : IDisposable
         NativeFileSync.SyncDirectory(_directory);
     }
 
-    private static NodeStorage Open(StorageOptions options, ulong nodeId, string clusterId, ILoggerFactory? loggerFactory, bool restoring)
+    /// <summary>
+    /// Opens a stopped node's data directory under the identity it records (the offline recovery tools). The
+    /// directory's lock is taken before anything in it is opened, so the files of a node still running are not touched.
+    /// </summary>
+    public static NodeStorage OpenExisting(StorageOptions options) =>
+        Open(options, nodeId: null, clusterId: null, loggerFactory: null, restoring: false);
+
+    private static NodeStorage Open(StorageOptions options, ulong? nodeId, string? clusterId, ILoggerFactory? loggerFactory, bool restoring)
     {
         loggerFactory ??= NullLoggerFactory.Instance;
         FileStream directoryLock;
@@ -98,7 +105,15 @@ public sealed class NodeStorage : IDisposable
             }
 
             metadata = MetadataStore.Open(options.DataDirectory);
-            metadata.EnsureIdentity(nodeId, clusterId);
+            if (nodeId is { } id && clusterId is not null)
+            {
+                metadata.EnsureIdentity(id, clusterId);
+            }
+            else if (metadata.NodeId is null || metadata.ClusterId is null)
+            {
+                throw new InvalidOperationException($"{directory} records no node id or cluster id");
+            }
+
             raftLog = FasterRaftStorage.Open(options, metadata, loggerFactory.CreateLogger<FasterRaftStorage>());
             var snapshots = SnapshotStore.Open(options, metadata, loggerFactory.CreateLogger<SnapshotStore>());
             return new NodeStorage(directoryLock, directory, metadata, raftLog, snapshots);

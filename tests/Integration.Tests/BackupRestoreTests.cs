@@ -226,6 +226,8 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         await File.WriteAllTextAsync(notASnapshot, "these are not the bytes you are looking for\n");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", notASnapshot), 1, "is not a Dcache snapshot file");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", Path.Combine(cluster.Root, "missing")), 1, "cannot open");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", ""), 2, "FILE is empty");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", " ", .. cluster.CtlOptions()]), 2, "FILE is empty");
         var target = Path.Combine(cluster.Root, "restore-target");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "restore", notASnapshot, "--data", target, "--node-id", "1", "--cluster-id", "new",
             "--initial-cluster", "1=http://127.0.0.1:1"), 1, "is not a Dcache snapshot file");

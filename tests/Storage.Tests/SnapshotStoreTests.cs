@@ -395,6 +395,31 @@ public sealed class MetadataStoreTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The recovery tools open a stopped node's directory by the identity it records. A node still running holds the
+    /// lock: the tools are refused before they open its metadata, which opening would migrate and switch to WAL mode
+    /// (here, a metadata file SQLite cannot read shows which came first).
+    /// </summary>
+    [Fact]
+    public void Opening_an_existing_directory_takes_its_lock_before_opening_anything_in_it()
+    {
+        var options = new StorageOptions { DataDirectory = _directory.Path, RaftLog = new LogFileOptions { PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 16 } };
+        using (NodeStorage.Open(options, 7, "c1"))
+        {
+        }
+
+        using (var existing = NodeStorage.OpenExisting(options))
+        {
+            Assert.Equal(7UL, existing.Metadata.NodeId);
+            Assert.Equal("c1", existing.Metadata.ClusterId);
+        }
+
+        using var heldByANode = new FileStream(Path.Combine(_directory.Path, NodeStorage.LockFileName), FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        File.WriteAllText(Path.Combine(_directory.Path, MetadataStore.FileName), "not a database");
+        var refused = Assert.Throws<DataDirectoryRefusedException>(() => NodeStorage.OpenExisting(options));
+        Assert.Contains("is in use by another process", refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Node_storage_opens_all_three_parts_and_checks_identity()
     {
