@@ -76,7 +76,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly ILogger _logger;
     private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
-    private readonly Dictionary<ulong, PendingWrite> _writes = [];
+    private readonly ProposalsAwaitingApply<PendingWrite> _writes = new();
     private readonly DeferredReplies _deferredReplies = new();
     // Linearizable reads that arrive in one loop round share one ReadIndex request (and so, on a follower, one
     // message to the leader); the group waits for its read index, then for the apply to reach it.
@@ -85,7 +85,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private readonly PriorityQueue<CommandInput, ulong> _readsAwaitingApply = new();
     // Membership changes proposed by operators: index -> (term proposed in, completion). Completed once the entry at
     // the index is applied and the core has taken the change in (true), or another entry took its place (false).
-    private readonly Dictionary<ulong, (ulong Term, TaskCompletionSource<bool> Completion)> _changesAwaitingApply = [];
+    private readonly ProposalsAwaitingApply<(ulong Term, TaskCompletionSource<bool> Completion)> _changesAwaitingApply = new();
     private readonly List<(TaskCompletionSource<bool> Completion, bool Applied)> _changesApplied = [];
     // The membership in effect at the applied index. The core's own is ahead of it while a snapshot's state is built.
     private Membership _followedMembership = Membership.Empty;
@@ -819,8 +819,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         switch (result.Status)
         {
             case ProposeStatus.Accepted:
-                ProposedAt(result.Index);
-                _writes[result.Index] = new PendingWrite(result.Term, input);
+                _changesAwaitingApply.Displace(result.Index);
+                _writes.Add(result.Index, new PendingWrite(result.Term, input));
                 break;
             case ProposeStatus.NotLeader:
                 input.Replies.Complete(NotLeader(command.Id));
@@ -1034,7 +1034,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void Apply(Entry entry)
     {
-        if (_changesAwaitingApply.Remove(entry.Index, out var proposed))
+        while (_changesAwaitingApply.TryTake(entry.Index, out var proposed))
         {
             // Completed after Advance, once the core's membership includes the change.
             _changesApplied.Add((proposed.Completion, proposed.Term == entry.Term));
@@ -1060,7 +1060,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         // A write's own entry is never a membership change: another leader's change took its place.
-        if (_writes.Remove(entry.Index, out var pending))
+        while (_writes.TryTake(entry.Index, out var pending))
         {
             var id = pending.Input.Command.Id;
             _deferredReplies.Add(pending.Input.Replies, pending.Term == entry.Term && reply is { } applied ? ReplyFactory.FromCache(id, applied) : Superseded(id));
@@ -1074,21 +1074,15 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     /// <summary>
     /// This node, leading, has just proposed an entry at <paramref name="index"/>. A write or membership change it
-    /// proposed at that index in an earlier term is no longer in its log (another leader's entries replaced it), so it
-    /// never applies: it is answered now. A node that leads again before applying that far (the other leader's log was
-    /// shorter) otherwise replaced its waiter unanswered, and the command waited for its deadline.
+    /// proposed at that index in an earlier term is no longer in its log (another leader's entries replaced it), but
+    /// that does not make it "not applied": with five voters or more, a node still holding the replaced entry can be
+    /// elected and commit it. It waits, displaced, for the apply of its index (which says whether it applied), its
+    /// deadline, or a snapshot covering it (<see cref="ProposalsAwaitingApply{T}"/>).
     /// </summary>
     private void ProposedAt(ulong index)
     {
-        if (_writes.Remove(index, out var write))
-        {
-            write.Input.Replies.Complete(Superseded(write.Input.Command.Id));
-        }
-
-        if (_changesAwaitingApply.Remove(index, out var change))
-        {
-            change.Completion.TrySetResult(false);
-        }
+        _writes.Displace(index);
+        _changesAwaitingApply.Displace(index);
     }
 
     private void ServeReadsUpTo(ulong applied)
@@ -1111,20 +1105,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     private void ExpireOverdueRequests(long now)
     {
-        if (_writes.Count > 0)
+        if (!_writes.IsEmpty)
         {
-            List<ulong>? overdue = null;
-            foreach (var (index, pending) in _writes)
+            foreach (var (index, pending) in _writes.RemoveWhere((_, pending) => pending.Input.DeadlineMs <= now))
             {
-                if (pending.Input.DeadlineMs <= now)
-                {
-                    (overdue ??= []).Add(index);
-                }
-            }
-
-            foreach (var index in overdue ?? [])
-            {
-                _writes.Remove(index, out var pending);
                 pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
                     $"outcome unknown: proposed at index {index} but not seen applied in time; it may still apply"));
             }
@@ -1355,16 +1339,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// </summary>
     private void AnswerProposalsCoveredBy(ulong snapshotIndex)
     {
-        foreach (var (index, pending) in _writes.Where(write => write.Key <= snapshotIndex).ToList())
+        foreach (var (index, pending) in _writes.RemoveWhere((index, _) => index <= snapshotIndex))
         {
-            _writes.Remove(index);
             pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown,
                 $"outcome unknown: proposed at index {index}, which a snapshot from the leader (up to index {snapshotIndex}) replaced here; it may have applied"));
         }
 
-        foreach (var (index, change) in _changesAwaitingApply.Where(change => change.Key <= snapshotIndex).ToList())
+        foreach (var (index, change) in _changesAwaitingApply.RemoveWhere((index, _) => index <= snapshotIndex))
         {
-            _changesAwaitingApply.Remove(index);
             change.Completion.TrySetException(new InvalidOperationException(
                 $"the change was proposed at index {index}, which a snapshot from the leader (up to index {snapshotIndex}) replaced on this node; it may have applied"));
         }
@@ -1424,9 +1406,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 return (result, result.Reason, null);
             }
 
-            ProposedAt(result.Index);
+            _writes.Displace(result.Index);
             var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-            _changesAwaitingApply[result.Index] = (result.Term, completion);
+            _changesAwaitingApply.Add(result.Index, (result.Term, completion));
             return (result, null, completion.Task);
         });
 
@@ -1505,13 +1487,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         // Replies of entries applied before the loop stopped are their real outcomes.
         _deferredReplies.Flush();
-        foreach (var (_, change) in _changesAwaitingApply)
+        foreach (var (_, change) in _changesAwaitingApply.RemoveAll())
         {
             change.Completion.TrySetException(new InvalidOperationException("the node stopped before the membership change was seen applied; it may still apply"));
         }
 
-        _changesAwaitingApply.Clear();
-        foreach (var (_, pending) in _writes)
+        foreach (var (_, pending) in _writes.RemoveAll())
         {
             pending.Input.Replies.Complete(ReplyFactory.Failure(pending.Input.Command.Id, Proto.FailureKind.OutcomeUnknown, "outcome unknown: the node stopped before the write was seen applied"));
         }
@@ -1542,7 +1523,6 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             }
         }
 
-        _writes.Clear();
         _readsAwaitingIndex.Clear();
     }
 

@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Dcache.Node.Tests.Consensus;
 
 /// <summary>
-/// Node 1 of a cluster of nodes 1, 2 and 3 whose peers exist only as the messages a test posts (what node 1 sends goes
+/// Node 1 of a cluster of nodes 1, 2 and 3 (or more voters) whose peers exist only as the messages a test posts (what node 1 sends goes
 /// nowhere): its driver over storage in memory, with elections far off (the test makes it campaign) and no snapshots.
 /// Writes a gateway asks it to forward go to the address <paramref name="peers"/> gives for the leader, if any.
 /// </summary>
@@ -18,9 +18,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
     private readonly PeerTransport _transport;
     private readonly LeaderForwarder _forwarder;
 
-    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat, IReadOnlyDictionary<ulong, string>? recordedAddresses)
+    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat, IReadOnlyDictionary<ulong, string>? recordedAddresses, IReadOnlyList<ulong> voters)
     {
-        Disk = MemoryStorage.Bootstrap(Membership.Of([1UL, 2UL, 3UL], contexts: recordedAddresses));
+        Disk = MemoryStorage.Bootstrap(Membership.Of(voters, contexts: recordedAddresses));
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout)
         {
             FoundingEntryFormat = foundingEntryFormat,
@@ -37,8 +37,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
     /// <param name="foundingEntryFormat">The format the cluster was founded with (unknown by default).</param>
     /// <param name="peers">Where this node's configuration (its InitialCluster) says each peer is.</param>
     /// <param name="recordedAddresses">The addresses the founding entries of the log record (none if null).</param>
-    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null) =>
-        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses);
+    /// <param name="voters">The founding voters (1, 2 and 3 if null); node 1 must be one.</param>
+    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null, IReadOnlyList<ulong>? voters = null) =>
+        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses, voters ?? [1UL, 2UL, 3UL]);
 
     public MemoryStorage Disk { get; }
 
@@ -53,12 +54,23 @@ internal sealed class PeerlessNode : IAsyncDisposable
     /// Node 1 campaigns and, with node <paramref name="voter"/>'s votes, leads term <paramref name="term"/>; returns its
     /// last index then (the empty entry that opens its term).
     /// </summary>
-    public Task<ulong> LeadAsync(ulong term, ulong voter) =>
+    public Task<ulong> LeadAsync(ulong term, ulong voter) => LeadWithVotesAsync(term, [voter]);
+
+    /// <summary>As <see cref="LeadAsync"/>, with the votes of <paramref name="voters"/> (enough for a larger cluster).</summary>
+    public Task<ulong> LeadWithVotesAsync(ulong term, IReadOnlyList<ulong> voters) =>
         Driver.RunOnLoopAsync(raft =>
         {
             raft.Campaign();
-            raft.Step(new Message { Type = MessageType.PreVoteResponse, From = voter, To = 1, Term = term });
-            raft.Step(new Message { Type = MessageType.VoteResponse, From = voter, To = 1, Term = term });
+            foreach (var voter in voters)
+            {
+                raft.Step(new Message { Type = MessageType.PreVoteResponse, From = voter, To = 1, Term = term });
+            }
+
+            foreach (var voter in voters)
+            {
+                raft.Step(new Message { Type = MessageType.VoteResponse, From = voter, To = 1, Term = term });
+            }
+
             Assert.Equal(Role.Leader, raft.Role);
             return raft.LastIndex;
         }).WaitAsync(TimeSpan.FromSeconds(60));

@@ -6,8 +6,10 @@ using Proto = Dcache.Protocol.Cache;
 namespace Dcache.Node.Tests.Consensus;
 
 /// <summary>
-/// A write proposed by a leader whose entry another leader's entries replaced never applies: its command is answered
-/// Unavailable (not applied, safe to retry) as soon as the node knows, never left waiting for its deadline.
+/// A write proposed by a leader whose entry another leader's entries replaced is answered by what the entry committed
+/// at its index turns out to be: Unavailable (not applied, safe to retry) when it is another entry, applied when the
+/// replaced entry committed through another node after all (possible with five voters or more). It is answered when
+/// that index is applied, never left waiting for its deadline, and never earlier than the node can know.
 /// </summary>
 public sealed class SupersededWriteTests
 {
@@ -94,12 +96,112 @@ public sealed class SupersededWriteTests
         await node.LeadAsync(term: 4, voter: 3);
         Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 3, To = 1, Term = 4, Index = noOp + 2 }, 0));
         await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp + 2, "the no-op of term 4 did not apply");
-        var (again, _, _) = await driver.ProposeConfChangeAsync(new ConfChange(ConfChangeType.AddLearner, 5, "http://127.0.0.1:5"), _ => null).WaitAsync(Patience);
+        var (again, _, againApplied) = await driver.ProposeConfChangeAsync(new ConfChange(ConfChangeType.AddLearner, 5, "http://127.0.0.1:5"), _ => null).WaitAsync(Patience);
         Assert.Equal(noOp + 3, again.Index);
+        Assert.False(applied!.IsCompleted, "the displaced change was answered before its index was applied");
+        Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 3, To = 1, Term = 4, Index = noOp + 3 }, 0));
 
-        Assert.True(await Task.WhenAny(applied!, Task.Delay(Patience)) == applied, "the superseded membership change never completed");
-        Assert.False(await applied!);
+        Assert.True(await Task.WhenAny(applied, Task.Delay(Patience)) == applied, "the superseded membership change never completed");
+        Assert.False(await applied);
+        Assert.True(await againApplied!.WaitAsync(Patience));
     }
+
+    [Fact]
+    public async Task A_write_replaced_in_the_leaders_log_that_commits_through_another_node_is_answered_as_applied()
+    {
+        // Five voters. Node 1 leads term 2 (votes of 4 and 5) and its three writes reach only node 3. Node 2, elected in
+        // term 3 by 4 and 5, replaces them on node 1 with its no-op. Node 1 leads term 4 (4 and 5 again), and its no-op
+        // and next write take the second and third writes' indexes. Node 3, whose log still ends with the third write,
+        // is then elected in term 5 (4 and 5 have nothing of terms 3 and 4) and commits all three: they applied, and
+        // the write of term 4 did not.
+        await using var node = PeerlessNode.Start(voters: [1UL, 2UL, 3UL, 4UL, 5UL]);
+        var driver = node.Driver;
+        var noOp = await node.LeadWithVotesAsync(term: 2, [4UL, 5UL]);
+        var first = driver.ExecuteAsync(Set(1, "a"));
+        var second = driver.ExecuteAsync(Set(2, "b"));
+        var third = driver.ExecuteAsync(Set(3, "c"));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 3, "the three writes were not appended");
+        var writes = await CopyEntriesAsync(node, noOp + 1, noOp + 4);
+
+        Assert.True(node.Inbox.TryPost(new Message
+        {
+            Type = MessageType.Append, From = 2, To = 1, Term = 3, Index = noOp, LogTerm = 2,
+            Entries = [new Entry(noOp + 1, 3, EntryType.Normal, ReadOnlyMemory<byte>.Empty)],
+        }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 1 && raft.Term == 3, "node 1 did not take node 2's entry");
+
+        await node.LeadWithVotesAsync(term: 4, [4UL, 5UL]);
+        var fourth = driver.ExecuteAsync(Set(4, "d"));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 3, "the write of term 4 was not appended");
+        await driver.RunOnLoopAsync(_ => true).WaitAsync(Patience); // a loop round after the proposal
+        Assert.False(third.IsCompleted, "the third write was answered before anything committed at its index");
+
+        Assert.True(node.Inbox.TryPost(new Message
+        {
+            Type = MessageType.Append, From = 3, To = 1, Term = 5, Index = noOp, LogTerm = 2, Commit = noOp + 4,
+            Entries = [.. writes, new Entry(noOp + 4, 5, EntryType.Normal, ReadOnlyMemory<byte>.Empty)],
+        }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp + 4, "node 1 did not apply node 3's entries");
+
+        foreach (var (write, name) in new[] { (first, "first"), (second, "second"), (third, "third") })
+        {
+            Assert.True(await Task.WhenAny(write, Task.Delay(Patience)) == write, $"the {name} write was not answered");
+            Assert.True((await write).Ok, $"the {name} write applied but was answered {await write}");
+        }
+
+        await AssertAnsweredNotAppliedAsync((fourth, "fourth"));
+    }
+
+    [Fact]
+    public async Task A_membership_change_replaced_in_the_leaders_log_that_commits_through_another_node_completes_as_applied()
+    {
+        // As above, with a membership change where the third write was.
+        await using var node = PeerlessNode.Start(voters: [1UL, 2UL, 3UL, 4UL, 5UL]);
+        var driver = node.Driver;
+        var noOp = await node.LeadWithVotesAsync(term: 2, [4UL, 5UL]);
+        Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 4, To = 1, Term = 2, Index = noOp }, 0));
+        Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 5, To = 1, Term = 2, Index = noOp }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
+        _ = driver.ExecuteAsync(Set(1, "a"));
+        _ = driver.ExecuteAsync(Set(2, "b"));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 2, "the two writes were not appended");
+        var (proposal, refusal, applied) = await driver.ProposeConfChangeAsync(new ConfChange(ConfChangeType.AddLearner, 6, "http://127.0.0.1:6"), _ => null).WaitAsync(Patience);
+        Assert.Null(refusal);
+        Assert.Equal(noOp + 3, proposal.Index);
+        var proposed = await CopyEntriesAsync(node, noOp + 1, noOp + 4);
+
+        Assert.True(node.Inbox.TryPost(new Message
+        {
+            Type = MessageType.Append, From = 2, To = 1, Term = 3, Index = noOp, LogTerm = 2,
+            Entries = [new Entry(noOp + 1, 3, EntryType.Normal, ReadOnlyMemory<byte>.Empty)],
+        }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 1 && raft.Term == 3, "node 1 did not take node 2's entry");
+
+        await node.LeadWithVotesAsync(term: 4, [4UL, 5UL]);
+        var fourth = driver.ExecuteAsync(Set(4, "d"));
+        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 3, "the write of term 4 was not appended");
+        await driver.RunOnLoopAsync(_ => true).WaitAsync(Patience);
+        Assert.False(applied!.IsCompleted, "the change was answered before anything committed at its index");
+
+        Assert.True(node.Inbox.TryPost(new Message
+        {
+            Type = MessageType.Append, From = 3, To = 1, Term = 5, Index = noOp, LogTerm = 2, Commit = noOp + 4,
+            Entries = [.. proposed, new Entry(noOp + 4, 5, EntryType.Normal, ReadOnlyMemory<byte>.Empty)],
+        }, 0));
+        await DriverWaits.UntilAsync(driver, raft => raft.AppliedIndex == noOp + 4, "node 1 did not apply node 3's entries");
+
+        Assert.True(await Task.WhenAny(applied, Task.Delay(Patience)) == applied, "the membership change never completed");
+        Assert.True(await applied);
+        await AssertAnsweredNotAppliedAsync((fourth, "fourth"));
+    }
+
+    private static Task<Entry[]> CopyEntriesAsync(PeerlessNode node, ulong from, ulong until) =>
+        node.Driver.RunOnLoopAsync(_ =>
+        {
+            var entries = new List<Entry>();
+            Assert.Equal(LogReadStatus.Ok, node.Disk.TryGetEntries(from, until, ulong.MaxValue, entries));
+            return entries.Select(entry => entry with { Data = entry.Data.ToArray() }).ToArray();
+        }).WaitAsync(Patience);
 
     private static async Task AssertAnsweredNotAppliedAsync(params (Task<Proto.Reply> Write, string Name)[] writes)
     {
