@@ -163,6 +163,68 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AWriteNearTheSizeLimitIsNeverRefusedAsTooLargeAfterAnAttemptThatMayHaveApplied()
+    {
+        // Each attempt gives the command a new id, and a retry after an attempt that may have applied sets
+        // session_must_exist: measured as sent, a write that just fitted was refused on its retry, and the client read
+        // "not applied" for a write that may have applied. Every size around the limit: either no attempt is ever sent
+        // (refused at once, surely not applied) or the write is not refused as too large.
+        var maxMessageBytes = Dcache.Protocol.MessageLimits.MinMaxMessageBytes;
+        var maxItemBytes = Dcache.Protocol.MessageLimits.MaxItemBytes(maxMessageBytes);
+        var firstSeen = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
+        await using var node = await ScriptedNode.StartAsync(command => firstSeen.TryAdd(command.Set.Key.ToStringUtf8(), true)
+            ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
+            : new Reply { Ok = true });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address, MaxMessageBytes = maxMessageBytes }));
+
+        var tried = 0;
+        for (var length = maxItemBytes - 60; length <= maxItemBytes; length++)
+        {
+            var key = $"k{length}";
+            var write = Set(key, session: 7, new string('v', length));
+            var size = Dcache.Protocol.MessageLimits.FramedSize(write);
+            if (size < maxItemBytes - 20 || size > maxItemBytes)
+            {
+                continue;
+            }
+
+            tried++;
+            var call = new ClusterCall(write, ReadMode.Linearizable);
+            cluster.ExecuteAll([call], CancellationToken.None);
+            var reply = await call.Reply.WaitAsync(Patience);
+            var sent = node.Received.SelectMany(batch => batch).Count(command => command.Set.Key.ToStringUtf8() == key);
+            if (sent == 0)
+            {
+                Assert.StartsWith("ERR command too large", reply.Error, StringComparison.Ordinal);
+            }
+            else
+            {
+                Assert.True(reply.Ok, $"a write of {size} bytes (limit {maxItemBytes}) sent {sent} time(s) was answered {reply}");
+            }
+        }
+
+        Assert.True(tried >= 10, $"only {tried} sizes near the limit");
+    }
+
+    [Fact]
+    public async Task ANotLeaderReplyNamingALeaderWithoutAnAddressIsRetriedWithBackoffNotAtOnce()
+    {
+        await using var node = await ScriptedNode.StartAsync(_ =>
+            new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 2, LeaderAddress = "", Message = "not the leader" } });
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, AttemptTimeoutMilliseconds = 3_000, DeadlineMilliseconds = 3_000 });
+
+        var call = new ClusterCall(Set("k", session: 9), ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        // Not applied, or unknown should the deadline fall while an attempt is out.
+        Assert.Contains(reply.Failure?.Kind, new FailureKind?[] { FailureKind.Unavailable, FailureKind.OutcomeUnknown });
+        // With backoff from 20 ms (doubling, jittered, at most 500 ms) three seconds hold about 10 attempts; retried at
+        // once, the same node got one attempt after another for the whole deadline.
+        Assert.True(node.CommandsReceived is >= 1 and <= 25, $"{node.CommandsReceived} attempts in 3 s");
+    }
+
+    [Fact]
     public async Task AWriteWhoseSessionExpiredAndThatSurelyNeverAppliedIsSentAgainAtOnceUnderANewSession()
     {
         await using var node = await ScriptedNode.StartAsync(command => command.Sequence > 1

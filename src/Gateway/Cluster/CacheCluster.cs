@@ -363,8 +363,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             _cluster.Learn(node, reply, answeredWrite: _isWrite[index] && !_calls[index].Command.ForwardToLeader);
             if (reply.Failure is { Kind: FailureKind.NotLeader } notLeader)
             {
-                _hinted ??= _cluster.FindOrAdd(notLeader.LeaderAddress);
-                return notLeader.LeaderId != 0 ? AttemptResult.NotLeaderNamed : AttemptResult.NotLeader;
+                // Retried at once only when the hint leads somewhere: a leader named without an address (the node knows
+                // no address for it) would send the retry straight back to the same node, again and again.
+                var hinted = _cluster.FindOrAdd(notLeader.LeaderAddress);
+                _hinted ??= hinted;
+                return notLeader.LeaderId != 0 && hinted is not null ? AttemptResult.NotLeaderNamed : AttemptResult.NotLeader;
             }
 
             if (_isWrite[index] && reply.Failure is { Kind: FailureKind.SessionExpired })

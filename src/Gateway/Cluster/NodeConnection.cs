@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Dcache.Protocol;
 using Dcache.Protocol.Cache;
+using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
@@ -282,7 +283,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 for (var i = NextToSend; i < commands.Count; i++)
                 {
                     var command = commands[i];
-                    var size = MessageLimits.FramedSize(command);
+                    var size = SizeOnAnyAttempt(command);
                     if (size > node._maxBatchBytes)
                     {
                         // No message could carry it: refused here, so that the node does not break the stream over it.
@@ -359,6 +360,23 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 TrySetResult();
             }
         }
+    }
+
+    // The most bytes a command's id and per-attempt flags take in a message: each attempt gives it a new id, and a retry
+    // may set forward_to_leader and session_must_exist (tag and value: 1 + 10 for the id, 1 + 1 for each flag).
+    private const int MaxAttemptFieldBytes = 11 + 2 + 2;
+
+    /// <summary>
+    /// What <paramref name="command"/> takes in a message on whichever attempt, so that the size check gives every
+    /// attempt the same verdict: a retry refused as too large after an attempt that may have applied would tell the
+    /// client "not applied" when it cannot know.
+    /// </summary>
+    internal static int SizeOnAnyAttempt(Command command)
+    {
+        var attemptFields = (command.Id != 0 ? 1 + CodedOutputStream.ComputeUInt64Size(command.Id) : 0)
+            + (command.ForwardToLeader ? 2 : 0)
+            + (command.SessionMustExist ? 2 : 0);
+        return MessageLimits.FramedSize(command) - attemptFields + MaxAttemptFieldBytes;
     }
 
     /// <summary>Where a reply goes: its batch and its place there.</summary>
