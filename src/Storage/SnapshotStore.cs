@@ -55,6 +55,16 @@ public sealed class SnapshotStore : IDisposable
             var recovered = _commitManager.Recovered;
             var begin = recovered?.BeginAddress ?? LogGeometry.FirstValidAddress;
             var until = recovered?.UntilAddress ?? LogGeometry.FirstValidAddress;
+
+            // Checked before anything is discarded: with its commit record lost or unreadable, the log would seem to end
+            // at its start, and every snapshot's chunks would be deleted before the node refused to start.
+            var catalogue = _metadata.ListSnapshots();
+            foreach (var entry in catalogue.Where(e => e.BeginAddress < begin || e.EndAddress > until))
+            {
+                throw new StorageCorruptionException(_geometry.Describe(entry.BeginAddress), _geometry.FileOffsetOf(entry.BeginAddress),
+                    $"catalogued snapshot {entry.Id} [{entry.BeginAddress}, {entry.EndAddress}) lies outside the snapshot log [{begin}, {until})");
+            }
+
             LogScanner.DiscardAfter(_geometry, until); // an uncatalogued, unfinished snapshot's chunks
             _device = Devices.CreateLogDevice(_geometry.BasePath, recoverDevice: true);
             _log = new FasterLog(new FasterLogSettings
@@ -70,13 +80,6 @@ public sealed class SnapshotStore : IDisposable
             {
                 throw new InvalidOperationException(
                     $"FasterLog recovered [{_log.BeginAddress}, {_log.TailAddress}) but the snapshot log holds [{begin}, {until}) in {_geometry.Directory}");
-            }
-
-            var catalogue = _metadata.ListSnapshots();
-            foreach (var entry in catalogue.Where(e => e.BeginAddress < begin || e.EndAddress > until))
-            {
-                throw new StorageCorruptionException(_geometry.Describe(entry.BeginAddress), _geometry.FileOffsetOf(entry.BeginAddress),
-                    $"catalogued snapshot {entry.Id} [{entry.BeginAddress}, {entry.EndAddress}) lies outside the snapshot log [{begin}, {until})");
             }
 
             _nextId = catalogue.Count == 0 ? 1 : catalogue.Max(e => e.Id) + 1;
@@ -136,17 +139,36 @@ public sealed class SnapshotStore : IDisposable
         }
     }
 
-    /// <summary>Opens a catalogued snapshot for reading; its chunks are not truncated away while the reader is open.</summary>
+    /// <summary>
+    /// Opens a catalogued snapshot for reading; its chunks are not truncated away while the reader is open. A snapshot
+    /// newer ones have replaced since <paramref name="entry"/> was listed is refused with
+    /// <see cref="InvalidOperationException"/>: its chunks may be gone.
+    /// </summary>
     public SnapshotReader OpenRead(SnapshotCatalogueEntry entry)
     {
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_metadata.ListSnapshots().Any(stored => stored.Id == entry.Id))
+            {
+                throw new InvalidOperationException($"snapshot {entry.Id} (index {entry.Metadata.Index}) is no longer stored: newer snapshots replaced it");
+            }
+
             _openReaders[entry.Id] = _openReaders.GetValueOrDefault(entry.Id) + 1;
             _readerBegins[entry.Id] = entry.BeginAddress;
         }
 
-        return new SnapshotReader(_geometry, entry, () => ReaderClosed(entry.Id));
+        try
+        {
+            return new SnapshotReader(_geometry, entry, () => ReaderClosed(entry.Id));
+        }
+        catch
+        {
+            // A reader that never opened must not hold the log: its registration would keep every later snapshot's
+            // space from being reclaimed until the node restarts.
+            ReaderClosed(entry.Id);
+            throw;
+        }
     }
 
     public void Dispose()
@@ -527,9 +549,17 @@ public sealed class SnapshotReader : IDisposable
         Entry = entry;
         _onDispose = onDispose;
         _cursor = new LogCursor(geometry, entry.BeginAddress, entry.EndAddress, entry.EndAddress);
-        if (!_cursor.MoveNext() || (SnapshotRecordKind)RecordFrame.Kind(_cursor.Record.Span) != SnapshotRecordKind.Begin || Id(_cursor.Record.Span) != entry.Id)
+        try
         {
-            throw LogScanner.Corrupt(geometry, entry.BeginAddress, $"snapshot {entry.Id} does not start with its Begin record");
+            if (!_cursor.MoveNext() || (SnapshotRecordKind)RecordFrame.Kind(_cursor.Record.Span) != SnapshotRecordKind.Begin || Id(_cursor.Record.Span) != entry.Id)
+            {
+                throw LogScanner.Corrupt(geometry, entry.BeginAddress, $"snapshot {entry.Id} does not start with its Begin record");
+            }
+        }
+        catch
+        {
+            _cursor.Dispose();
+            throw;
         }
     }
 

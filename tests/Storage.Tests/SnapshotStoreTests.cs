@@ -229,6 +229,80 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
             Assert.Throws<StorageCorruptionException>(() => reader.Chunks().Count());
         }
     }
+
+    [Fact]
+    public void A_snapshot_newer_ones_replaced_since_it_was_listed_is_refused_as_no_longer_stored()
+    {
+        var random = new Random(7);
+        using var metadata = MetadataStore.Open(_directory.Path);
+        using var store = SnapshotStore.Open(Options, metadata);
+        var listed = WriteSnapshot(store, 10, 30_000, 1, random);
+        WriteSnapshot(store, 20, 30_000, 2, random);
+        WriteSnapshot(store, 30, 30_000, 3, random);
+
+        var refused = Assert.Throws<InvalidOperationException>(() => store.OpenRead(listed));
+        Assert.Contains("no longer stored", refused.Message, StringComparison.Ordinal);
+        AssertSpaceIsReclaimedAfterMoreSnapshots(store, random);
+    }
+
+    [Fact]
+    public void A_reader_that_fails_to_open_does_not_keep_the_log_from_being_truncated()
+    {
+        var random = new Random(8);
+        SnapshotCatalogueEntry damaged;
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            damaged = WriteSnapshot(store, 10, 30_000, 1, random);
+        }
+
+        // Its Begin record damaged: the reader fails as it opens (the catalogued size and checksum are checked only
+        // as it is read, so the store opens).
+        var geometry = SnapshotStore.GeometryFor(Options);
+        var address = damaged.BeginAddress + LogGeometry.EntryHeaderSize + 2;
+        FaultInjectionTests.FlipByte(geometry.SegmentPath(geometry.SegmentOf(address)), geometry.FileOffsetOf(address));
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            Assert.Throws<StorageCorruptionException>(() => store.OpenRead(store.List()[0]));
+            AssertSpaceIsReclaimedAfterMoreSnapshots(store, random);
+        }
+    }
+
+    [Fact]
+    public void A_snapshot_log_whose_commit_record_is_lost_is_refused_with_its_chunks_left_in_place()
+    {
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        using (var store = SnapshotStore.Open(Options, metadata))
+        {
+            WriteSnapshot(store, 10, 30_000, 1, new Random(9));
+        }
+
+        var geometry = SnapshotStore.GeometryFor(Options);
+        var before = LogScanner.ExistingSegments(geometry).Order().Select(segment => File.ReadAllBytes(geometry.SegmentPath(segment))).ToList();
+        File.Delete(DurableLogCommitManager.MetadataPath(geometry));
+
+        using (var metadata = MetadataStore.Open(_directory.Path))
+        {
+            Assert.Throws<StorageCorruptionException>(() => SnapshotStore.Open(Options, metadata));
+        }
+
+        var after = LogScanner.ExistingSegments(geometry).Order().Select(segment => File.ReadAllBytes(geometry.SegmentPath(segment))).ToList();
+        Assert.Equal(before.Count, after.Count);
+        Assert.All(before.Zip(after), pair => Assert.True(pair.First.AsSpan().SequenceEqual(pair.Second), "a segment file changed"));
+    }
+
+    /// <summary>Snapshots written after, beyond the ones kept, let the store delete the first segment file.</summary>
+    private void AssertSpaceIsReclaimedAfterMoreSnapshots(SnapshotStore store, Random random)
+    {
+        var geometry = SnapshotStore.GeometryFor(Options);
+        for (var i = 0; i < 8; i++)
+        {
+            WriteSnapshot(store, 100 + (ulong)i * 10, 30_000, 10 + i, random);
+        }
+
+        Assert.False(File.Exists(geometry.SegmentPath(0)), $"the first segment is still there; segments: {string.Join(", ", LogScanner.ExistingSegments(geometry).Order())}");
+    }
 }
 
 public sealed class MetadataStoreTests : IDisposable
