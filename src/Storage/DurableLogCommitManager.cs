@@ -13,8 +13,10 @@ internal sealed record RecoveredCommit(long BeginAddress, long UntilAddress, lon
 /// create and an unlink per commit (about 800 commits/s here, a fifth of the disk's fdatasync rate) and, without
 /// the directory fsync, the newest commit file may not survive a power cut at all.
 ///
-/// This manager keeps the commit metadata in one preallocated file with two slots written alternately, each
-/// slot checksummed, so a torn write leaves the other slot intact. On an ordinary commit it writes the slot
+/// This manager keeps the commit metadata in one preallocated file with two checksummed slots. Every write goes to
+/// the slot that does not hold the newest synced one, so a torn write (or a lost one) always leaves the newest synced
+/// state intact; alternating blindly let two unsynced writes overwrite it, and a power cut tearing the second then
+/// left only an older slot, whose begin address named segments already deleted. On an ordinary commit it writes the slot
 /// without syncing it: the slot is then a hint of where the durable log ends, and the truth is the log itself,
 /// whose data FasterLog wrote with O_SYNC before calling <see cref="Commit"/>. Recovery (<see cref="LogScanner"/>)
 /// reads intact, chained records past the hint, so a commit costs one synchronous data write. The slot is synced
@@ -37,6 +39,8 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
     private readonly Lock _gate = new();
     private readonly byte[] _slotBuffer = new byte[SlotSize];
     private long _sequence;
+    // The slot holding the newest synced write (-1 before the first): writes go to the other one.
+    private int _durableSlot = -1;
     private byte[] _fasterMetadata = [];
     private byte[] _replayBase = [];
     private byte[] _durableReplayBase = [];
@@ -67,9 +71,13 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
             NativeFileSync.SyncDirectory(geometry.Directory);
         }
 
-        (Recovered, _sequence, _fasterMetadata) = ReadNewestSlot(_file);
+        (Recovered, _sequence, _fasterMetadata, var newestSlot) = ReadNewestSlot(_file);
         if (Recovered is not null)
         {
+            // What was read may have been an unsynced write still in the page cache (the process died, the machine
+            // did not): synced now, it is the newest durable state, which later writes must not overwrite.
+            NativeFileSync.DataSync(_file);
+            _durableSlot = newestSlot;
             _replayBase = _durableReplayBase = Recovered.ReplayBase.Encode();
             _durableBeginAddress = Recovered.BeginAddress;
         }
@@ -229,11 +237,12 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
         _replayBase.CopyTo(payload[(8 + _fasterMetadata.Length)..]);
         BinaryPrimitives.WriteUInt32LittleEndian(slot[20..], SlotCrc(slot, payloadLength));
 
-        var offset = (_sequence & 1) * SlotSize;
-        RandomAccess.Write(_file, _slotBuffer, offset);
+        var slotIndex = _durableSlot == 0 ? 1 : 0;
+        RandomAccess.Write(_file, _slotBuffer, slotIndex * SlotSize);
         if (sync)
         {
             NativeFileSync.DataSync(_file);
+            _durableSlot = slotIndex;
             _durableReplayBase = _replayBase;
             _durableBeginAddress = beginAddress;
         }
@@ -255,10 +264,11 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
         return ReadNewestSlot(file).Recovered;
     }
 
-    private static (RecoveredCommit? Recovered, long Sequence, byte[] FasterMetadata) ReadNewestSlot(SafeFileHandle file)
+    private static (RecoveredCommit? Recovered, long Sequence, byte[] FasterMetadata, int Slot) ReadNewestSlot(SafeFileHandle file)
     {
         RecoveredCommit? newest = null;
         long newestSequence = 0;
+        var newestSlot = -1;
         byte[] newestMetadata = [];
         var buffer = new byte[SlotSize];
         for (var i = 0; i < 2; i++)
@@ -297,10 +307,11 @@ internal sealed class DurableLogCommitManager : ILogCommitManager
             }
 
             newestSequence = sequence;
+            newestSlot = i;
             newestMetadata = faster;
             newest = new RecoveredCommit(begin, until, commitNum, replayBase);
         }
 
-        return (newest, newestSequence, newestMetadata);
+        return (newest, newestSequence, newestMetadata, newestSlot);
     }
 }
