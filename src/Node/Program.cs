@@ -109,6 +109,13 @@ catch (DataDirectoryRefusedException ex)
     Console.Error.WriteLine($"dcache-node: data directory {ex.Message}");
     return 2;
 }
+catch (StorageCorruptionException ex)
+{
+    // Data that was written durably no longer reads back as written (a failing disk, not a power cut): starting on it
+    // could lose entries this node acknowledged. A storage failure, as a failed write at run time is.
+    Console.Error.WriteLine($"dcache-node: {ex.Message}. This node must not start on it: replace it as a dead node (operations.md, \"Replace a dead node\")");
+    return 3;
+}
 
 try
 {

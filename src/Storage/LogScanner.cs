@@ -26,7 +26,11 @@ internal readonly record struct LogScanResult(long EndAddress, uint LastCrc, lon
 /// corruption of acknowledged data and throws <see cref="StorageCorruptionException"/> naming the file and offset.
 /// After it, records are taken for as long as they are intact and chained: FasterLog writes data with O_SYNC
 /// before it records the commit point, so these are entries whose commit had reached the disk (or a prefix of
-/// a batch that was being committed); the first defect there is a torn tail and ends the log silently.
+/// a batch that was being committed); the first defect there is a torn tail and ends the log silently, unless
+/// anything was written past the page it lies in. Every write is synchronous and done before the next begins
+/// (<see cref="SynchronousFileDevice"/>), and FasterLog writes a page, or part of one, at a time and in order, so
+/// a power cut can damage only the last write, inside one page: a defect with data after its page is damage to
+/// entries that were durable (and may have been acknowledged), and throws rather than cutting the log there.
 /// </summary>
 internal static class LogScanner
 {
@@ -186,6 +190,7 @@ internal sealed class LogCursor(LogGeometry geometry, long begin, long committed
                 if (!padding)
                 {
                     _stopReason = _page.AsSpan(pos).ContainsAnyExcept((byte)0) ? "non-zero bytes after an empty entry header" : null;
+                    ThrowIfWrittenAfterPage(pageStart, _stopReason ?? "the log ends");
                     break;
                 }
 
@@ -201,6 +206,7 @@ internal sealed class LogCursor(LogGeometry geometry, long begin, long committed
                 }
 
                 _stopReason = $"invalid entry length {length}";
+                ThrowIfWrittenAfterPage(pageStart, _stopReason);
                 break;
             }
 
@@ -225,6 +231,7 @@ internal sealed class LogCursor(LogGeometry geometry, long begin, long committed
                 }
 
                 _stopReason = problem;
+                ThrowIfWrittenAfterPage(pageStart, problem);
                 break;
             }
 
@@ -246,6 +253,16 @@ internal sealed class LogCursor(LogGeometry geometry, long begin, long committed
 
         _finished = true;
         return false;
+    }
+
+    private void ThrowIfWrittenAfterPage(long pageStart, string problem)
+    {
+        var after = pageStart + _page.Length;
+        if (after < limit && _segments.FirstDataAtOrAfter(after) is { } written)
+        {
+            throw LogScanner.Corrupt(geometry, _address,
+                $"{problem}, yet data was written after its page (at log address {written}): not a torn write, which damages only the last page written");
+        }
     }
 
     public void Dispose() => _segments.Dispose();
@@ -307,6 +324,37 @@ internal sealed class SegmentFileCache(LogGeometry geometry) : IDisposable
         }
 
         return true;
+    }
+
+    /// <summary>The log address of the first non-zero byte at or after <paramref name="address"/> in this segment file or any later one, or null.</summary>
+    public long? FirstDataAtOrAfter(long address)
+    {
+        var buffer = new byte[64 * 1024];
+        var first = geometry.SegmentOf(address);
+        foreach (var segment in LogScanner.ExistingSegments(geometry).Where(s => s >= first).Order())
+        {
+            var handle = Get(segment);
+            if (handle is null)
+            {
+                continue;
+            }
+
+            var segmentStart = (long)segment << geometry.SegmentSizeBits;
+            var offset = segment == first ? geometry.FileOffsetOf(address) : 0;
+            int read;
+            while ((read = RandomAccess.Read(handle, buffer, offset)) > 0)
+            {
+                var at = buffer.AsSpan(0, read).IndexOfAnyExcept((byte)0);
+                if (at >= 0)
+                {
+                    return segmentStart + offset + at;
+                }
+
+                offset += read;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Closes handles on segments before <paramref name="segment"/> (deleted by head truncation).</summary>

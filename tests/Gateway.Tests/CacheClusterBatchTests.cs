@@ -225,6 +225,31 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AStatusPollFollowsTheLeaderOfTheNewestTermNotANodeStillNamingAnOldOne()
+    {
+        // The seed is a node that no longer hears of newer leaders (removed but running): it keeps naming the leader of
+        // term 4, long gone. The leader of term 5 must stay the gateway's leader whichever of the two answers last.
+        await using var leader = await ScriptedNode.StartAsync(Answer("leader"), status: () => new NodeStatus { NodeId = 1, Role = "Leader", Term = 5, LeaderId = 1 });
+        await using var stale = await ScriptedNode.StartAsync(Answer("stale"),
+            status: () => new NodeStatus { NodeId = 2, Role = "Follower", Term = 4, LeaderId = 9, LeaderAddress = "http://127.0.0.1:9" });
+        await using var cluster = Connect(new ClusterOptions { Nodes = $"{stale.Address},{leader.Address}", StatusPollMilliseconds = 20 });
+
+        await Eventually.WaitAsync(() => cluster.View.LeaderAddress == leader.Address, Patience, "the gateway never followed the leader");
+        // Sampled while 15 more rounds of polls run (each takes both answers in).
+        var rounds = leader.StatusRequests;
+        var seen = new HashSet<string?>();
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (leader.StatusRequests < rounds + 15 && deadline.Elapsed < Patience)
+        {
+            seen.Add(cluster.View.LeaderAddress);
+            await Task.Delay(1);
+        }
+
+        Assert.True(leader.StatusRequests >= rounds + 15, "the polls stopped");
+        Assert.Equal([leader.Address], seen);
+    }
+
+    [Fact]
     public async Task AWriteWhoseSessionExpiredAndThatSurelyNeverAppliedIsSentAgainAtOnceUnderANewSession()
     {
         await using var node = await ScriptedNode.StartAsync(command => command.Sequence > 1

@@ -123,6 +123,48 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A node whose log no longer reads back as written (a byte of a durable record flipped, as a failing disk does)
+    /// refuses to start: exit code 3 (a storage failure) and a line naming the file, not an unhandled exception.
+    /// </summary>
+    [Fact]
+    public async Task ANodeWhoseLogIsDamagedExitsWithCode3AndALineNamingTheFile()
+    {
+        var data = Directory.CreateTempSubdirectory("damaged-log-");
+        var ports = FreePorts.Allocate(2);
+        await using var first = new ChildProcess("node 1", RepoPaths.NodeDll);
+        await using var again = new ChildProcess("node 1 again", RepoPaths.NodeDll);
+        try
+        {
+            var directory = Path.Combine(data.FullName, "node1");
+            first.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
+            await first.StopAsync(ExitPatience);
+
+            // The first record (the founding membership) starts at address 64: a byte inside it.
+            var segment = Path.Combine(directory, "raft-log", "log.0");
+            using (var file = File.Open(segment, FileMode.Open, FileAccess.ReadWrite))
+            {
+                file.Position = 64 + 30;
+                var value = file.ReadByte();
+                file.Position = 64 + 30;
+                file.WriteByte((byte)(value ^ 0xFF));
+            }
+
+            again.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await Eventually.WaitAsync(() => again.ExitCode is not null, ExitPatience, () => $"{again.Name} still running:\n{again.RecentOutput()}");
+            var printed = again.RecentOutput();
+            output.WriteLine(printed);
+            Assert.Equal(3, again.ExitCode);
+            Assert.Contains($"dcache-node: storage corruption in {segment}", printed, StringComparison.Ordinal);
+            Assert.DoesNotContain("Unhandled exception", printed, StringComparison.Ordinal);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
     /// A port another process holds (a second node on the same ports, a Redis server on the gateway's 6379): both ended
     /// in an unhandled IOException and its stack trace, exit code 134 (review 22).
     /// </summary>

@@ -121,6 +121,37 @@ public sealed class FaultInjectionTests : IDisposable
     }
 
     [Fact]
+    public void A_damaged_record_past_the_last_synced_commit_hint_with_data_written_after_its_page_is_corruption()
+    {
+        // A torn write damages only the last page written; a damaged record with later pages (here later segment
+        // files too) written after it is damage to entries that were durable. Cutting the log there would drop them
+        // silently, acknowledged or not: the node refuses to start instead, and the files are left as they are.
+        var options = Options;
+        options.WriteCommitHints = false;
+        long address;
+        LogGeometry geometry;
+        using (var storage = FasterRaftStorage.Open(options))
+        {
+            for (ulong from = 1; from <= 200; from += 20)
+            {
+                storage.Save(null, Entries(from, from + 19, 1), null);
+            }
+
+            address = storage.AddressOf(6);
+            geometry = storage.Geometry;
+        }
+
+        Assert.True(LogScanner.ExistingSegments(geometry).Count() >= 3, "the entries should span several segment files");
+        var segments = LogScanner.ExistingSegments(geometry).Order().ToList();
+        FlipByte(geometry.SegmentPath(geometry.SegmentOf(address)), geometry.FileOffsetOf(address) + 30);
+
+        var refused = Assert.Throws<StorageCorruptionException>(() => FasterRaftStorage.Open(options));
+        Assert.Contains("not a torn write", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(segments, LogScanner.ExistingSegments(geometry).Order().ToList());
+        Assert.False(StorageVerifier.Verify(options).IsHealthy);
+    }
+
+    [Fact]
     public void A_follower_overwrite_survives_a_crash_image()
     {
         using var crashImage = new TempDirectory("dcache-crash-image");

@@ -679,7 +679,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         do
         {
             // All nodes at once: a dead node must not delay learning the leader from the others.
-            await Task.WhenAll(_nodes.Select(node => PollAsync(node, token))).ConfigureAwait(false);
+            var statuses = await Task.WhenAll(_nodes.Select(node => PollAsync(node, token))).ConfigureAwait(false);
+            FollowNewestLeader(statuses);
             await DropRemovedNodesAsync().ConfigureAwait(false);
 
             try
@@ -697,22 +698,54 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         while (!token.IsCancellationRequested);
     }
 
-    private async Task PollAsync(NodeConnection node, CancellationToken token)
+    /// <summary>
+    /// Follows the leader of the newest term a poll round heard of: a node that leads, or one that names its leader. Not
+    /// whichever answered last: a node that can no longer hear of a newer leader (removed but still running, a learner
+    /// cut off from the voters) keeps naming an old one, and took the gateway back to it in every round. Only within a
+    /// round: a cluster founded again at the same addresses starts its terms over.
+    /// </summary>
+    private void FollowNewestLeader(IReadOnlyList<(NodeConnection Node, NodeStatus Status)?> statuses)
+    {
+        (NodeConnection Node, NodeStatus Status)? newest = null;
+        foreach (var answered in statuses)
+        {
+            if (answered is not { } reply || (reply.Status.Role != "Leader" && reply.Status.LeaderId == 0))
+            {
+                continue;
+            }
+
+            // A node's own word that it leads beats another's naming a leader in the same term.
+            if (newest is not { } best || reply.Status.Term > best.Status.Term
+                || (reply.Status.Term == best.Status.Term && reply.Status.Role == "Leader" && best.Status.Role != "Leader"))
+            {
+                newest = reply;
+            }
+        }
+
+        if (newest is not { } chosen)
+        {
+            return;
+        }
+
+        if (chosen.Status.Role == "Leader")
+        {
+            SetLeader(chosen.Node);
+            LearnMembers(chosen.Status);
+        }
+        else if (FindOrAdd(chosen.Status.LeaderAddress) is { } leader)
+        {
+            leader.NodeId = chosen.Status.LeaderId;
+            SetLeader(leader);
+        }
+    }
+
+    private async Task<(NodeConnection Node, NodeStatus Status)?> PollAsync(NodeConnection node, CancellationToken token)
     {
         try
         {
             var status = await node.Client.StatusAsync(new StatusRequest(), node.Headers, DateTime.UtcNow.AddSeconds(1), token).ConfigureAwait(false);
             node.NodeId = status.NodeId;
-            if (status.Role == "Leader")
-            {
-                SetLeader(node);
-                LearnMembers(status);
-            }
-            else if (status.LeaderId != 0 && FindOrAdd(status.LeaderAddress) is { } leader)
-            {
-                leader.NodeId = status.LeaderId;
-                SetLeader(leader);
-            }
+            return (node, status);
         }
         catch (RpcException ex)
         {
@@ -721,6 +754,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             {
                 Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
             }
+
+            return null;
         }
     }
 
