@@ -1,3 +1,4 @@
+using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Commands;
 using Dcache.Gateway.Tests.Support;
 using Dcache.Protocol.Cache;
@@ -60,5 +61,38 @@ public sealed class SessionRegistrationTests
         Assert.Equal(":1", (await client.CommandAsync("INCR", "n")).ToString());
         Assert.Equal(2, server.Cluster.Registrations.Count);
         Assert.True(Assert.Single(server.Cluster.Executed).Command.SessionMustExist);
+    }
+}
+
+/// <summary>A new session's registration and its first write share the client command's one deadline.</summary>
+public sealed class SessionRegistrationDeadlineTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task ARegistrationThatTookMostOfTheDeadlineLeavesTheFirstWriteOnlyWhatIsLeft()
+    {
+        // The registration is answered after 3 s of a 4 s deadline, and the write not within any deadline: the client
+        // must have its answer (unknown outcome: the write was sent) at the deadline, not 4 s after the registration.
+        await using var node = await ScriptedNode.StartAsync(
+            command => new Reply { Ok = true },
+            delay: command => command.OpCase switch
+            {
+                Command.OpOneofCase.RegisterSession => TimeSpan.FromSeconds(3),
+                Command.OpOneofCase.Set => TimeSpan.FromSeconds(20),
+                _ => TimeSpan.Zero,
+            });
+        await using var cluster = CacheClusterBatchTests.Connect(new ClusterOptions { Nodes = node.Address, AttemptTimeoutMilliseconds = 30_000, DeadlineMilliseconds = 4_000 });
+        await using var gateway = await KestrelGateway.StartAsync(over: cluster);
+        using var client = await GatewayConnection.OpenAsync(gateway.Port, CancellationToken.None);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var reply = (await client.CommandAsync(Patience, "SET", "k", "v")).ToString();
+        var took = clock.Elapsed;
+
+        Assert.StartsWith("-UNKNOWN", reply, StringComparison.Ordinal);
+        Assert.Contains(node.Received.SelectMany(batch => batch), command => command.OpCase == Command.OpOneofCase.Set);
+        // 4 s and the time to answer; with a deadline of its own the write ran until 7 s.
+        Assert.True(took < TimeSpan.FromSeconds(6), $"answered after {took.TotalSeconds:F1} s");
     }
 }

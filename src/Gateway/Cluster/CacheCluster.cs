@@ -64,8 +64,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             throw new InvalidOperationException($"{ClusterOptions.Section}:Nodes lists no node");
         }
 
+        var deadline = TimeSpan.FromMilliseconds(_options.DeadlineMilliseconds);
         _pipeline = new ResiliencePipelineBuilder<AttemptResult>()
-            .AddTimeout(TimeSpan.FromMilliseconds(_options.DeadlineMilliseconds))
+            .AddTimeout(new TimeoutStrategyOptions
+            {
+                Timeout = deadline,
+                // A batch whose deadline began earlier (a session's registration before its first write) gets what is left.
+                TimeoutGenerator = args => ValueTask.FromResult(args.Context.Properties.TryGetValue(BatchTimeLeft, out var left) ? left : deadline),
+            })
             .AddRetry(new RetryStrategyOptions<AttemptResult>
             {
                 ShouldHandle = args => ValueTask.FromResult(ShouldRetry(args.Outcome)),
@@ -129,7 +135,15 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     {
         try
         {
-            await _pipeline.ExecuteAsync(static (state, token) => state.AttemptAsync(token), batch, cancellationToken).ConfigureAwait(false);
+            if (batch.TimeLeft is { } left)
+            {
+                await RunWithTimeLeftAsync(batch, left, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await _pipeline.ExecuteAsync(static (state, token) => state.AttemptAsync(token), batch, cancellationToken).ConfigureAwait(false);
+            }
+
             batch.GiveUp(null);
         }
         catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or NodeBacklogFullException or BrokenCircuitException or RpcException)
@@ -140,6 +154,27 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         {
             // The client went away (a cancellation), or a bug: either way every call still gets its ending.
             batch.Fail(ex);
+        }
+    }
+
+    private static readonly ResiliencePropertyKey<TimeSpan> BatchTimeLeft = new("dcache.batch-time-left");
+
+    private async Task RunWithTimeLeftAsync(Batch batch, TimeSpan left, CancellationToken cancellationToken)
+    {
+        if (left < TimeSpan.FromMilliseconds(1))
+        {
+            return; // nothing was sent: GiveUp answers "not applied"
+        }
+
+        var context = ResilienceContextPool.Shared.Get(cancellationToken);
+        try
+        {
+            context.Properties.Set(BatchTimeLeft, left);
+            await _pipeline.ExecuteAsync(static (context, state) => state.AttemptAsync(context.CancellationToken), context, batch).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
     }
 
@@ -202,7 +237,8 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         private readonly int[] _attempts;
         private readonly bool[] _maybeApplied;
         private readonly bool[] _answered;
-        private readonly long _startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+        // When the batch's deadline began: now, or earlier for a call that continues an earlier one's (ClusterCall.DeadlineStartedAt).
+        private readonly long _startedAt;
         private int _unanswered;
         private NodeConnection? _hinted;
         // Where an attempt last timed out, lost its stream or found the backlog full: reads, which any member can serve,
@@ -220,9 +256,16 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             _attempts = new int[_calls.Length];
             _maybeApplied = new bool[_calls.Length];
             _answered = new bool[_calls.Length];
+            _startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             for (var i = 0; i < _calls.Length; i++)
             {
                 var call = _calls[i];
+                if (call.DeadlineStartedAt is > 0 and var began && began < _startedAt)
+                {
+                    _startedAt = began;
+                    TimeLeft = TimeSpan.FromMilliseconds(cluster._options.DeadlineMilliseconds) - System.Diagnostics.Stopwatch.GetElapsedTime(began);
+                }
+
                 _isWrite[i] = call.Command.IsWrite;
                 if (!_isWrite[i])
                 {
@@ -230,6 +273,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 }
             }
         }
+
+        /// <summary>What is left of the deadline when it began before the batch (null: the whole deadline).</summary>
+        public TimeSpan? TimeLeft { get; }
 
         public async ValueTask<AttemptResult> AttemptAsync(CancellationToken token)
         {

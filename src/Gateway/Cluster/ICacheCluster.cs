@@ -53,6 +53,13 @@ public sealed class ClusterCall(Command command, ReadMode mode)
 
     public ReadMode Mode { get; } = mode;
 
+    /// <summary>
+    /// When this call's deadline began (a <see cref="System.Diagnostics.Stopwatch"/> timestamp), if before the cluster
+    /// takes it: a call that continues an earlier one for the same client command (a new session's first write after
+    /// its registration) gets only what is left of that command's deadline, not one of its own. 0: when taken.
+    /// </summary>
+    public long DeadlineStartedAt { get; init; }
+
     public Task<Reply> Reply => _reply.Task;
 
     public void Complete(Reply reply) => _reply.TrySetResult(reply);

@@ -109,6 +109,8 @@ internal sealed class CommandContext
     /// </summary>
     private async Task<Reply> RegisterThenWriteAsync(WriteSession session, Command command)
     {
+        // One deadline for both: the client waits for the write, not for each call the gateway makes for it.
+        var began = System.Diagnostics.Stopwatch.GetTimestamp();
         var registration = new ClusterCall(
             new Command { ClientId = session.ClientId, Consistency = ReadConsistency.Linearizable, RegisterSession = new RegisterSessionRequest() },
             ReadMode.Linearizable);
@@ -134,7 +136,7 @@ internal sealed class CommandContext
         }
 
         command.SessionMustExist = session.MustExistFor(command.Sequence);
-        var write = new ClusterCall(command, ReadMode.Linearizable);
+        var write = new ClusterCall(command, ReadMode.Linearizable) { DeadlineStartedAt = began };
         Cluster.ExecuteAll([write], ConnectionClosed);
         return await write.Reply.ConfigureAwait(false);
     }

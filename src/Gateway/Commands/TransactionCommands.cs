@@ -149,11 +149,13 @@ internal static class TransactionCommands
 
     private static async Task<Reply> WatchAsync(CommandContext context, WatchRequest read, int generation, Task<Reply> sent)
     {
+        // The read was queued just now; the calls it may take after it share its deadline.
+        var began = System.Diagnostics.Stopwatch.GetTimestamp();
         var reply = await sent.ConfigureAwait(false);
         if (reply.ResultCase == Reply.ResultOneofCase.Nil)
         {
             // No format 8 entry applied yet: propose one (with no session; applying it twice changes nothing) and read again.
-            var start = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Transaction = new TransactionRequest { Watched = true } }, ReadMode.Linearizable);
+            var start = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Transaction = new TransactionRequest { Watched = true } }, ReadMode.Linearizable) { DeadlineStartedAt = began };
             context.Cluster.ExecuteAll([start], context.ConnectionClosed);
             var started = await start.Reply.ConfigureAwait(false);
             if (started.ResultCase != Reply.ResultOneofCase.Array)
@@ -162,7 +164,7 @@ internal static class TransactionCommands
                 return started;
             }
 
-            var again = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Watch = read }, ReadMode.Linearizable);
+            var again = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Watch = read }, ReadMode.Linearizable) { DeadlineStartedAt = began };
             context.Cluster.ExecuteAll([again], context.ConnectionClosed);
             reply = await again.Reply.ConfigureAwait(false);
         }
