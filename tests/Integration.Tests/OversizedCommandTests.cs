@@ -78,5 +78,17 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.Equal(0, await db.KeyExistsAsync([.. Enumerable.Range(0, 4).Select(i => (RedisKey)$"tx-part-{i}")]));
         Assert.NotNull(first);
         Assert.NotEmpty(pieces);
+
+        // A transaction that applied but whose reply is too large: the error says it applied (other command errors mean
+        // "not applied"), and it did.
+        var readBack = db.CreateTransaction();
+        var marked = readBack.StringSetAsync("tx-applied", "yes");
+        var reads = Enumerable.Range(0, 4).Select(i => readBack.StringGetAsync($"part-{i}")).ToArray();
+        var replyLost = await Assert.ThrowsAsync<RedisServerException>(() => readBack.ExecuteAsync());
+        Assert.StartsWith("ERR reply too large", replyLost.Message, StringComparison.Ordinal);
+        Assert.Contains("a write or transaction was applied, only its reply is lost", replyLost.Message, StringComparison.Ordinal);
+        Assert.Equal("yes", (string?)await db.StringGetAsync("tx-applied"));
+        Assert.NotNull(marked);
+        Assert.NotEmpty(reads);
     }
 }

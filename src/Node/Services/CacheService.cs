@@ -199,8 +199,10 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                 var size = Protocol.MessageLimits.FramedSize(reply);
                 if (size > maxReplyBytes)
                 {
-                    // Sent as it is, the reply would break the stream and every command on it; the read fails alone.
-                    reply = new Proto.Reply { Id = reply.Id, Error = $"ERR reply too large: {size} bytes, over this node's limit of {maxReplyBytes} (Dcache:Node:MaxMessageBytes less header room)" };
+                    // Sent as it is, the reply would break the stream and every command on it; the command fails alone.
+                    // Only the reply is lost: a write (an EXEC of GETs and SETs, say) has applied, and the error says so
+                    // rather than read as "not applied", as other command errors do.
+                    reply = new Proto.Reply { Id = reply.Id, Error = $"ERR reply too large: {size} bytes, over this node's limit of {maxReplyBytes} (Dcache:Node:MaxMessageBytes less header room); a write or transaction was applied, only its reply is lost" };
                     size = Protocol.MessageLimits.FramedSize(reply);
                 }
 
