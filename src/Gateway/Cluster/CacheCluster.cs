@@ -724,9 +724,10 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         var token = _stopping.Token;
         do
         {
-            // All nodes at once: a dead node must not delay learning the leader from the others.
-            var statuses = await Task.WhenAll(_nodes.Select(node => PollAsync(node, token))).ConfigureAwait(false);
-            FollowNewestLeader(statuses);
+            // All nodes at once, each reply taken in as it comes: a dead node must not delay learning the leader from the others.
+            var round = new PollRound(_pollTermFloor);
+            await Task.WhenAll(_nodes.Select(node => PollAsync(node, round, token))).ConfigureAwait(false);
+            _pollTermFloor = round.Finish(this) ?? _pollTermFloor;
             await DropRemovedNodesAsync().ConfigureAwait(false);
 
             try
@@ -744,54 +745,92 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         while (!token.IsCancellationRequested);
     }
 
+    // The newest term the previous poll round heard a leader claimed in (0 before the first).
+    private ulong _pollTermFloor;
+
     /// <summary>
-    /// Follows the leader of the newest term a poll round heard of: a node that leads, or one that names its leader. Not
-    /// whichever answered last: a node that can no longer hear of a newer leader (removed but still running, a learner
-    /// cut off from the voters) keeps naming an old one, and took the gateway back to it in every round. Only within a
-    /// round: a cluster founded again at the same addresses starts its terms over.
+    /// One round of status polls. It follows the leader of the newest term it hears of (a node that leads, or one that
+    /// names its leader with an address), not whichever node answers last: a node that can no longer hear of a newer
+    /// leader (removed but still running, a learner cut off from the voters) keeps naming an old one, and took the
+    /// gateway back to it in every round. A claim at least as new as the previous round's newest is followed as soon as
+    /// it arrives; an older one only at the end of the round, if nothing newer came (a cluster founded again at the same
+    /// addresses starts its terms over).
     /// </summary>
-    private void FollowNewestLeader(IReadOnlyList<(NodeConnection Node, NodeStatus Status)?> statuses)
+    private sealed class PollRound(ulong floor)
     {
-        (NodeConnection Node, NodeStatus Status)? newest = null;
-        foreach (var answered in statuses)
+        private readonly Lock _gate = new();
+        private (NodeConnection Node, NodeStatus Status, NodeConnection Leader)? _best;
+        private bool _bestFollowed;
+
+        public void Heard(CacheCluster cluster, NodeConnection node, NodeStatus status)
         {
-            if (answered is not { } reply || (reply.Status.Role != "Leader" && reply.Status.LeaderId == 0))
+            NodeConnection? leader = status.Role == "Leader" ? node
+                : status.LeaderId != 0 ? cluster.FindOrAdd(status.LeaderAddress)
+                : null;
+            if (leader is null)
             {
-                continue;
+                return;
             }
 
-            // A node's own word that it leads beats another's naming a leader in the same term.
-            if (newest is not { } best || reply.Status.Term > best.Status.Term
-                || (reply.Status.Term == best.Status.Term && reply.Status.Role == "Leader" && best.Status.Role != "Leader"))
+            lock (_gate)
             {
-                newest = reply;
+                // A node's own word that it leads beats another's naming a leader in the same term.
+                if (_best is { } best && (status.Term < best.Status.Term
+                    || (status.Term == best.Status.Term && (status.Role != "Leader" || best.Status.Role == "Leader"))))
+                {
+                    return;
+                }
+
+                _best = (node, status, leader);
+                _bestFollowed = status.Term >= floor;
+                if (_bestFollowed)
+                {
+                    Follow(cluster, _best.Value);
+                }
             }
         }
 
-        if (newest is not { } chosen)
+        /// <summary>Follows the round's newest claim if it was held back; returns its term (null: no claim heard).</summary>
+        public ulong? Finish(CacheCluster cluster)
         {
-            return;
+            lock (_gate)
+            {
+                if (_best is not { } best)
+                {
+                    return null;
+                }
+
+                if (!_bestFollowed)
+                {
+                    Follow(cluster, best);
+                }
+
+                return best.Status.Term;
+            }
         }
 
-        if (chosen.Status.Role == "Leader")
+        private static void Follow(CacheCluster cluster, (NodeConnection Node, NodeStatus Status, NodeConnection Leader) claim)
         {
-            SetLeader(chosen.Node);
-            LearnMembers(chosen.Status);
-        }
-        else if (FindOrAdd(chosen.Status.LeaderAddress) is { } leader)
-        {
-            leader.NodeId = chosen.Status.LeaderId;
-            SetLeader(leader);
+            if (claim.Status.Role == "Leader")
+            {
+                cluster.SetLeader(claim.Node);
+                cluster.LearnMembers(claim.Status);
+            }
+            else
+            {
+                claim.Leader.NodeId = claim.Status.LeaderId;
+                cluster.SetLeader(claim.Leader);
+            }
         }
     }
 
-    private async Task<(NodeConnection Node, NodeStatus Status)?> PollAsync(NodeConnection node, CancellationToken token)
+    private async Task PollAsync(NodeConnection node, PollRound round, CancellationToken token)
     {
         try
         {
             var status = await node.Client.StatusAsync(new StatusRequest(), node.Headers, DateTime.UtcNow.AddSeconds(1), token).ConfigureAwait(false);
             node.NodeId = status.NodeId;
-            return (node, status);
+            round.Heard(this, node, status);
         }
         catch (RpcException ex)
         {
@@ -800,8 +839,6 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             {
                 Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
             }
-
-            return null;
         }
     }
 

@@ -19,7 +19,7 @@ public sealed class LocalReadsCluster(ICacheCluster inner) : ICacheCluster
         var local = new ClusterCall[calls.Count];
         for (var i = 0; i < local.Length; i++)
         {
-            local[i] = new ClusterCall(calls[i].Command, ModeFor(calls[i].Command, calls[i].Mode));
+            local[i] = new ClusterCall(calls[i].Command, ModeFor(calls[i].Command, calls[i].Mode)) { DeadlineStartedAt = calls[i].DeadlineStartedAt };
             calls[i].CompleteWith(local[i].Reply);
         }
 

@@ -376,7 +376,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
         var attemptFields = (command.Id != 0 ? 1 + CodedOutputStream.ComputeUInt64Size(command.Id) : 0)
             + (command.ForwardToLeader ? 2 : 0)
             + (command.SessionMustExist ? 2 : 0);
-        return MessageLimits.FramedSize(command) - attemptFields + MaxAttemptFieldBytes;
+        // The body with the largest attempt fields, then its framing (a tag and its length, whose own size depends on it).
+        var body = command.CalculateSize() - attemptFields + MaxAttemptFieldBytes;
+        return 1 + CodedOutputStream.ComputeLengthSize(body) + body;
     }
 
     /// <summary>Where a reply goes: its batch and its place there.</summary>
