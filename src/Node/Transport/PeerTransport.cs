@@ -168,8 +168,10 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         private readonly ulong _peer;
         private readonly GrpcChannel _channel;
         private readonly Wire.RaftTransport.RaftTransportClient _client;
+        // Wait mode, written only with TryWrite: a full queue refuses the message (reported as the peer unreachable).
+        // DropWrite would drop it and still answer true, so nothing heard of the loss.
         private readonly Channel<Wire.RaftMessage> _queue = Channel.CreateBounded<Wire.RaftMessage>(
-            new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+            new BoundedChannelOptions(16_384) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
         private readonly CancellationTokenSource _stop = new();
         private readonly Task _pump;
 
@@ -229,7 +231,11 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
                         if (!await _queue.Reader.WaitToReadAsync(token).ConfigureAwait(false))
                         {
+                            // Retired: what was queued is written; the peer's summary says it has read all of it. Disposed
+                            // before, the call would be reset and the peer would drop what it had not read yet (the Append
+                            // that tells a removed peer its removal committed is the last one).
                             await call.RequestStream.CompleteAsync().ConfigureAwait(false);
+                            await call.ResponseAsync.ConfigureAwait(false);
                             return;
                         }
                     }

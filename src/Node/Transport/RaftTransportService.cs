@@ -69,6 +69,14 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
         while (await MoveNextAsync(requestStream, lifetime.Token).ConfigureAwait(false))
         {
+            if (inbox.WasRemoved(from))
+            {
+                // Removed while its stream was open: refused from now on, not only on the next stream it opens (its votes
+                // would otherwise keep reaching this node's core).
+                Log.RemovedPeer(logger, from);
+                throw new RpcException(new Status(StatusCode.PermissionDenied, $"node {from} was removed from this cluster"));
+            }
+
             var message = Validate(requestStream.Current, from);
             var heard = requestStream.Current;
             inbox.PeerClockHeard(from, heard.SenderClockMs, heard.EchoClockMs, heard.EchoHeldMs, heard.HasClusterOffsetMs ? heard.ClusterOffsetMs : null);
