@@ -36,6 +36,38 @@ public sealed class ReplicationTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task WithTheSmallestMessageLimitLargeWritesReplicateAndALaggingNodeCatchesUpBySnapshot()
+    {
+        // Dcache:Node:MaxMessageBytes at its minimum (128 KiB: entries up to 64 KiB). Appends were cut at 1 MiB and
+        // snapshot chunks at 256 KiB whatever the limit: a follower could never receive three 40 KB writes proposed
+        // together, and a lagging one never a snapshot, and the cluster stopped committing.
+        var settings = new Dictionary<string, string>
+        {
+            ["MaxMessageBytes"] = $"{Dcache.Protocol.MessageLimits.MinMaxMessageBytes}",
+            ["SnapshotEntries"] = "100",
+            ["SnapshotCatchUpEntries"] = "10",
+        };
+        await using var cluster = new LocalCluster(output, settings: settings);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(20));
+        var lagging = cluster.Nodes.Keys.First(id => id != leader);
+        cluster[lagging].Kill();
+
+        // Written concurrently, so that the leader proposes several together; 300 of 40 KB make a 12 MB snapshot.
+        var value = new string('v', 40_000);
+        for (var round = 0; round < 30; round++)
+        {
+            var writes = Enumerable.Range(0, 10).Select(i => cluster.ExecuteAsync(leader, Commands.Set($"big-{(round * 10) + i}", value), TimeSpan.FromSeconds(30)));
+            Assert.All(await Task.WhenAll(writes), reply => Assert.True(reply.Ok, reply.ToString()));
+        }
+
+        cluster[lagging].Start();
+        await Verify.CaughtUpAsync(cluster, TimeSpan.FromSeconds(60));
+        Assert.Contains("Installed snapshot", cluster[lagging].RecentOutput(400), StringComparison.Ordinal);
+        await Verify.SameDigestAsync(cluster, TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
     public async Task ReplicasAgreeAfterTtlsPurgesAndEvictionsUnderTheMemoryCap()
     {
         // A cap of ~64 KiB holds a few hundred small keys: the writes below force evictions.

@@ -1267,7 +1267,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             return;
         }
 
-        _transport!.SendSnapshot(message, new StoredSnapshotSource(stored));
+        // A chunk travels as one message: no larger than an item of one (256 KiB unless the limit is lower).
+        _transport!.SendSnapshot(message, new StoredSnapshotSource(stored, Math.Min(256 * 1024, _settings.MaxEntryBytes)));
     }
 
     /// <summary>
@@ -1616,7 +1617,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
     }
 
-    private sealed class StoredSnapshotSource(StoredSnapshot stored) : ISnapshotSource
+    private sealed class StoredSnapshotSource(StoredSnapshot stored, int chunkBytes) : ISnapshotSource
     {
         public SnapshotMetadata Metadata => stored.Metadata;
 
@@ -1624,7 +1625,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         public async IAsyncEnumerable<ReadOnlyMemory<byte>> ReadChunksAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
         {
-            var buffer = new byte[256 * 1024];
+            var buffer = new byte[chunkBytes];
             await using var stream = stored.OpenRead();
             int read;
             while ((read = await stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)

@@ -69,6 +69,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             Id = _options.NodeId,
             ElectionTicks = _options.ElectionTicks,
             HeartbeatTicks = _options.HeartbeatTicks,
+            // An Append must fit in one message: its entries' counted sizes understate their framing on the wire by a
+            // few bytes each, hence half of what one message carries (one entry alone may take all of it).
+            MaxSizePerMessage = (ulong)Math.Min(1024 * 1024, MessageLimits.MaxItemBytes(_options.MaxMessageBytes) / 2),
         };
         var cache = new CacheStateMachine(new CacheStateMachineOptions
         {
