@@ -252,6 +252,10 @@ public sealed partial class RaftNode
             _leadTransferee = 0;
         }
 
+        // A read round may wait on a voter just removed, whose answer now counts for nothing: judged by the new voters
+        // (with one voter left, this leader alone), it may be confirmed already, and nothing else would look again.
+        ReleaseConfirmedReads();
+
         // The quorum may have shrunk, committing more; new members need their first Append.
         if (MaybeCommit())
         {

@@ -670,9 +670,11 @@ public sealed partial class RaftNode
                     _log.CommitTo(Math.Min(message.Commit, message.Index));
                 }
 
-                // A leader that removed itself sends this with the commit that removes it: this node may not campaign
-                // before it has applied that change, and campaigns once it has (see Advance).
-                if (Promotable && HasUnappliedConfChange())
+                // A leader that removed itself sends this with the commit that removes it, and a leader may hand over to
+                // a learner it has just promoted: this node may not campaign before it has applied the change (a learner
+                // whose promotion is committed is not a voter until then), and campaigns once it has, if it is a voter
+                // (see Advance).
+                if (HasUnappliedConfChange())
                 {
                     _deferredTransferTicks = _options.ElectionTicks;
                 }

@@ -286,6 +286,63 @@ public sealed class MembershipSafetyTests
     }
 
     [Fact]
+    public void AReadWaitingOnTheOnlyOtherVoterIsAnsweredWhenThatVoterIsRemoved()
+    {
+        // The removal of node 2 is committed, not applied, when a read opens a round that asks node 2; the same Ready
+        // applies the removal, and node 2's answer is then ignored (it has no progress any more). With one voter left
+        // nothing else ever released the read: no heartbeats to send, no CheckQuorum to depose a single voter.
+        var cluster = new TestCluster(2);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 2)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster.DeliverPending(); // committed on the leader, not applied yet
+        Assert.True(leader.Raft.CommitIndex > leader.Raft.AppliedIndex);
+
+        leader.Raft.ReadIndex(7);
+        leader.ProcessReady();
+        cluster.Stabilize();
+        cluster.Tick(20);
+
+        Assert.Equal([1UL], leader.Raft.Membership.Voters);
+        Assert.True(leader.ReadStates.Any(read => read.Context == 7) || leader.DroppedReads.Contains(7UL), "the read was never answered nor dropped");
+    }
+
+    [Fact]
+    public void ALeadershipHandoverReachingALearnerWhosePromotionIsCommittedButNotAppliedIsKeptUntilItApplies()
+    {
+        // The leader commits node 3's promotion and hands leadership to it at once; node 3 steps the commit and the
+        // TimeoutNow before its next Ready, still a learner. The handover was dropped (a learner cannot campaign), and
+        // the old leader refused proposals for an election timeout with no new leader coming.
+        var cluster = new TestCluster(2);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        cluster.AddNode(3);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.AddLearner, 3)).Accepted);
+        cluster.Stabilize();
+        cluster.Tick(2);
+        cluster.Stabilize();
+
+        Assert.True(leader.Raft.ProposeConfChange(new ConfChange(ConfChangeType.PromoteLearner, 3)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster[3].ProcessReady();
+        cluster.DeliverPending(); // the leader commits the promotion
+        leader.ProcessReady(); // sends the commit, applies the promotion
+        Assert.True(leader.Raft.Membership.IsVoter(3));
+
+        Assert.True(leader.Raft.TransferLeadership(3));
+        leader.ProcessReady();
+        cluster.DeliverPending(); // node 3 steps the commit and the TimeoutNow together, before its next Ready
+        cluster.Stabilize();
+
+        Assert.Equal(Role.Leader, cluster[3].Raft!.Role);
+    }
+
+    [Fact]
     public void ASecondChangeIsRefusedUntilTheFirstIsAppliedOnTheLeaderNotMerelyCommitted()
     {
         var cluster = new TestCluster(2);
