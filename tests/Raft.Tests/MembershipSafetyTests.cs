@@ -291,17 +291,9 @@ public sealed class MembershipSafetyTests
         // The removal of node 2 is committed, not applied, when a read opens a round that asks node 2; the same Ready
         // applies the removal, and node 2's answer is then ignored (it has no progress any more). With one voter left
         // nothing else ever released the read: no heartbeats to send, no CheckQuorum to depose a single voter.
-        var cluster = new TestCluster(2);
-        var leader = cluster.ElectLeader(1);
-        cluster.Tick(1);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 2)).Accepted);
-        leader.ProcessReady();
-        cluster.DeliverPending();
-        cluster[2].ProcessReady();
-        cluster.DeliverPending(); // committed on the leader, not applied yet
-        Assert.True(leader.Raft.CommitIndex > leader.Raft.AppliedIndex);
+        var (cluster, leader) = RemovalOfNode2CommittedNotApplied();
 
-        leader.Raft.ReadIndex(7);
+        leader.Raft!.ReadIndex(7);
         leader.ProcessReady();
         cluster.Stabilize();
         cluster.Tick(20);
@@ -345,16 +337,8 @@ public sealed class MembershipSafetyTests
     [Fact]
     public void ASecondChangeIsRefusedUntilTheFirstIsAppliedOnTheLeaderNotMerelyCommitted()
     {
-        var cluster = new TestCluster(2);
-        var leader = cluster.ElectLeader(1);
-        cluster.Tick(1);
-        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 2)).Accepted);
-        leader.ProcessReady();
-        cluster.DeliverPending();
-        cluster[2].ProcessReady();
-        cluster.DeliverPending(); // committed on the leader, not applied yet
-        Assert.True(leader.Raft.CommitIndex > leader.Raft.AppliedIndex);
-        Assert.Equal([1UL, 2UL], leader.Raft.Membership.Voters);
+        var (cluster, leader) = RemovalOfNode2CommittedNotApplied();
+        Assert.Equal([1UL, 2UL], leader.Raft!.Membership.Voters);
 
         // Judged against {1, 2}, still in effect, removing node 1 looks valid; applied after the first removal it would
         // leave no voter at all.
@@ -604,6 +588,21 @@ public sealed class MembershipSafetyTests
         cluster.DeliverPending();
         leader.ProcessReady(); // sends the commit
         cluster.DeliverPending(); // node 2 knows the change committed, has not applied it
+        return (cluster, leader);
+    }
+
+    /// <summary>Voters 1 and 2, node 1 leading: the removal of node 2 is committed on the leader and not yet applied.</summary>
+    private static (TestCluster Cluster, TestNode Leader) RemovalOfNode2CommittedNotApplied()
+    {
+        var cluster = new TestCluster(2);
+        var leader = cluster.ElectLeader(1);
+        cluster.Tick(1);
+        Assert.True(leader.Raft!.ProposeConfChange(new ConfChange(ConfChangeType.Remove, 2)).Accepted);
+        leader.ProcessReady();
+        cluster.DeliverPending();
+        cluster[2].ProcessReady();
+        cluster.DeliverPending();
+        Assert.True(leader.Raft.CommitIndex > leader.Raft.AppliedIndex);
         return (cluster, leader);
     }
 }
