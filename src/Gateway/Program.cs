@@ -63,9 +63,10 @@ try
 {
     await app.RunAsync().ConfigureAwait(false);
 }
-catch (IOException ex)
+catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
 {
-    // Kestrel could not open a listener: a port another process holds (a Redis server on 6379, another gateway).
+    // Kestrel could not open a listener: a port another process holds (a Redis server on 6379, another gateway:
+    // IOException), an address this host does not have or a port it may not open (SocketException).
     Console.Error.WriteLine($"dcache-gateway: cannot listen: {ex.Message}");
     return 2;
 }

@@ -179,6 +179,21 @@ public sealed class RespParserTests
     }
 
     [Fact]
+    public void TooLongInlineLineIsRefusedAlsoWhenItsNewlineArrivesWithIt()
+    {
+        var options = new RespOptions { MaxInlineLength = 1024 };
+        Assert.Equal([["ECHO", new string('a', 1019)]], new ParserDriver(options).Feed("ECHO " + new string('a', 1019) + "\r\n").Requests);
+        Assert.Equal("ERR Protocol error: too big inline request", new ParserDriver(options).Feed("ECHO " + new string('a', 1020) + "\r\n").Error);
+    }
+
+    [Fact]
+    public void AnInlineRequestIsHeldToTheArgumentLimits()
+    {
+        Assert.Equal("ERR Protocol error: invalid multibulk length", new ParserDriver(new RespOptions { MaxArguments = 4 }).Feed("a b c d e\r\n").Error);
+        Assert.Equal([["a", "b", "c", "d"]], new ParserDriver(new RespOptions { MaxArguments = 4 }).Feed("a b c d\r\n").Requests);
+    }
+
+    [Fact]
     public void TooLongHeaderLinesAreRefused()
     {
         var options = new RespOptions { MaxInlineLength = 64 };

@@ -289,6 +289,21 @@ public sealed class TransactionCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_watch_whose_read_throws_refuses_the_next_exec()
+    {
+        // The cluster client fails the read instead of answering it (the connection answers TRYAGAIN): the failed WATCH
+        // must still refuse the next EXEC, or the transaction applies with no check at all.
+        _server.Cluster.Script = command => command.OpCase == Command.OpOneofCase.Watch
+            ? throw new InvalidOperationException("the cluster client failed")
+            : null;
+        Assert.StartsWith("-", await Run("WATCH", "a"), StringComparison.Ordinal);
+        _server.Cluster.Script = null;
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "b", "1"));
+        Assert.Equal("-" + TransactionCommands.ExecAfterWatch, await Run("EXEC"));
+    }
+
+    [Fact]
     public async Task Watched_keys_are_bounded_by_max_request_bytes_and_a_watch_past_it_refuses_the_next_exec()
     {
         var server = new TestServer(options => options.MaxRequestBytes = 100);

@@ -149,6 +149,21 @@ internal static class TransactionCommands
 
     private static async Task<Reply> WatchAsync(CommandContext context, WatchRequest read, int generation, Task<Reply> sent)
     {
+        try
+        {
+            return await WatchReadAsync(context, read, generation, sent).ConfigureAwait(false);
+        }
+        catch
+        {
+            // The connection answers the WATCH with an error either way; without this the next EXEC would not be refused
+            // and would apply with no check at all.
+            context.Client.RecordWatch(generation, null);
+            throw;
+        }
+    }
+
+    private static async Task<Reply> WatchReadAsync(CommandContext context, WatchRequest read, int generation, Task<Reply> sent)
+    {
         // The read was queued just now; the calls it may take after it share its deadline.
         var began = System.Diagnostics.Stopwatch.GetTimestamp();
         var reply = await sent.ConfigureAwait(false);

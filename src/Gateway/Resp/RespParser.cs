@@ -141,6 +141,12 @@ public sealed class RespParser
             lineLength--;
         }
 
+        if (lineLength > _options.MaxInlineLength)
+        {
+            // Whether its newline came in the same read or later: a long line is refused either way, as Redis does.
+            return Fail("ERR Protocol error: too big inline request");
+        }
+
         var line = buffer.Slice(0, lineLength);
         buffer = buffer.Slice(newline + 1);
         _scannedWithoutTerminator = 0;
@@ -164,7 +170,30 @@ public sealed class RespParser
             }
         }
 
-        return balanced ? RespParseStatus.Request : Fail("ERR Protocol error: unbalanced quotes in request");
+        if (!balanced)
+        {
+            return Fail("ERR Protocol error: unbalanced quotes in request");
+        }
+
+        // The limits a multibulk header is held to (an empty line gives no request).
+        if (request is null)
+        {
+            return RespParseStatus.Request;
+        }
+
+        if (request.Count > _options.MaxArguments)
+        {
+            request = null;
+            return Fail("ERR Protocol error: invalid multibulk length");
+        }
+
+        if (request.Count > UnauthenticatedMaxArguments && AuthenticationRequired)
+        {
+            request = null;
+            return Fail("ERR Protocol error: unauthenticated multibulk length");
+        }
+
+        return RespParseStatus.Request;
     }
 
     private RespParseStatus ParseMultibulkHeader(ref ReadOnlySequence<byte> buffer, out long count)
