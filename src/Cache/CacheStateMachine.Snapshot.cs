@@ -87,8 +87,9 @@ public sealed partial class CacheStateMachine
     /// <summary>
     /// Takes over <paramref name="loaded"/>'s state (built by <see cref="FromSnapshot"/>, possibly on another thread) in
     /// O(1): what installing a snapshot does on the apply thread once the state was built elsewhere. <paramref name="loaded"/>
-    /// must not be used afterwards (the two would share containers). Local counters restart from zero; walks in progress
-    /// finish over the state replaced, which nothing changes any more.
+    /// must not be used afterwards (the two would share containers). Local counters (hits, misses, evictions, expirations,
+    /// malformed entries) go on counting: they are this process's, exported as counters that must never go back. Walks
+    /// in progress finish over the state replaced, which nothing changes any more.
     /// </summary>
     public void ReplaceState(CacheStateMachine loaded)
     {
@@ -111,11 +112,6 @@ public sealed partial class CacheStateMachine
         _removedRevisions = loaded._removedRevisions;
         DropScanIndex();
         DetachWalks();
-        _evictedKeys = 0;
-        _expiredKeys = 0;
-        _hits = 0;
-        _misses = 0;
-        _malformedEntries = 0;
     }
 
     /// <summary>

@@ -116,6 +116,13 @@ catch (StorageCorruptionException ex)
     Console.Error.WriteLine($"dcache-node: {ex.Message}. This node must not start on it: replace it as a dead node (operations.md, \"Replace a dead node\")");
     return 3;
 }
+catch (Exception ex) when (ex is InvalidOperationException or InvalidDataException or FormatException or StorageWriteException or Microsoft.Data.Sqlite.SqliteException or IOException)
+{
+    // What it found in its data directory cannot be started on (no snapshot to continue from, an entry or snapshot it
+    // cannot read), or writing to it failed (a full disk while founding the log): a storage failure, as at run time.
+    Console.Error.WriteLine($"dcache-node: cannot start on data directory {nodeOptions.DataDirectory}: {ex.Message}");
+    return 3;
+}
 
 try
 {
@@ -125,10 +132,10 @@ catch (Exception) when (runtime.ExitCode != 0)
 {
     // The loop failed while the host was still starting (e.g. replay met a bad entry): stopping cut the start short.
 }
-catch (IOException ex)
+catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
 {
-    // Kestrel could not open a listener: a port another process holds (a node already running there), an address this
-    // host does not have.
+    // Kestrel could not open a listener: a port another process holds (a node already running there: IOException), an
+    // address this host does not have or a port it may not open (SocketException).
     Console.Error.WriteLine($"dcache-node: cannot listen: {ex.Message}");
     return 2;
 }

@@ -303,8 +303,9 @@ public sealed class MetadataStore : IDisposable
         var version = SchemaVersion;
         if (version > Migrations.Length)
         {
-            throw new InvalidOperationException(
-                $"{FilePath} has schema version {version}, newer than this build understands ({Migrations.Length}); refusing to run on it");
+            // A newer build's data (an upgrade rolled back, or a newer dcachectl's recovery): an operator's matter.
+            throw new DataDirectoryRefusedException(
+                $"{FilePath} has schema version {version}, newer than this build understands ({Migrations.Length}): run the build that wrote it");
         }
 
         for (var step = version; step < Migrations.Length; step++)

@@ -165,6 +165,64 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// An address this host does not have: Kestrel raises a SocketException, not the IOException of a port in use, and
+    /// the node ended in an unhandled exception (exit code 134).
+    /// </summary>
+    [Fact]
+    public async Task ANodeWhoseListenAddressIsNotOnThisHostExitsWithCode2AndALine()
+    {
+        var data = Directory.CreateTempSubdirectory("address-not-here-");
+        var ports = FreePorts.Allocate(2);
+        await using var node = new ChildProcess("node", RepoPaths.NodeDll);
+        try
+        {
+            // 192.0.2.0/24 is reserved for documentation: no host has it.
+            var arguments = NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1"))
+                .Select(argument => argument.Replace($"--Dcache:Node:GrpcUrl=http://127.0.0.1:{ports[0]}", $"--Dcache:Node:GrpcUrl=http://192.0.2.1:{ports[0]}", StringComparison.Ordinal))
+                .ToArray();
+            node.Start(arguments);
+            await AssertRefusedAsync(node, "dcache-node: cannot listen:");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Metadata of a newer build (an upgrade rolled back after it migrated meta.db): refused with a line, not a stack trace.
+    /// </summary>
+    [Fact]
+    public async Task ANodeWhoseMetadataIsNewerThanItsBuildExitsWithCode2AndALine()
+    {
+        var data = Directory.CreateTempSubdirectory("newer-metadata-");
+        var ports = FreePorts.Allocate(2);
+        await using var first = new ChildProcess("node 1", RepoPaths.NodeDll);
+        await using var again = new ChildProcess("node 1 again", RepoPaths.NodeDll);
+        try
+        {
+            var directory = Path.Combine(data.FullName, "node1");
+            first.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
+            await first.StopAsync(ExitPatience);
+            using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(directory, "meta.db")};Pooling=False"))
+            {
+                connection.Open();
+                using var bump = connection.CreateCommand();
+                bump.CommandText = "PRAGMA user_version = 999";
+                bump.ExecuteNonQuery();
+            }
+
+            again.Start(NodeArguments(1, ports[0], ports[1], directory));
+            await AssertRefusedAsync(again, $"dcache-node: data directory {Path.Combine(directory, "meta.db")} has schema version 999, newer than this build understands");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
     /// A port another process holds (a second node on the same ports, a Redis server on the gateway's 6379): both ended
     /// in an unhandled IOException and its stack trace, exit code 134 (review 22).
     /// </summary>

@@ -72,6 +72,14 @@ public sealed class AddressBook
     /// <summary>Remembers where <paramref name="id"/> said it listens; used only where neither configuration nor log says.</summary>
     public void Heard(ulong id, string address)
     {
+        if (Uri.TryCreate(address, UriKind.Absolute, out var uri) && System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip)
+            && (ip.Equals(System.Net.IPAddress.Any) || ip.Equals(System.Net.IPAddress.IPv6Any)))
+        {
+            // A node listening on every interface announces 0.0.0.0 (or [::]): dialled from another host that is the dialler
+            // itself. Not an address to reach the node at.
+            return;
+        }
+
         lock (_changing)
         {
             if (_removed.Contains(id) || (_heard.TryGetValue(id, out var known) && known == address))

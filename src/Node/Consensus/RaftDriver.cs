@@ -342,7 +342,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 // The followed membership, not the core's: while a snapshot's state is built, the core has taken that
                 // snapshot's membership already, but the state captured here is still the one before it.
                 var metadata = new SnapshotMetadata(_cache.AppliedIndex, _appliedTerm, _followedMembership);
-                _captures.Begin(state => completion.TrySetResult((metadata, state)), reason => completion.TrySetException(new InvalidOperationException(reason)));
+                // A capture fails only as the loop stops: said as such, so that a backup or digest goes to another node.
+                _captures.Begin(state => completion.TrySetResult((metadata, state)), reason => completion.TrySetException(new NodeStoppedException(reason)));
             },
             ex => completion.TrySetException(ex));
         if (!_inputs.Writer.TryWrite(input))

@@ -292,8 +292,11 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
                 return reply.Accepted;
             }
-            catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or OperationCanceledException or InvalidOperationException)
+            catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or OperationCanceledException or InvalidOperationException
+                or Dcache.Storage.StorageCorruptionException)
             {
+                // A stored snapshot that fails its checks is reported too (it was an unobserved exception): the send is
+                // failed, and the next automatic snapshot replaces it.
                 Log.SnapshotSendFailed(_owner.Logger, _peer, message.Snapshot?.Index ?? 0, ex.Message);
                 return false;
             }

@@ -26,6 +26,19 @@ public sealed class AddressBookTests
         Assert.Equal([1UL, 2, 3, 4], book.All.Keys);
     }
 
+    [Theory]
+    [InlineData("http://0.0.0.0:7004")]
+    [InlineData("http://[::]:7004")]
+    public void A_wildcard_address_a_peer_announces_is_not_taken_as_where_it_is(string announced)
+    {
+        // A node listening on every interface (GrpcUrl http://0.0.0.0:7001, usual in containers) announces that: another
+        // host dialling it reaches itself.
+        var book = new AddressBook(Configured);
+        book.Follow(Membership.Of([1, 2, 3]));
+        book.Heard(4, announced);
+        Assert.Null(book.Find(4));
+    }
+
     [Fact]
     public void The_address_a_members_change_carried_wins_over_the_one_it_announced()
     {

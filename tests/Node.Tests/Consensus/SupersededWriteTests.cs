@@ -120,7 +120,8 @@ public sealed class SupersededWriteTests
         var first = driver.ExecuteAsync(Set(1, "a"));
         var second = driver.ExecuteAsync(Set(2, "b"));
         var third = driver.ExecuteAsync(Set(3, "c"));
-        await DriverWaits.UntilAsync(driver, raft => raft.LastIndex == noOp + 3, "the three writes were not appended");
+        // On its disk, not only in its log's memory: they are copied from there.
+        await DriverWaits.UntilAsync(driver, _ => node.Disk.LastIndex == noOp + 3, "the three writes were not persisted");
         var writes = await CopyEntriesAsync(node, noOp + 1, noOp + 4);
 
         Assert.True(node.Inbox.TryPost(new Message
@@ -168,6 +169,7 @@ public sealed class SupersededWriteTests
         var (proposal, refusal, applied) = await driver.ProposeConfChangeAsync(new ConfChange(ConfChangeType.AddLearner, 6, "http://127.0.0.1:6"), _ => null).WaitAsync(Patience);
         Assert.Null(refusal);
         Assert.Equal(noOp + 3, proposal.Index);
+        await DriverWaits.UntilAsync(driver, _ => node.Disk.LastIndex == noOp + 3, "the change was not persisted");
         var proposed = await CopyEntriesAsync(node, noOp + 1, noOp + 4);
 
         Assert.True(node.Inbox.TryPost(new Message
