@@ -108,9 +108,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         try
         {
             var directory = Path.Combine(data.FullName, "node1");
-            first.Start(NodeArguments(1, ports[0], ports[1], directory));
-            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
-            await first.StopAsync(ExitPatience);
+            await FoundAndStopAsync(first, ports, directory);
 
             wrongId.Start(NodeArguments(2, ports[0], ports[1], directory));
 
@@ -136,9 +134,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         try
         {
             var directory = Path.Combine(data.FullName, "node1");
-            first.Start(NodeArguments(1, ports[0], ports[1], directory));
-            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
-            await first.StopAsync(ExitPatience);
+            await FoundAndStopAsync(first, ports, directory);
 
             // The first record (the founding membership) starts at address 64: a byte inside it.
             var segment = Path.Combine(directory, "raft-log", "log.0");
@@ -202,9 +198,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         try
         {
             var directory = Path.Combine(data.FullName, "node1");
-            first.Start(NodeArguments(1, ports[0], ports[1], directory));
-            await Eventually.WaitAsync(() => first.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{first.RecentOutput()}");
-            await first.StopAsync(ExitPatience);
+            await FoundAndStopAsync(first, ports, directory);
             using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(directory, "meta.db")};Pooling=False"))
             {
                 connection.Open();
@@ -252,6 +246,14 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         {
             data.Delete(recursive: true);
         }
+    }
+
+    /// <summary>Starts node 1 of a one-node cluster in <paramref name="directory"/>, waits until it leads, and stops it: a data directory in use before.</summary>
+    private static async Task FoundAndStopAsync(ChildProcess node, int[] ports, string directory)
+    {
+        node.Start(NodeArguments(1, ports[0], ports[1], directory));
+        await Eventually.WaitAsync(() => node.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{node.RecentOutput()}");
+        await node.StopAsync(ExitPatience);
     }
 
     private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>

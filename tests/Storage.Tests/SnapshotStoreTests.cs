@@ -443,7 +443,8 @@ public sealed class MetadataStoreTests : IDisposable
             command.ExecuteNonQuery();
         }
 
-        var error = Assert.Throws<InvalidOperationException>(() => MetadataStore.Open(_directory.Path));
+        // A refusal an operator reads (the node prints it and exits 2), not a fault.
+        var error = Assert.Throws<DataDirectoryRefusedException>(() => MetadataStore.Open(_directory.Path));
         Assert.Contains("newer", error.Message, StringComparison.Ordinal);
     }
 
