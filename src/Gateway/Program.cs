@@ -52,7 +52,9 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 });
 
 var app = builder.Build();
-app.MapPrometheusScrapingEndpoint().RequireHost($"*:{gatewayOptions.HttpEndpoint().Port}");
+// Told by the port the connection came in on, not the Host header, which names another port behind a port mapping.
+var metricsPort = gatewayOptions.HttpEndpoint().Port;
+app.UseOpenTelemetryPrometheusScrapingEndpoint(context => context.Connection.LocalPort == metricsPort && context.Request.Path == "/metrics");
 app.MapGet("/health", (ICacheCluster cluster) =>
 {
     var view = cluster.View;

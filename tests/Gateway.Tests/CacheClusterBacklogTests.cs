@@ -185,6 +185,8 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
             await client.GetStream().WriteAsync(pipeline);
             await WaitUntilAsync(() => connection.CommandsSent == commands, () => $"{connection.CommandsSent} of {commands} commands sent");
             Assert.Equal(commands, gauge.Read(node.Address, "sent"));
+            // Gone for good: a reset. (A client that only shuts down its sending side still gets its replies.)
+            client.Client.LingerState = new LingerOption(true, 0);
         }
 
         await WaitUntilAsync(() => connection.CommandsSent == 0, () => $"{connection.CommandsSent} commands still held for the node after their client left");

@@ -163,6 +163,25 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task AWriteRefusedAsTooLargeDoesNotMakeTheGatewayTakeANodeForTheLeader()
+    {
+        // No leader known (the scripted node reports no status): a write goes to whichever node is next. Its refusal was
+        // made on the way to that node and then taken for that node's answer to a write, so for a sign that it leads.
+        const int maxMessageBytes = 256 * 1024;
+        var maxItemBytes = Dcache.Protocol.MessageLimits.MaxItemBytes(maxMessageBytes);
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address, MaxMessageBytes = maxMessageBytes }));
+
+        var call = new ClusterCall(Set("huge", session: 1, new string('h', maxItemBytes)), ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.StartsWith("ERR command too large", reply.Error, StringComparison.Ordinal);
+        Assert.Null(cluster.View.LeaderAddress);
+        Assert.Equal(0, node.CommandsReceived);
+    }
+
+    [Fact]
     public async Task AWriteNearTheSizeLimitIsNeverRefusedAsTooLargeAfterAnAttemptThatMayHaveApplied()
     {
         // Each attempt gives the command a new id, and a retry after an attempt that may have applied sets

@@ -1,3 +1,4 @@
+using Dcache.Protocol;
 using Dcache.Protocol.Cache;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
@@ -44,6 +45,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _poller;
     private NodeConnection? _leaderField;
+    private readonly int _maxItemBytes;
     private long _nextRead;
     private int _disposed;
 
@@ -57,6 +59,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
     {
         _options = options.Value;
         _logger = logger;
+        _maxItemBytes = MessageLimits.MaxItemBytes(_options.MaxMessageBytes);
         _headers = new Metadata { { "dcache-cluster-id", _options.ClusterId }, { "dcache-secret", _options.ClusterSecret } };
         _nodes = _options.NodeAddresses().Select(address => new NodeConnection(address, isSeed: true, _headers, _options, _ids, logger)).ToArray();
         if (_nodes.Length == 0)
@@ -125,9 +128,9 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
     public void ExecuteAll(IReadOnlyList<ClusterCall> calls, CancellationToken cancellationToken)
     {
-        if (calls.Count > 0)
+        if (calls.Count > 0 && new Batch(this, calls) is { Unanswered: > 0 } batch)
         {
-            _ = RunAsync(new Batch(this, calls), cancellationToken);
+            _ = RunAsync(batch, cancellationToken);
         }
     }
 
@@ -271,8 +274,18 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
                 {
                     call.Command.Consistency = call.Mode == ReadMode.Local ? ReadConsistency.Local : ReadConsistency.Linearizable;
                 }
+
+                // Refused before any node is chosen: a refusal coming back from a node a write was sent to would be taken
+                // for that node's answer, and so for a sign that it leads.
+                if (NodeConnection.TooLargeRefusal(NodeConnection.SizeOnAnyAttempt(call.Command), cluster._maxItemBytes) is { } refusal)
+                {
+                    Answer(i, refusal);
+                }
             }
         }
+
+        /// <summary>Calls still waiting for their ending.</summary>
+        public int Unanswered => _unanswered;
 
         /// <summary>What is left of the deadline when it began before the batch (null: the whole deadline).</summary>
         public TimeSpan? TimeLeft { get; }

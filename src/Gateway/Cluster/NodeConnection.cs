@@ -284,10 +284,11 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 {
                     var command = commands[i];
                     var size = SizeOnAnyAttempt(command);
-                    if (size > node._maxBatchBytes)
+                    if (TooLargeRefusal(size, node._maxBatchBytes) is { } refusal)
                     {
                         // No message could carry it: refused here, so that the node does not break the stream over it.
-                        Deliver(i, new Reply { Error = $"ERR command too large: {size} bytes, over the cluster's limit of {node._maxBatchBytes} (Dcache:Gateway:Cluster:MaxMessageBytes less header room)" });
+                        // (The cluster refuses such commands before choosing a node; this guards the stream itself.)
+                        Deliver(i, refusal);
                         NextToSend = i + 1;
                         continue;
                     }
@@ -380,6 +381,11 @@ public sealed partial class NodeConnection : IAsyncDisposable
         var body = command.CalculateSize() - attemptFields + MaxAttemptFieldBytes;
         return 1 + CodedOutputStream.ComputeLengthSize(body) + body;
     }
+
+    /// <summary>The refusal of a command of <paramref name="size"/> bytes (<see cref="SizeOnAnyAttempt"/>) that no message could carry; null when it fits.</summary>
+    internal static Reply? TooLargeRefusal(int size, int maxItemBytes) => size > maxItemBytes
+        ? new Reply { Error = $"ERR command too large: {size} bytes, over the cluster's limit of {maxItemBytes} (Dcache:Gateway:Cluster:MaxMessageBytes less header room)" }
+        : null;
 
     /// <summary>Where a reply goes: its batch and its place there.</summary>
     private readonly record struct InFlight(Pending Batch, int Index);
@@ -590,18 +596,20 @@ public sealed partial class NodeConnection : IAsyncDisposable
         public async ValueTask DisposeAsync()
         {
             _queue.Writer.TryComplete();
-            while (_queue.Reader.TryRead(out var pending))
-            {
-                Interlocked.Add(ref _node._queued, -pending.Count);
-                pending.TrySetException(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: false));
-            }
-
             try
             {
+                // The connection's stopping token has ended the pump's stream; its writer must be gone before the queue
+                // is drained here: the queue has a single reader.
                 await _pump.ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
+            }
+
+            while (_queue.Reader.TryRead(out var pending))
+            {
+                Interlocked.Add(ref _node._queued, -pending.Count);
+                pending.TrySetException(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: false));
             }
         }
     }

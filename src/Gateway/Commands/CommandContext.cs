@@ -19,7 +19,7 @@ internal sealed class CommandContext
         RespClientRegistry registry,
         WriteSessionPool sessions,
         TimeProvider time,
-        CancellationToken connectionClosed)
+        CancellationToken connectionEnded)
     {
         Sessions = sessions;
         Client = client;
@@ -27,7 +27,7 @@ internal sealed class CommandContext
         Options = options;
         Registry = registry;
         Time = time;
-        ConnectionClosed = connectionClosed;
+        ConnectionEnded = connectionEnded;
     }
 
     public ClientState Client { get; }
@@ -40,7 +40,8 @@ internal sealed class CommandContext
 
     public TimeProvider Time { get; }
 
-    public CancellationToken ConnectionClosed { get; }
+    /// <summary>Cancelled when the connection's loop has ended (not when the client only shut down its sending side).</summary>
+    public CancellationToken ConnectionEnded { get; }
 
     public WriteSessionPool Sessions { get; }
 
@@ -114,7 +115,7 @@ internal sealed class CommandContext
         var registration = new ClusterCall(
             new Command { ClientId = session.ClientId, Consistency = ReadConsistency.Linearizable, RegisterSession = new RegisterSessionRequest() },
             ReadMode.Linearizable);
-        Cluster.ExecuteAll([registration], ConnectionClosed);
+        Cluster.ExecuteAll([registration], ConnectionEnded);
         var registered = await registration.Reply.ConfigureAwait(false);
         switch (registered)
         {
@@ -137,7 +138,7 @@ internal sealed class CommandContext
 
         command.SessionMustExist = session.MustExistFor(command.Sequence);
         var write = new ClusterCall(command, ReadMode.Linearizable) { DeadlineStartedAt = began };
-        Cluster.ExecuteAll([write], ConnectionClosed);
+        Cluster.ExecuteAll([write], ConnectionEnded);
         return await write.Reply.ConfigureAwait(false);
     }
 
@@ -162,7 +163,7 @@ internal sealed class CommandContext
 
         try
         {
-            Cluster.ExecuteAll(_queuedCalls, ConnectionClosed);
+            Cluster.ExecuteAll(_queuedCalls, ConnectionEnded);
         }
         catch (Exception exception)
         {

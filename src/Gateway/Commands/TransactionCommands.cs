@@ -171,7 +171,7 @@ internal static class TransactionCommands
         {
             // No format 8 entry applied yet: propose one (with no session; applying it twice changes nothing) and read again.
             var start = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Transaction = new TransactionRequest { Watched = true } }, ReadMode.Linearizable) { DeadlineStartedAt = began };
-            context.Cluster.ExecuteAll([start], context.ConnectionClosed);
+            context.Cluster.ExecuteAll([start], context.ConnectionEnded);
             var started = await start.Reply.ConfigureAwait(false);
             if (started.ResultCase != Reply.ResultOneofCase.Array)
             {
@@ -180,7 +180,7 @@ internal static class TransactionCommands
             }
 
             var again = new ClusterCall(new Command { Consistency = ReadConsistency.Linearizable, Watch = read }, ReadMode.Linearizable) { DeadlineStartedAt = began };
-            context.Cluster.ExecuteAll([again], context.ConnectionClosed);
+            context.Cluster.ExecuteAll([again], context.ConnectionEnded);
             reply = await again.Reply.ConfigureAwait(false);
         }
 

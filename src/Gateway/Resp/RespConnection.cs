@@ -242,7 +242,7 @@ internal sealed class RespConnection
                     }
                     catch (Exception exception)
                     {
-                        if (!(exception is OperationCanceledException && _context.ConnectionClosed.IsCancellationRequested))
+                        if (!(exception is OperationCanceledException && _context.ConnectionEnded.IsCancellationRequested))
                         {
                             // A cancellation because the client left is expected; anything else breaks the cluster client's contract.
                             RespLog.ClusterCallThrew(_logger, queued.CommandName, exception);

@@ -62,9 +62,22 @@ public sealed class RespConnectionHandler : ConnectionHandler
 
         _clients.Add(client);
         RespMetrics.ConnectionOpened();
+        // Kestrel's ConnectionClosed fires when the client's FIN is read too, and a client that sends its commands and
+        // then shuts down its side (`printf 'SET k v\r\n' | nc -N`) still has them run and answered, as in Redis: only a
+        // reset ends its calls at once. (One that closed both sides also sent a FIN: its calls end with their replies or
+        // their deadline, and the first reply written to it finds the connection gone.)
+        using var connectionOver = new CancellationTokenSource();
+        var accepted = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
+        using var closed = connection.ConnectionClosed.Register(() =>
+        {
+            if (!OnlyShutDownSending(accepted))
+            {
+                connectionOver.Cancel();
+            }
+        });
         try
         {
-            var context = new CommandContext(client, _cluster, _options, _clients, _sessions, _time, connection.ConnectionClosed);
+            var context = new CommandContext(client, _cluster, _options, _clients, _sessions, _time, connectionOver.Token);
             await new RespConnection(
                 connection.Transport,
                 connection.ConnectionId,
@@ -85,9 +98,36 @@ public sealed class RespConnectionHandler : ConnectionHandler
         }
         finally
         {
+            // Calls still in flight for this connection (its loop ended on a reset, a protocol error, a limit) stop.
+            await connectionOver.CancelAsync().ConfigureAwait(false);
             RespMetrics.ConnectionEnded();
             _clients.Remove(client);
             _clients.ReleaseSlot();
+        }
+    }
+
+    /// <summary>
+    /// Whether the peer only shut down its sending side (the socket in CLOSE_WAIT), rather than reset the connection.
+    /// Read from Linux's TCP_INFO; false where that cannot be read.
+    /// </summary>
+    private static bool OnlyShutDownSending(Socket? socket)
+    {
+        const int IpProtocolTcp = 6;
+        const int TcpInfo = 11;
+        const byte TcpCloseWait = 8;
+        if (socket is null || !OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        try
+        {
+            Span<byte> info = stackalloc byte[8];
+            return socket.GetRawSocketOption(IpProtocolTcp, TcpInfo, info) >= 1 && info[0] == TcpCloseWait;
+        }
+        catch (Exception exception) when (exception is SocketException or ObjectDisposedException)
+        {
+            return false;
         }
     }
 
