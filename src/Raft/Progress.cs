@@ -20,6 +20,23 @@ internal sealed class Progress(ulong id, ulong next, int maxInflight, ulong maxI
     /// <summary>Heard from since the last CheckQuorum round.</summary>
     public bool RecentActive { get; set; }
 
+    /// <summary>Leader ticks since this member last answered (0 when it became known or its leader took over).</summary>
+    public int TicksSinceHeard { get; private set; }
+
+    public void MarkHeard()
+    {
+        RecentActive = true;
+        TicksSinceHeard = 0;
+    }
+
+    public void TickUnheard()
+    {
+        if (TicksSinceHeard < int.MaxValue)
+        {
+            TicksSinceHeard++;
+        }
+    }
+
     public bool IsLearner { get; set; } = isLearner;
 
     public Inflights Inflights { get; } = new(maxInflight, maxInflightBytes);

@@ -65,6 +65,48 @@ public sealed partial class RaftNode
         return new ProposeResult(ProposeStatus.Accepted, _log.LastIndex, _term, Id);
     }
 
+    /// <summary>
+    /// The voter best placed to take over (0: none, or not the leader): one that answered within the last two heartbeat
+    /// rounds before one that did not (the most caught-up voter may be one that just died), then the one with the most
+    /// of the log, then the one heard from last.
+    /// </summary>
+    public ulong TransferCandidate()
+    {
+        if (_role != Role.Leader)
+        {
+            return 0;
+        }
+
+        Progress? best = null;
+        foreach (var pr in _progress.Values)
+        {
+            if (pr.Id == Id || !_membership.IsVoter(pr.Id))
+            {
+                continue;
+            }
+
+            if (best is null || Better(pr, best))
+            {
+                best = pr;
+            }
+        }
+
+        return best?.Id ?? 0;
+
+        bool Better(Progress candidate, Progress than)
+        {
+            var heardWithin = 2 * _options.HeartbeatTicks;
+            var candidateLive = candidate.TicksSinceHeard <= heardWithin;
+            var thanLive = than.TicksSinceHeard <= heardWithin;
+            if (candidateLive != thanLive)
+            {
+                return candidateLive;
+            }
+
+            return candidate.Match != than.Match ? candidate.Match > than.Match : candidate.TicksSinceHeard < than.TicksSinceHeard;
+        }
+    }
+
     /// <summary>Hands leadership to <paramref name="target"/>: brings it up to date, then tells it to campaign. False when impossible.</summary>
     public bool TransferLeadership(ulong target)
     {
@@ -149,11 +191,11 @@ public sealed partial class RaftNode
         switch (message.Type)
         {
             case MessageType.AppendResponse:
-                pr.RecentActive = true;
+                pr.MarkHeard();
                 HandleAppendResponse(message, pr);
                 break;
             case MessageType.HeartbeatResponse:
-                pr.RecentActive = true;
+                pr.MarkHeard();
                 pr.ProbeSent = false;
                 if (pr.State == ReplicationState.Replicate && pr.Inflights.Full)
                 {

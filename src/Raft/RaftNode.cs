@@ -150,6 +150,14 @@ public sealed partial class RaftNode
     {
         _heartbeatElapsed++;
         _electionElapsed++;
+        foreach (var pr in _progress.Values)
+        {
+            if (pr.Id != Id)
+            {
+                pr.TickUnheard();
+            }
+        }
+
         if (_electionElapsed >= _options.ElectionTicks)
         {
             _electionElapsed = 0;

@@ -142,6 +142,33 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void AHandoverWithoutATargetPicksAVoterThatStillAnswersOverAMoreCaughtUpOneThatDied()
+    {
+        var cluster = new TestCluster(3);
+        var leader = cluster.ElectLeader(1);
+        // Node 2 answers heartbeats but gets no entries; node 3 gets them all, then dies.
+        cluster.Drop = m => m is { To: 2, Type: MessageType.Append };
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.True(leader.Propose($"v{i}").Accepted);
+        }
+
+        cluster.Stabilize();
+        var progress = leader.Raft!.GetStatus().Progress.ToDictionary(p => p.Id);
+        Assert.True(progress[3].Match > progress[2].Match); // "the voter with the most of the log" would be node 3
+        Assert.Equal(3UL, leader.Raft.TransferCandidate()); // both answer: the more caught-up one
+
+        cluster[3].Crash();
+        cluster.Tick(3); // heartbeat rounds that node 2 answers and node 3 does not
+        Assert.Equal(2UL, leader.Raft.TransferCandidate());
+
+        cluster.Drop = null;
+        Assert.True(leader.Raft.TransferLeadership(leader.Raft.TransferCandidate()));
+        cluster.TickUntil(() => cluster[2].Raft!.Role == Role.Leader, 20);
+        Assert.Equal(Role.Leader, cluster[2].Raft!.Role);
+    }
+
+    [Fact]
     public void ReadIndexOnALeaderDeposedMidRequestIsDroppedNotAnswered()
     {
         var cluster = new TestCluster(3, configure: o => o.CheckQuorum = false);

@@ -1437,7 +1437,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     }
 
     /// <summary>
-    /// Starts handing leadership to <paramref name="target"/>, or (0) to the voter with the most of the log.
+    /// Starts handing leadership to <paramref name="target"/>, or (0) to the voter best placed to take over (<see cref="RaftNode.TransferCandidate"/>).
     /// Returns the chosen target, or 0 when this node does not lead or no voter can take over.
     /// </summary>
     public Task<ulong> TransferLeadershipAsync(ulong target) =>
@@ -1450,11 +1450,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
             if (target == 0)
             {
-                target = raft.GetStatus().Progress
-                    .Where(p => p.Id != raft.Id && !p.IsLearner)
-                    .OrderByDescending(p => p.Match)
-                    .Select(p => p.Id)
-                    .FirstOrDefault();
+                target = raft.TransferCandidate();
             }
 
             return target != 0 && raft.TransferLeadership(target) ? target : 0UL;

@@ -43,25 +43,11 @@ public sealed partial class BackupService(RaftDriver driver, AddressBook address
         }));
         await responseStream.WriteAsync(new SnapshotPart { Header = header }, context.CancellationToken).ConfigureAwait(false);
 
-        // The state is serialised on its own thread into a pipe that holds at most ~1 MiB; this call sends it on.
+        // The state is serialised on its own thread into a pipe that holds at most ~1 MiB; this call sends it on. If the
+        // call ends first (the operator gave up, the stream broke), the serialising stops too.
         var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 * PartBytes, resumeWriterThreshold: 2 * PartBytes));
-        var serialise = Task.Factory.StartNew(
-            () =>
-            {
-                try
-                {
-                    using var output = pipe.Writer.AsStream();
-                    state.WriteTo(output);
-                    pipe.Writer.Complete();
-                }
-                catch (Exception ex)
-                {
-                    pipe.Writer.Complete(ex);
-                }
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+        using var sendingEnded = new CancellationTokenSource();
+        var serialise = SerialiseAsync(pipe.Writer, output => state.WriteTo(output, sendingEnded.Token));
 
         ulong size = 0;
         uint crc = 0;
@@ -90,6 +76,7 @@ public sealed partial class BackupService(RaftDriver driver, AddressBook address
         }
         finally
         {
+            await sendingEnded.CancelAsync().ConfigureAwait(false);
             await pipe.Reader.CompleteAsync().ConfigureAwait(false);
             await serialise.ConfigureAwait(false);
         }
@@ -97,6 +84,33 @@ public sealed partial class BackupService(RaftDriver driver, AddressBook address
         await responseStream.WriteAsync(new SnapshotPart { Trailer = new SnapshotTrailer { Size = size, Crc32C = crc, KeyCount = (ulong)state.KeyCount } }, context.CancellationToken).ConfigureAwait(false);
         Log.BackupStreamed(logger, metadata.Index, metadata.Term, state.KeyCount, size);
     }
+
+    /// <summary>
+    /// Runs <paramref name="write"/> on its own thread into <paramref name="writer"/>, then completes the writer: with
+    /// the failure if it threw, so that the reader never takes a state cut short for a whole one.
+    /// </summary>
+    internal static Task SerialiseAsync(PipeWriter writer, Action<Stream> write) => Task.Factory.StartNew(
+        () =>
+        {
+            try
+            {
+                // Left open: disposing the stream would complete the writer as if all went well, before a failure
+                // could complete it with the exception (a pipe keeps its first completion).
+                using (var output = writer.AsStream(leaveOpen: true))
+                {
+                    write(output);
+                }
+
+                writer.Complete();
+            }
+            catch (Exception ex)
+            {
+                writer.Complete(ex);
+            }
+        },
+        CancellationToken.None,
+        TaskCreationOptions.LongRunning,
+        TaskScheduler.Default);
 
     private static partial class Log
     {
