@@ -21,7 +21,9 @@ internal sealed class ClusterConnection(Options options)
     /// <summary>What went wrong, in words an operator can act on.</summary>
     public static string Describe(RpcException ex) => ex.StatusCode switch
     {
-        StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Innermost(cause).Message})",
+        StatusCode.Unavailable when ex.Status.DebugException is { } cause => $"cannot reach the node ({Reason(cause)})",
+        // Raised here, not sent by the node: the connection broke or went silent (a paused or frozen process).
+        StatusCode.Internal or StatusCode.Unknown or StatusCode.Cancelled when ex.Status.DebugException is { } cause => $"no answer from the node ({Reason(cause)})",
         // Sent by the node itself (no leader, no quorum, shutting down): its words say why.
         StatusCode.Unavailable => $"unavailable: {ex.Status.Detail}",
         StatusCode.Unauthenticated => $"refused: {ex.Status.Detail} (check --secret)",
@@ -111,8 +113,9 @@ internal sealed class ClusterConnection(Options options)
     /// </summary>
     public static bool IsOutcomeUnknown(RpcException ex) => ex.StatusCode switch
     {
+        _ when ex.Status.DebugException is { } cause && NeverSent(cause) => false,
         StatusCode.DeadlineExceeded or StatusCode.Cancelled or StatusCode.Unknown or StatusCode.Internal => true,
-        StatusCode.Unavailable when ex.Status.DebugException is { } cause => Innermost(cause) is not SocketException { SocketErrorCode: SocketError.ConnectionRefused },
+        StatusCode.Unavailable when ex.Status.DebugException is not null => true,
         StatusCode.Unavailable => ex.Status.Detail.StartsWith("outcome unknown", StringComparison.Ordinal),
         _ => false,
     };
@@ -124,7 +127,44 @@ internal sealed class ClusterConnection(Options options)
     private static bool IsAboutThisNode(RpcException ex) =>
         ex.StatusCode is StatusCode.Unavailable or StatusCode.Unauthenticated or StatusCode.PermissionDenied or StatusCode.Unimplemented
         || (ex.StatusCode == StatusCode.FailedPrecondition && ex.Trailers.GetValue(LeaderIdTrailer) is not null)
-        || (ex.StatusCode == StatusCode.DeadlineExceeded && ex.Status.Detail.Length == 0);
+        || (ex.StatusCode == StatusCode.DeadlineExceeded && ex.Status.Detail.Length == 0)
+        // A failure of the connection raised by the client library (a silent node's keepalive ping unanswered, a broken
+        // stream), not a status the node sent.
+        || (ex.StatusCode is StatusCode.Internal or StatusCode.Unknown or StatusCode.Cancelled && ex.Status.DebugException is not null);
+
+    /// <summary>
+    /// The connection was never made (refused, not completed within the connect timeout, a name that does not
+    /// resolve): the request never left, so it surely did nothing. (A gRPC channel has no request timeout of its own,
+    /// deadlines being statuses, so the one TimeoutException its handler raises is the connect timeout's.)
+    /// </summary>
+    private static bool NeverSent(Exception cause)
+    {
+        for (Exception? ex = cause; ex is not null; ex = ex.InnerException)
+        {
+            if (ex is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError }
+                or SocketException { SocketErrorCode: SocketError.ConnectionRefused }
+                or TimeoutException)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The most telling message of a failure's chain: the first that names what happened, not a bare "canceled".</summary>
+    private static string Reason(Exception cause)
+    {
+        for (Exception? ex = cause; ex is not null; ex = ex.InnerException)
+        {
+            if (ex is TimeoutException || (ex is HttpRequestException && ex.InnerException is null or OperationCanceledException))
+            {
+                return ex.Message;
+            }
+        }
+
+        return Innermost(cause).Message;
+    }
 
     private static Exception Innermost(Exception ex)
     {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Security.Cryptography;
 using System.Globalization;
 using Dcache.Protocol.Backup;
 using Dcache.Storage;
@@ -45,6 +46,12 @@ internal sealed class SnapshotFileWriter : IDisposable
     private ulong _dataSize;
     private bool _finished;
 
+    // The cache state ends with the SHA-256 of everything before it: hashed as it arrives, the last 32 bytes held back.
+    private readonly IncrementalHash _stateHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private readonly byte[] _heldBack = new byte[StateDigestBytes];
+    private int _heldBackLength;
+    private const int StateDigestBytes = 32;
+
     public SnapshotFileWriter(string path)
     {
         _path = SnapshotFile.FullPath(path);
@@ -88,13 +95,47 @@ internal sealed class SnapshotFileWriter : IDisposable
             Write(length);
             Write(frame);
             DataCrc = Crc32C.Append(DataCrc, frame);
+            HashHoldingBackTheLastBytes(frame);
             _dataSize += (ulong)frame.Length;
             data = data[frame.Length..];
         }
     }
 
+    private void HashHoldingBackTheLastBytes(ReadOnlySpan<byte> data)
+    {
+        var total = _heldBackLength + data.Length;
+        if (total <= StateDigestBytes)
+        {
+            data.CopyTo(_heldBack.AsSpan(_heldBackLength));
+            _heldBackLength = total;
+            return;
+        }
+
+        var release = total - StateDigestBytes;
+        var fromHeld = Math.Min(release, _heldBackLength);
+        _stateHash.AppendData(_heldBack.AsSpan(0, fromHeld));
+        var fromData = release - fromHeld;
+        _stateHash.AppendData(data[..fromData]);
+        Span<byte> next = stackalloc byte[StateDigestBytes];
+        var stillHeld = _heldBackLength - fromHeld;
+        _heldBack.AsSpan(fromHeld, stillHeld).CopyTo(next);
+        data[fromData..].CopyTo(next[stillHeld..]);
+        next.CopyTo(_heldBack);
+        _heldBackLength = StateDigestBytes;
+    }
+
+    /// <summary>
+    /// Keeps the file (FILE.tmp renamed to FILE, synced) once the cache state's own SHA-256 holds: the transport's
+    /// size and CRC only say the bytes arrived as sent, not that the node sent a whole state.
+    /// </summary>
     public void Finish()
     {
+        Span<byte> digest = stackalloc byte[StateDigestBytes];
+        if (_heldBackLength < StateDigestBytes || !_stateHash.TryGetHashAndReset(digest, out _) || !digest.SequenceEqual(_heldBack))
+        {
+            throw new SnapshotFileException($"the cache state received for {_path} fails its SHA-256: it was cut short or damaged before it was sent");
+        }
+
         Span<byte> end = stackalloc byte[12];
         BinaryPrimitives.WriteUInt32LittleEndian(end, 0);
         BinaryPrimitives.WriteUInt64LittleEndian(end[4..], _dataSize);
@@ -118,6 +159,7 @@ internal sealed class SnapshotFileWriter : IDisposable
         }
         finally
         {
+            _stateHash.Dispose();
             if (!_finished)
             {
                 File.Delete(_tempPath);
