@@ -21,6 +21,13 @@ public static class MessageLimits
     /// </summary>
     public const int MinMaxMessageBytes = 2 * HeaderRoomBytes;
 
+    /// <summary>
+    /// The largest limit a node or gateway accepts: an item of 512 MiB (Redis's largest string, and the largest key or
+    /// value a cache snapshot reads back) plus the header room. A larger limit would let a write store a value that
+    /// every later snapshot would fail to load.
+    /// </summary>
+    public const int MaxMaxMessageBytes = (512 * 1024 * 1024) + HeaderRoomBytes;
+
     /// <summary>The largest single item (a command, a reply, a log entry) that still fits in one message.</summary>
     public static int MaxItemBytes(int maxMessageBytes) => Math.Max(1, maxMessageBytes - HeaderRoomBytes);
 

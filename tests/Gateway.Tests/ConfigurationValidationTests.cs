@@ -48,6 +48,7 @@ public sealed class ConfigurationValidationTests
     [InlineData("Cluster:StreamsPerNode", "0", "Cluster:StreamsPerNode")]
     [InlineData("Cluster:MaxBatch", "0", "Cluster:MaxBatch")]
     [InlineData("Cluster:MaxMessageBytes", "-1", "Cluster:MaxMessageBytes")]
+    [InlineData("Cluster:MaxMessageBytes", "536936449", "Cluster:MaxMessageBytes")]
     [InlineData("Cluster:MaxCommandsPerNode", "0", "Cluster:MaxCommandsPerNode")]
     [InlineData("Cluster:AttemptTimeoutMilliseconds", "0", "Cluster:AttemptTimeoutMilliseconds")]
     [InlineData("Cluster:DeadlineMilliseconds", "86400001", "Cluster:DeadlineMilliseconds")]
@@ -72,6 +73,7 @@ public sealed class ConfigurationValidationTests
     [InlineData("Cluster:BreakMilliseconds", "500")]
     [InlineData("Cluster:RemovedNodeGraceMilliseconds", "0")]
     [InlineData("Cluster:MaxMessageBytes", "131072")]
+    [InlineData("Cluster:MaxMessageBytes", "536936448")]
     public void TheEdgesOfEachRangeAreAccepted(string key, string value) => Validate(Configuration(key, value));
 
     /// <summary>

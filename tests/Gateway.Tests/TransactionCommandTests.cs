@@ -306,14 +306,17 @@ public sealed class TransactionCommandTests : IAsyncLifetime
     [Fact]
     public async Task Watched_keys_are_bounded_by_max_request_bytes_and_a_watch_past_it_refuses_the_next_exec()
     {
-        var server = new TestServer(options => options.MaxRequestBytes = 100);
+        // Each key costs its bytes and the overhead of keeping it: room for three keys of 30 bytes, not four.
+        const int keyCost = 30 + ClientState.WatchedKeyOverheadBytes;
+        const int limit = (3 * keyCost) + 10;
+        var server = new TestServer(options => options.MaxRequestBytes = limit);
         await using var client = server.Connect();
         async Task<string> Run(params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
         string Key(char c) => new(c, 30);
 
         Assert.Equal("+OK", await Run("WATCH", Key('a'), Key('b')));
-        Assert.Equal("+OK", await Run("WATCH", Key('c'), Key('a'))); // 90 bytes: a key watched again counts once
-        Assert.Equal("-" + TransactionCommands.WatchTooLarge(100), await Run("WATCH", Key('d')));
+        Assert.Equal("+OK", await Run("WATCH", Key('c'), Key('a'))); // three keys: a key watched again counts once
+        Assert.Equal("-" + TransactionCommands.WatchTooLarge(limit), await Run("WATCH", Key('d')));
         var watchReads = server.Cluster.Executed.Count(executed => executed.Command.OpCase == Command.OpOneofCase.Watch);
         Assert.Equal("+OK", await Run("MULTI"));
         Assert.Equal("+QUEUED", await Run("SET", "x", "1"));
@@ -325,6 +328,27 @@ public sealed class TransactionCommandTests : IAsyncLifetime
         Assert.Equal("+OK", await Run("WATCH", Key('f')));
         Assert.Equal("+OK", await Run("UNWATCH"));
         Assert.Equal("+OK", await Run("WATCH", Key('g'), Key('h')));
+    }
+
+    [Fact]
+    public async Task A_transactions_queue_is_bounded_by_what_its_commands_take_not_only_their_argument_bytes()
+    {
+        // GET "" has 3 bytes of arguments; queued, it takes a request, offsets and a slot too. Counted by bytes alone,
+        // 333 would fit in 1,000 bytes and a queue of them cost about 30 times its count.
+        const int cost = 3 + TransactionCommands.QueuedCommandCost + (2 * TransactionCommands.QueuedArgumentCost);
+        const int limit = 1_000;
+        var server = new TestServer(options => options.MaxRequestBytes = limit);
+        await using var client = server.Connect();
+        async Task<string> Run(params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+
+        Assert.Equal("+OK", await Run("MULTI"));
+        for (var i = 0; i < limit / cost; i++)
+        {
+            Assert.Equal("+QUEUED", await Run("GET", ""));
+        }
+
+        Assert.StartsWith("-ERR transaction too large", await Run("GET", ""), StringComparison.Ordinal);
+        Assert.StartsWith("-EXECABORT", await Run("EXEC"), StringComparison.Ordinal);
     }
 
     [Fact]

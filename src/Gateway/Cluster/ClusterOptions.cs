@@ -120,7 +120,7 @@ public sealed class ClusterOptions
         ConfigurationChecks.HeaderValue(ClusterSecret, $"{Section}:ClusterSecret");
         ConfigurationChecks.AtLeast(StreamsPerNode, 1, $"{Section}:StreamsPerNode");
         ConfigurationChecks.AtLeast(MaxBatch, 1, $"{Section}:MaxBatch");
-        ConfigurationChecks.AtLeast(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, $"{Section}:MaxMessageBytes");
+        ConfigurationChecks.InRange(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, MessageLimits.MaxMaxMessageBytes, $"{Section}:MaxMessageBytes");
         ConfigurationChecks.AtLeast(MaxCommandsPerNode, 1, $"{Section}:MaxCommandsPerNode");
         ConfigurationChecks.InRange(AttemptTimeoutMilliseconds, 10, MaxTimeoutMilliseconds, $"{Section}:AttemptTimeoutMilliseconds");
         ConfigurationChecks.InRange(DeadlineMilliseconds, 10, MaxTimeoutMilliseconds, $"{Section}:DeadlineMilliseconds");

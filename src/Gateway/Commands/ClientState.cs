@@ -86,8 +86,16 @@ internal sealed class ClientState
         }
     }
 
-    /// <summary>The bytes of the watched keys' names: bounded like a transaction's queued commands (Resp:MaxRequestBytes).</summary>
+    /// <summary>The watched keys' bytes and overheads: bounded like a transaction's queued commands (Resp:MaxRequestBytes).</summary>
     public long WatchedBytes { get; private set; }
+
+    /// <summary>
+    /// What a watched key takes in memory besides its bytes (its ByteString and array, its table entry, its read): counted
+    /// with them, so that the limit on watched keys bounds memory, not only names.
+    /// </summary>
+    internal const int WatchedKeyOverheadBytes = 96;
+
+    private static long WatchedKeyCost(ByteString key) => key.Length + WatchedKeyOverheadBytes;
 
     /// <summary>The bytes <paramref name="keys"/> would add to <see cref="WatchedBytes"/>: those of keys not watched yet, once each.</summary>
     public long WatchBytesToAdd(IEnumerable<ByteString> keys)
@@ -100,7 +108,7 @@ internal sealed class ClientState
             {
                 if (Watches?.ContainsKey(key) != true && added.Add(key))
                 {
-                    bytes += key.Length;
+                    bytes += WatchedKeyCost(key);
                 }
             }
 
@@ -132,7 +140,7 @@ internal sealed class ClientState
             {
                 if (Watches.TryAdd(watch.Key, watch))
                 {
-                    WatchedBytes += watch.Key.Length;
+                    WatchedBytes += WatchedKeyCost(watch.Key);
                 }
             }
         }

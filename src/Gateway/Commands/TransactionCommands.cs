@@ -1,6 +1,7 @@
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Resp;
 using Dcache.Protocol.Cache;
+using Google.Protobuf;
 
 namespace Dcache.Gateway.Commands;
 
@@ -19,8 +20,16 @@ internal static class TransactionCommands
     public const string ExecWithoutMulti = "ERR EXEC without MULTI";
     public const string DiscardWithoutMulti = "ERR DISCARD without MULTI";
     public const string WatchInsideMulti = "ERR WATCH inside MULTI is not allowed";
+
+    /// <summary>
+    /// What a command queued in MULTI takes in memory besides its arguments' bytes (its request, offsets and slot), and
+    /// each of its arguments: counted against Resp:MaxRequestBytes with them, so that the limit bounds memory.
+    /// </summary>
+    public const int QueuedCommandCost = 64;
+
+    public const int QueuedArgumentCost = 8;
     public static string WatchTooLarge(long maxRequestBytes) =>
-        $"ERR too many watched keys: their names would exceed {maxRequestBytes} bytes on this connection (Resp:MaxRequestBytes); UNWATCH, EXEC or DISCARD forgets them";
+        $"ERR too many watched keys: they would take more than {maxRequestBytes} bytes on this connection (Resp:MaxRequestBytes); UNWATCH, EXEC or DISCARD forgets them";
 
     public const string ExecAfterWatch = "EXECABORT Transaction discarded because of: a WATCH before it failed, so the watched keys cannot be checked";
 
@@ -131,7 +140,9 @@ internal static class TransactionCommands
         var read = new WatchRequest();
         for (var i = 1; i < request.Count; i++)
         {
-            read.Keys.Add(request.ByteString(i));
+            // Copied: a watched key outlives its request, and a view into it would keep the whole request's buffer alive
+            // (a WATCH of a large key and another of a short one pinned the large one's buffer again).
+            read.Keys.Add(ByteString.CopyFrom(request.Memory(i).Span));
         }
 
         var watchedBytes = context.Client.WatchedBytes + context.Client.WatchBytesToAdd(read.Keys);
@@ -331,15 +342,16 @@ internal sealed class QueuedTransaction
 
     public bool Failed { get; set; }
 
-    /// <summary>Queues the request unless the queue would then hold more than <paramref name="maxBytes"/> of arguments.</summary>
+    /// <summary>Queues the request unless the queue would then take more than <paramref name="maxBytes"/> (arguments and overheads).</summary>
     public bool TryAdd(CommandSpec spec, RespRequest request, long maxBytes)
     {
-        if (_bytes + request.TotalLength > maxBytes)
+        var cost = request.TotalLength + TransactionCommands.QueuedCommandCost + ((long)TransactionCommands.QueuedArgumentCost * request.Count);
+        if (_bytes + cost > maxBytes)
         {
             return false;
         }
 
-        _bytes += request.TotalLength;
+        _bytes += cost;
         Commands.Add((spec, request));
         return true;
     }

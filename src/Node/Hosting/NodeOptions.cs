@@ -236,7 +236,7 @@ public sealed class NodeOptions
         ConfigurationChecks.AtLeast(ExpiryPurgeMilliseconds, 1, $"{Section}:ExpiryPurgeMilliseconds");
         ConfigurationChecks.AtLeast(SessionTimeoutSeconds, 1, $"{Section}:SessionTimeoutSeconds");
         ConfigurationChecks.AtLeast(MaxMemoryBytes, 0, $"{Section}:MaxMemoryBytes");
-        ConfigurationChecks.AtLeast(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, $"{Section}:MaxMessageBytes");
+        ConfigurationChecks.InRange(MaxMessageBytes, MessageLimits.MinMaxMessageBytes, MessageLimits.MaxMaxMessageBytes, $"{Section}:MaxMessageBytes");
         if (SnapshotEntries == 0)
         {
             // Zero: a snapshot after every applied entry, one after the other.

@@ -32,8 +32,9 @@ public sealed class BackupSerialiseTests
         });
         await serialise;
 
+        // The pipe may hand over the bytes written before the failure, or the failure at once: never an end.
         Assert.IsType<InsufficientMemoryException>(failure);
-        Assert.Equal(1000, received);
+        Assert.True(received <= 1000, $"{received} bytes");
     }
 
     [Fact]
