@@ -22,7 +22,8 @@ internal static class CommandFailures
             Console.Error.WriteLine($"dcachectl {name}: {ClusterConnection.Describe(ex)}");
             return 1;
         }
-        catch (Exception ex) when (ex is SnapshotFileException or InvalidOperationException or IOException or UnauthorizedAccessException or StorageCorruptionException)
+        catch (Exception ex) when (ex is SnapshotFileException or InvalidOperationException or IOException or UnauthorizedAccessException or StorageCorruptionException
+            or Microsoft.Data.Sqlite.SqliteException or InvalidDataException)
         {
             Console.Error.WriteLine($"dcachectl {name}: {ex.Message}");
             return 1;

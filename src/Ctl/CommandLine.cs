@@ -81,7 +81,7 @@ internal static class CommandLine
         switch (args[0])
         {
             case "dev":
-                return await DevCluster.RunAsync(options).ConfigureAwait(false);
+                return await CommandFailures.ReportAsync("dev", () => DevCluster.RunAsync(options)).ConfigureAwait(false);
             case "status":
                 return await RunOrUsageErrorAsync(() => StatusCommand.RunAsync(options)).ConfigureAwait(false);
             case "member":
@@ -139,6 +139,12 @@ internal sealed class Options
             if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length)
             {
                 throw new FormatException($"expected --name value, got '{args[i]}'");
+            }
+
+            if (args[i + 1].StartsWith("--", StringComparison.Ordinal) && known.Contains(args[i + 1][2..]))
+            {
+                // `--secret --cluster-id X`: the value was forgotten, and the next option would be taken for it.
+                throw new FormatException($"{args[i]} has no value (the next argument, {args[i + 1]}, is an option)");
             }
 
             var name = args[i][2..];

@@ -20,7 +20,8 @@ internal static class DevCluster
         var count = options.GetInt("nodes", 3);
         var basePort = options.GetInt("base-port", DefaultBasePort);
         var data = Path.GetFullPath(options.Get("data", "data"));
-        var nodeDll = options.Get("node-dll", FindProgram("Node", "Dcache.Node.dll"));
+        // Looked for only when not given: a copy of dcachectl outside the repository finds no build, and says so.
+        var nodeDll = options.Has("node-dll") ? options.Get("node-dll", "") : FindProgram("Node", "Dcache.Node.dll");
         if (count < 1 || count > 9)
         {
             Console.Error.WriteLine("dcachectl dev: --nodes must be between 1 and 9");
@@ -35,7 +36,15 @@ internal static class DevCluster
         }
 
         var gatewayPort = options.GetInt("gateway-port", 6379);
-        var gatewayDll = options.Get("gateway-dll", FindProgram("Gateway", "Dcache.Gateway.dll"));
+        var gatewayDll = options.Has("gateway-dll") ? options.Get("gateway-dll", "") : FindProgram("Gateway", "Dcache.Gateway.dll");
+        foreach (var (option, dll) in new[] { ("--node-dll", nodeDll), ("--gateway-dll", gatewayDll) })
+        {
+            if (!File.Exists(dll))
+            {
+                throw new FileNotFoundException($"{option} {dll} does not exist");
+            }
+        }
+
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
         var nodeUrls = string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"));
         var processes = new List<Process>();
@@ -90,8 +99,12 @@ internal static class DevCluster
         // Nodes may be killed and restarted by hand to watch failover; the cluster runs until Ctrl-C.
         try
         {
-            await ReportReadinessAsync(new Uri($"http://127.0.0.1:{basePort + 2000}/health"), gatewayPort, processes, stopping.Token).ConfigureAwait(false);
-            await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
+            // A process that ended before the cluster was ready (a port in use, a bad setting) leaves nothing to watch:
+            // the others are stopped, and dev fails.
+            if (await ReportReadinessAsync(new Uri($"http://127.0.0.1:{basePort + 2000}/health"), gatewayPort, processes, stopping.Token).ConfigureAwait(false))
+            {
+                await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
+            }
         }
         catch (OperationCanceledException)
         {
@@ -105,6 +118,7 @@ internal static class DevCluster
         }
 
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        var killedHere = new HashSet<Process>();
         foreach (var process in processes)
         {
             try
@@ -114,12 +128,14 @@ internal static class DevCluster
             catch (OperationCanceledException)
             {
                 process.Kill(entireProcessTree: true);
+                killedHere.Add(process);
                 await process.WaitForExitAsync().ConfigureAwait(false);
             }
         }
 
-        // 0 = stopped cleanly; 143 = SIGTERM before the host installed its handler; 137 = killed by hand meanwhile.
-        var failed = processes.Where(p => p.ExitCode is not (0 or 143 or 137)).ToList();
+        // 0 = stopped cleanly; 143 = SIGTERM before the host installed its handler; 137 = killed by hand meanwhile (one
+        // that did not stop within the deadline and was killed here did not stop cleanly).
+        var failed = processes.Where(p => killedHere.Contains(p) || p.ExitCode is not (0 or 143 or 137)).ToList();
         foreach (var process in failed)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {process.Id} exited with code {process.ExitCode}"));
@@ -141,7 +157,7 @@ internal static class DevCluster
     /// Says when the gateway knows a leader: until then every command answers -TRYAGAIN, which a first-time user would
     /// take for a broken cluster. The gateway's /health names the leader it found.
     /// </summary>
-    private static async Task ReportReadinessAsync(Uri gatewayHealth, int gatewayPort, IReadOnlyList<Process> processes, CancellationToken cancellationToken)
+    private static async Task<bool> ReportReadinessAsync(Uri gatewayHealth, int gatewayPort, IReadOnlyList<Process> processes, CancellationToken cancellationToken)
     {
         Console.WriteLine("Waiting for the nodes to elect a leader...");
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
@@ -151,19 +167,20 @@ internal static class DevCluster
             if (processes.FirstOrDefault(p => p.HasExited) is { } exited)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {exited.Id} exited with code {exited.ExitCode} before the cluster was ready; see its output above."));
-                return;
+                return false;
             }
 
             if (await GatewayLeaderAsync(http, gatewayHealth, cancellationToken).ConfigureAwait(false) is { } leader)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Ready: node {leader} leads. Try: redis-cli -p {gatewayPort} SET greeting hello"));
-                return;
+                return true;
             }
 
             await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"No leader after {ReadinessPatience.TotalSeconds:0} s; the nodes keep trying (see their output above)."));
+        return true;
     }
 
     private static async Task<ulong?> GatewayLeaderAsync(HttpClient http, Uri gatewayHealth, CancellationToken cancellationToken)

@@ -22,6 +22,17 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "remove", "--id", "2", "--id", "3", .. cluster]), 2, "--id is given twice");
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "add", "--id", "4", "--adress", "http://127.0.0.1:1", .. cluster]), 2, "unknown option --adress");
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--clusterid", "c", .. cluster]), 2, "unknown option --clusterid");
+            // A forgotten value: the next option was taken for it (the secret "--cluster-id", the dev cluster's id).
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", unused, "--secret", "--cluster-id", "c"]), 2, "--secret has no value");
+            // dev's numbers and programs: a line and an exit code, not a stack trace.
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--nodes", "three"]), 2, "dcachectl dev:");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--node-dll", Path.Combine(root.FullName, "missing.dll"), "--gateway-dll", Path.Combine(root.FullName, "missing-gateway.dll"),
+                "--data", Path.Combine(root.FullName, "dev"), "--base-port", FreePorts.Allocate(1)[0].ToString(System.Globalization.CultureInfo.InvariantCulture)]), 1, "missing.dll");
+
+            // A damaged metadata database: one line, exit 1.
+            var damaged = Directory.CreateDirectory(Path.Combine(root.FullName, "damaged"));
+            await File.WriteAllTextAsync(Path.Combine(damaged.FullName, "meta.db"), "this is not an SQLite database, and long enough to be read as one's header");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "inspect", "--data", damaged.FullName), 1, "dcachectl recover");
 
             var backup = Path.Combine(root.FullName, "backup.dcsnap");
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["snapshot", "save", backup, "--secrett", "s", .. cluster]), 2, "unknown option --secrett");

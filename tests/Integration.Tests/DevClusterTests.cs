@@ -59,6 +59,27 @@ public sealed class DevClusterTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task AProcessThatEndsBeforeTheClusterIsReadyStopsTheOthersAndDevFails()
+    {
+        // The gateway's port is taken: the gateway exits at once. dev waited for Ctrl-C with nothing left to watch.
+        var data = Directory.CreateTempSubdirectory("dcache-dev-test-");
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var takenPort = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+        try
+        {
+            var dev = await Dcachectl.RunAsync(output, "dev", "--nodes", "1", "--data", data.FullName, "--base-port", Text(FreeBasePort()), "--gateway-port", Text(takenPort));
+            Assert.True(dev.Exit == 1, dev.ToString());
+            Assert.Contains("before the cluster was ready", dev.Output, StringComparison.Ordinal);
+            Assert.DoesNotContain("All nodes stopped.", dev.Output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
     private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
 
     private static int[] ChildrenOf(int pid) =>
