@@ -8,7 +8,9 @@ namespace Dcache.Cache;
 /// so a decoded command lives only as long as the buffer it came from (hence a ref struct).
 /// </summary>
 /// <remarks>
-/// Format, version 8 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Format, version 9 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
+/// Version 9 entries are version 8's, byte for byte, with one meaning more: a session keeps a reply larger than
+/// <see cref="CacheStateMachine.MaxKeptReplyBytes"/> as an error saying the write applied (<see cref="KeepsLargeRepliesAsErrors"/>).
 /// Version 8 adds one kind, <see cref="CacheCommandKind.WatchedTransaction"/> (MULTI/EXEC after WATCH, <see cref="WatchVersion"/>),
 /// and one meaning: the first version 8 entry a replica applies sets its revision floor (CacheStateMachine.RevisionFloor).
 /// Version 7 adds two kinds, <see cref="CacheCommandKind.Transaction"/> (MULTI/EXEC) and <see cref="CacheCommandKind.Read"/>,
@@ -22,7 +24,7 @@ namespace Dcache.Cache;
 /// always 0 there; they differ from 3 and from each other only in how an unknown session is treated
 /// (<see cref="RequiresKnownSession"/>, <see cref="CommandEnvelope.SessionMustExist"/>):
 /// <code>
-/// u8 version (=8) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
+/// u8 version (=9) | u8 kind (bit 7: session must exist, version 3 and later) | u64 client id | varint sequence | i64 now (unix ms, leader's clock at proposal) | body
 /// Set          : u8 flags (bits 0-1 SetCondition, bit 2 GET, bits 3-4 SetExpiry, others 0) | [i64 expire-at ms, only when SetExpiry.At] | bytes key | bytes value
 /// Delete       : varint key count (>= 1) | key count x bytes key
 /// Expire       : u8 ExpireCondition | i64 expire-at ms | bytes key
@@ -64,10 +66,10 @@ public readonly ref struct CacheCommand
     /// differs from 4 in nothing a cache entry carries, and 4, which lacks <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>
     /// and reclaims every expired key at once over the memory cap, and 5, which lacks <see cref="CacheCommandKind.SetRange"/>
     /// and <see cref="CacheCommandKind.Copy"/> and words the string length error differently, and 6, which lacks
-    /// <see cref="CacheCommandKind.Transaction"/>, and 7, which lacks <see cref="CacheCommandKind.WatchedTransaction"/>; see
-    /// <see cref="SetFormatVersion"/>.
+    /// <see cref="CacheCommandKind.Transaction"/>, and 7, which lacks <see cref="CacheCommandKind.WatchedTransaction"/>, and
+    /// 8, which keeps every reply of a session whole; see <see cref="SetFormatVersion"/>.
     /// </summary>
-    public const byte FormatVersion = 8;
+    public const byte FormatVersion = 9;
 
     /// <summary>
     /// The first format version whose readers know the membership change that moves a member to a new address (a Raft
@@ -135,6 +137,9 @@ public readonly ref struct CacheCommand
     /// entry of this version or later knows every member runs a build that keeps key revisions.
     /// </summary>
     public const byte WatchVersion = 8;
+
+    /// <summary>The first format version whose sessions keep a large reply as an error (<see cref="KeepsLargeRepliesAsErrors"/>).</summary>
+    public const byte KeptReplyLimitVersion = 9;
 
     /// <summary>
     /// The oldest format version that has <paramref name="kind"/>: 8 for WatchedTransaction, 7 for Transaction and Read, 6 for SetRange and Copy, 5 for <see cref="CacheCommandKind.PurgeExpiredThroughKey"/>,
@@ -218,6 +223,16 @@ public readonly ref struct CacheCommand
     /// state every replica must hold alike.
     /// </summary>
     public bool UsesRedis7StringLimitText { get; private init; }
+
+    /// <summary>
+    /// True for entries of format version 9 and later: a session keeps a reply larger than
+    /// <see cref="CacheStateMachine.MaxKeptReplyBytes"/> (a GETDEL of a large value, an EXEC of many GETs) as
+    /// <see cref="CacheErrors.ReplyNotKept"/>, for a retry to get. Before, it kept the whole reply: uncounted memory that
+    /// outlived a deleted value, and that every snapshot wrote out in full, once per item even where items shared a value
+    /// (an EXEC of 10,000 GETs of one 1 MiB value made every snapshot 10 GB larger). Older entries keep every reply whole,
+    /// so an old log replays the same.
+    /// </summary>
+    public bool KeepsLargeRepliesAsErrors { get; private init; }
 
     public CacheCommandKind Kind { get; }
 
@@ -607,6 +622,7 @@ public readonly ref struct CacheCommand
             RequiresKnownSession = version >= 2,
             ReclaimsExpiredOnlyAsNeeded = version >= PurgeThroughKeyVersion,
             UsesRedis7StringLimitText = version >= SetRangeAndCopyVersion,
+            KeepsLargeRepliesAsErrors = version >= KeptReplyLimitVersion,
             ReadVersion = version,
         };
     }

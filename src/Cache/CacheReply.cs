@@ -161,6 +161,12 @@ public static class CacheErrors
     /// <summary>COPY of a key onto itself.</summary>
     public const string SameObject = "ERR source and destination objects are the same";
 
+    /// <summary>
+    /// What a retry of a write gets when the write's reply was too large for its session to keep
+    /// (<see cref="CacheCommand.KeepsLargeRepliesAsErrors"/>): the write applied, once; its reply is gone.
+    /// </summary>
+    public const string ReplyNotKept = "ERR the write was applied, but its reply was too large to keep for a retry; read the keys again";
+
     /// <summary>A write past its session's first sequence number, for a session the cluster no longer has: not applied.</summary>
     public const string SessionExpired = "ERR session expired";
     public const string OutOfMemory = "OOM command not allowed when used memory > 'maxmemory'.";

@@ -46,6 +46,12 @@ public sealed partial class CacheStateMachine
     private long _malformedEntries;
     private long _writeSequence;
 
+    /// <summary>
+    /// The largest reply a session keeps whole for a retry, counted as a snapshot writes it (<see cref="KeptSize"/>):
+    /// replicated state, so a constant, never a setting.
+    /// </summary>
+    public const long MaxKeptReplyBytes = 64 * 1024;
+
     public CacheStateMachine(CacheStateMachineOptions? options = null)
     {
         Options = options ?? new CacheStateMachineOptions();
@@ -162,9 +168,45 @@ public sealed partial class CacheStateMachine
 
         var reply = Execute(command, now);
         session.LastSequence = envelope.Sequence;
-        session.LastReply = reply;
+        session.LastReply = command.KeepsLargeRepliesAsErrors && !FitsToKeep(reply) ? CacheReply.FromError(CacheErrors.ReplyNotKept) : reply;
         TouchSession(session, now);
         return reply;
+    }
+
+    private static bool FitsToKeep(CacheReply reply)
+    {
+        var budget = MaxKeptReplyBytes;
+        return KeptSize(reply, ref budget);
+    }
+
+    /// <summary>
+    /// Takes the bytes a snapshot would write for <paramref name="reply"/> (each item in full, shared value or not) out of
+    /// <paramref name="budget"/>; false once it runs out, without walking the rest (an array may hold millions of items).
+    /// </summary>
+    private static bool KeptSize(CacheReply reply, ref long budget)
+    {
+        budget -= 1 + reply.Kind switch
+        {
+            CacheReplyKind.Integer => 8,
+            CacheReplyKind.Bulk => 5 + reply.Bulk.Length,
+            CacheReplyKind.Error => 5 + System.Text.Encoding.UTF8.GetByteCount(reply.ErrorMessage),
+            CacheReplyKind.Array => 5,
+            _ => 0,
+        };
+        if (budget < 0)
+        {
+            return false;
+        }
+
+        foreach (var item in reply.Items)
+        {
+            if (!KeptSize(item, ref budget))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Advances the applied index past an entry that is not a cache command (e.g. a membership change).</summary>
