@@ -141,18 +141,18 @@ internal sealed class Options
                 throw new FormatException($"expected --name value, got '{args[i]}'");
             }
 
-            if (args[i + 1].StartsWith("--", StringComparison.Ordinal) && known.Contains(args[i + 1][2..]))
-            {
-                // `--secret --cluster-id X`: the value was forgotten, and the next option would be taken for it.
-                throw new FormatException($"{args[i]} has no value (the next argument, {args[i + 1]}, is an option)");
-            }
-
             var name = args[i][2..];
             if (!known.Contains(name))
             {
                 throw new FormatException(known.Count == 0
                     ? $"unknown option --{name} (this command takes none)"
                     : $"unknown option --{name} (this command takes {string.Join(", ", known.Select(k => $"--{k}"))})");
+            }
+
+            if (args[i + 1].StartsWith("--", StringComparison.Ordinal) && known.Contains(args[i + 1][2..]))
+            {
+                // `--secret --cluster-id X`: the value was forgotten, and the next option would be taken for it.
+                throw new FormatException($"{args[i]} has no value (the next argument, {args[i + 1]}, is an option)");
             }
 
             if (!options._values.TryAdd(name, args[++i]))

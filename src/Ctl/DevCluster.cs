@@ -48,6 +48,7 @@ internal static class DevCluster
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
         var nodeUrls = string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"));
         var processes = new List<Process>();
+        var endedEarly = new HashSet<Process>();
         using var stopping = new CancellationTokenSource();
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
@@ -105,6 +106,11 @@ internal static class DevCluster
             {
                 await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
             }
+            else
+            {
+                // Whatever its exit code (0 or a kill's): the cluster never came up.
+                endedEarly.UnionWith(processes.Where(p => p.HasExited));
+            }
         }
         catch (OperationCanceledException)
         {
@@ -135,7 +141,7 @@ internal static class DevCluster
 
         // 0 = stopped cleanly; 143 = SIGTERM before the host installed its handler; 137 = killed by hand meanwhile (one
         // that did not stop within the deadline and was killed here did not stop cleanly).
-        var failed = processes.Where(p => killedHere.Contains(p) || p.ExitCode is not (0 or 143 or 137)).ToList();
+        var failed = processes.Where(p => killedHere.Contains(p) || endedEarly.Contains(p) || p.ExitCode is not (0 or 143 or 137)).ToList();
         foreach (var process in failed)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {process.Id} exited with code {process.ExitCode}"));

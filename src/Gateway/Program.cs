@@ -1,6 +1,7 @@
 using Dcache.Gateway.Cluster;
 using Dcache.Gateway.Hosting;
 using Dcache.Gateway.Resp;
+using Dcache.Protocol;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
@@ -52,9 +53,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 });
 
 var app = builder.Build();
-// Told by the port the connection came in on, not the Host header, which names another port behind a port mapping.
 var metricsPort = gatewayOptions.HttpEndpoint().Port;
-app.UseOpenTelemetryPrometheusScrapingEndpoint(context => context.Connection.LocalPort == metricsPort && context.Request.Path == "/metrics");
+app.UseOpenTelemetryPrometheusScrapingEndpoint(context => MetricsEndpoint.Matches(context.Connection.LocalPort, metricsPort, context.Request.Path.Value));
 app.MapGet("/health", (ICacheCluster cluster) =>
 {
     var view = cluster.View;

@@ -78,10 +78,9 @@ app.MapGrpcService<RaftTransportService>();
 app.MapGrpcService<CacheService>();
 app.MapGrpcService<BackupService>();
 app.MapGrpcService<AdminService>();
-// Prometheus scrapes over HTTP/1.1 (it cannot speak h2c), so metrics live on the HTTP port only: told by the port the
-// connection came in on, not the Host header, which names another port behind a port mapping or a proxy.
+// Prometheus scrapes over HTTP/1.1 (it cannot speak h2c), so metrics live on the HTTP port only.
 var metricsPort = new Uri(nodeOptions.HttpUrl).Port;
-app.UseOpenTelemetryPrometheusScrapingEndpoint(context => context.Connection.LocalPort == metricsPort && context.Request.Path == "/metrics");
+app.UseOpenTelemetryPrometheusScrapingEndpoint(context => MetricsEndpoint.Matches(context.Connection.LocalPort, metricsPort, context.Request.Path.Value));
 app.MapGet("/health", (RaftDriver driver) =>
 {
     var status = driver.Status;

@@ -68,7 +68,7 @@ public sealed partial class RaftNode
     /// <summary>
     /// The voter best placed to take over (0: none, or not the leader): one that answered within the last two heartbeat
     /// rounds before one that did not (the most caught-up voter may be one that just died), then the one with the most
-    /// of the log, then the one heard from last.
+    /// of the log, then the one heard from last, then the lowest id.
     /// </summary>
     public ulong TransferCandidate()
     {
@@ -103,7 +103,12 @@ public sealed partial class RaftNode
                 return candidateLive;
             }
 
-            return candidate.Match != than.Match ? candidate.Match > than.Match : candidate.TicksSinceHeard < than.TicksSinceHeard;
+            if (candidate.Match != than.Match)
+            {
+                return candidate.Match > than.Match;
+            }
+
+            return candidate.TicksSinceHeard != than.TicksSinceHeard ? candidate.TicksSinceHeard < than.TicksSinceHeard : candidate.Id < than.Id;
         }
     }
 

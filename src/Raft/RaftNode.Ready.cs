@@ -219,17 +219,13 @@ public sealed partial class RaftNode
 
         if (!_membership.IsVoter(Id))
         {
-            // Removed (or demoted) leader: the configuration without it has committed. Hand over to the most
-            // up-to-date voter (TimeoutNow carries the commit that removed us), then step down. If none holds our whole
-            // log yet, lead on as in a transfer (no proposals; commitment by the new configuration's voters alone)
-            // until it does, or for an election timeout (TickLeader; no limit when a single voter is left): stepping
-            // down at once would leave the remaining voters to learn of the removal from the one Append sent with it,
+            // Removed (or demoted) leader: the configuration without it has committed. Hand over to the voter best
+            // placed to take over (TransferCandidate: one still answering, then the most up to date; TimeoutNow
+            // carries the commit that removed us), then step down. If none holds our whole log yet, lead on as in a
+            // transfer (no proposals; commitment by the new configuration's voters alone) until it does, or for an
+            // election timeout (TickLeader; no limit when a single voter is left): stepping down at once would leave the remaining voters to learn of the removal from the one Append sent with it,
             // and a last voter that missed it can never win an election: it needs our vote, and our log is longer.
-            var successor = _progress.Values
-                .Where(p => p.Id != Id && !p.IsLearner)
-                .OrderByDescending(p => p.Match)
-                .ThenBy(p => p.Id)
-                .FirstOrDefault();
+            var successor = TransferCandidate() is var candidate and not 0 ? _progress[candidate] : null;
             if (successor is not null && successor.Match != _log.LastIndex)
             {
                 _leadTransferee = successor.Id;

@@ -160,8 +160,10 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
         Assert.Equal(0, connection.CommandsSent);
     }
 
-    [Fact]
-    public async Task AClientThatLeavesWithCommandsInFlightLeavesNothingAtTheNode()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)] // a FIN, as from a client that only shut down its sending side: given up after the grace
+    public async Task AClientThatLeavesWithCommandsInFlightLeavesNothingAtTheNode(bool reset)
     {
         // Nothing times out here for a minute: only the client's leaving can end its commands' attempts.
         await using var node = await ScriptedNode.StartAsync(_ => ScriptedNode.Unanswered);
@@ -185,11 +187,20 @@ public sealed class CacheClusterBacklogTests(ITestOutputHelper output)
             await client.GetStream().WriteAsync(pipeline);
             await WaitUntilAsync(() => connection.CommandsSent == commands, () => $"{connection.CommandsSent} of {commands} commands sent");
             Assert.Equal(commands, gauge.Read(node.Address, "sent"));
-            // Gone for good: a reset. (A client that only shuts down its sending side still gets its replies.)
-            client.Client.LingerState = new LingerOption(true, 0);
+            if (reset)
+            {
+                client.Client.LingerState = new LingerOption(true, 0);
+            }
         }
 
-        await WaitUntilAsync(() => connection.CommandsSent == 0, () => $"{connection.CommandsSent} commands still held for the node after their client left");
+        var left = System.Diagnostics.Stopwatch.StartNew();
+        await Eventually.WaitAsync(() => connection.CommandsSent == 0, Patience + Resp.RespConnectionHandler.HalfCloseGrace,
+            () => $"{connection.CommandsSent} commands still held for the node {left.Elapsed.TotalSeconds:F1} s after their client left");
+        if (reset)
+        {
+            Assert.True(left.Elapsed < Resp.RespConnectionHandler.HalfCloseGrace, $"a reset connection's commands were held {left.Elapsed.TotalSeconds:F1} s");
+        }
+
         Assert.Equal(0, gauge.Read(node.Address, "sent"));
         Assert.Equal(0, connection.CommandsQueued);
     }

@@ -53,10 +53,10 @@ public sealed class MetricsTests(ITestOutputHelper output)
             return gatewaySeries.All(s => text.Contains(s, StringComparison.Ordinal));
         }, TimeSpan.FromSeconds(10), "every gateway series on its /metrics");
 
-        // Behind a port mapping or a proxy the Host header names another port: still answered.
+        // Behind a port mapping or a proxy the Host header names another port: still answered (a trailing slash too).
         foreach (var port in new[] { cluster[leader].HttpPort, cluster.GatewayHttpPort })
         {
-            using var mapped = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/metrics");
+            using var mapped = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/metrics/");
             mapped.Headers.Host = "metrics.example:9100";
             using var response = await http.SendAsync(mapped);
             Assert.True(response.IsSuccessStatusCode, $"port {port} answered {(int)response.StatusCode} to a scrape naming another host port");

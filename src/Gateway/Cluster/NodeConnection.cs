@@ -605,11 +605,13 @@ public sealed partial class NodeConnection : IAsyncDisposable
             catch (OperationCanceledException)
             {
             }
-
-            while (_queue.Reader.TryRead(out var pending))
+            finally
             {
-                Interlocked.Add(ref _node._queued, -pending.Count);
-                pending.TrySetException(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: false));
+                while (_queue.Reader.TryRead(out var pending))
+                {
+                    Interlocked.Add(ref _node._queued, -pending.Count);
+                    pending.TrySetException(new NodeUnreachableException($"the gateway closed its connection to {_node.Address}", maybeDelivered: false));
+                }
             }
         }
     }

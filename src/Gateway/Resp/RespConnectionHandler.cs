@@ -64,13 +64,17 @@ public sealed class RespConnectionHandler : ConnectionHandler
         RespMetrics.ConnectionOpened();
         // Kestrel's ConnectionClosed fires when the client's FIN is read too, and a client that sends its commands and
         // then shuts down its side (`printf 'SET k v\r\n' | nc -N`) still has them run and answered, as in Redis: only a
-        // reset ends its calls at once. (One that closed both sides also sent a FIN: its calls end with their replies or
-        // their deadline, and the first reply written to it finds the connection gone.)
+        // reset ends its calls at once. One that closed both sides sent a FIN too, and nothing tells the two apart until
+        // a reply is written to it: its calls end with their replies, their deadline, or HalfCloseGrace after the FIN.
         using var connectionOver = new CancellationTokenSource();
         var accepted = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
         using var closed = connection.ConnectionClosed.Register(() =>
         {
-            if (!OnlyShutDownSending(accepted))
+            if (OnlyShutDownSending(accepted))
+            {
+                connectionOver.CancelAfter(HalfCloseGrace);
+            }
+            else
             {
                 connectionOver.Cancel();
             }
@@ -105,6 +109,9 @@ public sealed class RespConnectionHandler : ConnectionHandler
             _clients.ReleaseSlot();
         }
     }
+
+    /// <summary>How long the calls of a client that sent its FIN may still take: a client that closed its connection holds nothing longer.</summary>
+    internal static readonly TimeSpan HalfCloseGrace = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// Whether the peer only shut down its sending side (the socket in CLOSE_WAIT), rather than reset the connection.

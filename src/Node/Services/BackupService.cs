@@ -74,6 +74,12 @@ public sealed partial class BackupService(RaftDriver driver, AddressBook address
                 }
             }
         }
+        catch (Exception ex) when (ex is not (OperationCanceledException or RpcException or IOException))
+        {
+            // The serialiser failed (the pipe carries its exception): an operator's tool should hear why, and may ask
+            // another node. Unmapped, it reached dcachectl as "Exception was thrown by handler".
+            throw new RpcException(new Status(StatusCode.Unavailable, $"this node could not serialise its state: {ex.Message}"));
+        }
         finally
         {
             await sendingEnded.CancelAsync().ConfigureAwait(false);
