@@ -27,8 +27,10 @@ internal static class CommandLine
                    data (entries after its commit index are discarded); add members back afterwards
           member list                              the leader's view: each member's role, address, log progress
           member add --id N --address URL          add node N (gRPC address URL) as a learner; it receives the log
-          member promote --id N                    make learner N a voter (refused until it has caught up)
-          member remove --id N                     remove node N (the leader too: it hands over first)
+          member promote --id N [--force yes]      make learner N a voter (refused until it has caught up)
+          member remove --id N [--force yes]       remove node N (the leader too: it hands over first); both are
+                                                   refused when the voters left that answer the leader would be
+                                                   fewer than a quorum, unless --force yes
           member update --id N --address URL       move node N to a new gRPC address URL (its role is kept): start
                                                    it there first; every member then reaches it there, whatever
                                                    their InitialCluster says
@@ -100,7 +102,7 @@ internal static class CommandLine
     {
         ("dev", _) => ["nodes", "data", "base-port", "gateway-port", "read-routing", "node-dll", "gateway-dll"],
         ("member", "add" or "update") => [.. Options.Connection, "id", "address"],
-        ("member", "promote" or "remove") => [.. Options.Connection, "id"],
+        ("member", "promote" or "remove") => [.. Options.Connection, "id", "force"],
         ("leader", "transfer") => [.. Options.Connection, "to"],
         _ => Options.Connection,
     };
@@ -181,6 +183,12 @@ internal sealed class Options
         ulong.TryParse(Require(name), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id) && id != 0
             ? id
             : throw new FormatException($"--{name} must be a node id (a positive number), got '{_values[name]}'");
+
+    /// <summary>A confirmation: absent (false) or exactly "yes" (true); anything else is a usage error, not a quiet no.</summary>
+    public bool GetYes(string name) =>
+        !_values.TryGetValue(name, out var text) ? false
+            : text == "yes" ? true
+            : throw new FormatException($"--{name} takes yes, got '{text}'");
 
     /// <summary>The nodes' gRPC URLs: --endpoints, else the dev cluster's.</summary>
     public string[] Endpoints

@@ -52,7 +52,8 @@ internal static class MemberCommands
                 case "promote":
                     {
                         var id = options.GetId("id");
-                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = id }, headers, deadline),
+                        var force = options.GetYes("force");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberPromoteAsync(new MemberPromoteRequest { Id = id, Force = force }, headers, deadline),
                             members => MemberStates.Voter(members, id),
                             $"Promoted node {id} to voter").ConfigureAwait(false);
                     }
@@ -60,7 +61,8 @@ internal static class MemberCommands
                 case "remove":
                     {
                         var id = options.GetId("id");
-                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = id }, headers, deadline),
+                        var force = options.GetYes("force");
+                        return await ChangeAsync(cluster, verb, (admin, headers, deadline) => admin.MemberRemoveAsync(new MemberRemoveRequest { Id = id, Force = force }, headers, deadline),
                             members => MemberStates.NotMember(members, id),
                             $"Removed node {id}").ConfigureAwait(false);
                     }

@@ -197,6 +197,8 @@ public sealed partial class KeyCommandTests : IAsyncLifetime
     [InlineData("-ERR GT and LT options at the same time are not compatible", "10", "GT", "LT")]
     [InlineData("-ERR Unsupported option FOO", "10", "FOO")]
     [InlineData("-ERR Unsupported option FOO", "ten", "FOO")]
+    [InlineData("-ERR Unsupported option x", "10", "x\r\n")] // Redis trims CR/LF from the end of a formatted error
+    [InlineData("-ERR Unsupported option a b", "10", "a\rb")]
     [InlineData("-ERR value is not an integer or out of range", "ten")]
     [InlineData("-ERR value is not an integer or out of range", "ten", "NX")]
     [InlineData("-ERR invalid expire time in 'expire' command", "9223372036854776")]

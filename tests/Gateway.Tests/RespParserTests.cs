@@ -194,6 +194,15 @@ public sealed class RespParserTests
     }
 
     [Fact]
+    public void AnInlineRequestBeforeAuthIsNotHeldToTheUnauthenticatedArgumentLimit()
+    {
+        // Redis applies it to multibulk requests only: `SET a b c d e f g h i j k` typed before AUTH gets NOAUTH.
+        var driver = new ParserDriver(new RespOptions());
+        driver.Parser.AuthenticationRequired = true;
+        Assert.Equal([["SET", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]], driver.Feed("SET a b c d e f g h i j k\r\n").Requests);
+    }
+
+    [Fact]
     public void TooLongHeaderLinesAreRefused()
     {
         var options = new RespOptions { MaxInlineLength = 64 };

@@ -147,6 +147,7 @@ public sealed class ServerCommandTests
         Assert.Equal("-ERR wrong number of arguments for 'config|get' command", await Run(client, "CONFIG", "GET"));
         Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'timeout'", await Run(client, "CONFIG", "SET", "timeout", "5"));
         Assert.Equal("-ERR Unknown option or number of arguments for CONFIG SET - 'time'", await Run(client, "CONFIG", "SET", "time\0out", "5"));
+        Assert.Equal("-ERR wrong number of arguments for 'config|set' command", await Run(client, "CONFIG", "SET", "timeout", "5", "maxclients"));
         Assert.Equal("+OK", await Run(client, "CONFIG", "RESETSTAT"));
         Assert.Equal("-ERR The server is running without a config file", await Run(client, "CONFIG", "REWRITE"));
         Assert.Equal("-ERR unknown subcommand 'FOO'. Try CONFIG HELP.", await Run(client, "CONFIG", "FOO"));

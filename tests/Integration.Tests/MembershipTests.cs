@@ -109,6 +109,24 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var final = await Ctl(["status"], cluster.CtlOptions([1, 2, 3, 6]));
         Assert.Equal(0, final.Exit);
         Assert.Equal(4, CountLines(final.Output, @"\s1,2,3,6\s+-\s*$"));
+
+        // Back to three voters, then one of them down: removing another live one (a typo for the dead one) would leave
+        // the cluster without a quorum, and is refused until the dead one answers again.
+        node6.Kill();
+        Assert.Equal(0, (await Ctl(["member", "remove", "--id", "6"], cluster.CtlOptions([1, 2, 3]))).Exit);
+        leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        var (down, typo) = leader == 1 ? (2UL, 3UL) : leader == 2 ? (3UL, 1UL) : (1UL, 2UL);
+        cluster[down].Kill();
+        await Eventually.WaitAsync(async () =>
+        {
+            var members = await Ctl(["member", "list"], cluster.CtlOptions([leader]));
+            return members.Exit == 0 && System.Text.RegularExpressions.Regex.IsMatch(members.Output, $@"(?m)^\s+{down}\s.*\sno\s*$");
+        }, CatchUp, $"the leader to see node {down} silent");
+        var risky = await Ctl(["member", "remove", "--id", $"{typo}"], cluster.CtlOptions([leader]));
+        Dcachectl.AssertFails(risky, 1, $"removing node {typo} would leave voters");
+        Assert.Contains($"of which {down} did not answer", risky.Error, StringComparison.Ordinal);
+        var voters = await Ctl(["member", "list"], cluster.CtlOptions([leader]));
+        Assert.Matches($@"(?m)^\s+{typo}\s+voter\b", voters.Output);
     }
 
     [Fact]

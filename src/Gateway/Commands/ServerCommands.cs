@@ -225,8 +225,10 @@ internal static class ServerCommands
         return PendingReply.Of(Replies.Array(items), ReplyShape.Map);
     }
 
-    public static PendingReply ConfigSet(CommandContext context, RespRequest request) =>
-        PendingReply.Error($"ERR Unknown option or number of arguments for CONFIG SET - '{request.TextUpToNul(2)}'");
+    // Redis 7.0 checks the pairs before the names: an odd count is an arity error, whatever the names.
+    public static PendingReply ConfigSet(CommandContext context, RespRequest request) => request.Count % 2 == 1
+        ? PendingReply.Error(RedisErrors.WrongArity("config|set"))
+        : PendingReply.Error($"ERR Unknown option or number of arguments for CONFIG SET - '{request.TextUpToNul(2)}'");
 
     public static PendingReply ConfigResetStat(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Ok);
 

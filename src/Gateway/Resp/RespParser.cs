@@ -187,12 +187,8 @@ public sealed class RespParser
             return Fail("ERR Protocol error: invalid multibulk length");
         }
 
-        if (request.Count > UnauthenticatedMaxArguments && AuthenticationRequired)
-        {
-            request = null;
-            return Fail("ERR Protocol error: unauthenticated multibulk length");
-        }
-
+        // No unauthenticated argument limit here: Redis holds only multibulk requests to it, and answers an inline
+        // command before AUTH with NOAUTH (the line itself is held to MaxInlineLength).
         return RespParseStatus.Request;
     }
 

@@ -50,6 +50,8 @@ public static class RespWriter
     /// </summary>
     public static void WriteError(IBufferWriter<byte> output, string message)
     {
+        // As Redis formats an error that quotes a client's bytes: CR and LF trimmed from the ends, spaces inside.
+        message = message.Trim('\r', '\n');
         var useLatin1 = true;
         foreach (var character in message)
         {

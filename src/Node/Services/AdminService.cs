@@ -86,6 +86,10 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 refuse(StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
                     $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}); wait and retry"));
             }
+            else if (!request.Force && QuorumAtRisk(raft, [.. membership.Voters, request.Id]) is { } risk)
+            {
+                refuse(StatusCode.FailedPrecondition, $"promoting node {request.Id} {risk}");
+            }
         }, context);
     }
 
@@ -97,6 +101,10 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             if (!raft.Membership.Contains(request.Id))
             {
                 refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
+            }
+            else if (!request.Force && raft.Membership.IsVoter(request.Id) && QuorumAtRisk(raft, [.. raft.Membership.Voters.Where(id => id != request.Id)]) is { } risk)
+            {
+                refuse(StatusCode.FailedPrecondition, $"removing node {request.Id} {risk}");
             }
         }, context);
     }
@@ -225,6 +233,29 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
         return new Proto.LeaderTransferReply { PreviousLeaderId = self, LeaderId = now.LeaderId };
     }
 
+    /// <summary>
+    /// Why a membership of <paramref name="votersAfter"/> could commit nothing now (etcd's strict reconfiguration
+    /// check): fewer of its voters than a quorum answered the leader within the last election timeout. Null when
+    /// enough did. A typo that removes a live voter while another is down, or a promotion of a learner that has since
+    /// died, would otherwise leave the cluster without a quorum, and report success.
+    /// </summary>
+    private string? QuorumAtRisk(RaftNode raft, IReadOnlyCollection<ulong> votersAfter)
+    {
+        var progress = raft.GetStatus().Progress.ToDictionary(p => p.Id);
+        var silent = votersAfter
+            .Where(id => id != raft.Id && !(progress.TryGetValue(id, out var p) && p.TicksSinceHeard <= options.ElectionTicks))
+            .Order()
+            .ToList();
+        var quorum = (votersAfter.Count / 2) + 1;
+        if (votersAfter.Count - silent.Count >= quorum)
+        {
+            return null;
+        }
+
+        return string.Create(CultureInfo.InvariantCulture,
+            $"would leave voters {string.Join(", ", votersAfter.Order())}, of which {string.Join(", ", silent)} did not answer the leader within the last election timeout: fewer than the {quorum} needed to commit anything. Bring them back first, or pass --force yes to change it anyway");
+    }
+
     private async Task<Proto.MembershipReply> ChangeAsync(ConfChange change, Action<RaftNode, Action<StatusCode, string>> check, ServerCallContext context)
     {
         var code = StatusCode.FailedPrecondition;
@@ -298,7 +329,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 Address = addresses.Find(id) ?? "",
                 Voter = status.Membership.IsVoter(id),
                 MatchIndex = id == raft.Id ? status.LastIndex : known ? p.Match : 0,
-                RecentlyActive = id == raft.Id || (known && p.RecentActive),
+                RecentlyActive = id == raft.Id || (known && p.TicksSinceHeard <= options.ElectionTicks),
                 MovedTo = status.Membership.UpdatedContexts.Contains(id) ? status.Membership.ContextOf(id) ?? "" : "",
                 RecordedAddress = status.Membership.ContextOf(id) ?? "",
             });
