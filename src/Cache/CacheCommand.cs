@@ -9,8 +9,9 @@ namespace Dcache.Cache;
 /// </summary>
 /// <remarks>
 /// Format, version 9 (all integers little-endian; "varint" is unsigned LEB128; "bytes" is a varint length then the bytes).
-/// Version 9 entries are version 8's, byte for byte, with one meaning more: a session keeps a reply larger than
-/// <see cref="CacheStateMachine.MaxKeptReplyBytes"/> as an error saying the write applied (<see cref="KeepsLargeRepliesAsErrors"/>).
+/// Version 9 entries are version 8's, byte for byte, with two meanings more: a session keeps a reply larger than
+/// <see cref="CacheStateMachine.MaxKeptReplyBytes"/> as an error saying the write applied (<see cref="KeepsLargeRepliesAsErrors"/>),
+/// and a session's write numbered 0 (only its registration is) is malformed instead of answered as a retry.
 /// Version 8 adds one kind, <see cref="CacheCommandKind.WatchedTransaction"/> (MULTI/EXEC after WATCH, <see cref="WatchVersion"/>),
 /// and one meaning: the first version 8 entry a replica applies sets its revision floor (CacheStateMachine.RevisionFloor).
 /// Version 7 adds two kinds, <see cref="CacheCommandKind.Transaction"/> (MULTI/EXEC) and <see cref="CacheCommandKind.Read"/>,
@@ -332,6 +333,13 @@ public readonly ref struct CacheCommand
         if ((CacheCommandKind)kindByte == CacheCommandKind.Read)
         {
             throw EntryReader.Malformed("a read outside a transaction", 1);
+        }
+
+        if (version >= KeptReplyLimitVersion && clientId != CommandEnvelope.NoSession && sequence == 0 && (CacheCommandKind)kindByte != CacheCommandKind.RegisterSession)
+        {
+            // A write of a session numbered 0 would be taken for the retry of the registration (whose sequence is 0),
+            // answered from it and not applied. Older formats keep applying it as they did.
+            throw EntryReader.Malformed("a session write with sequence number 0 (a session's writes are numbered from 1)", 9);
         }
 
         return DecodeBody(ref reader, version, kindByte, envelope);

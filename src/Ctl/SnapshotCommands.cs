@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Dcache.Cache;
 using Dcache.Protocol;
 using Dcache.Protocol.Backup;
@@ -41,7 +42,21 @@ internal static class SnapshotCommands
     /// <summary>Streams a consistent snapshot from the first endpoint that serves one into FILE.</summary>
     private static async Task<int> SaveAsync(string file, Options options)
     {
-        var saved = await new ClusterConnection(options).OnLeaderAsync((channel, headers) => SaveFromAsync(channel, headers, file), "no node served a snapshot").ConfigureAwait(false);
+        // Ctrl-C or SIGTERM ends the save through its cleanup (FILE.tmp removed), not by ending the process where it is.
+        using var interrupted = new CancellationTokenSource();
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Interrupt);
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Interrupt);
+        string? saved;
+        try
+        {
+            saved = await new ClusterConnection(options).OnLeaderAsync((channel, headers) => SaveFromAsync(channel, headers, file, interrupted.Token), "no node served a snapshot").ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (interrupted.IsCancellationRequested)
+        {
+            Console.Error.WriteLine($"dcachectl snapshot save: interrupted; {Path.GetFullPath(file)} was not written");
+            return 130;
+        }
+
         if (saved is null)
         {
             return 1;
@@ -49,15 +64,34 @@ internal static class SnapshotCommands
 
         Console.WriteLine(saved);
         return 0;
+
+        void Interrupt(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            interrupted.Cancel();
+        }
     }
 
-    private static async Task<string> SaveFromAsync(GrpcChannel channel, Metadata headers, string file)
+    private static async Task<string> SaveFromAsync(GrpcChannel channel, Metadata headers, string file, CancellationToken interrupted)
     {
-        using var call = new Backup.BackupClient(channel).SaveSnapshot(new SaveSnapshotRequest(), headers);
+        try
+        {
+            return await ReceiveAsync(channel, headers, file, interrupted).ConfigureAwait(false);
+        }
+        catch (RpcException) when (interrupted.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(interrupted);
+        }
+    }
+
+    private static async Task<string> ReceiveAsync(GrpcChannel channel, Metadata headers, string file, CancellationToken interrupted)
+    {
+        interrupted.ThrowIfCancellationRequested();
+        using var call = new Backup.BackupClient(channel).SaveSnapshot(new SaveSnapshotRequest(), headers, cancellationToken: interrupted);
         using var writer = new SnapshotFileWriter(file);
         SnapshotHeader? header = null;
         SnapshotTrailer? trailer = null;
-        await foreach (var part in call.ResponseStream.ReadAllAsync().ConfigureAwait(false))
+        await foreach (var part in call.ResponseStream.ReadAllAsync(interrupted).ConfigureAwait(false))
         {
             switch (part.PartCase)
             {

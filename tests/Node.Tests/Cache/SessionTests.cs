@@ -86,6 +86,22 @@ public sealed class SessionTests
     }
 
     [Fact]
+    public void A_session_write_numbered_0_is_malformed_not_answered_as_the_registrations_retry()
+    {
+        var cache = new CacheHarness();
+        Assert.Equal(CacheReply.Ok, cache.Apply(Entries.RegisterSession(Client)));
+        var reply = cache.Apply(Entries.Set(cache.Envelope(Client, 0), "k", "v"));
+        Assert.True(reply.IsError && reply.ErrorMessage.StartsWith(CacheErrors.MalformedEntryPrefix, StringComparison.Ordinal), reply.ToString());
+        Assert.Null(cache.Get("k"));
+
+        // Format 8 answered it from the registration, OK, and applied nothing: kept, so an old log replays the same.
+        var old = Entries.Set(cache.Envelope(Client, 0), "k", "v");
+        CacheCommand.SetFormatVersion(old, (byte)(CacheCommand.KeptReplyLimitVersion - 1));
+        Assert.Equal(CacheReply.Ok, cache.Apply(old));
+        Assert.Null(cache.Get("k"));
+    }
+
+    [Fact]
     public void Errors_are_cached_too()
     {
         var cache = new CacheHarness();
