@@ -138,7 +138,7 @@ internal sealed class Options
         var options = new Options();
         for (var i = 0; i < args.Length; i++)
         {
-            if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length)
+            if (!args[i].StartsWith("--", StringComparison.Ordinal))
             {
                 throw new FormatException($"expected --name value, got '{args[i]}'");
             }
@@ -149,6 +149,11 @@ internal sealed class Options
                 throw new FormatException(known.Count == 0
                     ? $"unknown option --{name} (this command takes none)"
                     : $"unknown option --{name} (this command takes {string.Join(", ", known.Select(k => $"--{k}"))})");
+            }
+
+            if (i + 1 >= args.Length)
+            {
+                throw new FormatException(name == "force" ? "--force has no value (--force yes)" : $"--{name} has no value");
             }
 
             if (args[i + 1].StartsWith("--", StringComparison.Ordinal) && known.Contains(args[i + 1][2..]))

@@ -44,6 +44,7 @@ internal static class SnapshotCommands
     {
         // Ctrl-C or SIGTERM ends the save through its cleanup (FILE.tmp removed), not by ending the process where it is.
         using var interrupted = new CancellationTokenSource();
+        var signal = 0;
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Interrupt);
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Interrupt);
         string? saved;
@@ -54,7 +55,7 @@ internal static class SnapshotCommands
         catch (OperationCanceledException) when (interrupted.IsCancellationRequested)
         {
             Console.Error.WriteLine($"dcachectl snapshot save: interrupted; {Path.GetFullPath(file)} was not written");
-            return 130;
+            return 128 + signal; // as a shell reports a process a signal ended: 130 for SIGINT, 143 for SIGTERM
         }
 
         if (saved is null)
@@ -67,8 +68,13 @@ internal static class SnapshotCommands
 
         void Interrupt(PosixSignalContext context)
         {
-            context.Cancel = true;
-            interrupted.Cancel();
+            // The first signal ends the save through its cleanup; a second one (the cleanup hangs on a dead disk, say)
+            // ends the process as the signal would.
+            if (Interlocked.CompareExchange(ref signal, context.Signal == PosixSignal.SIGINT ? 2 : 15, 0) == 0)
+            {
+                context.Cancel = true;
+                interrupted.Cancel();
+            }
         }
     }
 

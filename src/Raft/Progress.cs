@@ -20,12 +20,19 @@ internal sealed class Progress(ulong id, ulong next, int maxInflight, ulong maxI
     /// <summary>Heard from since the last CheckQuorum round.</summary>
     public bool RecentActive { get; set; }
 
-    /// <summary>Leader ticks since this member last answered (0 when it became known or its leader took over).</summary>
+    /// <summary>
+    /// Leader ticks since this member last answered this leader, or, until it has (<see cref="HeardThisTerm"/> false),
+    /// since this leader took over or the member joined: a new leader knows nothing of who is alive.
+    /// </summary>
     public int TicksSinceHeard { get; private set; }
+
+    /// <summary>Whether this member has answered this leader at all.</summary>
+    public bool HeardThisTerm { get; private set; }
 
     public void MarkHeard()
     {
         RecentActive = true;
+        HeardThisTerm = true;
         TicksSinceHeard = 0;
     }
 

@@ -96,8 +96,8 @@ public sealed partial class RaftNode
         bool Better(Progress candidate, Progress than)
         {
             var heardWithin = 2 * _options.HeartbeatTicks;
-            var candidateLive = candidate.TicksSinceHeard <= heardWithin;
-            var thanLive = than.TicksSinceHeard <= heardWithin;
+            var candidateLive = candidate.HeardThisTerm && candidate.TicksSinceHeard <= heardWithin;
+            var thanLive = than.HeardThisTerm && than.TicksSinceHeard <= heardWithin;
             if (candidateLive != thanLive)
             {
                 return candidateLive;

@@ -11,7 +11,7 @@ public enum ReplicationState : byte
     Snapshot,
 }
 
-public readonly record struct PeerProgress(ulong Id, ulong Match, ulong Next, ReplicationState State, bool IsLearner, bool RecentActive, int TicksSinceHeard = 0);
+public readonly record struct PeerProgress(ulong Id, ulong Match, ulong Next, ReplicationState State, bool IsLearner, bool RecentActive, int TicksSinceHeard = 0, bool HeardThisTerm = false);
 
 public sealed record RaftStatus(
     ulong Id,
@@ -807,6 +807,6 @@ public sealed partial class RaftNode
         _log.LastIndex,
         _membership,
         _role == Role.Leader
-            ? _progress.Values.Select(p => new PeerProgress(p.Id, p.Match, p.Next, p.State, p.IsLearner, p.RecentActive, p.TicksSinceHeard)).ToList()
+            ? _progress.Values.Select(p => new PeerProgress(p.Id, p.Match, p.Next, p.State, p.IsLearner, p.RecentActive, p.TicksSinceHeard, p.HeardThisTerm)).ToList()
             : []);
 }

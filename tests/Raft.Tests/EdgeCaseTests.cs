@@ -169,6 +169,20 @@ public sealed class EdgeCaseTests
     }
 
     [Fact]
+    public void ANewLeaderCountsNoMemberAsAnsweringUntilItHasAnswered()
+    {
+        // Fresh progress must not make a dead voter look alive for the new leader's first election timeout: the
+        // membership commands' quorum check and TransferCandidate read it.
+        var cluster = new TestCluster(3);
+        cluster[3].Crash();
+        var leader = cluster.ElectLeader(1);
+        var progress = leader.Raft!.GetStatus().Progress.ToDictionary(p => p.Id);
+        Assert.False(progress[3].HeardThisTerm);
+        Assert.True(progress[2].HeardThisTerm);
+        Assert.Equal(2UL, leader.Raft.TransferCandidate());
+    }
+
+    [Fact]
     public void ReadIndexOnALeaderDeposedMidRequestIsDroppedNotAnswered()
     {
         var cluster = new TestCluster(3, configure: o => o.CheckQuorum = false);

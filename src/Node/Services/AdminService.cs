@@ -86,9 +86,9 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 refuse(StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
                     $"node {request.Id} has not caught up: it holds the log up to index {progress.Match} of the leader's {status.LastIndex} ({behind} behind; the limit is {options.PromoteMaxLagEntries}); wait and retry"));
             }
-            else if (!request.Force && QuorumAtRisk(raft, [.. membership.Voters, request.Id]) is { } risk)
+            else if (!request.Force && QuorumAtRisk(raft, [.. membership.Voters, request.Id]) is var (riskCode, risk))
             {
-                refuse(StatusCode.FailedPrecondition, $"promoting node {request.Id} {risk}");
+                refuse(riskCode, $"promoting node {request.Id} {risk}");
             }
         }, context);
     }
@@ -102,9 +102,9 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
             {
                 refuse(StatusCode.NotFound, $"node {request.Id} is not a member");
             }
-            else if (!request.Force && raft.Membership.IsVoter(request.Id) && QuorumAtRisk(raft, [.. raft.Membership.Voters.Where(id => id != request.Id)]) is { } risk)
+            else if (!request.Force && raft.Membership.IsVoter(request.Id) && QuorumAtRisk(raft, [.. raft.Membership.Voters.Where(id => id != request.Id)]) is var (riskCode, risk))
             {
-                refuse(StatusCode.FailedPrecondition, $"removing node {request.Id} {risk}");
+                refuse(riskCode, $"removing node {request.Id} {risk}");
             }
         }, context);
     }
@@ -237,24 +237,37 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
     /// Why a membership of <paramref name="votersAfter"/> could commit nothing now (etcd's strict reconfiguration
     /// check): fewer of its voters than a quorum answered the leader within the last election timeout. Null when
     /// enough did. A typo that removes a live voter while another is down, or a promotion of a learner that has since
-    /// died, would otherwise leave the cluster without a quorum, and report success.
+    /// died, would otherwise leave the cluster without a quorum, and report success. A leader that took over less than
+    /// an election timeout ago and has not heard from a voter yet cannot tell: ABORTED, which dcachectl retries.
     /// </summary>
-    private string? QuorumAtRisk(RaftNode raft, IReadOnlyCollection<ulong> votersAfter)
+    private (StatusCode Code, string Reason)? QuorumAtRisk(RaftNode raft, IReadOnlyCollection<ulong> votersAfter)
     {
+        if (votersAfter.Count == 0)
+        {
+            return null; // the core refuses to remove the last voter, in its own words
+        }
+
         var progress = raft.GetStatus().Progress.ToDictionary(p => p.Id);
-        var silent = votersAfter
-            .Where(id => id != raft.Id && !(progress.TryGetValue(id, out var p) && p.TicksSinceHeard <= options.ElectionTicks))
-            .Order()
-            .ToList();
+        var silent = votersAfter.Where(id => id != raft.Id && !AnsweredLately(progress, id)).Order().ToList();
         var quorum = (votersAfter.Count / 2) + 1;
         if (votersAfter.Count - silent.Count >= quorum)
         {
             return null;
         }
 
-        return string.Create(CultureInfo.InvariantCulture,
-            $"would leave voters {string.Join(", ", votersAfter.Order())}, of which {string.Join(", ", silent)} did not answer the leader within the last election timeout: fewer than the {quorum} needed to commit anything. Bring them back first, or pass --force yes to change it anyway");
+        var notYetHeard = silent.Where(id => progress.TryGetValue(id, out var p) && !p.HeardThisTerm && p.TicksSinceHeard <= options.ElectionTicks).ToList();
+        if (notYetHeard.Count > 0)
+        {
+            return (StatusCode.Aborted, $"cannot be checked yet: this leader took over moments ago and has not heard from node(s) {string.Join(", ", notYetHeard)}; retry");
+        }
+
+        return (StatusCode.FailedPrecondition, string.Create(CultureInfo.InvariantCulture,
+            $"would leave voters {string.Join(", ", votersAfter.Order())}, of which {string.Join(", ", silent)} did not answer the leader within the last election timeout: fewer than the {quorum} needed to commit anything. Bring them back first, or pass --force yes to change it anyway"));
     }
+
+    /// <summary>Whether <paramref name="id"/> answered this leader within the last election timeout.</summary>
+    private bool AnsweredLately(Dictionary<ulong, PeerProgress> progress, ulong id) =>
+        progress.TryGetValue(id, out var p) && p.HeardThisTerm && p.TicksSinceHeard <= options.ElectionTicks;
 
     private async Task<Proto.MembershipReply> ChangeAsync(ConfChange change, Action<RaftNode, Action<StatusCode, string>> check, ServerCallContext context)
     {
@@ -329,7 +342,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
                 Address = addresses.Find(id) ?? "",
                 Voter = status.Membership.IsVoter(id),
                 MatchIndex = id == raft.Id ? status.LastIndex : known ? p.Match : 0,
-                RecentlyActive = id == raft.Id || (known && p.TicksSinceHeard <= options.ElectionTicks),
+                RecentlyActive = id == raft.Id || AnsweredLately(progress, id),
                 MovedTo = status.Membership.UpdatedContexts.Contains(id) ? status.Membership.ContextOf(id) ?? "" : "",
                 RecordedAddress = status.Membership.ContextOf(id) ?? "",
             });

@@ -43,6 +43,8 @@ public static class WriteEncoder
     public static string? Validate(Proto.Command command) => command.OpCase switch
     {
         Proto.Command.OpOneofCase.None => "command without an operation",
+        // Sequence 0 is a session's registration: a write numbered 0 would be answered from it and not applied.
+        not Proto.Command.OpOneofCase.RegisterSession when command.ClientId != CommandEnvelope.NoSession && command.Sequence == 0 => "a session's writes are numbered from 1 (0 is its registration)",
         Proto.Command.OpOneofCase.Transaction => ValidateTransaction(command.Transaction),
         Proto.Command.OpOneofCase.RegisterSession when command.ClientId == CommandEnvelope.NoSession || command.Sequence != 0 => "a session registration needs a client id and sequence 0",
         // Protobuf enums are open: a value the protocol does not define would make the encoder throw on the driver loop.

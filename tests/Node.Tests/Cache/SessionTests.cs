@@ -102,6 +102,16 @@ public sealed class SessionTests
     }
 
     [Fact]
+    public void A_session_write_numbered_0_is_refused_before_it_is_proposed()
+    {
+        var set = new Dcache.Protocol.Cache.Command { ClientId = Client, Sequence = 0, Set = new Dcache.Protocol.Cache.SetRequest { Key = Google.Protobuf.ByteString.CopyFromUtf8("k"), Value = Google.Protobuf.ByteString.CopyFromUtf8("v") } };
+        Assert.Equal("a session's writes are numbered from 1 (0 is its registration)", Dcache.Node.Services.WriteEncoder.Validate(set));
+        set.Sequence = 1;
+        Assert.Null(Dcache.Node.Services.WriteEncoder.Validate(set));
+        Assert.Null(Dcache.Node.Services.WriteEncoder.Validate(new Dcache.Protocol.Cache.Command { ClientId = Client, Sequence = 0, RegisterSession = new Dcache.Protocol.Cache.RegisterSessionRequest() }));
+    }
+
+    [Fact]
     public void Errors_are_cached_too()
     {
         var cache = new CacheHarness();
