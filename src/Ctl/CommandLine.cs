@@ -34,7 +34,7 @@ internal static class CommandLine
           member update --id N --address URL       move node N to a new gRPC address URL (its role is kept): start
                                                    it there first; every member then reaches it there, whatever
                                                    their InitialCluster says
-          leader transfer [--to ID]                hand leadership to node ID (default: the most up-to-date voter)
+          leader transfer [--to ID]                hand leadership to node ID (default: the most up-to-date voter that still answers)
 
         options of status, member and leader:
           --endpoints URL[,URL...]  nodes' gRPC addresses (default the dev cluster's); member and leader commands
