@@ -1,3 +1,4 @@
+using Dcache.Gateway.Commands;
 using Dcache.Gateway.Tests.Support;
 
 namespace Dcache.Gateway.Tests;
@@ -358,6 +359,39 @@ public sealed class ConnectionCommandTests
         Assert.Equal("*[$unsubscribe, $nil, :0]", await Run(client, "UNSUBSCRIBE"));
         Assert.Equal("+PONG", await Run(client, "PING"));
         Assert.Equal("$nil", await Run(client, "GET", "k"));
+    }
+
+    [Fact]
+    public async Task Subscriptions_are_bounded_by_max_request_bytes_and_a_refused_subscribe_adds_none()
+    {
+        // Each name costs two bytes a character and the overhead of keeping it: room for three names of 30, not four.
+        const int nameCost = (2 * 30) + ClientState.SubscriptionOverheadBytes;
+        const int limit = (3 * nameCost) + 10;
+        await using var client = new TestServer(options => options.MaxRequestBytes = limit).Connect();
+        string Name(char c) => new(c, 30);
+
+        await client.SendCommandAsync("SUBSCRIBE", Name('a'), Name('b'));
+        Assert.Equal($"*[$subscribe, ${Name('a')}, :1]", (await client.ReadAsync()).ToString());
+        Assert.Equal($"*[$subscribe, ${Name('b')}, :2]", (await client.ReadAsync()).ToString());
+        Assert.Equal($"*[$psubscribe, ${Name('c')}, :3]", await Run(client, "PSUBSCRIBE", Name('c')));
+        Assert.Equal($"*[$subscribe, ${Name('a')}, :3]", await Run(client, "SUBSCRIBE", Name('a'))); // counted once
+
+        // Channels and patterns share the room; a refused command subscribes to none of its names.
+        var refusal = "-" + ConnectionCommands.SubscriptionsTooLarge(limit);
+        Assert.Equal(refusal, await Run(client, "SUBSCRIBE", Name('d')));
+        Assert.Equal(refusal, await Run(client, "PSUBSCRIBE", Name('a')));
+        Assert.Equal(refusal, await Run(client, "SUBSCRIBE", Name('a'), Name('d')));
+        Assert.Equal($"*[$unsubscribe, ${Name('d')}, :3]", await Run(client, "UNSUBSCRIBE", Name('d')));
+
+        // Unsubscribing gives the room back, and RESET all of it.
+        Assert.Equal($"*[$unsubscribe, ${Name('a')}, :2]", await Run(client, "UNSUBSCRIBE", Name('a')));
+        Assert.Equal($"*[$subscribe, ${Name('d')}, :3]", await Run(client, "SUBSCRIBE", Name('d')));
+        Assert.Equal("+RESET", await Run(client, "RESET"));
+        await client.SendCommandAsync("PSUBSCRIBE", Name('e'), Name('f'), Name('g'));
+        for (var i = 1; i <= 3; i++)
+        {
+            Assert.Equal($"*[$psubscribe, ${Name((char)('d' + i))}, :{i}]", (await client.ReadAsync()).ToString());
+        }
     }
 
     [Fact]

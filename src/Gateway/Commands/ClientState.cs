@@ -49,9 +49,61 @@ internal sealed class ClientState
     public int Database => 0;
 
     /// <summary>SUBSCRIBE channels; created on first use (rare: only StackExchange.Redis's config channel in practice).</summary>
-    public HashSet<string>? Channels { get; set; }
+    public HashSet<string>? Channels { get; private set; }
 
-    public HashSet<string>? Patterns { get; set; }
+    public HashSet<string>? Patterns { get; private set; }
+
+    /// <summary>The subscribed names' bytes and overheads: bounded like watched keys (Resp:MaxRequestBytes).</summary>
+    public long SubscribedBytes { get; private set; }
+
+    /// <summary>
+    /// What a subscription takes besides its name's bytes (the name is held as a string, two bytes a character; its
+    /// set entry): counted with them, so that the limit bounds memory, not only names.
+    /// </summary>
+    internal const int SubscriptionOverheadBytes = 64;
+
+    private static long SubscriptionCost(string name) => (2L * name.Length) + SubscriptionOverheadBytes;
+
+    /// <summary>The bytes subscribing to <paramref name="names"/> would add: those of names not subscribed yet, once each.</summary>
+    public long SubscriptionBytesToAdd(IEnumerable<string> names, bool pattern)
+    {
+        var set = pattern ? Patterns : Channels;
+        var added = new HashSet<string>(StringComparer.Ordinal);
+        long bytes = 0;
+        foreach (var name in names)
+        {
+            if (set?.Contains(name) != true && added.Add(name))
+            {
+                bytes += SubscriptionCost(name);
+            }
+        }
+
+        return bytes;
+    }
+
+    public void Subscribe(string name, bool pattern)
+    {
+        var set = pattern ? Patterns ??= new HashSet<string>(StringComparer.Ordinal) : Channels ??= new HashSet<string>(StringComparer.Ordinal);
+        if (set.Add(name))
+        {
+            SubscribedBytes += SubscriptionCost(name);
+        }
+    }
+
+    public void Unsubscribe(string name, bool pattern)
+    {
+        if ((pattern ? Patterns : Channels)?.Remove(name) == true)
+        {
+            SubscribedBytes -= SubscriptionCost(name);
+        }
+    }
+
+    public void UnsubscribeAll()
+    {
+        Channels = null;
+        Patterns = null;
+        SubscribedBytes = 0;
+    }
 
     /// <summary>
     /// A WATCH failed since the last EXEC, DISCARD or UNWATCH (the cluster is still at log format 7, or the read failed):

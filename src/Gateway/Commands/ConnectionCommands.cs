@@ -84,8 +84,7 @@ internal static class ConnectionCommands
         var client = context.Client;
         client.Transaction = null;
         client.Unwatch();
-        client.Channels = null;
-        client.Patterns = null;
+        client.UnsubscribeAll();
         client.ReadOnly = false;
         client.Protocol = RespProtocol.Resp2;
         client.Name = null;
@@ -331,17 +330,31 @@ internal static class ConnectionCommands
     private static PendingReply SubscribeGeneric(CommandContext context, RespRequest request, bool pattern)
     {
         var client = context.Client;
-        var set = pattern ? client.Patterns ??= new HashSet<string>(StringComparer.Ordinal) : client.Channels ??= new HashSet<string>(StringComparer.Ordinal);
-        var pushes = new List<Reply>(request.Count - 1);
-        var kind = Replies.Bulk(pattern ? "psubscribe" : "subscribe");
+        var names = new string[request.Count - 1];
         for (var i = 1; i < request.Count; i++)
         {
-            set.Add(request.Text(i));
-            pushes.Add(Replies.Array(kind, Replies.Bulk(request[i]), Replies.Integer(client.SubscriptionCount)));
+            names[i - 1] = request.Text(i);
+        }
+
+        if (client.SubscribedBytes + client.SubscriptionBytesToAdd(names, pattern) > context.Options.MaxRequestBytes)
+        {
+            // Bounded as watched keys are: a connection cannot make the gateway hold names without end. None is added.
+            return PendingReply.Error(SubscriptionsTooLarge(context.Options.MaxRequestBytes));
+        }
+
+        var pushes = new List<Reply>(names.Length);
+        var kind = Replies.Bulk(pattern ? "psubscribe" : "subscribe");
+        for (var i = 0; i < names.Length; i++)
+        {
+            client.Subscribe(names[i], pattern);
+            pushes.Add(Replies.Array(kind, Replies.Bulk(request[i + 1]), Replies.Integer(client.SubscriptionCount)));
         }
 
         return PendingReply.Of(Replies.Array(pushes), ReplyShape.PushSequence);
     }
+
+    public static string SubscriptionsTooLarge(long maxRequestBytes) =>
+        $"ERR too many subscriptions: they would take more than {maxRequestBytes} bytes on this connection (Resp:MaxRequestBytes); UNSUBSCRIBE, PUNSUBSCRIBE or RESET forgets them";
 
     private static PendingReply UnsubscribeGeneric(CommandContext context, RespRequest request, bool pattern)
     {
@@ -355,7 +368,7 @@ internal static class ConnectionCommands
             all.Sort(StringComparer.Ordinal);
             foreach (var name in all)
             {
-                set!.Remove(name);
+                client.Unsubscribe(name, pattern);
                 pushes.Add(Replies.Array(kind, Replies.Bulk(Encoding.Latin1.GetBytes(name)), Replies.Integer(client.SubscriptionCount)));
             }
 
@@ -368,7 +381,7 @@ internal static class ConnectionCommands
         {
             for (var i = 1; i < request.Count; i++)
             {
-                set?.Remove(request.Text(i));
+                client.Unsubscribe(request.Text(i), pattern);
                 pushes.Add(Replies.Array(kind, Replies.Bulk(request[i]), Replies.Integer(client.SubscriptionCount)));
             }
         }
