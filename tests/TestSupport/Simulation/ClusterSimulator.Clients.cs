@@ -194,7 +194,7 @@ public sealed partial class ClusterSimulator
                 $"c{client.Id}'s proposal accepted at {client.Index}/{client.Term} was applied at that index and term with another payload");
         }
 
-        _history.Add(new HistoryRecord(client.Id, OperationKind.Put, client.Key, client.Value, null, client.CallTime, _now, client.Index, client.Term));
+        _history.Add(new HistoryRecord(client.Id, OperationKind.Put, client.Key, client.Value, null, client.CallTime, _now, client.Index, client.Term, client.Command));
         _stats.WritesCommitted++;
         client.State = ClientState.Idle;
         WakeClient(client, ThinkTime());
@@ -211,7 +211,7 @@ public sealed partial class ClusterSimulator
 
     private void RecordUnknownPut(SimClient client)
     {
-        _history.Add(new HistoryRecord(client.Id, OperationKind.Put, client.Key, client.Value, null, client.CallTime, null, client.Index, client.Term));
+        _history.Add(new HistoryRecord(client.Id, OperationKind.Put, client.Key, client.Value, null, client.CallTime, null, client.Index, client.Term, client.Command));
         _stats.WritesUnknown++;
         client.State = ClientState.Idle;
         WakeClient(client, ThinkTime());
@@ -236,7 +236,7 @@ public sealed partial class ClusterSimulator
 
             var value = node.Kv.Get(read.Key);
             _trace.Add(_now, "read served", node.Id, $"c{client.Id} {read.Key}={value ?? "nil"} at read index {index} applied {node.Applied}");
-            _history.Add(new HistoryRecord(client.Id, OperationKind.Get, read.Key, null, value, client.CallTime, _now, 0, 0));
+            _history.Add(new HistoryRecord(client.Id, OperationKind.Get, read.Key, null, value, client.CallTime, _now, 0, 0, null));
             _stats.ReadsServed++;
             client.State = ClientState.Idle;
             WakeClient(client, ThinkTime());
@@ -265,13 +265,20 @@ public sealed partial class ClusterSimulator
             var returnTime = record.ReturnTime;
             if (record.Kind == OperationKind.Put && returnTime is null && _options.ResolveUnknownWritesFromLog)
             {
+                // The index and term alone do not name the write: a leader that crashed before its term was durable may
+                // lead that term again after restarting (a lone voter re-elects itself) and put another entry at the
+                // index it had promised this one (seed 988221 of sweep-membership). The payload must match too.
                 var committed = _invariants.Committed(record.Index);
-                if (committed is { TermKnown: true } && committed.Term == record.Term)
+                var sameEntry = committed is { TermKnown: true, DataKnown: true } && committed.Term == record.Term
+                    && committed.Data.Span.SequenceEqual(record.Command);
+                var otherEntry = committed is { TermKnown: true }
+                    && (committed.Term != record.Term || (committed.DataKnown && !committed.Data.Span.SequenceEqual(record.Command)));
+                if (sameEntry)
                 {
-                    returnTime = Math.Max(record.CallTime, committed.FirstSeenMicros);
+                    returnTime = Math.Max(record.CallTime, committed!.FirstSeenMicros);
                     _stats.WritesResolvedFromLog++;
                 }
-                else if (committed is { TermKnown: true } || record.Index > finalCommit)
+                else if (otherEntry || record.Index > finalCommit)
                 {
                     // Another entry was committed at its index, or the settled log ends before it: it never happened.
                     _stats.WritesResolvedFromLog++;
@@ -315,5 +322,6 @@ public sealed partial class ClusterSimulator
         long CallTime,
         long? ReturnTime,
         ulong Index,
-        ulong Term);
+        ulong Term,
+        byte[]? Command);
 }
