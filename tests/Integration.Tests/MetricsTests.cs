@@ -32,7 +32,7 @@ public sealed class MetricsTests(ITestOutputHelper output)
             "dcache_raft_log_entries", "dcache_raft_leader_changes_total", "dcache_raft_proposals_total{",
             "dcache_storage_durable_commit_duration_seconds_bucket{", "dcache_cache_keys", "dcache_cache_bytes", "dcache_cache_sessions",
             "dcache_cache_hits_total", "dcache_cache_misses_total", "dcache_cache_evictions_total", "dcache_cache_expirations_total", "dcache_node_command_streams",
-            "service_name=\"dcache-node\"",
+            "dcache_snapshot_failures_total{", "dcache_snapshot_installs_total{", "service_name=\"dcache-node\"",
         ];
         var leaderMetrics = "";
         await Eventually.WaitAsync(async () =>
@@ -45,13 +45,20 @@ public sealed class MetricsTests(ITestOutputHelper output)
         string[] gatewaySeries =
         [
             "dcache_gateway_commands_total{", "dcache_gateway_command_duration_seconds_bucket{", "dcache_gateway_connections",
-            "service_name=\"dcache-gateway\"",
+            // Exported at 0 before any event, so that an alert on their rate sees 0 rather than no data.
+            "dcache_gateway_connections_rejected_total{", "dcache_gateway_connections_closed_by_gateway_total{",
+            "dcache_gateway_leader{", "dcache_gateway_members{", "service_name=\"dcache-gateway\"",
         ];
+        var gatewayMetrics = "";
         await Eventually.WaitAsync(async () =>
         {
-            var text = await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/metrics");
-            return gatewaySeries.All(s => text.Contains(s, StringComparison.Ordinal));
-        }, TimeSpan.FromSeconds(10), "every gateway series on its /metrics");
+            gatewayMetrics = await http.GetStringAsync($"http://127.0.0.1:{cluster.GatewayHttpPort}/metrics");
+            return gatewaySeries.All(s => gatewayMetrics.Contains(s, StringComparison.Ordinal))
+                && SeriesValue(gatewayMetrics, "dcache_gateway_leader{") == (long)leader
+                && SeriesValue(gatewayMetrics, "dcache_gateway_members{", "health=\"healthy\"") == 3;
+        }, TimeSpan.FromSeconds(10), "every gateway series on its /metrics, the leader and three healthy members among them");
+        Assert.Equal(0, SeriesValue(gatewayMetrics, "dcache_gateway_members{", "health=\"unhealthy\""));
+        Assert.Equal(0, SeriesValue(gatewayMetrics, "dcache_gateway_connections_closed_by_gateway_total{", "reason=\"idle_timeout\""));
 
         // Behind a port mapping or a proxy the Host header names another port: still answered (a trailing slash too).
         foreach (var port in new[] { cluster[leader].HttpPort, cluster.GatewayHttpPort })
@@ -65,6 +72,20 @@ public sealed class MetricsTests(ITestOutputHelper output)
 
         // The gRPC (h2c) port serves no metrics: Prometheus scrapes HTTP/1.1 only.
         await Assert.ThrowsAnyAsync<HttpRequestException>(() => http.GetStringAsync($"{cluster[leader].GrpcUrl}/metrics"));
+    }
+
+    /// <summary>The value of the first series on <paramref name="metrics"/> that starts so and has <paramref name="label"/>; -1 when none.</summary>
+    private static long SeriesValue(string metrics, string start, string label = "")
+    {
+        foreach (var line in metrics.Split('\n'))
+        {
+            if (line.StartsWith(start, StringComparison.Ordinal) && line.Contains(label, StringComparison.Ordinal))
+            {
+                return (long)double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>

@@ -105,7 +105,24 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             ObserveNodeCommands,
             "{command}",
             "Commands each node holds at this gateway, by state: queued (for its streams, not yet written) and sent (awaiting a reply)");
+        _meter.CreateObservableGauge(
+            "dcache.gateway.leader",
+            () => (long)View.LeaderId,
+            "{node}",
+            "The node this gateway takes for the leader and sends writes to (0: none known)");
+        _meter.CreateObservableGauge(
+            "dcache.gateway.members",
+            ObserveMembers,
+            "{node}",
+            "Cluster members this gateway knows, by health: healthy (its circuit breaker lets commands through) or unhealthy");
         _poller = Task.Run(PollStatusAsync);
+    }
+
+    private IEnumerable<System.Diagnostics.Metrics.Measurement<long>> ObserveMembers()
+    {
+        var view = View;
+        yield return new(view.HealthyNodes, new KeyValuePair<string, object?>("health", "healthy"));
+        yield return new(view.Nodes - view.HealthyNodes, new KeyValuePair<string, object?>("health", "unhealthy"));
     }
 
     public ClusterView View

@@ -36,11 +36,23 @@ public static class RespMetrics
     private static readonly UpDownCounter<long> Connections = Meter.CreateUpDownCounter<long>(
         "dcache.gateway.connections", "{connection}", "Client connections open now");
 
-    private static readonly Counter<long> ConnectionsRejected = Meter.CreateCounter<long>(
-        "dcache.gateway.connections.rejected", "{connection}", "Connections refused because maxclients were connected");
+    /// <summary>The reasons a connection is closed by the gateway, the values of its reason tag.</summary>
+    internal static readonly string[] CloseReasons = ["protocol_error", "output_buffer_limit", "idle_timeout", "failure"];
 
-    private static readonly Counter<long> ConnectionsClosed = Meter.CreateCounter<long>(
-        "dcache.gateway.connections.closed_by_gateway", "{connection}", "Connections the gateway closed, by reason");
+    // Observed rather than added to, so that both are exported (at 0, each reason) before the first event: an alert on
+    // their rate then sees 0, not no data. Static like the meter: one gateway per process.
+    private static long _connectionsRejected;
+    private static readonly long[] ConnectionsClosedCounts = new long[CloseReasons.Length];
+
+    private static readonly ObservableCounter<long> ConnectionsRejected = Meter.CreateObservableCounter(
+        "dcache.gateway.connections.rejected", () => Interlocked.Read(ref _connectionsRejected), "{connection}",
+        "Connections refused because maxclients were connected");
+
+    private static readonly ObservableCounter<long> ConnectionsClosed = Meter.CreateObservableCounter(
+        "dcache.gateway.connections.closed_by_gateway",
+        () => CloseReasons.Select((reason, i) => new Measurement<long>(Interlocked.Read(ref ConnectionsClosedCounts[i]), new KeyValuePair<string, object?>("reason", reason))),
+        "{connection}",
+        "Connections the gateway closed, by reason");
 
     internal static void CommandAnswered(string command, string result, long startTimestamp)
     {
@@ -59,9 +71,9 @@ public static class RespMetrics
 
     internal static void ConnectionEnded() => Connections.Add(-1);
 
-    internal static void ConnectionRejected() => ConnectionsRejected.Add(1);
+    internal static void ConnectionRejected() => Interlocked.Increment(ref _connectionsRejected);
 
-    /// <summary>Reasons: protocol_error, output_buffer_limit, idle_timeout, failure.</summary>
+    /// <summary>Reasons: <see cref="CloseReasons"/>.</summary>
     internal static void ConnectionClosedByGateway(string reason) =>
-        ConnectionsClosed.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        Interlocked.Increment(ref ConnectionsClosedCounts[Array.IndexOf(CloseReasons, reason)]);
 }

@@ -1207,7 +1207,11 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 var stopping = _stopping.Token;
                 _persisting = Task.Run(() => PersistSnapshot(metadata, capture, started, stopping));
             },
-            reason => Log.SnapshotFailed(_logger, metadata.Index, reason));
+            reason =>
+            {
+                _metrics.SnapshotFailed();
+                Log.SnapshotFailed(_logger, metadata.Index, reason);
+            });
     }
 
     /// <summary>
@@ -1239,6 +1243,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             // E.g. a snapshot arriving from the leader is being written, or the catalogue could not be written: try again
             // after more entries. Whatever it was, the loop hears of it, or it would wait for this snapshot for good and
             // never take another.
+            _metrics.SnapshotFailed();
             Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
         }
@@ -1325,6 +1330,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         AnswerProposalsCoveredBy(built.Metadata.Index);
         _lastSnapshotIndex = built.Metadata.Index;
         _appliedTerm = built.Metadata.Term;
+        _metrics.SnapshotInstalled();
         Log.SnapshotInstalled(_logger, built.Metadata.Index, built.Metadata.Term, _cache.StoredKeyCount);
         // The rest of the Ready that brought it is applied and advanced now, before any other input: until then the
         // followed membership and the status are still the old state's, and a capture would label this state with them.

@@ -14,10 +14,10 @@ public sealed class NodeMetrics : IDisposable
 {
     public const string MeterName = "Dcache.Node";
 
-    /// <summary>Seconds, fine-grained below a millisecond where durable commits and reads live.</summary>
     /// <summary>64 KiB to 16 GiB, by fours.</summary>
     public static readonly long[] SnapshotSizeBuckets = [1L << 16, 1L << 18, 1L << 20, 1L << 22, 1L << 24, 1L << 26, 1L << 28, 1L << 30, 1L << 32, 1L << 34];
 
+    /// <summary>Seconds, fine-grained below a millisecond where durable commits and reads live.</summary>
     public static readonly double[] LatencyBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
     private readonly Meter _meter = new(MeterName);
@@ -28,6 +28,8 @@ public sealed class NodeMetrics : IDisposable
     private readonly Histogram<long> _snapshotSize;
     private readonly UpDownCounter<long> _commandStreams;
     private readonly Counter<long> _forwardedWrites;
+    private long _snapshotFailures;
+    private long _snapshotsInstalled;
     private Func<NodeStatusView>? _status;
     private Func<IReadOnlyDictionary<ulong, long>>? _clockOffsets;
 
@@ -60,6 +62,12 @@ public sealed class NodeMetrics : IDisposable
         _meter.CreateObservableCounter("dcache.cache.evictions", () => Status?.Cache.EvictedKeys ?? 0L, "{key}", "Keys evicted under the memory cap");
         _meter.CreateObservableGauge("dcache.node.peer_clock_offset", ClockOffsets, "s", "Each peer's wall clock minus this node's, measured on the Raft streams (within half a round trip)");
         _meter.CreateObservableCounter("dcache.cache.expirations", () => Status?.Cache.ExpiredKeys ?? 0L, "{key}", "Expired keys reclaimed");
+        // Observed rather than added to, so that both are exported (at 0) before the first event: an alert on their rate
+        // then sees 0, not no data.
+        _meter.CreateObservableCounter("dcache.snapshot.failures", () => Interlocked.Read(ref _snapshotFailures), "{snapshot}",
+            "Snapshots this node began and could not write (it tries again after more entries; the log keeps growing meanwhile)");
+        _meter.CreateObservableCounter("dcache.snapshot.installs", () => Interlocked.Read(ref _snapshotsInstalled), "{snapshot}",
+            "Snapshots received from the leader and installed (a follower too far behind for the log)");
     }
 
     private NodeStatusView? Status => _status?.Invoke();
@@ -98,6 +106,10 @@ public sealed class NodeMetrics : IDisposable
         _snapshotDuration.Record(elapsed.TotalSeconds);
         _snapshotSize.Record(bytes);
     }
+
+    public void SnapshotFailed() => Interlocked.Increment(ref _snapshotFailures);
+
+    public void SnapshotInstalled() => Interlocked.Increment(ref _snapshotsInstalled);
 
     private static string ResultName(ProposeStatus status) => status switch
     {
