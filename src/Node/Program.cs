@@ -71,7 +71,15 @@ builder.Services.AddGrpc(grpc =>
     grpc.MaxReceiveMessageSize = nodeOptions.MaxMessageBytes;
     grpc.MaxSendMessageSize = nodeOptions.MaxMessageBytes;
     grpc.EnableDetailedErrors = false;
-});
+})
+    // Peers exchange whatever the log holds, and each node's MaxMessageBytes bounds only the commands it accepts: with
+    // each node's own limit here too, a leader whose limit was raised first (a rolling change) sent entries its
+    // followers refused, again at every heartbeat, and nothing committed. Only authenticated peers reach this service.
+    .AddServiceOptions<RaftTransportService>(raft =>
+    {
+        raft.MaxReceiveMessageSize = MessageLimits.MaxMaxMessageBytes;
+        raft.MaxSendMessageSize = MessageLimits.MaxMaxMessageBytes;
+    });
 
 var app = builder.Build();
 app.MapGrpcService<RaftTransportService>();

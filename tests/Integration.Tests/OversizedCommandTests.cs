@@ -1,4 +1,5 @@
 using Dcache.Integration.Tests.Support;
+using Dcache.Protocol.Cache;
 using StackExchange.Redis;
 using Xunit.Abstractions;
 
@@ -90,5 +91,36 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.Equal("yes", (string?)await db.StringGetAsync("tx-applied"));
         Assert.NotNull(marked);
         Assert.NotEmpty(reads);
+    }
+
+    /// <summary>
+    /// A rolling raise of MaxMessageBytes: the leader's limit is raised first, and it accepts an entry larger than its
+    /// followers' own limit. Peers exchange whatever the log holds, so the entry commits and reaches every replica (with
+    /// each node's own limit on the Raft streams, the followers refused the Append at every heartbeat and nothing
+    /// committed again).
+    /// </summary>
+    [Fact]
+    public async Task AnEntryLargerThanTheFollowersOwnLimitStillReachesThem()
+    {
+        var patience = TimeSpan.FromSeconds(20);
+        await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["MaxMessageBytes"] = $"{Protocol.MessageLimits.MinMaxMessageBytes}" });
+        cluster.SetNodeSetting(1, "MaxMessageBytes", $"{MaxMessageBytes}");
+        await cluster.StartAsync();
+        if (await cluster.WaitForLeaderAsync(patience) != 1)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            await Eventually.WaitAsync(async () => await cluster.WaitForLeaderAsync(patience) == 1, patience, "node 1 to lead");
+        }
+
+        var value = new string('v', 4 * Protocol.MessageLimits.MinMaxMessageBytes);
+        var set = await cluster.ExecuteAsync(1, Commands.Set("large", value), patience);
+        Assert.True(set.Ok, set.ToString());
+        await Verify.CaughtUpAsync(cluster, patience);
+        foreach (var follower in new ulong[] { 2, 3 })
+        {
+            var local = await cluster.ExecuteAsync(follower, new Command { Id = 1, Consistency = ReadConsistency.Local, Strlen = new StrLenRequest { Key = Commands.Bytes("large") } });
+            Assert.Equal(value.Length, local.Integer);
+        }
     }
 }

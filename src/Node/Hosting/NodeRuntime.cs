@@ -104,7 +104,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         metrics.Observe(() => Driver.Status);
         metrics.ObserveClockOffsets(() => Driver.Clocks.Offsets);
         Driver.ClosingToken = _closing.Token;
-        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, _options.MaxMessageBytes, _options.AdvertisedEntryFormat, Driver.Clocks, Driver, loggers.CreateLogger<PeerTransport>());
+        // Any entry in the log must reach any peer, whatever this node's own limit (a follower with a lower one may lead
+        // later): see the Raft service's message sizes in Program.cs.
+        _transport = new PeerTransport(_options.NodeId, _options.GrpcUrl, Credentials, MessageLimits.MaxMaxMessageBytes, _options.AdvertisedEntryFormat, Driver.Clocks, Driver, loggers.CreateLogger<PeerTransport>());
         _transport.SetPeers(Addresses.All);
         Addresses.Changed += _transport.SetPeers;
     }
