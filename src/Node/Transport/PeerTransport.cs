@@ -178,6 +178,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         // Only the pump uses it.
         private readonly ReconnectBackoff _backoff = new(TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(1));
 
+        // The last refusal warned of, until a stream is taken again (the pump's thread only).
+        private string? _lastRefusal;
+
         public PeerSender(PeerTransport owner, ulong peer, string address)
         {
             _owner = owner;
@@ -247,6 +250,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                 catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException or ObjectDisposedException)
                 {
                     Log.PeerStreamFailed(_owner.Logger, _peer, Address, ex.Message);
+                    WarnIfRefused(ex);
                     // Whatever was queued is lost with the stream; Raft retransmits what matters.
                     while (_queue.Reader.TryRead(out _))
                     {
@@ -256,6 +260,11 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                     _owner.Clocks.Forget(_peer);
                     _owner.Events.PeerUnreachable(_peer);
                     var answered = accepted is { IsCompletedSuccessfully: true } && accepted.Result.GetValue(RaftTransportService.StreamTakenHeader) is not null;
+                    if (answered)
+                    {
+                        _lastRefusal = null;
+                    }
+
                     try
                     {
                         await Task.Delay(_backoff.AfterBreak(answered), token).ConfigureAwait(false);
@@ -265,6 +274,21 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                         return;
                     }
                 }
+            }
+        }
+
+        /// <summary>
+        /// A peer that refuses this node's traffic (wrong cluster id or secret, a message for another node at that
+        /// address, removed, different cache settings, too large) is a misconfiguration nothing else reports at the
+        /// default log level: said once per distinct refusal, not at every redial.
+        /// </summary>
+        private void WarnIfRefused(Exception failure)
+        {
+            if (failure is RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.Unauthenticated or StatusCode.InvalidArgument
+                or StatusCode.FailedPrecondition or StatusCode.ResourceExhausted } refusal && refusal.Status.Detail != _lastRefusal)
+            {
+                _lastRefusal = refusal.Status.Detail;
+                Log.PeerRefusedStream(_owner.Logger, _peer, Address, refusal.StatusCode, refusal.Status.Detail);
             }
         }
 
@@ -342,6 +366,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
     {
         [LoggerMessage(Level = LogLevel.Debug, Message = "Raft stream to node {Peer} at {Address} failed: {Reason}")]
         public static partial void PeerStreamFailed(ILogger logger, ulong peer, string address, string reason);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Peer} at {Address} refused this node's Raft traffic ({Code}): {Reason}")]
+        public static partial void PeerRefusedStream(ILogger logger, ulong peer, string address, StatusCode code, string reason);
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Node {Peer} refused the snapshot: {Reason}")]
         public static partial void SnapshotRefused(ILogger logger, ulong peer, string reason);

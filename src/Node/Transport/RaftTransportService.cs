@@ -54,16 +54,17 @@ public interface IIncomingSnapshot : IAsyncDisposable
 public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCredentials credentials, ILogger<RaftTransportService> logger) : Wire.RaftTransport.RaftTransportBase
 {
     /// <summary>
-    /// Sent at once in the headers of a <c>Send</c> stream this node takes (its sender and credentials checked): the
-    /// peer learns its stream reached a working node, which nothing else on a send-only stream tells it. A peer that
-    /// keeps getting streams broken without it backs off further (<see cref="PeerTransport"/>).
+    /// Sent in the headers of a <c>Send</c> stream this node takes, once its first message passed the checks (sender,
+    /// credentials, addressed to this node): the peer learns its stream reached a working node that takes its traffic,
+    /// which nothing else on a send-only stream tells it. A peer that keeps getting streams broken without it backs off
+    /// further (<see cref="PeerTransport"/>); one whose first message is refused (sent to the wrong node's address) is
+    /// so not dialling again every 20 ms.
     /// </summary>
     public const string StreamTakenHeader = "dcache-stream-taken";
 
     public override async Task<Wire.SendSummary> Send(IAsyncStreamReader<Wire.RaftMessage> requestStream, ServerCallContext context)
     {
         var from = Sender(context);
-        await context.WriteResponseHeadersAsync(new Metadata { { StreamTakenHeader, "1" } }).ConfigureAwait(false);
         ulong received = 0;
         // The stream lives as long as the peer keeps it open, or until this node closes on shutdown.
         using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, inbox.Closing);
@@ -83,6 +84,11 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             if (message.Type == MessageType.Snapshot)
             {
                 throw new RpcException(new Status(StatusCode.InvalidArgument, "snapshots travel through InstallSnapshot, not Send"));
+            }
+
+            if (received == 0)
+            {
+                await context.WriteResponseHeadersAsync(new Metadata { { StreamTakenHeader, "1" } }).ConfigureAwait(false);
             }
 
             if (!inbox.TryPost(message, RaftMessageCodec.ReadTimeOf(heard)))

@@ -7,6 +7,7 @@ using Dcache.Node.Transport;
 using Dcache.Raft;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dcache.Node.Tests.Transport;
@@ -130,6 +131,72 @@ public sealed class PeerTransportBackoffTests
             await stop.CancelAsync();
             await relaying.ContinueWith(_ => { }, TaskScheduler.Default);
             await app.StopAsync();
+        }
+    }
+
+    /// <summary>
+    /// A node listening where this node believes its peer is, but another one (a wrong InitialCluster entry, a member
+    /// that missed an address change): it takes each stream and refuses the first message as addressed to another node.
+    /// That is no working link, so the sender backs off as from an absent peer (it redialled every 20 ms).
+    /// </summary>
+    [Fact]
+    public async Task APeerThatRefusesTheFirstMessageAsMisaddressedIsDialledLessAndLessOften()
+    {
+        var credentials = new ClusterCredentials("test", "secret");
+        var builder = GrpcTestServer.CreateBuilder();
+        builder.Services.AddSingleton<IRaftInbox>(new AcceptingInbox(Peer + 1));
+        builder.Services.AddSingleton(credentials);
+        builder.Services.AddSingleton<ClusterAuthInterceptor>();
+        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
+        await using var app = builder.Build();
+        app.MapGrpcService<RaftTransportService>();
+        await app.StartAsync();
+        try
+        {
+            var events = new CountingEvents();
+            var warnings = new WarningLog();
+            await using var transport = new PeerTransport(1, "http://127.0.0.1:1", credentials, 1 << 20, CacheCommand.FormatVersion,
+                new PeerClocks(TimeProvider.System), events, warnings);
+            transport.SetPeers(new Dictionary<ulong, string> { [Peer] = $"http://127.0.0.1:{GrpcTestServer.PortOf(app)}" });
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (events.Unreachable < 7)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in 30 s");
+                transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
+                await Task.Delay(5);
+            }
+
+            Assert.True(transport.LastReconnectDelay(Peer) >= TimeSpan.FromMilliseconds(640),
+                $"last reconnect delay {transport.LastReconnectDelay(Peer).TotalMilliseconds} ms after {events.Unreachable} refused streams");
+
+            // Said once at the default log level, not at every redial (it was said at Debug only).
+            var warning = Assert.Single(warnings.Entries);
+            Assert.Contains($"Node {Peer} at http://127.0.0.1:", warning, StringComparison.Ordinal);
+            Assert.Contains($"refused this node's Raft traffic (InvalidArgument): message for node {Peer} sent to node {Peer + 1}", warning, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await app.StopAsync();
+        }
+    }
+
+    private sealed class WarningLog : ILogger<PeerTransport>
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _entries = new();
+
+        public IReadOnlyCollection<string> Entries => _entries;
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel))
+            {
+                _entries.Enqueue(formatter(state, exception));
+            }
         }
     }
 
