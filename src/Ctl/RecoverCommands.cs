@@ -40,6 +40,7 @@ internal static class RecoverCommands
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
             node id:      {storage.Metadata.NodeId}
             cluster id:   {storage.Metadata.ClusterId}
+            founded from: {storage.Metadata.FoundingLog ?? "not recorded (joined, or founded by an older build)"}
             last index:   {log.LastIndex}
             last term:    {LastTerm(log)}
             commit index: {commit}
@@ -98,6 +99,8 @@ internal static class RecoverCommands
         // One durable commit: the new entries supersede everything after the commit index, and are committed.
         log.Save(new HardState(term, 0, commit + (ulong)entries.Count), entries, null);
         storage.Metadata.ReplaceClusterId(clusterId);
+        // Unique to this recovery: a second survivor recovered apart into the same cluster id is refused by this one.
+        storage.Metadata.RecordFoundingLog(FoundingLog.OfRecovery());
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
             node {self} now forms cluster {clusterId} alone (was cluster {oldCluster}, {membership}).

@@ -184,6 +184,9 @@ internal static class SnapshotCommands
             using var storage = NodeStorage.OpenForRestore(new StorageOptions { DataDirectory = directory }, nodeId, clusterId);
             // dcachectl ships with the node's build: the new cluster is founded with its format.
             storage.Metadata.RecordFoundingEntryFormat(CacheCommand.FormatVersion);
+            // Members seeded from one backup with one member list agree; any other mix refuses each other's traffic.
+            storage.Metadata.RecordFoundingLog(FoundingLog.OfRestore(clusterId, string.Create(CultureInfo.InvariantCulture,
+                $"{snapshot.Header.ClusterId}/{snapshot.Header.Index}/{snapshot.Header.Term}/{snapshot.FileSize}/{snapshot.FileCrc:x8}"), metadata.Membership));
             using (var reader = new SnapshotFileReader(file))
             using (var writer = storage.Snapshots.BeginSnapshot(metadata))
             {

@@ -158,6 +158,23 @@ public sealed class MetadataStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// Records what this node's log was founded from (<see cref="Storage.FoundingLog"/>): at bootstrap, restore and
+    /// force-new-cluster; a later founding of the same empty log, after a crash, replaces it.
+    /// </summary>
+    public void RecordFoundingLog(string foundingLog)
+    {
+        lock (_gate)
+        {
+            using var command = Command("INSERT OR REPLACE INTO identity (key, value) VALUES ('founding_log', $value)");
+            command.Parameters.AddWithValue("$value", foundingLog);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>What <see cref="RecordFoundingLog"/> recorded; null for a node that joined, or one founded before it was recorded.</summary>
+    public string? FoundingLog => LockedIdentity("founding_log");
+
     /// <summary>The format <see cref="RecordFoundingEntryFormat"/> recorded; null for a node that joined, or one founded before it was recorded.</summary>
     public byte? FoundingEntryFormat => LockedIdentity("founding_entry_format") is { } text ? byte.Parse(text, CultureInfo.InvariantCulture) : null;
 

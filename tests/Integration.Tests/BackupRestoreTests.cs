@@ -157,9 +157,14 @@ public sealed partial class BackupRestoreTests(ITestOutputHelper output)
         Assert.True(commit >= commitBefore, $"inspect reports commit index {commit}, below the {commitBefore} the running node reported");
         Assert.True(lastIndex > commit, $"the unacknowledged write should lie after the commit index {commit}, but the log ends at {lastIndex} (the write was answered {unacknowledged})");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", cluster.ClusterId), 1, "must name a new cluster");
+        Assert.Contains("founded from: bootstrap:", inspect.Output, StringComparison.Ordinal);
         var force = await Dcachectl.RunAsync(output, "recover", "force-new-cluster", "--data", data, "--cluster-id", "recovered-cluster");
         Assert.True(force.Exit == 0, force.ToString());
         Assert.Contains($"discarded: {lastIndex - commit} entries after the commit index", force.Output, StringComparison.Ordinal);
+
+        // The recovery is a founding of its own: a second survivor recovered apart would be refused by this one.
+        var recovered = await Dcachectl.RunAsync(output, "recover", "inspect", "--data", data);
+        Assert.Contains("founded from: recovery:", recovered.Output, StringComparison.Ordinal);
 
         cluster.ClusterId = "recovered-cluster";
         cluster[survivor].Start();

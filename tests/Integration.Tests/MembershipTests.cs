@@ -663,6 +663,37 @@ public sealed class MembershipTests(ITestOutputHelper output)
         Assert.Equal(new ulong[] { 1, 3, 4 }, status.Members.Where(m => m.Voter).Select(m => m.Id).Order());
     }
 
+    /// <summary>
+    /// The runbook's likeliest slip when adding a node: starting it without Join=true. It then founds a log of its own
+    /// (its InitialCluster's members, at term 1), whose entries at the cluster's first indexes differ from the cluster's
+    /// at the same index and term. Before, the leader took its answers for agreement, reported it caught up, and let it
+    /// be promoted, as a voter that could never acknowledge anything: one more failure stopped all writes. Now the two
+    /// refuse each other's Raft traffic, say why in their logs, and promotion is refused.
+    /// </summary>
+    [Fact]
+    public async Task ANodeStartedWithoutJoinIsRefusedByTheClusterAndCannotBePromoted()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("before", "1"))).Ok);
+
+        var node4 = cluster.AddJoiningNode(4);
+        cluster.SetReachable(4, $"{cluster.InitialCluster},4={node4.GrpcUrl}");
+        cluster.SetNodeSetting(4, "Join", "false");
+        node4.Start();
+        var add = await Ctl(["member", "add", "--id", "4", "--address", node4.GrpcUrl], cluster.CtlOptions());
+        Assert.Equal(0, add.Exit);
+
+        await Eventually.WaitAsync(
+            () => Task.FromResult(cluster[leader].RecentOutput(400).Contains("Refused Raft traffic from node 4: its log was founded from bootstrap:", StringComparison.Ordinal)
+                && node4.RecentOutput(400).Contains($"refused this node's Raft traffic (FailedPrecondition): node 4's log was founded from", StringComparison.Ordinal)),
+            CatchUp, "the leader to refuse node 4's traffic, and node 4 to say its own was refused");
+        var promote = await Ctl(["member", "promote", "--id", "4"], cluster.CtlOptions([1, 2, 3]));
+        Dcachectl.AssertFails(promote, 1, "node 4 has not caught up: it has received none of the leader's log yet");
+        Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("after", "1"))).Ok);
+    }
+
     private Task<Dcachectl.Result> Ctl(string[] command, string[] options) => Dcachectl.RunAsync(output, [.. command, .. options]);
 
     private const Reply.ResultOneofCase ReplyOk = Reply.ResultOneofCase.Ok;

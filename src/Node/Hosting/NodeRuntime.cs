@@ -39,7 +39,9 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
             // Recorded first: a crash before the log is written founds it again, and records it again.
             _storage.Metadata.RecordFoundingEntryFormat(_options.AdvertisedEntryFormat);
             // Each founding entry carries its member's address, so every member's address is in the log.
-            log.Bootstrap(Membership.Of(members.Keys, contexts: members));
+            var founding = Membership.Of(members.Keys, contexts: members);
+            _storage.Metadata.RecordFoundingLog(FoundingLog.OfBootstrap(_options.ClusterId, founding));
+            log.Bootstrap(founding);
             var voters = string.Join(",", members.Keys);
             Log.Bootstrapped(_logger, _options.NodeId, voters);
         }
@@ -60,7 +62,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         }
 
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
-        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings);
+        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings, _storage.Metadata.FoundingLog ?? "");
         Addresses = new AddressBook(members);
         _forwarder = new LeaderForwarder(Credentials, _options.MaxMessageBytes, metrics, loggers.CreateLogger<LeaderForwarder>());
 

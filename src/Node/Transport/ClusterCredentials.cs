@@ -9,7 +9,7 @@ namespace Dcache.Node.Transport;
 /// The cluster id and shared secret every gRPC call carries in its headers; and, on the calls between nodes, the
 /// settings every replica's cache must share (<paramref name="cacheSettings"/>, see <see cref="CacheSettingsHeader"/>).
 /// </summary>
-public sealed class ClusterCredentials(string clusterId, string secret, string cacheSettings = "")
+public sealed class ClusterCredentials(string clusterId, string secret, string cacheSettings = "", string foundingLog = "")
 {
     public const string ClusterIdHeader = "dcache-cluster-id";
     public const string SecretHeader = "dcache-secret";
@@ -29,7 +29,17 @@ public sealed class ClusterCredentials(string clusterId, string secret, string c
     /// </summary>
     public const string CacheSettingsHeader = "dcache-cache-settings";
 
+    /// <summary>
+    /// What the sender's log was founded from (<see cref="Storage.FoundingLog"/>). Nodes refuse Raft traffic from a node
+    /// whose log was founded from something else (absent on either side: a node that joined, or one founded by a build
+    /// from before it was recorded, not checked).
+    /// </summary>
+    public const string FoundingLogHeader = "dcache-founding-log";
+
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
+
+    /// <summary>This node's <see cref="FoundingLogHeader"/> ("" when unknown, and in tools).</summary>
+    public string FoundingLog { get; } = foundingLog;
 
     /// <summary>This node's cache settings as <see cref="CacheSettingsHeader"/> carries them ("" in tools, which apply nothing).</summary>
     public string CacheSettings { get; } = cacheSettings;
@@ -59,6 +69,11 @@ public sealed class ClusterCredentials(string clusterId, string secret, string c
         if (from is not null && CacheSettings.Length > 0)
         {
             headers.Add(CacheSettingsHeader, CacheSettings);
+        }
+
+        if (from is not null && FoundingLog.Length > 0)
+        {
+            headers.Add(FoundingLogHeader, FoundingLog);
         }
 
         return headers;

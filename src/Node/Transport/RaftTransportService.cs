@@ -213,6 +213,16 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
                 $"node {from}'s cache settings ({theirs}) differ from node {inbox.NodeId}'s ({credentials.CacheSettings}): replicas would diverge; set MaxMemoryBytes and SessionTimeoutSeconds identically on every node"));
         }
 
+        if (context.RequestHeaders.GetValue(ClusterCredentials.FoundingLogHeader) is { Length: > 0 } theirLog
+            && credentials.FoundingLog.Length > 0 && theirLog != credentials.FoundingLog)
+        {
+            // Logs founded apart may hold different entries at one index and term, which Raft would take for the same.
+            Log.FoundingLogsDiffer(logger, from, theirLog, credentials.FoundingLog);
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"node {from}'s log was founded from {theirLog}, node {inbox.NodeId}'s from {credentials.FoundingLog}: their logs may hold different entries at one index and term. "
+                + "A node started without Join=true founds its own log; wipe its data directory and start it with Join=true (then member add it)"));
+        }
+
         if (context.RequestHeaders.GetValue(ClusterCredentials.FromAddressHeader) is { Length: > 0 } address
             && Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp)
         {
@@ -254,6 +264,9 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
     {
         [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its cache settings ({Theirs}) differ from this node's ({Ours}), and replicas that apply entries under different settings diverge. Set MaxMemoryBytes and SessionTimeoutSeconds identically on every node (see operations.md)")]
         public static partial void CacheSettingsDiffer(ILogger logger, ulong peer, string theirs, string ours);
+
+        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its log was founded from {Theirs}, this node's from {Ours}, so the two logs may hold different entries at one index and term. A node started without Join=true (its InitialCluster differing from the founding list), members restored from different backups or member lists, or two survivors each made the new cluster by force-new-cluster. Wipe that node's data directory and start it with Join=true, then add it with dcachectl member add (see operations.md)")]
+        public static partial void FoundingLogsDiffer(ILogger logger, ulong peer, string theirs, string ours);
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from node {Peer}, which was removed from the cluster")]
         public static partial void RemovedPeer(ILogger logger, ulong peer);
