@@ -116,6 +116,8 @@ public sealed class NodeStorage : IDisposable
 
             raftLog = FasterRaftStorage.Open(options, metadata, loggerFactory.CreateLogger<FasterRaftStorage>());
             var snapshots = SnapshotStore.Open(options, metadata, loggerFactory.CreateLogger<SnapshotStore>());
+            var log = raftLog;
+            snapshots.LogBaseIndex = () => log.Snapshot.Index;
             return new NodeStorage(directoryLock, directory, metadata, raftLog, snapshots);
         }
         catch

@@ -312,12 +312,32 @@ public sealed class SnapshotStore : IDisposable
         }
     }
 
-    /// <summary>Keeps the newest snapshots, then frees the log below the oldest kept one (and below any open reader).</summary>
+    /// <summary>
+    /// The index of the snapshot the Raft log starts from (its snapshot record), which a restart needs: kept beyond
+    /// <see cref="StorageOptions.SnapshotsToKeep"/> while newer catalogued snapshots are not adopted by the log yet.
+    /// Null: none (tests of the store alone).
+    /// </summary>
+    public Func<ulong>? LogBaseIndex { get; set; }
+
+    /// <summary>
+    /// Keeps the newest snapshots and the one the Raft log starts from, then frees the log below the oldest kept one
+    /// (and below any open reader). Without the second, two newer snapshots catalogued before the log adopted either
+    /// (received from leaders, one of them then deposed; a crash before the log's record was saved) removed the one
+    /// the log still starts from, and the node could not start again.
+    /// </summary>
     private void Prune()
     {
         var catalogue = _metadata.ListSnapshots();
+        var logBase = LogBaseIndex?.Invoke();
+        var logBaseKept = catalogue.Take(_options.SnapshotsToKeep).Any(entry => entry.Metadata.Index == logBase);
         foreach (var old in catalogue.Skip(_options.SnapshotsToKeep))
         {
+            if (!logBaseKept && old.Metadata.Index == logBase)
+            {
+                logBaseKept = true;
+                continue;
+            }
+
             _metadata.RemoveSnapshot(old.Id);
             StorageLog.SnapshotRemoved(_logger, old.Id, old.Metadata.Index, _options.SnapshotsToKeep);
         }

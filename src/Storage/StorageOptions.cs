@@ -50,7 +50,7 @@ public sealed class StorageOptions
     /// <summary>Largest chunk a snapshot is written in (bigger writes are split); must fit in a snapshot log page.</summary>
     public int SnapshotChunkBytes { get; set; } = 256 << 10;
 
-    /// <summary>How many complete snapshots the catalogue keeps (the newest ones).</summary>
+    /// <summary>How many complete snapshots the catalogue keeps (the newest ones; and the one the Raft log starts from, see SnapshotStore.LogBaseIndex).</summary>
     public int SnapshotsToKeep { get; set; } = 2;
 
     public CommitWaitMode CommitWait { get; set; } = CommitWaitMode.Block;

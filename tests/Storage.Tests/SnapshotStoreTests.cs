@@ -152,6 +152,34 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void The_snapshot_the_raft_log_starts_from_is_kept_until_the_log_moves_past_it()
+    {
+        var random = new Random(11);
+        using var metadata = MetadataStore.Open(_directory.Path);
+        using var store = SnapshotStore.Open(Options, metadata);
+        ulong logBase = 100;
+        store.LogBaseIndex = () => logBase;
+        var first = WriteSnapshot(store, 100, 70_000, 1, random);
+        var second = WriteSnapshot(store, 200, 70_000, 2, random);
+        var third = WriteSnapshot(store, 300, 70_000, 3, random);
+        var fourth = WriteSnapshot(store, 400, 70_000, 4, random);
+
+        // Two newer ones than the log adopted: the newest two, and the one the log starts from (a restart needs it).
+        Assert.Equal([fourth.Id, third.Id, first.Id], store.List().Select(e => e.Id));
+        AssertContent(store, first, 70_000, 1);
+
+        // Once the log starts from a newer one, the older is let go.
+        logBase = 300;
+        var fifth = WriteSnapshot(store, 500, 70_000, 5, random);
+        Assert.Equal([fifth.Id, fourth.Id, third.Id], store.List().Select(e => e.Id));
+        AssertContent(store, third, 70_000, 3);
+        logBase = 500;
+        var sixth = WriteSnapshot(store, 600, 70_000, 6, random);
+        Assert.Equal([sixth.Id, fifth.Id], store.List().Select(e => e.Id));
+        Assert.NotNull(second);
+    }
+
+    [Fact]
     public void An_abandoned_snapshot_is_never_catalogued_and_the_next_one_works()
     {
         var random = new Random(7);
