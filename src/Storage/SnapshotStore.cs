@@ -120,7 +120,7 @@ public sealed class SnapshotStore : IDisposable
         {
             if (_writing)
             {
-                throw new InvalidOperationException("a snapshot is already being written");
+                throw new SnapshotStoreBusyException("this node is writing another snapshot; try again shortly");
             }
 
             var id = _nextId++;

@@ -1238,11 +1238,17 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         {
             SnapshotStoreFailed(ex);
         }
+        catch (SnapshotStoreBusyException)
+        {
+            // A snapshot arriving from the leader is being written: it replaces this one. Not a failure (the metric's
+            // alert is for those); the next is taken after more entries.
+            Log.SnapshotSkippedWhileReceiving(_logger, metadata.Index);
+            _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
+        }
         catch (Exception ex)
         {
-            // E.g. a snapshot arriving from the leader is being written, or the catalogue could not be written: try again
-            // after more entries. Whatever it was, the loop hears of it, or it would wait for this snapshot for good and
-            // never take another.
+            // E.g. the catalogue could not be written: try again after more entries. Whatever it was, the loop hears of
+            // it, or it would wait for this snapshot for good and never take another.
             _metrics.SnapshotFailed();
             Log.SnapshotFailed(_logger, metadata.Index, ex.Message);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
@@ -1663,6 +1669,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot at index {Index} was not taken: {Reason}")]
         public static partial void SnapshotFailed(ILogger logger, ulong index, string reason);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot at index {Index} skipped: a snapshot from the leader is being received; the next is taken after more entries")]
+        public static partial void SnapshotSkippedWhileReceiving(ILogger logger, ulong index);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Installed snapshot {Index} (term {Term}) from the leader: {Keys} keys")]
         public static partial void SnapshotInstalled(ILogger logger, ulong index, ulong term, int keys);

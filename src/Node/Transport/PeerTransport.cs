@@ -181,6 +181,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         // The last refusal warned of, until a stream is taken again (the pump's thread only).
         private string? _lastRefusal;
 
+        // The last snapshot send failure warned of, until a send is answered (one send at a time per peer).
+        private string? _lastSnapshotFailure;
+
         public PeerSender(PeerTransport owner, ulong peer, string address)
         {
             _owner = owner;
@@ -309,6 +312,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
                 await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = offset, Last = true, Checksum = source.Checksum }, linked.Token).ConfigureAwait(false);
                 await call.RequestStream.CompleteAsync().ConfigureAwait(false);
                 var reply = await call.ResponseAsync.ConfigureAwait(false);
+                _lastSnapshotFailure = null;
                 if (!reply.Accepted)
                 {
                     Log.SnapshotRefused(_owner.Logger, _peer, reply.Error);
@@ -321,7 +325,14 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             {
                 // A stored snapshot that fails its checks is reported too (it was an unobserved exception): the send is
                 // failed, and the next automatic snapshot replaces it.
-                Log.SnapshotSendFailed(_owner.Logger, _peer, message.Snapshot?.Index ?? 0, ex.Message);
+                // Said once per distinct reason: the core sends the snapshot again at the peer's next answer, about
+                // every heartbeat while, say, the peer writes a snapshot of its own.
+                if (ex.Message != _lastSnapshotFailure)
+                {
+                    _lastSnapshotFailure = ex.Message;
+                    Log.SnapshotSendFailed(_owner.Logger, _peer, message.Snapshot?.Index ?? 0, ex.Message);
+                }
+
                 return false;
             }
         }

@@ -145,6 +145,12 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             // Not an error of this node's: the leader is told, as any caller of a stopping node is, and sends it again later.
             throw new RpcException(new Status(StatusCode.Unavailable, "the node is stopping: the snapshot being received was abandoned"));
         }
+        catch (Storage.SnapshotStoreBusyException busy)
+        {
+            // The node is writing a snapshot of its own (seconds at millions of keys): a passing refusal, not a handler
+            // failure (which gRPC logs as an error with its stack, and the leader sees as "Unknown").
+            throw new RpcException(new Status(StatusCode.Unavailable, busy.Message));
+        }
     }
 
     private async Task<Wire.InstallSnapshotReply> ReceiveSnapshotAsync(IAsyncStreamReader<Wire.SnapshotChunk> requestStream, Wire.SnapshotChunk first, ulong from, Message message, CancellationToken lifetime)

@@ -61,7 +61,10 @@ internal sealed class AcceptingInbox(ulong nodeId, CancellationToken closing = d
 
     public bool TryPost(Message message, long readTimeMs = 0) => true;
 
-    public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => this;
+    /// <summary>Thrown by <see cref="BeginSnapshot"/> when set (a snapshot store that refuses to begin one).</summary>
+    public Exception? RefuseSnapshotsWith { get; set; }
+
+    public IIncomingSnapshot BeginSnapshot(ulong peer, Message message) => RefuseSnapshotsWith is { } refusal ? throw refusal : this;
 
     public ValueTask WriteAsync(ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
     {

@@ -57,6 +57,44 @@ public sealed class InstallSnapshotStopTests
         }
     }
 
+    /// <summary>
+    /// A snapshot from the leader while the node writes one of its own (the store writes one at a time): it escaped the
+    /// handler as an InvalidOperationException, logged as an error with its stack at every attempt (about every
+    /// heartbeat), and the leader saw UNKNOWN. A passing refusal now: UNAVAILABLE, saying why, nothing logged as an error.
+    /// </summary>
+    [Fact]
+    public async Task A_snapshot_arriving_while_the_node_writes_its_own_is_refused_unavailable_without_an_error_logged()
+    {
+        var inbox = new AcceptingInbox(1) { RefuseSnapshotsWith = new Storage.SnapshotStoreBusyException("this node is writing another snapshot; try again shortly") };
+        var credentials = new ClusterCredentials("test", "secret");
+        var errors = new ErrorLog();
+        var builder = GrpcTestServer.CreateBuilder();
+        builder.Logging.AddProvider(errors);
+        builder.Services.AddSingleton<IRaftInbox>(inbox);
+        builder.Services.AddSingleton(credentials);
+        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<NodeStoppedInterceptor>());
+        await using var app = builder.Build();
+        app.MapGrpcService<RaftTransportService>();
+        await app.StartAsync();
+        try
+        {
+            using var channel = Protocol.GrpcChannels.ForNode($"http://127.0.0.1:{GrpcTestServer.PortOf(app)}");
+            var client = new Wire.RaftTransport.RaftTransportClient(channel);
+            using var call = client.InstallSnapshot(credentials.ToHeaders(from: 2), DateTime.UtcNow.Add(Patience));
+            var snapshot = new Message { Type = MessageType.Snapshot, From = 2, To = 1, Term = 1, Snapshot = new SnapshotMetadata(100, 1, Membership.Of([1UL, 2UL])) };
+            await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Data = ByteString.CopyFrom(new byte[1024]), Message = RaftMessageCodec.ToWire(snapshot) });
+
+            var refused = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync.WaitAsync(Patience));
+            Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+            Assert.Equal("this node is writing another snapshot; try again shortly", refused.Status.Detail);
+            Assert.Empty(errors.Entries);
+        }
+        finally
+        {
+            await app.StopAsync();
+        }
+    }
+
     /// <summary>Keeps what any logger wrote at Error or above.</summary>
     private sealed class ErrorLog : ILoggerProvider, ILogger
     {
