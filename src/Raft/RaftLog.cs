@@ -217,7 +217,11 @@ internal sealed class RaftLog
 
         if (index > LastIndex)
         {
-            throw new InvalidOperationException($"commit index {index} is beyond the last index {LastIndex}");
+            // Only a log that lost entries this node had acknowledged gets here (etcd panics alike): say what to do.
+            throw new InvalidOperationException(
+                $"commit index {index} is beyond the last index {LastIndex}: this node's log lost entries it had acknowledged "
+                + "(a wiped or replaced data directory started under its old node id, or a truncated log). Do not start it with this data "
+                + "again: remove the node from the cluster and add it back under a new id, with an empty data directory and Join=true");
         }
 
         Committed = index;
