@@ -161,21 +161,12 @@ public sealed partial class RaftNode
         pr.ProbeSent = true;
     }
 
-    /// <summary>
-    /// The host could not deliver a message to <paramref name="peer"/>: a leader stops pipelining to it; a follower
-    /// gives up the reads it forwarded to it, if it is its leader (the requests may have been lost with the link, and
-    /// nothing would ever answer them: their callers would wait their whole deadline instead of trying again at once).
-    /// </summary>
+    /// <summary>The host could not deliver a message to <paramref name="peer"/>: stop pipelining to it.</summary>
     public void ReportUnreachable(ulong peer)
     {
         if (_role == Role.Leader && _progress.TryGetValue(peer, out var pr) && pr.State == ReplicationState.Replicate)
         {
             pr.BecomeProbe();
-        }
-        else if (_role == Role.Follower && peer == _leader && _forwardedReads.Count > 0)
-        {
-            _droppedReads.AddRange(_forwardedReads);
-            _forwardedReads.Clear();
         }
     }
 

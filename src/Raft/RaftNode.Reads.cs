@@ -24,8 +24,7 @@ public sealed partial class RaftNode
     /// Asks for a linearizable read index for the host's request <paramref name="context"/> (unique per request, also
     /// across the host's restarts: a forwarded request's answer can arrive after one).
     /// The outcome arrives in a later Ready: a ReadState (serve once applied reaches its Index) or DroppedReads.
-    /// A request forwarded to the leader can vanish with a lost message: the host times out, unless it reports the
-    /// leader unreachable first (<see cref="ReportUnreachable"/>), which drops the forwarded requests at once.
+    /// A request forwarded to the leader can vanish with a lost message: the host times out.
     /// </summary>
     public void ReadIndex(ulong context)
     {

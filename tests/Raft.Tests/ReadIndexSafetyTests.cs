@@ -185,39 +185,6 @@ public sealed class ReadIndexSafetyTests
         Assert.Contains(21UL, cluster[2].DroppedReads);
     }
 
-    /// <summary>
-    /// A follower's forwarded read whose request (or answer) went down with a broken link to the leader: the host
-    /// reports the leader unreachable, and the read is dropped at once (the caller retries) rather than left for its
-    /// deadline, since nothing would ever answer it. A late answer to it is ignored.
-    /// </summary>
-    [Fact]
-    public void AForwardedReadIsDroppedWhenTheLinkToTheLeaderBreaks()
-    {
-        var cluster = new TestCluster(3, configure: SlowHeartbeats);
-        var leader = cluster.ElectLeader(1);
-        Assert.True(leader.Propose("a").Accepted);
-        cluster.Stabilize();
-
-        cluster.Drop = m => m.Type == MessageType.ReadIndex;
-        cluster[2].Raft!.ReadIndex(41);
-        cluster.Stabilize();
-        Assert.Empty(cluster[2].ReadStates);
-        Assert.Empty(cluster[2].DroppedReads);
-
-        cluster[2].Raft!.ReportUnreachable(3); // not its leader: nothing given up
-        cluster.Stabilize();
-        Assert.Empty(cluster[2].DroppedReads);
-        cluster[2].Raft!.ReportUnreachable(1);
-        cluster.Stabilize();
-        Assert.Contains(41UL, cluster[2].DroppedReads);
-
-        // The request got through after all, and its answer arrives late: not served, it was given up.
-        cluster.Drop = null;
-        cluster[2].Raft!.Step(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = leader.Raft!.Term, Context = 41, Index = 2 });
-        cluster.Stabilize();
-        Assert.DoesNotContain(cluster[2].ReadStates, r => r.Context == 41);
-    }
-
     [Fact]
     public void AReadAtALeaderHandingOverIsDroppedNotAnsweredWithAnIndexTheNewLeaderHasPassed()
     {
