@@ -17,7 +17,7 @@ internal sealed record PeerMessageInput(Message Message, long ReadTimeMs = 0) : 
 
 internal sealed record PeerUnreachableInput(ulong Peer) : DriverInput;
 
-internal sealed record SnapshotSentInput(ulong Peer, bool Succeeded) : DriverInput;
+internal sealed record SnapshotSentInput(ulong Peer, ulong Term, bool Succeeded) : DriverInput;
 
 /// <summary>A snapshot fully received and stored; the driver steps its message.</summary>
 internal sealed record SnapshotReceivedInput(Message Message) : DriverInput;

@@ -141,6 +141,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private CancellationToken _closing;
     private int _disposed;
     private ulong _lastLeader;
+
+    // Cancelled when this node stops leading: ends the snapshots it is sending (see PeerTransport.SendSnapshot).
+    private CancellationTokenSource? _leadership;
     private bool _statusStale;
 
     private readonly record struct PendingWrite(ulong Term, CommandInput Input);
@@ -409,7 +412,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
 
     void ITransportEvents.PeerUnreachable(ulong peer) => _inputs.Writer.TryWrite(new PeerUnreachableInput(peer));
 
-    void ITransportEvents.SnapshotSent(ulong peer, bool succeeded) => _inputs.Writer.TryWrite(new SnapshotSentInput(peer, succeeded));
+    void ITransportEvents.SnapshotSent(ulong peer, ulong term, bool succeeded) => _inputs.Writer.TryWrite(new SnapshotSentInput(peer, term, succeeded));
 
     private long NowMs => _clock.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -635,8 +638,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             case PeerUnreachableInput unreachable:
                 _raft.ReportUnreachable(unreachable.Peer);
                 break;
-            case SnapshotSentInput sent:
+            case SnapshotSentInput sent when sent.Term == _raft.Term && _raft.Role == Role.Leader:
                 _raft.ReportSnapshot(sent.Peer, sent.Succeeded);
+                break;
+            case SnapshotSentInput:
+                // Sent by an earlier leadership of this node's: the peer's progress now belongs to this term's, and a
+                // stale success could be taken for a snapshot sent since.
                 break;
             case SnapshotReceivedInput received:
                 _raft.Step(received.Message);
@@ -944,6 +951,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             if (ready.SoftState is { } soft)
             {
                 _statusStale = true;
+                if (soft.Role != Role.Leader && _leadership is { } ended)
+                {
+                    _leadership = null;
+                    ended.Cancel();
+                    ended.Dispose();
+                }
+
                 Log.RoleChanged(_logger, soft.Role, soft.Leader, _raft.Term);
                 if (soft.Leader != _lastLeader)
                 {
@@ -1280,7 +1294,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
 
         // A chunk travels as one message: no larger than an item of one (256 KiB unless the limit is lower).
-        _transport!.SendSnapshot(message, new StoredSnapshotSource(stored, Math.Min(256 * 1024, _settings.MaxEntryBytes)));
+        _leadership ??= new CancellationTokenSource();
+        _transport!.SendSnapshot(message, new StoredSnapshotSource(stored, Math.Min(256 * 1024, _settings.MaxEntryBytes)), _leadership.Token);
     }
 
     /// <summary>

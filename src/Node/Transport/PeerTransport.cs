@@ -14,7 +14,8 @@ public interface ITransportEvents
 {
     void PeerUnreachable(ulong peer);
 
-    void SnapshotSent(ulong peer, bool succeeded);
+    /// <summary>A snapshot sent in <paramref name="term"/> (the leader's, when it was sent) reached the peer or not.</summary>
+    void SnapshotSent(ulong peer, ulong term, bool succeeded);
 }
 
 /// <summary>A source of snapshot data to stream to a peer, chunk by chunk.</summary>
@@ -93,8 +94,12 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
         }
     }
 
-    /// <summary>Streams a snapshot to its peer in the background; reports the outcome through <see cref="ITransportEvents.SnapshotSent"/>.</summary>
-    public void SendSnapshot(Message message, ISnapshotSource source)
+    /// <summary>
+    /// Streams a snapshot to its peer in the background; reports the outcome through <see cref="ITransportEvents.SnapshotSent"/>.
+    /// <paramref name="leadership"/> ends it when the sender stops leading: the peer takes one snapshot at a time, and
+    /// would refuse the new leader's until a deposed one's finished, only to drop it as from an old term.
+    /// </summary>
+    public void SendSnapshot(Message message, ISnapshotSource source, CancellationToken leadership = default)
     {
         PeerSender? sender;
         lock (_lock)
@@ -104,7 +109,7 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
 
         if (sender is null)
         {
-            events.SnapshotSent(message.To, succeeded: false);
+            events.SnapshotSent(message.To, message.Term, succeeded: false);
             return;
         }
 
@@ -115,7 +120,8 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             var ok = false;
             try
             {
-                ok = await sender.SendSnapshotAsync(message, source, _stopping.Token).ConfigureAwait(false);
+                using var ended = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, leadership);
+                ok = await sender.SendSnapshotAsync(message, source, ended.Token).ConfigureAwait(false);
             }
             catch (ObjectDisposedException)
             {
@@ -123,9 +129,9 @@ public sealed partial class PeerTransport(ulong selfId, string selfAddress, Clus
             }
             finally
             {
-                events.SnapshotSent(message.To, ok);
+                events.SnapshotSent(message.To, message.Term, ok);
             }
-        });
+        }, CancellationToken.None); // runs even if cancelled at once: the outcome must be reported
     }
 
     private static readonly TimeSpan RetireDrainTime = TimeSpan.FromSeconds(1);

@@ -11,7 +11,8 @@ internal sealed class CountingEvents : ITransportEvents
 
     public void PeerUnreachable(ulong peer) => Interlocked.Increment(ref _unreachable);
 
-    public void SnapshotSent(ulong peer, bool succeeded)
-    {
-    }
+    /// <summary>The snapshot outcomes reported, in order.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(ulong Peer, ulong Term, bool Succeeded)> SnapshotsSent { get; } = new();
+
+    public void SnapshotSent(ulong peer, ulong term, bool succeeded) => SnapshotsSent.Enqueue((peer, term, succeeded));
 }
