@@ -35,7 +35,20 @@ internal static class DevCluster
             return 2;
         }
 
+        // Nodes listen on base-port + 0..8 (gRPC) and + 1000..1008 (HTTP), the gateway's HTTP on base-port + 2000.
+        if (basePort < 1 || basePort > 65535 - 2000)
+        {
+            Console.Error.WriteLine($"dcachectl dev: --base-port must be between 1 and {65535 - 2000} (the nodes' and gateway's HTTP ports lie up to 2000 above it)");
+            return 2;
+        }
+
         var gatewayPort = options.GetInt("gateway-port", 6379);
+        if (gatewayPort is < 1 or > 65535)
+        {
+            Console.Error.WriteLine("dcachectl dev: --gateway-port must be between 1 and 65535");
+            return 2;
+        }
+
         var gatewayDll = options.Has("gateway-dll") ? options.Get("gateway-dll", "") : FindProgram("Gateway", "Dcache.Gateway.dll");
         foreach (var (option, dll) in new[] { ("--node-dll", nodeDll), ("--gateway-dll", gatewayDll) })
         {

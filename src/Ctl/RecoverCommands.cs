@@ -65,7 +65,7 @@ internal static class RecoverCommands
         var oldCluster = storage.Metadata.ClusterId;
         if (clusterId == oldCluster)
         {
-            Console.Error.WriteLine($"dcachectl recover force-new-cluster: --cluster-id must name a new cluster, not the current one ({clusterId}), so that the lost members are refused should they return");
+            Console.Error.WriteLine($"dcachectl recover force-new-cluster: --cluster-id must name a new cluster, not the current one ({clusterId}), so that the lost members are refused should they return (if an earlier run already moved this node into {clusterId}, the recovery is done: start the node)");
             return 1;
         }
 

@@ -26,6 +26,9 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", unused, "--secret", "--cluster-id", "c"]), 2, "--secret has no value");
             // dev's numbers and programs: a line and an exit code, not a stack trace.
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--nodes", "three"]), 2, "dcachectl dev:");
+            // Checked before anything starts: it ended in "Invalid URI: Invalid port specified." from the first node.
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--base-port", "70000"]), 2, "dcachectl dev: --base-port must be between 1 and 63535");
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--gateway-port", "0"]), 2, "dcachectl dev: --gateway-port must be between 1 and 65535");
             Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["dev", "--node-dll", Path.Combine(root.FullName, "missing.dll"), "--gateway-dll", Path.Combine(root.FullName, "missing-gateway.dll"),
                 "--data", Path.Combine(root.FullName, "dev"), "--base-port", FreePorts.Allocate(1)[0].ToString(System.Globalization.CultureInfo.InvariantCulture)]), 1, "missing.dll");
 
