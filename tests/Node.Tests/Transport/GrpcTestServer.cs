@@ -22,6 +22,32 @@ internal static class GrpcTestServer
         return builder;
     }
 
+    /// <summary>
+    /// Starts <see cref="RaftTransportService"/> alone over <paramref name="inbox"/>, behind the interceptors the node
+    /// puts before it (the cluster credentials check, the stopped-node mapping); <paramref name="logs"/> hears its logs.
+    /// </summary>
+    public static async Task<WebApplication> StartRaftTransportAsync(IRaftInbox inbox, ClusterCredentials credentials, ILoggerProvider? logs = null)
+    {
+        var builder = CreateBuilder();
+        if (logs is not null)
+        {
+            builder.Logging.AddProvider(logs);
+        }
+
+        builder.Services.AddSingleton(inbox);
+        builder.Services.AddSingleton(credentials);
+        builder.Services.AddSingleton<ClusterAuthInterceptor>();
+        builder.Services.AddGrpc(grpc =>
+        {
+            grpc.Interceptors.Add<ClusterAuthInterceptor>();
+            grpc.Interceptors.Add<Dcache.Node.Services.NodeStoppedInterceptor>();
+        });
+        var app = builder.Build();
+        app.MapGrpcService<RaftTransportService>();
+        await app.StartAsync();
+        return app;
+    }
+
     /// <summary>The port a started server listens on.</summary>
     public static int PortOf(WebApplication app) =>
         new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()).Port;

@@ -27,21 +27,11 @@ public sealed class InstallSnapshotStopTests
         var inbox = new AcceptingInbox(1, closing.Token);
         var credentials = new ClusterCredentials("test", "secret");
         var errors = new ErrorLog();
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Logging.AddProvider(errors);
-        builder.Services.AddSingleton<IRaftInbox>(inbox);
-        builder.Services.AddSingleton(credentials);
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<NodeStoppedInterceptor>());
-        await using var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
+        await using var app = await GrpcTestServer.StartRaftTransportAsync(inbox, credentials, errors);
         try
         {
             using var channel = Protocol.GrpcChannels.ForNode($"http://127.0.0.1:{GrpcTestServer.PortOf(app)}");
-            var client = new Wire.RaftTransport.RaftTransportClient(channel);
-            using var call = client.InstallSnapshot(credentials.ToHeaders(from: 2), DateTime.UtcNow.Add(Patience));
-            var snapshot = new Message { Type = MessageType.Snapshot, From = 2, To = 1, Term = 1, Snapshot = new SnapshotMetadata(100, 1, Membership.Of([1UL, 2UL])) };
-            await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Data = ByteString.CopyFrom(new byte[1024]), Message = RaftMessageCodec.ToWire(snapshot) });
+            using var call = await StartSnapshotAsync(channel, credentials);
             await inbox.FirstChunk.WaitAsync(Patience);
 
             await closing.CancelAsync();
@@ -68,21 +58,11 @@ public sealed class InstallSnapshotStopTests
         var inbox = new AcceptingInbox(1) { RefuseSnapshotsWith = new Storage.SnapshotStoreBusyException("this node is writing another snapshot; try again shortly") };
         var credentials = new ClusterCredentials("test", "secret");
         var errors = new ErrorLog();
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Logging.AddProvider(errors);
-        builder.Services.AddSingleton<IRaftInbox>(inbox);
-        builder.Services.AddSingleton(credentials);
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<NodeStoppedInterceptor>());
-        await using var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
+        await using var app = await GrpcTestServer.StartRaftTransportAsync(inbox, credentials, errors);
         try
         {
             using var channel = Protocol.GrpcChannels.ForNode($"http://127.0.0.1:{GrpcTestServer.PortOf(app)}");
-            var client = new Wire.RaftTransport.RaftTransportClient(channel);
-            using var call = client.InstallSnapshot(credentials.ToHeaders(from: 2), DateTime.UtcNow.Add(Patience));
-            var snapshot = new Message { Type = MessageType.Snapshot, From = 2, To = 1, Term = 1, Snapshot = new SnapshotMetadata(100, 1, Membership.Of([1UL, 2UL])) };
-            await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Data = ByteString.CopyFrom(new byte[1024]), Message = RaftMessageCodec.ToWire(snapshot) });
+            using var call = await StartSnapshotAsync(channel, credentials);
 
             var refused = await Assert.ThrowsAsync<RpcException>(() => call.ResponseAsync.WaitAsync(Patience));
             Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
@@ -93,6 +73,15 @@ public sealed class InstallSnapshotStopTests
         {
             await app.StopAsync();
         }
+    }
+
+    /// <summary>Opens an InstallSnapshot call from node 2 and sends its first chunk.</summary>
+    private static async Task<AsyncClientStreamingCall<Wire.SnapshotChunk, Wire.InstallSnapshotReply>> StartSnapshotAsync(Grpc.Net.Client.GrpcChannel channel, ClusterCredentials credentials)
+    {
+        var call = new Wire.RaftTransport.RaftTransportClient(channel).InstallSnapshot(credentials.ToHeaders(from: 2), DateTime.UtcNow.Add(Patience));
+        var snapshot = new Message { Type = MessageType.Snapshot, From = 2, To = 1, Term = 1, Snapshot = new SnapshotMetadata(100, 1, Membership.Of([1UL, 2UL])) };
+        await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Data = ByteString.CopyFrom(new byte[1024]), Message = RaftMessageCodec.ToWire(snapshot) });
+        return call;
     }
 
     /// <summary>Keeps what any logger wrote at Error or above.</summary>

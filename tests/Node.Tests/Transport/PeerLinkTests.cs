@@ -70,15 +70,7 @@ public sealed class PeerLinkTests
 
     private static async Task<TestPeer> StartAsync(IRaftInbox inbox)
     {
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Services.AddSingleton(inbox);
-        builder.Services.AddSingleton(new ClusterCredentials("test", "secret"));
-        builder.Services.AddSingleton<ClusterAuthInterceptor>();
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
-        var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
-        return new TestPeer(app);
+        return new TestPeer(await GrpcTestServer.StartRaftTransportAsync(inbox, new ClusterCredentials("test", "secret")));
     }
 
     private sealed class TestPeer(WebApplication app) : IAsyncDisposable

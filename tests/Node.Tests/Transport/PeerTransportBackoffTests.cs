@@ -55,13 +55,7 @@ public sealed class PeerTransportBackoffTests
 
             // Heartbeats, as a leader sends them, until the link to the peer has broken seven times, with nothing from the
             // peer between them: each wait doubles from the first (20 ms) unless something restarts it.
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (events.Unreachable < 7)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in 30 s ({accepted} dials)");
-                transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
-                await Task.Delay(5);
-            }
+            await SendHeartbeatsUntilSevenBreaksAsync(transport, events, TimeSpan.FromSeconds(30), () => $"{accepted} dials");
 
             // After the seventh break it waits 20 ms doubled six times, capped at 1 s (reading just as the seventh break is
             // counted may see the sixth's, 640 ms). Before, every write the socket buffered restarted the backoff: it stayed
@@ -83,14 +77,7 @@ public sealed class PeerTransportBackoffTests
     public async Task ALinkToAWorkingPeerThatKeepsBreakingRedialsAtTheShortestWait()
     {
         var credentials = new ClusterCredentials("test", "secret");
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Services.AddSingleton<IRaftInbox>(new AcceptingInbox(Peer));
-        builder.Services.AddSingleton(credentials);
-        builder.Services.AddSingleton<ClusterAuthInterceptor>();
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
-        await using var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
+        await using var app = await GrpcTestServer.StartRaftTransportAsync(new AcceptingInbox(Peer), credentials);
 
         using var relay = new TcpListener(IPAddress.Loopback, 0);
         relay.Start();
@@ -115,13 +102,7 @@ public sealed class PeerTransportBackoffTests
             await using var transport = new PeerTransport(1, "http://127.0.0.1:1", credentials, 1 << 20, CacheCommand.FormatVersion,
                 new PeerClocks(TimeProvider.System), events, NullLogger<PeerTransport>.Instance);
             transport.SetPeers(new Dictionary<ulong, string> { [Peer] = $"http://127.0.0.1:{((IPEndPoint)relay.LocalEndpoint).Port}" });
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (events.Unreachable < 7)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in 60 s");
-                transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
-                await Task.Delay(5);
-            }
+            await SendHeartbeatsUntilSevenBreaksAsync(transport, events, TimeSpan.FromSeconds(60));
 
             Assert.True(transport.LastReconnectDelay(Peer) == TimeSpan.FromMilliseconds(20),
                 $"last reconnect delay {transport.LastReconnectDelay(Peer).TotalMilliseconds} ms after {events.Unreachable} breaks of streams the peer took");
@@ -143,14 +124,7 @@ public sealed class PeerTransportBackoffTests
     public async Task APeerThatRefusesTheFirstMessageAsMisaddressedIsDialledLessAndLessOften()
     {
         var credentials = new ClusterCredentials("test", "secret");
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Services.AddSingleton<IRaftInbox>(new AcceptingInbox(Peer + 1));
-        builder.Services.AddSingleton(credentials);
-        builder.Services.AddSingleton<ClusterAuthInterceptor>();
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
-        await using var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
+        await using var app = await GrpcTestServer.StartRaftTransportAsync(new AcceptingInbox(Peer + 1), credentials);
         try
         {
             var events = new CountingEvents();
@@ -158,13 +132,7 @@ public sealed class PeerTransportBackoffTests
             await using var transport = new PeerTransport(1, "http://127.0.0.1:1", credentials, 1 << 20, CacheCommand.FormatVersion,
                 new PeerClocks(TimeProvider.System), events, warnings);
             transport.SetPeers(new Dictionary<ulong, string> { [Peer] = $"http://127.0.0.1:{GrpcTestServer.PortOf(app)}" });
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (events.Unreachable < 7)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in 30 s");
-                transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
-                await Task.Delay(5);
-            }
+            await SendHeartbeatsUntilSevenBreaksAsync(transport, events, TimeSpan.FromSeconds(30));
 
             Assert.True(transport.LastReconnectDelay(Peer) >= TimeSpan.FromMilliseconds(640),
                 $"last reconnect delay {transport.LastReconnectDelay(Peer).TotalMilliseconds} ms after {events.Unreachable} refused streams");
@@ -177,6 +145,18 @@ public sealed class PeerTransportBackoffTests
         finally
         {
             await app.StopAsync();
+        }
+    }
+
+    /// <summary>Heartbeats to the peer, as a leader sends them, until its link has broken seven times (bounded by <paramref name="within"/>).</summary>
+    private static async Task SendHeartbeatsUntilSevenBreaksAsync(PeerTransport transport, CountingEvents events, TimeSpan within, Func<string>? context = null)
+    {
+        var deadline = DateTime.UtcNow + within;
+        while (events.Unreachable < 7)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the link to the peer broke {events.Unreachable} times in {within.TotalSeconds} s {context?.Invoke()}");
+            transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
+            await Task.Delay(5);
         }
     }
 

@@ -22,14 +22,7 @@ public sealed class SnapshotSendTests
     {
         var credentials = new ClusterCredentials("test", "secret");
         var inbox = new AcceptingInbox(2);
-        var builder = GrpcTestServer.CreateBuilder();
-        builder.Services.AddSingleton<IRaftInbox>(inbox);
-        builder.Services.AddSingleton(credentials);
-        builder.Services.AddSingleton<ClusterAuthInterceptor>();
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<ClusterAuthInterceptor>());
-        await using var app = builder.Build();
-        app.MapGrpcService<RaftTransportService>();
-        await app.StartAsync();
+        await using var app = await GrpcTestServer.StartRaftTransportAsync(inbox, credentials);
         try
         {
             var events = new CountingEvents();
