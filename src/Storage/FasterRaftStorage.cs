@@ -42,6 +42,12 @@ public sealed class FasterRaftStorage : IRaftStorage
     private readonly SegmentFileCache _readers;
     private readonly List<long> _entryAddresses = [];
     private readonly long _maxRecordLength;
+
+    /// <summary>
+    /// The largest entry payload this log stores: a record must fit in one page. A leader must refuse larger commands
+    /// before proposing them: an entry that does not fit stops every node that tries to save it.
+    /// </summary>
+    public int MaxEntryDataBytes { get; }
     private readonly TestOnlySlowDisk _slowDisk;
     private ulong _term;
     private ulong _vote;
@@ -57,6 +63,7 @@ public sealed class FasterRaftStorage : IRaftStorage
         _logger = logger;
         _geometry = new LogGeometry(Path.GetFullPath(options.RaftLogDirectory), "log", options.RaftLog.PageSizeBits, options.RaftLog.SegmentSizeBits);
         _maxRecordLength = _geometry.PageSize - LogGeometry.EntryHeaderSize - 64;
+        MaxEntryDataBytes = (int)Math.Min(int.MaxValue, _maxRecordLength - RaftRecordWriter.EntryRecordLength(0));
         NativeFileSync.CreateDirectoryDurably(_geometry.Directory);
 
         _commitManager = new DurableLogCommitManager(_geometry, syncEveryCommit: false, options.WriteCommitHints);

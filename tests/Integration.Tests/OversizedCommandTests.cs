@@ -123,4 +123,26 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
             Assert.Equal(value.Length, local.Integer);
         }
     }
+
+    /// <summary>
+    /// At the default MaxMessageBytes (16 MiB) a 5 MiB value fits a message but not a page of the Raft log (4 MiB): the
+    /// leader proposed it, and every node stopped (exit code 3) as it saved the entry, so one SET took the whole cluster
+    /// down. Refused before proposal now, and the cluster carries on.
+    /// </summary>
+    [Fact]
+    public async Task AValueLargerThanALogPageIsRefusedAndEveryNodeStaysUp()
+    {
+        var patience = TimeSpan.FromSeconds(20);
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        var leader = await cluster.WaitForLeaderAsync(patience);
+        var refused = await cluster.ExecuteAsync(leader, Commands.Set("large", new string('v', 5 * 1024 * 1024)), patience);
+        Assert.StartsWith("ERR command too large", refused.Error, StringComparison.Ordinal);
+        Assert.Contains("a Raft log page", refused.Error, StringComparison.Ordinal);
+
+        var fits = await cluster.ExecuteAsync(leader, Commands.Set("fits", new string('f', 3 * 1024 * 1024)), patience);
+        Assert.True(fits.Ok, fits.ToString());
+        await Verify.CaughtUpAsync(cluster, patience);
+        Assert.All(cluster.Nodes.Values, node => Assert.True(node.IsRunning, $"node {node.Id} stopped: {node.RecentOutput(20)}"));
+    }
 }

@@ -813,11 +813,12 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         WriteEncoder.Encode(command, StampMs(), _encodeBuffer);
         if (_encodeBuffer.WrittenCount > _settings.MaxEntryBytes)
         {
-            // Followers could never receive a larger entry, and the log would stop committing behind it.
+            // Followers could never receive a larger entry, or no node could store it (a Raft log page): the log would
+            // stop committing behind it, or every node would stop as it saved it.
             input.Replies.Complete(new Proto.Reply
             {
                 Id = command.Id,
-                Error = $"ERR command too large: its log entry would be {_encodeBuffer.WrittenCount} bytes, over the cluster's limit of {_settings.MaxEntryBytes} (Dcache:Node:MaxMessageBytes less header room)",
+                Error = $"ERR command too large: its log entry would be {_encodeBuffer.WrittenCount} bytes, over the cluster's limit of {_settings.MaxEntryBytes} (Dcache:Node:MaxMessageBytes less header room, and at most a Raft log page less its headers)",
             });
             return;
         }
