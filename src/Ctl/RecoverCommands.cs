@@ -98,9 +98,10 @@ internal static class RecoverCommands
 
         // One durable commit: the new entries supersede everything after the commit index, and are committed.
         log.Save(new HardState(term, 0, commit + (ulong)entries.Count), entries, null);
-        storage.Metadata.ReplaceClusterId(clusterId);
         // Unique to this recovery: a second survivor recovered apart into the same cluster id is refused by this one.
+        // Recorded before the cluster id moves: a run cut short between the two is run again (its id check passes).
         storage.Metadata.RecordFoundingLog(FoundingLog.OfRecovery());
+        storage.Metadata.ReplaceClusterId(clusterId);
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
             node {self} now forms cluster {clusterId} alone (was cluster {oldCluster}, {membership}).

@@ -678,17 +678,28 @@ public sealed class MembershipTests(ITestOutputHelper output)
         var leader = await cluster.WaitForLeaderAsync(TimeSpan.FromSeconds(30));
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("before", "1"))).Ok);
 
+        // Node 5 joins as it should: it has no founding of its own, and takes its leader's.
+        var node5 = cluster.AddJoiningNode(5);
+        node5.Start();
+        Assert.Equal(0, (await Ctl(["member", "add", "--id", "5", "--address", node5.GrpcUrl], cluster.CtlOptions())).Exit);
+        await Eventually.WaitAsync(() => Task.FromResult(node5.RecentOutput(400).Contains("Took the founding of the cluster's log (bootstrap:", StringComparison.Ordinal)),
+            CatchUp, "node 5 to take its leader's founding");
+
+        // Node 4 lists itself beside every member, 5 included, and founds a log of its own.
         var node4 = cluster.AddJoiningNode(4);
-        cluster.SetReachable(4, $"{cluster.InitialCluster},4={node4.GrpcUrl}");
+        cluster.SetReachable(4, $"{cluster.InitialCluster},4={node4.GrpcUrl},5={node5.GrpcUrl}");
         cluster.SetNodeSetting(4, "Join", "false");
         node4.Start();
         var add = await Ctl(["member", "add", "--id", "4", "--address", node4.GrpcUrl], cluster.CtlOptions());
         Assert.Equal(0, add.Exit);
 
+        // Refused by a founding member and by the member that joined (once the founding members are gone, the check
+        // still holds).
         await Eventually.WaitAsync(
             () => Task.FromResult(cluster[leader].RecentOutput(400).Contains("Refused Raft traffic from node 4: its log was founded from bootstrap:", StringComparison.Ordinal)
+                && node5.RecentOutput(400).Contains("Refused Raft traffic from node 4: its log was founded from bootstrap:", StringComparison.Ordinal)
                 && node4.RecentOutput(400).Contains($"refused this node's Raft traffic (FailedPrecondition): node 4's log was founded from", StringComparison.Ordinal)),
-            CatchUp, "the leader to refuse node 4's traffic, and node 4 to say its own was refused");
+            CatchUp, "the leader and node 5 to refuse node 4's traffic, and node 4 to say its own was refused");
         var promote = await Ctl(["member", "promote", "--id", "4"], cluster.CtlOptions([1, 2, 3]));
         Dcachectl.AssertFails(promote, 1, "node 4 has not caught up: it has received none of the leader's log yet");
         Assert.True((await cluster.ExecuteAsync(leader, Commands.Set("after", "1"))).Ok);

@@ -62,7 +62,8 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         }
 
         _snapshots = new SnapshotStoreAdapter(_storage.Snapshots);
-        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings, _storage.Metadata.FoundingLog ?? "");
+        var metadata = _storage.Metadata;
+        Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings, metadata.FoundingLog ?? "", metadata.RecordFoundingLog);
         Addresses = new AddressBook(members);
         _forwarder = new LeaderForwarder(Credentials, _options.MaxMessageBytes, metrics, loggers.CreateLogger<LeaderForwarder>());
 

@@ -9,7 +9,7 @@ namespace Dcache.Node.Transport;
 /// The cluster id and shared secret every gRPC call carries in its headers; and, on the calls between nodes, the
 /// settings every replica's cache must share (<paramref name="cacheSettings"/>, see <see cref="CacheSettingsHeader"/>).
 /// </summary>
-public sealed class ClusterCredentials(string clusterId, string secret, string cacheSettings = "", string foundingLog = "")
+public sealed class ClusterCredentials(string clusterId, string secret, string cacheSettings = "", string foundingLog = "", Action<string>? foundingLogAdopted = null)
 {
     public const string ClusterIdHeader = "dcache-cluster-id";
     public const string SecretHeader = "dcache-secret";
@@ -38,8 +38,41 @@ public sealed class ClusterCredentials(string clusterId, string secret, string c
 
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(secret);
 
+    private string _foundingLog = foundingLog;
+
+    // Refusals already logged, per peer: a refused peer redials about once a second.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ulong, string> _refusalsLogged = new();
+
     /// <summary>This node's <see cref="FoundingLogHeader"/> ("" when unknown, and in tools).</summary>
-    public string FoundingLog { get; } = foundingLog;
+    public string FoundingLog => Volatile.Read(ref _foundingLog);
+
+    /// <summary>
+    /// A node with no founding record (one that joined) takes that of the first leader whose traffic it accepts, and
+    /// records it (<paramref name="foundingLogAdopted"/>): from then on it refuses a peer founded otherwise too, so the
+    /// check outlives the founding members. True when it was adopted now.
+    /// </summary>
+    public bool AdoptFoundingLog(string leaders)
+    {
+        if (leaders.Length == 0 || Interlocked.CompareExchange(ref _foundingLog, leaders, "") != "")
+        {
+            return false;
+        }
+
+        foundingLogAdopted?.Invoke(leaders);
+        return true;
+    }
+
+    /// <summary>Whether <paramref name="reason"/> is the first refusal of <paramref name="peer"/> to log (not the one logged last).</summary>
+    public bool FirstRefusal(ulong peer, string reason)
+    {
+        if (_refusalsLogged.TryGetValue(peer, out var last) && last == reason)
+        {
+            return false;
+        }
+
+        _refusalsLogged[peer] = reason;
+        return true;
+    }
 
     /// <summary>This node's cache settings as <see cref="CacheSettingsHeader"/> carries them ("" in tools, which apply nothing).</summary>
     public string CacheSettings { get; } = cacheSettings;

@@ -79,6 +79,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             }
 
             var message = Validate(requestStream.Current, from);
+            AdoptFoundingFromLeader(context, message);
             var heard = requestStream.Current;
             inbox.PeerClockHeard(from, heard.SenderClockMs, heard.EchoClockMs, heard.EchoHeldMs, heard.HasClusterOffsetMs ? heard.ClusterOffsetMs : null);
             if (message.Type == MessageType.Snapshot)
@@ -132,6 +133,8 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "the first snapshot chunk must carry a Snapshot message"));
         }
+
+        AdoptFoundingFromLeader(context, message);
 
         // A node that stops abandons a snapshot it is receiving, as it does one it is writing itself: the server's stop
         // would otherwise wait for the leader to send the rest (seconds for a few million keys). The leader retries later.
@@ -223,10 +226,16 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
             && credentials.FoundingLog.Length > 0 && theirLog != credentials.FoundingLog)
         {
             // Logs founded apart may hold different entries at one index and term, which Raft would take for the same.
-            Log.FoundingLogsDiffer(logger, from, theirLog, credentials.FoundingLog);
+            // Either side may be the one founded apart: the message names both and says how to tell.
+            if (credentials.FirstRefusal(from, theirLog))
+            {
+                Log.FoundingLogsDiffer(logger, from, theirLog, credentials.FoundingLog);
+            }
+
             throw new RpcException(new Status(StatusCode.FailedPrecondition,
                 $"node {from}'s log was founded from {theirLog}, node {inbox.NodeId}'s from {credentials.FoundingLog}: their logs may hold different entries at one index and term. "
-                + "A node started without Join=true founds its own log; wipe its data directory and start it with Join=true (then member add it)"));
+                + "The one founded apart from the cluster's other members (dcachectl recover inspect shows each node's) is a node started without Join=true, or seeded apart: "
+                + "wipe that one's data directory and start it with Join=true (then member add it)"));
         }
 
         if (context.RequestHeaders.GetValue(ClusterCredentials.FromAddressHeader) is { Length: > 0 } address
@@ -239,6 +248,18 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         var format = byte.TryParse(context.RequestHeaders.GetValue(ClusterCredentials.EntryFormatHeader), NumberStyles.None, CultureInfo.InvariantCulture, out var advertised) ? advertised : (byte)1;
         inbox.PeerEntryFormatHeard(from, format);
         return from;
+    }
+
+    /// <summary>A node without a founding record (it joined) takes the one its leader's traffic carries (see <see cref="ClusterCredentials.AdoptFoundingLog"/>).</summary>
+    private void AdoptFoundingFromLeader(ServerCallContext context, Message message)
+    {
+        if (credentials.FoundingLog.Length == 0
+            && message.Type is MessageType.Append or MessageType.Heartbeat or MessageType.Snapshot
+            && context.RequestHeaders.GetValue(ClusterCredentials.FoundingLogHeader) is { Length: > 0 } leaders
+            && credentials.AdoptFoundingLog(leaders))
+        {
+            Log.FoundingLogAdopted(logger, leaders, message.From);
+        }
     }
 
     private Message Validate(Wire.RaftMessage wire, ulong from)
@@ -271,8 +292,12 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its cache settings ({Theirs}) differ from this node's ({Ours}), and replicas that apply entries under different settings diverge. Set MaxMemoryBytes and SessionTimeoutSeconds identically on every node (see operations.md)")]
         public static partial void CacheSettingsDiffer(ILogger logger, ulong peer, string theirs, string ours);
 
-        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its log was founded from {Theirs}, this node's from {Ours}, so the two logs may hold different entries at one index and term. A node started without Join=true (its InitialCluster differing from the founding list), members restored from different backups or member lists, or two survivors each made the new cluster by force-new-cluster. Wipe that node's data directory and start it with Join=true, then add it with dcachectl member add (see operations.md)")]
+        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its log was founded from {Theirs}, this node's from {Ours}, so the two logs may hold different entries at one index and term (logged once per peer and founding). One of the two was founded apart from the cluster's other members: a node started without Join=true (its InitialCluster differing from the founding list), members restored from different backups or member lists, or two survivors each made the new cluster by force-new-cluster. Find which (the other members' logs, or dcachectl recover inspect on a stopped node), wipe that one's data directory and start it with Join=true, then add it with dcachectl member add (see operations.md)")]
         public static partial void FoundingLogsDiffer(ILogger logger, ulong peer, string theirs, string ours);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Took the founding of the cluster's log ({FoundingLog}) from leader {Leader}: peers founded otherwise are refused from now on")]
+        public static partial void FoundingLogAdopted(ILogger logger, string foundingLog, ulong leader);
+
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Refused Raft traffic from node {Peer}, which was removed from the cluster")]
         public static partial void RemovedPeer(ILogger logger, ulong peer);
