@@ -142,6 +142,10 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     private int _disposed;
     private ulong _lastLeader;
 
+    // Snapshots from the leader being received (gRPC threads): the store writes one snapshot at a time, so no
+    // capture of this node's own is begun meanwhile (it could not be written, and was begun again at every Ready).
+    private int _snapshotsReceiving;
+
     // Cancelled when this node stops leading: ends the snapshots it is sending (see PeerTransport.SendSnapshot).
     private CancellationTokenSource? _leadership;
     private bool _statusStale;
@@ -391,7 +395,9 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     {
         try
         {
-            return new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
+            var incoming = new IncomingSnapshot(this, message, _snapshots.BeginReceive(message.Snapshot!));
+            Interlocked.Increment(ref _snapshotsReceiving);
+            return incoming;
         }
         catch (StorageWriteException ex)
         {
@@ -1207,7 +1213,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         // Ready of the round gets here with none pending.
         var applied = _raft.AppliedIndex;
         if (_snapshotInProgress || applied - _lastSnapshotIndex < _settings.SnapshotEntries || _cache.AppliedIndex != applied || applied < _replayedMembershipIndex
-            || _raft.HasReady())
+            || _raft.HasReady() || Volatile.Read(ref _snapshotsReceiving) > 0)
         {
             return;
         }
@@ -1255,8 +1261,8 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
         catch (SnapshotStoreBusyException)
         {
-            // A snapshot arriving from the leader is being written: it replaces this one. Not a failure (the metric's
-            // alert is for those); the next is taken after more entries.
+            // A snapshot arriving from the leader began being written after this capture did: it replaces this one. Not
+            // a failure (the metric's alert is for those); no capture begins while one is received.
             Log.SnapshotSkippedWhileReceiving(_logger, metadata.Index);
             _inputs.Writer.TryWrite(new SnapshotPersistedInput(null));
         }
@@ -1635,9 +1641,16 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 : ValueTask.FromException(new InvalidOperationException("the node stopped before it could install the snapshot"));
         }
 
+        private int _disposed;
+
         public ValueTask DisposeAsync()
         {
-            writer.Dispose();
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                writer.Dispose();
+                Interlocked.Decrement(ref driver._snapshotsReceiving);
+            }
+
             return ValueTask.CompletedTask;
         }
     }
@@ -1686,7 +1699,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         [LoggerMessage(Level = LogLevel.Warning, Message = "Snapshot at index {Index} was not taken: {Reason}")]
         public static partial void SnapshotFailed(ILogger logger, ulong index, string reason);
 
-        [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot at index {Index} skipped: a snapshot from the leader is being received; the next is taken after more entries")]
+        [LoggerMessage(Level = LogLevel.Information, Message = "Snapshot at index {Index} skipped: a snapshot from the leader is being received; none is begun until it is in")]
         public static partial void SnapshotSkippedWhileReceiving(ILogger logger, ulong index);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Installed snapshot {Index} (term {Term}) from the leader: {Keys} keys")]

@@ -70,6 +70,49 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         Assert.True(backup.State.KeyCount > 500, $"{backup.State.KeyCount} keys");
     }
 
+    /// <summary>
+    /// The store writes one snapshot at a time: while a snapshot from the leader is received, a capture of the node's
+    /// own could not be written, and was begun again (the whole state sliced through the loop) at every Ready for as
+    /// long as the receive lasted. None is begun until the received one is let go of.
+    /// </summary>
+    [Fact]
+    public async Task No_snapshot_of_its_own_is_taken_while_one_from_the_leader_is_being_received()
+    {
+        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
+        var store = new MemorySnapshots();
+        var metrics = new NodeMetrics();
+        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+        var driver = new RaftDriver(settings, disk, store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+        driver.Start(transport);
+        try
+        {
+            var random = new Random(11);
+            ulong id = 0;
+            var incoming = ((IRaftInbox)driver).BeginSnapshot(2, new Message
+            {
+                Type = MessageType.Snapshot, From = 2, To = 1, Term = 9, Snapshot = new SnapshotMetadata(1_000_000, 9, Membership.Of([1UL, 2UL])),
+            });
+            for (var batch = 0; batch < 6; batch++)
+            {
+                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
+            }
+
+            // 300 entries past a threshold of 100, and every Ready since looked: none begun while receiving.
+            Assert.Empty(store.All());
+
+            await incoming.DisposeAsync();
+            await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
+            await store.FirstSaved.WaitAsync(Patience);
+        }
+        finally
+        {
+            await driver.DisposeAsync();
+            await transport.DisposeAsync();
+            metrics.Dispose();
+        }
+    }
+
     [Fact]
     public async Task A_snapshot_the_store_cannot_write_durably_stops_the_loop_as_a_failed_log_write_does()
     {
@@ -311,7 +354,21 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
         public IReadOnlyList<StoredSnapshot> All() => [.. _stored.Values.OrderByDescending(s => s.Metadata.Index)];
 
-        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => throw new InvalidOperationException("no snapshots arrive in this test");
+        public IReceivedSnapshotWriter BeginReceive(SnapshotMetadata metadata) => new DiscardingWriter();
+
+        /// <summary>A snapshot from a leader that is never completed.</summary>
+        private sealed class DiscardingWriter : IReceivedSnapshotWriter
+        {
+            public void Write(ReadOnlySpan<byte> chunk)
+            {
+            }
+
+            public void Commit(ulong checksum) => throw new InvalidDataException("not completed in these tests");
+
+            public void Dispose()
+            {
+            }
+        }
     }
 
     private sealed class FailingOnceSnapshots : INodeSnapshotStore
