@@ -78,98 +78,59 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
     [Fact]
     public async Task No_snapshot_of_its_own_is_taken_while_one_from_the_leader_is_being_received()
     {
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
         var store = new MemorySnapshots();
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        try
+        await using var node = LoneNode.Start(store);
+        var driver = node.Driver;
+        var random = new Random(11);
+        ulong id = 0;
+        var incoming = ((IRaftInbox)driver).BeginSnapshot(2, new Message
         {
-            var random = new Random(11);
-            ulong id = 0;
-            var incoming = ((IRaftInbox)driver).BeginSnapshot(2, new Message
-            {
-                Type = MessageType.Snapshot, From = 2, To = 1, Term = 9, Snapshot = new SnapshotMetadata(1_000_000, 9, Membership.Of([1UL, 2UL])),
-            });
-            for (var batch = 0; batch < 6; batch++)
-            {
-                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
-            }
-
-            // 300 entries past a threshold of 100, and every Ready since looked: none begun while receiving.
-            Assert.Empty(store.All());
-
-            await incoming.DisposeAsync();
+            Type = MessageType.Snapshot, From = 2, To = 1, Term = 9, Snapshot = new SnapshotMetadata(1_000_000, 9, Membership.Of([1UL, 2UL])),
+        });
+        for (var batch = 0; batch < 6; batch++)
+        {
             await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
-            await store.FirstSaved.WaitAsync(Patience);
         }
-        finally
-        {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
-        }
+
+        // 300 entries past a threshold of 100, and every Ready since looked: none begun while receiving.
+        Assert.Empty(store.All());
+
+        await incoming.DisposeAsync();
+        await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Write(driver, random, ++id)));
+        await store.FirstSaved.WaitAsync(Patience);
     }
 
     [Fact]
     public async Task A_snapshot_the_store_cannot_write_durably_stops_the_loop_as_a_failed_log_write_does()
     {
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, new FullDiskSnapshots(), new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        try
+        await using var node = LoneNode.Start(new FullDiskSnapshots());
+        var driver = node.Driver;
+        // Past the 100 entries that start a snapshot; writes stop being answered once the loop has failed.
+        var random = new Random(3);
+        for (ulong id = 1; id <= 300 && !driver.Completion.IsCompleted; id++)
         {
-            // Past the 100 entries that start a snapshot; writes stop being answered once the loop has failed.
-            var random = new Random(3);
-            for (ulong id = 1; id <= 300 && !driver.Completion.IsCompleted; id++)
-            {
-                await Task.WhenAny(Write(driver, random, id), driver.Completion);
-            }
+            await Task.WhenAny(Write(driver, random, id), driver.Completion);
+        }
 
-            var failure = await Assert.ThrowsAsync<StorageWriteException>(() => driver.Completion.WaitAsync(Patience));
-            Assert.Contains("could not be written durably", failure.Message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
-        }
+        var failure = await Assert.ThrowsAsync<StorageWriteException>(() => driver.Completion.WaitAsync(Patience));
+        Assert.Contains("could not be written durably", failure.Message, StringComparison.Ordinal);
     }
 
     [Fact]
     public async Task A_snapshot_that_fails_for_any_other_reason_is_taken_again_later()
     {
-        var disk = MemoryStorage.Bootstrap(Membership.Of([1UL]));
         var store = new FailingOnceSnapshots();
-        var metrics = new NodeMetrics();
-        var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
-        var driver = new RaftDriver(settings, disk, store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
-        var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
-        driver.Start(transport);
-        try
+        await using var node = LoneNode.Start(store);
+        var driver = node.Driver;
+        // The first snapshot fails (as a catalogue write on a full SQLite database would); a later one must be taken.
+        var random = new Random(5);
+        for (ulong id = 1; id <= 400 && !store.Saved.IsCompleted; id++)
         {
-            // The first snapshot fails (as a catalogue write on a full SQLite database would); a later one must be taken.
-            var random = new Random(5);
-            for (ulong id = 1; id <= 400 && !store.Saved.IsCompleted; id++)
-            {
-                await Write(driver, random, id);
-            }
+            await Write(driver, random, id);
+        }
 
-            await store.Saved.WaitAsync(Patience);
-            Assert.False(driver.Completion.IsCompleted);
-        }
-        finally
-        {
-            await driver.DisposeAsync();
-            await transport.DisposeAsync();
-            metrics.Dispose();
-        }
+        await store.Saved.WaitAsync(Patience);
+        Assert.False(driver.Completion.IsCompleted);
     }
 
     [Fact]
@@ -332,6 +293,40 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
         using var copy = new MemoryStream();
         stream.CopyTo(copy);
         return copy.ToArray();
+    }
+
+    /// <summary>A single-voter node's driver, its transport (to nobody) and metrics, disposed together.</summary>
+    private sealed class LoneNode : IAsyncDisposable
+    {
+        private readonly PeerTransport _transport;
+        private readonly NodeMetrics _metrics;
+
+        private LoneNode(RaftDriver driver, PeerTransport transport, NodeMetrics metrics)
+        {
+            Driver = driver;
+            _transport = transport;
+            _metrics = metrics;
+        }
+
+        public RaftDriver Driver { get; }
+
+        /// <summary>Starts a node that takes a snapshot every 100 entries into <paramref name="store"/>.</summary>
+        public static LoneNode Start(INodeSnapshotStore store)
+        {
+            var metrics = new NodeMetrics();
+            var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1 }, TimeSpan.FromMilliseconds(10), 100, 1_000_000, TimeSpan.FromHours(1), TimeSpan.FromMinutes(1));
+            var driver = new RaftDriver(settings, MemoryStorage.Bootstrap(Membership.Of([1UL])), store, new CacheStateMachine(), new AddressBook(new Dictionary<ulong, string>()), (_, _) => { }, TimeProvider.System, metrics, NullLogger<RaftDriver>.Instance);
+            var transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, driver.Clocks, driver, NullLogger<PeerTransport>.Instance);
+            driver.Start(transport);
+            return new LoneNode(driver, transport, metrics);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Driver.DisposeAsync();
+            await _transport.DisposeAsync();
+            _metrics.Dispose();
+        }
     }
 
     private sealed class MemorySnapshots : INodeSnapshotStore
