@@ -16,6 +16,7 @@ GatewayOptions gatewayOptions;
 ClusterOptions clusterOptions;
 try
 {
+    CheckKnownKeys(builder.Configuration);
     // A value the binder cannot convert (a misspelt ReadRouting, a port that is not a number) fails here too.
     gatewayOptions = builder.Configuration.GetSection(GatewayOptions.Section).Get<GatewayOptions>() ?? new GatewayOptions();
     clusterOptions = builder.Configuration.GetSection(ClusterOptions.Section).Get<ClusterOptions>() ?? new ClusterOptions();
@@ -74,6 +75,16 @@ catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketExcepti
 }
 
 return 0;
+
+static void CheckKnownKeys(IConfiguration configuration)
+{
+    static IEnumerable<string> KeysOf(IConfiguration configuration, string section) => configuration.GetSection(section).GetChildren().Select(child => child.Key);
+
+    ConfigurationChecks.KnownKeys(ConfigurationChecks.Root, KeysOf(configuration, ConfigurationChecks.Root), ConfigurationChecks.RootSections);
+    ConfigurationChecks.KnownKeys(GatewayOptions.Section, KeysOf(configuration, GatewayOptions.Section), [.. ConfigurationChecks.SettingNames(typeof(GatewayOptions)), ClusterOptions.SectionName, RespOptions.SectionName]);
+    ConfigurationChecks.KnownKeys(ClusterOptions.Section, KeysOf(configuration, ClusterOptions.Section), ConfigurationChecks.SettingNames(typeof(ClusterOptions)));
+    ConfigurationChecks.KnownKeys(RespSection, KeysOf(configuration, RespSection), ConfigurationChecks.SettingNames(typeof(RespOptions)));
+}
 
 // The front end validates its options again when it starts; checked here first, a bad value is a one-line error.
 static void ValidateResp(IConfigurationSection section)

@@ -15,6 +15,8 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = ar
 NodeOptions nodeOptions;
 try
 {
+    ConfigurationChecks.KnownKeys(ConfigurationChecks.Root, builder.Configuration.GetSection(ConfigurationChecks.Root).GetChildren().Select(child => child.Key), ConfigurationChecks.RootSections);
+    ConfigurationChecks.KnownKeys(NodeOptions.Section, builder.Configuration.GetSection(NodeOptions.Section).GetChildren().Select(child => child.Key), ConfigurationChecks.SettingNames(typeof(NodeOptions)));
     // A value the binder cannot convert (a NodeId that is not a number) fails here too.
     nodeOptions = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
     nodeOptions.Validate();

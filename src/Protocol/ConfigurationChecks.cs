@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Reflection;
 
 namespace Dcache.Protocol;
 
@@ -59,5 +60,58 @@ public static class ConfigurationChecks
         }
 
         throw new InvalidOperationException($"{key} must be http://<IP address or localhost>:<port 1-65535>, not '{url}'");
+    }
+
+    /// <summary>The root of every Dcache setting, and the sections under it: one environment may serve both programs.</summary>
+    public const string Root = "Dcache";
+
+    public static readonly IReadOnlyList<string> RootSections = ["Node", "Gateway"];
+
+    /// <summary>
+    /// Refuses a key of a section that names no setting. The configuration binder ignores such a key, so a misspelt
+    /// setting (ElectionTick for ElectionTicks, a section named Nodes) left its default in force without a word.
+    /// </summary>
+    public static void KnownKeys(string section, IEnumerable<string> keys, IReadOnlyCollection<string> known)
+    {
+        foreach (var key in keys)
+        {
+            if (known.Contains(key, StringComparer.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            var closest = known.MinBy(name => EditDistance(name, key));
+            var hint = closest is not null && EditDistance(closest, key) <= Math.Max(2, key.Length / 3) ? $" (did you mean {section}:{closest}?)" : "";
+            throw new InvalidOperationException($"{section}:{key} is not a setting{hint}");
+        }
+    }
+
+    /// <summary>The keys an options class takes: its public properties the binder can set.</summary>
+    public static IReadOnlyCollection<string> SettingNames(Type options) =>
+        [.. options.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(property => property.SetMethod is { IsPublic: true }).Select(property => property.Name)];
+
+    /// <summary>Levenshtein distance, ignoring case as configuration keys do.</summary>
+    private static int EditDistance(string a, string b)
+    {
+        var previous = new int[b.Length + 1];
+        var current = new int[b.Length + 1];
+        for (var j = 0; j <= b.Length; j++)
+        {
+            previous[j] = j;
+        }
+
+        for (var i = 1; i <= a.Length; i++)
+        {
+            current[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var substitution = char.ToUpperInvariant(a[i - 1]) == char.ToUpperInvariant(b[j - 1]) ? 0 : 1;
+                current[j] = Math.Min(Math.Min(previous[j] + 1, current[j - 1] + 1), previous[j - 1] + substitution);
+            }
+
+            (previous, current) = (current, previous);
+        }
+
+        return previous[b.Length];
     }
 }

@@ -39,6 +39,38 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A key that names no setting: the configuration binder ignores it, so a misspelt setting used to leave its default
+    /// in force without a word (ElectionTick for ElectionTicks ran with the default election timeout).
+    /// </summary>
+    [Fact]
+    public async Task ANodeAndAGatewayGivenAKeyThatNamesNoSettingEachExitWithCode2AndALineNamingTheClosestOne()
+    {
+        var data = Directory.CreateTempSubdirectory("unknown-setting-");
+        var ports = FreePorts.Allocate(6);
+        await using var node = new ChildProcess("node", RepoPaths.NodeDll);
+        await using var nodeUnderWrongSection = new ChildProcess("node under a wrong section", RepoPaths.NodeDll);
+        await using var gateway = new ChildProcess("gateway", RepoPaths.GatewayDll);
+        try
+        {
+            node.Start([.. NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1")), "--Dcache:Node:ElectionTick=20"]);
+            nodeUnderWrongSection.Start([.. NodeArguments(2, ports[2], ports[3], Path.Combine(data.FullName, "node2")), "--Dcache:Nodes:ElectionTicks=20"]);
+            gateway.Start([
+                $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
+                $"--Dcache:Gateway:Port={ports[4]}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[5]}",
+                "--Dcache:Gateway:Resp:RequirePassword=secret",
+            ]);
+
+            await AssertRefusedAsync(node, "dcache-node: invalid configuration: Dcache:Node:ElectionTick is not a setting (did you mean Dcache:Node:ElectionTicks?)");
+            await AssertRefusedAsync(nodeUnderWrongSection, "dcache-node: invalid configuration: Dcache:Nodes is not a setting (did you mean Dcache:Node?)");
+            await AssertRefusedAsync(gateway, "dcache-gateway: invalid configuration: Dcache:Gateway:Resp:RequirePassword is not a setting (did you mean Dcache:Gateway:Resp:RequirePass?)");
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
     [Fact]
     public async Task ANodeWhoseDataDirectoryCannotBeWrittenExitsWithCode2AndALineNamingItAndTheSystemsReason()
     {

@@ -6,7 +6,9 @@ namespace Dcache.Gateway.Cluster;
 /// <summary>How the gateway reaches the cluster (section "Dcache:Gateway:Cluster").</summary>
 public sealed class ClusterOptions
 {
-    public const string Section = "Dcache:Gateway:Cluster";
+    public const string SectionName = "Cluster";
+
+    public const string Section = $"{Hosting.GatewayOptions.Section}:{SectionName}";
 
     /// <summary>The nodes' gRPC addresses, "http://127.0.0.1:7001,http://127.0.0.1:7002,...".</summary>
     public string Nodes { get; set; } = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003";
