@@ -7,6 +7,33 @@ namespace Dcache.Integration.Tests;
 /// <summary>Real Redis clients through the gateway in front of a real 3-node cluster.</summary>
 public sealed class GatewayClientTests(ITestOutputHelper output)
 {
+    /// <summary>
+    /// A gateway whose secret the nodes refuse: its clients waited out the whole deadline for a TRYAGAIN that said only
+    /// "the cluster did not answer in time", and its log warned of every stream retry, twice a second per node.
+    /// </summary>
+    [Fact]
+    public async Task AGatewayWhoseSecretTheNodesRefuseSaysSoToItsClientsAndLogsItOncePerNode()
+    {
+        await using var cluster = new LocalCluster(output);
+        await cluster.StartAsync();
+        await cluster.StartGatewayAsync(new Dictionary<string, string> { ["Cluster:ClusterSecret"] = "not-the-secret" });
+        const string Refused = "TRYAGAIN cluster unavailable, command not applied (safe to retry): not applied: every node refuses this gateway's credentials (wrong or missing cluster secret); Dcache:Gateway:Cluster:ClusterId and ClusterSecret must be the nodes'";
+
+        // The first command may come before any node has refused a call.
+        await Eventually.WaitAsync(async () => (await RedisTools.RedisCliAsync(cluster.GatewayPort, "SET k v")).Output.Trim() == Refused, TimeSpan.FromSeconds(30), "SET to be refused for the credentials");
+        var (_, replies) = await RedisTools.RedisCliScriptAsync(cluster.GatewayPort, "SET k v", "GET k", "INCR n");
+        Assert.Equal(string.Join("\n\n", Enumerable.Repeat(Refused, 3)), replies.Trim());
+
+        var log = cluster.Gateway!.RecentOutput(2000);
+        foreach (var node in cluster.Nodes.Values)
+        {
+            var line = $"Node {node.GrpcUrl} refuses this gateway's credentials: wrong or missing cluster secret.";
+            Assert.True(log.Split(line).Length - 1 == 1, $"expected one '{line}' in the gateway's log:\n{log}");
+        }
+
+        Assert.DoesNotContain("Command stream to", log, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task RedisCliRoundTripsEveryDocumentedCommandAndRedisBenchmarkRunsClean()
     {

@@ -166,7 +166,7 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
             batch.GiveUp(null);
         }
-        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or NodeBacklogFullException or BrokenCircuitException or RpcException)
+        catch (Exception ex) when (ex is TimeoutRejectedException or NodeUnreachableException or NodeBacklogFullException or BrokenCircuitException or RpcException or CredentialsRefusedException)
         {
             batch.GiveUp(ex);
         }
@@ -309,6 +309,11 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
         public async ValueTask<AttemptResult> AttemptAsync(CancellationToken token)
         {
+            if (_cluster.CredentialsRefusedByEveryNode() is { } refusal)
+            {
+                throw new CredentialsRefusedException($"every node refuses this gateway's credentials ({refusal}); {ClusterOptions.Section}:ClusterId and ClusterSecret must be the nodes'");
+            }
+
             // A node that names the leader is believed even while that leader's breaker is open: otherwise the
             // followers would keep pointing at it, at once, in a tight loop. An open breaker fails fast, and the
             // retry then backs off.
@@ -529,9 +534,13 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
             {
                 if (!_answered[i])
                 {
-                    Answer(i, _maybeApplied[i]
-                        ? Unknown(_attempts[i], $"no reply within the deadline ({detail})")
-                        : Failure(FailureKind.Unavailable, $"not applied: the cluster did not answer in time ({detail})"));
+                    Answer(i, (_maybeApplied[i], error) switch
+                    {
+                        (true, CredentialsRefusedException) => Unknown(_attempts[i], detail),
+                        (true, _) => Unknown(_attempts[i], $"no reply within the deadline ({detail})"),
+                        (false, CredentialsRefusedException) => Failure(FailureKind.Unavailable, $"not applied: {detail}"),
+                        _ => Failure(FailureKind.Unavailable, $"not applied: the cluster did not answer in time ({detail})"),
+                    });
                 }
             }
         }
@@ -563,6 +572,23 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
 
             public Task? Sent;
         }
+    }
+
+    /// <summary>A node's reason when every node refuses this gateway's credentials; null while any accepts them or has not said.</summary>
+    private string? CredentialsRefusedByEveryNode()
+    {
+        string? reason = null;
+        foreach (var node in _nodes)
+        {
+            if (node.CredentialsRefused is not { } refused)
+            {
+                return null;
+            }
+
+            reason ??= refused;
+        }
+
+        return reason;
     }
 
     /// <summary>
@@ -859,13 +885,14 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         try
         {
             var status = await node.Client.StatusAsync(new StatusRequest(), node.Headers, DateTime.UtcNow.AddSeconds(1), token).ConfigureAwait(false);
+            node.NoteAnswered();
             node.NodeId = status.NodeId;
             round.Heard(this, node, status);
         }
         catch (RpcException ex)
         {
             // A poll cut short by shutdown surfaces as a Cancelled RpcException: not a failure worth reporting.
-            if (!token.IsCancellationRequested)
+            if (!token.IsCancellationRequested && !node.NoteIfCredentialsRefused(ex))
             {
                 Log.StatusFailed(_logger, node.Address, ex.Status.StatusCode);
             }

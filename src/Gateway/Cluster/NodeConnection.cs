@@ -35,6 +35,12 @@ public sealed class NodeUnreachableException(string message, bool maybeDelivered
 public sealed class NodeBacklogFullException(string message) : Exception(message);
 
 /// <summary>
+/// Not sent: every node refuses this gateway's cluster id or secret. Retrying cannot help until the configuration of the
+/// gateway or of the nodes changes, so the command is answered at once rather than at its deadline.
+/// </summary>
+public sealed class CredentialsRefusedException(string message) : Exception(message);
+
+/// <summary>
 /// One node, reached through a few long-lived bidirectional streams. Batches of commands from all client connections
 /// are queued; each stream's writer sends whatever is queued as one batch message, and its reader completes commands
 /// by id as replies arrive. A broken stream fails its in-flight batches and is reopened. Nothing is kept for an attempt
@@ -107,6 +113,43 @@ public sealed partial class NodeConnection : IAsyncDisposable
             // caller's cancellation.
             .AddTimeout(attemptTimeout)
             .Build();
+    }
+
+    /// <summary>
+    /// The node's reason for refusing this gateway's credentials (wrong cluster id, wrong secret), null while it accepts
+    /// them: set by a refused call, cleared by any answer.
+    /// </summary>
+    public string? CredentialsRefused => Volatile.Read(ref _credentialsRefused);
+
+    private string? _credentialsRefused;
+
+    /// <summary>
+    /// Takes in a failed call: a refusal of the credentials is recorded, and logged as an error when the node's reason
+    /// changes (once, not at every stream retry). Returns whether it was one.
+    /// </summary>
+    public bool NoteIfCredentialsRefused(Exception failure)
+    {
+        if (failure is not RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.Unauthenticated } refused)
+        {
+            return false;
+        }
+
+        var reason = refused.Status.Detail;
+        if (Interlocked.Exchange(ref _credentialsRefused, reason) != reason)
+        {
+            Log.CredentialsRefused(_logger, Address, reason, ClusterOptions.Section);
+        }
+
+        return true;
+    }
+
+    /// <summary>The node answered a call: it accepts the credentials.</summary>
+    public void NoteAnswered()
+    {
+        if (Volatile.Read(ref _credentialsRefused) is not null)
+        {
+            Volatile.Write(ref _credentialsRefused, null);
+        }
     }
 
     /// <summary>See <see cref="ClusterOptions.BreakerSamplingMilliseconds"/>.</summary>
@@ -481,7 +524,11 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 }
                 catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException)
                 {
-                    Log.StreamFailed(_node._logger, _node.Address, ex.Message);
+                    if (!_node.NoteIfCredentialsRefused(ex))
+                    {
+                        Log.StreamFailed(_node._logger, _node.Address, ex.Message);
+                    }
+
                     FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
                     try
                     {
@@ -571,6 +618,7 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 }
 
                 Interlocked.Add(ref _node._sent, -answered);
+                _node.NoteAnswered();
                 if (answered > 0)
                 {
                     Volatile.Write(ref _answeredSinceOpen, 1);
@@ -620,5 +668,8 @@ public sealed partial class NodeConnection : IAsyncDisposable
     {
         [LoggerMessage(Level = LogLevel.Warning, Message = "Command stream to {Address} failed: {Reason}")]
         public static partial void StreamFailed(ILogger logger, string address, string reason);
+
+        [LoggerMessage(Level = LogLevel.Error, Message = "Node {Address} refuses this gateway's credentials: {Reason}. {Section}:ClusterId and ClusterSecret must be the nodes' ClusterId and ClusterSecret")]
+        public static partial void CredentialsRefused(ILogger logger, string address, string reason, string section);
     }
 }
