@@ -40,7 +40,10 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.Listen(ConfigurationChecks.ListenEndpoint(nodeOptions.GrpcUrl, $"{NodeOptions.Section}:GrpcUrl"), listen => listen.Protocols = HttpProtocols.Http2);
     // Health and metrics are scraped over HTTP/1.1.
     kestrel.Listen(ConfigurationChecks.ListenEndpoint(nodeOptions.HttpUrl, $"{NodeOptions.Section}:HttpUrl"), listen => listen.Protocols = HttpProtocols.Http1);
-    kestrel.Limits.MaxRequestBodySize = nodeOptions.MaxMessageBytes;
+    // gRPC's own limits bound each message (each service's, checked before its handler runs); Kestrel's body limit applies
+    // to unary calls only, and at this node's MaxMessageBytes it refused a larger forwarded write (ExecuteOne) from
+    // inside the handler, which the sender could only take for an unknown outcome.
+    kestrel.Limits.MaxRequestBodySize = MessageLimits.MaxMaxMessageBytes;
     kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
     if (nodeOptions.KeepAlivePingDelaySeconds > 0)
     {

@@ -94,6 +94,38 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A rolling raise of MaxMessageBytes begun with the followers: a write forwarded through one of them (the gateway
+    /// cannot reach the leader) that the leader's own limit refuses was answered UNKNOWN, though the leader's server had
+    /// refused the message before running it. It is a "command too large" error now, and nothing is applied.
+    /// </summary>
+    [Fact]
+    public async Task AForwardedWriteOverTheLeadersOwnLimitIsRefusedAsTooLargeNotLeftUnknown()
+    {
+        var patience = TimeSpan.FromSeconds(20);
+        await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["MaxMessageBytes"] = $"{MaxMessageBytes}" });
+        cluster.SetNodeSetting(1, "MaxMessageBytes", $"{Protocol.MessageLimits.MinMaxMessageBytes}");
+        await cluster.StartAsync();
+        if (await cluster.WaitForLeaderAsync(patience) != 1)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            await Eventually.WaitAsync(async () => await cluster.WaitForLeaderAsync(patience) == 1, patience, "node 1 to lead");
+        }
+
+        var large = Commands.Set("forwarded", new string('f', 2 * Protocol.MessageLimits.MinMaxMessageBytes));
+        large.ForwardToLeader = true;
+        var refused = await cluster.ExecuteAsync(2, large, patience);
+        Assert.True(refused.Error.StartsWith("ERR command too large", StringComparison.Ordinal), refused.ToString());
+        output.WriteLine(refused.Error);
+        Assert.Contains("for the leader, node 1: Received message exceeds the maximum configured message size.", refused.Error, StringComparison.Ordinal);
+
+        var small = Commands.Set("forwarded", "small");
+        small.ForwardToLeader = true;
+        var accepted = await cluster.ExecuteAsync(2, small, patience);
+        Assert.True(accepted.Ok, accepted.ToString());
+    }
+
+    /// <summary>
     /// A rolling raise of MaxMessageBytes: the leader's limit is raised first, and it accepts an entry larger than its
     /// followers' own limit. Peers exchange whatever the log holds, so the entry commits and reaches every replica (with
     /// each node's own limit on the Raft streams, the followers refused the Append at every heartbeat and nothing

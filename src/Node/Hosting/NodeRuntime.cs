@@ -65,7 +65,7 @@ public sealed partial class NodeRuntime : IHostedLifecycleService, IAsyncDisposa
         var metadata = _storage.Metadata;
         Credentials = new ClusterCredentials(_options.ClusterId, _options.ClusterSecret, _options.CacheSettings, metadata.FoundingLog ?? "", metadata.RecordFoundingLog);
         Addresses = new AddressBook(members);
-        _forwarder = new LeaderForwarder(Credentials, _options.MaxMessageBytes, metrics, loggers.CreateLogger<LeaderForwarder>());
+        _forwarder = new LeaderForwarder(Credentials, MessageLimits.MaxMaxMessageBytes, metrics, loggers.CreateLogger<LeaderForwarder>());
 
         var raftOptions = new RaftOptions
         {

@@ -102,6 +102,10 @@ public sealed partial class LeaderForwarder(ClusterCredentials credentials, int 
             {
                 return await call.ResponseAsync.ConfigureAwait(false);
             }
+            catch (RpcException ex) when (RefusedAsTooLarge(ex))
+            {
+                return new Proto.Reply { Id = id, Error = $"ERR command too large for the leader, node {leaderId}: {ex.Status.Detail} (its Dcache:Node:MaxMessageBytes is below this node's)" };
+            }
             catch (RpcException ex)
             {
                 Log.ForwardFailed(logger, leaderId, leaderAddress, ex.StatusCode, ex.Status.Detail);
@@ -131,6 +135,13 @@ public sealed partial class LeaderForwarder(ClusterCredentials credentials, int 
         failure.StatusCode == StatusCode.Unavailable && failure.Status.DebugException is
             SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable }
             or HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };
+
+    /// <summary>
+    /// The leader's gRPC server refused the message as over its MaxMessageBytes, before any handler ran. Replies cannot
+    /// be what failed: this node's channel receives up to the largest limit any node may have.
+    /// </summary>
+    private static bool RefusedAsTooLarge(RpcException failure) =>
+        failure.StatusCode == StatusCode.ResourceExhausted && failure.Status.Detail.StartsWith("Received message exceeds", StringComparison.Ordinal);
 
     private LeaderChannel? Acquire(string address)
     {
