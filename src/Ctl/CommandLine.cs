@@ -47,7 +47,8 @@ internal static class CommandLine
 
     public static async Task<int> RunAsync(string[] args)
     {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        // Asked for after a command too (`member --help`): that used to be an unknown option or verb, exit code 2.
+        if (args.Length == 0 || args[0] is "help" || args.Any(arg => arg is "-h" or "--help"))
         {
             Console.WriteLine(Usage);
             return args.Length == 0 ? 2 : 0;
@@ -213,6 +214,11 @@ internal sealed class Options
                 if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
                 {
                     throw new FormatException($"--endpoints: '{endpoint}' is not an http:// URL");
+                }
+
+                if (!Protocol.ClusterMembers.NamesPort(endpoint))
+                {
+                    throw new FormatException($"--endpoints: '{endpoint}' names no port (a node's GrpcUrl port, as in http://{uri.Host}:7001)");
                 }
             }
 

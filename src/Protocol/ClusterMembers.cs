@@ -24,6 +24,11 @@ public static class ClusterMembers
                 throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
             }
 
+            if (!NamesPort(url))
+            {
+                throw new FormatException($"'{url}' (node {id}) names no port (the node's GrpcUrl port, as in http://{uri.Host}:7001)");
+            }
+
             if (uri.Port == 0)
             {
                 // Port 0 only means "any free port" to a listener: nothing can be reached there.
@@ -54,6 +59,21 @@ public static class ClusterMembers
     public static bool SameNode(string first, string second) =>
         Uri.TryCreate(first, UriKind.Absolute, out var a) && Uri.TryCreate(second, UriKind.Absolute, out var b)
         && string.Equals(NodeOf(a), NodeOf(b), StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// Whether <paramref name="url"/> spells out its port. A node's URL without one means port 80, where no node listens
+    /// by default: `member add --address http://10.0.0.4` added a member nothing could reach.
+    /// </summary>
+    public static bool NamesPort(string url)
+    {
+        var start = url.IndexOf("://", StringComparison.Ordinal);
+        var authority = start < 0 ? url : url[(start + 3)..];
+        var end = authority.IndexOfAny(['/', '?', '#']);
+        authority = end < 0 ? authority : authority[..end];
+        // After an IPv6 literal's closing bracket, or anywhere in a host name or IPv4 address.
+        var colon = authority.LastIndexOf(':');
+        return colon > authority.LastIndexOf(']') && colon < authority.Length - 1;
+    }
 
     private static string NodeOf(Uri uri) => string.Create(CultureInfo.InvariantCulture, $"{uri.Scheme}://{uri.Host}:{uri.Port}");
 }

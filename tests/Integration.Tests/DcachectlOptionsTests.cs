@@ -56,6 +56,18 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>Help asked for after a command was an unknown option or verb (exit code 2).</summary>
+    [Theory]
+    [InlineData("member", "--help")]
+    [InlineData("status", "-h")]
+    [InlineData("snapshot", "restore", "--help")]
+    public async Task HelpAfterACommandPrintsTheUsage(params string[] args)
+    {
+        var help = await Dcachectl.RunAsync(output, args);
+        Assert.True(help.Exit == 0, help.ToString());
+        Assert.Contains("usage: dcachectl COMMAND [options]", help.ToString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task AnEndpointThatIsNotAnHttpUrlOrNoEndpointAtAllIsAUsageError()
     {
@@ -64,6 +76,7 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["member", "list", "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["leader", "transfer", "--endpoints", "http://127.0.0.1:1,ftp://127.0.0.1:7001", .. credentials]), 2, "'ftp://127.0.0.1:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "http://127.0.0.1", .. credentials]), 2, "'http://127.0.0.1' names no port");
         // An unset variable in `--endpoints "$NODES"`: status asked nobody, and said all was well.
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "", .. credentials]), 2, "--endpoints lists no endpoint");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", " , ", .. credentials]), 2, "--endpoints lists no endpoint");

@@ -36,6 +36,21 @@ public sealed class AdminServiceAddressTests
         Assert.EndsWith($"already belongs to node {owner}", refused.Status.Detail, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("http://10.0.0.4")]
+    [InlineData("http://10.0.0.4/")]
+    [InlineData("http://[::1]")]
+    public async Task Adding_a_member_at_an_address_without_a_port_is_refused_as_port_80_is_no_nodes_port(string address)
+    {
+        await using var node = await LeadingNodeAsync();
+        await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
+
+        var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberAddAsync(
+            new Proto.MemberAddRequest { Id = 4, Address = address }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("names no port", refused.Status.Detail, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Moving_a_member_to_another_members_address_written_differently_is_refused_and_its_own_is_not()
     {
