@@ -61,6 +61,7 @@ internal static class DevCluster
         var members = string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{basePort + id - 1}"));
         var nodeUrls = string.Join(",", Enumerable.Range(1, count).Select(id => $"http://127.0.0.1:{basePort + id - 1}"));
         var processes = new List<Process>();
+        var names = new Dictionary<Process, string>();
         var endedEarly = new HashSet<Process>();
         using var stopping = new CancellationTokenSource();
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
@@ -84,7 +85,7 @@ internal static class DevCluster
                 info.ArgumentList.Add(arg);
             }
 
-            processes.Add(Process.Start(info) ?? throw new InvalidOperationException("could not start a node"));
+            processes.Add(StartNamed(info, string.Create(CultureInfo.InvariantCulture, $"node {id}")));
         }
 
         var gateway = new ProcessStartInfo("dotnet") { UseShellExecute = false };
@@ -97,7 +98,7 @@ internal static class DevCluster
         // Every node shares this machine's cores: reads spread over followers would cost about twice the CPU of
         // reads at the leader (docs/benchmarks.md), and there is no second machine to spread them to.
         gateway.ArgumentList.Add($"--Dcache:Gateway:Cluster:ReadRouting={readRouting}");
-        processes.Add(Process.Start(gateway) ?? throw new InvalidOperationException("could not start the gateway"));
+        processes.Add(StartNamed(gateway, "gateway"));
 
         Console.WriteLine($"Dcache dev cluster: {count} nodes and a gateway, data under {data}");
         Console.WriteLine($"  connect: redis-cli -p {gatewayPort}");
@@ -115,7 +116,7 @@ internal static class DevCluster
         {
             // A process that ended before the cluster was ready (a port in use, a bad setting) leaves nothing to watch:
             // the others are stopped, and dev fails.
-            if (await ReportReadinessAsync(new Uri($"http://127.0.0.1:{basePort + 2000}/health"), gatewayPort, processes, stopping.Token).ConfigureAwait(false))
+            if (await ReportReadinessAsync(new Uri($"http://127.0.0.1:{basePort + 2000}/health"), gatewayPort, names, stopping.Token).ConfigureAwait(false))
             {
                 await Task.Delay(Timeout.Infinite, stopping.Token).ConfigureAwait(false);
             }
@@ -157,7 +158,7 @@ internal static class DevCluster
         var failed = processes.Where(p => killedHere.Contains(p) || endedEarly.Contains(p) || p.ExitCode is not (0 or 143 or 137)).ToList();
         foreach (var process in failed)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {process.Id} exited with code {process.ExitCode}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{names[process]} (process {process.Id}) exited with code {process.ExitCode}"));
         }
 
         Console.WriteLine(failed.Count == 0 ? "All nodes stopped." : $"{failed.Count} process(es) exited with an error; see their output above.");
@@ -168,6 +169,33 @@ internal static class DevCluster
             context.Cancel = true;
             stopping.Cancel();
         }
+
+        // Four processes share one terminal: each line says whose it is.
+        Process StartNamed(ProcessStartInfo info, string name)
+        {
+            info.RedirectStandardOutput = true;
+            info.RedirectStandardError = true;
+            var process = new Process { StartInfo = info };
+            process.OutputDataReceived += (_, line) => Prefix(Console.Out, line.Data);
+            process.ErrorDataReceived += (_, line) => Prefix(Console.Error, line.Data);
+            if (!process.Start())
+            {
+                throw new InvalidOperationException($"could not start {name}");
+            }
+
+            names[process] = name;
+            process.BeginOutputReadLine();
+            process.BeginErrorReadLine();
+            return process;
+
+            void Prefix(TextWriter writer, string? line)
+            {
+                if (line is not null)
+                {
+                    writer.WriteLine($"{name} | {line}");
+                }
+            }
+        }
     }
 
     private static readonly TimeSpan ReadinessPatience = TimeSpan.FromSeconds(120);
@@ -176,16 +204,16 @@ internal static class DevCluster
     /// Says when the gateway knows a leader: until then every command answers -TRYAGAIN, which a first-time user would
     /// take for a broken cluster. The gateway's /health names the leader it found.
     /// </summary>
-    private static async Task<bool> ReportReadinessAsync(Uri gatewayHealth, int gatewayPort, IReadOnlyList<Process> processes, CancellationToken cancellationToken)
+    private static async Task<bool> ReportReadinessAsync(Uri gatewayHealth, int gatewayPort, IReadOnlyDictionary<Process, string> processes, CancellationToken cancellationToken)
     {
         Console.WriteLine("Waiting for the nodes to elect a leader...");
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = DateTime.UtcNow.Add(ReadinessPatience);
         while (DateTime.UtcNow < deadline)
         {
-            if (processes.FirstOrDefault(p => p.HasExited) is { } exited)
+            if (processes.Keys.FirstOrDefault(p => p.HasExited) is { } exited)
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"process {exited.Id} exited with code {exited.ExitCode} before the cluster was ready; see its output above."));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{processes[exited]} (process {exited.Id}) exited with code {exited.ExitCode} before the cluster was ready; see its output above."));
                 return false;
             }
 

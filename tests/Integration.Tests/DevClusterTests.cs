@@ -43,6 +43,12 @@ public sealed class DevClusterTests(ITestOutputHelper output)
             // The status command dev prints must reach this cluster as printed, whatever --base-port says.
             var printed = dev.RecentOutput(lines: 2000);
             Assert.Contains($"-- status --endpoints http://127.0.0.1:{basePort},http://127.0.0.1:{basePort + 1},http://127.0.0.1:{basePort + 2} ", printed, StringComparison.Ordinal);
+            // Four processes' logs share dev's output: each line names its process.
+            foreach (var process in new[] { "node 1", "node 2", "node 3", "gateway" })
+            {
+                Assert.Contains($"\n{process} | ", printed, StringComparison.Ordinal);
+            }
+
 
             var children = ChildrenOf(dev.ProcessId!.Value);
             Assert.Equal(4, children.Length); // three nodes and the gateway
@@ -71,7 +77,9 @@ public sealed class DevClusterTests(ITestOutputHelper output)
         {
             var dev = await Dcachectl.RunAsync(output, "dev", "--nodes", "1", "--data", data.FullName, "--base-port", Text(FreeBasePort()), "--gateway-port", Text(takenPort));
             Assert.True(dev.Exit == 1, dev.ToString());
+            Assert.Contains("gateway (process ", dev.Output, StringComparison.Ordinal);
             Assert.Contains("before the cluster was ready", dev.Output, StringComparison.Ordinal);
+            Assert.Contains("gateway | dcache-gateway: cannot listen", dev.Error, StringComparison.Ordinal);
             Assert.DoesNotContain("All nodes stopped.", dev.Output, StringComparison.Ordinal);
         }
         finally
