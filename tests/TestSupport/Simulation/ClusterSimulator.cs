@@ -53,6 +53,7 @@ public sealed partial class ClusterSimulator
         Deliver,
         ReadyDurable,
         SnapshotReport,
+        UnreachableReport,
         ClientWake,
         ClientTimeout,
         Fault,
@@ -172,6 +173,9 @@ public sealed partial class ClusterSimulator
                 break;
             case EventKind.SnapshotReport:
                 OnSnapshotReport(e);
+                break;
+            case EventKind.UnreachableReport:
+                OnUnreachableReport(e);
                 break;
             case EventKind.ClientWake:
                 OnClientWake(e);
@@ -637,6 +641,13 @@ public sealed partial class ClusterSimulator
                 _trace.Add(_now, "drop", message.To, message);
             }
 
+            // The node's transport tells Raft when a stream to a peer fails (PeerTransport, RaftDriver): a lost Append
+            // is reported as such here, so the leader's fall back from pipelining to probing is exercised too.
+            if (message.Type == MessageType.Append)
+            {
+                Schedule(_now + MicrosPerMs, new SimEvent(EventKind.UnreachableReport) { Node = message.From, Generation = e.Generation, Peer = message.To });
+            }
+
             return;
         }
 
@@ -668,6 +679,23 @@ public sealed partial class ClusterSimulator
 
         _trace.Add(_now, "report snapshot", node.Id, $"to n{e.Peer} {(e.Succeeded ? "ok" : "failed")}");
         node.Raft!.ReportSnapshot(e.Peer, e.Succeeded);
+        Touch(node);
+    }
+
+    private void OnUnreachableReport(SimEvent e)
+    {
+        var node = NodeById(e.Node);
+        if (node is null || node.Generation != e.Generation || !node.IsRunning)
+        {
+            return;
+        }
+
+        if (_trace.IsFull)
+        {
+            _trace.Add(_now, "report unreachable", node.Id, $"n{e.Peer}");
+        }
+
+        node.Raft!.ReportUnreachable(e.Peer);
         Touch(node);
     }
 
