@@ -15,7 +15,7 @@ internal sealed class CacheEntry
     /// <summary>The expiry of a key without TTL; sorts after every real time, so "expired" is one comparison.</summary>
     public const long NoExpiry = long.MaxValue;
 
-    public CacheEntry(byte[] key, byte[] value)
+    public CacheEntry(byte[] key, ReadOnlyMemory<byte> value)
     {
         Key = key;
         Value = value;
@@ -23,8 +23,18 @@ internal sealed class CacheEntry
 
     public byte[] Key { get; }
 
-    /// <summary>Replaced, never mutated in place: replies and readers may hold on to an old value array.</summary>
-    public byte[] Value;
+    /// <summary>
+    /// Replaced, never changed in place: replies, readers and snapshots may hold on to an old value. Only bytes past its
+    /// end may be written, in <see cref="GrowthBuffer"/>.
+    /// </summary>
+    public ReadOnlyMemory<byte> Value;
+
+    /// <summary>
+    /// The array <see cref="Value"/> starts at when this entry alone may write past the value's end (spare room an
+    /// APPEND left, zero from the value's end on), else null. Appends to a large value then copy it only when the room
+    /// runs out, not at every append. Local: the room is never charged nor replicated, so every replica charges alike.
+    /// </summary>
+    public byte[]? GrowthBuffer;
 
     public long ExpireAtMs = NoExpiry;
 

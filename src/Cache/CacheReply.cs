@@ -21,7 +21,7 @@ public enum CacheReplyKind : byte
 /// A struct so that the common replies (OK, nil, integers) cost no allocation on the apply path; the payload
 /// (bulk bytes, error text or array items) lives in one reference field.
 /// </summary>
-/// <remarks>Bulk replies may share the state machine's stored value array; the state machine never mutates a value array once stored, so this is safe.</remarks>
+/// <remarks>Bulk replies may share the state machine's stored value array; the state machine never changes a stored value's bytes (only spare room past them), so this is safe.</remarks>
 public readonly struct CacheReply : IEquatable<CacheReply>
 {
     private readonly object? _payload;
@@ -43,10 +43,10 @@ public readonly struct CacheReply : IEquatable<CacheReply>
     public bool IsError => Kind == CacheReplyKind.Error;
 
     /// <summary>The value of an Integer reply (0 for every other kind).</summary>
-    public long Integer => _integer;
+    public long Integer => Kind == CacheReplyKind.Integer ? _integer : 0;
 
-    /// <summary>The bytes of a Bulk reply (empty for every other kind).</summary>
-    public ReadOnlyMemory<byte> Bulk => _payload as byte[] ?? ReadOnlyMemory<byte>.Empty;
+    /// <summary>The bytes of a Bulk reply (empty for every other kind): the start of its array, as long as the length kept.</summary>
+    public ReadOnlyMemory<byte> Bulk => _payload is byte[] bytes ? bytes.AsMemory(0, (int)_integer) : ReadOnlyMemory<byte>.Empty;
 
     /// <summary>The text of an Error reply, in Redis's wording (e.g. "ERR value is not an integer or out of range"); empty for every other kind.</summary>
     public string ErrorMessage => _payload as string ?? string.Empty;
@@ -60,8 +60,17 @@ public readonly struct CacheReply : IEquatable<CacheReply>
     public static CacheReply FromBulk(byte[] value)
     {
         ArgumentNullException.ThrowIfNull(value);
-        return new(CacheReplyKind.Bulk, 0, value);
+        return new(CacheReplyKind.Bulk, value.Length, value);
     }
+
+    /// <summary>
+    /// A Bulk reply of a stored value, shared rather than copied when it starts its array (stored values do: a value's
+    /// bytes never change, though an array may hold spare room past them).
+    /// </summary>
+    public static CacheReply FromBulk(ReadOnlyMemory<byte> value) =>
+        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(value, out var segment) && segment.Offset == 0
+            ? new(CacheReplyKind.Bulk, segment.Count, segment.Array)
+            : new(CacheReplyKind.Bulk, value.Length, value.ToArray());
 
     public static CacheReply FromError(string message)
     {

@@ -85,7 +85,7 @@ public sealed class CacheSnapshot
                 }
 
                 sink.WriteBytes(key.Key);
-                sink.WriteBytes(key.Value);
+                sink.WriteBytes(key.Value.Span);
                 sink.WriteInt64(key.ExpireAtMs);
                 if (withRevisions)
                 {
@@ -157,7 +157,7 @@ public sealed class CacheSnapshot
         }
     }
 
-    internal readonly record struct StoredKey(byte[] Key, byte[] Value, long ExpireAtMs, ulong Revision);
+    internal readonly record struct StoredKey(byte[] Key, ReadOnlyMemory<byte> Value, long ExpireAtMs, ulong Revision);
 
     /// <summary>The revision floor, the removal floor and the removal table (a copy) at the snapshot's index.</summary>
     internal readonly record struct RevisionState(ulong Floor, ulong RemovalFloor, ulong[] RemovedRevisions);

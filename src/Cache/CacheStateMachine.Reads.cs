@@ -93,7 +93,7 @@ public sealed partial class CacheStateMachine
         end = Math.Min(end < 0 ? Math.Max(0, length + end) : end, length - 1L);
         return start > end || length == 0
             ? CacheReply.FromBulk([])
-            : CacheReply.FromBulk(entry.Value.AsSpan((int)start, (int)(end - start + 1)).ToArray());
+            : CacheReply.FromBulk(entry.Value.Span.Slice((int)start, (int)(end - start + 1)).ToArray());
     }
 
     /// <summary>EXPIRETIME / PEXPIRETIME: the absolute expiry in unix ms; -1 without one, -2 when absent.</summary>

@@ -450,7 +450,7 @@ public sealed partial class CacheStateMachine
     {
         var entry = FindLiveForWrite(key, now);
         long current = 0;
-        if (entry is not null && !IntegerFormat.TryParseStrict(entry.Value, out current))
+        if (entry is not null && !IntegerFormat.TryParseStrict(entry.Value.Span, out current))
         {
             return CacheReply.FromError(CacheErrors.NotAnInteger);
         }
@@ -553,7 +553,7 @@ public sealed partial class CacheStateMachine
     private CacheReply ApplyAppend(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, string tooLong, long now)
     {
         var entry = FindLiveForWrite(key, now);
-        var current = entry is null ? [] : entry.Value.AsSpan();
+        var current = entry is null ? [] : entry.Value.Span;
         // Redis's checkStringLength; a longer value would also make the snapshot unreadable.
         if ((long)current.Length + value.Length > MaxStringLength)
         {
@@ -565,12 +565,9 @@ public sealed partial class CacheStateMachine
             return CacheReply.FromError(CacheErrors.OutOfMemory);
         }
 
-        // Stored values are never changed in place (replies may share them): the result is a new array.
-        var appended = new byte[current.Length + value.Length];
-        current.CopyTo(appended);
-        value.CopyTo(appended.AsSpan(current.Length));
-        Write(entry, key, appended, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
-        return CacheReply.FromInteger(appended.Length);
+        var length = current.Length + value.Length;
+        WriteAt(entry, key, current, current.Length, value, length);
+        return CacheReply.FromInteger(length);
     }
 
     /// <summary>
@@ -580,7 +577,7 @@ public sealed partial class CacheStateMachine
     private CacheReply ApplySetRange(ReadOnlySpan<byte> key, long offset, ReadOnlySpan<byte> value, string tooLong, long now)
     {
         var entry = FindLiveForWrite(key, now);
-        var current = entry is null ? [] : entry.Value.AsSpan();
+        var current = entry is null ? [] : entry.Value.Span;
         if (value.IsEmpty)
         {
             return CacheReply.FromInteger(current.Length);
@@ -598,12 +595,37 @@ public sealed partial class CacheStateMachine
             return CacheReply.FromError(CacheErrors.OutOfMemory);
         }
 
-        // A new array (stored values are never changed in place); a new array is zeroed, which fills the gap.
-        var written = new byte[length];
-        current.CopyTo(written);
-        value.CopyTo(written.AsSpan((int)offset));
-        Write(entry, key, written, entry?.ExpireAtMs ?? CacheEntry.NoExpiry);
+        WriteAt(entry, key, current, (int)offset, value, length);
         return CacheReply.FromInteger(length);
+    }
+
+    /// <summary>Values shorter than this get no spare room: copying them costs less than the room would waste.</summary>
+    internal const int GrowthRoomFromBytes = 64 * 1024;
+
+    /// <summary>
+    /// Stores <paramref name="current"/> (the key's value, empty if none) with <paramref name="value"/> written at
+    /// <paramref name="offset"/>, <paramref name="length"/> bytes in all, zero bytes filling any gap; the expiry stays.
+    /// Stored bytes never change (replies and snapshots may share them): a write wholly past the value's end goes into
+    /// the room the key's own array has left there, which readers of the shorter value never look at; anything else is a
+    /// new array, with room for half as much again once it is large, so that a large value built by many APPENDs is
+    /// copied a few times, not at each one (each copy of a value of hundreds of MiB held the node's loop for seconds).
+    /// </summary>
+    private void WriteAt(CacheEntry? entry, ReadOnlySpan<byte> key, ReadOnlySpan<byte> current, int offset, ReadOnlySpan<byte> value, int length)
+    {
+        var expireAtMs = entry?.ExpireAtMs ?? CacheEntry.NoExpiry;
+        if (entry is { GrowthBuffer: { } room } && offset >= current.Length && length <= room.Length)
+        {
+            // Past the value's end the room is still zero: the gap needs no filling.
+            value.CopyTo(room.AsSpan(offset));
+            Write(entry, key, room.AsMemory(0, length), expireAtMs, room);
+            return;
+        }
+
+        // Zeroed, which fills the gap.
+        var grown = new byte[length < GrowthRoomFromBytes ? length : Math.Min(MaxStringLength, length + (long)(length / 2))];
+        current.CopyTo(grown);
+        value.CopyTo(grown.AsSpan(offset));
+        Write(entry, key, grown.AsMemory(0, length), expireAtMs, grown.Length > length ? grown : null);
     }
 
     /// <summary>
@@ -642,7 +664,7 @@ public sealed partial class CacheStateMachine
     private CacheReply ApplyIncrementByFloat(ReadOnlySpan<byte> key, ReadOnlySpan<byte> increment, long now)
     {
         var entry = FindLiveForWrite(key, now);
-        var current = entry is null ? "0"u8 : entry.Value.AsSpan();
+        var current = entry is null ? "0"u8 : entry.Value.Span;
         if (!FloatFormat.TryParse(current, out _) || !FloatFormat.TryParse(increment, out _))
         {
             return CacheReply.FromError(CacheErrors.NotAFloat);
@@ -738,12 +760,15 @@ public sealed partial class CacheStateMachine
         return entry;
     }
 
-    /// <summary>Stores <paramref name="value"/> (owned from now on) under the key, as its newest write.</summary>
-    private void Write(CacheEntry? existing, ReadOnlySpan<byte> key, byte[] value, long expireAtMs)
+    /// <summary>
+    /// Stores <paramref name="value"/> (never to change from now on) under the key, as its newest write;
+    /// <paramref name="growthBuffer"/> is the array it starts when this key alone may write past its end.
+    /// </summary>
+    private void Write(CacheEntry? existing, ReadOnlySpan<byte> key, ReadOnlyMemory<byte> value, long expireAtMs, byte[]? growthBuffer = null)
     {
         if (existing is null)
         {
-            existing = new CacheEntry(key.ToArray(), value) { Revision = _appliedIndex };
+            existing = new CacheEntry(key.ToArray(), value) { Revision = _appliedIndex, GrowthBuffer = growthBuffer };
             _entries.Add(existing.Key, existing);
             _usedBytes += existing.ChargedBytes;
             AppendNewest(existing);
@@ -756,6 +781,7 @@ public sealed partial class CacheStateMachine
             MarkWritten(existing);
             _usedBytes += (long)value.Length - existing.Value.Length;
             existing.Value = value;
+            existing.GrowthBuffer = growthBuffer;
         }
 
         ChangeExpiry(existing, expireAtMs);

@@ -74,7 +74,7 @@ public sealed class KeysRead
         return CacheReply.FromArray([.. replies]);
     }
 
-    private void Collect(CacheEntry entry, byte[] value, long expireAtMs, ulong revision)
+    private void Collect(CacheEntry entry, ReadOnlyMemory<byte> value, long expireAtMs, ulong revision)
     {
         if (expireAtMs > _nowMs)
         {

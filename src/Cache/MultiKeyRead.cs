@@ -22,8 +22,8 @@ public sealed class MultiKeyRead : IKeyChangeObserver
     private readonly ReadOnlyMemory<byte>[] _keys;
     private readonly long _nowMs;
     private readonly long _lastSequence;
-    private readonly Dictionary<byte[], (byte[] Value, long ExpireAtMs)> _keptAside;
-    private readonly Dictionary<byte[], (byte[] Value, long ExpireAtMs)>.AlternateLookup<ReadOnlySpan<byte>> _keptAsideBySpan;
+    private readonly Dictionary<byte[], (ReadOnlyMemory<byte> Value, long ExpireAtMs)> _keptAside;
+    private readonly Dictionary<byte[], (ReadOnlyMemory<byte> Value, long ExpireAtMs)>.AlternateLookup<ReadOnlySpan<byte>> _keptAsideBySpan;
     private readonly CacheReply[]? _values;
 
     // WATCH: the applied index of the instant, answered first, then 1 or 0 per key (live or not), as CacheStateMachine.Watch.
@@ -48,7 +48,7 @@ public sealed class MultiKeyRead : IKeyChangeObserver
         _nowMs = nowMs;
         _watchedAt = watchedAt;
         _values = watchedAt is not null ? new CacheReply[keys.Length + 1] : values ? new CacheReply[keys.Length] : null;
-        _keptAside = new Dictionary<byte[], (byte[] Value, long ExpireAtMs)>(ByteKeyComparer.CreateRandomized());
+        _keptAside = new Dictionary<byte[], (ReadOnlyMemory<byte> Value, long ExpireAtMs)>(ByteKeyComparer.CreateRandomized());
         _keptAsideBySpan = _keptAside.GetAlternateLookup<ReadOnlySpan<byte>>();
     }
 
@@ -131,7 +131,7 @@ public sealed class MultiKeyRead : IKeyChangeObserver
 
     void IKeyChangeObserver.Detach() => _detached = true;
 
-    private bool TryFindAtInstant(ReadOnlySpan<byte> key, out byte[] value)
+    private bool TryFindAtInstant(ReadOnlySpan<byte> key, out ReadOnlyMemory<byte> value)
     {
         long expireAtMs;
         if (_keyspace.TryGetValue(key, out var entry) && entry.WriteSequence <= _lastSequence)
@@ -140,7 +140,7 @@ public sealed class MultiKeyRead : IKeyChangeObserver
         }
         else if (!_keptAsideBySpan.TryGetValue(key, out var kept))
         {
-            value = [];
+            value = ReadOnlyMemory<byte>.Empty;
             return false;
         }
         else

@@ -201,7 +201,7 @@ internal sealed class ScanIndex
         }
     }
 
-    private void PlaceFromBuild(CacheEntry entry, byte[] value, long expireAtMs, ulong revision)
+    private void PlaceFromBuild(CacheEntry entry, ReadOnlyMemory<byte> value, long expireAtMs, ulong revision)
     {
         if (entry.ScanPosition != ScanOrder.Removed)
         {

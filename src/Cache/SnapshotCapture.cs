@@ -89,7 +89,7 @@ public sealed class SnapshotCapture
         }
     }
 
-    private void Collect(CacheEntry entry, byte[] value, long expireAtMs, ulong revision)
+    private void Collect(CacheEntry entry, ReadOnlyMemory<byte> value, long expireAtMs, ulong revision)
     {
         var (chunk, slot) = Math.DivRem(_collected++, ChunkKeys);
         var keys = _chunks[chunk] ??= new CacheSnapshot.StoredKey[Math.Min(ChunkKeys, KeyCount - (chunk * ChunkKeys))];

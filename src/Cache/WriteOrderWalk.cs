@@ -20,10 +20,10 @@ namespace Dcache.Cache;
 internal sealed class WriteOrderWalk : IKeyChangeObserver
 {
     /// <summary>What a walk yields for each key: the entry (for its key and identity) and its value, expiry and revision at the walk's instant.</summary>
-    internal delegate void Visitor(CacheEntry entry, byte[] value, long expireAtMs, ulong revision);
+    internal delegate void Visitor(CacheEntry entry, ReadOnlyMemory<byte> value, long expireAtMs, ulong revision);
 
     private readonly long _lastSequence;
-    private readonly PriorityQueue<(CacheEntry Entry, byte[] Value, long ExpireAtMs, ulong Revision), long> _keptAside = new();
+    private readonly PriorityQueue<(CacheEntry Entry, ReadOnlyMemory<byte> Value, long ExpireAtMs, ulong Revision), long> _keptAside = new();
     private CacheEntry? _next;
     private bool _detached;
 

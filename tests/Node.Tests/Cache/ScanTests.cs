@@ -202,7 +202,7 @@ public sealed class ScanTests
         var entries = new (string Key, long Position)[]
         {
             ("c", 5), ("a", 5), ("b", 5), ("y", 7), ("x", 7), ("last", long.MaxValue), ("also-last", long.MaxValue),
-        }.Select(pair => new CacheEntry(Entries.B(pair.Key), []) { ScanPosition = pair.Position }).ToArray();
+        }.Select(pair => new CacheEntry(Entries.B(pair.Key), ReadOnlyMemory<byte>.Empty) { ScanPosition = pair.Position }).ToArray();
         for (var i = 1; i < entries.Length; i++)
         {
             entries[i - 1].Newer = entries[i];
@@ -220,14 +220,14 @@ public sealed class ScanTests
     [Fact]
     public void Created_keys_join_through_merged_runs_and_removed_ones_are_skipped()
     {
-        var first = new CacheEntry(Entries.B("first"), []);
+        var first = new CacheEntry(Entries.B("first"), ReadOnlyMemory<byte>.Empty);
         var index = ScanIndex.Build(first, 1);
         var all = new List<CacheEntry> { first };
         for (var batch = 1; batch <= 300; batch++)
         {
             for (var i = 0; i < batch % 17; i++)
             {
-                var entry = new CacheEntry(Entries.B($"k{batch}.{i}"), []);
+                var entry = new CacheEntry(Entries.B($"k{batch}.{i}"), ReadOnlyMemory<byte>.Empty);
                 all.Add(entry);
                 Assert.True(index.NoteCreated(entry));
             }
@@ -249,21 +249,21 @@ public sealed class ScanTests
     [Fact]
     public void An_index_that_falls_far_behind_asks_to_be_dropped()
     {
-        var first = new CacheEntry(Entries.B("first"), []);
+        var first = new CacheEntry(Entries.B("first"), ReadOnlyMemory<byte>.Empty);
         var index = ScanIndex.Build(first, 1);
         for (var i = 0; i < ScanIndex.MinimumSlack; i++)
         {
-            Assert.True(index.NoteCreated(new CacheEntry(Entries.B("k" + i), [])));
+            Assert.True(index.NoteCreated(new CacheEntry(Entries.B("k" + i), ReadOnlyMemory<byte>.Empty)));
         }
 
-        Assert.False(index.NoteCreated(new CacheEntry(Entries.B("one too many"), [])));
+        Assert.False(index.NoteCreated(new CacheEntry(Entries.B("one too many"), ReadOnlyMemory<byte>.Empty)));
     }
 
     [Fact]
     public void An_index_that_keeps_too_many_bytes_of_removed_keys_alive_asks_to_be_dropped()
     {
         // One large value set and deleted over and over: few keys, but each removal keeps its value alive in the index.
-        var first = new CacheEntry(Entries.B("first"), []);
+        var first = new CacheEntry(Entries.B("first"), ReadOnlyMemory<byte>.Empty);
         var index = ScanIndex.Build(first, 1);
         var value = new byte[1 << 20];
         var removals = 0;
