@@ -226,6 +226,27 @@ public sealed class FaultInjectionTests : IDisposable
         Assert.Equal(12UL, appended.LastIndex);
     }
 
+    [Fact]
+    public void A_commit_index_recorded_by_a_snapshot_survives_a_crash_that_loses_the_lazily_written_commit_record()
+    {
+        using var crashImage = new TempDirectory("dcache-crash-image");
+        using (var storage = FasterRaftStorage.Open(Options))
+        {
+            storage.Save(new HardState(1, 1, 3), Entries(1, 10, 1), null);
+            storage.Save(new HardState(1, 1, 7), [], null);
+
+            // A snapshot that keeps every entry (a trail for slow followers) moves no head: the replay base with
+            // commit 7 is synced, the commit record saved alone is not.
+            storage.CreateSnapshot(new SnapshotMetadata(5, 1, Membership.Of([1UL])), 0);
+            CopyDirectory(_directory.Path, crashImage.Path);
+        }
+
+        // Replay starts from the replay base's commit; the older commit record in the log must not take it back.
+        using var crashed = FasterRaftStorage.Open(FasterStorageContractTests.SmallOptions(crashImage.Path));
+        Assert.Equal(7UL, crashed.HardState.Commit);
+        Assert.Equal(5UL, crashed.Snapshot.Index);
+    }
+
     [Theory]
     [InlineData(2UL, 15UL)]
     [InlineData(1UL, 20UL)]

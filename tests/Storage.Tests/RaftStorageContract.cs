@@ -114,6 +114,16 @@ public abstract class RaftStorageContract : IDisposable
     }
 
     [Fact]
+    public void A_vote_cast_later_in_the_same_term_is_saved()
+    {
+        // A node that learned the term without voting, then voted in it: forgetting the vote would let it vote twice
+        // in one term after a restart.
+        Storage.Save(new HardState(5, 0, 0), [], null);
+        Storage.Save(new HardState(5, 3, 0), [], null);
+        CheckAndReopen(s => Assert.Equal(new HardState(5, 3, 0), s.InitialState().HardState));
+    }
+
+    [Fact]
     public void Appending_at_index_i_supersedes_everything_from_i_on()
     {
         Storage.Save(null, Range(1, 10, 1), null);
@@ -267,6 +277,19 @@ public abstract class RaftStorageContract : IDisposable
         });
         Storage.Save(null, Range(51, 52, 4), null);
         CheckAndReopen(s => AssertEntries(Range(51, 52, 4), ReadAll(s)));
+    }
+
+    [Fact]
+    public void A_snapshot_beyond_the_log_installed_with_the_entries_after_it_in_one_save_keeps_them()
+    {
+        Storage.Save(null, Range(1, 5, 1), null);
+        Storage.Save(new HardState(2, 0, 8), Range(9, 10, 2), new SnapshotMetadata(8, 2, Membership.Of([1UL])));
+        CheckAndReopen(s =>
+        {
+            Assert.Equal(9UL, s.FirstIndex);
+            Assert.Equal(10UL, s.LastIndex);
+            AssertEntries(Range(9, 10, 2), ReadAll(s));
+        });
     }
 
     [Fact]

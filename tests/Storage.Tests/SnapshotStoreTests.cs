@@ -320,6 +320,50 @@ public sealed class SnapshotStoreTests(ITestOutputHelper output) : IDisposable
         Assert.All(before.Zip(after), pair => Assert.True(pair.First.AsSpan().SequenceEqual(pair.Second), "a segment file changed"));
     }
 
+    [Fact]
+    public void A_snapshot_being_read_keeps_its_chunks_while_newer_ones_replace_it_and_frees_them_once_closed()
+    {
+        var random = new Random(12);
+        using var metadata = MetadataStore.Open(_directory.Path);
+        using var store = SnapshotStore.Open(Options, metadata);
+        var first = WriteSnapshot(store, 10, 70_000, 1, random);
+        using (var reader = store.OpenRead(first))
+        {
+            // Three newer snapshots drop the first from the catalogue; the log is not truncated below its reader.
+            WriteSnapshot(store, 20, 70_000, 2, random);
+            WriteSnapshot(store, 30, 70_000, 3, random);
+            WriteSnapshot(store, 40, 70_000, 4, random);
+            Assert.DoesNotContain(first.Id, store.List().Select(e => e.Id));
+
+            var expected = new byte[4000];
+            long offset = 0;
+            foreach (var chunk in reader.Chunks())
+            {
+                Fill(expected.AsSpan(0, chunk.Length), offset, 1);
+                Assert.True(chunk.Span.SequenceEqual(expected.AsSpan(0, chunk.Length)), $"the snapshot being read differs at {offset}");
+                offset += chunk.Length;
+            }
+
+            Assert.Equal(70_000, offset);
+        }
+
+        // Closed, it holds nothing back any more.
+        AssertSpaceIsReclaimedAfterMoreSnapshots(store, random);
+    }
+
+    [Fact]
+    public void A_snapshot_whose_catalogued_checksum_differs_from_what_was_written_is_refused_at_its_end()
+    {
+        using var metadata = MetadataStore.Open(_directory.Path);
+        using var store = SnapshotStore.Open(Options, metadata);
+        var entry = WriteSnapshot(store, 10, 30_000, 1, new Random(3));
+
+        // Every record is intact; only the catalogue's checksum (a damaged or mismatched row) disagrees.
+        using var reader = store.OpenRead(entry with { Crc32C = entry.Crc32C ^ 1 });
+        var error = Assert.Throws<StorageCorruptionException>(() => reader.Chunks().Count());
+        Assert.Contains("CRC", error.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>Snapshots written after, beyond the ones kept, let the store delete the first segment file.</summary>
     private void AssertSpaceIsReclaimedAfterMoreSnapshots(SnapshotStore store, Random random)
     {
