@@ -66,6 +66,39 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
         };
     }
 
+    /// <summary>
+    /// The most members (voters and learners) a configuration may have. With <see cref="MaxContextsBytes"/> it bounds a
+    /// configuration's size: a host stores one with each snapshot in a fixed place (Dcache: a 4 KiB commit record of the
+    /// log), and a larger one would make every compaction fail.
+    /// </summary>
+    public const int MaxMembers = 64;
+
+    /// <summary>The most bytes (UTF-8) the members' contexts may take in all.</summary>
+    public const int MaxContextsBytes = 2048;
+
+    /// <summary>Null when a configuration of <paramref name="members"/> with these contexts is within the size bounds, else why not.</summary>
+    public static string? CheckSize(int members, IEnumerable<string> contexts)
+    {
+        if (members > MaxMembers)
+        {
+            return $"a cluster has at most {MaxMembers} members (voters and learners), not {members}";
+        }
+
+        var bytes = 0;
+        foreach (var context in contexts)
+        {
+            var length = System.Text.Encoding.UTF8.GetByteCount(context);
+            if (length > ConfChange.MaxContextBytes)
+            {
+                return $"a change's context is limited to {ConfChange.MaxContextBytes} bytes";
+            }
+
+            bytes += length;
+        }
+
+        return bytes > MaxContextsBytes ? $"the members' contexts are limited to {MaxContextsBytes} bytes in all, not {bytes}" : null;
+    }
+
     /// <summary>Null when <paramref name="change"/> may be proposed against this configuration, else why not.</summary>
     public string? Validate(ConfChange change)
     {
@@ -79,7 +112,7 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
             return $"a change's context is limited to {ConfChange.MaxContextBytes} bytes";
         }
 
-        return change.Type switch
+        var refusal = change.Type switch
         {
             ConfChangeType.AddVoter when Contains(change.NodeId) => $"node {change.NodeId} is already a member",
             ConfChangeType.AddLearner when Contains(change.NodeId) => $"node {change.NodeId} is already a member",
@@ -91,6 +124,13 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
             ConfChangeType.AddVoter or ConfChangeType.AddLearner or ConfChangeType.Remove or ConfChangeType.PromoteLearner or ConfChangeType.UpdateContext => null,
             _ => $"unknown change type {change.Type}",
         };
+        if (refusal is not null || change.Type == ConfChangeType.Remove)
+        {
+            return refusal;
+        }
+
+        var after = Apply(change);
+        return CheckSize(after.Voters.Count + after.Learners.Count, after.Contexts.Values);
     }
 
     public override string ToString() =>

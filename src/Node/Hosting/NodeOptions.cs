@@ -198,6 +198,11 @@ public sealed class NodeOptions
             throw new InvalidOperationException($"{Section}:InitialCluster: {ex.Message}", ex);
         }
 
+        if (Raft.Membership.CheckSize(members.Count, members.Values) is { } tooLarge)
+        {
+            throw new InvalidOperationException($"{Section}:InitialCluster: {tooLarge}");
+        }
+
         if (!Join && members.Count == 0)
         {
             throw new InvalidOperationException($"{Section}:InitialCluster must be set: the founding members, 1=http://host:port,2=... (or set Join to join a running cluster)");

@@ -85,6 +85,17 @@ public sealed class NodeOptionsValidationTests
     [InlineData("TestOnlyClockOffset", "2.00:00:00", "TestOnlyClockOffset")]
     public void AMistypedSettingIsRefusedByName(string key, string value, string named) => AssertRefused(Bind((key, value)), named);
 
+    /// <summary>A configuration's size is bounded (Membership.MaxMembers, MaxContextsBytes): the founding one too.</summary>
+    [Fact]
+    public void An_initial_cluster_over_the_membership_bounds_is_refused_and_one_at_them_is_not()
+    {
+        string Members(int count) => string.Join(",", Enumerable.Range(1, count).Select(id => $"{id}=http://127.0.0.1:{7000 + id}"));
+        Bind(("InitialCluster", Members(Raft.Membership.MaxMembers))).Validate();
+        AssertRefused(Bind(("InitialCluster", Members(Raft.Membership.MaxMembers + 1))), "InitialCluster: a cluster has at most 64 members");
+        var longPath = new string('p', 1000);
+        AssertRefused(Bind(("InitialCluster", $"1=http://127.0.0.1:7001,2=http://127.0.0.1:7002/{longPath},3=http://127.0.0.1:7003/{longPath}")), "InitialCluster: the members' contexts are limited to 2048 bytes in all");
+    }
+
     [Theory]
     [InlineData("TickMilliseconds", "1")]
     [InlineData("ElectionTicks", "1200")]
