@@ -202,7 +202,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
                     // Sent as it is, the reply would break the stream and every command on it; the command fails alone.
                     // Only the reply is lost: a write (an EXEC of GETs and SETs, say) has applied, and the error says so
                     // rather than read as "not applied", as other command errors do.
-                    reply = new Proto.Reply { Id = reply.Id, Error = $"ERR reply too large: {size} bytes, over this node's limit of {maxReplyBytes} (Dcache:Node:MaxMessageBytes less header room); a write or transaction was applied, only its reply is lost" };
+                    reply = new Proto.Reply { Id = reply.Id, Error = $"ERR reply too large: {size} bytes, over this node's limit of {maxReplyBytes} (Dcache:Node:MaxMessageBytes less header room); if the command was a write or a transaction, it was applied and only its reply is lost" };
                     size = Protocol.MessageLimits.FramedSize(reply);
                 }
 
