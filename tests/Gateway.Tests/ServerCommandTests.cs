@@ -239,4 +239,33 @@ public sealed class ServerCommandTests
         var withinBound = string.Concat(Enumerable.Repeat("*a", Dcache.Protocol.GlobPattern.MaxNesting - 1)) + "*";
         Assert.True(Dcache.Protocol.GlobPattern.Matches(Encoding.Latin1.GetBytes(withinBound), Encoding.Latin1.GetBytes(text), ignoreCase: false));
     }
+
+    /// <summary>
+    /// CONFIG RESETSTAT answered +OK and reset nothing. Redis 7.0's resetstat zeroes total_connections_received, total_commands_processed and
+    /// rejected_connections (among others); the next INFO counts only itself (measured: total_commands_processed:1).
+    /// </summary>
+    [Fact]
+    public async Task ConfigResetStatResetsTheCountersInfoReports()
+    {
+        var server = new TestServer();
+        await using var client = server.Connect();
+
+        async Task<long> Stat(string name)
+        {
+            var stats = (await client.CommandAsync("INFO", "stats")).Text!;
+            var line = stats.Split("\r\n").Single(l => l.StartsWith(name + ":", StringComparison.Ordinal));
+            return long.Parse(line[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        for (var i = 0; i < 5; i++)
+        {
+            await client.CommandAsync("PING");
+        }
+
+        var before = await Stat("total_commands_processed");
+        Assert.True(before >= 2, $"total_commands_processed before the reset: {before}");
+        Assert.Equal("+OK", (await client.CommandAsync("CONFIG", "RESETSTAT")).ToString());
+        Assert.Equal(1, await Stat("total_commands_processed"));
+        Assert.Equal(0, await Stat("total_connections_received"));
+    }
 }

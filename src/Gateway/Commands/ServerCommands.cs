@@ -117,9 +117,9 @@ internal static class ServerCommands
                 break;
             case "stats":
                 text.Append("# Stats\r\n")
-                    .Append(invariant, $"total_connections_received:{context.Registry.ConnectionsReceived}\r\n")
-                    .Append(invariant, $"total_commands_processed:{context.Registry.CommandsProcessed}\r\n")
-                    .Append(invariant, $"rejected_connections:{context.Registry.ConnectionsRejected}\r\n");
+                    .Append(invariant, $"total_connections_received:{context.Registry.ConnectionsReceivedSinceReset}\r\n")
+                    .Append(invariant, $"total_commands_processed:{context.Registry.CommandsProcessedSinceReset}\r\n")
+                    .Append(invariant, $"rejected_connections:{context.Registry.ConnectionsRejectedSinceReset}\r\n");
                 break;
             case "replication":
                 // The gateway accepts writes, so clients must see a primary; replication happens behind it.
@@ -230,7 +230,11 @@ internal static class ServerCommands
         ? PendingReply.Error(RedisErrors.WrongArity("config|set"))
         : PendingReply.Error($"ERR Unknown option or number of arguments for CONFIG SET - '{request.TextUpToNul(2)}'");
 
-    public static PendingReply ConfigResetStat(CommandContext context, RespRequest request) => PendingReply.Of(Replies.Ok);
+    public static PendingReply ConfigResetStat(CommandContext context, RespRequest request)
+    {
+        context.Registry.ResetStats();
+        return PendingReply.Of(Replies.Ok);
+    }
 
     public static PendingReply ConfigRewrite(CommandContext context, RespRequest request) => PendingReply.Error(RedisErrors.NoConfigFile);
 

@@ -24,6 +24,29 @@ public sealed class RespClientRegistry
 
     public long CommandsProcessed => Interlocked.Read(ref _commandsProcessed);
 
+    // The counts at the last CONFIG RESETSTAT: INFO reports the counts since, as Redis does, while the counts themselves
+    // (which the metrics read) never go back.
+    private long _connectionsReceivedAtReset;
+    private long _connectionsRejectedAtReset;
+    private long _commandsProcessedAtReset;
+
+    /// <summary>INFO's total_connections_received: since the last CONFIG RESETSTAT.</summary>
+    public long ConnectionsReceivedSinceReset => ConnectionsReceived - Interlocked.Read(ref _connectionsReceivedAtReset);
+
+    /// <summary>INFO's rejected_connections: since the last CONFIG RESETSTAT.</summary>
+    public long ConnectionsRejectedSinceReset => ConnectionsRejected - Interlocked.Read(ref _connectionsRejectedAtReset);
+
+    /// <summary>INFO's total_commands_processed: since the last CONFIG RESETSTAT.</summary>
+    public long CommandsProcessedSinceReset => CommandsProcessed - Interlocked.Read(ref _commandsProcessedAtReset);
+
+    /// <summary>CONFIG RESETSTAT: INFO's counts start again from 0.</summary>
+    internal void ResetStats()
+    {
+        Interlocked.Exchange(ref _connectionsReceivedAtReset, ConnectionsReceived);
+        Interlocked.Exchange(ref _connectionsRejectedAtReset, ConnectionsRejected);
+        Interlocked.Exchange(ref _commandsProcessedAtReset, CommandsProcessed);
+    }
+
     /// <summary>Takes a client slot; false (and no slot) when <paramref name="maxClients"/> are already connected.</summary>
     internal bool TryAcquireSlot(int maxClients)
     {
