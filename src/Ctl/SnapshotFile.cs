@@ -188,6 +188,12 @@ internal sealed class SnapshotFileReader : IDisposable
     public SnapshotFileReader(string path)
     {
         _path = SnapshotFile.FullPath(path);
+        if (Directory.Exists(_path))
+        {
+            // .NET reports opening a directory as "Access to the path is denied", which sends one to check permissions.
+            throw new SnapshotFileException($"{_path} is a directory: name the backup file in it");
+        }
+
         try
         {
             _file = new FileStream(_path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);

@@ -77,6 +77,16 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["leader", "transfer", "--endpoints", "http://127.0.0.1:1,ftp://127.0.0.1:7001", .. credentials]), 2, "'ftp://127.0.0.1:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "localhost:7001", .. credentials]), 2, "'localhost:7001' is not an http:// URL");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "http://127.0.0.1", .. credentials]), 2, "'http://127.0.0.1' names no port");
+        var directory = Directory.CreateTempSubdirectory("dcachectl-verify-a-directory-");
+        try
+        {
+            Dcachectl.AssertFails(await Dcachectl.RunAsync(output, "snapshot", "verify", directory.FullName), 1, $"{directory.FullName} is a directory: name the backup file in it");
+        }
+        finally
+        {
+            directory.Delete();
+        }
+
         // An unset variable in `--endpoints "$NODES"`: status asked nobody, and said all was well.
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "", .. credentials]), 2, "--endpoints lists no endpoint");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", " , ", .. credentials]), 2, "--endpoints lists no endpoint");
