@@ -602,13 +602,17 @@ public sealed partial class CacheStateMachine
     /// <summary>Values shorter than this get no spare room: copying them costs less than the room would waste.</summary>
     internal const int GrowthRoomFromBytes = 64 * 1024;
 
+    /// <summary>The most spare room a value gets: with a quarter of its length, at most this much memory goes uncharged per key.</summary>
+    internal const int MaxGrowthRoomBytes = 64 * 1024 * 1024;
+
     /// <summary>
     /// Stores <paramref name="current"/> (the key's value, empty if none) with <paramref name="value"/> written at
     /// <paramref name="offset"/>, <paramref name="length"/> bytes in all, zero bytes filling any gap; the expiry stays.
     /// Stored bytes never change (replies and snapshots may share them): a write wholly past the value's end goes into
     /// the room the key's own array has left there, which readers of the shorter value never look at; anything else is a
-    /// new array, with room for half as much again once it is large, so that a large value built by many APPENDs is
-    /// copied a few times, not at each one (each copy of a value of hundreds of MiB held the node's loop for seconds).
+    /// new array, with room for a quarter as much again (at most <see cref="MaxGrowthRoomBytes"/>) when the write grows a
+    /// large value, so that a large value built by many APPENDs is copied now and then, not at each one (each copy of a
+    /// value of hundreds of MiB held the node's loop for seconds).
     /// </summary>
     private void WriteAt(CacheEntry? entry, ReadOnlySpan<byte> key, ReadOnlySpan<byte> current, int offset, ReadOnlySpan<byte> value, int length)
     {
@@ -622,7 +626,8 @@ public sealed partial class CacheStateMachine
         }
 
         // Zeroed, which fills the gap.
-        var grown = new byte[length < GrowthRoomFromBytes ? length : Math.Min(MaxStringLength, length + (long)(length / 2))];
+        var spare = length < GrowthRoomFromBytes || length <= current.Length ? 0 : Math.Min(length / 4, MaxGrowthRoomBytes);
+        var grown = new byte[Math.Min(MaxStringLength, (long)length + spare)];
         current.CopyTo(grown);
         value.CopyTo(grown.AsSpan(offset));
         Write(entry, key, grown.AsMemory(0, length), expireAtMs, grown.Length > length ? grown : null);

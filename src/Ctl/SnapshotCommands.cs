@@ -157,7 +157,7 @@ internal static class SnapshotCommands
         var directory = Path.GetFullPath(options.Require("data"));
         var nodeId = options.GetId("node-id");
         var clusterId = options.Require("cluster-id");
-        var members = ClusterMembers.Parse(options.Require("initial-cluster"));
+        var members = ClusterMembers.Parse(options.Require("initial-cluster"), requirePort: true);
         if (!members.ContainsKey(nodeId))
         {
             throw new FormatException($"--initial-cluster must list --node-id {nodeId}");

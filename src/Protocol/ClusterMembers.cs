@@ -5,8 +5,13 @@ namespace Dcache.Protocol;
 /// <summary>The "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002" member lists of node configuration and dcachectl.</summary>
 public static class ClusterMembers
 {
-    /// <summary>Node id -> gRPC URL, sorted by id; throws <see cref="FormatException"/> naming the bad part.</summary>
-    public static IReadOnlyDictionary<ulong, string> Parse(string text)
+    /// <summary>
+    /// Node id -> gRPC URL, sorted by id; throws <see cref="FormatException"/> naming the bad part. With
+    /// <paramref name="requirePort"/> a URL must spell out its port (see <see cref="NamesPort"/>): asked of addresses an
+    /// operator types into a command, not of configurations that ran before the check existed (a port-less URL that
+    /// reaches a node on port 80, through a proxy or a service, works).
+    /// </summary>
+    public static IReadOnlyDictionary<ulong, string> Parse(string text, bool requirePort = false)
     {
         var members = new SortedDictionary<ulong, string>();
         var addresses = new Dictionary<string, ulong>(StringComparer.OrdinalIgnoreCase);
@@ -24,7 +29,7 @@ public static class ClusterMembers
                 throw new FormatException($"'{url}' (node {id}) is not an http:// URL");
             }
 
-            if (!NamesPort(url))
+            if (requirePort && !NamesPort(url))
             {
                 throw new FormatException($"'{url}' (node {id}) names no port (the node's GrpcUrl port, as in http://{uri.Host}:7001)");
             }
@@ -62,7 +67,7 @@ public static class ClusterMembers
 
     /// <summary>
     /// Whether <paramref name="url"/> spells out its port. A node's URL without one means port 80, where no node listens
-    /// by default: `member add --address http://10.0.0.4` added a member nothing could reach.
+    /// by default: `member add --address http://10.0.0.4` added a member nothing could reach (write :80 to mean it).
     /// </summary>
     public static bool NamesPort(string url)
     {

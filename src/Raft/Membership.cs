@@ -129,9 +129,15 @@ public sealed record Membership(ImmutableSortedSet<ulong> Voters, ImmutableSorte
             return refusal;
         }
 
+        // Only a change that makes the configuration larger is held to the bounds: one already past them (founded by an
+        // older build) can still promote, shrink an address or remove.
         var after = Apply(change);
-        return CheckSize(after.Voters.Count + after.Learners.Count, after.Contexts.Values);
+        return ContextsBytes(after) > Math.Max(MaxContextsBytes, ContextsBytes(this)) || after.Voters.Count + after.Learners.Count > Math.Max(MaxMembers, Voters.Count + Learners.Count)
+            ? CheckSize(after.Voters.Count + after.Learners.Count, after.Contexts.Values)
+            : null;
     }
+
+    private static int ContextsBytes(Membership membership) => membership.Contexts.Values.Sum(System.Text.Encoding.UTF8.GetByteCount);
 
     public override string ToString() =>
         $"voters=[{string.Join(",", Voters)}] learners=[{string.Join(",", Learners)}]";

@@ -23,11 +23,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
             // A host name where the listener needs an address: it used to end in an unhandled FormatException.
             node.Start([.. NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1")), $"--Dcache:Node:GrpcUrl=http://node1.invalid:{ports[0]}"]);
             // No status poll: the gateway used to start and never learn of a leader, so every write failed.
-            gateway.Start([
-                $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
-                $"--Dcache:Gateway:Port={ports[2]}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[3]}",
-                "--Dcache:Gateway:Cluster:StatusPollMilliseconds=0",
-            ]);
+            gateway.Start([.. GatewayArguments(ports[0], ports[2], ports[3]), "--Dcache:Gateway:Cluster:StatusPollMilliseconds=0"]);
 
             await AssertRefusedAsync(node, "dcache-node: invalid configuration: Dcache:Node:GrpcUrl must be http://<IP address or localhost>:<port 1-65535>, not 'http://node1.invalid:");
             await AssertRefusedAsync(gateway, "dcache-gateway: invalid configuration: Dcache:Gateway:Cluster:StatusPollMilliseconds must be at least 1, not 0");
@@ -55,11 +51,7 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         {
             node.Start([.. NodeArguments(1, ports[0], ports[1], Path.Combine(data.FullName, "node1")), "--Dcache:Node:ElectionTick=20"]);
             nodeUnderWrongSection.Start([.. NodeArguments(2, ports[2], ports[3], Path.Combine(data.FullName, "node2")), "--Dcache:Nodes:ElectionTicks=20"]);
-            gateway.Start([
-                $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{ports[0]}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
-                $"--Dcache:Gateway:Port={ports[4]}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{ports[5]}",
-                "--Dcache:Gateway:Resp:RequirePassword=secret",
-            ]);
+            gateway.Start([.. GatewayArguments(ports[0], ports[4], ports[5]), "--Dcache:Gateway:Resp:RequirePassword=secret"]);
 
             await AssertRefusedAsync(node, "dcache-node: invalid configuration: Dcache:Node:ElectionTick is not a setting (did you mean Dcache:Node:ElectionTicks?)");
             await AssertRefusedAsync(nodeUnderWrongSection, "dcache-node: invalid configuration: Dcache:Nodes is not a setting (did you mean Dcache:Node?)");
@@ -287,6 +279,12 @@ public sealed class BadConfigurationTests(ITestOutputHelper output)
         await Eventually.WaitAsync(() => node.RecentOutput().Contains("Now Leader", StringComparison.Ordinal), ExitPatience, () => $"node 1 never led:\n{node.RecentOutput()}");
         await node.StopAsync(ExitPatience);
     }
+
+    private static string[] GatewayArguments(int nodeGrpcPort, int port, int httpPort) =>
+    [
+        $"--Dcache:Gateway:Cluster:Nodes=http://127.0.0.1:{nodeGrpcPort}", "--Dcache:Gateway:Cluster:ClusterSecret=s",
+        $"--Dcache:Gateway:Port={port}", $"--Dcache:Gateway:HttpUrl=http://127.0.0.1:{httpPort}",
+    ];
 
     private static string[] NodeArguments(ulong id, int grpcPort, int httpPort, string dataDirectory) =>
     [

@@ -19,8 +19,16 @@ public sealed class GatewayClientTests(ITestOutputHelper output)
         await cluster.StartGatewayAsync(new Dictionary<string, string> { ["Cluster:ClusterSecret"] = "not-the-secret" });
         const string Refused = "TRYAGAIN cluster unavailable, command not applied (safe to retry): not applied: every node refuses this gateway's credentials (wrong or missing cluster secret); Dcache:Gateway:Cluster:ClusterId and ClusterSecret must be the nodes'";
 
-        // The first command may come before any node has refused a call.
-        await Eventually.WaitAsync(async () => (await RedisTools.RedisCliAsync(cluster.GatewayPort, "SET k v")).Output.Trim() == Refused, TimeSpan.FromSeconds(30), "SET to be refused for the credentials");
+        // The first command may come before any node has refused a call: it is not applied either (a refused stream
+        // delivered nothing), so it answers TRYAGAIN too, never UNKNOWN.
+        var early = new List<string>();
+        await Eventually.WaitAsync(async () =>
+        {
+            var reply = (await RedisTools.RedisCliAsync(cluster.GatewayPort, "SET k v")).Output.Trim();
+            early.Add(reply);
+            return reply == Refused;
+        }, TimeSpan.FromSeconds(30), "SET to be refused for the credentials");
+        Assert.All(early, reply => Assert.StartsWith("TRYAGAIN ", reply, StringComparison.Ordinal));
         var (_, replies) = await RedisTools.RedisCliScriptAsync(cluster.GatewayPort, "SET k v", "GET k", "INCR n");
         Assert.Equal(string.Join("\n\n", Enumerable.Repeat(Refused, 3)), replies.Trim());
 

@@ -105,12 +105,7 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["MaxMessageBytes"] = $"{MaxMessageBytes}" });
         cluster.SetNodeSetting(1, "MaxMessageBytes", $"{Protocol.MessageLimits.MinMaxMessageBytes}");
         await cluster.StartAsync();
-        if (await cluster.WaitForLeaderAsync(patience) != 1)
-        {
-            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
-            Assert.True(moved.Exit == 0, moved.ToString());
-            await Eventually.WaitAsync(async () => await cluster.WaitForLeaderAsync(patience) == 1, patience, "node 1 to lead");
-        }
+        await MakeNode1LeadAsync(cluster, patience);
 
         var large = Commands.Set("forwarded", new string('f', 2 * Protocol.MessageLimits.MinMaxMessageBytes));
         large.ForwardToLeader = true;
@@ -138,12 +133,7 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         await using var cluster = new LocalCluster(output, settings: new Dictionary<string, string> { ["MaxMessageBytes"] = $"{Protocol.MessageLimits.MinMaxMessageBytes}" });
         cluster.SetNodeSetting(1, "MaxMessageBytes", $"{MaxMessageBytes}");
         await cluster.StartAsync();
-        if (await cluster.WaitForLeaderAsync(patience) != 1)
-        {
-            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
-            Assert.True(moved.Exit == 0, moved.ToString());
-            await Eventually.WaitAsync(async () => await cluster.WaitForLeaderAsync(patience) == 1, patience, "node 1 to lead");
-        }
+        await MakeNode1LeadAsync(cluster, patience);
 
         var value = new string('v', 4 * Protocol.MessageLimits.MinMaxMessageBytes);
         var set = await cluster.ExecuteAsync(1, Commands.Set("large", value), patience);
@@ -176,5 +166,15 @@ public sealed class OversizedCommandTests(ITestOutputHelper output)
         Assert.True(fits.Ok, fits.ToString());
         await Verify.CaughtUpAsync(cluster, patience);
         Assert.All(cluster.Nodes.Values, node => Assert.True(node.IsRunning, $"node {node.Id} stopped: {node.RecentOutput(20)}"));
+    }
+
+    private async Task MakeNode1LeadAsync(LocalCluster cluster, TimeSpan patience)
+    {
+        if (await cluster.WaitForLeaderAsync(patience) != 1)
+        {
+            var moved = await Dcachectl.RunAsync(output, ["leader", "transfer", "--to", "1", .. cluster.CtlOptions()]);
+            Assert.True(moved.Exit == 0, moved.ToString());
+            await Eventually.WaitAsync(async () => await cluster.WaitForLeaderAsync(patience) == 1, patience, "node 1 to lead");
+        }
     }
 }

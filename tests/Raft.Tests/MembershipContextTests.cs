@@ -24,6 +24,24 @@ public sealed class MembershipContextTests
         Assert.Throws<FormatException>(() => ConfChange.Decode(new byte[ConfChange.EncodedLength + ConfChange.MaxContextBytes + 1]));
     }
 
+    /// <summary>
+    /// Review 30: a configuration already past the size bounds (founded by an older build) could no longer promote a
+    /// learner or shorten an address; only a change that makes it larger past them is refused.
+    /// </summary>
+    [Fact]
+    public void AConfigurationPastTheSizeBoundsMayPromoteShrinkOrRemoveButNotGrow()
+    {
+        var address = "http://" + new string('a', 780) + ":7001";
+        var past = Membership.Of([1UL, 2UL], learners: [3UL], contexts: [.. new ulong[] { 1, 2, 3 }.Select(id => KeyValuePair.Create(id, address))]);
+        Assert.True(past.Contexts.Values.Sum(context => context.Length) > Membership.MaxContextsBytes);
+
+        Assert.Null(past.Validate(new ConfChange(ConfChangeType.PromoteLearner, 3)));
+        Assert.Null(past.Validate(new ConfChange(ConfChangeType.UpdateContext, 2, "http://10.0.0.2:7001")));
+        Assert.Null(past.Validate(new ConfChange(ConfChangeType.Remove, 3)));
+        Assert.StartsWith("the members' contexts are limited", past.Validate(new ConfChange(ConfChangeType.AddLearner, 4, "http://10.0.0.4:7001")), StringComparison.Ordinal);
+        Assert.StartsWith("the members' contexts are limited", past.Validate(new ConfChange(ConfChangeType.UpdateContext, 2, address + "0")), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void AddingSetsTheContextPromotingKeepsItRemovingDropsIt()
     {

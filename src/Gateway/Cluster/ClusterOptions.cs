@@ -80,7 +80,7 @@ public sealed class ClusterOptions
         var authorities = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var address in Nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp || uri.Port == 0 || !Protocol.ClusterMembers.NamesPort(address))
+            if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp || uri.Port == 0)
             {
                 throw new FormatException($"'{address}' is not an http:// node address with a port 1-65535");
             }

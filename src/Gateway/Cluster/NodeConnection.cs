@@ -123,6 +123,9 @@ public sealed partial class NodeConnection : IAsyncDisposable
 
     private string? _credentialsRefused;
 
+    // The refusal last logged: logged again only when the node's reason changes.
+    private string? _loggedRefusal;
+
     /// <summary>
     /// Takes in a failed call: a refusal of the credentials is recorded, and logged as an error when the node's reason
     /// changes (once, not at every stream retry). Returns whether it was one.
@@ -131,11 +134,15 @@ public sealed partial class NodeConnection : IAsyncDisposable
     {
         if (failure is not RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.Unauthenticated } refused)
         {
+            // Unreachable, or failed otherwise: whether it would take the credentials is unknown again, and a gateway
+            // must not answer at once on the word of nodes it can no longer hear.
+            Volatile.Write(ref _credentialsRefused, null);
             return false;
         }
 
         var reason = refused.Status.Detail;
-        if (Interlocked.Exchange(ref _credentialsRefused, reason) != reason)
+        Volatile.Write(ref _credentialsRefused, reason);
+        if (Interlocked.Exchange(ref _loggedRefusal, reason) != reason)
         {
             Log.CredentialsRefused(_logger, Address, reason, ClusterOptions.Section);
         }
@@ -524,12 +531,14 @@ public sealed partial class NodeConnection : IAsyncDisposable
                 }
                 catch (Exception ex) when (ex is RpcException or IOException or HttpRequestException or InvalidOperationException)
                 {
-                    if (!_node.NoteIfCredentialsRefused(ex))
+                    // The node checks credentials before it reads a command: a refused stream delivered none.
+                    var refused = _node.NoteIfCredentialsRefused(ex);
+                    if (!refused)
                     {
                         Log.StreamFailed(_node._logger, _node.Address, ex.Message);
                     }
 
-                    FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: true, ex));
+                    FailInFlight(new NodeUnreachableException($"lost the stream to {_node.Address}: {ex.Message}", maybeDelivered: !refused, ex));
                     try
                     {
                         await Task.Delay(_backoff.AfterBreak(answered: Interlocked.Exchange(ref _answeredSinceOpen, 0) != 0), token).ConfigureAwait(false);

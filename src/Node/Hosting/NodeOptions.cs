@@ -133,7 +133,7 @@ public sealed class NodeOptions
 
     public IReadOnlyDictionary<ulong, string> ParseInitialCluster() => ParseMembers(InitialCluster);
 
-    public static IReadOnlyDictionary<ulong, string> ParseMembers(string text) => Protocol.ClusterMembers.Parse(text);
+    public static IReadOnlyDictionary<ulong, string> ParseMembers(string text, bool requirePort = false) => Protocol.ClusterMembers.Parse(text, requirePort);
 
     /// <summary>
     /// Bound of <see cref="ElectionTimeout"/>: a leader that died is replaced only after it, and gateways give up on a

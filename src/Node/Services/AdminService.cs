@@ -365,7 +365,7 @@ public sealed partial class AdminService(RaftDriver driver, AddressBook addresse
     {
         try
         {
-            return NodeOptions.ParseMembers($"{id}={address}")[id];
+            return NodeOptions.ParseMembers($"{id}={address}", requirePort: true)[id];
         }
         catch (FormatException ex)
         {

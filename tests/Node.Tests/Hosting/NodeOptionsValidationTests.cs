@@ -71,9 +71,6 @@ public sealed class NodeOptionsValidationTests
     [InlineData("InitialCluster", "1=127.0.0.1:7001", "InitialCluster")]
     [InlineData("InitialCluster", "1=http://127.0.0.1:7001,1=http://127.0.0.1:7002", "InitialCluster")]
     [InlineData("InitialCluster", "1=http://127.0.0.1:0", "InitialCluster")]
-    // No port is port 80, where no node listens by default: the member could never be reached.
-    [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://10.0.0.2", "InitialCluster: 'http://10.0.0.2' (node 2) names no port")]
-    [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://[::1]/", "InitialCluster: 'http://[::1]/' (node 2) names no port")]
     [InlineData("InitialCluster", "", "InitialCluster must be set: the founding members")]
     // Review 22: two members at one address (a copied line): the second was never reached, and the node at that
     // address refused every message meant for it ("message for node 3 sent to node 2").
@@ -107,6 +104,9 @@ public sealed class NodeOptionsValidationTests
     [InlineData("GrpcUrl", "http://0.0.0.0:7001")]
     [InlineData("HttpUrl", "http://[::1]:8001")]
     [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://[::1]:80,3=http://node3.example:7003/")]
+    // Port 80 unwritten: a configuration that reached its nodes through a service on port 80 before the port check
+    // existed still starts (member add and update, typed by an operator, want the port written).
+    [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://dcache-node-2,3=http://[::1]/")]
     public void TheEdgesOfEachRangeAreAccepted(string key, string value) => Bind((key, value)).Validate();
 
     [Fact]
