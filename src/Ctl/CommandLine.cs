@@ -201,11 +201,17 @@ internal sealed class Options
     {
         get
         {
-            var endpoints = Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")))
-                .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            if (endpoints.Length == 0)
+            var text = Get("endpoints", string.Join(",", Enumerable.Range(0, 3).Select(i => $"http://127.0.0.1:{DevCluster.DefaultBasePort + i}")));
+            var endpoints = text.Split(',', StringSplitOptions.TrimEntries);
+            if (endpoints.All(e => e.Length == 0))
             {
                 throw new FormatException("--endpoints lists no endpoint");
+            }
+
+            // "a,,b" is most often a list built from a variable that was empty: say so rather than act on what is left.
+            if (endpoints.Any(e => e.Length == 0))
+            {
+                throw new FormatException($"--endpoints '{text}' has an empty entry (two commas in a row, or one at an end)");
             }
 
             // "localhost:7001" is a URI of scheme "localhost": the gRPC channel would throw at it, not refuse it.

@@ -90,6 +90,8 @@ public sealed class DcachectlOptionsTests(ITestOutputHelper output)
         // An unset variable in `--endpoints "$NODES"`: status asked nobody, and said all was well.
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "", .. credentials]), 2, "--endpoints lists no endpoint");
         Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", " , ", .. credentials]), 2, "--endpoints lists no endpoint");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "http://127.0.0.1:1,,http://127.0.0.1:2", .. credentials]), 2, "has an empty entry");
+        Dcachectl.AssertFails(await Dcachectl.RunAsync(output, ["status", "--endpoints", "http://127.0.0.1:1,", .. credentials]), 2, "has an empty entry");
         var root = Directory.CreateTempSubdirectory("dcachectl-endpoints-");
         try
         {

@@ -222,7 +222,10 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
     public override async Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
     {
-        var status = await driver.CurrentStatusAsync().ConfigureAwait(false);
+        // A caller's deadline may pass while the loop is busy (replaying a large log at start, say): the handler then
+        // gives up with it rather than write a reply to a call gRPC has already ended, which raced with the end of the
+        // call and logged "Invalid ordering of calling StartAsync or CompleteAsync and Advance".
+        var status = await driver.CurrentStatusAsync().WaitAsync(context.CancellationToken).ConfigureAwait(false);
         var reply = new Proto.NodeStatus
         {
             NodeId = status.NodeId,
@@ -242,7 +245,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
         if (request.IncludeDigest)
         {
-            var (index, digest) = await driver.DigestAsync().ConfigureAwait(false);
+            var (index, digest) = await driver.DigestAsync().WaitAsync(context.CancellationToken).ConfigureAwait(false);
             reply.DigestIndex = index;
             reply.StateDigest = digest;
         }
