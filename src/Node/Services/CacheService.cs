@@ -222,10 +222,23 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
     public override async Task<Proto.NodeStatus> Status(Proto.StatusRequest request, ServerCallContext context)
     {
-        // A caller's deadline may pass while the loop is busy (replaying a large log at start, say): the handler then
-        // gives up with it rather than write a reply to a call gRPC has already ended, which raced with the end of the
-        // call and logged "Invalid ordering of calling StartAsync or CompleteAsync and Advance".
-        var status = await driver.CurrentStatusAsync().WaitAsync(context.CancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await BuildStatusAsync(request).WaitAsync(context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        {
+            // The caller's deadline passed (or it went away) while the loop was busy, replaying a large log at start,
+            // say. Writing the reply to a call gRPC had already ended raced with that end and logged "Invalid ordering
+            // of calling StartAsync or CompleteAsync and Advance".
+            throw new RpcException(new Status(context.Deadline <= DateTime.UtcNow ? StatusCode.DeadlineExceeded : StatusCode.Cancelled,
+                "the call ended before this node's loop could answer"));
+        }
+    }
+
+    private async Task<Proto.NodeStatus> BuildStatusAsync(Proto.StatusRequest request)
+    {
+        var status = await driver.CurrentStatusAsync().ConfigureAwait(false);
         var reply = new Proto.NodeStatus
         {
             NodeId = status.NodeId,
@@ -245,7 +258,7 @@ public sealed class CacheService(RaftDriver driver, AddressBook addresses, Hosti
 
         if (request.IncludeDigest)
         {
-            var (index, digest) = await driver.DigestAsync().WaitAsync(context.CancellationToken).ConfigureAwait(false);
+            var (index, digest) = await driver.DigestAsync().ConfigureAwait(false);
             reply.DigestIndex = index;
             reply.StateDigest = digest;
         }
