@@ -81,6 +81,40 @@ public sealed class ForwardingTests
     }
 
     [Fact]
+    public async Task AForwardThatSurelyNeverReachedTheLeaderIsCountedAsUnavailableForOperators()
+    {
+        // dcache.node.forwarded_writes by outcome: "unavailable" (surely not applied) and "outcome_unknown" call for
+        // different checks by an operator. Other tests' nodes may count too; none of them forwards to a closed port.
+        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == NodeMetrics.MeterName && instrument.Name == "dcache.node.forwarded_writes")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "outcome")
+                {
+                    outcomes.Enqueue((string)tag.Value!);
+                }
+            }
+        });
+        listener.Start();
+        await using var node = PeerlessNode.Start(new Dictionary<ulong, string> { [2] = $"http://127.0.0.1:{ClosedPort()}" });
+        await node.FollowAsync(leader: 2, term: 1);
+
+        var reply = await node.Driver.ExecuteAsync(Incr(id: 23, forward: true)).WaitAsync(Patience);
+
+        Assert.True(reply.Failure is { Kind: FailureKind.Unavailable }, $"reply: {reply}");
+        Assert.Contains("unavailable", outcomes);
+    }
+
+    [Fact]
     public async Task AForwardTheLeaderLeavesUnansweredEndsAtTheWritesDeadlineWithAnUnknownOutcome()
     {
         await using var leader = await ScriptedNode.StartAsync(_ => ScriptedNode.Unanswered);
@@ -92,6 +126,22 @@ public sealed class ForwardingTests
         Assert.True(reply.Failure is { Kind: FailureKind.OutcomeUnknown }, $"reply: {reply}");
         Assert.Equal(13UL, reply.Id);
         Assert.Contains("forwarded to the leader, node 2, and may or may not have applied", reply.Failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AForwardTheLeaderTookAndFailedAsUnavailableLeavesTheOutcomeUnknown()
+    {
+        // The call reached the leader, which failed it UNAVAILABLE itself (as a leader stopping mid-call does): it may have
+        // proposed the write first. Only a connection that could not be opened means the write surely did not apply.
+        await using var leader = await ScriptedNode.StartAsync(_ => null);
+        await using var node = PeerlessNode.Start(new Dictionary<ulong, string> { [2] = leader.Address });
+        await node.FollowAsync(leader: 2, term: 1);
+
+        var reply = await node.Driver.ExecuteAsync(Incr(id: 21, forward: true)).WaitAsync(Patience);
+
+        Assert.True(reply.Failure is { Kind: FailureKind.OutcomeUnknown }, $"reply: {reply}");
+        Assert.Equal(21UL, reply.Id);
+        Assert.Single(leader.Received);
     }
 
     [Fact]

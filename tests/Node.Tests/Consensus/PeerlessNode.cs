@@ -18,7 +18,7 @@ internal sealed class PeerlessNode : IAsyncDisposable
     private readonly PeerTransport _transport;
     private readonly LeaderForwarder _forwarder;
 
-    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat, IReadOnlyDictionary<ulong, string>? recordedAddresses, IReadOnlyList<ulong> voters)
+    private PeerlessNode(IReadOnlyDictionary<ulong, string> peers, TimeSpan requestTimeout, byte foundingEntryFormat, IReadOnlyDictionary<ulong, string>? recordedAddresses, IReadOnlyList<ulong> voters, bool sendToPeers)
     {
         Disk = MemoryStorage.Bootstrap(Membership.Of(voters, contexts: recordedAddresses));
         var settings = new RaftDriverSettings(1, new RaftOptions { Id = 1, ElectionTicks = 1_000 }, TimeSpan.FromMilliseconds(10), 1_000_000, 1_000_000, TimeSpan.FromMilliseconds(50), requestTimeout)
@@ -29,6 +29,11 @@ internal sealed class PeerlessNode : IAsyncDisposable
         Addresses = new AddressBook(peers);
         Driver = new RaftDriver(settings, Disk, new NoSnapshots(), new CacheStateMachine(), Addresses, (_, _) => { }, TimeProvider.System, _metrics, NullLogger<RaftDriver>.Instance, _forwarder);
         _transport = new PeerTransport(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion, Driver.Clocks, Driver, NullLogger<PeerTransport>.Instance);
+        if (sendToPeers)
+        {
+            _transport.SetPeers(peers);
+        }
+
         Driver.Start(_transport);
     }
 
@@ -38,8 +43,9 @@ internal sealed class PeerlessNode : IAsyncDisposable
     /// <param name="peers">Where this node's configuration (its InitialCluster) says each peer is.</param>
     /// <param name="recordedAddresses">The addresses the founding entries of the log record (none if null).</param>
     /// <param name="voters">The founding voters (1, 2 and 3 if null); node 1 must be one.</param>
-    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null, IReadOnlyList<ulong>? voters = null) =>
-        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses, voters ?? [1UL, 2UL, 3UL]);
+    /// <param name="sendToPeers">Whether what node 1 sends goes to <paramref name="peers"/>' addresses (by default, nowhere).</param>
+    public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null, IReadOnlyList<ulong>? voters = null, bool sendToPeers = false) =>
+        new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses, voters ?? [1UL, 2UL, 3UL], sendToPeers);
 
     public MemoryStorage Disk { get; }
 

@@ -117,6 +117,23 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_captured_state_is_labelled_with_the_term_of_the_entry_at_its_index()
+    {
+        // The label is what the log is compacted to and what a follower installing the snapshot continues from: a term
+        // other than the log's own at that index breaks the match of every Append that follows it.
+        await using var node = PeerlessNode.Start(voters: [1UL]);
+        await DriverWaits.UntilAsync(node.Driver, raft => raft.Role == Role.Leader && raft.AppliedIndex == raft.LastIndex, "the lone voter did not lead");
+        var set = await node.Driver.ExecuteAsync(new Proto.Command { Id = 1, Set = new Proto.SetRequest { Key = ByteString.CopyFromUtf8("k"), Value = ByteString.CopyFromUtf8("v") } }).WaitAsync(Patience);
+        Assert.Equal(Proto.Reply.ResultOneofCase.Ok, set.ResultCase);
+
+        var (label, _) = await node.Driver.CaptureStateAsync().WaitAsync(Patience);
+
+        Assert.Equal(LogReadStatus.Ok, node.Disk.TryGetTerm(label.Index, out var term));
+        Assert.True(term > 0);
+        Assert.Equal(term, label.Term);
+    }
+
+    [Fact]
     public async Task A_snapshot_that_fails_for_any_other_reason_is_taken_again_later()
     {
         var store = new FailingOnceSnapshots();
@@ -131,6 +148,27 @@ public sealed class SnapshotCapturesTests(ITestOutputHelper output)
 
         await store.Saved.WaitAsync(Patience);
         Assert.False(driver.Completion.IsCompleted);
+        // Operators alert on dcache.snapshot.failures (the log grows while snapshots fail): this one was counted. Other
+        // tests' nodes may report too, none of them more than its own failures.
+        Assert.True(MostSnapshotFailuresReported() >= 1, "dcache.snapshot.failures did not count the failed snapshot");
+    }
+
+    /// <summary>The largest dcache.snapshot.failures any live node's metrics report now.</summary>
+    private static long MostSnapshotFailuresReported()
+    {
+        long most = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == NodeMetrics.MeterName && instrument.Name == "dcache.snapshot.failures")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, _, _) => most = Math.Max(most, value));
+        listener.Start();
+        listener.RecordObservableInstruments();
+        return most;
     }
 
     [Fact]

@@ -72,6 +72,8 @@ public sealed class NodeOptionsValidationTests
     [InlineData("InitialCluster", "1=http://127.0.0.1:7001,1=http://127.0.0.1:7002", "InitialCluster")]
     [InlineData("InitialCluster", "1=http://127.0.0.1:0", "InitialCluster")]
     [InlineData("InitialCluster", "", "InitialCluster must be set: the founding members")]
+    // A founding list without this node (a copied line): it would found a log whose membership leaves it out.
+    [InlineData("InitialCluster", "2=http://127.0.0.1:7002,3=http://127.0.0.1:7003", "InitialCluster must list this node (1)")]
     // Review 22: two members at one address (a copied line): the second was never reached, and the node at that
     // address refused every message meant for it ("message for node 3 sent to node 2").
     [InlineData("InitialCluster", "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,3=http://127.0.0.1:7002/", "InitialCluster")]

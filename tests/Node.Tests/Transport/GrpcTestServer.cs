@@ -85,7 +85,16 @@ internal sealed class AcceptingInbox(ulong nodeId, CancellationToken closing = d
     {
     }
 
-    public bool TryPost(Message message, long readTimeMs = 0) => true;
+    private int _posted;
+
+    /// <summary>Messages handed to this node so far.</summary>
+    public int Posted => Volatile.Read(ref _posted);
+
+    public bool TryPost(Message message, long readTimeMs = 0)
+    {
+        Interlocked.Increment(ref _posted);
+        return true;
+    }
 
     /// <summary>Thrown by <see cref="BeginSnapshot"/> when set (a snapshot store that refuses to begin one).</summary>
     public Exception? RefuseSnapshotsWith { get; set; }
@@ -98,7 +107,11 @@ internal sealed class AcceptingInbox(ulong nodeId, CancellationToken closing = d
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    /// <summary>When set, a snapshot's data fails its check at the end (a snapshot damaged on the way).</summary>
+    public bool FailChecksums { get; set; }
+
+    public ValueTask CompleteAsync(ulong checksum, CancellationToken cancellationToken) =>
+        FailChecksums ? ValueTask.FromException(new InvalidDataException($"the data does not match checksum {checksum:x8}")) : ValueTask.CompletedTask;
 
     public ValueTask DisposeAsync()
     {

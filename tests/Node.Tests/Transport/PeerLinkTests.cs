@@ -64,6 +64,20 @@ public sealed class PeerLinkTests
         Assert.Equal(1, inbox.Posted); // nothing after the removal reached the core
     }
 
+    [Fact]
+    public async Task AMessageForAPeerWithoutALinkIsReportedUnreachable()
+    {
+        // Dropped silently, the core would keep waiting for the peer's answer (a probe, a snapshot, a read round) instead
+        // of treating the peer as unreachable and trying again.
+        var events = new CountingEvents();
+        await using var transport = NewTransport(events);
+        transport.SetPeers(new Dictionary<ulong, string>());
+
+        transport.Send(new Message { Type = MessageType.Heartbeat, From = 1, To = Peer, Term = 1 });
+
+        Assert.Equal(1, events.Unreachable);
+    }
+
     private static PeerTransport NewTransport(CountingEvents events) =>
         new(1, "http://127.0.0.1:1", new ClusterCredentials("test", "secret"), 1 << 20, CacheCommand.FormatVersion,
             new PeerClocks(TimeProvider.System), events, NullLogger<PeerTransport>.Instance);
