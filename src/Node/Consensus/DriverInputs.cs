@@ -31,6 +31,7 @@ internal sealed record SnapshotPersistedInput(SnapshotMetadata? Metadata, Storag
 /// </summary>
 internal sealed record SnapshotBuiltInput(SnapshotMetadata Metadata, Dcache.Cache.CacheStateMachine? Cache, Exception? Error) : DriverInput;
 
+/// <summary>A command and where its reply goes; <paramref name="DeadlineMs"/> is on the driver's monotonic clock.</summary>
 internal sealed record CommandInput(Proto.Command Command, IReplySink Replies, long DeadlineMs) : DriverInput;
 
 /// <summary>Work to run on the loop, where the core and the state machine may be touched; it completes its own task.</summary>

@@ -72,6 +72,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     // Keeps the node's metadata (meta.db) showing the membership it runs with: (as of log index, membership).
     private readonly Action<ulong, Membership> _recordMembership;
     private readonly TimeProvider _clock;
+    private readonly long _createdAt;
     private readonly NodeMetrics _metrics;
     private readonly ILogger _logger;
     private readonly Channel<DriverInput> _inputs = Channel.CreateUnbounded<DriverInput>(new UnboundedChannelOptions { SingleReader = true });
@@ -127,7 +128,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     /// <summary>How long disposal waits for snapshot work in progress before it lets storage close under it (which then refuses it).</summary>
     private static readonly TimeSpan SnapshotWorkStopBound = TimeSpan.FromSeconds(5);
     private ulong _appliedTerm;
-    private long _lastPurgeProposalMs;
+    private long _lastPurgeProposalMs = long.MinValue / 2; // the first tick as leader purges
 
     // A purge of expired keys removes at most this many: removing a key costs 1-4 us, and every replica applies the
     // purge in one piece, so a wave of keys expiring together (loaded with one TTL, or given one EXPIREAT) is taken a
@@ -178,6 +179,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         _captures = new SnapshotCaptures(cache, settings.LongReadSliceKeys);
         _addresses = addresses;
         _clock = clock;
+        _createdAt = clock.GetTimestamp();
         _logger = logger;
         // A leader hears each reachable voter every heartbeat; a reading counts for a few of them at least.
         Clocks = new PeerClocks(clock, TimeSpan.FromTicks(Math.Max(PeerClocks.DefaultReadingsUsableFor.Ticks, 3 * settings.Tick.Ticks * settings.Raft.HeartbeatTicks)));
@@ -286,7 +288,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
             timeoutMs = Math.Min(timeoutMs, command.TimeoutMs);
         }
 
-        var deadline = NowMs + timeoutMs;
+        var deadline = MonotonicMs + timeoutMs;
         if (!_inputs.Writer.TryWrite(new CommandInput(command, replies, deadline)))
         {
             replies.Complete(ReplyFactory.Failure(command.Id, Proto.FailureKind.Unavailable, "the node is shutting down"));
@@ -421,6 +423,13 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
     void ITransportEvents.SnapshotSent(ulong peer, ulong term, bool succeeded) => _inputs.Writer.TryWrite(new SnapshotSentInput(peer, term, succeeded));
 
     private long NowMs => _clock.GetUtcNow().ToUnixTimeMilliseconds();
+
+    /// <summary>
+    /// Milliseconds since the driver was made, on the monotonic clock: what request deadlines and the purge interval
+    /// count in. On the wall clock, a step forward (NTP, an operator) failed every request in flight at the next tick,
+    /// and a step back held them, and the purges, for as long as the step.
+    /// </summary>
+    private long MonotonicMs => (long)_clock.GetElapsedTime(_createdAt).TotalMilliseconds;
 
     /// <summary>
     /// The cluster's time as this node sees it: its own clock moved by the median offset of its voters' clocks (see
@@ -587,7 +596,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 if (_longReads.HasWork)
                 {
                     // Every round, not every tick: a read nobody waits for any more takes no slice it need not.
-                    _longReads.DropUnwanted(NowMs);
+                    _longReads.DropUnwanted(MonotonicMs);
                     _longReads.RunSlice(LinearizableReadTimeMs(), LocalReadTimeMs());
                 }
 
@@ -669,10 +678,14 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         }
     }
 
+    /// <summary>Ticks the loop has handled (for tests that must know a tick has passed).</summary>
+    internal long TicksHandled { get; private set; }
+
     private void OnTick()
     {
+        TicksHandled++;
         _statusStale = true;
-        var now = NowMs;
+        var now = MonotonicMs;
         ExpireOverdueRequests(now);
         // Keeps the correction a leader publishes to its followers fresh, and withdraws it once this node stops leading.
         _ = ClusterNowMs();
@@ -774,7 +787,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
         if (_raft.Role != Role.Leader)
         {
             if (command.ForwardToLeader && _forwarder is not null && _raft.Leader is var leader and not 0 && leader != NodeId
-                && input.DeadlineMs > NowMs)
+                && input.DeadlineMs > MonotonicMs)
             {
                 if (_addresses.Find(leader) is not { } address)
                 {
@@ -785,7 +798,7 @@ public sealed partial class RaftDriver : IRaftInbox, ITransportEvents, IAsyncDis
                 }
 
                 // The gateway cannot reach the leader: this follower sends the write on, once (the flag is cleared).
-                _forwarder.Forward(command, leader, address, TimeSpan.FromMilliseconds(input.DeadlineMs - NowMs), input.Replies);
+                _forwarder.Forward(command, leader, address, TimeSpan.FromMilliseconds(input.DeadlineMs - MonotonicMs), input.Replies);
                 return;
             }
 

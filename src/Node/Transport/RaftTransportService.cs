@@ -217,7 +217,11 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
         {
             // Entries applied under different settings leave different caches behind (other keys evicted, other retries
             // applied), and nothing would ever bring them together again: no Raft traffic either way until they agree.
-            Log.CacheSettingsDiffer(logger, from, theirs, credentials.CacheSettings);
+            // The peer redials about once a second for as long as it runs so: said once per peer and settings.
+            if (credentials.FirstRefusal(from, $"cache settings {theirs}"))
+            {
+                Log.CacheSettingsDiffer(logger, from, theirs, credentials.CacheSettings);
+            }
             throw new RpcException(new Status(StatusCode.FailedPrecondition,
                 $"node {from}'s cache settings ({theirs}) differ from node {inbox.NodeId}'s ({credentials.CacheSettings}): replicas would diverge; set MaxMemoryBytes and SessionTimeoutSeconds identically on every node"));
         }
@@ -289,7 +293,7 @@ public sealed partial class RaftTransportService(IRaftInbox inbox, ClusterCreden
 
     private static partial class Log
     {
-        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its cache settings ({Theirs}) differ from this node's ({Ours}), and replicas that apply entries under different settings diverge. Set MaxMemoryBytes and SessionTimeoutSeconds identically on every node (see operations.md)")]
+        [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its cache settings ({Theirs}) differ from this node's ({Ours}), and replicas that apply entries under different settings diverge (logged once per peer and settings). Set MaxMemoryBytes and SessionTimeoutSeconds identically on every node (see operations.md)")]
         public static partial void CacheSettingsDiffer(ILogger logger, ulong peer, string theirs, string ours);
 
         [LoggerMessage(Level = LogLevel.Error, Message = "Refused Raft traffic from node {Peer}: its log was founded from {Theirs}, this node's from {Ours}, so the two logs may hold different entries at one index and term (logged once per peer and founding). One of the two was founded apart from the cluster's other members: a node started without Join=true (its InitialCluster differing from the founding list), members restored from different backups or member lists, or two survivors each made the new cluster by force-new-cluster. Find which (the other members' logs, or dcachectl recover inspect on a stopped node), wipe that one's data directory and start it with Join=true, then add it with dcachectl member add (see operations.md)")]

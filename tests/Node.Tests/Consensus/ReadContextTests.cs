@@ -71,6 +71,35 @@ public sealed class ReadContextTests
     }
 
     [Fact]
+    public async Task AStepOfTheWallClockNeitherFailsAPendingReadNorHoldsItPastItsTimeout()
+    {
+        // Deadlines were wall-clock times: an NTP step forward failed every request in flight at the next tick, and a step
+        // back held them for as long as the step. They follow the monotonic clock now, which SettableTime moves only in
+        // Advance.
+        var time = new ReadClockTests.SettableTime(1_750_000_000_000);
+        await using var follower = Follower.Start(time);
+        var read = follower.Driver.ExecuteAsync(Get("k"));
+        var context = await follower.ForwardedContextAsync();
+        follower.Post(new Message { Type = MessageType.ReadIndexResponse, From = 1, To = 2, Term = 1, Context = context, Index = 1_000 });
+
+        time.NowMs += 3_600_000;
+        await TicksAsync(follower, 3);
+        Assert.False(read.IsCompleted, "a step of the wall clock forward failed a read before its timeout");
+
+        time.NowMs -= 7_200_000;
+        time.Advance((long)Follower.RequestTimeout.TotalMilliseconds + 1);
+        var reply = await read.WaitAsync(Patience);
+        Assert.Equal(Proto.FailureKind.Unavailable, reply.Failure.Kind);
+        Assert.Contains("read index 1000", reply.Failure.Message, StringComparison.Ordinal);
+    }
+
+    private static async Task TicksAsync(Follower follower, int ticks)
+    {
+        var until = await follower.Driver.RunOnLoopAsync(_ => follower.Driver.TicksHandled + ticks).WaitAsync(Patience);
+        await DriverWaits.UntilAsync(follower.Driver, _ => follower.Driver.TicksHandled >= until, $"{ticks} ticks");
+    }
+
+    [Fact]
     public async Task A_read_index_request_whose_answer_never_comes_is_forgotten_once_its_reads_time_out()
     {
         // The request or its answer was lost (a full send queue, a broken stream): the core would keep the request for as

@@ -83,31 +83,4 @@ public sealed class InstallSnapshotStopTests
         await call.RequestStream.WriteAsync(new Wire.SnapshotChunk { Offset = 0, Data = ByteString.CopyFrom(new byte[1024]), Message = RaftMessageCodec.ToWire(snapshot) });
         return call;
     }
-
-    /// <summary>Keeps what any logger wrote at Error or above.</summary>
-    private sealed class ErrorLog : ILoggerProvider, ILogger
-    {
-        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _entries = new();
-
-        public IReadOnlyCollection<string> Entries => _entries;
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel))
-            {
-                _entries.Enqueue($"{formatter(state, exception)} {exception?.GetType().Name}");
-            }
-        }
-
-        public void Dispose()
-        {
-        }
-    }
 }
