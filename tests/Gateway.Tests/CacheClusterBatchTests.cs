@@ -391,6 +391,116 @@ public sealed class CacheClusterBatchTests
         }
     }
 
+    [Fact]
+    public async Task AWriteRefusedOnItsRetryAfterAnAttemptThatMayHaveAppliedIsAnUnknownOutcomeNotTheRefusal()
+    {
+        // The first attempt may have applied; the retry's refusal says nothing about that attempt, so the client must not
+        // read it as the write's fate.
+        var attempts = 0;
+        await using var node = await ScriptedNode.StartAsync(_ => Interlocked.Increment(ref attempts) == 1
+            ? new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "leadership lost after proposing" } }
+            : new Reply { Failure = new Failure { Kind = FailureKind.InvalidRequest, Message = "ERR the retry was refused" } });
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address }));
+
+        var call = new ClusterCall(Set("k", session: 42), ReadMode.Linearizable);
+        cluster.ExecuteAll([call], CancellationToken.None);
+        var reply = await call.Reply.WaitAsync(Patience);
+
+        Assert.Equal(FailureKind.OutcomeUnknown, reply.Failure?.Kind);
+        Assert.Contains("ERR the retry was refused", reply.Failure!.Message, StringComparison.Ordinal);
+        Assert.Equal(2, node.CommandsReceived);
+    }
+
+    [Fact]
+    public async Task AReadIsToldNoMoreTimeThanItsDeadlineLeavesWhenTheAttemptTimeoutIsLonger()
+    {
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(new ClusterOptions { Nodes = node.Address, AttemptTimeoutMilliseconds = 60_000, DeadlineMilliseconds = 20_000 });
+
+        var reply = await cluster.ExecuteAsync(Get("a"), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
+
+        Assert.Equal("node:a", reply.Bulk.ToStringUtf8());
+        // The node drops a read still unanswered when told: past the deadline nobody waits for it.
+        Assert.InRange(Assert.Single(node.Received.SelectMany(batch => batch)).TimeoutMs, 1u, 20_000u);
+    }
+
+    [Fact]
+    public async Task AWaveLongerThanMaxBatchIsSentInMessagesOfAtMostMaxBatchCommands()
+    {
+        await using var node = await ScriptedNode.StartAsync(Answer("node"));
+        await using var cluster = Connect(Unhurried(new ClusterOptions { Nodes = node.Address, MaxBatch = 4, StreamsPerNode = 1 }));
+
+        var calls = Enumerable.Range(0, 10).Select(i => new ClusterCall(Get($"key-{i}"), ReadMode.Linearizable)).ToArray();
+        cluster.ExecuteAll(calls, CancellationToken.None);
+        var replies = await Task.WhenAll(calls.Select(call => call.Reply)).WaitAsync(Patience);
+
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => $"node:key-{i}"), replies.Select(reply => reply.Bulk.ToStringUtf8()));
+        Assert.Equal(10, node.CommandsReceived);
+        Assert.All(node.Received, message => Assert.InRange(message.Length, 1, 4));
+    }
+
+    [Fact]
+    public async Task AWriteRefusedBecauseTheNodesBacklogIsFullIsNotAppliedAndNeverSent()
+    {
+        // The read holds the node's whole backlog (one command) for longer than the write's deadline: every attempt at the
+        // write is refused before it is sent, so the client may safely try it again.
+        await using var node = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Get ? ScriptedNode.Unanswered : new Reply { Ok = true });
+        await using var cluster = Connect(new ClusterOptions
+        {
+            Nodes = node.Address,
+            MaxCommandsPerNode = 1,
+            AttemptTimeoutMilliseconds = 60_000,
+            DeadlineMilliseconds = 3_000,
+            BreakAfterFailures = 1_000, // the breaker looks back (1,000 + 1) x 60 s, within Polly's day
+        });
+        // The stream is open before the read, so that the read reaches the node well within its deadline.
+        Assert.True((await cluster.ExecuteAsync(Set("warm", session: 4), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience)).Ok);
+
+        // The write's deadline began before the read's: it is over before the read lets go of the backlog.
+        var began = System.Diagnostics.Stopwatch.GetTimestamp();
+        var read = new ClusterCall(Get("held"), ReadMode.Linearizable);
+        cluster.ExecuteAll([read], CancellationToken.None);
+        await Eventually.WaitAsync(() => node.CommandsReceived == 2, Patience, "the read to reach the node");
+        var write = new ClusterCall(Set("k", session: 5), ReadMode.Linearizable) { DeadlineStartedAt = began };
+        cluster.ExecuteAll([write], CancellationToken.None);
+        var reply = await write.Reply.WaitAsync(Patience);
+
+        Assert.Equal(FailureKind.Unavailable, reply.Failure?.Kind);
+        Assert.Contains("not applied", reply.Failure!.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(node.Received.SelectMany(batch => batch), command => command.Set?.Key.ToStringUtf8() == "k");
+        await read.Reply.WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task AWriteWhoseLeaderLostItsStreamIsTriedAtAnotherMemberRatherThanOnlyAtThatNodeAgain()
+    {
+        // The gateway learns node A leads (B names it), then A breaks its stream at every write, as a node that crashed
+        // mid-batch. A's breaker never opens here: only forgetting A as the leader sends the write anywhere else.
+        var aBroken = 0;
+        var bWrites = 0;
+        ScriptedNode? a = null;
+        await using var nodeA = a = await ScriptedNode.StartAsync(_ => Volatile.Read(ref aBroken) == 1 ? null : new Reply { Ok = true });
+        await using var nodeB = await ScriptedNode.StartAsync(command => Interlocked.Increment(ref bWrites) == 1
+            ? new Reply { Failure = new Failure { Kind = FailureKind.NotLeader, LeaderId = 1, LeaderAddress = a.Address, Message = "not the leader" } }
+            : new Reply { Ok = true });
+        await using var cluster = Connect(new ClusterOptions
+        {
+            Nodes = $"{nodeA.Address},{nodeB.Address}",
+            AttemptTimeoutMilliseconds = 60_000,
+            DeadlineMilliseconds = 5_000,
+            BreakAfterFailures = 1_000, // the breaker looks back (1,000 + 1) x 60 s, within Polly's day
+        });
+        var first = await cluster.ExecuteAsync(Set("k1", session: 1), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
+        Assert.True(first.Ok, first.ToString());
+        Assert.Equal(nodeA.Address, cluster.View.LeaderAddress);
+
+        Volatile.Write(ref aBroken, 1);
+        var reply = await cluster.ExecuteAsync(Set("k2", session: 2), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
+
+        Assert.True(reply.Ok, reply.ToString());
+        Assert.Contains(nodeB.Received.SelectMany(batch => batch), command => command.Set?.Key.ToStringUtf8() == "k2");
+    }
+
     /// <summary>
     /// For a test whose nodes answer every attempt: attempts and deadline far longer than a loaded machine stalls, so
     /// that only the nodes' answers (or the caller) end them. With the defaults (1.5 s and 4 s), a cold first call under

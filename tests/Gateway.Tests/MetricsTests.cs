@@ -50,6 +50,39 @@ public sealed class MetricsTests
         Assert.Contains(durations, d => d.Command == "setex" && d.Seconds >= 0);
     }
 
+    [Fact]
+    public async Task ACommandTheClusterClientThrewForCountsAsAnUnknownOutcomeForAWriteAndAsNotAppliedForARead()
+    {
+        // The reply is then an error the gateway worded itself ("UNKNOWN ..." or "TRYAGAIN ..."), not a cluster failure.
+        var counts = new ConcurrentDictionary<(string Command, string Result), long>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == RespMetrics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            if (instrument.Name == "dcache.gateway.commands")
+            {
+                counts.AddOrUpdate((Tag(tags, "command"), Tag(tags, "result")), value, (_, sum) => sum + value);
+            }
+        });
+        listener.Start();
+
+        var server = new TestServer();
+        server.Cluster.Script = _ => throw new InvalidOperationException("a bug in the cluster client");
+        await using var client = server.Connect();
+        Assert.StartsWith("-UNKNOWN ", (await client.CommandAsync("GETDEL", "k")).ToString(), StringComparison.Ordinal);
+        Assert.StartsWith("-TRYAGAIN ", (await client.CommandAsync("PEXPIRETIME", "k")).ToString(), StringComparison.Ordinal);
+
+        Assert.True(counts.GetValueOrDefault(("getdel", RespMetrics.ResultOutcomeUnknown)) >= 1);
+        Assert.Equal(0, counts.GetValueOrDefault(("getdel", RespMetrics.ResultError)));
+        Assert.True(counts.GetValueOrDefault(("pexpiretime", RespMetrics.ResultNotApplied)) >= 1);
+    }
+
     private static string Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)
     {
         foreach (var tag in tags)

@@ -124,6 +124,20 @@ public sealed class PipeliningTests
     }
 
     [Fact]
+    public async Task ACommandOnTheLastKeyOfAnEarlierMultiKeyWriteWaitsForIt()
+    {
+        var server = new TestServer();
+        server.Cluster.Put("b", "1");
+        server.Cluster.Hold();
+        await using var client = server.Connect();
+        await client.SendAsync(Pipeline(["DEL", "a", "b"], ["GET", "b"]));
+        await server.Cluster.WaitForInFlightAsync(1, TestConnection.Timeout);
+        Assert.Single(server.Cluster.Executed);
+        server.Cluster.Release();
+        Assert.Equal([":1", "$nil"], await ReadRepliesAsync(client, 2));
+    }
+
+    [Fact]
     public async Task RenameOrdersAfterEarlierCommandsOnEitherKey()
     {
         var server = new TestServer();

@@ -359,4 +359,53 @@ public sealed class RespParserTests
     [InlineData("99999999999999999999")]
     public void NonCanonicalIntegersAreRefusedAsString2llRefusesThem(string text) =>
         Assert.False(RespInteger.TryParse(Encoding.ASCII.GetBytes(text), out _));
+
+    [Fact]
+    public void AnUnauthenticatedMultibulkRequestMayHaveExactlyTenArguments()
+    {
+        // Redis refuses more than 10 (ll > 10 in processMultibulkBuffer), not 10 itself.
+        var driver = new ParserDriver();
+        driver.Parser.AuthenticationRequired = true;
+        driver.Feed("*10\r\n");
+        Assert.Null(driver.Error);
+        driver.Feed(string.Concat(Enumerable.Repeat("$1\r\na\r\n", 10)));
+        Assert.Null(driver.Error);
+        Assert.Equal(10, Assert.Single(driver.Requests).Length);
+    }
+
+    [Fact]
+    public void ABulkOfExactlyTheLargestLengthIsAcceptedWhateverWayItArrives()
+    {
+        var options = new RespOptions { MaxBulkLength = 8 };
+        const string header = "*2\r\n$4\r\nECHO\r\n$8\r\n";
+        Assert.Equal([["ECHO", "12345678"]], new ParserDriver(options).Feed(header + "12345678\r\n").Requests);
+        var dripped = new ParserDriver(options).Feed(header).Feed("12345678\r\n");
+        Assert.Null(dripped.Error);
+        Assert.Equal([["ECHO", "12345678"]], dripped.Requests);
+        Assert.Equal("ERR Protocol error: invalid bulk length", new ParserDriver(options).Feed("*2\r\n$4\r\nECHO\r\n$9\r\n").Error);
+    }
+
+    [Fact]
+    public void ARequestOfExactlyTheQueryBufferLimitIsAcceptedWhateverWayItArrives()
+    {
+        // GET (3 bytes) and a 7-byte key: 10 bytes of arguments, the limit itself.
+        var options = new RespOptions { MaxRequestBytes = 10 };
+        const string request = "*2\r\n$3\r\nGET\r\n$7\r\n1234567\r\n";
+        Assert.Equal([["GET", "1234567"]], new ParserDriver(options).Feed(request).Requests);
+        var bytes = Encoding.Latin1.GetBytes(request);
+        for (var split = 1; split < bytes.Length; split++)
+        {
+            var driver = new ParserDriver(options).Feed(bytes.AsSpan(0, split)).Feed(bytes.AsSpan(split));
+            Assert.Null(driver.Error);
+            Assert.Equal([["GET", "1234567"]], driver.Requests);
+        }
+    }
+
+    [Fact]
+    public void InlineHexEscapesTakeLowerAndUpperCaseDigits()
+    {
+        var driver = new ParserDriver().Feed("ECHO \"\\x6a\\x4A\\xff\\x0a\"\r\n");
+        Assert.Null(driver.Error);
+        Assert.Equal([["ECHO", "jJ\xff\n"]], driver.Requests);
+    }
 }

@@ -62,6 +62,16 @@ public sealed class SessionRegistrationTests
         Assert.Equal(2, server.Cluster.Registrations.Count);
         Assert.True(Assert.Single(server.Cluster.Executed).Command.SessionMustExist);
     }
+
+    [Fact]
+    public async Task ARegistrationNoNodeCouldServeAnswersTheWriteWithTheClustersOwnNotAppliedReason()
+    {
+        var server = new TestServer();
+        server.Cluster.RegistrationScript = _ => new Reply { Failure = new Failure { Kind = FailureKind.Unavailable, Message = "not applied: no leader elected" } };
+        await using var client = server.Connect();
+        Assert.Equal("-" + ClusterErrors.TryAgainPrefix + "not applied: no leader elected", (await client.CommandAsync("INCR", "n")).ToString());
+        Assert.Empty(server.Cluster.Executed);
+    }
 }
 
 /// <summary>A new session's registration and its first write share the client command's one deadline.</summary>

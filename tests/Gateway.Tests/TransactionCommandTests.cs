@@ -426,4 +426,58 @@ public sealed class TransactionCommandTests : IAsyncLifetime
             [Command.OpOneofCase.Set, Command.OpOneofCase.Transaction, Command.OpOneofCase.Get],
             _server.Cluster.Executed.Select(executed => executed.Command.OpCase));
     }
+
+    [Fact]
+    public async Task A_transactions_queue_may_take_exactly_max_request_bytes()
+    {
+        const int cost = 3 + TransactionCommands.QueuedCommandCost + (2 * TransactionCommands.QueuedArgumentCost);
+        const int limit = 10 * cost;
+        var server = new TestServer(options => options.MaxRequestBytes = limit);
+        await using var client = server.Connect();
+        async Task<string> Run(params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+
+        Assert.Equal("+OK", await Run("MULTI"));
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal("+QUEUED", await Run("GET", ""));
+        }
+
+        Assert.StartsWith("-ERR transaction too large", await Run("GET", ""), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Watched_keys_may_take_exactly_max_request_bytes()
+    {
+        const int keyCost = 30 + ClientState.WatchedKeyOverheadBytes;
+        const int limit = 3 * keyCost;
+        var server = new TestServer(options => options.MaxRequestBytes = limit);
+        await using var client = server.Connect();
+        async Task<string> Run(params string[] arguments) => (await client.CommandAsync(arguments)).ToString();
+
+        Assert.Equal("+OK", await Run("WATCH", new string('a', 30), new string('b', 30), new string('c', 30)));
+        Assert.Equal("-" + TransactionCommands.WatchTooLarge(limit), await Run("WATCH", new string('d', 30)));
+    }
+
+    [Fact]
+    public async Task Dbsize_is_queued_inside_multi_and_answered_in_its_slot()
+    {
+        _server.Cluster.Put("a", "1");
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "b", "2"));
+        Assert.Equal("+QUEUED", await Run("DBSIZE"));
+        Assert.Equal("*[+OK, :2]", await Run("EXEC"));
+    }
+
+    [Theory]
+    [InlineData("NOPE", "x")]
+    [InlineData("GET")]
+    [InlineData("CLIENT", "NOPE")]
+    public async Task One_command_the_dispatcher_refuses_while_queuing_is_enough_to_abort_the_exec(params string[] refused)
+    {
+        Assert.Equal("+OK", await Run("MULTI"));
+        Assert.Equal("+QUEUED", await Run("SET", "a", "1"));
+        Assert.StartsWith("-ERR ", await Run(refused), StringComparison.Ordinal);
+        Assert.Equal("-EXECABORT Transaction discarded because of previous errors.", await Run("EXEC"));
+        Assert.Empty(_server.Cluster.Executed);
+    }
 }
