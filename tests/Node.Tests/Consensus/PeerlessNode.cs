@@ -47,6 +47,24 @@ internal sealed class PeerlessNode : IAsyncDisposable
     public static PeerlessNode Start(IReadOnlyDictionary<ulong, string>? peers = null, TimeSpan? requestTimeout = null, byte foundingEntryFormat = 0, IReadOnlyDictionary<ulong, string>? recordedAddresses = null, IReadOnlyList<ulong>? voters = null, bool sendToPeers = false) =>
         new(peers ?? new Dictionary<ulong, string>(), requestTimeout ?? TimeSpan.FromMinutes(1), foundingEntryFormat, recordedAddresses, voters ?? [1UL, 2UL, 3UL], sendToPeers);
 
+    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied: node 2 has answered it, node 3 never does.</summary>
+    public static async Task<PeerlessNode> StartLeadingAsync(IReadOnlyDictionary<ulong, string> peers, IReadOnlyDictionary<ulong, string>? recordedAddresses = null)
+    {
+        var node = Start(peers, recordedAddresses: recordedAddresses);
+        try
+        {
+            var noOp = await node.LeadAsync(term: 2, voter: 2);
+            Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = noOp }, 0));
+            await DriverWaits.UntilAsync(node.Driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
+            return node;
+        }
+        catch
+        {
+            await node.DisposeAsync();
+            throw;
+        }
+    }
+
     public MemoryStorage Disk { get; }
 
     /// <summary>The node's address book, which its driver keeps following the applied membership.</summary>

@@ -27,7 +27,7 @@ public sealed class AdminServiceAddressTests
     [InlineData("http://someone@localhost:7002", 2)]
     public async Task Adding_a_member_at_another_members_address_written_differently_is_refused(string address, ulong owner)
     {
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
 
         var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberAddAsync(
@@ -42,7 +42,7 @@ public sealed class AdminServiceAddressTests
     [InlineData("http://[::1]")]
     public async Task Adding_a_member_at_an_address_without_a_port_is_refused_as_port_80_is_no_nodes_port(string address)
     {
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
 
         var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberAddAsync(
@@ -54,7 +54,7 @@ public sealed class AdminServiceAddressTests
     [Fact]
     public async Task Moving_a_member_to_another_members_address_written_differently_is_refused_and_its_own_is_not()
     {
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
 
         var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberUpdateAsync(
@@ -74,7 +74,7 @@ public sealed class AdminServiceAddressTests
     public async Task Adding_a_member_where_the_log_records_another_member_is_refused_though_this_node_dials_it_elsewhere()
     {
         // This node's configuration lists node 2 at a proxy; the log records node 2 where it listens.
-        await using var node = await LeadingNodeAsync(recordedAddresses: new Dictionary<ulong, string> { [2] = "http://127.0.0.1:7102" });
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers, recordedAddresses: new Dictionary<ulong, string> { [2] = "http://127.0.0.1:7102" });
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
         Assert.Equal("http://localhost:7002", node.Addresses.Find(2));
 
@@ -82,23 +82,5 @@ public sealed class AdminServiceAddressTests
             new Proto.MemberAddRequest { Id = 4, Address = "http://127.0.0.1:7102" }, server.Credentials.ToHeaders(), AdminTestServer.Deadline).ResponseAsync);
         Assert.Equal(StatusCode.AlreadyExists, refused.StatusCode);
         Assert.EndsWith("already belongs to node 2", refused.Status.Detail, StringComparison.Ordinal);
-    }
-
-    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied.</summary>
-    private static async Task<PeerlessNode> LeadingNodeAsync(IReadOnlyDictionary<ulong, string>? recordedAddresses = null)
-    {
-        var node = PeerlessNode.Start(Peers, recordedAddresses: recordedAddresses);
-        try
-        {
-            var noOp = await node.LeadAsync(term: 2, voter: 2);
-            Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = noOp }, 0));
-            await DriverWaits.UntilAsync(node.Driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
-            return node;
-        }
-        catch
-        {
-            await node.DisposeAsync();
-            throw;
-        }
     }
 }

@@ -16,13 +16,15 @@ namespace Dcache.Node.Tests.Services;
 /// </summary>
 public sealed class AdminServiceRefusalTests
 {
+    private static readonly Dictionary<ulong, string> Peers = new Dictionary<ulong, string> { [2] = "http://127.0.0.1:7002", [3] = "http://127.0.0.1:7003" };
+
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
 
     [Fact]
     public async Task Removing_a_voter_that_leaves_fewer_answering_voters_than_a_quorum_is_refused()
     {
         // Node 2 answers the leader; node 3 never does. Without node 2, voters 1 and 3 could commit nothing.
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
 
         // Right after taking over, the leader cannot tell yet (ABORTED, which dcachectl retries): so does this test.
@@ -98,7 +100,7 @@ public sealed class AdminServiceRefusalTests
     {
         // The operator typed node 3's new address for node 2: node 2 would be dialled there, and node 3 refuse its traffic.
         await using var other = await ScriptedNode.StartAsync(_ => null, status: () => new CacheProto.NodeStatus { NodeId = 3, Role = "Follower" });
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
 
         var refused = await Assert.ThrowsAsync<RpcException>(() => server.Client.MemberUpdateAsync(
@@ -112,7 +114,7 @@ public sealed class AdminServiceRefusalTests
     public async Task A_change_whose_index_another_leaders_entry_took_is_answered_not_applied()
     {
         // The operator may retry an ABORTED change; one reported done that never applied would be taken as in effect.
-        await using var node = await LeadingNodeAsync();
+        await using var node = await PeerlessNode.StartLeadingAsync(Peers);
         await using var server = await AdminTestServer.StartAsync(node.Driver, node.Addresses);
         var noOp = await node.Driver.RunOnLoopAsync(raft => raft.LastIndex).WaitAsync(Patience);
         using var add = server.Client.MemberAddAsync(new Proto.MemberAddRequest { Id = 4, Address = "http://127.0.0.1:7004" }, server.Credentials.ToHeaders(), AdminTestServer.Deadline);
@@ -128,24 +130,6 @@ public sealed class AdminServiceRefusalTests
         var refused = await Assert.ThrowsAsync<RpcException>(() => add.ResponseAsync);
         Assert.Equal(StatusCode.Aborted, refused.StatusCode);
         Assert.Contains($"another entry took index {noOp + 1}", refused.Status.Detail, StringComparison.Ordinal);
-    }
-
-    /// <summary>Node 1 of 1, 2 and 3, leading term 2 with its no-op applied; node 2 has answered it, node 3 never does.</summary>
-    private static async Task<PeerlessNode> LeadingNodeAsync()
-    {
-        var node = PeerlessNode.Start(new Dictionary<ulong, string> { [2] = "http://127.0.0.1:7002", [3] = "http://127.0.0.1:7003" });
-        try
-        {
-            var noOp = await node.LeadAsync(term: 2, voter: 2);
-            Assert.True(node.Inbox.TryPost(new Message { Type = MessageType.AppendResponse, From = 2, To = 1, Term = 2, Index = noOp }, 0));
-            await DriverWaits.UntilAsync(node.Driver, raft => raft.AppliedIndex == noOp, "the no-op of term 2 did not apply");
-            return node;
-        }
-        catch
-        {
-            await node.DisposeAsync();
-            throw;
-        }
     }
 
     /// <summary>Node 1, the one voter (so it commits alone), leading, with node 2 added as a learner that never answers.</summary>
