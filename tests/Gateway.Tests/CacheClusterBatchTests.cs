@@ -472,6 +472,34 @@ public sealed class CacheClusterBatchTests
     }
 
     [Fact]
+    public async Task ANodeTakesCommandsUpToItsBacklogExactlyAndOneBatchOfAnySizeWhenItHoldsNothing()
+    {
+        // MaxCommandsPerNode bounds what a node holds, queued or unanswered: a batch that brings it to the bound exactly
+        // is sent; and one batch always goes to a node holding nothing, however large (else it could never be sent).
+        await using var node = await ScriptedNode.StartAsync(command => command.OpCase == Command.OpOneofCase.Get ? ScriptedNode.Unanswered : new Reply { Ok = true });
+        await using var cluster = Connect(new ClusterOptions
+        {
+            Nodes = node.Address,
+            MaxCommandsPerNode = 2,
+            AttemptTimeoutMilliseconds = 60_000,
+            DeadlineMilliseconds = 30_000,
+            BreakAfterFailures = 1_000, // the breaker looks back (1,000 + 1) x 60 s, within Polly's day
+        });
+        var lone = Enumerable.Range(0, 3).Select(i => new ClusterCall(Set($"lone-{i}", session: (ulong)(10 + i)), ReadMode.Linearizable)).ToList();
+        cluster.ExecuteAll(lone, CancellationToken.None);
+        var loneReplies = await Task.WhenAll(lone.Select(call => call.Reply)).WaitAsync(Patience);
+        Assert.All(loneReplies, reply => Assert.True(reply.Ok, reply.ToString()));
+        Assert.Contains(node.Received, batch => batch.Length == 3);
+
+        // One command held (a read the node never answers), then a write that brings the node to two: sent.
+        var read = new ClusterCall(Get("held"), ReadMode.Linearizable);
+        cluster.ExecuteAll([read], CancellationToken.None);
+        await Eventually.WaitAsync(() => node.CommandsReceived == 4, Patience, "the read to reach the node");
+        var write = await cluster.ExecuteAsync(Set("at-the-bound", session: 20), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience);
+        Assert.True(write.Ok, write.ToString());
+    }
+
+    [Fact]
     public async Task AWriteWhoseLeaderLostItsStreamIsTriedAtAnotherMemberRatherThanOnlyAtThatNodeAgain()
     {
         // The gateway learns node A leads (B names it), then A breaks its stream at every write, as a node that crashed
