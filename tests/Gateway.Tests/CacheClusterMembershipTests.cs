@@ -126,6 +126,42 @@ public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
         Assert.All(replies, reply => Assert.StartsWith("leader:stuck-", reply.Bulk.ToStringUtf8(), StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task ANodeLeftOutOfTheMembershipGetsNoCommandsEvenWhileNoMemberCanTakeThem()
+    {
+        await using var cluster = await ScriptedCluster.StartAsync(_ => null);
+        var (leader, removed) = (cluster.Leader, cluster.Removed);
+        await using var client = Connect(new ClusterOptions
+        {
+            Nodes = leader.Address,
+            StatusPollMilliseconds = 50,
+            // Still known, and healthy, for the whole test: only its absence from the membership keeps commands off it.
+            RemovedNodeGraceMilliseconds = 600_000,
+            BreakAfterFailures = 2,
+            AttemptTimeoutMilliseconds = 200,
+            DeadlineMilliseconds = 1_000,
+        });
+        cluster.List(leader, removed);
+        await WaitForAsync(() => Connection(client, removed.Address), "the gateway never learned the node from the membership");
+        cluster.List(leader);
+        await WaitForAsync(() => Connection(client, removed.Address) is { IsMember: false } ? client : null, "the gateway never took the new membership in");
+
+        // The only member fails every command, so its breaker opens: then no node is ready for an attempt, and the
+        // commands must wait for the member rather than go to the node that left.
+        cluster.LeaderFails = true;
+        var receivedBefore = removed.CommandsReceived;
+        var replies = new List<Reply>();
+        for (var i = 0; i < 2; i++)
+        {
+            replies.Add(await client.ExecuteAsync(Get($"key-{i}"), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience));
+            replies.Add(await client.ExecuteAsync(Set($"key-{i}", session: 0), ReadMode.Linearizable, CancellationToken.None).WaitAsync(Patience));
+        }
+
+        Assert.False(Connection(client, leader.Address)!.Healthy, "the member's breaker never opened: the test did not reach the case it is about");
+        Assert.Equal(receivedBefore, removed.CommandsReceived);
+        Assert.All(replies, reply => Assert.Equal(Reply.ResultOneofCase.Failure, reply.ResultCase));
+    }
+
     private static NodeConnection? Connection(CacheCluster client, string address) =>
         client.Nodes.FirstOrDefault(node => node.Address == address);
 
@@ -158,6 +194,7 @@ public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
     private sealed class ScriptedCluster : IAsyncDisposable
     {
         private Member[] _members = [];
+        private bool _leaderFails;
 
         private ScriptedCluster()
         {
@@ -169,12 +206,20 @@ public sealed class CacheClusterMembershipTests(ITestOutputHelper output)
 
         public ScriptedNode Removed { get; private set; } = null!;
 
+        /// <summary>While set, the leader ends its command streams with an error at each command (status polls still answered).</summary>
+        public bool LeaderFails
+        {
+            get => Volatile.Read(ref _leaderFails);
+            set => Volatile.Write(ref _leaderFails, value);
+        }
+
         public static async Task<ScriptedCluster> StartAsync(Func<Command, Reply?> first)
         {
             var cluster = new ScriptedCluster();
             try
             {
-                cluster.Leader = await ScriptedNode.StartAsync(Answer("leader"), status: () => cluster.Status(1, "Leader"));
+                var leader = Answer("leader");
+                cluster.Leader = await ScriptedNode.StartAsync(command => cluster.LeaderFails ? null : leader(command), status: () => cluster.Status(1, "Leader"));
                 cluster.Seed = await ScriptedNode.StartAsync(Answer("seed"), status: () => cluster.Status(2, "Follower"));
                 var removed = Answer("removed");
                 cluster.Removed = await ScriptedNode.StartAsync(command => first(command) ?? removed(command), status: () => cluster.Status(3, "Follower"));

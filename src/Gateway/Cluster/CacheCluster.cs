@@ -620,22 +620,34 @@ public sealed partial class CacheCluster : ICacheCluster, IAsyncDisposable
         var nodes = _nodes;
         var start = (int)((ulong)Interlocked.Increment(ref _nextRead) % (ulong)nodes.Length);
         NodeConnection? avoided = null;
+        NodeConnection? waitingMember = null;
         for (var i = 0; i < nodes.Length; i++)
         {
             var node = nodes[(start + i) % nodes.Length];
-            if (node.ReadyForAttempt && node.IsMember)
+            if (!node.IsMember)
             {
-                if (!isWrite && ReferenceEquals(node, avoid))
-                {
-                    avoided = node;
-                    continue;
-                }
-
-                return node;
+                continue;
             }
+
+            if (!node.ReadyForAttempt)
+            {
+                waitingMember ??= node;
+                continue;
+            }
+
+            if (!isWrite && ReferenceEquals(node, avoid))
+            {
+                avoided = node;
+                continue;
+            }
+
+            return node;
         }
 
-        return avoided ?? nodes[start];
+        // With no member ready, the attempt goes to a member all the same (its breaker fails it at once, and the retry
+        // backs off): a node the leader no longer lists, though it may still answer, no longer holds the cluster's
+        // state. Only while no node at all is listed (never so once a leader was heard from) is any node taken.
+        return avoided ?? waitingMember ?? nodes[start];
     }
 
     private IEnumerable<System.Diagnostics.Metrics.Measurement<int>> ObserveNodeCommands()
