@@ -125,6 +125,15 @@ public sealed class RespWriterTests
         Assert.DoesNotContain("\n", Failure(FailureKind.OutcomeUnknown, true, "line\r\nbreak").TrimEnd(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void AFailureInsideATransactionsReplyReadsAsTheTransactionsOutcomeNotAsARead()
+    {
+        // EXEC's items render with shapes of their own; a failure among them is the outcome of the transaction, a write.
+        var exec = Replies.Array(Replies.Ok, new Reply { Failure = new Failure { Kind = FailureKind.OutcomeUnknown, Message = "detail" } });
+        var written = Written(o => ReplyRenderer.Write(o, exec, ReplyShape.NilArray, RespProtocol.Resp2, isWrite: true, [ReplyShape.Default, ReplyShape.Default]));
+        Assert.Equal("*2\r\n+OK\r\n-" + ClusterErrors.OutcomeUnknownPrefix + "detail\r\n", written);
+    }
+
     private static string Render(Reply reply, ReplyShape shape, RespProtocol protocol, bool isWrite = false) =>
         Written(o => ReplyRenderer.Write(o, reply, shape, protocol, isWrite));
 }

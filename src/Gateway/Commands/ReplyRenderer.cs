@@ -50,7 +50,8 @@ internal static class ReplyRenderer
                 RespWriter.WriteArrayHeader(output, itemShapes.Length);
                 for (var i = 0; i < itemShapes.Length; i++)
                 {
-                    Write(output, reply.Array.Items[i], itemShapes[i], protocol, isWrite: false);
+                    // A failure among EXEC's items is the transaction's outcome: a write's, whatever the item's command.
+                    Write(output, reply.Array.Items[i], itemShapes[i], protocol, isWrite);
                 }
 
                 break;
